@@ -1,0 +1,146 @@
+//! Hypercall numbers, sub-operations and the calling convention.
+//!
+//! # Calling convention
+//!
+//! The guest executes `out HYPERCALL_PORT, al` (an 8-bit immediate port, so
+//! `dx` stays free for an argument). Registers follow Xen's x86-64 PV ABI:
+//! the hypercall number in `rax`, arguments in `rdi, rsi, rdx, r10, r8`, and
+//! the result back in `rax`: zero or a value on success, a negated
+//! [`errno`](crate::errno) value on failure. All other registers are
+//! preserved. Port I/O is used instead of `vmcall` because it exits to the
+//! VMM on every KVM backend (including software ones where `vmcall` hangs),
+//! and the VMM reads and writes the registers through `kvm_run` sync regs.
+//!
+//! Pointer arguments are guest-physical addresses. (Xen PV guests pass
+//! virtual addresses and Xen walks the guest page tables; our guests keep an
+//! identity map of RAM, so the two coincide and the VMM needs no walk.)
+
+/// The I/O port a guest writes to make a hypercall.
+pub const HYPERCALL_PORT: u16 = 0xb2;
+
+/// The I/O port of the guest-to-host event-channel doorbell: a 32-bit `out`
+/// of an event-channel port number notifies that port without a userspace
+/// exit when the VMM binds an ioeventfd to it.
+pub const DOORBELL_PORT: u16 = 0xb4;
+
+/// The emulated 16550 UART base port, kept only as the trap-and-emulate
+/// baseline (one exit per byte).
+pub const UART_COM1_PORT: u16 = 0x3f8;
+
+/// Hypercall numbers (Xen's `__HYPERVISOR_*` values from `xen.h`).
+pub mod nr {
+    /// Update page-table entries (direct paging).
+    pub const MMU_UPDATE: u64 = 1;
+    /// Several hypercalls in one exit.
+    pub const MULTICALL: u64 = 13;
+    /// Version and feature query.
+    pub const XEN_VERSION: u64 = 17;
+    /// Console read/write.
+    pub const CONSOLE_IO: u64 = 18;
+    /// Grant-table operations.
+    pub const GRANT_TABLE_OP: u64 = 20;
+    /// Extended MMU operations (pin, new baseptr, TLB flush).
+    pub const MMUEXT_OP: u64 = 26;
+    /// Scheduler operations (yield, block, shutdown).
+    pub const SCHED_OP: u64 = 29;
+    /// Event-channel operations.
+    pub const EVENT_CHANNEL_OP: u64 = 32;
+
+    /// Human-readable name of a hypercall number, for statistics.
+    pub const fn name(nr: u64) -> &'static str {
+        match nr {
+            MMU_UPDATE => "mmu_update",
+            MULTICALL => "multicall",
+            XEN_VERSION => "xen_version",
+            CONSOLE_IO => "console_io",
+            GRANT_TABLE_OP => "grant_table_op",
+            MMUEXT_OP => "mmuext_op",
+            SCHED_OP => "sched_op",
+            EVENT_CHANNEL_OP => "event_channel_op",
+            _ => "unknown",
+        }
+    }
+}
+
+/// `console_io` commands (`CONSOLEIO_*`). Arguments: `rdi` = command,
+/// `rsi` = byte count, `rdx` = guest-physical buffer address.
+pub mod console_io {
+    /// Write `count` bytes from the buffer to the VMM's console.
+    pub const WRITE: u64 = 0;
+    /// Read up to `count` bytes of console input (returns the count read).
+    pub const READ: u64 = 1;
+    /// Largest buffer accepted by one `console_io` call, in bytes.
+    pub const MAX_COUNT: u64 = 64 * 1024;
+}
+
+/// `sched_op` commands (`SCHEDOP_*`). Arguments: `rdi` = command, `rsi` =
+/// guest-physical address of the command's argument structure.
+pub mod sched_op {
+    /// Give up the CPU; no argument.
+    pub const YIELD: u64 = 0;
+    /// Block until an event is pending; no argument.
+    pub const BLOCK: u64 = 1;
+    /// Stop the domain; `rsi` points at a [`SchedShutdown`]. As an extension
+    /// of Xen's ABI, `rdx` carries the exit status the VMM process returns.
+    pub const SHUTDOWN: u64 = 2;
+
+    /// Argument of `SCHEDOP_shutdown` (Xen's `struct sched_shutdown`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedShutdown {
+        /// One of the `SHUTDOWN_*` reasons.
+        pub reason: u32,
+    }
+    crate::assert_layout!(SchedShutdown, size = 4, reason = 0);
+
+    /// Clean power-off.
+    pub const SHUTDOWN_POWEROFF: u32 = 0;
+    /// Reboot requested (the VMM stops; it does not restart the guest).
+    pub const SHUTDOWN_REBOOT: u32 = 1;
+    /// Suspend (not supported: the VMM stops).
+    pub const SHUTDOWN_SUSPEND: u32 = 2;
+    /// The guest crashed (a panic); the VMM exits non-zero.
+    pub const SHUTDOWN_CRASH: u32 = 3;
+    /// A watchdog fired.
+    pub const SHUTDOWN_WATCHDOG: u32 = 4;
+}
+
+/// `xen_version` commands (`XENVER_*`). Arguments: `rdi` = command, `rsi` =
+/// guest-physical address of the command's argument (if any).
+pub mod xen_version {
+    /// Returns the ABI version as `(major << 16) | minor` in `rax`.
+    pub const VERSION: u64 = 0;
+    /// Fills a [`FeatureInfo`] at `rsi`.
+    pub const GET_FEATURES: u64 = 6;
+
+    /// Argument of `XENVER_get_features` (Xen's `xen_feature_info`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FeatureInfo {
+        /// Which 32-bit word of the feature bitmap to return (only 0 exists).
+        pub submap_idx: u32,
+        /// Filled by the VMM: the `FEATURE_*` bits of that word.
+        pub submap: u32,
+    }
+    crate::assert_layout!(FeatureInfo, size = 8, submap_idx = 0, submap = 4);
+
+    /// The VMM implements the console hypercall.
+    pub const FEATURE_CONSOLE_IO: u32 = 1 << 0;
+    /// The VMM implements event channels and the shared-info page.
+    pub const FEATURE_EVTCHN: u32 = 1 << 1;
+    /// The VMM binds an ioeventfd doorbell to event-channel ports.
+    pub const FEATURE_EVTCHN_DOORBELL: u32 = 1 << 2;
+    /// The VMM implements grant tables.
+    pub const FEATURE_GNTTAB: u32 = 1 << 3;
+    /// The VMM implements direct paging (`mmu_update`, `mmuext_op`).
+    pub const FEATURE_DIRECT_PAGING: u32 = 1 << 4;
+    /// The VMM implements `multicall`.
+    pub const FEATURE_MULTICALL: u32 = 1 << 5;
+}
+
+/// This ABI's version: bumped on any incompatible change to this crate.
+pub const ABI_VERSION_MAJOR: u16 = 1;
+/// Minor version: bumped on compatible additions.
+pub const ABI_VERSION_MINOR: u16 = 0;
+/// The value `XENVER_version` returns.
+pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
