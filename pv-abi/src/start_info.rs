@@ -5,7 +5,7 @@
 //! probing hardware. The role is that of Xen's `start_info_t`; the layout is
 //! our own (Xen's carries PV-MMU frame lists we do not need).
 
-use crate::assert_layout;
+
 
 /// `magic` value: identifies the page and the ABI family.
 pub const START_INFO_MAGIC: [u8; 16] = *b"pv-kvm-start\0\0\0\0";
@@ -54,7 +54,7 @@ pub struct MemRegion {
     /// Zero.
     pub _pad: u32,
 }
-assert_layout!(MemRegion, size = 24, start = 0, len = 8, kind = 16);
+crate::assert_layout!(MemRegion, size = 24, start = 0, len = 8, kind = 16);
 
 /// A shared ring page and the event channel that signals it.
 #[repr(C)]
@@ -67,7 +67,7 @@ pub struct RingInfo {
     /// Zero.
     pub _pad: u32,
 }
-assert_layout!(RingInfo, size = 16, gpa = 0, evtchn = 8);
+crate::assert_layout!(RingInfo, size = 16, gpa = 0, evtchn = 8);
 
 /// The start-info page.
 #[repr(C)]
@@ -110,9 +110,9 @@ pub struct StartInfo {
     /// The command line, NUL-terminated.
     pub cmdline: [u8; MAX_CMDLINE],
 }
-assert_layout!(
+crate::assert_layout!(
     StartInfo,
-    size = 1336,
+    size = 1344,
     magic = 0,
     abi_version = 16,
     flags = 20,
