@@ -19,7 +19,18 @@ macro_rules! assert_layout {
     };
 }
 
+pub mod blkif;
+pub mod console;
 pub mod errno;
+pub mod event_channel;
+pub mod grant_table;
 pub mod hypercall;
 pub mod layout;
+pub mod mmu;
+pub mod multicall;
+pub mod netif;
+pub mod ring;
+pub mod shared_info;
 pub mod start_info;
+pub mod xenbus;
+pub mod xs_wire;

@@ -1,0 +1,239 @@
+//! The block-device ring protocol (Xen's `io/blkif.h`, x86-64 layout).
+//!
+//! Requests are 112 bytes and carry up to [`BLKIF_MAX_SEGMENTS_PER_REQUEST`]
+//! segments of 512-byte sectors within granted pages; indirect requests
+//! carry grant references of pages full of segments instead.
+
+use crate::grant_table::GrantRef;
+
+/// A virtual device handle (Xen's `blkif_vdev_t`).
+pub type BlkifVdev = u16;
+/// A 512-byte sector number (Xen's `blkif_sector_t`).
+pub type BlkifSector = u64;
+
+/// Sector size the protocol counts in.
+pub const SECTOR_SIZE: u64 = 512;
+/// Sectors per page.
+pub const SECTORS_PER_PAGE: u64 = crate::layout::PAGE_SIZE / SECTOR_SIZE;
+
+/// Read sectors into granted pages.
+pub const BLKIF_OP_READ: u8 = 0;
+/// Write sectors from granted pages.
+pub const BLKIF_OP_WRITE: u8 = 1;
+/// Write barrier (obsolete; not supported).
+pub const BLKIF_OP_WRITE_BARRIER: u8 = 2;
+/// Flush the disk cache before responding (`fdatasync`).
+pub const BLKIF_OP_FLUSH_DISKCACHE: u8 = 3;
+/// Reserved.
+pub const BLKIF_OP_RESERVED_1: u8 = 4;
+/// Discard sectors (see [`BlkifRequestDiscard`]).
+pub const BLKIF_OP_DISCARD: u8 = 5;
+/// Indirect request (see [`BlkifRequestIndirect`]).
+pub const BLKIF_OP_INDIRECT: u8 = 6;
+
+/// Segments in a direct request.
+pub const BLKIF_MAX_SEGMENTS_PER_REQUEST: usize = 11;
+/// Maximum indirect pages in an indirect request.
+pub const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST: usize = 8;
+/// Segments per indirect page.
+pub const BLKIF_SEGS_PER_INDIRECT_FRAME: usize =
+    crate::layout::PAGE_SIZE as usize / core::mem::size_of::<BlkifRequestSegment>();
+
+/// `BlkifRequestDiscard::flag`: securely erase.
+pub const BLKIF_DISCARD_SECURE: u8 = 1 << 0;
+
+/// Response status: success.
+pub const BLKIF_RSP_OKAY: i16 = 0;
+/// Response status: I/O error.
+pub const BLKIF_RSP_ERROR: i16 = -1;
+/// Response status: operation not supported.
+pub const BLKIF_RSP_EOPNOTSUPP: i16 = -2;
+
+/// One segment: a sector range within a granted page
+/// (Xen's `blkif_request_segment`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkifRequestSegment {
+    /// Grant reference of the data page.
+    pub gref: GrantRef,
+    /// First sector within the page (inclusive, 0..=7).
+    pub first_sect: u8,
+    /// Last sector within the page (inclusive, `first_sect..=7`).
+    pub last_sect: u8,
+    /// Zero (tail padding in Xen's layout).
+    pub _pad: u16,
+}
+crate::assert_layout!(
+    BlkifRequestSegment,
+    size = 8,
+    gref = 0,
+    first_sect = 4,
+    last_sect = 5
+);
+
+/// A block request (Xen's `blkif_request`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkifRequest {
+    /// `BLKIF_OP_*`.
+    pub operation: u8,
+    /// Number of valid entries in `seg` (1..=11 for read/write).
+    pub nr_segments: u8,
+    /// Device handle (read/write only).
+    pub handle: BlkifVdev,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad: u32,
+    /// Private front-end value echoed in the response.
+    pub id: u64,
+    /// First sector on the disk (read/write only).
+    pub sector_number: BlkifSector,
+    /// The segments.
+    pub seg: [BlkifRequestSegment; BLKIF_MAX_SEGMENTS_PER_REQUEST],
+}
+crate::assert_layout!(
+    BlkifRequest,
+    size = 112,
+    operation = 0,
+    nr_segments = 1,
+    handle = 2,
+    id = 8,
+    sector_number = 16,
+    seg = 24
+);
+
+/// A discard request, overlaid on a [`BlkifRequest`] slot when `operation`
+/// is [`BLKIF_OP_DISCARD`] (Xen's `blkif_request_discard`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkifRequestDiscard {
+    /// [`BLKIF_OP_DISCARD`].
+    pub operation: u8,
+    /// [`BLKIF_DISCARD_SECURE`] or 0.
+    pub flag: u8,
+    /// Device handle.
+    pub handle: BlkifVdev,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad: u32,
+    /// Private front-end value echoed in the response.
+    pub id: u64,
+    /// First sector to discard.
+    pub sector_number: BlkifSector,
+    /// Number of sectors to discard.
+    pub nr_sectors: u64,
+}
+crate::assert_layout!(
+    BlkifRequestDiscard,
+    size = 32,
+    operation = 0,
+    flag = 1,
+    handle = 2,
+    id = 8,
+    sector_number = 16,
+    nr_sectors = 24
+);
+
+/// An indirect request, overlaid on a [`BlkifRequest`] slot when
+/// `operation` is [`BLKIF_OP_INDIRECT`] (Xen's `blkif_request_indirect`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkifRequestIndirect {
+    /// [`BLKIF_OP_INDIRECT`].
+    pub operation: u8,
+    /// The real operation: [`BLKIF_OP_READ`] or [`BLKIF_OP_WRITE`].
+    pub indirect_op: u8,
+    /// Number of segments, spread over the indirect pages.
+    pub nr_segments: u16,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad0: u32,
+    /// Private front-end value echoed in the response.
+    pub id: u64,
+    /// First sector on the disk.
+    pub sector_number: BlkifSector,
+    /// Device handle.
+    pub handle: BlkifVdev,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad1: u16,
+    /// Grant references of pages full of [`BlkifRequestSegment`]s.
+    pub indirect_grefs: [GrantRef; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST],
+    /// Zero (tail padding in Xen's layout).
+    pub _pad2: u32,
+}
+crate::assert_layout!(
+    BlkifRequestIndirect,
+    size = 64,
+    operation = 0,
+    indirect_op = 1,
+    nr_segments = 2,
+    id = 8,
+    sector_number = 16,
+    handle = 24,
+    indirect_grefs = 28
+);
+const _: () =
+    assert!(core::mem::size_of::<BlkifRequestIndirect>() <= core::mem::size_of::<BlkifRequest>());
+const _: () =
+    assert!(core::mem::size_of::<BlkifRequestDiscard>() <= core::mem::size_of::<BlkifRequest>());
+
+/// A block response (Xen's `blkif_response`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlkifResponse {
+    /// The request's `id`.
+    pub id: u64,
+    /// The request's `operation`.
+    pub operation: u8,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad0: u8,
+    /// `BLKIF_RSP_*`.
+    pub status: i16,
+    /// Zero (tail padding in Xen's layout).
+    pub _pad1: u32,
+}
+crate::assert_layout!(BlkifResponse, size = 16, id = 0, operation = 8, status = 10);
+
+/// Slots in a one-page block ring (Xen's `__CONST_RING_SIZE(blkif, 4096)`).
+pub const BLKIF_RING_SIZE: u32 = crate::ring::ring_size(
+    crate::layout::PAGE_SIZE as usize,
+    crate::ring::slot_size::<BlkifRequest, BlkifResponse>(),
+);
+const _: () = assert!(BLKIF_RING_SIZE == 32);
+
+impl BlkifRequest {
+    /// Reinterprets this slot as a discard request.
+    pub fn as_discard(&self) -> BlkifRequestDiscard {
+        let mut out = BlkifRequestDiscard::default();
+        copy_prefix(self, &mut out);
+        out
+    }
+    /// Reinterprets this slot as an indirect request.
+    pub fn as_indirect(&self) -> BlkifRequestIndirect {
+        let mut out = BlkifRequestIndirect::default();
+        copy_prefix(self, &mut out);
+        out
+    }
+    /// Builds a request slot holding a discard request.
+    pub fn from_discard(d: &BlkifRequestDiscard) -> Self {
+        let mut out = BlkifRequest::default();
+        copy_prefix(d, &mut out);
+        out
+    }
+    /// Builds a request slot holding an indirect request.
+    pub fn from_indirect(d: &BlkifRequestIndirect) -> Self {
+        let mut out = BlkifRequest::default();
+        copy_prefix(d, &mut out);
+        out
+    }
+}
+
+/// Copies the first `min(size_of::<A>(), size_of::<B>())` bytes of `src`
+/// into `dst`. Both types are plain integers with every bit pattern valid.
+fn copy_prefix<A: Copy, B: Copy>(src: &A, dst: &mut B) {
+    let n = core::cmp::min(core::mem::size_of::<A>(), core::mem::size_of::<B>());
+    // SAFETY: both pointers come from references valid for at least `n`
+    // bytes, they do not overlap (`dst` is a distinct `&mut`), and only this
+    // module calls it with the all-integer blkif types, so any bytes form a
+    // valid `B`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src as *const A as *const u8, dst as *mut B as *mut u8, n)
+    };
+}

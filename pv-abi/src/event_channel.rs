@@ -1,0 +1,201 @@
+//! `event_channel_op` sub-operations and their argument structures.
+//!
+//! Byte-compatible with Xen's `public/event_channel.h`. Arguments: `rdi` =
+//! sub-operation (`EVTCHNOP_*`), `rsi` = guest-physical address of the
+//! sub-operation's argument structure, which the VMM reads, and for `OUT`
+//! fields writes back.
+
+/// An event-channel port number (Xen's `evtchn_port_t`).
+pub type EvtchnPort = u32;
+/// A domain id (Xen's `domid_t`).
+pub type DomId = u16;
+
+/// The calling domain (Xen's `DOMID_SELF`).
+pub const DOMID_SELF: DomId = 0x7ff0;
+/// The VMM's domain id: it plays Xen's domain 0 for back-ends and the store.
+pub const DOMID_VMM: DomId = 0;
+
+/// Number of ports of the 2-level ABI on a 64-bit guest (64 x 64 bits).
+pub const EVTCHN_2L_NR_CHANNELS: u32 = 4096;
+
+/// `EVTCHNOP_bind_interdomain`: connect to a remote domain's unbound port.
+pub const EVTCHNOP_BIND_INTERDOMAIN: u32 = 0;
+/// `EVTCHNOP_bind_virq` (not implemented by the VMM).
+pub const EVTCHNOP_BIND_VIRQ: u32 = 1;
+/// `EVTCHNOP_bind_pirq` (not implemented by the VMM).
+pub const EVTCHNOP_BIND_PIRQ: u32 = 2;
+/// `EVTCHNOP_close`: close a port.
+pub const EVTCHNOP_CLOSE: u32 = 3;
+/// `EVTCHNOP_send`: notify the remote end of a port.
+pub const EVTCHNOP_SEND: u32 = 4;
+/// `EVTCHNOP_status`: query a port's state.
+pub const EVTCHNOP_STATUS: u32 = 5;
+/// `EVTCHNOP_alloc_unbound`: allocate a port a remote domain may bind to.
+pub const EVTCHNOP_ALLOC_UNBOUND: u32 = 6;
+/// `EVTCHNOP_bind_ipi` (not implemented by the VMM).
+pub const EVTCHNOP_BIND_IPI: u32 = 7;
+/// `EVTCHNOP_bind_vcpu` (not implemented by the VMM).
+pub const EVTCHNOP_BIND_VCPU: u32 = 8;
+/// `EVTCHNOP_unmask`: clear a port's mask bit and redeliver if pending.
+pub const EVTCHNOP_UNMASK: u32 = 9;
+
+/// Argument of `EVTCHNOP_alloc_unbound` (Xen's `evtchn_alloc_unbound`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnAllocUnbound {
+    /// IN: the domain allocating the port ([`DOMID_SELF`] for the caller).
+    pub dom: DomId,
+    /// IN: the only domain allowed to bind to the port.
+    pub remote_dom: DomId,
+    /// OUT: the allocated port.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(
+    EvtchnAllocUnbound,
+    size = 8,
+    dom = 0,
+    remote_dom = 2,
+    port = 4
+);
+
+/// Argument of `EVTCHNOP_bind_interdomain` (Xen's `evtchn_bind_interdomain`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindInterdomain {
+    /// IN: the remote domain ([`DOMID_VMM`] for the VMM's back-ends).
+    pub remote_dom: DomId,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad: u16,
+    /// IN: the remote domain's unbound port.
+    pub remote_port: EvtchnPort,
+    /// OUT: the local port now connected to it.
+    pub local_port: EvtchnPort,
+}
+crate::assert_layout!(
+    EvtchnBindInterdomain,
+    size = 12,
+    remote_dom = 0,
+    remote_port = 4,
+    local_port = 8
+);
+
+/// Argument of `EVTCHNOP_close` (Xen's `evtchn_close`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnClose {
+    /// IN: the port to close.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnClose, size = 4, port = 0);
+
+/// Argument of `EVTCHNOP_send` (Xen's `evtchn_send`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnSend {
+    /// IN: the local port whose remote end is notified.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnSend, size = 4, port = 0);
+
+/// Argument of `EVTCHNOP_unmask` (Xen's `evtchn_unmask`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnUnmask {
+    /// IN: the port to unmask.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnUnmask, size = 4, port = 0);
+
+/// `EvtchnStatus::status`: the port is not in use.
+pub const EVTCHNSTAT_CLOSED: u32 = 0;
+/// `EvtchnStatus::status`: waiting for an inter-domain connection.
+pub const EVTCHNSTAT_UNBOUND: u32 = 1;
+/// `EvtchnStatus::status`: connected to a remote domain.
+pub const EVTCHNSTAT_INTERDOMAIN: u32 = 2;
+/// `EvtchnStatus::status`: bound to a physical IRQ.
+pub const EVTCHNSTAT_PIRQ: u32 = 3;
+/// `EvtchnStatus::status`: bound to a virtual IRQ.
+pub const EVTCHNSTAT_VIRQ: u32 = 4;
+/// `EvtchnStatus::status`: bound to an IPI.
+pub const EVTCHNSTAT_IPI: u32 = 5;
+
+/// `EvtchnStatus::u` for [`EVTCHNSTAT_UNBOUND`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnStatusUnbound {
+    /// The domain allowed to bind.
+    pub dom: DomId,
+}
+crate::assert_layout!(EvtchnStatusUnbound, size = 2, dom = 0);
+
+/// `EvtchnStatus::u` for [`EVTCHNSTAT_INTERDOMAIN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnStatusInterdomain {
+    /// The remote domain.
+    pub dom: DomId,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad: u16,
+    /// The remote port.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnStatusInterdomain, size = 8, dom = 0, port = 4);
+
+/// The state-specific part of [`EvtchnStatus`] (Xen's anonymous union `u`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union EvtchnStatusU {
+    /// Valid for [`EVTCHNSTAT_UNBOUND`].
+    pub unbound: EvtchnStatusUnbound,
+    /// Valid for [`EVTCHNSTAT_INTERDOMAIN`].
+    pub interdomain: EvtchnStatusInterdomain,
+    /// Valid for [`EVTCHNSTAT_PIRQ`].
+    pub pirq: u32,
+    /// Valid for [`EVTCHNSTAT_VIRQ`].
+    pub virq: u32,
+}
+crate::assert_layout!(EvtchnStatusU, size = 8);
+
+impl Default for EvtchnStatusU {
+    fn default() -> Self {
+        EvtchnStatusU {
+            interdomain: EvtchnStatusInterdomain::default(),
+        }
+    }
+}
+
+impl core::fmt::Debug for EvtchnStatusU {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // SAFETY: every member is plain integers and the union is fully
+        // covered by `interdomain`, so any bit pattern is a valid read.
+        let raw = unsafe { self.interdomain };
+        f.debug_struct("EvtchnStatusU").field("raw", &raw).finish()
+    }
+}
+
+/// Argument of `EVTCHNOP_status` (Xen's `evtchn_status`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvtchnStatus {
+    /// IN: the domain owning the port ([`DOMID_SELF`] for the caller).
+    pub dom: DomId,
+    /// Zero (alignment hole in Xen's layout).
+    pub _pad: u16,
+    /// IN: the port to query.
+    pub port: EvtchnPort,
+    /// OUT: one of the `EVTCHNSTAT_*` values.
+    pub status: u32,
+    /// OUT: the vCPU the port notifies.
+    pub vcpu: u32,
+    /// OUT: state-specific details.
+    pub u: EvtchnStatusU,
+}
+crate::assert_layout!(
+    EvtchnStatus,
+    size = 24,
+    dom = 0,
+    port = 4,
+    status = 8,
+    vcpu = 12,
+    u = 16
+);

@@ -1,0 +1,94 @@
+//! Xenbus device states (Xen's `io/xenbus.h`), as written to the store's
+//! `state` nodes in decimal.
+
+/// A xenbus device state (Xen's `enum xenbus_state`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum XenbusState {
+    /// Unknown or not yet written.
+    Unknown = 0,
+    /// Setting up.
+    Initialising = 1,
+    /// Back end: waiting for the front end's details (features published).
+    InitWait = 2,
+    /// Front end: ring, grants and event channel published.
+    Initialised = 3,
+    /// Connected: the rings are live.
+    Connected = 4,
+    /// Shutting down.
+    Closing = 5,
+    /// Closed.
+    Closed = 6,
+    /// Reconfiguring.
+    Reconfiguring = 7,
+    /// Reconfigured.
+    Reconfigured = 8,
+}
+
+impl XenbusState {
+    /// The state with numeric value `v`, or `None` if `v` is not a state.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => XenbusState::Unknown,
+            1 => XenbusState::Initialising,
+            2 => XenbusState::InitWait,
+            3 => XenbusState::Initialised,
+            4 => XenbusState::Connected,
+            5 => XenbusState::Closing,
+            6 => XenbusState::Closed,
+            7 => XenbusState::Reconfiguring,
+            8 => XenbusState::Reconfigured,
+            _ => return None,
+        })
+    }
+
+    /// The numeric value written to the store.
+    pub const fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// Parses the decimal text of a store `state` node (surrounding ASCII
+    /// whitespace and a trailing NUL are ignored).
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        let s = s.strip_suffix(b"\0").unwrap_or(s).trim_ascii();
+        if s.is_empty() || s.len() > 2 || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v = s.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+        Self::from_u32(v)
+    }
+
+    /// The decimal text for a store `state` node.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            XenbusState::Unknown => "0",
+            XenbusState::Initialising => "1",
+            XenbusState::InitWait => "2",
+            XenbusState::Initialised => "3",
+            XenbusState::Connected => "4",
+            XenbusState::Closing => "5",
+            XenbusState::Closed => "6",
+            XenbusState::Reconfiguring => "7",
+            XenbusState::Reconfigured => "8",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for v in 0..=8 {
+            let s = XenbusState::from_u32(v).unwrap();
+            assert_eq!(s.as_u32(), v);
+            assert_eq!(XenbusState::parse(s.as_str().as_bytes()), Some(s));
+        }
+        assert_eq!(XenbusState::from_u32(9), None);
+        assert_eq!(XenbusState::parse(b" 4\0"), Some(XenbusState::Connected));
+        assert_eq!(XenbusState::parse(b"x"), None);
+        assert_eq!(XenbusState::parse(b""), None);
+        assert_eq!(XenbusState::parse(b"444"), None);
+    }
+}
