@@ -1,1 +1,23 @@
-//! placeholder
+//! The host side of the PV framework.
+//!
+//! Creates the KVM VM and vCPU, lays out and loads the guest, enters it in
+//! 64-bit mode, and runs the exit loop, which only dispatches: hypercalls to
+//! the [`hypercall`] table, the UART baseline to [`uart`]; device work
+//! belongs to the back-ends. Every guest-supplied address goes through
+//! [`memory::GuestRam`]'s checked copies.
+
+pub mod boot;
+pub mod console;
+pub mod domain;
+pub mod error;
+pub mod hypercall;
+pub mod kvm_stats;
+pub mod loader;
+pub mod memory;
+pub mod pod;
+pub mod stats;
+pub mod uart;
+pub mod vm;
+
+pub use error::VmmError;
+pub use vm::{Kernel, Outcome, Vm, VmConfig};

@@ -1,0 +1,73 @@
+//! Safe wrappers for the hypercalls the guest uses.
+
+use crate::arch;
+use pv_abi::hypercall::{console_io, nr, sched_op, xen_version};
+
+/// A negative hypercall result: the positive errno value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i64);
+
+impl Errno {
+    /// Short name such as `EFAULT`.
+    pub fn name(self) -> &'static str {
+        pv_abi::errno::name(self.0)
+    }
+}
+
+/// Converts a raw `rax` result to `Ok(value)` or `Err(errno)`.
+pub fn check(ret: i64) -> Result<u64, Errno> {
+    if ret < 0 {
+        Err(Errno(-ret))
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+/// Raw hypercall with explicit arguments, for tests that probe the VMM with
+/// hostile values. The VMM validates every pointer before use, so a bad one
+/// only yields an error.
+pub fn raw(nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    // SAFETY: the VMM treats pointer arguments as untrusted and never writes
+    // guest memory for the calls this is used with (numbers it rejects, and
+    // `console_io` write, which only reads).
+    unsafe { arch::hypercall(nr, a1, a2, a3, 0, 0) }
+}
+
+/// Writes `buf` to the VMM console in one hypercall; returns bytes written.
+pub fn console_write(buf: &[u8]) -> Result<u64, Errno> {
+    // SAFETY: `console_io` write only reads `buf`, which is valid for its length.
+    check(unsafe { arch::hypercall(nr::CONSOLE_IO, console_io::WRITE, buf.len() as u64, buf.as_ptr() as u64, 0, 0) })
+}
+
+/// `xen_version(XENVER_version)`: the VMM's ABI version, `(major << 16) | minor`.
+/// This is also the cheapest hypercall, used as the null hypercall.
+pub fn version() -> Result<u64, Errno> {
+    // SAFETY: XENVER_version takes no pointer.
+    check(unsafe { arch::hypercall(nr::XEN_VERSION, xen_version::VERSION, 0, 0, 0, 0) })
+}
+
+/// `xen_version(XENVER_get_features)`: feature word `submap_idx`.
+pub fn features(submap_idx: u32) -> Result<u32, Errno> {
+    let mut info = xen_version::FeatureInfo { submap_idx, submap: 0 };
+    // SAFETY: the VMM writes a `FeatureInfo` at the pointer, which names `info`.
+    check(unsafe {
+        arch::hypercall(nr::XEN_VERSION, xen_version::GET_FEATURES, &mut info as *mut _ as u64, 0, 0, 0)
+    })?;
+    Ok(info.submap)
+}
+
+/// `sched_op(SCHEDOP_yield)`.
+pub fn sched_yield() {
+    // SAFETY: no pointer argument.
+    let _ = unsafe { arch::hypercall(nr::SCHED_OP, sched_op::YIELD, 0, 0, 0, 0) };
+}
+
+/// `sched_op(SCHEDOP_shutdown)` with a reason and the VMM's exit status.
+pub fn shutdown(reason: u32, exit_code: u32) -> ! {
+    let arg = sched_op::SchedShutdown { reason };
+    // SAFETY: the VMM reads a `SchedShutdown` at the pointer, which names `arg`.
+    let _ = unsafe {
+        arch::hypercall(nr::SCHED_OP, sched_op::SHUTDOWN, &arg as *const _ as u64, exit_code as u64, 0, 0)
+    };
+    arch::halt_forever()
+}

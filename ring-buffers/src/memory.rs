@@ -1,0 +1,196 @@
+//! The one memory trait the ring logic is written against, the plain-data
+//! marker for ring entries, and the raw-pointer implementation the guest
+//! uses.
+//!
+//! This module and [`vm`](crate::vm) hold all of the crate's `unsafe`.
+
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+/// Plain old data: `Copy`, no padding-sensitive invariants, and **every bit
+/// pattern is a valid value**, so an entry copied out of memory a hostile
+/// peer controls is always a valid `T` (its *contents* still need checking).
+///
+/// # Safety
+///
+/// Implement only for types for which any initialised byte pattern of
+/// `size_of::<T>()` bytes is a valid value (integers, arrays of them, and
+/// `#[repr(C)]` structs/unions made only of such fields).
+pub unsafe trait Pod: Copy + 'static {}
+
+macro_rules! impl_pod {
+    ($($t:ty),* $(,)?) => { $(
+        // SAFETY: integer types (and `#[repr(C)]` ABI structs and unions made
+        // only of integers and integer arrays) accept every bit pattern.
+        unsafe impl Pod for $t {}
+    )* };
+}
+impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
+// SAFETY: an array of `Pod` elements accepts every bit pattern.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+impl_pod!(
+    pv_abi::blkif::BlkifRequest,
+    pv_abi::blkif::BlkifRequestSegment,
+    pv_abi::blkif::BlkifRequestDiscard,
+    pv_abi::blkif::BlkifRequestIndirect,
+    pv_abi::blkif::BlkifResponse,
+    pv_abi::netif::NetifTxRequest,
+    pv_abi::netif::NetifTxResponse,
+    pv_abi::netif::NetifRxRequest,
+    pv_abi::netif::NetifRxResponse,
+    pv_abi::netif::NetifExtraInfo,
+    pv_abi::xs_wire::XsdSockmsg,
+    pv_abi::ring::SringHeader,
+);
+
+/// Shared memory as the ring logic sees it: a region of `len()` bytes with
+/// atomic 32-bit index access, whole-entry copies and a full fence.
+///
+/// Offsets are bytes from the start of the region. The ring views only pass
+/// offsets that are in bounds and naturally aligned for the access
+/// (u32 indices at multiples of 4, entries at multiples of their alignment,
+/// given a region base aligned to [`RING_ALIGN`]); implementations may
+/// panic on a violation, which would be a bug in this crate, never
+/// something a peer can cause.
+///
+/// Index accesses must be real atomic operations on the shared location so
+/// that the `Acquire`/`Release`/`SeqCst` orderings hold against a peer on
+/// another CPU.
+pub trait RingMemory {
+    /// Size of the region in bytes.
+    fn len(&self) -> usize;
+    /// Whether the region is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Atomically loads the u32 at `offset`.
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32;
+    /// Atomically stores `val` at `offset`.
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering);
+    /// Copies the entry at `offset` out of shared memory.
+    fn read<T: Pod>(&self, offset: usize) -> T;
+    /// Copies `val` into shared memory at `offset`.
+    fn write<T: Pod>(&self, offset: usize, val: &T);
+    /// Copies `dst.len()` bytes at `offset` out of shared memory.
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]);
+    /// Copies `src` into shared memory at `offset`.
+    fn write_bytes(&self, offset: usize, src: &[u8]);
+    /// A full (sequentially consistent) memory barrier: Xen's `mb()`.
+    fn fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Alignment the base of a ring region must have.
+pub const RING_ALIGN: usize = 64;
+
+/// Shared memory reached through a raw pointer (the guest side, or any
+/// process-local buffer in tests and benchmarks).
+#[derive(Clone, Copy, Debug)]
+pub struct RawMemory {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: `RawMemory` is a pointer to memory that is shared by design; all
+// index accesses are atomic and entry copies are volatile, and the
+// constructor's contract requires the region to stay valid for as long as
+// any copy exists, on any thread.
+unsafe impl Send for RawMemory {}
+// SAFETY: as for `Send`: every access goes through `&self` methods that are
+// atomic or volatile copies of plain data.
+unsafe impl Sync for RawMemory {}
+
+impl RawMemory {
+    /// Wraps `len` bytes at `base`.
+    ///
+    /// Returns [`RingError::Misaligned`](crate::RingError::Misaligned) unless
+    /// `base` is aligned to [`RING_ALIGN`].
+    ///
+    /// # Safety
+    ///
+    /// For as long as this value or any copy of it is used, `base..base+len`
+    /// must be valid for reads and writes, and must not be accessed through
+    /// Rust references (`&`/`&mut`) by anyone: only through `RawMemory`
+    /// copies, other atomic/volatile accesses, or a peer outside the Rust
+    /// abstract machine (another VM, the VMM).
+    pub unsafe fn new(base: *mut u8, len: usize) -> Result<Self, crate::RingError> {
+        if (base as usize) % RING_ALIGN != 0 {
+            return Err(crate::RingError::Misaligned);
+        }
+        if (base as usize).checked_add(len).is_none() {
+            return Err(crate::RingError::BadLayout);
+        }
+        Ok(RawMemory { base, len })
+    }
+
+    /// The base pointer.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base
+    }
+
+    #[inline(always)]
+    fn check(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
+        assert!(
+            offset <= self.len && size <= self.len - offset && offset % align == 0,
+            "ring-buffers bug: access {offset}+{size} outside a {}-byte region",
+            self.len
+        );
+        self.base.wrapping_add(offset)
+    }
+}
+
+impl RingMemory for RawMemory {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        let p = self.check(offset, 4, 4);
+        // SAFETY: `check` proved `p` is in the region and 4-aligned (base is
+        // RING_ALIGN-aligned); the constructor's contract makes it valid and
+        // accessed only atomically/volatilely, as `AtomicU32::from_ptr` needs.
+        unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }.load(order)
+    }
+
+    #[inline(always)]
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
+        let p = self.check(offset, 4, 4);
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }.store(val, order);
+    }
+
+    #[inline(always)]
+    fn read<T: Pod>(&self, offset: usize) -> T {
+        let p = self.check(offset, core::mem::size_of::<T>(), core::mem::align_of::<T>());
+        // SAFETY: `p` is in bounds and aligned for `T` (checked above), valid
+        // for reads by the constructor's contract; `T: Pod` makes any bytes
+        // a valid `T`. Volatile: the peer may write concurrently, and the
+        // copy must really happen here, once (copy-before-validate).
+        unsafe { core::ptr::read_volatile(p.cast::<T>()) }
+    }
+
+    #[inline(always)]
+    fn write<T: Pod>(&self, offset: usize, val: &T) {
+        let p = self.check(offset, core::mem::size_of::<T>(), core::mem::align_of::<T>());
+        // SAFETY: `p` is in bounds, aligned for `T` and valid for writes.
+        unsafe { core::ptr::write_volatile(p.cast::<T>(), *val) };
+    }
+
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        let p = self.check(offset, dst.len(), 1);
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: `p + i` lies within the range checked above.
+            *d = unsafe { core::ptr::read_volatile(p.add(i)) };
+        }
+    }
+
+    fn write_bytes(&self, offset: usize, src: &[u8]) {
+        let p = self.check(offset, src.len(), 1);
+        for (i, s) in src.iter().enumerate() {
+            // SAFETY: `p + i` lies within the range checked above.
+            unsafe { core::ptr::write_volatile(p.add(i), *s) };
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The guest as the hypercall handlers see it: its RAM and the VMM-side
+//! state its hypercalls act on.
+
+use crate::console::ConsoleOut;
+use crate::hypercall::Shutdown;
+use crate::memory::GuestRam;
+use pv_abi::hypercall::xen_version;
+
+/// One PV domain (the VMM itself is domain 0; this is the guest).
+#[derive(Debug)]
+pub struct Domain {
+    /// Guest RAM.
+    pub ram: GuestRam,
+    /// Console output.
+    pub console: ConsoleOut,
+    /// Set by `SCHEDOP_shutdown`; the vCPU loop stops when it sees it.
+    pub shutdown: Option<Shutdown>,
+    /// Feature bits reported by `XENVER_get_features`.
+    pub features: u32,
+}
+
+impl Domain {
+    /// A domain over `ram` writing its console to `console`.
+    pub fn new(ram: GuestRam, console: ConsoleOut) -> Self {
+        Domain { ram, console, shutdown: None, features: xen_version::FEATURE_CONSOLE_IO }
+    }
+}

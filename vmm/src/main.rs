@@ -1,0 +1,132 @@
+//! `vmm`: boots a PV guest under KVM (`vmm run`) and measures it (`vmm bench`).
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use vmm::console::ConsoleOut;
+use vmm::{Kernel, Vm, VmConfig, VmmError};
+
+#[derive(Parser)]
+#[command(name = "vmm", version, about = "Xen-style paravirtualization on Linux KVM")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a PV guest (the bundled demo guest unless --kernel is given).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Guest ELF image (x86_64-unknown-none); default: the bundled demo guest.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest RAM, e.g. 64M or 1G.
+    #[arg(long, default_value = "64M")]
+    mem: String,
+    /// Guest command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Print exit and hypercall counters at shutdown (to stderr).
+    #[arg(long)]
+    stats: bool,
+    /// Write guest console output to this file instead of stdout.
+    #[arg(long)]
+    console_file: Option<PathBuf>,
+}
+
+/// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 10),
+        'm' | 'M' => (&t[..t.len() - 1], 20),
+        'g' | 'G' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
+    let mem_bytes = parse_size(&args.mem).ok_or_else(|| VmmError::BadMemSize {
+        given: args.mem.clone(),
+        why: "not a size",
+        min: "4M".into(),
+        max: "3072M".into(),
+    })?;
+    let mem_bytes = vmm::vm::check_mem_size(&args.mem, mem_bytes)?;
+    let kernel = match args.kernel {
+        Some(p) => Kernel::File(p),
+        None => Kernel::Bundled("demo", frontend_guest::images::DEMO),
+    };
+    let console = match &args.console_file {
+        Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
+            std::fs::File::create(p).map_err(VmmError::Console)?,
+        ))),
+        None => ConsoleOut::Stdout,
+    };
+    let cfg = VmConfig { kernel, mem_bytes, cmdline: args.cmdline, console };
+    let mut vm = Vm::new(&cfg)?;
+    let outcome = vm.run()?;
+    if args.stats {
+        let s = vm.stats();
+        eprintln!("--- vmm stats ---");
+        eprintln!("{outcome}");
+        if let Some(t) = vm.first_run_at {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
+                ms(t - started),
+                ms(t - vm.created_at)
+            );
+        }
+        eprint!("{s}");
+    }
+    match outcome {
+        vmm::Outcome::Shutdown { .. } => {}
+        other => eprintln!("error: {other}"),
+    }
+    Ok(ExitCode::from(outcome.exit_status() as u8))
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VMM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Command::Run(args) => run(args, started),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999G"), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! A VM: KVM fds, guest RAM, one vCPU, and the exit loop that dispatches.
+
+use crate::boot::{self, MemoryPlan};
+use crate::console::ConsoleOut;
+use crate::domain::Domain;
+use crate::error::VmmError;
+use crate::hypercall::HypercallTable;
+use crate::kvm_stats::KvmStats;
+use crate::loader::{self, ImageInfo};
+use crate::memory::GuestRam;
+use crate::stats::{ExitKind, ExitStats};
+use crate::uart::{self, Uart};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
+use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
+use pv_abi::hypercall::HYPERCALL_PORT;
+use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
+use pv_abi::start_info::paging_mode;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Where the guest image comes from.
+#[derive(Debug, Clone)]
+pub enum Kernel {
+    /// An ELF file on disk.
+    File(PathBuf),
+    /// A bundled image (name, bytes).
+    Bundled(&'static str, &'static [u8]),
+}
+
+/// Everything needed to build a VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The guest image.
+    pub kernel: Kernel,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// The guest command line.
+    pub cmdline: String,
+    /// Console output.
+    pub console: ConsoleOut,
+}
+
+impl VmConfig {
+    /// A config for a bundled image with 64 MiB and output captured nowhere.
+    pub fn bundled(name: &'static str, cmdline: &str) -> Self {
+        let image = frontend_guest::images::by_name(name).unwrap_or_else(|| panic!("no bundled image {name}"));
+        VmConfig {
+            kernel: Kernel::Bundled(name, image),
+            mem_bytes: 64 << 20,
+            cmdline: cmdline.to_string(),
+            console: ConsoleOut::Null,
+        }
+    }
+}
+
+/// How a guest run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest called `SCHEDOP_shutdown`.
+    Shutdown {
+        /// `SHUTDOWN_*` reason.
+        reason: u32,
+        /// Exit status the guest chose.
+        code: u32,
+    },
+    /// The vCPU triple-faulted (KVM shutdown exit).
+    TripleFault {
+        /// Instruction pointer at the fault.
+        rip: u64,
+    },
+    /// KVM could not run or emulate the guest.
+    InternalError {
+        /// KVM's reason code (internal error suberror or entry failure reason).
+        reason: u64,
+        /// Instruction pointer.
+        rip: u64,
+    },
+}
+
+impl Outcome {
+    /// The VMM process exit status for this outcome: the guest's chosen code
+    /// for a clean shutdown (0..=255), 1 for anything that is a failure.
+    pub fn exit_status(&self) -> i32 {
+        match *self {
+            Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => (code & 0xff) as i32,
+            Outcome::Shutdown { code, .. } => if code & 0xff == 0 { 1 } else { (code & 0xff) as i32 },
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Outcome::Shutdown { reason, code } => {
+                let why = ["poweroff", "reboot", "suspend", "crash", "watchdog"].get(reason as usize).copied().unwrap_or("unknown");
+                write!(f, "guest shut down ({why}) with status {code}")
+            }
+            Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
+            Outcome::InternalError { reason, rip } => write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}"),
+        }
+    }
+}
+
+/// Opens `/dev/kvm`, turning the common failures into actionable errors.
+pub fn open_kvm() -> Result<Kvm, VmmError> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => VmmError::NoKvm,
+        libc::EACCES | libc::EPERM => VmmError::KvmPermission,
+        _ => VmmError::KvmOpen(e),
+    })
+}
+
+/// Checks a RAM size against the layout's limits.
+pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
+    let fmt = |b: u64| format!("{}M", b >> 20);
+    let why = if bytes < MIN_MEM_BYTES {
+        "too small"
+    } else if bytes > MAX_MEM_BYTES {
+        "too large"
+    } else if bytes % (1 << 20) != 0 {
+        "not a whole number of MiB"
+    } else {
+        return Ok(bytes);
+    };
+    Err(VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) })
+}
+
+/// A booted VM ready to run.
+pub struct Vm {
+    // Field order matters for drop: vCPU and VM fds close before RAM unmaps.
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    _kvm: Kvm,
+    /// The guest's VMM-side state.
+    pub dom: Domain,
+    uart: Uart,
+    hypercalls: HypercallTable,
+    stats: ExitStats,
+    kvm_stats: Option<KvmStats>,
+    /// What the loader learned about the image.
+    pub image: ImageInfo,
+    /// When `Vm::new` started.
+    pub created_at: Instant,
+    /// When the vCPU first entered the guest (`KVM_RUN`).
+    pub first_run_at: Option<Instant>,
+}
+
+impl Vm {
+    /// Creates the VM, loads the image and prepares the vCPU at its entry.
+    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
+        let created = Instant::now();
+        let mem_bytes = check_mem_size(&format!("{}", cfg.mem_bytes), cfg.mem_bytes)?;
+        let (name, bytes): (String, std::borrow::Cow<'static, [u8]>) = match &cfg.kernel {
+            Kernel::Bundled(name, img) => ((*name).to_string(), (*img).into()),
+            Kernel::File(path) => {
+                let data = std::fs::read(path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => VmmError::KernelNotFound(path.clone()),
+                    _ => VmmError::KernelRead { path: path.clone(), source: e },
+                })?;
+                (path.display().to_string(), data.into())
+            }
+        };
+        let plan = MemoryPlan::new(mem_bytes);
+        let (lo, hi) = plan.loadable();
+        // Check the image before touching KVM so bad input fails fast.
+        loader::check_elf(&name, &bytes, lo, hi)?;
+
+        let kvm = open_kvm()?;
+        for (cap, what) in [
+            (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmmError::MissingCap(what));
+            }
+        }
+        let vm = kvm.create_vm().map_err(VmmError::kvm("create_vm"))?;
+        let slots = plan.slots(false);
+        let ram = GuestRam::new(&slots)?;
+        ram.register(&vm, &slots)?;
+        vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+
+        let image = loader::load(&ram, &name, &bytes, lo, hi)?;
+        boot::write_page_tables_and_gdt(&ram)?;
+        boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
+
+        let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
+        let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+        boot::long_mode_sregs(&mut sregs);
+        vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
+        vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        let kvm_stats = KvmStats::open(&vcpu);
+
+        Ok(Vm {
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            uart: Uart::new(cfg.console.clone()),
+            dom: Domain::new(ram, cfg.console.clone()),
+            hypercalls: HypercallTable::default(),
+            stats: ExitStats::default(),
+            kvm_stats,
+            image,
+            created_at: created,
+            first_run_at: None,
+        })
+    }
+
+    /// Exit counters, with KVM's own counters refreshed.
+    pub fn stats(&self) -> ExitStats {
+        let mut s = self.stats.clone();
+        if let Some(k) = &self.kvm_stats {
+            s.guest_instructions = k.get("insn_emulation");
+            s.kvm_exits = k.get("exits");
+        }
+        s
+    }
+
+    /// The vCPU's KVM binary statistics, where the host provides them.
+    pub fn kvm_stats(&self) -> Option<&KvmStats> {
+        self.kvm_stats.as_ref()
+    }
+
+    /// Runs the guest until it shuts down or fails.
+    pub fn run(&mut self) -> Result<Outcome, VmmError> {
+        self.first_run_at.get_or_insert_with(Instant::now);
+        loop {
+            let mut hypercall = false;
+            let exit = self.vcpu.run();
+            match exit {
+                Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => hypercall = true,
+                Ok(VcpuExit::IoOut(port, data)) if uart::PORTS.contains(&port) => {
+                    self.stats.exit(ExitKind::Uart);
+                    self.uart.write(port, data);
+                }
+                Ok(VcpuExit::IoIn(port, data)) if uart::PORTS.contains(&port) => {
+                    self.stats.exit(ExitKind::Uart);
+                    self.uart.read(port, data);
+                }
+                Ok(VcpuExit::IoOut(port, _)) => {
+                    self.stats.exit(ExitKind::OtherIo);
+                    tracing::debug!(port, "guest wrote an unassigned port");
+                }
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    self.stats.exit(ExitKind::OtherIo);
+                    data.fill(0xff);
+                    tracing::debug!(port, "guest read an unassigned port");
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    data.fill(0xff);
+                    tracing::debug!(addr, "guest read unbacked memory");
+                }
+                Ok(VcpuExit::MmioWrite(addr, _)) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    tracing::debug!(addr, "guest wrote unbacked memory");
+                }
+                Ok(VcpuExit::Hlt) => {
+                    self.stats.exit(ExitKind::Hlt);
+                }
+                Ok(VcpuExit::Shutdown) => {
+                    self.stats.exit(ExitKind::Shutdown);
+                    return Ok(Outcome::TripleFault { rip: self.rip() });
+                }
+                Ok(VcpuExit::FailEntry(reason, _)) => {
+                    self.stats.exit(ExitKind::Error);
+                    return Ok(Outcome::InternalError { reason, rip: self.rip() });
+                }
+                Ok(VcpuExit::InternalError) => {
+                    self.stats.exit(ExitKind::Error);
+                    return Ok(Outcome::InternalError { reason: 0, rip: self.rip() });
+                }
+                Ok(other) => {
+                    self.stats.exit(ExitKind::Error);
+                    tracing::warn!("unexpected exit {other:?}");
+                    return Ok(Outcome::InternalError { reason: u64::MAX, rip: self.rip() });
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.stats.exit(ExitKind::Interrupted);
+                }
+                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
+            }
+            if hypercall {
+                self.stats.exit(ExitKind::Hypercall);
+                self.do_hypercall();
+                if let Some(s) = self.dom.shutdown {
+                    return Ok(Outcome::Shutdown { reason: s.reason, code: s.code });
+                }
+            }
+        }
+    }
+
+    fn do_hypercall(&mut self) {
+        let regs = &self.vcpu.sync_regs_mut().regs;
+        let (nr, args) = (regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
+        self.stats.hypercall(nr);
+        let ret = self.hypercalls.dispatch(&mut self.dom, nr, &args);
+        self.vcpu.sync_regs_mut().regs.rax = ret;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    fn rip(&self) -> u64 {
+        self.vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+}
