@@ -19,13 +19,18 @@ struct Cli {
 enum Command {
     /// Boot a PV guest (the bundled demo guest unless --kernel is given).
     Run(RunArgs),
+    /// List the bundled guest images.
+    Images,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
     /// Guest ELF image (x86_64-unknown-none); default: the bundled demo guest.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     kernel: Option<PathBuf>,
+    /// A bundled guest image by name instead of a file (see `vmm images`).
+    #[arg(long)]
+    image: Option<String>,
     /// Guest RAM, e.g. 64M or 1G.
     #[arg(long, default_value = "64M")]
     mem: String,
@@ -61,9 +66,15 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         max: "3072M".into(),
     })?;
     let mem_bytes = vmm::vm::check_mem_size(&args.mem, mem_bytes)?;
-    let kernel = match args.kernel {
-        Some(p) => Kernel::File(p),
-        None => Kernel::Bundled("demo", frontend_guest::images::DEMO),
+    let kernel = match (args.kernel, args.image) {
+        (Some(p), _) => Kernel::File(p),
+        (None, Some(name)) => {
+            let (name, img) = frontend_guest::images::ALL.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                anyhow::anyhow!("no bundled image '{name}': run `vmm images` to list them, or pass --kernel <elf>")
+            })?;
+            Kernel::Bundled(name, img)
+        }
+        (None, None) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
     };
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
@@ -105,6 +116,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Run(args) => run(args, started),
+        Command::Images => {
+            for (name, img) in frontend_guest::images::ALL {
+                println!("{name:<12} {} bytes", img.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match res {
         Ok(code) => code,

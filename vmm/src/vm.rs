@@ -103,13 +103,30 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Opens `/dev/kvm`, turning the common failures into actionable errors.
+/// Environment variable naming the KVM device to open instead of `/dev/kvm`.
+pub const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
+
+/// Opens `/dev/kvm` (or `$VMM_KVM_DEVICE`), turning the common failures
+/// into actionable errors.
 pub fn open_kvm() -> Result<Kvm, VmmError> {
-    Kvm::new().map_err(|e| match e.errno() {
+    let res = match std::env::var_os(KVM_DEVICE_ENV) {
+        Some(path) => {
+            let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                .map_err(|_| VmmError::NoKvm)?;
+            Kvm::new_with_path(&path)
+        }
+        None => Kvm::new(),
+    };
+    res.map_err(kvm_open_error)
+}
+
+/// Maps the errno of opening the KVM device to a user-facing error.
+pub fn kvm_open_error(e: kvm_ioctls::Error) -> VmmError {
+    match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => VmmError::NoKvm,
         libc::EACCES | libc::EPERM => VmmError::KvmPermission,
         _ => VmmError::KvmOpen(e),
-    })
+    }
 }
 
 /// Checks a RAM size against the layout's limits.
@@ -307,5 +324,34 @@ impl Vm {
 
     fn rip(&self) -> u64 {
         self.vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_open_errors_say_what_to_do() {
+        let msg = |errno| kvm_open_error(kvm_ioctls::Error::new(errno)).to_string();
+        assert!(msg(libc::ENOENT).contains("/dev/kvm not found"));
+        assert!(msg(libc::EACCES).contains("kvm' group"));
+        assert!(msg(libc::EBUSY).starts_with("cannot open /dev/kvm"));
+    }
+
+    #[test]
+    fn exit_status_follows_the_guest() {
+        assert_eq!(Outcome::Shutdown { reason: 0, code: 42 }.exit_status(), 42);
+        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
+        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
+        assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
+    }
+
+    #[test]
+    fn mem_size_limits() {
+        assert!(check_mem_size("64M", 64 << 20).is_ok());
+        assert!(check_mem_size("1M", 1 << 20).unwrap_err().to_string().contains("too small"));
+        assert!(check_mem_size("8G", 8 << 30).unwrap_err().to_string().contains("too large"));
+        assert!(check_mem_size("x", (64 << 20) + 1).is_err());
     }
 }

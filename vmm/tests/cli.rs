@@ -1,0 +1,94 @@
+//! The `vmm` binary: exit statuses and one-line errors for bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).output().expect("run vmm")
+}
+
+fn vmm_env(args: &[&str], key: &str, val: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).env(key, val).output().expect("run vmm")
+}
+
+/// Asserts a failed run printed exactly one `error:` line containing `want`.
+fn assert_one_line_error(out: &Output, want: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(want), "expected {want:?} in {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn demo_guest_runs_and_exit_status_is_the_guests() {
+    let out = vmm(&["run", "--cmdline", "exit=7 from-cli"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}");
+    assert!(stdout.contains("Hello from the PV guest"), "{stdout}");
+    assert!(stdout.contains("cmdline: exit=7 from-cli"), "{stdout}");
+}
+
+#[test]
+fn stats_report_exits_hypercalls_and_instructions() {
+    let out = vmm(&["run", "--stats", "--image", "selftest", "--cmdline", "test=uart n=5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("io:uart        5"), "{stderr}");
+    assert!(stderr.contains("sched_op(29)   1"), "{stderr}");
+    assert!(stderr.contains("guest instructions"), "{stderr}");
+}
+
+#[test]
+fn missing_kernel() {
+    assert_one_line_error(&vmm(&["run", "--kernel", "/nonexistent/guest.elf"]), "not found: pass an existing guest ELF");
+}
+
+#[test]
+fn not_an_elf() {
+    let p = scratch("notelf", b"#!/bin/sh\necho hi\n");
+    assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "no ELF magic");
+}
+
+#[test]
+fn elf_that_does_not_fit_in_ram() {
+    // The real image, with its first PT_LOAD moved to 3 GiB.
+    let mut img = frontend_guest::images::HELLO.to_vec();
+    let phoff = u64::from_le_bytes(img[32..40].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(img[56..58].try_into().unwrap()) as usize;
+    let ph = (0..phnum).map(|i| phoff + i * 56).find(|&o| img[o] == 1).unwrap();
+    img[ph + 24..ph + 32].copy_from_slice(&0xc000_0000u64.to_le_bytes());
+    let p = scratch("toobig", &img);
+    assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "does not fit in guest RAM");
+}
+
+#[test]
+fn memory_too_small_or_not_a_size() {
+    assert_one_line_error(&vmm(&["run", "--mem", "1M"]), "too small");
+    assert_one_line_error(&vmm(&["run", "--mem", "lots"]), "not a size");
+}
+
+#[test]
+fn unknown_bundled_image() {
+    assert_one_line_error(&vmm(&["run", "--image", "nope"]), "vmm images");
+}
+
+#[test]
+fn no_kvm_device() {
+    assert_one_line_error(&vmm_env(&["run"], "VMM_KVM_DEVICE", "/nonexistent/kvm"), "/dev/kvm not found");
+}
+
+#[test]
+fn triple_fault_is_reported_without_a_panic() {
+    let out = vmm(&["run", "--image", "selftest", "--cmdline", "test=triplefault"]);
+    assert_one_line_error(&out, "guest triple-faulted at rip");
+}
