@@ -90,3 +90,64 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
         self.slice.write_slice(src, offset).unwrap_or_else(|e| bug(e));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackRing, ByteConsumer, ByteProducer, ByteRingLayout, FrontRing};
+    use vm_memory::GuestMemoryMmap;
+
+    #[test]
+    fn rings_over_guest_memory() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let ring = GuestAddress(0x2000);
+        let front_mem = GuestRingMemory::new(&gm, ring, 4096).unwrap();
+        let back_mem = GuestRingMemory::new(&gm, ring, 4096).unwrap();
+        let mut front = FrontRing::<_, [u64; 8], u64>::init(front_mem).unwrap();
+        let mut back = BackRing::<_, [u64; 8], u64>::attach(back_mem).unwrap();
+        for round in 0..100u64 {
+            for i in 0..5 {
+                front.push_request(&[round * 10 + i; 8]).unwrap();
+            }
+            front.push_requests_and_check_notify();
+            while let Some(r) = back.pop_request().unwrap() {
+                back.push_response(&r[0]).unwrap();
+            }
+            back.push_responses_and_check_notify();
+            for i in 0..5 {
+                assert_eq!(front.pop_response().unwrap(), Some(round * 10 + i));
+            }
+        }
+        // The indices are really in guest memory.
+        assert_eq!(gm.read_obj::<u32>(ring).unwrap(), 500);
+
+        let page = GuestRingMemory::new(&gm, GuestAddress(0x4000), 4096).unwrap();
+        let mut tx = ByteProducer::new(page, ByteRingLayout::CONSOLE_OUT).unwrap();
+        let mut rx = ByteConsumer::new(page, ByteRingLayout::CONSOLE_OUT).unwrap();
+        assert_eq!(tx.write(b"hello").unwrap(), 5);
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+    }
+
+    #[test]
+    fn bad_ranges_are_rejected() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x2000),
+            (GuestAddress(0x2000), 0x2000),
+        ])
+        .unwrap();
+        assert_eq!(
+            GuestRingMemory::new(&gm, GuestAddress(0x1000), 0x2000).err(),
+            Some(RingError::OutOfRange)
+        );
+        assert_eq!(
+            GuestRingMemory::new(&gm, GuestAddress(0x9000), 0x1000).err(),
+            Some(RingError::OutOfRange)
+        );
+        assert_eq!(
+            GuestRingMemory::new(&gm, GuestAddress(0x1004), 0x100).err(),
+            Some(RingError::Misaligned)
+        );
+    }
+}

@@ -22,6 +22,11 @@ pub struct Domain {
 impl Domain {
     /// A domain over `ram` writing its console to `console`.
     pub fn new(ram: GuestRam, console: ConsoleOut) -> Self {
-        Domain { ram, console, shutdown: None, features: xen_version::FEATURE_CONSOLE_IO }
+        Domain {
+            ram,
+            console,
+            shutdown: None,
+            features: xen_version::FEATURE_CONSOLE_IO,
+        }
     }
 }

@@ -32,7 +32,9 @@ pub struct HypercallTable {
 
 impl Default for HypercallTable {
     fn default() -> Self {
-        let mut t = HypercallTable { handlers: [None; TABLE_SIZE] };
+        let mut t = HypercallTable {
+            handlers: [None; TABLE_SIZE],
+        };
         t.register(nr::CONSOLE_IO, do_console_io);
         t.register(nr::SCHED_OP, do_sched_op);
         t.register(nr::XEN_VERSION, do_xen_version);
@@ -49,7 +51,9 @@ impl HypercallTable {
     /// Runs hypercall `nr`; unknown numbers give `-ENOSYS`. Returns the raw
     /// `rax` value for the guest.
     pub fn dispatch(&self, dom: &mut Domain, nr: u64, args: &[u64; 5]) -> u64 {
-        let handler = usize::try_from(nr).ok().and_then(|i| self.handlers.get(i).copied().flatten());
+        let handler = usize::try_from(nr)
+            .ok()
+            .and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
             Some(h) => h(dom, args),
             None => {
@@ -60,7 +64,12 @@ impl HypercallTable {
         match result {
             Ok(v) => v,
             Err(errno) => {
-                tracing::debug!(nr, name = nr::name(nr), errno = pv_abi::errno::name(errno), "hypercall failed");
+                tracing::debug!(
+                    nr,
+                    name = nr::name(nr),
+                    errno = pv_abi::errno::name(errno),
+                    "hypercall failed"
+                );
                 (-errno) as u64
             }
         }
@@ -92,7 +101,10 @@ fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
             let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
+            dom.shutdown = Some(Shutdown {
+                reason: arg.reason,
+                code: a[2] as u32,
+            });
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -104,7 +116,11 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         xen_version::VERSION => Ok(ABI_VERSION as u64),
         xen_version::GET_FEATURES => {
             let mut info: xen_version::FeatureInfo = dom.ram.read_obj(a[1])?;
-            info.submap = if info.submap_idx == 0 { dom.features } else { 0 };
+            info.submap = if info.submap_idx == 0 {
+                dom.features
+            } else {
+                0
+            };
             dom.ram.write_obj(a[1], &info)?;
             Ok(0)
         }

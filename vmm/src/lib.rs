@@ -6,6 +6,7 @@
 //! belongs to the back-ends. Every guest-supplied address goes through
 //! [`memory::GuestRam`]'s checked copies.
 
+pub mod bench;
 pub mod boot;
 pub mod console;
 pub mod domain;

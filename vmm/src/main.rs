@@ -9,7 +9,11 @@ use vmm::console::ConsoleOut;
 use vmm::{Kernel, Vm, VmConfig, VmmError};
 
 #[derive(Parser)]
-#[command(name = "vmm", version, about = "Xen-style paravirtualization on Linux KVM")]
+#[command(
+    name = "vmm",
+    version,
+    about = "Xen-style paravirtualization on Linux KVM"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -21,6 +25,8 @@ enum Command {
     Run(RunArgs),
     /// List the bundled guest images.
     Images,
+    /// Measure PV operations against a raw KVM exit (see README "Measuring").
+    Bench(BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,10 +51,26 @@ struct RunArgs {
     console_file: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Operations per measured run.
+    #[arg(long, default_value_t = 2000)]
+    iters: u64,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Print one JSON array of records instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
 fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (num, shift) = match t.chars().last()? {
         'k' | 'K' => (&t[..t.len() - 1], 10),
         'm' | 'M' => (&t[..t.len() - 1], 20),
@@ -82,7 +104,12 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         ))),
         None => ConsoleOut::Stdout,
     };
-    let cfg = VmConfig { kernel, mem_bytes, cmdline: args.cmdline, console };
+    let cfg = VmConfig {
+        kernel,
+        mem_bytes,
+        cmdline: args.cmdline,
+        console,
+    };
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
@@ -109,13 +136,35 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let started = Instant::now();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VMM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .without_time()
         .init();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Run(args) => run(args, started),
+        Command::Bench(b) => {
+            if b.iters == 0 || b.reps == 0 {
+                eprintln!("error: --iters and --reps must be at least 1");
+                return ExitCode::from(2);
+            }
+            vmm::bench::run_all(vmm::bench::BenchOpts {
+                iters: b.iters,
+                reps: b.reps,
+            })
+            .map_err(anyhow::Error::from)
+            .and_then(|recs| {
+                if b.json {
+                    println!("{}", serde_json::to_string_pretty(&recs)?);
+                } else {
+                    print!("{}", vmm::bench::table(&recs));
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Images => {
             for (name, img) in frontend_guest::images::ALL {
                 println!("{name:<12} {} bytes", img.len());

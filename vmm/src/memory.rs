@@ -9,7 +9,10 @@ use crate::error::VmmError;
 use crate::pod::{self, Pod};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
 /// A guest address range that failed the checks: the hypercall gets `-EFAULT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +47,14 @@ impl GuestRam {
     /// `0..size` in order).
     pub fn new(slots: &[Slot]) -> Result<Self, VmmError> {
         let size = slots.iter().map(|s| s.len).sum::<u64>();
-        let ranges: Vec<(GuestAddress, usize)> = slots.iter().map(|s| (GuestAddress(s.start), s.len as usize)).collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges)
-            .map_err(|e| VmmError::GuestMemory { bytes: size, why: e.to_string() })?;
+        let ranges: Vec<(GuestAddress, usize)> = slots
+            .iter()
+            .map(|s| (GuestAddress(s.start), s.len as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory {
+            bytes: size,
+            why: e.to_string(),
+        })?;
         Ok(GuestRam { mem, size })
     }
 
@@ -56,10 +64,16 @@ impl GuestRam {
             let region = self
                 .mem
                 .find_region(GuestAddress(slot.start))
-                .ok_or_else(|| VmmError::GuestMemory { bytes: slot.len, why: "slot not allocated".into() })?;
+                .ok_or_else(|| VmmError::GuestMemory {
+                    bytes: slot.len,
+                    why: "slot not allocated".into(),
+                })?;
             let host = region
                 .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| VmmError::GuestMemory { bytes: slot.len, why: e.to_string() })?;
+                .map_err(|e| VmmError::GuestMemory {
+                    bytes: slot.len,
+                    why: e.to_string(),
+                })?;
             let kvm_slot = kvm_userspace_memory_region {
                 slot: i as u32,
                 flags: if slot.readonly { KVM_MEM_READONLY } else { 0 },
@@ -70,7 +84,8 @@ impl GuestRam {
             // SAFETY: `host..host+len` is an mmap owned by `self.mem`, which
             // lives as long as the VM (both are owned by `Vm`, memory
             // dropped after the VM fd), and the slot does not overlap another.
-            unsafe { vm.set_user_memory_region(kvm_slot) }.map_err(VmmError::kvm("set_user_memory_region"))?;
+            unsafe { vm.set_user_memory_region(kvm_slot) }
+                .map_err(VmmError::kvm("set_user_memory_region"))?;
         }
         Ok(())
     }
@@ -97,7 +112,9 @@ impl GuestRam {
     pub fn read_vec(&self, gpa: u64, len: u64) -> Result<Vec<u8>, BadGuestRange> {
         self.check(gpa, len)?;
         let mut buf = vec![0u8; len as usize];
-        self.mem.read_slice(&mut buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })?;
+        self.mem
+            .read_slice(&mut buf, GuestAddress(gpa))
+            .map_err(|_| BadGuestRange { gpa, len })?;
         Ok(buf)
     }
 
@@ -105,20 +122,27 @@ impl GuestRam {
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestRange> {
         let len = buf.len() as u64;
         self.check(gpa, len)?;
-        self.mem.read_slice(buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })
+        self.mem
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| BadGuestRange { gpa, len })
     }
 
     /// Copies `buf` into guest memory at `gpa`.
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestRange> {
         let len = buf.len() as u64;
         self.check(gpa, len)?;
-        self.mem.write_slice(buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })
+        self.mem
+            .write_slice(buf, GuestAddress(gpa))
+            .map_err(|_| BadGuestRange { gpa, len })
     }
 
     /// Reads a wire structure (a copy) from guest memory.
     pub fn read_obj<T: Pod>(&self, gpa: u64) -> Result<T, BadGuestRange> {
         let bytes = self.read_vec(gpa, std::mem::size_of::<T>() as u64)?;
-        pod::from_bytes(&bytes).ok_or(BadGuestRange { gpa, len: bytes.len() as u64 })
+        pod::from_bytes(&bytes).ok_or(BadGuestRange {
+            gpa,
+            len: bytes.len() as u64,
+        })
     }
 
     /// Writes a wire structure to guest memory.
@@ -134,8 +158,16 @@ mod tests {
     #[test]
     fn rejects_out_of_range_and_overflow() {
         let ram = GuestRam::new(&[
-            Slot { start: 0, len: 0x10000, readonly: false },
-            Slot { start: 0x10000, len: 0x10000, readonly: false },
+            Slot {
+                start: 0,
+                len: 0x10000,
+                readonly: false,
+            },
+            Slot {
+                start: 0x10000,
+                len: 0x10000,
+                readonly: false,
+            },
         ])
         .unwrap();
         assert_eq!(ram.size(), 0x20000);

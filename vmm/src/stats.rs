@@ -104,7 +104,11 @@ impl fmt::Display for ExitStats {
         if !self.hypercalls.is_empty() {
             writeln!(f, "hypercalls:")?;
             for (nr, n) in &self.hypercalls {
-                writeln!(f, "  {:<14} {n}", format!("{}({nr})", pv_abi::hypercall::nr::name(*nr)))?;
+                writeln!(
+                    f,
+                    "  {:<14} {n}",
+                    format!("{}({nr})", pv_abi::hypercall::nr::name(*nr))
+                )?;
             }
         }
         if let Some(n) = self.kvm_exits {

@@ -44,7 +44,8 @@ pub struct VmConfig {
 impl VmConfig {
     /// A config for a bundled image with 64 MiB and output captured nowhere.
     pub fn bundled(name: &'static str, cmdline: &str) -> Self {
-        let image = frontend_guest::images::by_name(name).unwrap_or_else(|| panic!("no bundled image {name}"));
+        let image = frontend_guest::images::by_name(name)
+            .unwrap_or_else(|| panic!("no bundled image {name}"));
         VmConfig {
             kernel: Kernel::Bundled(name, image),
             mem_bytes: 64 << 20,
@@ -84,7 +85,13 @@ impl Outcome {
     pub fn exit_status(&self) -> i32 {
         match *self {
             Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => (code & 0xff) as i32,
-            Outcome::Shutdown { code, .. } => if code & 0xff == 0 { 1 } else { (code & 0xff) as i32 },
+            Outcome::Shutdown { code, .. } => {
+                if code & 0xff == 0 {
+                    1
+                } else {
+                    (code & 0xff) as i32
+                }
+            }
             _ => 1,
         }
     }
@@ -94,11 +101,17 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Outcome::Shutdown { reason, code } => {
-                let why = ["poweroff", "reboot", "suspend", "crash", "watchdog"].get(reason as usize).copied().unwrap_or("unknown");
+                let why = ["poweroff", "reboot", "suspend", "crash", "watchdog"]
+                    .get(reason as usize)
+                    .copied()
+                    .unwrap_or("unknown");
                 write!(f, "guest shut down ({why}) with status {code}")
             }
             Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
-            Outcome::InternalError { reason, rip } => write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}"),
+            Outcome::InternalError { reason, rip } => write!(
+                f,
+                "KVM could not run the guest (reason {reason}) at rip {rip:#x}"
+            ),
         }
     }
 }
@@ -111,8 +124,9 @@ pub const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
 pub fn open_kvm() -> Result<Kvm, VmmError> {
     let res = match std::env::var_os(KVM_DEVICE_ENV) {
         Some(path) => {
-            let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-                .map_err(|_| VmmError::NoKvm)?;
+            let path =
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                    .map_err(|_| VmmError::NoKvm)?;
             Kvm::new_with_path(&path)
         }
         None => Kvm::new(),
@@ -141,7 +155,12 @@ pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
     } else {
         return Ok(bytes);
     };
-    Err(VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) })
+    Err(VmmError::BadMemSize {
+        given: given.to_string(),
+        why,
+        min: fmt(MIN_MEM_BYTES),
+        max: fmt(MAX_MEM_BYTES),
+    })
 }
 
 /// A booted VM ready to run.
@@ -174,7 +193,10 @@ impl Vm {
             Kernel::File(path) => {
                 let data = std::fs::read(path).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => VmmError::KernelNotFound(path.clone()),
-                    _ => VmmError::KernelRead { path: path.clone(), source: e },
+                    _ => VmmError::KernelRead {
+                        path: path.clone(),
+                        source: e,
+                    },
                 })?;
                 (path.display().to_string(), data.into())
             }
@@ -198,19 +220,24 @@ impl Vm {
         let slots = plan.slots(false);
         let ram = GuestRam::new(&slots)?;
         ram.register(&vm, &slots)?;
-        vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+        vm.create_irq_chip()
+            .map_err(VmmError::kvm("create_irq_chip"))?;
 
         let image = loader::load(&ram, &name, &bytes, lo, hi)?;
         boot::write_page_tables_and_gdt(&ram)?;
         boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
-        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
-        vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmmError::kvm("get_supported_cpuid"))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(VmmError::kvm("set_cpuid2"))?;
         let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
         boot::long_mode_sregs(&mut sregs);
         vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
-        vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
+        vcpu.set_regs(&boot::entry_regs(image.entry))
+            .map_err(VmmError::kvm("set_regs"))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let kvm_stats = KvmStats::open(&vcpu);
 
@@ -287,27 +314,44 @@ impl Vm {
                 }
                 Ok(VcpuExit::FailEntry(reason, _)) => {
                     self.stats.exit(ExitKind::Error);
-                    return Ok(Outcome::InternalError { reason, rip: self.rip() });
+                    return Ok(Outcome::InternalError {
+                        reason,
+                        rip: self.rip(),
+                    });
                 }
                 Ok(VcpuExit::InternalError) => {
                     self.stats.exit(ExitKind::Error);
-                    return Ok(Outcome::InternalError { reason: 0, rip: self.rip() });
+                    return Ok(Outcome::InternalError {
+                        reason: 0,
+                        rip: self.rip(),
+                    });
                 }
                 Ok(other) => {
                     self.stats.exit(ExitKind::Error);
                     tracing::warn!("unexpected exit {other:?}");
-                    return Ok(Outcome::InternalError { reason: u64::MAX, rip: self.rip() });
+                    return Ok(Outcome::InternalError {
+                        reason: u64::MAX,
+                        rip: self.rip(),
+                    });
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.stats.exit(ExitKind::Interrupted);
                 }
-                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
+                Err(e) => {
+                    return Err(VmmError::Kvm {
+                        what: "KVM_RUN",
+                        source: e,
+                    })
+                }
             }
             if hypercall {
                 self.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall();
                 if let Some(s) = self.dom.shutdown {
-                    return Ok(Outcome::Shutdown { reason: s.reason, code: s.code });
+                    return Ok(Outcome::Shutdown {
+                        reason: s.reason,
+                        code: s.code,
+                    });
                 }
             }
         }
@@ -341,17 +385,44 @@ mod tests {
 
     #[test]
     fn exit_status_follows_the_guest() {
-        assert_eq!(Outcome::Shutdown { reason: 0, code: 42 }.exit_status(), 42);
-        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
-        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
+        assert_eq!(
+            Outcome::Shutdown {
+                reason: 0,
+                code: 42
+            }
+            .exit_status(),
+            42
+        );
+        assert_eq!(
+            Outcome::Shutdown {
+                reason: SHUTDOWN_CRASH,
+                code: 0
+            }
+            .exit_status(),
+            1
+        );
+        assert_eq!(
+            Outcome::Shutdown {
+                reason: SHUTDOWN_CRASH,
+                code: 101
+            }
+            .exit_status(),
+            101
+        );
         assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
     }
 
     #[test]
     fn mem_size_limits() {
         assert!(check_mem_size("64M", 64 << 20).is_ok());
-        assert!(check_mem_size("1M", 1 << 20).unwrap_err().to_string().contains("too small"));
-        assert!(check_mem_size("8G", 8 << 30).unwrap_err().to_string().contains("too large"));
+        assert!(check_mem_size("1M", 1 << 20)
+            .unwrap_err()
+            .to_string()
+            .contains("too small"));
+        assert!(check_mem_size("8G", 8 << 30)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert!(check_mem_size("x", (64 << 20) + 1).is_err());
     }
 }

@@ -1,0 +1,209 @@
+//! `vmm bench`: costs of PV operations, measured as counts first (exits and
+//! guest instructions per operation) and time second (nanoseconds per
+//! operation, median of repeated runs, with a raw KVM port-I/O exit measured
+//! in the same process as the baseline).
+//!
+//! Each guest operation is timed by differencing: the same image runs the
+//! workload with `n=N` and with `n=0`, so boot and shutdown cancel out.
+
+use crate::console::ConsoleOut;
+use crate::error::VmmError;
+use crate::memory::{GuestRam, Slot};
+use crate::vm::{open_kvm, Outcome, Vm, VmConfig};
+use kvm_ioctls::VcpuExit;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One row of results (the `--json` record format).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    /// Operation name.
+    pub op: String,
+    /// Mode (transport, paging mode, or `raw`).
+    pub mode: String,
+    /// Operations per batch (1 where batching does not apply).
+    pub batch: u64,
+    /// Exits to the VMM per operation.
+    pub exits_per_op: f64,
+    /// Guest instructions per operation, where the host reports them.
+    pub instructions_per_op: Option<f64>,
+    /// Median nanoseconds per operation.
+    pub ns_per_op: f64,
+}
+
+/// Bench parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOpts {
+    /// Operations per measured run.
+    pub iters: u64,
+    /// Runs per measurement (the median is reported).
+    pub reps: usize,
+}
+
+struct Sample {
+    ns: f64,
+    exits: u64,
+    insns: Option<u64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the bundled `image` once with `cmdline`, timing `Vm::run`.
+fn guest_sample(image: &'static str, cmdline: &str) -> Result<Sample, VmmError> {
+    let cfg = VmConfig {
+        console: ConsoleOut::Null,
+        ..VmConfig::bundled(image, cmdline)
+    };
+    let mut vm = Vm::new(&cfg)?;
+    let t = Instant::now();
+    let outcome = vm.run()?;
+    let ns = t.elapsed().as_nanos() as f64;
+    if !matches!(outcome, Outcome::Shutdown { reason: 0, code: 0 }) {
+        return Err(VmmError::BootWrite(format!(
+            "bench guest `{cmdline}` failed: {outcome}"
+        )));
+    }
+    let s = vm.stats();
+    Ok(Sample {
+        ns,
+        exits: s.total_exits(),
+        insns: s.guest_instructions,
+    })
+}
+
+/// Measures a guest operation by differencing `n=iters` against `n=0`.
+pub fn guest_op(
+    op: &str,
+    mode: &str,
+    image: &'static str,
+    cmdline: &str,
+    opts: BenchOpts,
+) -> Result<Record, VmmError> {
+    let mut per_op_ns = Vec::new();
+    let (mut exits, mut insns) = (0.0, None);
+    for _ in 0..opts.reps {
+        let base = guest_sample(image, &format!("{cmdline} n=0"))?;
+        let full = guest_sample(image, &format!("{cmdline} n={}", opts.iters))?;
+        per_op_ns.push((full.ns - base.ns).max(0.0) / opts.iters as f64);
+        exits = full.exits.saturating_sub(base.exits) as f64 / opts.iters as f64;
+        insns = match (full.insns, base.insns) {
+            (Some(f), Some(b)) => Some(f.saturating_sub(b) as f64 / opts.iters as f64),
+            _ => None,
+        };
+    }
+    Ok(Record {
+        op: op.into(),
+        mode: mode.into(),
+        batch: 1,
+        exits_per_op: exits,
+        instructions_per_op: insns,
+        ns_per_op: median(per_op_ns),
+    })
+}
+
+/// The baseline: a minimal real-mode VM whose only code is `out 0x80, al;
+/// jmp $-2`, driven by a bare `KVM_RUN` loop with no dispatch at all.
+pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
+    let kvm = open_kvm()?;
+    let vm = kvm.create_vm().map_err(VmmError::kvm("create_vm"))?;
+    let slots = [Slot {
+        start: 0,
+        len: 0x10000,
+        readonly: false,
+    }];
+    let ram = GuestRam::new(&slots)?;
+    ram.register(&vm, &slots)?;
+    ram.write(0x1000, &[0xe6, 0x80, 0xeb, 0xfc])
+        .map_err(|e| VmmError::BootWrite(e.to_string()))?;
+    let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
+    let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0x1000,
+        rflags: 2,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(VmmError::kvm("set_regs"))?;
+    let stats = crate::kvm_stats::KvmStats::open(&vcpu);
+    let mut run = |n: u64| -> Result<(), VmmError> {
+        for _ in 0..n {
+            match vcpu.run() {
+                Ok(VcpuExit::IoOut(0x80, _)) => {}
+                Ok(other) => {
+                    return Err(VmmError::BootWrite(format!(
+                        "raw VM: unexpected exit {other:?}"
+                    )))
+                }
+                Err(e) => {
+                    return Err(VmmError::Kvm {
+                        what: "KVM_RUN",
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(())
+    };
+    run(100)?; // warm up
+    let insn0 = stats.as_ref().and_then(|s| s.get("insn_emulation"));
+    let mut ns = Vec::new();
+    for _ in 0..opts.reps {
+        let t = Instant::now();
+        run(opts.iters)?;
+        ns.push(t.elapsed().as_nanos() as f64 / opts.iters as f64);
+    }
+    let insn1 = stats.as_ref().and_then(|s| s.get("insn_emulation"));
+    let total = opts.iters * opts.reps as u64;
+    Ok(Record {
+        op: "port-io exit".into(),
+        mode: "raw".into(),
+        batch: 1,
+        exits_per_op: 1.0,
+        instructions_per_op: insn0.zip(insn1).map(|(a, b)| (b - a) as f64 / total as f64),
+        ns_per_op: median(ns),
+    })
+}
+
+/// Runs every benchmark this build knows.
+pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
+    Ok(vec![
+        raw_port_io_exit(opts)?,
+        guest_op("null hypercall", "pv", "selftest", "test=null", opts)?,
+        guest_op("console byte", "uart", "selftest", "test=uart", opts)?,
+        guest_op(
+            "console byte",
+            "hypercall",
+            "selftest",
+            "test=console",
+            opts,
+        )?,
+    ])
+}
+
+/// Formats records as a table.
+pub fn table(records: &[Record]) -> String {
+    let mut s = format!(
+        "{:<18} {:<10} {:>6} {:>10} {:>12} {:>11} {:>9}\n",
+        "op", "mode", "batch", "exits/op", "insns/op", "ns/op", "vs raw"
+    );
+    let raw = records
+        .iter()
+        .find(|r| r.mode == "raw")
+        .map(|r| r.ns_per_op);
+    for r in records {
+        let insns = r
+            .instructions_per_op
+            .map_or("n/a".to_string(), |v| format!("{v:.1}"));
+        let ratio = raw.map_or("".to_string(), |b| format!("{:.2}x", r.ns_per_op / b));
+        s += &format!(
+            "{:<18} {:<10} {:>6} {:>10.4} {:>12} {:>11.0} {:>9}\n",
+            r.op, r.mode, r.batch, r.exits_per_op, insns, r.ns_per_op, ratio
+        );
+    }
+    s
+}
