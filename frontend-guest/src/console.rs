@@ -16,11 +16,7 @@ pub struct Console<F: FnMut(&[u8])> {
 impl<F: FnMut(&[u8])> Console<F> {
     /// A writer that hands complete lines (or full buffers) to `sink`.
     pub const fn new(sink: F) -> Self {
-        Console {
-            buf: [0; BUF_LEN],
-            len: 0,
-            sink,
-        }
+        Console { buf: [0; BUF_LEN], len: 0, sink }
     }
 
     /// Hands any buffered bytes to the sink.

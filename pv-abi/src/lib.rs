@@ -21,6 +21,7 @@ macro_rules! assert_layout {
 
 pub mod blkif;
 pub mod console;
+pub mod echo;
 pub mod errno;
 pub mod event_channel;
 pub mod grant_table;

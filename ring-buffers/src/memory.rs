@@ -28,6 +28,8 @@ impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
 // SAFETY: an array of `Pod` elements accepts every bit pattern.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 impl_pod!(
+    pv_abi::echo::EchoRequest,
+    pv_abi::echo::EchoResponse,
     pv_abi::blkif::BlkifRequest,
     pv_abi::blkif::BlkifRequestSegment,
     pv_abi::blkif::BlkifRequestDiscard,
@@ -77,6 +79,35 @@ pub trait RingMemory {
     /// A full (sequentially consistent) memory barrier: Xen's `mb()`.
     fn fence(&self) {
         fence(Ordering::SeqCst);
+    }
+}
+
+/// A shared reference to ring memory is ring memory (so one region can
+/// back several views, e.g. both halves of a byte-ring pair).
+impl<M: RingMemory + ?Sized> RingMemory for &M {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        (**self).load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
+        (**self).store_u32(offset, val, order)
+    }
+    fn read<T: Pod>(&self, offset: usize) -> T {
+        (**self).read(offset)
+    }
+    fn write<T: Pod>(&self, offset: usize, val: &T) {
+        (**self).write(offset, val)
+    }
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        (**self).read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) {
+        (**self).write_bytes(offset, src)
+    }
+    fn fence(&self) {
+        (**self).fence()
     }
 }
 

@@ -21,6 +21,24 @@ unsafe impl Pod for SchedShutdown {}
 unsafe impl Pod for FeatureInfo {}
 // SAFETY: integers.
 unsafe impl Pod for u64 {}
+// SAFETY: `#[repr(C)]`, integer-only with explicit padding (pv-abi asserts).
+unsafe impl Pod for pv_abi::event_channel::EvtchnAllocUnbound {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::event_channel::EvtchnBindInterdomain {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::event_channel::EvtchnSend {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::event_channel::EvtchnClose {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::event_channel::EvtchnUnmask {}
+// SAFETY: as above; the union `u` is integers only and fully covered.
+unsafe impl Pod for pv_abi::event_channel::EvtchnStatus {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::grant_table::GnttabSetupTable {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::grant_table::GnttabQuerySize {}
+// SAFETY: as above.
+unsafe impl Pod for pv_abi::shared_info::SharedInfo {}
 // SAFETY: integers.
 unsafe impl Pod for u32 {}
 
