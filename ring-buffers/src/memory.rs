@@ -213,7 +213,7 @@ impl RingMemory for RawMemory {
         let p = self.check(offset, dst.len(), 1);
         for (i, d) in dst.iter_mut().enumerate() {
             // SAFETY: `p + i` lies within the range checked above.
-            *d = unsafe { core::ptr::read_volatile(p.add(i)) };
+            *d = unsafe { core::ptr::read_volatile(p.wrapping_add(i)) };
         }
     }
 
@@ -221,7 +221,7 @@ impl RingMemory for RawMemory {
         let p = self.check(offset, src.len(), 1);
         for (i, s) in src.iter().enumerate() {
             // SAFETY: `p + i` lies within the range checked above.
-            unsafe { core::ptr::write_volatile(p.add(i), *s) };
+            unsafe { core::ptr::write_volatile(p.wrapping_add(i), *s) };
         }
     }
 }
