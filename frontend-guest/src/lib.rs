@@ -15,7 +15,11 @@ extern crate std;
 pub mod arch;
 pub mod cmdline;
 pub mod console;
+pub mod evtchn;
+pub mod grant;
 pub mod hypercall;
+pub mod interrupts;
+pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
 

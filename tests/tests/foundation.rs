@@ -17,7 +17,7 @@ fn hello_prints_and_exits_with_the_chosen_code() {
 #[test]
 fn console_hypercall_is_one_exit_uart_is_one_exit_per_byte() {
     const N: u64 = 300;
-    let uart = boot("selftest", &format!("test=uart n={N}"));
+    let uart = boot("selftest", &format!("noevents test=uart n={N}"));
     assert_eq!(uart.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(uart.stats.exits(ExitKind::Uart), N);
     assert_eq!(uart.console.len() as u64, N);
@@ -25,7 +25,7 @@ fn console_hypercall_is_one_exit_uart_is_one_exit_per_byte() {
     // The only hypercall is the shutdown.
     assert_eq!(uart.stats.exits(ExitKind::Hypercall), 1);
 
-    let cons = boot("selftest", &format!("test=console n={N}"));
+    let cons = boot("selftest", &format!("noevents test=console n={N}"));
     assert_eq!(cons.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(cons.console, "c".repeat(N as usize));
     assert_eq!(cons.stats.hypercalls(nr::CONSOLE_IO), 1);

@@ -140,9 +140,9 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
 pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(vec![
         raw_port_io_exit(opts)?,
-        guest_op("null hypercall", "pv", "selftest", "test=null", opts)?,
-        guest_op("console byte", "uart", "selftest", "test=uart", opts)?,
-        guest_op("console byte", "hypercall", "selftest", "test=console", opts)?,
+        guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
+        guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
+        guest_op("console byte", "hypercall", "selftest", "noevents test=console", opts)?,
     ])
 }
 

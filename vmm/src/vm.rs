@@ -231,7 +231,7 @@ impl Vm {
         let image = loader::load(&ram, &name, &bytes, lo, hi)?;
         boot::write_page_tables_and_gdt(&ram)?;
         let evtchn = Arc::new(EventChannels::new(vm.clone(), ram.clone(), SHARED_INFO)?);
-        let grants = Arc::new(GrantTable::new(ram.mem().clone(), image.end, plan.pool_start));
+        let grants = Arc::new(GrantTable::new(ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
 
         // The console: a ring page and a pre-bound event channel, as Xen's
         // domain builder sets them up.
