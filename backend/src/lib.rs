@@ -10,6 +10,7 @@ pub mod console;
 pub mod echo;
 pub mod grant;
 pub mod ring_page;
+pub mod xenbus;
 
 /// How a back-end notifies its front end: the VMM implements it by raising
 /// the event channel the device is bound to.

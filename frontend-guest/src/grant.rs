@@ -36,7 +36,8 @@ pub fn init() -> Result<(), i16> {
         USED[w].fetch_or((1u64 << NR_RESERVED) - 1, SeqCst);
     }
     let frames = [TABLE.0.as_ptr() as u64 >> 12];
-    let mut op = GnttabSetupTable { dom: DOMID_SELF, nr_frames: 1, frame_list: frames.as_ptr() as u64, ..Default::default() };
+    let mut op =
+        GnttabSetupTable { dom: DOMID_SELF, nr_frames: 1, frame_list: frames.as_ptr() as u64, ..Default::default() };
     grant_op(GNTTABOP_SETUP_TABLE, &mut op, 1).map_err(|_| GNTST_GENERAL_ERROR)?;
     if op.status != GNTST_OKAY {
         return Err(op.status);

@@ -15,6 +15,7 @@ extern crate std;
 pub mod arch;
 pub mod cmdline;
 pub mod console;
+pub mod echo;
 pub mod evtchn;
 pub mod grant;
 pub mod hypercall;

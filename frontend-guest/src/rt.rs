@@ -61,7 +61,9 @@ extern "C" fn pv_guest_entry(si: *mut StartInfo) -> ! {
     crate::pages::init(si_ref.free_start, si_ref.free_end);
     if !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"noevents") {
         crate::evtchn::init(si_ref.shared_info);
-        if si_ref.console.evtchn != 0 && !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"hvc0=hypercall") {
+        if si_ref.console.evtchn != 0
+            && !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"hvc0=hypercall")
+        {
             crate::console::use_ring(si_ref.console.gpa, si_ref.console.evtchn);
         }
         if let Err(st) = crate::grant::init() {

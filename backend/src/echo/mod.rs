@@ -7,16 +7,12 @@
 //! front end is waiting (`rsp_event`); then it re-arms `req_event` and
 //! checks once more before sleeping.
 
-mod handler;
-
 use crate::grant::{GrantError, GrantTable};
 use crate::ring_page::{RingPage, RingPageError};
 use crate::Notify;
 use pv_abi::echo::*;
 use ring_buffers::{BackRing, RingError};
 use std::sync::Arc;
-
-pub use handler::EchoHandler;
 
 /// Traffic counters, for tests and benchmarks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -153,5 +149,53 @@ impl Echo {
     /// Whether a corrupt ring stopped the device.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+}
+
+/// The echo device as a [`SplitBackend`](crate::xenbus::SplitBackend):
+/// disconnected until the front end publishes its `ring-ref`.
+#[derive(Debug, Default)]
+pub struct EchoBackend {
+    /// The connected device, if any.
+    pub echo: Option<Echo>,
+    /// Counters of earlier connections plus the live one.
+    pub counters: EchoCounters,
+}
+
+impl crate::xenbus::SplitBackend for EchoBackend {
+    fn device_type(&self) -> &'static str {
+        DEVICE_TYPE
+    }
+
+    fn features(&self) -> Vec<(String, String)> {
+        vec![("feature-xor".into(), "1".into())]
+    }
+
+    fn connect(
+        &mut self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+    ) -> Result<(), String> {
+        let ring_ref = front.read_u32("ring-ref")?;
+        let echo = Echo::connect(grants.clone(), ring_ref, notify).map_err(|e| e.to_string())?;
+        self.echo = Some(echo);
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        self.echo = None;
+    }
+
+    fn process(&mut self) {
+        if let Some(e) = &mut self.echo {
+            let before = e.counters;
+            e.process();
+            let after = e.counters;
+            self.counters.requests += after.requests - before.requests;
+            self.counters.errors += after.errors - before.errors;
+            self.counters.notifies += after.notifies - before.notifies;
+        }
+        self.counters.kicks += 1;
     }
 }
