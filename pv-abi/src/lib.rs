@@ -30,6 +30,8 @@ pub mod layout;
 pub mod mmu;
 pub mod multicall;
 pub mod netif;
+pub mod pod;
+pub use pod::Pod;
 pub mod ring;
 pub mod shared_info;
 pub mod start_info;

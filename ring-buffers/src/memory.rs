@@ -6,43 +6,7 @@
 
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
-/// Plain old data: `Copy`, no padding-sensitive invariants, and **every bit
-/// pattern is a valid value**, so an entry copied out of memory a hostile
-/// peer controls is always a valid `T` (its *contents* still need checking).
-///
-/// # Safety
-///
-/// Implement only for types for which any initialised byte pattern of
-/// `size_of::<T>()` bytes is a valid value (integers, arrays of them, and
-/// `#[repr(C)]` structs/unions made only of such fields).
-pub unsafe trait Pod: Copy + 'static {}
-
-macro_rules! impl_pod {
-    ($($t:ty),* $(,)?) => { $(
-        // SAFETY: integer types (and `#[repr(C)]` ABI structs and unions made
-        // only of integers and integer arrays) accept every bit pattern.
-        unsafe impl Pod for $t {}
-    )* };
-}
-impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
-// SAFETY: an array of `Pod` elements accepts every bit pattern.
-unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
-impl_pod!(
-    pv_abi::echo::EchoRequest,
-    pv_abi::echo::EchoResponse,
-    pv_abi::blkif::BlkifRequest,
-    pv_abi::blkif::BlkifRequestSegment,
-    pv_abi::blkif::BlkifRequestDiscard,
-    pv_abi::blkif::BlkifRequestIndirect,
-    pv_abi::blkif::BlkifResponse,
-    pv_abi::netif::NetifTxRequest,
-    pv_abi::netif::NetifTxResponse,
-    pv_abi::netif::NetifRxRequest,
-    pv_abi::netif::NetifRxResponse,
-    pv_abi::netif::NetifExtraInfo,
-    pv_abi::xs_wire::XsdSockmsg,
-    pv_abi::ring::SringHeader,
-);
+pub use pv_abi::Pod;
 
 /// Shared memory as the ring logic sees it: a region of `len()` bytes with
 /// atomic 32-bit index access, whole-entry copies and a full fence.
