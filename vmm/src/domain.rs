@@ -4,6 +4,7 @@
 use crate::console::ConsoleOut;
 use crate::hypercall::Shutdown;
 use crate::memory::GuestRam;
+use crate::paging::PagingState;
 use pv_abi::hypercall::xen_version;
 
 /// One PV domain (the VMM itself is domain 0; this is the guest).
@@ -17,6 +18,8 @@ pub struct Domain {
     pub shutdown: Option<Shutdown>,
     /// Feature bits reported by `XENVER_get_features`.
     pub features: u32,
+    /// Direct-paging state (mode, pool, pinned tables).
+    pub paging: PagingState,
 }
 
 impl Domain {
@@ -26,7 +29,10 @@ impl Domain {
             ram,
             console,
             shutdown: None,
-            features: xen_version::FEATURE_CONSOLE_IO,
+            features: xen_version::FEATURE_CONSOLE_IO
+                | xen_version::FEATURE_DIRECT_PAGING
+                | xen_version::FEATURE_MULTICALL,
+            paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
         }
     }
 }

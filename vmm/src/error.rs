@@ -89,6 +89,9 @@ pub enum VmmError {
     /// Writing boot structures into guest memory failed.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootWrite(String),
+    /// The paging mode is not one of `paging_mode`.
+    #[error("unknown paging mode {0}: use native, trapped or pv")]
+    BadPagingMode(u32),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

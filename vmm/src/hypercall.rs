@@ -38,6 +38,8 @@ impl Default for HypercallTable {
         t.register(nr::CONSOLE_IO, do_console_io);
         t.register(nr::SCHED_OP, do_sched_op);
         t.register(nr::XEN_VERSION, do_xen_version);
+        t.register(nr::MMU_UPDATE, crate::paging::do_mmu_update);
+        t.register(nr::MMUEXT_OP, crate::paging::do_mmuext_op);
         t
     }
 }
@@ -55,6 +57,7 @@ impl HypercallTable {
             .ok()
             .and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
+            _ if nr == nr::MULTICALL => crate::multicall::do_multicall(self, dom, args),
             Some(h) => h(dom, args),
             None => {
                 tracing::debug!(nr, "unknown hypercall");

@@ -15,6 +15,8 @@ pub mod hypercall;
 pub mod kvm_stats;
 pub mod loader;
 pub mod memory;
+pub mod multicall;
+pub mod paging;
 pub mod pod;
 pub mod stats;
 pub mod uart;

@@ -49,6 +49,10 @@ struct RunArgs {
     /// Write guest console output to this file instead of stdout.
     #[arg(long)]
     console_file: Option<PathBuf>,
+    /// Page-table pool mode: native (read-write), trapped (read-only, every
+    /// PTE write traps) or pv (read-only, batched mmu_update).
+    #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
+    paging: String,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +113,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         mem_bytes,
         cmdline: args.cmdline,
         console,
+        paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;

@@ -2,6 +2,8 @@
 //! memory without long-lived references into it.
 
 use pv_abi::hypercall::{sched_op::SchedShutdown, xen_version::FeatureInfo};
+use pv_abi::mmu::{MmuUpdate, MmuextOp};
+use pv_abi::multicall::MulticallEntry;
 use pv_abi::start_info::StartInfo;
 
 /// A type every bit pattern of which is a valid value and which has no
@@ -19,6 +21,12 @@ unsafe impl Pod for StartInfo {}
 unsafe impl Pod for SchedShutdown {}
 // SAFETY: as above.
 unsafe impl Pod for FeatureInfo {}
+// SAFETY: as above (MmuextOp's unions are u64-wide, any bits valid).
+unsafe impl Pod for MmuUpdate {}
+// SAFETY: as above.
+unsafe impl Pod for MmuextOp {}
+// SAFETY: as above.
+unsafe impl Pod for MulticallEntry {}
 // SAFETY: integers.
 unsafe impl Pod for u64 {}
 // SAFETY: integers.

@@ -8,6 +8,7 @@ use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
 use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
+use crate::paging::{self, PagingState};
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -39,6 +40,8 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Console output.
     pub console: ConsoleOut,
+    /// Paging mode ([`paging_mode`]): how the page-table pool is mapped.
+    pub paging: u32,
 }
 
 impl VmConfig {
@@ -51,6 +54,7 @@ impl VmConfig {
             mem_bytes: 64 << 20,
             cmdline: cmdline.to_string(),
             console: ConsoleOut::Null,
+            paging: paging_mode::NATIVE,
         }
     }
 }
@@ -201,6 +205,10 @@ impl Vm {
                 (path.display().to_string(), data.into())
             }
         };
+        if crate::paging::mode_name(cfg.paging) == "unknown" {
+            return Err(VmmError::BadPagingMode(cfg.paging));
+        }
+        let pool_readonly = cfg.paging != paging_mode::NATIVE;
         let plan = MemoryPlan::new(mem_bytes);
         let (lo, hi) = plan.loadable();
         // Check the image before touching KVM so bad input fails fast.
@@ -216,8 +224,11 @@ impl Vm {
                 return Err(VmmError::MissingCap(what));
             }
         }
+        if pool_readonly && !kvm.check_extension(Cap::ReadonlyMem) {
+            return Err(VmmError::MissingCap("KVM_CAP_READONLY_MEM"));
+        }
         let vm = kvm.create_vm().map_err(VmmError::kvm("create_vm"))?;
-        let slots = plan.slots(false);
+        let slots = plan.slots(pool_readonly);
         let ram = GuestRam::new(&slots)?;
         ram.register(&vm, &slots)?;
         vm.create_irq_chip()
@@ -225,7 +236,7 @@ impl Vm {
 
         let image = loader::load(&ram, &name, &bytes, lo, hi)?;
         boot::write_page_tables_and_gdt(&ram)?;
-        boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
+        boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
         let cpuid = kvm
@@ -240,13 +251,15 @@ impl Vm {
             .map_err(VmmError::kvm("set_regs"))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let kvm_stats = KvmStats::open(&vcpu);
+        let mut dom = Domain::new(ram, cfg.console.clone());
+        dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
 
         Ok(Vm {
             vcpu,
             _vm: vm,
             _kvm: kvm,
             uart: Uart::new(cfg.console.clone()),
-            dom: Domain::new(ram, cfg.console.clone()),
+            dom,
             hypercalls: HypercallTable::default(),
             stats: ExitStats::default(),
             kvm_stats,
@@ -301,6 +314,10 @@ impl Vm {
                     data.fill(0xff);
                     tracing::debug!(addr, "guest read unbacked memory");
                 }
+                Ok(VcpuExit::MmioWrite(addr, data)) if self.dom.paging.in_pool(addr) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    paging::trapped_write(&mut self.dom, addr, data);
+                }
                 Ok(VcpuExit::MmioWrite(addr, _)) => {
                     self.stats.exit(ExitKind::Mmio);
                     tracing::debug!(addr, "guest wrote unbacked memory");
@@ -347,6 +364,9 @@ impl Vm {
             if hypercall {
                 self.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall();
+                if let Some(cr3) = self.dom.paging.pending_cr3.take() {
+                    self.load_cr3(cr3)?;
+                }
                 if let Some(s) = self.dom.shutdown {
                     return Ok(Outcome::Shutdown {
                         reason: s.reason,
@@ -364,6 +384,16 @@ impl Vm {
         let ret = self.hypercalls.dispatch(&mut self.dom, nr, &args);
         self.vcpu.sync_regs_mut().regs.rax = ret;
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Loads CR3 (`MMUEXT_NEW_BASEPTR`); KVM drops the vCPU's cached
+    /// translations when CR3 changes through `KVM_SET_SREGS`.
+    fn load_cr3(&mut self, cr3: u64) -> Result<(), VmmError> {
+        let mut sregs = self.vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+        sregs.cr3 = cr3;
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(VmmError::kvm("set_sregs"))
     }
 
     fn rip(&self) -> u64 {
