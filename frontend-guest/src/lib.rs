@@ -16,6 +16,7 @@ pub mod arch;
 pub mod cmdline;
 pub mod console;
 pub mod hypercall;
+pub mod mmu;
 #[cfg(feature = "guest-image")]
 pub mod rt;
 
