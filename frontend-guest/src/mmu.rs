@@ -237,7 +237,9 @@ impl<O: PtOps> Mmu<O> {
     #[inline]
     fn set_entry(&mut self, slot: u64, val: u64) -> Result<(), MmuError> {
         if self.mode == paging_mode::PV {
-            self.queue[self.queued % MAX_BATCH] = MmuUpdate::normal(slot, val);
+            // `slot` is 8-byte aligned, so its command bits are already
+            // MMU_NORMAL_PT_UPDATE (0).
+            self.queue[self.queued % MAX_BATCH] = MmuUpdate { ptr: slot, val };
             self.queued += 1;
             if self.queued >= self.batch {
                 return self.flush();
