@@ -17,6 +17,7 @@ pub mod loader;
 pub mod memory;
 pub mod multicall;
 pub mod paging;
+pub mod plot;
 pub mod pod;
 pub mod stats;
 pub mod uart;

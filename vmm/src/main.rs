@@ -66,6 +66,9 @@ struct BenchArgs {
     /// Print one JSON array of records instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also draw the cost per PTE update against batch size (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
@@ -162,6 +165,11 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from)
             .and_then(|recs| {
+                if let Some(path) = &b.plot {
+                    std::fs::write(path, vmm::plot::pte_svg(&recs)).map_err(|e| {
+                        anyhow::anyhow!("cannot write the plot to {}: {e}", path.display())
+                    })?;
+                }
                 if b.json {
                     println!("{}", serde_json::to_string_pretty(&recs)?);
                 } else {
