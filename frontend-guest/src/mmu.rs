@@ -547,7 +547,12 @@ mod tests {
         m.invlpg(VA + 4096).unwrap();
         assert_eq!(
             m.ops.ev,
-            [Ev::Update(2), Ev::Flush, Ev::Update(1), Ev::Invlpg(VA + 4096)]
+            [
+                Ev::Update(2),
+                Ev::Flush,
+                Ev::Update(1),
+                Ev::Invlpg(VA + 4096)
+            ]
         );
         assert_eq!(m.lookup(VA), 0);
         assert_eq!(m.lookup(VA + 2 * 4096), 0x20_0000 | 0x63);

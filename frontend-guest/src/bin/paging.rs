@@ -114,13 +114,9 @@ fn workload(mmu: &mut Mmu<HwOps>, ctx: &Ctx, pages: u64) -> Result<i32, MmuError
     }
     let (mut sum, mut bad) = (0u64, 0u64);
     for i in 0..pages {
-        // SAFETY: mapped above; `frame(i)` is identity-mapped RAM.
-        let (v, p) = unsafe {
-            (
-                arch::read_u64(va(i) + off(i)),
-                arch::read_u64(frame(i) + off(i)),
-            )
-        };
+        // SAFETY: mapped above.
+        let v = unsafe { arch::read_u64(va(i) + off(i)) };
+        let p = read(frame(i) + off(i));
         if v != pattern(i) || p != v {
             bad += 1;
         }
@@ -217,7 +213,11 @@ fn illegal(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     if mmu.mode() == paging_mode::NATIVE {
         let got = one(ctx.si.pt_pool_start, 0);
         let ok = got == Err(Errno(mmu_err::WRONG_MODE));
-        println!("mmu_update in native mode: {} ({:?})", if ok { "ok" } else { "FAILED" }, got);
+        println!(
+            "mmu_update in native mode: {} ({:?})",
+            if ok { "ok" } else { "FAILED" },
+            got
+        );
         return i32::from(!ok);
     }
     if mmu.mode() != paging_mode::PV {
@@ -233,24 +233,83 @@ fn illegal(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     let data = ctx.data;
     let slot = l1 + 5 * 8;
     let mut c = Checker { failures: 0 };
-    let mut try_one = |c: &mut Checker, what: &str, ptr: u64, watch: u64, val: u64, want: i64| {
+    let try_one = |c: &mut Checker, what: &str, ptr: u64, watch: u64, val: u64, want: i64| {
         let before = read(watch);
         let got = one(ptr, val);
         c.expect(what, got, want, read(watch) == before);
     };
-    try_one(&mut c, "writable mapping of a pool page", slot, slot, pool | pte::P | pte::RW, mmu_err::WRITABLE_POOL);
-    try_one(&mut c, "target outside the pool", data, data, 0x1234_5000 | pte::P, mmu_err::NOT_IN_POOL);
-    try_one(&mut c, "target in an unused pool page", si.pt_pool_end - PAGE_SIZE, si.pt_pool_end - PAGE_SIZE, pte::P, mmu_err::NOT_IN_POOL);
-    try_one(&mut c, "misaligned target", slot + 4, slot, pte::P, mmu_err::MISALIGNED);
-    try_one(&mut c, "frame outside RAM", slot, slot, si.mem_bytes | pte::P, mmu_err::FRAME_NOT_RAM);
-    try_one(&mut c, "upper-level entry pointing outside the pool", l2 + 7 * 8, l2 + 7 * 8, data | pte::P | pte::RW, mmu_err::UPPER_NOT_POOL);
-    try_one(&mut c, "reserved bits", slot, slot, data | pte::P | (1 << 52), mmu_err::BAD_BITS);
-    try_one(&mut c, "unknown command bits", slot | 1, slot, data | pte::P, mmu_err::UNKNOWN_CMD);
+    try_one(
+        &mut c,
+        "writable mapping of a pool page",
+        slot,
+        slot,
+        pool | pte::P | pte::RW,
+        mmu_err::WRITABLE_POOL,
+    );
+    try_one(
+        &mut c,
+        "target outside the pool",
+        data,
+        data,
+        0x1234_5000 | pte::P,
+        mmu_err::NOT_IN_POOL,
+    );
+    try_one(
+        &mut c,
+        "target in an unused pool page",
+        si.pt_pool_end - PAGE_SIZE,
+        si.pt_pool_end - PAGE_SIZE,
+        pte::P,
+        mmu_err::NOT_IN_POOL,
+    );
+    try_one(
+        &mut c,
+        "misaligned target",
+        slot + 4,
+        slot,
+        pte::P,
+        mmu_err::MISALIGNED,
+    );
+    try_one(
+        &mut c,
+        "frame outside RAM",
+        slot,
+        slot,
+        si.mem_bytes | pte::P,
+        mmu_err::FRAME_NOT_RAM,
+    );
+    try_one(
+        &mut c,
+        "upper-level entry pointing outside the pool",
+        l2 + 7 * 8,
+        l2 + 7 * 8,
+        data | pte::P | pte::RW,
+        mmu_err::UPPER_NOT_POOL,
+    );
+    try_one(
+        &mut c,
+        "reserved bits",
+        slot,
+        slot,
+        data | pte::P | (1 << 52),
+        mmu_err::BAD_BITS,
+    );
+    try_one(
+        &mut c,
+        "unknown command bits",
+        slot | 1,
+        slot,
+        data | pte::P,
+        mmu_err::UNKNOWN_CMD,
+    );
     // new_baseptr to a table that is not a pinned L4.
     let cr3 = arch::read_cr3();
     for (what, frame) in [
         ("new_baseptr to an unpinned table", l2),
-        ("new_baseptr to an unused pool page", si.pt_pool_end - PAGE_SIZE),
+        (
+            "new_baseptr to an unused pool page",
+            si.pt_pool_end - PAGE_SIZE,
+        ),
     ] {
         let got = mmu::mmuext_op(&[MmuextOp::with_mfn(MMUEXT_NEW_BASEPTR, frame >> PAGE_SHIFT)]);
         c.expect(what, got, mmu_err::NOT_PINNED, arch::read_cr3() == cr3);
@@ -278,7 +337,10 @@ fn illegal(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     c.failures += i32::from(!ok);
     // Still running, and a legal update still works.
     let ok = one(slot, good(3)).is_ok() && read(slot) == good(3) | pte::A;
-    println!("legal update after the rejections: {}", if ok { "ok" } else { "FAILED" });
+    println!(
+        "legal update after the rejections: {}",
+        if ok { "ok" } else { "FAILED" }
+    );
     c.failures += i32::from(!ok);
     c.failures
 }
@@ -303,13 +365,25 @@ fn illegal_trapped(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
         // and read-only to KVM: the write exits and the VMM decides.
         unsafe { arch::write_u64(addr, val) };
         let ok = read(addr) == before;
-        println!("trapped {}: {}", what, if ok { "dropped" } else { "FAILED" });
+        println!(
+            "trapped {}: {}",
+            what,
+            if ok { "dropped" } else { "FAILED" }
+        );
         failures += i32::from(!ok);
     };
     check("frame outside RAM", slot, si.mem_bytes | pte::P);
-    check("upper-level entry pointing outside the pool", l2 + 7 * 8, data | pte::P | pte::RW);
+    check(
+        "upper-level entry pointing outside the pool",
+        l2 + 7 * 8,
+        data | pte::P | pte::RW,
+    );
     check("reserved bits", slot, data | pte::P | (1 << 52));
-    check("2M page over the end of RAM", l2 + 8 * 8, (si.mem_bytes & !(LARGE_PAGE - 1)) | pte::P | pte::PS);
+    check(
+        "2M page over the end of RAM",
+        l2 + 8 * 8,
+        (si.mem_bytes & !(LARGE_PAGE - 1)) | pte::P | pte::PS,
+    );
     // A legal full write and a legal partial (high-half) write apply.
     // SAFETY: as above.
     unsafe { arch::write_u64(slot, (data + PAGE_SIZE) | pte::P | pte::RW) };
@@ -321,7 +395,10 @@ fn illegal_trapped(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     // SAFETY: the page at TEST_VA + 5 pages was just mapped to a data frame.
     let through = unsafe { arch::read_u64(TEST_VA + 5 * PAGE_SIZE) } == read(data + PAGE_SIZE);
     let ok = full && partial && through;
-    println!("trapped legal writes apply: {}", if ok { "ok" } else { "FAILED" });
+    println!(
+        "trapped legal writes apply: {}",
+        if ok { "ok" } else { "FAILED" }
+    );
     failures + i32::from(!ok)
 }
 
@@ -395,10 +472,18 @@ fn multicall(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     let mut many = [MulticallEntry::new(nr::XEN_VERSION, [0; 6]); 257];
     let too_many = mmu::multicall(&mut many);
     let ok = too_many == Err(Errno(E2BIG)) && many.iter().all(|e| e.result == 0);
-    println!("multicall of 257 entries: {} ({:?})", if ok { "ok" } else { "FAILED" }, too_many);
+    println!(
+        "multicall of 257 entries: {} ({:?})",
+        if ok { "ok" } else { "FAILED" },
+        too_many
+    );
     failures += i32::from(!ok);
     let ret = frontend_guest::hypercall::raw(nr::MULTICALL, ctx.si.mem_bytes - 64, 2, 0);
     let ok = ret == -EFAULT;
-    println!("multicall array outside RAM: {} ({})", if ok { "ok" } else { "FAILED" }, ret);
+    println!(
+        "multicall array outside RAM: {} ({})",
+        if ok { "ok" } else { "FAILED" },
+        ret
+    );
     failures + i32::from(!ok)
 }

@@ -306,7 +306,10 @@ impl PagingState {
         self.counters.trapped_writes += 1;
         if self.mode != paging_mode::TRAPPED {
             self.counters.rejected += 1;
-            tracing::debug!(addr, "direct write to the page-table pool outside trapped mode dropped");
+            tracing::debug!(
+                addr,
+                "direct write to the page-table pool outside trapped mode dropped"
+            );
             return Err(mmu_err::NOT_IN_POOL);
         }
         let off = (addr % 8) as usize;
@@ -363,7 +366,8 @@ mod tests {
         let t = chain(&ram, &mut s);
         assert_eq!(s.level_of(t[3]), 1);
         assert_eq!(read(&ram, t[0]), t[1] | pte::P | pte::RW | pte::A);
-        s.update(&ram, t[3] + 8, 0x20_0000 | pte::P | pte::RW).unwrap();
+        s.update(&ram, t[3] + 8, 0x20_0000 | pte::P | pte::RW)
+            .unwrap();
         assert_eq!(
             read(&ram, t[3] + 8),
             0x20_0000 | pte::P | pte::RW | pte::A | pte::D
@@ -385,19 +389,64 @@ mod tests {
         s.update(&ram, t[3], 0x30_0000 | pte::P).unwrap();
         let snapshot = ram.read_vec(POOL, 8 * 4096).unwrap();
         let cases: &[(&str, u64, u64, i64)] = &[
-            ("writable pool", t[3], POOL | pte::P | pte::RW, mmu_err::WRITABLE_POOL),
-            ("writable 2M over pool", t[2] + 8, (12 << 20) | pte::P | pte::RW | pte::PS, mmu_err::WRITABLE_POOL),
+            (
+                "writable pool",
+                t[3],
+                POOL | pte::P | pte::RW,
+                mmu_err::WRITABLE_POOL,
+            ),
+            (
+                "writable 2M over pool",
+                t[2] + 8,
+                (12 << 20) | pte::P | pte::RW | pte::PS,
+                mmu_err::WRITABLE_POOL,
+            ),
             ("outside pool", 0x10_0000, pte::P, mmu_err::NOT_IN_POOL),
-            ("untyped pool frame", POOL + 0x5000, pte::P, mmu_err::NOT_IN_POOL),
+            (
+                "untyped pool frame",
+                POOL + 0x5000,
+                pte::P,
+                mmu_err::NOT_IN_POOL,
+            ),
             ("misaligned", t[3] + 4, pte::P, mmu_err::MISALIGNED),
             ("frame not RAM", t[3], MEM | pte::P, mmu_err::FRAME_NOT_RAM),
-            ("huge frame", t[3], pte::ADDR_MASK | pte::P, mmu_err::FRAME_NOT_RAM),
-            ("upper not pool", t[2] + 16, 0x10_0000 | pte::P, mmu_err::UPPER_NOT_POOL),
-            ("upper to typed other level", t[2] + 16, t[1] | pte::P, mmu_err::UPPER_NOT_POOL),
-            ("upper self cycle", t[1] + 8, t[1] | pte::P, mmu_err::UPPER_NOT_POOL),
-            ("reserved high bits", t[3], 0x1000 | pte::P | (1 << 52), mmu_err::BAD_BITS),
+            (
+                "huge frame",
+                t[3],
+                pte::ADDR_MASK | pte::P,
+                mmu_err::FRAME_NOT_RAM,
+            ),
+            (
+                "upper not pool",
+                t[2] + 16,
+                0x10_0000 | pte::P,
+                mmu_err::UPPER_NOT_POOL,
+            ),
+            (
+                "upper to typed other level",
+                t[2] + 16,
+                t[1] | pte::P,
+                mmu_err::UPPER_NOT_POOL,
+            ),
+            (
+                "upper self cycle",
+                t[1] + 8,
+                t[1] | pte::P,
+                mmu_err::UPPER_NOT_POOL,
+            ),
+            (
+                "reserved high bits",
+                t[3],
+                0x1000 | pte::P | (1 << 52),
+                mmu_err::BAD_BITS,
+            ),
             ("1G page", t[1] + 8, pte::P | pte::PS, mmu_err::BAD_BITS),
-            ("2M reserved bits", t[2] + 8, (2 << 20) | (1 << 13) | pte::P | pte::PS, mmu_err::BAD_BITS),
+            (
+                "2M reserved bits",
+                t[2] + 8,
+                (2 << 20) | (1 << 13) | pte::P | pte::PS,
+                mmu_err::BAD_BITS,
+            ),
         ];
         for &(what, ptr, val, want) in cases {
             assert_eq!(s.update(&ram, ptr, val), Err(want), "{what}");
