@@ -315,7 +315,6 @@ pub fn wrmsr(msr: u32, value: u64) {
 
 /// Whether the CPU offers x2APIC (CPUID.1:ECX bit 21).
 pub fn has_x2apic() -> bool {
-    // SAFETY: `cpuid` is unprivileged and side-effect free.
-    let r = unsafe { core::arch::x86_64::__cpuid(1) };
+    let r = core::arch::x86_64::__cpuid(1);
     r.ecx & (1 << 21) != 0
 }
