@@ -3,11 +3,11 @@
 # headers used by the ABI layout check. Safe to run repeatedly.
 set -euo pipefail
 rustup target add x86_64-unknown-none >/dev/null
-if [ ! -f /usr/include/xen/xen.h ]; then
+if [ ! -f /usr/include/xen/xen.h ] || ! command -v cc >/dev/null; then
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libxen-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libxen-dev gcc >/dev/null
 fi
 if [ ! -w /dev/kvm ]; then
   echo "warning: /dev/kvm is missing or not writable; guest tests will fail (add yourself to the 'kvm' group)" >&2
