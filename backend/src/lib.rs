@@ -1,11 +1,12 @@
 //! Back-end drivers.
 //!
-//! Each back-end (the console, the `echo` sample device, and the block and
-//! net drivers to come) is an `event-manager` subscriber run on a device
+//! Each back-end (the console, the `echo` sample device, blkback, and the
+//! net driver to come) is an `event-manager` subscriber run on a device
 //! thread, woken by the eventfd its event channel signals, and reaching
 //! guest memory only through [`grant::GrantTable`] mappings. Device logic is
 //! transport-agnostic; the Xen shared ring is the first transport.
 
+pub mod block;
 pub mod console;
 pub mod echo;
 pub mod grant;

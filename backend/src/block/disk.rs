@@ -1,0 +1,235 @@
+//! The file behind a virtual block device: a raw image, addressed in
+//! 512-byte sectors.
+
+use pv_abi::blkif::SECTOR_SIZE;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A disk as given on the command line: `<path>[,readonly]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The raw image file.
+    pub path: PathBuf,
+    /// Whether the guest may only read.
+    pub readonly: bool,
+}
+
+/// Why a disk could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A `--disk` argument that is not `<path>[,readonly]`.
+    #[error("bad disk '{given}': {why} (expected <path>[,readonly])")]
+    BadSpec {
+        /// The argument.
+        given: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The image could not be opened.
+    #[error("cannot open disk image {}: {source}", path.display())]
+    Open {
+        /// The image.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The image is not a regular file (or block device) of at least one sector.
+    #[error("disk image {} is unusable: {why}", path.display())]
+    Unusable {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl FromStr for DiskSpec {
+    type Err = DiskError;
+
+    fn from_str(s: &str) -> Result<Self, DiskError> {
+        let bad = |why: &str| DiskError::BadSpec { given: s.to_string(), why: why.to_string() };
+        let mut parts = s.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(bad("no path"));
+        }
+        let mut readonly = false;
+        for opt in parts {
+            match opt {
+                "readonly" | "ro" => readonly = true,
+                "" => return Err(bad("empty option")),
+                other => return Err(bad(&format!("unknown option '{other}'"))),
+            }
+        }
+        Ok(DiskSpec { path: PathBuf::from(path), readonly })
+    }
+}
+
+/// An open raw image.
+#[derive(Debug)]
+pub struct Disk {
+    file: File,
+    path: PathBuf,
+    sectors: u64,
+    readonly: bool,
+}
+
+impl Disk {
+    /// Opens the image named by `spec` (read-only if the spec says so). Its
+    /// size in sectors is fixed now; a trailing partial sector is not used.
+    pub fn open(spec: &DiskSpec) -> Result<Disk, DiskError> {
+        let path = spec.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!spec.readonly)
+            .open(&path)
+            .map_err(|source| DiskError::Open { path: path.clone(), source })?;
+        Self::from_file(file, &path, spec.readonly)
+    }
+
+    /// Wraps an already open file.
+    pub fn from_file(file: File, path: &Path, readonly: bool) -> Result<Disk, DiskError> {
+        let unusable = |why: String| DiskError::Unusable { path: path.to_path_buf(), why };
+        let meta = file.metadata().map_err(|e| unusable(e.to_string()))?;
+        let bytes = if meta.file_type().is_file() {
+            meta.len()
+        } else {
+            // A block device: its size is where the end is.
+            use std::io::Seek;
+            (&file).seek(std::io::SeekFrom::End(0)).map_err(|e| unusable(e.to_string()))?
+        };
+        let sectors = bytes / SECTOR_SIZE;
+        if sectors == 0 {
+            return Err(unusable(format!("{bytes} bytes is less than one 512-byte sector")));
+        }
+        Ok(Disk { file, path: path.to_path_buf(), sectors, readonly })
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    /// Whether the guest may only read.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// The image path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file (for benchmarks comparing against raw I/O).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether `nr` sectors from `sector` lie inside the disk.
+    pub fn in_range(&self, sector: u64, nr: u64) -> bool {
+        sector.checked_add(nr).is_some_and(|end| end <= self.sectors)
+    }
+
+    /// Reads `buf.len()` bytes at sector `sector`.
+    pub fn read_at(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, sector * SECTOR_SIZE)
+    }
+
+    /// Writes `buf` at sector `sector`.
+    pub fn write_at(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(buf, sector * SECTOR_SIZE)
+    }
+
+    /// Makes every completed write durable (`fdatasync`).
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Discards `nr` sectors from `sector`: they read back as zeros. Punches
+    /// a hole where the filesystem can, writes zeros where it cannot.
+    pub fn discard(&self, sector: u64, nr: u64) -> std::io::Result<()> {
+        let (off, len) = (sector * SECTOR_SIZE, nr * SECTOR_SIZE);
+        if len == 0 {
+            return Ok(());
+        }
+        let (Ok(off_i), Ok(len_i)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        // SAFETY: `fallocate` on a file descriptor we own; it takes no
+        // pointers and only changes the file's contents.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off_i,
+                len_i,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+            return Err(err);
+        }
+        let zeros = vec![0u8; 64 << 10];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], off + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(
+            "a.img".parse::<DiskSpec>().unwrap(),
+            DiskSpec { path: "a.img".into(), readonly: false }
+        );
+        assert_eq!(
+            "/x/b.img,readonly".parse::<DiskSpec>().unwrap(),
+            DiskSpec { path: "/x/b.img".into(), readonly: true }
+        );
+        for bad in ["", ",readonly", "a.img,rw", "a.img,"] {
+            let e = bad.parse::<DiskSpec>().unwrap_err().to_string();
+            assert!(e.starts_with("bad disk"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn open_errors_are_one_line() {
+        let e = Disk::open(&"/nonexistent/x.img".parse().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/x.img") && !e.contains('\n'), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.img");
+        std::fs::write(&p, [0u8; 100]).unwrap();
+        let e = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap_err().to_string();
+        assert!(e.contains("less than one 512-byte sector"), "{e}");
+    }
+
+    #[test]
+    fn discard_reads_back_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        std::fs::write(&p, vec![0xabu8; 64 << 10]).unwrap();
+        let d = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap();
+        assert_eq!(d.sectors(), 128);
+        d.discard(3, 17).unwrap();
+        let mut b = vec![0u8; 64 << 10];
+        d.read_at(0, &mut b).unwrap();
+        assert!(b[..3 * 512].iter().all(|&x| x == 0xab));
+        assert!(b[3 * 512..20 * 512].iter().all(|&x| x == 0));
+        assert!(b[20 * 512..].iter().all(|&x| x == 0xab));
+        assert_eq!(std::fs::metadata(d.path()).unwrap().len(), 64 << 10, "size kept");
+    }
+}
