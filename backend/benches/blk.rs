@@ -1,9 +1,11 @@
 //! blkback throughput through the host-side harness against raw
 //! `pread`/`pwrite` on the same file, in the same run: 4 KiB random reads
-//! and writes, 32 requests in flight. Also prints requests per
+//! and writes, 32 requests in flight (raw I/O cycles through 32 page
+//! buffers, as the harness's requests use 32 data pages). Also prints requests per
 //! notification (both directions) with the back end on its own thread.
 //!
 //! `cargo bench -p backend --bench blk`
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use backend::block::harness::{Harness, Threaded};
 use backend::block::{Disk, DiskSpec};
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 const DISK_BYTES: u64 = 64 << 20;
 const BLOCKS: u64 = DISK_BYTES / 4096;
 const DEPTH: u32 = 32;
+/// Guest-physical address of the harness's first data page.
+const DATA_PAGE0: u64 = backend::block::harness::RING + 9 * 4096;
 
 struct Rng(u64);
 impl Rng {
@@ -41,13 +45,33 @@ fn request(op: u8, id: u64, slot: u32, block: u64) -> BlkifRequest {
     r
 }
 
-fn raw(d: &Disk, op: u8, n: u64, rng: &mut Rng, buf: &mut [u8]) {
-    for _ in 0..n {
+/// Raw I/O into (or out of) `DEPTH` page buffers in turn, as the harness
+/// uses `DEPTH` data pages: both copy into the same amount of memory.
+fn raw(d: &Disk, op: u8, n: u64, rng: &mut Rng, bufs: &mut [u8]) {
+    for i in 0..n as usize {
         let off = rng.block() * 4096;
+        let slot = i % DEPTH as usize;
+        let buf = &mut bufs[slot * 4096..(slot + 1) * 4096];
         if op == BLKIF_OP_READ {
             d.file().read_exact_at(buf, off).unwrap();
         } else {
             d.file().write_all_at(buf, off).unwrap();
+        }
+    }
+}
+
+/// Raw I/O straight into (or out of) the harness's own data pages: the
+/// same file, the same destination memory, no ring and no grants.
+fn raw_guest(d: &Disk, mem: &vm_memory::GuestMemoryMmap, op: u8, n: u64, rng: &mut Rng) {
+    use vm_memory::GuestMemoryBackend;
+    for i in 0..n {
+        let block = rng.block();
+        let page = DATA_PAGE0 + (i % u64::from(DEPTH)) * 4096;
+        let s = mem.get_slice(vm_memory::GuestAddress(page), 4096).unwrap();
+        if op == BLKIF_OP_READ {
+            d.read_vectored(block * 8, &[s]).unwrap();
+        } else {
+            d.write_vectored(block * 8, &[s]).unwrap();
         }
     }
 }
@@ -76,25 +100,37 @@ fn bench(c: &mut Criterion) {
     let d = disk(&dir);
     let mut h = Harness::new(d.clone(), DEPTH).unwrap();
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 4096 * DEPTH as usize];
     for (name, op) in [("randread 4k", BLKIF_OP_READ), ("randwrite 4k", BLKIF_OP_WRITE)] {
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Elements(u64::from(DEPTH)));
         g.bench_function("raw pread/pwrite", |b| b.iter(|| raw(&d, op, u64::from(DEPTH), &mut rng, &mut buf)));
+        g.bench_function("raw into guest pages", |b| {
+            b.iter(|| raw_guest(&d, h.front.memory(), op, u64::from(DEPTH), &mut rng))
+        });
         g.bench_function("blkback (harness, inline)", |b| b.iter(|| inline(&mut h, op, u64::from(DEPTH), &mut rng)));
         g.finish();
     }
 
+    if std::env::var_os("BLK_BENCH_NO_SUMMARY").is_some() {
+        return;
+    }
     // The ratio, measured interleaved in one run (median of 7).
     println!("\nsummary (4 KiB random, {DEPTH} in flight, median of 7 interleaved runs of 20000 requests):");
-    println!("{:<10} {:>14} {:>18} {:>8}", "op", "raw IOPS", "blkback IOPS", "ratio");
+    println!(
+        "{:<10} {:>10} {:>22} {:>14} {:>8} {:>8}",
+        "op", "raw IOPS", "raw into guest pages", "blkback IOPS", "ratio", "ratio2"
+    );
     for (name, op) in [("randread", BLKIF_OP_READ), ("randwrite", BLKIF_OP_WRITE)] {
         let n = 20_000;
-        let (mut r, mut b) = (Vec::new(), Vec::new());
+        let (mut r, mut g, mut b) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..7 {
             let t = Instant::now();
             raw(&d, op, n, &mut rng, &mut buf);
             r.push(t.elapsed());
+            let t = Instant::now();
+            raw_guest(&d, h.front.memory(), op, n, &mut rng);
+            g.push(t.elapsed());
             let t = Instant::now();
             inline(&mut h, op, n, &mut rng);
             b.push(t.elapsed());
@@ -103,8 +139,8 @@ fn bench(c: &mut Criterion) {
             v.sort();
             n as f64 / v[v.len() / 2].as_secs_f64()
         };
-        let (ri, bi) = (med(&mut r), med(&mut b));
-        println!("{name:<10} {ri:>14.0} {bi:>18.0} {:>7.1}%", 100.0 * bi / ri);
+        let (ri, gi, bi) = (med(&mut r), med(&mut g), med(&mut b));
+        println!("{name:<10} {ri:>10.0} {gi:>22.0} {bi:>14.0} {:>7.1}% {:>7.1}%", 100.0 * bi / ri, 100.0 * bi / gi);
     }
 
     // Notifications under load: back end on its own thread.

@@ -17,7 +17,7 @@ use pv_abi::layout::PAGE_SIZE;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice};
 
 /// Most grant-table frames a guest may register.
 pub const MAX_GRANT_FRAMES: u32 = 16;
@@ -310,6 +310,21 @@ impl GrantMapping {
         }
         let at = self.bounds(offset, data.len())?;
         self.table.mem.write_slice(data, at).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
+    }
+}
+
+impl GrantMapping {
+    /// `len` bytes of the granted page at `offset`, as a volatile slice of
+    /// guest memory for I/O straight between a file and the page (a
+    /// back-end's `preadv`/`pwritev`), bounded to the page and living no
+    /// longer than this mapping. `for_write`: the caller will write into
+    /// the page, which a read-only mapping refuses.
+    pub fn slice(&self, offset: u64, len: usize, for_write: bool) -> Result<VolatileSlice<'_>, GrantError> {
+        if for_write && !self.writable {
+            return Err(GrantError::ReadOnly(self.gref));
+        }
+        let at = self.bounds(offset, len)?;
+        self.table.mem.get_slice(at, len).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
     }
 }
 

@@ -236,7 +236,13 @@ impl HostFront {
     /// Builds a direct request from `(page, first_sect, last_sect)`
     /// triples.
     pub fn request(&self, op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
-        let mut r = BlkifRequest { operation: op, nr_segments: segs.len() as u8, id, sector_number: sector, ..Default::default() };
+        let mut r = BlkifRequest {
+            operation: op,
+            nr_segments: segs.len() as u8,
+            id,
+            sector_number: sector,
+            ..Default::default()
+        };
         for (slot, &(page, first, last)) in r.seg.iter_mut().zip(segs) {
             *slot = BlkifRequestSegment { gref: self.page_gref(page), first_sect: first, last_sect: last, _pad: 0 };
         }
@@ -264,7 +270,13 @@ impl HostFront {
             f = 0;
         }
         if segs.len() <= BLKIF_MAX_SEGMENTS_PER_REQUEST {
-            let mut r = BlkifRequest { operation: op, nr_segments: segs.len() as u8, id, sector_number: sector, ..Default::default() };
+            let mut r = BlkifRequest {
+                operation: op,
+                nr_segments: segs.len() as u8,
+                id,
+                sector_number: sector,
+                ..Default::default()
+            };
             r.seg[..segs.len()].copy_from_slice(&segs);
             return r;
         }
@@ -413,7 +425,13 @@ impl Harness {
     /// Discards `nr` sectors at `sector`; returns the status.
     pub fn discard(&mut self, sector: u64, nr: u64) -> Option<i16> {
         let id = self.id();
-        let d = BlkifRequestDiscard { operation: BLKIF_OP_DISCARD, id, sector_number: sector, nr_sectors: nr, ..Default::default() };
+        let d = BlkifRequestDiscard {
+            operation: BLKIF_OP_DISCARD,
+            id,
+            sector_number: sector,
+            nr_sectors: nr,
+            ..Default::default()
+        };
         self.one(BlkifRequest::from_discard(&d))
     }
 

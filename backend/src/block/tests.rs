@@ -287,11 +287,13 @@ fn random_requests_never_panic() {
         let raw = pattern(round, 112 * 4);
         let mut reqs = Vec::new();
         for (i, c) in raw.chunks_exact(112).enumerate() {
-            let mut r = BlkifRequest::default();
-            r.operation = c[0] % 8;
-            r.nr_segments = c[1] % 14;
-            r.id = round * 16 + i as u64;
-            r.sector_number = u64::from_le_bytes(c[16..24].try_into().unwrap()) % (DISK_SECTORS + 16);
+            let mut r = BlkifRequest {
+                operation: c[0] % 8,
+                nr_segments: c[1] % 14,
+                id: round * 16 + i as u64,
+                sector_number: u64::from_le_bytes(c[16..24].try_into().unwrap()) % (DISK_SECTORS + 16),
+                ..Default::default()
+            };
             for (s, b) in r.seg.iter_mut().zip(c[24..].chunks_exact(8)) {
                 s.gref = u32::from(b[0]) + u32::from(b[1] & 1) * 300;
                 s.first_sect = b[4] % 10;
