@@ -187,7 +187,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         raw_port_io_exit(opts)?,
         guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
         guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
-        guest_op("console byte", "hypercall", "selftest", "noevents test=console", opts)?,
+        guest_op("console byte", "hypercall", "selftest", "noevents test=console chunk=64", opts)?,
+        guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,
     ])
 }
 
