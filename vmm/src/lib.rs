@@ -17,6 +17,7 @@ pub mod loader;
 pub mod memory;
 pub mod pod;
 pub mod stats;
+pub mod store;
 pub mod uart;
 pub mod vm;
 
