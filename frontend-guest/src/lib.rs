@@ -18,6 +18,8 @@ pub mod console;
 pub mod hypercall;
 #[cfg(feature = "guest-image")]
 pub mod rt;
+pub mod store;
+pub mod xenbus;
 
 pub use pv_abi;
 
