@@ -27,11 +27,12 @@
 use std::collections::VecDeque;
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::*;
 use ring_buffers::vm::GuestRingMemory;
-use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, RingError, RingMemory};
+use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, Pod, RingError, RingMemory};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::{ConnId, Kick, SharedStore, Store, StoreError, WatchEvent};
@@ -71,6 +72,43 @@ pub struct StoreStats {
     pub ring_errors: u64,
 }
 
+/// One memory object shared by the two ring views and the server (so `M`
+/// need not be `Clone`: a grant mapping, say).
+struct SharedMem<M>(Arc<M>);
+
+impl<M> Clone for SharedMem<M> {
+    fn clone(&self) -> Self {
+        SharedMem(self.0.clone())
+    }
+}
+
+impl<M: RingMemory> RingMemory for SharedMem<M> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        self.0.load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
+        self.0.store_u32(offset, val, order)
+    }
+    fn read<T: Pod>(&self, offset: usize) -> T {
+        self.0.read(offset)
+    }
+    fn write<T: Pod>(&self, offset: usize, val: &T) {
+        self.0.write(offset, val)
+    }
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        self.0.read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) {
+        self.0.write_bytes(offset, src)
+    }
+    fn fence(&self) {
+        self.0.fence()
+    }
+}
+
 struct Outgoing {
     bytes: Vec<u8>,
     is_reply: bool,
@@ -78,13 +116,13 @@ struct Outgoing {
 
 /// The store back end of one guest connection: its ring page and its
 /// connection to the [`SharedStore`].
-pub struct StoreServer<M: RingMemory + Clone> {
+pub struct StoreServer<M: RingMemory> {
     store: SharedStore,
     conn: ConnId,
     domid: DomId,
-    mem: M,
-    req: ByteConsumer<M>,
-    rsp: ByteProducer<M>,
+    mem: SharedMem<M>,
+    req: ByteConsumer<SharedMem<M>>,
+    rsp: ByteProducer<SharedMem<M>>,
     /// The request being assembled: header, then payload.
     inbuf: Vec<u8>,
     out: VecDeque<Outgoing>,
@@ -94,7 +132,7 @@ pub struct StoreServer<M: RingMemory + Clone> {
     stats: StoreStats,
 }
 
-impl<M: RingMemory + Clone> std::fmt::Debug for StoreServer<M> {
+impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreServer")
             .field("domid", &self.domid)
@@ -118,12 +156,14 @@ impl<'a> StoreServer<GuestRingMemory<'a>> {
     }
 }
 
-impl<M: RingMemory + Clone> StoreServer<M> {
+impl<M: RingMemory> StoreServer<M> {
     /// Serves the store page in `mem` (which must hold a whole
     /// `xenstore_domain_interface`) for `domid`, continuing from the ring
     /// indices currently in the page, and advertises
-    /// `XENSTORE_SERVER_FEATURE_ERROR`.
+    /// `XENSTORE_SERVER_FEATURE_ERROR`. The server is `Send` (can live on a
+    /// device thread) when `M` is `Send + Sync`.
     pub fn new(store: SharedStore, domid: DomId, mem: M) -> Result<Self, StoreServerError> {
+        let mem = SharedMem(Arc::new(mem));
         let req = ByteConsumer::new(mem.clone(), ByteRingLayout::STORE_REQ)?;
         let rsp = ByteProducer::new(mem.clone(), ByteRingLayout::STORE_RSP)?;
         mem.store_u32(
@@ -482,7 +522,7 @@ impl<M: RingMemory + Clone> StoreServer<M> {
     }
 }
 
-impl<M: RingMemory + Clone> Drop for StoreServer<M> {
+impl<M: RingMemory> Drop for StoreServer<M> {
     fn drop(&mut self) {
         let conn = self.conn;
         self.store.with(None, |s| s.disconnect(conn));

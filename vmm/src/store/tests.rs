@@ -657,3 +657,11 @@ fn watch_events_reach_the_ring() {
     assert_eq!(store.with(None, |s| s.watch_count(1)), 0);
     assert_eq!(store.with(None, |s| s.pending_events(conn)), 0);
 }
+
+#[test]
+fn server_and_store_can_move_to_a_device_thread() {
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    send::<StoreServer<ring_buffers::RawMemory>>();
+    sync::<SharedStore>();
+}
