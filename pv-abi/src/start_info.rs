@@ -5,6 +5,8 @@
 //! probing hardware. The role is that of Xen's `start_info_t`; the layout is
 //! our own (Xen's carries PV-MMU frame lists we do not need).
 
+
+
 /// `magic` value: identifies the page and the ABI family.
 pub const START_INFO_MAGIC: [u8; 16] = *b"pv-kvm-start\0\0\0\0";
 
@@ -142,27 +144,14 @@ impl StartInfo {
             free_start: 0,
             free_end: 0,
             shared_info: 0,
-            console: RingInfo {
-                gpa: 0,
-                evtchn: 0,
-                _pad: 0,
-            },
-            store: RingInfo {
-                gpa: 0,
-                evtchn: 0,
-                _pad: 0,
-            },
+            console: RingInfo { gpa: 0, evtchn: 0, _pad: 0 },
+            store: RingInfo { gpa: 0, evtchn: 0, _pad: 0 },
             pt_pool_start: 0,
             pt_pool_end: 0,
             boot_pml4: 0,
             paging_mode: 0,
             nr_mem_regions: 0,
-            mem_map: [MemRegion {
-                start: 0,
-                len: 0,
-                kind: 0,
-                _pad: 0,
-            }; MAX_MEM_REGIONS],
+            mem_map: [MemRegion { start: 0, len: 0, kind: 0, _pad: 0 }; MAX_MEM_REGIONS],
             cmdline_len: 0,
             _pad: 0,
             cmdline: [0; MAX_CMDLINE],

@@ -33,14 +33,8 @@ struct Check {
 
 macro_rules! size {
     ($v:ident, $c:literal, $t:ty) => {
-        $v.push(Check {
-            c: format!("sizeof({})", $c),
-            rust: size_of::<$t>() as i128,
-        });
-        $v.push(Check {
-            c: format!("_Alignof({})", $c),
-            rust: align_of::<$t>() as i128,
-        });
+        $v.push(Check { c: format!("sizeof({})", $c), rust: size_of::<$t>() as i128 });
+        $v.push(Check { c: format!("_Alignof({})", $c), rust: align_of::<$t>() as i128 });
     };
 }
 macro_rules! off {
@@ -83,17 +77,9 @@ fn checks() -> Vec<Check> {
         "XENVER_version" => hypercall::xen_version::VERSION,
         "XENVER_get_features" => hypercall::xen_version::GET_FEATURES,
     );
-    size!(
-        v,
-        "struct sched_shutdown",
-        hypercall::sched_op::SchedShutdown
-    );
+    size!(v, "struct sched_shutdown", hypercall::sched_op::SchedShutdown);
     off!(v, "struct sched_shutdown", hypercall::sched_op::SchedShutdown, "reason" => reason);
-    size!(
-        v,
-        "struct xen_feature_info",
-        hypercall::xen_version::FeatureInfo
-    );
+    size!(v, "struct xen_feature_info", hypercall::xen_version::FeatureInfo);
     off!(v, "struct xen_feature_info", hypercall::xen_version::FeatureInfo,
         "submap_idx" => submap_idx, "submap" => submap);
 
@@ -145,8 +131,7 @@ fn checks() -> Vec<Check> {
     off!(v, "struct evtchn_status", EvtchnStatus,
         "dom" => dom, "port" => port, "status" => status, "vcpu" => vcpu, "u" => u);
     v.push(Check {
-        c: "offsetof(struct evtchn_status, u.interdomain.port) - offsetof(struct evtchn_status, u)"
-            .into(),
+        c: "offsetof(struct evtchn_status, u.interdomain.port) - offsetof(struct evtchn_status, u)".into(),
         rust: offset_of!(EvtchnStatusInterdomain, port) as i128,
     });
 
@@ -330,11 +315,7 @@ fn checks() -> Vec<Check> {
     size!(v, "struct xsd_sockmsg", XsdSockmsg);
     off!(v, "struct xsd_sockmsg", XsdSockmsg,
         "type" => type_, "req_id" => req_id, "tx_id" => tx_id, "len" => len);
-    size!(
-        v,
-        "struct xenstore_domain_interface",
-        XenstoreDomainInterface
-    );
+    size!(v, "struct xenstore_domain_interface", XenstoreDomainInterface);
     off!(v, "struct xenstore_domain_interface", XenstoreDomainInterface,
         "req" => req, "rsp" => rsp, "req_cons" => req_cons, "req_prod" => req_prod,
         "rsp_cons" => rsp_cons, "rsp_prod" => rsp_prod, "server_features" => server_features,
@@ -429,9 +410,7 @@ fn layouts_match_xen_public_headers() {
         .arg(&exe)
         .arg(&c_file)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run C compiler `{cc}` ({e}): install a C compiler (gcc)")
-        });
+        .unwrap_or_else(|e| panic!("cannot run C compiler `{cc}` ({e}): install a C compiler (gcc)"));
     assert!(
         out.status.success(),
         "compiling the Xen layout check failed:\n{}",
@@ -452,10 +431,6 @@ fn layouts_match_xen_public_headers() {
         .filter(|(c, x)| c.rust != **x)
         .map(|(c, x)| format!("  {}: Xen {} / ours {}", c.c, x, c.rust))
         .collect();
-    assert!(
-        mismatches.is_empty(),
-        "layouts differ from Xen's headers:\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "layouts differ from Xen's headers:\n{}", mismatches.join("\n"));
     eprintln!("{} Xen layout/constant checks passed", checks.len());
 }

@@ -123,10 +123,7 @@ impl<M: RingMemory> ByteProducer<M> {
         let cons = self.mem.load_u32(self.layout.cons, Acquire);
         let used = self.prod.wrapping_sub(cons);
         if used > self.layout.size {
-            return Err(RingError::CorruptConsumer {
-                prod: self.prod,
-                cons,
-            });
+            return Err(RingError::CorruptConsumer { prod: self.prod, cons });
         }
         Ok(self.layout.size - used)
     }
@@ -171,10 +168,7 @@ impl<M: RingMemory> ByteConsumer<M> {
         let prod = self.mem.load_u32(self.layout.prod, Acquire);
         let avail = prod.wrapping_sub(self.cons);
         if avail > self.layout.size {
-            return Err(RingError::PeerOverrun {
-                prod,
-                cons: self.cons,
-            });
+            return Err(RingError::PeerOverrun { prod, cons: self.cons });
         }
         Ok(avail)
     }

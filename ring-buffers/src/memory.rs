@@ -163,11 +163,7 @@ impl RingMemory for RawMemory {
 
     #[inline(always)]
     fn read<T: Pod>(&self, offset: usize) -> T {
-        let p = self.check(
-            offset,
-            core::mem::size_of::<T>(),
-            core::mem::align_of::<T>(),
-        );
+        let p = self.check(offset, core::mem::size_of::<T>(), core::mem::align_of::<T>());
         // SAFETY: `p` is in bounds and aligned for `T` (checked above), valid
         // for reads by the constructor's contract; `T: Pod` makes any bytes
         // a valid `T`. Volatile: the peer may write concurrently, and the
@@ -177,11 +173,7 @@ impl RingMemory for RawMemory {
 
     #[inline(always)]
     fn write<T: Pod>(&self, offset: usize, val: &T) {
-        let p = self.check(
-            offset,
-            core::mem::size_of::<T>(),
-            core::mem::align_of::<T>(),
-        );
+        let p = self.check(offset, core::mem::size_of::<T>(), core::mem::align_of::<T>());
         // SAFETY: `p` is in bounds, aligned for `T` and valid for writes.
         unsafe { core::ptr::write_volatile(p.cast::<T>(), *val) };
     }

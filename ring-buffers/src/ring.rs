@@ -216,10 +216,7 @@ impl<M: RingMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let prod = self.g.mem.load_u32(RSP_PROD, Acquire);
         let avail = prod.wrapping_sub(self.rsp_cons);
         if avail > self.req_prod_pub.wrapping_sub(self.rsp_cons) {
-            return Err(RingError::ResponsesBeyondRequests {
-                rsp_prod: prod,
-                req_prod: self.req_prod_pub,
-            });
+            return Err(RingError::ResponsesBeyondRequests { rsp_prod: prod, req_prod: self.req_prod_pub });
         }
         self.rsp_prod_seen = prod;
         Ok(avail)
@@ -245,9 +242,7 @@ impl<M: RingMemory, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         if self.unconsumed_responses()? > 0 {
             return Ok(true);
         }
-        self.g
-            .mem
-            .store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1), Relaxed);
+        self.g.mem.store_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1), Relaxed);
         self.g.mem.fence();
         Ok(self.unconsumed_responses()? > 0)
     }
@@ -313,10 +308,7 @@ impl<M: RingMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         if prod.wrapping_sub(self.rsp_prod_pvt) > self.g.nr_ents
             || prod.wrapping_sub(self.req_cons) > self.g.nr_ents
         {
-            return Err(RingError::PeerOverrun {
-                prod,
-                cons: self.req_cons,
-            });
+            return Err(RingError::PeerOverrun { prod, cons: self.req_cons });
         }
         self.req_prod_seen = prod;
         Ok(prod.wrapping_sub(self.req_cons))
@@ -377,9 +369,7 @@ impl<M: RingMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         if self.unconsumed_requests()? > 0 {
             return Ok(true);
         }
-        self.g
-            .mem
-            .store_u32(REQ_EVENT, self.req_cons.wrapping_add(1), Relaxed);
+        self.g.mem.store_u32(REQ_EVENT, self.req_cons.wrapping_add(1), Relaxed);
         self.g.mem.fence();
         Ok(self.unconsumed_requests()? > 0)
     }

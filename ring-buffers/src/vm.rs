@@ -51,15 +51,11 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
     }
 
     fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
-        self.slice
-            .load::<u32>(offset, order)
-            .unwrap_or_else(|e| bug(e))
+        self.slice.load::<u32>(offset, order).unwrap_or_else(|e| bug(e))
     }
 
     fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
-        self.slice
-            .store(val, offset, order)
-            .unwrap_or_else(|e| bug(e))
+        self.slice.store(val, offset, order).unwrap_or_else(|e| bug(e))
     }
 
     fn read<T: Pod>(&self, offset: usize) -> T {
@@ -69,9 +65,7 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
         let bytes = unsafe {
             core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>())
         };
-        self.slice
-            .read_slice(bytes, offset)
-            .unwrap_or_else(|e| bug(e));
+        self.slice.read_slice(bytes, offset).unwrap_or_else(|e| bug(e));
         // SAFETY: every byte is initialised (zeroed, then overwritten), and
         // `T: Pod` accepts any bit pattern.
         unsafe { v.assume_init() }
@@ -85,21 +79,15 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
         let bytes = unsafe {
             core::slice::from_raw_parts((val as *const T).cast::<u8>(), core::mem::size_of::<T>())
         };
-        self.slice
-            .write_slice(bytes, offset)
-            .unwrap_or_else(|e| bug(e));
+        self.slice.write_slice(bytes, offset).unwrap_or_else(|e| bug(e));
     }
 
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
-        self.slice
-            .read_slice(dst, offset)
-            .unwrap_or_else(|e| bug(e));
+        self.slice.read_slice(dst, offset).unwrap_or_else(|e| bug(e));
     }
 
     fn write_bytes(&self, offset: usize, src: &[u8]) {
-        self.slice
-            .write_slice(src, offset)
-            .unwrap_or_else(|e| bug(e));
+        self.slice.write_slice(src, offset).unwrap_or_else(|e| bug(e));
     }
 }
 

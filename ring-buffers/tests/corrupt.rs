@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use pv_abi::blkif::{BlkifRequest, BlkifResponse};
 use ring_buffers::{
-    BackRing, ByteConsumer, ByteProducer, ByteRingLayout, FrontRing, RawMemory, RingError,
-    RingMemory,
+    BackRing, ByteConsumer, ByteProducer, ByteRingLayout, FrontRing, RawMemory, RingError, RingMemory,
 };
 
 const REQ_PROD: usize = 0;
@@ -18,11 +17,7 @@ type Front = FrontRing<RawMemory, BlkifRequest, BlkifResponse>;
 type Back = BackRing<RawMemory, BlkifRequest, BlkifResponse>;
 
 fn req(id: u64) -> BlkifRequest {
-    BlkifRequest {
-        id,
-        nr_segments: 1,
-        ..Default::default()
-    }
+    BlkifRequest { id, nr_segments: 1, ..Default::default() }
 }
 
 #[test]
@@ -44,10 +39,7 @@ fn request_producer_far_ahead_is_an_error() {
     assert_eq!(back.pop_request().unwrap().map(|r| r.id), Some(1));
     assert_eq!(back.pop_request().unwrap().map(|r| r.id), Some(2));
     // ...but nothing beyond is trusted, however often we ask.
-    let err = RingError::PeerOverrun {
-        prod: 1 + (1 << 31),
-        cons: 3,
-    };
+    let err = RingError::PeerOverrun { prod: 1 + (1 << 31), cons: 3 };
     assert_eq!(back.pop_request(), Err(err));
     assert_eq!(back.pop_request(), Err(err));
     assert_eq!(back.unconsumed_requests(), Err(err));
@@ -57,10 +49,7 @@ fn request_producer_far_ahead_is_an_error() {
     // One more than the ring size ahead of the oldest unanswered request is
     // also corrupt; exactly the ring size is a legitimately full ring.
     mem.store_u32(REQ_PROD, 3 + 32 + 1, SeqCst);
-    assert!(matches!(
-        back.pop_request(),
-        Err(RingError::PeerOverrun { .. })
-    ));
+    assert!(matches!(back.pop_request(), Err(RingError::PeerOverrun { .. })));
     for _ in 0..3 {
         back.push_response(&BlkifResponse::default()).unwrap();
     }
@@ -69,10 +58,7 @@ fn request_producer_far_ahead_is_an_error() {
     assert_eq!(back.unconsumed_requests(), Ok(32));
     // A producer moving backwards is corrupt too.
     mem.store_u32(REQ_PROD, 2, SeqCst);
-    assert!(matches!(
-        back.unconsumed_requests(),
-        Err(RingError::PeerOverrun { .. })
-    ));
+    assert!(matches!(back.unconsumed_requests(), Err(RingError::PeerOverrun { .. })));
 }
 
 #[test]
@@ -88,28 +74,19 @@ fn responses_beyond_requests_are_an_error() {
     front.push_request(&req(3)).unwrap();
 
     mem.store_u32(RSP_PROD, 4, SeqCst);
-    let err = RingError::ResponsesBeyondRequests {
-        rsp_prod: 4,
-        req_prod: 3,
-    };
+    let err = RingError::ResponsesBeyondRequests { rsp_prod: 4, req_prod: 3 };
     assert_eq!(front.pop_response(), Err(err));
     assert_eq!(front.final_check_for_responses(), Err(err));
     assert_eq!(front.outstanding_requests(), 3);
 
     mem.store_u32(RSP_PROD, 1 << 31, SeqCst);
-    assert!(matches!(
-        front.pop_response(),
-        Err(RingError::ResponsesBeyondRequests { .. })
-    ));
+    assert!(matches!(front.pop_response(), Err(RingError::ResponsesBeyondRequests { .. })));
     // Backwards is also beyond (modulo 2^32).
     mem.store_u32(RSP_PROD, 2, SeqCst);
     assert!(front.pop_response().unwrap().is_some());
     assert!(front.pop_response().unwrap().is_some());
     mem.store_u32(RSP_PROD, 1, SeqCst);
-    assert!(matches!(
-        front.pop_response(),
-        Err(RingError::ResponsesBeyondRequests { .. })
-    ));
+    assert!(matches!(front.pop_response(), Err(RingError::ResponsesBeyondRequests { .. })));
     // A valid producer again: consumption resumes.
     mem.store_u32(RSP_PROD, 3, SeqCst);
     assert!(front.pop_response().unwrap().is_some());
@@ -122,10 +99,7 @@ fn attach_rejects_inconsistent_indices() {
     let mem = region.mem();
     mem.store_u32(REQ_PROD, 100, SeqCst);
     mem.store_u32(RSP_PROD, 0, SeqCst);
-    assert!(matches!(
-        Front::attach(mem),
-        Err(RingError::ResponsesBeyondRequests { .. })
-    ));
+    assert!(matches!(Front::attach(mem), Err(RingError::ResponsesBeyondRequests { .. })));
 }
 
 #[test]
@@ -204,13 +178,7 @@ fn byte_ring_corrupt_indices() {
     let mut rx = ByteConsumer::new(mem, l).unwrap();
     let mut buf = [0u8; 64];
     mem.store_u32(l.prod, 1 << 31, SeqCst);
-    assert_eq!(
-        rx.read(&mut buf),
-        Err(RingError::PeerOverrun {
-            prod: 1 << 31,
-            cons: 0
-        })
-    );
+    assert_eq!(rx.read(&mut buf), Err(RingError::PeerOverrun { prod: 1 << 31, cons: 0 }));
     mem.store_u32(l.prod, 1025, SeqCst);
     assert!(rx.read(&mut buf).is_err());
     mem.store_u32(l.prod, 1024, SeqCst);
@@ -221,10 +189,7 @@ fn byte_ring_corrupt_indices() {
     assert_eq!(tx.write(b"hello"), Ok(5));
     // The consumer claims to have read more than was written.
     mem.store_u32(l.cons, 6, SeqCst);
-    assert_eq!(
-        tx.write(b"x"),
-        Err(RingError::CorruptConsumer { prod: 5, cons: 6 })
-    );
+    assert_eq!(tx.write(b"x"), Err(RingError::CorruptConsumer { prod: 5, cons: 6 }));
     // A peer rewriting our producer index in memory does not move us.
     mem.store_u32(l.cons, 5, SeqCst);
     mem.store_u32(l.prod, 999, SeqCst);
@@ -233,8 +198,5 @@ fn byte_ring_corrupt_indices() {
     // Layouts outside the region are rejected.
     // SAFETY: within `region`.
     let small = unsafe { RawMemory::new(mem.as_ptr(), 1024) }.unwrap();
-    assert_eq!(
-        ByteConsumer::new(small, l).err(),
-        Some(RingError::BadLayout)
-    );
+    assert_eq!(ByteConsumer::new(small, l).err(), Some(RingError::BadLayout));
 }

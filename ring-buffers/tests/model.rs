@@ -119,17 +119,9 @@ fn run<Req: Pod + From<Id> + HasId>(ops: &[Op], start: u32) -> Result<(), TestCa
     let mem = region.mem();
     // Start every index at `start` to exercise 2^32 wrap-around.
     mem.store_u32(0, start, std::sync::atomic::Ordering::SeqCst);
-    mem.store_u32(
-        4,
-        start.wrapping_add(1),
-        std::sync::atomic::Ordering::SeqCst,
-    );
+    mem.store_u32(4, start.wrapping_add(1), std::sync::atomic::Ordering::SeqCst);
     mem.store_u32(8, start, std::sync::atomic::Ordering::SeqCst);
-    mem.store_u32(
-        12,
-        start.wrapping_add(1),
-        std::sync::atomic::Ordering::SeqCst,
-    );
+    mem.store_u32(12, start.wrapping_add(1), std::sync::atomic::Ordering::SeqCst);
     let mut front = FrontRing::<RawMemory, Req, u64>::attach(mem).unwrap();
     let mut back = BackRing::<RawMemory, Req, u64>::attach(mem).unwrap();
     let mut m = Model {

@@ -89,11 +89,7 @@ fn ten_million_requests_two_threads() {
     while expect_rsp < N {
         let mut pushed = 0;
         while next_id < N && !front.is_full() && pushed < 16 {
-            let req = Req {
-                id: next_id,
-                check: !next_id.rotate_left(17),
-                body: [next_id; 6],
-            };
+            let req = Req { id: next_id, check: !next_id.rotate_left(17), body: [next_id; 6] };
             front.push_request(&req).unwrap();
             next_id += 1;
             pushed += 1;
@@ -115,10 +111,7 @@ fn ten_million_requests_two_threads() {
     assert_eq!(backend.join().unwrap(), N);
     assert_eq!(front.outstanding_requests(), 0);
     assert_eq!(front.pop_response().unwrap(), None);
-    let (to_b, to_f) = (
-        to_back.sent.load(Ordering::Relaxed),
-        to_front.sent.load(Ordering::Relaxed),
-    );
+    let (to_b, to_f) = (to_back.sent.load(Ordering::Relaxed), to_front.sent.load(Ordering::Relaxed));
     eprintln!("notifications: front->back {to_b}, back->front {to_f} for {N} requests");
     assert!(to_b < N && to_f < N);
 }

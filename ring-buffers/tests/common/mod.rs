@@ -17,9 +17,7 @@ pub struct Region {
 impl Region {
     /// `n` zeroed pages.
     pub fn new(n: usize) -> Self {
-        Region {
-            pages: vec![Page([0; 4096]); n].into_boxed_slice(),
-        }
+        Region { pages: vec![Page([0; 4096]); n].into_boxed_slice() }
     }
 
     /// A `RawMemory` over the whole region.
