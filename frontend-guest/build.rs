@@ -16,15 +16,11 @@ const GUEST_TARGET: &str = "x86_64-unknown-none";
 const IMAGES: &[&str] = &["hello", "selftest"];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let target = env::var("TARGET").expect("cargo sets TARGET");
     println!("cargo:rerun-if-changed=guest.ld");
     if target == GUEST_TARGET {
-        println!(
-            "cargo:rustc-link-arg-bins=-T{}",
-            manifest_dir.join("guest.ld").display()
-        );
+        println!("cargo:rustc-link-arg-bins=-T{}", manifest_dir.join("guest.ld").display());
         return;
     }
 
@@ -36,10 +32,7 @@ fn main() {
         "../ring-buffers/src",
         "../ring-buffers/Cargo.toml",
     ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            manifest_dir.join(dir).display()
-        );
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(dir).display());
     }
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let guest_target_dir = out_dir.join("guest-target");
@@ -49,14 +42,7 @@ fn main() {
     // Scrub what the outer cargo (and clippy, coverage or sanitizer wrappers)
     // set, so the guest gets exactly the flags below and nothing else.
     cmd.env_clear();
-    for key in [
-        "PATH",
-        "HOME",
-        "CARGO_HOME",
-        "RUSTUP_HOME",
-        "RUSTUP_TOOLCHAIN",
-        "TMPDIR",
-    ] {
+    for key in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "TMPDIR"] {
         if let Some(v) = env::var_os(key) {
             cmd.env(key, v);
         }
@@ -74,9 +60,7 @@ fn main() {
         .arg("--bins")
         .arg("--target-dir")
         .arg(&guest_target_dir);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run nested cargo for the guest images: {e}"));
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run nested cargo for the guest images: {e}"));
     if !status.success() {
         panic!(
             "building the guest images for {GUEST_TARGET} failed (is the target installed? run `rustup target add {GUEST_TARGET}`)"
@@ -84,25 +68,12 @@ fn main() {
     }
 
     let mut images = String::new();
-    let mut all =
-        String::from("/// Every bundled image, by name.\npub const ALL: &[(&str, &[u8])] = &[\n");
+    let mut all = String::from("/// Every bundled image, by name.\npub const ALL: &[(&str, &[u8])] = &[\n");
     for name in IMAGES {
-        let path = guest_target_dir
-            .join(GUEST_TARGET)
-            .join("release")
-            .join(name);
+        let path = guest_target_dir.join(GUEST_TARGET).join("release").join(name);
         let konst = name.to_uppercase();
-        writeln!(
-            images,
-            "/// The `{name}` guest image (ELF, x86_64-unknown-none)."
-        )
-        .unwrap();
-        writeln!(
-            images,
-            "pub const {konst}: &[u8] = include_bytes!({:?});",
-            path.display().to_string()
-        )
-        .unwrap();
+        writeln!(images, "/// The `{name}` guest image (ELF, x86_64-unknown-none).").unwrap();
+        writeln!(images, "pub const {konst}: &[u8] = include_bytes!({:?});", path.display().to_string()).unwrap();
         writeln!(all, "    ({name:?}, {konst}),").unwrap();
     }
     all.push_str("];\n");

@@ -1,6 +1,20 @@
 //! Back-end drivers.
 //!
-//! Each back-end (file-backed block, TAP and in-process net, sample devices)
-//! is an `event-manager` subscriber on its own thread, woken by eventfds,
-//! reaching guest memory only through grant references. Device logic is
-//! transport-agnostic; the Xen-ring transport is the first one.
+//! Each back-end (the console, the `echo` sample device, and the block and
+//! net drivers to come) is an `event-manager` subscriber run on a device
+//! thread, woken by the eventfd its event channel signals, and reaching
+//! guest memory only through [`grant::GrantTable`] mappings. Device logic is
+//! transport-agnostic; the Xen shared ring is the first transport.
+
+pub mod console;
+pub mod echo;
+pub mod grant;
+pub mod ring_page;
+pub mod xenbus;
+
+/// How a back-end notifies its front end: the VMM implements it by raising
+/// the event channel the device is bound to.
+pub trait Notify: Send + Sync {
+    /// Sends one notification.
+    fn notify(&self);
+}

@@ -63,3 +63,163 @@ pub fn halt_forever() -> ! {
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// Rings the event-channel doorbell for `port`: a 32-bit `out` the VMM
+/// matches in the kernel with an ioeventfd (no userspace exit).
+#[inline(always)]
+pub fn doorbell(port: u32) {
+    // SAFETY: an `out` to the doorbell port only notifies the VMM.
+    unsafe {
+        asm!("out dx, eax", in("dx") pv_abi::hypercall::DOORBELL_PORT, in("eax") port, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Disables interrupts.
+#[inline(always)]
+pub fn cli() {
+    // SAFETY: masks interrupts on this vCPU; no memory effects.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables interrupts.
+#[inline(always)]
+pub fn sti() {
+    // SAFETY: unmasks interrupts; handlers are installed before this is used.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Enables interrupts and halts until one arrives, atomically (`sti`
+/// delays interrupts by one instruction, so none is lost in between).
+#[inline(always)]
+pub fn sti_hlt() {
+    // SAFETY: waits for an interrupt; handlers are installed.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+/// Spin-loop hint.
+#[inline(always)]
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Loads the IDT register with `base` and `limit`.
+pub fn lidt(base: u64, limit: u16) {
+    let mut idtr = [0u8; 10];
+    idtr[..2].copy_from_slice(&limit.to_le_bytes());
+    idtr[2..].copy_from_slice(&base.to_le_bytes());
+    // SAFETY: the caller passes a table of valid gates that lives forever
+    // (a static); `lidt` only reads the 10-byte descriptor.
+    unsafe { asm!("lidt [{}]", in(reg) idtr.as_ptr(), options(readonly, nostack, preserves_flags)) };
+}
+
+/// Writes a local-APIC register (xAPIC MMIO, identity mapped uncached).
+pub fn lapic_write(reg: u32, value: u32) {
+    let p = (pv_abi::layout::LAPIC_BASE + reg as u64) as *mut u32;
+    // SAFETY: the boot identity map covers the APIC page; `reg` is a
+    // register offset below 0x400, 16-byte aligned by the callers.
+    unsafe { core::ptr::write_volatile(p, value) };
+}
+
+/// Reads a local-APIC register.
+pub fn lapic_read(reg: u32) -> u32 {
+    let p = (pv_abi::layout::LAPIC_BASE + reg as u64) as *const u32;
+    // SAFETY: as for `lapic_write`.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// A `'static` atomic view of a word in a VMM-shared page.
+///
+/// # Safety
+/// `gpa` must be an identity-mapped, naturally aligned address inside a
+/// page the VMM assigned to this guest for its whole life (shared-info,
+/// rings, the grant table).
+pub unsafe fn shared_u64(gpa: u64) -> &'static core::sync::atomic::AtomicU64 {
+    // SAFETY: per the contract, the address is valid, aligned and lives forever;
+    // AtomicU64 tolerates concurrent access by the VMM.
+    unsafe { &*(gpa as *const core::sync::atomic::AtomicU64) }
+}
+
+/// A `'static` atomic byte in a VMM-shared page.
+///
+/// # Safety
+/// As for [`shared_u64`].
+pub unsafe fn shared_u8(gpa: u64) -> &'static core::sync::atomic::AtomicU8 {
+    // SAFETY: as for `shared_u64`.
+    unsafe { &*(gpa as *const core::sync::atomic::AtomicU8) }
+}
+
+// Interrupt entry stubs. Exceptions push their vector (and a dummy error
+// code where the CPU pushes none) and report; the upcall vector saves the
+// caller-saved registers (9 of them, so the stack is 16-byte aligned at the
+// call), runs the Rust handler and returns with `iretq`.
+core::arch::global_asm!(
+    ".section .text",
+    ".global pv_upcall_entry",
+    "pv_upcall_entry:",
+    "    push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+    "    push r8", "push r9", "push r10", "push r11",
+    "    cld",
+    "    call {upcall}",
+    "    pop r11", "pop r10", "pop r9", "pop r8",
+    "    pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+    "    iretq",
+    ".global pv_exception_common",
+    "pv_exception_common:",
+    "    mov rdi, [rsp]",
+    "    mov rsi, [rsp + 8]",
+    "    mov rdx, [rsp + 16]",
+    "    and rsp, -16",
+    "    call {exception}",
+    "    ud2",
+    upcall = sym crate::evtchn::pv_upcall_handler,
+    exception = sym crate::interrupts::pv_exception_handler,
+);
+
+// 32 exception stubs, 16 bytes apart from `pv_exc_0`, so the IDT can be
+// filled by arithmetic. Vectors whose exceptions push an error code
+// (8, 10-14, 17, 21, 29, 30) skip the dummy push.
+core::arch::global_asm!(
+    ".section .text",
+    ".balign 16",
+    ".global pv_exc_0",
+    "pv_exc_0:",
+    ".set vec, 0",
+    ".rept 32",
+    "    .balign 16",
+    "    .if (vec-8)*(vec-10)*(vec-11)*(vec-12)*(vec-13)*(vec-14)*(vec-17)*(vec-21)*(vec-29)*(vec-30)",
+    "    push 0",
+    "    .endif",
+    "    push vec",
+    "    jmp pv_exception_common",
+    "    .set vec, vec+1",
+    ".endr",
+);
+
+extern "C" {
+    fn pv_exc_0();
+    fn pv_upcall_entry();
+}
+
+/// Address of the entry stub for exception `vector` (0..32).
+pub fn exception_entry(vector: u8) -> u64 {
+    pv_exc_0 as *const () as u64 + 16 * (vector as u64 & 31)
+}
+
+/// Address of the upcall entry stub.
+pub fn upcall_entry() -> u64 {
+    pv_upcall_entry as *const () as u64
+}
+
+/// A VMM-shared page as ring memory.
+///
+/// # Safety
+/// As for [`shared_u64`]: `gpa` names a page assigned or granted for the
+/// rest of the guest's life, identity mapped and page aligned.
+pub unsafe fn shared_page(gpa: u64) -> ring_buffers::RawMemory {
+    // SAFETY: per the contract the page is valid for 4096 bytes forever;
+    // RawMemory only performs volatile copies and atomics on it.
+    match unsafe { ring_buffers::RawMemory::new(gpa as *mut u8, pv_abi::layout::PAGE_SIZE as usize) } {
+        Ok(m) => m,
+        Err(_) => panic!("shared page {gpa:#x} is not aligned"),
+    }
+}

@@ -2,21 +2,17 @@
 
 /// Iterates the `key=value` (or bare `key`) words of a command line.
 pub fn words(cmdline: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-    cmdline
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty())
-        .map(|w| match w.iter().position(|&b| b == b'=') {
+    cmdline.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).map(|w| {
+        match w.iter().position(|&b| b == b'=') {
             Some(i) => (&w[..i], Some(&w[i + 1..])),
             None => (w, None),
-        })
+        }
+    })
 }
 
 /// The value of the last `key=value` word for `key`.
 pub fn get<'a>(cmdline: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    words(cmdline)
-        .filter(|(k, _)| *k == key.as_bytes())
-        .filter_map(|(_, v)| v)
-        .last()
+    words(cmdline).filter(|(k, _)| *k == key.as_bytes()).filter_map(|(_, v)| v).last()
 }
 
 /// `key=<decimal or 0x-hex>` as a number.

@@ -2,6 +2,8 @@
 //! batching a line (or up to [`BUF_LEN`] bytes) per exit.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use ring_buffers::{ByteProducer, ByteRingLayout};
 
 /// Bytes buffered before a flush.
 pub const BUF_LEN: usize = 256;
@@ -16,11 +18,7 @@ pub struct Console<F: FnMut(&[u8])> {
 impl<F: FnMut(&[u8])> Console<F> {
     /// A writer that hands complete lines (or full buffers) to `sink`.
     pub const fn new(sink: F) -> Self {
-        Console {
-            buf: [0; BUF_LEN],
-            len: 0,
-            sink,
-        }
+        Console { buf: [0; BUF_LEN], len: 0, sink }
     }
 
     /// Hands any buffered bytes to the sink.
@@ -56,12 +54,75 @@ impl<F: FnMut(&[u8])> Drop for Console<F> {
     }
 }
 
+static RING_GPA: AtomicU64 = AtomicU64::new(0);
+static RING_PORT: AtomicU32 = AtomicU32::new(0);
+/// Notifications sent for console output.
+static RING_NOTIFIES: AtomicU64 = AtomicU64::new(0);
+
+/// Sends console output through the PV console ring at `gpa` (notifying
+/// `port`) from now on, instead of one hypercall per line.
+pub fn use_ring(gpa: u64, port: u32) {
+    RING_GPA.store(gpa, SeqCst);
+    RING_PORT.store(port, SeqCst);
+}
+
+/// Goes back to the console hypercall (e.g. before a crash report).
+pub fn use_hypercall() {
+    RING_PORT.store(0, SeqCst);
+}
+
+/// Notifications the console ring driver has sent.
+pub fn ring_notifies() -> u64 {
+    RING_NOTIFIES.load(SeqCst)
+}
+
+/// Writes `bytes` to the console ring, waiting for room when it is full.
+fn ring_write(gpa: u64, port: u32, mut bytes: &[u8]) {
+    // SAFETY: `gpa` is the console ring page from start-info.
+    let mem = unsafe { crate::arch::shared_page(gpa) };
+    let Ok(mut prod) = ByteProducer::new(mem, ByteRingLayout::CONSOLE_OUT) else { return };
+    while !bytes.is_empty() {
+        match prod.write(bytes) {
+            Ok(0) => {
+                // Full: make sure the back-end is awake, then wait for room.
+                crate::evtchn::notify(port);
+                RING_NOTIFIES.fetch_add(1, SeqCst);
+                crate::arch::pause();
+            }
+            Ok(n) => bytes = &bytes[n..],
+            Err(_) => {
+                // A corrupt ring: fall back to the hypercall for good.
+                use_hypercall();
+                let _ = crate::hypercall::console_write(bytes);
+                return;
+            }
+        }
+    }
+    crate::evtchn::notify(port);
+    RING_NOTIFIES.fetch_add(1, SeqCst);
+}
+
 /// Writes formatted text to the VMM console (used by the macros).
 pub fn print_fmt(args: fmt::Arguments<'_>) {
     let mut con = Console::new(|bytes: &[u8]| {
-        let _ = crate::hypercall::console_write(bytes);
+        let port = RING_PORT.load(SeqCst);
+        if port != 0 {
+            ring_write(RING_GPA.load(SeqCst), port, bytes);
+        } else {
+            let _ = crate::hypercall::console_write(bytes);
+        }
     });
     let _ = fmt::Write::write_fmt(&mut con, args);
+}
+
+/// Writes raw bytes to the console (ring or hypercall, as configured).
+pub fn write_bytes(bytes: &[u8]) {
+    let port = RING_PORT.load(SeqCst);
+    if port != 0 {
+        ring_write(RING_GPA.load(SeqCst), port, bytes);
+    } else {
+        let _ = crate::hypercall::console_write(bytes);
+    }
 }
 
 /// Prints to the VMM console.

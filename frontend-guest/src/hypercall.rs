@@ -36,16 +36,7 @@ pub fn raw(nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
 /// Writes `buf` to the VMM console in one hypercall; returns bytes written.
 pub fn console_write(buf: &[u8]) -> Result<u64, Errno> {
     // SAFETY: `console_io` write only reads `buf`, which is valid for its length.
-    check(unsafe {
-        arch::hypercall(
-            nr::CONSOLE_IO,
-            console_io::WRITE,
-            buf.len() as u64,
-            buf.as_ptr() as u64,
-            0,
-            0,
-        )
-    })
+    check(unsafe { arch::hypercall(nr::CONSOLE_IO, console_io::WRITE, buf.len() as u64, buf.as_ptr() as u64, 0, 0) })
 }
 
 /// `xen_version(XENVER_version)`: the VMM's ABI version, `(major << 16) | minor`.
@@ -57,21 +48,9 @@ pub fn version() -> Result<u64, Errno> {
 
 /// `xen_version(XENVER_get_features)`: feature word `submap_idx`.
 pub fn features(submap_idx: u32) -> Result<u32, Errno> {
-    let mut info = xen_version::FeatureInfo {
-        submap_idx,
-        submap: 0,
-    };
+    let mut info = xen_version::FeatureInfo { submap_idx, submap: 0 };
     // SAFETY: the VMM writes a `FeatureInfo` at the pointer, which names `info`.
-    check(unsafe {
-        arch::hypercall(
-            nr::XEN_VERSION,
-            xen_version::GET_FEATURES,
-            &mut info as *mut _ as u64,
-            0,
-            0,
-            0,
-        )
-    })?;
+    check(unsafe { arch::hypercall(nr::XEN_VERSION, xen_version::GET_FEATURES, &mut info as *mut _ as u64, 0, 0, 0) })?;
     Ok(info.submap)
 }
 
@@ -85,15 +64,7 @@ pub fn sched_yield() {
 pub fn shutdown(reason: u32, exit_code: u32) -> ! {
     let arg = sched_op::SchedShutdown { reason };
     // SAFETY: the VMM reads a `SchedShutdown` at the pointer, which names `arg`.
-    let _ = unsafe {
-        arch::hypercall(
-            nr::SCHED_OP,
-            sched_op::SHUTDOWN,
-            &arg as *const _ as u64,
-            exit_code as u64,
-            0,
-            0,
-        )
-    };
+    let _ =
+        unsafe { arch::hypercall(nr::SCHED_OP, sched_op::SHUTDOWN, &arg as *const _ as u64, exit_code as u64, 0, 0) };
     arch::halt_forever()
 }

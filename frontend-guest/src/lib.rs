@@ -15,7 +15,12 @@ extern crate std;
 pub mod arch;
 pub mod cmdline;
 pub mod console;
+pub mod echo;
+pub mod evtchn;
+pub mod grant;
 pub mod hypercall;
+pub mod interrupts;
+pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
 pub mod store;

@@ -58,6 +58,18 @@ extern "C" fn pv_guest_entry(si: *mut StartInfo) -> ! {
         shutdown(SHUTDOWN_CRASH, 2);
     }
     START_INFO.store(si, Ordering::Release);
+    crate::pages::init(si_ref.free_start, si_ref.free_end);
+    if !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"noevents") {
+        crate::evtchn::init(si_ref.shared_info);
+        if si_ref.console.evtchn != 0
+            && !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"hvc0=hypercall")
+        {
+            crate::console::use_ring(si_ref.console.gpa, si_ref.console.evtchn);
+        }
+        if let Err(st) = crate::grant::init() {
+            crate::println!("grant table setup refused: {}", st);
+        }
+    }
     // SAFETY: `__pv_guest_main` is defined by the image with `guest_main!`,
     // which gives it exactly this signature.
     let code = unsafe { __pv_guest_main(si_ref) };

@@ -63,13 +63,7 @@ pub struct BlkifRequestSegment {
     /// Zero (tail padding in Xen's layout).
     pub _pad: u16,
 }
-crate::assert_layout!(
-    BlkifRequestSegment,
-    size = 8,
-    gref = 0,
-    first_sect = 4,
-    last_sect = 5
-);
+crate::assert_layout!(BlkifRequestSegment, size = 8, gref = 0, first_sect = 4, last_sect = 5);
 
 /// A block request (Xen's `blkif_request`).
 #[repr(C)]
@@ -169,10 +163,8 @@ crate::assert_layout!(
     handle = 24,
     indirect_grefs = 28
 );
-const _: () =
-    assert!(core::mem::size_of::<BlkifRequestIndirect>() <= core::mem::size_of::<BlkifRequest>());
-const _: () =
-    assert!(core::mem::size_of::<BlkifRequestDiscard>() <= core::mem::size_of::<BlkifRequest>());
+const _: () = assert!(core::mem::size_of::<BlkifRequestIndirect>() <= core::mem::size_of::<BlkifRequest>());
+const _: () = assert!(core::mem::size_of::<BlkifRequestDiscard>() <= core::mem::size_of::<BlkifRequest>());
 
 /// A block response (Xen's `blkif_response`).
 #[repr(C)]
@@ -192,10 +184,8 @@ pub struct BlkifResponse {
 crate::assert_layout!(BlkifResponse, size = 16, id = 0, operation = 8, status = 10);
 
 /// Slots in a one-page block ring (Xen's `__CONST_RING_SIZE(blkif, 4096)`).
-pub const BLKIF_RING_SIZE: u32 = crate::ring::ring_size(
-    crate::layout::PAGE_SIZE as usize,
-    crate::ring::slot_size::<BlkifRequest, BlkifResponse>(),
-);
+pub const BLKIF_RING_SIZE: u32 =
+    crate::ring::ring_size(crate::layout::PAGE_SIZE as usize, crate::ring::slot_size::<BlkifRequest, BlkifResponse>());
 const _: () = assert!(BLKIF_RING_SIZE == 32);
 
 impl BlkifRequest {
@@ -233,7 +223,5 @@ fn copy_prefix<A: Copy, B: Copy>(src: &A, dst: &mut B) {
     // bytes, they do not overlap (`dst` is a distinct `&mut`), and only this
     // module calls it with the all-integer blkif types, so any bytes form a
     // valid `B`.
-    unsafe {
-        core::ptr::copy_nonoverlapping(src as *const A as *const u8, dst as *mut B as *mut u8, n)
-    };
+    unsafe { core::ptr::copy_nonoverlapping(src as *const A as *const u8, dst as *mut B as *mut u8, n) };
 }

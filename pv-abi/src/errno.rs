@@ -7,6 +7,8 @@
 pub const EPERM: i64 = 1;
 /// No such file or directory (store: no such node).
 pub const ENOENT: i64 = 2;
+/// No such process (Xen: no such domain).
+pub const ESRCH: i64 = 3;
 /// I/O error.
 pub const EIO: i64 = 5;
 /// Argument list too long / value too large for the buffer.
@@ -51,6 +53,7 @@ pub const fn name(errno: i64) -> &'static str {
     match errno {
         EPERM => "EPERM",
         ENOENT => "ENOENT",
+        ESRCH => "ESRCH",
         EIO => "EIO",
         E2BIG => "E2BIG",
         EBADF => "EBADF",

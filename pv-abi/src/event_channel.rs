@@ -50,13 +50,7 @@ pub struct EvtchnAllocUnbound {
     /// OUT: the allocated port.
     pub port: EvtchnPort,
 }
-crate::assert_layout!(
-    EvtchnAllocUnbound,
-    size = 8,
-    dom = 0,
-    remote_dom = 2,
-    port = 4
-);
+crate::assert_layout!(EvtchnAllocUnbound, size = 8, dom = 0, remote_dom = 2, port = 4);
 
 /// Argument of `EVTCHNOP_bind_interdomain` (Xen's `evtchn_bind_interdomain`).
 #[repr(C)]
@@ -71,13 +65,7 @@ pub struct EvtchnBindInterdomain {
     /// OUT: the local port now connected to it.
     pub local_port: EvtchnPort,
 }
-crate::assert_layout!(
-    EvtchnBindInterdomain,
-    size = 12,
-    remote_dom = 0,
-    remote_port = 4,
-    local_port = 8
-);
+crate::assert_layout!(EvtchnBindInterdomain, size = 12, remote_dom = 0, remote_port = 4, local_port = 8);
 
 /// Argument of `EVTCHNOP_close` (Xen's `evtchn_close`).
 #[repr(C)]
@@ -158,9 +146,7 @@ crate::assert_layout!(EvtchnStatusU, size = 8);
 
 impl Default for EvtchnStatusU {
     fn default() -> Self {
-        EvtchnStatusU {
-            interdomain: EvtchnStatusInterdomain::default(),
-        }
+        EvtchnStatusU { interdomain: EvtchnStatusInterdomain::default() }
     }
 }
 
@@ -190,12 +176,4 @@ pub struct EvtchnStatus {
     /// OUT: state-specific details.
     pub u: EvtchnStatusU,
 }
-crate::assert_layout!(
-    EvtchnStatus,
-    size = 24,
-    dom = 0,
-    port = 4,
-    status = 8,
-    vcpu = 12,
-    u = 16
-);
+crate::assert_layout!(EvtchnStatus, size = 24, dom = 0, port = 4, status = 8, vcpu = 12, u = 16);

@@ -24,8 +24,7 @@ pub const GNTTABOP_COPY: u32 = 5;
 pub const GNTTABOP_QUERY_SIZE: u32 = 6;
 
 /// One grant-table frame holds this many v1 entries.
-pub const GRANT_ENTRIES_PER_FRAME: usize =
-    crate::layout::PAGE_SIZE as usize / core::mem::size_of::<GrantEntryV1>();
+pub const GRANT_ENTRIES_PER_FRAME: usize = crate::layout::PAGE_SIZE as usize / core::mem::size_of::<GrantEntryV1>();
 
 /// A version-1 grant entry (Xen's `grant_entry_v1`).
 #[repr(C)]
@@ -45,11 +44,7 @@ impl GrantEntryV1 {
     /// An entry permitting `domid` to access `frame`, read-only if asked.
     pub const fn permit_access(domid: DomId, frame: u32, readonly: bool) -> Self {
         let ro = if readonly { GTF_READONLY } else { 0 };
-        GrantEntryV1 {
-            flags: GTF_PERMIT_ACCESS | ro,
-            domid,
-            frame,
-        }
+        GrantEntryV1 { flags: GTF_PERMIT_ACCESS | ro, domid, frame }
     }
 }
 
@@ -131,14 +126,7 @@ pub struct GnttabSetupTable {
     /// model the guest fills it with the frames holding its table.
     pub frame_list: u64,
 }
-crate::assert_layout!(
-    GnttabSetupTable,
-    size = 24,
-    dom = 0,
-    nr_frames = 4,
-    status = 8,
-    frame_list = 16
-);
+crate::assert_layout!(GnttabSetupTable, size = 24, dom = 0, nr_frames = 4, status = 8, frame_list = 16);
 
 /// Argument of `GNTTABOP_query_size` (Xen's `gnttab_query_size`).
 #[repr(C)]
@@ -157,14 +145,7 @@ pub struct GnttabQuerySize {
     /// Zero (tail padding in Xen's layout).
     pub _pad1: u16,
 }
-crate::assert_layout!(
-    GnttabQuerySize,
-    size = 16,
-    dom = 0,
-    nr_frames = 4,
-    max_nr_frames = 8,
-    status = 12
-);
+crate::assert_layout!(GnttabQuerySize, size = 16, dom = 0, nr_frames = 4, max_nr_frames = 8, status = 12);
 
 /// Either a grant reference or a local frame number (Xen's anonymous union
 /// in `gnttab_copy_ptr`); which one is given by the `GNTCOPY_*` flags.
@@ -225,12 +206,4 @@ pub struct GnttabCopy {
     /// Zero (tail padding in Xen's layout).
     pub _pad: u16,
 }
-crate::assert_layout!(
-    GnttabCopy,
-    size = 40,
-    source = 0,
-    dest = 16,
-    len = 32,
-    flags = 34,
-    status = 36
-);
+crate::assert_layout!(GnttabCopy, size = 40, source = 0, dest = 16, len = 32, flags = 34, status = 36);

@@ -21,6 +21,7 @@ macro_rules! assert_layout {
 
 pub mod blkif;
 pub mod console;
+pub mod echo;
 pub mod errno;
 pub mod event_channel;
 pub mod grant_table;
@@ -29,6 +30,8 @@ pub mod layout;
 pub mod mmu;
 pub mod multicall;
 pub mod netif;
+pub mod pod;
+pub use pod::Pod;
 pub mod ring;
 pub mod shared_info;
 pub mod start_info;

@@ -34,10 +34,7 @@ impl MmuUpdate {
     /// A normal checked update of the entry at guest-physical `pte_gpa`
     /// (8-byte aligned) to `val`.
     pub const fn normal(pte_gpa: u64, val: u64) -> Self {
-        MmuUpdate {
-            ptr: (pte_gpa & !MMU_UPDATE_CMD_MASK) | MMU_NORMAL_PT_UPDATE,
-            val,
-        }
+        MmuUpdate { ptr: (pte_gpa & !MMU_UPDATE_CMD_MASK) | MMU_NORMAL_PT_UPDATE, val }
     }
     /// The command in the low bits of `ptr`.
     pub const fn cmd(&self) -> u64 {
@@ -133,21 +130,11 @@ crate::assert_layout!(MmuextOp, size = 24, cmd = 0, arg1 = 8, arg2 = 16);
 impl MmuextOp {
     /// An operation with a frame argument (pin, unpin, new_baseptr).
     pub const fn with_mfn(cmd: u32, mfn: u64) -> Self {
-        MmuextOp {
-            cmd,
-            _pad: 0,
-            arg1: MmuextArg1 { mfn },
-            arg2: MmuextArg2 { src_mfn: 0 },
-        }
+        MmuextOp { cmd, _pad: 0, arg1: MmuextArg1 { mfn }, arg2: MmuextArg2 { src_mfn: 0 } }
     }
     /// An operation with a linear-address argument (invlpg).
     pub const fn with_linear_addr(cmd: u32, linear_addr: u64) -> Self {
-        MmuextOp {
-            cmd,
-            _pad: 0,
-            arg1: MmuextArg1 { linear_addr },
-            arg2: MmuextArg2 { src_mfn: 0 },
-        }
+        MmuextOp { cmd, _pad: 0, arg1: MmuextArg1 { linear_addr }, arg2: MmuextArg2 { src_mfn: 0 } }
     }
     /// An operation without arguments (TLB flushes).
     pub const fn plain(cmd: u32) -> Self {

@@ -23,10 +23,6 @@ crate::assert_layout!(MulticallEntry, size = 64, op = 0, result = 8, args = 16);
 impl MulticallEntry {
     /// An entry calling hypercall `op` with `args`.
     pub const fn new(op: u64, args: [u64; 6]) -> Self {
-        MulticallEntry {
-            op,
-            result: 0,
-            args,
-        }
+        MulticallEntry { op, result: 0, args }
     }
 }

@@ -61,15 +61,7 @@ pub struct NetifTxRequest {
     /// Bytes in this fragment; in the first fragment, the whole packet.
     pub size: u16,
 }
-crate::assert_layout!(
-    NetifTxRequest,
-    size = 12,
-    gref = 0,
-    offset = 4,
-    flags = 6,
-    id = 8,
-    size = 10
-);
+crate::assert_layout!(NetifTxRequest, size = 12, gref = 0, offset = 4, flags = 6, id = 8, size = 10);
 
 /// A transmit response (Xen's `netif_tx_response`).
 #[repr(C)]
@@ -108,14 +100,7 @@ pub struct NetifRxResponse {
     /// Bytes received if positive, else a `NETIF_RSP_*` error.
     pub status: i16,
 }
-crate::assert_layout!(
-    NetifRxResponse,
-    size = 8,
-    id = 0,
-    offset = 2,
-    flags = 4,
-    status = 6
-);
+crate::assert_layout!(NetifRxResponse, size = 8, id = 0, offset = 2, flags = 4, status = 6);
 
 /// An extra-info slot (Xen's `netif_extra_info`). The 6-byte union `u` is
 /// kept raw (as Xen's `pad[3]` member); its meaning depends on `type_`.

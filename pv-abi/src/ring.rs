@@ -45,14 +45,7 @@ impl SringHeader {
     /// The header of a freshly initialised ring (Xen's `SHARED_RING_INIT`):
     /// producers at 0, both event indices at 1.
     pub const fn new() -> Self {
-        SringHeader {
-            req_prod: 0,
-            req_event: 1,
-            rsp_prod: 0,
-            rsp_event: 1,
-            pvt: [0; 4],
-            pad: [0; 44],
-        }
+        SringHeader { req_prod: 0, req_event: 1, rsp_prod: 0, rsp_event: 1, pvt: [0; 4], pad: [0; 44] }
     }
 }
 

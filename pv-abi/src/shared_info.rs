@@ -215,8 +215,7 @@ impl SharedInfo {
     }
     /// Byte offset of `vcpu_info[vcpu].evtchn_pending_sel` in the page.
     pub const fn pending_sel_offset(vcpu: usize) -> usize {
-        vcpu * core::mem::size_of::<VcpuInfo>()
-            + core::mem::offset_of!(VcpuInfo, evtchn_pending_sel)
+        vcpu * core::mem::size_of::<VcpuInfo>() + core::mem::offset_of!(VcpuInfo, evtchn_pending_sel)
     }
     /// Byte offset of word `word` of `evtchn_pending` in the page.
     pub const fn pending_word_offset(word: usize) -> usize {

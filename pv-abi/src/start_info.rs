@@ -5,8 +5,6 @@
 //! probing hardware. The role is that of Xen's `start_info_t`; the layout is
 //! our own (Xen's carries PV-MMU frame lists we do not need).
 
-
-
 /// `magic` value: identifies the page and the ABI family.
 pub const START_INFO_MAGIC: [u8; 16] = *b"pv-kvm-start\0\0\0\0";
 

@@ -140,14 +140,7 @@ pub struct XsdSockmsg {
     /// Length of the payload that follows the header.
     pub len: u32,
 }
-crate::assert_layout!(
-    XsdSockmsg,
-    size = 16,
-    type_ = 0,
-    req_id = 4,
-    tx_id = 8,
-    len = 12
-);
+crate::assert_layout!(XsdSockmsg, size = 16, type_ = 0, req_id = 4, tx_id = 8, len = 12);
 
 impl XsdSockmsg {
     /// Size of the header on the wire.
@@ -166,12 +159,7 @@ impl XsdSockmsg {
     /// Parses a header from its 16 wire bytes (no validation of the fields).
     pub fn from_bytes(b: &[u8; 16]) -> Self {
         let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        XsdSockmsg {
-            type_: w(0),
-            req_id: w(4),
-            tx_id: w(8),
-            len: w(12),
-        }
+        XsdSockmsg { type_: w(0), req_id: w(4), tx_id: w(8), len: w(12) }
     }
 }
 

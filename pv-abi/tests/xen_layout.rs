@@ -382,14 +382,10 @@ const HEADERS: &[&str] = &[
 fn layouts_match_xen_public_headers() {
     let include = Path::new("/usr/include");
     if let Some(missing) = HEADERS.iter().find(|h| !include.join(h).exists()) {
-        panic!(
-            "Xen public header /usr/include/{missing} not found: run `apt-get install libxen-dev`"
-        );
+        panic!("Xen public header /usr/include/{missing} not found: run `apt-get install libxen-dev`");
     }
     let checks = checks();
-    let mut src = String::from(
-        "#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n",
-    );
+    let mut src = String::from("#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n");
     for h in HEADERS {
         writeln!(src, "#include <{h}>").unwrap();
     }
@@ -411,18 +407,10 @@ fn layouts_match_xen_public_headers() {
         .arg(&c_file)
         .output()
         .unwrap_or_else(|e| panic!("cannot run C compiler `{cc}` ({e}): install a C compiler (gcc)"));
-    assert!(
-        out.status.success(),
-        "compiling the Xen layout check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "compiling the Xen layout check failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
-    let values: Vec<i128> = String::from_utf8(run.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let values: Vec<i128> = String::from_utf8(run.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(values.len(), checks.len());
 
     let mismatches: Vec<String> = checks

@@ -57,14 +57,12 @@ impl fmt::Display for RingError {
                 f,
                 "corrupt ring: peer producer index {prod} is more than the ring size ahead of consumer {cons}"
             ),
-            RingError::CorruptConsumer { prod, cons } => write!(
-                f,
-                "corrupt ring: peer consumer index {cons} is inconsistent with producer {prod}"
-            ),
-            RingError::ResponsesBeyondRequests { rsp_prod, req_prod } => write!(
-                f,
-                "corrupt ring: response producer {rsp_prod} is beyond request producer {req_prod}"
-            ),
+            RingError::CorruptConsumer { prod, cons } => {
+                write!(f, "corrupt ring: peer consumer index {cons} is inconsistent with producer {prod}")
+            }
+            RingError::ResponsesBeyondRequests { rsp_prod, req_prod } => {
+                write!(f, "corrupt ring: response producer {rsp_prod} is beyond request producer {req_prod}")
+            }
         }
     }
 }

@@ -6,41 +6,7 @@
 
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
-/// Plain old data: `Copy`, no padding-sensitive invariants, and **every bit
-/// pattern is a valid value**, so an entry copied out of memory a hostile
-/// peer controls is always a valid `T` (its *contents* still need checking).
-///
-/// # Safety
-///
-/// Implement only for types for which any initialised byte pattern of
-/// `size_of::<T>()` bytes is a valid value (integers, arrays of them, and
-/// `#[repr(C)]` structs/unions made only of such fields).
-pub unsafe trait Pod: Copy + 'static {}
-
-macro_rules! impl_pod {
-    ($($t:ty),* $(,)?) => { $(
-        // SAFETY: integer types (and `#[repr(C)]` ABI structs and unions made
-        // only of integers and integer arrays) accept every bit pattern.
-        unsafe impl Pod for $t {}
-    )* };
-}
-impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
-// SAFETY: an array of `Pod` elements accepts every bit pattern.
-unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
-impl_pod!(
-    pv_abi::blkif::BlkifRequest,
-    pv_abi::blkif::BlkifRequestSegment,
-    pv_abi::blkif::BlkifRequestDiscard,
-    pv_abi::blkif::BlkifRequestIndirect,
-    pv_abi::blkif::BlkifResponse,
-    pv_abi::netif::NetifTxRequest,
-    pv_abi::netif::NetifTxResponse,
-    pv_abi::netif::NetifRxRequest,
-    pv_abi::netif::NetifRxResponse,
-    pv_abi::netif::NetifExtraInfo,
-    pv_abi::xs_wire::XsdSockmsg,
-    pv_abi::ring::SringHeader,
-);
+pub use pv_abi::Pod;
 
 /// Shared memory as the ring logic sees it: a region of `len()` bytes with
 /// atomic 32-bit index access, whole-entry copies and a full fence.
@@ -77,6 +43,35 @@ pub trait RingMemory {
     /// A full (sequentially consistent) memory barrier: Xen's `mb()`.
     fn fence(&self) {
         fence(Ordering::SeqCst);
+    }
+}
+
+/// A shared reference to ring memory is ring memory (so one region can
+/// back several views, e.g. both halves of a byte-ring pair).
+impl<M: RingMemory + ?Sized> RingMemory for &M {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        (**self).load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
+        (**self).store_u32(offset, val, order)
+    }
+    fn read<T: Pod>(&self, offset: usize) -> T {
+        (**self).read(offset)
+    }
+    fn write<T: Pod>(&self, offset: usize, val: &T) {
+        (**self).write(offset, val)
+    }
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        (**self).read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) {
+        (**self).write_bytes(offset, src)
+    }
+    fn fence(&self) {
+        (**self).fence()
     }
 }
 
@@ -182,7 +177,7 @@ impl RingMemory for RawMemory {
         let p = self.check(offset, dst.len(), 1);
         for (i, d) in dst.iter_mut().enumerate() {
             // SAFETY: `p + i` lies within the range checked above.
-            *d = unsafe { core::ptr::read_volatile(p.add(i)) };
+            *d = unsafe { core::ptr::read_volatile(p.wrapping_add(i)) };
         }
     }
 
@@ -190,7 +185,7 @@ impl RingMemory for RawMemory {
         let p = self.check(offset, src.len(), 1);
         for (i, s) in src.iter().enumerate() {
             // SAFETY: `p + i` lies within the range checked above.
-            unsafe { core::ptr::write_volatile(p.add(i), *s) };
+            unsafe { core::ptr::write_volatile(p.wrapping_add(i), *s) };
         }
     }
 }

@@ -55,11 +55,7 @@ pub fn geometry<Req: Pod, Rsp: Pod>(bytes: usize) -> Result<(u32, usize), RingEr
     let slot = slot_size::<Req, Rsp>();
     let align = core::mem::align_of::<Req>().max(core::mem::align_of::<Rsp>());
     let pages = bytes / PAGE_SIZE as usize;
-    if slot == 0
-        || align > RING_ALIGN
-        || bytes % PAGE_SIZE as usize != 0
-        || !pages.is_power_of_two()
-    {
+    if slot == 0 || align > RING_ALIGN || bytes % PAGE_SIZE as usize != 0 || !pages.is_power_of_two() {
         return Err(RingError::BadLayout);
     }
     let n = ring_size(bytes, slot);
@@ -305,9 +301,7 @@ impl<M: RingMemory, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         let prod = self.g.mem.load_u32(REQ_PROD, Acquire);
         // The front end may have at most `size` requests unanswered: a
         // producer further ahead (or behind us) is corrupt.
-        if prod.wrapping_sub(self.rsp_prod_pvt) > self.g.nr_ents
-            || prod.wrapping_sub(self.req_cons) > self.g.nr_ents
-        {
+        if prod.wrapping_sub(self.rsp_prod_pvt) > self.g.nr_ents || prod.wrapping_sub(self.req_cons) > self.g.nr_ents {
             return Err(RingError::PeerOverrun { prod, cons: self.req_cons });
         }
         self.req_prod_seen = prod;

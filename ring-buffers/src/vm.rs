@@ -62,9 +62,7 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
         let mut v = core::mem::MaybeUninit::<T>::zeroed();
         // SAFETY: `v` is zero-initialised, so all `size_of::<T>()` bytes are
         // initialised `u8`s, and the slice lives only within this call.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>())
-        };
+        let bytes = unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), core::mem::size_of::<T>()) };
         self.slice.read_slice(bytes, offset).unwrap_or_else(|e| bug(e));
         // SAFETY: every byte is initialised (zeroed, then overwritten), and
         // `T: Pod` accepts any bit pattern.
@@ -76,9 +74,7 @@ impl<B: BitmapSlice> RingMemory for GuestRingMemory<'_, B> {
         // readable for the life of the borrow. `Pod` types used as ring
         // entries are `#[repr(C)]` with explicit padding fields, so the bytes
         // are initialised.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((val as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        };
+        let bytes = unsafe { core::slice::from_raw_parts((val as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
         self.slice.write_slice(bytes, offset).unwrap_or_else(|e| bug(e));
     }
 
@@ -132,22 +128,10 @@ mod tests {
 
     #[test]
     fn bad_ranges_are_rejected() {
-        let gm = GuestMemoryMmap::<()>::from_ranges(&[
-            (GuestAddress(0), 0x2000),
-            (GuestAddress(0x2000), 0x2000),
-        ])
-        .unwrap();
-        assert_eq!(
-            GuestRingMemory::new(&gm, GuestAddress(0x1000), 0x2000).err(),
-            Some(RingError::OutOfRange)
-        );
-        assert_eq!(
-            GuestRingMemory::new(&gm, GuestAddress(0x9000), 0x1000).err(),
-            Some(RingError::OutOfRange)
-        );
-        assert_eq!(
-            GuestRingMemory::new(&gm, GuestAddress(0x1004), 0x100).err(),
-            Some(RingError::Misaligned)
-        );
+        let gm =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000), (GuestAddress(0x2000), 0x2000)]).unwrap();
+        assert_eq!(GuestRingMemory::new(&gm, GuestAddress(0x1000), 0x2000).err(), Some(RingError::OutOfRange));
+        assert_eq!(GuestRingMemory::new(&gm, GuestAddress(0x9000), 0x1000).err(), Some(RingError::OutOfRange));
+        assert_eq!(GuestRingMemory::new(&gm, GuestAddress(0x1004), 0x100).err(), Some(RingError::Misaligned));
     }
 }

@@ -6,9 +6,7 @@ mod common;
 use std::sync::atomic::Ordering::SeqCst;
 
 use pv_abi::blkif::{BlkifRequest, BlkifResponse};
-use ring_buffers::{
-    BackRing, ByteConsumer, ByteProducer, ByteRingLayout, FrontRing, RawMemory, RingError, RingMemory,
-};
+use ring_buffers::{BackRing, ByteConsumer, ByteProducer, ByteRingLayout, FrontRing, RawMemory, RingError, RingMemory};
 
 const REQ_PROD: usize = 0;
 const RSP_PROD: usize = 8;

@@ -64,10 +64,7 @@ struct Model {
     back_notifications: u64,
 }
 
-fn make_req<Req: Pod>(id: u64) -> Req
-where
-    Req: From<Id>,
-{
+fn make_req<Req: Pod + From<Id>>(id: u64) -> Req {
     Req::from(Id(id))
 }
 

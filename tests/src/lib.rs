@@ -19,16 +19,9 @@ pub struct Run {
 /// Boots bundled image `image` with `cmdline` and runs it to the end.
 pub fn boot(image: &'static str, cmdline: &str) -> Run {
     let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
-    let cfg = VmConfig {
-        console,
-        ..VmConfig::bundled(image, cmdline)
-    };
+    let cfg = VmConfig { console, ..VmConfig::bundled(image, cmdline) };
     let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
     let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));
     let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
-    Run {
-        outcome,
-        console,
-        stats: vm.stats(),
-    }
+    Run { outcome, console, stats: vm.stats() }
 }

@@ -9,57 +9,27 @@ use vmm::Outcome;
 #[test]
 fn hello_prints_and_exits_with_the_chosen_code() {
     let run = boot("hello", "exit=42 marker-xyz");
-    assert_eq!(
-        run.outcome,
-        Outcome::Shutdown {
-            reason: SHUTDOWN_POWEROFF,
-            code: 42
-        }
-    );
-    assert!(
-        run.console.contains("Hello from the PV guest (64 MiB RAM)"),
-        "{}",
-        run.console
-    );
-    assert!(
-        run.console.contains("cmdline: exit=42 marker-xyz"),
-        "{}",
-        run.console
-    );
+    assert_eq!(run.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 42 });
+    assert!(run.console.contains("Hello from the PV guest (64 MiB RAM)"), "{}", run.console);
+    assert!(run.console.contains("cmdline: exit=42 marker-xyz"), "{}", run.console);
 }
 
 #[test]
 fn console_hypercall_is_one_exit_uart_is_one_exit_per_byte() {
     const N: u64 = 300;
-    let uart = boot("selftest", &format!("test=uart n={N}"));
-    assert_eq!(
-        uart.outcome,
-        Outcome::Shutdown {
-            reason: SHUTDOWN_POWEROFF,
-            code: 0
-        }
-    );
+    let uart = boot("selftest", &format!("noevents test=uart n={N}"));
+    assert_eq!(uart.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(uart.stats.exits(ExitKind::Uart), N);
     assert_eq!(uart.console.len() as u64, N);
     assert!(uart.console.starts_with("abcdefghijklmnopqrstuvwxyzabcd"));
     // The only hypercall is the shutdown.
     assert_eq!(uart.stats.exits(ExitKind::Hypercall), 1);
 
-    let cons = boot("selftest", &format!("test=console n={N}"));
-    assert_eq!(
-        cons.outcome,
-        Outcome::Shutdown {
-            reason: SHUTDOWN_POWEROFF,
-            code: 0
-        }
-    );
+    let cons = boot("selftest", &format!("noevents test=console n={N}"));
+    assert_eq!(cons.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(cons.console, "c".repeat(N as usize));
     assert_eq!(cons.stats.hypercalls(nr::CONSOLE_IO), 1);
-    assert_eq!(
-        cons.stats.exits(ExitKind::Hypercall),
-        2,
-        "one console_io + one shutdown"
-    );
+    assert_eq!(cons.stats.exits(ExitKind::Hypercall), 2, "one console_io + one shutdown");
     assert_eq!(cons.stats.exits(ExitKind::Uart), 0);
 }
 
@@ -76,48 +46,24 @@ fn hostile_hypercalls_get_errors_and_the_guest_continues() {
         "sched_op shutdown arg outside RAM: ok (-14)",
         "still running",
     ] {
-        assert!(
-            run.console.contains(line),
-            "missing {line:?} in:\n{}",
-            run.console
-        );
+        assert!(run.console.contains(line), "missing {line:?} in:\n{}", run.console);
     }
-    assert_eq!(
-        run.outcome,
-        Outcome::Shutdown {
-            reason: SHUTDOWN_POWEROFF,
-            code: 0
-        }
-    );
+    assert_eq!(run.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(run.stats.hypercalls(999), 1);
 }
 
 #[test]
 fn triple_fault_is_an_outcome_not_a_panic() {
     let run = boot("selftest", "test=triplefault");
-    assert!(
-        matches!(run.outcome, Outcome::TripleFault { .. }),
-        "{:?}",
-        run.outcome
-    );
+    assert!(matches!(run.outcome, Outcome::TripleFault { .. }), "{:?}", run.outcome);
     assert_eq!(run.outcome.exit_status(), 1);
 }
 
 #[test]
 fn guest_panic_is_a_crash_shutdown() {
     let run = boot("selftest", "test=panic");
-    assert_eq!(
-        run.outcome,
-        Outcome::Shutdown {
-            reason: SHUTDOWN_CRASH,
-            code: 101
-        }
-    );
-    assert!(
-        run.console.contains("guest panic: panicked at"),
-        "{}",
-        run.console
-    );
+    assert_eq!(run.outcome, Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 });
+    assert!(run.console.contains("guest panic: panicked at"), "{}", run.console);
     assert!(run.console.contains("requested by the command line"));
 }
 

@@ -53,35 +53,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the bundled `image` once with `cmdline`, timing `Vm::run`.
 fn guest_sample(image: &'static str, cmdline: &str) -> Result<Sample, VmmError> {
-    let cfg = VmConfig {
-        console: ConsoleOut::Null,
-        ..VmConfig::bundled(image, cmdline)
-    };
+    let cfg = VmConfig { console: ConsoleOut::Null, ..VmConfig::bundled(image, cmdline) };
     let mut vm = Vm::new(&cfg)?;
     let t = Instant::now();
     let outcome = vm.run()?;
     let ns = t.elapsed().as_nanos() as f64;
     if !matches!(outcome, Outcome::Shutdown { reason: 0, code: 0 }) {
-        return Err(VmmError::BootWrite(format!(
-            "bench guest `{cmdline}` failed: {outcome}"
-        )));
+        return Err(VmmError::BootWrite(format!("bench guest `{cmdline}` failed: {outcome}")));
     }
     let s = vm.stats();
-    Ok(Sample {
-        ns,
-        exits: s.total_exits(),
-        insns: s.guest_instructions,
-    })
+    Ok(Sample { ns, exits: s.total_exits(), insns: s.guest_instructions })
 }
 
 /// Measures a guest operation by differencing `n=iters` against `n=0`.
-pub fn guest_op(
-    op: &str,
-    mode: &str,
-    image: &'static str,
-    cmdline: &str,
-    opts: BenchOpts,
-) -> Result<Record, VmmError> {
+pub fn guest_op(op: &str, mode: &str, image: &'static str, cmdline: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let mut per_op_ns = Vec::new();
     let (mut exits, mut insns) = (0.0, None);
     for _ in 0..opts.reps {
@@ -109,42 +94,24 @@ pub fn guest_op(
 pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
     let kvm = open_kvm()?;
     let vm = kvm.create_vm().map_err(VmmError::kvm("create_vm"))?;
-    let slots = [Slot {
-        start: 0,
-        len: 0x10000,
-        readonly: false,
-    }];
+    let slots = [Slot { start: 0, len: 0x10000, readonly: false }];
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
-    ram.write(0x1000, &[0xe6, 0x80, 0xeb, 0xfc])
-        .map_err(|e| VmmError::BootWrite(e.to_string()))?;
+    ram.write(0x1000, &[0xe6, 0x80, 0xeb, 0xfc]).map_err(|e| VmmError::BootWrite(e.to_string()))?;
     let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
     let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
     vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
-    let regs = kvm_bindings::kvm_regs {
-        rip: 0x1000,
-        rflags: 2,
-        ..Default::default()
-    };
+    let regs = kvm_bindings::kvm_regs { rip: 0x1000, rflags: 2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(VmmError::kvm("set_regs"))?;
     let stats = crate::kvm_stats::KvmStats::open(&vcpu);
     let mut run = |n: u64| -> Result<(), VmmError> {
         for _ in 0..n {
             match vcpu.run() {
                 Ok(VcpuExit::IoOut(0x80, _)) => {}
-                Ok(other) => {
-                    return Err(VmmError::BootWrite(format!(
-                        "raw VM: unexpected exit {other:?}"
-                    )))
-                }
-                Err(e) => {
-                    return Err(VmmError::Kvm {
-                        what: "KVM_RUN",
-                        source: e,
-                    })
-                }
+                Ok(other) => return Err(VmmError::BootWrite(format!("raw VM: unexpected exit {other:?}"))),
+                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
             }
         }
         Ok(())
@@ -173,15 +140,9 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
 pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(vec![
         raw_port_io_exit(opts)?,
-        guest_op("null hypercall", "pv", "selftest", "test=null", opts)?,
-        guest_op("console byte", "uart", "selftest", "test=uart", opts)?,
-        guest_op(
-            "console byte",
-            "hypercall",
-            "selftest",
-            "test=console",
-            opts,
-        )?,
+        guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
+        guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
+        guest_op("console byte", "hypercall", "selftest", "noevents test=console", opts)?,
     ])
 }
 
@@ -191,14 +152,9 @@ pub fn table(records: &[Record]) -> String {
         "{:<18} {:<10} {:>6} {:>10} {:>12} {:>11} {:>9}\n",
         "op", "mode", "batch", "exits/op", "insns/op", "ns/op", "vs raw"
     );
-    let raw = records
-        .iter()
-        .find(|r| r.mode == "raw")
-        .map(|r| r.ns_per_op);
+    let raw = records.iter().find(|r| r.mode == "raw").map(|r| r.ns_per_op);
     for r in records {
-        let insns = r
-            .instructions_per_op
-            .map_or("n/a".to_string(), |v| format!("{v:.1}"));
+        let insns = r.instructions_per_op.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         let ratio = raw.map_or("".to_string(), |b| format!("{:.2}x", r.ns_per_op / b));
         s += &format!(
             "{:<18} {:<10} {:>6} {:>10.4} {:>12} {:>11.0} {:>9}\n",

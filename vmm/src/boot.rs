@@ -21,25 +21,14 @@ impl MemoryPlan {
     /// of RAM, between 1 MiB and 64 MiB, at the top.
     pub fn new(mem_bytes: u64) -> Self {
         let pool = (mem_bytes / 16).clamp(1 << 20, 64 << 20) & !(PAGE_SIZE - 1);
-        MemoryPlan {
-            mem_bytes,
-            pool_start: mem_bytes - pool,
-        }
+        MemoryPlan { mem_bytes, pool_start: mem_bytes - pool }
     }
 
     /// The KVM slots: RAM below the pool, then the pool.
     pub fn slots(&self, pool_readonly: bool) -> [Slot; 2] {
         [
-            Slot {
-                start: 0,
-                len: self.pool_start,
-                readonly: false,
-            },
-            Slot {
-                start: self.pool_start,
-                len: self.mem_bytes - self.pool_start,
-                readonly: pool_readonly,
-            },
+            Slot { start: 0, len: self.pool_start, readonly: false },
+            Slot { start: self.pool_start, len: self.mem_bytes - self.pool_start, readonly: pool_readonly },
         ]
     }
 
@@ -61,10 +50,7 @@ const PTE_PS: u64 = 1 << 7;
 /// which holds the local APIC, uncached) and the GDT. Accessed and Dirty are
 /// preset so the hardware walker never needs to write these tables.
 pub fn write_page_tables_and_gdt(ram: &GuestRam) -> Result<(), VmmError> {
-    let w = |gpa: u64, v: u64| {
-        ram.write_obj(gpa, &v)
-            .map_err(|e| VmmError::BootWrite(e.to_string()))
-    };
+    let w = |gpa: u64, v: u64| ram.write_obj(gpa, &v).map_err(|e| VmmError::BootWrite(e.to_string()));
     w(BOOT_PML4, BOOT_PDPT | PTE_P | PTE_RW | PTE_A)?;
     for gib in 0..BOOT_PD_COUNT {
         let pd = BOOT_PD + gib * PAGE_SIZE;
@@ -72,10 +58,7 @@ pub fn write_page_tables_and_gdt(ram: &GuestRam) -> Result<(), VmmError> {
         let cache = if gib == 3 { PTE_PCD | PTE_PWT } else { 0 };
         for i in 0..512u64 {
             let frame = (gib << 30) | (i << 21);
-            w(
-                pd + i * 8,
-                frame | PTE_P | PTE_RW | PTE_PS | PTE_A | PTE_D | cache,
-            )?;
+            w(pd + i * 8, frame | PTE_P | PTE_RW | PTE_PS | PTE_A | PTE_D | cache)?;
         }
     }
     // Null, 64-bit code (selector 0x08), data (selector 0x10).
@@ -101,46 +84,22 @@ pub fn write_start_info(
     si.free_start = image_end;
     si.free_end = plan.pool_start;
     si.shared_info = SHARED_INFO;
-    si.console = RingInfo {
-        gpa: CONSOLE_RING,
-        evtchn: 0,
-        _pad: 0,
-    };
-    si.store = RingInfo {
-        gpa: STORE_RING,
-        evtchn: 0,
-        _pad: 0,
-    };
+    si.console = RingInfo { gpa: CONSOLE_RING, evtchn: 0, _pad: 0 };
+    si.store = RingInfo { gpa: STORE_RING, evtchn: 0, _pad: 0 };
     si.pt_pool_start = plan.pool_start;
     si.pt_pool_end = plan.mem_bytes;
     si.boot_pml4 = BOOT_PML4;
     si.paging_mode = paging_mode;
     let regions = [
-        MemRegion {
-            start: 0,
-            len: KERNEL_BASE,
-            kind: mem_kind::RESERVED,
-            _pad: 0,
-        },
-        MemRegion {
-            start: KERNEL_BASE,
-            len: plan.pool_start - KERNEL_BASE,
-            kind: mem_kind::RAM,
-            _pad: 0,
-        },
-        MemRegion {
-            start: plan.pool_start,
-            len: plan.mem_bytes - plan.pool_start,
-            kind: mem_kind::PT_POOL,
-            _pad: 0,
-        },
+        MemRegion { start: 0, len: KERNEL_BASE, kind: mem_kind::RESERVED, _pad: 0 },
+        MemRegion { start: KERNEL_BASE, len: plan.pool_start - KERNEL_BASE, kind: mem_kind::RAM, _pad: 0 },
+        MemRegion { start: plan.pool_start, len: plan.mem_bytes - plan.pool_start, kind: mem_kind::PT_POOL, _pad: 0 },
     ];
     si.mem_map[..regions.len()].copy_from_slice(&regions);
     si.nr_mem_regions = regions.len() as u32;
     si.cmdline[..cmdline.len()].copy_from_slice(cmdline.as_bytes());
     si.cmdline_len = cmdline.len() as u32;
-    ram.write_obj(START_INFO, &si)
-        .map_err(|e| VmmError::BootWrite(e.to_string()))?;
+    ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
     Ok(si)
 }
 
@@ -195,13 +154,7 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs) {
 
 /// Initial general registers: entry point, boot stack, start-info in `rdi`.
 pub fn entry_regs(entry: u64) -> kvm_regs {
-    kvm_regs {
-        rip: entry,
-        rsp: BOOT_STACK_TOP,
-        rdi: START_INFO,
-        rflags: 0x2,
-        ..Default::default()
-    }
+    kvm_regs { rip: entry, rsp: BOOT_STACK_TOP, rdi: START_INFO, rflags: 0x2, ..Default::default() }
 }
 
 #[cfg(test)]

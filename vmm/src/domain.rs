@@ -2,9 +2,12 @@
 //! state its hypercalls act on.
 
 use crate::console::ConsoleOut;
+use crate::evtchn::EventChannels;
 use crate::hypercall::Shutdown;
 use crate::memory::GuestRam;
+use backend::grant::GrantTable;
 use pv_abi::hypercall::xen_version;
+use std::sync::Arc;
 
 /// One PV domain (the VMM itself is domain 0; this is the guest).
 #[derive(Debug)]
@@ -17,16 +20,19 @@ pub struct Domain {
     pub shutdown: Option<Shutdown>,
     /// Feature bits reported by `XENVER_get_features`.
     pub features: u32,
+    /// Event channels.
+    pub evtchn: Arc<EventChannels>,
+    /// The guest's grant table (shared with the back-ends' mapper).
+    pub grants: Arc<GrantTable>,
 }
 
 impl Domain {
     /// A domain over `ram` writing its console to `console`.
-    pub fn new(ram: GuestRam, console: ConsoleOut) -> Self {
-        Domain {
-            ram,
-            console,
-            shutdown: None,
-            features: xen_version::FEATURE_CONSOLE_IO,
-        }
+    pub fn new(ram: GuestRam, console: ConsoleOut, evtchn: Arc<EventChannels>, grants: Arc<GrantTable>) -> Self {
+        let features = xen_version::FEATURE_CONSOLE_IO
+            | xen_version::FEATURE_EVTCHN
+            | xen_version::FEATURE_EVTCHN_DOORBELL
+            | xen_version::FEATURE_GNTTAB;
+        Domain { ram, console, shutdown: None, features, evtchn, grants }
     }
 }

@@ -40,9 +40,7 @@ pub enum VmmError {
         source: std::io::Error,
     },
     /// The kernel image is not a usable ELF.
-    #[error(
-        "'{name}' is not a usable guest image: {why}; pass an ELF built for x86_64-unknown-none"
-    )]
+    #[error("'{name}' is not a usable guest image: {why}; pass an ELF built for x86_64-unknown-none")]
     BadElf {
         /// The file (or bundled image name).
         name: String,
@@ -89,6 +87,9 @@ pub enum VmmError {
     /// Writing boot structures into guest memory failed.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootWrite(String),
+    /// A host resource (eventfd, thread) could not be created.
+    #[error("cannot create {0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

@@ -32,12 +32,12 @@ pub struct HypercallTable {
 
 impl Default for HypercallTable {
     fn default() -> Self {
-        let mut t = HypercallTable {
-            handlers: [None; TABLE_SIZE],
-        };
+        let mut t = HypercallTable { handlers: [None; TABLE_SIZE] };
         t.register(nr::CONSOLE_IO, do_console_io);
         t.register(nr::SCHED_OP, do_sched_op);
         t.register(nr::XEN_VERSION, do_xen_version);
+        t.register(nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1]));
+        t.register(nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op);
         t
     }
 }
@@ -51,9 +51,7 @@ impl HypercallTable {
     /// Runs hypercall `nr`; unknown numbers give `-ENOSYS`. Returns the raw
     /// `rax` value for the guest.
     pub fn dispatch(&self, dom: &mut Domain, nr: u64, args: &[u64; 5]) -> u64 {
-        let handler = usize::try_from(nr)
-            .ok()
-            .and_then(|i| self.handlers.get(i).copied().flatten());
+        let handler = usize::try_from(nr).ok().and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
             Some(h) => h(dom, args),
             None => {
@@ -64,12 +62,7 @@ impl HypercallTable {
         match result {
             Ok(v) => v,
             Err(errno) => {
-                tracing::debug!(
-                    nr,
-                    name = nr::name(nr),
-                    errno = pv_abi::errno::name(errno),
-                    "hypercall failed"
-                );
+                tracing::debug!(nr, name = nr::name(nr), errno = pv_abi::errno::name(errno), "hypercall failed");
                 (-errno) as u64
             }
         }
@@ -98,13 +91,12 @@ fn do_console_io(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 
 fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     match a[0] {
+        // The vCPU blocks in the guest's own `sti; hlt` (handled in the
+        // kernel with the in-kernel irqchip), so these return at once.
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
             let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(Shutdown {
-                reason: arg.reason,
-                code: a[2] as u32,
-            });
+            dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -116,11 +108,7 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         xen_version::VERSION => Ok(ABI_VERSION as u64),
         xen_version::GET_FEATURES => {
             let mut info: xen_version::FeatureInfo = dom.ram.read_obj(a[1])?;
-            info.submap = if info.submap_idx == 0 {
-                dom.features
-            } else {
-                0
-            };
+            info.submap = if info.submap_idx == 0 { dom.features } else { 0 };
             dom.ram.write_obj(a[1], &info)?;
             Ok(0)
         }

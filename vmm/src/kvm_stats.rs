@@ -44,10 +44,8 @@ impl KvmStats {
     fn parse(file: File) -> Option<Self> {
         let mut hdr = [0u8; HEADER_SIZE];
         file.read_exact_at(&mut hdr, 0).ok()?;
-        let word =
-            |i: usize| u32::from_ne_bytes(hdr[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-        let (name_size, num_desc, desc_offset, data_offset) =
-            (word(1) as usize, word(2) as usize, word(4), word(5));
+        let word = |i: usize| u32::from_ne_bytes(hdr[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let (name_size, num_desc, desc_offset, data_offset) = (word(1) as usize, word(2) as usize, word(4), word(5));
         let desc_size = DESC_FIXED_SIZE + name_size;
         let mut descs = vec![0u8; desc_size.checked_mul(num_desc)?];
         file.read_exact_at(&mut descs, desc_offset as u64).ok()?;
@@ -56,16 +54,10 @@ impl KvmStats {
             let size = u16::from_ne_bytes([d[6], d[7]]) as usize;
             let offset = u32::from_ne_bytes(d[8..12].try_into().expect("4 bytes")) as u64;
             let name = &d[DESC_FIXED_SIZE..];
-            let name = String::from_utf8_lossy(
-                &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())],
-            );
+            let name = String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())]);
             index.insert(name.into_owned(), (offset, size));
         }
-        Some(KvmStats {
-            file,
-            data_offset: data_offset as u64,
-            index,
-        })
+        Some(KvmStats { file, data_offset: data_offset as u64, index })
     }
 
     /// The current value of a scalar statistic, if the host has it.
@@ -75,9 +67,7 @@ impl KvmStats {
             return None;
         }
         let mut v = [0u8; 8];
-        self.file
-            .read_exact_at(&mut v, self.data_offset + offset)
-            .ok()?;
+        self.file.read_exact_at(&mut v, self.data_offset + offset).ok()?;
         Some(u64::from_ne_bytes(v))
     }
 

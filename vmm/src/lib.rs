@@ -9,8 +9,11 @@
 pub mod bench;
 pub mod boot;
 pub mod console;
+pub mod devices;
 pub mod domain;
 pub mod error;
+pub mod evtchn;
+pub mod gnttab;
 pub mod hypercall;
 pub mod kvm_stats;
 pub mod loader;
@@ -20,6 +23,7 @@ pub mod stats;
 pub mod store;
 pub mod uart;
 pub mod vm;
+pub mod watchdog;
 
 pub use error::VmmError;
 pub use vm::{Kernel, Outcome, Vm, VmConfig};

@@ -54,10 +54,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 /// Checks that `image` is a 64-bit x86 executable whose segments all lie in
 /// `lo..hi` and whose entry point is inside an executable segment.
 pub fn check_elf(name: &str, image: &[u8], lo: u64, hi: u64) -> Result<ImageInfo, VmmError> {
-    let bad = |why: &str| VmmError::BadElf {
-        name: name.to_string(),
-        why: why.to_string(),
-    };
+    let bad = |why: &str| VmmError::BadElf { name: name.to_string(), why: why.to_string() };
     if image.len() < EHDR_SIZE || &image[..4] != b"\x7fELF" {
         return Err(bad("no ELF magic"));
     }
@@ -65,9 +62,7 @@ pub fn check_elf(name: &str, image: &[u8], lo: u64, hi: u64) -> Result<ImageInfo
         return Err(bad("not a 64-bit little-endian ELF"));
     }
     if u16_at(image, 16) != ET_EXEC {
-        return Err(bad(
-            "not an executable (ET_EXEC); link with a static relocation model",
-        ));
+        return Err(bad("not an executable (ET_EXEC); link with a static relocation model"));
     }
     if u16_at(image, 18) != EM_X86_64 {
         return Err(bad("not built for x86_64"));
@@ -97,74 +92,33 @@ pub fn check_elf(name: &str, image: &[u8], lo: u64, hi: u64) -> Result<ImageInfo
             memsz: u64_at(ph, 40),
         };
         let offset = u64_at(ph, 8);
-        if seg.filesz > seg.memsz
-            || offset
-                .checked_add(seg.filesz)
-                .is_none_or(|e| e > image.len() as u64)
-        {
+        if seg.filesz > seg.memsz || offset.checked_add(seg.filesz).is_none_or(|e| e > image.len() as u64) {
             return Err(bad("segment data outside the file"));
         }
-        let end = seg
-            .paddr
-            .checked_add(seg.memsz)
-            .ok_or_else(|| bad("segment address overflows"))?;
+        let end = seg.paddr.checked_add(seg.memsz).ok_or_else(|| bad("segment address overflows"))?;
         if seg.paddr < lo || end > hi {
-            return Err(VmmError::ElfDoesNotFit {
-                name: name.to_string(),
-                start: seg.paddr,
-                end,
-                lo,
-                hi,
-            });
+            return Err(VmmError::ElfDoesNotFit { name: name.to_string(), start: seg.paddr, end, lo, hi });
         }
         segments.push(seg);
     }
     if segments.is_empty() {
         return Err(bad("no loadable segment"));
     }
-    if !segments
-        .iter()
-        .any(|s| s.exec && entry >= s.paddr && entry < s.paddr + s.memsz)
-    {
+    if !segments.iter().any(|s| s.exec && entry >= s.paddr && entry < s.paddr + s.memsz) {
         return Err(bad("entry point is not inside an executable segment"));
     }
-    let end = segments
-        .iter()
-        .map(|s| s.paddr + s.memsz)
-        .max()
-        .unwrap_or(lo);
+    let end = segments.iter().map(|s| s.paddr + s.memsz).max().unwrap_or(lo);
     let end = end.div_ceil(pv_abi::layout::PAGE_SIZE) * pv_abi::layout::PAGE_SIZE;
-    Ok(ImageInfo {
-        entry,
-        segments,
-        end,
-    })
+    Ok(ImageInfo { entry, segments, end })
 }
 
 /// Checks `image` and copies it into guest RAM.
-pub fn load(
-    ram: &GuestRam,
-    name: &str,
-    image: &[u8],
-    lo: u64,
-    hi: u64,
-) -> Result<ImageInfo, VmmError> {
+pub fn load(ram: &GuestRam, name: &str, image: &[u8], lo: u64, hi: u64) -> Result<ImageInfo, VmmError> {
     let info = check_elf(name, image, lo, hi)?;
-    let loaded = Elf::load(
-        ram.mem(),
-        None,
-        &mut Cursor::new(image),
-        Some(GuestAddress(lo)),
-    )
-    .map_err(|e| VmmError::BadElf {
-        name: name.to_string(),
-        why: format!("loader: {e}"),
-    })?;
+    let loaded = Elf::load(ram.mem(), None, &mut Cursor::new(image), Some(GuestAddress(lo)))
+        .map_err(|e| VmmError::BadElf { name: name.to_string(), why: format!("loader: {e}") })?;
     if loaded.kernel_load.0 != info.entry {
-        return Err(VmmError::BadElf {
-            name: name.to_string(),
-            why: "loader disagrees on the entry point".into(),
-        });
+        return Err(VmmError::BadElf { name: name.to_string(), why: "loader disagrees on the entry point".into() });
     }
     Ok(info)
 }

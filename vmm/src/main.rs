@@ -9,11 +9,7 @@ use vmm::console::ConsoleOut;
 use vmm::{Kernel, Vm, VmConfig, VmmError};
 
 #[derive(Parser)]
-#[command(
-    name = "vmm",
-    version,
-    about = "Xen-style paravirtualization on Linux KVM"
-)]
+#[command(name = "vmm", version, about = "Xen-style paravirtualization on Linux KVM")]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -46,6 +42,9 @@ struct RunArgs {
     /// Print exit and hypercall counters at shutdown (to stderr).
     #[arg(long)]
     stats: bool,
+    /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
     /// Write guest console output to this file instead of stdout.
     #[arg(long)]
     console_file: Option<PathBuf>,
@@ -67,10 +66,7 @@ struct BenchArgs {
 /// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
 fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
     let (num, shift) = match t.chars().last()? {
         'k' | 'K' => (&t[..t.len() - 1], 10),
         'm' | 'M' => (&t[..t.len() - 1], 20),
@@ -109,6 +105,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         mem_bytes,
         cmdline: args.cmdline,
         console,
+        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
     };
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
@@ -136,10 +133,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let started = Instant::now();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMM_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VMM_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .without_time()
         .init();
@@ -151,19 +145,16 @@ fn main() -> ExitCode {
                 eprintln!("error: --iters and --reps must be at least 1");
                 return ExitCode::from(2);
             }
-            vmm::bench::run_all(vmm::bench::BenchOpts {
-                iters: b.iters,
-                reps: b.reps,
-            })
-            .map_err(anyhow::Error::from)
-            .and_then(|recs| {
-                if b.json {
-                    println!("{}", serde_json::to_string_pretty(&recs)?);
-                } else {
-                    print!("{}", vmm::bench::table(&recs));
-                }
-                Ok(ExitCode::SUCCESS)
-            })
+            vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
+                .map_err(anyhow::Error::from)
+                .and_then(|recs| {
+                    if b.json {
+                        println!("{}", serde_json::to_string_pretty(&recs)?);
+                    } else {
+                        print!("{}", vmm::bench::table(&recs));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                })
         }
         Command::Images => {
             for (name, img) in frontend_guest::images::ALL {

@@ -10,8 +10,8 @@ use crate::pod::{self, Pod};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
+    AtomicInteger, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+    VolatileMemory,
 };
 
 /// A guest address range that failed the checks: the hypercall gets `-EFAULT`.
@@ -35,8 +35,8 @@ pub struct Slot {
     pub readonly: bool,
 }
 
-/// Guest RAM at guest-physical `0..size`.
-#[derive(Debug)]
+/// Guest RAM at guest-physical `0..size`. Cloning shares the mapping.
+#[derive(Debug, Clone)]
 pub struct GuestRam {
     mem: GuestMemoryMmap,
     size: u64,
@@ -47,14 +47,10 @@ impl GuestRam {
     /// `0..size` in order).
     pub fn new(slots: &[Slot]) -> Result<Self, VmmError> {
         let size = slots.iter().map(|s| s.len).sum::<u64>();
-        let ranges: Vec<(GuestAddress, usize)> = slots
-            .iter()
-            .map(|s| (GuestAddress(s.start), s.len as usize))
-            .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory {
-            bytes: size,
-            why: e.to_string(),
-        })?;
+        let ranges: Vec<(GuestAddress, usize)> =
+            slots.iter().map(|s| (GuestAddress(s.start), s.len as usize)).collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges)
+            .map_err(|e| VmmError::GuestMemory { bytes: size, why: e.to_string() })?;
         Ok(GuestRam { mem, size })
     }
 
@@ -64,16 +60,10 @@ impl GuestRam {
             let region = self
                 .mem
                 .find_region(GuestAddress(slot.start))
-                .ok_or_else(|| VmmError::GuestMemory {
-                    bytes: slot.len,
-                    why: "slot not allocated".into(),
-                })?;
+                .ok_or_else(|| VmmError::GuestMemory { bytes: slot.len, why: "slot not allocated".into() })?;
             let host = region
                 .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| VmmError::GuestMemory {
-                    bytes: slot.len,
-                    why: e.to_string(),
-                })?;
+                .map_err(|e| VmmError::GuestMemory { bytes: slot.len, why: e.to_string() })?;
             let kvm_slot = kvm_userspace_memory_region {
                 slot: i as u32,
                 flags: if slot.readonly { KVM_MEM_READONLY } else { 0 },
@@ -84,8 +74,7 @@ impl GuestRam {
             // SAFETY: `host..host+len` is an mmap owned by `self.mem`, which
             // lives as long as the VM (both are owned by `Vm`, memory
             // dropped after the VM fd), and the slot does not overlap another.
-            unsafe { vm.set_user_memory_region(kvm_slot) }
-                .map_err(VmmError::kvm("set_user_memory_region"))?;
+            unsafe { vm.set_user_memory_region(kvm_slot) }.map_err(VmmError::kvm("set_user_memory_region"))?;
         }
         Ok(())
     }
@@ -112,9 +101,7 @@ impl GuestRam {
     pub fn read_vec(&self, gpa: u64, len: u64) -> Result<Vec<u8>, BadGuestRange> {
         self.check(gpa, len)?;
         let mut buf = vec![0u8; len as usize];
-        self.mem
-            .read_slice(&mut buf, GuestAddress(gpa))
-            .map_err(|_| BadGuestRange { gpa, len })?;
+        self.mem.read_slice(&mut buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })?;
         Ok(buf)
     }
 
@@ -122,27 +109,33 @@ impl GuestRam {
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BadGuestRange> {
         let len = buf.len() as u64;
         self.check(gpa, len)?;
-        self.mem
-            .read_slice(buf, GuestAddress(gpa))
-            .map_err(|_| BadGuestRange { gpa, len })
+        self.mem.read_slice(buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })
     }
 
     /// Copies `buf` into guest memory at `gpa`.
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), BadGuestRange> {
         let len = buf.len() as u64;
         self.check(gpa, len)?;
-        self.mem
-            .write_slice(buf, GuestAddress(gpa))
-            .map_err(|_| BadGuestRange { gpa, len })
+        self.mem.write_slice(buf, GuestAddress(gpa)).map_err(|_| BadGuestRange { gpa, len })
+    }
+
+    /// Runs `f` on an atomic integer inside guest memory at `gpa` (which
+    /// must be naturally aligned): the shared-memory protocols (event
+    /// bitmaps, grant flags) need real atomic read-modify-write on pages
+    /// the guest is using concurrently.
+    pub fn with_atomic<T: AtomicInteger, R>(&self, gpa: u64, f: impl FnOnce(&T) -> R) -> Result<R, BadGuestRange> {
+        let len = std::mem::size_of::<T>() as u64;
+        self.check(gpa, len)?;
+        let bad = BadGuestRange { gpa, len };
+        let slice = self.mem.get_slice(GuestAddress(gpa), len as usize).map_err(|_| bad)?;
+        let atomic = slice.get_atomic_ref::<T>(0).map_err(|_| bad)?;
+        Ok(f(atomic))
     }
 
     /// Reads a wire structure (a copy) from guest memory.
     pub fn read_obj<T: Pod>(&self, gpa: u64) -> Result<T, BadGuestRange> {
         let bytes = self.read_vec(gpa, std::mem::size_of::<T>() as u64)?;
-        pod::from_bytes(&bytes).ok_or(BadGuestRange {
-            gpa,
-            len: bytes.len() as u64,
-        })
+        pod::from_bytes(&bytes).ok_or(BadGuestRange { gpa, len: bytes.len() as u64 })
     }
 
     /// Writes a wire structure to guest memory.
@@ -158,16 +151,8 @@ mod tests {
     #[test]
     fn rejects_out_of_range_and_overflow() {
         let ram = GuestRam::new(&[
-            Slot {
-                start: 0,
-                len: 0x10000,
-                readonly: false,
-            },
-            Slot {
-                start: 0x10000,
-                len: 0x10000,
-                readonly: false,
-            },
+            Slot { start: 0, len: 0x10000, readonly: false },
+            Slot { start: 0x10000, len: 0x10000, readonly: false },
         ])
         .unwrap();
         assert_eq!(ram.size(), 0x20000);

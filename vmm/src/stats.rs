@@ -10,6 +10,8 @@ pub enum ExitKind {
     Hypercall,
     /// `out`/`in` on the emulated UART.
     Uart,
+    /// A doorbell `out` no ioeventfd matched (handled as a send).
+    Doorbell,
     /// Any other port I/O.
     OtherIo,
     /// An MMIO read or write.
@@ -26,9 +28,10 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitKind; 8] = [
+    pub const ALL: [ExitKind; 9] = [
         ExitKind::Hypercall,
         ExitKind::Uart,
+        ExitKind::Doorbell,
         ExitKind::OtherIo,
         ExitKind::Mmio,
         ExitKind::Hlt,
@@ -42,6 +45,7 @@ impl ExitKind {
         match self {
             ExitKind::Hypercall => "io:hypercall",
             ExitKind::Uart => "io:uart",
+            ExitKind::Doorbell => "io:doorbell",
             ExitKind::OtherIo => "io:other",
             ExitKind::Mmio => "mmio",
             ExitKind::Hlt => "hlt",
@@ -104,11 +108,7 @@ impl fmt::Display for ExitStats {
         if !self.hypercalls.is_empty() {
             writeln!(f, "hypercalls:")?;
             for (nr, n) in &self.hypercalls {
-                writeln!(
-                    f,
-                    "  {:<14} {n}",
-                    format!("{}({nr})", pv_abi::hypercall::nr::name(*nr))
-                )?;
+                writeln!(f, "  {:<14} {n}", format!("{}({nr})", pv_abi::hypercall::nr::name(*nr)))?;
             }
         }
         if let Some(n) = self.kvm_exits {

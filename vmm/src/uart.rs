@@ -42,11 +42,7 @@ impl Uart {
     /// Guest `in` from one of [`PORTS`]: the transmitter is always ready and
     /// there is never input.
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
-        let v = if port - UART_COM1_PORT == LSR {
-            LSR_THRE_TEMT
-        } else {
-            0
-        };
+        let v = if port - UART_COM1_PORT == LSR { LSR_THRE_TEMT } else { 0 };
         data.fill(0);
         if let Some(b) = data.first_mut() {
             *b = v;

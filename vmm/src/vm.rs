@@ -2,22 +2,29 @@
 
 use crate::boot::{self, MemoryPlan};
 use crate::console::ConsoleOut;
+use crate::devices::{DeviceThread, PortNotifier, Subscriber};
 use crate::domain::Domain;
 use crate::error::VmmError;
+use crate::evtchn::EventChannels;
 use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
 use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
+use crate::watchdog::Watchdog;
+use backend::grant::GrantTable;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
-use pv_abi::hypercall::HYPERCALL_PORT;
+use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
+use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO};
 use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
 use pv_abi::start_info::paging_mode;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Where the guest image comes from.
 #[derive(Debug, Clone)]
@@ -39,18 +46,20 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Console output.
     pub console: ConsoleOut,
+    /// Stop the guest (as [`Outcome::Timeout`]) after this long.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl VmConfig {
     /// A config for a bundled image with 64 MiB and output captured nowhere.
     pub fn bundled(name: &'static str, cmdline: &str) -> Self {
-        let image = frontend_guest::images::by_name(name)
-            .unwrap_or_else(|| panic!("no bundled image {name}"));
+        let image = frontend_guest::images::by_name(name).unwrap_or_else(|| panic!("no bundled image {name}"));
         VmConfig {
             kernel: Kernel::Bundled(name, image),
             mem_bytes: 64 << 20,
             cmdline: cmdline.to_string(),
             console: ConsoleOut::Null,
+            timeout: None,
         }
     }
 }
@@ -70,6 +79,8 @@ pub enum Outcome {
         /// Instruction pointer at the fault.
         rip: u64,
     },
+    /// The run-time limit passed before the guest shut down.
+    Timeout,
     /// KVM could not run or emulate the guest.
     InternalError {
         /// KVM's reason code (internal error suberror or entry failure reason).
@@ -108,10 +119,10 @@ impl std::fmt::Display for Outcome {
                 write!(f, "guest shut down ({why}) with status {code}")
             }
             Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
-            Outcome::InternalError { reason, rip } => write!(
-                f,
-                "KVM could not run the guest (reason {reason}) at rip {rip:#x}"
-            ),
+            Outcome::Timeout => write!(f, "guest did not shut down within the time limit"),
+            Outcome::InternalError { reason, rip } => {
+                write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}")
+            }
         }
     }
 }
@@ -124,9 +135,8 @@ pub const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
 pub fn open_kvm() -> Result<Kvm, VmmError> {
     let res = match std::env::var_os(KVM_DEVICE_ENV) {
         Some(path) => {
-            let path =
-                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-                    .map_err(|_| VmmError::NoKvm)?;
+            let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                .map_err(|_| VmmError::NoKvm)?;
             Kvm::new_with_path(&path)
         }
         None => Kvm::new(),
@@ -155,19 +165,15 @@ pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
     } else {
         return Ok(bytes);
     };
-    Err(VmmError::BadMemSize {
-        given: given.to_string(),
-        why,
-        min: fmt(MIN_MEM_BYTES),
-        max: fmt(MAX_MEM_BYTES),
-    })
+    Err(VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) })
 }
 
 /// A booted VM ready to run.
 pub struct Vm {
     // Field order matters for drop: vCPU and VM fds close before RAM unmaps.
     vcpu: VcpuFd,
-    _vm: VmFd,
+    devices: DeviceThread,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     /// The guest's VMM-side state.
     pub dom: Domain,
@@ -175,6 +181,9 @@ pub struct Vm {
     hypercalls: HypercallTable,
     stats: ExitStats,
     kvm_stats: Option<KvmStats>,
+    /// The console back-end (drained once more at shutdown).
+    console: Arc<Mutex<backend::console::Console>>,
+    timeout: Option<std::time::Duration>,
     /// What the loader learned about the image.
     pub image: ImageInfo,
     /// When `Vm::new` started.
@@ -193,10 +202,7 @@ impl Vm {
             Kernel::File(path) => {
                 let data = std::fs::read(path).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => VmmError::KernelNotFound(path.clone()),
-                    _ => VmmError::KernelRead {
-                        path: path.clone(),
-                        source: e,
-                    },
+                    _ => VmmError::KernelRead { path: path.clone(), source: e },
                 })?;
                 (path.display().to_string(), data.into())
             }
@@ -216,37 +222,59 @@ impl Vm {
                 return Err(VmmError::MissingCap(what));
             }
         }
-        let vm = kvm.create_vm().map_err(VmmError::kvm("create_vm"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(VmmError::kvm("create_vm"))?);
         let slots = plan.slots(false);
         let ram = GuestRam::new(&slots)?;
         ram.register(&vm, &slots)?;
-        vm.create_irq_chip()
-            .map_err(VmmError::kvm("create_irq_chip"))?;
+        vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
 
         let image = loader::load(&ram, &name, &bytes, lo, hi)?;
         boot::write_page_tables_and_gdt(&ram)?;
-        boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
+        let evtchn = Arc::new(EventChannels::new(vm.clone(), ram.clone(), SHARED_INFO)?);
+        let grants = Arc::new(GrantTable::new(ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
+
+        // The console: a ring page and a pre-bound event channel, as Xen's
+        // domain builder sets them up.
+        let io = |what| move |e| VmmError::Io(what, e);
+        let console_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
+        let console_port = evtchn.prebind(console_wake.clone()).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+        let sink_out = cfg.console.clone();
+        let console = Arc::new(Mutex::new(
+            backend::console::Console::new(
+                ram.mem(),
+                CONSOLE_RING,
+                Arc::new(move |b: &[u8]| sink_out.write(b)),
+                Arc::new(PortNotifier::new(evtchn.clone(), console_port)),
+            )
+            .map_err(|e| VmmError::BootWrite(e.to_string()))?,
+        ));
+        let subscribers: Vec<Subscriber> =
+            vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
+
+        let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
+        si.console.evtchn = console_port;
+        ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(VmmError::kvm("get_supported_cpuid"))?;
-        vcpu.set_cpuid2(&cpuid)
-            .map_err(VmmError::kvm("set_cpuid2"))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
         let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
         boot::long_mode_sregs(&mut sregs);
         vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
-        vcpu.set_regs(&boot::entry_regs(image.entry))
-            .map_err(VmmError::kvm("set_regs"))?;
+        vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let kvm_stats = KvmStats::open(&vcpu);
 
+        let devices = DeviceThread::start(subscribers)?;
         Ok(Vm {
             vcpu,
+            devices,
             _vm: vm,
             _kvm: kvm,
+            console,
+            timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
-            dom: Domain::new(ram, cfg.console.clone()),
+            dom: Domain::new(ram, cfg.console.clone(), evtchn, grants),
             hypercalls: HypercallTable::default(),
             stats: ExitStats::default(),
             kvm_stats,
@@ -271,14 +299,34 @@ impl Vm {
         self.kvm_stats.as_ref()
     }
 
-    /// Runs the guest until it shuts down or fails.
+    /// Runs the guest until it shuts down or fails, then stops the devices
+    /// (draining the console ring a last time).
     pub fn run(&mut self) -> Result<Outcome, VmmError> {
         self.first_run_at.get_or_insert_with(Instant::now);
+        let watchdog = self.timeout.map(Watchdog::arm);
+        let outcome = self.run_loop(watchdog.as_ref());
+        drop(watchdog);
+        self.devices.stop();
+        if let Ok(mut c) = self.console.lock() {
+            c.drain();
+        }
+        outcome
+    }
+
+    fn run_loop(&mut self, watchdog: Option<&Watchdog>) -> Result<Outcome, VmmError> {
         loop {
+            if watchdog.is_some_and(Watchdog::expired) {
+                return Ok(Outcome::Timeout);
+            }
             let mut hypercall = false;
             let exit = self.vcpu.run();
             match exit {
                 Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => hypercall = true,
+                Ok(VcpuExit::IoOut(DOORBELL_PORT, data)) => {
+                    // No ioeventfd matched: an unbound port or a bad width.
+                    self.stats.exit(ExitKind::Doorbell);
+                    self.dom.evtchn.doorbell_exit(data);
+                }
                 Ok(VcpuExit::IoOut(port, data)) if uart::PORTS.contains(&port) => {
                     self.stats.exit(ExitKind::Uart);
                     self.uart.write(port, data);
@@ -314,44 +362,27 @@ impl Vm {
                 }
                 Ok(VcpuExit::FailEntry(reason, _)) => {
                     self.stats.exit(ExitKind::Error);
-                    return Ok(Outcome::InternalError {
-                        reason,
-                        rip: self.rip(),
-                    });
+                    return Ok(Outcome::InternalError { reason, rip: self.rip() });
                 }
                 Ok(VcpuExit::InternalError) => {
                     self.stats.exit(ExitKind::Error);
-                    return Ok(Outcome::InternalError {
-                        reason: 0,
-                        rip: self.rip(),
-                    });
+                    return Ok(Outcome::InternalError { reason: 0, rip: self.rip() });
                 }
                 Ok(other) => {
                     self.stats.exit(ExitKind::Error);
                     tracing::warn!("unexpected exit {other:?}");
-                    return Ok(Outcome::InternalError {
-                        reason: u64::MAX,
-                        rip: self.rip(),
-                    });
+                    return Ok(Outcome::InternalError { reason: u64::MAX, rip: self.rip() });
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.stats.exit(ExitKind::Interrupted);
                 }
-                Err(e) => {
-                    return Err(VmmError::Kvm {
-                        what: "KVM_RUN",
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
             }
             if hypercall {
                 self.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall();
                 if let Some(s) = self.dom.shutdown {
-                    return Ok(Outcome::Shutdown {
-                        reason: s.reason,
-                        code: s.code,
-                    });
+                    return Ok(Outcome::Shutdown { reason: s.reason, code: s.code });
                 }
             }
         }
@@ -385,44 +416,17 @@ mod tests {
 
     #[test]
     fn exit_status_follows_the_guest() {
-        assert_eq!(
-            Outcome::Shutdown {
-                reason: 0,
-                code: 42
-            }
-            .exit_status(),
-            42
-        );
-        assert_eq!(
-            Outcome::Shutdown {
-                reason: SHUTDOWN_CRASH,
-                code: 0
-            }
-            .exit_status(),
-            1
-        );
-        assert_eq!(
-            Outcome::Shutdown {
-                reason: SHUTDOWN_CRASH,
-                code: 101
-            }
-            .exit_status(),
-            101
-        );
+        assert_eq!(Outcome::Shutdown { reason: 0, code: 42 }.exit_status(), 42);
+        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
+        assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
         assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
     }
 
     #[test]
     fn mem_size_limits() {
         assert!(check_mem_size("64M", 64 << 20).is_ok());
-        assert!(check_mem_size("1M", 1 << 20)
-            .unwrap_err()
-            .to_string()
-            .contains("too small"));
-        assert!(check_mem_size("8G", 8 << 30)
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(check_mem_size("1M", 1 << 20).unwrap_err().to_string().contains("too small"));
+        assert!(check_mem_size("8G", 8 << 30).unwrap_err().to_string().contains("too large"));
         assert!(check_mem_size("x", (64 << 20) + 1).is_err());
     }
 }

@@ -4,18 +4,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn vmm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .output()
-        .expect("run vmm")
+    Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).output().expect("run vmm")
 }
 
 fn vmm_env(args: &[&str], key: &str, val: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .env(key, val)
-        .output()
-        .expect("run vmm")
+    Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).env(key, val).output().expect("run vmm")
 }
 
 /// Asserts a failed run printed exactly one `error:` line containing `want`.
@@ -25,10 +18,7 @@ fn assert_one_line_error(out: &Output, want: &str) {
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(want), "expected {want:?} in {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
 fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
@@ -50,14 +40,7 @@ fn demo_guest_runs_and_exit_status_is_the_guests() {
 
 #[test]
 fn stats_report_exits_hypercalls_and_instructions() {
-    let out = vmm(&[
-        "run",
-        "--stats",
-        "--image",
-        "selftest",
-        "--cmdline",
-        "test=uart n=5",
-    ]);
+    let out = vmm(&["run", "--stats", "--image", "selftest", "--cmdline", "test=uart n=5"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("io:uart        5"), "{stderr}");
@@ -76,10 +59,7 @@ fn missing_kernel() {
 #[test]
 fn not_an_elf() {
     let p = scratch("notelf", b"#!/bin/sh\necho hi\n");
-    assert_one_line_error(
-        &vmm(&["run", "--kernel", p.to_str().unwrap()]),
-        "no ELF magic",
-    );
+    assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "no ELF magic");
 }
 
 #[test]
@@ -88,16 +68,10 @@ fn elf_that_does_not_fit_in_ram() {
     let mut img = frontend_guest::images::HELLO.to_vec();
     let phoff = u64::from_le_bytes(img[32..40].try_into().unwrap()) as usize;
     let phnum = u16::from_le_bytes(img[56..58].try_into().unwrap()) as usize;
-    let ph = (0..phnum)
-        .map(|i| phoff + i * 56)
-        .find(|&o| img[o] == 1)
-        .unwrap();
+    let ph = (0..phnum).map(|i| phoff + i * 56).find(|&o| img[o] == 1).unwrap();
     img[ph + 24..ph + 32].copy_from_slice(&0xc000_0000u64.to_le_bytes());
     let p = scratch("toobig", &img);
-    assert_one_line_error(
-        &vmm(&["run", "--kernel", p.to_str().unwrap()]),
-        "does not fit in guest RAM",
-    );
+    assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "does not fit in guest RAM");
 }
 
 #[test]
@@ -113,20 +87,11 @@ fn unknown_bundled_image() {
 
 #[test]
 fn no_kvm_device() {
-    assert_one_line_error(
-        &vmm_env(&["run"], "VMM_KVM_DEVICE", "/nonexistent/kvm"),
-        "/dev/kvm not found",
-    );
+    assert_one_line_error(&vmm_env(&["run"], "VMM_KVM_DEVICE", "/nonexistent/kvm"), "/dev/kvm not found");
 }
 
 #[test]
 fn triple_fault_is_reported_without_a_panic() {
-    let out = vmm(&[
-        "run",
-        "--image",
-        "selftest",
-        "--cmdline",
-        "test=triplefault",
-    ]);
+    let out = vmm(&["run", "--image", "selftest", "--cmdline", "test=triplefault"]);
     assert_one_line_error(&out, "guest triple-faulted at rip");
 }

@@ -11,9 +11,6 @@ guest_main!(main);
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
     println!("Hello from the PV guest ({} MiB RAM)", si.mem_bytes >> 20);
-    println!(
-        "cmdline: {}",
-        core::str::from_utf8(cmd).unwrap_or("<not utf-8>")
-    );
+    println!("cmdline: {}", core::str::from_utf8(cmd).unwrap_or("<not utf-8>"));
     cmdline::get_u64(cmd, "exit").unwrap_or(0) as i32
 }

@@ -42,10 +42,7 @@ fn main(si: &'static StartInfo) -> i32 {
         b"triplefault" => arch::triple_fault(),
         b"panic" => panic!("requested by the command line"),
         other => {
-            println!(
-                "unknown test {:?}",
-                core::str::from_utf8(other).unwrap_or("?")
-            );
+            println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
         }
     }
@@ -63,36 +60,16 @@ fn hostile(si: &StartInfo) -> i32 {
         }
     };
     expect("unknown hypercall", hypercall::raw(999, 1, 2, 3), ENOSYS);
-    expect(
-        "unknown console_io cmd",
-        hypercall::raw(nr::CONSOLE_IO, 77, 1, 0x10_0000),
-        ENOSYS,
-    );
-    expect(
-        "console_io outside RAM",
-        hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, 16, si.mem_bytes),
-        EFAULT,
-    );
+    expect("unknown console_io cmd", hypercall::raw(nr::CONSOLE_IO, 77, 1, 0x10_0000), ENOSYS);
+    expect("console_io outside RAM", hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, 16, si.mem_bytes), EFAULT);
     expect(
         "console_io straddling RAM end",
         hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, 64, si.mem_bytes - 8),
         EFAULT,
     );
-    expect(
-        "console_io overflowing",
-        hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, 64, u64::MAX - 8),
-        EFAULT,
-    );
-    expect(
-        "console_io huge length",
-        hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, u64::MAX, 0x10_0000),
-        EFAULT,
-    );
-    expect(
-        "sched_op shutdown arg outside RAM",
-        hypercall::raw(nr::SCHED_OP, 2, u64::MAX - 1, 0),
-        EFAULT,
-    );
+    expect("console_io overflowing", hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, 64, u64::MAX - 8), EFAULT);
+    expect("console_io huge length", hypercall::raw(nr::CONSOLE_IO, console_io::WRITE, u64::MAX, 0x10_0000), EFAULT);
+    expect("sched_op shutdown arg outside RAM", hypercall::raw(nr::SCHED_OP, 2, u64::MAX - 1, 0), EFAULT);
     // Still alive and the good path still works.
     let alive = hypercall::console_write(b"still running\n");
     if alive != Ok(14) {

@@ -1,0 +1,201 @@
+//! The `echo` sample back-end (protocol in `pv_abi::echo`): the smallest
+//! complete split-driver back-end, and the template for a new device.
+//!
+//! Per wake-up it consumes every request on the shared ring (each copied
+//! out of shared memory before it is looked at), answers each, publishes
+//! the responses, and notifies the front end only when Xen's rule says the
+//! front end is waiting (`rsp_event`); then it re-arms `req_event` and
+//! checks once more before sleeping.
+
+use crate::grant::{GrantError, GrantTable};
+use crate::ring_page::{RingPage, RingPageError};
+use crate::Notify;
+use pv_abi::echo::*;
+use ring_buffers::{BackRing, RingError};
+use std::sync::Arc;
+
+/// Traffic counters, for tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EchoCounters {
+    /// Notifications received from the guest (eventfd counts).
+    pub kicks: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests answered with an error status.
+    pub errors: u64,
+    /// Notifications sent to the guest.
+    pub notifies: u64,
+}
+
+/// Echo device logic for one connected front end.
+pub struct Echo {
+    ring: BackRing<RingPage, EchoRequest, EchoResponse>,
+    grants: Arc<GrantTable>,
+    notify: Arc<dyn Notify>,
+    broken: bool,
+    /// Counters.
+    pub counters: EchoCounters,
+}
+
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Echo").field("counters", &self.counters).finish_non_exhaustive()
+    }
+}
+
+/// Why the back-end could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The ring grant was refused.
+    #[error("ring-ref refused: {0}")]
+    Grant(#[from] GrantError),
+    /// The ring page is unusable.
+    #[error(transparent)]
+    Ring(#[from] RingPageError),
+    /// The ring header is unusable.
+    #[error("ring: {0}")]
+    RingHeader(#[from] RingError),
+}
+
+impl Echo {
+    /// Maps the front end's ring (grant `ring_ref`, writable) and attaches.
+    pub fn connect(grants: Arc<GrantTable>, ring_ref: u32, notify: Arc<dyn Notify>) -> Result<Self, ConnectError> {
+        let page = RingPage::granted(grants.map(ring_ref, true)?)?;
+        let ring = BackRing::attach(page)?;
+        Ok(Echo { ring, grants, notify, broken: false, counters: EchoCounters::default() })
+    }
+
+    fn answer(&self, req: &EchoRequest) -> EchoResponse {
+        let mut rsp = EchoResponse { id: req.id, status: ECHO_RSP_OKAY, _pad: 0, value: 0 };
+        let result = match req.op {
+            ECHO_OP_PING => Ok(0),
+            ECHO_OP_SUM | ECHO_OP_XOR => self.data_op(req),
+            _ => Err(ECHO_RSP_EINVAL),
+        };
+        match result {
+            Ok(v) => rsp.value = v,
+            Err(status) => rsp.status = status,
+        }
+        rsp
+    }
+
+    fn data_op(&self, req: &EchoRequest) -> Result<u32, i16> {
+        let (off, len) = (req.offset as u64, req.len as usize);
+        if off + len as u64 > pv_abi::layout::PAGE_SIZE {
+            return Err(ECHO_RSP_EINVAL);
+        }
+        let writable = req.op == ECHO_OP_XOR;
+        let page = self.grants.map(req.gref, writable).map_err(|e| {
+            tracing::debug!("echo: {e}");
+            ECHO_RSP_EACCES
+        })?;
+        let mut buf = [0u8; 4096];
+        let data = &mut buf[..len];
+        page.read(off, data).map_err(|_| ECHO_RSP_EINVAL)?;
+        if writable {
+            data.iter_mut().for_each(|b| *b ^= req.key);
+            page.write(off, data).map_err(|_| ECHO_RSP_EACCES)?;
+        }
+        Ok(data.iter().map(|&b| b as u32).sum())
+    }
+
+    /// Handles everything on the ring. Returns the number of requests.
+    pub fn process(&mut self) -> usize {
+        if self.broken {
+            return 0;
+        }
+        let mut done = 0;
+        loop {
+            loop {
+                match self.ring.pop_request() {
+                    Ok(Some(req)) => {
+                        let rsp = self.answer(&req);
+                        if rsp.status != ECHO_RSP_OKAY {
+                            self.counters.errors += 1;
+                        }
+                        if let Err(e) = self.ring.push_response(&rsp) {
+                            tracing::warn!("echo: cannot respond ({e})");
+                            self.broken = true;
+                            return done;
+                        }
+                        done += 1;
+                        self.counters.requests += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
+                        self.broken = true;
+                        return done;
+                    }
+                }
+            }
+            if self.ring.push_responses_and_check_notify() {
+                self.counters.notifies += 1;
+                self.notify.notify();
+            }
+            match self.ring.final_check_for_requests() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// Whether a corrupt ring stopped the device.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+}
+
+/// The echo device as a [`SplitBackend`](crate::xenbus::SplitBackend):
+/// disconnected until the front end publishes its `ring-ref`.
+#[derive(Debug, Default)]
+pub struct EchoBackend {
+    /// The connected device, if any.
+    pub echo: Option<Echo>,
+    /// Counters of earlier connections plus the live one.
+    pub counters: EchoCounters,
+}
+
+impl crate::xenbus::SplitBackend for EchoBackend {
+    fn device_type(&self) -> &'static str {
+        DEVICE_TYPE
+    }
+
+    fn features(&self) -> Vec<(String, String)> {
+        vec![("feature-xor".into(), "1".into())]
+    }
+
+    fn connect(
+        &mut self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+    ) -> Result<(), String> {
+        let ring_ref = front.read_u32("ring-ref")?;
+        let echo = Echo::connect(grants.clone(), ring_ref, notify).map_err(|e| e.to_string())?;
+        self.echo = Some(echo);
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        self.echo = None;
+    }
+
+    fn process(&mut self) {
+        if let Some(e) = &mut self.echo {
+            let before = e.counters;
+            e.process();
+            let after = e.counters;
+            self.counters.requests += after.requests - before.requests;
+            self.counters.errors += after.errors - before.errors;
+            self.counters.notifies += after.notifies - before.notifies;
+        }
+        self.counters.kicks += 1;
+    }
+}

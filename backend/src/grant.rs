@@ -1,0 +1,406 @@
+//! The grant mapper: the only way a back-end reaches guest pages.
+//!
+//! The guest owns its v1 grant table (pages it registered with
+//! `GNTTABOP_setup_table`). To use a grant reference a back-end calls
+//! [`GrantTable::map`], which checks the entry (`GTF_permit_access`, granted
+//! to domain 0, not read-only for a write mapping, frame inside guest RAM
+//! and outside the reserved and page-table regions) and atomically sets
+//! `GTF_reading` (and `GTF_writing`) in the guest's entry, with a
+//! compare-and-swap so a concurrent revocation either wins cleanly or sees
+//! the page in use. While any [`GrantMapping`] is alive the guest cannot end
+//! access; dropping the last one clears the flags. Every access through a
+//! mapping is bounded to its page.
+
+use pv_abi::event_channel::{DomId, DOMID_VMM};
+use pv_abi::grant_table::*;
+use pv_abi::layout::PAGE_SIZE;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory};
+
+/// Most grant-table frames a guest may register.
+pub const MAX_GRANT_FRAMES: u32 = 16;
+
+/// Why a grant could not be used; each maps to Xen's `GNTST_*` status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The guest has not registered a grant table.
+    #[error("no grant table registered")]
+    NoTable,
+    /// The reference is beyond the table.
+    #[error("grant reference {0} is out of range")]
+    BadRef(GrantRef),
+    /// The entry does not permit access to domain 0 (never granted,
+    /// revoked, or granted to another domain).
+    #[error("grant reference {0} does not permit access")]
+    NotPermitted(GrantRef),
+    /// A write through a read-only grant.
+    #[error("grant reference {0} is read-only")]
+    ReadOnly(GrantRef),
+    /// The granted frame is not ordinary guest RAM.
+    #[error("grant reference {0} names frame {1:#x} outside usable guest RAM")]
+    BadFrame(GrantRef, u64),
+    /// An access outside the granted page.
+    #[error("access {offset}+{len} crosses the granted page")]
+    OutOfPage {
+        /// Offset in the page.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The guest changed the entry under us too often.
+    #[error("grant reference {0} keeps changing")]
+    Busy(GrantRef),
+}
+
+impl GrantError {
+    /// Xen's `GNTST_*` code for this error.
+    pub fn gntst(self) -> i16 {
+        match self {
+            GrantError::NoTable | GrantError::BadRef(_) => GNTST_BAD_GNTREF,
+            GrantError::NotPermitted(_) | GrantError::ReadOnly(_) => GNTST_PERMISSION_DENIED,
+            GrantError::BadFrame(..) => GNTST_BAD_PAGE,
+            GrantError::OutOfPage { .. } => GNTST_BAD_COPY_ARG,
+            GrantError::Busy(_) => GNTST_EAGAIN,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Guest-physical address of each registered table frame.
+    frames: Vec<u64>,
+    /// Live mappings per reference: (readers, writers).
+    in_use: HashMap<GrantRef, (u32, u32)>,
+}
+
+/// A guest's grant table as domain 0 sees it.
+pub struct GrantTable {
+    mem: GuestMemoryMmap,
+    /// Frames a grant may name: `[lo, hi)` guest-physical.
+    usable: (u64, u64),
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for GrantTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantTable").field("usable", &self.usable).finish_non_exhaustive()
+    }
+}
+
+impl GrantTable {
+    /// A table for a guest whose grantable RAM is `usable_lo..usable_hi`.
+    pub fn new(mem: GuestMemoryMmap, usable_lo: u64, usable_hi: u64) -> Self {
+        GrantTable { mem, usable: (usable_lo, usable_hi), state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn frame_ok(&self, gpa: u64) -> bool {
+        gpa % PAGE_SIZE == 0 && gpa >= self.usable.0 && gpa.checked_add(PAGE_SIZE).is_some_and(|e| e <= self.usable.1)
+    }
+
+    /// `GNTTABOP_setup_table`: registers the guest's table frames (guest
+    /// frame numbers). Refused while any grant is mapped.
+    pub fn setup(&self, frames: &[u64]) -> Result<(), i16> {
+        if frames.is_empty() || frames.len() > MAX_GRANT_FRAMES as usize {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        let gpas: Vec<u64> = frames.iter().map(|&f| f.wrapping_mul(PAGE_SIZE)).collect();
+        if frames.iter().zip(&gpas).any(|(&f, &g)| f > u64::MAX / PAGE_SIZE || !self.frame_ok(g)) {
+            return Err(GNTST_BAD_VIRT_ADDR);
+        }
+        let mut st = self.lock();
+        if !st.in_use.is_empty() {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        st.frames = gpas;
+        Ok(())
+    }
+
+    /// Number of registered frames.
+    pub fn nr_frames(&self) -> u32 {
+        self.lock().frames.len() as u32
+    }
+
+    fn entry_gpa(st: &State, gref: GrantRef) -> Result<u64, GrantError> {
+        if st.frames.is_empty() {
+            return Err(GrantError::NoTable);
+        }
+        let per = GRANT_ENTRIES_PER_FRAME as u32;
+        let frame = st.frames.get((gref / per) as usize).ok_or(GrantError::BadRef(gref))?;
+        Ok(frame + (gref % per) as u64 * 8)
+    }
+
+    fn with_atomic<T: vm_memory::AtomicInteger, R>(&self, gpa: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let slice = self.mem.get_slice(GuestAddress(gpa), std::mem::size_of::<T>()).ok()?;
+        let a = slice.get_atomic_ref::<T>(0).ok()?;
+        Some(f(a))
+    }
+
+    /// Maps `gref` for domain 0, read-only or writable. The returned
+    /// mapping keeps the grant marked in use until dropped.
+    pub fn map(self: &Arc<Self>, gref: GrantRef, writable: bool) -> Result<GrantMapping, GrantError> {
+        let mut st = self.lock();
+        let entry = Self::entry_gpa(&st, gref)?;
+        // The first word of a v1 entry is `flags` (low half) and `domid`.
+        let mut frame_gpa = 0;
+        let mut done = false;
+        for _ in 0..64 {
+            let combo =
+                self.with_atomic(entry, |w: &AtomicU32| w.load(Ordering::SeqCst)).ok_or(GrantError::BadRef(gref))?;
+            let (flags, domid) = (combo as u16, (combo >> 16) as DomId);
+            if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != DOMID_VMM {
+                return Err(GrantError::NotPermitted(gref));
+            }
+            if writable && flags & GTF_READONLY != 0 {
+                return Err(GrantError::ReadOnly(gref));
+            }
+            let frame: u32 = self.mem.read_obj(GuestAddress(entry + 4)).map_err(|_| GrantError::BadRef(gref))?;
+            frame_gpa = frame as u64 * PAGE_SIZE;
+            if !self.frame_ok(frame_gpa) {
+                return Err(GrantError::BadFrame(gref, frame as u64));
+            }
+            let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
+            let new = combo | add as u32;
+            let swapped = self
+                .with_atomic(entry, |w: &AtomicU32| {
+                    w.compare_exchange(combo, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                })
+                .ok_or(GrantError::BadRef(gref))?;
+            if swapped {
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            return Err(GrantError::Busy(gref));
+        }
+        // The frame may have been rewritten between our read and the CAS;
+        // Xen re-reads it after marking the entry in use, and so do we.
+        let frame: u32 = self.mem.read_obj(GuestAddress(entry + 4)).map_err(|_| GrantError::BadRef(gref))?;
+        if frame as u64 * PAGE_SIZE != frame_gpa {
+            frame_gpa = frame as u64 * PAGE_SIZE;
+            if !self.frame_ok(frame_gpa) {
+                let use_ = st.in_use.get(&gref).copied().unwrap_or((0, 0));
+                self.clear_flags(entry, use_, (0, 0));
+                return Err(GrantError::BadFrame(gref, frame as u64));
+            }
+        }
+        let use_ = st.in_use.entry(gref).or_insert((0, 0));
+        use_.0 += 1;
+        if writable {
+            use_.1 += 1;
+        }
+        Ok(GrantMapping { table: self.clone(), gref, entry, gpa: frame_gpa, writable })
+    }
+
+    /// Clears the in-use flags no longer justified after going from
+    /// `before` to `after` (readers, writers).
+    fn clear_flags(&self, entry: u64, before: (u32, u32), after: (u32, u32)) {
+        let mut clear = 0u16;
+        if after.1 == 0 && before.1 > 0 {
+            clear |= GTF_WRITING;
+        }
+        if after.0 == 0 {
+            clear |= GTF_READING | GTF_WRITING;
+        }
+        let _ = self.with_atomic(entry, |f: &AtomicU16| f.fetch_and(!clear, Ordering::SeqCst));
+    }
+
+    fn unmap(&self, gref: GrantRef, entry: u64, writable: bool) {
+        let mut st = self.lock();
+        let Some(use_) = st.in_use.get_mut(&gref) else { return };
+        let before = *use_;
+        use_.0 = use_.0.saturating_sub(1);
+        if writable {
+            use_.1 = use_.1.saturating_sub(1);
+        }
+        let after = *use_;
+        if after.0 == 0 {
+            st.in_use.remove(&gref);
+        }
+        self.clear_flags(entry, before, after);
+    }
+
+    /// References currently mapped (for tests and diagnostics).
+    pub fn mapped_refs(&self) -> usize {
+        self.lock().in_use.len()
+    }
+
+    /// Copies `len` bytes from guest-physical `gpa` (one page, usable RAM)
+    /// — the `GNTTABOP_copy` side that names a frame directly.
+    pub fn check_frame_range(&self, gpa: u64, offset: u64, len: u64) -> Result<u64, GrantError> {
+        if offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE) {
+            return Err(GrantError::OutOfPage { offset, len });
+        }
+        if !self.frame_ok(gpa) {
+            return Err(GrantError::BadFrame(0, gpa / PAGE_SIZE));
+        }
+        Ok(gpa + offset)
+    }
+
+    /// The guest memory (for copies between two checked ranges).
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+}
+
+/// A live mapping of one granted page.
+pub struct GrantMapping {
+    table: Arc<GrantTable>,
+    gref: GrantRef,
+    entry: u64,
+    gpa: u64,
+    writable: bool,
+}
+
+impl std::fmt::Debug for GrantMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantMapping")
+            .field("gref", &self.gref)
+            .field("gpa", &self.gpa)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl GrantMapping {
+    fn bounds(&self, offset: u64, len: usize) -> Result<GuestAddress, GrantError> {
+        let len = len as u64;
+        if offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE) {
+            return Err(GrantError::OutOfPage { offset, len });
+        }
+        Ok(GuestAddress(self.gpa + offset))
+    }
+
+    /// Guest-physical address of the granted page.
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+
+    /// The grant reference.
+    pub fn gref(&self) -> GrantRef {
+        self.gref
+    }
+
+    /// Whether writes are allowed.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The guest memory the page lives in (for ring views over it).
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.table.mem
+    }
+
+    /// Copies bytes out of the granted page.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), GrantError> {
+        let at = self.bounds(offset, buf.len())?;
+        self.table.mem.read_slice(buf, at).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
+    }
+
+    /// Copies bytes into the granted page (writable mappings only).
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), GrantError> {
+        if !self.writable {
+            return Err(GrantError::ReadOnly(self.gref));
+        }
+        let at = self.bounds(offset, data.len())?;
+        self.table.mem.write_slice(data, at).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
+    }
+}
+
+impl Drop for GrantMapping {
+    fn drop(&mut self) {
+        self.table.unmap(self.gref, self.entry, self.writable);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAM: u64 = 4 << 20;
+    const TABLE: u64 = 0x20_0000;
+
+    fn setup() -> Arc<GrantTable> {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+        let gt = Arc::new(GrantTable::new(mem, 0x10_0000, 3 << 20));
+        gt.setup(&[TABLE / PAGE_SIZE]).unwrap();
+        gt
+    }
+
+    fn grant(gt: &GrantTable, gref: u32, frame_gpa: u64, flags: u16) {
+        let e = GrantEntryV1 { flags, domid: DOMID_VMM, frame: (frame_gpa / PAGE_SIZE) as u32 };
+        let bytes: [u8; 8] = [
+            e.flags.to_le_bytes()[0],
+            e.flags.to_le_bytes()[1],
+            e.domid.to_le_bytes()[0],
+            e.domid.to_le_bytes()[1],
+            e.frame.to_le_bytes()[0],
+            e.frame.to_le_bytes()[1],
+            e.frame.to_le_bytes()[2],
+            e.frame.to_le_bytes()[3],
+        ];
+        gt.mem.write_slice(&bytes, GuestAddress(TABLE + gref as u64 * 8)).unwrap();
+    }
+
+    fn flags(gt: &GrantTable, gref: u32) -> u16 {
+        gt.mem.read_obj(GuestAddress(TABLE + gref as u64 * 8)).unwrap()
+    }
+
+    #[test]
+    fn map_marks_in_use_and_unmap_clears() {
+        let gt = setup();
+        grant(&gt, 3, 0x28_0000, GTF_PERMIT_ACCESS);
+        let m = gt.map(3, true).unwrap();
+        assert_eq!(flags(&gt, 3), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+        m.write(10, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        m.read(10, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        assert!(m.write(4094, b"xyz").is_err(), "must not cross the page");
+        let r = gt.map(3, false).unwrap();
+        drop(m);
+        assert_eq!(flags(&gt, 3), GTF_PERMIT_ACCESS | GTF_READING, "reader still live");
+        drop(r);
+        assert_eq!(flags(&gt, 3), GTF_PERMIT_ACCESS);
+        assert_eq!(gt.mapped_refs(), 0);
+    }
+
+    #[test]
+    fn refusals() {
+        let gt = setup();
+        assert_eq!(gt.map(1, false).unwrap_err(), GrantError::NotPermitted(1), "never granted");
+        grant(&gt, 2, 0x28_0000, GTF_PERMIT_ACCESS | GTF_READONLY);
+        assert_eq!(gt.map(2, true).unwrap_err(), GrantError::ReadOnly(2));
+        let ro = gt.map(2, false).unwrap();
+        assert_eq!(ro.write(0, b"x").unwrap_err(), GrantError::ReadOnly(2));
+        assert!(matches!(gt.map(600, false), Err(GrantError::BadRef(600))));
+        grant(&gt, 4, 0x1000, GTF_PERMIT_ACCESS);
+        assert!(matches!(gt.map(4, false), Err(GrantError::BadFrame(4, 1))), "reserved low memory");
+        grant(&gt, 5, 0x28_0000, GTF_PERMIT_ACCESS);
+        let e = GrantEntryV1 { flags: GTF_PERMIT_ACCESS, domid: 7, frame: 0x280 };
+        gt.mem.write_obj(e.domid, GuestAddress(TABLE + 5 * 8 + 2)).unwrap();
+        assert_eq!(gt.map(5, false).unwrap_err(), GrantError::NotPermitted(5), "granted to another domain");
+        // Revoked (flags cleared by the guest).
+        grant(&gt, 6, 0x28_0000, GTF_PERMIT_ACCESS);
+        grant(&gt, 6, 0x28_0000, 0);
+        assert_eq!(gt.map(6, false).unwrap_err(), GrantError::NotPermitted(6));
+    }
+
+    #[test]
+    fn setup_validates_frames_and_refuses_while_mapped() {
+        let gt = setup();
+        assert_eq!(gt.setup(&[]), Err(GNTST_GENERAL_ERROR));
+        assert_eq!(gt.setup(&[RAM / PAGE_SIZE]), Err(GNTST_BAD_VIRT_ADDR));
+        assert_eq!(gt.setup(&[u64::MAX]), Err(GNTST_BAD_VIRT_ADDR));
+        assert_eq!(gt.setup(&[0; 17]), Err(GNTST_GENERAL_ERROR));
+        grant(&gt, 1, 0x28_0000, GTF_PERMIT_ACCESS);
+        let _m = gt.map(1, false).unwrap();
+        assert_eq!(gt.setup(&[TABLE / PAGE_SIZE]), Err(GNTST_GENERAL_ERROR));
+    }
+}

@@ -1,0 +1,211 @@
+//! The back-end half of the xenbus handshake, written once for every
+//! split device.
+//!
+//! A device implements [`SplitBackend`] (its features, how it connects to
+//! a front end's ring, what it does when notified). [`XenbusDevice`] runs
+//! the state machine around it as an `event-manager` subscriber: it
+//! publishes the features and goes `InitWait`; when the front end reaches
+//! `Initialised` it reads `event-channel`, lets the device map its rings,
+//! binds the event channel and goes `Connected`; when the front end closes
+//! it disconnects and goes `Closed`. The store and event channels are
+//! reached through the two small traits [`XenbusStore`] and [`EvtchnBinder`]
+//! the VMM implements, so this crate stays independent of the VMM.
+
+use crate::grant::GrantTable;
+use crate::Notify;
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use pv_abi::xenbus::XenbusState;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Store access for a back-end (absolute paths, domain-0 rights).
+pub trait XenbusStore: Send + Sync {
+    /// Reads a node as text.
+    fn read(&self, path: &str) -> Option<String>;
+    /// Writes a node.
+    fn write(&self, path: &str, value: &str) -> bool;
+    /// Calls `wake` whenever `path` or anything below it changes.
+    fn watch(&self, path: &str, wake: Arc<EventFd>) -> bool;
+}
+
+/// Event-channel binding for a back-end.
+pub trait EvtchnBinder: Send + Sync {
+    /// Binds domain 0 to the guest's unbound `port`; the back-end's `wake`
+    /// fires on each guest notification. Returns how to notify the guest.
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, String>;
+    /// Closes the binding.
+    fn close(&self, port: u32);
+}
+
+/// What a connecting back-end may read from its front end's directory.
+pub trait FrontendKeys {
+    /// The value of `key` under the front end's directory.
+    fn read(&self, key: &str) -> Option<String>;
+
+    /// `key` as a decimal `u32`, with a message naming the key otherwise.
+    fn read_u32(&self, key: &str) -> Result<u32, String> {
+        let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
+        v.trim().parse().map_err(|_| format!("front end's '{key}' is not a number: {v:?}"))
+    }
+}
+
+/// A device's back-end logic.
+pub trait SplitBackend: Send + 'static {
+    /// Device type in the store (`echo`, `vbd`, `vif`).
+    fn device_type(&self) -> &'static str;
+    /// `(key, value)` pairs published in the back-end directory before
+    /// `InitWait` (`feature-*`, sizes...).
+    fn features(&self) -> Vec<(String, String)>;
+    /// Maps the front end's rings (through `grants`) and gets ready; the
+    /// event channel is bound after this succeeds.
+    fn connect(
+        &mut self,
+        front: &dyn FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+    ) -> Result<(), String>;
+    /// Drops the mappings (the front end is closing).
+    fn disconnect(&mut self);
+    /// The front end notified us: do the work on the rings.
+    fn process(&mut self);
+}
+
+/// Where a device lives in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePaths {
+    /// Front-end directory (`/local/domain/<guest>/device/<type>/<id>`).
+    pub front: String,
+    /// Back-end directory (`/local/domain/0/backend/<type>/<guest>/<id>`).
+    pub back: String,
+}
+
+/// The generic handshake driver and event handler around a [`SplitBackend`].
+pub struct XenbusDevice<B: SplitBackend> {
+    /// The device.
+    pub backend: B,
+    paths: DevicePaths,
+    store: Arc<dyn XenbusStore>,
+    evtchn: Arc<dyn EvtchnBinder>,
+    grants: Arc<GrantTable>,
+    store_wake: Arc<EventFd>,
+    evtchn_wake: Arc<EventFd>,
+    port: Option<u32>,
+}
+
+struct Keys<'a> {
+    store: &'a dyn XenbusStore,
+    dir: &'a str,
+}
+
+impl FrontendKeys for Keys<'_> {
+    fn read(&self, key: &str) -> Option<String> {
+        self.store.read(&format!("{}/{key}", self.dir))
+    }
+}
+
+impl<B: SplitBackend> XenbusDevice<B> {
+    /// Publishes the back-end directory (features, `InitWait`) and starts
+    /// watching the front end. The front-end directory must exist already
+    /// (the VMM creates both, as Xen's toolstack does).
+    pub fn new(
+        backend: B,
+        paths: DevicePaths,
+        store: Arc<dyn XenbusStore>,
+        evtchn: Arc<dyn EvtchnBinder>,
+        grants: Arc<GrantTable>,
+    ) -> std::io::Result<Self> {
+        let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+        let evtchn_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+        for (k, v) in backend.features() {
+            store.write(&format!("{}/{k}", paths.back), &v);
+        }
+        store.write(&format!("{}/state", paths.back), XenbusState::InitWait.as_str());
+        if !store.watch(&format!("{}/state", paths.front), store_wake.clone()) {
+            return Err(std::io::Error::other("cannot watch the front end's state"));
+        }
+        Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None })
+    }
+
+    /// The store paths of this device.
+    pub fn paths(&self) -> &DevicePaths {
+        &self.paths
+    }
+
+    fn set_state(&self, state: XenbusState) {
+        self.store.write(&format!("{}/state", self.paths.back), state.as_str());
+    }
+
+    fn front_state(&self) -> Option<XenbusState> {
+        self.store.read(&format!("{}/state", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let keys = Keys { store: &*self.store, dir: &self.paths.front };
+        let port = keys.read_u32("event-channel")?;
+        // Bind first so the device can notify from `connect` on.
+        let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
+        if let Err(e) = self.backend.connect(&keys, &self.grants, notify) {
+            self.evtchn.close(port);
+            return Err(e);
+        }
+        self.port = Some(port);
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        if let Some(port) = self.port.take() {
+            self.backend.disconnect();
+            self.evtchn.close(port);
+        }
+    }
+
+    /// Re-reads the front end's state and moves the handshake on.
+    pub fn frontend_changed(&mut self) {
+        match self.front_state() {
+            Some(XenbusState::Initialised) | Some(XenbusState::Connected) if self.port.is_none() => {
+                match self.connect() {
+                    Ok(()) => self.set_state(XenbusState::Connected),
+                    Err(e) => {
+                        tracing::warn!("{}: cannot connect: {e}", self.paths.back);
+                        self.store.write(&format!("{}/error", self.paths.back), &e);
+                        self.set_state(XenbusState::Closing);
+                    }
+                }
+            }
+            Some(XenbusState::Closing) | Some(XenbusState::Closed) => {
+                self.disconnect();
+                self.set_state(XenbusState::Closed);
+            }
+            Some(XenbusState::Initialising) if self.port.is_none() => self.set_state(XenbusState::InitWait),
+            _ => {}
+        }
+    }
+}
+
+impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if !events.event_set().contains(EventSet::IN) {
+            return;
+        }
+        if events.fd() == self.store_wake.as_raw_fd() {
+            let _ = self.store_wake.read();
+            self.frontend_changed();
+        } else if events.fd() == self.evtchn_wake.as_raw_fd() {
+            let _ = self.evtchn_wake.read();
+            if self.port.is_some() {
+                self.backend.process();
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [&self.store_wake, &self.evtchn_wake] {
+            if let Err(e) = ops.add(Events::new(&**fd, EventSet::IN)) {
+                tracing::error!("{}: cannot watch eventfd: {e}", self.paths.back);
+            }
+        }
+        // The front end may have moved before we started watching.
+        self.frontend_changed();
+    }
+}

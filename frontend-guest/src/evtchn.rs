@@ -1,0 +1,162 @@
+//! Event channels, guest side: the 2-level upcall handler over the
+//! shared-info page, and the `event_channel_op` wrappers.
+//!
+//! The upcall handler only records which ports fired (a counter per port);
+//! drivers wait with [`wait_until`] and look at their rings. No function
+//! pointers are stored, so nothing here needs `unsafe`.
+
+use crate::arch;
+use crate::hypercall::{check, Errno};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use pv_abi::event_channel::*;
+use pv_abi::hypercall::nr;
+use pv_abi::shared_info::{evtchn_word_bit, SharedInfo, BITS_PER_WORD};
+
+/// Ports this guest tracks (the VMM offers no more).
+pub const MAX_PORTS: usize = 1024;
+
+static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
+static PORT_EVENTS: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+const APIC_SVR: u32 = 0xf0;
+const APIC_TPR: u32 = 0x80;
+const APIC_EOI: u32 = 0xb0;
+
+fn si_word(off: usize) -> &'static AtomicU64 {
+    let base = SHARED_INFO.load(SeqCst);
+    assert!(base != 0, "event channels used before evtchn::init");
+    // SAFETY: `base` is the shared-info page from start-info (identity
+    // mapped, assigned for the guest's life); `off` comes from the pv-abi
+    // offset helpers and is 8-byte aligned inside the page.
+    unsafe { arch::shared_u64(base + off as u64) }
+}
+
+/// Sets up the IDT, enables the local APIC, and enables interrupts.
+pub fn init(shared_info: u64) {
+    SHARED_INFO.store(shared_info, SeqCst);
+    crate::interrupts::init();
+    arch::lapic_write(APIC_TPR, 0);
+    arch::lapic_write(APIC_SVR, 0x1ff); // enabled, spurious vector 0xff
+    arch::sti();
+}
+
+/// Whether [`init`] ran.
+pub fn initialized() -> bool {
+    SHARED_INFO.load(SeqCst) != 0
+}
+
+/// The upcall (interrupt vector 0x30): Xen's 2-level scan.
+pub extern "C" fn pv_upcall_handler() {
+    UPCALLS.fetch_add(1, SeqCst);
+    let base = SHARED_INFO.load(SeqCst);
+    if base != 0 {
+        // SAFETY: byte inside the shared-info page (see `si_word`).
+        let upcall_pending = unsafe { arch::shared_u8(base + SharedInfo::upcall_pending_offset(0) as u64) };
+        upcall_pending.store(0, SeqCst);
+        loop {
+            let sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
+            if sel == 0 {
+                break;
+            }
+            for word in (0..64).filter(|w| sel & (1 << w) != 0) {
+                let pending = si_word(SharedInfo::pending_word_offset(word));
+                let mask = si_word(SharedInfo::mask_word_offset(word)).load(SeqCst);
+                let ready = pending.load(SeqCst) & !mask;
+                for bit in (0..64).filter(|b| ready & (1u64 << b) != 0) {
+                    pending.fetch_and(!(1u64 << bit), SeqCst);
+                    let port = word as u32 * BITS_PER_WORD + bit;
+                    if let Some(c) = PORT_EVENTS.get(port as usize) {
+                        c.fetch_add(1, SeqCst);
+                    }
+                }
+            }
+        }
+    }
+    arch::lapic_write(APIC_EOI, 0);
+}
+
+/// Upcall interrupts taken so far.
+pub fn upcalls() -> u64 {
+    UPCALLS.load(SeqCst)
+}
+
+/// Events delivered on `port` so far.
+pub fn events(port: u32) -> u32 {
+    PORT_EVENTS.get(port as usize).map_or(0, |c| c.load(SeqCst))
+}
+
+/// Waits (halting between upcalls) until `cond` holds. `cond` is checked
+/// with interrupts off so a wake-up between the check and the halt is not
+/// lost.
+pub fn wait_until(mut cond: impl FnMut() -> bool) {
+    loop {
+        arch::cli();
+        if cond() {
+            arch::sti();
+            return;
+        }
+        arch::sti_hlt();
+    }
+}
+
+fn op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {
+    // SAFETY: the VMM reads and writes one `T` at the pointer, which names
+    // `arg` (the `EVTCHNOP_*` argument structure for `cmd`).
+    check(unsafe { arch::hypercall(nr::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64, 0, 0, 0) })
+}
+
+/// `EVTCHNOP_alloc_unbound`: a new port that `remote_dom` may bind.
+pub fn alloc_unbound(remote_dom: DomId) -> Result<u32, Errno> {
+    let mut a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom, port: 0 };
+    op(EVTCHNOP_ALLOC_UNBOUND, &mut a)?;
+    Ok(a.port)
+}
+
+/// `EVTCHNOP_bind_interdomain`: connects to `remote_port` of `remote_dom`.
+pub fn bind_interdomain(remote_dom: DomId, remote_port: u32) -> Result<u32, Errno> {
+    let mut a = EvtchnBindInterdomain { remote_dom, _pad: 0, remote_port, local_port: 0 };
+    op(EVTCHNOP_BIND_INTERDOMAIN, &mut a)?;
+    Ok(a.local_port)
+}
+
+/// `EVTCHNOP_send`: notifies the remote end (one exit to the VMM).
+pub fn send(port: u32) -> Result<(), Errno> {
+    op(EVTCHNOP_SEND, &mut EvtchnSend { port }).map(|_| ())
+}
+
+/// Notifies the remote end through the doorbell (no userspace exit when
+/// the VMM bound an ioeventfd to the port).
+pub fn notify(port: u32) {
+    arch::doorbell(port);
+}
+
+/// `EVTCHNOP_close`.
+pub fn close(port: u32) -> Result<(), Errno> {
+    op(EVTCHNOP_CLOSE, &mut EvtchnClose { port }).map(|_| ())
+}
+
+/// `EVTCHNOP_unmask`: clears the mask; an event that arrived while masked
+/// is delivered now, once.
+pub fn unmask(port: u32) -> Result<(), Errno> {
+    op(EVTCHNOP_UNMASK, &mut EvtchnUnmask { port }).map(|_| ())
+}
+
+/// `EVTCHNOP_status`: the port's state (`EVTCHNSTAT_*`).
+pub fn status(port: u32) -> Result<u32, Errno> {
+    let mut a = EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() };
+    op(EVTCHNOP_STATUS, &mut a)?;
+    Ok(a.status)
+}
+
+/// Masks `port` (a plain bit set in shared-info, as Xen guests do).
+pub fn mask(port: u32) {
+    if let Some((word, bit)) = evtchn_word_bit(port) {
+        si_word(SharedInfo::mask_word_offset(word)).fetch_or(1 << bit, SeqCst);
+    }
+}
+
+/// Whether `port`'s pending bit is set.
+pub fn is_pending(port: u32) -> bool {
+    evtchn_word_bit(port).is_some_and(|(w, b)| si_word(SharedInfo::pending_word_offset(w)).load(SeqCst) & (1 << b) != 0)
+}

@@ -1,0 +1,60 @@
+//! Plain old data: the marker for wire structures that may be copied out of
+//! memory a hostile peer controls.
+
+/// `Copy`, and **every bit pattern of `size_of::<T>()` bytes is a valid
+/// value**, so an entry copied out of shared memory is always a valid `T`
+/// (its *contents* still need checking). Every wire structure of this crate
+/// is `Pod`: `#[repr(C)]`, made only of integers, integer arrays and
+/// unions of those, with explicit padding fields.
+///
+/// # Safety
+///
+/// Implement only for types for which any initialised byte pattern is a
+/// valid value.
+pub unsafe trait Pod: Copy + 'static {}
+
+macro_rules! impl_pod {
+    ($($t:ty),* $(,)?) => { $(
+        // SAFETY: integer types (and `#[repr(C)]` ABI structs and unions made
+        // only of integers and integer arrays) accept every bit pattern.
+        unsafe impl Pod for $t {}
+    )* };
+}
+impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
+// SAFETY: an array of `Pod` elements accepts every bit pattern.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+impl_pod!(
+    crate::echo::EchoRequest,
+    crate::echo::EchoResponse,
+    crate::blkif::BlkifRequest,
+    crate::blkif::BlkifRequestSegment,
+    crate::blkif::BlkifRequestDiscard,
+    crate::blkif::BlkifRequestIndirect,
+    crate::blkif::BlkifResponse,
+    crate::netif::NetifTxRequest,
+    crate::netif::NetifTxResponse,
+    crate::netif::NetifRxRequest,
+    crate::netif::NetifRxResponse,
+    crate::netif::NetifExtraInfo,
+    crate::xs_wire::XsdSockmsg,
+    crate::ring::SringHeader,
+    crate::start_info::StartInfo,
+    crate::start_info::MemRegion,
+    crate::start_info::RingInfo,
+    crate::hypercall::sched_op::SchedShutdown,
+    crate::hypercall::xen_version::FeatureInfo,
+    crate::event_channel::EvtchnAllocUnbound,
+    crate::event_channel::EvtchnBindInterdomain,
+    crate::event_channel::EvtchnSend,
+    crate::event_channel::EvtchnClose,
+    crate::event_channel::EvtchnUnmask,
+    crate::event_channel::EvtchnStatus,
+    crate::grant_table::GrantEntryV1,
+    crate::grant_table::GnttabSetupTable,
+    crate::grant_table::GnttabQuerySize,
+    crate::grant_table::GnttabCopy,
+    crate::shared_info::SharedInfo,
+    crate::mmu::MmuUpdate,
+    crate::mmu::MmuextOp,
+    crate::multicall::MulticallEntry,
+);

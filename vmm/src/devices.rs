@@ -1,0 +1,104 @@
+//! The device thread: back-ends as `event-manager` subscribers, woken by
+//! the eventfds their event channels signal. The vCPU thread never does
+//! device work; it only dispatches exits.
+
+use crate::error::VmmError;
+use crate::evtchn::EventChannels;
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use vmm_sys_util::eventfd::EventFd;
+
+/// A subscriber the device thread runs.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Notifies the guest on one event-channel port (the back-ends' `Notify`).
+#[derive(Debug)]
+pub struct PortNotifier {
+    evtchn: Arc<EventChannels>,
+    port: u32,
+}
+
+impl PortNotifier {
+    /// A notifier for `port`.
+    pub fn new(evtchn: Arc<EventChannels>, port: u32) -> Self {
+        PortNotifier { evtchn, port }
+    }
+}
+
+impl backend::Notify for PortNotifier {
+    fn notify(&self) {
+        if let Err(e) = self.evtchn.notify_guest(self.port) {
+            tracing::debug!("notify port {}: {e}", self.port);
+        }
+    }
+}
+
+/// Stops the loop when its eventfd fires.
+struct ExitHandler {
+    fd: EventFd,
+    stop: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for ExitHandler {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.fd.read();
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.fd, EventSet::IN)) {
+            tracing::error!("device thread: cannot watch exit eventfd: {e}");
+        }
+    }
+}
+
+/// The running device thread.
+pub struct DeviceThread {
+    exit: EventFd,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl DeviceThread {
+    /// Starts a thread running `subscribers` until [`DeviceThread::stop`].
+    pub fn start(subscribers: Vec<Subscriber>) -> Result<Self, VmmError> {
+        let io = |what| move |e| VmmError::Io(what, e);
+        let exit = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut em: EventManager<Subscriber> =
+            EventManager::new().map_err(|e| VmmError::Io("event manager", std::io::Error::other(e.to_string())))?;
+        for s in subscribers {
+            em.add_subscriber(s);
+        }
+        let exit_handler: Subscriber =
+            Arc::new(Mutex::new(ExitHandler { fd: exit.try_clone().map_err(io("eventfd"))?, stop: stop.clone() }));
+        em.add_subscriber(exit_handler);
+        let handle = std::thread::Builder::new()
+            .name("pv-devices".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Err(e) = em.run_with_timeout(-1) {
+                        tracing::error!("device thread: {e}");
+                        break;
+                    }
+                }
+            })
+            .map_err(io("device thread"))?;
+        Ok(DeviceThread { exit, handle: Some(handle) })
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = self.exit.write(1);
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,409 @@
+//! Event channels: Xen's 2-level ABI on the shared-info page, mapped onto
+//! KVM.
+//!
+//! - Host to guest: set the port's pending bit; on a 0->1 edge of an
+//!   unmasked port set the selector bit and `upcall_pending`, and on its
+//!   0->1 edge signal an irqfd routed as an MSI to the guest's upcall vector.
+//! - Guest to host: `EVTCHNOP_send` (one exit to the VMM), or the doorbell:
+//!   a 32-bit `out` of the port number to [`DOORBELL_PORT`], matched in the
+//!   kernel by an ioeventfd per bound port, which wakes the back-end's
+//!   eventfd without a userspace exit on the vCPU thread.
+//!
+//! The guest is domain [`GUEST_DOMID`]; the VMM and its back-ends are
+//! domain 0. Guest ports are numbered from 1.
+
+use crate::memory::GuestRam;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use pv_abi::errno::{EBADF, EINVAL, ENOSPC, ESRCH};
+use pv_abi::event_channel::*;
+use pv_abi::hypercall::DOORBELL_PORT;
+use pv_abi::shared_info::{evtchn_word_bit, SharedInfo};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The guest's domain id.
+pub const GUEST_DOMID: DomId = 1;
+/// Ports a guest may use (bounded well below the 2-level ABI's 4096 so the
+/// table stays small; raise if a guest needs more).
+pub const MAX_PORTS: u32 = 1024;
+/// The upcall vector the MSI delivers.
+pub const UPCALL_VECTOR: u32 = 0x30;
+/// The GSI the upcall irqfd is routed through.
+pub const UPCALL_GSI: u32 = 24;
+
+/// An event-channel error for host callers (back-ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EvtchnError {
+    /// The port is out of range or not in the state the operation needs.
+    #[error("event-channel port {0} is not usable for this operation")]
+    BadPort(u32),
+    /// No free port left.
+    #[error("no free event-channel port")]
+    NoSpace,
+    /// KVM refused the doorbell registration.
+    #[error("cannot register the doorbell ioeventfd for port {0}")]
+    Doorbell(u32),
+    /// The shared-info page is outside RAM (cannot happen with our layout).
+    #[error("shared-info page unreachable")]
+    SharedInfo,
+}
+
+impl EvtchnError {
+    /// The errno a guest sees for this error.
+    pub fn errno(self) -> i64 {
+        match self {
+            EvtchnError::BadPort(_) => EINVAL,
+            EvtchnError::NoSpace => ENOSPC,
+            EvtchnError::Doorbell(_) | EvtchnError::SharedInfo => pv_abi::errno::EIO,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum PortState {
+    Free,
+    /// Allocated by the guest, waiting for domain 0 to bind.
+    Unbound {
+        remote_dom: DomId,
+    },
+    /// Connected to a domain-0 endpoint whose back-end sleeps on `wake`.
+    Interdomain {
+        remote_port: u32,
+        wake: Arc<EventFd>,
+    },
+}
+
+/// A domain-0 endpoint the guest may bind to with `EVTCHNOP_bind_interdomain`.
+struct Dom0Port {
+    wake: Arc<EventFd>,
+    bound_to: Option<u32>,
+}
+
+/// Counters of event traffic.
+#[derive(Debug, Default)]
+pub struct EvtchnCounters {
+    /// `EVTCHNOP_send` hypercalls (and unmatched doorbell exits).
+    pub sends: AtomicU64,
+    /// Host-to-guest notifications requested by back-ends.
+    pub notifies: AtomicU64,
+    /// Of those, how many raised an upcall interrupt.
+    pub upcalls: AtomicU64,
+}
+
+struct Table {
+    ports: Vec<PortState>,
+    dom0: Vec<Dom0Port>,
+}
+
+/// The guest's event channels.
+pub struct EventChannels {
+    table: Mutex<Table>,
+    ram: GuestRam,
+    shared_info: u64,
+    vm: Arc<VmFd>,
+    upcall: EventFd,
+    /// Event counters.
+    pub counters: EvtchnCounters,
+}
+
+impl std::fmt::Debug for EventChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventChannels").field("shared_info", &self.shared_info).finish_non_exhaustive()
+    }
+}
+
+impl EventChannels {
+    /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
+    /// Needs the in-kernel irqchip.
+    pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
+        use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
+        let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
+        let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+        entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
+        entry.u.msi.data = UPCALL_VECTOR; // fixed delivery, edge
+        let routing = KvmIrqRouting::from_entries(&[entry])
+            .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
+        vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
+        ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
+        Ok(EventChannels {
+            table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new() }),
+            ram,
+            shared_info,
+            vm,
+            upcall,
+            counters: EvtchnCounters::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A poisoned lock means a back-end thread panicked mid-update; the
+        // table itself is always consistent between statements.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn free_port(t: &Table) -> Option<u32> {
+        (1..MAX_PORTS).find(|&p| matches!(t.ports[p as usize], PortState::Free))
+    }
+
+    fn register_doorbell(&self, port: u32, wake: &EventFd) -> Result<(), EvtchnError> {
+        self.vm
+            .register_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port)
+            .map_err(|_| EvtchnError::Doorbell(port))
+    }
+
+    fn unregister_doorbell(&self, port: u32, wake: &EventFd) {
+        if let Err(e) = self.vm.unregister_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port) {
+            tracing::warn!(port, "cannot unregister doorbell: {e}");
+        }
+    }
+
+    // ---- Host (domain 0) side -------------------------------------------
+
+    /// Allocates a guest port already connected to a domain-0 back-end that
+    /// sleeps on `wake` — what Xen's domain builder does for the console
+    /// and store channels before the guest starts.
+    pub fn prebind(&self, wake: Arc<EventFd>) -> Result<u32, EvtchnError> {
+        let mut t = self.lock();
+        let port = Self::free_port(&t).ok_or(EvtchnError::NoSpace)?;
+        self.register_doorbell(port, &wake)?;
+        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake };
+        Ok(port)
+    }
+
+    /// Binds domain 0 to a port the guest allocated with
+    /// `EVTCHNOP_alloc_unbound` (remote domain 0): the back-end's half of
+    /// the xenbus handshake.
+    pub fn bind_guest_port(&self, port: u32, wake: Arc<EventFd>) -> Result<(), EvtchnError> {
+        let mut t = self.lock();
+        match t.ports.get(port as usize) {
+            Some(PortState::Unbound { remote_dom: 0 }) => {}
+            _ => return Err(EvtchnError::BadPort(port)),
+        }
+        self.register_doorbell(port, &wake)?;
+        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake };
+        Ok(())
+    }
+
+    /// Offers a domain-0 port the guest can bind with
+    /// `EVTCHNOP_bind_interdomain(0, port)`.
+    pub fn alloc_dom0_unbound(&self, wake: Arc<EventFd>) -> u32 {
+        let mut t = self.lock();
+        t.dom0.push(Dom0Port { wake, bound_to: None });
+        t.dom0.len() as u32
+    }
+
+    /// Closes a guest port from the host side (device teardown).
+    pub fn close(&self, port: u32) -> Result<(), EvtchnError> {
+        let mut t = self.lock();
+        let state = t.ports.get(port as usize).cloned().ok_or(EvtchnError::BadPort(port))?;
+        if let PortState::Interdomain { wake, .. } = &state {
+            self.unregister_doorbell(port, wake);
+        }
+        if matches!(state, PortState::Free) {
+            return Err(EvtchnError::BadPort(port));
+        }
+        t.ports[port as usize] = PortState::Free;
+        for d in t.dom0.iter_mut().filter(|d| d.bound_to == Some(port)) {
+            d.bound_to = None;
+        }
+        Ok(())
+    }
+
+    /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
+    /// Returns whether an upcall interrupt was raised.
+    pub fn notify_guest(&self, port: u32) -> Result<bool, EvtchnError> {
+        if !matches!(self.lock().ports.get(port as usize), Some(PortState::Interdomain { .. })) {
+            return Err(EvtchnError::BadPort(port));
+        }
+        self.counters.notifies.fetch_add(1, Ordering::Relaxed);
+        self.set_pending(port)
+    }
+
+    fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
+        let (word, bit) = evtchn_word_bit(port).ok_or(EvtchnError::BadPort(port))?;
+        let si = self.shared_info;
+        let mask = 1u64 << bit;
+        let at = |off: usize| si + off as u64;
+        let was_pending = self
+            .ram
+            .with_atomic(at(SharedInfo::pending_word_offset(word)), |w: &AtomicU64| w.fetch_or(mask, Ordering::SeqCst))
+            .map_err(|_| EvtchnError::SharedInfo)?;
+        if was_pending & mask != 0 {
+            return Ok(false);
+        }
+        self.raise_if_unmasked(word, mask)
+    }
+
+    /// The tail of set-pending and unmask: if the port is unmasked, set the
+    /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
+    /// interrupt the vCPU.
+    fn raise_if_unmasked(&self, word: usize, mask: u64) -> Result<bool, EvtchnError> {
+        let si = self.shared_info;
+        let at = |off: usize| si + off as u64;
+        let masked = self
+            .ram
+            .with_atomic(at(SharedInfo::mask_word_offset(word)), |w: &AtomicU64| w.load(Ordering::SeqCst))
+            .map_err(|_| EvtchnError::SharedInfo)?;
+        if masked & mask != 0 {
+            return Ok(false);
+        }
+        let sel_bit = 1u64 << word;
+        let sel_was = self
+            .ram
+            .with_atomic(at(SharedInfo::pending_sel_offset(0)), |w: &AtomicU64| w.fetch_or(sel_bit, Ordering::SeqCst))
+            .map_err(|_| EvtchnError::SharedInfo)?;
+        if sel_was & sel_bit != 0 {
+            return Ok(false);
+        }
+        let upcall_was = self
+            .ram
+            .with_atomic(at(SharedInfo::upcall_pending_offset(0)), |b: &AtomicU8| b.swap(1, Ordering::SeqCst))
+            .map_err(|_| EvtchnError::SharedInfo)?;
+        if upcall_was != 0 {
+            return Ok(false);
+        }
+        self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.upcall.write(1) {
+            tracing::warn!("cannot signal the upcall irqfd: {e}");
+        }
+        Ok(true)
+    }
+
+    /// Wakes the back-end bound to `port` (guest send). Sending on an
+    /// unbound port is a no-op, as in Xen.
+    fn send(&self, port: u32) -> Result<(), i64> {
+        let t = self.lock();
+        match t.ports.get(port as usize) {
+            Some(PortState::Interdomain { wake, .. }) => {
+                self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = wake.write(1) {
+                    tracing::warn!(port, "cannot wake back-end: {e}");
+                }
+                Ok(())
+            }
+            Some(PortState::Unbound { .. }) => Ok(()),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// A doorbell `out` that no ioeventfd matched (the port is unbound or
+    /// the guest used the wrong width): handled like `EVTCHNOP_send`.
+    pub fn doorbell_exit(&self, data: &[u8]) {
+        let mut v = [0u8; 4];
+        let n = data.len().min(4);
+        v[..n].copy_from_slice(&data[..n]);
+        let port = u32::from_le_bytes(v);
+        if self.send(port).is_err() {
+            tracing::debug!(port, "doorbell on an unusable port");
+        }
+    }
+
+    // ---- Guest hypercall side --------------------------------------------
+
+    /// `event_channel_op(cmd, arg)`.
+    pub fn hypercall(&self, cmd: u64, arg: u64) -> Result<u64, i64> {
+        let ram = &self.ram;
+        match u32::try_from(cmd).map_err(|_| pv_abi::errno::ENOSYS)? {
+            EVTCHNOP_ALLOC_UNBOUND => {
+                let mut a: EvtchnAllocUnbound = ram.read_obj(arg)?;
+                if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
+                    return Err(ESRCH);
+                }
+                if a.remote_dom != DOMID_VMM {
+                    return Err(ESRCH);
+                }
+                let mut t = self.lock();
+                let port = Self::free_port(&t).ok_or(ENOSPC)?;
+                t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
+                a.port = port;
+                drop(t);
+                if let Err(e) = ram.write_obj(arg, &a) {
+                    self.lock().ports[port as usize] = PortState::Free;
+                    return Err(e.into());
+                }
+                Ok(0)
+            }
+            EVTCHNOP_BIND_INTERDOMAIN => {
+                let mut a: EvtchnBindInterdomain = ram.read_obj(arg)?;
+                if a.remote_dom != DOMID_VMM {
+                    return Err(ESRCH);
+                }
+                let mut t = self.lock();
+                let idx = (a.remote_port as usize).checked_sub(1).ok_or(EINVAL)?;
+                let wake = match t.dom0.get(idx) {
+                    Some(Dom0Port { wake, bound_to: None }) => wake.clone(),
+                    _ => return Err(EINVAL),
+                };
+                let port = Self::free_port(&t).ok_or(ENOSPC)?;
+                self.register_doorbell(port, &wake).map_err(|e| e.errno())?;
+                t.ports[port as usize] = PortState::Interdomain { remote_port: a.remote_port, wake };
+                t.dom0[idx].bound_to = Some(port);
+                a.local_port = port;
+                drop(t);
+                ram.write_obj(arg, &a)?;
+                Ok(0)
+            }
+            EVTCHNOP_SEND => {
+                let a: EvtchnSend = ram.read_obj(arg)?;
+                self.send(a.port).map(|_| 0)
+            }
+            EVTCHNOP_CLOSE => {
+                let a: EvtchnClose = ram.read_obj(arg)?;
+                self.close(a.port).map(|_| 0).map_err(|e| e.errno())
+            }
+            EVTCHNOP_UNMASK => {
+                let a: EvtchnUnmask = ram.read_obj(arg)?;
+                if !matches!(self.lock().ports.get(a.port as usize), Some(s) if !matches!(s, PortState::Free)) {
+                    return Err(EINVAL);
+                }
+                let (word, bit) = evtchn_word_bit(a.port).ok_or(EINVAL)?;
+                let mask = 1u64 << bit;
+                let si = self.shared_info;
+                ram.with_atomic(si + SharedInfo::mask_word_offset(word) as u64, |w: &AtomicU64| {
+                    w.fetch_and(!mask, Ordering::SeqCst)
+                })?;
+                let pending = ram.with_atomic(si + SharedInfo::pending_word_offset(word) as u64, |w: &AtomicU64| {
+                    w.load(Ordering::SeqCst)
+                })?;
+                if pending & mask != 0 {
+                    self.raise_if_unmasked(word, mask).map_err(|e| e.errno())?;
+                }
+                Ok(0)
+            }
+            EVTCHNOP_STATUS => {
+                let mut a: EvtchnStatus = ram.read_obj(arg)?;
+                if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
+                    return Err(ESRCH);
+                }
+                let t = self.lock();
+                let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
+                a.vcpu = 0;
+                a.u = EvtchnStatusU::default();
+                a.status = match state {
+                    PortState::Free => EVTCHNSTAT_CLOSED,
+                    PortState::Unbound { remote_dom } => {
+                        a.u.unbound = EvtchnStatusUnbound { dom: *remote_dom };
+                        EVTCHNSTAT_UNBOUND
+                    }
+                    PortState::Interdomain { remote_port, .. } => {
+                        a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
+                        EVTCHNSTAT_INTERDOMAIN
+                    }
+                };
+                drop(t);
+                ram.write_obj(arg, &a)?;
+                Ok(0)
+            }
+            EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => {
+                Err(pv_abi::errno::ENOSYS)
+            }
+            _ => Err(pv_abi::errno::ENOSYS),
+        }
+    }
+}
+
+/// `EBADF` is what Xen returns for some port errors; kept for callers that
+/// want Xen's exact value.
+pub const XEN_EBADF: i64 = EBADF;
