@@ -99,11 +99,7 @@ struct EventQueue {
 
 impl EventQueue {
     const fn new() -> Self {
-        EventQueue {
-            buf: [0; EVENT_QUEUE_BYTES],
-            len: 0,
-            dropped: 0,
-        }
+        EventQueue { buf: [0; EVENT_QUEUE_BYTES], len: 0, dropped: 0 }
     }
 
     fn entry_len(&self, off: usize) -> usize {
@@ -342,10 +338,7 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
 
     /// Removes a watch, and drops queued events carrying its token.
     pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), StoreError> {
-        let r = self.transact_ok(
-            XS_UNWATCH,
-            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
-        );
+        let r = self.transact_ok(XS_UNWATCH, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"]);
         self.events.purge(token.as_bytes());
         r
     }
@@ -380,11 +373,7 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
     /// Waits for the next watch event and copies its path and token out;
     /// returns their lengths. An event too large for the buffers is
     /// consumed and reported as [`BufferTooSmall`](StoreError::BufferTooSmall).
-    pub fn wait_watch(
-        &mut self,
-        path_buf: &mut [u8],
-        token_buf: &mut [u8],
-    ) -> Result<(usize, usize), StoreError> {
+    pub fn wait_watch(&mut self, path_buf: &mut [u8], token_buf: &mut [u8]) -> Result<(usize, usize), StoreError> {
         loop {
             if let Some(off) = self.events.find(None) {
                 return self.events.take(off, path_buf, Some(token_buf));
@@ -395,11 +384,7 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
 
     /// Waits for the next watch event carrying `token` (events of other
     /// watches stay queued); returns the event path's length.
-    pub fn wait_watch_token(
-        &mut self,
-        token: &str,
-        path_buf: &mut [u8],
-    ) -> Result<usize, StoreError> {
+    pub fn wait_watch_token(&mut self, token: &str, path_buf: &mut [u8]) -> Result<usize, StoreError> {
         loop {
             if let Some(off) = self.events.find(Some(token.as_bytes())) {
                 return self.events.take(off, path_buf, None).map(|(p, _)| p);
@@ -472,24 +457,14 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
     }
 
     /// Sends one request and reads its reply into `reply`.
-    fn transact(
-        &mut self,
-        type_: u32,
-        parts: &[&[u8]],
-        reply: &mut [u8],
-    ) -> Result<usize, StoreError> {
+    fn transact(&mut self, type_: u32, parts: &[&[u8]], reply: &mut [u8]) -> Result<usize, StoreError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > XENSTORE_PAYLOAD_MAX as usize {
             return Err(StoreError::TooLong);
         }
         let req_id = self.next_req_id;
         self.next_req_id = self.next_req_id.wrapping_add(1);
-        let hdr = XsdSockmsg {
-            type_,
-            req_id,
-            tx_id: 0,
-            len: len as u32,
-        };
+        let hdr = XsdSockmsg { type_, req_id, tx_id: 0, len: len as u32 };
         self.link.put(&hdr.to_bytes())?;
         for p in parts {
             self.link.put(p)?;
@@ -500,12 +475,7 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
         r
     }
 
-    fn await_reply(
-        &mut self,
-        type_: u32,
-        req_id: u32,
-        reply: &mut [u8],
-    ) -> Result<usize, StoreError> {
+    fn await_reply(&mut self, type_: u32, req_id: u32, reply: &mut [u8]) -> Result<usize, StoreError> {
         loop {
             let hdr = self.link.header()?;
             let len = hdr.len as usize;
@@ -523,9 +493,7 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
                 let n = len.min(name.len());
                 self.link.get(&mut name[..n])?;
                 self.link.skip(len - n)?;
-                return Err(StoreError::Xs(
-                    xsd_error_errno(&name[..n]).unwrap_or(errno::EIO),
-                ));
+                return Err(StoreError::Xs(xsd_error_errno(&name[..n]).unwrap_or(errno::EIO)));
             }
             if hdr.type_ != type_ {
                 self.link.skip(len)?;
@@ -554,9 +522,7 @@ pub fn parse_u32(v: &[u8]) -> Option<u32> {
     if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u32, |a, d| {
-        a.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
+    v.iter().try_fold(0u32, |a, d| a.checked_mul(10)?.checked_add(u32::from(d - b'0')))
 }
 
 /// Formats `v` in decimal into `buf`, returning the digits.
@@ -620,10 +586,7 @@ mod tests {
         push(&mut q, b"longpath\0t\0");
         let off = q.find(Some(b"t")).unwrap();
         let mut small = [0u8; 2];
-        assert_eq!(
-            q.take(off, &mut small, Some(&mut t)),
-            Err(StoreError::BufferTooSmall(8))
-        );
+        assert_eq!(q.take(off, &mut small, Some(&mut t)), Err(StoreError::BufferTooSmall(8)));
         assert_eq!(q.find(Some(b"t")), None);
         assert_eq!(split_event(b"p"), (&b"p"[..], &b""[..]));
     }

@@ -37,10 +37,7 @@ impl<const N: usize> NodePath<N> {
     /// A path holding `s` ([`TooLong`](StoreError::TooLong) if it does not
     /// fit).
     pub fn new(s: &str) -> Result<Self, StoreError> {
-        let mut p = NodePath {
-            buf: [0; N],
-            len: 0,
-        };
+        let mut p = NodePath { buf: [0; N], len: 0 };
         p.push_raw(s.as_bytes())?;
         Ok(p)
     }
@@ -58,9 +55,7 @@ impl<const N: usize> NodePath<N> {
     /// Appends `/` and `component`.
     pub fn push(&mut self, component: &str) -> Result<&mut Self, StoreError> {
         let saved = self.len;
-        let r = self
-            .push_raw(b"/")
-            .and_then(|()| self.push_raw(component.as_bytes()));
+        let r = self.push_raw(b"/").and_then(|()| self.push_raw(component.as_bytes()));
         if r.is_err() {
             self.len = saved;
         }

@@ -111,20 +111,14 @@ pub const XSD_ERRORS: [(i64, &str); 16] = {
 /// The wire name of store error `errno` (positive), if it is in
 /// [`XSD_ERRORS`].
 pub fn xsd_error_name(errno: i64) -> Option<&'static str> {
-    XSD_ERRORS
-        .iter()
-        .find(|(e, _)| *e == errno)
-        .map(|(_, n)| *n)
+    XSD_ERRORS.iter().find(|(e, _)| *e == errno).map(|(_, n)| *n)
 }
 
 /// The errno of the store error named `name` (a trailing NUL is ignored),
 /// if it is in [`XSD_ERRORS`].
 pub fn xsd_error_errno(name: &[u8]) -> Option<i64> {
     let name = name.strip_suffix(b"\0").unwrap_or(name);
-    XSD_ERRORS
-        .iter()
-        .find(|(_, n)| n.as_bytes() == name)
-        .map(|(e, _)| *e)
+    XSD_ERRORS.iter().find(|(_, n)| n.as_bytes() == name).map(|(e, _)| *e)
 }
 
 /// The header of every store message (Xen's `xsd_sockmsg`).

@@ -44,10 +44,7 @@ impl StoreTransport for Inline<'_> {
             self.idle = 0;
         } else {
             self.idle += 1;
-            assert!(
-                self.idle < 3,
-                "client waits for a store that has nothing to do"
-            );
+            assert!(self.idle < 3, "client waits for a store that has nothing to do");
         }
     }
 }
@@ -70,25 +67,15 @@ fn connect<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> Client<'a> {
     // (the server) and this `RawMemory` (the client), never through `&`/`&mut`
     // references, which is what `RawMemory::new` requires.
     let mem = unsafe { RawMemory::new(host, len) }.unwrap();
-    StoreClient::new(
-        mem,
-        Inline {
-            server,
-            idle: 0,
-            on_wait: None,
-        },
-    )
-    .unwrap()
+    StoreClient::new(mem, Inline { server, idle: 0, on_wait: None }).unwrap()
 }
 
 fn req_prod(gm: &GuestMemoryMmap) -> u32 {
-    gm.read_obj(PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, req_prod) as u64))
-        .unwrap()
+    gm.read_obj(PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, req_prod) as u64)).unwrap()
 }
 
 fn rsp_prod(gm: &GuestMemoryMmap) -> u32 {
-    gm.read_obj(PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, rsp_prod) as u64))
-        .unwrap()
+    gm.read_obj(PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, rsp_prod) as u64)).unwrap()
 }
 
 #[test]
@@ -101,10 +88,7 @@ fn store_operations_over_the_ring() {
     c.write("data/greeting", b"hello").unwrap();
     assert_eq!(c.read("data/greeting", &mut buf).unwrap(), 5);
     assert_eq!(&buf[..5], b"hello");
-    assert_eq!(
-        store.read("/local/domain/1/data/greeting").unwrap(),
-        b"hello"
-    );
+    assert_eq!(store.read("/local/domain/1/data/greeting").unwrap(), b"hello");
     c.write_u32("data/n", 4_000_000_000).unwrap();
     assert_eq!(c.read_u32("data/n").unwrap(), 4_000_000_000);
     assert_eq!(c.read_u32("data/greeting"), Err(StoreError::BadValue));
@@ -117,10 +101,7 @@ fn store_operations_over_the_ring() {
     let n = c.get_domain_path(DOMID, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"/local/domain/1");
     // Absolute paths in its own tree work too.
-    assert_eq!(
-        c.read("/local/domain/1/data/greeting", &mut buf).unwrap(),
-        5
-    );
+    assert_eq!(c.read("/local/domain/1/data/greeting", &mut buf).unwrap(), 5);
 
     // Errors come back as xsd_errors names mapped to errno.
     let enoent = StoreError::Xs(errno::ENOENT);
@@ -129,18 +110,12 @@ fn store_operations_over_the_ring() {
     assert_eq!(c.write("/local/domain/2/x", b"v"), Err(eacces));
     assert_eq!(c.write("/tool/x", b"v"), Err(eacces));
     assert_eq!(c.read("/local/domain/0", &mut buf), Err(eacces));
-    assert_eq!(
-        c.write("bad//path", b""),
-        Err(StoreError::Xs(errno::EINVAL))
-    );
+    assert_eq!(c.write("bad//path", b""), Err(StoreError::Xs(errno::EINVAL)));
     assert_eq!(enoent.name(), "ENOENT");
     assert_eq!(store.read("/tool/x"), Err(vmm::store::StoreError::NoEntry));
     // A buffer too small for the reply: reported, and the stream stays in
     // sync.
-    assert_eq!(
-        c.read("data/greeting", &mut buf[..2]),
-        Err(StoreError::BufferTooSmall(5))
-    );
+    assert_eq!(c.read("data/greeting", &mut buf[..2]), Err(StoreError::BufferTooSmall(5)));
     // Too long to send at all.
     assert_eq!(c.write("data/big", &[0u8; 4096]), Err(StoreError::TooLong));
 
@@ -184,12 +159,7 @@ fn stray_replies_are_skipped_by_req_id() {
     // A reply to a request the client never sent, already in the ring.
     let ring = GuestRingMemory::new(&gm, PAGE, size_of::<XenstoreDomainInterface>()).unwrap();
     let mut rsp = ByteProducer::new(ring, ByteRingLayout::STORE_RSP).unwrap();
-    let stray = XsdSockmsg {
-        type_: XS_READ,
-        req_id: 77,
-        tx_id: 0,
-        len: 3,
-    };
+    let stray = XsdSockmsg { type_: XS_READ, req_id: 77, tx_id: 0, len: 3 };
     rsp.write(&stray.to_bytes()).unwrap();
     rsp.write(b"bad").unwrap();
     let mut c = connect(&store, &gm);
@@ -208,10 +178,7 @@ fn watches_fire_and_events_are_not_lost() {
     let (mut p, mut t) = ([0u8; 128], [0u8; 32]);
     let mut next = |c: &mut Client<'_>| {
         let (pl, tl) = c.wait_watch(&mut p, &mut t).unwrap();
-        (
-            String::from_utf8(p[..pl].to_vec()).unwrap(),
-            String::from_utf8(t[..tl].to_vec()).unwrap(),
-        )
+        (String::from_utf8(p[..pl].to_vec()).unwrap(), String::from_utf8(t[..tl].to_vec()).unwrap())
     };
     let ev = |p: &str, t: &str| (p.to_owned(), t.to_owned());
 
@@ -230,19 +197,12 @@ fn watches_fire_and_events_are_not_lost() {
 
     // The VMM writes the guest's back-end directory: the event reaches the
     // guest (its transport's wait runs the server, which fetches it).
-    store
-        .write_str("/local/domain/0/backend/echo/1/0/state", "2")
-        .unwrap();
-    assert_eq!(
-        next(&mut c),
-        ev("/local/domain/0/backend/echo/1/0/state", "be")
-    );
+    store.write_str("/local/domain/0/backend/echo/1/0/state", "2").unwrap();
+    assert_eq!(next(&mut c), ev("/local/domain/0/backend/echo/1/0/state", "be"));
 
     // Selective waiting leaves other tokens' events queued, in order.
     c.write("dev/c", b"").unwrap();
-    store
-        .write_str("/local/domain/0/backend/echo/1/0/x", "")
-        .unwrap();
+    store.write_str("/local/domain/0/backend/echo/1/0/x", "").unwrap();
     let mut path = [0u8; 128];
     let n = c.wait_watch_token("be", &mut path).unwrap();
     assert_eq!(&path[..n], b"/local/domain/0/backend/echo/1/0/x");
@@ -253,10 +213,7 @@ fn watches_fire_and_events_are_not_lost() {
     c.write("dev/d", b"").unwrap();
     assert_eq!(c.poll_watch(&mut [0; 64], &mut [0; 16]), Ok(None));
     assert_eq!(c.unwatch("dev", "mine"), Err(StoreError::Xs(errno::ENOENT)));
-    assert_eq!(
-        c.watch("/local/domain/2", "x"),
-        Err(StoreError::Xs(errno::EACCES))
-    );
+    assert_eq!(c.watch("/local/domain/2", "x"), Err(StoreError::Xs(errno::EACCES)));
     assert_eq!(c.dropped_events(), 0);
     assert_eq!(c.transport().server.stats().watch_events, 7);
 }
@@ -281,10 +238,7 @@ fn xenbus_handshake_between_guest_and_back_end() {
                 match state {
                     XenbusState::Initialised => {
                         let ring = host_xenbus::read_frontend_ring(&st, &d.front).unwrap();
-                        log.push(format!(
-                            "ring-ref {} event-channel {}",
-                            ring.ring_ref, ring.event_channel
-                        ));
+                        log.push(format!("ring-ref {} event-channel {}", ring.ring_ref, ring.event_channel));
                         host_xenbus::switch_state(&st, &d.back, XenbusState::Connected).unwrap();
                     }
                     XenbusState::Connected => log.push("front connected".into()),
@@ -294,25 +248,18 @@ fn xenbus_handshake_between_guest_and_back_end() {
         )
         .unwrap();
     // The back end publishes its features and waits for the front end.
-    store
-        .write_str(&format!("{}/feature-echo", dev.back), "1")
-        .unwrap();
+    store.write_str(&format!("{}/feature-echo", dev.back), "1").unwrap();
     host_xenbus::switch_state(&store, &dev.back, XenbusState::InitWait).unwrap();
 
     // The front end, in the guest.
     let mut c = connect(&store, &gm);
     let front = "device/echo/0";
     let mut buf = [0u8; 128];
-    let back = guest_xenbus::read_backend_path(&mut c, front, &mut buf)
-        .unwrap()
-        .to_owned();
+    let back = guest_xenbus::read_backend_path(&mut c, front, &mut buf).unwrap().to_owned();
     assert_eq!(back, dev.back);
     assert_eq!(guest_xenbus::read_backend_id(&mut c, front).unwrap(), 0);
     let back_state = format!("{back}/state");
-    assert_eq!(
-        guest_xenbus::read_state(&mut c, &format!("{front}/state")).unwrap(),
-        XenbusState::Initialising
-    );
+    assert_eq!(guest_xenbus::read_state(&mut c, &format!("{front}/state")).unwrap(), XenbusState::Initialising);
     assert_eq!(
         guest_xenbus::wait_for_state(&mut c, &back_state, |s| s == XenbusState::InitWait),
         Ok(XenbusState::InitWait)
@@ -327,28 +274,12 @@ fn xenbus_handshake_between_guest_and_back_end() {
     );
     guest_xenbus::switch_state(&mut c, front, XenbusState::Connected).unwrap();
 
-    assert_eq!(
-        *log.lock().unwrap(),
-        [
-            "front Initialising",
-            "ring-ref 8 event-channel 5",
-            "front connected"
-        ]
-    );
-    assert_eq!(
-        host_xenbus::read_state(&store, &front_state).unwrap(),
-        XenbusState::Connected
-    );
+    assert_eq!(*log.lock().unwrap(), ["front Initialising", "ring-ref 8 event-channel 5", "front connected"]);
+    assert_eq!(host_xenbus::read_state(&store, &front_state).unwrap(), XenbusState::Connected);
     // The guest cannot fake the back end's state.
-    assert_eq!(
-        guest_xenbus::switch_state(&mut c, &back, XenbusState::Closed),
-        Err(StoreError::Xs(errno::EACCES))
-    );
+    assert_eq!(guest_xenbus::switch_state(&mut c, &back, XenbusState::Closed), Err(StoreError::Xs(errno::EACCES)));
     // wait_for_state removed its watch.
-    assert_eq!(
-        c.unwatch(&back_state, guest_xenbus::WAIT_STATE_TOKEN),
-        Err(StoreError::Xs(errno::ENOENT))
-    );
+    assert_eq!(c.unwatch(&back_state, guest_xenbus::WAIT_STATE_TOKEN), Err(StoreError::Xs(errno::ENOENT)));
 }
 
 #[test]
@@ -371,10 +302,7 @@ fn wait_for_state_follows_a_back_end_that_moves_later() {
         host_xenbus::switch_state(&st, &back, state).unwrap();
     }));
     let state = format!("{}/state", dev.back);
-    assert_eq!(
-        guest_xenbus::wait_for_state(&mut c, &state, |s| s == XenbusState::InitWait),
-        Ok(XenbusState::InitWait)
-    );
+    assert_eq!(guest_xenbus::wait_for_state(&mut c, &state, |s| s == XenbusState::InitWait), Ok(XenbusState::InitWait));
     // Events of other watches survived the wait.
     let (mut p, mut t) = ([0u8; 64], [0u8; 16]);
     let (pl, tl) = c.wait_watch(&mut p, &mut t).unwrap();

@@ -117,12 +117,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_nodes: 1024,
-            max_value: XENSTORE_PAYLOAD_MAX as usize,
-            max_watches: 128,
-            max_pending_events: 256,
-        }
+        Limits { max_nodes: 1024, max_value: XENSTORE_PAYLOAD_MAX as usize, max_watches: 128, max_pending_events: 256 }
     }
 }
 
@@ -265,13 +260,7 @@ impl Store {
             pending: Dispatch::default(),
         };
         for p in ["/", "/local", "/local/domain", "/local/domain/0"] {
-            s.nodes.insert(
-                p.to_owned(),
-                Node {
-                    value: Vec::new(),
-                    owner: 0,
-                },
-            );
+            s.nodes.insert(p.to_owned(), Node { value: Vec::new(), owner: 0 });
         }
         s
     }
@@ -297,10 +286,7 @@ impl Store {
         if !can_read(caller, &abs) {
             return Err(StoreError::Access);
         }
-        self.nodes
-            .get(&abs)
-            .map(|n| n.value.as_slice())
-            .ok_or(StoreError::NoEntry)
+        self.nodes.get(&abs).map(|n| n.value.as_slice()).ok_or(StoreError::NoEntry)
     }
 
     /// The names of the children of `path`, in order.
@@ -369,11 +355,7 @@ impl Store {
         }
         if !self.nodes.contains_key(&abs) {
             let parent_exists = path::parent(&abs).is_some_and(|p| self.nodes.contains_key(p));
-            return if parent_exists {
-                Ok(())
-            } else {
-                Err(StoreError::NoEntry)
-            };
+            return if parent_exists { Ok(()) } else { Err(StoreError::NoEntry) };
         }
         let prefix = path::subtree_prefix(&abs);
         let mut doomed: Vec<String> = self
@@ -399,23 +381,13 @@ impl Store {
     /// Registers a host watch (as domain 0). `sink` is called for each
     /// event, after the store lock is released, starting with the initial
     /// event. `EEXIST` if a host watch with this path and token exists.
-    pub fn watch_host(
-        &mut self,
-        path: &str,
-        token: &str,
-        sink: WatchSink,
-    ) -> Result<(), StoreError> {
+    pub fn watch_host(&mut self, path: &str, token: &str, sink: WatchSink) -> Result<(), StoreError> {
         self.add_watch(0, path, token, Watcher::Host(sink))
     }
 
     /// Removes a host watch (`ENOENT` if there is none).
     pub fn unwatch_host(&mut self, path: &str, token: &str) -> Result<(), StoreError> {
-        self.remove_watch(
-            0,
-            path,
-            token,
-            &Watcher::Host(Arc::new(|_: &WatchEvent| {})),
-        )
+        self.remove_watch(0, path, token, &Watcher::Host(Arc::new(|_: &WatchEvent| {})))
     }
 
     /// Registers a watch for guest connection `conn` (events are queued on
@@ -426,12 +398,7 @@ impl Store {
     }
 
     /// Removes a watch of guest connection `conn` (`ENOENT` if none).
-    pub fn unwatch_conn(
-        &mut self,
-        conn: ConnId,
-        path: &str,
-        token: &str,
-    ) -> Result<(), StoreError> {
+    pub fn unwatch_conn(&mut self, conn: ConnId, path: &str, token: &str) -> Result<(), StoreError> {
         let domid = self.conn_domid(conn)?;
         self.remove_watch(domid, path, token, &Watcher::Conn(conn))
     }
@@ -439,8 +406,7 @@ impl Store {
     /// Removes every watch of `conn` and its undelivered events
     /// (`XS_RESET_WATCHES`).
     pub fn reset_watches(&mut self, conn: ConnId) {
-        self.watches
-            .retain(|w| !matches!(w.watcher, Watcher::Conn(c) if c == conn));
+        self.watches.retain(|w| !matches!(w.watcher, Watcher::Conn(c) if c == conn));
         if let Some(c) = self.conns.get_mut(&conn) {
             c.events.clear();
         }
@@ -452,15 +418,7 @@ impl Store {
     pub fn connect(&mut self, domid: DomId, kick: Option<Kick>) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.insert(
-            id,
-            Conn {
-                domid,
-                events: VecDeque::new(),
-                dropped: 0,
-                kick,
-            },
-        );
+        self.conns.insert(id, Conn { domid, events: VecDeque::new(), dropped: 0, kick });
         // Domain 0 may always create a home directory.
         let _ = self.mkdir(0, &home(domid));
         id
@@ -506,10 +464,7 @@ impl Store {
     }
 
     fn conn_domid(&self, conn: ConnId) -> Result<DomId, StoreError> {
-        self.conns
-            .get(&conn)
-            .map(|c| c.domid)
-            .ok_or(StoreError::Invalid)
+        self.conns.get(&conn).map(|c| c.domid).ok_or(StoreError::Invalid)
     }
 
     /// Creates `abs` and its missing ancestors, owned by `caller`, after
@@ -535,24 +490,12 @@ impl Store {
             *self.owned.entry(caller).or_insert(0) += missing.len();
         }
         for k in missing {
-            self.nodes.insert(
-                k,
-                Node {
-                    value: Vec::new(),
-                    owner: caller,
-                },
-            );
+            self.nodes.insert(k, Node { value: Vec::new(), owner: caller });
         }
         Ok(())
     }
 
-    fn add_watch(
-        &mut self,
-        domid: DomId,
-        path: &str,
-        token: &str,
-        watcher: Watcher,
-    ) -> Result<(), StoreError> {
+    fn add_watch(&mut self, domid: DomId, path: &str, token: &str, watcher: Watcher) -> Result<(), StoreError> {
         let (abs, special, relative) = match path::resolve(domid, path)? {
             StorePath::Node { abs, relative } => {
                 if !can_read(domid, &abs) {
@@ -562,11 +505,7 @@ impl Store {
             }
             StorePath::Special(p) => (p, true, false),
         };
-        if self
-            .watches
-            .iter()
-            .any(|w| w.watcher.same(&watcher) && w.path == abs && w.token == token)
-        {
+        if self.watches.iter().any(|w| w.watcher.same(&watcher) && w.path == abs && w.token == token) {
             return Err(StoreError::Exists);
         }
         if domid != 0 && self.watch_count(domid) >= self.limits.max_watches {
@@ -581,23 +520,11 @@ impl Store {
             watcher: watcher.clone(),
         });
         // Fires once on registration, with the path as registered.
-        self.deliver(
-            &watcher,
-            WatchEvent {
-                path: path.to_owned(),
-                token: token.to_owned(),
-            },
-        );
+        self.deliver(&watcher, WatchEvent { path: path.to_owned(), token: token.to_owned() });
         Ok(())
     }
 
-    fn remove_watch(
-        &mut self,
-        domid: DomId,
-        path: &str,
-        token: &str,
-        watcher: &Watcher,
-    ) -> Result<(), StoreError> {
+    fn remove_watch(&mut self, domid: DomId, path: &str, token: &str, watcher: &Watcher) -> Result<(), StoreError> {
         let abs = match path::resolve(domid, path)? {
             StorePath::Node { abs, .. } => abs,
             StorePath::Special(p) => p,
@@ -654,10 +581,7 @@ impl Store {
                 path = rel.to_owned();
             }
         }
-        WatchEvent {
-            path,
-            token: w.token.clone(),
-        }
+        WatchEvent { path, token: w.token.clone() }
     }
 
     fn deliver(&mut self, watcher: &Watcher, ev: WatchEvent) {
@@ -710,9 +634,7 @@ impl SharedStore {
 
     /// A new empty store with the given limits.
     pub fn with_limits(limits: Limits) -> Self {
-        SharedStore {
-            inner: Arc::new(Mutex::new(Store::with_limits(limits))),
-        }
+        SharedStore { inner: Arc::new(Mutex::new(Store::with_limits(limits))) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {

@@ -58,10 +58,7 @@ pub fn resolve(domid: DomId, path: &str) -> Result<StorePath, StoreError> {
             if path.len() > XENSTORE_ABS_PATH_MAX {
                 return Err(StoreError::Invalid);
             }
-            Ok(StorePath::Node {
-                abs: path.to_owned(),
-                relative: false,
-            })
+            Ok(StorePath::Node { abs: path.to_owned(), relative: false })
         }
         _ => {
             if path.len() > XENSTORE_REL_PATH_MAX {
@@ -71,10 +68,7 @@ pub fn resolve(domid: DomId, path: &str) -> Result<StorePath, StoreError> {
             if abs.len() > XENSTORE_ABS_PATH_MAX {
                 return Err(StoreError::Invalid);
             }
-            Ok(StorePath::Node {
-                abs,
-                relative: true,
-            })
+            Ok(StorePath::Node { abs, relative: true })
         }
     }
 }
@@ -100,9 +94,7 @@ pub fn is_strictly_below(path: &str, ancestor: &str) -> bool {
     if ancestor == "/" {
         return path.len() > 1 && path.starts_with('/');
     }
-    path.len() > ancestor.len()
-        && path.starts_with(ancestor)
-        && path.as_bytes()[ancestor.len()] == b'/'
+    path.len() > ancestor.len() && path.starts_with(ancestor) && path.as_bytes()[ancestor.len()] == b'/'
 }
 
 /// The prefix every strict descendant of `path` starts with.
@@ -160,17 +152,12 @@ mod tests {
         assert!(ok("/local/domain/1/device/echo/0/state"));
         assert!(ok("device/echo-x_y@z"));
         assert!(ok("@introduceDomain"));
-        for bad in [
-            "", "//", "/a//b", "/a/", "a/", "/a b", "/a.b", "/a\0b", "/ü",
-        ] {
+        for bad in ["", "//", "/a//b", "/a/", "a/", "/a b", "/a.b", "/a\0b", "/ü"] {
             assert!(!ok(bad), "{bad:?} accepted");
         }
         assert_eq!(
             resolve(7, "device/x"),
-            Ok(StorePath::Node {
-                abs: "/local/domain/7/device/x".into(),
-                relative: true
-            })
+            Ok(StorePath::Node { abs: "/local/domain/7/device/x".into(), relative: true })
         );
         assert_eq!(resolve_node(1, "@x"), Err(StoreError::Invalid));
     }

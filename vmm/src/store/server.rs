@@ -251,10 +251,7 @@ impl<M: RingMemory> StoreServer<M> {
         match self.process_inner() {
             Ok(notify) => notify,
             Err(e) => {
-                tracing::warn!(
-                    domid = self.domid,
-                    "store ring corrupt ({e}); not serving it until reset"
-                );
+                tracing::warn!(domid = self.domid, "store ring corrupt ({e}); not serving it until reset");
                 self.stats.ring_errors += 1;
                 self.broken = Some(e);
                 self.mem.store_u32(
@@ -351,12 +348,7 @@ impl<M: RingMemory> StoreServer<M> {
         match self.execute(&hdr, payload) {
             Ok(reply) => self.queue(hdr.type_, hdr.req_id, hdr.tx_id, &reply, true),
             Err(e) => {
-                tracing::debug!(
-                    domid = self.domid,
-                    type_ = hdr.type_,
-                    "store request failed: {}",
-                    e.name()
-                );
+                tracing::debug!(domid = self.domid, type_ = hdr.type_, "store request failed: {}", e.name());
                 self.reply_error(&hdr, e);
             }
         }
@@ -390,19 +382,14 @@ impl<M: RingMemory> StoreServer<M> {
             return Err(StoreError::NoEntry);
         }
         let store = self.store.clone();
-        let run = |f: &mut dyn FnMut(&mut Store) -> Result<Vec<u8>, StoreError>| {
-            store.with(Some(conn), f)
-        };
+        let run = |f: &mut dyn FnMut(&mut Store) -> Result<Vec<u8>, StoreError>| store.with(Some(conn), f);
         match hdr.type_ {
             XS_READ => {
                 let path = one_arg(payload)?;
                 run(&mut |s| s.read(domid, path).map(<[u8]>::to_vec))
             }
             XS_WRITE => {
-                let nul = payload
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or(StoreError::Invalid)?;
+                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
                 let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
                 let value = &payload[nul + 1..];
                 run(&mut |s| s.write(domid, path, value).map(|()| OK.to_vec()))
@@ -470,9 +457,7 @@ impl<M: RingMemory> StoreServer<M> {
             return;
         }
         let events: Vec<WatchEvent> = self.store.with(Some(conn), |s| {
-            std::iter::from_fn(|| s.pop_event(conn))
-                .take(MAX_QUEUED_EVENTS - queued_events)
-                .collect()
+            std::iter::from_fn(|| s.pop_event(conn)).take(MAX_QUEUED_EVENTS - queued_events).collect()
         });
         for ev in events {
             let mut p = Vec::with_capacity(ev.path.len() + ev.token.len() + 2);
@@ -491,12 +476,7 @@ impl<M: RingMemory> StoreServer<M> {
     }
 
     fn queue(&mut self, type_: u32, req_id: u32, tx_id: u32, payload: &[u8], is_reply: bool) {
-        let hdr = XsdSockmsg {
-            type_,
-            req_id,
-            tx_id,
-            len: payload.len() as u32,
-        };
+        let hdr = XsdSockmsg { type_, req_id, tx_id, len: payload.len() as u32 };
         let mut bytes = Vec::with_capacity(HDR + payload.len());
         bytes.extend_from_slice(&hdr.to_bytes());
         bytes.extend_from_slice(payload);
@@ -539,10 +519,7 @@ fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
 
 /// A payload that is exactly two NUL-terminated strings.
 fn two_args(payload: &[u8]) -> Result<(&str, &str), StoreError> {
-    let nul = payload
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(StoreError::Invalid)?;
+    let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
     let a = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
     let b = one_arg(&payload[nul + 1..])?;
     Ok((a, b))

@@ -13,9 +13,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use super::*;
 
 fn events_of(store: &mut Store, conn: ConnId) -> Vec<(String, String)> {
-    std::iter::from_fn(|| store.pop_event(conn))
-        .map(|e| (e.path, e.token))
-        .collect()
+    std::iter::from_fn(|| store.pop_event(conn)).map(|e| (e.path, e.token)).collect()
 }
 
 fn ev(path: &str, token: &str) -> (String, String) {
@@ -55,38 +53,21 @@ fn read_write_directory_rm() {
 #[test]
 fn guest_permissions() {
     let mut s = Store::new();
-    s.write(0, "/local/domain/0/backend/echo/1/0/state", b"1")
-        .unwrap();
-    s.write(0, "/local/domain/0/backend/echo/2/0/state", b"1")
-        .unwrap();
+    s.write(0, "/local/domain/0/backend/echo/1/0/state", b"1").unwrap();
+    s.write(0, "/local/domain/0/backend/echo/2/0/state", b"1").unwrap();
     s.write(0, "/local/domain/2/secret", b"s").unwrap();
     s.write(0, "/tool", b"t").unwrap();
 
     // Relative paths land in the guest's home.
     s.write(1, "device/echo/0/state", b"1").unwrap();
-    assert_eq!(
-        s.read(0, "/local/domain/1/device/echo/0/state").unwrap(),
-        b"1"
-    );
-    assert_eq!(
-        s.read(1, "/local/domain/1/device/echo/0/state").unwrap(),
-        b"1"
-    );
+    assert_eq!(s.read(0, "/local/domain/1/device/echo/0/state").unwrap(), b"1");
+    assert_eq!(s.read(1, "/local/domain/1/device/echo/0/state").unwrap(), b"1");
     assert_eq!(s.read(1, "/local/domain/1").unwrap(), b"");
 
     // Its back-ends: read, not write.
-    assert_eq!(
-        s.read(1, "/local/domain/0/backend/echo/1/0/state").unwrap(),
-        b"1"
-    );
-    assert_eq!(
-        s.write(1, "/local/domain/0/backend/echo/1/0/state", b"4"),
-        Err(StoreError::Access)
-    );
-    assert_eq!(
-        s.rm(1, "/local/domain/0/backend/echo/1"),
-        Err(StoreError::Access)
-    );
+    assert_eq!(s.read(1, "/local/domain/0/backend/echo/1/0/state").unwrap(), b"1");
+    assert_eq!(s.write(1, "/local/domain/0/backend/echo/1/0/state", b"4"), Err(StoreError::Access));
+    assert_eq!(s.rm(1, "/local/domain/0/backend/echo/1"), Err(StoreError::Access));
     // Other domains, dom0 and the root: nothing.
     for p in [
         "/local/domain/0/backend/echo/2/0/state",
@@ -112,25 +93,18 @@ fn watches_fire_like_xenstored() {
     let c = s.connect(1, None);
     s.watch_conn(c, "device", "tok").unwrap();
     s.watch_conn(c, "/local/domain/1/other", "abs").unwrap();
-    s.watch_conn(c, "/local/domain/0/backend/echo/1", "be")
-        .unwrap();
+    s.watch_conn(c, "/local/domain/0/backend/echo/1", "be").unwrap();
     // Once on registration, with the path as registered.
     assert_eq!(
         events_of(&mut s, c),
-        [
-            ev("device", "tok"),
-            ev("/local/domain/1/other", "abs"),
-            ev("/local/domain/0/backend/echo/1", "be")
-        ]
+        [ev("device", "tok"), ev("/local/domain/1/other", "abs"), ev("/local/domain/0/backend/echo/1", "be")]
     );
     // Changes at or below fire; siblings and prefixes-of-names do not.
     s.write(1, "device/echo/0/state", b"1").unwrap();
     s.write(1, "devices", b"").unwrap();
     s.write(0, "/local/domain/1/other", b"").unwrap();
-    s.write(0, "/local/domain/0/backend/echo/1/0/state", b"2")
-        .unwrap();
-    s.write(0, "/local/domain/0/backend/echo/2/0/state", b"2")
-        .unwrap();
+    s.write(0, "/local/domain/0/backend/echo/1/0/state", b"2").unwrap();
+    s.write(0, "/local/domain/0/backend/echo/2/0/state", b"2").unwrap();
     s.mkdir(1, "device/vif").unwrap();
     assert_eq!(
         events_of(&mut s, c),
@@ -147,14 +121,7 @@ fn watches_fire_like_xenstored() {
     s.rm(0, "/local/domain/1").unwrap();
     let mut got = events_of(&mut s, c);
     got.sort();
-    assert_eq!(
-        got,
-        [
-            ev("/local/domain/1/other", "abs"),
-            ev("device", "tok"),
-            ev("device/echo/0/state", "st"),
-        ]
-    );
+    assert_eq!(got, [ev("/local/domain/1/other", "abs"), ev("device", "tok"), ev("device/echo/0/state", "st"),]);
     // Duplicates, unwatch, reset.
     assert_eq!(s.watch_conn(c, "device", "tok"), Err(StoreError::Exists));
     s.unwatch_conn(c, "device", "tok").unwrap();
@@ -165,10 +132,7 @@ fn watches_fire_like_xenstored() {
     s.reset_watches(c);
     assert_eq!(s.watch_count(1), 0);
     // A guest may not watch what it may not read; @ paths never fire.
-    assert_eq!(
-        s.watch_conn(c, "/local/domain/2", "x"),
-        Err(StoreError::Access)
-    );
+    assert_eq!(s.watch_conn(c, "/local/domain/2", "x"), Err(StoreError::Access));
     s.watch_conn(c, "@releaseDomain", "r").unwrap();
     assert_eq!(events_of(&mut s, c), [ev("@releaseDomain", "r")]);
     s.write(0, "/x", b"").unwrap();
@@ -197,22 +161,13 @@ fn host_sinks_run_unlocked_and_may_reenter() {
     store.write_str("/local/domain/1/elsewhere", "x").unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
-        [
-            ("/local/domain/1/device".to_owned(), None),
-            ("/local/domain/1/device/a".to_owned(), Some(b"va".to_vec())),
-        ]
+        [("/local/domain/1/device".to_owned(), None), ("/local/domain/1/device/a".to_owned(), Some(b"va".to_vec())),]
     );
     assert_eq!(
-        store.watch_host(
-            "/local/domain/1/device",
-            "host",
-            Arc::new(|_: &WatchEvent| {})
-        ),
+        store.watch_host("/local/domain/1/device", "host", Arc::new(|_: &WatchEvent| {})),
         Err(StoreError::Exists)
     );
-    store
-        .unwatch_host("/local/domain/1/device", "host")
-        .unwrap();
+    store.unwatch_host("/local/domain/1/device", "host").unwrap();
     store.write_str("/local/domain/1/device/b", "vb").unwrap();
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
@@ -230,9 +185,7 @@ fn guest_kick_runs_when_events_are_queued() {
             })),
         )
     });
-    store
-        .with(Some(conn), |s| s.watch_conn(conn, "a", "t"))
-        .unwrap();
+    store.with(Some(conn), |s| s.watch_conn(conn, "a", "t")).unwrap();
     assert_eq!(kicks.load(Ordering::SeqCst), 0, "own kick skipped");
     store.write_str("/local/domain/1/a/b", "").unwrap();
     store.write_str("/local/domain/1/a/c", "").unwrap();
@@ -242,12 +195,7 @@ fn guest_kick_runs_when_events_are_queued() {
 
 #[test]
 fn guest_resources_are_bounded() {
-    let limits = Limits {
-        max_nodes: 10,
-        max_value: 100,
-        max_watches: 3,
-        max_pending_events: 4,
-    };
+    let limits = Limits { max_nodes: 10, max_value: 100, max_watches: 3, max_pending_events: 4 };
     let mut s = Store::with_limits(limits);
     let c = s.connect(1, None);
     // The home is created by domain 0 and does not count.
@@ -310,11 +258,7 @@ impl<'a> Guest<'a> {
     }
 
     fn raw(&mut self, bytes: &[u8]) {
-        assert_eq!(
-            self.tx.write(bytes).unwrap(),
-            bytes.len(),
-            "request ring full"
-        );
+        assert_eq!(self.tx.write(bytes).unwrap(), bytes.len(), "request ring full");
     }
 
     fn send(&mut self, type_: u32, req_id: u32, payload: &[u8]) {
@@ -322,12 +266,7 @@ impl<'a> Guest<'a> {
     }
 
     fn send_tx(&mut self, type_: u32, req_id: u32, tx_id: u32, payload: &[u8]) {
-        let h = XsdSockmsg {
-            type_,
-            req_id,
-            tx_id,
-            len: payload.len() as u32,
-        };
+        let h = XsdSockmsg { type_, req_id, tx_id, len: payload.len() as u32 };
         self.raw(&h.to_bytes());
         self.raw(payload);
     }
@@ -454,12 +393,7 @@ fn oversized_header_discards_the_ring() {
     let gm = guest_memory();
     let mut srv = server(&store, &gm);
     let mut g = Guest::new(&gm);
-    let h = XsdSockmsg {
-        type_: XS_WRITE,
-        req_id: 42,
-        tx_id: 0,
-        len: XENSTORE_PAYLOAD_MAX + 1,
-    };
+    let h = XsdSockmsg { type_: XS_WRITE, req_id: 42, tx_id: 0, len: XENSTORE_PAYLOAD_MAX + 1 };
     g.raw(&h.to_bytes());
     g.raw(&[b'a'; 300]);
     assert!(srv.process());
@@ -491,12 +425,7 @@ fn requests_larger_than_the_ring_arrive_in_pieces() {
     let value: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut payload = b"big\0".to_vec();
     payload.extend_from_slice(&value);
-    let h = XsdSockmsg {
-        type_: XS_WRITE,
-        req_id: 5,
-        tx_id: 0,
-        len: payload.len() as u32,
-    };
+    let h = XsdSockmsg { type_: XS_WRITE, req_id: 5, tx_id: 0, len: payload.len() as u32 };
     let mut msg = h.to_bytes().to_vec();
     msg.extend_from_slice(&payload);
     // Byte-at-a-time first, then as much as fits each round.
@@ -536,10 +465,7 @@ fn corrupt_indices_stop_the_server_until_reset() {
     let rsp_cons = PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, rsp_cons) as u64);
     let error = PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, error) as u64);
     let features = PAGE.unchecked_add(offset_of!(XenstoreDomainInterface, server_features) as u64);
-    assert_eq!(
-        gm.read_obj::<u32>(features).unwrap(),
-        XENSTORE_SERVER_FEATURE_ERROR
-    );
+    assert_eq!(gm.read_obj::<u32>(features).unwrap(), XENSTORE_SERVER_FEATURE_ERROR);
 
     for garbage in [2000u32, u32::MAX, 0x8000_0000] {
         gm.write_obj(garbage, req_prod).unwrap();
@@ -561,10 +487,7 @@ fn corrupt_indices_stop_the_server_until_reset() {
     g.send(XS_READ, 2, b"k\0");
     gm.write_obj(500u32, rsp_cons).unwrap();
     srv.process();
-    assert!(matches!(
-        srv.broken(),
-        Some(RingError::CorruptConsumer { .. })
-    ));
+    assert!(matches!(srv.broken(), Some(RingError::CorruptConsumer { .. })));
     assert_eq!(srv.stats().ring_errors, 4);
 }
 
@@ -634,9 +557,7 @@ fn watch_events_reach_the_ring() {
     assert_eq!(kicked.load(Ordering::SeqCst), 0, "own events need no kick");
 
     // A host write fires the guest's watch: the kick runs, process delivers.
-    store
-        .write_str("/local/domain/0/backend/echo/1/0/state", "2")
-        .unwrap();
+    store.write_str("/local/domain/0/backend/echo/1/0/state", "2").unwrap();
     assert_eq!(kicked.load(Ordering::SeqCst), 1);
     assert!(srv.process());
     let (h, p) = g.recv_one();

@@ -91,11 +91,7 @@ pub fn create_device(
 }
 
 /// Writes `state` to `<dev_path>/state`.
-pub fn switch_state(
-    store: &SharedStore,
-    dev_path: &str,
-    state: XenbusState,
-) -> Result<(), XenbusError> {
+pub fn switch_state(store: &SharedStore, dev_path: &str, state: XenbusState) -> Result<(), XenbusError> {
     store.write_str(&format!("{dev_path}/state"), state.as_str())?;
     Ok(())
 }
@@ -119,9 +115,7 @@ pub fn parse_u32(v: &[u8]) -> Option<u32> {
     if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u32, |a, d| {
-        a.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
+    v.iter().try_fold(0u32, |a, d| a.checked_mul(10)?.checked_add(u32::from(d - b'0')))
 }
 
 /// Reads a node holding a decimal u32.
@@ -156,97 +150,39 @@ mod tests {
         let d = create_device(&store, 3, "echo", 0).unwrap();
         assert_eq!(d.front, "/local/domain/3/device/echo/0");
         assert_eq!(d.back, "/local/domain/0/backend/echo/3/0");
-        assert_eq!(
-            store.read_string(&format!("{}/backend", d.front)).unwrap(),
-            d.back
-        );
-        assert_eq!(
-            store
-                .read_string(&format!("{}/backend-id", d.front))
-                .unwrap(),
-            "0"
-        );
-        assert_eq!(
-            store.read_string(&format!("{}/frontend", d.back)).unwrap(),
-            d.front
-        );
-        assert_eq!(
-            store
-                .read_string(&format!("{}/frontend-id", d.back))
-                .unwrap(),
-            "3"
-        );
+        assert_eq!(store.read_string(&format!("{}/backend", d.front)).unwrap(), d.back);
+        assert_eq!(store.read_string(&format!("{}/backend-id", d.front)).unwrap(), "0");
+        assert_eq!(store.read_string(&format!("{}/frontend", d.back)).unwrap(), d.front);
+        assert_eq!(store.read_string(&format!("{}/frontend-id", d.back)).unwrap(), "3");
         for dir in [&d.front, &d.back] {
-            assert_eq!(
-                read_state(&store, &format!("{dir}/state")).unwrap(),
-                XenbusState::Initialising
-            );
+            assert_eq!(read_state(&store, &format!("{dir}/state")).unwrap(), XenbusState::Initialising);
         }
         switch_state(&store, &d.back, XenbusState::InitWait).unwrap();
-        assert_eq!(
-            read_state(&store, &format!("{}/state", d.back)).unwrap(),
-            XenbusState::InitWait
-        );
-        assert!(matches!(
-            create_device(&store, 3, "a/b", 0),
-            Err(XenbusError::BadDeviceType(_))
-        ));
-        assert!(matches!(
-            create_device(&store, 3, "", 0),
-            Err(XenbusError::BadDeviceType(_))
-        ));
+        assert_eq!(read_state(&store, &format!("{}/state", d.back)).unwrap(), XenbusState::InitWait);
+        assert!(matches!(create_device(&store, 3, "a/b", 0), Err(XenbusError::BadDeviceType(_))));
+        assert!(matches!(create_device(&store, 3, "", 0), Err(XenbusError::BadDeviceType(_))));
     }
 
     #[test]
     fn guest_written_values_are_validated() {
         let store = SharedStore::new();
         let d = create_device(&store, 1, "echo", 0).unwrap();
-        assert_eq!(
-            read_state(&store, "/local/domain/1/device/echo/9/state").unwrap(),
-            XenbusState::Unknown
-        );
+        assert_eq!(read_state(&store, "/local/domain/1/device/echo/9/state").unwrap(), XenbusState::Unknown);
         store.write_str(&format!("{}/state", d.front), "9").unwrap();
-        assert!(matches!(
-            read_state(&store, &format!("{}/state", d.front)),
-            Err(XenbusError::BadValue { .. })
-        ));
-        assert!(matches!(
-            read_frontend_ring(&store, &d.front),
-            Err(XenbusError::Store(StoreError::NoEntry))
-        ));
-        store
-            .write_str(&format!("{}/ring-ref", d.front), "8")
-            .unwrap();
-        for bad in [
-            "",
-            "-1",
-            "+1",
-            "4294967296",
-            "1x",
-            "0x10",
-            " 1",
-            "99999999999",
-        ] {
-            store
-                .write_str(&format!("{}/event-channel", d.front), bad)
-                .unwrap();
+        assert!(matches!(read_state(&store, &format!("{}/state", d.front)), Err(XenbusError::BadValue { .. })));
+        assert!(matches!(read_frontend_ring(&store, &d.front), Err(XenbusError::Store(StoreError::NoEntry))));
+        store.write_str(&format!("{}/ring-ref", d.front), "8").unwrap();
+        for bad in ["", "-1", "+1", "4294967296", "1x", "0x10", " 1", "99999999999"] {
+            store.write_str(&format!("{}/event-channel", d.front), bad).unwrap();
             assert!(
-                matches!(
-                    read_frontend_ring(&store, &d.front),
-                    Err(XenbusError::BadValue { .. })
-                ),
+                matches!(read_frontend_ring(&store, &d.front), Err(XenbusError::BadValue { .. })),
                 "{bad:?} accepted"
             );
         }
-        store
-            .write(&format!("{}/event-channel", d.front), b"4294967295\0")
-            .unwrap();
+        store.write(&format!("{}/event-channel", d.front), b"4294967295\0").unwrap();
         assert_eq!(
             read_frontend_ring(&store, &d.front).unwrap(),
-            FrontendRing {
-                ring_ref: 8,
-                event_channel: u32::MAX
-            }
+            FrontendRing { ring_ref: 8, event_channel: u32::MAX }
         );
     }
 }
