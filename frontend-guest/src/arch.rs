@@ -223,3 +223,99 @@ pub unsafe fn shared_page(gpa: u64) -> ring_buffers::RawMemory {
         Err(_) => panic!("shared page {gpa:#x} is not aligned"),
     }
 }
+
+/// Reads the 8 bytes at virtual address `addr` (volatile: the VMM or the
+/// page walker may change them behind the compiler's back).
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and mapped readable.
+#[inline(always)]
+pub unsafe fn read_u64(addr: u64) -> u64 {
+    // SAFETY: the caller guarantees `addr` is aligned and mapped.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// Writes 8 bytes at virtual address `addr` with one `mov` (volatile, so
+/// a write to a trapped page-table pool is exactly one MMIO exit).
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and mapped writable, and nothing the
+/// compiler relies on may live there.
+#[inline(always)]
+pub unsafe fn write_u64(addr: u64, val: u64) {
+    // SAFETY: the caller guarantees `addr` is aligned, mapped and free.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, val) }
+}
+
+/// Writes 4 bytes at virtual address `addr` (a partial page-table entry
+/// write, for the trapped-mode tests).
+///
+/// # Safety
+/// As [`write_u64`], 4-byte aligned.
+#[inline(always)]
+pub unsafe fn write_u32(addr: u64, val: u32) {
+    // SAFETY: the caller guarantees `addr` is aligned, mapped and free.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, val) }
+}
+
+/// The current CR3 (the guest-physical address of the active L4).
+#[inline(always)]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Loads CR3 (switches page tables and flushes the TLB).
+///
+/// # Safety
+/// `l4` must be a complete L4 table that maps the running code, its stack
+/// and everything the guest touches afterwards.
+#[inline(always)]
+pub unsafe fn write_cr3(l4: u64) {
+    // SAFETY: the caller guarantees the new tables map everything in use;
+    // the asm clobbers memory so no access is reordered across the switch.
+    unsafe { asm!("mov cr3, {}", in(reg) l4, options(nostack, preserves_flags)) };
+}
+
+/// Flushes this vCPU's TLB (reloads CR3 with its current value).
+#[inline(always)]
+pub fn flush_tlb() {
+    // SAFETY: reloading the current CR3 keeps the same tables; it only
+    // drops cached translations.
+    unsafe { write_cr3(read_cr3()) };
+}
+
+/// Drops the TLB entry of one linear address.
+#[inline(always)]
+pub fn invlpg(va: u64) {
+    // SAFETY: `invlpg` only drops a cached translation; memory is clobbered
+    // so later accesses re-walk the tables.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+}
+
+/// Reads a model-specific register.
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only used for architectural MSRs that exist on every x86-64
+    // CPU (APIC base) or whose presence CPUID confirmed (x2APIC).
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// Writes a model-specific register.
+pub fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: only used for the local-APIC MSRs (see `rdmsr`); they affect
+    // interrupt delivery only.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Whether the CPU offers x2APIC (CPUID.1:ECX bit 21).
+pub fn has_x2apic() -> bool {
+    // SAFETY: `cpuid` is unprivileged and side-effect free.
+    let r = unsafe { core::arch::x86_64::__cpuid(1) };
+    r.ecx & (1 << 21) != 0
+}

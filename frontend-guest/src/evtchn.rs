@@ -22,6 +22,26 @@ static UPCALLS: AtomicU64 = AtomicU64::new(0);
 const APIC_SVR: u32 = 0xf0;
 const APIC_TPR: u32 = 0x80;
 const APIC_EOI: u32 = 0xb0;
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+/// x2APIC registers are MSRs at 0x800 + (xAPIC offset >> 4).
+const fn x2apic_msr(reg: u32) -> u32 {
+    0x800 + (reg >> 4)
+}
+
+/// Whether the local APIC runs in x2APIC mode (MSR access, no MMIO page
+/// to keep mapped — which matters once the guest runs on page tables it
+/// built itself).
+static X2APIC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn apic_write(reg: u32, value: u32) {
+    if X2APIC.load(SeqCst) {
+        arch::wrmsr(x2apic_msr(reg), value as u64);
+    } else {
+        arch::lapic_write(reg, value);
+    }
+}
 
 fn si_word(off: usize) -> &'static AtomicU64 {
     let base = SHARED_INFO.load(SeqCst);
@@ -36,8 +56,12 @@ fn si_word(off: usize) -> &'static AtomicU64 {
 pub fn init(shared_info: u64) {
     SHARED_INFO.store(shared_info, SeqCst);
     crate::interrupts::init();
-    arch::lapic_write(APIC_TPR, 0);
-    arch::lapic_write(APIC_SVR, 0x1ff); // enabled, spurious vector 0xff
+    if arch::has_x2apic() {
+        arch::wrmsr(MSR_APIC_BASE, arch::rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+        X2APIC.store(true, SeqCst);
+    }
+    apic_write(APIC_TPR, 0);
+    apic_write(APIC_SVR, 0x1ff); // enabled, spurious vector 0xff
     arch::sti();
 }
 
@@ -73,7 +97,7 @@ pub extern "C" fn pv_upcall_handler() {
             }
         }
     }
-    arch::lapic_write(APIC_EOI, 0);
+    apic_write(APIC_EOI, 0);
 }
 
 /// Upcall interrupts taken so far.

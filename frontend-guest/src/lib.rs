@@ -20,6 +20,7 @@ pub mod evtchn;
 pub mod grant;
 pub mod hypercall;
 pub mod interrupts;
+pub mod mmu;
 pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;

@@ -169,3 +169,76 @@ impl core::fmt::Debug for MmuextOp {
             .finish()
     }
 }
+
+/// x86-64 page-table entry bits, as both the guest MMU and the VMM's
+/// validator use them.
+pub mod pte {
+    /// Present.
+    pub const P: u64 = 1 << 0;
+    /// Writable.
+    pub const RW: u64 = 1 << 1;
+    /// User-accessible.
+    pub const US: u64 = 1 << 2;
+    /// Write-through.
+    pub const PWT: u64 = 1 << 3;
+    /// Cache disable.
+    pub const PCD: u64 = 1 << 4;
+    /// Accessed (set by the validator on every installed entry).
+    pub const A: u64 = 1 << 5;
+    /// Dirty (set by the validator on writable leaf entries).
+    pub const D: u64 = 1 << 6;
+    /// Page size: a 2 MiB leaf in an L2 entry.
+    pub const PS: u64 = 1 << 7;
+    /// Global (leaf entries).
+    pub const G: u64 = 1 << 8;
+    /// Bits 9..=11, ignored by the hardware and free for the guest.
+    pub const AVAIL: u64 = 0x7 << 9;
+    /// PAT bit of a 2 MiB leaf.
+    pub const PAT_LARGE: u64 = 1 << 12;
+    /// No-execute.
+    pub const NX: u64 = 1 << 63;
+    /// The frame address of a 4 KiB leaf or of a next-level table.
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// The frame address of a 2 MiB leaf.
+    pub const ADDR_MASK_2M: u64 = 0x000f_ffff_ffe0_0000;
+    /// Bits 52..=62: ignored or protection keys on hardware; rejected here.
+    pub const HIGH_RESERVED: u64 = 0x7ff0_0000_0000_0000;
+}
+
+/// The errno (positive; negated in `rax`) for each direct-paging
+/// validation rule. An update that breaks a rule is not applied; with
+/// `mmu_update`, the updates before it in the batch stay applied, the rest
+/// are not processed and `*done` counts the applied ones (Xen's semantics).
+pub mod mmu_err {
+    use crate::errno;
+    /// The target entry is not 8-byte aligned.
+    pub const MISALIGNED: i64 = errno::EINVAL;
+    /// The target entry (or the table to pin) is outside the page-table
+    /// pool, or in a pool frame not (yet) in use as a page table.
+    pub const NOT_IN_POOL: i64 = errno::EPERM;
+    /// A present entry names a frame outside guest RAM.
+    pub const FRAME_NOT_RAM: i64 = errno::ERANGE;
+    /// A present upper-level entry does not point at a pool frame usable
+    /// as a table of the level below.
+    pub const UPPER_NOT_POOL: i64 = errno::EACCES;
+    /// A writable leaf maps a frame of the page-table pool (`pv` mode).
+    pub const WRITABLE_POOL: i64 = errno::EROFS;
+    /// Reserved or unsupported bits: bits 52..=62, a large page above L2,
+    /// reserved bits of a 2 MiB leaf, bits 6..=8 of an upper-level entry.
+    pub const BAD_BITS: i64 = errno::EOPNOTSUPP;
+    /// An unknown or unsupported command (`mmu_update` command bits,
+    /// `mmuext_op` cmd).
+    pub const UNKNOWN_CMD: i64 = errno::ENOSYS;
+    /// `new_baseptr` to a frame that is not a pinned L4.
+    pub const NOT_PINNED: i64 = errno::EBADF;
+    /// Pinning a frame that is already pinned.
+    pub const ALREADY_PINNED: i64 = errno::EEXIST;
+    /// Unpinning a frame that is not pinned.
+    pub const NOT_PINNED_UNPIN: i64 = errno::ENOENT;
+    /// Unpinning the current base table.
+    pub const IN_USE: i64 = errno::EBUSY;
+    /// The request array (or the `done` pointer) is outside guest RAM.
+    pub const BAD_ARRAY: i64 = errno::EFAULT;
+    /// The hypercall is not available in this paging mode (`native`).
+    pub const WRONG_MODE: i64 = errno::ENODEV;
+}

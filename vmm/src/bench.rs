@@ -11,6 +11,7 @@ use crate::error::VmmError;
 use crate::memory::{GuestRam, Slot};
 use crate::vm::{open_kvm, Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
+use pv_abi::start_info::paging_mode;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -51,9 +52,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the bundled `image` once with `cmdline`, timing `Vm::run`.
-fn guest_sample(image: &'static str, cmdline: &str) -> Result<Sample, VmmError> {
-    let cfg = VmConfig { console: ConsoleOut::Null, ..VmConfig::bundled(image, cmdline) };
+/// Runs the bundled `image` once with `cmdline` in paging mode `paging`,
+/// timing `Vm::run`.
+fn guest_sample(image: &'static str, cmdline: &str, paging: u32) -> Result<Sample, VmmError> {
+    let cfg = VmConfig { console: ConsoleOut::Null, paging, ..VmConfig::bundled(image, cmdline) };
     let mut vm = Vm::new(&cfg)?;
     let t = Instant::now();
     let outcome = vm.run()?;
@@ -67,11 +69,24 @@ fn guest_sample(image: &'static str, cmdline: &str) -> Result<Sample, VmmError> 
 
 /// Measures a guest operation by differencing `n=iters` against `n=0`.
 pub fn guest_op(op: &str, mode: &str, image: &'static str, cmdline: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    guest_op_in(op, mode, image, cmdline, paging_mode::NATIVE, 1, opts)
+}
+
+/// [`guest_op`] in a given paging mode, reporting `batch` in the record.
+pub fn guest_op_in(
+    op: &str,
+    mode: &str,
+    image: &'static str,
+    cmdline: &str,
+    paging: u32,
+    batch: u64,
+    opts: BenchOpts,
+) -> Result<Record, VmmError> {
     let mut per_op_ns = Vec::new();
     let (mut exits, mut insns) = (0.0, None);
     for _ in 0..opts.reps {
-        let base = guest_sample(image, &format!("{cmdline} n=0"))?;
-        let full = guest_sample(image, &format!("{cmdline} n={}", opts.iters))?;
+        let base = guest_sample(image, &format!("{cmdline} n=0"), paging)?;
+        let full = guest_sample(image, &format!("{cmdline} n={}", opts.iters), paging)?;
         per_op_ns.push((full.ns - base.ns).max(0.0) / opts.iters as f64);
         exits = full.exits.saturating_sub(base.exits) as f64 / opts.iters as f64;
         insns = match (full.insns, base.insns) {
@@ -82,7 +97,7 @@ pub fn guest_op(op: &str, mode: &str, image: &'static str, cmdline: &str, opts: 
     Ok(Record {
         op: op.into(),
         mode: mode.into(),
-        batch: 1,
+        batch,
         exits_per_op: exits,
         instructions_per_op: insns,
         ns_per_op: median(per_op_ns),
@@ -136,8 +151,38 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
     })
 }
 
+/// Batch sizes of the PTE-update rows.
+pub const PTE_BATCHES: [u64; 4] = [1, 8, 64, 512];
+
+/// One PTE update in each paging mode at each batch size (the batch only
+/// changes `pv`; `native` and `trapped` write each entry at once, and their
+/// rows show that the cost stays flat).
+pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
+    let mut out = Vec::new();
+    for mode in [paging_mode::NATIVE, paging_mode::TRAPPED, paging_mode::PV] {
+        for batch in PTE_BATCHES {
+            out.push(guest_op_in(
+                "pte update",
+                crate::paging::mode_name(mode),
+                "paging",
+                &format!("test=pte batch={batch}"),
+                mode,
+                batch,
+                opts,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs every benchmark this build knows.
 pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
+    let mut all = run_base(opts)?;
+    all.extend(pte_updates(opts)?);
+    Ok(all)
+}
+
+fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(vec![
         raw_port_io_exit(opts)?,
         guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,

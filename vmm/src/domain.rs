@@ -5,6 +5,7 @@ use crate::console::ConsoleOut;
 use crate::evtchn::EventChannels;
 use crate::hypercall::Shutdown;
 use crate::memory::GuestRam;
+use crate::paging::PagingState;
 use backend::grant::GrantTable;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Domain {
     pub evtchn: Arc<EventChannels>,
     /// The guest's grant table (shared with the back-ends' mapper).
     pub grants: Arc<GrantTable>,
+    /// Direct-paging state (mode, pool, pinned tables).
+    pub paging: PagingState,
 }
 
 impl Domain {
@@ -32,7 +35,17 @@ impl Domain {
         let features = xen_version::FEATURE_CONSOLE_IO
             | xen_version::FEATURE_EVTCHN
             | xen_version::FEATURE_EVTCHN_DOORBELL
-            | xen_version::FEATURE_GNTTAB;
-        Domain { ram, console, shutdown: None, features, evtchn, grants }
+            | xen_version::FEATURE_GNTTAB
+            | xen_version::FEATURE_DIRECT_PAGING
+            | xen_version::FEATURE_MULTICALL;
+        Domain {
+            ram,
+            console,
+            shutdown: None,
+            features,
+            evtchn,
+            grants,
+            paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
+        }
     }
 }

@@ -90,6 +90,9 @@ pub enum VmmError {
     /// A host resource (eventfd, thread) could not be created.
     #[error("cannot create {0}: {1}")]
     Io(&'static str, #[source] std::io::Error),
+    /// The paging mode is not one of `paging_mode`.
+    #[error("unknown paging mode {0}: use native, trapped or pv")]
+    BadPagingMode(u32),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

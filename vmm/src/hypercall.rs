@@ -38,6 +38,8 @@ impl Default for HypercallTable {
         t.register(nr::XEN_VERSION, do_xen_version);
         t.register(nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1]));
         t.register(nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op);
+        t.register(nr::MMU_UPDATE, crate::paging::do_mmu_update);
+        t.register(nr::MMUEXT_OP, crate::paging::do_mmuext_op);
         t
     }
 }
@@ -53,6 +55,7 @@ impl HypercallTable {
     pub fn dispatch(&self, dom: &mut Domain, nr: u64, args: &[u64; 5]) -> u64 {
         let handler = usize::try_from(nr).ok().and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
+            _ if nr == nr::MULTICALL => crate::multicall::do_multicall(self, dom, args),
             Some(h) => h(dom, args),
             None => {
                 tracing::debug!(nr, "unknown hypercall");

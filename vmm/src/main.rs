@@ -48,6 +48,10 @@ struct RunArgs {
     /// Write guest console output to this file instead of stdout.
     #[arg(long)]
     console_file: Option<PathBuf>,
+    /// Page-table pool mode: native (read-write), trapped (read-only, every
+    /// PTE write traps) or pv (read-only, batched mmu_update).
+    #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
+    paging: String,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +65,9 @@ struct BenchArgs {
     /// Print one JSON array of records instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also draw the cost per PTE update against batch size (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
@@ -106,6 +113,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         cmdline: args.cmdline,
         console,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
@@ -148,6 +156,10 @@ fn main() -> ExitCode {
             vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
+                    if let Some(path) = &b.plot {
+                        std::fs::write(path, vmm::plot::pte_svg(&recs))
+                            .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
+                    }
                     if b.json {
                         println!("{}", serde_json::to_string_pretty(&recs)?);
                     } else {

@@ -10,6 +10,7 @@ use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
 use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
+use crate::paging::{self, PagingState};
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
@@ -48,6 +49,8 @@ pub struct VmConfig {
     pub console: ConsoleOut,
     /// Stop the guest (as [`Outcome::Timeout`]) after this long.
     pub timeout: Option<std::time::Duration>,
+    /// Paging mode ([`paging_mode`]): how the page-table pool is mapped.
+    pub paging: u32,
 }
 
 impl VmConfig {
@@ -60,6 +63,7 @@ impl VmConfig {
             cmdline: cmdline.to_string(),
             console: ConsoleOut::Null,
             timeout: None,
+            paging: paging_mode::NATIVE,
         }
     }
 }
@@ -207,6 +211,10 @@ impl Vm {
                 (path.display().to_string(), data.into())
             }
         };
+        if crate::paging::mode_name(cfg.paging) == "unknown" {
+            return Err(VmmError::BadPagingMode(cfg.paging));
+        }
+        let pool_readonly = cfg.paging != paging_mode::NATIVE;
         let plan = MemoryPlan::new(mem_bytes);
         let (lo, hi) = plan.loadable();
         // Check the image before touching KVM so bad input fails fast.
@@ -222,8 +230,11 @@ impl Vm {
                 return Err(VmmError::MissingCap(what));
             }
         }
+        if pool_readonly && !kvm.check_extension(Cap::ReadonlyMem) {
+            return Err(VmmError::MissingCap("KVM_CAP_READONLY_MEM"));
+        }
         let vm = Arc::new(kvm.create_vm().map_err(VmmError::kvm("create_vm"))?);
-        let slots = plan.slots(false);
+        let slots = plan.slots(pool_readonly);
         let ram = GuestRam::new(&slots)?;
         ram.register(&vm, &slots)?;
         vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
@@ -251,7 +262,7 @@ impl Vm {
         let subscribers: Vec<Subscriber> =
             vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
 
-        let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, paging_mode::NATIVE)?;
+        let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
         ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
 
@@ -264,6 +275,8 @@ impl Vm {
         vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let kvm_stats = KvmStats::open(&vcpu);
+        let mut dom = Domain::new(ram, cfg.console.clone(), evtchn, grants);
+        dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
 
         let devices = DeviceThread::start(subscribers)?;
         Ok(Vm {
@@ -274,7 +287,7 @@ impl Vm {
             console,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
-            dom: Domain::new(ram, cfg.console.clone(), evtchn, grants),
+            dom,
             hypercalls: HypercallTable::default(),
             stats: ExitStats::default(),
             kvm_stats,
@@ -349,6 +362,10 @@ impl Vm {
                     data.fill(0xff);
                     tracing::debug!(addr, "guest read unbacked memory");
                 }
+                Ok(VcpuExit::MmioWrite(addr, data)) if self.dom.paging.in_pool(addr) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    paging::trapped_write(&mut self.dom, addr, data);
+                }
                 Ok(VcpuExit::MmioWrite(addr, _)) => {
                     self.stats.exit(ExitKind::Mmio);
                     tracing::debug!(addr, "guest wrote unbacked memory");
@@ -381,6 +398,9 @@ impl Vm {
             if hypercall {
                 self.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall();
+                if let Some(cr3) = self.dom.paging.pending_cr3.take() {
+                    self.load_cr3(cr3)?;
+                }
                 if let Some(s) = self.dom.shutdown {
                     return Ok(Outcome::Shutdown { reason: s.reason, code: s.code });
                 }
@@ -395,6 +415,14 @@ impl Vm {
         let ret = self.hypercalls.dispatch(&mut self.dom, nr, &args);
         self.vcpu.sync_regs_mut().regs.rax = ret;
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Loads CR3 (`MMUEXT_NEW_BASEPTR`); KVM drops the vCPU's cached
+    /// translations when CR3 changes through `KVM_SET_SREGS`.
+    fn load_cr3(&mut self, cr3: u64) -> Result<(), VmmError> {
+        let mut sregs = self.vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+        sregs.cr3 = cr3;
+        self.vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))
     }
 
     fn rip(&self) -> u64 {

@@ -1,0 +1,375 @@
+//! `paging`: the direct-paging image. At boot it builds its own page tables
+//! from the pool and switches to them (in every mode), then runs the
+//! scenario named by `test=`:
+//!
+//! - `workload pages=<N>`: map N pages, write and read through them,
+//!   protect some, unmap all; prints a checksum that must not depend on
+//!   the paging mode.
+//! - `pte n=<N> batch=<B>`: N PTE updates (the `vmm bench` operation).
+//! - `illegal`: each illegal update is rejected with its code and changes
+//!   nothing (`pv` mode).
+//! - `illegal-trapped`: the same through trapped writes (`trapped` mode).
+//! - `multicall`: Xen's multicall semantics.
+//!
+//! `batch=<B>` sets the lazy-MMU batch size (default 64).
+#![no_std]
+#![no_main]
+
+use frontend_guest::hypercall::Errno;
+use frontend_guest::mmu::{self, flags, HwOps, Mmu, MmuError, LARGE_PAGE};
+use frontend_guest::{arch, cmdline, guest_main, println};
+use pv_abi::errno::{E2BIG, EFAULT, EINVAL, ENOSYS};
+use pv_abi::event_channel::DOMID_SELF;
+use pv_abi::hypercall::{nr, xen_version, ABI_VERSION};
+use pv_abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use pv_abi::mmu::{mmu_err, pte, MmuUpdate, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_TLB_FLUSH_LOCAL};
+use pv_abi::multicall::MulticallEntry;
+use pv_abi::start_info::{paging_mode, StartInfo};
+
+guest_main!(main);
+
+/// Where the workload maps its pages (PML4 slot 1).
+const WORK_VA: u64 = 0x80_0000_0000;
+/// Where the PTE benchmark maps (PML4 slot 2).
+const PTE_VA: u64 = 0x100_0000_0000;
+/// Where the illegal-update tests map (PML4 slot 3).
+const TEST_VA: u64 = 0x180_0000_0000;
+
+struct Ctx {
+    si: &'static StartInfo,
+    /// First free data frame (page-aligned, after the image).
+    data: u64,
+    /// End of the RAM this guest maps writable (below the pool).
+    data_end: u64,
+}
+
+fn main(si: &'static StartInfo) -> i32 {
+    let cmd = si.cmdline_bytes();
+    let batch = cmdline::get_u64(cmd, "batch").unwrap_or(64) as usize;
+    let mut mmu = mmu::from_start_info(si, batch);
+    if let Err(e) = mmu.boot(si.mem_bytes) {
+        println!("paging: boot failed: {:?}", e);
+        return 3;
+    }
+    if arch::read_cr3() != mmu.l4() {
+        println!("paging: CR3 is not the new L4");
+        return 4;
+    }
+    let ctx =
+        Ctx { si, data: (si.free_start + PAGE_SIZE - 1) & !(PAGE_SIZE - 1), data_end: si.free_end & !(LARGE_PAGE - 1) };
+    match cmdline::get(cmd, "test").unwrap_or(b"") {
+        b"boot" => 0,
+        b"workload" => {
+            let pages = cmdline::get_u64(cmd, "pages").unwrap_or(1000);
+            report(workload(&mut mmu, &ctx, pages))
+        }
+        b"pte" => report(pte_bench(&mut mmu, &ctx, cmdline::get_u64(cmd, "n").unwrap_or(1))),
+        b"illegal" => illegal(&mut mmu, &ctx),
+        b"illegal-trapped" => illegal_trapped(&mut mmu, &ctx),
+        b"multicall" => multicall(&mut mmu, &ctx),
+        other => {
+            println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
+            64
+        }
+    }
+}
+
+fn report(r: Result<i32, MmuError>) -> i32 {
+    r.unwrap_or_else(|e| {
+        println!("paging: MMU error {:?}", e);
+        5
+    })
+}
+
+fn pattern(i: u64) -> u64 {
+    (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Map, write, read, protect, unmap. The printed line is the same in every mode.
+fn workload(mmu: &mut Mmu<HwOps>, ctx: &Ctx, pages: u64) -> Result<i32, MmuError> {
+    if ctx.data + pages * PAGE_SIZE > ctx.data_end {
+        println!("workload: not enough RAM for {} pages", pages);
+        return Ok(6);
+    }
+    let va = |i: u64| WORK_VA + i * PAGE_SIZE;
+    let frame = |i: u64| ctx.data + i * PAGE_SIZE;
+    for i in 0..pages {
+        mmu.map(va(i), frame(i), flags::WRITE | flags::NOEXEC)?;
+    }
+    mmu.flush()?;
+    let off = |i: u64| (i % 512) * 8;
+    for i in 0..pages {
+        // SAFETY: `va(i)` was just mapped writable to a free data frame.
+        unsafe { arch::write_u64(va(i) + off(i), pattern(i)) };
+    }
+    let (mut sum, mut bad) = (0u64, 0u64);
+    for i in 0..pages {
+        // SAFETY: mapped above.
+        let v = unsafe { arch::read_u64(va(i) + off(i)) };
+        let p = read(frame(i) + off(i));
+        if v != pattern(i) || p != v {
+            bad += 1;
+        }
+        sum = sum.rotate_left(7) ^ v;
+    }
+    // Read-only for every tenth page; reads still work, the entry says so.
+    for i in (0..pages).step_by(10) {
+        mmu.protect(va(i), flags::READ)?;
+    }
+    mmu.flush_tlb()?;
+    let mut ro = 0;
+    for i in 0..pages {
+        let e = mmu.lookup(va(i));
+        // SAFETY: still mapped (readable).
+        let v = unsafe { arch::read_u64(va(i) + off(i)) };
+        if v != pattern(i) || e & pte::ADDR_MASK != frame(i) {
+            bad += 1;
+        }
+        if e & pte::RW == 0 {
+            ro += 1;
+        }
+    }
+    for i in 0..pages {
+        mmu.unmap(va(i))?;
+    }
+    mmu.flush_tlb()?;
+    let still = (0..pages).filter(|&i| mmu.lookup(va(i)) != 0).count();
+    println!("workload: pages={} checksum={:#018x} bad={} readonly={} still-mapped={}", pages, sum, bad, ro, still);
+    Ok(i32::from(bad != 0 || still != 0))
+}
+
+/// `n` PTE updates into one existing L1 (the bench operation).
+fn pte_bench(mmu: &mut Mmu<HwOps>, ctx: &Ctx, n: u64) -> Result<i32, MmuError> {
+    // Build the L1 in both the n=0 and the n=N run, so differencing
+    // leaves only the updates.
+    mmu.map(PTE_VA, ctx.data, flags::READ)?;
+    mmu.flush()?;
+    for k in 0..n {
+        mmu.map(PTE_VA + (k & 511) * PAGE_SIZE, ctx.data, flags::WRITE)?;
+    }
+    mmu.flush()?;
+    Ok(0)
+}
+
+struct Checker {
+    failures: i32,
+}
+
+impl Checker {
+    fn expect(&mut self, what: &str, got: Result<(), Errno>, want: i64, unchanged: bool) {
+        let ok = got == Err(Errno(want)) && unchanged;
+        let code = match got {
+            Ok(()) => 0,
+            Err(e) => -e.0,
+        };
+        println!(
+            "{}: {} ({}{})",
+            what,
+            if ok { "ok" } else { "FAILED" },
+            code,
+            if unchanged { "" } else { ", tables changed" }
+        );
+        if !ok {
+            self.failures += 1;
+        }
+    }
+}
+
+fn one(ptr: u64, val: u64) -> Result<(), Errno> {
+    mmu::mmu_update(&[MmuUpdate { ptr, val }]).map_err(|(_, e)| e)
+}
+
+fn read(gpa: u64) -> u64 {
+    // SAFETY: callers pass identity-mapped RAM addresses (pool or data).
+    unsafe { arch::read_u64(gpa) }
+}
+
+/// Sets up one mapped page at TEST_VA; returns (L1, L2) table addresses.
+fn test_tables(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> Result<(u64, u64), MmuError> {
+    mmu.map(TEST_VA, ctx.data, flags::WRITE)?;
+    mmu.flush()?;
+    Ok((mmu.table_for(TEST_VA, 1, false)?, mmu.table_for(TEST_VA, 2, false)?))
+}
+
+/// Each illegal update through `mmu_update`/`mmuext_op` gets its code and
+/// leaves the tables unchanged; the guest then carries on.
+fn illegal(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
+    if mmu.mode() == paging_mode::NATIVE {
+        let got = one(ctx.si.pt_pool_start, 0);
+        let ok = got == Err(Errno(mmu_err::WRONG_MODE));
+        println!("mmu_update in native mode: {} ({:?})", if ok { "ok" } else { "FAILED" }, got);
+        return i32::from(!ok);
+    }
+    if mmu.mode() != paging_mode::PV {
+        println!("illegal: needs --paging pv");
+        return 7;
+    }
+    let Ok((l1, l2)) = test_tables(mmu, ctx) else {
+        println!("illegal: setup failed");
+        return 8;
+    };
+    let si = ctx.si;
+    let pool = si.pt_pool_start;
+    let data = ctx.data;
+    let slot = l1 + 5 * 8;
+    let mut c = Checker { failures: 0 };
+    let try_one = |c: &mut Checker, what: &str, ptr: u64, watch: u64, val: u64, want: i64| {
+        let before = read(watch);
+        let got = one(ptr, val);
+        c.expect(what, got, want, read(watch) == before);
+    };
+    try_one(&mut c, "writable mapping of a pool page", slot, slot, pool | pte::P | pte::RW, mmu_err::WRITABLE_POOL);
+    try_one(&mut c, "target outside the pool", data, data, 0x1234_5000 | pte::P, mmu_err::NOT_IN_POOL);
+    try_one(
+        &mut c,
+        "target in an unused pool page",
+        si.pt_pool_end - PAGE_SIZE,
+        si.pt_pool_end - PAGE_SIZE,
+        pte::P,
+        mmu_err::NOT_IN_POOL,
+    );
+    try_one(&mut c, "misaligned target", slot + 4, slot, pte::P, mmu_err::MISALIGNED);
+    try_one(&mut c, "frame outside RAM", slot, slot, si.mem_bytes | pte::P, mmu_err::FRAME_NOT_RAM);
+    try_one(
+        &mut c,
+        "upper-level entry pointing outside the pool",
+        l2 + 7 * 8,
+        l2 + 7 * 8,
+        data | pte::P | pte::RW,
+        mmu_err::UPPER_NOT_POOL,
+    );
+    try_one(&mut c, "reserved bits", slot, slot, data | pte::P | (1 << 52), mmu_err::BAD_BITS);
+    try_one(&mut c, "unknown command bits", slot | 1, slot, data | pte::P, mmu_err::UNKNOWN_CMD);
+    // new_baseptr to a table that is not a pinned L4.
+    let cr3 = arch::read_cr3();
+    for (what, frame) in
+        [("new_baseptr to an unpinned table", l2), ("new_baseptr to an unused pool page", si.pt_pool_end - PAGE_SIZE)]
+    {
+        let got = mmu::mmuext_op(&[MmuextOp::with_mfn(MMUEXT_NEW_BASEPTR, frame >> PAGE_SHIFT)]);
+        c.expect(what, got, mmu_err::NOT_PINNED, arch::read_cr3() == cr3);
+    }
+    let got = mmu::mmuext_op(&[MmuextOp::plain(99)]);
+    c.expect("unknown mmuext command", got, mmu_err::UNKNOWN_CMD, true);
+    // Xen batch semantics: stop at the first failure, earlier ones applied.
+    let good = |i: u64| (data + i * PAGE_SIZE) | pte::P;
+    let reqs = [
+        MmuUpdate::normal(l1 + 8 * 8, good(1)),
+        MmuUpdate::normal(l1 + 9 * 8, pool | pte::P | pte::RW),
+        MmuUpdate::normal(l1 + 10 * 8, good(2)),
+    ];
+    let got = mmu::mmu_update(&reqs);
+    let applied = read(l1 + 8 * 8) == good(1) | pte::A;
+    let skipped = read(l1 + 9 * 8) == 0 && read(l1 + 10 * 8) == 0;
+    let ok = got == Err((1, Errno(mmu_err::WRITABLE_POOL))) && applied && skipped;
+    println!(
+        "batch stops at the first failure: {} ({:?}, applied={}, rest skipped={})",
+        if ok { "ok" } else { "FAILED" },
+        got,
+        applied,
+        skipped
+    );
+    c.failures += i32::from(!ok);
+    // Still running, and a legal update still works.
+    let ok = one(slot, good(3)).is_ok() && read(slot) == good(3) | pte::A;
+    println!("legal update after the rejections: {}", if ok { "ok" } else { "FAILED" });
+    c.failures += i32::from(!ok);
+    c.failures
+}
+
+/// The same rules through trapped writes: a rejected write is dropped.
+fn illegal_trapped(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
+    if mmu.mode() != paging_mode::TRAPPED {
+        println!("illegal-trapped: needs --paging trapped");
+        return 7;
+    }
+    let Ok((l1, l2)) = test_tables(mmu, ctx) else {
+        println!("illegal-trapped: setup failed");
+        return 8;
+    };
+    let si = ctx.si;
+    let data = ctx.data;
+    let slot = l1 + 5 * 8;
+    let mut failures = 0;
+    let mut check = |what: &str, addr: u64, val: u64| {
+        let before = read(addr);
+        // SAFETY: in trapped mode the pool is mapped writable in our tables
+        // and read-only to KVM: the write exits and the VMM decides.
+        unsafe { arch::write_u64(addr, val) };
+        let ok = read(addr) == before;
+        println!("trapped {}: {}", what, if ok { "dropped" } else { "FAILED" });
+        failures += i32::from(!ok);
+    };
+    check("frame outside RAM", slot, si.mem_bytes | pte::P);
+    check("upper-level entry pointing outside the pool", l2 + 7 * 8, data | pte::P | pte::RW);
+    check("reserved bits", slot, data | pte::P | (1 << 52));
+    check("2M page over the end of RAM", l2 + 8 * 8, (si.mem_bytes & !(LARGE_PAGE - 1)) | pte::P | pte::PS);
+    // A legal full write and a legal partial (high-half) write apply.
+    // SAFETY: as above.
+    unsafe { arch::write_u64(slot, (data + PAGE_SIZE) | pte::P | pte::RW) };
+    let full = read(slot) == (data + PAGE_SIZE) | pte::P | pte::RW | pte::A | pte::D;
+    // SAFETY: as above; bit 63 (NX) is in the high half.
+    unsafe { arch::write_u32(slot + 4, 0x8000_0000) };
+    let partial = read(slot) == (data + PAGE_SIZE) | pte::P | pte::RW | pte::A | pte::D | pte::NX;
+    mmu.invlpg(TEST_VA + 5 * PAGE_SIZE).ok();
+    // SAFETY: the page at TEST_VA + 5 pages was just mapped to a data frame.
+    let through = unsafe { arch::read_u64(TEST_VA + 5 * PAGE_SIZE) } == read(data + PAGE_SIZE);
+    let ok = full && partial && through;
+    println!("trapped legal writes apply: {}", if ok { "ok" } else { "FAILED" });
+    failures + i32::from(!ok)
+}
+
+/// Xen multicall semantics: every entry runs and gets its result, failures
+/// included; nesting is refused; the call itself returns 0.
+fn multicall(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
+    if mmu.mode() != paging_mode::PV {
+        println!("multicall: needs --paging pv");
+        return 7;
+    }
+    let Ok((l1, _)) = test_tables(mmu, ctx) else {
+        println!("multicall: setup failed");
+        return 8;
+    };
+    let data = ctx.data;
+    let pool = ctx.si.pt_pool_start;
+    let good1 = [MmuUpdate::normal(l1 + 20 * 8, data | pte::P)];
+    let bad = [MmuUpdate::normal(l1 + 21 * 8, pool | pte::P | pte::RW)];
+    let good2 = [MmuUpdate::normal(l1 + 22 * 8, data | pte::P)];
+    let flush = [MmuextOp::plain(MMUEXT_TLB_FLUSH_LOCAL)];
+    let upd = |r: &[MmuUpdate; 1]| {
+        MulticallEntry::new(nr::MMU_UPDATE, [r.as_ptr() as u64, 1, 0, u64::from(DOMID_SELF), 0, 0])
+    };
+    let mut inner = [MulticallEntry::new(nr::XEN_VERSION, [0; 6])];
+    let mut entries = [
+        upd(&good1),
+        MulticallEntry::new(nr::XEN_VERSION, [xen_version::VERSION, 0, 0, 0, 0, 0]),
+        upd(&bad),
+        MulticallEntry::new(999, [0; 6]),
+        MulticallEntry::new(nr::MULTICALL, [inner.as_mut_ptr() as u64, 1, 0, 0, 0, 0]),
+        MulticallEntry::new(nr::MMUEXT_OP, [flush.as_ptr() as u64, 1, 0, u64::from(DOMID_SELF), 0, 0]),
+        upd(&good2),
+    ];
+    let ret = mmu::multicall(&mut entries);
+    let want: [i64; 7] = [0, ABI_VERSION as i64, -mmu_err::WRITABLE_POOL, -ENOSYS, -EINVAL, 0, 0];
+    let mut failures = 0;
+    for (i, (e, w)) in entries.iter().zip(want).enumerate() {
+        let ok = e.result as i64 == w;
+        println!("multicall entry {}: {} ({})", i, if ok { "ok" } else { "FAILED" }, e.result as i64);
+        failures += i32::from(!ok);
+    }
+    let applied = read(l1 + 20 * 8) == data | pte::P | pte::A
+        && read(l1 + 21 * 8) == 0
+        && read(l1 + 22 * 8) == data | pte::P | pte::A;
+    let nested_ran = inner[0].result != 0;
+    let ok = ret.is_ok() && applied && !nested_ran;
+    println!("multicall returns 0 and applies the good entries: {}", if ok { "ok" } else { "FAILED" });
+    failures += i32::from(!ok);
+    let mut many = [MulticallEntry::new(nr::XEN_VERSION, [0; 6]); 257];
+    let too_many = mmu::multicall(&mut many);
+    let ok = too_many == Err(Errno(E2BIG)) && many.iter().all(|e| e.result == 0);
+    println!("multicall of 257 entries: {} ({:?})", if ok { "ok" } else { "FAILED" }, too_many);
+    failures += i32::from(!ok);
+    let ret = frontend_guest::hypercall::raw(nr::MULTICALL, ctx.si.mem_bytes - 64, 2, 0);
+    let ok = ret == -EFAULT;
+    println!("multicall array outside RAM: {} ({})", if ok { "ok" } else { "FAILED" }, ret);
+    failures + i32::from(!ok)
+}

@@ -1,0 +1,40 @@
+//! `multicall`: several hypercalls in one exit, with Xen's semantics.
+//!
+//! Each entry is copied in, run through the ordinary dispatch table with
+//! its first five `args`, and its `result` (the raw `rax` value) written
+//! back. A failing entry does not stop the batch: the guest reads each
+//! result. A nested `multicall` entry is refused with `-EINVAL` (Xen's
+//! "multicall reentry is disallowed"). The call itself returns 0, `-E2BIG`
+//! for more than [`MAX_MULTICALL_ENTRIES`] entries, or `-EFAULT` if the
+//! array is not in guest RAM (entries before the bad one have run).
+
+use crate::domain::Domain;
+use crate::hypercall::{HcResult, HypercallTable};
+use pv_abi::errno::{E2BIG, EFAULT, EINVAL};
+use pv_abi::hypercall::nr;
+use pv_abi::multicall::{MulticallEntry, MAX_MULTICALL_ENTRIES};
+use std::mem::{offset_of, size_of};
+
+/// Runs a `multicall(entries, count)`.
+pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let (array, count) = (a[0], a[1]);
+    if count > MAX_MULTICALL_ENTRIES {
+        return Err(E2BIG);
+    }
+    let size = size_of::<MulticallEntry>() as u64;
+    // Checked up front so a bad array runs nothing.
+    dom.ram.check(array, count * size)?;
+    for i in 0..count {
+        let gpa = array + i * size;
+        let entry: MulticallEntry = dom.ram.read_obj(gpa).map_err(|_| EFAULT)?;
+        let result = if entry.op == nr::MULTICALL {
+            tracing::debug!("nested multicall refused");
+            (-EINVAL) as u64
+        } else {
+            let args = [entry.args[0], entry.args[1], entry.args[2], entry.args[3], entry.args[4]];
+            table.dispatch(dom, entry.op, &args)
+        };
+        dom.ram.write_obj(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,172 @@
+//! Direct paging: the page-table pool, the `mmu_update` and `mmuext_op`
+//! hypercalls, and the trapped-write entry point, all over one
+//! [`validator`].
+//!
+//! Modes (per VM, [`paging_mode`]):
+//!
+//! - `native`: the pool is an ordinary read-write memslot; the guest writes
+//!   its entries itself and nothing is validated (the hardware-assisted
+//!   baseline). `mmu_update`/`mmuext_op` return `-ENODEV`.
+//! - `trapped`: the pool is a `KVM_MEM_READONLY` memslot; each guest write
+//!   to it exits as MMIO and goes through [`PagingState::trapped_write`]
+//!   (trap-and-emulate, like write-protected shadow paging). A rejected
+//!   write is dropped (the entry keeps its old value) and logged; a store
+//!   instruction has no way to return an errno.
+//! - `pv`: the pool is read-only too; the guest batches updates into
+//!   `mmu_update` (directly or inside a `multicall`).
+//!
+//! TLB: KVM gives the VMM no way to flush a guest's TLB, so
+//! `MMUEXT_TLB_FLUSH_LOCAL` and `MMUEXT_INVLPG_LOCAL` only check their
+//! arguments; the guest's MMU executes the flush itself (`invlpg`, or a
+//! CR3 reload) right after the hypercall that changed its tables returns.
+//! `MMUEXT_NEW_BASEPTR` loads CR3 through `KVM_SET_SREGS`, which makes KVM
+//! drop the vCPU's cached translations.
+//!
+//! What this enforces: on KVM the host is protected by KVM's own
+//! second-level translation whatever the guest's tables say. The validation
+//! keeps the guest to Xen's PV discipline (and makes its cost measurable);
+//! the guest still runs in ring 0 and could load CR3 itself.
+
+pub mod validator;
+
+use crate::domain::Domain;
+use crate::hypercall::HcResult;
+use pv_abi::errno::EINVAL;
+use pv_abi::event_channel::DOMID_SELF;
+use pv_abi::layout::PAGE_SHIFT;
+use pv_abi::mmu::{self, mmu_err, MmuUpdate, MmuextOp};
+use pv_abi::start_info::paging_mode;
+pub use validator::{PagingCounters, PagingState};
+
+/// Entries read from guest memory per copy.
+const CHUNK: u64 = 512;
+
+/// Parses `native`, `trapped` or `pv`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    match s {
+        "native" => Some(paging_mode::NATIVE),
+        "trapped" => Some(paging_mode::TRAPPED),
+        "pv" => Some(paging_mode::PV),
+        _ => None,
+    }
+}
+
+/// The name of a paging mode.
+pub fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        paging_mode::NATIVE => "native",
+        paging_mode::TRAPPED => "trapped",
+        paging_mode::PV => "pv",
+        _ => "unknown",
+    }
+}
+
+fn check_mode_and_domain(dom: &Domain, domid: u64) -> Result<(), i64> {
+    if dom.paging.mode == paging_mode::NATIVE {
+        return Err(mmu_err::WRONG_MODE);
+    }
+    if domid != u64::from(DOMID_SELF) && domid != 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Runs `count` entries of type `T` at `array`, calling `one` on each, with
+/// Xen's batch semantics: stop at the first failure, write the number done
+/// to `pdone` (if non-zero), return 0 or the failure's errno.
+fn run_batch<T: crate::pod::Pod>(
+    dom: &mut Domain,
+    array: u64,
+    count: u64,
+    pdone: u64,
+    mut one: impl FnMut(&mut Domain, T) -> Result<(), i64>,
+) -> HcResult {
+    let size = std::mem::size_of::<T>() as u64;
+    let mut done = 0u64;
+    let mut result = Ok(0);
+    'outer: while done < count {
+        let n = (count - done).min(CHUNK);
+        let off = done.checked_mul(size).and_then(|o| array.checked_add(o)).ok_or(mmu_err::BAD_ARRAY)?;
+        let bytes = match dom.ram.read_vec(off, n * size) {
+            Ok(b) => b,
+            Err(_) => {
+                result = Err(mmu_err::BAD_ARRAY);
+                break;
+            }
+        };
+        for chunk in bytes.chunks_exact(size as usize) {
+            let entry: T = crate::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
+            if let Err(e) = one(dom, entry) {
+                result = Err(e);
+                break 'outer;
+            }
+            done += 1;
+        }
+    }
+    if pdone != 0 {
+        dom.ram.write_obj(pdone, &(done as u32))?;
+    }
+    result
+}
+
+/// `mmu_update(reqs, count, pdone, domid)`.
+pub fn do_mmu_update(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    check_mode_and_domain(dom, a[3])?;
+    run_batch(dom, a[0], a[1], a[2], |dom, req: MmuUpdate| {
+        if req.cmd() != mmu::MMU_NORMAL_PT_UPDATE {
+            dom.paging.counters.rejected += 1;
+            tracing::debug!(ptr = req.ptr, "mmu_update: unsupported command");
+            return Err(mmu_err::UNKNOWN_CMD);
+        }
+        dom.paging.update(&dom.ram, req.addr(), req.val)
+    })
+}
+
+fn frame_gpa(mfn: u64) -> Result<u64, i64> {
+    mfn.checked_mul(1 << PAGE_SHIFT).filter(|g| g >> PAGE_SHIFT == mfn).ok_or(mmu_err::NOT_IN_POOL)
+}
+
+fn one_mmuext(dom: &mut Domain, op: MmuextOp) -> Result<(), i64> {
+    let arg1 = op.arg1_raw();
+    let res = match op.cmd {
+        mmu::MMUEXT_PIN_L1_TABLE..=mmu::MMUEXT_PIN_L4_TABLE => {
+            let level = (op.cmd - mmu::MMUEXT_PIN_L1_TABLE + 1) as u8;
+            frame_gpa(arg1).and_then(|g| dom.paging.pin(&dom.ram, g, level))
+        }
+        mmu::MMUEXT_UNPIN_TABLE => frame_gpa(arg1).and_then(|g| dom.paging.unpin(g)),
+        mmu::MMUEXT_NEW_BASEPTR => {
+            frame_gpa(arg1).map_err(|_| mmu_err::NOT_PINNED).and_then(|g| dom.paging.new_baseptr(g))
+        }
+        // The guest flushes its own TLB after the call (module docs).
+        mmu::MMUEXT_TLB_FLUSH_LOCAL => Ok(()),
+        mmu::MMUEXT_INVLPG_LOCAL => {
+            // Canonical 48-bit address.
+            let top = (arg1 as i64) >> 47;
+            if top == 0 || top == -1 {
+                Ok(())
+            } else {
+                Err(EINVAL)
+            }
+        }
+        _ => Err(mmu_err::UNKNOWN_CMD),
+    };
+    if let Err(e) = res {
+        dom.paging.counters.rejected += 1;
+        tracing::debug!(?op, errno = pv_abi::errno::name(e), "mmuext_op rejected");
+    }
+    res
+}
+
+/// `mmuext_op(ops, count, pdone, domid)`.
+pub fn do_mmuext_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    check_mode_and_domain(dom, a[3])?;
+    run_batch(dom, a[0], a[1], a[2], one_mmuext)
+}
+
+/// The trapped entry point, called by the vCPU loop for an MMIO write to
+/// the pool: validates and applies it, or drops it and logs why.
+pub fn trapped_write(dom: &mut Domain, addr: u64, data: &[u8]) {
+    if let Err(e) = dom.paging.trapped_write(&dom.ram, addr, data) {
+        tracing::debug!(addr, errno = pv_abi::errno::name(e), "trapped page-table write dropped");
+    }
+}
