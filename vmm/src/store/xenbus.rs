@@ -16,8 +16,12 @@
 //! front end follows. Everything read from the front end's directory is
 //! guest-written and validated here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use pv_abi::event_channel::DomId;
 pub use pv_abi::xenbus::XenbusState;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{SharedStore, StoreError};
 
@@ -132,6 +136,30 @@ pub fn read_frontend_ring(store: &SharedStore, front: &str) -> Result<FrontendRi
     })
 }
 
+/// The store as the generic xenbus back-end state machine
+/// ([`backend::xenbus::XenbusDevice`]) reaches it: domain-0 rights,
+/// absolute paths, and watches that signal an `EventFd`.
+impl backend::xenbus::XenbusStore for SharedStore {
+    fn read(&self, path: &str) -> Option<String> {
+        self.read_string(path).ok()
+    }
+
+    fn write(&self, path: &str, value: &str) -> bool {
+        self.write_str(path, value).map_err(|e| tracing::warn!(path, "store write failed: {e}")).is_ok()
+    }
+
+    fn watch(&self, path: &str, wake: Arc<EventFd>) -> bool {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let token = format!("xenbus-wake-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let sink = Arc::new(move |_: &super::WatchEvent| {
+            if let Err(e) = wake.write(1) {
+                tracing::warn!("store watch: cannot signal the back end: {e}");
+            }
+        });
+        self.watch_host(path, &token, sink).map_err(|e| tracing::warn!(path, "store watch failed: {e}")).is_ok()
+    }
+}
+
 fn bad_value(path: &str, v: &[u8], expected: &'static str) -> XenbusError {
     XenbusError::BadValue {
         path: path.to_owned(),
@@ -161,6 +189,26 @@ mod tests {
         assert_eq!(read_state(&store, &format!("{}/state", d.back)).unwrap(), XenbusState::InitWait);
         assert!(matches!(create_device(&store, 3, "a/b", 0), Err(XenbusError::BadDeviceType(_))));
         assert!(matches!(create_device(&store, 3, "", 0), Err(XenbusError::BadDeviceType(_))));
+    }
+
+    #[test]
+    fn xenbus_store_adapter_signals_eventfds() {
+        use backend::xenbus::XenbusStore;
+        let store = SharedStore::new();
+        let s: &dyn XenbusStore = &store;
+        let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        assert!(s.watch("/local/domain/1/device/echo/0/state", wake.clone()));
+        // The initial event.
+        assert_eq!(wake.read().unwrap(), 1);
+        assert!(wake.read().is_err(), "nothing more pending");
+        assert!(s.write("/local/domain/1/device/echo/0/state", "3"));
+        assert!(s.write("/local/domain/1/device/echo/0/state", "4"));
+        assert_eq!(wake.read().unwrap(), 2);
+        assert_eq!(s.read("/local/domain/1/device/echo/0/state").as_deref(), Some("4"));
+        assert_eq!(s.read("/local/domain/1/none"), None);
+        assert!(!s.write("bad//path", "x"));
+        // A second watch on the same path gets its own token.
+        assert!(s.watch("/local/domain/1/device/echo/0/state", wake.clone()));
     }
 
     #[test]
