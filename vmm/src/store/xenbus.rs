@@ -46,14 +46,9 @@ pub enum XenbusError {
     BadDeviceType(String),
 }
 
-/// The two directories of one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevicePaths {
-    /// The front end's directory (in the guest's tree).
-    pub front: String,
-    /// The back end's directory (in domain 0's tree).
-    pub back: String,
-}
+/// The two directories of one device (the back-end crate's type, so
+/// [`create_device`]'s result goes straight to `XenbusDevice`).
+pub use backend::xenbus::DevicePaths;
 
 /// What a front end publishes for a one-ring device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
