@@ -584,5 +584,7 @@ fn server_and_store_can_move_to_a_device_thread() {
     fn send<T: Send>() {}
     fn sync<T: Send + Sync>() {}
     send::<StoreServer<ring_buffers::RawMemory>>();
+    // The owned page type the device thread uses for VMM-assigned rings.
+    send::<StoreServer<backend::ring_page::RingPage>>();
     sync::<SharedStore>();
 }
