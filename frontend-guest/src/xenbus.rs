@@ -173,3 +173,87 @@ mod tests {
         assert!(NodePath::<4>::new("12345").is_err());
     }
 }
+
+/// The front end's whole half of the xenbus handshake for the device at
+/// `dev_dir` (e.g. `device/echo/0`): waits for the back end to reach
+/// `InitWait`, lets `publish` write the device's keys (`ring-ref`,
+/// `event-channel`, ...), goes `Initialised`, waits for the back end to be
+/// `Connected`, and goes `Connected`. Returns the back end's final state as
+/// an error if it gave up (`Closing`/`Closed`).
+pub fn connect_frontend<M: RingMemory, T: StoreTransport>(
+    client: &mut StoreClient<M, T>,
+    dev_dir: &str,
+    publish: impl FnOnce(&mut StoreClient<M, T>, &str) -> Result<(), StoreError>,
+) -> Result<(), ConnectError> {
+    let mut be = [0u8; 128];
+    let be_len = read_backend_path(client, dev_dir, &mut be)?.len();
+    let mut be_state = NodePath::<256>::new(core::str::from_utf8(&be[..be_len]).map_err(|_| StoreError::BadValue)?)?;
+    be_state.push("state")?;
+    let s = wait_for_state(client, be_state.as_str(), |s| s >= XenbusState::InitWait)?;
+    if s >= XenbusState::Closing {
+        return Err(ConnectError::BackendGaveUp(s));
+    }
+    publish(client, dev_dir)?;
+    switch_state(client, dev_dir, XenbusState::Initialised)?;
+    let s = wait_for_state(client, be_state.as_str(), |s| s >= XenbusState::Connected)?;
+    if s != XenbusState::Connected {
+        return Err(ConnectError::BackendGaveUp(s));
+    }
+    switch_state(client, dev_dir, XenbusState::Connected)?;
+    Ok(())
+}
+
+/// Why [`connect_frontend`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// A store operation failed.
+    Store(StoreError),
+    /// The back end moved to this state instead of connecting.
+    BackendGaveUp(XenbusState),
+}
+
+impl From<StoreError> for ConnectError {
+    fn from(e: StoreError) -> Self {
+        ConnectError::Store(e)
+    }
+}
+
+/// Store transport over the store event channel: notify through the
+/// doorbell, wait by halting until the port's event counter moves (a
+/// counter, not an edge, so a reply that lands before the wait is not lost).
+#[derive(Debug)]
+pub struct EvtchnTransport {
+    port: u32,
+    seen: u32,
+}
+
+impl EvtchnTransport {
+    /// A transport on `port` (the store channel from start-info).
+    pub fn new(port: u32) -> Self {
+        EvtchnTransport { port, seen: crate::evtchn::events(port) }
+    }
+}
+
+impl StoreTransport for EvtchnTransport {
+    fn notify(&mut self) {
+        crate::evtchn::notify(self.port);
+    }
+
+    fn wait(&mut self) {
+        let port = self.port;
+        let seen = self.seen;
+        crate::evtchn::wait_until(|| crate::evtchn::events(port) != seen);
+        self.seen = crate::evtchn::events(port);
+    }
+}
+
+/// The guest's store client over the start-info store ring.
+pub type Store = StoreClient<ring_buffers::RawMemory, EvtchnTransport>;
+
+/// Connects to the store named in start-info (event channels must be up).
+pub fn open_store(si: &pv_abi::start_info::StartInfo) -> Result<Store, StoreError> {
+    // SAFETY: the store ring page from start-info is assigned to this guest
+    // for its whole life and identity mapped.
+    let mem = unsafe { crate::arch::shared_page(si.store.gpa) };
+    StoreClient::new(mem, EvtchnTransport::new(si.store.evtchn))
+}

@@ -3,23 +3,23 @@
 use crate::boot::{self, MemoryPlan};
 use crate::console::ConsoleOut;
 use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
-use crate::evtchn::GUEST_DOMID;
-use crate::store::{SharedStore, StoreServer};
-use backend::echo::EchoBackend;
-use backend::ring_page::RingPage;
-use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::evtchn::EventChannels;
+use crate::evtchn::GUEST_DOMID;
 use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
 use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::{self, PagingState};
 use crate::stats::{ExitKind, ExitStats};
+use crate::store::{SharedStore, StoreServer};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
+use backend::echo::EchoBackend;
 use backend::grant::GrantTable;
+use backend::ring_page::RingPage;
+use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
@@ -292,8 +292,9 @@ impl Vm {
         for id in 0..cfg.echo_devices {
             let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
                 .map_err(|e| VmmError::BootWrite(format!("echo device: {e}")))?;
-            let dev = XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
-                .map_err(io("echo device"))?;
+            let dev =
+                XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
+                    .map_err(io("echo device"))?;
             let dev = Arc::new(Mutex::new(dev));
             subscribers.push(dev.clone());
             echo.push(dev);
