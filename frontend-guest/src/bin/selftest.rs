@@ -59,6 +59,7 @@ fn main(si: &'static StartInfo) -> i32 {
         }
         b"hostile" => hostile(si),
         b"triplefault" => arch::triple_fault(),
+        b"hang" => arch::halt_forever(),
         b"panic" => panic!("requested by the command line"),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
