@@ -189,6 +189,33 @@ pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(out)
 }
 
+/// The VMM's own cost per hypercall: the same guest loop (`null-tight`)
+/// timed with full dispatch and with a bare re-entry, in one VM.
+pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
+    let n = opts.iters;
+    let cfg = VmConfig {
+        console: ConsoleOut::Null,
+        ..VmConfig::bundled("selftest", &format!("noevents test=null-tight n={}", n * 2 * opts.reps as u64 + 100))
+    };
+    let mut vm = Vm::new(&cfg)?;
+    vm.time_hypercall_exits(100, true)?; // warm up
+    let mut per = Vec::new();
+    for _ in 0..opts.reps {
+        let raw = vm.time_hypercall_exits(n, false)?;
+        let full = vm.time_hypercall_exits(n, true)?;
+        per.push((full.as_nanos() as f64 - raw.as_nanos() as f64) / n as f64);
+    }
+    let _ = vm.run()?;
+    Ok(Record {
+        op: "hypercall dispatch".into(),
+        mode: "vmm-only".into(),
+        batch: 1,
+        exits_per_op: 0.0,
+        instructions_per_op: Some(0.0),
+        ns_per_op: median(per),
+    })
+}
+
 /// Runs every benchmark this build knows.
 pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     let mut all = run_base(opts)?;
@@ -200,6 +227,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(vec![
         raw_port_io_exit(opts)?,
         guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
+        guest_op("null hypercall", "pv-tight", "selftest", "noevents test=null-tight", opts)?,
+        dispatch_cost(opts)?,
         guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
         guest_op("console byte", "hypercall", "selftest", "noevents test=console chunk=64", opts)?,
         guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,

@@ -449,6 +449,29 @@ impl Vm {
         }
     }
 
+    /// Benchmark support: runs the vCPU for `n` exits that must all be
+    /// hypercalls, either dispatching each (`dispatch`) or re-entering the
+    /// guest at once without reading a register (the raw KVM cost of the
+    /// very same guest loop). Returns the elapsed time.
+    pub fn time_hypercall_exits(&mut self, n: u64, dispatch: bool) -> Result<std::time::Duration, VmmError> {
+        self.first_run_at.get_or_insert_with(Instant::now);
+        let t = Instant::now();
+        for _ in 0..n {
+            match self.vcpu.run() {
+                Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => {}
+                Ok(other) => {
+                    return Err(VmmError::BootWrite(format!("bench: expected a hypercall exit, got {other:?}")))
+                }
+                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
+            }
+            if dispatch {
+                self.stats.exit(ExitKind::Hypercall);
+                self.do_hypercall();
+            }
+        }
+        Ok(t.elapsed())
+    }
+
     fn do_hypercall(&mut self) {
         let regs = &self.vcpu.sync_regs_mut().regs;
         let (nr, args) = (regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);

@@ -57,6 +57,10 @@ fn main(si: &'static StartInfo) -> i32 {
             }
             0
         }
+        b"null-tight" => {
+            arch::null_hypercall_loop(n);
+            0
+        }
         b"hostile" => hostile(si),
         b"triplefault" => arch::triple_fault(),
         b"hang" => arch::halt_forever(),
