@@ -318,3 +318,30 @@ pub fn has_x2apic() -> bool {
     let r = core::arch::x86_64::__cpuid(1);
     r.ecx & (1 << 21) != 0
 }
+
+/// `n` null hypercalls (`xen_version(XENVER_version)`) in a five-instruction
+/// loop: the smallest guest-side cost a hypercall can have, for measuring
+/// the VMM's dispatch against a raw KVM exit.
+pub fn null_hypercall_loop(n: u64) {
+    if n == 0 {
+        return;
+    }
+    // SAFETY: XENVER_version takes no pointer and only writes `rax`;
+    // rdi/rcx/rax are declared clobbered.
+    unsafe {
+        asm!(
+            "2:",
+            "mov eax, {nr}",
+            "xor edi, edi",
+            "out {port}, al",
+            "dec rcx",
+            "jnz 2b",
+            nr = const pv_abi::hypercall::nr::XEN_VERSION,
+            port = const HYPERCALL_PORT,
+            inout("rcx") n => _,
+            out("rax") _,
+            out("rdi") _,
+            options(nostack),
+        );
+    }
+}

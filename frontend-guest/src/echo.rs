@@ -43,6 +43,10 @@ pub enum EchoError {
     Hypercall(Errno),
     /// The ring refused (corrupt indices from the back end).
     Ring(RingError),
+    /// A store operation failed.
+    Store(crate::store::StoreError),
+    /// The handshake failed.
+    Connect(crate::xenbus::ConnectError),
 }
 
 impl From<Errno> for EchoError {
@@ -132,8 +136,47 @@ impl EchoFront {
         }
     }
 
+    /// Arms `rsp_event` so that the next response is notified even if it is
+    /// produced before we go to sleep (returns whether responses are
+    /// already waiting).
+    pub fn arm_response_event(&mut self) -> Result<bool, RingError> {
+        self.ring.final_check_for_responses()
+    }
+
     /// Requests sent but not yet answered.
     pub fn outstanding(&self) -> u32 {
         self.ring.outstanding_requests()
+    }
+}
+
+/// Sets up echo device `id` and runs the xenbus handshake with its back end.
+pub fn connect(store: &mut crate::xenbus::Store, id: u32) -> Result<EchoFront, EchoError> {
+    let front = EchoFront::new()?;
+    let mut dir = crate::xenbus::NodePath::<64>::new("device/echo").map_err(EchoError::Store)?;
+    dir.push_u32(id).map_err(EchoError::Store)?;
+    let (ring_ref, port) = (front.ring_ref, front.port);
+    crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
+        let mut p = crate::xenbus::NodePath::<96>::new(d)?;
+        p.push("ring-ref")?;
+        c.write_u32(p.as_str(), ring_ref)?;
+        let mut p = crate::xenbus::NodePath::<96>::new(d)?;
+        p.push("event-channel")?;
+        c.write_u32(p.as_str(), port)
+    })
+    .map_err(EchoError::Connect)?;
+    Ok(front)
+}
+
+impl EchoFront {
+    /// Notifies the back end once, whatever the ring says.
+    pub fn kick_once(&self) {
+        evtchn::notify(self.port);
+    }
+
+    /// Overwrites the shared `req_prod` (for hostile-guest tests: the back
+    /// end must detect the corruption and stop the device, nothing else).
+    pub fn poke_req_prod(&self, value: u32) {
+        use ring_buffers::RingMemory;
+        self.ring.memory().store_u32(0, value, core::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -79,15 +79,21 @@ pub extern "C" fn pv_upcall_handler() {
         let upcall_pending = unsafe { arch::shared_u8(base + SharedInfo::upcall_pending_offset(0) as u64) };
         upcall_pending.store(0, SeqCst);
         loop {
-            let sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
+            let mut sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
             if sel == 0 {
                 break;
             }
-            for word in (0..64).filter(|w| sel & (1 << w) != 0) {
+            // Visit only set bits (trailing-zero scans), as Xen guests do:
+            // the handler's cost is per event, not per bitmap word.
+            while sel != 0 {
+                let word = sel.trailing_zeros() as usize;
+                sel &= sel - 1;
                 let pending = si_word(SharedInfo::pending_word_offset(word));
                 let mask = si_word(SharedInfo::mask_word_offset(word)).load(SeqCst);
-                let ready = pending.load(SeqCst) & !mask;
-                for bit in (0..64).filter(|b| ready & (1u64 << b) != 0) {
+                let mut ready = pending.load(SeqCst) & !mask;
+                while ready != 0 {
+                    let bit = ready.trailing_zeros();
+                    ready &= ready - 1;
                     pending.fetch_and(!(1u64 << bit), SeqCst);
                     let port = word as u32 * BITS_PER_WORD + bit;
                     if let Some(c) = PORT_EVENTS.get(port as usize) {

@@ -42,6 +42,19 @@ pub fn init() -> Result<(), i16> {
     Ok(())
 }
 
+/// `GNTTABOP_setup_table` with arbitrary frame numbers (hostile-guest
+/// tests); returns the `GNTST_*` status the VMM wrote back.
+pub fn setup_frames(frames: &[u64]) -> Result<i16, Errno> {
+    let mut op = GnttabSetupTable {
+        dom: DOMID_SELF,
+        nr_frames: frames.len() as u32,
+        frame_list: frames.as_ptr() as u64,
+        ..Default::default()
+    };
+    grant_op(GNTTABOP_SETUP_TABLE, &mut op, 1)?;
+    Ok(op.status)
+}
+
 /// `GNTTABOP_query_size`: (frames in use, maximum frames).
 pub fn query_size() -> Result<(u32, u32), Errno> {
     let mut op = GnttabQuerySize { dom: DOMID_SELF, ..Default::default() };

@@ -24,6 +24,8 @@ pub mod mmu;
 pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
+pub mod store;
+pub mod xenbus;
 
 pub use pv_abi;
 

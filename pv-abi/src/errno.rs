@@ -29,6 +29,8 @@ pub const EBUSY: i64 = 16;
 pub const EEXIST: i64 = 17;
 /// No such device.
 pub const ENODEV: i64 = 19;
+/// Is a directory.
+pub const EISDIR: i64 = 21;
 /// Invalid argument.
 pub const EINVAL: i64 = 22;
 /// No space left on device / no free slot.
@@ -39,6 +41,10 @@ pub const EROFS: i64 = 30;
 pub const ERANGE: i64 = 34;
 /// Unknown hypercall or sub-operation.
 pub const ENOSYS: i64 = 38;
+/// Directory not empty.
+pub const ENOTEMPTY: i64 = 39;
+/// Already connected.
+pub const EISCONN: i64 = 106;
 /// Operation not supported.
 pub const EOPNOTSUPP: i64 = 95;
 
@@ -58,11 +64,14 @@ pub const fn name(errno: i64) -> &'static str {
         EBUSY => "EBUSY",
         EEXIST => "EEXIST",
         ENODEV => "ENODEV",
+        EISDIR => "EISDIR",
         EINVAL => "EINVAL",
         ENOSPC => "ENOSPC",
         EROFS => "EROFS",
         ERANGE => "ERANGE",
         ENOSYS => "ENOSYS",
+        ENOTEMPTY => "ENOTEMPTY",
+        EISCONN => "EISCONN",
         EOPNOTSUPP => "EOPNOTSUPP",
         _ => "E?",
     }

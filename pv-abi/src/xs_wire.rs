@@ -84,6 +84,43 @@ pub const XS_WATCH_PATH: u32 = 0;
 /// Index of the token in a watch event's payload.
 pub const XS_WATCH_TOKEN: u32 = 1;
 
+/// The errors a store may name in an [`XS_ERROR`] reply (Xen's
+/// `xsd_errors` table): errno value and the NUL-less name sent on the wire.
+pub const XSD_ERRORS: [(i64, &str); 16] = {
+    use crate::errno::*;
+    [
+        (EINVAL, "EINVAL"),
+        (EACCES, "EACCES"),
+        (EEXIST, "EEXIST"),
+        (EISDIR, "EISDIR"),
+        (ENOENT, "ENOENT"),
+        (ENOMEM, "ENOMEM"),
+        (ENOSPC, "ENOSPC"),
+        (EIO, "EIO"),
+        (ENOTEMPTY, "ENOTEMPTY"),
+        (ENOSYS, "ENOSYS"),
+        (EROFS, "EROFS"),
+        (EBUSY, "EBUSY"),
+        (EAGAIN, "EAGAIN"),
+        (EISCONN, "EISCONN"),
+        (E2BIG, "E2BIG"),
+        (EPERM, "EPERM"),
+    ]
+};
+
+/// The wire name of store error `errno` (positive), if it is in
+/// [`XSD_ERRORS`].
+pub fn xsd_error_name(errno: i64) -> Option<&'static str> {
+    XSD_ERRORS.iter().find(|(e, _)| *e == errno).map(|(_, n)| *n)
+}
+
+/// The errno of the store error named `name` (a trailing NUL is ignored),
+/// if it is in [`XSD_ERRORS`].
+pub fn xsd_error_errno(name: &[u8]) -> Option<i64> {
+    let name = name.strip_suffix(b"\0").unwrap_or(name);
+    XSD_ERRORS.iter().find(|(_, n)| n.as_bytes() == name).map(|(e, _)| *e)
+}
+
 /// The header of every store message (Xen's `xsd_sockmsg`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,5 +214,21 @@ impl XenstoreDomainInterface {
 impl Default for XenstoreDomainInterface {
     fn default() -> Self {
         Self::zeroed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xsd_error_names_round_trip() {
+        for (errno, name) in XSD_ERRORS {
+            assert_eq!(xsd_error_name(errno), Some(name));
+            assert_eq!(xsd_error_errno(name.as_bytes()), Some(errno));
+        }
+        assert_eq!(xsd_error_errno(b"ENOENT\0"), Some(crate::errno::ENOENT));
+        assert_eq!(xsd_error_errno(b"ENOENTX"), None);
+        assert_eq!(xsd_error_name(crate::errno::EFAULT), None);
     }
 }

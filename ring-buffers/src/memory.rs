@@ -175,17 +175,42 @@ impl RingMemory for RawMemory {
 
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
         let p = self.check(offset, dst.len(), 1);
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: `p + i` lies within the range checked above.
-            *d = unsafe { core::ptr::read_volatile(p.wrapping_add(i)) };
+        // Volatile (the peer may be writing), but a word at a time where
+        // aligned: byte rings move whole lines, and on an emulating host
+        // every guest instruction counts.
+        let mut i = 0;
+        while i < dst.len() {
+            let at = p.wrapping_add(i);
+            if (at as usize) % 8 == 0 && dst.len() - i >= 8 {
+                // SAFETY: `at..at+8` lies within the range checked above
+                // and is 8-aligned.
+                let w = unsafe { core::ptr::read_volatile(at.cast::<u64>()) };
+                dst[i..i + 8].copy_from_slice(&w.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: `at` lies within the range checked above.
+                dst[i] = unsafe { core::ptr::read_volatile(at) };
+                i += 1;
+            }
         }
     }
 
     fn write_bytes(&self, offset: usize, src: &[u8]) {
         let p = self.check(offset, src.len(), 1);
-        for (i, s) in src.iter().enumerate() {
-            // SAFETY: `p + i` lies within the range checked above.
-            unsafe { core::ptr::write_volatile(p.wrapping_add(i), *s) };
+        let mut i = 0;
+        while i < src.len() {
+            let at = p.wrapping_add(i);
+            if (at as usize) % 8 == 0 && src.len() - i >= 8 {
+                let w = u64::from_ne_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+                // SAFETY: `at..at+8` lies within the range checked above
+                // and is 8-aligned.
+                unsafe { core::ptr::write_volatile(at.cast::<u64>(), w) };
+                i += 8;
+            } else {
+                // SAFETY: `at` lies within the range checked above.
+                unsafe { core::ptr::write_volatile(at, src[i]) };
+                i += 1;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! library holds the shared helpers; the tests are in `tests/`.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use vmm::console::ConsoleOut;
 use vmm::{Outcome, Vm, VmConfig};
 
@@ -18,10 +19,23 @@ pub struct Run {
 
 /// Boots bundled image `image` with `cmdline` and runs it to the end.
 pub fn boot(image: &'static str, cmdline: &str) -> Run {
+    boot_vm(VmConfig::bundled(image, cmdline)).0
+}
+
+/// Boots `cfg` (console captured, 60 s limit) and runs it to the end;
+/// returns the run and the stopped VM for inspecting its devices.
+pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
     let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
-    let cfg = VmConfig { console, ..VmConfig::bundled(image, cmdline) };
+    let cfg = VmConfig { console, timeout: Some(Duration::from_secs(60)), ..cfg };
     let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
     let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));
     let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
-    Run { outcome, console, stats: vm.stats() }
+    let stats = vm.stats();
+    (Run { outcome, console, stats }, vm)
+}
+
+/// The value of `key=<number>` in the first console line containing `tag`.
+pub fn field(console: &str, tag: &str, key: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains(tag))?;
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }

@@ -76,3 +76,13 @@ fn null_hypercalls_cost_one_exit_each_and_few_instructions() {
         assert!(insns < 500 * 100, "{insns} guest instructions");
     }
 }
+
+#[test]
+fn a_guest_that_never_shuts_down_is_stopped_by_the_time_limit() {
+    let cfg = vmm::VmConfig {
+        timeout: Some(std::time::Duration::from_millis(500)),
+        ..vmm::VmConfig::bundled("selftest", "test=hang")
+    };
+    let mut vm = vmm::Vm::new(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), Outcome::Timeout);
+}

@@ -54,8 +54,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the bundled `image` once with `cmdline` in paging mode `paging`,
 /// timing `Vm::run`.
-fn guest_sample(image: &'static str, cmdline: &str, paging: u32) -> Result<Sample, VmmError> {
-    let cfg = VmConfig { console: ConsoleOut::Null, paging, ..VmConfig::bundled(image, cmdline) };
+fn guest_sample(image: &'static str, cmdline: &str, paging: u32, echo_devices: u32) -> Result<Sample, VmmError> {
+    let cfg = VmConfig { console: ConsoleOut::Null, paging, echo_devices, ..VmConfig::bundled(image, cmdline) };
     let mut vm = Vm::new(&cfg)?;
     let t = Instant::now();
     let outcome = vm.run()?;
@@ -82,11 +82,25 @@ pub fn guest_op_in(
     batch: u64,
     opts: BenchOpts,
 ) -> Result<Record, VmmError> {
+    guest_op_with(op, mode, image, cmdline, (paging, 0), batch, opts)
+}
+
+/// [`guest_op`] with `setup = (paging mode, echo devices)`.
+pub fn guest_op_with(
+    op: &str,
+    mode: &str,
+    image: &'static str,
+    cmdline: &str,
+    setup: (u32, u32),
+    batch: u64,
+    opts: BenchOpts,
+) -> Result<Record, VmmError> {
+    let (paging, echo_devices) = setup;
     let mut per_op_ns = Vec::new();
     let (mut exits, mut insns) = (0.0, None);
     for _ in 0..opts.reps {
-        let base = guest_sample(image, &format!("{cmdline} n=0"), paging)?;
-        let full = guest_sample(image, &format!("{cmdline} n={}", opts.iters), paging)?;
+        let base = guest_sample(image, &format!("{cmdline} n=0"), paging, echo_devices)?;
+        let full = guest_sample(image, &format!("{cmdline} n={}", opts.iters), paging, echo_devices)?;
         per_op_ns.push((full.ns - base.ns).max(0.0) / opts.iters as f64);
         exits = full.exits.saturating_sub(base.exits) as f64 / opts.iters as f64;
         insns = match (full.insns, base.insns) {
@@ -175,6 +189,33 @@ pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(out)
 }
 
+/// The VMM's own cost per hypercall: the same guest loop (`null-tight`)
+/// timed with full dispatch and with a bare re-entry, in one VM.
+pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
+    let n = opts.iters;
+    let cfg = VmConfig {
+        console: ConsoleOut::Null,
+        ..VmConfig::bundled("selftest", &format!("noevents test=null-tight n={}", n * 2 * opts.reps as u64 + 100))
+    };
+    let mut vm = Vm::new(&cfg)?;
+    vm.time_hypercall_exits(100, true)?; // warm up
+    let mut per = Vec::new();
+    for _ in 0..opts.reps {
+        let raw = vm.time_hypercall_exits(n, false)?;
+        let full = vm.time_hypercall_exits(n, true)?;
+        per.push((full.as_nanos() as f64 - raw.as_nanos() as f64) / n as f64);
+    }
+    let _ = vm.run()?;
+    Ok(Record {
+        op: "hypercall dispatch".into(),
+        mode: "vmm-only".into(),
+        batch: 1,
+        exits_per_op: 0.0,
+        instructions_per_op: Some(0.0),
+        ns_per_op: median(per),
+    })
+}
+
 /// Runs every benchmark this build knows.
 pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     let mut all = run_base(opts)?;
@@ -186,9 +227,23 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     Ok(vec![
         raw_port_io_exit(opts)?,
         guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
+        guest_op("null hypercall", "pv-tight", "selftest", "noevents test=null-tight", opts)?,
+        dispatch_cost(opts)?,
         guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
-        guest_op("console byte", "hypercall", "selftest", "noevents test=console", opts)?,
+        guest_op("console byte", "hypercall", "selftest", "noevents test=console chunk=64", opts)?,
+        guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,
+        event_round_trip("hypercall", opts)?,
+        event_round_trip("doorbell", opts)?,
     ])
+}
+
+/// One event round trip guest -> back end -> guest on the echo device:
+/// notify (send hypercall or doorbell), back-end wake-up and response,
+/// irqfd upcall. Fewer iterations: each costs a device-thread wake-up.
+fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let opts = BenchOpts { iters: (opts.iters / 4).max(1), ..opts };
+    let cmd = format!("test=events via={via}");
+    guest_op_with("event round trip", via, "pvdev", &cmd, (paging_mode::NATIVE, 1), 1, opts)
 }
 
 /// Formats records as a table.

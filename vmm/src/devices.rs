@@ -102,3 +102,60 @@ impl Drop for DeviceThread {
         self.stop();
     }
 }
+
+/// Serves the guest's store ring on its event channel (and when host-side
+/// writes queue watch events for the guest).
+pub struct StoreHandler {
+    server: crate::store::StoreServer<backend::ring_page::RingPage>,
+    wake: Arc<EventFd>,
+    notify: PortNotifier,
+}
+
+impl StoreHandler {
+    /// A handler for `server`, woken by `wake`, notifying the guest on `notify`.
+    pub fn new(
+        server: crate::store::StoreServer<backend::ring_page::RingPage>,
+        wake: Arc<EventFd>,
+        notify: PortNotifier,
+    ) -> Self {
+        let kick = wake.clone();
+        server.set_kick(Arc::new(move || {
+            let _ = kick.write(1);
+        }));
+        StoreHandler { server, wake, notify }
+    }
+}
+
+impl MutEventSubscriber for StoreHandler {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.event_set().contains(EventSet::IN) {
+            let _ = self.wake.read();
+            if self.server.process() {
+                backend::Notify::notify(&self.notify);
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&*self.wake, EventSet::IN)) {
+            tracing::error!("store: cannot watch its eventfd: {e}");
+        }
+    }
+}
+
+/// Event-channel binding for back-ends over the guest's channels.
+#[derive(Debug, Clone)]
+pub struct EvtchnAdapter(pub Arc<EventChannels>);
+
+impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, String> {
+        self.0.bind_guest_port(port, wake).map_err(|e| e.to_string())?;
+        Ok(Arc::new(PortNotifier::new(self.0.clone(), port)))
+    }
+
+    fn close(&self, port: u32) {
+        if let Err(e) = self.0.close(port) {
+            tracing::debug!("close port {port}: {e}");
+        }
+    }
+}

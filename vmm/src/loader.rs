@@ -162,4 +162,22 @@ mod tests {
         let err = check_elf("hello", hello(), 0x20_0000, 64 << 20).unwrap_err();
         assert!(matches!(err, VmmError::ElfDoesNotFit { .. }), "{err}");
     }
+
+    proptest::proptest! {
+        /// A corrupted image is accepted or refused with an error; the
+        /// checker never panics or reads out of bounds.
+        #[test]
+        fn corrupted_images_never_panic(
+            flips in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>()), 1..16),
+            cut in 0usize..8192,
+        ) {
+            let mut img = hello().to_vec();
+            for (at, b) in flips {
+                let at = at % img.len();
+                img[at] = b;
+            }
+            img.truncate(cut.max(1).min(img.len()));
+            let _ = check_elf("fuzz", &img, 0x10_0000, 64 << 20);
+        }
+    }
 }

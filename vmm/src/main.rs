@@ -42,6 +42,9 @@ struct RunArgs {
     /// Print exit and hypercall counters at shutdown (to stderr).
     #[arg(long)]
     stats: bool,
+    /// Offer this many `echo` sample PV devices (device/echo/<n>).
+    #[arg(long, default_value_t = 0)]
+    echo: u32,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -113,6 +116,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         cmdline: args.cmdline,
         console,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        echo_devices: args.echo,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;

@@ -2,24 +2,29 @@
 
 use crate::boot::{self, MemoryPlan};
 use crate::console::ConsoleOut;
-use crate::devices::{DeviceThread, PortNotifier, Subscriber};
+use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::evtchn::EventChannels;
+use crate::evtchn::GUEST_DOMID;
 use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
 use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::{self, PagingState};
 use crate::stats::{ExitKind, ExitStats};
+use crate::store::{SharedStore, StoreServer};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
+use backend::echo::EchoBackend;
 use backend::grant::GrantTable;
+use backend::ring_page::RingPage;
+use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
 use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
-use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO};
+use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO, STORE_RING};
 use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
 use pv_abi::start_info::paging_mode;
 use std::path::PathBuf;
@@ -51,6 +56,8 @@ pub struct VmConfig {
     pub timeout: Option<std::time::Duration>,
     /// Paging mode ([`paging_mode`]): how the page-table pool is mapped.
     pub paging: u32,
+    /// Number of `echo` sample devices to offer the guest.
+    pub echo_devices: u32,
 }
 
 impl VmConfig {
@@ -64,6 +71,7 @@ impl VmConfig {
             console: ConsoleOut::Null,
             timeout: None,
             paging: paging_mode::NATIVE,
+            echo_devices: 0,
         }
     }
 }
@@ -185,6 +193,10 @@ pub struct Vm {
     hypercalls: HypercallTable,
     stats: ExitStats,
     kvm_stats: Option<KvmStats>,
+    /// The store (domain 0's handle).
+    pub store: SharedStore,
+    /// The echo sample devices.
+    pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
     /// The console back-end (drained once more at shutdown).
     console: Arc<Mutex<backend::console::Console>>,
     timeout: Option<std::time::Duration>,
@@ -259,11 +271,38 @@ impl Vm {
             )
             .map_err(|e| VmmError::BootWrite(e.to_string()))?,
         ));
-        let subscribers: Vec<Subscriber> =
+        let mut subscribers: Vec<Subscriber> =
             vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
+
+        // The store: ring page and pre-bound channel, served on the device thread.
+        let store = SharedStore::new();
+        let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
+        let store_port = evtchn.prebind(store_wake.clone()).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+        let store_page = RingPage::assigned(ram.mem(), STORE_RING).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+        let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page)
+            .map_err(|e| VmmError::BootWrite(format!("store: {e}")))?;
+        subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
+            server,
+            store_wake,
+            PortNotifier::new(evtchn.clone(), store_port),
+        ))));
+        let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
+        let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
+        let mut echo = Vec::new();
+        for id in 0..cfg.echo_devices {
+            let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
+                .map_err(|e| VmmError::BootWrite(format!("echo device: {e}")))?;
+            let dev =
+                XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
+                    .map_err(io("echo device"))?;
+            let dev = Arc::new(Mutex::new(dev));
+            subscribers.push(dev.clone());
+            echo.push(dev);
+        }
 
         let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
+        si.store.evtchn = store_port;
         ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
@@ -285,6 +324,8 @@ impl Vm {
             _vm: vm,
             _kvm: kvm,
             console,
+            store,
+            echo,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
             dom,
@@ -406,6 +447,29 @@ impl Vm {
                 }
             }
         }
+    }
+
+    /// Benchmark support: runs the vCPU for `n` exits that must all be
+    /// hypercalls, either dispatching each (`dispatch`) or re-entering the
+    /// guest at once without reading a register (the raw KVM cost of the
+    /// very same guest loop). Returns the elapsed time.
+    pub fn time_hypercall_exits(&mut self, n: u64, dispatch: bool) -> Result<std::time::Duration, VmmError> {
+        self.first_run_at.get_or_insert_with(Instant::now);
+        let t = Instant::now();
+        for _ in 0..n {
+            match self.vcpu.run() {
+                Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => {}
+                Ok(other) => {
+                    return Err(VmmError::BootWrite(format!("bench: expected a hypercall exit, got {other:?}")))
+                }
+                Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
+            }
+            if dispatch {
+                self.stats.exit(ExitKind::Hypercall);
+                self.do_hypercall();
+            }
+        }
+        Ok(t.elapsed())
     }
 
     fn do_hypercall(&mut self) {

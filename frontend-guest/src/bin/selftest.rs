@@ -21,15 +21,34 @@ fn main(si: &'static StartInfo) -> i32 {
             0
         }
         b"console" => {
+            // `n` bytes through the console hypercall, `chunk` per call
+            // (default: all in one call).
             let buf = [b'c'; 4096];
-            let len = (n as usize).min(buf.len());
-            match hypercall::console_write(&buf[..len]) {
-                Ok(w) if w == len as u64 => 0,
-                other => {
-                    println!("\nconsole_write returned {:?}", other);
-                    1
+            let chunk = cmdline::get_u64(cmd, "chunk").unwrap_or(n).clamp(1, 4096) as usize;
+            let mut left = n as usize;
+            while left > 0 {
+                let len = left.min(chunk);
+                match hypercall::console_write(&buf[..len]) {
+                    Ok(w) if w == len as u64 => left -= len,
+                    other => {
+                        println!("\nconsole_write returned {:?}", other);
+                        return 1;
+                    }
                 }
             }
+            0
+        }
+        b"ring" => {
+            // `n` bytes through the PV console ring, `chunk` per notify.
+            let buf = [b'r'; 2048];
+            let chunk = cmdline::get_u64(cmd, "chunk").unwrap_or(64).clamp(1, 2048) as usize;
+            let mut left = n as usize;
+            while left > 0 {
+                let len = left.min(chunk);
+                frontend_guest::console::write_bytes(&buf[..len]);
+                left -= len;
+            }
+            0
         }
         b"null" => {
             // The null hypercall, `n` times: the cost of one PV exit.
@@ -38,8 +57,13 @@ fn main(si: &'static StartInfo) -> i32 {
             }
             0
         }
+        b"null-tight" => {
+            arch::null_hypercall_loop(n);
+            0
+        }
         b"hostile" => hostile(si),
         b"triplefault" => arch::triple_fault(),
+        b"hang" => arch::halt_forever(),
         b"panic" => panic!("requested by the command line"),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));

@@ -1,0 +1,297 @@
+//! `pvdev`: split-driver plumbing scenarios (event channels, grants, the
+//! store and the `echo` sample device). `test=<name>` picks one; results
+//! are printed and the exit status is 0 when everything was as expected.
+#![no_std]
+#![no_main]
+
+use frontend_guest::echo::{self, EchoFront, NotifyVia};
+use frontend_guest::xenbus::Store;
+use frontend_guest::{cmdline, evtchn, grant, guest_main, hypercall, pages, println};
+use pv_abi::echo::*;
+use pv_abi::errno::{EINVAL, ESRCH};
+use pv_abi::start_info::StartInfo;
+
+guest_main!(main);
+
+fn main(si: &'static StartInfo) -> i32 {
+    let cmd = si.cmdline_bytes();
+    let n = cmdline::get_u64(cmd, "n").unwrap_or(1);
+    let mut store = match frontend_guest::xenbus::open_store(si) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("store: cannot open: {:?}", e);
+            return 70;
+        }
+    };
+    let via = match cmdline::get(cmd, "via") {
+        Some(b"hypercall") => NotifyVia::Hypercall,
+        _ => NotifyVia::Doorbell,
+    };
+    match cmdline::get(cmd, "test").unwrap_or(b"") {
+        b"events" => events(&mut store, n, via),
+        b"stream" => stream(&mut store, n),
+        b"mask" => mask(&mut store),
+        b"grants" => grants(&mut store),
+        b"store" => store_watch(&mut store),
+        b"hostile" => hostile(&mut store),
+        other => {
+            println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
+            64
+        }
+    }
+}
+
+fn connect(store: &mut Store, id: u32) -> Option<EchoFront> {
+    match echo::connect(store, id) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            println!("echo {}: connect failed: {:?}", id, err);
+            None
+        }
+    }
+}
+
+fn req(id: u64, op: u8, gref: u32, len: u16, key: u8) -> EchoRequest {
+    EchoRequest { id, gref, offset: 0, len, op, key, _pad: [0; 6] }
+}
+
+/// One request at a time, with `rsp_event` armed before each and the guest
+/// sleeping until the upcall: exactly `n` notifications each way (an event
+/// round trip each), counted here and by the back end.
+fn events(store: &mut Store, n: u64, via: NotifyVia) -> i32 {
+    let Some(mut e) = connect(store, 0) else { return 1 };
+    e.via = via;
+    let (ev0, up0) = (evtchn::events(e.port), evtchn::upcalls());
+    let mut bad = 0;
+    for i in 0..n {
+        let before = evtchn::events(e.port);
+        if e.arm_response_event() != Ok(false) || e.queue(&req(i, ECHO_OP_PING, 0, 0, 0)).is_err() {
+            bad += 1;
+            break;
+        }
+        e.push();
+        evtchn::wait_until(|| evtchn::events(e.port) != before);
+        match e.poll() {
+            Ok(Some(r)) if r.id == i && r.status == ECHO_RSP_OKAY => {}
+            other => {
+                println!("events: bad response {:?}", other);
+                bad += 1;
+            }
+        }
+    }
+    println!(
+        "events: n={} sent={} received={} upcalls={} bad={}",
+        n,
+        e.notifies,
+        evtchn::events(e.port) - ev0,
+        evtchn::upcalls() - up0,
+        bad
+    );
+    (bad != 0) as i32
+}
+
+/// Keeps the ring full: notifications are a small fraction of requests.
+fn stream(store: &mut Store, n: u64) -> i32 {
+    let Some(mut e) = connect(store, 0) else { return 1 };
+    let ev0 = evtchn::events(e.port);
+    let (mut sent, mut got, mut bad) = (0u64, 0u64, 0u64);
+    while got < n {
+        while sent < n && e.free_slots() > 0 {
+            let _ = e.queue(&req(sent, ECHO_OP_PING, 0, 0, 0));
+            sent += 1;
+        }
+        e.push();
+        let mut progressed = false;
+        while let Ok(Some(r)) = e.poll() {
+            bad += (r.status != ECHO_RSP_OKAY) as u64;
+            got += 1;
+            progressed = true;
+        }
+        if !progressed && got < n {
+            match e.wait_response() {
+                Ok(r) => {
+                    bad += (r.status != ECHO_RSP_OKAY) as u64;
+                    got += 1;
+                }
+                Err(_) => return 1,
+            }
+        }
+    }
+    println!("stream: requests={} sent={} received={} bad={}", n, e.notifies, evtchn::events(e.port) - ev0, bad);
+    (bad != 0) as i32
+}
+
+/// A masked port gets no upcall; unmasking delivers exactly one.
+fn mask(store: &mut Store) -> i32 {
+    let Some(mut e) = connect(store, 0) else { return 1 };
+    evtchn::mask(e.port);
+    let (ev0, up0) = (evtchn::events(e.port), evtchn::upcalls());
+    let _ = e.queue(&req(7, ECHO_OP_PING, 0, 0, 0));
+    e.push();
+    let mut spins = 0u32;
+    let answered = loop {
+        if let Ok(Some(r)) = e.poll() {
+            break r.id == 7;
+        }
+        spins += 1;
+        if spins > 2_000_000 {
+            break false;
+        }
+        frontend_guest::arch::pause();
+    };
+    // Give a wrongly delivered upcall time to show up.
+    for _ in 0..2000 {
+        frontend_guest::arch::pause();
+    }
+    let silent = evtchn::events(e.port) == ev0 && evtchn::upcalls() == up0;
+    let pending = evtchn::is_pending(e.port);
+    let _ = evtchn::unmask(e.port);
+    evtchn::wait_until(|| evtchn::events(e.port) != ev0);
+    for _ in 0..2000 {
+        frontend_guest::arch::pause();
+    }
+    let once = evtchn::events(e.port) - ev0;
+    println!(
+        "mask: answered={} silent-while-masked={} pending={} delivered-on-unmask={}",
+        answered, silent, pending, once
+    );
+    !(answered && silent && pending && once == 1) as i32
+}
+
+fn echo_op(e: &mut EchoFront, id: u64, op: u8, gref: u32, len: u16, key: u8) -> (i16, u32) {
+    let _ = e.queue(&req(id, op, gref, len, key));
+    e.push();
+    match e.wait_response() {
+        Ok(r) => (r.status, r.value),
+        Err(_) => (i16::MIN, 0),
+    }
+}
+
+/// The back end reads and writes only what was granted, as granted.
+fn grants(store: &mut Store) -> i32 {
+    let Some(mut e) = connect(store, 0) else { return 1 };
+    let Some(page) = pages::alloc(1) else { return 1 };
+    let data = page as *mut u8;
+    let mut expected_sum = 0u32;
+    for i in 0..256u32 {
+        // SAFETY: `page` is a freshly allocated, identity-mapped page.
+        unsafe { data.add(i as usize).write_volatile(i as u8) };
+        expected_sum += i;
+    }
+    let mut fails = 0;
+    let mut check = |what: &str, ok: bool| {
+        println!("grant: {}: {}", what, if ok { "ok" } else { "FAILED" });
+        fails += (!ok) as i32;
+    };
+    let ro = grant::grant_page(0, page, true).unwrap_or(0);
+    let rw = grant::grant_page(0, page, false).unwrap_or(0);
+    let (st, sum) = echo_op(&mut e, 1, ECHO_OP_SUM, ro, 256, 0);
+    check("read through a read-only grant", st == ECHO_RSP_OKAY && sum == expected_sum);
+    let (st, _) = echo_op(&mut e, 2, ECHO_OP_XOR, ro, 256, 0xff);
+    check("write through a read-only grant refused", st == ECHO_RSP_EACCES);
+    let (st, _) = echo_op(&mut e, 3, ECHO_OP_XOR, rw, 256, 0xff);
+    // SAFETY: as above.
+    let b = unsafe { data.add(5).read_volatile() };
+    check("write through a writable grant", st == ECHO_RSP_OKAY && b == 5 ^ 0xff);
+    check("end access after use", grant::end_access(ro).is_ok());
+    let (st, _) = echo_op(&mut e, 4, ECHO_OP_SUM, ro, 256, 0);
+    check("revoked grant refused", st == ECHO_RSP_EACCES);
+    let (st, _) = echo_op(&mut e, 5, ECHO_OP_SUM, 4000, 16, 0);
+    check("reference beyond the table refused", st == ECHO_RSP_EACCES);
+    let (st, _) = echo_op(&mut e, 6, ECHO_OP_SUM, 300, 16, 0);
+    check("never-granted reference refused", st == ECHO_RSP_EACCES);
+    grant::set_raw(301, pv_abi::grant_table::GTF_PERMIT_ACCESS, 5, (page >> 12) as u32);
+    let (st, _) = echo_op(&mut e, 7, ECHO_OP_SUM, 301, 16, 0);
+    check("grant to another domain refused", st == ECHO_RSP_EACCES);
+    grant::set_raw(302, pv_abi::grant_table::GTF_PERMIT_ACCESS, 0, 0x10);
+    let (st, _) = echo_op(&mut e, 8, ECHO_OP_SUM, 302, 16, 0);
+    check("grant of a reserved frame refused", st == ECHO_RSP_EACCES);
+    let busy = grant::end_access(e.ring_ref);
+    check("end access refused while the back end maps the ring", busy.map_err(|x| x.0) == Err(pv_abi::errno::EBUSY));
+    let (st, _) = echo_op(&mut e, 9, ECHO_OP_XOR, rw, 4000, 1);
+    // offset 0 + 4000 fits; now one that does not:
+    let _ = st;
+    let _ = e.queue(&EchoRequest { id: 10, gref: rw, offset: 4000, len: 200, op: ECHO_OP_SUM, key: 0, _pad: [0; 6] });
+    e.push();
+    let r = e.wait_response();
+    check("range past the page refused", matches!(r, Ok(r) if r.status == ECHO_RSP_EINVAL));
+    fails
+}
+
+/// A watch fires when its path is written.
+fn store_watch(store: &mut Store) -> i32 {
+    let mut path = [0u8; 64];
+    let mut token = [0u8; 32];
+    if store.watch("data/greeting", "tok1").is_err() {
+        return 1;
+    }
+    // xenstored fires every watch once when it is registered.
+    let first = store.wait_watch(&mut path, &mut token);
+    if store.write("data/greeting", b"hello").is_err() {
+        return 2;
+    }
+    match store.wait_watch(&mut path, &mut token) {
+        Ok((p, t)) => {
+            println!(
+                "store: watch fired path={} token={} (initial {:?})",
+                core::str::from_utf8(&path[..p]).unwrap_or("?"),
+                core::str::from_utf8(&token[..t]).unwrap_or("?"),
+                first.is_ok()
+            );
+        }
+        Err(e) => {
+            println!("store: wait_watch failed {:?}", e);
+            return 3;
+        }
+    }
+    let mut buf = [0u8; 16];
+    let n = store.read("data/greeting", &mut buf).unwrap_or(0);
+    println!("store: read back {}", core::str::from_utf8(&buf[..n]).unwrap_or("?"));
+    0
+}
+
+/// Bad arguments everywhere; every one gets an error and the devices keep
+/// working.
+fn hostile(store: &mut Store) -> i32 {
+    let mut fails = 0;
+    let mut expect = |what: &str, got: Result<u64, hypercall::Errno>, want: i64| {
+        let ok = got.map_err(|e| e.0) == Err(want);
+        println!("hostile: {}: {}", what, if ok { "ok" } else { "FAILED" });
+        fails += (!ok) as i32;
+    };
+    expect("send on port beyond the table", evtchn::send(5000).map(|_| 0), EINVAL);
+    expect("send on a free port", evtchn::send(900).map(|_| 0), EINVAL);
+    expect("unmask beyond the 2-level limit", evtchn::unmask(70000).map(|_| 0), EINVAL);
+    expect("close port 0", evtchn::close(0).map(|_| 0), EINVAL);
+    expect("status of a huge port", evtchn::status(u32::MAX).map(|s| s as u64), EINVAL);
+    expect("alloc_unbound for an unknown domain", evtchn::alloc_unbound(7).map(|p| p as u64), ESRCH);
+    expect("bind to a dom0 port that does not exist", evtchn::bind_interdomain(0, 999).map(|p| p as u64), EINVAL);
+    let st = grant::setup_frames(&[u64::MAX >> 12]);
+    let ok = st == Ok(pv_abi::grant_table::GNTST_BAD_VIRT_ADDR);
+    println!("hostile: grant-table frame outside RAM: {}", if ok { "ok" } else { "FAILED" });
+    fails += (!ok) as i32;
+    let st = grant::setup_frames(&[0x10]);
+    let ok = st == Ok(pv_abi::grant_table::GNTST_BAD_VIRT_ADDR);
+    println!("hostile: grant-table frame in reserved memory: {}", if ok { "ok" } else { "FAILED" });
+    fails += (!ok) as i32;
+    // Doorbell with a garbage port: an exit the VMM logs and ignores.
+    evtchn::notify(0xdead_beef);
+
+    let Some(mut e0) = connect(store, 0) else { return 1 };
+    let Some(e1) = connect(store, 1) else { return 1 };
+    // Corrupt device 1's ring: its back end must stop, nothing else.
+    e1.poke_req_prod(0x8000_0000);
+    e1.kick_once();
+    for _ in 0..5000 {
+        frontend_guest::arch::pause();
+    }
+    let (st, _) = echo_op(&mut e0, 1, ECHO_OP_PING, 0, 0, 0);
+    let alive = st == ECHO_RSP_OKAY;
+    println!("hostile: other device still works after a corrupt ring: {}", if alive { "ok" } else { "FAILED" });
+    fails += (!alive) as i32;
+    let mut buf = [0u8; 8];
+    let store_ok = store.write("data/after", b"1").is_ok() && store.read("data/after", &mut buf).is_ok();
+    println!("hostile: store still works: {}", if store_ok { "ok" } else { "FAILED" });
+    fails += (!store_ok) as i32;
+    fails
+}

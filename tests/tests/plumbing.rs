@@ -1,0 +1,113 @@
+//! Split-driver plumbing end to end: event channels both ways, masking,
+//! grants through the mapper, the console ring, store watches, the echo
+//! device's xenbus handshake, and hostile guests.
+
+use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
+use tests::{boot_vm, field};
+use vmm::{Outcome, VmConfig};
+
+const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
+
+fn pvdev(cmdline: &str, echo: u32) -> (tests::Run, vmm::Vm) {
+    boot_vm(VmConfig { echo_devices: echo, ..VmConfig::bundled("pvdev", cmdline) })
+}
+
+fn echo_counters(vm: &vmm::Vm, i: usize) -> backend::echo::EchoCounters {
+    vm.echo[i].lock().unwrap().backend.counters
+}
+
+#[test]
+fn events_both_ways_are_counted_on_both_sides() {
+    for via in ["doorbell", "hypercall"] {
+        const N: u64 = 40;
+        let (run, vm) = pvdev(&format!("test=events n={N} via={via}"), 1);
+        assert_eq!(run.outcome, OK, "{via}: {}", run.console);
+        // Guest side: N sent, N received through N upcalls.
+        assert_eq!(field(&run.console, "events:", "sent"), Some(N), "{}", run.console);
+        assert_eq!(field(&run.console, "events:", "received"), Some(N), "{}", run.console);
+        assert!(field(&run.console, "events:", "upcalls").unwrap() >= N);
+        // Host side: N wake-ups, N requests, N notifications back.
+        let c = echo_counters(&vm, 0);
+        assert_eq!((c.kicks, c.requests, c.notifies), (N, N, N), "{via}: {c:?}");
+        // The send hypercall costs an exit per event; the doorbell none.
+        let sends = run.stats.hypercalls(pv_abi::hypercall::nr::EVENT_CHANNEL_OP);
+        if via == "hypercall" {
+            assert!(sends >= N, "{sends}");
+        } else {
+            assert!(sends < N, "doorbell must not use the send hypercall ({sends})");
+        }
+    }
+}
+
+#[test]
+fn a_steady_stream_sends_far_fewer_notifications_than_requests() {
+    const N: u64 = 1000;
+    let (run, vm) = pvdev(&format!("test=stream n={N}"), 1);
+    assert_eq!(run.outcome, OK, "{}", run.console);
+    let sent = field(&run.console, "stream:", "sent").unwrap();
+    let received = field(&run.console, "stream:", "received").unwrap();
+    let c = echo_counters(&vm, 0);
+    assert_eq!(c.requests, N);
+    assert_eq!(c.errors, 0);
+    assert!(sent * 8 <= N, "guest->host notifications {sent} for {N} requests");
+    assert!(c.notifies * 8 <= N && received <= c.notifies, "host->guest {} for {N}", c.notifies);
+}
+
+#[test]
+fn a_masked_port_gets_no_upcall_until_unmask_then_exactly_one() {
+    let (run, _vm) = pvdev("test=mask", 1);
+    assert!(
+        run.console.contains("answered=true silent-while-masked=true pending=true delivered-on-unmask=1"),
+        "{}",
+        run.console
+    );
+    assert_eq!(run.outcome, OK);
+}
+
+#[test]
+fn grants_are_enforced_by_the_mapper() {
+    let (run, vm) = pvdev("test=grants", 1);
+    assert_eq!(run.console.matches(": ok").count(), 11, "{}", run.console);
+    assert!(!run.console.contains("FAILED"), "{}", run.console);
+    assert_eq!(run.outcome, OK);
+    // Only the ring stays mapped while connected.
+    assert_eq!(vm.dom.grants.mapped_refs(), 1);
+}
+
+#[test]
+fn console_ring_carries_guest_output_without_exits() {
+    let (run, _vm) = boot_vm(VmConfig::bundled("hello", "exit=0 ring-check"));
+    assert_eq!(run.console, "Hello from the PV guest (64 MiB RAM)\ncmdline: exit=0 ring-check\n");
+    assert_eq!(run.stats.hypercalls(pv_abi::hypercall::nr::CONSOLE_IO), 0, "output went through the ring");
+}
+
+#[test]
+fn store_watch_fires_when_its_path_is_written() {
+    let (run, vm) = pvdev("test=store", 0);
+    assert!(run.console.contains("store: watch fired path=data/greeting token=tok1"), "{}", run.console);
+    assert!(run.console.contains("store: read back hello"));
+    assert_eq!(vm.store.read_string("/local/domain/1/data/greeting").unwrap(), "hello");
+}
+
+#[test]
+fn echo_device_reaches_connected_on_both_sides() {
+    let (run, vm) = pvdev("test=events n=3", 1);
+    assert_eq!(run.outcome, OK);
+    let dev = vm.echo[0].lock().unwrap();
+    let paths = dev.paths().clone();
+    drop(dev);
+    assert_eq!(vm.store.read_string(&format!("{}/state", paths.back)).unwrap(), "4");
+    assert_eq!(vm.store.read_string(&format!("{}/state", paths.front)).unwrap(), "4");
+    assert_eq!(vm.store.read_string(&format!("{}/feature-xor", paths.back)).unwrap(), "1");
+}
+
+#[test]
+fn hostile_guest_gets_errors_and_other_devices_keep_working() {
+    let (run, vm) = pvdev("test=hostile", 2);
+    assert!(!run.console.contains("FAILED"), "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 11, "{}", run.console);
+    assert_eq!(run.outcome, OK);
+    let broken = vm.echo[1].lock().unwrap().backend.echo.as_ref().map(|e| e.is_broken());
+    assert_eq!(broken, Some(true), "the corrupt ring stopped device 1");
+    assert_eq!(echo_counters(&vm, 0).requests, 1);
+}

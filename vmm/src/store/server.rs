@@ -1,0 +1,526 @@
+//! Serving one guest's store ring.
+//!
+//! The guest writes requests (an [`XsdSockmsg`] header and `len` payload
+//! bytes) into the `req` byte ring of its `xenstore_domain_interface` page;
+//! [`StoreServer::process`] assembles them (a request may be larger than
+//! the ring, so it arrives in pieces), validates, executes against the
+//! [`SharedStore`] as the guest's domain, and writes replies and watch
+//! events into the `rsp` ring. Everything read from the ring is copied into
+//! the server's own buffer before it is parsed.
+//!
+//! # What a hostile guest can cause
+//!
+//! * A malformed request (unknown type, missing NUL, bad path, a nonzero
+//!   transaction id) gets an `XS_ERROR` reply; the stream stays in sync.
+//! * A header claiming `len > XENSTORE_PAYLOAD_MAX` cannot be
+//!   resynchronised (the payload boundary is unknown): the server replies
+//!   `XS_ERROR` `E2BIG` and discards everything currently in the request
+//!   ring. Later bytes are parsed as a new header.
+//! * Corrupt ring indices (a producer more than the ring size ahead, a
+//!   consumer ahead of our producer): the server logs, sets the page's
+//!   `error` field to `XENSTORE_ERROR_RINGIDX`, and stops serving the ring
+//!   until [`StoreServer::reset`].
+//! * Not reading replies: at most [`MAX_QUEUED_REPLIES`] replies are queued;
+//!   beyond that the server stops consuming requests. Watch events wait in
+//!   the store's bounded per-connection queue.
+
+use std::collections::VecDeque;
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pv_abi::event_channel::DomId;
+use pv_abi::xs_wire::*;
+use ring_buffers::vm::GuestRingMemory;
+use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, Pod, RingError, RingMemory};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::{ConnId, Kick, SharedStore, Store, StoreError, WatchEvent};
+
+/// Replies (not counting watch events) queued for a guest that does not
+/// read its `rsp` ring before the server stops consuming requests.
+pub const MAX_QUEUED_REPLIES: usize = 16;
+
+/// Watch-event messages moved from the store's queue into the output queue
+/// at a time.
+const MAX_QUEUED_EVENTS: usize = 16;
+
+const HDR: usize = XsdSockmsg::SIZE;
+
+/// Failure to set up a store server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreServerError {
+    /// The ring page is unusable (outside guest memory, misaligned, ...).
+    #[error("store ring page: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// Counters of one store connection, for tests and `--stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Complete requests handled (including rejected ones).
+    pub requests: u64,
+    /// `XS_ERROR` replies sent.
+    pub errors: u64,
+    /// `XS_WATCH_EVENT` messages queued for the guest.
+    pub watch_events: u64,
+    /// Watch events dropped (too large for one message).
+    pub dropped_events: u64,
+    /// Request bytes discarded after an oversized header.
+    pub discarded_bytes: u64,
+    /// Times the ring was found corrupt.
+    pub ring_errors: u64,
+}
+
+/// One memory object shared by the two ring views and the server (so `M`
+/// need not be `Clone`: a grant mapping, say).
+struct SharedMem<M>(Arc<M>);
+
+impl<M> Clone for SharedMem<M> {
+    fn clone(&self) -> Self {
+        SharedMem(self.0.clone())
+    }
+}
+
+impl<M: RingMemory> RingMemory for SharedMem<M> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        self.0.load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) {
+        self.0.store_u32(offset, val, order)
+    }
+    fn read<T: Pod>(&self, offset: usize) -> T {
+        self.0.read(offset)
+    }
+    fn write<T: Pod>(&self, offset: usize, val: &T) {
+        self.0.write(offset, val)
+    }
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        self.0.read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) {
+        self.0.write_bytes(offset, src)
+    }
+    fn fence(&self) {
+        self.0.fence()
+    }
+}
+
+struct Outgoing {
+    bytes: Vec<u8>,
+    is_reply: bool,
+}
+
+/// The store back end of one guest connection: its ring page and its
+/// connection to the [`SharedStore`].
+pub struct StoreServer<M: RingMemory> {
+    store: SharedStore,
+    conn: ConnId,
+    domid: DomId,
+    mem: SharedMem<M>,
+    req: ByteConsumer<SharedMem<M>>,
+    rsp: ByteProducer<SharedMem<M>>,
+    /// The request being assembled: header, then payload.
+    inbuf: Vec<u8>,
+    out: VecDeque<Outgoing>,
+    /// Bytes of `out.front()` already written.
+    out_off: usize,
+    broken: Option<RingError>,
+    stats: StoreStats,
+}
+
+impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreServer")
+            .field("domid", &self.domid)
+            .field("conn", &self.conn)
+            .field("broken", &self.broken)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> StoreServer<GuestRingMemory<'a>> {
+    /// Serves the store page at guest-physical `gpa` of `mem` for `domid`.
+    pub fn over_guest_memory(
+        store: SharedStore,
+        domid: DomId,
+        mem: &'a GuestMemoryMmap,
+        gpa: GuestAddress,
+    ) -> Result<Self, StoreServerError> {
+        let ring = GuestRingMemory::new(mem, gpa, size_of::<XenstoreDomainInterface>())?;
+        Self::new(store, domid, ring)
+    }
+}
+
+impl<M: RingMemory> StoreServer<M> {
+    /// Serves the store page in `mem` (which must hold a whole
+    /// `xenstore_domain_interface`) for `domid`, continuing from the ring
+    /// indices currently in the page, and advertises
+    /// `XENSTORE_SERVER_FEATURE_ERROR`. The server is `Send` (can live on a
+    /// device thread) when `M` is `Send + Sync`.
+    pub fn new(store: SharedStore, domid: DomId, mem: M) -> Result<Self, StoreServerError> {
+        let mem = SharedMem(Arc::new(mem));
+        let req = ByteConsumer::new(mem.clone(), ByteRingLayout::STORE_REQ)?;
+        let rsp = ByteProducer::new(mem.clone(), ByteRingLayout::STORE_RSP)?;
+        mem.store_u32(
+            offset_of!(XenstoreDomainInterface, server_features),
+            XENSTORE_SERVER_FEATURE_ERROR,
+            Ordering::Release,
+        );
+        let conn = store.with(None, |s| s.connect(domid, None));
+        Ok(StoreServer {
+            store,
+            conn,
+            domid,
+            mem,
+            req,
+            rsp,
+            inbuf: Vec::with_capacity(HDR + XENSTORE_PAYLOAD_MAX as usize),
+            out: VecDeque::new(),
+            out_off: 0,
+            broken: None,
+            stats: StoreStats::default(),
+        })
+    }
+
+    /// Sets the callback run when watch events are queued for this guest by
+    /// someone else (another connection or the host), so that `process` gets
+    /// called.
+    pub fn set_kick(&self, kick: Kick) {
+        let conn = self.conn;
+        self.store.with(None, |s| s.set_kick(conn, Some(kick)));
+    }
+
+    /// The guest domain served.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    /// This connection's id in the store.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// The ring error that stopped the server, if any.
+    pub fn broken(&self) -> Option<RingError> {
+        self.broken
+    }
+
+    /// Reconnects after the ring was found corrupt (or the guest restarted
+    /// its store client): zeroes the four ring indices and the `error`
+    /// field, forgets the partial request and queued output, and removes
+    /// this connection's watches. The guest must start a fresh client.
+    pub fn reset(&mut self) -> Result<(), StoreServerError> {
+        for off in [
+            offset_of!(XenstoreDomainInterface, req_cons),
+            offset_of!(XenstoreDomainInterface, req_prod),
+            offset_of!(XenstoreDomainInterface, rsp_cons),
+            offset_of!(XenstoreDomainInterface, rsp_prod),
+            offset_of!(XenstoreDomainInterface, error),
+        ] {
+            self.mem.store_u32(off, 0, Ordering::Release);
+        }
+        self.req = ByteConsumer::new(self.mem.clone(), ByteRingLayout::STORE_REQ)?;
+        self.rsp = ByteProducer::new(self.mem.clone(), ByteRingLayout::STORE_RSP)?;
+        self.inbuf.clear();
+        self.out.clear();
+        self.out_off = 0;
+        self.broken = None;
+        let conn = self.conn;
+        self.store.with(None, |s| s.reset_watches(conn));
+        Ok(())
+    }
+
+    /// Consumes every complete request in the ring, answers it, and writes
+    /// queued replies and watch events as space allows. Returns whether
+    /// the guest should be notified (bytes were consumed or produced, or
+    /// the ring was just found corrupt). Never panics on ring contents.
+    pub fn process(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        match self.process_inner() {
+            Ok(notify) => notify,
+            Err(e) => {
+                tracing::warn!(domid = self.domid, "store ring corrupt ({e}); not serving it until reset");
+                self.stats.ring_errors += 1;
+                self.broken = Some(e);
+                self.mem.store_u32(
+                    offset_of!(XenstoreDomainInterface, error),
+                    XENSTORE_ERROR_RINGIDX,
+                    Ordering::Release,
+                );
+                true
+            }
+        }
+    }
+
+    fn process_inner(&mut self) -> Result<bool, RingError> {
+        let mut notify = false;
+        loop {
+            self.pull_events();
+            notify |= self.flush()?;
+            if self.queued_replies() >= MAX_QUEUED_REPLIES {
+                break;
+            }
+            let (consumed, complete) = self.fill_request()?;
+            notify |= consumed;
+            if !complete {
+                break;
+            }
+            let msg = std::mem::take(&mut self.inbuf);
+            self.handle(&msg);
+            self.inbuf = msg;
+            self.inbuf.clear();
+        }
+        // Replies queued by the last round (an E2BIG for an oversized header).
+        notify |= self.flush()?;
+        Ok(notify)
+    }
+
+    fn queued_replies(&self) -> usize {
+        self.out.iter().filter(|o| o.is_reply).count()
+    }
+
+    /// Reads request bytes into `inbuf`. Returns whether anything was
+    /// consumed and whether `inbuf` now holds a complete request.
+    fn fill_request(&mut self) -> Result<(bool, bool), RingError> {
+        let mut consumed = false;
+        if self.inbuf.len() < HDR {
+            consumed |= self.read_into_inbuf(HDR)?;
+            if self.inbuf.len() < HDR {
+                return Ok((consumed, false));
+            }
+        }
+        let hdr = self.header();
+        if hdr.len > XENSTORE_PAYLOAD_MAX {
+            tracing::warn!(
+                domid = self.domid,
+                len = hdr.len,
+                "store request longer than XENSTORE_PAYLOAD_MAX; discarding the ring contents"
+            );
+            self.stats.requests += 1;
+            self.reply_error(&hdr, StoreError::TooBig);
+            let avail = self.req.available()? as usize;
+            let n = self.req.consume(avail)?;
+            self.stats.discarded_bytes += n as u64;
+            self.inbuf.clear();
+            return Ok((true, false));
+        }
+        let want = HDR + hdr.len as usize;
+        consumed |= self.read_into_inbuf(want)?;
+        Ok((consumed, self.inbuf.len() == want))
+    }
+
+    /// Reads up to `want - inbuf.len()` bytes.
+    fn read_into_inbuf(&mut self, want: usize) -> Result<bool, RingError> {
+        let start = self.inbuf.len();
+        if start >= want {
+            return Ok(false);
+        }
+        self.inbuf.resize(want, 0);
+        let n = self.req.read(&mut self.inbuf[start..])?;
+        self.inbuf.truncate(start + n);
+        Ok(n > 0)
+    }
+
+    fn header(&self) -> XsdSockmsg {
+        let mut h = [0u8; HDR];
+        h.copy_from_slice(&self.inbuf[..HDR]);
+        XsdSockmsg::from_bytes(&h)
+    }
+
+    fn handle(&mut self, msg: &[u8]) {
+        let mut h = [0u8; HDR];
+        h.copy_from_slice(&msg[..HDR]);
+        let hdr = XsdSockmsg::from_bytes(&h);
+        let payload = &msg[HDR..];
+        self.stats.requests += 1;
+        match self.execute(&hdr, payload) {
+            Ok(reply) => self.queue(hdr.type_, hdr.req_id, hdr.tx_id, &reply, true),
+            Err(e) => {
+                tracing::debug!(domid = self.domid, type_ = hdr.type_, "store request failed: {}", e.name());
+                self.reply_error(&hdr, e);
+            }
+        }
+    }
+
+    fn reply_error(&mut self, hdr: &XsdSockmsg, e: StoreError) {
+        self.stats.errors += 1;
+        let mut p = e.name().as_bytes().to_vec();
+        p.push(0);
+        self.queue(XS_ERROR, hdr.req_id, hdr.tx_id, &p, true);
+    }
+
+    fn execute(&mut self, hdr: &XsdSockmsg, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
+        const OK: &[u8] = b"OK\0";
+        let (domid, conn) = (self.domid, self.conn);
+        match hdr.type_ {
+            XS_TRANSACTION_START | XS_TRANSACTION_END => return Err(StoreError::NotImplemented),
+            XS_CONTROL
+            | XS_GET_PERMS
+            | XS_SET_PERMS
+            | XS_INTRODUCE
+            | XS_RELEASE
+            | XS_IS_DOMAIN_INTRODUCED
+            | XS_RESUME
+            | XS_SET_TARGET
+            | XS_DIRECTORY_PART => return Err(StoreError::NotImplemented),
+            _ => {}
+        }
+        if hdr.tx_id != 0 {
+            // No transactions exist, so no transaction id is valid.
+            return Err(StoreError::NoEntry);
+        }
+        let store = self.store.clone();
+        let run = |f: &mut dyn FnMut(&mut Store) -> Result<Vec<u8>, StoreError>| store.with(Some(conn), f);
+        match hdr.type_ {
+            XS_READ => {
+                let path = one_arg(payload)?;
+                run(&mut |s| s.read(domid, path).map(<[u8]>::to_vec))
+            }
+            XS_WRITE => {
+                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+                let value = &payload[nul + 1..];
+                run(&mut |s| s.write(domid, path, value).map(|()| OK.to_vec()))
+            }
+            XS_MKDIR => {
+                let path = one_arg(payload)?;
+                run(&mut |s| s.mkdir(domid, path).map(|()| OK.to_vec()))
+            }
+            XS_RM => {
+                let path = one_arg(payload)?;
+                run(&mut |s| s.rm(domid, path).map(|()| OK.to_vec()))
+            }
+            XS_DIRECTORY => {
+                let path = one_arg(payload)?;
+                let names = run(&mut |s| {
+                    let names = s.directory(domid, path)?;
+                    let mut out = Vec::new();
+                    for n in names {
+                        out.extend_from_slice(n.as_bytes());
+                        out.push(0);
+                        if out.len() > XENSTORE_PAYLOAD_MAX as usize {
+                            return Err(StoreError::TooBig);
+                        }
+                    }
+                    Ok(out)
+                })?;
+                Ok(names)
+            }
+            XS_WATCH => {
+                let (path, token) = two_args(payload)?;
+                run(&mut |s| s.watch_conn(conn, path, token).map(|()| OK.to_vec()))
+            }
+            XS_UNWATCH => {
+                let (path, token) = two_args(payload)?;
+                run(&mut |s| s.unwatch_conn(conn, path, token).map(|()| OK.to_vec()))
+            }
+            XS_RESET_WATCHES => {
+                if !payload.is_empty() && one_arg(payload).is_err() {
+                    return Err(StoreError::Invalid);
+                }
+                run(&mut |s| {
+                    s.reset_watches(conn);
+                    Ok(OK.to_vec())
+                })
+            }
+            XS_GET_DOMAIN_PATH => {
+                let d = one_arg(payload)?;
+                if d.is_empty() || d.len() > 5 || !d.bytes().all(|c| c.is_ascii_digit()) {
+                    return Err(StoreError::Invalid);
+                }
+                let d: DomId = d.parse().map_err(|_| StoreError::Invalid)?;
+                let mut p = super::home(d).into_bytes();
+                p.push(0);
+                Ok(p)
+            }
+            _ => Err(StoreError::Invalid),
+        }
+    }
+
+    /// Moves watch events from the store's queue into the output queue.
+    fn pull_events(&mut self) {
+        let conn = self.conn;
+        let queued_events = self.out.iter().filter(|o| !o.is_reply).count();
+        if queued_events >= MAX_QUEUED_EVENTS {
+            return;
+        }
+        let events: Vec<WatchEvent> = self.store.with(Some(conn), |s| {
+            std::iter::from_fn(|| s.pop_event(conn)).take(MAX_QUEUED_EVENTS - queued_events).collect()
+        });
+        for ev in events {
+            let mut p = Vec::with_capacity(ev.path.len() + ev.token.len() + 2);
+            p.extend_from_slice(ev.path.as_bytes());
+            p.push(0);
+            p.extend_from_slice(ev.token.as_bytes());
+            p.push(0);
+            if p.len() > XENSTORE_PAYLOAD_MAX as usize {
+                self.stats.dropped_events += 1;
+                tracing::warn!(domid = self.domid, "store: watch event too large, dropped");
+                continue;
+            }
+            self.stats.watch_events += 1;
+            self.queue(XS_WATCH_EVENT, 0, 0, &p, false);
+        }
+    }
+
+    fn queue(&mut self, type_: u32, req_id: u32, tx_id: u32, payload: &[u8], is_reply: bool) {
+        let hdr = XsdSockmsg { type_, req_id, tx_id, len: payload.len() as u32 };
+        let mut bytes = Vec::with_capacity(HDR + payload.len());
+        bytes.extend_from_slice(&hdr.to_bytes());
+        bytes.extend_from_slice(payload);
+        self.out.push_back(Outgoing { bytes, is_reply });
+    }
+
+    /// Writes queued output while the `rsp` ring has space.
+    fn flush(&mut self) -> Result<bool, RingError> {
+        let mut wrote = false;
+        while let Some(front) = self.out.front() {
+            let n = self.rsp.write(&front.bytes[self.out_off..])?;
+            if n == 0 {
+                break;
+            }
+            wrote = true;
+            self.out_off += n;
+            if self.out_off == front.bytes.len() {
+                self.out.pop_front();
+                self.out_off = 0;
+            }
+        }
+        Ok(wrote)
+    }
+}
+
+impl<M: RingMemory> Drop for StoreServer<M> {
+    fn drop(&mut self) {
+        let conn = self.conn;
+        self.store.with(None, |s| s.disconnect(conn));
+    }
+}
+
+/// A payload that is exactly one NUL-terminated string.
+fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
+    match payload.split_last() {
+        Some((0, s)) if !s.contains(&0) => std::str::from_utf8(s).map_err(|_| StoreError::Invalid),
+        _ => Err(StoreError::Invalid),
+    }
+}
+
+/// A payload that is exactly two NUL-terminated strings.
+fn two_args(payload: &[u8]) -> Result<(&str, &str), StoreError> {
+    let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+    let a = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+    let b = one_arg(&payload[nul + 1..])?;
+    Ok((a, b))
+}
