@@ -13,6 +13,7 @@
 extern crate std;
 
 pub mod arch;
+pub mod blkfront;
 pub mod cmdline;
 pub mod console;
 pub mod echo;
@@ -35,7 +36,7 @@ pub mod images {
     include!(concat!(env!("OUT_DIR"), "/images.rs"));
 
     /// The image `vmm run` boots when no `--kernel` is given.
-    pub const DEMO: &[u8] = HELLO;
+    pub const DEMO: &[u8] = BLK;
 
     /// Looks an image up by name.
     pub fn by_name(name: &str) -> Option<&'static [u8]> {

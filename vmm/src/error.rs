@@ -93,6 +93,9 @@ pub enum VmmError {
     /// The paging mode is not one of `paging_mode`.
     #[error("unknown paging mode {0}: use native, trapped or pv")]
     BadPagingMode(u32),
+    /// A `--disk` could not be used.
+    #[error(transparent)]
+    Disk(#[from] backend::block::DiskError),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

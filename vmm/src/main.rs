@@ -45,6 +45,11 @@ struct RunArgs {
     /// Offer this many `echo` sample PV devices (device/echo/<n>).
     #[arg(long, default_value_t = 0)]
     echo: u32,
+    /// Offer a raw image file as a virtual block device (repeatable:
+    /// device/vbd/51712, 51728, ...): `<path>[,readonly]`. With none, the
+    /// default demo gets a scratch image in a temporary directory.
+    #[arg(long, value_name = "PATH[,readonly]")]
+    disk: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -72,6 +77,9 @@ struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 }
+
+/// Size of the demo's scratch disk.
+const DEMO_DISK_BYTES: u64 = 4 << 20;
 
 /// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
 fn parse_size(s: &str) -> Option<u64> {
@@ -104,6 +112,25 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         }
         (None, None) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
     };
+    let mut disks = args
+        .disk
+        .iter()
+        .map(|d| d.parse())
+        .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
+        .map_err(VmmError::from)?;
+    // The demo needs a disk: a scratch image, removed when `scratch` drops.
+    let _scratch = match (&kernel, disks.is_empty()) {
+        (Kernel::Bundled("demo", _), true) => {
+            let dir =
+                tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
+            let path = dir.path().join("scratch.img");
+            let f = std::fs::File::create(&path).map_err(|e| VmmError::Io("scratch disk", e))?;
+            f.set_len(DEMO_DISK_BYTES).map_err(|e| VmmError::Io("scratch disk", e))?;
+            disks.push(backend::block::DiskSpec { path, readonly: false });
+            Some(dir)
+        }
+        _ => None,
+    };
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -117,6 +144,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         console,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
+        disks,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;

@@ -16,6 +16,7 @@ use crate::stats::{ExitKind, ExitStats};
 use crate::store::{SharedStore, StoreServer};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
+use backend::block::{BlockBackend, Disk, DiskSpec};
 use backend::echo::EchoBackend;
 use backend::grant::GrantTable;
 use backend::ring_page::RingPage;
@@ -58,6 +59,15 @@ pub struct VmConfig {
     pub paging: u32,
     /// Number of `echo` sample devices to offer the guest.
     pub echo_devices: u32,
+    /// Disks offered as virtual block devices `device/vbd/<vdev>`
+    /// ([`vbd_vdev`]), in order.
+    pub disks: Vec<DiskSpec>,
+}
+
+/// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
+/// (major 202, 16 minors per disk), so disk 0 is `xvda` = 51712.
+pub fn vbd_vdev(i: usize) -> u32 {
+    (202 << 8) + 16 * i as u32
 }
 
 impl VmConfig {
@@ -72,6 +82,7 @@ impl VmConfig {
             timeout: None,
             paging: paging_mode::NATIVE,
             echo_devices: 0,
+            disks: Vec::new(),
         }
     }
 }
@@ -197,6 +208,8 @@ pub struct Vm {
     pub store: SharedStore,
     /// The echo sample devices.
     pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
+    /// The block devices (blkback), one per `--disk`.
+    pub blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
     /// The console back-end (drained once more at shutdown).
     console: Arc<Mutex<backend::console::Console>>,
     timeout: Option<std::time::Duration>,
@@ -231,6 +244,7 @@ impl Vm {
         let (lo, hi) = plan.loadable();
         // Check the image before touching KVM so bad input fails fast.
         loader::check_elf(&name, &bytes, lo, hi)?;
+        let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
 
         let kvm = open_kvm()?;
         for (cap, what) in [
@@ -299,6 +313,18 @@ impl Vm {
             subscribers.push(dev.clone());
             echo.push(dev);
         }
+        let mut blk = Vec::new();
+        for (i, disk) in disks.into_iter().enumerate() {
+            let paths =
+                crate::store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
+                    .map_err(|e| VmmError::BootWrite(format!("vbd device: {e}")))?;
+            let dev =
+                XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
+                    .map_err(io("vbd device"))?;
+            let dev = Arc::new(Mutex::new(dev));
+            subscribers.push(dev.clone());
+            blk.push(dev);
+        }
 
         let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
@@ -326,6 +352,7 @@ impl Vm {
             console,
             store,
             echo,
+            blk,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
             dom,

@@ -1,0 +1,326 @@
+//! `blk`: the block-device demo and test scenarios. The guest finds its
+//! disks in the store (`device/vbd/*`), connects blkfront to them and runs
+//! `test=<name>` (default `demo`). Results are printed; the exit status is
+//! 0 when everything was as expected (or `exit=<n>` for the demo).
+#![no_std]
+#![no_main]
+
+use frontend_guest::blkfront::{self, BlkFront, IoBuf};
+use frontend_guest::xenbus::Store;
+use frontend_guest::{cmdline, evtchn, guest_main, println};
+use pv_abi::blkif::*;
+use pv_abi::start_info::StartInfo;
+
+guest_main!(main);
+
+fn main(si: &'static StartInfo) -> i32 {
+    let cmd = si.cmdline_bytes();
+    let test = cmdline::get(cmd, "test").unwrap_or(b"demo");
+    if test == b"demo" {
+        println!("Hello from the PV guest ({} MiB RAM)", si.mem_bytes >> 20);
+        println!("cmdline: {}", core::str::from_utf8(cmd).unwrap_or("<not utf-8>"));
+    }
+    let mut store = match frontend_guest::xenbus::open_store(si) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("store: cannot open: {:?}", e);
+            return 70;
+        }
+    };
+    let mut vdevs = [0u32; 8];
+    let mut n = 0;
+    if let Err(e) = blkfront::list_disks(&mut store, |v| {
+        if n < vdevs.len() {
+            vdevs[n] = v;
+            n += 1;
+        }
+    }) {
+        println!("blk: cannot list disks: {:?}", e);
+        return 71;
+    }
+    if n == 0 {
+        println!("blk: no disk (device/vbd is empty): pass --disk <image>");
+        return 72;
+    }
+    // Two disks at most (the hostile test's); `BlkFront` is a few KiB and
+    // lives on the 64 KiB boot stack.
+    let mut disks = [const { None }; 2];
+    for (d, &v) in disks.iter_mut().zip(&vdevs[..n]) {
+        match blkfront::connect(&mut store, v) {
+            Ok(f) => *d = Some(f),
+            Err(e) => {
+                println!("blk: vbd/{}: connect failed: {:?}", v, e);
+                return 73;
+            }
+        }
+    }
+    let Some(disk) = disks[0].as_mut() else { return 73 };
+    let code = match test {
+        b"demo" => demo(disk),
+        b"patterns" => patterns(disk, cmdline::get_u64(cmd, "seed").unwrap_or(1)),
+        b"crash" => crash(disk),
+        b"discard" => discard(disk),
+        b"hostile" => {
+            let [Some(a), Some(b)] = &mut disks else {
+                println!("hostile: needs two disks");
+                return 74;
+            };
+            hostile(a, b)
+        }
+        b"bench" => bench(disk, cmd),
+        other => {
+            println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
+            return 64;
+        }
+    };
+    let _ = &mut store;
+    if test == b"demo" && code == 0 {
+        return cmdline::get_u64(cmd, "exit").unwrap_or(0) as i32;
+    }
+    code
+}
+
+fn ok(st: Result<i16, blkfront::BlkError>, what: &str) -> bool {
+    match st {
+        Ok(BLKIF_RSP_OKAY) => true,
+        other => {
+            println!("{}: {:?}", what, other);
+            false
+        }
+    }
+}
+
+/// Write a pattern (one sector, then 16 pages through an indirect request),
+/// flush, read back into another buffer, verify.
+fn demo(d: &mut BlkFront) -> i32 {
+    let (Some(out), Some(inb)) = (IoBuf::alloc(16), IoBuf::alloc(16)) else { return 2 };
+    let seed = 0xb10c;
+    let sector = 8u64.min(d.info.sectors.saturating_sub(129));
+    out.fill(0, 128, sector, seed);
+    let mut good = ok(d.write(sector, out.gpa, 1), "demo: write 1 sector")
+        && ok(d.write(sector + 1, out.gpa + 512, 127), "demo: write 127 sectors")
+        && ok(d.flush(), "demo: flush")
+        && ok(d.read(sector, inb.gpa, 128), "demo: read");
+    let verified = good && inb.check(0, 128, sector, seed).is_none();
+    good &= verified;
+    println!(
+        "blk demo: disk vbd/{} {} KiB{}; wrote 64 KiB at sector {} (1 + 127 sectors, indirect), flushed, read back: {}",
+        d.vdev,
+        d.info.sectors / 2,
+        if d.info.readonly() { " read-only" } else { "" },
+        sector,
+        if verified { "verified" } else { "MISMATCH" }
+    );
+    (!good) as i32
+}
+
+/// Many offsets and lengths, several requests in flight: print each write
+/// (the host checks the image), flush, read everything back and verify.
+fn patterns(d: &mut BlkFront, seed0: u64) -> i32 {
+    // (sector, sectors, first sector within the page)
+    const CASES: [(u64, u64, u64); 12] = [
+        (0, 1, 0),
+        (3, 1, 5),
+        (17, 7, 1),
+        (40, 8, 0),
+        (60, 9, 7),
+        (100, 16, 3),
+        (200, 88, 0),
+        (300, 89, 0),
+        (400, 40, 6),
+        (600, 97, 2),
+        (800, 130, 1),
+        (1100, 160, 0),
+    ];
+    // Room per case for 160 sectors starting at any sector of a page.
+    const SLOT_PAGES: u64 = 22;
+    let Some(buf) = IoBuf::alloc(SLOT_PAGES * CASES.len() as u64) else { return 2 };
+    let slot_bytes = SLOT_PAGES * 4096;
+    let mut bad = 0;
+    // Writes, four in flight at a time.
+    for base in (0..CASES.len()).step_by(4) {
+        let chunk = base..(base + 4).min(CASES.len());
+        for i in chunk.clone() {
+            let (sector, nr, first) = CASES[i];
+            let at = i as u64 * slot_bytes + first * 512;
+            buf.fill(at, nr, sector, seed0 + i as u64);
+            if let Err(e) = d.queue_io(BLKIF_OP_WRITE, sector, buf.gpa + at, nr) {
+                println!("patterns: queue write {}: {:?}", i, e);
+                return 1;
+            }
+        }
+        d.push();
+        for _ in chunk {
+            match d.wait() {
+                Ok(c) if c.status == BLKIF_RSP_OKAY => {}
+                other => {
+                    println!("patterns: write failed: {:?}", other);
+                    bad += 1;
+                }
+            }
+        }
+    }
+    if !ok(d.flush(), "patterns: flush") {
+        bad += 1;
+    }
+    for (i, &(sector, nr, _)) in CASES.iter().enumerate() {
+        println!("wrote sector={} nr={} seed={}", sector, nr, seed0 + i as u64);
+    }
+    // Read back into fresh positions (other in-page offsets).
+    buf.set(0, SLOT_PAGES * CASES.len() as u64 * 8, 0);
+    for (i, &(sector, nr, first)) in CASES.iter().enumerate() {
+        let first = (first + 3) % 8;
+        let at = i as u64 * slot_bytes + first * 512;
+        if !ok(d.read(sector, buf.gpa + at, nr), "patterns: read") {
+            bad += 1;
+            continue;
+        }
+        if let Some(off) = buf.check(at, nr, sector, seed0 + i as u64) {
+            println!("patterns: case {} differs at byte {}", i, off);
+            bad += 1;
+        }
+    }
+    println!("patterns: cases={} bad={} notifies={} leaked={}", CASES.len(), bad, d.notifies, d.leaked_grants);
+    (bad != 0) as i32
+}
+
+/// Write, flush, say so, then wait forever for the host to kill the VMM.
+fn crash(d: &mut BlkFront) -> i32 {
+    let Some(buf) = IoBuf::alloc(8) else { return 2 };
+    let (sector, nr, seed) = (64, 64, 0xc4a5);
+    buf.fill(0, nr, sector, seed);
+    if !ok(d.write(sector, buf.gpa, nr), "crash: write") || !ok(d.flush(), "crash: flush") {
+        return 1;
+    }
+    println!("flushed sector={} nr={} seed={}", sector, nr, seed);
+    evtchn::wait_until(|| false);
+    0
+}
+
+/// Write a pattern, discard the middle, read back: zeros in the middle,
+/// the pattern around it.
+fn discard(d: &mut BlkFront) -> i32 {
+    let Some(buf) = IoBuf::alloc(8) else { return 2 };
+    let (sector, seed) = (32, 0xd15c);
+    buf.fill(0, 64, sector, seed);
+    if !ok(d.write(sector, buf.gpa, 64), "discard: write") {
+        return 1;
+    }
+    let st = d.discard(sector + 16, 24);
+    buf.set(0, 64, 0x5555_5555_5555_5555);
+    if !ok(st, "discard") || !ok(d.read(sector, buf.gpa, 64), "discard: read") {
+        return 1;
+    }
+    let zeros = buf.is_zero(16 * 512, 24);
+    let rest = buf.check(0, 16, sector, seed).is_none() && buf.check(40 * 512, 24, sector + 40, seed).is_none();
+    println!("discard: feature={} zeros={} rest={}", d.info.discard, zeros, rest);
+    (!(zeros && rest)) as i32
+}
+
+/// Hostile requests on disk `a`; `b` is read-only and must keep working
+/// after `a` is stopped by a corrupt ring.
+fn hostile(a: &mut BlkFront, b: &mut BlkFront) -> i32 {
+    let Some(buf) = IoBuf::alloc(12) else { return 2 };
+    let page = frontend_guest::grant::grant_page(pv_abi::event_channel::DOMID_VMM, buf.gpa, false).unwrap_or(0);
+    let seg = |gref, first, last| BlkifRequestSegment { gref, first_sect: first, last_sect: last, _pad: 0 };
+    let req = |id: u64, op: u8, sector: u64, segs: &[BlkifRequestSegment]| {
+        let mut r = BlkifRequest {
+            operation: op,
+            nr_segments: segs.len() as u8,
+            id,
+            sector_number: sector,
+            ..Default::default()
+        };
+        r.seg[..segs.len().min(11)].copy_from_slice(&segs[..segs.len().min(11)]);
+        r
+    };
+    let end = a.info.sectors;
+    let mut cases = [
+        (req(1, BLKIF_OP_READ, 0, &[seg(400, 0, 7)]), BLKIF_RSP_ERROR),
+        (req(2, BLKIF_OP_READ, 0, &[seg(page, 5, 2)]), BLKIF_RSP_ERROR),
+        (req(3, BLKIF_OP_READ, 0, &[seg(page, 0, 8)]), BLKIF_RSP_ERROR),
+        (req(4, BLKIF_OP_READ, 0, &[seg(page, 0, 7); 11]), BLKIF_RSP_ERROR),
+        (req(5, BLKIF_OP_READ, end, &[seg(page, 0, 0)]), BLKIF_RSP_ERROR),
+        (req(6, BLKIF_OP_WRITE_BARRIER, 0, &[seg(page, 0, 7)]), BLKIF_RSP_EOPNOTSUPP),
+        (req(7, BLKIF_OP_READ, 0, &[seg(page, 0, 7)]), BLKIF_RSP_OKAY),
+        (req(7, BLKIF_OP_READ, 8, &[seg(page, 0, 7)]), BLKIF_RSP_ERROR),
+    ];
+    cases[3].0.nr_segments = 12; // more than 11 without indirect
+    let mut refused = 0;
+    for (r, _) in &cases {
+        let _ = a.queue_unchecked(r);
+    }
+    a.push();
+    for (i, (_, want)) in cases.iter().enumerate() {
+        match a.wait() {
+            Ok(c) if c.status == *want => refused += 1,
+            other => println!("hostile: case {}: {:?}, wanted {}", i, other, want),
+        }
+    }
+    // Read-only disk: a write is refused, a read works.
+    let ro_write = b.write(0, buf.gpa, 8);
+    let ro_read = b.read(0, buf.gpa, 8);
+    // Corrupt ring indices stop disk `a` only.
+    a.poke_req_prod(0x4000_0000);
+    a.kick();
+    let stopped = matches!(a.wait_bounded(200_000), Ok(None));
+    let second = b.read(8, buf.gpa + 4096, 16);
+    println!(
+        "hostile: refused={}/{} ro-write={:?} ro-read={:?} corrupt-stopped={} second-disk={:?}",
+        refused,
+        cases.len(),
+        ro_write,
+        ro_read,
+        stopped,
+        second
+    );
+    let good = refused == cases.len()
+        && ro_write == Ok(BLKIF_RSP_ERROR)
+        && ro_read == Ok(BLKIF_RSP_OKAY)
+        && stopped
+        && second == Ok(BLKIF_RSP_OKAY);
+    (!good) as i32
+}
+
+/// `n` random 4 KiB requests (`op=read|write`), `depth` in flight.
+fn bench(d: &mut BlkFront, cmd: &[u8]) -> i32 {
+    let n = cmdline::get_u64(cmd, "n").unwrap_or(100);
+    let depth = cmdline::get_u64(cmd, "depth").unwrap_or(8).clamp(1, blkfront::SLOTS as u64);
+    let op = if cmdline::get(cmd, "op") == Some(b"write") { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
+    let Some(buf) = IoBuf::alloc(depth) else { return 2 };
+    let blocks = (d.info.sectors / 8).max(1);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let (mut sent, mut done, mut bad) = (0u64, 0u64, 0u64);
+    let mut free = [true; blkfront::SLOTS];
+    let mut slot_of = [0usize; blkfront::SLOTS];
+    while done < n {
+        while sent < n && d.in_flight() < depth as usize {
+            let Some(s) = free.iter().position(|&f| f) else { break };
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match d.queue_io(op, (x % blocks) * 8, buf.gpa + s as u64 * 4096, 8) {
+                Ok(id) => {
+                    free[s] = false;
+                    slot_of[(id & 0xff) as usize] = s;
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        d.push();
+        match d.wait() {
+            Ok(c) => {
+                bad += (c.status != BLKIF_RSP_OKAY) as u64;
+                free[slot_of[(c.id & 0xff) as usize]] = true;
+                done += 1;
+            }
+            Err(e) => {
+                println!("bench: {:?}", e);
+                return 1;
+            }
+        }
+    }
+    println!("bench: n={} depth={} bad={} notifies={}", n, depth, bad, d.notifies);
+    (bad != 0) as i32
+}
