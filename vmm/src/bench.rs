@@ -55,7 +55,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs the bundled `image` once with `cmdline` in paging mode `paging`,
 /// timing `Vm::run`.
 fn guest_sample(image: &'static str, cmdline: &str, paging: u32, echo_devices: u32) -> Result<Sample, VmmError> {
-    let cfg = VmConfig { console: ConsoleOut::Null, paging, echo_devices, ..VmConfig::bundled(image, cmdline) };
+    guest_sample_with_disks(image, cmdline, paging, echo_devices, Vec::new())
+}
+
+/// [`guest_sample`] with block devices.
+fn guest_sample_with_disks(
+    image: &'static str,
+    cmdline: &str,
+    paging: u32,
+    echo_devices: u32,
+    disks: Vec<backend::block::DiskSpec>,
+) -> Result<Sample, VmmError> {
+    let cfg = VmConfig { console: ConsoleOut::Null, paging, echo_devices, disks, ..VmConfig::bundled(image, cmdline) };
     let mut vm = Vm::new(&cfg)?;
     let t = Instant::now();
     let outcome = vm.run()?;
@@ -234,6 +245,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,
         event_round_trip("hypercall", opts)?,
         event_round_trip("doorbell", opts)?,
+        block_io("read", opts)?,
+        block_io("write", opts)?,
     ])
 }
 
@@ -244,6 +257,38 @@ fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let opts = BenchOpts { iters: (opts.iters / 4).max(1), ..opts };
     let cmd = format!("test=events via={via}");
     guest_op_with("event round trip", via, "pvdev", &cmd, (paging_mode::NATIVE, 1), 1, opts)
+}
+
+/// One 4 KiB random block request end to end (blkfront in the guest,
+/// blkback on a scratch image), 8 in flight, differencing `n` requests
+/// against none. Fewer iterations: each is a real request.
+pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let iters = (opts.iters / 10).max(1);
+    let dir = tempfile::tempdir().map_err(|e| VmmError::Io("bench disk", e))?;
+    let path = dir.path().join("bench.img");
+    std::fs::write(&path, vec![0x5a; 16 << 20]).map_err(|e| VmmError::Io("bench disk", e))?;
+    let disks = || vec![backend::block::DiskSpec { path: path.clone(), readonly: false }];
+    let cmd = format!("test=bench op={op} depth=8");
+    let mut per_op_ns = Vec::new();
+    let (mut exits, mut insns) = (0.0, None);
+    for _ in 0..opts.reps {
+        let base = guest_sample_with_disks("blk", &format!("{cmd} n=0"), paging_mode::NATIVE, 0, disks())?;
+        let full = guest_sample_with_disks("blk", &format!("{cmd} n={iters}"), paging_mode::NATIVE, 0, disks())?;
+        per_op_ns.push((full.ns - base.ns).max(0.0) / iters as f64);
+        exits = full.exits.saturating_sub(base.exits) as f64 / iters as f64;
+        insns = match (full.insns, base.insns) {
+            (Some(f), Some(b)) => Some(f.saturating_sub(b) as f64 / iters as f64),
+            _ => None,
+        };
+    }
+    Ok(Record {
+        op: format!("blk 4k rand{op}"),
+        mode: "ring+doorbell".into(),
+        batch: 8,
+        exits_per_op: exits,
+        instructions_per_op: insns,
+        ns_per_op: median(per_op_ns),
+    })
 }
 
 /// Formats records as a table.

@@ -6,7 +6,6 @@
 #![no_main]
 
 use frontend_guest::blkfront::{self, BlkFront, IoBuf};
-use frontend_guest::xenbus::Store;
 use frontend_guest::{cmdline, evtchn, guest_main, println};
 use pv_abi::blkif::*;
 use pv_abi::start_info::StartInfo;
@@ -73,7 +72,6 @@ fn main(si: &'static StartInfo) -> i32 {
             return 64;
         }
     };
-    let _ = &mut store;
     if test == b"demo" && code == 0 {
         return cmdline::get_u64(cmd, "exit").unwrap_or(0) as i32;
     }
