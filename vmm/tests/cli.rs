@@ -21,12 +21,12 @@ fn assert_one_line_error(out: &Output, want: &str) {
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
-fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+/// A file in a fresh temporary directory (removed when the guard drops).
+fn scratch(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
     std::fs::write(&p, bytes).unwrap();
-    p
+    (dir, p)
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn missing_kernel() {
 
 #[test]
 fn not_an_elf() {
-    let p = scratch("notelf", b"#!/bin/sh\necho hi\n");
+    let (_dir, p) = scratch("notelf", b"#!/bin/sh\necho hi\n");
     assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "no ELF magic");
 }
 
@@ -70,7 +70,7 @@ fn elf_that_does_not_fit_in_ram() {
     let phnum = u16::from_le_bytes(img[56..58].try_into().unwrap()) as usize;
     let ph = (0..phnum).map(|i| phoff + i * 56).find(|&o| img[o] == 1).unwrap();
     img[ph + 24..ph + 32].copy_from_slice(&0xc000_0000u64.to_le_bytes());
-    let p = scratch("toobig", &img);
+    let (_dir, p) = scratch("toobig", &img);
     assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "does not fit in guest RAM");
 }
 

@@ -10,6 +10,7 @@ use frontend_guest::{cmdline, evtchn, grant, guest_main, hypercall, pages, print
 use pv_abi::echo::*;
 use pv_abi::errno::{EINVAL, ESRCH};
 use pv_abi::start_info::StartInfo;
+use ring_buffers::RingMemory;
 
 guest_main!(main);
 
@@ -171,13 +172,12 @@ fn echo_op(e: &mut EchoFront, id: u64, op: u8, gref: u32, len: u16, key: u8) -> 
 fn grants(store: &mut Store) -> i32 {
     let Some(mut e) = connect(store, 0) else { return 1 };
     let Some(page) = pages::alloc(1) else { return 1 };
-    let data = page as *mut u8;
-    let mut expected_sum = 0u32;
-    for i in 0..256u32 {
-        // SAFETY: `page` is a freshly allocated, identity-mapped page.
-        unsafe { data.add(i as usize).write_volatile(i as u8) };
-        expected_sum += i;
-    }
+    // SAFETY: `page` was just allocated for this test and is never freed.
+    let data = unsafe { frontend_guest::arch::shared_page(page) };
+    let mut bytes = [0u8; 256];
+    bytes.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    data.write_bytes(0, &bytes);
+    let expected_sum: u32 = (0..256u32).sum();
     let mut fails = 0;
     let mut check = |what: &str, ok: bool| {
         println!("grant: {}: {}", what, if ok { "ok" } else { "FAILED" });
@@ -190,8 +190,9 @@ fn grants(store: &mut Store) -> i32 {
     let (st, _) = echo_op(&mut e, 2, ECHO_OP_XOR, ro, 256, 0xff);
     check("write through a read-only grant refused", st == ECHO_RSP_EACCES);
     let (st, _) = echo_op(&mut e, 3, ECHO_OP_XOR, rw, 256, 0xff);
-    // SAFETY: as above.
-    let b = unsafe { data.add(5).read_volatile() };
+    let mut b = [0u8; 1];
+    data.read_bytes(5, &mut b);
+    let b = b[0];
     check("write through a writable grant", st == ECHO_RSP_OKAY && b == 5 ^ 0xff);
     check("end access after use", grant::end_access(ro).is_ok());
     let (st, _) = echo_op(&mut e, 4, ECHO_OP_SUM, ro, 256, 0);
