@@ -14,8 +14,7 @@
 use pv_abi::event_channel::{DomId, DOMID_VMM};
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice};
 
@@ -71,8 +70,11 @@ impl GrantError {
 struct State {
     /// Guest-physical address of each registered table frame.
     frames: Vec<u64>,
-    /// Live mappings per reference: (readers, writers).
-    in_use: HashMap<GrantRef, (u32, u32)>,
+    /// Live mappings per reference: (readers, writers), indexed by
+    /// reference (a flat array: this is on every request's path).
+    in_use: Vec<(u32, u32)>,
+    /// References with at least one live mapping.
+    live: usize,
 }
 
 /// A guest's grant table as domain 0 sees it.
@@ -114,9 +116,10 @@ impl GrantTable {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
         let mut st = self.lock();
-        if !st.in_use.is_empty() {
+        if st.live != 0 {
             return Err(GNTST_GENERAL_ERROR);
         }
+        st.in_use = vec![(0, 0); gpas.len() * GRANT_ENTRIES_PER_FRAME];
         st.frames = gpas;
         Ok(())
     }
@@ -146,51 +149,38 @@ impl GrantTable {
     pub fn map(self: &Arc<Self>, gref: GrantRef, writable: bool) -> Result<GrantMapping, GrantError> {
         let mut st = self.lock();
         let entry = Self::entry_gpa(&st, gref)?;
-        // The first word of a v1 entry is `flags` (low half) and `domid`.
-        let mut frame_gpa = 0;
-        let mut done = false;
-        for _ in 0..64 {
-            let combo =
-                self.with_atomic(entry, |w: &AtomicU32| w.load(Ordering::SeqCst)).ok_or(GrantError::BadRef(gref))?;
-            let (flags, domid) = (combo as u16, (combo >> 16) as DomId);
-            if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != DOMID_VMM {
-                return Err(GrantError::NotPermitted(gref));
-            }
-            if writable && flags & GTF_READONLY != 0 {
-                return Err(GrantError::ReadOnly(gref));
-            }
-            let frame: u32 = self.mem.read_obj(GuestAddress(entry + 4)).map_err(|_| GrantError::BadRef(gref))?;
-            frame_gpa = frame as u64 * PAGE_SIZE;
-            if !self.frame_ok(frame_gpa) {
-                return Err(GrantError::BadFrame(gref, frame as u64));
-            }
-            let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
-            let new = combo | add as u32;
-            let swapped = self
-                .with_atomic(entry, |w: &AtomicU32| {
-                    w.compare_exchange(combo, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-                })
-                .ok_or(GrantError::BadRef(gref))?;
-            if swapped {
-                done = true;
-                break;
-            }
+        let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
+        // One 64-bit compare-and-swap over the whole v1 entry (flags,
+        // domid, frame): the frame we checked is the frame we marked, so
+        // no re-read is needed, and a concurrent revocation either lands
+        // before (we refuse) or fails against our mark.
+        let frame_gpa = self
+            .with_atomic(entry, |w: &AtomicU64| {
+                for _ in 0..64 {
+                    let cur = w.load(Ordering::SeqCst);
+                    let (flags, domid, frame) = (cur as u16, (cur >> 16) as DomId, (cur >> 32) as u32);
+                    if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != DOMID_VMM {
+                        return Err(GrantError::NotPermitted(gref));
+                    }
+                    if writable && flags & GTF_READONLY != 0 {
+                        return Err(GrantError::ReadOnly(gref));
+                    }
+                    let gpa = frame as u64 * PAGE_SIZE;
+                    if !self.frame_ok(gpa) {
+                        return Err(GrantError::BadFrame(gref, frame as u64));
+                    }
+                    if w.compare_exchange(cur, cur | add as u64, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                        return Ok(gpa);
+                    }
+                }
+                Err(GrantError::Busy(gref))
+            })
+            .ok_or(GrantError::BadRef(gref))??;
+        let use_ = &mut st.in_use[gref as usize];
+        if use_.0 == 0 {
+            st.live += 1;
         }
-        if !done {
-            return Err(GrantError::Busy(gref));
-        }
-        // The frame may have been rewritten between our read and the CAS;
-        // Xen re-reads it after marking the entry in use, and so do we.
-        let frame: u32 = self.mem.read_obj(GuestAddress(entry + 4)).map_err(|_| GrantError::BadRef(gref))?;
-        if frame as u64 * PAGE_SIZE != frame_gpa {
-            frame_gpa = frame as u64 * PAGE_SIZE;
-            if !self.frame_ok(frame_gpa) {
-                let use_ = st.in_use.get(&gref).copied().unwrap_or((0, 0));
-                self.clear_flags(entry, use_, (0, 0));
-                return Err(GrantError::BadFrame(gref, frame as u64));
-            }
-        }
-        let use_ = st.in_use.entry(gref).or_insert((0, 0));
+        let use_ = &mut st.in_use[gref as usize];
         use_.0 += 1;
         if writable {
             use_.1 += 1;
@@ -213,22 +203,22 @@ impl GrantTable {
 
     fn unmap(&self, gref: GrantRef, entry: u64, writable: bool) {
         let mut st = self.lock();
-        let Some(use_) = st.in_use.get_mut(&gref) else { return };
+        let Some(use_) = st.in_use.get_mut(gref as usize) else { return };
         let before = *use_;
         use_.0 = use_.0.saturating_sub(1);
         if writable {
             use_.1 = use_.1.saturating_sub(1);
         }
         let after = *use_;
-        if after.0 == 0 {
-            st.in_use.remove(&gref);
+        if after.0 == 0 && before.0 != 0 {
+            st.live -= 1;
         }
         self.clear_flags(entry, before, after);
     }
 
     /// References currently mapped (for tests and diagnostics).
     pub fn mapped_refs(&self) -> usize {
-        self.lock().in_use.len()
+        self.lock().live
     }
 
     /// Copies `len` bytes from guest-physical `gpa` (one page, usable RAM)
