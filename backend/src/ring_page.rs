@@ -94,3 +94,28 @@ impl RingMemory for RingPage {
         self.raw.fence()
     }
 }
+
+/// Why a back end could not attach to its front end's ring.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The ring grant was refused.
+    #[error("ring-ref refused: {0}")]
+    Grant(#[from] crate::grant::GrantError),
+    /// The ring page is unusable.
+    #[error(transparent)]
+    Ring(#[from] RingPageError),
+    /// The ring header is unusable.
+    #[error("ring: {0}")]
+    RingHeader(#[from] RingError),
+}
+
+/// Maps the front end's ring page (grant `ring_ref`, writable; it stays
+/// mapped while the ring lives) and attaches a back view to it: the first
+/// step of every split back end's `connect`.
+pub fn attach_back_ring<Req: Pod, Rsp: Pod>(
+    grants: &std::sync::Arc<crate::grant::GrantTable>,
+    ring_ref: u32,
+) -> Result<ring_buffers::BackRing<RingPage, Req, Rsp>, ConnectError> {
+    let page = RingPage::granted(grants.map(ring_ref, true)?)?;
+    Ok(ring_buffers::BackRing::attach(page)?)
+}

@@ -391,24 +391,7 @@ impl BlkFront {
             if let Some(c) = self.poll()? {
                 return Ok(c);
             }
-            if self.ring.final_check_for_responses()? {
-                continue;
-            }
-            let seen = evtchn::events(self.port);
-            let mut err = None;
-            evtchn::wait_until(|| {
-                evtchn::events(self.port) != seen
-                    || match self.ring.unconsumed_responses() {
-                        Ok(n) => n > 0,
-                        Err(e) => {
-                            err = Some(e);
-                            true
-                        }
-                    }
-            });
-            if let Some(e) = err {
-                return Err(e.into());
-            }
+            evtchn::wait_for_responses(&mut self.ring, self.port)?;
         }
     }
 

@@ -115,24 +115,7 @@ impl EchoFront {
             if let Some(r) = self.ring.pop_response()? {
                 return Ok(r);
             }
-            if self.ring.final_check_for_responses()? {
-                continue;
-            }
-            let seen = evtchn::events(self.port);
-            let mut err = None;
-            evtchn::wait_until(|| {
-                evtchn::events(self.port) != seen
-                    || match self.ring.unconsumed_responses() {
-                        Ok(n) => n > 0,
-                        Err(e) => {
-                            err = Some(e);
-                            true
-                        }
-                    }
-            });
-            if let Some(e) = err {
-                return Err(e);
-            }
+            evtchn::wait_for_responses(&mut self.ring, self.port)?;
         }
     }
 

@@ -190,3 +190,38 @@ pub fn mask(port: u32) {
 pub fn is_pending(port: u32) -> bool {
     evtchn_word_bit(port).is_some_and(|(w, b)| si_word(SharedInfo::pending_word_offset(w)).load(SeqCst) & (1 << b) != 0)
 }
+
+/// Sleeps until `ring` has a response to consume: re-arms `rsp_event`
+/// (Xen's final check) so the back end notifies `port`, then halts between
+/// upcalls. Returns at once if a response is already there. Every front
+/// end's blocking wait is this.
+pub fn wait_for_responses<M, Req, Rsp>(
+    ring: &mut ring_buffers::FrontRing<M, Req, Rsp>,
+    port: u32,
+) -> Result<(), ring_buffers::RingError>
+where
+    M: ring_buffers::RingMemory,
+    Req: ring_buffers::Pod,
+    Rsp: ring_buffers::Pod,
+{
+    loop {
+        if ring.final_check_for_responses()? {
+            return Ok(());
+        }
+        let seen = events(port);
+        let mut err = None;
+        wait_until(|| {
+            events(port) != seen
+                || match ring.unconsumed_responses() {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        err = Some(e);
+                        true
+                    }
+                }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+    }
+}

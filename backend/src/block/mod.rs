@@ -26,11 +26,11 @@ mod tests;
 pub use disk::{Disk, DiskError, DiskSpec};
 
 use crate::grant::{GrantError, GrantMapping, GrantTable};
-use crate::ring_page::{RingPage, RingPageError};
+use crate::ring_page::RingPage;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::layout::PAGE_SIZE;
-use ring_buffers::{BackRing, RingError};
+use ring_buffers::BackRing;
 use std::sync::Arc;
 
 /// Device type in the store (Xen's virtual block device).
@@ -130,19 +130,7 @@ impl RequestError {
     }
 }
 
-/// Why the back-end could not connect.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The ring grant was refused.
-    #[error("ring-ref refused: {0}")]
-    Grant(#[from] GrantError),
-    /// The ring page is unusable.
-    #[error(transparent)]
-    Ring(#[from] RingPageError),
-    /// The ring header is unusable.
-    #[error("ring: {0}")]
-    RingHeader(#[from] RingError),
-}
+pub use crate::ring_page::ConnectError;
 
 /// One data segment: a granted page and the byte range of it in use; the
 /// I/O goes straight between the image and these ranges.
@@ -183,8 +171,7 @@ impl Blkback {
         notify: Arc<dyn Notify>,
         disk: Arc<Disk>,
     ) -> Result<Self, ConnectError> {
-        let page = RingPage::granted(grants.map(ring_ref, true)?)?;
-        let ring = BackRing::attach(page)?;
+        let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
         Ok(Blkback {
             ring,
             grants,

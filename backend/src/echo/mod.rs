@@ -7,11 +7,11 @@
 //! front end is waiting (`rsp_event`); then it re-arms `req_event` and
 //! checks once more before sleeping.
 
-use crate::grant::{GrantError, GrantTable};
-use crate::ring_page::{RingPage, RingPageError};
+use crate::grant::GrantTable;
+use crate::ring_page::RingPage;
 use crate::Notify;
 use pv_abi::echo::*;
-use ring_buffers::{BackRing, RingError};
+use ring_buffers::BackRing;
 use std::sync::Arc;
 
 /// Traffic counters, for tests and benchmarks.
@@ -43,25 +43,12 @@ impl std::fmt::Debug for Echo {
     }
 }
 
-/// Why the back-end could not connect.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The ring grant was refused.
-    #[error("ring-ref refused: {0}")]
-    Grant(#[from] GrantError),
-    /// The ring page is unusable.
-    #[error(transparent)]
-    Ring(#[from] RingPageError),
-    /// The ring header is unusable.
-    #[error("ring: {0}")]
-    RingHeader(#[from] RingError),
-}
+pub use crate::ring_page::ConnectError;
 
 impl Echo {
     /// Maps the front end's ring (grant `ring_ref`, writable) and attaches.
     pub fn connect(grants: Arc<GrantTable>, ring_ref: u32, notify: Arc<dyn Notify>) -> Result<Self, ConnectError> {
-        let page = RingPage::granted(grants.map(ring_ref, true)?)?;
-        let ring = BackRing::attach(page)?;
+        let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
         Ok(Echo { ring, grants, notify, broken: false, counters: EchoCounters::default() })
     }
 
