@@ -67,9 +67,17 @@ pub trait SplitBackend: Send + 'static {
     ) -> Result<(), String>;
     /// Drops the mappings (the front end is closing).
     fn disconnect(&mut self);
-    /// The front end notified us: do the work on the rings.
-    fn process(&mut self);
+    /// The front end notified us: do the work on the rings, at most
+    /// [`PROCESS_BUDGET`] requests. Returns `true` if work was left over;
+    /// the caller then re-queues the device behind the other ready ones,
+    /// so a guest that keeps producing cannot starve the other devices on
+    /// the thread.
+    fn process(&mut self) -> bool;
 }
+
+/// Requests a back end handles per wake-up before yielding the device
+/// thread to the other devices.
+pub const PROCESS_BUDGET: usize = 256;
 
 /// Where a device lives in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +201,9 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
             self.frontend_changed();
         } else if events.fd() == self.evtchn_wake.as_raw_fd() {
             let _ = self.evtchn_wake.read();
-            if self.port.is_some() {
-                self.backend.process();
+            if self.port.is_some() && self.backend.process() {
+                // Work left: come back after the other ready devices.
+                let _ = self.evtchn_wake.write(1);
             }
         }
     }

@@ -197,19 +197,30 @@ impl Blkback {
 
     /// Handles everything on the ring. Returns the number of requests.
     pub fn process(&mut self) -> usize {
+        self.process_budget(usize::MAX).0
+    }
+
+    /// Like [`process`](Self::process) but stops after `budget` requests;
+    /// also returns whether requests were left on the ring.
+    pub fn process_budget(&mut self, budget: usize) -> (usize, bool) {
         if self.broken {
-            return 0;
+            return (0, false);
         }
         let mut done = 0;
         loop {
             loop {
+                if done >= budget {
+                    self.publish();
+                    let more = matches!(self.ring.unconsumed_requests(), Ok(n) if n > 0);
+                    return (done, more);
+                }
                 match self.ring.pop_request() {
                     Ok(Some(req)) => {
                         let rsp = self.answer(&req);
                         if let Err(e) = self.ring.push_response(&rsp) {
                             tracing::warn!("blkback {}: cannot respond ({e})", self.disk.path().display());
                             self.broken = true;
-                            return done;
+                            return (done, false);
                         }
                         done += 1;
                         self.unpublished += 1;
@@ -228,7 +239,7 @@ impl Blkback {
                         self.broken = true;
                         // Answer what we did before stopping.
                         self.publish();
-                        return done;
+                        return (done, false);
                     }
                 }
             }
@@ -246,7 +257,7 @@ impl Blkback {
                 }
             }
         }
-        done
+        (done, false)
     }
 
     fn publish(&mut self) {
@@ -532,13 +543,15 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         self.dev = None;
     }
 
-    fn process(&mut self) {
+    fn process(&mut self) -> bool {
         self.counters.kicks += 1;
+        let mut more = false;
         if let Some(dev) = &mut self.dev {
             let before = dev.counters;
             dev.counters.kicks += 1;
-            dev.process();
+            more = dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
             self.fold_counters(before);
         }
+        more
     }
 }

@@ -355,3 +355,20 @@ fn split_backend_publishes_blkif_keys_and_connects() {
     b.disconnect();
     assert_eq!(grants.mapped_refs(), 0);
 }
+
+#[test]
+fn a_budget_bounds_the_work_per_wake_up() {
+    // A front end that keeps the ring full cannot hold the device thread:
+    // after `budget` requests the back end yields and says work is left.
+    let img = image(0);
+    let mut h = harness(&img, false);
+    for i in 0..10 {
+        let req = h.front.io_request(BLKIF_OP_READ, 100 + i, i, 1, 0, 0);
+        h.front.push(&req).unwrap();
+    }
+    h.front.publish();
+    assert_eq!(h.back.process_budget(4), (4, true));
+    assert_eq!(h.front.responses().unwrap().len(), 4, "the first batch is answered before yielding");
+    assert_eq!(h.back.process_budget(100), (6, false));
+    assert_eq!(h.front.responses().unwrap().len(), 6);
+}

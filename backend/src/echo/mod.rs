@@ -88,12 +88,23 @@ impl Echo {
 
     /// Handles everything on the ring. Returns the number of requests.
     pub fn process(&mut self) -> usize {
+        self.process_budget(usize::MAX).0
+    }
+
+    /// Like [`process`](Self::process) but stops after `budget` requests;
+    /// also returns whether requests were left on the ring.
+    pub fn process_budget(&mut self, budget: usize) -> (usize, bool) {
         if self.broken {
-            return 0;
+            return (0, false);
         }
         let mut done = 0;
         loop {
             loop {
+                if done >= budget {
+                    self.publish();
+                    let more = matches!(self.ring.unconsumed_requests(), Ok(n) if n > 0);
+                    return (done, more);
+                }
                 match self.ring.pop_request() {
                     Ok(Some(req)) => {
                         let rsp = self.answer(&req);
@@ -103,7 +114,7 @@ impl Echo {
                         if let Err(e) = self.ring.push_response(&rsp) {
                             tracing::warn!("echo: cannot respond ({e})");
                             self.broken = true;
-                            return done;
+                            return (done, false);
                         }
                         done += 1;
                         self.counters.requests += 1;
@@ -112,14 +123,11 @@ impl Echo {
                     Err(e) => {
                         tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
                         self.broken = true;
-                        return done;
+                        return (done, false);
                     }
                 }
             }
-            if self.ring.push_responses_and_check_notify() {
-                self.counters.notifies += 1;
-                self.notify.notify();
-            }
+            self.publish();
             match self.ring.final_check_for_requests() {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -130,7 +138,16 @@ impl Echo {
                 }
             }
         }
-        done
+        (done, false)
+    }
+
+    /// Publishes the responses so far, notifying the front end if Xen's
+    /// rule says it is waiting.
+    fn publish(&mut self) {
+        if self.ring.push_responses_and_check_notify() {
+            self.counters.notifies += 1;
+            self.notify.notify();
+        }
     }
 
     /// Whether a corrupt ring stopped the device.
@@ -174,15 +191,17 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         self.echo = None;
     }
 
-    fn process(&mut self) {
+    fn process(&mut self) -> bool {
+        let mut more = false;
         if let Some(e) = &mut self.echo {
             let before = e.counters;
-            e.process();
+            more = e.process_budget(crate::xenbus::PROCESS_BUDGET).1;
             let after = e.counters;
             self.counters.requests += after.requests - before.requests;
             self.counters.errors += after.errors - before.errors;
             self.counters.notifies += after.notifies - before.notifies;
         }
         self.counters.kicks += 1;
+        more
     }
 }
