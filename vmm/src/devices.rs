@@ -133,6 +133,9 @@ impl MutEventSubscriber for StoreHandler {
             if self.server.process() {
                 backend::Notify::notify(&self.notify);
             }
+            if self.server.more_work() {
+                let _ = self.wake.write(1);
+            }
         }
     }
 

@@ -40,6 +40,9 @@ use super::{ConnId, Kick, SharedStore, Store, StoreError, WatchEvent};
 /// Replies (not counting watch events) queued for a guest that does not
 /// read its `rsp` ring before the server stops consuming requests.
 pub const MAX_QUEUED_REPLIES: usize = 16;
+/// Requests handled per [`StoreServer::process`] call before yielding, so a
+/// guest streaming requests cannot hold the device thread.
+pub const MAX_REQUESTS_PER_CALL: usize = 64;
 
 /// Watch-event messages moved from the store's queue into the output queue
 /// at a time.
@@ -129,6 +132,8 @@ pub struct StoreServer<M: RingMemory> {
     /// Bytes of `out.front()` already written.
     out_off: usize,
     broken: Option<RingError>,
+    /// The last `process` stopped at its budget with work left.
+    more: bool,
     stats: StoreStats,
 }
 
@@ -183,6 +188,7 @@ impl<M: RingMemory> StoreServer<M> {
             out: VecDeque::new(),
             out_off: 0,
             broken: None,
+            more: false,
             stats: StoreStats::default(),
         })
     }
@@ -240,6 +246,13 @@ impl<M: RingMemory> StoreServer<M> {
         Ok(())
     }
 
+    /// Whether the last [`process`](Self::process) stopped at its budget
+    /// with requests left (the caller should call it again after the other
+    /// devices on its thread had their turn).
+    pub fn more_work(&self) -> bool {
+        self.more
+    }
+
     /// Consumes every complete request in the ring, answers it, and writes
     /// queued replies and watch events as space allows. Returns whether
     /// the guest should be notified (bytes were consumed or produced, or
@@ -266,12 +279,20 @@ impl<M: RingMemory> StoreServer<M> {
 
     fn process_inner(&mut self) -> Result<bool, RingError> {
         let mut notify = false;
+        let mut handled = 0;
+        self.more = false;
         loop {
             self.pull_events();
             notify |= self.flush()?;
             if self.queued_replies() >= MAX_QUEUED_REPLIES {
                 break;
             }
+            if handled >= MAX_REQUESTS_PER_CALL {
+                // Yield the device thread; the caller comes back.
+                self.more = true;
+                break;
+            }
+            handled += 1;
             let (consumed, complete) = self.fill_request()?;
             notify |= consumed;
             if !complete {
