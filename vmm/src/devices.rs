@@ -61,8 +61,9 @@ pub struct DeviceThread {
 }
 
 impl DeviceThread {
-    /// Starts a thread running `subscribers` until [`DeviceThread::stop`].
-    pub fn start(subscribers: Vec<Subscriber>) -> Result<Self, VmmError> {
+    /// Starts a thread named `name` running `subscribers` until
+    /// [`DeviceThread::stop`].
+    pub fn start(name: &str, subscribers: Vec<Subscriber>) -> Result<Self, VmmError> {
         let io = |what| move |e| VmmError::Io(what, e);
         let exit = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -75,7 +76,7 @@ impl DeviceThread {
             Arc::new(Mutex::new(ExitHandler { fd: exit.try_clone().map_err(io("eventfd"))?, stop: stop.clone() }));
         em.add_subscriber(exit_handler);
         let handle = std::thread::Builder::new()
-            .name("pv-devices".into())
+            .name(name.into())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = em.run_with_timeout(-1) {

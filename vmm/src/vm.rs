@@ -195,7 +195,7 @@ pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
 pub struct Vm {
     // Field order matters for drop: vCPU and VM fds close before RAM unmaps.
     vcpu: VcpuFd,
-    devices: DeviceThread,
+    devices: Vec<DeviceThread>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
     /// The guest's VMM-side state.
@@ -302,7 +302,11 @@ impl Vm {
         ))));
         let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
         let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
+        // One thread for the console and store, one for the sample devices,
+        // one per disk: a slow disk never delays another device.
+        let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut subscribers))];
         let mut echo = Vec::new();
+        let mut echo_subs: Vec<Subscriber> = Vec::new();
         for id in 0..cfg.echo_devices {
             let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
                 .map_err(|e| VmmError::BootWrite(format!("echo device: {e}")))?;
@@ -310,8 +314,11 @@ impl Vm {
                 XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
                     .map_err(io("echo device"))?;
             let dev = Arc::new(Mutex::new(dev));
-            subscribers.push(dev.clone());
+            echo_subs.push(dev.clone());
             echo.push(dev);
+        }
+        if !echo_subs.is_empty() {
+            threads.push(("pv-echo".to_string(), echo_subs));
         }
         let mut blk = Vec::new();
         for (i, disk) in disks.into_iter().enumerate() {
@@ -322,7 +329,7 @@ impl Vm {
                 XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
                     .map_err(io("vbd device"))?;
             let dev = Arc::new(Mutex::new(dev));
-            subscribers.push(dev.clone());
+            threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
             blk.push(dev);
         }
 
@@ -343,7 +350,8 @@ impl Vm {
         let mut dom = Domain::new(ram, cfg.console.clone(), evtchn, grants);
         dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
 
-        let devices = DeviceThread::start(subscribers)?;
+        let devices =
+            threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
         Ok(Vm {
             vcpu,
             devices,
@@ -387,7 +395,7 @@ impl Vm {
         let watchdog = self.timeout.map(Watchdog::arm);
         let outcome = self.run_loop(watchdog.as_ref());
         drop(watchdog);
-        self.devices.stop();
+        self.devices.iter_mut().for_each(DeviceThread::stop);
         if let Ok(mut c) = self.console.lock() {
             c.drain();
         }
