@@ -162,6 +162,21 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             );
         }
         eprint!("{s}");
+        let p = vm.dom.paging.counters;
+        if p != Default::default() {
+            eprintln!(
+                "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
+                p.applied, p.rejected, p.trapped_writes
+            );
+        }
+        let ev = &vm.dom.evtchn.counters;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
+            load(&ev.sends),
+            load(&ev.notifies),
+            load(&ev.upcalls)
+        );
     }
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
