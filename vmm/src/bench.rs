@@ -72,7 +72,7 @@ fn guest_sample_with_disks(
     let outcome = vm.run()?;
     let ns = t.elapsed().as_nanos() as f64;
     if !matches!(outcome, Outcome::Shutdown { reason: 0, code: 0 }) {
-        return Err(VmmError::BootWrite(format!("bench guest `{cmdline}` failed: {outcome}")));
+        return Err(VmmError::Bench(format!("guest `{cmdline}` failed: {outcome}")));
     }
     let s = vm.stats();
     Ok(Sample { ns, exits: s.total_exits(), insns: s.guest_instructions })
@@ -137,7 +137,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
     let slots = [Slot { start: 0, len: 0x10000, readonly: false }];
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
-    ram.write(0x1000, &[0xe6, 0x80, 0xeb, 0xfc]).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+    ram.write(0x1000, &[0xe6, 0x80, 0xeb, 0xfc]).map_err(|e| VmmError::Bench(e.to_string()))?;
     let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
     let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
     sregs.cs.base = 0;
@@ -150,7 +150,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
         for _ in 0..n {
             match vcpu.run() {
                 Ok(VcpuExit::IoOut(0x80, _)) => {}
-                Ok(other) => return Err(VmmError::BootWrite(format!("raw VM: unexpected exit {other:?}"))),
+                Ok(other) => return Err(VmmError::Bench(format!("raw VM: unexpected exit {other:?}"))),
                 Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
             }
         }

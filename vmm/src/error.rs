@@ -84,6 +84,17 @@ pub enum VmmError {
         /// Why.
         why: String,
     },
+    /// A device (console, store, echo, vbd) could not be set up.
+    #[error("cannot set up the {what}: {why}")]
+    Device {
+        /// Which device.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A benchmark's guest did not behave as the benchmark expects.
+    #[error("benchmark: {0}")]
+    Bench(String),
     /// Writing boot structures into guest memory failed.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootWrite(String),
@@ -102,6 +113,11 @@ pub enum VmmError {
 }
 
 impl VmmError {
+    /// Wraps a device set-up failure with the device's name.
+    pub fn device<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> VmmError {
+        move |e| VmmError::Device { what, why: e.to_string() }
+    }
+
     /// Wraps a KVM ioctl failure with the operation's name.
     pub fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
         move |source| VmmError::Kvm { what, source }

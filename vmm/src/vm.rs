@@ -274,7 +274,7 @@ impl Vm {
         // domain builder sets them up.
         let io = |what| move |e| VmmError::Io(what, e);
         let console_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
-        let console_port = evtchn.prebind(console_wake.clone()).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+        let console_port = evtchn.prebind(console_wake.clone()).map_err(VmmError::device("console"))?;
         let sink_out = cfg.console.clone();
         let console = Arc::new(Mutex::new(
             backend::console::Console::new(
@@ -283,7 +283,7 @@ impl Vm {
                 Arc::new(move |b: &[u8]| sink_out.write(b)),
                 Arc::new(PortNotifier::new(evtchn.clone(), console_port)),
             )
-            .map_err(|e| VmmError::BootWrite(e.to_string()))?,
+            .map_err(VmmError::device("console"))?,
         ));
         let mut subscribers: Vec<Subscriber> =
             vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
@@ -291,10 +291,9 @@ impl Vm {
         // The store: ring page and pre-bound channel, served on the device thread.
         let store = SharedStore::new();
         let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
-        let store_port = evtchn.prebind(store_wake.clone()).map_err(|e| VmmError::BootWrite(e.to_string()))?;
-        let store_page = RingPage::assigned(ram.mem(), STORE_RING).map_err(|e| VmmError::BootWrite(e.to_string()))?;
-        let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page)
-            .map_err(|e| VmmError::BootWrite(format!("store: {e}")))?;
+        let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
+        let store_page = RingPage::assigned(ram.mem(), STORE_RING).map_err(VmmError::device("store"))?;
+        let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
         subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
             server,
             store_wake,
@@ -309,7 +308,7 @@ impl Vm {
         let mut echo_subs: Vec<Subscriber> = Vec::new();
         for id in 0..cfg.echo_devices {
             let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
-                .map_err(|e| VmmError::BootWrite(format!("echo device: {e}")))?;
+                .map_err(VmmError::device("echo device"))?;
             let dev =
                 XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
                     .map_err(io("echo device"))?;
@@ -324,7 +323,7 @@ impl Vm {
         for (i, disk) in disks.into_iter().enumerate() {
             let paths =
                 crate::store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
-                    .map_err(|e| VmmError::BootWrite(format!("vbd device: {e}")))?;
+                    .map_err(VmmError::device("vbd device"))?;
             let dev =
                 XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
                     .map_err(io("vbd device"))?;
@@ -494,9 +493,7 @@ impl Vm {
         for _ in 0..n {
             match self.vcpu.run() {
                 Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => {}
-                Ok(other) => {
-                    return Err(VmmError::BootWrite(format!("bench: expected a hypercall exit, got {other:?}")))
-                }
+                Ok(other) => return Err(VmmError::Bench(format!("expected a hypercall exit, got {other:?}"))),
                 Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
             }
             if dispatch {
