@@ -11,6 +11,7 @@ pub mod console;
 pub mod echo;
 pub mod grant;
 pub mod ring_page;
+pub mod serve;
 pub mod xenbus;
 
 /// How a back-end notifies its front end: the VMM implements it by raising

@@ -206,61 +206,20 @@ impl Blkback {
         if self.broken {
             return (0, false);
         }
-        let mut done = 0;
-        loop {
-            loop {
-                if done >= budget {
-                    self.publish();
-                    let more = matches!(self.ring.unconsumed_requests(), Ok(n) if n > 0);
-                    return (done, more);
-                }
-                match self.ring.pop_request() {
-                    Ok(Some(req)) => {
-                        let rsp = self.answer(&req);
-                        if let Err(e) = self.ring.push_response(&rsp) {
-                            tracing::warn!("blkback {}: cannot respond ({e})", self.disk.path().display());
-                            self.broken = true;
-                            return (done, false);
-                        }
-                        done += 1;
-                        self.unpublished += 1;
-                        if self.unpublished >= self.ring.size() {
-                            // A batch never outgrows the ring, however fast
-                            // the front end (or a hostile one) produces.
-                            self.publish();
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(
-                            "blkback {}: corrupt ring from the guest ({e}); device stopped",
-                            self.disk.path().display()
-                        );
-                        self.broken = true;
-                        // Answer what we did before stopping.
-                        self.publish();
-                        return (done, false);
-                    }
-                }
-            }
-            self.publish();
-            match self.ring.final_check_for_requests() {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::warn!(
-                        "blkback {}: corrupt ring from the guest ({e}); device stopped",
-                        self.disk.path().display()
-                    );
-                    self.broken = true;
-                    break;
-                }
+        match crate::serve::serve(self, budget) {
+            Ok(r) => r,
+            Err((done, e)) => {
+                tracing::warn!(
+                    "blkback {}: corrupt ring from the guest ({e}); device stopped",
+                    self.disk.path().display()
+                );
+                self.broken = true;
+                (done, false)
             }
         }
-        (done, false)
     }
 
-    fn publish(&mut self) {
+    fn flush_responses(&mut self) {
         if self.unpublished == 0 {
             return;
         }
@@ -274,7 +233,7 @@ impl Blkback {
     }
 
     /// Handles one request (already copied out of the ring).
-    fn answer(&mut self, req: &BlkifRequest) -> BlkifResponse {
+    fn reply(&mut self, req: &BlkifRequest) -> BlkifResponse {
         let operation = if req.operation == BLKIF_OP_INDIRECT { req.as_indirect().indirect_op } else { req.operation };
         let result = if self.in_flight.contains(&req.id) {
             Err(RequestError::DuplicateId(req.id))
@@ -444,6 +403,32 @@ impl Blkback {
         self.disk.discard(d.sector_number, d.nr_sectors)?;
         self.counters.discards += 1;
         Ok(())
+    }
+}
+
+impl crate::serve::RingService for Blkback {
+    type Req = BlkifRequest;
+    type Rsp = BlkifResponse;
+
+    fn ring(&mut self) -> &mut BackRing<RingPage, BlkifRequest, BlkifResponse> {
+        &mut self.ring
+    }
+
+    fn answer(&mut self, req: &BlkifRequest) -> BlkifResponse {
+        self.reply(req)
+    }
+
+    fn publish(&mut self) {
+        self.flush_responses();
+    }
+
+    fn pushed(&mut self) {
+        self.unpublished += 1;
+        if self.unpublished >= self.ring.size() {
+            // A batch never outgrows the ring, however fast the front end
+            // (or a hostile one) produces.
+            self.flush_responses();
+        }
     }
 }
 

@@ -52,7 +52,7 @@ impl Echo {
         Ok(Echo { ring, grants, notify, broken: false, counters: EchoCounters::default() })
     }
 
-    fn answer(&self, req: &EchoRequest) -> EchoResponse {
+    fn reply(&self, req: &EchoRequest) -> EchoResponse {
         let mut rsp = EchoResponse { id: req.id, status: ECHO_RSP_OKAY, _pad: 0, value: 0 };
         let result = match req.op {
             ECHO_OP_PING => Ok(0),
@@ -97,62 +97,44 @@ impl Echo {
         if self.broken {
             return (0, false);
         }
-        let mut done = 0;
-        loop {
-            loop {
-                if done >= budget {
-                    self.publish();
-                    let more = matches!(self.ring.unconsumed_requests(), Ok(n) if n > 0);
-                    return (done, more);
-                }
-                match self.ring.pop_request() {
-                    Ok(Some(req)) => {
-                        let rsp = self.answer(&req);
-                        if rsp.status != ECHO_RSP_OKAY {
-                            self.counters.errors += 1;
-                        }
-                        if let Err(e) = self.ring.push_response(&rsp) {
-                            tracing::warn!("echo: cannot respond ({e})");
-                            self.broken = true;
-                            return (done, false);
-                        }
-                        done += 1;
-                        self.counters.requests += 1;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
-                        self.broken = true;
-                        return (done, false);
-                    }
-                }
+        match crate::serve::serve(self, budget) {
+            Ok(r) => r,
+            Err((done, e)) => {
+                tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
+                self.broken = true;
+                (done, false)
             }
-            self.publish();
-            match self.ring.final_check_for_requests() {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
-                    self.broken = true;
-                    break;
-                }
-            }
-        }
-        (done, false)
-    }
-
-    /// Publishes the responses so far, notifying the front end if Xen's
-    /// rule says it is waiting.
-    fn publish(&mut self) {
-        if self.ring.push_responses_and_check_notify() {
-            self.counters.notifies += 1;
-            self.notify.notify();
         }
     }
 
     /// Whether a corrupt ring stopped the device.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+}
+
+impl crate::serve::RingService for Echo {
+    type Req = EchoRequest;
+    type Rsp = EchoResponse;
+
+    fn ring(&mut self) -> &mut BackRing<RingPage, EchoRequest, EchoResponse> {
+        &mut self.ring
+    }
+
+    fn answer(&mut self, req: &EchoRequest) -> EchoResponse {
+        let rsp = self.reply(req);
+        self.counters.requests += 1;
+        if rsp.status != ECHO_RSP_OKAY {
+            self.counters.errors += 1;
+        }
+        rsp
+    }
+
+    fn publish(&mut self) {
+        if self.ring.push_responses_and_check_notify() {
+            self.counters.notifies += 1;
+            self.notify.notify();
+        }
     }
 }
 

@@ -1,0 +1,68 @@
+//! The request loop every ring back end runs, written once.
+//!
+//! Per wake-up: copy each request out of the ring (the ring view does the
+//! copy-before-validate), answer it, push the response; publish (Xen's
+//! notify rule decides whether the front end is told); re-arm `req_event`
+//! and check once more before sleeping. Work per call is bounded by a
+//! budget so one guest cannot hold a device thread.
+
+use crate::ring_page::RingPage;
+use ring_buffers::{BackRing, Pod, RingError};
+
+/// A device that answers requests on one back ring.
+pub trait RingService {
+    /// Request type.
+    type Req: Pod;
+    /// Response type.
+    type Rsp: Pod;
+
+    /// The ring.
+    fn ring(&mut self) -> &mut BackRing<RingPage, Self::Req, Self::Rsp>;
+    /// Handles one (already copied) request and returns its response.
+    fn answer(&mut self, req: &Self::Req) -> Self::Rsp;
+    /// Publishes pushed responses, notifying the front end if Xen's rule
+    /// says it waits. Called at least once per batch.
+    fn publish(&mut self);
+    /// Called after each response is pushed (e.g. to publish early so a
+    /// batch never outgrows the ring). Default: nothing.
+    fn pushed(&mut self) {}
+}
+
+/// Serves requests until the ring is empty (and the final check agrees) or
+/// `budget` requests were answered. Returns the number answered and whether
+/// requests were left. A corrupt ring is an error after publishing what
+/// was answered; the caller stops the device.
+pub fn serve<S: RingService>(s: &mut S, budget: usize) -> Result<(usize, bool), (usize, RingError)> {
+    let mut done = 0;
+    loop {
+        loop {
+            if done >= budget {
+                s.publish();
+                let more = matches!(s.ring().unconsumed_requests(), Ok(n) if n > 0);
+                return Ok((done, more));
+            }
+            match s.ring().pop_request() {
+                Ok(Some(req)) => {
+                    let rsp = s.answer(&req);
+                    if let Err(e) = s.ring().push_response(&rsp) {
+                        s.publish();
+                        return Err((done, e));
+                    }
+                    done += 1;
+                    s.pushed();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    s.publish();
+                    return Err((done, e));
+                }
+            }
+        }
+        s.publish();
+        match s.ring().final_check_for_requests() {
+            Ok(true) => continue,
+            Ok(false) => return Ok((done, false)),
+            Err(e) => return Err((done, e)),
+        }
+    }
+}
