@@ -451,6 +451,22 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
         }
     }
 
+    /// Sends a message with any type, any claimed length and any payload,
+    /// and waits for the reply to it: for hostile-guest tests of the
+    /// store. Returns the reply's length, or the store's error.
+    pub fn raw_request(&mut self, type_: u32, claimed_len: u32, payload: &[u8]) -> Result<usize, StoreError> {
+        let req_id = self.next_req_id;
+        self.next_req_id = self.next_req_id.wrapping_add(1);
+        let hdr = XsdSockmsg { type_, req_id, tx_id: 0, len: claimed_len };
+        self.link.put(&hdr.to_bytes())?;
+        self.link.put(payload)?;
+        self.link.transport.notify();
+        let mut reply = [0u8; 256];
+        let r = self.await_reply(type_, req_id, &mut reply);
+        self.link.flush_notify();
+        r
+    }
+
     fn transact_ok(&mut self, type_: u32, parts: &[&[u8]]) -> Result<(), StoreError> {
         let mut ok = [0u8; 8];
         self.transact(type_, parts, &mut ok).map(|_| ())

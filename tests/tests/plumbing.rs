@@ -67,7 +67,7 @@ fn a_masked_port_gets_no_upcall_until_unmask_then_exactly_one() {
 #[test]
 fn grants_are_enforced_by_the_mapper() {
     let (run, vm) = pvdev("test=grants", 1);
-    assert_eq!(run.console.matches(": ok").count(), 11, "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 15, "{}", run.console);
     assert!(!run.console.contains("FAILED"), "{}", run.console);
     assert_eq!(run.outcome, OK);
     // Only the ring stays mapped while connected.
@@ -105,7 +105,7 @@ fn echo_device_reaches_connected_on_both_sides() {
 fn hostile_guest_gets_errors_and_other_devices_keep_working() {
     let (run, vm) = pvdev("test=hostile", 2);
     assert!(!run.console.contains("FAILED"), "{}", run.console);
-    assert_eq!(run.console.matches(": ok").count(), 11, "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 15, "{}", run.console);
     assert_eq!(run.outcome, OK);
     let broken = vm.echo[1].lock().unwrap().backend.echo.as_ref().map(|e| e.is_broken());
     assert_eq!(broken, Some(true), "the corrupt ring stopped device 1");

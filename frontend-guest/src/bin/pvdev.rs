@@ -275,6 +275,21 @@ fn hostile(store: &mut Store) -> i32 {
     let ok = st == Ok(pv_abi::grant_table::GNTST_BAD_VIRT_ADDR);
     println!("hostile: grant-table frame in reserved memory: {}", if ok { "ok" } else { "FAILED" });
     fails += (!ok) as i32;
+    // Malformed store messages: each gets an error reply, then the store
+    // still answers normal requests.
+    use pv_abi::errno::{E2BIG, EINVAL as XS_EINVAL};
+    use pv_abi::xs_wire::{XENSTORE_PAYLOAD_MAX, XS_READ, XS_WRITE};
+    let xs = |r: Result<usize, frontend_guest::store::StoreError>| r.err().map(|e| e.errno());
+    for (what, got, want) in [
+        ("store: unknown message type", xs(store.raw_request(99, 2, b"x\0")), XS_EINVAL),
+        ("store: path without NUL", xs(store.raw_request(XS_READ, 6, b"data/x")), XS_EINVAL),
+        ("store: write without a value separator", xs(store.raw_request(XS_WRITE, 0, b"")), XS_EINVAL),
+        ("store: length over the payload limit", xs(store.raw_request(XS_READ, XENSTORE_PAYLOAD_MAX + 1, b"")), E2BIG),
+    ] {
+        let ok = got == Some(want);
+        println!("hostile: {}: {}", what, if ok { "ok" } else { "FAILED" });
+        fails += (!ok) as i32;
+    }
     // Doorbell with a garbage port: an exit the VMM logs and ignores.
     evtchn::notify(0xdead_beef);
 
