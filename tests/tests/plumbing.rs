@@ -67,7 +67,7 @@ fn a_masked_port_gets_no_upcall_until_unmask_then_exactly_one() {
 #[test]
 fn grants_are_enforced_by_the_mapper() {
     let (run, vm) = pvdev("test=grants", 1);
-    assert_eq!(run.console.matches(": ok").count(), 15, "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 11, "{}", run.console);
     assert!(!run.console.contains("FAILED"), "{}", run.console);
     assert_eq!(run.outcome, OK);
     // Only the ring stays mapped while connected.
