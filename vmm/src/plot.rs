@@ -137,6 +137,7 @@ mod tests {
             exits_per_op: 0.0,
             instructions_per_op: None,
             ns_per_op: ns,
+            kvm_exits_per_op: None,
         }
     }
 
