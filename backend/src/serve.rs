@@ -26,6 +26,38 @@ pub trait RingService {
     /// Called after each response is pushed (e.g. to publish early so a
     /// batch never outgrows the ring). Default: nothing.
     fn pushed(&mut self) {}
+    /// Whether a corrupt ring stopped the device.
+    fn stopped(&self) -> bool;
+    /// Stops the device for good: the guest corrupted its ring. Implementations
+    /// log the error with the device's name.
+    fn stop(&mut self, e: RingError);
+
+    /// Handles everything on the ring. Returns the number of requests.
+    fn process(&mut self) -> usize
+    where
+        Self: Sized,
+    {
+        self.process_budget(usize::MAX).0
+    }
+
+    /// Like [`process`](Self::process) but stops after `budget` requests;
+    /// also returns whether requests were left on the ring. A stopped
+    /// device does nothing.
+    fn process_budget(&mut self, budget: usize) -> (usize, bool)
+    where
+        Self: Sized,
+    {
+        if self.stopped() {
+            return (0, false);
+        }
+        match serve(self, budget) {
+            Ok(r) => r,
+            Err((done, e)) => {
+                self.stop(e);
+                (done, false)
+            }
+        }
+    }
 }
 
 /// Serves requests until the ring is empty (and the final check agrees) or

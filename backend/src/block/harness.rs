@@ -22,6 +22,7 @@
 use super::{BlkCounters, Blkback, Disk};
 use crate::grant::GrantTable;
 use crate::ring_page::RingPage;
+use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::event_channel::DOMID_VMM;

@@ -27,6 +27,7 @@ pub use disk::{Disk, DiskError, DiskSpec};
 
 use crate::grant::{GrantError, GrantMapping, GrantTable};
 use crate::ring_page::RingPage;
+use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::layout::PAGE_SIZE;
@@ -193,30 +194,6 @@ impl Blkback {
     /// Whether a corrupt ring stopped the device.
     pub fn is_broken(&self) -> bool {
         self.broken
-    }
-
-    /// Handles everything on the ring. Returns the number of requests.
-    pub fn process(&mut self) -> usize {
-        self.process_budget(usize::MAX).0
-    }
-
-    /// Like [`process`](Self::process) but stops after `budget` requests;
-    /// also returns whether requests were left on the ring.
-    pub fn process_budget(&mut self, budget: usize) -> (usize, bool) {
-        if self.broken {
-            return (0, false);
-        }
-        match crate::serve::serve(self, budget) {
-            Ok(r) => r,
-            Err((done, e)) => {
-                tracing::warn!(
-                    "blkback {}: corrupt ring from the guest ({e}); device stopped",
-                    self.disk.path().display()
-                );
-                self.broken = true;
-                (done, false)
-            }
-        }
     }
 
     fn flush_responses(&mut self) {
@@ -420,6 +397,15 @@ impl crate::serve::RingService for Blkback {
 
     fn publish(&mut self) {
         self.flush_responses();
+    }
+
+    fn stopped(&self) -> bool {
+        self.broken
+    }
+
+    fn stop(&mut self, e: ring_buffers::RingError) {
+        tracing::warn!("blkback {}: corrupt ring from the guest ({e}); device stopped", self.disk.path().display());
+        self.broken = true;
     }
 
     fn pushed(&mut self) {

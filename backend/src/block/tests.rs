@@ -2,6 +2,7 @@
 
 use super::harness::{Harness, HostFront};
 use super::*;
+use crate::serve::RingService as _;
 use crate::xenbus::{FrontendKeys, SplitBackend};
 use std::collections::HashMap;
 

@@ -9,6 +9,7 @@
 
 use crate::grant::GrantTable;
 use crate::ring_page::RingPage;
+use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::echo::*;
 use ring_buffers::BackRing;
@@ -85,28 +86,9 @@ impl Echo {
         }
         Ok(data.iter().map(|&b| b as u32).sum())
     }
+}
 
-    /// Handles everything on the ring. Returns the number of requests.
-    pub fn process(&mut self) -> usize {
-        self.process_budget(usize::MAX).0
-    }
-
-    /// Like [`process`](Self::process) but stops after `budget` requests;
-    /// also returns whether requests were left on the ring.
-    pub fn process_budget(&mut self, budget: usize) -> (usize, bool) {
-        if self.broken {
-            return (0, false);
-        }
-        match crate::serve::serve(self, budget) {
-            Ok(r) => r,
-            Err((done, e)) => {
-                tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
-                self.broken = true;
-                (done, false)
-            }
-        }
-    }
-
+impl Echo {
     /// Whether a corrupt ring stopped the device.
     pub fn is_broken(&self) -> bool {
         self.broken
@@ -135,6 +117,15 @@ impl crate::serve::RingService for Echo {
             self.counters.notifies += 1;
             self.notify.notify();
         }
+    }
+
+    fn stopped(&self) -> bool {
+        self.broken
+    }
+
+    fn stop(&mut self, e: ring_buffers::RingError) {
+        tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
+        self.broken = true;
     }
 }
 
