@@ -12,6 +12,7 @@ pub mod echo;
 pub mod grant;
 pub mod ring_page;
 pub mod serve;
+pub mod virtio;
 pub mod xenbus;
 
 /// How a back-end notifies its front end: the VMM implements it by raising
