@@ -83,14 +83,23 @@ pub struct Workload {
     pub paging: u32,
     /// Echo devices to offer.
     pub echo_devices: u32,
-    /// Disks to offer.
+    /// Disks to offer (Xen vbds).
     pub disks: Vec<backend::block::DiskSpec>,
+    /// Disks to offer as virtio-blk devices.
+    pub virtio_disks: Vec<backend::block::DiskSpec>,
 }
 
 impl Workload {
     /// A workload on `image` with `cmdline` and a plain VM.
     pub fn new(image: &'static str, cmdline: &str) -> Self {
-        Workload { image, cmdline: cmdline.into(), paging: paging_mode::NATIVE, echo_devices: 0, disks: Vec::new() }
+        Workload {
+            image,
+            cmdline: cmdline.into(),
+            paging: paging_mode::NATIVE,
+            echo_devices: 0,
+            disks: Vec::new(),
+            virtio_disks: Vec::new(),
+        }
     }
 
     fn config(&self, n: u64) -> VmConfig {
@@ -98,6 +107,7 @@ impl Workload {
             paging: self.paging,
             echo_devices: self.echo_devices,
             disks: self.disks.clone(),
+            virtio_disks: self.virtio_disks.clone(),
             ..VmConfig::bundled(self.image, &format!("{} n={n}", self.cmdline))
         }
     }

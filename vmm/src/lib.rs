@@ -25,6 +25,7 @@ pub mod pod;
 pub mod stats;
 pub mod store;
 pub mod uart;
+pub mod virtio;
 pub mod vm;
 pub mod watchdog;
 

@@ -45,10 +45,12 @@ struct RunArgs {
     /// Offer this many `echo` sample PV devices (device/echo/<n>).
     #[arg(long, default_value_t = 0)]
     echo: u32,
-    /// Offer a raw image file as a virtual block device (repeatable:
-    /// device/vbd/51712, 51728, ...): `<path>[,readonly]`. With none, the
-    /// default demo gets a scratch image in a temporary directory.
-    #[arg(long, value_name = "PATH[,readonly]")]
+    /// Offer a raw image file as a virtual block device (repeatable):
+    /// `<path>[,readonly][,transport=xen|virtio]`. Xen disks are
+    /// device/vbd/51712, 51728, ...; virtio disks are virtio-blk devices
+    /// on virtio-mmio, listed in start-info. With none, the default demo
+    /// gets a scratch image in a temporary directory.
+    #[arg(long, value_name = "PATH[,readonly][,transport=xen|virtio]")]
     disk: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
@@ -112,14 +114,15 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         }
         (None, None) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
     };
-    let mut disks = args
-        .disk
-        .iter()
-        .map(|d| d.parse())
-        .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
-        .map_err(VmmError::from)?;
+    let (mut disks, mut virtio_disks) = (Vec::new(), Vec::new());
+    for d in &args.disk {
+        match vmm::virtio::parse_disk_arg(d).map_err(VmmError::from)? {
+            (spec, vmm::virtio::Transport::Xen) => disks.push(spec),
+            (spec, vmm::virtio::Transport::Virtio) => virtio_disks.push(spec),
+        }
+    }
     // The demo needs a disk: a scratch image, removed when `scratch` drops.
-    let _scratch = match (&kernel, disks.is_empty()) {
+    let _scratch = match (&kernel, disks.is_empty() && virtio_disks.is_empty()) {
         (Kernel::Bundled("demo", _), true) => {
             let dir =
                 tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
@@ -145,6 +148,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
+        virtio_disks,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;

@@ -62,6 +62,8 @@ pub struct VmConfig {
     /// Disks offered as virtual block devices `device/vbd/<vdev>`
     /// ([`vbd_vdev`]), in order.
     pub disks: Vec<DiskSpec>,
+    /// Disks offered as virtio-blk devices on virtio-mmio, in order.
+    pub virtio_disks: Vec<DiskSpec>,
 }
 
 /// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
@@ -83,6 +85,7 @@ impl VmConfig {
             paging: paging_mode::NATIVE,
             echo_devices: 0,
             disks: Vec::new(),
+            virtio_disks: Vec::new(),
         }
     }
 }
@@ -210,6 +213,8 @@ pub struct Vm {
     pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
     /// The block devices (blkback), one per `--disk`.
     pub blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
+    /// The virtio-mmio devices.
+    pub virtio: crate::virtio::VirtioBus,
     /// The console back-end (drained once more at shutdown).
     console: Arc<Mutex<backend::console::Console>>,
     timeout: Option<std::time::Duration>,
@@ -245,6 +250,7 @@ impl Vm {
         // Check the image before touching KVM so bad input fails fast.
         loader::check_elf(&name, &bytes, lo, hi)?;
         let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+        let virtio_disks = cfg.virtio_disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
 
         let kvm = open_kvm()?;
         for (cap, what) in [
@@ -332,9 +338,15 @@ impl Vm {
             blk.push(dev);
         }
 
+        let usable = pv_abi::layout::KERNEL_BASE..plan.pool_start;
+        let (virtio, virtio_threads) = crate::virtio::build(&vm, ram.mem(), usable, virtio_disks)?;
+        threads.extend(virtio_threads);
+
         let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
         si.store.evtchn = store_port;
+        si.nr_virtio = virtio.entries.len() as u32;
+        si.virtio[..virtio.entries.len()].copy_from_slice(&virtio.entries);
         ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
@@ -360,6 +372,7 @@ impl Vm {
             store,
             echo,
             blk,
+            virtio,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
             dom,
@@ -431,6 +444,14 @@ impl Vm {
                     self.stats.exit(ExitKind::OtherIo);
                     data.fill(0xff);
                     tracing::debug!(port, "guest read an unassigned port");
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) if self.virtio.contains(addr) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    self.virtio.read(addr, data);
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) if self.virtio.contains(addr) => {
+                    self.stats.exit(ExitKind::Mmio);
+                    self.virtio.write(addr, data);
                 }
                 Ok(VcpuExit::MmioRead(addr, data)) => {
                     self.stats.exit(ExitKind::Mmio);

@@ -77,10 +77,11 @@ pub enum ChainError {
     ReadableAfterWritable(usize),
 }
 
-/// Walks `chain` (bounded by the queue size by `virtio-queue`), checking
-/// every buffer against `usable` (the guest-physical range the device may
-/// touch) and `mem`.
-pub fn check<M>(chain: DescriptorChain<M>, usable: &Range<u64>) -> Result<Chain, ChainError>
+/// Walks `chain`, at most `max_len` descriptors (the queue size: virtio
+/// 1.x 2.7.5.3.1 bounds a chain, indirect tables included, by it),
+/// checking every buffer against `usable` (the guest-physical range the
+/// device may touch) and guest memory.
+pub fn check<M>(chain: DescriptorChain<M>, usable: &Range<u64>, max_len: usize) -> Result<Chain, ChainError>
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
@@ -93,7 +94,10 @@ where
     let mut bufs = Vec::new();
     let mut last_has_next = false;
     // Collect first (the iterator borrows nothing but a clone of `mem`).
-    let descs: Vec<_> = chain.clone().collect();
+    let descs: Vec<_> = chain.clone().take(max_len + 1).collect();
+    if descs.len() > max_len {
+        return Err(ChainError::Unterminated(max_len));
+    }
     for (index, d) in descs.iter().enumerate() {
         let (addr, len) = (d.addr().0, d.len());
         if len == 0 {

@@ -419,10 +419,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
         loop {
             let queue = &mut self.queues[qi];
             queue.disable_notification(&mem).map_err(|e| format!("{e:?}"))?;
+            let max_len = queue.size() as usize;
             let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.collect();
             for c in chains {
                 let head = c.head_index();
-                let len = match chain::check(c, &self.usable) {
+                let len = match chain::check(c, &self.usable, max_len) {
                     Ok(c) => self.dev.process(qi as u16, &c, &mem),
                     Err(e) => {
                         bump(&self.counters.bad_chains);
@@ -459,4 +460,41 @@ fn empty_queue() -> Queue {
     // A zero-sized stand-in for a device that asked for an impossible size:
     // it can never be made ready.
     Queue::new(1).expect("1 is a valid queue size")
+}
+
+/// A virtio-mmio device as the VMM sees it, whatever the device behind
+/// the registers (so one bus can hold block, echo and net devices).
+pub trait MmioDevice: Send {
+    /// A register read at `offset` in the block (vCPU thread).
+    fn mmio_read(&mut self, offset: u64, data: &mut [u8]);
+    /// A register write at `offset` in the block (vCPU thread).
+    fn mmio_write(&mut self, offset: u64, data: &[u8]) -> Action;
+    /// Handles a notification of queue `q` (device thread); whether work is left.
+    fn process_queue(&mut self, q: u16) -> bool;
+    /// Number of queues.
+    fn num_queues(&self) -> usize;
+    /// The shared counters.
+    fn counters(&self) -> Arc<VirtioCounters>;
+}
+
+impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
+    fn mmio_read(&mut self, offset: u64, data: &mut [u8]) {
+        self.read(offset, data)
+    }
+
+    fn mmio_write(&mut self, offset: u64, data: &[u8]) -> Action {
+        self.write(offset, data)
+    }
+
+    fn process_queue(&mut self, q: u16) -> bool {
+        MmioTransport::process_queue(self, q)
+    }
+
+    fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn counters(&self) -> Arc<VirtioCounters> {
+        self.counters.clone()
+    }
 }

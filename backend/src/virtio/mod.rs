@@ -29,7 +29,7 @@ pub mod mmio;
 mod tests;
 
 pub use chain::{Buf, Chain, ChainError};
-pub use mmio::{MmioTransport, VirtioCounters};
+pub use mmio::{Action, MmioDevice, MmioTransport, VirtioCounters};
 
 use vm_memory::GuestMemoryMmap;
 
