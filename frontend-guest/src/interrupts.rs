@@ -30,6 +30,14 @@ fn set_gate(vector: u8, handler: u64) {
     IDT.0[vector as usize * 2 + 1].store(hi, Ordering::Relaxed);
 }
 
+/// Installs an interrupt gate for `vector` (32 and up) to the entry stub
+/// at `handler` (which must save registers and end with `iretq`).
+pub fn install(vector: u8, handler: u64) {
+    if vector >= 32 {
+        set_gate(vector, handler);
+    }
+}
+
 /// Installs the exception and upcall gates and loads the IDT.
 pub fn init() {
     for v in 0..32u8 {

@@ -25,6 +25,9 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+/// A device thread to start: its name and subscribers.
+pub type DeviceThreadSpec = (String, Vec<Subscriber>);
+
 /// GSI of the first virtio device (after the event-channel upcall's).
 pub const VIRTIO_GSI_BASE: u32 = UPCALL_GSI + 1;
 
@@ -150,7 +153,7 @@ pub fn build(
     mem: &GuestMemoryMmap,
     usable: Range<u64>,
     disks: Vec<Disk>,
-) -> Result<(VirtioBus, Vec<(String, Vec<Subscriber>)>), VmmError> {
+) -> Result<(VirtioBus, Vec<DeviceThreadSpec>), VmmError> {
     let mut bus = VirtioBus::default();
     let mut threads = Vec::new();
     if disks.len() > MAX_VIRTIO_DEVICES {

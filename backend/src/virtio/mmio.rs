@@ -256,8 +256,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     fn write_queue_reg(&mut self, reg: u32, v: u32) {
-        let configurable =
-            self.status & VIRTIO_CONFIG_S_FEATURES_OK != 0 && self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0;
+        // A queue that is not ready may be set up (or torn down, as drivers
+        // do when they release a device) any time after FEATURES_OK.
+        let configurable = self.status & VIRTIO_CONFIG_S_FEATURES_OK != 0;
         let sel = self.queue_sel;
         let Some(q) = self.queues.get_mut(sel as usize) else {
             return self
@@ -267,7 +268,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return self.set_queue_ready(v == 1);
         }
         if q.ready() || !configurable {
-            return self.warn(&format!("queue {sel} register {reg:#x} written while ready or outside setup"));
+            return self.warn(&format!("queue {sel} register {reg:#x} written while ready or before FEATURES_OK"));
         }
         let set = |old: u64, high: bool| {
             if high {
@@ -277,6 +278,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
             }
         };
         let res = match reg {
+            // Size 0: the driver releases the queue (as `virtio-drivers` does).
+            VIRTIO_MMIO_QUEUE_NUM if v == 0 => {
+                q.reset();
+                Ok(())
+            }
             VIRTIO_MMIO_QUEUE_NUM => q.try_set_size(v.try_into().unwrap_or(u16::MAX)),
             VIRTIO_MMIO_QUEUE_DESC_LOW | VIRTIO_MMIO_QUEUE_DESC_HIGH => {
                 let a = set(q.desc_table(), reg == VIRTIO_MMIO_QUEUE_DESC_HIGH);

@@ -272,6 +272,14 @@ fn queue_registers_only_during_setup() {
     assert_eq!(d.rd(VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
     assert_eq!(d.wr(VIRTIO_MMIO_QUEUE_NOTIFY, 5), Action::None);
     assert!(!d.needs_reset());
+    // Releasing the queue as drivers do on teardown: not ready, size 0.
+    d.wr(VIRTIO_MMIO_QUEUE_SEL, 0);
+    d.wr(VIRTIO_MMIO_QUEUE_READY, 0);
+    for reg in [VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_DESC_LOW, VIRTIO_MMIO_QUEUE_USED_LOW] {
+        d.wr(reg, 0);
+    }
+    assert!(!d.needs_reset());
+    assert_eq!(d.rd(VIRTIO_MMIO_QUEUE_READY), 0);
 }
 
 #[test]
