@@ -5,8 +5,7 @@
 //! returns their numbers; here the guest owns its table (DESIGN.md), so
 //! `frame_list` is an IN array of the guest frames it allocated.
 
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
+use crate::domain::{Domain, HcResult};
 use backend::grant::{GrantError, MAX_GRANT_FRAMES};
 use pv_abi::errno::{EINVAL, ENOSYS};
 use pv_abi::event_channel::DOMID_SELF;

@@ -5,24 +5,15 @@
 //! checked copies; nothing here holds a reference into guest memory.
 
 use crate::domain::Domain;
-use crate::memory::BadGuestRange;
-use pv_abi::errno::{EFAULT, EINVAL, ENOSYS};
+pub use crate::domain::{HcResult, Shutdown};
+use pv_abi::errno::{EINVAL, ENOSYS};
 use pv_abi::hypercall::{console_io, nr, sched_op, xen_version, ABI_VERSION};
-
-/// A hypercall's outcome: the value for `rax`, or a positive errno.
-pub type HcResult = Result<u64, i64>;
 
 /// A hypercall handler.
 pub type Handler = fn(&mut Domain, &[u64; 5]) -> HcResult;
 
 /// Number of slots in the dispatch table.
 pub const TABLE_SIZE: usize = 64;
-
-impl From<BadGuestRange> for i64 {
-    fn from(_: BadGuestRange) -> i64 {
-        EFAULT
-    }
-}
 
 /// The dispatch table.
 #[derive(Clone)]
@@ -55,7 +46,9 @@ impl HypercallTable {
     pub fn dispatch(&self, dom: &mut Domain, nr: u64, args: &[u64; 5]) -> u64 {
         let handler = usize::try_from(nr).ok().and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
-            _ if nr == nr::MULTICALL => crate::multicall::do_multicall(self, dom, args),
+            _ if nr == nr::MULTICALL => {
+                crate::multicall::do_multicall(dom, args, |dom, nr, args| self.dispatch(dom, nr, args))
+            }
             Some(h) => h(dom, args),
             None => {
                 tracing::debug!(nr, "unknown hypercall");
@@ -117,13 +110,4 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         }
         _ => Err(ENOSYS),
     }
-}
-
-/// A guest's request to stop (`SCHEDOP_shutdown`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shutdown {
-    /// `SHUTDOWN_*` reason.
-    pub reason: u32,
-    /// Exit status the guest chose.
-    pub code: u32,
 }
