@@ -59,7 +59,6 @@ pub fn kvm_open_error(e: kvm_ioctls::Error) -> VmmError {
 
 /// Checks a RAM size against the layout's limits.
 pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
-    let fmt = |b: u64| format!("{}M", b >> 20);
     let why = if bytes < MIN_MEM_BYTES {
         "too small"
     } else if bytes > MAX_MEM_BYTES {
@@ -69,7 +68,34 @@ pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
     } else {
         return Ok(bytes);
     };
-    Err(VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) })
+    Err(mem_size_error(given, why))
+}
+
+/// Parses a RAM size such as `64M`, `512K`, `1G`, `64MiB` or a plain byte
+/// count (the CLI's `--mem`) and checks it against the layout's limits.
+pub fn parse_mem_size(given: &str) -> Result<u64, VmmError> {
+    match parse_size(given) {
+        Some(bytes) => check_mem_size(given, bytes),
+        None => Err(mem_size_error(given, "not a size")),
+    }
+}
+
+fn mem_size_error(given: &str, why: &'static str) -> VmmError {
+    let fmt = |b: u64| format!("{}M", b >> 20);
+    VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) }
+}
+
+/// `64M`, `512K`, `1G`, `64MiB` or a plain byte count, in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 10),
+        'm' | 'M' => (&t[..t.len() - 1], 20),
+        'g' | 'G' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// The KVM side of a VM: the system fd, the VM fd and its guest RAM.
@@ -281,6 +307,27 @@ mod tests {
         assert!(msg(libc::ENOENT).contains("/dev/kvm not found"));
         assert!(msg(libc::EACCES).contains("kvm' group"));
         assert!(msg(libc::EBUSY).starts_with("cannot open /dev/kvm"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999G"), None);
+    }
+
+    #[test]
+    fn every_mem_size_error_names_the_layout_limits() {
+        let limits = format!("between {}M and {}M", MIN_MEM_BYTES >> 20, MAX_MEM_BYTES >> 20);
+        for bad in ["lots", "1M", "8G", "65537K"] {
+            let msg = parse_mem_size(bad).unwrap_err().to_string();
+            assert!(msg.contains(&limits), "{bad}: {msg}");
+        }
+        assert_eq!(parse_mem_size("64M").unwrap(), 64 << 20);
     }
 
     #[test]

@@ -21,24 +21,48 @@ pub struct HypercallTable {
     handlers: [Option<Handler>; TABLE_SIZE],
 }
 
+/// The handlers every VMM installs.
+const DEFAULT_HANDLERS: [(u64, Handler); 7] = [
+    (nr::CONSOLE_IO, do_console_io),
+    (nr::SCHED_OP, do_sched_op),
+    (nr::XEN_VERSION, do_xen_version),
+    (nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1])),
+    (nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op),
+    (nr::MMU_UPDATE, crate::paging::do_mmu_update),
+    (nr::MMUEXT_OP, crate::paging::do_mmuext_op),
+];
+
+// Every default number has a slot, checked at compile time.
+const _: () = {
+    let mut i = 0;
+    while i < DEFAULT_HANDLERS.len() {
+        assert!(DEFAULT_HANDLERS[i].0 < TABLE_SIZE as u64);
+        i += 1;
+    }
+};
+
+/// A hypercall number with no slot in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("hypercall number {0} is beyond the dispatch table ({TABLE_SIZE} slots)")]
+pub struct NoSlot(pub u64);
+
 impl Default for HypercallTable {
     fn default() -> Self {
-        let mut t = HypercallTable { handlers: [None; TABLE_SIZE] };
-        t.register(nr::CONSOLE_IO, do_console_io);
-        t.register(nr::SCHED_OP, do_sched_op);
-        t.register(nr::XEN_VERSION, do_xen_version);
-        t.register(nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1]));
-        t.register(nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op);
-        t.register(nr::MMU_UPDATE, crate::paging::do_mmu_update);
-        t.register(nr::MMUEXT_OP, crate::paging::do_mmuext_op);
-        t
+        let mut handlers = [None; TABLE_SIZE];
+        for (nr, handler) in DEFAULT_HANDLERS {
+            handlers[nr as usize] = Some(handler);
+        }
+        HypercallTable { handlers }
     }
 }
 
 impl HypercallTable {
-    /// Installs (or replaces) the handler for `nr`.
-    pub fn register(&mut self, nr: u64, handler: Handler) {
-        self.handlers[nr as usize] = Some(handler);
+    /// Installs (or replaces) the handler for `nr`; numbers from
+    /// [`TABLE_SIZE`] up have no slot (Xen's `NR_hypercalls` is 64 too).
+    pub fn register(&mut self, nr: u64, handler: Handler) -> Result<(), NoSlot> {
+        let slot = usize::try_from(nr).ok().and_then(|i| self.handlers.get_mut(i)).ok_or(NoSlot(nr))?;
+        *slot = Some(handler);
+        Ok(())
     }
 
     /// Runs hypercall `nr`; unknown numbers give `-ENOSYS`. Returns the raw
@@ -109,5 +133,21 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             Ok(0)
         }
         _ => Err(ENOSYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_refuses_numbers_without_a_slot() {
+        let mut t = HypercallTable::default();
+        let h: Handler = |_, _| Ok(7);
+        assert_eq!(t.register(TABLE_SIZE as u64, h), Err(NoSlot(64)));
+        assert_eq!(t.register(u64::MAX, h), Err(NoSlot(u64::MAX)));
+        assert_eq!(t.register(TABLE_SIZE as u64 - 1, h), Ok(()));
+        assert!(t.handlers[TABLE_SIZE - 1].is_some());
+        assert!(DEFAULT_HANDLERS.iter().all(|(nr, _)| t.handlers[*nr as usize].is_some()));
     }
 }

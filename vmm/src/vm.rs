@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use crate::builder::{check_mem_size, kvm_open_error, open_kvm, KVM_DEVICE_ENV};
+pub use crate::builder::{check_mem_size, kvm_open_error, open_kvm, parse_mem_size, KVM_DEVICE_ENV};
 pub use crate::vcpu::Outcome;
 
 /// Where the guest image comes from.
