@@ -2,7 +2,7 @@
 
 use crate::boot::{self, MemoryPlan};
 use crate::console::ConsoleOut;
-use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
+use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, PvDevices, StoreHandler, Subscriber};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::evtchn::EventChannels;
@@ -16,11 +16,10 @@ use crate::stats::{ExitKind, ExitStats};
 use crate::store::{SharedStore, StoreServer};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
-use backend::block::{BlockBackend, Disk, DiskSpec};
-use backend::echo::EchoBackend;
+use backend::block::DiskSpec;
 use backend::grant::GrantTable;
 use backend::ring_page::RingPage;
-use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
+use backend::xenbus::{DeviceArg, XenbusHost};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
@@ -62,13 +61,11 @@ pub struct VmConfig {
     /// Disks offered as virtual block devices `device/vbd/<vdev>`
     /// ([`vbd_vdev`]), in order.
     pub disks: Vec<DiskSpec>,
+    /// More devices of any type (`--device <type>[,<options>]`).
+    pub devices: Vec<DeviceArg>,
 }
 
-/// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
-/// (major 202, 16 minors per disk), so disk 0 is `xvda` = 51712.
-pub fn vbd_vdev(i: usize) -> u32 {
-    (202 << 8) + 16 * i as u32
-}
+pub use backend::block::vbd_vdev;
 
 impl VmConfig {
     /// A config for a bundled image with 64 MiB and output captured nowhere.
@@ -83,6 +80,7 @@ impl VmConfig {
             paging: paging_mode::NATIVE,
             echo_devices: 0,
             disks: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
@@ -206,10 +204,8 @@ pub struct Vm {
     kvm_stats: Option<KvmStats>,
     /// The store (domain 0's handle).
     pub store: SharedStore,
-    /// The echo sample devices.
-    pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
-    /// The block devices (blkback), one per `--disk`.
-    pub blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
+    /// The split devices (echo, disks, `--device`), in device-table order.
+    pub pv: PvDevices,
     /// The console back-end (drained once more at shutdown).
     console: Arc<Mutex<backend::console::Console>>,
     timeout: Option<std::time::Duration>,
@@ -244,7 +240,7 @@ impl Vm {
         let (lo, hi) = plan.loadable();
         // Check the image before touching KVM so bad input fails fast.
         loader::check_elf(&name, &bytes, lo, hi)?;
-        let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+        let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
 
         let kvm = open_kvm()?;
         for (cap, what) in [
@@ -299,38 +295,15 @@ impl Vm {
             store_wake,
             PortNotifier::new(evtchn.clone(), store_port),
         ))));
-        let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
-        let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
-        // One thread for the console and store, one for the sample devices,
-        // one per disk: a slow disk never delays another device.
+        let host = XenbusHost {
+            store: Arc::new(store.clone()),
+            evtchn: Arc::new(EvtchnAdapter(evtchn.clone())),
+            grants: grants.clone(),
+        };
+        // One thread for the console and store, one per device type or per
+        // device (each disk): a slow disk never delays another device.
         let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut subscribers))];
-        let mut echo = Vec::new();
-        let mut echo_subs: Vec<Subscriber> = Vec::new();
-        for id in 0..cfg.echo_devices {
-            let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
-                .map_err(VmmError::device("echo device"))?;
-            let dev =
-                XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
-                    .map_err(io("echo device"))?;
-            let dev = Arc::new(Mutex::new(dev));
-            echo_subs.push(dev.clone());
-            echo.push(dev);
-        }
-        if !echo_subs.is_empty() {
-            threads.push(("pv-echo".to_string(), echo_subs));
-        }
-        let mut blk = Vec::new();
-        for (i, disk) in disks.into_iter().enumerate() {
-            let paths =
-                crate::store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
-                    .map_err(VmmError::device("vbd device"))?;
-            let dev =
-                XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
-                    .map_err(io("vbd device"))?;
-            let dev = Arc::new(Mutex::new(dev));
-            threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
-            blk.push(dev);
-        }
+        let pv = crate::devices::wire_devices(table, &store, GUEST_DOMID, &host, &mut threads)?;
 
         let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
@@ -358,8 +331,7 @@ impl Vm {
             _kvm: kvm,
             console,
             store,
-            echo,
-            blk,
+            pv,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
             dom,
