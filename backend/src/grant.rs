@@ -293,6 +293,17 @@ impl GrantMapping {
         self.table.mem.read_slice(buf, at).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
     }
 
+    /// Copies `out.len()` wire structures (such as indirect segment
+    /// descriptors) out of the granted page from `offset`.
+    pub fn read_pod<T: pv_abi::Pod>(&self, offset: u64, out: &mut [T]) -> Result<(), GrantError> {
+        let len = std::mem::size_of_val(out);
+        // SAFETY: the byte view covers exactly the memory of `out`, which it
+        // borrows mutably; `T: Pod` has no padding bytes and accepts every
+        // bit pattern, so whatever bytes the guest wrote form valid `T`s.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), len) };
+        self.read(offset, bytes)
+    }
+
     /// Copies bytes into the granted page (writable mappings only).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), GrantError> {
         if !self.writable {

@@ -10,9 +10,15 @@ pub mod block;
 pub mod console;
 pub mod echo;
 pub mod grant;
+pub mod metrics;
+pub mod ratelimit;
 pub mod ring_page;
 pub mod serve;
 pub mod xenbus;
+
+/// Every device type the VMM can offer a guest, one line each (see the
+/// README's "Adding a new PV device").
+pub const DEVICE_TYPES: &[xenbus::DeviceType] = &[echo::xen::DEVICE, block::xen::DEVICE];
 
 /// How a back-end notifies its front end: the VMM implements it by raising
 /// the event channel the device is bound to.

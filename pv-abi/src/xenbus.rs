@@ -1,5 +1,39 @@
 //! Xenbus device states (Xen's `io/xenbus.h`), as written to the store's
-//! `state` nodes in decimal.
+//! `state` nodes in decimal, and the store key names every split device
+//! uses (per-device keys live with each protocol: `blkif::keys`,
+//! `echo::keys`).
+
+/// Store keys common to every split device (Xen's `xenstore-paths` names).
+pub mod keys {
+    /// Both directories: the xenbus state, in decimal.
+    pub const STATE: &str = "state";
+    /// Front-end directory: the back-end directory's path.
+    pub const BACKEND: &str = "backend";
+    /// Front-end directory: the back end's domain id.
+    pub const BACKEND_ID: &str = "backend-id";
+    /// Back-end directory: the front-end directory's path.
+    pub const FRONTEND: &str = "frontend";
+    /// Back-end directory: the front end's domain id.
+    pub const FRONTEND_ID: &str = "frontend-id";
+    /// Back-end directory: why connecting failed.
+    pub const ERROR: &str = "error";
+    /// Front end: the grant reference of a one-page ring.
+    pub const RING_REF: &str = "ring-ref";
+    /// Front end: the unbound event-channel port the back end binds to.
+    pub const EVENT_CHANNEL: &str = "event-channel";
+    /// Front end: the ABI its ring structures follow.
+    pub const PROTOCOL: &str = "protocol";
+    /// Front end: log2 of the pages of a multi-page ring.
+    pub const RING_PAGE_ORDER: &str = "ring-page-order";
+    /// Front end: first ring page of a multi-page ring (`ring-ref0`..).
+    pub const RING_REF0: &str = "ring-ref0";
+    /// Back end: the largest `ring-page-order` it accepts.
+    pub const MAX_RING_PAGE_ORDER: &str = "max-ring-page-order";
+}
+
+/// The `protocol` value for the x86-64 ring layout (Xen's
+/// `XEN_IO_PROTO_ABI_X86_64`), the only one this project speaks.
+pub const XEN_IO_PROTO_ABI_X86_64: &str = "x86_64-abi";
 
 /// A xenbus device state (Xen's `enum xenbus_state`).
 #[repr(u32)]

@@ -51,6 +51,10 @@ struct RunArgs {
     /// default demo gets a scratch image in a temporary directory.
     #[arg(long, value_name = "PATH[,readonly]")]
     disk: Vec<String>,
+    /// Offer a split device of any type in `backend::DEVICE_TYPES`
+    /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
+    #[arg(long, value_name = "TYPE[,OPTIONS]")]
+    device: Vec<backend::xenbus::DeviceArg>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -130,6 +134,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
+        devices: args.device,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;
@@ -173,6 +178,10 @@ fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
         load(&ev.notifies),
         load(&ev.upcalls)
     );
+    for d in vm.pv.iter() {
+        let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{}: {}", d.paths.back, counters.join(" "));
+    }
 }
 
 fn main() -> ExitCode {
