@@ -4,10 +4,10 @@
 
 use crate::error::VmmError;
 use crate::evtchn::EventChannels;
-use pv_store::SharedStore;
 use backend::block::DiskSpec;
 use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use pv_store::SharedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
