@@ -182,6 +182,9 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
     }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
+    }
     Ok(ExitCode::from(outcome.exit_status() as u8))
 }
 
