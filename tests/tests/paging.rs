@@ -139,3 +139,13 @@ fn direct_paging_hypercalls_are_refused_in_native_mode() {
     // And a pv guest boots, switches to its own tables and shuts down.
     assert_eq!(boot(PV, "test=boot").outcome, OK);
 }
+
+#[test]
+fn hypercall_outputs_aimed_at_page_tables_or_low_pages_fault_and_change_nothing() {
+    for mode in [PV, TRAPPED] {
+        let run = boot(mode, "test=outputs");
+        assert_eq!(run.outcome, OK, "mode {mode}: {}", run.console);
+        assert_eq!(run.console.matches("output into").count(), 8, "mode {mode}: {}", run.console);
+        assert!(!run.console.contains("FAILED"), "mode {mode}: {}", run.console);
+    }
+}

@@ -319,7 +319,7 @@ impl EventChannels {
                 t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
                 a.port = port;
                 drop(t);
-                if let Err(e) = ram.write_obj(arg, &a) {
+                if let Err(e) = ram.copy_obj_to_guest(arg, &a) {
                     self.lock().ports[port as usize] = PortState::Free;
                     return Err(e.into());
                 }
@@ -327,6 +327,8 @@ impl EventChannels {
             }
             EVTCHNOP_BIND_INTERDOMAIN => {
                 let mut a: EvtchnBindInterdomain = ram.read_obj(arg)?;
+                // Checked before binding so a refused output leaks no port.
+                ram.check_output(arg, std::mem::size_of::<EvtchnBindInterdomain>() as u64)?;
                 if a.remote_dom != DOMID_VMM {
                     return Err(ESRCH);
                 }
@@ -342,7 +344,7 @@ impl EventChannels {
                 t.dom0[idx].bound_to = Some(port);
                 a.local_port = port;
                 drop(t);
-                ram.write_obj(arg, &a)?;
+                ram.copy_obj_to_guest(arg, &a)?;
                 Ok(0)
             }
             EVTCHNOP_SEND => {
@@ -393,7 +395,7 @@ impl EventChannels {
                     }
                 };
                 drop(t);
-                ram.write_obj(arg, &a)?;
+                ram.copy_obj_to_guest(arg, &a)?;
                 Ok(0)
             }
             EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => {

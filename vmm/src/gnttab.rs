@@ -47,7 +47,7 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
                     }
                 }
             };
-            dom.ram.write_obj(uop, &op)?;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
             Ok(0)
         }
         GNTTABOP_QUERY_SIZE => {
@@ -62,14 +62,14 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             } else {
                 op.status = GNTST_BAD_DOMAIN;
             }
-            dom.ram.write_obj(uop, &op)?;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
             Ok(0)
         }
         GNTTABOP_COPY => {
             if count > MAX_COPY_OPS {
                 return Err(EINVAL);
             }
-            dom.ram.check(uop, count * COPY_OP_SIZE)?;
+            dom.ram.check_output(uop, count * COPY_OP_SIZE)?;
             for i in 0..count {
                 let at = uop + i * COPY_OP_SIZE;
                 let mut raw = [0u8; COPY_OP_SIZE as usize];
@@ -81,7 +81,7 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
                         e.gntst()
                     }
                 };
-                dom.ram.write(at + 36, &status.to_le_bytes())?;
+                dom.ram.copy_to_guest(at + 36, &status.to_le_bytes())?;
             }
             Ok(0)
         }

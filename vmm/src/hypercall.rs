@@ -112,7 +112,7 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         xen_version::GET_FEATURES => {
             let mut info: xen_version::FeatureInfo = dom.ram.read_obj(a[1])?;
             info.submap = if info.submap_idx == 0 { dom.features } else { 0 };
-            dom.ram.write_obj(a[1], &info)?;
+            dom.ram.copy_obj_to_guest(a[1], &info)?;
             Ok(0)
         }
         _ => Err(ENOSYS),

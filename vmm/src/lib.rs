@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod evtchn;
 pub mod gnttab;
+pub mod guest_out;
 pub mod hypercall;
 pub mod kvm_stats;
 pub mod loader;

@@ -22,8 +22,9 @@ pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> H
         return Err(E2BIG);
     }
     let size = size_of::<MulticallEntry>() as u64;
-    // Checked up front so a bad array runs nothing.
-    dom.ram.check(array, count * size)?;
+    // Checked up front (as an output: results are written back) so a bad
+    // array runs nothing.
+    dom.ram.check_output(array, count * size)?;
     for i in 0..count {
         let gpa = array + i * size;
         let entry: MulticallEntry = dom.ram.read_obj(gpa).map_err(|_| EFAULT)?;
@@ -34,7 +35,7 @@ pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> H
             let args = [entry.args[0], entry.args[1], entry.args[2], entry.args[3], entry.args[4]];
             table.dispatch(dom, entry.op, &args)
         };
-        dom.ram.write_obj(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
+        dom.ram.copy_obj_to_guest(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
     }
     Ok(0)
 }

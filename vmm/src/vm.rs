@@ -277,6 +277,11 @@ impl Vm {
         let slots = plan.slots(pool_readonly);
         let ram = GuestRam::new(&slots)?;
         ram.register(&vm, &slots)?;
+        let mut protected = vec![crate::guest_out::RESERVED_LOW];
+        if pool_readonly {
+            protected.push(plan.pool_start..mem_bytes);
+        }
+        ram.protect_outputs(protected);
         vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
 
         let image = loader::load(&ram, &name, &bytes, lo, hi)?;

@@ -82,6 +82,10 @@ fn run_batch<T: crate::pod::Pod>(
     mut one: impl FnMut(&mut Domain, T) -> Result<(), i64>,
 ) -> HcResult {
     let size = std::mem::size_of::<T>() as u64;
+    if pdone != 0 {
+        // Checked before any work, so a refused `pdone` applies nothing.
+        dom.ram.check_output(pdone, 4)?;
+    }
     let mut done = 0u64;
     let mut result = Ok(0);
     'outer: while done < count {
@@ -104,7 +108,7 @@ fn run_batch<T: crate::pod::Pod>(
         }
     }
     if pdone != 0 {
-        dom.ram.write_obj(pdone, &(done as u32))?;
+        dom.ram.copy_obj_to_guest(pdone, &(done as u32))?;
     }
     result
 }
