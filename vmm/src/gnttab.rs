@@ -72,6 +72,12 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             dom.ram.check_output(uop, count * COPY_OP_SIZE)?;
             for i in 0..count {
                 let at = uop + i * COPY_OP_SIZE;
+                if dom.preempt_check(i) {
+                    // Xen's continuation: the same op over the rest.
+                    dom.create_continuation([cmd, at, count - i, a[3], a[4]]);
+                    return Ok(0);
+                }
+                dom.charge(crate::preempt::COPY_UNITS);
                 let mut raw = [0u8; COPY_OP_SIZE as usize];
                 dom.ram.read(at, &mut raw)?;
                 let status = match copy_one(dom, &raw) {

@@ -23,6 +23,7 @@ pub mod multicall;
 pub mod paging;
 pub mod plot;
 pub mod pod;
+pub mod preempt;
 pub mod stats;
 pub mod store;
 pub mod uart;

@@ -15,7 +15,10 @@ use pv_abi::hypercall::nr;
 use pv_abi::multicall::{MulticallEntry, MAX_MULTICALL_ENTRIES};
 use std::mem::{offset_of, size_of};
 
-/// Runs a `multicall(entries, count)`.
+/// Runs a `multicall(entries, count)`. Work is bounded per exit
+/// ([`crate::preempt`]): the multicall is continued at the first entry not
+/// finished; an entry whose own hypercall was continued gets its new
+/// arguments written into its `args` and is re-run from there.
 pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let (array, count) = (a[0], a[1]);
     if count > MAX_MULTICALL_ENTRIES {
@@ -27,6 +30,11 @@ pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> H
     dom.ram.check_output(array, count * size)?;
     for i in 0..count {
         let gpa = array + i * size;
+        if dom.preempt_check(i) {
+            dom.create_continuation([gpa, count - i, 0, 0, 0]);
+            return Ok(0);
+        }
+        dom.charge(1);
         let entry: MulticallEntry = dom.ram.read_obj(gpa).map_err(|_| EFAULT)?;
         let result = if entry.op == nr::MULTICALL {
             tracing::debug!("nested multicall refused");
@@ -35,6 +43,13 @@ pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> H
             let args = [entry.args[0], entry.args[1], entry.args[2], entry.args[3], entry.args[4]];
             table.dispatch(dom, entry.op, &args)
         };
+        if let Some(args) = dom.continuation.take() {
+            let at = gpa + offset_of!(MulticallEntry, args) as u64;
+            let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
+            dom.ram.copy_to_guest(at, &bytes)?;
+            dom.create_continuation([gpa, count - i, 0, 0, 0]);
+            return Ok(0);
+        }
         dom.ram.copy_obj_to_guest(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
     }
     Ok(0)

@@ -527,8 +527,18 @@ impl Vm {
         let regs = &self.vcpu.sync_regs_mut().regs;
         let (nr, args) = (regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
         self.stats.hypercall(nr);
+        self.dom.start_exit();
         let ret = self.hypercalls.dispatch(&mut self.dom, nr, &args);
-        self.vcpu.sync_regs_mut().regs.rax = ret;
+        let regs = &mut self.vcpu.sync_regs_mut().regs;
+        match self.dom.continuation.take() {
+            // Re-execute the `out` with the remaining work's arguments
+            // (`rax` still holds the number): `pv_abi::hypercall`.
+            Some(a) => {
+                regs.rip = regs.rip.wrapping_sub(pv_abi::hypercall::HYPERCALL_INSN_LEN);
+                (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (a[0], a[1], a[2], a[3], a[4]);
+            }
+            None => regs.rax = ret,
+        }
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
     }
 

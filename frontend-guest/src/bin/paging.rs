@@ -13,6 +13,9 @@
 //! - `outputs`: every hypercall output aimed at a pinned page-table page
 //!   (or the VMM's reserved low pages) fails with `EFAULT` and changes
 //!   nothing (`trapped` and `pv` modes).
+//! - `flood n=<N> rounds=<R>`: a hostile batch: `multicall` of 256
+//!   `mmuext_op` entries, each over the same `N` TLB flushes, `R` times
+//!   (0: forever); checks every entry's result and `pdone` (`pv` mode).
 //!
 //! `batch=<B>` sets the lazy-MMU batch size (default 64).
 #![no_std]
@@ -71,6 +74,12 @@ fn main(si: &'static StartInfo) -> i32 {
         b"illegal-trapped" => illegal_trapped(&mut mmu, &ctx),
         b"multicall" => multicall(&mut mmu, &ctx),
         b"outputs" => outputs(&mut mmu, &ctx),
+        b"flood" => flood(
+            &mut mmu,
+            &ctx,
+            cmdline::get_u64(cmd, "n").unwrap_or(4096),
+            cmdline::get_u64(cmd, "rounds").unwrap_or(1),
+        ),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
@@ -443,4 +452,55 @@ fn outputs(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
         call5(nr::XEN_VERSION, [xen_version::GET_FEATURES, 0x2000, 0, 0, 0])
     });
     failures
+}
+
+/// A multicall of 256 `mmuext_op`s, each over `n` flushes, `rounds` times
+/// (0: until the VMM stops us). Every entry must report 0 and `pdone = n`
+/// however the VMM splits the work.
+fn flood(mmu: &mut Mmu<HwOps>, ctx: &Ctx, n: u64, rounds: u64) -> i32 {
+    const ENTRIES: usize = 256;
+    if mmu.mode() != paging_mode::PV {
+        println!("flood: needs --paging pv");
+        return 7;
+    }
+    let ops_bytes = n * core::mem::size_of::<MmuextOp>() as u64;
+    let done_at = (ctx.data + ops_bytes + 63) & !63;
+    let entries_at = done_at + 4 * ENTRIES as u64;
+    if entries_at + (ENTRIES * core::mem::size_of::<MulticallEntry>()) as u64 > ctx.data_end {
+        println!("flood: n={} does not fit", n);
+        return 8;
+    }
+    // SAFETY: `data..data_end` is identity-mapped free RAM
+    // of ours, and the three arrays are disjoint, aligned and inside it
+    // (checked above); nothing else refers to them.
+    let ops = unsafe { core::slice::from_raw_parts_mut(ctx.data as *mut MmuextOp, n as usize) };
+    // SAFETY: as above.
+    let done = unsafe { core::slice::from_raw_parts_mut(done_at as *mut u32, ENTRIES) };
+    // SAFETY: as above.
+    let entries = unsafe { core::slice::from_raw_parts_mut(entries_at as *mut MulticallEntry, ENTRIES) };
+    ops.fill(MmuextOp::plain(MMUEXT_TLB_FLUSH_LOCAL));
+    // The same batch as one direct call: continued, `pdone` accumulated.
+    done[0] = u32::MAX;
+    let ret = call5(nr::MMUEXT_OP, [ops.as_ptr() as u64, n, &mut done[0] as *mut u32 as u64, u64::from(DOMID_SELF), 0]);
+    if ret != 0 || u64::from(done[0]) != n {
+        println!("flood: direct mmuext_op FAILED ({}, done={})", ret, done[0]);
+        return 1;
+    }
+    let mut round = 0;
+    while rounds == 0 || round < rounds {
+        for (e, d) in entries.iter_mut().zip(done.iter_mut()) {
+            *d = u32::MAX;
+            let args = [ops.as_ptr() as u64, n, d as *mut u32 as u64, u64::from(DOMID_SELF), 0, 0];
+            *e = MulticallEntry::new(nr::MMUEXT_OP, args);
+        }
+        let ret = mmu::multicall(entries);
+        let ok = ret.is_ok() && entries.iter().all(|e| e.result == 0) && done.iter().all(|&d| u64::from(d) == n);
+        if !ok {
+            println!("flood: round {} FAILED ({:?}, done[0]={}, result[0]={})", round, ret, done[0], entries[0].result);
+            return 1;
+        }
+        round += 1;
+    }
+    println!("flood: rounds={} entries={} n={} ok", round, ENTRIES, n);
+    0
 }
