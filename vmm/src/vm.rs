@@ -319,7 +319,8 @@ impl Vm {
             PortNotifier::new(evtchn.clone(), store_port),
         ))));
         let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
-        let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
+        // One binder per device: each closes only the bindings it made.
+        let binder = || -> Arc<dyn EvtchnBinder> { Arc::new(EvtchnAdapter::new(evtchn.clone())) };
         // One thread for the console and store, one for the sample devices,
         // one per disk: a slow disk never delays another device.
         let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut subscribers))];
@@ -328,9 +329,8 @@ impl Vm {
         for id in 0..cfg.echo_devices {
             let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
                 .map_err(VmmError::device("echo device"))?;
-            let dev =
-                XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
-                    .map_err(io("echo device"))?;
+            let dev = XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder(), grants.clone())
+                .map_err(io("echo device"))?;
             let dev = Arc::new(Mutex::new(dev));
             echo_subs.push(dev.clone());
             echo.push(dev);
@@ -343,9 +343,8 @@ impl Vm {
             let paths =
                 crate::store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
                     .map_err(VmmError::device("vbd device"))?;
-            let dev =
-                XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
-                    .map_err(io("vbd device"))?;
+            let dev = XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder(), grants.clone())
+                .map_err(io("vbd device"))?;
             let dev = Arc::new(Mutex::new(dev));
             threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
             blk.push(dev);
