@@ -25,7 +25,6 @@ pub mod plot;
 pub mod pod;
 pub mod preempt;
 pub mod stats;
-pub mod store;
 pub mod uart;
 pub mod vm;
 pub mod watchdog;
