@@ -82,6 +82,7 @@ impl DeviceThread {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Device);
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = em.run_with_timeout(-1) {
                         tracing::error!("device thread: {e}");

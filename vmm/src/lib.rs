@@ -24,6 +24,7 @@ pub mod paging;
 pub mod plot;
 pub mod pod;
 pub mod preempt;
+pub mod seccomp;
 pub mod stats;
 pub mod uart;
 pub mod vm;
