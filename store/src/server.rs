@@ -135,6 +135,8 @@ pub struct StoreServer<M: RingMemory> {
     /// The last `process` stopped at its budget with work left.
     more: bool,
     stats: StoreStats,
+    /// Rate limit of this guest's log lines.
+    log: backend::ratelimit::LogLimiter,
 }
 
 impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
@@ -190,6 +192,7 @@ impl<M: RingMemory> StoreServer<M> {
             broken: None,
             more: false,
             stats: StoreStats::default(),
+            log: Default::default(),
         })
     }
 
@@ -324,7 +327,8 @@ impl<M: RingMemory> StoreServer<M> {
         }
         let hdr = self.header();
         if hdr.len > XENSTORE_PAYLOAD_MAX {
-            tracing::warn!(
+            backend::limited_warn!(
+                self.log,
                 domid = self.domid,
                 len = hdr.len,
                 "store request longer than XENSTORE_PAYLOAD_MAX; discarding the ring contents"
@@ -488,7 +492,7 @@ impl<M: RingMemory> StoreServer<M> {
             p.push(0);
             if p.len() > XENSTORE_PAYLOAD_MAX as usize {
                 self.stats.dropped_events += 1;
-                tracing::warn!(domid = self.domid, "store: watch event too large, dropped");
+                backend::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
                 continue;
             }
             self.stats.watch_events += 1;

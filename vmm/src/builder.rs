@@ -133,9 +133,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), SHARED_INFO)?);
     let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
     let mut core = setup_core_pages(cfg, &m.ram, &evtchn)?;
-    let host = XenbusHost {
+    // One binder per device: each closes only the bindings it made.
+    let host = || XenbusHost {
         store: Arc::new(core.store.clone()),
-        evtchn: Arc::new(EvtchnAdapter(evtchn.clone())),
+        evtchn: Arc::new(EvtchnAdapter::new(evtchn.clone())),
         grants: grants.clone(),
     };
     // One thread for the console and store, one per device type or per
@@ -200,6 +201,13 @@ fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, Vmm
     let slots = plan.slots(pool_readonly);
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
+    // Hypercall outputs may not land in the read-only pool or the VMM's
+    // low pages (`guest_out`).
+    let mut protected = vec![crate::guest_out::RESERVED_LOW];
+    if pool_readonly {
+        protected.push(plan.pool_start..plan.mem_bytes);
+    }
+    ram.protect_outputs(protected);
     vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
     Ok(Machine { kvm, vm, ram })
 }

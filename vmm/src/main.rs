@@ -65,6 +65,9 @@ struct RunArgs {
     /// PTE write traps) or pv (read-only, batched mmu_update).
     #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
     paging: String,
+    /// Run without the per-thread seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +84,9 @@ struct BenchArgs {
     /// Also draw the cost per PTE update against batch size (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// Size of the demo's scratch disk.
@@ -137,6 +143,10 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         devices: args.device,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
+    // Before the device threads start: each installs its filter first.
+    if !args.no_seccomp {
+        vmm::seccomp::enable();
+    }
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
@@ -145,6 +155,9 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
+    }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
     }
     Ok(ExitCode::from(outcome.exit_status() as u8))
 }
@@ -199,7 +212,12 @@ fn main() -> ExitCode {
                 eprintln!("error: --iters and --reps must be at least 1");
                 return ExitCode::from(2);
             }
-            vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
+            if !b.no_seccomp {
+                vmm::seccomp::enable();
+            }
+            vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
+                .map_err(VmmError::from)
+                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {

@@ -121,6 +121,8 @@ impl Vm {
     pub fn run(&mut self) -> Result<Outcome, VmmError> {
         self.first_run_at.get_or_insert_with(Instant::now);
         let watchdog = self.timeout.map(Watchdog::arm);
+        // The vCPU thread's filter, before the guest runs (`seccomp`).
+        crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)?;
         let outcome = self.vcpu.run(&mut self.dom, watchdog.as_ref());
         drop(watchdog);
         self.devices.iter_mut().for_each(DeviceThread::stop);
