@@ -113,6 +113,14 @@ struct CorePages {
     subscribers: Vec<Subscriber>,
 }
 
+impl Vm {
+    /// Creates the VM, loads the image and prepares the vCPU at its entry
+    /// ([`build`]).
+    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
+        build(cfg)
+    }
+}
+
 /// Builds the VM `cfg` describes, ready to run at the image's entry.
 pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let created_at = Instant::now();

@@ -121,7 +121,7 @@ fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tem
 }
 
 fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mem_bytes = vmm::vm::parse_mem_size(&args.mem)?;
+    let mem_bytes = vmm::builder::parse_mem_size(&args.mem)?;
     let kernel = kernel(args.kernel, args.image)?;
     let mut disks =
         args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;

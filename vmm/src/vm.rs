@@ -1,5 +1,6 @@
-//! A VM: its configuration, the parts [`crate::builder`] made (KVM fds,
-//! guest RAM as the [`Domain`], device threads, the vCPU), and running it.
+//! A VM: its configuration, the parts the builder made (KVM fds, guest RAM
+//! as the [`Domain`], device threads, the vCPU), and running it. `Vm::new`
+//! lives with the builder (`crate::builder`), which sits above this module.
 
 use crate::console::ConsoleOut;
 use crate::devices::{DeviceThread, PvDevices};
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use crate::builder::{check_mem_size, kvm_open_error, open_kvm, parse_mem_size, KVM_DEVICE_ENV};
 pub use crate::vcpu::Outcome;
 
 /// Where the guest image comes from.
@@ -100,12 +100,6 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM, loads the image and prepares the vCPU at its entry
-    /// ([`crate::builder::build`]).
-    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
-        crate::builder::build(cfg)
-    }
-
     /// Exit counters, with KVM's own counters refreshed.
     pub fn stats(&self) -> ExitStats {
         self.vcpu.stats()
