@@ -4,10 +4,10 @@
 
 use crate::error::VmmError;
 use crate::evtchn::EventChannels;
-use crate::store::SharedStore;
 use backend::block::DiskSpec;
 use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use pv_store::SharedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -110,7 +110,7 @@ impl Drop for DeviceThread {
 /// Serves the guest's store ring on its event channel (and when host-side
 /// writes queue watch events for the guest).
 pub struct StoreHandler {
-    server: crate::store::StoreServer<backend::ring_page::RingPage>,
+    server: pv_store::StoreServer<backend::ring_page::RingPage>,
     wake: Arc<EventFd>,
     notify: PortNotifier,
 }
@@ -118,7 +118,7 @@ pub struct StoreHandler {
 impl StoreHandler {
     /// A handler for `server`, woken by `wake`, notifying the guest on `notify`.
     pub fn new(
-        server: crate::store::StoreServer<backend::ring_page::RingPage>,
+        server: pv_store::StoreServer<backend::ring_page::RingPage>,
         wake: Arc<EventFd>,
         notify: PortNotifier,
     ) -> Self {
@@ -209,7 +209,7 @@ pub fn wire_devices(
     let mut devices = Vec::new();
     for DeviceRow { kind, index, backend } in table {
         let id = (kind.id)(index);
-        let paths = crate::store::xenbus::create_device(store, domid, backend.device_type(), id)
+        let paths = pv_store::xenbus::create_device(store, domid, backend.device_type(), id)
             .map_err(VmmError::device(kind.name))?;
         let dev = backend.wire(paths, host).map_err(|e| VmmError::Io("xenbus device", e))?;
         let thread = if kind.own_thread { format!("pv-{}{index}", kind.name) } else { format!("pv-{}", kind.name) };

@@ -23,7 +23,6 @@ pub mod paging;
 pub mod plot;
 pub mod pod;
 pub mod stats;
-pub mod store;
 pub mod uart;
 pub mod vm;
 pub mod watchdog;

@@ -123,7 +123,8 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
         .map_err(VmmError::from)?;
     // The demo needs a disk: a scratch image, removed when `scratch` drops.
-    let _scratch = match (&kernel, disks.is_empty()) {
+    let no_disk = disks.is_empty() && !args.device.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
+    let _scratch = match (&kernel, no_disk) {
         (Kernel::Bundled("demo", _), true) => {
             let dir =
                 tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pv_abi::event_channel::DomId;
+use pv_abi::xenbus::keys::{BACKEND, BACKEND_ID, EVENT_CHANNEL, FRONTEND, FRONTEND_ID, RING_REF, STATE};
 pub use pv_abi::xenbus::XenbusState;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -80,18 +81,18 @@ pub fn create_device(
             Err(e) => return Err(e.into()),
         }
     }
-    store.write_str(&format!("{back}/frontend"), &front)?;
-    store.write_str(&format!("{back}/frontend-id"), &frontend_domid.to_string())?;
-    store.write_str(&format!("{back}/state"), init)?;
-    store.write_str(&format!("{front}/backend"), &back)?;
-    store.write_str(&format!("{front}/backend-id"), "0")?;
-    store.write_str(&format!("{front}/state"), init)?;
+    store.write_str(&format!("{back}/{FRONTEND}"), &front)?;
+    store.write_str(&format!("{back}/{FRONTEND_ID}"), &frontend_domid.to_string())?;
+    store.write_str(&format!("{back}/{STATE}"), init)?;
+    store.write_str(&format!("{front}/{BACKEND}"), &back)?;
+    store.write_str(&format!("{front}/{BACKEND_ID}"), "0")?;
+    store.write_str(&format!("{front}/{STATE}"), init)?;
     Ok(DevicePaths { front, back })
 }
 
 /// Writes `state` to `<dev_path>/state`.
 pub fn switch_state(store: &SharedStore, dev_path: &str, state: XenbusState) -> Result<(), XenbusError> {
-    store.write_str(&format!("{dev_path}/state"), state.as_str())?;
+    store.write_str(&format!("{dev_path}/{STATE}"), state.as_str())?;
     Ok(())
 }
 
@@ -126,8 +127,8 @@ pub fn read_u32(store: &SharedStore, path: &str) -> Result<u32, XenbusError> {
 /// Reads the front end's `ring-ref` and `event-channel` from its directory.
 pub fn read_frontend_ring(store: &SharedStore, front: &str) -> Result<FrontendRing, XenbusError> {
     Ok(FrontendRing {
-        ring_ref: read_u32(store, &format!("{front}/ring-ref"))?,
-        event_channel: read_u32(store, &format!("{front}/event-channel"))?,
+        ring_ref: read_u32(store, &format!("{front}/{RING_REF}"))?,
+        event_channel: read_u32(store, &format!("{front}/{EVENT_CHANNEL}"))?,
     })
 }
 
