@@ -324,3 +324,22 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
         self.frontend_changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_args_name_a_known_type() {
+        let a: DeviceArg = "vbd,/x/d.img,readonly".parse().unwrap();
+        assert_eq!(a, DeviceArg::new("vbd", "/x/d.img,readonly"));
+        assert_eq!("echo".parse::<DeviceArg>().unwrap(), DeviceArg::new("echo", ""));
+        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err();
+        assert!(e.contains("unknown device type 'nosuch'") && e.contains("echo, vbd"), "{e}");
+        let kind = DeviceArg::new("echo", "x").kind().unwrap();
+        assert!((kind.build)("x").is_err(), "echo takes no options");
+        assert_eq!(((kind.build)("").unwrap()).device_type(), "echo");
+        let vbd = DeviceArg::new("vbd", "").kind().unwrap();
+        assert_eq!(((vbd.id)(0), (vbd.id)(1)), (51712, 51728), "xvda, xvdb");
+    }
+}

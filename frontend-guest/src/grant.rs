@@ -100,7 +100,7 @@ fn entry(gref: GrantRef) -> Option<&'static AtomicU64> {
 }
 
 fn encode(flags: u16, domid: DomId, frame: u32) -> u64 {
-    flags as u64 | (domid as u64) << 16 | (frame as u64) << 32
+    GrantEntryV1 { flags, domid, frame }.to_word()
 }
 
 /// The flags of `gref` as the VMM last left them.

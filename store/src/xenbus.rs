@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pv_abi::event_channel::DomId;
+use pv_abi::xenbus::keys::{BACKEND, BACKEND_ID, FRONTEND, FRONTEND_ID, STATE};
 pub use pv_abi::xenbus::XenbusState;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -63,12 +64,12 @@ pub fn create_device(
             Err(e) => return Err(e.into()),
         }
     }
-    store.write_str(&format!("{back}/frontend"), &front)?;
-    store.write_str(&format!("{back}/frontend-id"), &frontend_domid.to_string())?;
-    store.write_str(&format!("{back}/state"), init)?;
-    store.write_str(&format!("{front}/backend"), &back)?;
-    store.write_str(&format!("{front}/backend-id"), "0")?;
-    store.write_str(&format!("{front}/state"), init)?;
+    store.write_str(&format!("{back}/{FRONTEND}"), &front)?;
+    store.write_str(&format!("{back}/{FRONTEND_ID}"), &frontend_domid.to_string())?;
+    store.write_str(&format!("{back}/{STATE}"), init)?;
+    store.write_str(&format!("{front}/{BACKEND}"), &back)?;
+    store.write_str(&format!("{front}/{BACKEND_ID}"), "0")?;
+    store.write_str(&format!("{front}/{STATE}"), init)?;
     Ok(DevicePaths { front, back })
 }
 

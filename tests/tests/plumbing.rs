@@ -94,6 +94,16 @@ fn store_watch_fires_when_its_path_is_written() {
 }
 
 #[test]
+fn a_device_from_the_generic_table_entry_works_like_echo_n() {
+    // `--device echo` goes through the same table and constructor as `--echo 1`.
+    let devices = vec!["echo".parse().unwrap()];
+    let (run, vm) = boot_vm(VmConfig { devices, ..VmConfig::bundled("pvdev", "test=events n=3") });
+    assert_eq!(run.outcome, OK, "{}", run.console);
+    assert_eq!(echo_counters(&vm, 0).requests.get(), 3);
+    assert_eq!(vm.pv.get(pv_abi::echo::DEVICE_TYPE, 0).unwrap().paths.back, "/local/domain/0/backend/echo/1/0");
+}
+
+#[test]
 fn echo_device_reaches_connected_on_both_sides() {
     let (run, vm) = pvdev("test=events n=3", 1);
     assert_eq!(run.outcome, OK);

@@ -108,8 +108,13 @@ fn kernel(args_kernel: Option<PathBuf>, image: Option<String>) -> Result<Kernel>
 
 /// The demo needs a disk: with none given, a scratch image in a temporary
 /// directory, removed when the returned guard drops.
-fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tempfile::TempDir>, VmmError> {
-    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() {
+fn scratch_disk(
+    kernel: &Kernel,
+    disks: &mut Vec<DiskSpec>,
+    devices: &[backend::xenbus::DeviceArg],
+) -> Result<Option<tempfile::TempDir>, VmmError> {
+    let has_vbd = devices.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
+    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() || has_vbd {
         return Ok(None);
     }
     let dir = tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
@@ -125,7 +130,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     let kernel = kernel(args.kernel, args.image)?;
     let mut disks =
         args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
-    let _scratch = scratch_disk(&kernel, &mut disks)?;
+    let _scratch = scratch_disk(&kernel, &mut disks, &args.device)?;
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,

@@ -26,7 +26,7 @@ use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::event_channel::DOMID_VMM;
-use pv_abi::grant_table::{GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READONLY};
+use pv_abi::grant_table::{GrantEntryV1, GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READONLY};
 use pv_abi::layout::PAGE_SIZE;
 use ring_buffers::{FrontRing, RingError, RingMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,12 +148,9 @@ impl HostFront {
     /// Writes a grant entry as the guest would (any values: hostile tests
     /// forge entries with this).
     pub fn set_grant(&mut self, gref: GrantRef, gpa: u64, flags: u16) {
-        let e = TABLE + u64::from(gref) * 8;
-        let mut b = [0u8; 8];
-        b[..2].copy_from_slice(&flags.to_le_bytes());
-        b[2..4].copy_from_slice(&DOMID_VMM.to_le_bytes());
-        b[4..].copy_from_slice(&((gpa / PAGE_SIZE) as u32).to_le_bytes());
-        self.mem.write_slice(&b, GuestAddress(e)).expect("grant table inside harness memory");
+        let at = TABLE + u64::from(gref) * std::mem::size_of::<GrantEntryV1>() as u64;
+        let e = GrantEntryV1 { flags, domid: DOMID_VMM, frame: (gpa / PAGE_SIZE) as u32 };
+        self.mem.write_obj(e.to_word(), GuestAddress(at)).expect("grant table inside harness memory");
     }
 
     /// Makes data page `i` read-only to the back end (or writable again).

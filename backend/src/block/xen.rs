@@ -104,7 +104,8 @@ pub struct Blkback {
     unpublished: u32,
     /// Segment descriptors of the request being handled.
     descs: Vec<BlkifRequestSegment>,
-    log: LogLimiter,
+    /// Guest-caused log lines (the device's, kept across connections).
+    pub(crate) log: LogLimiter,
 }
 
 impl std::fmt::Debug for Blkback {
@@ -333,7 +334,7 @@ impl crate::serve::RingService for Blkback {
 
     fn stop(&mut self, e: ring_buffers::RingError) {
         let disk = self.device.disk().path().display();
-        tracing::warn!(%disk, "blkback: corrupt ring from the guest ({e}); device stopped");
+        crate::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
         self.metrics().ring_errors.inc();
         self.broken = true;
     }
@@ -375,12 +376,14 @@ pub struct BlockBackend {
     metrics: Arc<BlockMetrics>,
     /// The connected transport, if any.
     pub dev: Option<Blkback>,
+    /// Guest-caused log lines while disconnected (a connection takes it).
+    log: LogLimiter,
 }
 
 impl BlockBackend {
     /// A back-end serving `disk`.
     pub fn new(disk: Disk) -> Self {
-        BlockBackend { disk: Arc::new(disk), metrics: Arc::default(), dev: None }
+        BlockBackend { disk: Arc::new(disk), metrics: Arc::default(), dev: None, log: LogLimiter::default() }
     }
 
     /// The disk.
@@ -454,13 +457,17 @@ impl crate::xenbus::SplitBackend for BlockBackend {
     ) -> Result<(), String> {
         let ring_ref = Self::ring_ref(front)?;
         let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
-        let dev = Blkback::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
+        let mut dev = Blkback::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
+        // One limiter per device: reconnecting does not reset it.
+        dev.log = std::mem::take(&mut self.log);
         self.dev = Some(dev);
         Ok(())
     }
 
     fn disconnect(&mut self) {
-        self.dev = None;
+        if let Some(dev) = self.dev.take() {
+            self.log = dev.log;
+        }
     }
 
     fn process(&mut self) -> bool {

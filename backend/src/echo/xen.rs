@@ -29,7 +29,8 @@ pub struct Echo {
     device: EchoExecutor,
     metrics: Arc<EchoMetrics>,
     broken: bool,
-    log: LogLimiter,
+    /// Guest-caused log lines (the device's, kept across connections).
+    pub(crate) log: LogLimiter,
 }
 
 impl std::fmt::Debug for Echo {
@@ -125,7 +126,7 @@ impl crate::serve::RingService for Echo {
     }
 
     fn stop(&mut self, e: ring_buffers::RingError) {
-        tracing::warn!("echo: corrupt ring from the guest ({e}); device stopped");
+        crate::limited_warn!(self.log, "echo: corrupt ring from the guest ({e}); device stopped");
         self.metrics.ring_errors.inc();
         self.broken = true;
     }
@@ -150,6 +151,8 @@ pub struct EchoBackend {
     metrics: Arc<EchoMetrics>,
     /// The connected transport, if any.
     pub echo: Option<Echo>,
+    /// Guest-caused log lines while disconnected (a connection takes it).
+    log: LogLimiter,
 }
 
 impl EchoBackend {
@@ -179,13 +182,18 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         notify: Arc<dyn Notify>,
     ) -> Result<(), String> {
         let ring_ref = front.read_u32(xb::RING_REF)?;
-        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone()).map_err(|e| e.to_string())?;
+        let mut echo =
+            Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone()).map_err(|e| e.to_string())?;
+        // One limiter per device: reconnecting does not reset it.
+        echo.log = std::mem::take(&mut self.log);
         self.echo = Some(echo);
         Ok(())
     }
 
     fn disconnect(&mut self) {
-        self.echo = None;
+        if let Some(echo) = self.echo.take() {
+            self.log = echo.log;
+        }
     }
 
     fn process(&mut self) -> bool {
