@@ -115,7 +115,6 @@ pub fn upcalls() -> u64 {
     UPCALLS.load(SeqCst)
 }
 
-/// Events delivered on `port` so far.
 /// Upcalls whose selector named the bitmap word of `port` (for a port
 /// alone in its word: the upcall-pending edges raised for it).
 pub fn word_scans(port: u32) -> u32 {
@@ -123,6 +122,7 @@ pub fn word_scans(port: u32) -> u32 {
     WORD_SCANS.get(word).map_or(0, |c| c.load(SeqCst))
 }
 
+/// Events delivered on `port` so far.
 pub fn events(port: u32) -> u32 {
     PORT_EVENTS.get(port as usize).map_or(0, |c| c.load(SeqCst))
 }
