@@ -5,7 +5,6 @@
 use frontend_guest::blkfront::pattern_word;
 use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use tests::{boot_vm, field};
 use vmm::{Outcome, VmConfig};
 
@@ -49,13 +48,12 @@ fn virtio_drivers_patterns_reach_the_image_file() {
     }
     assert_eq!(cases, 10, "{}", run.console);
     assert_eq!(file[434 * 512], 0xee, "nothing written past the last case");
-    let c = vm.virtio.blk[0].lock().unwrap().device().counters;
-    assert_eq!((c.errors, c.unsupported, c.flushes), (0, 0, 1), "{c:?}");
-    assert_eq!(c.sectors_written, c.sectors_read, "{c:?}");
+    let c = vm.virtio.blk[0].lock().unwrap().device().metrics().clone();
+    assert_eq!((c.errors.get(), c.unsupported.get(), c.flushes.get()), (0, 0, 1), "{c:?}");
+    assert_eq!(c.sectors_written.get(), c.sectors_read.get(), "{c:?}");
     let t = vm.virtio.counters(0).unwrap();
-    assert_eq!(t.bad_chains.load(Ordering::Relaxed), 0);
-    assert_eq!(t.needs_reset.load(Ordering::Relaxed), 0);
-    assert!(t.kicks.load(Ordering::Relaxed) >= c.requests, "one notification (ioeventfd) per synchronous request");
+    assert_eq!((t.bad_chains.get(), t.needs_reset.get()), (0, 0), "{t:?}");
+    assert!(t.kicks.get() >= c.requests.get(), "one notification (ioeventfd) per synchronous request: {t:?}");
 }
 
 #[test]
@@ -67,7 +65,7 @@ fn readonly_virtio_disk_refuses_writes_with_ioerr() {
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert!(run.console.contains("readonly: feature=true write=Err(IoError) read=Ok(())"), "{}", run.console);
     assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0x3c), "image untouched");
-    assert_eq!(vm.virtio.blk[0].lock().unwrap().device().counters.errors, 1);
+    assert_eq!(vm.virtio.blk[0].lock().unwrap().device().metrics().errors.get(), 1);
 }
 
 #[test]
@@ -83,6 +81,7 @@ fn one_guest_uses_a_xen_disk_and_a_virtio_disk() {
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert!(pattern_ok(&std::fs::read(&xen).unwrap(), 16, 8, 0xa1), "Xen disk: {}", run.console);
     assert!(pattern_ok(&std::fs::read(&vio).unwrap(), 16, 8, 0xb2), "virtio disk: {}", run.console);
-    assert_eq!(vm.blk[0].lock().unwrap().backend.counters.flushes, 1);
-    assert_eq!(vm.virtio.blk[0].lock().unwrap().device().counters.flushes, 1);
+    let xen = vm.pv.metrics::<backend::block::BlockMetrics>(pv_abi::blkif::DEVICE_TYPE, 0).unwrap();
+    assert_eq!(xen.flushes.get(), 1);
+    assert_eq!(vm.virtio.blk[0].lock().unwrap().device().metrics().flushes.get(), 1);
 }

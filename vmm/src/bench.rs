@@ -6,10 +6,11 @@
 //! Each guest operation is timed by differencing: the same image runs the
 //! workload with `n=N` and with `n=0`, so boot and shutdown cancel out.
 
+use crate::builder::open_kvm;
 use crate::console::ConsoleOut;
 use crate::error::VmmError;
 use crate::memory::{GuestRam, Slot};
-use crate::vm::{open_kvm, Outcome, Vm, VmConfig};
+use crate::vm::{Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
 use pv_abi::start_info::paging_mode;
 use serde::Serialize;
@@ -35,21 +36,15 @@ pub struct Record {
     /// Shown in the table; not part of the JSON record format.
     #[serde(skip)]
     pub kvm_exits_per_op: Option<f64>,
-    /// Device notifications per operation, for rows that drive a device.
+    /// Notifications the split devices' back ends sent the guest per
+    /// operation (from their metrics), where the workload has devices.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub notifications_per_op: Option<Notifications>,
-}
-
-/// Notifications each way between a front end and its device, as the
-/// device counts them (a notification that finds the device already
-/// awake, or an eventfd signalled twice before it is read, counts once).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
-pub struct Notifications {
-    /// Guest to device: wake-ups of the device (event channel or
-    /// `QueueNotify`, each through an ioeventfd).
-    pub to_device: f64,
-    /// Device to guest: event-channel notifications or virtio interrupts.
-    pub to_guest: f64,
+    pub backend_notifies_per_op: Option<f64>,
+    /// The other direction: front-end notifications that woke a back end
+    /// (event channel or virtio `QueueNotify`, each through an ioeventfd),
+    /// per operation, from the devices' `kicks` counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_kicks_per_op: Option<f64>,
 }
 
 /// Bench parameters.
@@ -66,26 +61,10 @@ struct Sample {
     exits: u64,
     kvm_exits: Option<u64>,
     insns: Option<u64>,
-    /// (to device, to guest) over every block device.
-    notifications: (u64, u64),
-}
-
-/// Notifications each way summed over the VM's block devices (Xen and virtio).
-fn block_notifications(vm: &Vm) -> (u64, u64) {
-    let mut n = (0, 0);
-    for d in &vm.blk {
-        if let Ok(d) = d.lock() {
-            n.0 += d.backend.counters.kicks;
-            n.1 += d.backend.counters.notifies;
-        }
-    }
-    for i in 0..vm.virtio.len() {
-        if let Some(c) = vm.virtio.counters(i) {
-            n.0 += backend::virtio::VirtioCounters::get(&c.kicks);
-            n.1 += backend::virtio::VirtioCounters::get(&c.interrupts);
-        }
-    }
-    n
+    /// Back-end notifications to the guest, summed over the devices.
+    notifies: Option<u64>,
+    /// Back-end wake-ups by the guest, summed over the devices.
+    kicks: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -104,12 +83,22 @@ fn sample(cfg: VmConfig) -> Result<Sample, VmmError> {
         return Err(VmmError::Bench(format!("guest `{cmdline}` failed: {outcome}")));
     }
     let s = vm.stats();
+    // Xen devices and virtio transports name their counters alike.
+    let virtio = (0..vm.virtio.len()).filter_map(|i| vm.virtio.counters(i));
+    let counters: Vec<_> = vm
+        .pv
+        .iter()
+        .flat_map(|d| d.metrics.counters())
+        .chain(virtio.flat_map(|c| backend::metrics::DeviceMetrics::counters(&*c)))
+        .collect();
+    let sum = |name: &str| counters.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v).reduce(|a, b| a + b);
     Ok(Sample {
         ns,
         exits: s.total_exits(),
         kvm_exits: s.kvm_exits,
         insns: s.guest_instructions,
-        notifications: block_notifications(&vm),
+        notifies: sum("notifies"),
+        kicks: sum("kicks"),
     })
 }
 
@@ -160,7 +149,7 @@ impl Workload {
 pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps: usize) -> Result<Record, VmmError> {
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / iters as f64;
     let mut ns = Vec::new();
-    let (mut exits, mut kvm_exits, mut insns, mut notes) = (0.0, None, None, None);
+    let (mut exits, mut kvm_exits, mut insns, mut notifies, mut kicks) = (0.0, None, None, None, None);
     for _ in 0..reps {
         let base = sample(w.config(0))?;
         let full = sample(w.config(iters))?;
@@ -168,8 +157,8 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         exits = per(full.exits, base.exits);
         kvm_exits = full.kvm_exits.zip(base.kvm_exits).map(|(f, b)| per(f, b));
         insns = full.insns.zip(base.insns).map(|(f, b)| per(f, b));
-        let (f, b) = (full.notifications, base.notifications);
-        notes = (f != (0, 0)).then(|| Notifications { to_device: per(f.0, b.0), to_guest: per(f.1, b.1) });
+        notifies = full.notifies.zip(base.notifies).map(|(f, b)| per(f, b));
+        kicks = full.kicks.zip(base.kicks).map(|(f, b)| per(f, b));
     }
     Ok(Record {
         op: op.into(),
@@ -179,7 +168,8 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         instructions_per_op: insns,
         ns_per_op: median(ns),
         kvm_exits_per_op: kvm_exits,
-        notifications_per_op: notes,
+        backend_notifies_per_op: notifies,
+        backend_kicks_per_op: kicks,
     })
 }
 
@@ -233,7 +223,8 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
         instructions_per_op: insn0.zip(insn1).map(|(a, b)| (b - a) as f64 / total as f64),
         ns_per_op: median(ns),
         kvm_exits_per_op: Some(1.0),
-        notifications_per_op: None,
+        backend_notifies_per_op: None,
+        backend_kicks_per_op: None,
     })
 }
 
@@ -278,7 +269,8 @@ pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
         instructions_per_op: Some(0.0),
         ns_per_op: median(per),
         kvm_exits_per_op: Some(0.0),
-        notifications_per_op: None,
+        backend_notifies_per_op: None,
+        backend_kicks_per_op: None,
     })
 }
 
@@ -318,7 +310,7 @@ fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
 /// Requests in flight in the block rows (both transports).
 pub const BLOCK_QUEUE_DEPTH: u64 = 8;
 
-/// A scratch image for the block rows (removed with the directory).
+/// A 16 MiB scratch image for the block rows (removed with the directory).
 fn bench_disk() -> Result<(tempfile::TempDir, backend::block::DiskSpec), VmmError> {
     let dir = tempfile::tempdir().map_err(|e| VmmError::Io("bench disk", e))?;
     let path = dir.path().join("bench.img");
@@ -339,8 +331,8 @@ pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     measure(&format!("blk 4k rand{op}"), "ring+doorbell", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
 }
 
-/// The same workload as [`block_io`] over virtio: `virtio-drivers`'
-/// `VirtIOBlk` in the guest, virtio-blk on virtio-mmio in the VMM.
+/// The same workload over virtio: `virtio-drivers`' `VirtIOBlk` in the
+/// guest, virtio-blk on virtio-mmio (same block executor) in the VMM.
 pub fn virtio_block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let (_dir, disk) = bench_disk()?;
     let w = Workload {
@@ -353,20 +345,19 @@ pub fn virtio_block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
 /// Formats records as a table.
 pub fn table(records: &[Record]) -> String {
     let mut s = format!(
-        "{:<18} {:<13} {:>5} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9}\n",
-        "op", "mode", "batch", "exits/op", "kvm/op", "insns/op", "ns/op", "vs raw", "kick/op", "irq/op"
+        "{:<18} {:<13} {:>5} {:>9} {:>9} {:>10} {:>11} {:>8} {:>8} {:>8}\n",
+        "op", "mode", "batch", "exits/op", "kvm/op", "insns/op", "ns/op", "vs raw", "kick/op", "ntfy/op"
     );
     let raw = records.iter().find(|r| r.mode == "raw").map(|r| r.ns_per_op);
     for r in records {
         let insns = r.instructions_per_op.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         let ratio = raw.map_or("".to_string(), |b| format!("{:.2}x", r.ns_per_op / b));
         let kvm = r.kvm_exits_per_op.map_or("n/a".to_string(), |v| format!("{v:.3}"));
-        let (kick, irq) = r
-            .notifications_per_op
-            .map_or(("".into(), "".into()), |n| (format!("{:.3}", n.to_device), format!("{:.3}", n.to_guest)));
+        let count = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        let (kick, ntfy) = (count(r.backend_kicks_per_op), count(r.backend_notifies_per_op));
         s += &format!(
-            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11.0} {:>8} {:>9} {:>9}\n",
-            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, r.ns_per_op, ratio, kick, irq
+            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11.0} {:>8} {:>8} {:>8}\n",
+            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, r.ns_per_op, ratio, kick, ntfy
         );
     }
     s

@@ -159,13 +159,13 @@ pub fn build(
     if disks.len() > MAX_VIRTIO_DEVICES {
         return Err(VmmError::Device { what: "virtio", why: format!("at most {MAX_VIRTIO_DEVICES} devices") });
     }
-    let mut routes = vec![msi_route(UPCALL_GSI, UPCALL_VECTOR)];
+    let mut routes = vec![msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))];
     for (i, disk) in disks.into_iter().enumerate() {
         let serial = format!("pv-kvm-vd{}", (b'a' + i as u8) as char);
         let irq = irqfd(vm, i, &mut routes)?;
         let usable = usable.clone();
-        let t =
-            Arc::new(Mutex::new(MmioTransport::new(VirtioBlk::new(Arc::new(disk), &serial), mem.clone(), usable, irq)));
+        let blk = VirtioBlk::new(Arc::new(disk), &serial, Arc::default());
+        let t = Arc::new(Mutex::new(MmioTransport::new(blk, mem.clone(), usable, irq)));
         bus.blk.push(t.clone());
         threads.push((format!("virtio-blk{i}"), attach(vm, &mut bus, i, t, pv_abi::virtio::device_id::BLOCK)?));
     }

@@ -6,10 +6,13 @@
 //! sector) in the device-readable part, then the data, then one status byte
 //! at the end of the device-writable part. The header is copied out of
 //! guest memory before it is looked at; the data moves straight between
-//! the image and guest memory (`preadv`/`pwritev`).
+//! the image and guest memory (`preadv`/`pwritev`), through the shared
+//! [`BlockExecutor`]: the block logic is the Xen transport's, only the
+//! framing differs.
 
-use super::{Buf, Chain, LogLimit, VirtioDevice};
-use crate::block::Disk;
+use super::{Buf, Chain, VirtioDevice};
+use crate::block::{BlockError, BlockExecutor, BlockMetrics, Disk, Operation, Request, Status, MAX_DISCARD_SECTORS};
+use crate::ratelimit::LogLimiter;
 use pv_abi::blkif::SECTOR_SIZE;
 use std::mem::offset_of;
 use std::sync::Arc;
@@ -29,125 +32,110 @@ const CONFIG_LEN: usize = 64;
 /// Header bytes (`virtio_blk_outhdr`).
 const HDR_LEN: usize = 16;
 
-/// Counters of one virtio-blk device.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct VirtioBlkCounters {
-    /// Requests answered.
-    pub requests: u64,
-    /// Answered `VIRTIO_BLK_S_IOERR`.
-    pub errors: u64,
-    /// Answered `VIRTIO_BLK_S_UNSUPP`.
-    pub unsupported: u64,
-    /// Flushes done.
-    pub flushes: u64,
-    /// Sectors read.
-    pub sectors_read: u64,
-    /// Sectors written.
-    pub sectors_written: u64,
-    /// Discards done.
-    pub discards: u64,
-}
-
-/// The virtio block device.
+/// The virtio block device: the transport side (parsing a checked
+/// [`Chain`] into a block [`Request`] and writing the status byte) around
+/// the same [`BlockExecutor`] the Xen transport uses.
 pub struct VirtioBlk {
-    disk: Arc<Disk>,
+    exec: BlockExecutor,
     config: [u8; CONFIG_LEN],
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
-    log: LogLimit,
-    /// Counters.
-    pub counters: VirtioBlkCounters,
+    log: LogLimiter,
 }
 
 impl std::fmt::Debug for VirtioBlk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VirtioBlk").field("disk", &self.disk.path()).field("counters", &self.counters).finish()
+        f.debug_struct("VirtioBlk").field("disk", &self.exec.disk().path()).finish()
     }
 }
 
 /// A refused request: status and why.
-type Refusal = (u32, String);
+type Refusal = (Status, String);
 
 fn ioerr(why: impl Into<String>) -> Refusal {
-    (VIRTIO_BLK_S_IOERR, why.into())
+    (Status::IoError, why.into())
+}
+
+impl From<BlockError> for Refusal {
+    fn from(e: BlockError) -> Refusal {
+        (e.status(), e.to_string())
+    }
+}
+
+/// The `VIRTIO_BLK_S_*` byte for a status.
+fn status_byte(s: Status) -> u8 {
+    match s {
+        Status::Ok => VIRTIO_BLK_S_OK as u8,
+        Status::IoError => VIRTIO_BLK_S_IOERR as u8,
+        Status::Unsupported => VIRTIO_BLK_S_UNSUPP as u8,
+    }
 }
 
 impl VirtioBlk {
-    /// A device over `disk`, reporting `serial` (up to 20 bytes) for `GET_ID`.
-    pub fn new(disk: Arc<Disk>, serial: &str) -> Self {
+    /// A device over `disk`, reporting `serial` (up to 20 bytes) for
+    /// `GET_ID`, counting into `metrics`.
+    pub fn new(disk: Arc<Disk>, serial: &str, metrics: Arc<BlockMetrics>) -> Self {
         let mut config = [0u8; CONFIG_LEN];
         let mut put = |off: usize, bytes: &[u8]| config[off..off + bytes.len()].copy_from_slice(bytes);
         put(offset_of!(virtio_blk_config, capacity), &disk.sectors().to_le_bytes());
         put(offset_of!(virtio_blk_config, seg_max), &SEG_MAX.to_le_bytes());
         put(offset_of!(virtio_blk_config, blk_size), &(SECTOR_SIZE as u32).to_le_bytes());
         put(offset_of!(virtio_blk_config, num_queues), &1u16.to_le_bytes());
-        put(offset_of!(virtio_blk_config, max_discard_sectors), &u32::MAX.to_le_bytes());
+        put(offset_of!(virtio_blk_config, max_discard_sectors), &(MAX_DISCARD_SECTORS as u32).to_le_bytes());
         put(offset_of!(virtio_blk_config, max_discard_seg), &MAX_DISCARD_SEG.to_le_bytes());
         put(offset_of!(virtio_blk_config, discard_sector_alignment), &1u32.to_le_bytes());
         let mut id = [0u8; VIRTIO_BLK_ID_BYTES as usize];
         let n = serial.len().min(id.len());
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
-        VirtioBlk { disk, config, id, log: LogLimit::default(), counters: VirtioBlkCounters::default() }
+        VirtioBlk { exec: BlockExecutor::new(disk, metrics), config, id, log: LogLimiter::default() }
     }
 
     /// The disk.
     pub fn disk(&self) -> &Arc<Disk> {
-        &self.disk
+        self.exec.disk()
     }
 
-    fn run(&mut self, req: &Request, mem: &GuestMemoryMmap) -> Result<u32, Refusal> {
-        let ro = self.disk.readonly();
+    /// The metrics (shared with whoever reads them).
+    pub fn metrics(&self) -> &Arc<BlockMetrics> {
+        self.exec.metrics()
+    }
+
+    fn run(&mut self, req: &VirtioRequest, mem: &GuestMemoryMmap) -> Result<u32, Refusal> {
         match req.kind {
             VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => self.rw(req, mem),
             VIRTIO_BLK_T_FLUSH => {
-                self.disk.flush().map_err(|e| ioerr(format!("flush: {e}")))?;
-                self.counters.flushes += 1;
+                let no_data: [VolatileSlice<'_>; 0] = [];
+                self.exec.execute(&Request { op: Operation::Flush, sector: 0, data: &no_data })?;
                 Ok(0)
             }
             VIRTIO_BLK_T_GET_ID => {
                 let n = write_bytes(mem, &req.data_in, &self.id).map_err(ioerr)?;
                 Ok(n as u32)
             }
-            VIRTIO_BLK_T_DISCARD if ro => Err(ioerr("discard on a read-only disk")),
             VIRTIO_BLK_T_DISCARD => self.discard(req, mem).map(|()| 0),
-            other => Err((VIRTIO_BLK_S_UNSUPP, format!("request type {other} is not supported"))),
+            other => Err((Status::Unsupported, format!("request type {other} is not supported"))),
         }
     }
 
-    fn rw(&mut self, req: &Request, mem: &GuestMemoryMmap) -> Result<u32, Refusal> {
+    fn rw(&mut self, req: &VirtioRequest, mem: &GuestMemoryMmap) -> Result<u32, Refusal> {
         let write = req.kind == VIRTIO_BLK_T_OUT;
-        if write && self.disk.readonly() {
-            return Err(ioerr("write to a read-only disk"));
-        }
+        // A device-readable buffer is never written: data for IN must be
+        // device-writable, data for OUT device-readable.
         let (data, stray) = if write { (&req.data_out, &req.data_in) } else { (&req.data_in, &req.data_out) };
         if !stray.is_empty() {
             return Err(ioerr("data buffers in the wrong direction"));
         }
-        let bytes: u64 = data.iter().map(|b| b.len as u64).sum();
-        if bytes == 0 || bytes % SECTOR_SIZE != 0 {
-            return Err(ioerr(format!("{bytes} data bytes is not a whole number of sectors")));
-        }
-        let nr = bytes / SECTOR_SIZE;
-        if !self.disk.in_range(req.sector, nr) {
-            return Err(ioerr(format!("sectors {}+{nr} past the end ({})", req.sector, self.disk.sectors())));
-        }
         let slices = slices(mem, data).map_err(ioerr)?;
-        let res = if write {
-            self.disk.write_vectored(req.sector, &slices)
-        } else {
-            self.disk.read_vectored(req.sector, &slices)
-        };
-        res.map_err(|e| ioerr(format!("I/O: {e}")))?;
-        if write {
-            self.counters.sectors_written += nr;
-            Ok(0)
-        } else {
-            self.counters.sectors_read += nr;
-            Ok(bytes as u32)
-        }
+        let op = if write { Operation::Write } else { Operation::Read };
+        self.exec.execute(&Request { op, sector: req.sector, data: &slices })?;
+        let bytes: u64 = data.iter().map(|b| b.len as u64).sum();
+        Ok(if write { 0 } else { bytes as u32 })
     }
 
-    fn discard(&mut self, req: &Request, mem: &GuestMemoryMmap) -> Result<(), Refusal> {
-        let bytes = read_bytes(mem, &req.data_out, usize::MAX).map_err(ioerr)?;
+    fn discard(&mut self, req: &VirtioRequest, mem: &GuestMemoryMmap) -> Result<(), Refusal> {
+        if !req.data_in.is_empty() {
+            return Err(ioerr("discard with device-writable data"));
+        }
+        let bytes = read_bytes(mem, &req.data_out, 16 * MAX_DISCARD_SEG as usize + 1).map_err(ioerr)?;
         if bytes.is_empty() || bytes.len() % 16 != 0 || bytes.len() / 16 > MAX_DISCARD_SEG as usize {
             return Err(ioerr(format!("{} bytes of discard segments", bytes.len())));
         }
@@ -161,22 +149,22 @@ impl VirtioBlk {
         // Check every segment before discarding any.
         for &(sector, nr, flags) in &segs {
             if flags != 0 {
-                return Err((VIRTIO_BLK_S_UNSUPP, format!("discard flags {flags:#x}")));
+                return Err((Status::Unsupported, format!("discard flags {flags:#x}")));
             }
-            if !self.disk.in_range(sector, nr) {
+            if !self.disk().in_range(sector, nr) {
                 return Err(ioerr(format!("discard {sector}+{nr} past the end")));
             }
         }
-        for &(sector, nr, _) in &segs {
-            self.disk.discard(sector, nr).map_err(|e| ioerr(format!("discard: {e}")))?;
+        let no_data: [VolatileSlice<'_>; 0] = [];
+        for &(sector, sectors, _) in &segs {
+            self.exec.execute(&Request { op: Operation::Discard { sectors }, sector, data: &no_data })?;
         }
-        self.counters.discards += 1;
         Ok(())
     }
 }
 
 /// A request split out of a chain: header fields and data buffers.
-struct Request {
+struct VirtioRequest {
     kind: u32,
     sector: u64,
     /// Device-readable data after the header.
@@ -187,8 +175,8 @@ struct Request {
     status: u64,
 }
 
-impl Request {
-    fn parse(chain: &Chain, mem: &GuestMemoryMmap) -> Result<Request, String> {
+impl VirtioRequest {
+    fn parse(chain: &Chain, mem: &GuestMemoryMmap) -> Result<VirtioRequest, String> {
         let readable: Vec<Buf> = chain.readable().copied().collect();
         let mut writable: Vec<Buf> = chain.writable().copied().collect();
         // The status byte: the last byte of the last writable buffer.
@@ -204,7 +192,7 @@ impl Request {
         }
         let kind = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default());
         let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
-        Ok(Request { kind, sector, data_out: skip(&readable, HDR_LEN), data_in: writable, status })
+        Ok(VirtioRequest { kind, sector, data_out: skip(&readable, HDR_LEN), data_in: writable, status })
     }
 }
 
@@ -270,7 +258,7 @@ impl VirtioDevice for VirtioBlk {
             | 1 << VIRTIO_BLK_F_SEG_MAX
             | 1 << VIRTIO_BLK_F_BLK_SIZE
             | 1 << VIRTIO_BLK_F_FLUSH;
-        if self.disk.readonly() {
+        if self.disk().readonly() {
             f |= 1 << VIRTIO_BLK_F_RO;
         } else {
             f |= 1 << VIRTIO_BLK_F_DISCARD;
@@ -290,31 +278,28 @@ impl VirtioDevice for VirtioBlk {
     }
 
     fn process(&mut self, _queue: u16, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
-        let req = match Request::parse(chain, mem) {
+        let metrics = self.exec.metrics().clone();
+        metrics.requests.inc();
+        let disk = self.exec.disk().path().display().to_string();
+        let req = match VirtioRequest::parse(chain, mem) {
             Ok(r) => r,
             Err(why) => {
-                if self.log.allow() {
-                    tracing::warn!(disk = %self.disk.path().display(), "virtio-blk: request refused: {why}");
-                }
-                self.counters.errors += 1;
-                // No status byte can be trusted to exist only if there is
-                // no writable buffer at all; otherwise report the error.
+                crate::limited_warn!(self.log, %disk, "virtio-blk: request refused: {why}");
+                metrics.errors.inc();
+                // Without a device-writable buffer there is no status byte.
                 return match chain.writable().last() {
-                    Some(b) => set_status(mem, b.addr + b.len as u64 - 1, VIRTIO_BLK_S_IOERR, 0),
+                    Some(b) => set_status(mem, b.addr + b.len as u64 - 1, Status::IoError, 0),
                     None => 0,
                 };
             }
         };
-        self.counters.requests += 1;
         let (status, written) = match self.run(&req, mem) {
-            Ok(n) => (VIRTIO_BLK_S_OK, n),
+            Ok(n) => (Status::Ok, n),
             Err((status, why)) => {
-                if self.log.allow() {
-                    tracing::warn!(disk = %self.disk.path().display(), kind = req.kind, "virtio-blk: {why}");
-                }
+                crate::limited_warn!(self.log, %disk, kind = req.kind, "virtio-blk: request refused: {why}");
                 match status {
-                    VIRTIO_BLK_S_UNSUPP => self.counters.unsupported += 1,
-                    _ => self.counters.errors += 1,
+                    Status::Unsupported => metrics.unsupported.inc(),
+                    _ => metrics.errors.inc(),
                 }
                 (status, 0)
             }
@@ -324,8 +309,8 @@ impl VirtioDevice for VirtioBlk {
 }
 
 /// Writes the status byte; returns the used length (data written + 1).
-fn set_status(mem: &GuestMemoryMmap, at: u64, status: u32, written: u32) -> u32 {
-    match mem.write_obj(status as u8, GuestAddress(at)) {
+fn set_status(mem: &GuestMemoryMmap, at: u64, status: Status, written: u32) -> u32 {
+    match mem.write_obj(status_byte(status), GuestAddress(at)) {
         Ok(()) => written + 1,
         Err(_) => written,
     }

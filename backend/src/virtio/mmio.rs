@@ -1,10 +1,10 @@
 //! One virtio-mmio register block (virtio 1.x, section 4.2.2, version 2)
 //! and its status machine.
 
-use super::{chain, LogLimit, VirtioDevice};
+use super::{chain, VirtioDevice};
+use crate::ratelimit::LogLimiter;
 use crate::Notify;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use virtio_bindings::virtio_config::*;
 use virtio_bindings::virtio_mmio::*;
@@ -21,34 +21,24 @@ pub const VENDOR_ID: u32 = 0x564b_5650;
 /// Chains handled per wake-up before the device yields its thread.
 const BUDGET: usize = 1024;
 
-/// Shared counters of one virtio device (read by `--stats` and the bench
-/// without taking the device lock).
-#[derive(Debug, Default)]
-pub struct VirtioCounters {
-    /// Queue notifications handled (guest -> device).
-    pub kicks: AtomicU64,
-    /// Interrupts raised (device -> guest).
-    pub interrupts: AtomicU64,
-    /// Chains completed (including refused ones).
-    pub chains: AtomicU64,
-    /// Chains refused by [`chain::check`].
-    pub bad_chains: AtomicU64,
-    /// Times the device set `DEVICE_NEEDS_RESET`.
-    pub needs_reset: AtomicU64,
-    /// Register accesses (MMIO exits that reached the VMM).
-    pub register_accesses: AtomicU64,
-}
-
-impl VirtioCounters {
-    /// Reads one counter.
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+crate::device_metrics!(
+    /// Transport counters of one virtio device (shared, read by `--stats`
+    /// and the bench without taking the device lock).
+    pub struct VirtioCounters {
+        /// Queue notifications handled (guest -> device wake-ups).
+        kicks,
+        /// Interrupts raised (device -> guest).
+        notifies,
+        /// Chains completed (including refused ones).
+        chains,
+        /// Chains refused by [`chain::check`].
+        bad_chains,
+        /// Times the device set `DEVICE_NEEDS_RESET`.
+        needs_reset,
+        /// Register accesses (MMIO exits that reached the VMM).
+        register_accesses,
     }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+);
 
 /// What the VMM must do after a register write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +64,7 @@ pub struct MmioTransport<D> {
     queues: Vec<Queue>,
     interrupt_status: u32,
     config_generation: u32,
-    log: LogLimit,
+    log: LogLimiter,
     counters: Arc<VirtioCounters>,
 }
 
@@ -103,7 +93,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             queues,
             interrupt_status: 0,
             config_generation: 0,
-            log: LogLimit::default(),
+            log: LogLimiter::default(),
             counters: Arc::new(VirtioCounters::default()),
         }
     }
@@ -134,9 +124,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     fn warn(&mut self, what: &str) {
-        if self.log.allow() {
-            tracing::warn!(device = self.dev.device_id(), status = self.status, "virtio: {what}");
-        }
+        crate::limited_warn!(self.log, device = self.dev.device_id(), status = self.status, "virtio: {what}");
     }
 
     /// Marks the device broken until the driver resets it (virtio 1.x
@@ -144,7 +132,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     pub fn needs_reset(&mut self, why: &str) {
         self.warn(&format!("{why}; device needs reset"));
         if self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0 {
-            bump(&self.counters.needs_reset);
+            self.counters.needs_reset.inc();
             self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
             self.interrupt(VIRTIO_MMIO_INT_CONFIG);
         }
@@ -152,7 +140,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn interrupt(&mut self, bit: u32) {
         self.interrupt_status |= bit;
-        bump(&self.counters.interrupts);
+        self.counters.notifies.inc();
         self.irq.notify();
     }
 
@@ -162,7 +150,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// A guest read of `data.len()` bytes at `offset` in the block.
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
-        bump(&self.counters.register_accesses);
+        self.counters.register_accesses.inc();
         if offset >= VIRTIO_MMIO_CONFIG as u64 {
             data.fill(0);
             self.dev.read_config(offset - VIRTIO_MMIO_CONFIG as u64, data);
@@ -197,7 +185,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// A guest write of `data` at `offset` in the block.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Action {
-        bump(&self.counters.register_accesses);
+        self.counters.register_accesses.inc();
         if offset >= VIRTIO_MMIO_CONFIG as u64 {
             self.dev.write_config(offset - VIRTIO_MMIO_CONFIG as u64, data);
             return Action::None;
@@ -401,7 +389,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// notification rule (event index or flags) asks for it. Returns whether
     /// work was left for another round (the budget ran out).
     pub fn process_queue(&mut self, q: u16) -> bool {
-        bump(&self.counters.kicks);
+        self.counters.kicks.inc();
         if self.status & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return false;
         }
@@ -432,12 +420,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 let len = match chain::check(c, &self.usable, max_len) {
                     Ok(c) => self.dev.process(qi as u16, &c, &mem),
                     Err(e) => {
-                        bump(&self.counters.bad_chains);
+                        self.counters.bad_chains.inc();
                         self.warn(&format!("queue {qi}: chain at {head} refused: {e}"));
                         0
                     }
                 };
-                bump(&self.counters.chains);
+                self.counters.chains.inc();
                 self.queues[qi].add_used(&mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))?;
                 done += 1;
             }

@@ -19,8 +19,8 @@
 //! outside RAM, notify before the queue is ready, the available index
 //! jumping past the queue) sets `DEVICE_NEEDS_RESET` and raises a
 //! configuration interrupt, and the device does nothing more until the
-//! driver resets it. Either is logged, rate-limited per device; other
-//! devices are unaffected.
+//! driver resets it. Either is logged, rate-limited per device
+//! (`crate::ratelimit`); other devices are unaffected.
 
 pub mod blk;
 pub mod chain;
@@ -53,33 +53,4 @@ pub trait VirtioDevice: Send {
     /// Handles one checked chain from queue `queue`; returns the number of
     /// bytes written into its device-writable buffers (the used length).
     fn process(&mut self, queue: u16, chain: &Chain, mem: &GuestMemoryMmap) -> u32;
-}
-
-/// Rate limit for guest-caused log lines: the first [`LogLimit::BURST`]
-/// are logged, the rest only counted.
-#[derive(Debug, Default)]
-pub struct LogLimit {
-    logged: u32,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    /// Lines logged before the rest are suppressed.
-    pub const BURST: u32 = 10;
-
-    /// Whether to log one more line (counts it).
-    pub fn allow(&mut self) -> bool {
-        if self.logged < Self::BURST {
-            self.logged += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-
-    /// Lines suppressed so far.
-    pub fn suppressed(&self) -> u64 {
-        self.suppressed
-    }
 }

@@ -4,7 +4,6 @@
 
 use super::blk::VirtioBlk;
 use super::mmio::{Action, MmioTransport, MMIO_MAGIC, VENDOR_ID};
-use super::VirtioCounters;
 use crate::block::{Disk, DiskSpec};
 use crate::Notify;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,7 +53,8 @@ impl Driver {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let (dir, d) = disk(readonly);
         let irq = Arc::new(Irq::default());
-        let t = MmioTransport::new(VirtioBlk::new(d, "serial-1"), mem.clone(), USABLE_LO..MEM, irq.clone());
+        let t =
+            MmioTransport::new(VirtioBlk::new(d, "serial-1", Arc::default()), mem.clone(), USABLE_LO..MEM, irq.clone());
         Driver { t, mem, irq, _dir: dir, avail_idx: 0, next_desc: 0 }
     }
 
@@ -348,8 +348,13 @@ fn readonly_disk_refuses_writes_and_discards() {
     let mut d = Driver::ready(true, V1);
     d.mem.write_slice(&[0xcdu8; 512], GuestAddress(BUF + 0x1000)).unwrap();
     assert_eq!(d.request(VIRTIO_BLK_T_OUT, 0, 512, false).0 as u32, VIRTIO_BLK_S_IOERR);
+    // A well-formed discard segment (sector 0, one sector): refused by the
+    // shared block logic because the disk is read-only.
+    d.mem.write_slice(&[0u8; 16], GuestAddress(BUF + 0x1000)).unwrap();
+    d.mem.write_obj(1u32, GuestAddress(BUF + 0x1008)).unwrap();
     assert_eq!(d.request(VIRTIO_BLK_T_DISCARD, 0, 16, false).0 as u32, VIRTIO_BLK_S_IOERR);
     assert_eq!(d.request(VIRTIO_BLK_T_IN, 0, 512, true).0 as u32, VIRTIO_BLK_S_OK);
+    assert_eq!(d.t.device().metrics().errors.get(), 2);
     let img = std::fs::read(d.t.device().disk().path()).unwrap();
     assert!(img.iter().all(|&b| b == 0x11), "image untouched");
 }
@@ -402,7 +407,8 @@ fn hostile_chains_fail_only_that_request() {
     assert_eq!(d.request(VIRTIO_BLK_T_IN, 0, 512, true).0 as u32, VIRTIO_BLK_S_OK);
     assert!(!d.needs_reset());
     let c = d.t.counters();
-    assert_eq!(VirtioCounters::get(&c.bad_chains), 7);
+    assert_eq!(c.bad_chains.get(), 7);
+    assert_eq!(d.t.device().metrics().errors.get(), 1, "the wrong-direction IN");
 }
 
 #[test]
