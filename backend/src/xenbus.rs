@@ -45,10 +45,11 @@ pub trait FrontendKeys {
     /// The value of `key` under the front end's directory.
     fn read(&self, key: &str) -> Option<String>;
 
-    /// `key` as a decimal `u32`, with a message naming the key otherwise.
+    /// `key` as a decimal `u32` (strictly: [`pv_abi::xenbus::parse_u32`]),
+    /// with a message naming the key otherwise.
     fn read_u32(&self, key: &str) -> Result<u32, String> {
         let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
-        v.trim().parse().map_err(|_| format!("front end's '{key}' is not a number: {v:?}"))
+        pv_abi::xenbus::parse_u32(v.as_bytes()).ok_or_else(|| format!("front end's '{key}' is not a number: {v:?}"))
     }
 }
 

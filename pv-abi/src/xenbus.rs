@@ -85,11 +85,10 @@ impl XenbusState {
     /// whitespace and a trailing NUL are ignored).
     pub fn parse(s: &[u8]) -> Option<Self> {
         let s = s.strip_suffix(b"\0").unwrap_or(s).trim_ascii();
-        if s.is_empty() || s.len() > 2 || !s.iter().all(u8::is_ascii_digit) {
+        if s.len() > 2 {
             return None;
         }
-        let v = s.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
-        Self::from_u32(v)
+        parse_u32(s).and_then(Self::from_u32)
     }
 
     /// The decimal text for a store `state` node.
@@ -108,9 +107,31 @@ impl XenbusState {
     }
 }
 
+/// Parses a decimal `u32` as both sides write it to the store: ASCII
+/// digits only (a trailing NUL is tolerated), no sign, no whitespace, no
+/// overflow. The one parser for store numbers (the VMM's back ends and
+/// store server, and the guest's store client).
+pub fn parse_u32(v: &[u8]) -> Option<u32> {
+    let v = v.strip_suffix(b"\0").unwrap_or(v);
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u32, |a, d| a.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_numbers_are_strict_decimal() {
+        assert_eq!(parse_u32(b"0"), Some(0));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967295\0"), Some(u32::MAX));
+        for bad in [&b""[..], b"\0", b"-1", b"+1", b"4294967296", b"1x", b"0x10", b" 1", b"1 ", b"99999999999"] {
+            assert_eq!(parse_u32(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -6,10 +6,11 @@
 //! Each guest operation is timed by differencing: the same image runs the
 //! workload with `n=N` and with `n=0`, so boot and shutdown cancel out.
 
+use crate::builder::open_kvm;
 use crate::console::ConsoleOut;
 use crate::error::VmmError;
 use crate::memory::{GuestRam, Slot};
-use crate::vm::{open_kvm, Outcome, Vm, VmConfig};
+use crate::vm::{Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
 use pv_abi::start_info::paging_mode;
 use serde::Serialize;

@@ -1,14 +1,35 @@
 //! The guest as the hypercall handlers see it: its RAM and the VMM-side
-//! state its hypercalls act on.
+//! state its hypercalls act on, and the types every hypercall handler
+//! shares ([`HcResult`], [`Shutdown`]). It sits below the handlers
+//! (`hypercall`, `gnttab`, `multicall`, `paging`), which import it and
+//! never each other's types.
 
 use crate::console::ConsoleOut;
 use crate::evtchn::EventChannels;
-use crate::hypercall::Shutdown;
-use crate::memory::GuestRam;
-use crate::paging::PagingState;
+use crate::memory::{BadGuestRange, GuestRam};
+use crate::paging::validator::PagingState;
 use backend::grant::GrantTable;
+use pv_abi::errno::EFAULT;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
+
+/// A hypercall's outcome: the value for `rax`, or a positive errno.
+pub type HcResult = Result<u64, i64>;
+
+impl From<BadGuestRange> for i64 {
+    fn from(_: BadGuestRange) -> i64 {
+        EFAULT
+    }
+}
+
+/// A guest's request to stop (`SCHEDOP_shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// `SHUTDOWN_*` reason.
+    pub reason: u32,
+    /// Exit status the guest chose.
+    pub code: u32,
+}
 
 /// One PV domain (the VMM itself is domain 0; this is the guest).
 #[derive(Debug)]
@@ -27,6 +48,11 @@ pub struct Domain {
     pub grants: Arc<GrantTable>,
     /// Direct-paging state (mode, pool, pinned tables).
     pub paging: PagingState,
+    /// Work units left in this exit (`preempt`).
+    pub work_left: u64,
+    /// Set by a handler that stopped early: the arguments to re-enter the
+    /// same hypercall with (`preempt`).
+    pub continuation: Option<[u64; 5]>,
 }
 
 impl Domain {
@@ -46,6 +72,8 @@ impl Domain {
             evtchn,
             grants,
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
+            work_left: crate::preempt::WORK_PER_EXIT,
+            continuation: None,
         }
     }
 }

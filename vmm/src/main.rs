@@ -1,6 +1,7 @@
 //! `vmm`: boots a PV guest under KVM (`vmm run`) and measures it (`vmm bench`).
 
 use anyhow::Result;
+use backend::block::DiskSpec;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ struct RunArgs {
     /// PTE write traps) or pv (read-only, batched mmu_update).
     #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
     paging: String,
+    /// Run without the per-thread seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,33 +84,17 @@ struct BenchArgs {
     /// Also draw the cost per PTE update against batch size (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// Size of the demo's scratch disk.
 const DEMO_DISK_BYTES: u64 = 4 << 20;
 
-/// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
-fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
-    let (num, shift) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 10),
-        'm' | 'M' => (&t[..t.len() - 1], 20),
-        'g' | 'G' => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mem_bytes = parse_size(&args.mem).ok_or_else(|| VmmError::BadMemSize {
-        given: args.mem.clone(),
-        why: "not a size",
-        min: "4M".into(),
-        max: "3072M".into(),
-    })?;
-    let mem_bytes = vmm::vm::check_mem_size(&args.mem, mem_bytes)?;
-    let kernel = match (args.kernel, args.image) {
+/// The guest image the arguments name.
+fn kernel(args_kernel: Option<PathBuf>, image: Option<String>) -> Result<Kernel> {
+    Ok(match (args_kernel, image) {
         (Some(p), _) => Kernel::File(p),
         (None, Some(name)) => {
             let (name, img) = frontend_guest::images::ALL.iter().find(|(n, _)| *n == name).ok_or_else(|| {
@@ -115,27 +103,34 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             Kernel::Bundled(name, img)
         }
         (None, None) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
-    };
-    let mut disks = args
-        .disk
-        .iter()
-        .map(|d| d.parse())
-        .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
-        .map_err(VmmError::from)?;
-    // The demo needs a disk: a scratch image, removed when `scratch` drops.
-    let no_disk = disks.is_empty() && !args.device.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
-    let _scratch = match (&kernel, no_disk) {
-        (Kernel::Bundled("demo", _), true) => {
-            let dir =
-                tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
-            let path = dir.path().join("scratch.img");
-            let f = std::fs::File::create(&path).map_err(|e| VmmError::Io("scratch disk", e))?;
-            f.set_len(DEMO_DISK_BYTES).map_err(|e| VmmError::Io("scratch disk", e))?;
-            disks.push(backend::block::DiskSpec { path, readonly: false });
-            Some(dir)
-        }
-        _ => None,
-    };
+    })
+}
+
+/// The demo needs a disk: with none given, a scratch image in a temporary
+/// directory, removed when the returned guard drops.
+fn scratch_disk(
+    kernel: &Kernel,
+    disks: &mut Vec<DiskSpec>,
+    devices: &[backend::xenbus::DeviceArg],
+) -> Result<Option<tempfile::TempDir>, VmmError> {
+    let has_vbd = devices.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
+    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() || has_vbd {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
+    let path = dir.path().join("scratch.img");
+    let f = std::fs::File::create(&path).map_err(|e| VmmError::Io("scratch disk", e))?;
+    f.set_len(DEMO_DISK_BYTES).map_err(|e| VmmError::Io("scratch disk", e))?;
+    disks.push(DiskSpec { path, readonly: false });
+    Ok(Some(dir))
+}
+
+fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
+    let mem_bytes = vmm::builder::parse_mem_size(&args.mem)?;
+    let kernel = kernel(args.kernel, args.image)?;
+    let mut disks =
+        args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
+    let _scratch = scratch_disk(&kernel, &mut disks, &args.device)?;
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -153,46 +148,58 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         devices: args.device,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
+    // Before the device threads start: each installs its filter first.
+    if !args.no_seccomp {
+        vmm::seccomp::enable();
+    }
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
-        let s = vm.stats();
-        eprintln!("--- vmm stats ---");
-        eprintln!("{outcome}");
-        if let Some(t) = vm.first_run_at {
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            eprintln!(
-                "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
-                ms(t - started),
-                ms(t - vm.created_at)
-            );
-        }
-        eprint!("{s}");
-        let p = vm.dom.paging.counters;
-        if p != Default::default() {
-            eprintln!(
-                "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
-                p.applied, p.rejected, p.trapped_writes
-            );
-        }
-        let ev = &vm.dom.evtchn.counters;
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
-            "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
-            load(&ev.sends),
-            load(&ev.notifies),
-            load(&ev.upcalls)
-        );
-        for d in vm.pv.iter() {
-            let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
-            eprintln!("{}: {}", d.paths.back, counters.join(" "));
-        }
+        print_stats(&vm, &outcome, started);
     }
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
     }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
+    }
     Ok(ExitCode::from(outcome.exit_status() as u8))
+}
+
+/// `--stats`: the run's counters, on stderr.
+fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
+    let s = vm.stats();
+    eprintln!("--- vmm stats ---");
+    eprintln!("{outcome}");
+    if let Some(t) = vm.first_run_at {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
+            ms(t - started),
+            ms(t - vm.created_at)
+        );
+    }
+    eprint!("{s}");
+    let p = vm.dom.paging.counters;
+    if p != Default::default() {
+        eprintln!(
+            "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
+            p.applied, p.rejected, p.trapped_writes
+        );
+    }
+    let ev = &vm.dom.evtchn.counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
+        load(&ev.sends),
+        load(&ev.notifies),
+        load(&ev.upcalls)
+    );
+    for d in vm.pv.iter() {
+        let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{}: {}", d.paths.back, counters.join(" "));
+    }
 }
 
 fn main() -> ExitCode {
@@ -210,7 +217,12 @@ fn main() -> ExitCode {
                 eprintln!("error: --iters and --reps must be at least 1");
                 return ExitCode::from(2);
             }
-            vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
+            if !b.no_seccomp {
+                vmm::seccomp::enable();
+            }
+            vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
+                .map_err(VmmError::from)
+                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {
@@ -238,21 +250,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Some(64 << 20));
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("12x"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("99999999999G"), None);
     }
 }
