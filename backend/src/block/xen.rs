@@ -100,8 +100,9 @@ pub trait RingLayout: Send + 'static {
     type Req: ring_buffers::Pod;
     /// The response as it lies on the ring.
     type Rsp: ring_buffers::Pod;
-    /// The request (already copied off the ring) in the native layout.
-    fn request(req: &Self::Req) -> BlkifRequest;
+    /// Calls `f` with the request (already copied off the ring) in the
+    /// native layout.
+    fn native<R>(req: &Self::Req, f: impl FnOnce(&BlkifRequest) -> R) -> R;
     /// The response in the ring's layout.
     fn response(rsp: BlkifResponse) -> Self::Rsp;
 }
@@ -115,8 +116,8 @@ impl RingLayout for X86_64 {
     type Req = BlkifRequest;
     type Rsp = BlkifResponse;
 
-    fn request(req: &BlkifRequest) -> BlkifRequest {
-        *req
+    fn native<R>(req: &BlkifRequest, f: impl FnOnce(&BlkifRequest) -> R) -> R {
+        f(req)
     }
 
     fn response(rsp: BlkifResponse) -> BlkifResponse {
@@ -347,16 +348,17 @@ impl<L: RingLayout> crate::serve::RingService for Blkback<L> {
     }
 
     fn answer(&mut self, req: &L::Req) -> L::Rsp {
-        L::response(self.reply(&L::request(req)))
+        L::response(L::native(req, |req| self.reply(req)))
     }
 
     fn cost(&self, req: &L::Req) -> usize {
-        let req = L::request(req);
-        if req.operation == BLKIF_OP_DISCARD {
-            BlockExecutor::cost(Operation::Discard { sectors: req.as_discard().nr_sectors })
-        } else {
-            1
-        }
+        L::native(req, |req| {
+            if req.operation == BLKIF_OP_DISCARD {
+                BlockExecutor::cost(Operation::Discard { sectors: req.as_discard().nr_sectors })
+            } else {
+                1
+            }
+        })
     }
 
     fn publish(&mut self) {
