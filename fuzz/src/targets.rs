@@ -160,6 +160,8 @@ const POOL: u64 = RAM - (256 << 10);
 const DATA: u64 = 0x10_0000;
 const DATA_LEN: u64 = 0x1_0000;
 const CALL_BYTES: usize = 41;
+/// Hypercalls per input.
+const MAX_CALLS: usize = 24;
 /// Continuations followed per call before giving up (a guest would go on).
 const MAX_CONTINUATIONS: usize = 64;
 
@@ -246,7 +248,7 @@ fn split(data: &[u8]) -> (&[u8], Vec<(u8, [u64; 5])>) {
     let calls = input
         .0
         .chunks_exact(CALL_BYTES)
-        .take(64)
+        .take(MAX_CALLS)
         .map(|c| {
             let mut i = Input(c);
             let sel = i.u8().unwrap_or(0);
@@ -266,8 +268,8 @@ pub fn paging(data: &[u8]) {
             let domid = if a[3] & 1 == 0 { u64::from(DOMID_SELF) } else { a[3] };
             let pdone = if a[2] & 1 == 0 { 0 } else { ptr(a[2]) };
             match sel % 4 {
-                0 => call(hv, nr::MMU_UPDATE, [ptr(a[0]), count(a[1], 1100), pdone, domid, 0]),
-                1 => call(hv, nr::MMUEXT_OP, [ptr(a[0]), count(a[1], 1100), pdone, domid, 0]),
+                0 => call(hv, nr::MMU_UPDATE, [ptr(a[0]), count(a[1], 600), pdone, domid, 0]),
+                1 => call(hv, nr::MMUEXT_OP, [ptr(a[0]), count(a[1], 600), pdone, domid, 0]),
                 2 => call(hv, nr::MULTICALL, [ptr(a[0]), count(a[1], 300), 0, 0, 0]),
                 _ => {
                     let addr = POOL + (a[0] % (RAM - POOL));
