@@ -13,7 +13,7 @@ use pv_abi::hypercall::nr;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo, BITS_PER_WORD};
 
 /// Ports this guest tracks (the VMM offers no more).
-pub const MAX_PORTS: usize = 1024;
+pub const MAX_PORTS: usize = pv_abi::event_channel::MAX_PORTS as usize;
 
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 static PORT_EVENTS: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
@@ -73,7 +73,7 @@ pub fn initialized() -> bool {
     SHARED_INFO.load(SeqCst) != 0
 }
 
-/// The upcall (interrupt vector 0x30): Xen's 2-level scan.
+/// The upcall (interrupt vector `UPCALL_VECTOR`): Xen's 2-level scan.
 pub extern "C" fn pv_upcall_handler() {
     UPCALLS.fetch_add(1, SeqCst);
     let base = SHARED_INFO.load(SeqCst);

@@ -175,7 +175,7 @@ thread_local! {
 }
 
 fn new_hv() -> Hv {
-    let kvm = vmm::vm::open_kvm().expect("the hypercall fuzz targets need /dev/kvm");
+    let kvm = vmm::builder::open_kvm().expect("the hypercall fuzz targets need /dev/kvm");
     let vm = Arc::new(kvm.create_vm().expect("create_vm"));
     vm.create_irq_chip().expect("irqchip");
     let ram = GuestRam::new(&[

@@ -5,6 +5,7 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 
+use backend::ring_page::RingPage;
 use pv_abi::xs_wire::*;
 use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, RingError};
@@ -296,8 +297,10 @@ impl<'a> Guest<'a> {
     }
 }
 
-fn server<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> StoreServer<GuestRingMemory<'a>> {
-    StoreServer::over_guest_memory(store.clone(), 1, gm, PAGE).unwrap()
+/// The server over the store page, through the same ring-memory type the
+/// VMM uses.
+fn server(store: &SharedStore, gm: &GuestMemoryMmap) -> StoreServer {
+    StoreServer::new(store.clone(), 1, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap()
 }
 
 fn error_reply(m: &(XsdSockmsg, Vec<u8>), req_id: u32, name: &str) {

@@ -4,7 +4,10 @@
 
 use crate::error::VmmError;
 use crate::evtchn::{Binding, EventChannels};
+use backend::block::DiskSpec;
+use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use pv_store::SharedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -186,5 +189,81 @@ impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
         if let Err(e) = self.evtchn.close_binding(b) {
             tracing::debug!("close port {port}: {e}");
         }
+    }
+}
+
+/// One row of the device table: a device type, its id in the store, and
+/// its back end (already built, so bad input fails before KVM is touched).
+pub struct DeviceRow {
+    kind: &'static DeviceType,
+    index: usize,
+    backend: Box<dyn XenbusBackend>,
+}
+
+/// The device table for a VM: its `echo` devices, its disks, then every
+/// `--device`, in that order, each built by its type's one constructor
+/// (`backend::DEVICE_TYPES`).
+pub fn device_table(echo: u32, disks: &[DiskSpec], more: &[DeviceArg]) -> Result<Vec<DeviceRow>, VmmError> {
+    let args = (0..echo)
+        .map(|_| DeviceArg::new(pv_abi::echo::DEVICE_TYPE, ""))
+        .chain(disks.iter().map(|d| DeviceArg::new(pv_abi::blkif::DEVICE_TYPE, &d.to_string())))
+        .chain(more.iter().cloned());
+    let mut rows: Vec<DeviceRow> = Vec::new();
+    for arg in args {
+        let kind = arg.kind().map_err(|why| VmmError::Device { what: "device", why })?;
+        let backend = (kind.build)(&arg.options).map_err(|why| VmmError::Device { what: kind.name, why })?;
+        let index = rows.iter().filter(|r| r.kind.name == kind.name).count();
+        rows.push(DeviceRow { kind, index, backend });
+    }
+    Ok(rows)
+}
+
+/// Device threads to start: (name, subscribers).
+pub type Threads = Vec<(String, Vec<Subscriber>)>;
+
+/// Wires every row of `table` for guest `domid`: its store directories,
+/// the generic xenbus device around its back end, and its device thread
+/// (added to `threads`). Returns the wired devices.
+pub fn wire_devices(
+    table: Vec<DeviceRow>,
+    store: &SharedStore,
+    domid: pv_abi::event_channel::DomId,
+    host: &dyn Fn() -> XenbusHost,
+    threads: &mut Threads,
+) -> Result<PvDevices, VmmError> {
+    let mut devices = Vec::new();
+    for DeviceRow { kind, index, backend } in table {
+        let id = (kind.id)(index);
+        let paths = pv_store::xenbus::create_device(store, domid, backend.device_type(), id)
+            .map_err(VmmError::device(kind.name))?;
+        let dev = backend.wire(paths, &host()).map_err(|e| VmmError::Io("xenbus device", e))?;
+        let thread = if kind.own_thread { format!("pv-{}{index}", kind.name) } else { format!("pv-{}", kind.name) };
+        match threads.iter_mut().find(|(name, _)| *name == thread) {
+            Some((_, subs)) => subs.push(dev.subscriber.clone()),
+            None => threads.push((thread, vec![dev.subscriber.clone()])),
+        }
+        devices.push(dev);
+    }
+    Ok(PvDevices(devices))
+}
+
+/// The VM's split devices, in device-table order.
+#[derive(Debug, Default)]
+pub struct PvDevices(pub Vec<WiredDevice>);
+
+impl PvDevices {
+    /// The `n`-th device of type `device_type`.
+    pub fn get(&self, device_type: &str, n: usize) -> Option<&WiredDevice> {
+        self.0.iter().filter(|d| d.device_type == device_type).nth(n)
+    }
+
+    /// The metrics of the `n`-th device of type `device_type`, as `M`.
+    pub fn metrics<M: 'static>(&self, device_type: &str, n: usize) -> Option<&M> {
+        self.get(device_type, n)?.metrics.as_any().downcast_ref()
+    }
+
+    /// Every device.
+    pub fn iter(&self) -> impl Iterator<Item = &WiredDevice> {
+        self.0.iter()
     }
 }

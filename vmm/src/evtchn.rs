@@ -32,11 +32,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// The guest's domain id.
 pub const GUEST_DOMID: DomId = 1;
-/// Ports a guest may use (bounded well below the 2-level ABI's 4096 so the
-/// table stays small; raise if a guest needs more).
-pub const MAX_PORTS: u32 = 1024;
-/// The upcall vector the MSI delivers.
-pub const UPCALL_VECTOR: u32 = 0x30;
+pub use pv_abi::event_channel::{MAX_PORTS, UPCALL_VECTOR};
 /// The GSI the upcall irqfd is routed through.
 pub const UPCALL_GSI: u32 = 24;
 
@@ -160,7 +156,7 @@ impl EventChannels {
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
         let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
         entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
-        entry.u.msi.data = UPCALL_VECTOR; // fixed delivery, edge
+        entry.u.msi.data = u32::from(UPCALL_VECTOR); // fixed delivery, edge
         let routing = KvmIrqRouting::from_entries(&[entry])
             .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
         vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;

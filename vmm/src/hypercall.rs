@@ -1,7 +1,7 @@
 //! Hypercall dispatch: a table from hypercall number to handler.
 //!
 //! Handlers take the [`Domain`] and the five argument registers and return
-//! a value or an errno. Guest pointers are validated by [`GuestRam`]'s
+//! a value or an errno. Guest pointers are validated by [`GuestRam`](crate::memory::GuestRam)'s
 //! checked copies; nothing here holds a reference into guest memory.
 
 use crate::domain::Domain;

@@ -23,7 +23,7 @@ struct Host {
 }
 
 fn host() -> Host {
-    let kvm = vmm::vm::open_kvm().expect("/dev/kvm");
+    let kvm = vmm::builder::open_kvm().expect("/dev/kvm");
     let vm = Arc::new(kvm.create_vm().unwrap());
     let slots = [Slot { start: 0, len: 4 << 20, readonly: false }];
     let ram = GuestRam::new(&slots).unwrap();

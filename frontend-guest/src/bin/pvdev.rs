@@ -295,11 +295,15 @@ fn hostile(store: &mut Store) -> i32 {
     expect("status of a huge port", evtchn::status(u32::MAX).map(|s| s as u64), EINVAL);
     expect("alloc_unbound for an unknown domain", evtchn::alloc_unbound(7).map(|p| p as u64), ESRCH);
     expect("bind to a dom0 port that does not exist", evtchn::bind_interdomain(0, 999).map(|p| p as u64), EINVAL);
-    let st = grant::setup_frames(&[u64::MAX >> 12]);
+    // SAFETY: a frame far beyond guest RAM: the VMM refuses it (checked
+    // below), so nothing is registered.
+    let st = unsafe { grant::setup_frames(&[u64::MAX >> 12]) };
     let ok = st == Ok(pv_abi::grant_table::GNTST_BAD_VIRT_ADDR);
     println!("hostile: grant-table frame outside RAM: {}", if ok { "ok" } else { "FAILED" });
     fails += (!ok) as i32;
-    let st = grant::setup_frames(&[0x10]);
+    // SAFETY: frame 0x10 lies in the VMM's reserved low memory: refused
+    // (checked below), so nothing is registered.
+    let st = unsafe { grant::setup_frames(&[0x10]) };
     let ok = st == Ok(pv_abi::grant_table::GNTST_BAD_VIRT_ADDR);
     println!("hostile: grant-table frame in reserved memory: {}", if ok { "ok" } else { "FAILED" });
     fails += (!ok) as i32;
