@@ -10,6 +10,7 @@ pub mod block;
 pub mod console;
 pub mod echo;
 pub mod grant;
+pub mod net;
 pub mod ring_page;
 pub mod serve;
 pub mod xenbus;

@@ -552,9 +552,7 @@ impl NetFront {
             crate::clock::arm_wakeup(d - now);
         }
         let port = self.port;
-        evtchn::wait_until(|| {
-            evtchn::events(port) != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d)
-        });
+        evtchn::wait_until(|| evtchn::events(port) != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
     }
 }
 

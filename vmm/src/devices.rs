@@ -163,3 +163,25 @@ impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
         }
     }
 }
+
+/// One network interface `device/vif/<index>`: the store directories (with
+/// the MAC in both, as Xen's toolstack writes it) and netback on `tap`.
+pub fn net_device(
+    store: &crate::store::SharedStore,
+    store_dom0: &Arc<dyn backend::xenbus::XenbusStore>,
+    binder: &Arc<dyn backend::xenbus::EvtchnBinder>,
+    grants: &Arc<backend::grant::GrantTable>,
+    index: u32,
+    spec: &backend::net::NetSpec,
+    tap: backend::net::tap::Tap,
+) -> Result<Arc<Mutex<backend::net::NetDevice>>, VmmError> {
+    let mac = spec.mac_for(index);
+    let paths =
+        crate::store::xenbus::create_device(store, crate::evtchn::GUEST_DOMID, backend::net::DEVICE_TYPE, index)
+            .map_err(VmmError::device("vif device"))?;
+    store_dom0.write(&format!("{}/{}", paths.front, pv_abi::netif::keys::MAC), &backend::net::format_mac(&mac));
+    let backend = backend::net::NetBackend::new(Box::new(tap), mac);
+    let dev = backend::xenbus::XenbusDevice::new(backend, paths, store_dom0.clone(), binder.clone(), grants.clone())
+        .map_err(|e| VmmError::Io("vif device", e))?;
+    Ok(Arc::new(Mutex::new(backend::net::NetDevice::new(dev))))
+}

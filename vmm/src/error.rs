@@ -107,6 +107,12 @@ pub enum VmmError {
     /// A `--disk` could not be used.
     #[error(transparent)]
     Disk(#[from] backend::block::DiskError),
+    /// A `--net` TAP device could not be opened.
+    #[error(transparent)]
+    Tap(#[from] backend::net::tap::TapError),
+    /// A `--net` value is unusable.
+    #[error(transparent)]
+    NetSpec(#[from] backend::net::NetSpecError),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

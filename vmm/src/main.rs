@@ -50,6 +50,11 @@ struct RunArgs {
     /// default demo gets a scratch image in a temporary directory.
     #[arg(long, value_name = "PATH[,readonly]")]
     disk: Vec<String>,
+    /// Offer a network interface on a TAP device (repeatable:
+    /// device/vif/0, 1, ...): `tap=<ifname>[,mac=<mac>]`. The TAP device is
+    /// created if it does not exist (needs CAP_NET_ADMIN) and brought up.
+    #[arg(long, value_name = "tap=IFNAME[,mac=MAC]")]
+    net: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -118,6 +123,12 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         .map(|d| d.parse())
         .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
         .map_err(VmmError::from)?;
+    let nets = args
+        .net
+        .iter()
+        .map(|n| n.parse())
+        .collect::<Result<Vec<backend::net::NetSpec>, _>>()
+        .map_err(VmmError::from)?;
     // The demo needs a disk: a scratch image, removed when `scratch` drops.
     let _scratch = match (&kernel, disks.is_empty()) {
         (Kernel::Bundled("demo", _), true) => {
@@ -145,6 +156,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
+        nets,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     let mut vm = Vm::new(&cfg)?;
@@ -177,6 +189,10 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             load(&ev.notifies),
             load(&ev.upcalls)
         );
+        for (i, dev) in vm.net.iter().enumerate() {
+            let d = dev.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!("vif{i}: {:?}", d.xenbus.backend.metrics().snapshot());
+        }
     }
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}

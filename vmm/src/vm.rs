@@ -62,6 +62,8 @@ pub struct VmConfig {
     /// Disks offered as virtual block devices `device/vbd/<vdev>`
     /// ([`vbd_vdev`]), in order.
     pub disks: Vec<DiskSpec>,
+    /// Network interfaces `device/vif/<n>`, in order, each on a TAP device.
+    pub nets: Vec<backend::net::NetSpec>,
 }
 
 /// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
@@ -83,6 +85,7 @@ impl VmConfig {
             paging: paging_mode::NATIVE,
             echo_devices: 0,
             disks: Vec::new(),
+            nets: Vec::new(),
         }
     }
 }
@@ -210,6 +213,8 @@ pub struct Vm {
     pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
     /// The block devices (blkback), one per `--disk`.
     pub blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
+    /// The network devices (netback), one per `--net`.
+    pub net: Vec<Arc<Mutex<backend::net::NetDevice>>>,
     /// The console back-end (drained once more at shutdown).
     console: Arc<Mutex<backend::console::Console>>,
     timeout: Option<std::time::Duration>,
@@ -245,6 +250,7 @@ impl Vm {
         // Check the image before touching KVM so bad input fails fast.
         loader::check_elf(&name, &bytes, lo, hi)?;
         let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+        let taps = cfg.nets.iter().map(|n| backend::net::tap::Tap::open(&n.tap)).collect::<Result<Vec<_>, _>>()?;
 
         let kvm = open_kvm()?;
         for (cap, what) in [
@@ -331,6 +337,12 @@ impl Vm {
             threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
             blk.push(dev);
         }
+        let mut net = Vec::new();
+        for (i, (spec, tap)) in cfg.nets.iter().zip(taps).enumerate() {
+            let dev = crate::devices::net_device(&store, &store_dom0, &binder, &grants, i as u32, spec, tap)?;
+            threads.push((format!("pv-vif{i}"), vec![dev.clone() as Subscriber]));
+            net.push(dev);
+        }
 
         let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
         si.console.evtchn = console_port;
@@ -360,6 +372,7 @@ impl Vm {
             store,
             echo,
             blk,
+            net,
             timeout: cfg.timeout,
             uart: Uart::new(cfg.console.clone()),
             dom,

@@ -87,7 +87,16 @@ impl core::fmt::Write for Text<'_> {
     }
 }
 
+/// The client's byte pattern: `byte[i] = i % 251`.
+const PERIOD: usize = 251;
+/// Longest chunk copied from the pattern table at once.
+const CHUNK: usize = 16 * PERIOD;
+
 struct Client {
+    /// `PERIOD + CHUNK` bytes of the pattern, so a chunk starting at any
+    /// phase is one copy (each guest instruction costs about a
+    /// microsecond here; a copy is one `rep movsb`).
+    pattern: &'static [u8],
     handle: SocketHandle,
     total: u64,
     sent: u64,
@@ -192,7 +201,11 @@ fn main(si: &'static StartInfo) -> i32 {
             println!("net: client connect: {:?}", e);
             return 74;
         }
-        g.client = Some(Client { handle: g.sockets.add(s), total, sent: 0, done: false });
+        let Ok(pattern) = netfront::static_buf(PERIOD + CHUNK) else { return 2 };
+        for (i, b) in pattern.iter_mut().enumerate() {
+            *b = (i % PERIOD) as u8;
+        }
+        g.client = Some(Client { pattern, handle: g.sockets.add(s), total, sent: 0, done: false });
         println!("net: client: streaming {} bytes to {}:{}", total, host, port);
     }
     println!("net: ready: echo on {}, http on {}", ECHO_PORT, HTTP_PORT);
@@ -207,6 +220,20 @@ fn main(si: &'static StartInfo) -> i32 {
         evtchn::upcalls()
     );
     0
+}
+
+/// Listens again once the last connection is over. A server socket does
+/// not sit out TIME-WAIT (one socket per service here; the next client
+/// would be refused for its length).
+fn relisten(s: &mut tcp::Socket, port: u16) -> bool {
+    match s.state() {
+        tcp::State::Closed | tcp::State::TimeWait => {
+            s.abort();
+            let _ = s.listen(port);
+            true
+        }
+        _ => false,
+    }
 }
 
 impl Guest<'_> {
@@ -240,8 +267,7 @@ impl Guest<'_> {
 
     fn serve_echo(&mut self) {
         let s = self.sockets.get_mut::<tcp::Socket>(self.echo);
-        if !s.is_open() {
-            let _ = s.listen(ECHO_PORT);
+        if relisten(s, ECHO_PORT) {
             return;
         }
         let mut tmp = [0u8; 4096];
@@ -261,9 +287,8 @@ impl Guest<'_> {
 
     fn serve_http(&mut self) {
         let s = self.sockets.get_mut::<tcp::Socket>(self.http);
-        if !s.is_open() {
+        if relisten(s, HTTP_PORT) {
             self.http_len = 0;
-            let _ = s.listen(HTTP_PORT);
             return;
         }
         if s.can_recv() {
@@ -325,12 +350,16 @@ impl Guest<'_> {
         let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         if s.may_send() && c.sent < c.total {
             let left = c.total - c.sent;
-            let start = c.sent;
+            let (start, pattern) = (c.sent, c.pattern);
             let n = s
                 .send(|buf| {
                     let n = (buf.len() as u64).min(left) as usize;
-                    for (i, b) in buf[..n].iter_mut().enumerate() {
-                        *b = ((start + i as u64) % 251) as u8;
+                    let mut at = 0;
+                    while at < n {
+                        let phase = ((start + at as u64) % PERIOD as u64) as usize;
+                        let len = (n - at).min(CHUNK);
+                        buf[at..at + len].copy_from_slice(&pattern[phase..phase + len]);
+                        at += len;
                     }
                     (n, n)
                 })
