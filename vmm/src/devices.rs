@@ -107,7 +107,7 @@ impl Drop for DeviceThread {
 /// Serves the guest's store ring on its event channel (and when host-side
 /// writes queue watch events for the guest).
 pub struct StoreHandler {
-    server: crate::store::StoreServer<backend::ring_page::RingPage>,
+    server: pv_store::StoreServer<backend::ring_page::RingPage>,
     wake: Arc<EventFd>,
     notify: PortNotifier,
 }
@@ -115,7 +115,7 @@ pub struct StoreHandler {
 impl StoreHandler {
     /// A handler for `server`, woken by `wake`, notifying the guest on `notify`.
     pub fn new(
-        server: crate::store::StoreServer<backend::ring_page::RingPage>,
+        server: pv_store::StoreServer<backend::ring_page::RingPage>,
         wake: Arc<EventFd>,
         notify: PortNotifier,
     ) -> Self {
@@ -167,7 +167,7 @@ impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
 /// One network interface `device/vif/<index>`: the store directories (with
 /// the MAC in both, as Xen's toolstack writes it) and netback on `tap`.
 pub fn net_device(
-    store: &crate::store::SharedStore,
+    store: &pv_store::SharedStore,
     store_dom0: &Arc<dyn backend::xenbus::XenbusStore>,
     binder: &Arc<dyn backend::xenbus::EvtchnBinder>,
     grants: &Arc<backend::grant::GrantTable>,
@@ -176,9 +176,8 @@ pub fn net_device(
     tap: backend::net::tap::Tap,
 ) -> Result<Arc<Mutex<backend::net::NetDevice>>, VmmError> {
     let mac = spec.mac_for(index);
-    let paths =
-        crate::store::xenbus::create_device(store, crate::evtchn::GUEST_DOMID, backend::net::DEVICE_TYPE, index)
-            .map_err(VmmError::device("vif device"))?;
+    let paths = pv_store::xenbus::create_device(store, crate::evtchn::GUEST_DOMID, backend::net::DEVICE_TYPE, index)
+        .map_err(VmmError::device("vif device"))?;
     store_dom0.write(&format!("{}/{}", paths.front, pv_abi::netif::keys::MAC), &backend::net::format_mac(&mac));
     let backend = backend::net::NetBackend::new(Box::new(tap), mac);
     let dev = backend::xenbus::XenbusDevice::new(backend, paths, store_dom0.clone(), binder.clone(), grants.clone())
