@@ -37,9 +37,12 @@
 //! Guest-caused log lines are rate limited.
 
 pub mod csum;
+pub mod harness;
 pub mod peer;
 pub mod port;
 pub mod tap;
+#[cfg(test)]
+mod tests;
 
 pub use port::{NetPort, RxMeta};
 
