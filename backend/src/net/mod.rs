@@ -353,28 +353,28 @@ impl Netback {
     }
 
     /// Checks the packet in `self.chain` and copies it into `self.frame`.
+    /// Data slots are the first slot and those after the extras.
     fn build(&mut self, extras: usize, gso: bool) -> Result<usize, TxError> {
         if gso {
             return Err(TxError::Gso);
         }
         let first = self.chain[0];
-        let data: Vec<(usize, NetifTxRequest)> = std::iter::once((0, first))
-            .chain(self.chain[1 + extras..].iter().copied().enumerate().map(|(i, r)| (i + 1, r)))
-            .collect();
+        let frags = &self.chain[1 + extras..];
         let total = usize::from(first.size);
-        if data.len() > MAX_TX_SLOTS {
-            return Err(TxError::TooManySlots(data.len()));
+        if frags.len() + 1 > MAX_TX_SLOTS {
+            return Err(TxError::TooManySlots(frags.len() + 1));
         }
         if total < ETH_HLEN {
             return Err(TxError::TooShort(total));
         }
-        let rest: usize = data[1..].iter().map(|(_, r)| usize::from(r.size)).sum();
+        let rest: usize = frags.iter().map(|r| usize::from(r.size)).sum();
         if rest >= total {
             return Err(TxError::SizeMismatch(rest, total));
         }
         let mut pos = 0;
-        for &(slot, r) in &data {
-            let size = if slot == 0 { total - rest } else { usize::from(r.size) };
+        for slot in 0..=frags.len() {
+            let (r, size) =
+                if slot == 0 { (first, total - rest) } else { (frags[slot - 1], usize::from(frags[slot - 1].size)) };
             let offset = usize::from(r.offset);
             if size == 0 {
                 return Err(TxError::EmptySlot(slot));
@@ -385,7 +385,7 @@ impl Netback {
             self.grants.map(r.gref, false)?.read(offset as u64, &mut self.frame[pos..pos + size])?;
             pos += size;
         }
-        if data.len() > 1 {
+        if !frags.is_empty() {
             NetMetrics::add(&self.m.tx_multi_slot, 1);
         }
         Ok(total)

@@ -153,6 +153,12 @@ impl Tap {
         Ok(())
     }
 
+    /// Another handle on the same open TAP (same queue), e.g. for a
+    /// benchmark's raw baseline next to netback.
+    pub fn try_clone(&self) -> std::io::Result<Tap> {
+        Ok(Tap { file: self.file.try_clone()?, name: self.name.clone() })
+    }
+
     /// The interface name.
     pub fn if_name(&self) -> &str {
         &self.name
