@@ -14,13 +14,11 @@ use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::PagingState;
 use crate::vcpu::Vcpu;
-use crate::vm::{vbd_vdev, Kernel, Vm, VmConfig};
-use backend::block::{BlockBackend, Disk};
+use crate::vm::{Kernel, Vm, VmConfig};
 use backend::console::Console;
-use backend::echo::EchoBackend;
 use backend::grant::GrantTable;
 use backend::ring_page::RingPage;
-use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
+use backend::xenbus::XenbusHost;
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO, STORE_RING};
 use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
@@ -115,12 +113,12 @@ struct CorePages {
     subscribers: Vec<Subscriber>,
 }
 
-/// The devices offered to the guest and their device threads.
-struct Attached {
-    echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
-    blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
-    net: Vec<Arc<Mutex<backend::net::NetDevice>>>,
-    threads: Vec<(String, Vec<Subscriber>)>,
+impl Vm {
+    /// Creates the VM, loads the image and prepares the vCPU at its entry
+    /// ([`build`]).
+    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
+        build(cfg)
+    }
 }
 
 /// Builds the VM `cfg` describes, ready to run at the image's entry.
@@ -135,23 +133,29 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let (lo, hi) = plan.loadable();
     // Check the image before touching KVM so bad input fails fast.
     loader::check_elf(&name, &bytes, lo, hi)?;
-    let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
-    let taps = cfg.nets.iter().map(|n| backend::net::tap::Tap::open(&n.tap)).collect::<Result<Vec<_>, _>>()?;
+    let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
 
     let m = create_machine(&plan, cfg.paging != paging_mode::NATIVE)?;
     let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
     boot::write_page_tables_and_gdt(&m.ram)?;
     let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), SHARED_INFO)?);
     let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
-    let core = setup_core_pages(cfg, &m.ram, &evtchn)?;
-    let attached = attach_devices(cfg, disks, taps, &core.store, &evtchn, &grants)?;
+    let mut core = setup_core_pages(cfg, &m.ram, &evtchn)?;
+    // One binder per device: each closes only the bindings it made.
+    let host = || XenbusHost {
+        store: Arc::new(core.store.clone()),
+        evtchn: Arc::new(EvtchnAdapter::new(evtchn.clone())),
+        grants: grants.clone(),
+    };
+    // One thread for the console and store, one per device type or per
+    // device (each disk): a slow disk never delays another device.
+    let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
+    let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
     write_start_info(cfg, &m.ram, &plan, &image, &core)?;
 
     let vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
     dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
-    let mut threads = vec![("pv-core".to_string(), core.subscribers)];
-    threads.extend(attached.threads);
     let devices =
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
@@ -161,9 +165,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         _kvm: m.kvm,
         dom,
         store: core.store,
-        echo: attached.echo,
-        blk: attached.blk,
-        net: attached.net,
+        pv,
         console: core.console,
         timeout: cfg.timeout,
         image,
@@ -207,6 +209,13 @@ fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, Vmm
     let slots = plan.slots(pool_readonly);
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
+    // Hypercall outputs may not land in the read-only pool or the VMM's
+    // low pages (`guest_out`).
+    let mut protected = vec![crate::guest_out::RESERVED_LOW];
+    if pool_readonly {
+        protected.push(plan.pool_start..plan.mem_bytes);
+    }
+    ram.protect_outputs(protected);
     vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
     Ok(Machine { kvm, vm, ram })
 }
@@ -244,53 +253,6 @@ fn setup_core_pages(cfg: &VmConfig, ram: &GuestRam, evtchn: &Arc<EventChannels>)
         PortNotifier::new(evtchn.clone(), store_port),
     ))));
     Ok(CorePages { console, console_port, store, store_port, subscribers })
-}
-
-/// Creates the guest's devices in the store and their back-ends: one
-/// thread for the sample devices, one per disk, so a slow disk never
-/// delays another device.
-fn attach_devices(
-    cfg: &VmConfig,
-    disks: Vec<Disk>,
-    taps: Vec<backend::net::tap::Tap>,
-    store: &SharedStore,
-    evtchn: &Arc<EventChannels>,
-    grants: &Arc<GrantTable>,
-) -> Result<Attached, VmmError> {
-    let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
-    let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
-    let mut threads = Vec::new();
-    let mut echo = Vec::new();
-    let mut echo_subs: Vec<Subscriber> = Vec::new();
-    for id in 0..cfg.echo_devices {
-        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
-            .map_err(VmmError::device("echo device"))?;
-        let dev = XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
-            .map_err(io("echo device"))?;
-        let dev = Arc::new(Mutex::new(dev));
-        echo_subs.push(dev.clone());
-        echo.push(dev);
-    }
-    if !echo_subs.is_empty() {
-        threads.push(("pv-echo".to_string(), echo_subs));
-    }
-    let mut blk = Vec::new();
-    for (i, disk) in disks.into_iter().enumerate() {
-        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
-            .map_err(VmmError::device("vbd device"))?;
-        let dev = XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
-            .map_err(io("vbd device"))?;
-        let dev = Arc::new(Mutex::new(dev));
-        threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
-        blk.push(dev);
-    }
-    let mut net = Vec::new();
-    for (i, (spec, tap)) in cfg.nets.iter().zip(taps).enumerate() {
-        let dev = crate::devices::net_device(store, &store_dom0, &binder, grants, i as u32, spec, tap)?;
-        threads.push((format!("pv-vif{i}"), vec![dev.clone() as Subscriber]));
-        net.push(dev);
-    }
-    Ok(Attached { echo, blk, net, threads })
 }
 
 /// Writes start-info with the console and store channels filled in.

@@ -48,6 +48,11 @@ pub struct Domain {
     pub grants: Arc<GrantTable>,
     /// Direct-paging state (mode, pool, pinned tables).
     pub paging: PagingState,
+    /// Work units left in this exit (`preempt`).
+    pub work_left: u64,
+    /// Set by a handler that stopped early: the arguments to re-enter the
+    /// same hypercall with (`preempt`).
+    pub continuation: Option<[u64; 5]>,
 }
 
 impl Domain {
@@ -67,6 +72,8 @@ impl Domain {
             evtchn,
             grants,
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
+            work_left: crate::preempt::WORK_PER_EXIT,
+            continuation: None,
         }
     }
 }

@@ -95,6 +95,9 @@ pub enum VmmError {
     /// A benchmark's guest did not behave as the benchmark expects.
     #[error("benchmark: {0}")]
     Bench(String),
+    /// A seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// Writing boot structures into guest memory failed.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootWrite(String),
@@ -107,12 +110,6 @@ pub enum VmmError {
     /// A `--disk` could not be used.
     #[error(transparent)]
     Disk(#[from] backend::block::DiskError),
-    /// A `--net` TAP device could not be opened.
-    #[error(transparent)]
-    Tap(#[from] backend::net::tap::TapError),
-    /// A `--net` value is unusable.
-    #[error(transparent)]
-    NetSpec(#[from] backend::net::NetSpecError),
     /// Opening or writing the console output failed.
     #[error("console output: {0}")]
     Console(#[source] std::io::Error),

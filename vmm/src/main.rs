@@ -51,9 +51,14 @@ struct RunArgs {
     /// default demo gets a scratch image in a temporary directory.
     #[arg(long, value_name = "PATH[,readonly]")]
     disk: Vec<String>,
+    /// Offer a split device of any type in `backend::DEVICE_TYPES`
+    /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
+    #[arg(long, value_name = "TYPE[,OPTIONS]")]
+    device: Vec<backend::xenbus::DeviceArg>,
     /// Offer a network interface on a TAP device (repeatable:
-    /// device/vif/0, 1, ...): `tap=<ifname>[,mac=<mac>]`. The TAP device is
-    /// created if it does not exist (needs CAP_NET_ADMIN) and brought up.
+    /// device/vif/0, 1, ...): `tap=<ifname>[,mac=<mac>]`, the same as
+    /// `--device vif,tap=...`. The TAP device is created if it does not
+    /// exist (needs CAP_NET_ADMIN) and brought up.
     #[arg(long, value_name = "tap=IFNAME[,mac=MAC]")]
     net: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
@@ -66,6 +71,9 @@ struct RunArgs {
     /// PTE write traps) or pv (read-only, batched mmu_update).
     #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
     paging: String,
+    /// Run without the per-thread seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +90,9 @@ struct BenchArgs {
     /// Also draw the cost per PTE update against batch size (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// Size of the demo's scratch disk.
@@ -103,8 +114,13 @@ fn kernel(args_kernel: Option<PathBuf>, image: Option<String>) -> Result<Kernel>
 
 /// The demo needs a disk: with none given, a scratch image in a temporary
 /// directory, removed when the returned guard drops.
-fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tempfile::TempDir>, VmmError> {
-    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() {
+fn scratch_disk(
+    kernel: &Kernel,
+    disks: &mut Vec<DiskSpec>,
+    devices: &[backend::xenbus::DeviceArg],
+) -> Result<Option<tempfile::TempDir>, VmmError> {
+    let has_vbd = devices.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
+    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() || has_vbd {
         return Ok(None);
     }
     let dir = tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
@@ -116,12 +132,11 @@ fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tem
 }
 
 fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mem_bytes = vmm::vm::parse_mem_size(&args.mem)?;
+    let mem_bytes = vmm::builder::parse_mem_size(&args.mem)?;
     let kernel = kernel(args.kernel, args.image)?;
     let mut disks =
         args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
-    let _scratch = scratch_disk(&kernel, &mut disks)?;
-    let nets = args.net.iter().map(|n| n.parse()).collect::<Result<Vec<_>, _>>().map_err(VmmError::from)?;
+    let _scratch = scratch_disk(&kernel, &mut disks, &args.device)?;
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -136,9 +151,17 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
-        nets,
+        devices: args
+            .device
+            .into_iter()
+            .chain(args.net.iter().map(|n| backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, n)))
+            .collect(),
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
+    // Before the device threads start: each installs its filter first.
+    if !args.no_seccomp {
+        vmm::seccomp::enable();
+    }
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
@@ -147,6 +170,9 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
+    }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
     }
     Ok(ExitCode::from(outcome.exit_status() as u8))
 }
@@ -180,9 +206,9 @@ fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
         load(&ev.notifies),
         load(&ev.upcalls)
     );
-    for (i, dev) in vm.net.iter().enumerate() {
-        let d = dev.lock().unwrap_or_else(|p| p.into_inner());
-        eprintln!("vif{i}: {:?}", d.xenbus.backend.metrics().snapshot());
+    for d in vm.pv.iter() {
+        let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{}: {}", d.paths.back, counters.join(" "));
     }
 }
 
@@ -201,7 +227,12 @@ fn main() -> ExitCode {
                 eprintln!("error: --iters and --reps must be at least 1");
                 return ExitCode::from(2);
             }
-            vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
+            if !b.no_seccomp {
+                vmm::seccomp::enable();
+            }
+            vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
+                .map_err(VmmError::from)
+                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {

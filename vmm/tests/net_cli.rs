@@ -226,7 +226,7 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("client: sent {STREAM_BYTES} bytes")), "{stdout}");
-    assert!(stderr.contains("vif0:"), "{stderr}");
+    assert!(stderr.contains("backend/vif/") && stderr.contains("tx_multi_slot="), "{stderr}");
     eprintln!(
         "timings: boot+first page {booted:?}, ping {ping_time:?}, 1 MiB echo {echo_time:?}, rest of the 8 MiB stream {stream_wait:?}, total {:?}",
         started.elapsed()

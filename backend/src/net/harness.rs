@@ -292,7 +292,7 @@ impl Harness {
 
     /// netback's counters.
     pub fn counters(&self) -> NetCounters {
-        self.be.metrics().snapshot()
+        self.be.net_metrics().snapshot()
     }
 
     /// Whether netback stopped the device.

@@ -293,9 +293,9 @@ fn a_wake_up_handles_at_most_the_budget() {
     h.front.publish_tx();
     let dev = h.be.dev.as_mut().unwrap();
     let (p, _ph) = peer::pair(false).unwrap();
-    let mut port: Box<dyn NetPort> = Box::new(p);
-    assert!(dev.process_tx(&mut *port, 100), "work left after the budget");
-    assert!(!dev.process_tx(&mut *port, 1000));
+    let mut exec = executor::NetExecutor::new(Box::new(p), Default::default());
+    assert!(dev.process_tx(&mut exec, 100), "work left after the budget");
+    assert!(!dev.process_tx(&mut exec, 1000));
 }
 
 #[test]
