@@ -46,7 +46,10 @@ fn bench_json_has_the_pte_rows_and_plot_writes_an_svg() {
         .filter(|m| pte.iter().any(|r| r["mode"] == **m && r["ns_per_op"].as_f64().unwrap_or(0.0) > 0.0))
         .count();
     assert!(measured >= 2, "{pte:?}");
-    assert!(text.starts_with("<svg") && text.matches("<polyline").count() == measured, "{text}");
+    // Axes and ticks are black polylines; each mode's line has its colour.
+    let lines = text.split("<polyline").skip(1).filter(|p| !p.contains(r##"stroke="#000000""##)).count();
+    assert!(text.starts_with("<svg") && lines == measured, "{text}");
+    assert!(text.contains("4 KiB random block request"), "every group is drawn");
     let _ = std::fs::remove_file(svg);
 }
 
