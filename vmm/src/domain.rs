@@ -27,6 +27,11 @@ pub struct Domain {
     pub grants: Arc<GrantTable>,
     /// Direct-paging state (mode, pool, pinned tables).
     pub paging: PagingState,
+    /// Xen PVH guest state (`None` for the project's own guests).
+    pub pvh: Option<Box<crate::pvh::PvhState>>,
+    /// The current hypercall came from 32-bit code: arguments use the
+    /// compat (32-bit) structure layouts.
+    pub compat: bool,
 }
 
 impl Domain {
@@ -46,6 +51,8 @@ impl Domain {
             evtchn,
             grants,
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
+            pvh: None,
+            compat: false,
         }
     }
 }

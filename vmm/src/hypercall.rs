@@ -37,7 +37,9 @@ impl Default for HypercallTable {
         t.register(nr::SCHED_OP, do_sched_op);
         t.register(nr::XEN_VERSION, do_xen_version);
         t.register(nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1]));
-        t.register(nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op);
+        t.register(nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op);
+        t.register(nr::MEMORY_OP, crate::pvh::memory_op::memory_op);
+        t.register(nr::HVM_OP, crate::pvh::hvm_op::hvm_op);
         t.register(nr::MMU_UPDATE, crate::paging::do_mmu_update);
         t.register(nr::MMUEXT_OP, crate::paging::do_mmuext_op);
         t
@@ -107,6 +109,9 @@ fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 }
 
 fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    if let Some(r) = crate::pvh::hvm_op::xen_version(dom, a) {
+        return r;
+    }
     match a[0] {
         xen_version::VERSION => Ok(ABI_VERSION as u64),
         xen_version::GET_FEATURES => {

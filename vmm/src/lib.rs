@@ -22,6 +22,7 @@ pub mod multicall;
 pub mod paging;
 pub mod plot;
 pub mod pod;
+pub mod pvh;
 pub mod stats;
 pub mod store;
 pub mod uart;

@@ -239,11 +239,16 @@ impl Vm {
         if crate::paging::mode_name(cfg.paging) == "unknown" {
             return Err(VmmError::BadPagingMode(cfg.paging));
         }
-        let pool_readonly = cfg.paging != paging_mode::NATIVE;
         let plan = MemoryPlan::new(mem_bytes);
         let (lo, hi) = plan.loadable();
         // Check the image before touching KVM so bad input fails fast.
-        loader::check_elf(&name, &bytes, lo, hi)?;
+        let pvh_layout = crate::pvh::elf::is_pvh(&bytes).then(|| crate::pvh::PvhLayout::new(mem_bytes));
+        let pvh_image = match &pvh_layout {
+            Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
+            None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
+        };
+        // PVH guests run their own page tables: the pool stays writable.
+        let pool_readonly = cfg.paging != paging_mode::NATIVE && pvh_layout.is_none();
         let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
 
         let kvm = open_kvm()?;
@@ -265,10 +270,22 @@ impl Vm {
         ram.register(&vm, &slots)?;
         vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
 
-        let image = loader::load(&ram, &name, &bytes, lo, hi)?;
-        boot::write_page_tables_and_gdt(&ram)?;
-        let evtchn = Arc::new(EventChannels::new(vm.clone(), ram.clone(), SHARED_INFO)?);
-        let grants = Arc::new(GrantTable::new(ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
+        let image = match &pvh_image {
+            Some(p) => crate::pvh::boot::load(&ram, &bytes, p)?,
+            None => {
+                let image = loader::load(&ram, &name, &bytes, lo, hi)?;
+                boot::write_page_tables_and_gdt(&ram)?;
+                image
+            }
+        };
+        // Where the VMM's pages are: fixed low pages for our guests, the
+        // top of RAM for PVH guests (whose RAM starts at 0).
+        let (shared_info, console_ring, store_ring, grantable) = match &pvh_layout {
+            Some(l) => (l.shared_info(), l.console(), l.store(), (pv_abi::layout::PAGE_SIZE, l.vmm_base)),
+            None => (SHARED_INFO, CONSOLE_RING, STORE_RING, (pv_abi::layout::KERNEL_BASE, plan.pool_start)),
+        };
+        let evtchn = Arc::new(EventChannels::new(vm.clone(), ram.clone(), shared_info)?);
+        let grants = Arc::new(GrantTable::new(ram.mem().clone(), grantable.0, grantable.1));
 
         // The console: a ring page and a pre-bound event channel, as Xen's
         // domain builder sets them up.
@@ -279,7 +296,7 @@ impl Vm {
         let console = Arc::new(Mutex::new(
             backend::console::Console::new(
                 ram.mem(),
-                CONSOLE_RING,
+                console_ring,
                 Arc::new(move |b: &[u8]| sink_out.write(b)),
                 Arc::new(PortNotifier::new(evtchn.clone(), console_port)),
             )
@@ -292,7 +309,7 @@ impl Vm {
         let store = SharedStore::new();
         let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
         let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
-        let store_page = RingPage::assigned(ram.mem(), STORE_RING).map_err(VmmError::device("store"))?;
+        let store_page = RingPage::assigned(ram.mem(), store_ring).map_err(VmmError::device("store"))?;
         let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
         subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
             server,
@@ -332,22 +349,37 @@ impl Vm {
             blk.push(dev);
         }
 
-        let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
-        si.console.evtchn = console_port;
-        si.store.evtchn = store_port;
-        ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
-
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("create_vcpu"))?;
-        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
-        vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
-        let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
-        boot::long_mode_sregs(&mut sregs);
-        vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
-        vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
-        vcpu.set_sync_valid_reg(SyncReg::Register);
+        let pvh_clock = match &pvh_layout {
+            Some(l) => {
+                let si = crate::pvh::boot::write_start_info(&ram, l, &cfg.cmdline)?;
+                Some(crate::pvh::boot::prepare_vcpu(&kvm, &vm, &mut vcpu, image.entry as u32, si)?)
+            }
+            None => {
+                let mut si = boot::write_start_info(&ram, &plan, image.end, &cfg.cmdline, cfg.paging)?;
+                si.console.evtchn = console_port;
+                si.store.evtchn = store_port;
+                ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))?;
+                let cpuid =
+                    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
+                vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
+                let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+                boot::long_mode_sregs(&mut sregs);
+                vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
+                vcpu.set_regs(&boot::entry_regs(image.entry)).map_err(VmmError::kvm("set_regs"))?;
+                vcpu.set_sync_valid_reg(SyncReg::Register);
+                None
+            }
+        };
         let kvm_stats = KvmStats::open(&vcpu);
-        let mut dom = Domain::new(ram, cfg.console.clone(), evtchn, grants);
+        let mut dom = Domain::new(ram.clone(), cfg.console.clone(), evtchn, grants);
         dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
+        if let (Some(l), Some(clock)) = (pvh_layout, pvh_clock) {
+            let mut pvh = crate::pvh::PvhState::new(l, vm.clone(), ram, clock);
+            pvh.console_evtchn = console_port;
+            pvh.store_evtchn = store_port;
+            dom.pvh = Some(Box::new(pvh));
+        }
 
         let devices =
             threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
@@ -422,6 +454,21 @@ impl Vm {
                 Ok(VcpuExit::IoIn(port, data)) if uart::PORTS.contains(&port) => {
                     self.stats.exit(ExitKind::Uart);
                     self.uart.read(port, data);
+                }
+                Ok(VcpuExit::IoOut(crate::pvh::DEBUGCONS_PORT, data)) if self.dom.pvh.is_some() => {
+                    self.stats.exit(ExitKind::OtherIo);
+                    self.dom.console.write(data);
+                }
+                Ok(VcpuExit::X86Wrmsr(exit)) => {
+                    self.stats.exit(ExitKind::Msr);
+                    *exit.error = crate::pvh::wrmsr_exit(&mut self.dom, exit.index, exit.data);
+                }
+                Ok(VcpuExit::X86Rdmsr(exit)) => {
+                    self.stats.exit(ExitKind::Msr);
+                    match crate::pvh::hypercall_page::rdmsr(exit.index) {
+                        Ok(v) => *exit.data = v,
+                        Err(_) => *exit.error = 1,
+                    }
                 }
                 Ok(VcpuExit::IoOut(port, _)) => {
                     self.stats.exit(ExitKind::OtherIo);
@@ -505,8 +552,10 @@ impl Vm {
     }
 
     fn do_hypercall(&mut self) {
+        // A PVH guest may call from 32-bit code: Xen's 32-bit convention.
+        self.dom.compat = self.dom.pvh.is_some() && !crate::pvh::long_mode(&self.vcpu.sync_regs().sregs);
         let regs = &self.vcpu.sync_regs_mut().regs;
-        let (nr, args) = (regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
+        let (nr, args) = crate::pvh::hypercall_args(regs, self.dom.compat);
         self.stats.hypercall(nr);
         let ret = self.hypercalls.dispatch(&mut self.dom, nr, &args);
         self.vcpu.sync_regs_mut().regs.rax = ret;
