@@ -31,6 +31,8 @@ impl_pod!(
     crate::blkif::BlkifRequestDiscard,
     crate::blkif::BlkifRequestIndirect,
     crate::blkif::BlkifResponse,
+    crate::blkif::x86_32::Request,
+    crate::blkif::x86_32::Response,
     crate::netif::NetifTxRequest,
     crate::netif::NetifTxResponse,
     crate::netif::NetifRxRequest,

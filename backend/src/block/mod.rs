@@ -20,6 +20,7 @@
 
 mod disk;
 pub mod harness;
+pub mod x86_32;
 #[cfg(test)]
 mod tests;
 
@@ -426,6 +427,8 @@ pub struct BlockBackend {
     disk: Arc<Disk>,
     /// The connected device, if any.
     pub dev: Option<Blkback>,
+    /// The connected device of a front end using the 32-bit ring layout.
+    pub dev32: Option<x86_32::Blkback32>,
     /// Counters of earlier connections plus the live one.
     pub counters: BlkCounters,
 }
@@ -433,7 +436,7 @@ pub struct BlockBackend {
 impl BlockBackend {
     /// A back-end serving `disk`.
     pub fn new(disk: Disk) -> Self {
-        BlockBackend { disk: Arc::new(disk), dev: None, counters: BlkCounters::default() }
+        BlockBackend { disk: Arc::new(disk), dev: None, dev32: None, counters: BlkCounters::default() }
     }
 
     /// The disk.
@@ -463,8 +466,11 @@ impl BlockBackend {
     }
 
     fn fold_counters(&mut self, before: BlkCounters) {
-        let Some(dev) = &self.dev else { return };
-        let a = dev.counters;
+        let a = match (&self.dev, &self.dev32) {
+            (Some(dev), _) => dev.counters,
+            (None, Some(dev)) => dev.inner.counters,
+            (None, None) => return,
+        };
         let c = &mut self.counters;
         c.requests += a.requests - before.requests;
         c.errors += a.errors - before.errors;
@@ -493,11 +499,12 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
     ) -> Result<(), String> {
-        if let Some(p) = front.read("protocol") {
-            if p.trim_end_matches('\0') != "x86_64-abi" {
-                return Err(format!("front end's protocol {p:?} is not x86_64-abi"));
-            }
-        }
+        let abi32 = match front.read("protocol") {
+            None => false,
+            Some(p) if p.trim_end_matches('\0') == "x86_64-abi" => false,
+            Some(p) if p.trim_end_matches('\0') == x86_32::PROTOCOL_NAME => true,
+            Some(p) => return Err(format!("front end's protocol {p:?} is neither x86_64-abi nor x86_32-abi")),
+        };
         let ring_ref = match front.read("ring-page-order") {
             Some(_) if front.read_u32("ring-page-order")? > MAX_RING_PAGE_ORDER => {
                 return Err(format!("ring-page-order above max-ring-page-order {MAX_RING_PAGE_ORDER}"));
@@ -505,6 +512,12 @@ impl crate::xenbus::SplitBackend for BlockBackend {
             Some(_) if front.read("ring-ref").is_none() => front.read_u32("ring-ref0")?,
             _ => front.read_u32("ring-ref")?,
         };
+        if abi32 {
+            let dev = x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, self.disk.clone())
+                .map_err(|e| e.to_string())?;
+            self.dev32 = Some(dev);
+            return Ok(());
+        }
         let dev = Blkback::connect(grants.clone(), ring_ref, notify, self.disk.clone()).map_err(|e| e.to_string())?;
         self.dev = Some(dev);
         Ok(())
@@ -512,6 +525,7 @@ impl crate::xenbus::SplitBackend for BlockBackend {
 
     fn disconnect(&mut self) {
         self.dev = None;
+        self.dev32 = None;
     }
 
     fn process(&mut self) -> bool {
@@ -520,6 +534,11 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         if let Some(dev) = &mut self.dev {
             let before = dev.counters;
             dev.counters.kicks += 1;
+            more = dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
+            self.fold_counters(before);
+        } else if let Some(dev) = &mut self.dev32 {
+            let before = dev.inner.counters;
+            dev.inner.counters.kicks += 1;
             more = dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
             self.fold_counters(before);
         }
