@@ -107,7 +107,7 @@ impl Drop for DeviceThread {
 /// Serves the guest's store ring on its event channel (and when host-side
 /// writes queue watch events for the guest).
 pub struct StoreHandler {
-    server: crate::store::StoreServer<backend::ring_page::RingPage>,
+    server: pv_store::StoreServer<backend::ring_page::RingPage>,
     wake: Arc<EventFd>,
     notify: PortNotifier,
 }
@@ -115,7 +115,7 @@ pub struct StoreHandler {
 impl StoreHandler {
     /// A handler for `server`, woken by `wake`, notifying the guest on `notify`.
     pub fn new(
-        server: crate::store::StoreServer<backend::ring_page::RingPage>,
+        server: pv_store::StoreServer<backend::ring_page::RingPage>,
         wake: Arc<EventFd>,
         notify: PortNotifier,
     ) -> Self {

@@ -24,7 +24,6 @@ pub mod plot;
 pub mod pod;
 pub mod pvh;
 pub mod stats;
-pub mod store;
 pub mod uart;
 pub mod vm;
 pub mod watchdog;

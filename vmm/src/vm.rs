@@ -13,7 +13,6 @@ use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::{self, PagingState};
 use crate::stats::{ExitKind, ExitStats};
-use crate::store::{SharedStore, StoreServer};
 use crate::uart::{self, Uart};
 use crate::watchdog::Watchdog;
 use backend::block::{BlockBackend, Disk, DiskSpec};
@@ -28,6 +27,7 @@ use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
 use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO, STORE_RING};
 use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
 use pv_abi::start_info::paging_mode;
+use pv_store::{SharedStore, StoreServer};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -324,7 +324,7 @@ impl Vm {
         let mut echo = Vec::new();
         let mut echo_subs: Vec<Subscriber> = Vec::new();
         for id in 0..cfg.echo_devices {
-            let paths = crate::store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
+            let paths = pv_store::xenbus::create_device(&store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
                 .map_err(VmmError::device("echo device"))?;
             let dev =
                 XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
@@ -338,9 +338,8 @@ impl Vm {
         }
         let mut blk = Vec::new();
         for (i, disk) in disks.into_iter().enumerate() {
-            let paths =
-                crate::store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
-                    .map_err(VmmError::device("vbd device"))?;
+            let paths = pv_store::xenbus::create_device(&store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
+                .map_err(VmmError::device("vbd device"))?;
             let dev =
                 XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
                     .map_err(io("vbd device"))?;

@@ -10,11 +10,11 @@ use frontend_guest::store::{names, StoreClient, StoreError, StoreTransport};
 use frontend_guest::xenbus::{self as guest_xenbus, XenbusState};
 use pv_abi::errno;
 use pv_abi::xs_wire::{XenstoreDomainInterface, XsdSockmsg, XS_READ};
+use pv_store::xenbus as host_xenbus;
+use pv_store::{SharedStore, StoreServer, WatchEvent};
 use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteProducer, ByteRingLayout, RawMemory};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm::store::xenbus as host_xenbus;
-use vmm::store::{SharedStore, StoreServer, WatchEvent};
 
 const DOMID: u16 = 1;
 const PAGE: GuestAddress = GuestAddress(0x3000);
@@ -112,7 +112,7 @@ fn store_operations_over_the_ring() {
     assert_eq!(c.read("/local/domain/0", &mut buf), Err(eacces));
     assert_eq!(c.write("bad//path", b""), Err(StoreError::Xs(errno::EINVAL)));
     assert_eq!(enoent.name(), "ENOENT");
-    assert_eq!(store.read("/tool/x"), Err(vmm::store::StoreError::NoEntry));
+    assert_eq!(store.read("/tool/x"), Err(pv_store::StoreError::NoEntry));
     // A buffer too small for the reply: reported, and the stream stays in
     // sync.
     assert_eq!(c.read("data/greeting", &mut buf[..2]), Err(StoreError::BufferTooSmall(5)));
