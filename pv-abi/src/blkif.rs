@@ -256,7 +256,16 @@ pub mod x86_32 {
         /// The segments.
         pub seg: [BlkifRequestSegment; BLKIF_MAX_SEGMENTS_PER_REQUEST],
     }
-    crate::assert_layout!(Request, size = 108, operation = 0, nr_segments = 1, handle = 2, id = 4, sector_number = 12, seg = 20);
+    crate::assert_layout!(
+        Request,
+        size = 108,
+        operation = 0,
+        nr_segments = 1,
+        handle = 2,
+        id = 4,
+        sector_number = 12,
+        seg = 20
+    );
 
     /// `blkif_x86_32_response`.
     #[repr(C, packed(4))]

@@ -20,9 +20,9 @@
 
 mod disk;
 pub mod harness;
-pub mod x86_32;
 #[cfg(test)]
 mod tests;
+pub mod x86_32;
 
 pub use disk::{Disk, DiskError, DiskSpec};
 

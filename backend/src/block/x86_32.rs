@@ -82,7 +82,10 @@ impl RingService for Blkback32 {
     }
 
     fn stop(&mut self, e: ring_buffers::RingError) {
-        tracing::warn!("blkback {}: corrupt ring from the guest ({e}); device stopped", self.inner.disk.path().display());
+        tracing::warn!(
+            "blkback {}: corrupt ring from the guest ({e}); device stopped",
+            self.inner.disk.path().display()
+        );
         self.inner.broken = true;
     }
 }

@@ -91,27 +91,6 @@ pub fn entry_regs(entry: u32, start_info: u64) -> kvm_regs {
     kvm_regs { rip: entry.into(), rbx: start_info, rflags: 0x2, ..Default::default() }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::memory::Slot;
-
-    #[test]
-    fn start_info_has_magic_memmap_and_cmdline() {
-        let layout = PvhLayout::new(8 << 20);
-        let ram = GuestRam::new(&[Slot { start: 0, len: 8 << 20, readonly: false }]).unwrap();
-        let at = write_start_info(&ram, &layout, "console=hvc0").unwrap();
-        let si: HvmStartInfo = ram.read_obj(at).unwrap();
-        assert_eq!((si.magic, si.version, si.memmap_entries), (HVM_START_MAGIC, 1, 5));
-        let e: HvmMemmapEntry = ram.read_obj(si.memmap_paddr + 2 * 24).unwrap();
-        assert_eq!((e.addr, e.addr + e.size, e.kind), (0x10_0000, layout.vmm_base, 1));
-        let e: HvmMemmapEntry = ram.read_obj(si.memmap_paddr + 3 * 24).unwrap();
-        assert_eq!((e.addr + e.size, e.kind), (8 << 20, 2), "the VMM's pages are reserved");
-        assert_eq!(ram.read_vec(si.cmdline_paddr, 13).unwrap(), b"console=hvc0\0");
-        assert!(write_start_info(&ram, &layout, &"x".repeat(MAX_CMDLINE)).is_err());
-    }
-}
-
 /// Loads a checked PVH image and describes it as the loader does.
 pub fn load(ram: &GuestRam, bytes: &[u8], image: &super::elf::PvhImage) -> Result<crate::loader::ImageInfo, VmmError> {
     super::elf::load(ram, bytes, image)?;
@@ -136,9 +115,8 @@ pub fn prepare_vcpu(
     entry: u32,
     start_info: u64,
 ) -> Result<super::time::PvClock, VmmError> {
-    let supported = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(VmmError::kvm("get_supported_cpuid"))?;
+    let supported =
+        kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
     let cpuid = super::cpuid::install(&supported, 0, crate::evtchn::GUEST_DOMID.into())
         .map_err(|_| VmmError::MissingCap("CPUID entries"))?;
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
@@ -153,11 +131,33 @@ pub fn prepare_vcpu(
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
     let khz = vcpu.get_tsc_khz().unwrap_or(1_000_000);
-    let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
-        .map_err(|_| VmmError::MissingCap("MSR list"))?;
+    let mut msrs =
+        kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
+            .map_err(|_| VmmError::MissingCap("MSR list"))?;
     let tsc = match vcpu.get_msrs(&mut msrs) {
         Ok(1) => msrs.as_slice()[0].data,
         _ => super::time::host_tsc(),
     };
     Ok(super::time::PvClock::new(khz, tsc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Slot;
+
+    #[test]
+    fn start_info_has_magic_memmap_and_cmdline() {
+        let layout = PvhLayout::new(8 << 20);
+        let ram = GuestRam::new(&[Slot { start: 0, len: 8 << 20, readonly: false }]).unwrap();
+        let at = write_start_info(&ram, &layout, "console=hvc0").unwrap();
+        let si: HvmStartInfo = ram.read_obj(at).unwrap();
+        assert_eq!((si.magic, si.version, si.memmap_entries), (HVM_START_MAGIC, 1, 5));
+        let e: HvmMemmapEntry = ram.read_obj(si.memmap_paddr + 2 * 24).unwrap();
+        assert_eq!((e.addr, e.addr + e.size, e.kind), (0x10_0000, layout.vmm_base, 1));
+        let e: HvmMemmapEntry = ram.read_obj(si.memmap_paddr + 3 * 24).unwrap();
+        assert_eq!((e.addr + e.size, e.kind), (8 << 20, 2), "the VMM's pages are reserved");
+        assert_eq!(ram.read_vec(si.cmdline_paddr, 13).unwrap(), b"console=hvc0\0");
+        assert!(write_start_info(&ram, &layout, &"x".repeat(MAX_CMDLINE)).is_err());
+    }
 }

@@ -68,9 +68,21 @@ struct Phdr {
 
 fn phdr(r: &Rd, at: u64, is64: bool) -> Option<Phdr> {
     Some(if is64 {
-        Phdr { kind: r.u32(at)?, offset: r.u64(at + 8)?, paddr: r.u64(at + 24)?, filesz: r.u64(at + 32)?, memsz: r.u64(at + 40)? }
+        Phdr {
+            kind: r.u32(at)?,
+            offset: r.u64(at + 8)?,
+            paddr: r.u64(at + 24)?,
+            filesz: r.u64(at + 32)?,
+            memsz: r.u64(at + 40)?,
+        }
     } else {
-        Phdr { kind: r.u32(at)?, offset: r.u32(at + 4)?.into(), paddr: r.u32(at + 12)?.into(), filesz: r.u32(at + 16)?.into(), memsz: r.u32(at + 20)?.into() }
+        Phdr {
+            kind: r.u32(at)?,
+            offset: r.u32(at + 4)?.into(),
+            paddr: r.u32(at + 12)?.into(),
+            filesz: r.u32(at + 16)?.into(),
+            memsz: r.u32(at + 20)?.into(),
+        }
     })
 }
 
@@ -121,7 +133,8 @@ fn note_entry(image: &[u8], notes: &[&Phdr]) -> Option<u32> {
 
 /// Whether `image` is an ELF executable with a Xen PVH entry note.
 pub fn is_pvh(image: &[u8]) -> bool {
-    phdrs(image).is_some_and(|p| note_entry(image, &p.iter().filter(|h| h.kind == PT_NOTE).collect::<Vec<_>>()).is_some())
+    phdrs(image)
+        .is_some_and(|p| note_entry(image, &p.iter().filter(|h| h.kind == PT_NOTE).collect::<Vec<_>>()).is_some())
 }
 
 /// Checks a PVH image: every segment inside `lo..hi` and the file, the
