@@ -1,4 +1,6 @@
-//! The only module that executes privileged or port-I/O instructions.
+//! The only module that executes privileged or port-I/O instructions
+//! (besides the interrupt entry stubs, which live with the IDT in
+//! `interrupts` because they name the handlers above this module).
 //!
 //! Everything here is x86_64 and meaningful only inside the guest; the
 //! functions compile on the host so the rest of the library can be unit
@@ -146,68 +148,6 @@ pub unsafe fn shared_u64(gpa: u64) -> &'static core::sync::atomic::AtomicU64 {
 pub unsafe fn shared_u8(gpa: u64) -> &'static core::sync::atomic::AtomicU8 {
     // SAFETY: as for `shared_u64`.
     unsafe { &*(gpa as *const core::sync::atomic::AtomicU8) }
-}
-
-// Interrupt entry stubs. Exceptions push their vector (and a dummy error
-// code where the CPU pushes none) and report; the upcall vector saves the
-// caller-saved registers (9 of them, so the stack is 16-byte aligned at the
-// call), runs the Rust handler and returns with `iretq`.
-core::arch::global_asm!(
-    ".section .text",
-    ".global pv_upcall_entry",
-    "pv_upcall_entry:",
-    "    push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-    "    push r8", "push r9", "push r10", "push r11",
-    "    cld",
-    "    call {upcall}",
-    "    pop r11", "pop r10", "pop r9", "pop r8",
-    "    pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-    "    iretq",
-    ".global pv_exception_common",
-    "pv_exception_common:",
-    "    mov rdi, [rsp]",
-    "    mov rsi, [rsp + 8]",
-    "    mov rdx, [rsp + 16]",
-    "    and rsp, -16",
-    "    call {exception}",
-    "    ud2",
-    upcall = sym crate::evtchn::pv_upcall_handler,
-    exception = sym crate::interrupts::pv_exception_handler,
-);
-
-// 32 exception stubs, 16 bytes apart from `pv_exc_0`, so the IDT can be
-// filled by arithmetic. Vectors whose exceptions push an error code
-// (8, 10-14, 17, 21, 29, 30) skip the dummy push.
-core::arch::global_asm!(
-    ".section .text",
-    ".balign 16",
-    ".global pv_exc_0",
-    "pv_exc_0:",
-    ".set vec, 0",
-    ".rept 32",
-    "    .balign 16",
-    "    .if (vec-8)*(vec-10)*(vec-11)*(vec-12)*(vec-13)*(vec-14)*(vec-17)*(vec-21)*(vec-29)*(vec-30)",
-    "    push 0",
-    "    .endif",
-    "    push vec",
-    "    jmp pv_exception_common",
-    "    .set vec, vec+1",
-    ".endr",
-);
-
-extern "C" {
-    fn pv_exc_0();
-    fn pv_upcall_entry();
-}
-
-/// Address of the entry stub for exception `vector` (0..32).
-pub fn exception_entry(vector: u8) -> u64 {
-    pv_exc_0 as *const () as u64 + 16 * (vector as u64 & 31)
-}
-
-/// Address of the upcall entry stub.
-pub fn upcall_entry() -> u64 {
-    pv_upcall_entry as *const () as u64
 }
 
 /// A VMM-shared page as ring memory.

@@ -52,10 +52,10 @@ fn si_word(off: usize) -> &'static AtomicU64 {
     unsafe { arch::shared_u64(base + off as u64) }
 }
 
-/// Sets up the IDT, enables the local APIC, and enables interrupts.
+/// Enables the local APIC and interrupts. The IDT must be loaded first
+/// (`interrupts::init`, which `rt` runs just before).
 pub fn init(shared_info: u64) {
     SHARED_INFO.store(shared_info, SeqCst);
-    crate::interrupts::init();
     if arch::has_x2apic() {
         arch::wrmsr(MSR_APIC_BASE, arch::rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
         X2APIC.store(true, SeqCst);

@@ -62,6 +62,25 @@ pub fn query_size() -> Result<(u32, u32), Errno> {
     Ok((op.nr_frames, op.max_nr_frames))
 }
 
+/// `GNTTABOP_copy`: the VMM runs each element of `ops` and writes its
+/// `status` back (a failed element does not stop the batch). Fails as a
+/// whole with `EINVAL` for more than 512 elements.
+///
+/// # Safety
+/// The VMM writes every destination the elements name. A destination given
+/// as a frame (`GNTCOPY_DEST_GREF` clear) can be any guest frame, so the
+/// caller must own the bytes `dest.offset .. dest.offset + len` of it, as
+/// for a DMA target: nothing else may hold a reference into them.
+pub unsafe fn copy(ops: &mut [GnttabCopy]) -> Result<(), Errno> {
+    // SAFETY: the VMM reads `ops.len()` elements at the pointer and writes
+    // only their `status` fields, plus the destinations the caller vouched
+    // for.
+    let ret = unsafe {
+        arch::hypercall(nr::GRANT_TABLE_OP, GNTTABOP_COPY as u64, ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0)
+    };
+    check(ret).map(|_| ())
+}
+
 fn entry(gref: GrantRef) -> Option<&'static AtomicU64> {
     TABLE.0.get(gref as usize)
 }

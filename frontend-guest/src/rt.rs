@@ -60,6 +60,7 @@ extern "C" fn pv_guest_entry(si: *mut StartInfo) -> ! {
     START_INFO.store(si, Ordering::Release);
     crate::pages::init(si_ref.free_start, si_ref.free_end);
     if !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"noevents") {
+        crate::interrupts::init();
         crate::evtchn::init(si_ref.shared_info);
         if si_ref.console.evtchn != 0
             && !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"hvc0=hypercall")

@@ -225,12 +225,34 @@ impl Default for GnttabCopyPtrU {
     }
 }
 
-impl core::fmt::Debug for GnttabCopyPtrU {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl GnttabCopyPtrU {
+    /// The union holding grant reference `gref` (upper bytes zero).
+    pub fn from_gref(gref: GrantRef) -> Self {
+        GnttabCopyPtrU { gmfn: gref as u64 }
+    }
+
+    /// The union holding frame number `gmfn`.
+    pub fn from_gmfn(gmfn: u64) -> Self {
+        GnttabCopyPtrU { gmfn }
+    }
+
+    /// The whole 8 bytes, as a frame number.
+    pub fn gmfn(self) -> u64 {
         // SAFETY: both members are plain integers and `gmfn` covers the
         // whole union, so any bit pattern is a valid read.
-        let raw = unsafe { self.gmfn };
-        write!(f, "GnttabCopyPtrU({raw:#x})")
+        unsafe { self.gmfn }
+    }
+
+    /// The grant reference: the union's first 4 bytes (x86-64 is little
+    /// endian, so the low half of [`gmfn`](Self::gmfn)).
+    pub fn gref(self) -> GrantRef {
+        self.gmfn() as GrantRef
+    }
+}
+
+impl core::fmt::Debug for GnttabCopyPtrU {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "GnttabCopyPtrU({:#x})", self.gmfn())
     }
 }
 

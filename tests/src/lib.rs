@@ -27,9 +27,16 @@ pub fn boot(image: &'static str, cmdline: &str) -> Run {
 /// Boots `cfg` (console captured, 60 s limit) and runs it to the end;
 /// returns the run and the stopped VM for inspecting its devices.
 pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
+    boot_vm_with(cfg, |_| {})
+}
+
+/// As [`boot_vm`], with `prepare` run on the built VM before the guest
+/// starts (to offer it something, as a toolstack would).
+pub fn boot_vm_with(cfg: VmConfig, prepare: impl FnOnce(&mut Vm)) -> (Run, Vm) {
     let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
     let cfg = VmConfig { console, timeout: Some(Duration::from_secs(60)), ..cfg };
     let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
+    prepare(&mut vm);
     let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));
     let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
     let stats = vm.stats();

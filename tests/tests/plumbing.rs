@@ -3,8 +3,11 @@
 //! device's xenbus handshake, and hostile guests.
 
 use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
-use tests::{boot_vm, field};
+use std::sync::Arc;
+use std::time::Duration;
+use tests::{boot_vm, boot_vm_with, field};
 use vmm::{Outcome, VmConfig};
+use vmm_sys_util::eventfd::EventFd;
 
 const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 
@@ -110,4 +113,59 @@ fn hostile_guest_gets_errors_and_other_devices_keep_working() {
     let broken = vm.echo[1].lock().unwrap().backend.echo.as_ref().map(|e| e.is_broken());
     assert_eq!(broken, Some(true), "the corrupt ring stopped device 1");
     assert_eq!(echo_counters(&vm, 0).requests, 1);
+}
+
+#[test]
+fn grant_copy_moves_bytes_between_frames_and_grants_and_refuses_the_rest() {
+    let (run, vm) = pvdev("test=gntcopy", 0);
+    assert!(!run.console.contains("FAILED"), "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 12, "{}", run.console);
+    assert_eq!(run.outcome, OK);
+    // The destination page as the host sees it: the three copies filled
+    // bytes 0..256 with the source pattern; the refused ones wrote nothing.
+    let dest = field(&run.console, "gntcopy: dest=", "dest").expect("dest page printed");
+    let mut page = vec![0u8; 4096];
+    vm.dom.ram.read(dest, &mut page).unwrap();
+    let pattern: Vec<u8> = (0..256u32).map(|i| (i as u8).wrapping_mul(7).wrapping_add(1)).collect();
+    assert_eq!(&page[..256], &pattern[..]);
+    assert!(page[256..].iter().all(|&b| b == 0), "a refused copy wrote to the page");
+    // Every grant the copies mapped was released.
+    assert_eq!(vm.dom.grants.mapped_refs(), 0);
+}
+
+#[test]
+fn a_guest_binds_a_port_domain0_allocated_and_events_flow_both_ways() {
+    let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+    let mut dom0 = None;
+    let (run, vm) = boot_vm_with(VmConfig::bundled("pvdev", "test=bindinter"), |vm| {
+        let evtchn = vm.dom.evtchn.clone();
+        let port = evtchn.alloc_dom0_unbound(vmm::evtchn::GUEST_DOMID, wake.clone()).unwrap();
+        vm.store.write_str("/local/domain/1/data/dom0-port", &port.to_string()).unwrap();
+        let wake = wake.clone();
+        // Domain 0's end: answer the guest's first send on the same channel
+        // (bounded, so a guest that never sends fails the test, not hangs it).
+        let answer = std::thread::spawn(move || {
+            for _ in 0..60_000 {
+                if wake.read().is_ok() {
+                    return (evtchn.dom0_peer(port), evtchn.notify_dom0_port(port).is_ok());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (None, false)
+        });
+        dom0 = Some((port, answer));
+    });
+    let (port, answer) = dom0.unwrap();
+    let (peer, notified) = answer.join().unwrap();
+    assert!(!run.console.contains("FAILED"), "{}", run.console);
+    assert_eq!(run.console.matches(": ok").count(), 6, "{}", run.console);
+    assert_eq!(run.outcome, OK);
+    // The guest's port domain 0 saw bound is the one the guest got, and
+    // the guest names domain 0's port as its remote end.
+    assert_eq!(peer.map(u64::from), field(&run.console, "bindinter: local", "local-port"));
+    assert_eq!(field(&run.console, "bindinter: local", "remote-port"), Some(u64::from(port)));
+    assert!(notified);
+    // The guest closed its end: domain 0's port is unbound again.
+    assert_eq!(vm.dom.evtchn.dom0_peer(port), None);
+    assert!(vm.dom.evtchn.notify_dom0_port(port).is_ok_and(|raised| !raised));
 }

@@ -1,14 +1,35 @@
 //! The guest as the hypercall handlers see it: its RAM and the VMM-side
-//! state its hypercalls act on.
+//! state its hypercalls act on, and the types every hypercall handler
+//! shares ([`HcResult`], [`Shutdown`]). It sits below the handlers
+//! (`hypercall`, `gnttab`, `multicall`, `paging`), which import it and
+//! never each other's types.
 
 use crate::console::ConsoleOut;
 use crate::evtchn::EventChannels;
-use crate::hypercall::Shutdown;
-use crate::memory::GuestRam;
-use crate::paging::PagingState;
+use crate::memory::{BadGuestRange, GuestRam};
+use crate::paging::validator::PagingState;
 use backend::grant::GrantTable;
+use pv_abi::errno::EFAULT;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
+
+/// A hypercall's outcome: the value for `rax`, or a positive errno.
+pub type HcResult = Result<u64, i64>;
+
+impl From<BadGuestRange> for i64 {
+    fn from(_: BadGuestRange) -> i64 {
+        EFAULT
+    }
+}
+
+/// A guest's request to stop (`SCHEDOP_shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// `SHUTDOWN_*` reason.
+    pub reason: u32,
+    /// Exit status the guest chose.
+    pub code: u32,
+}
 
 /// One PV domain (the VMM itself is domain 0; this is the guest).
 #[derive(Debug)]

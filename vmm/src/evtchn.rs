@@ -14,7 +14,7 @@
 
 use crate::memory::GuestRam;
 use kvm_ioctls::{IoEventAddress, VmFd};
-use pv_abi::errno::{EBADF, EINVAL, ENOSPC, ESRCH};
+use pv_abi::errno::{EINVAL, ENOSPC, ESRCH};
 use pv_abi::event_channel::*;
 use pv_abi::hypercall::DOORBELL_PORT;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo};
@@ -47,6 +47,9 @@ pub enum EvtchnError {
     /// The shared-info page is outside RAM (cannot happen with our layout).
     #[error("shared-info page unreachable")]
     SharedInfo,
+    /// No such domain may use the channel.
+    #[error("domain {0} cannot use this channel")]
+    BadDomain(DomId),
 }
 
 impl EvtchnError {
@@ -56,6 +59,7 @@ impl EvtchnError {
             EvtchnError::BadPort(_) => EINVAL,
             EvtchnError::NoSpace => ENOSPC,
             EvtchnError::Doorbell(_) | EvtchnError::SharedInfo => pv_abi::errno::EIO,
+            EvtchnError::BadDomain(_) => ESRCH,
         }
     }
 }
@@ -77,6 +81,9 @@ enum PortState {
 /// A domain-0 endpoint the guest may bind to with `EVTCHNOP_bind_interdomain`.
 struct Dom0Port {
     wake: Arc<EventFd>,
+    /// The only domain allowed to bind it (Xen's `remote_domid`).
+    remote_dom: DomId,
+    /// The guest port bound to it.
     bound_to: Option<u32>,
 }
 
@@ -186,12 +193,42 @@ impl EventChannels {
         Ok(())
     }
 
-    /// Offers a domain-0 port the guest can bind with
-    /// `EVTCHNOP_bind_interdomain(0, port)`.
-    pub fn alloc_dom0_unbound(&self, wake: Arc<EventFd>) -> u32 {
+    /// Domain 0's `EVTCHNOP_alloc_unbound(remote_dom)`: a domain-0 port
+    /// (numbered from 1) that guest `remote_dom` may bind with
+    /// `EVTCHNOP_bind_interdomain(0, port)`; the caller publishes the
+    /// number (in the store, as a back end would) and sleeps on `wake`,
+    /// which the guest's sends signal once bound. Domain 0 sends back with
+    /// [`notify_dom0_port`](Self::notify_dom0_port). This is the direction
+    /// where the back end allocates and the front end binds; the bundled
+    /// devices use the other one ([`bind_guest_port`](Self::bind_guest_port)).
+    pub fn alloc_dom0_unbound(&self, remote_dom: DomId, wake: Arc<EventFd>) -> Result<u32, EvtchnError> {
+        if remote_dom != GUEST_DOMID {
+            return Err(EvtchnError::BadDomain(remote_dom));
+        }
         let mut t = self.lock();
-        t.dom0.push(Dom0Port { wake, bound_to: None });
-        t.dom0.len() as u32
+        if t.dom0.len() >= MAX_PORTS as usize {
+            return Err(EvtchnError::NoSpace);
+        }
+        t.dom0.push(Dom0Port { wake, remote_dom, bound_to: None });
+        Ok(t.dom0.len() as u32)
+    }
+
+    /// The guest port bound to domain-0 port `dom0_port`, if any.
+    pub fn dom0_peer(&self, dom0_port: u32) -> Option<u32> {
+        let idx = (dom0_port as usize).checked_sub(1)?;
+        self.lock().dom0.get(idx)?.bound_to
+    }
+
+    /// Domain 0 sends on its port `dom0_port`: the guest port bound to it
+    /// gets the event. Sending on a port the guest has not bound yet is a
+    /// no-op (`Ok(false)`), as in Xen. Returns whether an upcall was raised.
+    pub fn notify_dom0_port(&self, dom0_port: u32) -> Result<bool, EvtchnError> {
+        let idx = (dom0_port as usize).checked_sub(1).ok_or(EvtchnError::BadPort(dom0_port))?;
+        let peer = self.lock().dom0.get(idx).ok_or(EvtchnError::BadPort(dom0_port))?.bound_to;
+        match peer {
+            Some(port) => self.notify_guest(port),
+            None => Ok(false),
+        }
     }
 
     /// Closes a guest port from the host side (device teardown).
@@ -306,45 +343,8 @@ impl EventChannels {
     pub fn hypercall(&self, cmd: u64, arg: u64) -> Result<u64, i64> {
         let ram = &self.ram;
         match u32::try_from(cmd).map_err(|_| pv_abi::errno::ENOSYS)? {
-            EVTCHNOP_ALLOC_UNBOUND => {
-                let mut a: EvtchnAllocUnbound = ram.read_obj(arg)?;
-                if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
-                    return Err(ESRCH);
-                }
-                if a.remote_dom != DOMID_VMM {
-                    return Err(ESRCH);
-                }
-                let mut t = self.lock();
-                let port = Self::free_port(&t).ok_or(ENOSPC)?;
-                t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
-                a.port = port;
-                drop(t);
-                if let Err(e) = ram.write_obj(arg, &a) {
-                    self.lock().ports[port as usize] = PortState::Free;
-                    return Err(e.into());
-                }
-                Ok(0)
-            }
-            EVTCHNOP_BIND_INTERDOMAIN => {
-                let mut a: EvtchnBindInterdomain = ram.read_obj(arg)?;
-                if a.remote_dom != DOMID_VMM {
-                    return Err(ESRCH);
-                }
-                let mut t = self.lock();
-                let idx = (a.remote_port as usize).checked_sub(1).ok_or(EINVAL)?;
-                let wake = match t.dom0.get(idx) {
-                    Some(Dom0Port { wake, bound_to: None }) => wake.clone(),
-                    _ => return Err(EINVAL),
-                };
-                let port = Self::free_port(&t).ok_or(ENOSPC)?;
-                self.register_doorbell(port, &wake).map_err(|e| e.errno())?;
-                t.ports[port as usize] = PortState::Interdomain { remote_port: a.remote_port, wake };
-                t.dom0[idx].bound_to = Some(port);
-                a.local_port = port;
-                drop(t);
-                ram.write_obj(arg, &a)?;
-                Ok(0)
-            }
+            EVTCHNOP_ALLOC_UNBOUND => self.alloc_unbound_op(arg),
+            EVTCHNOP_BIND_INTERDOMAIN => self.bind_interdomain_op(arg),
             EVTCHNOP_SEND => {
                 let a: EvtchnSend = ram.read_obj(arg)?;
                 self.send(a.port).map(|_| 0)
@@ -355,55 +355,106 @@ impl EventChannels {
             }
             EVTCHNOP_UNMASK => {
                 let a: EvtchnUnmask = ram.read_obj(arg)?;
-                if !matches!(self.lock().ports.get(a.port as usize), Some(s) if !matches!(s, PortState::Free)) {
-                    return Err(EINVAL);
-                }
-                let (word, bit) = evtchn_word_bit(a.port).ok_or(EINVAL)?;
-                let mask = 1u64 << bit;
-                let si = self.shared_info;
-                ram.with_atomic(si + SharedInfo::mask_word_offset(word) as u64, |w: &AtomicU64| {
-                    w.fetch_and(!mask, Ordering::SeqCst)
-                })?;
-                let pending = ram.with_atomic(si + SharedInfo::pending_word_offset(word) as u64, |w: &AtomicU64| {
-                    w.load(Ordering::SeqCst)
-                })?;
-                if pending & mask != 0 {
-                    self.raise_if_unmasked(word, mask).map_err(|e| e.errno())?;
-                }
-                Ok(0)
+                self.unmask(a.port).map(|_| 0)
             }
-            EVTCHNOP_STATUS => {
-                let mut a: EvtchnStatus = ram.read_obj(arg)?;
-                if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
-                    return Err(ESRCH);
-                }
-                let t = self.lock();
-                let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
-                a.vcpu = 0;
-                a.u = EvtchnStatusU::default();
-                a.status = match state {
-                    PortState::Free => EVTCHNSTAT_CLOSED,
-                    PortState::Unbound { remote_dom } => {
-                        a.u.unbound = EvtchnStatusUnbound { dom: *remote_dom };
-                        EVTCHNSTAT_UNBOUND
-                    }
-                    PortState::Interdomain { remote_port, .. } => {
-                        a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
-                        EVTCHNSTAT_INTERDOMAIN
-                    }
-                };
-                drop(t);
-                ram.write_obj(arg, &a)?;
-                Ok(0)
-            }
+            EVTCHNOP_STATUS => self.status_op(arg),
             EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => {
                 Err(pv_abi::errno::ENOSYS)
             }
             _ => Err(pv_abi::errno::ENOSYS),
         }
     }
-}
 
-/// `EBADF` is what Xen returns for some port errors; kept for callers that
-/// want Xen's exact value.
-pub const XEN_EBADF: i64 = EBADF;
+    fn alloc_unbound_op(&self, arg: u64) -> Result<u64, i64> {
+        let mut a: EvtchnAllocUnbound = self.ram.read_obj(arg)?;
+        if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
+            return Err(ESRCH);
+        }
+        if a.remote_dom != DOMID_VMM {
+            return Err(ESRCH);
+        }
+        let mut t = self.lock();
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
+        a.port = port;
+        drop(t);
+        if let Err(e) = self.ram.write_obj(arg, &a) {
+            self.lock().ports[port as usize] = PortState::Free;
+            return Err(e.into());
+        }
+        Ok(0)
+    }
+
+    /// Xen's `evtchn_bind_interdomain`: the remote port must be a domain-0
+    /// port allocated unbound for this guest
+    /// ([`alloc_dom0_unbound`](Self::alloc_dom0_unbound)) and not bound yet.
+    fn bind_interdomain_op(&self, arg: u64) -> Result<u64, i64> {
+        let mut a: EvtchnBindInterdomain = self.ram.read_obj(arg)?;
+        if a.remote_dom != DOMID_VMM {
+            return Err(ESRCH);
+        }
+        let mut t = self.lock();
+        let idx = (a.remote_port as usize).checked_sub(1).ok_or(EINVAL)?;
+        let wake = match t.dom0.get(idx) {
+            Some(Dom0Port { wake, remote_dom: GUEST_DOMID, bound_to: None }) => wake.clone(),
+            _ => return Err(EINVAL),
+        };
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        self.register_doorbell(port, &wake).map_err(|e| e.errno())?;
+        t.ports[port as usize] = PortState::Interdomain { remote_port: a.remote_port, wake };
+        t.dom0[idx].bound_to = Some(port);
+        a.local_port = port;
+        drop(t);
+        if let Err(e) = self.ram.write_obj(arg, &a) {
+            // Undo, so a bad pointer leaves no half-bound channel behind.
+            let _ = self.close(port);
+            return Err(e.into());
+        }
+        Ok(0)
+    }
+
+    /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered now.
+    fn unmask(&self, port: u32) -> Result<(), i64> {
+        if !matches!(self.lock().ports.get(port as usize), Some(s) if !matches!(s, PortState::Free)) {
+            return Err(EINVAL);
+        }
+        let (word, bit) = evtchn_word_bit(port).ok_or(EINVAL)?;
+        let mask = 1u64 << bit;
+        let si = self.shared_info;
+        let ram = &self.ram;
+        ram.with_atomic(si + SharedInfo::mask_word_offset(word) as u64, |w: &AtomicU64| {
+            w.fetch_and(!mask, Ordering::SeqCst)
+        })?;
+        let pending = ram
+            .with_atomic(si + SharedInfo::pending_word_offset(word) as u64, |w: &AtomicU64| w.load(Ordering::SeqCst))?;
+        if pending & mask != 0 {
+            self.raise_if_unmasked(word, mask).map_err(|e| e.errno())?;
+        }
+        Ok(())
+    }
+
+    fn status_op(&self, arg: u64) -> Result<u64, i64> {
+        let mut a: EvtchnStatus = self.ram.read_obj(arg)?;
+        if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
+            return Err(ESRCH);
+        }
+        let t = self.lock();
+        let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
+        a.vcpu = 0;
+        a.u = EvtchnStatusU::default();
+        a.status = match state {
+            PortState::Free => EVTCHNSTAT_CLOSED,
+            PortState::Unbound { remote_dom } => {
+                a.u.unbound = EvtchnStatusUnbound { dom: *remote_dom };
+                EVTCHNSTAT_UNBOUND
+            }
+            PortState::Interdomain { remote_port, .. } => {
+                a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
+                EVTCHNSTAT_INTERDOMAIN
+            }
+        };
+        drop(t);
+        self.ram.write_obj(arg, &a)?;
+        Ok(0)
+    }
+}

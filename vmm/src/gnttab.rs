@@ -5,17 +5,16 @@
 //! returns their numbers; here the guest owns its table (DESIGN.md), so
 //! `frame_list` is an IN array of the guest frames it allocated.
 
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
+use crate::domain::{Domain, HcResult};
 use backend::grant::{GrantError, MAX_GRANT_FRAMES};
 use pv_abi::errno::{EINVAL, ENOSYS};
 use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
+use std::mem::{offset_of, size_of};
 
 /// Most operations accepted in one `GNTTABOP_copy` call.
 pub const MAX_COPY_OPS: u64 = 512;
-const COPY_OP_SIZE: u64 = 40;
 
 fn is_self(dom: u16) -> bool {
     dom == DOMID_SELF || dom == crate::evtchn::GUEST_DOMID
@@ -25,69 +24,74 @@ fn is_self(dom: u16) -> bool {
 pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let (cmd, uop, count) = (a[0], a[1], a[2]);
     match u32::try_from(cmd).map_err(|_| ENOSYS)? {
-        GNTTABOP_SETUP_TABLE => {
-            if count != 1 {
-                return Err(EINVAL);
-            }
-            let mut op: GnttabSetupTable = dom.ram.read_obj(uop)?;
-            op.status = if !is_self(op.dom) {
-                GNTST_BAD_DOMAIN
-            } else if op.nr_frames == 0 || op.nr_frames > MAX_GRANT_FRAMES {
-                GNTST_GENERAL_ERROR
-            } else {
-                match dom.ram.read_vec(op.frame_list, op.nr_frames as u64 * 8) {
-                    Err(_) => GNTST_BAD_VIRT_ADDR,
-                    Ok(bytes) => {
-                        let frames: Vec<u64> =
-                            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-                        match dom.grants.setup(&frames) {
-                            Ok(()) => GNTST_OKAY,
-                            Err(st) => st,
-                        }
-                    }
-                }
-            };
-            dom.ram.write_obj(uop, &op)?;
-            Ok(0)
-        }
-        GNTTABOP_QUERY_SIZE => {
-            if count != 1 {
-                return Err(EINVAL);
-            }
-            let mut op: GnttabQuerySize = dom.ram.read_obj(uop)?;
-            if is_self(op.dom) {
-                op.nr_frames = dom.grants.nr_frames();
-                op.max_nr_frames = MAX_GRANT_FRAMES;
-                op.status = GNTST_OKAY;
-            } else {
-                op.status = GNTST_BAD_DOMAIN;
-            }
-            dom.ram.write_obj(uop, &op)?;
-            Ok(0)
-        }
-        GNTTABOP_COPY => {
-            if count > MAX_COPY_OPS {
-                return Err(EINVAL);
-            }
-            dom.ram.check(uop, count * COPY_OP_SIZE)?;
-            for i in 0..count {
-                let at = uop + i * COPY_OP_SIZE;
-                let mut raw = [0u8; COPY_OP_SIZE as usize];
-                dom.ram.read(at, &mut raw)?;
-                let status = match copy_one(dom, &raw) {
-                    Ok(()) => GNTST_OKAY,
-                    Err(e) => {
-                        tracing::debug!("gnttab copy: {e}");
-                        e.gntst()
-                    }
-                };
-                dom.ram.write(at + 36, &status.to_le_bytes())?;
-            }
-            Ok(0)
-        }
+        GNTTABOP_SETUP_TABLE if count == 1 => setup_table(dom, uop),
+        GNTTABOP_QUERY_SIZE if count == 1 => query_size(dom, uop),
+        GNTTABOP_SETUP_TABLE | GNTTABOP_QUERY_SIZE => Err(EINVAL),
+        GNTTABOP_COPY => copy(dom, uop, count),
         GNTTABOP_MAP_GRANT_REF | GNTTABOP_UNMAP_GRANT_REF => Err(ENOSYS),
         _ => Err(ENOSYS),
     }
+}
+
+/// `GNTTABOP_setup_table`: registers the guest's own table frames.
+fn setup_table(dom: &mut Domain, uop: u64) -> HcResult {
+    let mut op: GnttabSetupTable = dom.ram.read_obj(uop)?;
+    op.status = if !is_self(op.dom) {
+        GNTST_BAD_DOMAIN
+    } else if op.nr_frames == 0 || op.nr_frames > MAX_GRANT_FRAMES {
+        GNTST_GENERAL_ERROR
+    } else {
+        match dom.ram.read_vec(op.frame_list, op.nr_frames as u64 * 8) {
+            Err(_) => GNTST_BAD_VIRT_ADDR,
+            Ok(bytes) => {
+                let frames: Vec<u64> =
+                    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                match dom.grants.setup(&frames) {
+                    Ok(()) => GNTST_OKAY,
+                    Err(st) => st,
+                }
+            }
+        }
+    };
+    dom.ram.write_obj(uop, &op)?;
+    Ok(0)
+}
+
+/// `GNTTABOP_query_size`.
+fn query_size(dom: &mut Domain, uop: u64) -> HcResult {
+    let mut op: GnttabQuerySize = dom.ram.read_obj(uop)?;
+    if is_self(op.dom) {
+        op.nr_frames = dom.grants.nr_frames();
+        op.max_nr_frames = MAX_GRANT_FRAMES;
+        op.status = GNTST_OKAY;
+    } else {
+        op.status = GNTST_BAD_DOMAIN;
+    }
+    dom.ram.write_obj(uop, &op)?;
+    Ok(0)
+}
+
+/// `GNTTABOP_copy`: each [`GnttabCopy`] is copied in, run, and its
+/// `status` written back; a failed element does not stop the batch.
+fn copy(dom: &mut Domain, uop: u64, count: u64) -> HcResult {
+    if count > MAX_COPY_OPS {
+        return Err(EINVAL);
+    }
+    let size = size_of::<GnttabCopy>() as u64;
+    dom.ram.check(uop, count * size)?;
+    for i in 0..count {
+        let at = uop + i * size;
+        let op: GnttabCopy = dom.ram.read_obj(at)?;
+        let status = match copy_one(dom, &op) {
+            Ok(()) => GNTST_OKAY,
+            Err(e) => {
+                tracing::debug!("gnttab copy: {e}");
+                e.gntst()
+            }
+        };
+        dom.ram.write(at + offset_of!(GnttabCopy, status) as u64, &status.to_le_bytes())?;
+    }
+    Ok(0)
 }
 
 /// One side of a copy, resolved: either a live grant mapping or a checked
@@ -97,30 +101,28 @@ enum Side {
     Frame(u64),
 }
 
-fn resolve(dom: &Domain, raw: &[u8], is_gref: bool, len: u64, write: bool) -> Result<Side, GrantError> {
-    let u = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
-    let domid = u16::from_le_bytes([raw[8], raw[9]]);
-    let offset = u16::from_le_bytes([raw[10], raw[11]]) as u64;
-    if !is_self(domid) {
+fn resolve(dom: &Domain, ptr: &GnttabCopyPtr, is_gref: bool, len: u64, write: bool) -> Result<Side, GrantError> {
+    let offset = ptr.offset as u64;
+    if !is_self(ptr.domid) {
         return Err(GrantError::NotPermitted(0));
     }
     if offset + len > PAGE_SIZE {
         return Err(GrantError::OutOfPage { offset, len });
     }
     if is_gref {
-        let m = dom.grants.map(u as u32, write)?;
+        let m = dom.grants.map(ptr.u.gref(), write)?;
         Ok(Side::Grant(m, offset))
     } else {
-        let gpa = u.checked_mul(PAGE_SIZE).ok_or(GrantError::BadFrame(0, u))?;
+        let gmfn = ptr.u.gmfn();
+        let gpa = gmfn.checked_mul(PAGE_SIZE).ok_or(GrantError::BadFrame(0, gmfn))?;
         dom.grants.check_frame_range(gpa, offset, len).map(Side::Frame)
     }
 }
 
-fn copy_one(dom: &Domain, raw: &[u8; 40]) -> Result<(), GrantError> {
-    let len = u16::from_le_bytes([raw[32], raw[33]]) as u64;
-    let flags = u16::from_le_bytes([raw[34], raw[35]]);
-    let src = resolve(dom, &raw[0..16], flags & GNTCOPY_SOURCE_GREF != 0, len, false)?;
-    let dst = resolve(dom, &raw[16..32], flags & GNTCOPY_DEST_GREF != 0, len, true)?;
+fn copy_one(dom: &Domain, op: &GnttabCopy) -> Result<(), GrantError> {
+    let len = op.len as u64;
+    let src = resolve(dom, &op.source, op.flags & GNTCOPY_SOURCE_GREF != 0, len, false)?;
+    let dst = resolve(dom, &op.dest, op.flags & GNTCOPY_DEST_GREF != 0, len, true)?;
     let mut buf = vec![0u8; len as usize];
     match &src {
         Side::Grant(m, off) => m.read(*off, &mut buf)?,

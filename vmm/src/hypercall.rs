@@ -5,12 +5,9 @@
 //! checked copies; nothing here holds a reference into guest memory.
 
 use crate::domain::Domain;
-use crate::memory::BadGuestRange;
-use pv_abi::errno::{EFAULT, EINVAL, ENOSYS};
+pub use crate::domain::{HcResult, Shutdown};
+use pv_abi::errno::{EINVAL, ENOSYS};
 use pv_abi::hypercall::{console_io, nr, sched_op, xen_version, ABI_VERSION};
-
-/// A hypercall's outcome: the value for `rax`, or a positive errno.
-pub type HcResult = Result<u64, i64>;
 
 /// A hypercall handler.
 pub type Handler = fn(&mut Domain, &[u64; 5]) -> HcResult;
@@ -18,38 +15,56 @@ pub type Handler = fn(&mut Domain, &[u64; 5]) -> HcResult;
 /// Number of slots in the dispatch table.
 pub const TABLE_SIZE: usize = 64;
 
-impl From<BadGuestRange> for i64 {
-    fn from(_: BadGuestRange) -> i64 {
-        EFAULT
-    }
-}
-
 /// The dispatch table.
 #[derive(Clone)]
 pub struct HypercallTable {
     handlers: [Option<Handler>; TABLE_SIZE],
 }
 
+/// The handlers every VMM installs.
+const DEFAULT_HANDLERS: [(u64, Handler); 9] = [
+    (nr::CONSOLE_IO, do_console_io),
+    (nr::SCHED_OP, do_sched_op),
+    (nr::XEN_VERSION, do_xen_version),
+    (nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1])),
+    (nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op),
+    (nr::MEMORY_OP, crate::pvh::memory_op::memory_op),
+    (nr::HVM_OP, crate::pvh::hvm_op::hvm_op),
+    (nr::MMU_UPDATE, crate::paging::do_mmu_update),
+    (nr::MMUEXT_OP, crate::paging::do_mmuext_op),
+];
+
+// Every default number has a slot, checked at compile time.
+const _: () = {
+    let mut i = 0;
+    while i < DEFAULT_HANDLERS.len() {
+        assert!(DEFAULT_HANDLERS[i].0 < TABLE_SIZE as u64);
+        i += 1;
+    }
+};
+
+/// A hypercall number with no slot in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("hypercall number {0} is beyond the dispatch table ({TABLE_SIZE} slots)")]
+pub struct NoSlot(pub u64);
+
 impl Default for HypercallTable {
     fn default() -> Self {
-        let mut t = HypercallTable { handlers: [None; TABLE_SIZE] };
-        t.register(nr::CONSOLE_IO, do_console_io);
-        t.register(nr::SCHED_OP, do_sched_op);
-        t.register(nr::XEN_VERSION, do_xen_version);
-        t.register(nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1]));
-        t.register(nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op);
-        t.register(nr::MEMORY_OP, crate::pvh::memory_op::memory_op);
-        t.register(nr::HVM_OP, crate::pvh::hvm_op::hvm_op);
-        t.register(nr::MMU_UPDATE, crate::paging::do_mmu_update);
-        t.register(nr::MMUEXT_OP, crate::paging::do_mmuext_op);
-        t
+        let mut handlers = [None; TABLE_SIZE];
+        for (nr, handler) in DEFAULT_HANDLERS {
+            handlers[nr as usize] = Some(handler);
+        }
+        HypercallTable { handlers }
     }
 }
 
 impl HypercallTable {
-    /// Installs (or replaces) the handler for `nr`.
-    pub fn register(&mut self, nr: u64, handler: Handler) {
-        self.handlers[nr as usize] = Some(handler);
+    /// Installs (or replaces) the handler for `nr`; numbers from
+    /// [`TABLE_SIZE`] up have no slot (Xen's `NR_hypercalls` is 64 too).
+    pub fn register(&mut self, nr: u64, handler: Handler) -> Result<(), NoSlot> {
+        let slot = usize::try_from(nr).ok().and_then(|i| self.handlers.get_mut(i)).ok_or(NoSlot(nr))?;
+        *slot = Some(handler);
+        Ok(())
     }
 
     /// Runs hypercall `nr`; unknown numbers give `-ENOSYS`. Returns the raw
@@ -57,7 +72,9 @@ impl HypercallTable {
     pub fn dispatch(&self, dom: &mut Domain, nr: u64, args: &[u64; 5]) -> u64 {
         let handler = usize::try_from(nr).ok().and_then(|i| self.handlers.get(i).copied().flatten());
         let result = match handler {
-            _ if nr == nr::MULTICALL => crate::multicall::do_multicall(self, dom, args),
+            _ if nr == nr::MULTICALL => {
+                crate::multicall::do_multicall(dom, args, |dom, nr, args| self.dispatch(dom, nr, args))
+            }
             Some(h) => h(dom, args),
             None => {
                 tracing::debug!(nr, "unknown hypercall");
@@ -124,11 +141,18 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
 }
 
-/// A guest's request to stop (`SCHEDOP_shutdown`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shutdown {
-    /// `SHUTDOWN_*` reason.
-    pub reason: u32,
-    /// Exit status the guest chose.
-    pub code: u32,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_refuses_numbers_without_a_slot() {
+        let mut t = HypercallTable::default();
+        let h: Handler = |_, _| Ok(7);
+        assert_eq!(t.register(TABLE_SIZE as u64, h), Err(NoSlot(64)));
+        assert_eq!(t.register(u64::MAX, h), Err(NoSlot(u64::MAX)));
+        assert_eq!(t.register(TABLE_SIZE as u64 - 1, h), Ok(()));
+        assert!(t.handlers[TABLE_SIZE - 1].is_some());
+        assert!(DEFAULT_HANDLERS.iter().all(|(nr, _)| t.handlers[*nr as usize].is_some()));
+    }
 }

@@ -1,13 +1,15 @@
 //! The host side of the PV framework.
 //!
-//! Creates the KVM VM and vCPU, lays out and loads the guest, enters it in
-//! 64-bit mode, and runs the exit loop, which only dispatches: hypercalls to
-//! the [`hypercall`] table, the UART baseline to [`uart`]; device work
-//! belongs to the back-ends. Every guest-supplied address goes through
-//! [`memory::GuestRam`]'s checked copies.
+//! [`builder`] creates the KVM VM, lays out and loads the guest and attaches
+//! its devices; [`vcpu`] enters it in 64-bit mode and runs the exit loop,
+//! which only dispatches: hypercalls to the [`hypercall`] table, the UART
+//! baseline to [`uart`]; device work belongs to the back-ends. Every
+//! guest-supplied address goes through [`memory::GuestRam`]'s checked
+//! copies.
 
 pub mod bench;
 pub mod boot;
+pub mod builder;
 pub mod console;
 pub mod devices;
 pub mod domain;
@@ -25,6 +27,7 @@ pub mod pod;
 pub mod pvh;
 pub mod stats;
 pub mod uart;
+pub mod vcpu;
 pub mod vm;
 pub mod watchdog;
 

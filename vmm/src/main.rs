@@ -1,6 +1,7 @@
 //! `vmm`: boots a PV guest under KVM (`vmm run`) and measures it (`vmm bench`).
 
 use anyhow::Result;
+use backend::block::DiskSpec;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,28 +82,9 @@ struct BenchArgs {
 /// Size of the demo's scratch disk.
 const DEMO_DISK_BYTES: u64 = 4 << 20;
 
-/// Parses `64M`, `512K`, `1G`, `64MiB` or a plain byte count.
-fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
-    let (num, shift) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 10),
-        'm' | 'M' => (&t[..t.len() - 1], 20),
-        'g' | 'G' => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mem_bytes = parse_size(&args.mem).ok_or_else(|| VmmError::BadMemSize {
-        given: args.mem.clone(),
-        why: "not a size",
-        min: "4M".into(),
-        max: "3072M".into(),
-    })?;
-    let mem_bytes = vmm::vm::check_mem_size(&args.mem, mem_bytes)?;
-    let kernel = match (args.kernel, args.image) {
+/// The guest image the arguments name.
+fn kernel(args_kernel: Option<PathBuf>, image: Option<String>) -> Result<Kernel> {
+    Ok(match (args_kernel, image) {
         (Some(p), _) => Kernel::File(p),
         (None, Some(name)) => {
             let (name, img) = frontend_guest::images::ALL.iter().find(|(n, _)| *n == name).ok_or_else(|| {
@@ -111,26 +93,29 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             Kernel::Bundled(name, img)
         }
         (None, None) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
-    };
-    let mut disks = args
-        .disk
-        .iter()
-        .map(|d| d.parse())
-        .collect::<Result<Vec<backend::block::DiskSpec>, _>>()
-        .map_err(VmmError::from)?;
-    // The demo needs a disk: a scratch image, removed when `scratch` drops.
-    let _scratch = match (&kernel, disks.is_empty()) {
-        (Kernel::Bundled("demo", _), true) => {
-            let dir =
-                tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
-            let path = dir.path().join("scratch.img");
-            let f = std::fs::File::create(&path).map_err(|e| VmmError::Io("scratch disk", e))?;
-            f.set_len(DEMO_DISK_BYTES).map_err(|e| VmmError::Io("scratch disk", e))?;
-            disks.push(backend::block::DiskSpec { path, readonly: false });
-            Some(dir)
-        }
-        _ => None,
-    };
+    })
+}
+
+/// The demo needs a disk: with none given, a scratch image in a temporary
+/// directory, removed when the returned guard drops.
+fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tempfile::TempDir>, VmmError> {
+    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
+    let path = dir.path().join("scratch.img");
+    let f = std::fs::File::create(&path).map_err(|e| VmmError::Io("scratch disk", e))?;
+    f.set_len(DEMO_DISK_BYTES).map_err(|e| VmmError::Io("scratch disk", e))?;
+    disks.push(DiskSpec { path, readonly: false });
+    Ok(Some(dir))
+}
+
+fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
+    let mem_bytes = vmm::vm::parse_mem_size(&args.mem)?;
+    let kernel = kernel(args.kernel, args.image)?;
+    let mut disks =
+        args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
+    let _scratch = scratch_disk(&kernel, &mut disks)?;
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -150,39 +135,44 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
-        let s = vm.stats();
-        eprintln!("--- vmm stats ---");
-        eprintln!("{outcome}");
-        if let Some(t) = vm.first_run_at {
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            eprintln!(
-                "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
-                ms(t - started),
-                ms(t - vm.created_at)
-            );
-        }
-        eprint!("{s}");
-        let p = vm.dom.paging.counters;
-        if p != Default::default() {
-            eprintln!(
-                "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
-                p.applied, p.rejected, p.trapped_writes
-            );
-        }
-        let ev = &vm.dom.evtchn.counters;
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
-            "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
-            load(&ev.sends),
-            load(&ev.notifies),
-            load(&ev.upcalls)
-        );
+        print_stats(&vm, &outcome, started);
     }
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
     }
     Ok(ExitCode::from(outcome.exit_status() as u8))
+}
+
+/// `--stats`: the run's counters, on stderr.
+fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
+    let s = vm.stats();
+    eprintln!("--- vmm stats ---");
+    eprintln!("{outcome}");
+    if let Some(t) = vm.first_run_at {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
+            ms(t - started),
+            ms(t - vm.created_at)
+        );
+    }
+    eprint!("{s}");
+    let p = vm.dom.paging.counters;
+    if p != Default::default() {
+        eprintln!(
+            "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
+            p.applied, p.rejected, p.trapped_writes
+        );
+    }
+    let ev = &vm.dom.evtchn.counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
+        load(&ev.sends),
+        load(&ev.notifies),
+        load(&ev.upcalls)
+    );
 }
 
 fn main() -> ExitCode {
@@ -228,21 +218,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Some(64 << 20));
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("12x"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("99999999999G"), None);
     }
 }

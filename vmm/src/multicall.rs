@@ -8,15 +8,15 @@
 //! for more than [`MAX_MULTICALL_ENTRIES`] entries, or `-EFAULT` if the
 //! array is not in guest RAM (entries before the bad one have run).
 
-use crate::domain::Domain;
-use crate::hypercall::{HcResult, HypercallTable};
+use crate::domain::{Domain, HcResult};
 use pv_abi::errno::{E2BIG, EFAULT, EINVAL};
 use pv_abi::hypercall::nr;
 use pv_abi::multicall::{MulticallEntry, MAX_MULTICALL_ENTRIES};
 use std::mem::{offset_of, size_of};
 
-/// Runs a `multicall(entries, count)`.
-pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+/// Runs a `multicall(entries, count)`, each entry through `dispatch`
+/// (the hypercall table's: number and arguments in, raw `rax` out).
+pub fn do_multicall(dom: &mut Domain, a: &[u64; 5], dispatch: impl Fn(&mut Domain, u64, &[u64; 5]) -> u64) -> HcResult {
     let (array, count) = (a[0], a[1]);
     if count > MAX_MULTICALL_ENTRIES {
         return Err(E2BIG);
@@ -32,7 +32,7 @@ pub fn do_multicall(table: &HypercallTable, dom: &mut Domain, a: &[u64; 5]) -> H
             (-EINVAL) as u64
         } else {
             let args = [entry.args[0], entry.args[1], entry.args[2], entry.args[3], entry.args[4]];
-            table.dispatch(dom, entry.op, &args)
+            dispatch(dom, entry.op, &args)
         };
         dom.ram.write_obj(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
     }

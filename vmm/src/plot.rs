@@ -16,6 +16,38 @@ const BOTTOM: f64 = 60.0;
 /// Modes drawn, with their colours.
 const SERIES: [(&str, &str); 3] = [("native", "#1b9e77"), ("trapped", "#d95f02"), ("pv", "#7570b3")];
 
+/// The plot area's scales: log2 of the batch on x, log10 of ns on y.
+struct Axes {
+    max_batch: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Axes {
+    const PW: f64 = W - LEFT - RIGHT;
+    const PH: f64 = H - TOP - BOTTOM;
+
+    fn new(pts: &[&Record]) -> Axes {
+        let max_batch = pts.iter().map(|r| r.batch).max().unwrap_or(1).max(2) as f64;
+        let (mut lo, mut hi) =
+            pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r.ns_per_op), hi.max(r.ns_per_op)));
+        lo = 10f64.powf(lo.log10().floor());
+        hi = 10f64.powf(hi.log10().ceil());
+        if hi <= lo {
+            hi = lo * 10.0;
+        }
+        Axes { max_batch, lo, hi }
+    }
+
+    fn x(&self, b: f64) -> f64 {
+        LEFT + Self::PW * b.log2() / self.max_batch.log2()
+    }
+
+    fn y(&self, ns: f64) -> f64 {
+        TOP + Self::PH * (1.0 - (ns / self.lo).log10() / (self.hi / self.lo).log10())
+    }
+}
+
 /// The SVG document for the `pte update` records in `records`.
 pub fn pte_svg(records: &[Record]) -> String {
     let pts: Vec<&Record> =
@@ -35,40 +67,40 @@ pub fn pte_svg(records: &[Record]) -> String {
         let _ = writeln!(svg, r#"<text x="{LEFT}" y="{}">no pte update records</text></svg>"#, H / 2.0);
         return svg;
     }
-    let max_batch = pts.iter().map(|r| r.batch).max().unwrap_or(1).max(2) as f64;
-    let (mut lo, mut hi) =
-        pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r.ns_per_op), hi.max(r.ns_per_op)));
-    lo = 10f64.powf(lo.log10().floor());
-    hi = 10f64.powf(hi.log10().ceil());
-    if hi <= lo {
-        hi = lo * 10.0;
+    let axes = Axes::new(&pts);
+    draw_axes(&mut svg, &axes);
+    for (i, (mode, colour)) in SERIES.iter().enumerate() {
+        draw_series(&mut svg, &axes, &pts, i, mode, colour);
     }
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let x = |b: f64| LEFT + pw * b.log2() / max_batch.log2();
-    let y = |ns: f64| TOP + ph * (1.0 - (ns / lo).log10() / (hi / lo).log10());
-    // Axes and grid.
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Axes, grid lines with their labels, and the axis titles.
+fn draw_axes(svg: &mut String, axes: &Axes) {
+    let (pw, ph) = (Axes::PW, Axes::PH);
     let _ = writeln!(svg, r#"<path d="M{LEFT} {TOP} V{} H{}" stroke="black" fill="none"/>"#, TOP + ph, LEFT + pw);
     let mut b = 1.0;
-    while b <= max_batch {
+    while b <= axes.max_batch {
         let _ = writeln!(
             svg,
             r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1}" stroke="#ddd"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"##,
-            x(b),
+            axes.x(b),
             TOP + ph,
             TOP + ph + 16.0,
             b
         );
         b *= 8.0;
     }
-    let mut t = lo;
-    while t <= hi * 1.001 {
+    let mut t = axes.lo;
+    while t <= axes.hi * 1.001 {
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4}</text>"##,
-            y(t),
+            axes.y(t),
             LEFT + pw,
             LEFT - 6.0,
-            y(t) + 4.0,
+            axes.y(t) + 4.0,
             fmt_ns(t)
         );
         t *= 10.0;
@@ -84,35 +116,31 @@ pub fn pte_svg(records: &[Record]) -> String {
         r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">ns per PTE update (log scale)</text>"#,
         TOP + ph / 2.0
     );
-    // One polyline per mode, with a legend entry.
-    for (i, (mode, colour)) in SERIES.iter().enumerate() {
-        let mut line: Vec<(f64, f64)> =
-            pts.iter().filter(|r| r.mode == *mode).map(|r| (x(r.batch as f64), y(r.ns_per_op))).collect();
-        line.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if line.is_empty() {
-            continue;
-        }
-        let points: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-            points.join(" ")
-        );
-        for (a, b) in &line {
-            let _ = writeln!(svg, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#);
-        }
-        let ly = TOP + 10.0 + 20.0 * i as f64;
-        let lx = LEFT + pw + 16.0;
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{mode}</text>"#,
-            lx + 20.0,
-            lx + 26.0,
-            ly + 4.0
-        );
+}
+
+/// One mode's polyline and points, and its legend entry (the `i`-th).
+fn draw_series(svg: &mut String, axes: &Axes, pts: &[&Record], i: usize, mode: &str, colour: &str) {
+    let mut line: Vec<(f64, f64)> =
+        pts.iter().filter(|r| r.mode == mode).map(|r| (axes.x(r.batch as f64), axes.y(r.ns_per_op))).collect();
+    line.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if line.is_empty() {
+        return;
     }
-    svg.push_str("</svg>\n");
-    svg
+    let points: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+    let _ =
+        writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, points.join(" "));
+    for (a, b) in &line {
+        let _ = writeln!(svg, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#);
+    }
+    let ly = TOP + 10.0 + 20.0 * i as f64;
+    let lx = LEFT + Axes::PW + 16.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{mode}</text>"#,
+        lx + 20.0,
+        lx + 26.0,
+        ly + 4.0
+    );
 }
 
 fn fmt_ns(ns: f64) -> String {

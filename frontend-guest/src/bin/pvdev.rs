@@ -9,6 +9,8 @@ use frontend_guest::xenbus::Store;
 use frontend_guest::{cmdline, evtchn, grant, guest_main, hypercall, pages, println};
 use pv_abi::echo::*;
 use pv_abi::errno::{EINVAL, ESRCH};
+use pv_abi::event_channel::{DOMID_SELF, EVTCHNSTAT_INTERDOMAIN};
+use pv_abi::grant_table::*;
 use pv_abi::start_info::StartInfo;
 use ring_buffers::RingMemory;
 
@@ -35,6 +37,8 @@ fn main(si: &'static StartInfo) -> i32 {
         b"grants" => grants(&mut store),
         b"store" => store_watch(&mut store),
         b"hostile" => hostile(&mut store),
+        b"gntcopy" => gntcopy(),
+        b"bindinter" => bind_interdomain(&mut store),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
@@ -309,5 +313,122 @@ fn hostile(store: &mut Store) -> i32 {
     let store_ok = store.write("data/after", b"1").is_ok() && store.read("data/after", &mut buf).is_ok();
     println!("hostile: store still works: {}", if store_ok { "ok" } else { "FAILED" });
     fails += (!store_ok) as i32;
+    fails
+}
+
+/// One `GNTTABOP_copy` element of `len` bytes.
+fn copy_op(src: (u64, u16), dst: (u64, u16), len: u16, flags: u16) -> GnttabCopy {
+    let ptr =
+        |(u, offset): (u64, u16)| GnttabCopyPtr { u: GnttabCopyPtrU::from_gmfn(u), domid: DOMID_SELF, offset, _pad: 0 };
+    GnttabCopy { source: ptr(src), dest: ptr(dst), len, flags, status: 1, _pad: 0 }
+}
+
+/// `GNTTABOP_copy` between the guest's own frames and its grants, and
+/// every refusal: the host checks the destination page's bytes.
+fn gntcopy() -> i32 {
+    let (Some(a), Some(b)) = (pages::alloc(1), pages::alloc(1)) else { return 1 };
+    // SAFETY: both pages were just allocated for this test and never freed;
+    // only the VMM's copies and these views touch them.
+    let src = unsafe { frontend_guest::arch::shared_page(a) };
+    // SAFETY: as for `src`.
+    let dst = unsafe { frontend_guest::arch::shared_page(b) };
+    let mut pattern = [0u8; 256];
+    pattern.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u8).wrapping_mul(7).wrapping_add(1));
+    src.write_bytes(0, &pattern);
+    let (fa, fb) = (a >> 12, b >> 12);
+    let ro = grant::grant_page(0, a, true).unwrap_or(0);
+    let rw = grant::grant_page(0, b, false).unwrap_or(0);
+    let dst_ro = grant::grant_page(0, b, true).unwrap_or(0);
+    let mut other_dom = copy_op((fa, 0), (fb, 512), 16, 0);
+    other_dom.source.domid = 5;
+    let cases = [
+        // Three copies that fill the first 256 bytes of page `b`:
+        ("frame to frame", copy_op((fa, 0), (fb, 0), 64, 0), GNTST_OKAY),
+        ("read-only grant to frame", copy_op((ro as u64, 64), (fb, 64), 64, GNTCOPY_SOURCE_GREF), GNTST_OKAY),
+        ("frame to writable grant", copy_op((fa, 128), (rw as u64, 128), 128, GNTCOPY_DEST_GREF), GNTST_OKAY),
+        // Refusals, each changing nothing:
+        (
+            "write through a read-only grant refused",
+            copy_op((fa, 0), (dst_ro as u64, 512), 16, GNTCOPY_DEST_GREF),
+            GNTST_PERMISSION_DENIED,
+        ),
+        ("range past the page refused", copy_op((fa, 4000), (fb, 512), 200, 0), GNTST_BAD_COPY_ARG),
+        (
+            "never-granted reference refused",
+            copy_op((300, 0), (fb, 512), 16, GNTCOPY_SOURCE_GREF),
+            GNTST_PERMISSION_DENIED,
+        ),
+        (
+            "reference beyond the table refused",
+            copy_op((4000, 0), (fb, 512), 16, GNTCOPY_SOURCE_GREF),
+            GNTST_BAD_GNTREF,
+        ),
+        ("frame outside RAM refused", copy_op((fa, 0), (u64::MAX >> 12, 0), 16, 0), GNTST_BAD_PAGE),
+        ("reserved frame refused", copy_op((fa, 0), (0x10, 0), 16, 0), GNTST_BAD_PAGE),
+        ("another domain's page refused", other_dom, GNTST_PERMISSION_DENIED),
+    ];
+    let mut ops = cases.map(|(_, op, _)| op);
+    // SAFETY: every frame destination is page `b`, owned by this test.
+    let batch = unsafe { grant::copy(&mut ops) };
+    let mut fails = batch.is_err() as i32;
+    for (op, (what, _, want)) in ops.iter().zip(cases) {
+        let ok = op.status == want;
+        println!("gntcopy: {}: {} (status {})", what, if ok { "ok" } else { "FAILED" }, op.status);
+        fails += (!ok) as i32;
+    }
+    let mut too_many = [copy_op((fa, 0), (fb, 0), 1, 0)];
+    // SAFETY: the VMM refuses the count before reading anything.
+    let ret = unsafe {
+        frontend_guest::arch::hypercall(
+            pv_abi::hypercall::nr::GRANT_TABLE_OP,
+            GNTTABOP_COPY as u64,
+            too_many.as_mut_ptr() as u64,
+            513,
+            0,
+            0,
+        )
+    };
+    let ok = ret == -EINVAL && too_many[0].status == 1;
+    println!("gntcopy: more than 512 elements refused: {}", if ok { "ok" } else { "FAILED" });
+    fails += (!ok) as i32;
+    let mut got = [0u8; 256];
+    dst.read_bytes(0, &mut got);
+    let same = got == pattern;
+    println!("gntcopy: guest sees the copied bytes: {}", if same { "ok" } else { "FAILED" });
+    println!("gntcopy: dest={} len=256", b);
+    fails + (!same) as i32
+}
+
+/// Xen's other direction of a connection: domain 0 allocated a port
+/// unbound for this guest and published it at `data/dom0-port`; the guest
+/// binds it, sends, and waits for domain 0's answer.
+fn bind_interdomain(store: &mut Store) -> i32 {
+    let mut buf = [0u8; 16];
+    let n = store.read("data/dom0-port", &mut buf).unwrap_or(0);
+    let Some(remote) = core::str::from_utf8(&buf[..n]).ok().and_then(|s| s.parse::<u32>().ok()) else {
+        println!("bindinter: no data/dom0-port");
+        return 1;
+    };
+    let mut fails = 0;
+    let mut check = |what: &str, ok: bool| {
+        println!("bindinter: {}: {}", what, if ok { "ok" } else { "FAILED" });
+        fails += (!ok) as i32;
+    };
+    let port = match evtchn::bind_interdomain(0, remote) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("bindinter: bind refused: {}", e.name());
+            return 1;
+        }
+    };
+    check("status interdomain", evtchn::status(port) == Ok(EVTCHNSTAT_INTERDOMAIN));
+    check("second bind refused", evtchn::bind_interdomain(0, remote).map_err(|e| e.0) == Err(EINVAL));
+    check("bind to another domain refused", evtchn::bind_interdomain(3, remote).map_err(|e| e.0) == Err(ESRCH));
+    let before = evtchn::events(port);
+    check("send", evtchn::send(port).is_ok());
+    evtchn::wait_until(|| evtchn::events(port) != before);
+    check("event from domain 0", evtchn::events(port) == before + 1);
+    println!("bindinter: local-port={} remote-port={}", port, remote);
+    check("close", evtchn::close(port).is_ok());
     fails
 }

@@ -29,8 +29,7 @@
 
 pub mod validator;
 
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
+use crate::domain::{Domain, HcResult};
 use pv_abi::errno::EINVAL;
 use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::layout::PAGE_SHIFT;

@@ -1,0 +1,395 @@
+//! Building a VM from a [`VmConfig`], in the order Xen's domain builder
+//! (and Firecracker's `builder.rs`) does it: check the input, create the
+//! KVM VM and guest memory, load the image, set up the console and store
+//! pages with their pre-bound channels, attach the devices, write
+//! start-info, and create the vCPU at the image's entry. Running it is
+//! [`crate::vcpu`]'s job.
+
+use crate::boot::{self, MemoryPlan};
+use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
+use crate::domain::Domain;
+use crate::error::VmmError;
+use crate::evtchn::{EventChannels, GUEST_DOMID};
+use crate::loader::{self, ImageInfo};
+use crate::memory::GuestRam;
+use crate::paging::PagingState;
+use crate::vcpu::Vcpu;
+use crate::vm::{vbd_vdev, Kernel, Vm, VmConfig};
+use backend::block::{BlockBackend, Disk};
+use backend::console::Console;
+use backend::echo::EchoBackend;
+use backend::grant::GrantTable;
+use backend::ring_page::RingPage;
+use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO, STORE_RING};
+use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
+use pv_abi::start_info::paging_mode;
+use pv_store::{SharedStore, StoreServer};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Environment variable naming the KVM device to open instead of `/dev/kvm`.
+pub const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
+
+/// Opens `/dev/kvm` (or `$VMM_KVM_DEVICE`), turning the common failures
+/// into actionable errors.
+pub fn open_kvm() -> Result<Kvm, VmmError> {
+    let res = match std::env::var_os(KVM_DEVICE_ENV) {
+        Some(path) => {
+            let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                .map_err(|_| VmmError::NoKvm)?;
+            Kvm::new_with_path(&path)
+        }
+        None => Kvm::new(),
+    };
+    res.map_err(kvm_open_error)
+}
+
+/// Maps the errno of opening the KVM device to a user-facing error.
+pub fn kvm_open_error(e: kvm_ioctls::Error) -> VmmError {
+    match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => VmmError::NoKvm,
+        libc::EACCES | libc::EPERM => VmmError::KvmPermission,
+        _ => VmmError::KvmOpen(e),
+    }
+}
+
+/// Checks a RAM size against the layout's limits.
+pub fn check_mem_size(given: &str, bytes: u64) -> Result<u64, VmmError> {
+    let why = if bytes < MIN_MEM_BYTES {
+        "too small"
+    } else if bytes > MAX_MEM_BYTES {
+        "too large"
+    } else if bytes % (1 << 20) != 0 {
+        "not a whole number of MiB"
+    } else {
+        return Ok(bytes);
+    };
+    Err(mem_size_error(given, why))
+}
+
+/// Parses a RAM size such as `64M`, `512K`, `1G`, `64MiB` or a plain byte
+/// count (the CLI's `--mem`) and checks it against the layout's limits.
+pub fn parse_mem_size(given: &str) -> Result<u64, VmmError> {
+    match parse_size(given) {
+        Some(bytes) => check_mem_size(given, bytes),
+        None => Err(mem_size_error(given, "not a size")),
+    }
+}
+
+fn mem_size_error(given: &str, why: &'static str) -> VmmError {
+    let fmt = |b: u64| format!("{}M", b >> 20);
+    VmmError::BadMemSize { given: given.to_string(), why, min: fmt(MIN_MEM_BYTES), max: fmt(MAX_MEM_BYTES) }
+}
+
+/// `64M`, `512K`, `1G`, `64MiB` or a plain byte count, in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 10),
+        'm' | 'M' => (&t[..t.len() - 1], 20),
+        'g' | 'G' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// The KVM side of a VM: the system fd, the VM fd and its guest RAM.
+struct Machine {
+    kvm: Kvm,
+    vm: Arc<VmFd>,
+    ram: GuestRam,
+}
+
+/// The pages and channels Xen's domain builder sets up before the guest
+/// runs: the console ring and the store ring, each with a pre-bound port.
+struct CorePages {
+    console: Arc<Mutex<Console>>,
+    console_port: u32,
+    store: SharedStore,
+    store_port: u32,
+    subscribers: Vec<Subscriber>,
+}
+
+/// Where the VMM's own pages are in guest-physical memory.
+struct VmmPages {
+    shared_info: u64,
+    console: u64,
+    store: u64,
+    /// Frames a grant may name: `[lo, hi)`.
+    grantable: (u64, u64),
+}
+
+/// The devices offered to the guest and their device threads.
+struct Attached {
+    echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
+    blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
+    threads: Vec<(String, Vec<Subscriber>)>,
+}
+
+/// Builds the VM `cfg` describes, ready to run at the image's entry.
+pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
+    let created_at = Instant::now();
+    let mem_bytes = check_mem_size(&format!("{}", cfg.mem_bytes), cfg.mem_bytes)?;
+    let (name, bytes) = read_kernel(&cfg.kernel)?;
+    if crate::paging::mode_name(cfg.paging) == "unknown" {
+        return Err(VmmError::BadPagingMode(cfg.paging));
+    }
+    let plan = MemoryPlan::new(mem_bytes);
+    let (lo, hi) = plan.loadable();
+    // Check the image before touching KVM so bad input fails fast.
+    let pvh_layout = crate::pvh::elf::is_pvh(&bytes).then(|| crate::pvh::PvhLayout::new(mem_bytes));
+    let pvh_image = match &pvh_layout {
+        Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
+        None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
+    };
+    let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+
+    // PVH guests run their own page tables: the pool stays writable.
+    let m = create_machine(&plan, cfg.paging != paging_mode::NATIVE && pvh_layout.is_none())?;
+    let image = match &pvh_image {
+        Some(p) => crate::pvh::boot::load(&m.ram, &bytes, p)?,
+        None => {
+            let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
+            boot::write_page_tables_and_gdt(&m.ram)?;
+            image
+        }
+    };
+    // The VMM's pages: fixed low pages for our guests, the top of RAM for
+    // PVH guests (whose RAM starts at 0).
+    let pages = match &pvh_layout {
+        Some(l) => VmmPages {
+            shared_info: l.shared_info(),
+            console: l.console(),
+            store: l.store(),
+            grantable: (pv_abi::layout::PAGE_SIZE, l.vmm_base),
+        },
+        None => VmmPages {
+            shared_info: SHARED_INFO,
+            console: CONSOLE_RING,
+            store: STORE_RING,
+            grantable: (pv_abi::layout::KERNEL_BASE, plan.pool_start),
+        },
+    };
+    let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), pages.shared_info)?);
+    let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1));
+    let core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
+    let attached = attach_devices(cfg, disks, &core.store, &evtchn, &grants)?;
+    let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
+    let pvh = match pvh_layout {
+        Some(l) => {
+            let si = crate::pvh::boot::write_start_info(&m.ram, &l, &cfg.cmdline)?;
+            let clock = crate::pvh::boot::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
+            let mut pvh = crate::pvh::PvhState::new(l, m.vm.clone(), m.ram.clone(), clock);
+            pvh.console_evtchn = core.console_port;
+            pvh.store_evtchn = core.store_port;
+            Some(Box::new(pvh))
+        }
+        None => {
+            write_start_info(cfg, &m.ram, &plan, &image, &core)?;
+            None
+        }
+    };
+
+    let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
+    dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
+    dom.pvh = pvh;
+    let mut threads = vec![("pv-core".to_string(), core.subscribers)];
+    threads.extend(attached.threads);
+    let devices =
+        threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Vm {
+        vcpu,
+        devices,
+        _vm: m.vm,
+        _kvm: m.kvm,
+        dom,
+        store: core.store,
+        echo: attached.echo,
+        blk: attached.blk,
+        console: core.console,
+        timeout: cfg.timeout,
+        image,
+        created_at,
+        first_run_at: None,
+    })
+}
+
+/// The image's name (for messages) and bytes.
+fn read_kernel(kernel: &Kernel) -> Result<(String, Cow<'static, [u8]>), VmmError> {
+    Ok(match kernel {
+        Kernel::Bundled(name, img) => ((*name).to_string(), (*img).into()),
+        Kernel::File(path) => {
+            let data = std::fs::read(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => VmmError::KernelNotFound(path.clone()),
+                _ => VmmError::KernelRead { path: path.clone(), source: e },
+            })?;
+            (path.display().to_string(), data.into())
+        }
+    })
+}
+
+/// Opens KVM, checks the capabilities the VMM relies on, creates the VM
+/// with its memory slots (the pool read-only unless `native` paging) and
+/// the in-kernel irqchip.
+fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, VmmError> {
+    let kvm = open_kvm()?;
+    for (cap, what) in [
+        (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmmError::MissingCap(what));
+        }
+    }
+    if pool_readonly && !kvm.check_extension(Cap::ReadonlyMem) {
+        return Err(VmmError::MissingCap("KVM_CAP_READONLY_MEM"));
+    }
+    let vm = Arc::new(kvm.create_vm().map_err(VmmError::kvm("create_vm"))?);
+    let slots = plan.slots(pool_readonly);
+    let ram = GuestRam::new(&slots)?;
+    ram.register(&vm, &slots)?;
+    vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+    Ok(Machine { kvm, vm, ram })
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> VmmError {
+    move |e| VmmError::Io(what, e)
+}
+
+/// The console and the store: ring pages and pre-bound event channels, as
+/// Xen's domain builder sets them up, served on the `pv-core` thread.
+fn setup_core_pages(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    evtchn: &Arc<EventChannels>,
+    pages: &VmmPages,
+) -> Result<CorePages, VmmError> {
+    let console_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
+    let console_port = evtchn.prebind(console_wake.clone()).map_err(VmmError::device("console"))?;
+    let sink_out = cfg.console.clone();
+    let console = Arc::new(Mutex::new(
+        Console::new(
+            ram.mem(),
+            pages.console,
+            Arc::new(move |b: &[u8]| sink_out.write(b)),
+            Arc::new(PortNotifier::new(evtchn.clone(), console_port)),
+        )
+        .map_err(VmmError::device("console"))?,
+    ));
+    let mut subscribers: Vec<Subscriber> =
+        vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
+
+    let store = SharedStore::new();
+    let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
+    let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
+    let store_page = RingPage::assigned(ram.mem(), pages.store).map_err(VmmError::device("store"))?;
+    let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
+    subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
+        server,
+        store_wake,
+        PortNotifier::new(evtchn.clone(), store_port),
+    ))));
+    Ok(CorePages { console, console_port, store, store_port, subscribers })
+}
+
+/// Creates the guest's devices in the store and their back-ends: one
+/// thread for the sample devices, one per disk, so a slow disk never
+/// delays another device.
+fn attach_devices(
+    cfg: &VmConfig,
+    disks: Vec<Disk>,
+    store: &SharedStore,
+    evtchn: &Arc<EventChannels>,
+    grants: &Arc<GrantTable>,
+) -> Result<Attached, VmmError> {
+    let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
+    let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
+    let mut threads = Vec::new();
+    let mut echo = Vec::new();
+    let mut echo_subs: Vec<Subscriber> = Vec::new();
+    for id in 0..cfg.echo_devices {
+        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
+            .map_err(VmmError::device("echo device"))?;
+        let dev = XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
+            .map_err(io("echo device"))?;
+        let dev = Arc::new(Mutex::new(dev));
+        echo_subs.push(dev.clone());
+        echo.push(dev);
+    }
+    if !echo_subs.is_empty() {
+        threads.push(("pv-echo".to_string(), echo_subs));
+    }
+    let mut blk = Vec::new();
+    for (i, disk) in disks.into_iter().enumerate() {
+        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
+            .map_err(VmmError::device("vbd device"))?;
+        let dev = XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
+            .map_err(io("vbd device"))?;
+        let dev = Arc::new(Mutex::new(dev));
+        threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
+        blk.push(dev);
+    }
+    Ok(Attached { echo, blk, threads })
+}
+
+/// Writes start-info with the console and store channels filled in.
+fn write_start_info(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    plan: &MemoryPlan,
+    image: &ImageInfo,
+    core: &CorePages,
+) -> Result<(), VmmError> {
+    let mut si = boot::write_start_info(ram, plan, image.end, &cfg.cmdline, cfg.paging)?;
+    si.console.evtchn = core.console_port;
+    si.store.evtchn = core.store_port;
+    ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_open_errors_say_what_to_do() {
+        let msg = |errno| kvm_open_error(kvm_ioctls::Error::new(errno)).to_string();
+        assert!(msg(libc::ENOENT).contains("/dev/kvm not found"));
+        assert!(msg(libc::EACCES).contains("kvm' group"));
+        assert!(msg(libc::EBUSY).starts_with("cannot open /dev/kvm"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999G"), None);
+    }
+
+    #[test]
+    fn every_mem_size_error_names_the_layout_limits() {
+        let limits = format!("between {}M and {}M", MIN_MEM_BYTES >> 20, MAX_MEM_BYTES >> 20);
+        for bad in ["lots", "1M", "8G", "65537K"] {
+            let msg = parse_mem_size(bad).unwrap_err().to_string();
+            assert!(msg.contains(&limits), "{bad}: {msg}");
+        }
+        assert_eq!(parse_mem_size("64M").unwrap(), 64 << 20);
+    }
+
+    #[test]
+    fn mem_size_limits() {
+        assert!(check_mem_size("64M", 64 << 20).is_ok());
+        assert!(check_mem_size("1M", 1 << 20).unwrap_err().to_string().contains("too small"));
+        assert!(check_mem_size("8G", 8 << 30).unwrap_err().to_string().contains("too large"));
+        assert!(check_mem_size("x", (64 << 20) + 1).is_err());
+    }
+}
