@@ -51,6 +51,7 @@ impl_pod!(
     crate::event_channel::EvtchnClose,
     crate::event_channel::EvtchnUnmask,
     crate::event_channel::EvtchnStatus,
+    crate::event_channel::EvtchnBindVirq,
     crate::grant_table::GrantEntryV1,
     crate::grant_table::GnttabSetupTable,
     crate::grant_table::GnttabQuerySize,

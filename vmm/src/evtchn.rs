@@ -71,6 +71,10 @@ enum PortState {
     Unbound {
         remote_dom: DomId,
     },
+    /// Bound to a virtual IRQ of vCPU 0 (`EVTCHNOP_bind_virq`).
+    Virq {
+        virq: u32,
+    },
     /// Connected to a domain-0 endpoint whose back-end sleeps on `wake`.
     Interdomain {
         remote_port: u32,
@@ -124,14 +128,8 @@ impl EventChannels {
     /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
     /// Needs the in-kernel irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
-        use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
-        entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
-        entry.u.msi.data = UPCALL_VECTOR; // fixed delivery, edge
-        let routing = KvmIrqRouting::from_entries(&[entry])
-            .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
-        vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        Self::route_upcall(&vm, UPCALL_VECTOR as u8).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
         ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
         Ok(EventChannels {
@@ -142,6 +140,22 @@ impl EventChannels {
             upcall,
             counters: EvtchnCounters::default(),
         })
+    }
+
+    /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
+    /// delivery, edge).
+    fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
+        use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
+        let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+        entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
+        entry.u.msi.data = u32::from(vector);
+        let routing = KvmIrqRouting::from_entries(&[entry]).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+        vm.set_gsi_routing(&routing)
+    }
+
+    /// `HVMOP_set_evtchn_upcall_vector`: upcalls go to `vector` from now on.
+    pub fn set_upcall_vector(&self, vector: u8) -> Result<(), kvm_ioctls::Error> {
+        Self::route_upcall(&self.vm, vector)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -246,6 +260,41 @@ impl EventChannels {
             d.bound_to = None;
         }
         Ok(())
+    }
+
+    /// `EVTCHNOP_bind_virq` for vCPU 0: a fresh port raised by
+    /// [`notify_virq`](Self::notify_virq). A virq binds once (`EEXIST`).
+    pub fn bind_virq(&self, virq: u32, vcpu: u32) -> Result<u32, i64> {
+        if virq >= NR_VIRQS || vcpu != 0 {
+            return Err(EINVAL);
+        }
+        let mut t = self.lock();
+        if t.ports.iter().any(|p| matches!(p, PortState::Virq { virq: v } if *v == virq)) {
+            return Err(pv_abi::errno::EEXIST);
+        }
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        t.ports[port as usize] = PortState::Virq { virq };
+        Ok(port)
+    }
+
+    /// Raises `virq` on the port bound to it, if any (Xen's `send_guest_vcpu_virq`).
+    /// Returns whether an upcall was raised.
+    pub fn notify_virq(&self, virq: u32) -> Result<bool, EvtchnError> {
+        let port = self.lock().ports.iter().position(|p| matches!(p, PortState::Virq { virq: v } if *v == virq));
+        match port {
+            Some(port) => {
+                self.counters.notifies.fetch_add(1, Ordering::Relaxed);
+                self.set_pending(port as u32)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether `port`'s pending bit is set in the shared-info page.
+    pub fn is_pending(&self, port: u32) -> bool {
+        let Some((word, bit)) = evtchn_word_bit(port) else { return false };
+        let at = self.shared_info + SharedInfo::pending_word_offset(word) as u64;
+        self.ram.with_atomic(at, |w: &AtomicU64| w.load(Ordering::SeqCst) & (1 << bit) != 0).unwrap_or(false)
     }
 
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
@@ -358,9 +407,16 @@ impl EventChannels {
                 self.unmask(a.port).map(|_| 0)
             }
             EVTCHNOP_STATUS => self.status_op(arg),
-            EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => {
-                Err(pv_abi::errno::ENOSYS)
+            EVTCHNOP_BIND_VIRQ => {
+                let mut a: EvtchnBindVirq = ram.read_obj(arg)?;
+                a.port = self.bind_virq(a.virq, a.vcpu)?;
+                if let Err(e) = ram.write_obj(arg, &a) {
+                    self.lock().ports[a.port as usize] = PortState::Free;
+                    return Err(e.into());
+                }
+                Ok(0)
             }
+            EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => Err(pv_abi::errno::ENOSYS),
             _ => Err(pv_abi::errno::ENOSYS),
         }
     }
@@ -451,6 +507,10 @@ impl EventChannels {
             PortState::Interdomain { remote_port, .. } => {
                 a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
                 EVTCHNSTAT_INTERDOMAIN
+            }
+            PortState::Virq { virq } => {
+                a.u.virq = *virq;
+                EVTCHNSTAT_VIRQ
             }
         };
         drop(t);

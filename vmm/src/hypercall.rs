@@ -22,9 +22,11 @@ pub struct HypercallTable {
 }
 
 /// The handlers every VMM installs.
-const DEFAULT_HANDLERS: [(u64, Handler); 9] = [
+const DEFAULT_HANDLERS: [(u64, Handler); 11] = [
     (nr::CONSOLE_IO, do_console_io),
-    (nr::SCHED_OP, do_sched_op),
+    (nr::SCHED_OP, crate::pvh::timer::sched_op),
+    (nr::SET_TIMER_OP, crate::pvh::timer::set_timer_op),
+    (nr::VCPU_OP, crate::pvh::timer::vcpu_op),
     (nr::XEN_VERSION, do_xen_version),
     (nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1])),
     (nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op),
@@ -111,7 +113,7 @@ fn do_console_io(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
 }
 
-fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+pub(crate) fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     match a[0] {
         // The vCPU blocks in the guest's own `sti; hlt` (handled in the
         // kernel with the in-kernel irqchip), so these return at once.

@@ -33,6 +33,7 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             if v.vector < 0x10 {
                 return Err(EINVAL);
             }
+            dom.evtchn.set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
             dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
             Ok(0)
         }

@@ -21,6 +21,7 @@ pub mod hvm_op;
 pub mod hypercall_page;
 pub mod memory_op;
 pub mod time;
+pub mod timer;
 
 use backend::grant::MAX_GRANT_FRAMES;
 use kvm_ioctls::VmFd;
@@ -117,6 +118,8 @@ pub struct PvhState {
     pub grant_frames: u32,
     /// The pvclock parameters.
     pub clock: time::PvClock,
+    /// The one-shot timer (started on first use).
+    pub timer: Option<timer::Timer>,
 }
 
 impl std::fmt::Debug for PvhState {
@@ -140,6 +143,7 @@ impl PvhState {
             placed: [None; PLACEABLE],
             grant_frames: 0,
             clock,
+            timer: None,
         }
     }
 
