@@ -170,3 +170,75 @@ fn pvh_64_bit_guest_uses_the_64_bit_convention() {
     assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
     check_body(&vm);
 }
+
+/// `VIRQ_TIMER` bound with `EVTCHNOP_bind_virq`, raised by `set_timer_op`
+/// and by the `vcpu_op` single-shot timer, waited for with `SCHEDOP_poll`;
+/// pvclock system time advancing; the upcall vector and callback
+/// parameter. Uses `compat` layouts when `compat`.
+fn timer_body(a: &mut Asm, compat: bool) {
+    let hole = MEM as u32;
+    let s = SCRATCH;
+    a.load_eax(hole + 48).store_eax(RESULTS + 30 * 4);
+    let b = s + 0xb00;
+    a.poke(b, 0).poke(b + 4, 0).poke(b + 8, 0);
+    a.hypercall(EVENT_CHANNEL_OP, &[1, b], 31).load_eax(b + 8).store_eax(RESULTS + 32 * 4);
+    a.poke(s + 0xb40, 0).poke(s + 0xb44, 0).hypercall(EVENT_CHANNEL_OP, &[1, s + 0xb40], 33);
+    a.hypercall(15, &[1, 0], 34); // set_timer_op(1 ns): already due
+    let ps = s + 0xc00;
+    if compat {
+        a.poke(ps, b + 8).poke(ps + 4, 1).poke(ps + 8, 0).poke(ps + 12, 0);
+    } else {
+        a.poke(ps, b + 8).poke(ps + 4, 0).poke(ps + 8, 1).poke(ps + 12, 0).poke(ps + 16, 0).poke(ps + 20, 0);
+    }
+    a.hypercall(29, &[3, ps], 35).load_eax(hole + 2048).store_eax(RESULTS + 36 * 4);
+    a.poke(hole + 2048, 0);
+    let v = s + 0xd00;
+    a.poke(v, 1).poke(v + 4, 0).poke(v + 8, 1).hypercall(24, &[6, 0, v], 37); // in the past + FUTURE flag
+    a.poke(v + 8, 0).hypercall(24, &[6, 0, v], 38);
+    a.hypercall(29, &[3, ps], 39).load_eax(hole + 2048).store_eax(RESULTS + 40 * 4);
+    a.load_eax(hole + 48).store_eax(RESULTS + 41 * 4);
+    let st = s + 0xe00;
+    a.poke(st, 0x7ff0).load_eax(b + 8).store_eax(st + 4).hypercall(EVENT_CHANNEL_OP, &[5, st], 42);
+    a.load_eax(st + 8).store_eax(RESULTS + 43 * 4).load_eax(st + 16).store_eax(RESULTS + 44 * 4);
+    let u = s + 0xe40;
+    a.poke(u, 0).poke(u + 4, 0xf3).hypercall(HVM_OP, &[23, u], 45);
+    a.poke(u + 4, 5).hypercall(HVM_OP, &[23, u], 46);
+    let p = s + 0xe80;
+    a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, 0xf3).poke(p + 12, 0x0200_0000).hypercall(HVM_OP, &[0, p], 47);
+    a.poke(p + 8, 0).poke(p + 12, 0).hypercall(HVM_OP, &[1, p], 48).load_eax(p + 8).store_eax(RESULTS + 49 * 4);
+}
+
+fn check_timer_body(vm: &Vm) {
+    assert_eq!(result(vm, 31), 0, "bind_virq");
+    let port = result(vm, 32);
+    assert!(port > 0 && port < 32, "port {port}");
+    assert_eq!(result(vm, 33), err(EEXIST), "VIRQ_TIMER binds once");
+    assert_eq!((result(vm, 34), result(vm, 35)), (0, 0), "set_timer_op, poll");
+    assert_ne!(result(vm, 36) & (1 << port), 0, "set_timer_op raised VIRQ_TIMER");
+    assert_eq!(result(vm, 37), -62, "VCPU_SSHOTTMR_future in the past: ETIME");
+    assert_eq!((result(vm, 38), result(vm, 39)), (0, 0), "single-shot timer, poll");
+    assert_ne!(result(vm, 40) & (1 << port), 0, "the single-shot timer raised VIRQ_TIMER");
+    assert!(result(vm, 41) as u32 > result(vm, 30) as u32, "pvclock system time advanced");
+    assert_eq!((result(vm, 42), result(vm, 43), result(vm, 44)), (0, 4, 0), "status: EVTCHNSTAT_virq, VIRQ_TIMER");
+    assert_eq!((result(vm, 45), result(vm, 46)), (0, err(EINVAL)), "upcall vector");
+    assert_eq!((result(vm, 47), result(vm, 48), result(vm, 49)), (0, 0, 0xf3), "callback vector param");
+}
+
+#[test]
+fn pvh_timer_raises_virq_timer_and_pvclock_advances() {
+    for long in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Asm::default();
+        a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+        if long {
+            a.enter_long_mode();
+        }
+        body(&mut a, !long);
+        timer_body(&mut a, !long);
+        a.poweroff(0);
+        let (run, vm) = run(dir.path(), &a, long);
+        assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+        check_body(&vm);
+        check_timer_body(&vm);
+    }
+}
