@@ -179,6 +179,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1));
     let core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
     let attached = attach_devices(cfg, disks, &core.store, &evtchn, &grants)?;
+    crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     let pvh = match pvh_layout {
         Some(l) => {
@@ -282,8 +283,13 @@ fn setup_core_pages(
         )
         .map_err(VmmError::device("console"))?,
     ));
-    let mut subscribers: Vec<Subscriber> =
-        vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
+    let mut handler = backend::console::ConsoleHandler::new(console.clone(), console_wake);
+    // Console input from the VMM's stdin when the output goes to stdout
+    // and stdin is a terminal or a pipe.
+    if matches!(cfg.console, crate::console::ConsoleOut::Stdout) && crate::console::stdin_is_interactive() {
+        handler = handler.with_stdin();
+    }
+    let mut subscribers: Vec<Subscriber> = vec![Arc::new(Mutex::new(handler))];
 
     let store = SharedStore::new();
     let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
@@ -329,6 +335,8 @@ fn attach_devices(
     for (i, disk) in disks.into_iter().enumerate() {
         let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
             .map_err(VmmError::device("vbd device"))?;
+        let dev_name = crate::pvh::xenstore::disk_name(i);
+        store.write(&format!("{}/dev", paths.back), dev_name.as_bytes()).map_err(VmmError::device("vbd device"))?;
         let dev = XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
             .map_err(io("vbd device"))?;
         let dev = Arc::new(Mutex::new(dev));

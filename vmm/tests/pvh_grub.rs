@@ -56,6 +56,7 @@ fn grub_reads_a_file_from_our_blkback_and_powers_off() {
     );
     let (status, stdout, stderr) = boot_grub(&img);
     assert!(stdout.contains("cfg-from-disk"), "GRUB did not run the disk's grub.cfg:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("(xen/xvda)"), "GRUB names the disk after the back end's `dev` node:\n{stdout}");
     assert!(stdout.contains(text), "the file's text is missing:\n{stdout}\n{stderr}");
     assert_eq!(status, Some(0), "halt powers off with status 0:\n{stdout}\n{stderr}");
 }

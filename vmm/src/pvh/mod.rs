@@ -22,6 +22,7 @@ pub mod hypercall_page;
 pub mod memory_op;
 pub mod time;
 pub mod timer;
+pub mod xenstore;
 
 use backend::grant::MAX_GRANT_FRAMES;
 use kvm_ioctls::VmFd;
