@@ -4,7 +4,8 @@
 //! for `x86_64-unknown-none` (feature `guest-image`) with its own target
 //! directory and a scrubbed environment, then generates `images.rs`, which
 //! embeds each image with `include_bytes!`. In that nested build (target
-//! `x86_64-unknown-none`) it only passes the linker script.
+//! `x86_64-unknown-none`) it only passes the linker script. Either way it
+//! exports the script's path to dependent crates (`links = "pv_guest"`).
 
 use std::env;
 use std::fmt::Write as _;
@@ -19,6 +20,9 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let target = env::var("TARGET").expect("cargo sets TARGET");
     println!("cargo:rerun-if-changed=guest.ld");
+    // For out-of-tree guests: their build script reads this as
+    // `DEP_PV_GUEST_LINKER_SCRIPT` (the `links` key in Cargo.toml).
+    println!("cargo:linker-script={}", manifest_dir.join("guest.ld").display());
     if target == GUEST_TARGET {
         println!("cargo:rustc-link-arg-bins=-T{}", manifest_dir.join("guest.ld").display());
         return;

@@ -11,7 +11,7 @@
 //! access; dropping the last one clears the flags. Every access through a
 //! mapping is bounded to its page.
 
-use pv_abi::event_channel::{DomId, DOMID_VMM};
+use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -175,7 +175,7 @@ impl GrantTable {
             .with_atomic(entry, |w: &AtomicU64| {
                 for _ in 0..64 {
                     let cur = w.load(Ordering::SeqCst);
-                    let (flags, domid, frame) = (cur as u16, (cur >> 16) as DomId, (cur >> 32) as u32);
+                    let GrantEntryV1 { flags, domid, frame } = GrantEntryV1::from_word(cur);
                     if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || domid != DOMID_VMM {
                         return Err(GrantError::NotPermitted(gref));
                     }
@@ -310,6 +310,17 @@ impl GrantMapping {
         self.table.mem.read_slice(buf, at).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
     }
 
+    /// Copies `out.len()` wire structures (such as indirect segment
+    /// descriptors) out of the granted page from `offset`.
+    pub fn read_pod<T: pv_abi::Pod>(&self, offset: u64, out: &mut [T]) -> Result<(), GrantError> {
+        let len = std::mem::size_of_val(out);
+        // SAFETY: the byte view covers exactly the memory of `out`, which it
+        // borrows mutably; `T: Pod` has no padding bytes and accepts every
+        // bit pattern, so whatever bytes the guest wrote form valid `T`s.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), len) };
+        self.read(offset, bytes)
+    }
+
     /// Copies bytes into the granted page (writable mappings only).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), GrantError> {
         if !self.writable {
@@ -357,17 +368,7 @@ mod tests {
 
     fn grant(gt: &GrantTable, gref: u32, frame_gpa: u64, flags: u16) {
         let e = GrantEntryV1 { flags, domid: DOMID_VMM, frame: (frame_gpa / PAGE_SIZE) as u32 };
-        let bytes: [u8; 8] = [
-            e.flags.to_le_bytes()[0],
-            e.flags.to_le_bytes()[1],
-            e.domid.to_le_bytes()[0],
-            e.domid.to_le_bytes()[1],
-            e.frame.to_le_bytes()[0],
-            e.frame.to_le_bytes()[1],
-            e.frame.to_le_bytes()[2],
-            e.frame.to_le_bytes()[3],
-        ];
-        gt.mem.write_slice(&bytes, GuestAddress(TABLE + gref as u64 * 8)).unwrap();
+        gt.mem.write_obj(e.to_word(), GuestAddress(TABLE + gref as u64 * 8)).unwrap();
     }
 
     fn flags(gt: &GrantTable, gref: u32) -> u16 {

@@ -1,18 +1,38 @@
-//! Back-end drivers.
+//! Back-end devices.
 //!
-//! Each back-end (the console, the `echo` sample device, blkback, and the
-//! net driver to come) is an `event-manager` subscriber run on a device
-//! thread, woken by the eventfd its event channel signals, and reaching
-//! guest memory only through [`grant::GrantTable`] mappings. Device logic is
-//! transport-agnostic; the Xen shared ring is the first transport.
+//! Each device (the console, the `echo` sample, block; net to come) runs as
+//! an `event-manager` subscriber on a device thread, woken by the eventfd
+//! its event channel signals. A device folder holds three separate pieces,
+//! as in rust-vmm's virtio-blk and Firecracker's device folders:
+//!
+//! * device logic — `request.rs` (a transport-free request: operation and
+//!   guest-memory ranges the transport already checked and mapped) and
+//!   `executor.rs` (runs it; knows nothing of rings, grants or descriptors);
+//! * transports — `xen.rs` (a Xen ring page + grant references + an event
+//!   channel, set up by the xenbus handshake; a virtio transport sits
+//!   beside it and builds the same request);
+//! * `metrics.rs` — shared atomic counters ([`metrics`]).
+//!
+//! Shared by every Xen transport: [`grant`] (the only way to reach guest
+//! pages), [`ring_page`] (a granted page as ring memory), [`serve`] (the one
+//! request loop, with its per-wake budget) and [`xenbus`] (the handshake,
+//! and the one constructor the VMM's device table wires every device
+//! through). [`ratelimit`] bounds guest-caused log lines. [`DEVICE_TYPES`]
+//! lists every device type the VMM can offer.
 
 pub mod block;
 pub mod console;
 pub mod echo;
 pub mod grant;
+pub mod metrics;
+pub mod ratelimit;
 pub mod ring_page;
 pub mod serve;
 pub mod xenbus;
+
+/// Every device type the VMM can offer a guest, one line each (see the
+/// README's "Adding a new PV device").
+pub const DEVICE_TYPES: &[xenbus::DeviceType] = &[echo::xen::DEVICE, block::xen::DEVICE];
 
 /// How a back-end notifies its front end: the VMM implements it by raising
 /// the event channel the device is bound to.

@@ -20,6 +20,12 @@ pub trait RingService {
     fn ring(&mut self) -> &mut BackRing<RingPage, Self::Req, Self::Rsp>;
     /// Handles one (already copied) request and returns its response.
     fn answer(&mut self, req: &Self::Req) -> Self::Rsp;
+    /// Budget units answering `req` costs (default 1): a request whose work
+    /// grows with its size (a large discard) costs more, so a wake-up does
+    /// bounded work whatever the guest asks.
+    fn cost(&self, _req: &Self::Req) -> usize {
+        1
+    }
     /// Publishes pushed responses, notifying the front end if Xen's rule
     /// says it waits. Called at least once per batch.
     fn publish(&mut self);
@@ -40,7 +46,8 @@ pub trait RingService {
         self.process_budget(usize::MAX).0
     }
 
-    /// Like [`process`](Self::process) but stops after `budget` requests;
+    /// Like [`process`](Self::process) but stops once `budget` units are
+    /// spent (see [`cost`](Self::cost); one per request by default);
     /// also returns whether requests were left on the ring. A stopped
     /// device does nothing.
     fn process_budget(&mut self, budget: usize) -> (usize, bool)
@@ -61,20 +68,21 @@ pub trait RingService {
 }
 
 /// Serves requests until the ring is empty (and the final check agrees) or
-/// `budget` requests were answered. Returns the number answered and whether
+/// `budget` units (see [`RingService::cost`]) were spent. Returns the number answered and whether
 /// requests were left. A corrupt ring is an error after publishing what
 /// was answered; the caller stops the device.
 pub fn serve<S: RingService>(s: &mut S, budget: usize) -> Result<(usize, bool), (usize, RingError)> {
-    let mut done = 0;
+    let (mut done, mut spent) = (0, 0usize);
     loop {
         loop {
-            if done >= budget {
+            if spent >= budget {
                 s.publish();
                 let more = matches!(s.ring().unconsumed_requests(), Ok(n) if n > 0);
                 return Ok((done, more));
             }
             match s.ring().pop_request() {
                 Ok(Some(req)) => {
+                    spent = spent.saturating_add(s.cost(&req));
                     let rsp = s.answer(&req);
                     if let Err(e) = s.ring().push_response(&rsp) {
                         s.publish();

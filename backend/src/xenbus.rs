@@ -12,11 +12,13 @@
 //! the VMM implements, so this crate stays independent of the VMM.
 
 use crate::grant::GrantTable;
+use crate::metrics::DeviceMetrics;
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
 use pv_abi::xenbus::XenbusState;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Store access for a back-end (absolute paths, domain-0 rights).
@@ -43,10 +45,11 @@ pub trait FrontendKeys {
     /// The value of `key` under the front end's directory.
     fn read(&self, key: &str) -> Option<String>;
 
-    /// `key` as a decimal `u32`, with a message naming the key otherwise.
+    /// `key` as a decimal `u32` (strictly: [`pv_abi::xenbus::parse_u32`]),
+    /// with a message naming the key otherwise.
     fn read_u32(&self, key: &str) -> Result<u32, String> {
         let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
-        v.trim().parse().map_err(|_| format!("front end's '{key}' is not a number: {v:?}"))
+        pv_abi::xenbus::parse_u32(v.as_bytes()).ok_or_else(|| format!("front end's '{key}' is not a number: {v:?}"))
     }
 }
 
@@ -54,6 +57,8 @@ pub trait FrontendKeys {
 pub trait SplitBackend: Send + 'static {
     /// Device type in the store (`echo`, `vbd`, `vif`).
     fn device_type(&self) -> &'static str;
+    /// The device's metrics (shared: readable while the device runs).
+    fn metrics(&self) -> Arc<dyn DeviceMetrics>;
     /// `(key, value)` pairs published in the back-end directory before
     /// `InitWait` (`feature-*`, sizes...).
     fn features(&self) -> Vec<(String, String)>;
@@ -88,6 +93,110 @@ pub struct DevicePaths {
     pub back: String,
 }
 
+/// What the xenbus devices of one guest share: the store (domain 0's
+/// handle), event-channel binding and the guest's grant table.
+#[derive(Clone)]
+pub struct XenbusHost {
+    /// The store.
+    pub store: Arc<dyn XenbusStore>,
+    /// Event-channel binding.
+    pub evtchn: Arc<dyn EvtchnBinder>,
+    /// The guest's grant table.
+    pub grants: Arc<GrantTable>,
+}
+
+/// A device wired to its guest: what the VMM keeps of it.
+pub struct WiredDevice {
+    /// Device type in the store.
+    pub device_type: &'static str,
+    /// Where it lives in the store.
+    pub paths: DevicePaths,
+    /// Its metrics.
+    pub metrics: Arc<dyn DeviceMetrics>,
+    /// The event handler to run on a device thread.
+    pub subscriber: Arc<Mutex<dyn MutEventSubscriber + Send>>,
+}
+
+impl std::fmt::Debug for WiredDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WiredDevice").field("paths", &self.paths).field("metrics", &self.metrics).finish()
+    }
+}
+
+/// A back end of any device type, as a device table holds it before
+/// wiring: every [`SplitBackend`] is one.
+pub trait XenbusBackend: Send {
+    /// Device type in the store.
+    fn device_type(&self) -> &'static str;
+    /// Wraps the back end in a [`XenbusDevice`] at `paths` (which must
+    /// exist) and returns what the VMM keeps.
+    fn wire(self: Box<Self>, paths: DevicePaths, host: &XenbusHost) -> std::io::Result<WiredDevice>;
+}
+
+impl<B: SplitBackend> XenbusBackend for B {
+    fn device_type(&self) -> &'static str {
+        SplitBackend::device_type(self)
+    }
+
+    fn wire(self: Box<Self>, paths: DevicePaths, host: &XenbusHost) -> std::io::Result<WiredDevice> {
+        let (device_type, metrics) = (SplitBackend::device_type(&*self), self.metrics());
+        let dev = XenbusDevice::new(*self, paths, host)?;
+        let paths = dev.paths().clone();
+        Ok(WiredDevice { device_type, paths, metrics, subscriber: Arc::new(Mutex::new(dev)) })
+    }
+}
+
+/// A device type the VMM can offer a guest (one line of
+/// [`DEVICE_TYPES`](crate::DEVICE_TYPES)).
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceType {
+    /// Type name in the store and on the command line
+    /// (`vmm run --device <name>[,<options>]`).
+    pub name: &'static str,
+    /// Store id of the `i`-th device of this type.
+    pub id: fn(usize) -> u32,
+    /// Whether each device gets a device thread of its own (disks: a slow
+    /// one never delays another) rather than one shared by its type.
+    pub own_thread: bool,
+    /// Builds a back end from its options (the text after the first comma).
+    pub build: fn(&str) -> Result<Box<dyn XenbusBackend>, String>,
+}
+
+/// A device asked for on the command line: `<type>[,<options>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceArg {
+    /// The type name.
+    pub device_type: String,
+    /// Its options (may be empty).
+    pub options: String,
+}
+
+impl DeviceArg {
+    /// A device of type `device_type` with `options`.
+    pub fn new(device_type: &str, options: &str) -> Self {
+        DeviceArg { device_type: device_type.to_string(), options: options.to_string() }
+    }
+
+    /// Its type, if known.
+    pub fn kind(&self) -> Result<&'static DeviceType, String> {
+        crate::DEVICE_TYPES.iter().find(|t| t.name == self.device_type).ok_or_else(|| {
+            let known: Vec<_> = crate::DEVICE_TYPES.iter().map(|t| t.name).collect();
+            format!("unknown device type '{}' (known: {})", self.device_type, known.join(", "))
+        })
+    }
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (t, o) = s.split_once(',').unwrap_or((s, ""));
+        let arg = DeviceArg::new(t, o);
+        arg.kind()?;
+        Ok(arg)
+    }
+}
+
 /// The generic handshake driver and event handler around a [`SplitBackend`].
 pub struct XenbusDevice<B: SplitBackend> {
     /// The device.
@@ -99,6 +208,7 @@ pub struct XenbusDevice<B: SplitBackend> {
     store_wake: Arc<EventFd>,
     evtchn_wake: Arc<EventFd>,
     port: Option<u32>,
+    log: crate::ratelimit::LogLimiter,
 }
 
 struct Keys<'a> {
@@ -116,23 +226,19 @@ impl<B: SplitBackend> XenbusDevice<B> {
     /// Publishes the back-end directory (features, `InitWait`) and starts
     /// watching the front end. The front-end directory must exist already
     /// (the VMM creates both, as Xen's toolstack does).
-    pub fn new(
-        backend: B,
-        paths: DevicePaths,
-        store: Arc<dyn XenbusStore>,
-        evtchn: Arc<dyn EvtchnBinder>,
-        grants: Arc<GrantTable>,
-    ) -> std::io::Result<Self> {
+    pub fn new(backend: B, paths: DevicePaths, host: &XenbusHost) -> std::io::Result<Self> {
+        let XenbusHost { store, evtchn, grants } = host.clone();
         let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         let evtchn_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         for (k, v) in backend.features() {
             store.write(&format!("{}/{k}", paths.back), &v);
         }
-        store.write(&format!("{}/state", paths.back), XenbusState::InitWait.as_str());
-        if !store.watch(&format!("{}/state", paths.front), store_wake.clone()) {
+        store.write(&format!("{}/{STATE}", paths.back), XenbusState::InitWait.as_str());
+        if !store.watch(&format!("{}/{STATE}", paths.front), store_wake.clone()) {
             return Err(std::io::Error::other("cannot watch the front end's state"));
         }
-        Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None })
+        let log = crate::ratelimit::LogLimiter::default();
+        Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None, log })
     }
 
     /// The store paths of this device.
@@ -141,16 +247,16 @@ impl<B: SplitBackend> XenbusDevice<B> {
     }
 
     fn set_state(&self, state: XenbusState) {
-        self.store.write(&format!("{}/state", self.paths.back), state.as_str());
+        self.store.write(&format!("{}/{STATE}", self.paths.back), state.as_str());
     }
 
     fn front_state(&self) -> Option<XenbusState> {
-        self.store.read(&format!("{}/state", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
+        self.store.read(&format!("{}/{STATE}", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
     }
 
     fn connect(&mut self) -> Result<(), String> {
         let keys = Keys { store: &*self.store, dir: &self.paths.front };
-        let port = keys.read_u32("event-channel")?;
+        let port = keys.read_u32(EVENT_CHANNEL)?;
         // Bind first so the device can notify from `connect` on.
         let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
         if let Err(e) = self.backend.connect(&keys, &self.grants, notify) {
@@ -175,8 +281,8 @@ impl<B: SplitBackend> XenbusDevice<B> {
                 match self.connect() {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
-                        tracing::warn!("{}: cannot connect: {e}", self.paths.back);
-                        self.store.write(&format!("{}/error", self.paths.back), &e);
+                        crate::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
+                        self.store.write(&format!("{}/{ERROR}", self.paths.back), &e);
                         self.set_state(XenbusState::Closing);
                     }
                 }
@@ -216,5 +322,24 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
         }
         // The front end may have moved before we started watching.
         self.frontend_changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_args_name_a_known_type() {
+        let a: DeviceArg = "vbd,/x/d.img,readonly".parse().unwrap();
+        assert_eq!(a, DeviceArg::new("vbd", "/x/d.img,readonly"));
+        assert_eq!("echo".parse::<DeviceArg>().unwrap(), DeviceArg::new("echo", ""));
+        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err();
+        assert!(e.contains("unknown device type 'nosuch'") && e.contains("echo, vbd"), "{e}");
+        let kind = DeviceArg::new("echo", "x").kind().unwrap();
+        assert!((kind.build)("x").is_err(), "echo takes no options");
+        assert_eq!(((kind.build)("").unwrap()).device_type(), "echo");
+        let vbd = DeviceArg::new("vbd", "").kind().unwrap();
+        assert_eq!(((vbd.id)(0), (vbd.id)(1)), (51712, 51728), "xvda, xvdb");
     }
 }

@@ -20,17 +20,18 @@ pub unsafe fn hypercall(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) ->
     let ret: i64;
     // SAFETY: an `out` to the hypercall port traps to the VMM, which only
     // changes `rax` and the memory named by the arguments (the caller's
-    // contract); all argument registers are declared as inputs.
+    // contract) and the argument registers (declared clobbered).
     unsafe {
         asm!(
             "out {port}, al",
             port = const HYPERCALL_PORT,
             inlateout("rax") nr as i64 => ret,
-            in("rdi") a1,
-            in("rsi") a2,
-            in("rdx") a3,
-            in("r10") a4,
-            in("r8") a5,
+            // Clobbered: a continuation re-enters with updated arguments.
+            inlateout("rdi") a1 => _,
+            inlateout("rsi") a2 => _,
+            inlateout("rdx") a3 => _,
+            inlateout("r10") a4 => _,
+            inlateout("r8") a5 => _,
             options(nostack, preserves_flags),
         );
     }

@@ -21,14 +21,13 @@ use pv_abi::blkif::*;
 use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::GrantRef;
 use pv_abi::layout::PAGE_SIZE;
+use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_64};
 use ring_buffers::{FrontRing, RawMemory, RingError, RingMemory};
 
 /// Requests in flight at most (one ring).
 pub const SLOTS: usize = BLKIF_RING_SIZE as usize;
 /// Most segments this front end puts in one request (indirect beyond 11).
 pub const MAX_SEGMENTS: usize = 32;
-/// `info` bit: read-only disk (Xen's `VDISK_READONLY`).
-pub const VDISK_READONLY: u32 = 4;
 
 /// What the back end says about the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +139,9 @@ impl core::fmt::Debug for BlkFront {
 /// Calls `f` with each disk's `vdev` under `device/vbd`, in store order.
 pub fn list_disks(store: &mut Store, mut f: impl FnMut(u32)) -> Result<(), BlkError> {
     let mut buf = [0u8; 256];
-    let n = match store.directory("device/vbd", &mut buf) {
+    let mut dir = NodePath::<64>::new("device")?;
+    dir.push(DEVICE_TYPE)?;
+    let n = match store.directory(dir.as_str(), &mut buf) {
         Ok(n) => n,
         Err(StoreError::Xs(e)) if e == pv_abi::errno::ENOENT => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -173,17 +174,18 @@ pub fn connect(store: &mut Store, vdev: u32) -> Result<BlkFront, BlkError> {
     let ring = FrontRing::init(mem)?;
     let ring_ref = grant::grant_page(DOMID_VMM, page, false).ok_or(BlkError::NoMemory)?;
     let port = evtchn::alloc_unbound(DOMID_VMM)?;
-    let mut dir = NodePath::<64>::new("device/vbd")?;
+    let mut dir = NodePath::<64>::new("device")?;
+    dir.push(DEVICE_TYPE)?;
     dir.push_u32(vdev)?;
     crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
-        for (key, v) in [("ring-ref", ring_ref), ("event-channel", port)] {
+        for (key, v) in [(xb::RING_REF, ring_ref), (xb::EVENT_CHANNEL, port)] {
             let mut p = NodePath::<96>::new(d)?;
             p.push(key)?;
             c.write_u32(p.as_str(), v)?;
         }
         let mut p = NodePath::<96>::new(d)?;
-        p.push("protocol")?;
-        c.write(p.as_str(), b"x86_64-abi")
+        p.push(xb::PROTOCOL)?;
+        c.write(p.as_str(), XEN_IO_PROTO_ABI_X86_64.as_bytes())
     })
     .map_err(BlkError::Connect)?;
     // The disk's size and features, from the back end's directory.
@@ -191,12 +193,12 @@ pub fn connect(store: &mut Store, vdev: u32) -> Result<BlkFront, BlkError> {
     let be_len = crate::xenbus::read_backend_path(store, dir.as_str(), &mut be)?.len();
     let be = core::str::from_utf8(&be[..be_len]).map_err(|_| StoreError::BadValue)?;
     let info = DiskInfo {
-        sectors: read_u64(store, be, "sectors")?.ok_or(StoreError::BadValue)?,
-        sector_size: read_u64(store, be, "sector-size")?.unwrap_or(512) as u32,
-        info: read_u64(store, be, "info")?.unwrap_or(0) as u32,
-        flush: read_u64(store, be, "feature-flush-cache")? == Some(1),
-        discard: read_u64(store, be, "feature-discard")? == Some(1),
-        max_indirect: read_u64(store, be, "feature-max-indirect-segments")?.unwrap_or(0) as u32,
+        sectors: read_u64(store, be, keys::SECTORS)?.ok_or(StoreError::BadValue)?,
+        sector_size: read_u64(store, be, keys::SECTOR_SIZE)?.unwrap_or(SECTOR_SIZE) as u32,
+        info: read_u64(store, be, keys::INFO)?.unwrap_or(0) as u32,
+        flush: read_u64(store, be, keys::FEATURE_FLUSH_CACHE)? == Some(1),
+        discard: read_u64(store, be, keys::FEATURE_DISCARD)? == Some(1),
+        max_indirect: read_u64(store, be, keys::FEATURE_MAX_INDIRECT_SEGMENTS)?.unwrap_or(0) as u32,
     };
     Ok(BlkFront { ring, slots: [FREE_SLOT; SLOTS], seq: 0, vdev, info, ring_ref, port, notifies: 0, leaked_grants: 0 })
 }

@@ -135,15 +135,16 @@ impl EchoFront {
 /// Sets up echo device `id` and runs the xenbus handshake with its back end.
 pub fn connect(store: &mut crate::xenbus::Store, id: u32) -> Result<EchoFront, EchoError> {
     let front = EchoFront::new()?;
-    let mut dir = crate::xenbus::NodePath::<64>::new("device/echo").map_err(EchoError::Store)?;
+    let mut dir = crate::xenbus::NodePath::<64>::new("device").map_err(EchoError::Store)?;
+    dir.push(pv_abi::echo::DEVICE_TYPE).map_err(EchoError::Store)?;
     dir.push_u32(id).map_err(EchoError::Store)?;
     let (ring_ref, port) = (front.ring_ref, front.port);
     crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
         let mut p = crate::xenbus::NodePath::<96>::new(d)?;
-        p.push("ring-ref")?;
+        p.push(pv_abi::xenbus::keys::RING_REF)?;
         c.write_u32(p.as_str(), ring_ref)?;
         let mut p = crate::xenbus::NodePath::<96>::new(d)?;
-        p.push("event-channel")?;
+        p.push(pv_abi::xenbus::keys::EVENT_CHANNEL)?;
         c.write_u32(p.as_str(), port)
     })
     .map_err(EchoError::Connect)?;

@@ -13,11 +13,14 @@ use pv_abi::hypercall::nr;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo, BITS_PER_WORD};
 
 /// Ports this guest tracks (the VMM offers no more).
-pub const MAX_PORTS: usize = 1024;
+pub const MAX_PORTS: usize = pv_abi::event_channel::MAX_PORTS as usize;
 
 static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 static PORT_EVENTS: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Per selector bit: how often the upcall handler found it set (the
+/// upcall-pending edge of the ports in that bitmap word).
+static WORD_SCANS: [AtomicU32; BITS_PER_WORD as usize] = [const { AtomicU32::new(0) }; BITS_PER_WORD as usize];
 
 const APIC_SVR: u32 = 0xf0;
 const APIC_TPR: u32 = 0x80;
@@ -70,7 +73,7 @@ pub fn initialized() -> bool {
     SHARED_INFO.load(SeqCst) != 0
 }
 
-/// The upcall (interrupt vector 0x30): Xen's 2-level scan.
+/// The upcall (interrupt vector `UPCALL_VECTOR`): Xen's 2-level scan.
 pub extern "C" fn pv_upcall_handler() {
     UPCALLS.fetch_add(1, SeqCst);
     let base = SHARED_INFO.load(SeqCst);
@@ -88,6 +91,7 @@ pub extern "C" fn pv_upcall_handler() {
             while sel != 0 {
                 let word = sel.trailing_zeros() as usize;
                 sel &= sel - 1;
+                WORD_SCANS[word].fetch_add(1, SeqCst);
                 let pending = si_word(SharedInfo::pending_word_offset(word));
                 let mask = si_word(SharedInfo::mask_word_offset(word)).load(SeqCst);
                 let mut ready = pending.load(SeqCst) & !mask;
@@ -109,6 +113,13 @@ pub extern "C" fn pv_upcall_handler() {
 /// Upcall interrupts taken so far.
 pub fn upcalls() -> u64 {
     UPCALLS.load(SeqCst)
+}
+
+/// Upcalls whose selector named the bitmap word of `port` (for a port
+/// alone in its word: the upcall-pending edges raised for it).
+pub fn word_scans(port: u32) -> u32 {
+    let word = (port / BITS_PER_WORD) as usize;
+    WORD_SCANS.get(word).map_or(0, |c| c.load(SeqCst))
 }
 
 /// Events delivered on `port` so far.

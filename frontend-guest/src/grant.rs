@@ -44,7 +44,21 @@ pub fn init() -> Result<(), i16> {
 
 /// `GNTTABOP_setup_table` with arbitrary frame numbers (hostile-guest
 /// tests); returns the `GNTST_*` status the VMM wrote back.
-pub fn setup_frames(frames: &[u64]) -> Result<i16, Errno> {
+///
+/// ```compile_fail,E0133
+/// // Safe code cannot hand the VMM pages it does not own as a grant table.
+/// let _ = frontend_guest::grant::setup_frames(&[0x100]);
+/// ```
+///
+/// # Safety
+///
+/// If the VMM accepts the frames, it treats them as this guest's grant
+/// table from then on (reading entries, and writing `GTF_reading` /
+/// `GTF_writing` into them while grants are mapped) and stops using the
+/// table [`init`] registered. Every frame must be a page the caller owns
+/// for that use for the rest of the guest's life, or one the VMM refuses
+/// (outside usable RAM), so nothing is registered.
+pub unsafe fn setup_frames(frames: &[u64]) -> Result<i16, Errno> {
     let mut op = GnttabSetupTable {
         dom: DOMID_SELF,
         nr_frames: frames.len() as u32,
@@ -86,7 +100,7 @@ fn entry(gref: GrantRef) -> Option<&'static AtomicU64> {
 }
 
 fn encode(flags: u16, domid: DomId, frame: u32) -> u64 {
-    flags as u64 | (domid as u64) << 16 | (frame as u64) << 32
+    GrantEntryV1 { flags, domid, frame }.to_word()
 }
 
 /// The flags of `gref` as the VMM last left them.

@@ -24,12 +24,23 @@ pub fn check(ret: i64) -> Result<u64, Errno> {
 }
 
 /// Raw hypercall with explicit arguments, for tests that probe the VMM with
-/// hostile values. The VMM validates every pointer before use, so a bad one
-/// only yields an error.
-pub fn raw(nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
-    // SAFETY: the VMM treats pointer arguments as untrusted and never writes
-    // guest memory for the calls this is used with (numbers it rejects, and
-    // `console_io` write, which only reads).
+/// hostile values.
+///
+/// ```compile_fail,E0133
+/// // Safe code cannot make the VMM write wherever it likes.
+/// frontend_guest::hypercall::raw(0, 0, 0, 0);
+/// ```
+///
+/// # Safety
+///
+/// Hypercall `nr` may write guest memory at any argument it takes as a
+/// guest address (the VMM checks only that it is guest RAM, not what the
+/// guest keeps there). Each such argument must name memory the caller owns
+/// for the size the hypercall writes, or be an address the VMM refuses
+/// (outside RAM, in its reserved pages), so the call fails without writing.
+pub unsafe fn raw(nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    // SAFETY: the caller upholds the contract above for every address
+    // argument; the remaining registers are zero.
     unsafe { arch::hypercall(nr, a1, a2, a3, 0, 0) }
 }
 

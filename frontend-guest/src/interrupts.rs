@@ -10,8 +10,7 @@ use crate::arch;
 use core::sync::atomic::{AtomicU64, Ordering};
 use pv_abi::layout::SELECTOR_CODE64;
 
-/// The vector the VMM routes event-channel upcalls to.
-pub const UPCALL_VECTOR: u8 = 0x30;
+pub use pv_abi::event_channel::UPCALL_VECTOR;
 
 /// The IDT: 256 gates of 16 bytes, each as two words, so it can be a plain
 /// (atomic, hence safely mutable) static.

@@ -345,8 +345,9 @@ pub fn mmuext_op(ops: &[MmuextOp]) -> Result<(), Errno> {
 /// `multicall(entries, count)`: each entry's `result` is filled in.
 pub fn multicall(entries: &mut [MulticallEntry]) -> Result<(), Errno> {
     // SAFETY: the VMM reads the entries and writes only their `result`
-    // fields; the argument pointers inside were built by the caller, and
-    // each nested call checks its own.
+    // fields (and the `args` of an entry it continues); the argument
+    // pointers inside were built by the caller, and each nested call
+    // checks its own.
     let ret = unsafe { arch::hypercall(nr::MULTICALL, entries.as_mut_ptr() as u64, entries.len() as u64, 0, 0, 0) };
     check(ret).map(|_| ())
 }

@@ -531,15 +531,9 @@ pub fn names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     buf.split(|&b| b == 0).filter(|n| !n.is_empty())
 }
 
-/// Parses a decimal u32 as written to the store (ASCII digits only, a
-/// trailing NUL tolerated, no overflow).
-pub fn parse_u32(v: &[u8]) -> Option<u32> {
-    let v = v.strip_suffix(b"\0").unwrap_or(v);
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u32, |a, d| a.checked_mul(10)?.checked_add(u32::from(d - b'0')))
-}
+/// Parses a decimal u32 as written to the store: pv-abi's one strict
+/// parser, shared with the VMM.
+pub use pv_abi::xenbus::parse_u32;
 
 /// Formats `v` in decimal into `buf`, returning the digits.
 pub fn fmt_u32(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {

@@ -18,6 +18,7 @@
 
 use core::fmt;
 
+use pv_abi::xenbus::keys;
 pub use pv_abi::xenbus::XenbusState;
 use ring_buffers::RingMemory;
 
@@ -90,7 +91,7 @@ pub fn switch_state<M: RingMemory, T: StoreTransport>(
     state: XenbusState,
 ) -> Result<(), StoreError> {
     let mut p = NodePath::<256>::new(dev_path)?;
-    p.push("state")?;
+    p.push(keys::STATE)?;
     client.write(p.as_str(), state.as_str().as_bytes())
 }
 
@@ -144,7 +145,7 @@ pub fn read_backend_path<'b, M: RingMemory, T: StoreTransport>(
     buf: &'b mut [u8],
 ) -> Result<&'b str, StoreError> {
     let mut p = NodePath::<256>::new(dev_path)?;
-    p.push("backend")?;
+    p.push(keys::BACKEND)?;
     let n = client.read(p.as_str(), buf)?;
     core::str::from_utf8(&buf[..n]).map_err(|_| StoreError::BadValue)
 }
@@ -155,7 +156,7 @@ pub fn read_backend_id<M: RingMemory, T: StoreTransport>(
     dev_path: &str,
 ) -> Result<u32, StoreError> {
     let mut p = NodePath::<256>::new(dev_path)?;
-    p.push("backend-id")?;
+    p.push(keys::BACKEND_ID)?;
     client.read_u32(p.as_str())
 }
 
@@ -188,7 +189,7 @@ pub fn connect_frontend<M: RingMemory, T: StoreTransport>(
     let mut be = [0u8; 128];
     let be_len = read_backend_path(client, dev_dir, &mut be)?.len();
     let mut be_state = NodePath::<256>::new(core::str::from_utf8(&be[..be_len]).map_err(|_| StoreError::BadValue)?)?;
-    be_state.push("state")?;
+    be_state.push(keys::STATE)?;
     let s = wait_for_state(client, be_state.as_str(), |s| s >= XenbusState::InitWait)?;
     if s >= XenbusState::Closing {
         return Err(ConnectError::BackendGaveUp(s));

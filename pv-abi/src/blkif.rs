@@ -11,6 +11,38 @@ pub type BlkifVdev = u16;
 /// A 512-byte sector number (Xen's `blkif_sector_t`).
 pub type BlkifSector = u64;
 
+/// Device type name in the store (Xen's virtual block device:
+/// `device/vbd/<vdev>`).
+pub const DEVICE_TYPE: &str = "vbd";
+
+/// `info` bit: the disk is read-only (Xen's `VDISK_READONLY`).
+pub const VDISK_READONLY: u32 = 4;
+
+/// Store keys of a virtual block device (beyond `xenbus::keys`), as in
+/// Xen's `io/blkif.h`.
+pub mod keys {
+    /// Back end: size in 512-byte sectors.
+    pub const SECTORS: &str = "sectors";
+    /// Back end: logical sector size in bytes.
+    pub const SECTOR_SIZE: &str = "sector-size";
+    /// Back end: physical sector size in bytes.
+    pub const PHYSICAL_SECTOR_SIZE: &str = "physical-sector-size";
+    /// Back end: `VDISK_*` bits.
+    pub const INFO: &str = "info";
+    /// Back end: `r` or `w`.
+    pub const MODE: &str = "mode";
+    /// Back end: `BLKIF_OP_FLUSH_DISKCACHE` is supported (`1`).
+    pub const FEATURE_FLUSH_CACHE: &str = "feature-flush-cache";
+    /// Back end: `BLKIF_OP_DISCARD` is supported (`1`).
+    pub const FEATURE_DISCARD: &str = "feature-discard";
+    /// Back end: discard granularity in bytes.
+    pub const DISCARD_GRANULARITY: &str = "discard-granularity";
+    /// Back end: discard alignment in bytes.
+    pub const DISCARD_ALIGNMENT: &str = "discard-alignment";
+    /// Back end: most segments of an indirect request (0 or absent: none).
+    pub const FEATURE_MAX_INDIRECT_SEGMENTS: &str = "feature-max-indirect-segments";
+}
+
 /// Sector size the protocol counts in.
 pub const SECTOR_SIZE: u64 = 512;
 /// Sectors per page.
@@ -183,12 +215,30 @@ pub struct BlkifResponse {
 }
 crate::assert_layout!(BlkifResponse, size = 16, id = 0, operation = 8, status = 10);
 
+crate::pod::impl_pod!(BlkifRequest, BlkifRequestSegment, BlkifRequestDiscard, BlkifRequestIndirect, BlkifResponse);
+crate::pod::impl_pod!(x86_32::Request, x86_32::Response);
+
 /// Slots in a one-page block ring (Xen's `__CONST_RING_SIZE(blkif, 4096)`).
 pub const BLKIF_RING_SIZE: u32 =
     crate::ring::ring_size(crate::layout::PAGE_SIZE as usize, crate::ring::slot_size::<BlkifRequest, BlkifResponse>());
 const _: () = assert!(BLKIF_RING_SIZE == 32);
 
+impl BlkifRequestSegment {
+    /// Sectors `first_sect..=last_sect` of the page granted as `gref`.
+    pub const fn new(gref: GrantRef, first_sect: u8, last_sect: u8) -> Self {
+        BlkifRequestSegment { gref, first_sect, last_sect, _pad: 0 }
+    }
+}
+
 impl BlkifRequest {
+    /// A direct request (read, write or flush) of `segs` (at most
+    /// [`BLKIF_MAX_SEGMENTS_PER_REQUEST`]; more are ignored) from `sector`.
+    pub fn direct(operation: u8, id: u64, sector_number: BlkifSector, segs: &[BlkifRequestSegment]) -> Self {
+        let n = segs.len().min(BLKIF_MAX_SEGMENTS_PER_REQUEST);
+        let mut r = BlkifRequest { operation, nr_segments: n as u8, id, sector_number, ..Default::default() };
+        r.seg[..n].copy_from_slice(&segs[..n]);
+        r
+    }
     /// Reinterprets this slot as a discard request.
     pub fn as_discard(&self) -> BlkifRequestDiscard {
         let mut out = BlkifRequestDiscard::default();

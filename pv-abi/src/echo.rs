@@ -9,6 +9,12 @@
 /// Device type name in the store (`device/echo/<id>`).
 pub const DEVICE_TYPE: &str = "echo";
 
+/// Store keys of the echo device (beyond `xenbus::keys`).
+pub mod keys {
+    /// Back end: XOR is supported (`1`).
+    pub const FEATURE_XOR: &str = "feature-xor";
+}
+
 /// Do nothing but answer (a pure event round trip).
 pub const ECHO_OP_PING: u8 = 0;
 /// Sum the bytes of the granted range (the grant may be read-only); the sum
@@ -60,3 +66,5 @@ pub struct EchoResponse {
     pub value: u32,
 }
 crate::assert_layout!(EchoResponse, size = 16, id = 0, status = 8, value = 12);
+
+crate::pod::impl_pod!(EchoRequest, EchoResponse);

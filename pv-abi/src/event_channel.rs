@@ -18,6 +18,16 @@ pub const DOMID_VMM: DomId = 0;
 /// Number of ports of the 2-level ABI on a 64-bit guest (64 x 64 bits).
 pub const EVTCHN_2L_NR_CHANNELS: u32 = 4096;
 
+/// Ports the VMM offers a guest (bounded well below
+/// [`EVTCHN_2L_NR_CHANNELS`] so per-guest tables stay small); a guest need
+/// track no more.
+pub const MAX_PORTS: u32 = 1024;
+const _: () = assert!(MAX_PORTS <= EVTCHN_2L_NR_CHANNELS);
+
+/// The interrupt vector the VMM delivers event-channel upcalls on (an MSI
+/// to the local APIC); the guest installs its upcall handler there.
+pub const UPCALL_VECTOR: u8 = 0x30;
+
 /// `EVTCHNOP_bind_interdomain`: connect to a remote domain's unbound port.
 pub const EVTCHNOP_BIND_INTERDOMAIN: u32 = 0;
 /// `EVTCHNOP_bind_virq` (not implemented by the VMM).

@@ -6,10 +6,26 @@
 //! `dx` stays free for an argument). Registers follow Xen's x86-64 PV ABI:
 //! the hypercall number in `rax`, arguments in `rdi, rsi, rdx, r10, r8`, and
 //! the result back in `rax`: zero or a value on success, a negated
-//! [`errno`](crate::errno) value on failure. All other registers are
-//! preserved. Port I/O is used instead of `vmcall` because it exits to the
+//! [`errno`](crate::errno) value on failure. The argument registers may be
+//! changed (see "Continuations"); all other registers are preserved. Port I/O is used instead of `vmcall` because it exits to the
 //! VMM on every KVM backend (including software ones where `vmcall` hangs),
 //! and the VMM reads and writes the registers through `kvm_run` sync regs.
+//!
+//! # Continuations
+//!
+//! A hypercall whose cost the guest chooses (`mmu_update`, `mmuext_op`,
+//! `multicall`, `GNTTABOP_copy`) does a bounded amount of work per exit.
+//! When the bound is reached the VMM creates a continuation, as Xen's
+//! `hypercall_create_continuation`: it moves `rip` back by
+//! [`HYPERCALL_INSN_LEN`] onto the `out`, leaves the number in `rax` and
+//! puts the remaining work's arguments in the argument registers, so the
+//! guest re-executes the hypercall with them (interrupts and the VMM's
+//! time limit get a chance in between). The guest therefore must use the
+//! two-byte `out imm8, al` form and treat the argument registers as
+//! clobbered. `mmu_update`/`mmuext_op` continue with
+//! `count = remaining | MMU_UPDATE_PREEMPTED` and accumulate `*pdone`;
+//! `multicall` continues at the first entry not finished (an entry that
+//! was itself continued has its `args` rewritten in the guest's array).
 //!
 //! Pointer arguments are guest-physical addresses. (Xen PV guests pass
 //! virtual addresses and Xen walks the guest page tables; our guests keep an
@@ -17,6 +33,10 @@
 
 /// The I/O port a guest writes to make a hypercall.
 pub const HYPERCALL_PORT: u16 = 0xb2;
+
+/// Length of the hypercall instruction (`out imm8, al`: `e6 b2`), by which
+/// the VMM rewinds `rip` to continue a preempted hypercall.
+pub const HYPERCALL_INSN_LEN: u64 = 2;
 
 /// The I/O port of the guest-to-host event-channel doorbell: a 32-bit `out`
 /// of an event-channel port number notifies that port without a userspace

@@ -18,6 +18,11 @@ pub const MMU_PT_UPDATE_NO_TRANSLATE: u64 = 3;
 /// Mask of the command bits in `MmuUpdate::ptr`.
 pub const MMU_UPDATE_CMD_MASK: u64 = 3;
 
+/// Set in the `count` of a continued `mmu_update`/`mmuext_op` (Xen's
+/// `MMU_UPDATE_PREEMPTED`): the rest of a batch the VMM preempted;
+/// `*pdone` already holds the number done before.
+pub const MMU_UPDATE_PREEMPTED: u64 = 0x8000_0000;
+
 /// One page-table update (Xen's `mmu_update`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -186,6 +186,8 @@ struct Conn {
     domid: DomId,
     events: VecDeque<WatchEvent>,
     dropped: u64,
+    /// Rate limit of this connection's guest-caused log lines.
+    log: backend::ratelimit::LogLimiter,
     kick: Option<Kick>,
 }
 
@@ -427,7 +429,7 @@ impl Store {
     pub fn connect(&mut self, domid: DomId, kick: Option<Kick>) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.insert(id, Conn { domid, events: VecDeque::new(), dropped: 0, kick });
+        self.conns.insert(id, Conn { domid, events: VecDeque::new(), dropped: 0, log: Default::default(), kick });
         // Domain 0 may always create a home directory.
         let _ = self.mkdir(0, &home(domid));
         id
@@ -605,9 +607,11 @@ impl Store {
                 };
                 if conn.events.len() >= max {
                     conn.dropped += 1;
-                    tracing::warn!(
+                    backend::limited_warn!(
+                        conn.log,
                         domid = conn.domid,
                         path = %ev.path,
+                        dropped = conn.dropped,
                         "store: watch event queue full, event dropped"
                     );
                     return;

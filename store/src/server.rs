@@ -25,15 +25,14 @@
 //!   the store's bounded per-connection queue.
 
 use std::collections::VecDeque;
-use std::mem::{offset_of, size_of};
+use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use backend::ring_page::RingPage;
 use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::*;
-use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, Pod, RingError, RingMemory};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::{ConnId, Kick, SharedStore, Store, StoreError, WatchEvent};
 
@@ -118,8 +117,9 @@ struct Outgoing {
 }
 
 /// The store back end of one guest connection: its ring page and its
-/// connection to the [`SharedStore`].
-pub struct StoreServer<M: RingMemory> {
+/// connection to the [`SharedStore`]. `M` is the ring page's memory:
+/// [`RingPage`] in the VMM and in the tests alike.
+pub struct StoreServer<M: RingMemory = RingPage> {
     store: SharedStore,
     conn: ConnId,
     domid: DomId,
@@ -137,6 +137,8 @@ pub struct StoreServer<M: RingMemory> {
     /// This connection's open transactions.
     transactions: super::transaction::Transactions,
     stats: StoreStats,
+    /// Rate limit of this guest's log lines.
+    log: backend::ratelimit::LogLimiter,
 }
 
 impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
@@ -147,19 +149,6 @@ impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
             .field("broken", &self.broken)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
-    }
-}
-
-impl<'a> StoreServer<GuestRingMemory<'a>> {
-    /// Serves the store page at guest-physical `gpa` of `mem` for `domid`.
-    pub fn over_guest_memory(
-        store: SharedStore,
-        domid: DomId,
-        mem: &'a GuestMemoryMmap,
-        gpa: GuestAddress,
-    ) -> Result<Self, StoreServerError> {
-        let ring = GuestRingMemory::new(mem, gpa, size_of::<XenstoreDomainInterface>())?;
-        Self::new(store, domid, ring)
     }
 }
 
@@ -193,6 +182,7 @@ impl<M: RingMemory> StoreServer<M> {
             more: false,
             transactions: Default::default(),
             stats: StoreStats::default(),
+            log: Default::default(),
         })
     }
 
@@ -327,7 +317,8 @@ impl<M: RingMemory> StoreServer<M> {
         }
         let hdr = self.header();
         if hdr.len > XENSTORE_PAYLOAD_MAX {
-            tracing::warn!(
+            backend::limited_warn!(
+                self.log,
                 domid = self.domid,
                 len = hdr.len,
                 "store request longer than XENSTORE_PAYLOAD_MAX; discarding the ring contents"
@@ -462,11 +453,8 @@ impl<M: RingMemory> StoreServer<M> {
                 })
             }
             XS_GET_DOMAIN_PATH => {
-                let d = one_arg(payload)?;
-                if d.is_empty() || d.len() > 5 || !d.bytes().all(|c| c.is_ascii_digit()) {
-                    return Err(StoreError::Invalid);
-                }
-                let d: DomId = d.parse().map_err(|_| StoreError::Invalid)?;
+                let d = pv_abi::xenbus::parse_u32(one_arg(payload)?.as_bytes());
+                let d = d.and_then(|d| DomId::try_from(d).ok()).ok_or(StoreError::Invalid)?;
                 let mut p = super::home(d).into_bytes();
                 p.push(0);
                 Ok(p)
@@ -493,7 +481,7 @@ impl<M: RingMemory> StoreServer<M> {
             p.push(0);
             if p.len() > XENSTORE_PAYLOAD_MAX as usize {
                 self.stats.dropped_events += 1;
-                tracing::warn!(domid = self.domid, "store: watch event too large, dropped");
+                backend::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
                 continue;
             }
             self.stats.watch_events += 1;

@@ -5,6 +5,7 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 
+use backend::ring_page::RingPage;
 use pv_abi::xs_wire::*;
 use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, RingError};
@@ -296,8 +297,10 @@ impl<'a> Guest<'a> {
     }
 }
 
-fn server<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> StoreServer<GuestRingMemory<'a>> {
-    StoreServer::over_guest_memory(store.clone(), 1, gm, PAGE).unwrap()
+/// The server over the store page, through the same ring-memory type the
+/// VMM uses.
+fn server(store: &SharedStore, gm: &GuestMemoryMmap) -> StoreServer {
+    StoreServer::new(store.clone(), 1, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap()
 }
 
 fn error_reply(m: &(XsdSockmsg, Vec<u8>), req_id: u32, name: &str) {
@@ -723,4 +726,47 @@ fn open_transactions_are_bounded() {
             error_reply(&m, i, "ENOSPC");
         }
     }
+}
+
+/// Warnings logged while `f` runs on this thread.
+fn warnings_during(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<StdMutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || out.clone())
+        .without_time()
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_full_watch_queue_logs_a_bounded_number_of_lines_with_a_suppressed_count() {
+    let limits = Limits { max_nodes: 100, max_value: 100, max_watches: 3, max_pending_events: 2 };
+    let mut s = Store::with_limits(limits);
+    let c = s.connect(1, None);
+    s.watch_conn(c, "n", "t").unwrap();
+    let log = warnings_during(|| {
+        for _ in 0..1000 {
+            s.write(1, "n", b"").unwrap();
+        }
+    });
+    assert!(s.dropped_events(c) >= 990, "{}", s.dropped_events(c));
+    let lines = log.lines().filter(|l| l.contains("queue full")).count();
+    assert!((1..=backend::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
+    assert!(log.contains("dropped="), "{log}");
 }

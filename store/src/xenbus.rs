@@ -1,4 +1,5 @@
-//! The back-end half of the xenbus device handshake.
+//! The toolstack's part of the xenbus device handshake, and the store as
+//! the back ends' state machine reaches it.
 //!
 //! A device of type `<type>` and index `<id>` for guest `<domid>` lives in
 //! two store directories, created by [`create_device`] as Xen's toolstack
@@ -12,14 +13,16 @@
 //! Both start `Initialising`. The back end publishes its features and
 //! switches to `InitWait`; the front end writes `ring-ref` and
 //! `event-channel` and switches to `Initialised`; the back end reads them
-//! ([`read_frontend_ring`]), maps the ring and switches to `Connected`; the
-//! front end follows. Everything read from the front end's directory is
-//! guest-written and validated here.
+//! (`backend::xenbus::FrontendKeys`, through pv-abi's strict decimal
+//! parser), maps the ring and switches to `Connected`; the front end
+//! follows. The back end's side of that is `backend::xenbus::XenbusDevice`
+//! over this store ([`SharedStore`] implements its `XenbusStore`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pv_abi::event_channel::DomId;
+use pv_abi::xenbus::keys::{BACKEND, BACKEND_ID, FRONTEND, FRONTEND_ID, STATE};
 pub use pv_abi::xenbus::XenbusState;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,16 +34,6 @@ pub enum XenbusError {
     /// The store refused the operation.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// A node holds something that is not what the protocol says.
-    #[error("store node {path} holds {value:?}, expected {expected}")]
-    BadValue {
-        /// The node.
-        path: String,
-        /// What it holds (lossily decoded, at most 64 bytes).
-        value: String,
-        /// What was expected.
-        expected: &'static str,
-    },
     /// The device type is not a single valid path component.
     #[error("invalid device type {0:?}")]
     BadDeviceType(String),
@@ -49,15 +42,6 @@ pub enum XenbusError {
 /// The two directories of one device (the back-end crate's type, so
 /// [`create_device`]'s result goes straight to `XenbusDevice`).
 pub use backend::xenbus::DevicePaths;
-
-/// What a front end publishes for a one-ring device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrontendRing {
-    /// Grant reference of the shared ring page (`ring-ref`).
-    pub ring_ref: u32,
-    /// The front end's event-channel port (`event-channel`).
-    pub event_channel: u32,
-}
 
 /// Creates both directories of device `dev_type`/`dev_id` for guest
 /// `frontend_domid` (removing any previous contents), each with state
@@ -80,55 +64,13 @@ pub fn create_device(
             Err(e) => return Err(e.into()),
         }
     }
-    store.write_str(&format!("{back}/frontend"), &front)?;
-    store.write_str(&format!("{back}/frontend-id"), &frontend_domid.to_string())?;
-    store.write_str(&format!("{back}/state"), init)?;
-    store.write_str(&format!("{front}/backend"), &back)?;
-    store.write_str(&format!("{front}/backend-id"), "0")?;
-    store.write_str(&format!("{front}/state"), init)?;
+    store.write_str(&format!("{back}/{FRONTEND}"), &front)?;
+    store.write_str(&format!("{back}/{FRONTEND_ID}"), &frontend_domid.to_string())?;
+    store.write_str(&format!("{back}/{STATE}"), init)?;
+    store.write_str(&format!("{front}/{BACKEND}"), &back)?;
+    store.write_str(&format!("{front}/{BACKEND_ID}"), "0")?;
+    store.write_str(&format!("{front}/{STATE}"), init)?;
     Ok(DevicePaths { front, back })
-}
-
-/// Writes `state` to `<dev_path>/state`.
-pub fn switch_state(store: &SharedStore, dev_path: &str, state: XenbusState) -> Result<(), XenbusError> {
-    store.write_str(&format!("{dev_path}/state"), state.as_str())?;
-    Ok(())
-}
-
-/// Reads the state node `state_path` (for example `<front>/state`). A
-/// missing node reads as `Unknown`, as in Linux's xenbus; anything but a
-/// state number is an error.
-pub fn read_state(store: &SharedStore, state_path: &str) -> Result<XenbusState, XenbusError> {
-    let v = match store.read(state_path) {
-        Ok(v) => v,
-        Err(StoreError::NoEntry) => return Ok(XenbusState::Unknown),
-        Err(e) => return Err(e.into()),
-    };
-    XenbusState::parse(&v).ok_or_else(|| bad_value(state_path, &v, "a xenbus state (0..8)"))
-}
-
-/// Parses a decimal u32 as written to the store: ASCII digits only (a
-/// trailing NUL is tolerated), no sign, no overflow.
-pub fn parse_u32(v: &[u8]) -> Option<u32> {
-    let v = v.strip_suffix(b"\0").unwrap_or(v);
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u32, |a, d| a.checked_mul(10)?.checked_add(u32::from(d - b'0')))
-}
-
-/// Reads a node holding a decimal u32.
-pub fn read_u32(store: &SharedStore, path: &str) -> Result<u32, XenbusError> {
-    let v = store.read(path)?;
-    parse_u32(&v).ok_or_else(|| bad_value(path, &v, "a decimal u32"))
-}
-
-/// Reads the front end's `ring-ref` and `event-channel` from its directory.
-pub fn read_frontend_ring(store: &SharedStore, front: &str) -> Result<FrontendRing, XenbusError> {
-    Ok(FrontendRing {
-        ring_ref: read_u32(store, &format!("{front}/ring-ref"))?,
-        event_channel: read_u32(store, &format!("{front}/event-channel"))?,
-    })
 }
 
 /// The store as the generic xenbus back-end state machine
@@ -155,14 +97,6 @@ impl backend::xenbus::XenbusStore for SharedStore {
     }
 }
 
-fn bad_value(path: &str, v: &[u8], expected: &'static str) -> XenbusError {
-    XenbusError::BadValue {
-        path: path.to_owned(),
-        value: String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned(),
-        expected,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,10 +112,8 @@ mod tests {
         assert_eq!(store.read_string(&format!("{}/frontend", d.back)).unwrap(), d.front);
         assert_eq!(store.read_string(&format!("{}/frontend-id", d.back)).unwrap(), "3");
         for dir in [&d.front, &d.back] {
-            assert_eq!(read_state(&store, &format!("{dir}/state")).unwrap(), XenbusState::Initialising);
+            assert_eq!(store.read_string(&format!("{dir}/state")).unwrap(), XenbusState::Initialising.as_str());
         }
-        switch_state(&store, &d.back, XenbusState::InitWait).unwrap();
-        assert_eq!(read_state(&store, &format!("{}/state", d.back)).unwrap(), XenbusState::InitWait);
         assert!(matches!(create_device(&store, 3, "a/b", 0), Err(XenbusError::BadDeviceType(_))));
         assert!(matches!(create_device(&store, 3, "", 0), Err(XenbusError::BadDeviceType(_))));
     }
@@ -206,26 +138,28 @@ mod tests {
         assert!(s.watch("/local/domain/1/device/echo/0/state", wake.clone()));
     }
 
+    /// What the back ends read from a front end's directory goes through
+    /// pv-abi's strict decimal parser.
     #[test]
     fn guest_written_values_are_validated() {
+        struct Front<'a>(&'a SharedStore, String);
+        impl backend::xenbus::FrontendKeys for Front<'_> {
+            fn read(&self, key: &str) -> Option<String> {
+                backend::xenbus::XenbusStore::read(self.0, &format!("{}/{key}", self.1))
+            }
+        }
+        use backend::xenbus::FrontendKeys;
         let store = SharedStore::new();
         let d = create_device(&store, 1, "echo", 0).unwrap();
-        assert_eq!(read_state(&store, "/local/domain/1/device/echo/9/state").unwrap(), XenbusState::Unknown);
-        store.write_str(&format!("{}/state", d.front), "9").unwrap();
-        assert!(matches!(read_state(&store, &format!("{}/state", d.front)), Err(XenbusError::BadValue { .. })));
-        assert!(matches!(read_frontend_ring(&store, &d.front), Err(XenbusError::Store(StoreError::NoEntry))));
+        let front = Front(&store, d.front.clone());
+        assert!(front.read_u32("event-channel").unwrap_err().contains("has no 'event-channel'"));
         store.write_str(&format!("{}/ring-ref", d.front), "8").unwrap();
         for bad in ["", "-1", "+1", "4294967296", "1x", "0x10", " 1", "99999999999"] {
             store.write_str(&format!("{}/event-channel", d.front), bad).unwrap();
-            assert!(
-                matches!(read_frontend_ring(&store, &d.front), Err(XenbusError::BadValue { .. })),
-                "{bad:?} accepted"
-            );
+            assert!(front.read_u32("event-channel").is_err(), "{bad:?} accepted");
         }
         store.write(&format!("{}/event-channel", d.front), b"4294967295\0").unwrap();
-        assert_eq!(
-            read_frontend_ring(&store, &d.front).unwrap(),
-            FrontendRing { ring_ref: 8, event_channel: u32::MAX }
-        );
+        assert_eq!(front.read_u32("ring-ref"), Ok(8));
+        assert_eq!(front.read_u32("event-channel"), Ok(u32::MAX));
     }
 }

@@ -3,9 +3,11 @@
 //! store page in guest memory; the client's transport runs the server
 //! inline.
 
+use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
 use std::sync::{Arc, Mutex};
 
+use backend::ring_page::RingPage;
 use frontend_guest::store::{names, StoreClient, StoreError, StoreTransport};
 use frontend_guest::xenbus::{self as guest_xenbus, XenbusState};
 use pv_abi::errno;
@@ -23,7 +25,9 @@ const PAGE: GuestAddress = GuestAddress(0x3000);
 /// which the server does nothing can never end in a single thread: that is
 /// a deadlock, reported as a test failure.
 struct Inline<'a> {
-    server: StoreServer<GuestRingMemory<'a>>,
+    server: StoreServer<RingPage>,
+    /// The guest memory the client's `RawMemory` points into.
+    _mem: PhantomData<&'a GuestMemoryMmap>,
     idle: u32,
     /// Runs at each wait, before the server: "meanwhile, elsewhere".
     on_wait: Option<Box<dyn FnMut()>>,
@@ -56,7 +60,7 @@ fn guest_memory() -> GuestMemoryMmap {
 }
 
 fn connect<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> Client<'a> {
-    let server = StoreServer::over_guest_memory(store.clone(), DOMID, gm, PAGE).unwrap();
+    let server = StoreServer::new(store.clone(), DOMID, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap();
     let len = size_of::<XenstoreDomainInterface>();
     // Resolved through vm-memory so the range is known to lie in one region.
     let host = gm.get_slice(PAGE, len).unwrap().ptr_guard_mut().as_ptr();
@@ -67,7 +71,7 @@ fn connect<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> Client<'a> {
     // (the server) and this `RawMemory` (the client), never through `&`/`&mut`
     // references, which is what `RawMemory::new` requires.
     let mem = unsafe { RawMemory::new(host, len) }.unwrap();
-    StoreClient::new(mem, Inline { server, idle: 0, on_wait: None }).unwrap()
+    StoreClient::new(mem, Inline { server, _mem: PhantomData, idle: 0, on_wait: None }).unwrap()
 }
 
 fn req_prod(gm: &GuestMemoryMmap) -> u32 {
@@ -218,6 +222,20 @@ fn watches_fire_and_events_are_not_lost() {
     assert_eq!(c.transport().server.stats().watch_events, 7);
 }
 
+/// The back end's reading of a state node (missing reads as `Unknown`).
+fn state(store: &SharedStore, path: &str) -> XenbusState {
+    store.read(path).map_or(XenbusState::Unknown, |v| XenbusState::parse(&v).expect("a xenbus state"))
+}
+
+/// The back end's reading of a decimal node.
+fn number(store: &SharedStore, path: &str) -> u32 {
+    pv_abi::xenbus::parse_u32(&store.read(path).unwrap()).expect("a decimal u32")
+}
+
+fn switch_state(store: &SharedStore, dir: &str, state: XenbusState) {
+    store.write_str(&format!("{dir}/state"), state.as_str()).unwrap();
+}
+
 #[test]
 fn xenbus_handshake_between_guest_and_back_end() {
     let store = SharedStore::new();
@@ -233,13 +251,14 @@ fn xenbus_handshake_between_guest_and_back_end() {
             &front_state,
             "backend",
             Arc::new(move |_: &WatchEvent| {
-                let state = host_xenbus::read_state(&st, &format!("{}/state", d.front)).unwrap();
+                let state = state(&st, &format!("{}/state", d.front));
                 let mut log = l.lock().unwrap();
                 match state {
                     XenbusState::Initialised => {
-                        let ring = host_xenbus::read_frontend_ring(&st, &d.front).unwrap();
-                        log.push(format!("ring-ref {} event-channel {}", ring.ring_ref, ring.event_channel));
-                        host_xenbus::switch_state(&st, &d.back, XenbusState::Connected).unwrap();
+                        let ring_ref = number(&st, &format!("{}/ring-ref", d.front));
+                        let event_channel = number(&st, &format!("{}/event-channel", d.front));
+                        log.push(format!("ring-ref {ring_ref} event-channel {event_channel}"));
+                        switch_state(&st, &d.back, XenbusState::Connected);
                     }
                     XenbusState::Connected => log.push("front connected".into()),
                     s => log.push(format!("front {s:?}")),
@@ -249,7 +268,7 @@ fn xenbus_handshake_between_guest_and_back_end() {
         .unwrap();
     // The back end publishes its features and waits for the front end.
     store.write_str(&format!("{}/feature-echo", dev.back), "1").unwrap();
-    host_xenbus::switch_state(&store, &dev.back, XenbusState::InitWait).unwrap();
+    switch_state(&store, &dev.back, XenbusState::InitWait);
 
     // The front end, in the guest.
     let mut c = connect(&store, &gm);
@@ -275,7 +294,7 @@ fn xenbus_handshake_between_guest_and_back_end() {
     guest_xenbus::switch_state(&mut c, front, XenbusState::Connected).unwrap();
 
     assert_eq!(*log.lock().unwrap(), ["front Initialising", "ring-ref 8 event-channel 5", "front connected"]);
-    assert_eq!(host_xenbus::read_state(&store, &front_state).unwrap(), XenbusState::Connected);
+    assert_eq!(state(&store, &front_state), XenbusState::Connected);
     // The guest cannot fake the back end's state.
     assert_eq!(guest_xenbus::switch_state(&mut c, &back, XenbusState::Closed), Err(StoreError::Xs(errno::EACCES)));
     // wait_for_state removed its watch.
@@ -299,7 +318,7 @@ fn wait_for_state_follows_a_back_end_that_moves_later() {
             2 => XenbusState::InitWait,
             _ => return,
         };
-        host_xenbus::switch_state(&st, &back, state).unwrap();
+        switch_state(&st, &back, state);
     }));
     let state = format!("{}/state", dev.back);
     assert_eq!(guest_xenbus::wait_for_state(&mut c, &state, |s| s == XenbusState::InitWait), Ok(XenbusState::InitWait));

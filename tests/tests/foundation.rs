@@ -50,6 +50,7 @@ fn hostile_hypercalls_get_errors_and_the_guest_continues() {
     }
     assert_eq!(run.outcome, Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 });
     assert_eq!(run.stats.hypercalls(999), 1);
+    assert_eq!(run.stats.other_hypercalls(), 1, "999 is counted in the \"other\" bucket");
 }
 
 #[test]

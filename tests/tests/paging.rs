@@ -139,3 +139,31 @@ fn direct_paging_hypercalls_are_refused_in_native_mode() {
     // And a pv guest boots, switches to its own tables and shuts down.
     assert_eq!(boot(PV, "test=boot").outcome, OK);
 }
+
+#[test]
+fn hypercall_outputs_aimed_at_page_tables_or_low_pages_fault_and_change_nothing() {
+    for mode in [PV, TRAPPED] {
+        let run = boot(mode, "test=outputs");
+        assert_eq!(run.outcome, OK, "mode {mode}: {}", run.console);
+        assert_eq!(run.console.matches("output into").count(), 8, "mode {mode}: {}", run.console);
+        assert!(!run.console.contains("FAILED"), "mode {mode}: {}", run.console);
+    }
+}
+
+/// One exit never does more than `vmm::preempt::WORK_PER_EXIT` units: a
+/// multicall of 256 mmuext_ops over 20000 flushes each (5M operations) is
+/// continued many times, and every entry still gets its full `pdone`.
+#[test]
+fn a_huge_multicall_batch_is_split_into_bounded_exits_and_completes() {
+    const N: u64 = 20_000;
+    let run = boot(PV, &format!("test=flood n={N} rounds=1"));
+    assert_eq!(run.outcome, OK, "{}", run.console);
+    assert!(run.console.contains(&format!("flood: rounds=1 entries=256 n={N} ok")), "{}", run.console);
+    // 256 * 20001 units at 16K units per exit: at least 312 exits (one
+    // exit, before the bound existed).
+    assert_eq!(vmm::preempt::WORK_PER_EXIT, 16 * 1024);
+    let exits = run.stats.hypercalls(nr::MULTICALL);
+    assert!(exits >= 312, "{exits} multicall exits for 5M operations");
+    // The direct mmuext_op over 20000 was continued once too.
+    assert!(run.stats.hypercalls(nr::MMUEXT_OP) >= 2, "{}", run.stats);
+}

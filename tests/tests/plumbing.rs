@@ -15,8 +15,8 @@ fn pvdev(cmdline: &str, echo: u32) -> (tests::Run, vmm::Vm) {
     boot_vm(VmConfig { echo_devices: echo, ..VmConfig::bundled("pvdev", cmdline) })
 }
 
-fn echo_counters(vm: &vmm::Vm, i: usize) -> backend::echo::EchoCounters {
-    vm.echo[i].lock().unwrap().backend.counters
+fn echo_counters(vm: &vmm::Vm, i: usize) -> &backend::echo::EchoMetrics {
+    vm.pv.metrics(pv_abi::echo::DEVICE_TYPE, i).expect("echo device i")
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn events_both_ways_are_counted_on_both_sides() {
         assert!(field(&run.console, "events:", "upcalls").unwrap() >= N);
         // Host side: N wake-ups, N requests, N notifications back.
         let c = echo_counters(&vm, 0);
-        assert_eq!((c.kicks, c.requests, c.notifies), (N, N, N), "{via}: {c:?}");
+        assert_eq!((c.kicks.get(), c.requests.get(), c.notifies.get()), (N, N, N), "{via}: {c:?}");
         // The send hypercall costs an exit per event; the doorbell none.
         let sends = run.stats.hypercalls(pv_abi::hypercall::nr::EVENT_CHANNEL_OP);
         if via == "hypercall" {
@@ -50,10 +50,11 @@ fn a_steady_stream_sends_far_fewer_notifications_than_requests() {
     let sent = field(&run.console, "stream:", "sent").unwrap();
     let received = field(&run.console, "stream:", "received").unwrap();
     let c = echo_counters(&vm, 0);
-    assert_eq!(c.requests, N);
-    assert_eq!(c.errors, 0);
+    assert_eq!(c.requests.get(), N);
+    assert_eq!(c.errors.get(), 0);
     assert!(sent * 8 <= N, "guest->host notifications {sent} for {N} requests");
-    assert!(c.notifies * 8 <= N && received <= c.notifies, "host->guest {} for {N}", c.notifies);
+    let notifies = c.notifies.get();
+    assert!(notifies * 8 <= N && received <= notifies, "host->guest {notifies} for {N}");
 }
 
 #[test]
@@ -93,12 +94,20 @@ fn store_watch_fires_when_its_path_is_written() {
 }
 
 #[test]
+fn a_device_from_the_generic_table_entry_works_like_echo_n() {
+    // `--device echo` goes through the same table and constructor as `--echo 1`.
+    let devices = vec!["echo".parse().unwrap()];
+    let (run, vm) = boot_vm(VmConfig { devices, ..VmConfig::bundled("pvdev", "test=events n=3") });
+    assert_eq!(run.outcome, OK, "{}", run.console);
+    assert_eq!(echo_counters(&vm, 0).requests.get(), 3);
+    assert_eq!(vm.pv.get(pv_abi::echo::DEVICE_TYPE, 0).unwrap().paths.back, "/local/domain/0/backend/echo/1/0");
+}
+
+#[test]
 fn echo_device_reaches_connected_on_both_sides() {
     let (run, vm) = pvdev("test=events n=3", 1);
     assert_eq!(run.outcome, OK);
-    let dev = vm.echo[0].lock().unwrap();
-    let paths = dev.paths().clone();
-    drop(dev);
+    let paths = vm.pv.get(pv_abi::echo::DEVICE_TYPE, 0).unwrap().paths.clone();
     assert_eq!(vm.store.read_string(&format!("{}/state", paths.back)).unwrap(), "4");
     assert_eq!(vm.store.read_string(&format!("{}/state", paths.front)).unwrap(), "4");
     assert_eq!(vm.store.read_string(&format!("{}/feature-xor", paths.back)).unwrap(), "1");
@@ -110,9 +119,8 @@ fn hostile_guest_gets_errors_and_other_devices_keep_working() {
     assert!(!run.console.contains("FAILED"), "{}", run.console);
     assert_eq!(run.console.matches(": ok").count(), 15, "{}", run.console);
     assert_eq!(run.outcome, OK);
-    let broken = vm.echo[1].lock().unwrap().backend.echo.as_ref().map(|e| e.is_broken());
-    assert_eq!(broken, Some(true), "the corrupt ring stopped device 1");
-    assert_eq!(echo_counters(&vm, 0).requests, 1);
+    assert_eq!(echo_counters(&vm, 1).ring_errors.get(), 1, "the corrupt ring stopped device 1");
+    assert_eq!(echo_counters(&vm, 0).requests.get(), 1);
 }
 
 #[test]

@@ -6,10 +6,11 @@
 //! Each guest operation is timed by differencing: the same image runs the
 //! workload with `n=N` and with `n=0`, so boot and shutdown cancel out.
 
+use crate::builder::open_kvm;
 use crate::console::ConsoleOut;
 use crate::error::VmmError;
 use crate::memory::{GuestRam, Slot};
-use crate::vm::{open_kvm, Outcome, Vm, VmConfig};
+use crate::vm::{Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
 use pv_abi::start_info::paging_mode;
 use serde::Serialize;
@@ -35,6 +36,10 @@ pub struct Record {
     /// Shown in the table; not part of the JSON record format.
     #[serde(skip)]
     pub kvm_exits_per_op: Option<f64>,
+    /// Notifications the split devices' back ends sent the guest per
+    /// operation (from their metrics), where the workload has devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_notifies_per_op: Option<f64>,
 }
 
 /// Bench parameters.
@@ -51,6 +56,8 @@ struct Sample {
     exits: u64,
     kvm_exits: Option<u64>,
     insns: Option<u64>,
+    /// Back-end notifications to the guest, summed over the devices.
+    notifies: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -69,7 +76,9 @@ fn sample(cfg: VmConfig) -> Result<Sample, VmmError> {
         return Err(VmmError::Bench(format!("guest `{cmdline}` failed: {outcome}")));
     }
     let s = vm.stats();
-    Ok(Sample { ns, exits: s.total_exits(), kvm_exits: s.kvm_exits, insns: s.guest_instructions })
+    let counters = vm.pv.iter().flat_map(|d| d.metrics.counters());
+    let notifies = counters.filter(|(k, _)| *k == "notifies").map(|(_, v)| v).reduce(|a, b| a + b);
+    Ok(Sample { ns, exits: s.total_exits(), kvm_exits: s.kvm_exits, insns: s.guest_instructions, notifies })
 }
 
 /// Where the guest workload runs: image, command line (without `n=`) and
@@ -109,7 +118,7 @@ impl Workload {
 pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps: usize) -> Result<Record, VmmError> {
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / iters as f64;
     let mut ns = Vec::new();
-    let (mut exits, mut kvm_exits, mut insns) = (0.0, None, None);
+    let (mut exits, mut kvm_exits, mut insns, mut notifies) = (0.0, None, None, None);
     for _ in 0..reps {
         let base = sample(w.config(0))?;
         let full = sample(w.config(iters))?;
@@ -117,6 +126,7 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         exits = per(full.exits, base.exits);
         kvm_exits = full.kvm_exits.zip(base.kvm_exits).map(|(f, b)| per(f, b));
         insns = full.insns.zip(base.insns).map(|(f, b)| per(f, b));
+        notifies = full.notifies.zip(base.notifies).map(|(f, b)| per(f, b));
     }
     Ok(Record {
         op: op.into(),
@@ -126,6 +136,7 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         instructions_per_op: insns,
         ns_per_op: median(ns),
         kvm_exits_per_op: kvm_exits,
+        backend_notifies_per_op: notifies,
     })
 }
 
@@ -179,6 +190,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
         instructions_per_op: insn0.zip(insn1).map(|(a, b)| (b - a) as f64 / total as f64),
         ns_per_op: median(ns),
         kvm_exits_per_op: Some(1.0),
+        backend_notifies_per_op: None,
     })
 }
 
@@ -223,6 +235,7 @@ pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
         instructions_per_op: Some(0.0),
         ns_per_op: median(per),
         kvm_exits_per_op: Some(0.0),
+        backend_notifies_per_op: None,
     })
 }
 

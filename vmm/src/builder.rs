@@ -14,13 +14,11 @@ use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::PagingState;
 use crate::vcpu::Vcpu;
-use crate::vm::{vbd_vdev, Kernel, Vm, VmConfig};
-use backend::block::{BlockBackend, Disk};
+use crate::vm::{Kernel, Vm, VmConfig};
 use backend::console::Console;
-use backend::echo::EchoBackend;
 use backend::grant::GrantTable;
 use backend::ring_page::RingPage;
-use backend::xenbus::{EvtchnBinder, XenbusDevice, XenbusStore};
+use backend::xenbus::XenbusHost;
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use pv_abi::layout::{CONSOLE_RING, SHARED_INFO, START_INFO, STORE_RING};
 use pv_abi::layout::{MAX_MEM_BYTES, MIN_MEM_BYTES};
@@ -105,6 +103,15 @@ struct Machine {
     ram: GuestRam,
 }
 
+/// Where the VMM's own pages are in guest-physical memory.
+struct VmmPages {
+    shared_info: u64,
+    console: u64,
+    store: u64,
+    /// Frames a grant may name: `[lo, hi)`.
+    grantable: (u64, u64),
+}
+
 /// The pages and channels Xen's domain builder sets up before the guest
 /// runs: the console ring and the store ring, each with a pre-bound port.
 struct CorePages {
@@ -115,20 +122,12 @@ struct CorePages {
     subscribers: Vec<Subscriber>,
 }
 
-/// Where the VMM's own pages are in guest-physical memory.
-struct VmmPages {
-    shared_info: u64,
-    console: u64,
-    store: u64,
-    /// Frames a grant may name: `[lo, hi)`.
-    grantable: (u64, u64),
-}
-
-/// The devices offered to the guest and their device threads.
-struct Attached {
-    echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
-    blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
-    threads: Vec<(String, Vec<Subscriber>)>,
+impl Vm {
+    /// Creates the VM, loads the image and prepares the vCPU at its entry
+    /// ([`build`]).
+    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
+        build(cfg)
+    }
 }
 
 /// Builds the VM `cfg` describes, ready to run at the image's entry.
@@ -147,10 +146,15 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
         None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
     };
-    let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+    let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
 
-    // PVH guests run their own page tables: the pool stays writable.
-    let m = create_machine(&plan, cfg.paging != paging_mode::NATIVE && pvh_layout.is_none())?;
+    // PVH guests run their own page tables (the pool stays writable) and
+    // own low memory; their outputs may not touch the VMM's top pages.
+    let m = create_machine(
+        &plan,
+        cfg.paging != paging_mode::NATIVE && pvh_layout.is_none(),
+        pvh_layout.map(|l| l.vmm_base..l.mem_bytes),
+    )?;
     let image = match &pvh_image {
         Some(p) => crate::pvh::boot::load(&m.ram, &bytes, p)?,
         None => {
@@ -177,9 +181,19 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     };
     let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), pages.shared_info)?);
     let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1));
-    let core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
-    let attached = attach_devices(cfg, disks, &core.store, &evtchn, &grants)?;
+    let mut core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
+    // One binder per device: each closes only the bindings it made.
+    let host = || XenbusHost {
+        store: Arc::new(core.store.clone()),
+        evtchn: Arc::new(EvtchnAdapter::new(evtchn.clone())),
+        grants: grants.clone(),
+    };
+    // One thread for the console and store, one per device type or per
+    // device (each disk): a slow disk never delays another device.
+    let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
+    let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
     crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
+    crate::pvh::xenstore::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     let pvh = match pvh_layout {
         Some(l) => {
@@ -199,8 +213,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
     dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
     dom.pvh = pvh;
-    let mut threads = vec![("pv-core".to_string(), core.subscribers)];
-    threads.extend(attached.threads);
     let devices =
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
@@ -210,8 +222,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         _kvm: m.kvm,
         dom,
         store: core.store,
-        echo: attached.echo,
-        blk: attached.blk,
+        pv,
         console: core.console,
         timeout: cfg.timeout,
         image,
@@ -237,7 +248,11 @@ fn read_kernel(kernel: &Kernel) -> Result<(String, Cow<'static, [u8]>), VmmError
 /// Opens KVM, checks the capabilities the VMM relies on, creates the VM
 /// with its memory slots (the pool read-only unless `native` paging) and
 /// the in-kernel irqchip.
-fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, VmmError> {
+fn create_machine(
+    plan: &MemoryPlan,
+    pool_readonly: bool,
+    pvh_vmm_pages: Option<std::ops::Range<u64>>,
+) -> Result<Machine, VmmError> {
     let kvm = open_kvm()?;
     for (cap, what) in [
         (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
@@ -255,6 +270,13 @@ fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, Vmm
     let slots = plan.slots(pool_readonly);
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
+    // Hypercall outputs may not land in the read-only pool or the VMM's
+    // low pages (`guest_out`).
+    let mut protected = vec![pvh_vmm_pages.unwrap_or(crate::guest_out::RESERVED_LOW)];
+    if pool_readonly {
+        protected.push(plan.pool_start..plan.mem_bytes);
+    }
+    ram.protect_outputs(protected);
     vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
     Ok(Machine { kvm, vm, ram })
 }
@@ -302,48 +324,6 @@ fn setup_core_pages(
         PortNotifier::new(evtchn.clone(), store_port),
     ))));
     Ok(CorePages { console, console_port, store, store_port, subscribers })
-}
-
-/// Creates the guest's devices in the store and their back-ends: one
-/// thread for the sample devices, one per disk, so a slow disk never
-/// delays another device.
-fn attach_devices(
-    cfg: &VmConfig,
-    disks: Vec<Disk>,
-    store: &SharedStore,
-    evtchn: &Arc<EventChannels>,
-    grants: &Arc<GrantTable>,
-) -> Result<Attached, VmmError> {
-    let store_dom0: Arc<dyn XenbusStore> = Arc::new(store.clone());
-    let binder: Arc<dyn EvtchnBinder> = Arc::new(EvtchnAdapter(evtchn.clone()));
-    let mut threads = Vec::new();
-    let mut echo = Vec::new();
-    let mut echo_subs: Vec<Subscriber> = Vec::new();
-    for id in 0..cfg.echo_devices {
-        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, pv_abi::echo::DEVICE_TYPE, id)
-            .map_err(VmmError::device("echo device"))?;
-        let dev = XenbusDevice::new(EchoBackend::default(), paths, store_dom0.clone(), binder.clone(), grants.clone())
-            .map_err(io("echo device"))?;
-        let dev = Arc::new(Mutex::new(dev));
-        echo_subs.push(dev.clone());
-        echo.push(dev);
-    }
-    if !echo_subs.is_empty() {
-        threads.push(("pv-echo".to_string(), echo_subs));
-    }
-    let mut blk = Vec::new();
-    for (i, disk) in disks.into_iter().enumerate() {
-        let paths = pv_store::xenbus::create_device(store, GUEST_DOMID, backend::block::DEVICE_TYPE, vbd_vdev(i))
-            .map_err(VmmError::device("vbd device"))?;
-        let dev_name = crate::pvh::xenstore::disk_name(i);
-        store.write(&format!("{}/dev", paths.back), dev_name.as_bytes()).map_err(VmmError::device("vbd device"))?;
-        let dev = XenbusDevice::new(BlockBackend::new(disk), paths, store_dom0.clone(), binder.clone(), grants.clone())
-            .map_err(io("vbd device"))?;
-        let dev = Arc::new(Mutex::new(dev));
-        threads.push((format!("pv-vbd{i}"), vec![dev.clone() as Subscriber]));
-        blk.push(dev);
-    }
-    Ok(Attached { echo, blk, threads })
 }
 
 /// Writes start-info with the console and store channels filled in.

@@ -3,8 +3,11 @@
 //! device work; it only dispatches exits.
 
 use crate::error::VmmError;
-use crate::evtchn::EventChannels;
+use crate::evtchn::{Binding, EventChannels};
+use backend::block::DiskSpec;
+use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use pv_store::SharedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,24 +16,28 @@ use vmm_sys_util::eventfd::EventFd;
 /// A subscriber the device thread runs.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
-/// Notifies the guest on one event-channel port (the back-ends' `Notify`).
+/// Notifies the guest on one event-channel binding (the back-ends'
+/// `Notify`): after the guest closes the port, notifications through this
+/// notifier are dropped, never delivered to whoever binds the number next.
 #[derive(Debug)]
 pub struct PortNotifier {
     evtchn: Arc<EventChannels>,
-    port: u32,
+    binding: Binding,
 }
 
 impl PortNotifier {
-    /// A notifier for `port`.
+    /// A notifier for the current binding of `port` (generation 0, which
+    /// matches nothing, if the port is not bound).
     pub fn new(evtchn: Arc<EventChannels>, port: u32) -> Self {
-        PortNotifier { evtchn, port }
+        let binding = evtchn.binding(port).unwrap_or(Binding { port, gen: 0 });
+        PortNotifier { evtchn, binding }
     }
 }
 
 impl backend::Notify for PortNotifier {
     fn notify(&self) {
-        if let Err(e) = self.evtchn.notify_guest(self.port) {
-            tracing::debug!("notify port {}: {e}", self.port);
+        if let Err(e) = self.evtchn.notify_binding(self.binding) {
+            tracing::debug!("notify port {}: {e}", self.binding.port);
         }
     }
 }
@@ -78,6 +85,7 @@ impl DeviceThread {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Device);
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = em.run_with_timeout(-1) {
                         tracing::error!("device thread: {e}");
@@ -147,19 +155,115 @@ impl MutEventSubscriber for StoreHandler {
     }
 }
 
-/// Event-channel binding for back-ends over the guest's channels.
-#[derive(Debug, Clone)]
-pub struct EvtchnAdapter(pub Arc<EventChannels>);
+/// Event-channel binding for one back-end device over the guest's
+/// channels: it remembers the bindings it made and closes only those.
+/// One per device (a shared one could not tell whose binding a port is).
+pub struct EvtchnAdapter {
+    evtchn: Arc<EventChannels>,
+    bound: Mutex<Vec<Binding>>,
+}
+
+impl EvtchnAdapter {
+    /// An adapter for one device.
+    pub fn new(evtchn: Arc<EventChannels>) -> Self {
+        EvtchnAdapter { evtchn, bound: Mutex::new(Vec::new()) }
+    }
+}
 
 impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
     fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, String> {
-        self.0.bind_guest_port(port, wake).map_err(|e| e.to_string())?;
-        Ok(Arc::new(PortNotifier::new(self.0.clone(), port)))
+        let b = self.evtchn.bind_guest_port(port, wake).map_err(|e| e.to_string())?;
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.retain(|x| x.port != port);
+        bound.push(b);
+        Ok(Arc::new(PortNotifier { evtchn: self.evtchn.clone(), binding: b }))
     }
 
     fn close(&self, port: u32) {
-        if let Err(e) = self.0.close(port) {
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = bound.iter().position(|b| b.port == port) else {
+            tracing::debug!(port, "close of a port this device did not bind");
+            return;
+        };
+        let b = bound.swap_remove(i);
+        if let Err(e) = self.evtchn.close_binding(b) {
             tracing::debug!("close port {port}: {e}");
         }
+    }
+}
+
+/// One row of the device table: a device type, its id in the store, and
+/// its back end (already built, so bad input fails before KVM is touched).
+pub struct DeviceRow {
+    kind: &'static DeviceType,
+    index: usize,
+    backend: Box<dyn XenbusBackend>,
+}
+
+/// The device table for a VM: its `echo` devices, its disks, then every
+/// `--device`, in that order, each built by its type's one constructor
+/// (`backend::DEVICE_TYPES`).
+pub fn device_table(echo: u32, disks: &[DiskSpec], more: &[DeviceArg]) -> Result<Vec<DeviceRow>, VmmError> {
+    let args = (0..echo)
+        .map(|_| DeviceArg::new(pv_abi::echo::DEVICE_TYPE, ""))
+        .chain(disks.iter().map(|d| DeviceArg::new(pv_abi::blkif::DEVICE_TYPE, &d.to_string())))
+        .chain(more.iter().cloned());
+    let mut rows: Vec<DeviceRow> = Vec::new();
+    for arg in args {
+        let kind = arg.kind().map_err(|why| VmmError::Device { what: "device", why })?;
+        let backend = (kind.build)(&arg.options).map_err(|why| VmmError::Device { what: kind.name, why })?;
+        let index = rows.iter().filter(|r| r.kind.name == kind.name).count();
+        rows.push(DeviceRow { kind, index, backend });
+    }
+    Ok(rows)
+}
+
+/// Device threads to start: (name, subscribers).
+pub type Threads = Vec<(String, Vec<Subscriber>)>;
+
+/// Wires every row of `table` for guest `domid`: its store directories,
+/// the generic xenbus device around its back end, and its device thread
+/// (added to `threads`). Returns the wired devices.
+pub fn wire_devices(
+    table: Vec<DeviceRow>,
+    store: &SharedStore,
+    domid: pv_abi::event_channel::DomId,
+    host: &dyn Fn() -> XenbusHost,
+    threads: &mut Threads,
+) -> Result<PvDevices, VmmError> {
+    let mut devices = Vec::new();
+    for DeviceRow { kind, index, backend } in table {
+        let id = (kind.id)(index);
+        let paths = pv_store::xenbus::create_device(store, domid, backend.device_type(), id)
+            .map_err(VmmError::device(kind.name))?;
+        let dev = backend.wire(paths, &host()).map_err(|e| VmmError::Io("xenbus device", e))?;
+        let thread = if kind.own_thread { format!("pv-{}{index}", kind.name) } else { format!("pv-{}", kind.name) };
+        match threads.iter_mut().find(|(name, _)| *name == thread) {
+            Some((_, subs)) => subs.push(dev.subscriber.clone()),
+            None => threads.push((thread, vec![dev.subscriber.clone()])),
+        }
+        devices.push(dev);
+    }
+    Ok(PvDevices(devices))
+}
+
+/// The VM's split devices, in device-table order.
+#[derive(Debug, Default)]
+pub struct PvDevices(pub Vec<WiredDevice>);
+
+impl PvDevices {
+    /// The `n`-th device of type `device_type`.
+    pub fn get(&self, device_type: &str, n: usize) -> Option<&WiredDevice> {
+        self.0.iter().filter(|d| d.device_type == device_type).nth(n)
+    }
+
+    /// The metrics of the `n`-th device of type `device_type`, as `M`.
+    pub fn metrics<M: 'static>(&self, device_type: &str, n: usize) -> Option<&M> {
+        self.get(device_type, n)?.metrics.as_any().downcast_ref()
+    }
+
+    /// Every device.
+    pub fn iter(&self) -> impl Iterator<Item = &WiredDevice> {
+        self.0.iter()
     }
 }

@@ -53,6 +53,11 @@ pub struct Domain {
     /// The current hypercall came from 32-bit code: arguments use the
     /// compat (32-bit) structure layouts.
     pub compat: bool,
+    /// Work units left in this exit (`preempt`).
+    pub work_left: u64,
+    /// Set by a handler that stopped early: the arguments to re-enter the
+    /// same hypercall with (`preempt`).
+    pub continuation: Option<[u64; 5]>,
 }
 
 impl Domain {
@@ -74,6 +79,8 @@ impl Domain {
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
             pvh: None,
             compat: false,
+            work_left: crate::preempt::WORK_PER_EXIT,
+            continuation: None,
         }
     }
 }

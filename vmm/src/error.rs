@@ -95,6 +95,9 @@ pub enum VmmError {
     /// A benchmark's guest did not behave as the benchmark expects.
     #[error("benchmark: {0}")]
     Bench(String),
+    /// A seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// Writing boot structures into guest memory failed.
     #[error("cannot write boot structures into guest memory: {0}")]
     BootWrite(String),

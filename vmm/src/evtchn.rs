@@ -11,6 +11,14 @@
 //!
 //! The guest is domain [`GUEST_DOMID`]; the VMM and its back-ends are
 //! domain 0. Guest ports are numbered from 1.
+//!
+//! Ownership: each domain-0 binding of a guest port gets a generation
+//! ([`Binding`]). A back end closes and notifies through its binding only,
+//! so after the guest closes a port (`EVTCHNOP_close` frees it, as Xen
+//! does for an interdomain port) and the number is bound again by another
+//! device, the first device's teardown and notifications are no-ops for
+//! the second's. A back end learns of the guest's close through xenbus
+//! (the front end's state), as in Xen.
 
 use crate::memory::GuestRam;
 use kvm_ioctls::{IoEventAddress, VmFd};
@@ -24,11 +32,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// The guest's domain id.
 pub const GUEST_DOMID: DomId = 1;
-/// Ports a guest may use (bounded well below the 2-level ABI's 4096 so the
-/// table stays small; raise if a guest needs more).
-pub const MAX_PORTS: u32 = 1024;
-/// The upcall vector the MSI delivers.
-pub const UPCALL_VECTOR: u32 = 0x30;
+pub use pv_abi::event_channel::{MAX_PORTS, UPCALL_VECTOR};
 /// The GSI the upcall irqfd is routed through.
 pub const UPCALL_GSI: u32 = 24;
 
@@ -44,6 +48,9 @@ pub enum EvtchnError {
     /// KVM refused the doorbell registration.
     #[error("cannot register the doorbell ioeventfd for port {0}")]
     Doorbell(u32),
+    /// The binding was closed (by the guest) since it was made.
+    #[error("event-channel port {0}: this binding was closed")]
+    Stale(u32),
     /// The shared-info page is outside RAM (cannot happen with our layout).
     #[error("shared-info page unreachable")]
     SharedInfo,
@@ -56,7 +63,7 @@ impl EvtchnError {
     /// The errno a guest sees for this error.
     pub fn errno(self) -> i64 {
         match self {
-            EvtchnError::BadPort(_) => EINVAL,
+            EvtchnError::BadPort(_) | EvtchnError::Stale(_) => EINVAL,
             EvtchnError::NoSpace => ENOSPC,
             EvtchnError::Doorbell(_) | EvtchnError::SharedInfo => pv_abi::errno::EIO,
             EvtchnError::BadDomain(_) => ESRCH,
@@ -79,7 +86,19 @@ enum PortState {
     Interdomain {
         remote_port: u32,
         wake: Arc<EventFd>,
+        /// This binding's generation ([`Binding`]).
+        gen: u64,
     },
+}
+
+/// A domain-0 binding of a guest port: the port and the generation it was
+/// bound with. Operations through a stale binding do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The guest port.
+    pub port: u32,
+    /// Generation of the binding (unique per VM).
+    pub gen: u64,
 }
 
 /// A domain-0 endpoint the guest may bind to with `EVTCHNOP_bind_interdomain`.
@@ -105,6 +124,15 @@ pub struct EvtchnCounters {
 struct Table {
     ports: Vec<PortState>,
     dom0: Vec<Dom0Port>,
+    /// Last binding generation handed out.
+    gen: u64,
+}
+
+impl Table {
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
 }
 
 /// The guest's event channels.
@@ -129,11 +157,11 @@ impl EventChannels {
     /// Needs the in-kernel irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        Self::route_upcall(&vm, UPCALL_VECTOR as u8).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        Self::route_upcall(&vm, UPCALL_VECTOR).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
         ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
         Ok(EventChannels {
-            table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new() }),
+            table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new(), gen: 0 }),
             ram,
             shared_info,
             vm,
@@ -189,22 +217,50 @@ impl EventChannels {
         let mut t = self.lock();
         let port = Self::free_port(&t).ok_or(EvtchnError::NoSpace)?;
         self.register_doorbell(port, &wake)?;
-        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake };
+        let gen = t.next_gen();
+        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake, gen };
         Ok(port)
     }
 
     /// Binds domain 0 to a port the guest allocated with
     /// `EVTCHNOP_alloc_unbound` (remote domain 0): the back-end's half of
     /// the xenbus handshake.
-    pub fn bind_guest_port(&self, port: u32, wake: Arc<EventFd>) -> Result<(), EvtchnError> {
+    pub fn bind_guest_port(&self, port: u32, wake: Arc<EventFd>) -> Result<Binding, EvtchnError> {
         let mut t = self.lock();
         match t.ports.get(port as usize) {
             Some(PortState::Unbound { remote_dom: 0 }) => {}
             _ => return Err(EvtchnError::BadPort(port)),
         }
         self.register_doorbell(port, &wake)?;
-        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake };
-        Ok(())
+        let gen = t.next_gen();
+        t.ports[port as usize] = PortState::Interdomain { remote_port: port, wake, gen };
+        Ok(Binding { port, gen })
+    }
+
+    /// The current domain-0 binding of `port`, if it is bound.
+    pub fn binding(&self, port: u32) -> Option<Binding> {
+        match self.lock().ports.get(port as usize) {
+            Some(PortState::Interdomain { gen, .. }) => Some(Binding { port, gen: *gen }),
+            _ => None,
+        }
+    }
+
+    /// Closes `b` if it is still the port's binding (device teardown);
+    /// a stale binding (the guest closed the port, maybe rebound since) is
+    /// left alone.
+    pub fn close_binding(&self, b: Binding) -> Result<(), EvtchnError> {
+        if self.binding(b.port) != Some(b) {
+            return Err(EvtchnError::Stale(b.port));
+        }
+        self.close(b.port)
+    }
+
+    /// Notifies the guest through `b` if it is still the port's binding.
+    pub fn notify_binding(&self, b: Binding) -> Result<bool, EvtchnError> {
+        if self.binding(b.port) != Some(b) {
+            return Err(EvtchnError::Stale(b.port));
+        }
+        self.notify_guest(b.port)
     }
 
     /// Domain 0's `EVTCHNOP_alloc_unbound(remote_dom)`: a domain-0 port
@@ -410,7 +466,7 @@ impl EventChannels {
             EVTCHNOP_BIND_VIRQ => {
                 let mut a: EvtchnBindVirq = ram.read_obj(arg)?;
                 a.port = self.bind_virq(a.virq, a.vcpu)?;
-                if let Err(e) = ram.write_obj(arg, &a) {
+                if let Err(e) = ram.copy_obj_to_guest(arg, &a) {
                     self.lock().ports[a.port as usize] = PortState::Free;
                     return Err(e.into());
                 }
@@ -434,7 +490,7 @@ impl EventChannels {
         t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
         a.port = port;
         drop(t);
-        if let Err(e) = self.ram.write_obj(arg, &a) {
+        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
             self.lock().ports[port as usize] = PortState::Free;
             return Err(e.into());
         }
@@ -457,11 +513,12 @@ impl EventChannels {
         };
         let port = Self::free_port(&t).ok_or(ENOSPC)?;
         self.register_doorbell(port, &wake).map_err(|e| e.errno())?;
-        t.ports[port as usize] = PortState::Interdomain { remote_port: a.remote_port, wake };
+        let gen = t.next_gen();
+        t.ports[port as usize] = PortState::Interdomain { remote_port: a.remote_port, wake, gen };
         t.dom0[idx].bound_to = Some(port);
         a.local_port = port;
         drop(t);
-        if let Err(e) = self.ram.write_obj(arg, &a) {
+        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
             // Undo, so a bad pointer leaves no half-bound channel behind.
             let _ = self.close(port);
             return Err(e.into());
@@ -514,7 +571,7 @@ impl EventChannels {
             }
         };
         drop(t);
-        self.ram.write_obj(arg, &a)?;
+        self.ram.copy_obj_to_guest(arg, &a)?;
         Ok(0)
     }
 }

@@ -53,7 +53,7 @@ fn setup_table(dom: &mut Domain, uop: u64) -> HcResult {
             }
         }
     };
-    dom.ram.write_obj(uop, &op)?;
+    dom.ram.copy_obj_to_guest(uop, &op)?;
     Ok(0)
 }
 
@@ -67,20 +67,28 @@ fn query_size(dom: &mut Domain, uop: u64) -> HcResult {
     } else {
         op.status = GNTST_BAD_DOMAIN;
     }
-    dom.ram.write_obj(uop, &op)?;
+    dom.ram.copy_obj_to_guest(uop, &op)?;
     Ok(0)
 }
 
 /// `GNTTABOP_copy`: each [`GnttabCopy`] is copied in, run, and its
 /// `status` written back; a failed element does not stop the batch.
 fn copy(dom: &mut Domain, uop: u64, count: u64) -> HcResult {
+    const CMD: u64 = GNTTABOP_COPY as u64;
     if count > MAX_COPY_OPS {
         return Err(EINVAL);
     }
     let size = size_of::<GnttabCopy>() as u64;
-    dom.ram.check(uop, count * size)?;
+    // Checked as an output: each status is written back.
+    dom.ram.check_output(uop, count * size)?;
     for i in 0..count {
         let at = uop + i * size;
+        if dom.preempt_check(i) {
+            // Xen's continuation: the same op over the rest.
+            dom.create_continuation([CMD, at, count - i, 0, 0]);
+            return Ok(0);
+        }
+        dom.charge(crate::preempt::COPY_UNITS);
         let op: GnttabCopy = dom.ram.read_obj(at)?;
         let status = match copy_one(dom, &op) {
             Ok(()) => GNTST_OKAY,
@@ -89,7 +97,7 @@ fn copy(dom: &mut Domain, uop: u64, count: u64) -> HcResult {
                 e.gntst()
             }
         };
-        dom.ram.write(at + offset_of!(GnttabCopy, status) as u64, &status.to_le_bytes())?;
+        dom.ram.copy_to_guest(at + offset_of!(GnttabCopy, status) as u64, &status.to_le_bytes())?;
     }
     Ok(0)
 }

@@ -1,7 +1,7 @@
 //! Hypercall dispatch: a table from hypercall number to handler.
 //!
 //! Handlers take the [`Domain`] and the five argument registers and return
-//! a value or an errno. Guest pointers are validated by [`GuestRam`]'s
+//! a value or an errno. Guest pointers are validated by [`GuestRam`](crate::memory::GuestRam)'s
 //! checked copies; nothing here holds a reference into guest memory.
 
 use crate::domain::Domain;
@@ -106,7 +106,8 @@ fn do_console_io(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             Ok(count)
         }
         console_io::READ => {
-            dom.ram.check(buf, count)?;
+            // An output buffer (nothing to read yet): checked as one.
+            dom.ram.check_output(buf, count)?;
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -136,7 +137,7 @@ fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         xen_version::GET_FEATURES => {
             let mut info: xen_version::FeatureInfo = dom.ram.read_obj(a[1])?;
             info.submap = if info.submap_idx == 0 { dom.features } else { 0 };
-            dom.ram.write_obj(a[1], &info)?;
+            dom.ram.copy_obj_to_guest(a[1], &info)?;
             Ok(0)
         }
         _ => Err(ENOSYS),

@@ -51,6 +51,10 @@ struct RunArgs {
     /// default demo gets a scratch image in a temporary directory.
     #[arg(long, value_name = "PATH[,readonly]")]
     disk: Vec<String>,
+    /// Offer a split device of any type in `backend::DEVICE_TYPES`
+    /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
+    #[arg(long, value_name = "TYPE[,OPTIONS]")]
+    device: Vec<backend::xenbus::DeviceArg>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -61,6 +65,9 @@ struct RunArgs {
     /// PTE write traps) or pv (read-only, batched mmu_update).
     #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
     paging: String,
+    /// Run without the per-thread seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +84,9 @@ struct BenchArgs {
     /// Also draw the cost per PTE update against batch size (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// Size of the demo's scratch disk.
@@ -98,8 +108,13 @@ fn kernel(args_kernel: Option<PathBuf>, image: Option<String>) -> Result<Kernel>
 
 /// The demo needs a disk: with none given, a scratch image in a temporary
 /// directory, removed when the returned guard drops.
-fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tempfile::TempDir>, VmmError> {
-    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() {
+fn scratch_disk(
+    kernel: &Kernel,
+    disks: &mut Vec<DiskSpec>,
+    devices: &[backend::xenbus::DeviceArg],
+) -> Result<Option<tempfile::TempDir>, VmmError> {
+    let has_vbd = devices.iter().any(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE);
+    if !matches!(kernel, Kernel::Bundled("demo", _)) || !disks.is_empty() || has_vbd {
         return Ok(None);
     }
     let dir = tempfile::Builder::new().prefix("vmm-demo-").tempdir().map_err(|e| VmmError::Io("scratch disk", e))?;
@@ -111,11 +126,11 @@ fn scratch_disk(kernel: &Kernel, disks: &mut Vec<DiskSpec>) -> Result<Option<tem
 }
 
 fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mem_bytes = vmm::vm::parse_mem_size(&args.mem)?;
+    let mem_bytes = vmm::builder::parse_mem_size(&args.mem)?;
     let kernel = kernel(args.kernel, args.image)?;
     let mut disks =
         args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
-    let _scratch = scratch_disk(&kernel, &mut disks)?;
+    let _scratch = scratch_disk(&kernel, &mut disks, &args.device)?;
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -130,8 +145,13 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
+        devices: args.device,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
+    // Before the device threads start: each installs its filter first.
+    if !args.no_seccomp {
+        vmm::seccomp::enable();
+    }
     let mut vm = Vm::new(&cfg)?;
     let outcome = vm.run()?;
     if args.stats {
@@ -140,6 +160,9 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     match outcome {
         vmm::Outcome::Shutdown { .. } => {}
         other => eprintln!("error: {other}"),
+    }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
     }
     Ok(ExitCode::from(outcome.exit_status() as u8))
 }
@@ -173,6 +196,10 @@ fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
         load(&ev.notifies),
         load(&ev.upcalls)
     );
+    for d in vm.pv.iter() {
+        let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{}: {}", d.paths.back, counters.join(" "));
+    }
 }
 
 fn main() -> ExitCode {
@@ -190,7 +217,12 @@ fn main() -> ExitCode {
                 eprintln!("error: --iters and --reps must be at least 1");
                 return ExitCode::from(2);
             }
-            vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps })
+            if !b.no_seccomp {
+                vmm::seccomp::enable();
+            }
+            vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
+                .map_err(VmmError::from)
+                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {

@@ -40,6 +40,8 @@ pub struct Slot {
 pub struct GuestRam {
     mem: GuestMemoryMmap,
     size: u64,
+    /// Ranges hypercall outputs may not touch (`guest_out`).
+    protected: std::sync::Arc<crate::guest_out::ProtectedRanges>,
 }
 
 impl GuestRam {
@@ -51,7 +53,7 @@ impl GuestRam {
             slots.iter().map(|s| (GuestAddress(s.start), s.len as usize)).collect();
         let mem = GuestMemoryMmap::from_ranges(&ranges)
             .map_err(|e| VmmError::GuestMemory { bytes: size, why: e.to_string() })?;
-        Ok(GuestRam { mem, size })
+        Ok(GuestRam { mem, size, protected: Default::default() })
     }
 
     /// Registers each slot with KVM (slot numbers from 0).
@@ -77,6 +79,10 @@ impl GuestRam {
             unsafe { vm.set_user_memory_region(kvm_slot) }.map_err(VmmError::kvm("set_user_memory_region"))?;
         }
         Ok(())
+    }
+
+    pub(crate) fn protected(&self) -> &crate::guest_out::ProtectedRanges {
+        &self.protected
     }
 
     /// RAM size in bytes.

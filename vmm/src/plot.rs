@@ -166,6 +166,7 @@ mod tests {
             instructions_per_op: None,
             ns_per_op: ns,
             kvm_exits_per_op: None,
+            backend_notifies_per_op: None,
         }
     }
 

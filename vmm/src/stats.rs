@@ -1,7 +1,11 @@
 //! Exit accounting: why the vCPU left the guest, and which hypercalls it made.
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+/// Hypercall numbers counted one by one (the dispatch table's size);
+/// every other number the guest puts in `rax` shares one "other" bucket,
+/// so the counters stay a fixed size whatever the guest does.
+pub const HYPERCALL_BUCKETS: usize = crate::hypercall::TABLE_SIZE;
 
 /// Why a vCPU exited to the VMM (our classification of `KVM_EXIT_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,15 +64,33 @@ impl ExitKind {
     }
 }
 
-/// Counters kept by the vCPU loop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters kept by the vCPU loop (fixed size: nothing the guest does
+/// grows them).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitStats {
     exits: [u64; ExitKind::ALL.len()],
-    hypercalls: BTreeMap<u64, u64>,
+    hypercalls: [u64; HYPERCALL_BUCKETS],
+    other_hypercalls: u64,
     /// Guest instructions from KVM's `insn_emulation` stat, if available.
     pub guest_instructions: Option<u64>,
     /// KVM's own count of all exits (including those handled in the kernel).
     pub kvm_exits: Option<u64>,
+}
+
+impl Default for ExitStats {
+    fn default() -> Self {
+        ExitStats {
+            exits: [0; ExitKind::ALL.len()],
+            hypercalls: [0; HYPERCALL_BUCKETS],
+            other_hypercalls: 0,
+            guest_instructions: None,
+            kvm_exits: None,
+        }
+    }
+}
+
+fn bucket(nr: u64) -> Option<usize> {
+    usize::try_from(nr).ok().filter(|&i| i < HYPERCALL_BUCKETS)
 }
 
 impl ExitStats {
@@ -81,7 +103,10 @@ impl ExitStats {
     /// Counts one hypercall by number.
     #[inline]
     pub fn hypercall(&mut self, nr: u64) {
-        *self.hypercalls.entry(nr).or_insert(0) += 1;
+        match bucket(nr) {
+            Some(i) => self.hypercalls[i] += 1,
+            None => self.other_hypercalls += 1,
+        }
     }
 
     /// Exits of one kind so far.
@@ -94,9 +119,15 @@ impl ExitStats {
         self.exits.iter().sum()
     }
 
-    /// Hypercalls with number `nr` so far.
+    /// Hypercalls with number `nr` so far; for a number of
+    /// [`HYPERCALL_BUCKETS`] or more, all such calls (the "other" bucket).
     pub fn hypercalls(&self, nr: u64) -> u64 {
-        self.hypercalls.get(&nr).copied().unwrap_or(0)
+        bucket(nr).map_or(self.other_hypercalls, |i| self.hypercalls[i])
+    }
+
+    /// Hypercalls with a number of [`HYPERCALL_BUCKETS`] or more.
+    pub fn other_hypercalls(&self) -> u64 {
+        self.other_hypercalls
     }
 }
 
@@ -109,10 +140,13 @@ impl fmt::Display for ExitStats {
                 writeln!(f, "  {:<14} {n}", kind.name())?;
             }
         }
-        if !self.hypercalls.is_empty() {
+        if self.hypercalls.iter().any(|&n| n > 0) || self.other_hypercalls > 0 {
             writeln!(f, "hypercalls:")?;
-            for (nr, n) in &self.hypercalls {
-                writeln!(f, "  {:<14} {n}", format!("{}({nr})", pv_abi::hypercall::nr::name(*nr)))?;
+            for (nr, &n) in self.hypercalls.iter().enumerate().filter(|(_, &n)| n > 0) {
+                writeln!(f, "  {:<14} {n}", format!("{}({nr})", pv_abi::hypercall::nr::name(nr as u64)))?;
+            }
+            if self.other_hypercalls > 0 {
+                writeln!(f, "  {:<14} {}", format!("other(>={HYPERCALL_BUCKETS})"), self.other_hypercalls)?;
             }
         }
         if let Some(n) = self.kvm_exits {
@@ -122,5 +156,29 @@ impl fmt::Display for ExitStats {
             Some(n) => writeln!(f, "guest instructions (insn_emulation): {n}"),
             None => writeln!(f, "guest instructions: not reported by this host's KVM"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_guest_numbers_do_not_grow_the_counters() {
+        let mut s = ExitStats::default();
+        let before = format!("{s}").len();
+        for i in 0..100_000u64 {
+            s.hypercall(1000 + i * 0x9e37_79b9);
+        }
+        s.hypercall(u64::MAX);
+        s.hypercall(17);
+        let report = format!("{s}");
+        // At most one line per bucket plus "other": bounded, whatever rax held.
+        assert!(report.lines().count() <= HYPERCALL_BUCKETS + 8, "{} lines", report.lines().count());
+        assert!(report.len() < before + 64 * (HYPERCALL_BUCKETS + 2), "{} bytes", report.len());
+        assert_eq!(s.hypercalls(17), 1);
+        assert_eq!(s.other_hypercalls(), 100_001);
+        assert_eq!(s.other_hypercalls() + (0..HYPERCALL_BUCKETS as u64).map(|n| s.hypercalls(n)).sum::<u64>(), 100_002);
+        assert!(report.contains("other(>=64)"), "{report}");
     }
 }

@@ -47,20 +47,34 @@ pub enum Outcome {
     },
 }
 
+/// The VMM's exit status when the guest's shutdown code does not fit in
+/// a process exit status (0..=255): a failure, never a truncated code
+/// (256 would otherwise exit 0, "success").
+pub const OUT_OF_RANGE_EXIT_STATUS: i32 = 1;
+
 impl Outcome {
     /// The VMM process exit status for this outcome: the guest's chosen code
-    /// for a clean shutdown (0..=255), 1 for anything that is a failure.
+    /// for a clean shutdown if it is in 0..=255; a crash keeps a non-zero
+    /// code and maps 0 to 1; a code outside 0..=255 gives
+    /// [`OUT_OF_RANGE_EXIT_STATUS`]; anything else that is a failure is 1.
     pub fn exit_status(&self) -> i32 {
         match *self {
-            Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => (code & 0xff) as i32,
-            Outcome::Shutdown { code, .. } => {
-                if code & 0xff == 0 {
-                    1
-                } else {
-                    (code & 0xff) as i32
-                }
-            }
+            Outcome::Shutdown { code, .. } if code > 255 => OUT_OF_RANGE_EXIT_STATUS,
+            Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => code as i32,
+            Outcome::Shutdown { code: 0, .. } => 1,
+            Outcome::Shutdown { code, .. } => code as i32,
             _ => 1,
+        }
+    }
+
+    /// Why [`exit_status`](Self::exit_status) is not the guest's own code,
+    /// for a one-line note on stderr.
+    pub fn status_note(&self) -> Option<String> {
+        match *self {
+            Outcome::Shutdown { code, .. } if code > 255 => Some(format!(
+                "guest exit code {code} is outside 0..=255: exiting with status {OUT_OF_RANGE_EXIT_STATUS}"
+            )),
+            _ => None,
         }
     }
 }
@@ -297,8 +311,22 @@ impl Vcpu {
         let regs = &self.fd.sync_regs_mut().regs;
         let (nr, args) = crate::pvh::hypercall_args(regs, dom.compat);
         self.exits.stats.hypercall(nr);
+        dom.start_exit();
         let ret = self.hypercalls.dispatch(dom, nr, &args);
-        self.fd.sync_regs_mut().regs.rax = ret;
+        let regs = &mut self.fd.sync_regs_mut().regs;
+        match dom.continuation.take() {
+            // Re-execute the `out` with the remaining work's arguments
+            // (`rax` still holds the number): `pv_abi::hypercall`.
+            Some(a) => {
+                regs.rip = regs.rip.wrapping_sub(pv_abi::hypercall::HYPERCALL_INSN_LEN);
+                if dom.compat {
+                    (regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi) = (a[0], a[1], a[2], a[3], a[4]);
+                } else {
+                    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (a[0], a[1], a[2], a[3], a[4]);
+                }
+            }
+            None => regs.rax = ret,
+        }
         self.fd.set_sync_dirty_reg(SyncReg::Register);
     }
 
@@ -325,5 +353,17 @@ mod tests {
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
         assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
+    }
+
+    #[test]
+    fn exit_codes_outside_a_byte_are_failures_not_truncated() {
+        for code in [256, 512, 0x1_0000, 0x100 | 42, u32::MAX] {
+            for reason in [0, SHUTDOWN_CRASH] {
+                let s = Outcome::Shutdown { reason, code }.exit_status();
+                assert_eq!(s, OUT_OF_RANGE_EXIT_STATUS, "code {code} reason {reason}");
+            }
+        }
+        assert_eq!(Outcome::Shutdown { reason: 0, code: 255 }.exit_status(), 255);
+        assert_eq!(Outcome::Shutdown { reason: 0, code: 0 }.exit_status(), 0);
     }
 }

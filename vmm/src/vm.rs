@@ -1,8 +1,9 @@
-//! A VM: its configuration, the parts [`crate::builder`] made (KVM fds,
-//! guest RAM as the [`Domain`], device threads, the vCPU), and running it.
+//! A VM: its configuration, the parts the builder made (KVM fds, guest RAM
+//! as the [`Domain`], device threads, the vCPU), and running it. `Vm::new`
+//! lives with the builder (`crate::builder`), which sits above this module.
 
 use crate::console::ConsoleOut;
-use crate::devices::DeviceThread;
+use crate::devices::{DeviceThread, PvDevices};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
@@ -10,9 +11,8 @@ use crate::loader::ImageInfo;
 use crate::stats::ExitStats;
 use crate::vcpu::Vcpu;
 use crate::watchdog::Watchdog;
-use backend::block::{BlockBackend, DiskSpec};
-use backend::echo::EchoBackend;
-use backend::xenbus::XenbusDevice;
+use backend::block::DiskSpec;
+use backend::xenbus::DeviceArg;
 use kvm_ioctls::{Kvm, VmFd};
 use pv_abi::start_info::paging_mode;
 use pv_store::SharedStore;
@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use crate::builder::{check_mem_size, kvm_open_error, open_kvm, parse_mem_size, KVM_DEVICE_ENV};
 pub use crate::vcpu::Outcome;
 
 /// Where the guest image comes from.
@@ -52,13 +51,11 @@ pub struct VmConfig {
     /// Disks offered as virtual block devices `device/vbd/<vdev>`
     /// ([`vbd_vdev`]), in order.
     pub disks: Vec<DiskSpec>,
+    /// More devices of any type (`--device <type>[,<options>]`).
+    pub devices: Vec<DeviceArg>,
 }
 
-/// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
-/// (major 202, 16 minors per disk), so disk 0 is `xvda` = 51712.
-pub fn vbd_vdev(i: usize) -> u32 {
-    (202 << 8) + 16 * i as u32
-}
+pub use backend::block::vbd_vdev;
 
 impl VmConfig {
     /// A config for a bundled image with 64 MiB and output captured nowhere.
@@ -73,6 +70,7 @@ impl VmConfig {
             paging: paging_mode::NATIVE,
             echo_devices: 0,
             disks: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
@@ -88,10 +86,8 @@ pub struct Vm {
     pub dom: Domain,
     /// The store (domain 0's handle).
     pub store: SharedStore,
-    /// The echo sample devices.
-    pub echo: Vec<Arc<Mutex<XenbusDevice<EchoBackend>>>>,
-    /// The block devices (blkback), one per `--disk`.
-    pub blk: Vec<Arc<Mutex<XenbusDevice<BlockBackend>>>>,
+    /// The split devices (echo, disks, `--device`), in device-table order.
+    pub pv: PvDevices,
     /// The console back-end (drained once more at shutdown).
     pub(crate) console: Arc<Mutex<backend::console::Console>>,
     pub(crate) timeout: Option<std::time::Duration>,
@@ -104,12 +100,6 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM, loads the image and prepares the vCPU at its entry
-    /// ([`crate::builder::build`]).
-    pub fn new(cfg: &VmConfig) -> Result<Vm, VmmError> {
-        crate::builder::build(cfg)
-    }
-
     /// Exit counters, with KVM's own counters refreshed.
     pub fn stats(&self) -> ExitStats {
         self.vcpu.stats()
@@ -125,6 +115,8 @@ impl Vm {
     pub fn run(&mut self) -> Result<Outcome, VmmError> {
         self.first_run_at.get_or_insert_with(Instant::now);
         let watchdog = self.timeout.map(Watchdog::arm);
+        // The vCPU thread's filter, before the guest runs (`seccomp`).
+        crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)?;
         let outcome = self.vcpu.run(&mut self.dom, watchdog.as_ref());
         drop(watchdog);
         self.devices.iter_mut().for_each(DeviceThread::stop);

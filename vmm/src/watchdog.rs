@@ -40,6 +40,7 @@ impl Watchdog {
         let (e, d) = (expired.clone(), done.clone());
         let deadline = Instant::now() + limit;
         let thread = std::thread::spawn(move || {
+            crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Watchdog);
             while !d.load(Ordering::SeqCst) {
                 let now = Instant::now();
                 if now < deadline {

@@ -50,6 +50,23 @@ fn demo_on_a_given_disk_leaves_the_data_in_it() {
 }
 
 #[test]
+fn a_disk_given_as_a_generic_device_is_the_same_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("d.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let dev = format!("vbd,{}", img.display());
+    let out = vmm(&["run", "--timeout", "60", "--stats", "--device", &dev]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(pattern_ok(&std::fs::read(&img).unwrap(), 8, 128, 0xb10c), "no scratch disk in front of it");
+    assert!(stderr.contains("/backend/vbd/1/51712: kicks="), "device metrics in --stats: {stderr}");
+    let tiny = tmp.path().join("tiny.img");
+    std::fs::write(&tiny, [0u8; 10]).unwrap();
+    let dev = format!("vbd,{}", tiny.display());
+    assert_one_line_error(&vmm(&["run", "--device", &dev]), "less than one 512-byte sector");
+}
+
+#[test]
 fn bad_disks_are_one_line_errors() {
     assert_one_line_error(
         &vmm(&["run", "--disk", "/nonexistent/disk.img"]),

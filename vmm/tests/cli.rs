@@ -121,3 +121,13 @@ fn no_permission_on_kvm_device() {
     }
     assert_one_line_error(&out, "permission denied opening /dev/kvm");
 }
+
+#[test]
+fn guest_exit_codes_outside_a_byte_are_not_success() {
+    for code in ["256", "512"] {
+        let out = vmm(&["run", "--image", "hello", "--cmdline", &format!("exit={code}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "exit={code}: {stderr}");
+        assert!(stderr.contains("outside 0..=255"), "exit={code}: {stderr}");
+    }
+}

@@ -41,3 +41,29 @@ fn bench_json_has_the_pte_rows_and_plot_writes_an_svg() {
     assert!(text.starts_with("<svg") && text.matches("<polyline").count() == 3);
     let _ = std::fs::remove_file(svg);
 }
+
+/// A guest that floods the VMM with a multicall of 256 mmuext_ops over
+/// 64K operations each, forever, is still stopped by `--timeout 1`: the
+/// work per exit is bounded, so the watchdog is seen between exits. The
+/// time bound is a liveness guard only (without the bound one exit alone
+/// takes many seconds in a debug build).
+#[test]
+fn timeout_stops_a_guest_flooding_multicall_batches() {
+    let started = std::time::Instant::now();
+    let out = vmm(&[
+        "run",
+        "--image",
+        "paging",
+        "--paging",
+        "pv",
+        "--timeout",
+        "1",
+        "--cmdline",
+        "test=flood n=65536 rounds=0",
+    ]);
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("time limit"), "{stderr}");
+    assert!(elapsed < std::time::Duration::from_secs(10), "took {elapsed:?}");
+}

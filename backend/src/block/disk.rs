@@ -47,6 +47,13 @@ pub enum DiskError {
     },
 }
 
+impl std::fmt::Display for DiskSpec {
+    /// The `<path>[,readonly]` text [`FromStr`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.path.display(), if self.readonly { ",readonly" } else { "" })
+    }
+}
+
 impl FromStr for DiskSpec {
     type Err = DiskError;
 
@@ -137,11 +144,6 @@ impl Disk {
     /// Reads `buf.len()` bytes at sector `sector`.
     pub fn read_at(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.file.read_exact_at(buf, sector * SECTOR_SIZE)
-    }
-
-    /// Writes `buf` at sector `sector`.
-    pub fn write_at(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(buf, sector * SECTOR_SIZE)
     }
 
     /// Reads from sector `sector` straight into `bufs`, in order (guest

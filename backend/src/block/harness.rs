@@ -19,14 +19,14 @@
 //!   front end waiting on another, as with a real event channel: for
 //!   measuring throughput and requests per notification under load.
 
-use super::{BlkCounters, Blkback, Disk};
+use super::{Blkback, BlockExecutor, BlockMetrics, Disk};
 use crate::grant::GrantTable;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::event_channel::DOMID_VMM;
-use pv_abi::grant_table::{GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READONLY};
+use pv_abi::grant_table::{GrantEntryV1, GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READONLY};
 use pv_abi::layout::PAGE_SIZE;
 use ring_buffers::{FrontRing, RingError, RingMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,12 +148,9 @@ impl HostFront {
     /// Writes a grant entry as the guest would (any values: hostile tests
     /// forge entries with this).
     pub fn set_grant(&mut self, gref: GrantRef, gpa: u64, flags: u16) {
-        let e = TABLE + u64::from(gref) * 8;
-        let mut b = [0u8; 8];
-        b[..2].copy_from_slice(&flags.to_le_bytes());
-        b[2..4].copy_from_slice(&DOMID_VMM.to_le_bytes());
-        b[4..].copy_from_slice(&((gpa / PAGE_SIZE) as u32).to_le_bytes());
-        self.mem.write_slice(&b, GuestAddress(e)).expect("grant table inside harness memory");
+        let at = TABLE + u64::from(gref) * std::mem::size_of::<GrantEntryV1>() as u64;
+        let e = GrantEntryV1 { flags, domid: DOMID_VMM, frame: (gpa / PAGE_SIZE) as u32 };
+        self.mem.write_obj(e.to_word(), GuestAddress(at)).expect("grant table inside harness memory");
     }
 
     /// Makes data page `i` read-only to the back end (or writable again).
@@ -175,13 +172,11 @@ impl HostFront {
     /// Writes segment descriptors into indirect page `p` (its reference is
     /// [`Self::indirect_gref`]).
     pub fn write_indirect(&self, p: usize, segs: &[BlkifRequestSegment]) {
-        let mut raw = Vec::with_capacity(segs.len() * 8);
-        for s in segs {
-            raw.extend_from_slice(&s.gref.to_le_bytes());
-            raw.extend_from_slice(&[s.first_sect, s.last_sect, 0, 0]);
-        }
         let at = INDIRECT + p as u64 * PAGE_SIZE;
-        self.mem.write_slice(&raw, GuestAddress(at)).expect("inside the indirect area");
+        let page = RingPage::assigned(&self.mem, at).expect("inside the indirect area");
+        for (i, s) in segs.iter().enumerate() {
+            page.write(i * std::mem::size_of::<BlkifRequestSegment>(), s);
+        }
     }
 
     /// The grant reference of indirect page `p`.
@@ -237,17 +232,11 @@ impl HostFront {
     /// Builds a direct request from `(page, first_sect, last_sect)`
     /// triples.
     pub fn request(&self, op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> BlkifRequest {
-        let mut r = BlkifRequest {
-            operation: op,
-            nr_segments: segs.len() as u8,
-            id,
-            sector_number: sector,
-            ..Default::default()
-        };
-        for (slot, &(page, first, last)) in r.seg.iter_mut().zip(segs) {
-            *slot = BlkifRequestSegment { gref: self.page_gref(page), first_sect: first, last_sect: last, _pad: 0 };
-        }
-        r
+        let segs: Vec<_> = segs
+            .iter()
+            .map(|&(page, first, last)| BlkifRequestSegment::new(self.page_gref(page), first, last))
+            .collect();
+        BlkifRequest::direct(op, id, sector, &segs)
     }
 
     /// Builds the request(s) for `nr` sectors from `sector` into or out of
@@ -260,26 +249,13 @@ impl HostFront {
         let (mut left, mut p, mut f) = (nr, page, u64::from(first));
         while left > 0 {
             let n = left.min(SECTORS_PER_PAGE - f);
-            segs.push(BlkifRequestSegment {
-                gref: self.page_gref(p),
-                first_sect: f as u8,
-                last_sect: (f + n - 1) as u8,
-                _pad: 0,
-            });
+            segs.push(BlkifRequestSegment::new(self.page_gref(p), f as u8, (f + n - 1) as u8));
             left -= n;
             p += 1;
             f = 0;
         }
         if segs.len() <= BLKIF_MAX_SEGMENTS_PER_REQUEST {
-            let mut r = BlkifRequest {
-                operation: op,
-                nr_segments: segs.len() as u8,
-                id,
-                sector_number: sector,
-                ..Default::default()
-            };
-            r.seg[..segs.len()].copy_from_slice(&segs);
-            return r;
+            return BlkifRequest::direct(op, id, sector, &segs);
         }
         let mut ind = BlkifRequestIndirect {
             operation: BLKIF_OP_INDIRECT,
@@ -318,7 +294,8 @@ impl Harness {
     pub fn new(disk: Arc<Disk>, pages: u32) -> std::io::Result<Self> {
         let front = HostFront::new(pages)?;
         let notify = Arc::new(EventNotify::new()?);
-        let back = Blkback::connect(front.grants().clone(), RING_REF, notify.clone(), disk)
+        let device = BlockExecutor::new(disk, Arc::default());
+        let back = Blkback::connect(front.grants().clone(), RING_REF, notify.clone(), device)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Harness { front, back, notify, next_id: 1 })
     }
@@ -328,9 +305,9 @@ impl Harness {
         self.notify.count()
     }
 
-    /// The back end's counters.
-    pub fn counters(&self) -> BlkCounters {
-        self.back.counters
+    /// The back end's metrics.
+    pub fn metrics(&self) -> &BlockMetrics {
+        self.back.metrics()
     }
 
     /// Publishes the pushed requests and runs the back end (it runs when
@@ -338,7 +315,7 @@ impl Harness {
     /// always runs). Returns the requests it handled.
     pub fn kick(&mut self) -> usize {
         if self.front.publish() {
-            self.back.counters.kicks += 1;
+            self.back.metrics().kicks.inc();
         }
         self.back.process()
     }
@@ -466,7 +443,7 @@ impl Threaded {
         let (k, s) = (kick.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("blkback".into()).spawn(move || {
             while k.read().is_ok() && !s.load(Ordering::SeqCst) {
-                back.counters.kicks += 1;
+                back.metrics().kicks.inc();
                 back.process();
             }
             back

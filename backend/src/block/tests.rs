@@ -4,7 +4,10 @@ use super::harness::{Harness, HostFront};
 use super::*;
 use crate::serve::RingService as _;
 use crate::xenbus::{FrontendKeys, SplitBackend};
+use crate::Notify;
+use pv_abi::blkif::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const DISK_SECTORS: u64 = 8192; // 4 MiB
 
@@ -62,9 +65,9 @@ fn write_then_read_many_offsets_and_lengths() {
         assert!(file_bytes(&img, sector, nr) == data, "image bytes {nr} sectors at {sector}");
         sector += nr + 5;
     }
-    assert_eq!(h.counters().errors, 0);
+    assert_eq!(h.metrics().errors.get(), 0);
     assert_eq!(h.front.grants().mapped_refs(), 1, "only the ring stays mapped");
-    assert!(h.counters().sectors_written >= 1024, "indirect requests were served");
+    assert!(h.metrics().sectors_written.get() >= 1024, "indirect requests were served");
 }
 
 #[test]
@@ -74,14 +77,14 @@ fn flush_makes_writes_durable_and_answers_after() {
     let data = pattern(7, 4096);
     assert_eq!(h.write(100, &data, 0), Some(BLKIF_RSP_OKAY));
     assert_eq!(h.flush(), Some(BLKIF_RSP_OKAY));
-    assert_eq!(h.counters().flushes, 1);
+    assert_eq!(h.metrics().flushes.get(), 1);
     // A flush carrying data writes it, then flushes.
     let data2 = pattern(8, 1024);
     h.front.write_page(0, 0, &data2);
     let mut req = h.front.io_request(BLKIF_OP_WRITE, 99, 200, 2, 0, 0);
     req.operation = BLKIF_OP_FLUSH_DISKCACHE;
     assert_eq!(h.one(req), Some(BLKIF_RSP_OKAY));
-    assert_eq!(h.counters().flushes, 2);
+    assert_eq!(h.metrics().flushes.get(), 2);
     drop(h);
     assert!(file_bytes(&img, 100, 8) == data);
     assert!(file_bytes(&img, 200, 2) == data2);
@@ -122,7 +125,7 @@ fn requests_are_batched_with_notify_avoidance() {
     assert!(rsps.iter().enumerate().all(|(i, r)| r.id == i as u64 && r.status == BLKIF_RSP_OKAY));
     assert_eq!(h.front.notifies, 1, "one notification for 32 requests");
     assert_eq!(h.back_notifies(), 1, "one notification for 32 responses");
-    assert_eq!(h.counters().batches, 1);
+    assert_eq!(h.metrics().batches.get(), 1);
 }
 
 #[test]
@@ -141,8 +144,8 @@ fn many_in_flight_on_a_thread() {
     assert_eq!(failed, 0);
     let notifies = t.front.notifies;
     let back = t.stop();
-    assert_eq!(back.counters.requests, 2000);
-    assert!(notifies <= 2000 && back.counters.notifies <= 2000);
+    assert_eq!(back.metrics().requests.get(), 2000);
+    assert!(notifies <= 2000 && back.metrics().notifies.get() <= 2000);
 }
 
 #[test]
@@ -352,7 +355,7 @@ fn split_backend_publishes_blkif_keys_and_connects() {
     let good = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "x86_64-abi")]));
     b.connect(&good, &grants, notify).unwrap();
     b.process();
-    assert_eq!(b.counters.kicks, 1);
+    assert_eq!(b.metrics().kicks.get(), 1);
     b.disconnect();
     assert_eq!(grants.mapped_refs(), 0);
 }
@@ -372,4 +375,74 @@ fn a_budget_bounds_the_work_per_wake_up() {
     assert_eq!(h.front.responses().unwrap().len(), 4, "the first batch is answered before yielding");
     assert_eq!(h.back.process_budget(100), (6, false));
     assert_eq!(h.front.responses().unwrap().len(), 6);
+}
+
+/// A sparse image of `sectors` sectors (no data written: cheap however large).
+fn sparse(sectors: u64) -> Img {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.img");
+    std::fs::File::create(&path).unwrap().set_len(sectors * SECTOR_SIZE).unwrap();
+    Img { _dir: dir, path }
+}
+
+#[test]
+fn a_discard_is_capped_per_request_and_weighs_on_the_budget() {
+    let img = sparse(4 * MAX_DISCARD_SECTORS);
+    let mut h = harness(&img, false);
+    assert_eq!(h.discard(0, MAX_DISCARD_SECTORS + 1), Some(BLKIF_RSP_ERROR), "over the cap");
+    assert_eq!(h.discard(0, MAX_DISCARD_SECTORS), Some(BLKIF_RSP_OKAY), "at the cap");
+    assert_eq!(h.metrics().discards.get(), 1);
+    // Four discards at the cap each cost far more than a read: a budget of
+    // 100 units answers two of them, then yields with work left.
+    for i in 0..4 {
+        let d = BlkifRequestDiscard {
+            operation: BLKIF_OP_DISCARD,
+            id: 50 + i,
+            sector_number: i * MAX_DISCARD_SECTORS,
+            nr_sectors: MAX_DISCARD_SECTORS,
+            ..Default::default()
+        };
+        h.front.push(&BlkifRequest::from_discard(&d)).unwrap();
+    }
+    h.front.publish();
+    assert_eq!(h.back.process_budget(100), (2, true));
+    assert_eq!(h.back.process_budget(1000), (2, false));
+    assert_eq!(h.front.responses().unwrap().iter().filter(|r| r.status == BLKIF_RSP_OKAY).count(), 4);
+}
+
+/// Counts `WARN` events (a minimal `tracing` subscriber).
+struct CountWarns(Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for CountWarns {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        if *e.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn refused_requests_do_not_flood_the_log() {
+    let img = image(0);
+    let mut h = harness(&img, false);
+    let warns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracing::subscriber::with_default(CountWarns(warns.clone()), || {
+        for i in 0..1000u64 {
+            let r = h.front.request(BLKIF_OP_READ, i, DISK_SECTORS, &[(0, 0, 7)]);
+            assert_eq!(h.one(r), Some(BLKIF_RSP_ERROR));
+        }
+    });
+    assert_eq!(h.metrics().errors.get(), 1000, "every refusal is still counted");
+    let n = warns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..50).contains(&n), "{n} warnings for 1000 refusals");
 }

@@ -10,6 +10,12 @@
 //!   nothing (`pv` mode).
 //! - `illegal-trapped`: the same through trapped writes (`trapped` mode).
 //! - `multicall`: Xen's multicall semantics.
+//! - `outputs`: every hypercall output aimed at a pinned page-table page
+//!   (or the VMM's reserved low pages) fails with `EFAULT` and changes
+//!   nothing (`trapped` and `pv` modes).
+//! - `flood n=<N> rounds=<R>`: a hostile batch: `multicall` of 256
+//!   `mmuext_op` entries, each over the same `N` TLB flushes, `R` times
+//!   (0: forever); checks every entry's result and `pdone` (`pv` mode).
 //!
 //! `batch=<B>` sets the lazy-MMU batch size (default 64).
 #![no_std]
@@ -67,6 +73,13 @@ fn main(si: &'static StartInfo) -> i32 {
         b"illegal" => illegal(&mut mmu, &ctx),
         b"illegal-trapped" => illegal_trapped(&mut mmu, &ctx),
         b"multicall" => multicall(&mut mmu, &ctx),
+        b"outputs" => outputs(&mut mmu, &ctx),
+        b"flood" => flood(
+            &mut mmu,
+            &ctx,
+            cmdline::get_u64(cmd, "n").unwrap_or(4096),
+            cmdline::get_u64(cmd, "rounds").unwrap_or(1),
+        ),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
@@ -368,8 +381,128 @@ fn multicall(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
     let ok = too_many == Err(Errno(E2BIG)) && many.iter().all(|e| e.result == 0);
     println!("multicall of 257 entries: {} ({:?})", if ok { "ok" } else { "FAILED" }, too_many);
     failures += i32::from(!ok);
-    let ret = frontend_guest::hypercall::raw(nr::MULTICALL, ctx.si.mem_bytes - 64, 2, 0);
+    // SAFETY: the entry array straddles the end of RAM, which the VMM
+    // refuses with EFAULT (checked below) before writing any result.
+    let ret = unsafe { frontend_guest::hypercall::raw(nr::MULTICALL, ctx.si.mem_bytes - 64, 2, 0) };
     let ok = ret == -EFAULT;
     println!("multicall array outside RAM: {} ({})", if ok { "ok" } else { "FAILED" }, ret);
     failures + i32::from(!ok)
+}
+
+/// A hypercall with five arguments, for outputs aimed at protected pages.
+fn call5(nr: u64, a: [u64; 5]) -> i64 {
+    // SAFETY: the outputs are aimed at pages the guest cannot write (the
+    // read-only pool, the VMM's low pages): the VMM must refuse them; the
+    // inputs it reads are ours or pool contents.
+    unsafe { arch::hypercall(nr, a[0], a[1], a[2], a[3], a[4]) }
+}
+
+/// Each hypercall output aimed at a pinned table (or a reserved low page)
+/// is refused with `EFAULT` and the entry keeps its value.
+fn outputs(mmu: &mut Mmu<HwOps>, ctx: &Ctx) -> i32 {
+    use pv_abi::event_channel::EVTCHNOP_ALLOC_UNBOUND;
+    use pv_abi::grant_table::GNTTABOP_QUERY_SIZE;
+    if mmu.mode() == paging_mode::NATIVE {
+        println!("outputs: needs --paging trapped or pv");
+        return 7;
+    }
+    let Ok((l1, l2)) = test_tables(mmu, ctx) else {
+        println!("outputs: setup failed");
+        return 8;
+    };
+    let mut failures = 0;
+    let mut expect = |what: &str, watch: u64, f: &dyn Fn() -> i64| {
+        let before = (read(watch), read(watch + 8));
+        let got = f();
+        let ok = got == -EFAULT && (read(watch), read(watch + 8)) == before;
+        println!("output into {}: {} ({})", what, if ok { "ok" } else { "FAILED" }, got);
+        failures += i32::from(!ok);
+    };
+    let self_id = u64::from(DOMID_SELF);
+    // pdone = 3 would be P|RW to frame 0: an upper-level entry outside the pool.
+    let reqs =
+        [MmuUpdate::normal(l1 + 40 * 8, 0), MmuUpdate::normal(l1 + 41 * 8, 0), MmuUpdate::normal(l1 + 42 * 8, 0)];
+    let slot = l2 + 9 * 8;
+    expect("an L2 entry (mmu_update pdone)", slot, &|| {
+        call5(nr::MMU_UPDATE, [reqs.as_ptr() as u64, 3, slot, self_id, 0])
+    });
+    let flush = [MmuextOp::plain(MMUEXT_TLB_FLUSH_LOCAL); 3];
+    expect("an L2 entry (mmuext_op pdone)", slot, &|| {
+        call5(nr::MMUEXT_OP, [flush.as_ptr() as u64, 3, slot, self_id, 0])
+    });
+    expect("an L1 entry (xen_version features)", l1 + 43 * 8, &|| {
+        call5(nr::XEN_VERSION, [xen_version::GET_FEATURES, l1 + 43 * 8, 0, 0, 0])
+    });
+    expect("the L4 (xen_version features)", mmu.l4() + 200 * 8, &|| {
+        call5(nr::XEN_VERSION, [xen_version::GET_FEATURES, mmu.l4() + 200 * 8, 0, 0, 0])
+    });
+    // Non-present entries holding DOMID_SELF make valid evtchn/gnttab
+    // inputs; their outputs must still be refused.
+    let (ev, gt) = (l1 + 44 * 8, l1 + 46 * 8);
+    if one(ev, self_id).is_err() || one(gt, self_id).is_err() {
+        println!("outputs: cannot stage the inputs");
+        return 9;
+    }
+    expect("an L1 entry (evtchn alloc_unbound)", ev, &|| {
+        call5(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_ALLOC_UNBOUND), ev, 0, 0, 0])
+    });
+    expect("an L1 entry (gnttab query_size)", gt, &|| {
+        call5(nr::GRANT_TABLE_OP, [u64::from(GNTTABOP_QUERY_SIZE), gt, 1, 0, 0])
+    });
+    expect("an L1 entry (multicall results)", l1 + 48 * 8, &|| call5(nr::MULTICALL, [l1 + 48 * 8, 1, 0, 0, 0]));
+    expect("the boot page tables (xen_version features)", 0x2000, &|| {
+        call5(nr::XEN_VERSION, [xen_version::GET_FEATURES, 0x2000, 0, 0, 0])
+    });
+    failures
+}
+
+/// A multicall of 256 `mmuext_op`s, each over `n` flushes, `rounds` times
+/// (0: until the VMM stops us). Every entry must report 0 and `pdone = n`
+/// however the VMM splits the work.
+fn flood(mmu: &mut Mmu<HwOps>, ctx: &Ctx, n: u64, rounds: u64) -> i32 {
+    const ENTRIES: usize = 256;
+    if mmu.mode() != paging_mode::PV {
+        println!("flood: needs --paging pv");
+        return 7;
+    }
+    let ops_bytes = n * core::mem::size_of::<MmuextOp>() as u64;
+    let done_at = (ctx.data + ops_bytes + 63) & !63;
+    let entries_at = done_at + 4 * ENTRIES as u64;
+    if entries_at + (ENTRIES * core::mem::size_of::<MulticallEntry>()) as u64 > ctx.data_end {
+        println!("flood: n={} does not fit", n);
+        return 8;
+    }
+    // SAFETY: `data..data_end` is identity-mapped free RAM
+    // of ours, and the three arrays are disjoint, aligned and inside it
+    // (checked above); nothing else refers to them.
+    let ops = unsafe { core::slice::from_raw_parts_mut(ctx.data as *mut MmuextOp, n as usize) };
+    // SAFETY: as above.
+    let done = unsafe { core::slice::from_raw_parts_mut(done_at as *mut u32, ENTRIES) };
+    // SAFETY: as above.
+    let entries = unsafe { core::slice::from_raw_parts_mut(entries_at as *mut MulticallEntry, ENTRIES) };
+    ops.fill(MmuextOp::plain(MMUEXT_TLB_FLUSH_LOCAL));
+    // The same batch as one direct call: continued, `pdone` accumulated.
+    done[0] = u32::MAX;
+    let ret = call5(nr::MMUEXT_OP, [ops.as_ptr() as u64, n, &mut done[0] as *mut u32 as u64, u64::from(DOMID_SELF), 0]);
+    if ret != 0 || u64::from(done[0]) != n {
+        println!("flood: direct mmuext_op FAILED ({}, done={})", ret, done[0]);
+        return 1;
+    }
+    let mut round = 0;
+    while rounds == 0 || round < rounds {
+        for (e, d) in entries.iter_mut().zip(done.iter_mut()) {
+            *d = u32::MAX;
+            let args = [ops.as_ptr() as u64, n, d as *mut u32 as u64, u64::from(DOMID_SELF), 0, 0];
+            *e = MulticallEntry::new(nr::MMUEXT_OP, args);
+        }
+        let ret = mmu::multicall(entries);
+        let ok = ret.is_ok() && entries.iter().all(|e| e.result == 0) && done.iter().all(|&d| u64::from(d) == n);
+        if !ok {
+            println!("flood: round {} FAILED ({:?}, done[0]={}, result[0]={})", round, ret, done[0], entries[0].result);
+            return 1;
+        }
+        round += 1;
+    }
+    println!("flood: rounds={} entries={} n={} ok", round, ENTRIES, n);
+    0
 }

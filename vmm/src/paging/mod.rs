@@ -33,7 +33,7 @@ use crate::domain::{Domain, HcResult};
 use pv_abi::errno::EINVAL;
 use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::layout::PAGE_SHIFT;
-use pv_abi::mmu::{self, mmu_err, MmuUpdate, MmuextOp};
+use pv_abi::mmu::{self, mmu_err, MmuUpdate, MmuextOp, MMU_UPDATE_PREEMPTED};
 use pv_abi::start_info::paging_mode;
 pub use validator::{PagingCounters, PagingState};
 
@@ -70,17 +70,33 @@ fn check_mode_and_domain(dom: &Domain, domid: u64) -> Result<(), i64> {
     Ok(())
 }
 
-/// Runs `count` entries of type `T` at `array`, calling `one` on each, with
-/// Xen's batch semantics: stop at the first failure, write the number done
-/// to `pdone` (if non-zero), return 0 or the failure's errno.
+/// Runs the batch `(array, count, pdone, domid)` of entries of type `T`,
+/// calling `one` on each, with Xen's semantics: stop at the first failure,
+/// write the number done to `pdone` (if non-zero), return 0 or the
+/// failure's errno. Work is bounded per exit ([`crate::preempt`]): when the
+/// budget is spent the rest becomes a continuation with
+/// `count = remaining | MMU_UPDATE_PREEMPTED`, `*pdone` holding the
+/// number done so far.
 fn run_batch<T: crate::pod::Pod>(
     dom: &mut Domain,
-    array: u64,
-    count: u64,
-    pdone: u64,
+    a: &[u64; 5],
     mut one: impl FnMut(&mut Domain, T) -> Result<(), i64>,
 ) -> HcResult {
+    let (array, raw_count, pdone) = (a[0], a[1], a[2]);
     let size = std::mem::size_of::<T>() as u64;
+    let continued = raw_count & MMU_UPDATE_PREEMPTED != 0;
+    let count = raw_count & !MMU_UPDATE_PREEMPTED;
+    if count > u64::from(u32::MAX) {
+        return Err(EINVAL);
+    }
+    let mut before = 0u64;
+    if pdone != 0 {
+        // Checked before any work, so a refused `pdone` applies nothing.
+        dom.ram.check_output(pdone, 4)?;
+        if continued {
+            before = u64::from(dom.ram.read_obj::<u32>(pdone)?);
+        }
+    }
     let mut done = 0u64;
     let mut result = Ok(0);
     'outer: while done < count {
@@ -94,8 +110,25 @@ fn run_batch<T: crate::pod::Pod>(
             }
         };
         for chunk in bytes.chunks_exact(size as usize) {
+            if dom.preempt_check(done) {
+                if pdone != 0 {
+                    dom.ram.copy_obj_to_guest(pdone, &(before.wrapping_add(done) as u32))?;
+                }
+                dom.create_continuation([
+                    array + done * size,
+                    (count - done) | MMU_UPDATE_PREEMPTED,
+                    pdone,
+                    a[3],
+                    a[4],
+                ]);
+                return Ok(0);
+            }
             let entry: T = crate::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
-            if let Err(e) = one(dom, entry) {
+            let scanned = dom.paging.frames_scanned.get();
+            let res = one(dom, entry);
+            let frames = dom.paging.frames_scanned.get().wrapping_sub(scanned);
+            dom.charge(1 + frames.saturating_mul(crate::preempt::FRAME_UNITS));
+            if let Err(e) = res {
                 result = Err(e);
                 break 'outer;
             }
@@ -103,7 +136,7 @@ fn run_batch<T: crate::pod::Pod>(
         }
     }
     if pdone != 0 {
-        dom.ram.write_obj(pdone, &(done as u32))?;
+        dom.ram.copy_obj_to_guest(pdone, &(before.wrapping_add(done) as u32))?;
     }
     result
 }
@@ -111,7 +144,7 @@ fn run_batch<T: crate::pod::Pod>(
 /// `mmu_update(reqs, count, pdone, domid)`.
 pub fn do_mmu_update(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     check_mode_and_domain(dom, a[3])?;
-    run_batch(dom, a[0], a[1], a[2], |dom, req: MmuUpdate| {
+    run_batch(dom, a, |dom, req: MmuUpdate| {
         if req.cmd() != mmu::MMU_NORMAL_PT_UPDATE {
             dom.paging.counters.rejected += 1;
             tracing::debug!(ptr = req.ptr, "mmu_update: unsupported command");
@@ -159,7 +192,7 @@ fn one_mmuext(dom: &mut Domain, op: MmuextOp) -> Result<(), i64> {
 /// `mmuext_op(ops, count, pdone, domid)`.
 pub fn do_mmuext_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     check_mode_and_domain(dom, a[3])?;
-    run_batch(dom, a[0], a[1], a[2], one_mmuext)
+    run_batch(dom, a, one_mmuext)
 }
 
 /// The trapped entry point, called by the vCPU loop for an MMIO write to

@@ -49,6 +49,9 @@ pub struct PagingState {
     pub pending_cr3: Option<u64>,
     /// Counters.
     pub counters: PagingCounters,
+    /// Table frames whose contents validations have scanned so far: the
+    /// cost the per-exit work bound charges (`crate::preempt`).
+    pub frames_scanned: std::cell::Cell<u64>,
 }
 
 /// What the validator did, for statistics and tests.
@@ -82,6 +85,7 @@ impl PagingState {
             base: None,
             pending_cr3: None,
             counters: PagingCounters::default(),
+            frames_scanned: std::cell::Cell::new(0),
         }
     }
 
@@ -176,6 +180,7 @@ impl PagingState {
             return if l == level { Ok(()) } else { Err(mmu_err::UPPER_NOT_POOL) };
         }
         newly.push((frame, level));
+        self.frames_scanned.set(self.frames_scanned.get() + 1);
         let bytes = ram.read_vec(frame, PAGE_SIZE).map_err(|_| mmu_err::UPPER_NOT_POOL)?;
         for e in bytes.chunks_exact(8) {
             let v = u64::from_le_bytes(e.try_into().expect("8 bytes"));

@@ -41,7 +41,7 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             let mut op: GnttabSetVersion = dom.ram.read_obj(uop)?;
             let ok = op.version <= 1;
             op.version = 1;
-            dom.ram.write_obj(uop, &op)?;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
             if ok {
                 Ok(0)
             } else {
@@ -54,13 +54,13 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
                 return Err(pv_abi::errno::ESRCH);
             }
             op.version = 1;
-            dom.ram.write_obj(uop, &op)?;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
             Ok(0)
         }
         GNTTABOP_DUMP_TABLE if count == 1 => {
             let mut op: GnttabDumpTable = dom.ram.read_obj(uop)?;
             op.status = if is_self(op.dom) { GNTST_OKAY } else { GNTST_BAD_DOMAIN };
-            dom.ram.write_obj(uop, &op)?;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
             Ok(0)
         }
         GNTTABOP_SETUP_TABLE | GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_DUMP_TABLE => Err(EINVAL),
@@ -94,12 +94,12 @@ fn setup_table(dom: &mut Domain, uop: u64) -> HcResult {
         } else {
             frames.iter().flat_map(|f| f.to_le_bytes()).collect()
         };
-        match dom.ram.write(list, &bytes) {
+        match dom.ram.copy_to_guest(list, &bytes) {
             Ok(()) => GNTST_OKAY,
             Err(_) => GNTST_BAD_VIRT_ADDR,
         }
     };
     // `status` sits at offset 8 in both layouts.
-    dom.ram.write(uop + 8, &status.to_le_bytes())?;
+    dom.ram.copy_to_guest(uop + 8, &status.to_le_bytes())?;
     Ok(0)
 }

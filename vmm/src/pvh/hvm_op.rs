@@ -18,7 +18,7 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         GET_PARAM => {
             let mut p: HvmParam = dom.ram.read_obj(a[1])?;
             p.value = get_param(dom, &p)?;
-            dom.ram.write_obj(a[1], &p)?;
+            dom.ram.copy_obj_to_guest(a[1], &p)?;
             Ok(0)
         }
         SET_PARAM => {
@@ -87,7 +87,7 @@ fn write_text(dom: &Domain, at: u64, text: &str, len: usize) -> HcResult {
     let mut buf = vec![0u8; len];
     let n = text.len().min(len - 1);
     buf[..n].copy_from_slice(&text.as_bytes()[..n]);
-    dom.ram.write(at, &buf)?;
+    dom.ram.copy_to_guest(at, &buf)?;
     Ok(0)
 }
 
@@ -104,7 +104,7 @@ pub fn xen_version(dom: &mut Domain, a: &[u64; 5]) -> Option<HcResult> {
             for (off, text) in [(0, "rustc"), (64, "pv-kvm"), (80, "pv-kvm"), (112, env!("CARGO_PKG_VERSION"))] {
                 buf[off..off + text.len()].copy_from_slice(text.as_bytes());
             }
-            dom.ram.write(arg, &buf).map(|()| 0).map_err(Into::into)
+            dom.ram.copy_to_guest(arg, &buf).map(|()| 0).map_err(Into::into)
         }
         xv::CAPABILITIES => write_text(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", 1024),
         xv::CHANGESET => write_text(dom, arg, concat!("pv-kvm ", env!("CARGO_PKG_VERSION")), 64),
@@ -112,7 +112,7 @@ pub fn xen_version(dom: &mut Domain, a: &[u64; 5]) -> Option<HcResult> {
         pv_abi::hypercall::xen_version::GET_FEATURES => (|| {
             let mut info: pv_abi::hypercall::xen_version::FeatureInfo = dom.ram.read_obj(arg)?;
             info.submap = if info.submap_idx == 0 { xv::PVH_FEATURES } else { 0 };
-            dom.ram.write_obj(arg, &info)?;
+            dom.ram.copy_obj_to_guest(arg, &info)?;
             Ok(0)
         })(),
         _ => Err(ENOSYS),

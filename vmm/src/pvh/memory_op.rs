@@ -55,8 +55,8 @@ fn memory_map(dom: &mut Domain, arg: u64) -> HcResult {
         .iter()
         .flat_map(|&(addr, size, kind)| crate::pod::as_bytes(&E820Entry { addr, size, kind }).to_vec())
         .collect();
-    dom.ram.write(buffer, &bytes)?;
-    dom.ram.write(arg, &(n as u32).to_le_bytes())?;
+    dom.ram.copy_to_guest(buffer, &bytes)?;
+    dom.ram.copy_to_guest(arg, &(n as u32).to_le_bytes())?;
     Ok(0)
 }
 

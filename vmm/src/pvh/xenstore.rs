@@ -14,6 +14,24 @@ pub fn write_domain_nodes(store: &SharedStore, domid: DomId, name: &str) -> Resu
     store.write(&format!("{home}/control/shutdown"), b"")
 }
 
+/// Writes each disk's `dev` (`xvda`, ...) into its back-end directory
+/// `/local/domain/0/backend/vbd/<domid>/<vdev>` (vdev 51712 + 16 i).
+pub fn name_disks(store: &SharedStore, domid: DomId) -> Result<(), StoreError> {
+    let dir = format!("/local/domain/0/backend/vbd/{domid}");
+    let vdevs = match store.directory(&dir) {
+        Ok(v) => v,
+        Err(StoreError::NoEntry) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for v in vdevs {
+        let Some(i) = v.parse::<u32>().ok().and_then(|n| n.checked_sub(202 << 8)).map(|n| n as usize / 16) else {
+            continue;
+        };
+        store.write(&format!("{dir}/{v}/dev"), disk_name(i).as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Xen's name of the `i`-th virtual disk: `xvda`, `xvdb`, ... `xvdz`, `xvdaa`.
 pub fn disk_name(i: usize) -> String {
     let mut s = String::new();

@@ -1,7 +1,7 @@
 //! blkback for front ends using the 32-bit ring layout (`protocol =
 //! x86_32-abi`, e.g. GRUB's i386 Xen PVH build): the ring holds
 //! [`x86_32::Request`]s and [`x86_32::Response`]s; each request is
-//! converted to the native layout and answered by the same device logic
+//! converted to the native layout and answered by the same transport logic
 //! ([`Blkback`]), its response converted back.
 
 use super::Blkback;
@@ -12,14 +12,11 @@ use pv_abi::blkif::x86_32;
 use ring_buffers::BackRing;
 use std::sync::Arc;
 
-/// The front end's `protocol` value selecting this layout.
-pub const PROTOCOL_NAME: &str = x86_32::PROTOCOL;
-
 /// blkback over a 32-bit-layout ring.
 pub struct Blkback32 {
     ring: BackRing<RingPage, x86_32::Request, x86_32::Response>,
-    /// The device logic. Its own (native-layout) view of the ring page is
-    /// never used for this front end.
+    /// The transport logic. Its own (native-layout) view of the ring page
+    /// is never used for this front end.
     pub inner: Blkback,
 }
 
@@ -36,10 +33,10 @@ impl Blkback32 {
         grants: Arc<crate::grant::GrantTable>,
         ring_ref: u32,
         notify: Arc<dyn Notify>,
-        disk: Arc<super::Disk>,
+        device: super::BlockExecutor,
     ) -> Result<Self, ConnectError> {
         let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
-        let inner = Blkback::connect(grants, ring_ref, notify, disk)?;
+        let inner = Blkback::connect(grants, ring_ref, notify, device)?;
         Ok(Blkback32 { ring, inner })
     }
 }
@@ -56,6 +53,10 @@ impl RingService for Blkback32 {
         self.inner.reply(&req.to_native()).into()
     }
 
+    fn cost(&self, req: &x86_32::Request) -> usize {
+        self.inner.cost(&req.to_native())
+    }
+
     fn publish(&mut self) {
         let b = &mut self.inner;
         if b.unpublished == 0 {
@@ -63,9 +64,9 @@ impl RingService for Blkback32 {
         }
         b.unpublished = 0;
         b.in_flight.clear();
-        b.counters.batches += 1;
+        b.metrics().batches.inc();
         if self.ring.push_responses_and_check_notify() {
-            b.counters.notifies += 1;
+            b.metrics().notifies.inc();
             b.notify.notify();
         }
     }
@@ -82,10 +83,6 @@ impl RingService for Blkback32 {
     }
 
     fn stop(&mut self, e: ring_buffers::RingError) {
-        tracing::warn!(
-            "blkback {}: corrupt ring from the guest ({e}); device stopped",
-            self.inner.disk.path().display()
-        );
-        self.inner.broken = true;
+        self.inner.stop(e);
     }
 }

@@ -1,0 +1,509 @@
+//! The Xen transport of the block device: a blkif ring page, grant
+//! references and an event channel, set up by the xenbus handshake.
+//!
+//! Per request it copies the slot off the ring (the ring view copies before
+//! anything is looked at), validates it against blkif's rules (segment
+//! count and sector bounds, indirect pages, ids in flight), maps every
+//! grant (writable where the device writes the page), builds a
+//! transport-free [`Request`] and hands it to the [`BlockExecutor`], then
+//! writes the `blkif_response`. It knows nothing of files.
+//!
+//! A refusal gets `BLKIF_RSP_ERROR` (or `BLKIF_RSP_EOPNOTSUPP` for an
+//! operation not implemented) and a rate-limited warning. A corrupt ring
+//! index stops this device only.
+
+use super::executor::{BlockError, BlockExecutor};
+use super::metrics::BlockMetrics;
+use super::request::{Operation, Request, Status};
+use super::Disk;
+use crate::grant::{GrantError, GrantTable};
+use crate::ratelimit::LogLimiter;
+use crate::ring_page::RingPage;
+use crate::serve::RingService as _;
+use crate::Notify;
+use pv_abi::blkif::*;
+use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64};
+
+pub mod x86_32;
+use ring_buffers::BackRing;
+use std::sync::Arc;
+
+/// Segments an indirect request may carry (`feature-max-indirect-segments`;
+/// Linux's blkback allows 256 too).
+pub const MAX_INDIRECT_SEGMENTS: usize = 256;
+
+/// Indirect pages needed for [`MAX_INDIRECT_SEGMENTS`].
+const MAX_INDIRECT_PAGES: usize = MAX_INDIRECT_SEGMENTS.div_ceil(BLKIF_SEGS_PER_INDIRECT_FRAME);
+
+/// Largest ring order we accept (`max-ring-page-order`): one page.
+pub const MAX_RING_PAGE_ORDER: u32 = 0;
+
+/// Why a request is refused; logged, then answered with [`Self::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// An operation this back-end does not implement.
+    #[error("operation {0} is not supported")]
+    Unsupported(u8),
+    /// A request with no segments, or more than allowed.
+    #[error("{0} segments (allowed 1..={1})")]
+    SegmentCount(usize, usize),
+    /// A segment whose sectors are out of order or past the page.
+    #[error("segment {index}: sectors {first}..={last} are not within 0..=7 in order")]
+    BadSegment {
+        /// Index of the segment.
+        index: usize,
+        /// `first_sect`.
+        first: u8,
+        /// `last_sect`.
+        last: u8,
+    },
+    /// A request id still in flight.
+    #[error("id {0:#x} is already in flight")]
+    DuplicateId(u64),
+    /// An indirect request whose real operation is not read or write.
+    #[error("indirect request for operation {0}")]
+    BadIndirectOp(u8),
+    /// A grant the guest did not give (or not writable when it must be).
+    #[error("grant: {0}")]
+    Grant(#[from] GrantError),
+    /// The device refused or failed it.
+    #[error(transparent)]
+    Device(#[from] BlockError),
+}
+
+impl RequestError {
+    /// The `BLKIF_RSP_*` status for this refusal.
+    pub fn status(&self) -> i16 {
+        match self {
+            RequestError::Unsupported(_) => BLKIF_RSP_EOPNOTSUPP,
+            RequestError::Device(e) => blkif_status(e.status()),
+            _ => BLKIF_RSP_ERROR,
+        }
+    }
+}
+
+/// The blkif encoding of a device status.
+pub fn blkif_status(s: Status) -> i16 {
+    match s {
+        Status::Ok => BLKIF_RSP_OKAY,
+        Status::IoError => BLKIF_RSP_ERROR,
+        Status::Unsupported => BLKIF_RSP_EOPNOTSUPP,
+    }
+}
+
+pub use crate::ring_page::ConnectError;
+
+/// The Xen transport of one connected block front end.
+pub struct Blkback {
+    ring: BackRing<RingPage, BlkifRequest, BlkifResponse>,
+    grants: Arc<GrantTable>,
+    notify: Arc<dyn Notify>,
+    device: BlockExecutor,
+    broken: bool,
+    /// Ids taken from the ring whose responses are not yet published.
+    in_flight: Vec<u64>,
+    /// Responses written but not yet published.
+    unpublished: u32,
+    /// Segment descriptors of the request being handled.
+    descs: Vec<BlkifRequestSegment>,
+    /// Guest-caused log lines (the device's, kept across connections).
+    pub(crate) log: LogLimiter,
+}
+
+impl std::fmt::Debug for Blkback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blkback").field("device", &self.device).finish_non_exhaustive()
+    }
+}
+
+impl Blkback {
+    /// Maps the front end's ring (grant `ring_ref`, writable) and attaches
+    /// the transport to `device`.
+    pub fn connect(
+        grants: Arc<GrantTable>,
+        ring_ref: u32,
+        notify: Arc<dyn Notify>,
+        device: BlockExecutor,
+    ) -> Result<Self, ConnectError> {
+        let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
+        Ok(Blkback {
+            ring,
+            grants,
+            notify,
+            device,
+            broken: false,
+            in_flight: Vec::with_capacity(BLKIF_RING_SIZE as usize),
+            unpublished: 0,
+            descs: Vec::with_capacity(MAX_INDIRECT_SEGMENTS),
+            log: LogLimiter::default(),
+        })
+    }
+
+    /// The disk.
+    pub fn disk(&self) -> &Arc<Disk> {
+        self.device.disk()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<BlockMetrics> {
+        self.device.metrics()
+    }
+
+    /// Whether a corrupt ring stopped the device.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn flush_responses(&mut self) {
+        if self.unpublished == 0 {
+            return;
+        }
+        self.unpublished = 0;
+        self.in_flight.clear();
+        self.metrics().batches.inc();
+        if self.ring.push_responses_and_check_notify() {
+            self.metrics().notifies.inc();
+            self.notify.notify();
+        }
+    }
+
+    /// Handles one request (already copied out of the ring).
+    fn reply(&mut self, req: &BlkifRequest) -> BlkifResponse {
+        let operation = if req.operation == BLKIF_OP_INDIRECT { req.as_indirect().indirect_op } else { req.operation };
+        let result = if self.in_flight.contains(&req.id) {
+            Err(RequestError::DuplicateId(req.id))
+        } else {
+            self.in_flight.push(req.id);
+            self.dispatch(req)
+        };
+        self.metrics().requests.inc();
+        let status = match result {
+            Ok(()) => BLKIF_RSP_OKAY,
+            Err(e) => self.refused(req, &e),
+        };
+        BlkifResponse { id: req.id, operation, status, ..Default::default() }
+    }
+
+    fn refused(&mut self, req: &BlkifRequest, e: &RequestError) -> i16 {
+        let disk = self.device.disk().path().display();
+        crate::limited_warn!(self.log, %disk, id = req.id, op = req.operation, "blkback: request refused: {e}");
+        let status = e.status();
+        if status == BLKIF_RSP_EOPNOTSUPP {
+            self.metrics().unsupported.inc();
+        } else {
+            self.metrics().errors.inc();
+        }
+        status
+    }
+
+    fn dispatch(&mut self, req: &BlkifRequest) -> Result<(), RequestError> {
+        match req.operation {
+            BLKIF_OP_READ | BLKIF_OP_WRITE => {
+                self.direct_segments(req)?;
+                let op = if req.operation == BLKIF_OP_READ { Operation::Read } else { Operation::Write };
+                self.run(op, req.sector_number)
+            }
+            BLKIF_OP_FLUSH_DISKCACHE => {
+                // A flush may carry data: the device writes it, then flushes.
+                self.descs.clear();
+                if req.nr_segments > 0 {
+                    self.direct_segments(req)?;
+                }
+                self.run(Operation::Flush, req.sector_number)
+            }
+            BLKIF_OP_DISCARD => {
+                let d = req.as_discard();
+                if d.flag & BLKIF_DISCARD_SECURE != 0 {
+                    // We do not advertise `discard-secure`.
+                    return Err(RequestError::Unsupported(BLKIF_OP_DISCARD));
+                }
+                let op = Operation::Discard { sectors: d.nr_sectors };
+                Ok(self.device.execute(&Request { op, sector: d.sector_number, data: &[] })?)
+            }
+            BLKIF_OP_INDIRECT => {
+                let ind = req.as_indirect();
+                let op = match ind.indirect_op {
+                    BLKIF_OP_READ => Operation::Read,
+                    BLKIF_OP_WRITE => Operation::Write,
+                    other => return Err(RequestError::BadIndirectOp(other)),
+                };
+                self.indirect_segments(&ind)?;
+                self.run(op, ind.sector_number)
+            }
+            op => Err(RequestError::Unsupported(op)),
+        }
+    }
+
+    fn direct_segments(&mut self, req: &BlkifRequest) -> Result<(), RequestError> {
+        let n = req.nr_segments as usize;
+        if n == 0 || n > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            return Err(RequestError::SegmentCount(n, BLKIF_MAX_SEGMENTS_PER_REQUEST));
+        }
+        self.descs.clear();
+        self.descs.extend_from_slice(&req.seg[..n]);
+        Ok(())
+    }
+
+    /// Copies the segment descriptors out of the indirect pages.
+    fn indirect_segments(&mut self, ind: &BlkifRequestIndirect) -> Result<(), RequestError> {
+        let n = ind.nr_segments as usize;
+        if n == 0 || n > MAX_INDIRECT_SEGMENTS {
+            return Err(RequestError::SegmentCount(n, MAX_INDIRECT_SEGMENTS));
+        }
+        let pages = n.div_ceil(BLKIF_SEGS_PER_INDIRECT_FRAME);
+        debug_assert!(pages <= MAX_INDIRECT_PAGES);
+        self.descs.clear();
+        self.descs.resize(n, BlkifRequestSegment::default());
+        let chunks = self.descs.chunks_mut(BLKIF_SEGS_PER_INDIRECT_FRAME);
+        for (&gref, descs) in ind.indirect_grefs[..pages].iter().zip(chunks) {
+            self.grants.map(gref, false)?.read_pod(0, descs)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the segments in `self.descs`, maps their grants and runs the
+    /// request: everything is checked and every grant mapped before any
+    /// I/O, so a refused request changes nothing.
+    fn run(&mut self, op: Operation, sector: u64) -> Result<(), RequestError> {
+        for (index, s) in self.descs.iter().enumerate() {
+            if s.first_sect > s.last_sect || u64::from(s.last_sect) >= SECTORS_PER_PAGE {
+                return Err(RequestError::BadSegment { index, first: s.first_sect, last: s.last_sect });
+            }
+        }
+        let writable = op.writes_guest_memory();
+        let range = |s: &BlkifRequestSegment| {
+            (
+                u64::from(s.first_sect) * SECTOR_SIZE,
+                (usize::from(s.last_sect - s.first_sect) + 1) * SECTOR_SIZE as usize,
+            )
+        };
+        match self.descs[..] {
+            [] => Ok(self.device.execute(&Request { op, sector, data: &[] })?),
+            [s] => {
+                // One segment (the common 4 KiB case): no allocation.
+                let page = self.grants.map(s.gref, writable)?;
+                let (offset, len) = range(&s);
+                let data = [page.slice(offset, len, writable)?];
+                Ok(self.device.execute(&Request { op, sector, data: &data })?)
+            }
+            _ => {
+                let pages = self
+                    .descs
+                    .iter()
+                    .map(|s| self.grants.map(s.gref, writable))
+                    .collect::<Result<Vec<_>, GrantError>>()?;
+                let data = pages
+                    .iter()
+                    .zip(&self.descs)
+                    .map(|(page, s)| {
+                        let (offset, len) = range(s);
+                        page.slice(offset, len, writable)
+                    })
+                    .collect::<Result<Vec<_>, GrantError>>()?;
+                Ok(self.device.execute(&Request { op, sector, data: &data })?)
+            }
+        }
+    }
+}
+
+impl crate::serve::RingService for Blkback {
+    type Req = BlkifRequest;
+    type Rsp = BlkifResponse;
+
+    fn ring(&mut self) -> &mut BackRing<RingPage, BlkifRequest, BlkifResponse> {
+        &mut self.ring
+    }
+
+    fn answer(&mut self, req: &BlkifRequest) -> BlkifResponse {
+        self.reply(req)
+    }
+
+    fn cost(&self, req: &BlkifRequest) -> usize {
+        if req.operation == BLKIF_OP_DISCARD {
+            BlockExecutor::cost(Operation::Discard { sectors: req.as_discard().nr_sectors })
+        } else {
+            1
+        }
+    }
+
+    fn publish(&mut self) {
+        self.flush_responses();
+    }
+
+    fn stopped(&self) -> bool {
+        self.broken
+    }
+
+    fn stop(&mut self, e: ring_buffers::RingError) {
+        let disk = self.device.disk().path().display();
+        crate::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
+        self.metrics().ring_errors.inc();
+        self.broken = true;
+    }
+
+    fn pushed(&mut self) {
+        self.unpublished += 1;
+        if self.unpublished >= self.ring.size() {
+            // A batch never outgrows the ring, however fast the front end
+            // (or a hostile one) produces.
+            self.flush_responses();
+        }
+    }
+}
+
+/// The block device type: `--device vbd,<path>[,readonly]` (as `--disk`);
+/// ids follow Xen's `xvd` numbering ([`vbd_vdev`]); each disk has a device
+/// thread of its own.
+pub const DEVICE: crate::xenbus::DeviceType =
+    crate::xenbus::DeviceType { name: DEVICE_TYPE, id: vbd_vdev, own_thread: true, build };
+
+/// The virtual device number of the `i`-th disk: Xen's `xvd` numbering
+/// (major 202, 16 minors per disk), so disk 0 is `xvda` = 51712.
+pub fn vbd_vdev(i: usize) -> u32 {
+    (202 << 8) + 16 * i as u32
+}
+
+fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, String> {
+    let spec: super::DiskSpec = options.parse().map_err(|e: super::DiskError| e.to_string())?;
+    let disk = Disk::open(&spec).map_err(|e| e.to_string())?;
+    Ok(Box::new(BlockBackend::new(disk)))
+}
+
+/// The block device as a [`SplitBackend`](crate::xenbus::SplitBackend):
+/// publishes the disk's size and features, and is disconnected until the
+/// front end publishes its `ring-ref`.
+#[derive(Debug)]
+pub struct BlockBackend {
+    disk: Arc<Disk>,
+    metrics: Arc<BlockMetrics>,
+    /// The connected transport, if any.
+    pub dev: Option<Blkback>,
+    /// The connected transport of a front end using the 32-bit ring layout.
+    pub dev32: Option<x86_32::Blkback32>,
+    /// Guest-caused log lines while disconnected (a connection takes it).
+    log: LogLimiter,
+}
+
+impl BlockBackend {
+    /// A back-end serving `disk`.
+    pub fn new(disk: Disk) -> Self {
+        BlockBackend {
+            disk: Arc::new(disk),
+            metrics: Arc::default(),
+            dev: None,
+            dev32: None,
+            log: LogLimiter::default(),
+        }
+    }
+
+    /// The disk.
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
+    /// The metrics (shared with every connection).
+    pub fn metrics(&self) -> &Arc<BlockMetrics> {
+        &self.metrics
+    }
+
+    /// The blkif keys published in the back-end directory.
+    pub fn keys(disk: &Disk) -> Vec<(String, String)> {
+        use pv_abi::blkif::keys::*;
+        let info = if disk.readonly() { VDISK_READONLY } else { 0 };
+        [
+            (SECTORS, disk.sectors().to_string()),
+            (keys::SECTOR_SIZE, pv_abi::blkif::SECTOR_SIZE.to_string()),
+            (PHYSICAL_SECTOR_SIZE, pv_abi::blkif::SECTOR_SIZE.to_string()),
+            (INFO, info.to_string()),
+            (MODE, if disk.readonly() { "r" } else { "w" }.to_string()),
+            (FEATURE_FLUSH_CACHE, "1".to_string()),
+            (FEATURE_DISCARD, "1".to_string()),
+            (DISCARD_GRANULARITY, pv_abi::blkif::SECTOR_SIZE.to_string()),
+            (DISCARD_ALIGNMENT, "0".to_string()),
+            (FEATURE_MAX_INDIRECT_SEGMENTS, MAX_INDIRECT_SEGMENTS.to_string()),
+            (xb::MAX_RING_PAGE_ORDER, MAX_RING_PAGE_ORDER.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Whether the front end uses the 32-bit ring layout (`protocol`
+    /// absent means the native x86-64 one).
+    fn abi32(front: &dyn crate::xenbus::FrontendKeys) -> Result<bool, String> {
+        match front.read(xb::PROTOCOL) {
+            None => Ok(false),
+            Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_64 => Ok(false),
+            Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_32 => Ok(true),
+            Some(p) => Err(format!(
+                "front end's protocol {p:?} is neither {XEN_IO_PROTO_ABI_X86_64} nor {XEN_IO_PROTO_ABI_X86_32}"
+            )),
+        }
+    }
+
+    /// The ring reference the front end published, checked against our
+    /// ring order.
+    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, String> {
+        match front.read(xb::RING_PAGE_ORDER) {
+            Some(_) if front.read_u32(xb::RING_PAGE_ORDER)? > MAX_RING_PAGE_ORDER => {
+                Err(format!("{} above {} {MAX_RING_PAGE_ORDER}", xb::RING_PAGE_ORDER, xb::MAX_RING_PAGE_ORDER))
+            }
+            Some(_) if front.read(xb::RING_REF).is_none() => front.read_u32(xb::RING_REF0),
+            _ => front.read_u32(xb::RING_REF),
+        }
+    }
+}
+
+impl crate::xenbus::SplitBackend for BlockBackend {
+    fn device_type(&self) -> &'static str {
+        DEVICE_TYPE
+    }
+
+    fn metrics(&self) -> Arc<dyn crate::metrics::DeviceMetrics> {
+        self.metrics.clone()
+    }
+
+    fn features(&self) -> Vec<(String, String)> {
+        Self::keys(&self.disk)
+    }
+
+    fn connect(
+        &mut self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+    ) -> Result<(), String> {
+        let abi32 = Self::abi32(front)?;
+        let ring_ref = Self::ring_ref(front)?;
+        let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
+        if abi32 {
+            let mut dev =
+                x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
+            dev.inner.log = std::mem::take(&mut self.log);
+            self.dev32 = Some(dev);
+            return Ok(());
+        }
+        let mut dev = Blkback::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
+        // One limiter per device: reconnecting does not reset it.
+        dev.log = std::mem::take(&mut self.log);
+        self.dev = Some(dev);
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        if let Some(dev) = self.dev.take() {
+            self.log = dev.log;
+        }
+        if let Some(dev) = self.dev32.take() {
+            self.log = dev.inner.log;
+        }
+    }
+
+    fn process(&mut self) -> bool {
+        self.metrics.kicks.inc();
+        if let Some(dev) = &mut self.dev32 {
+            return dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
+        }
+        self.dev.as_mut().is_some_and(|dev| dev.process_budget(crate::xenbus::PROCESS_BUDGET).1)
+    }
+}

@@ -1,0 +1,325 @@
+//! Seccomp filters per thread (rust-vmm `seccompiler`), as Firecracker and
+//! Cloud Hypervisor do: if a guest ever found a bug in the VMM, the thread
+//! it reached could make only the system calls (and KVM ioctls) that
+//! thread needs.
+//!
+//! - [`ThreadKind::Vcpu`]: the thread running [`Vm::run`](crate::Vm::run)
+//!   (the main thread of `vmm run`), installed just before the first
+//!   `KVM_RUN`; allows the vCPU ioctls and what the process needs to shut
+//!   down (stats, closing fds, removing the demo's scratch directory).
+//! - [`ThreadKind::Device`]: each device thread, at its start: epoll,
+//!   eventfds, disk I/O, `KVM_IOEVENTFD` (doorbells bound on connect).
+//! - [`ThreadKind::Watchdog`]: sleep and signal the vCPU thread.
+//! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
+//!   VM: everything above plus VM construction (any KVM ioctl, mmap,
+//!   eventfds, thread creation).
+//!
+//! Filters are on when the binary calls [`enable`] (`vmm` does unless
+//! `--no-seccomp`); the library alone (tests booting VMs in-process) runs
+//! unfiltered. A forbidden call raises `SIGSYS`; the handler prints one
+//! `error: seccomp: ...` line naming the thread kind and the system-call
+//! number and exits with [`SIGSYS_EXIT_STATUS`]: never silent.
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Exit status after a forbidden system call (128 + `SIGSYS`).
+pub const SIGSYS_EXIT_STATUS: i32 = 128 + libc::SIGSYS;
+
+/// Environment variable of the test-only probe: `device` makes each device
+/// thread call a forbidden system call (`socket`) right after installing
+/// its filter, to prove the filter stops it. Read once by [`enable`].
+pub const PROBE_ENV: &str = "VMM_SECCOMP_PROBE";
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PROBE_DEVICE: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static INSTALLED: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Which thread a filter is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// The vCPU run loop (and process teardown after it).
+    Vcpu,
+    /// A device thread.
+    Device,
+    /// The run-time watchdog.
+    Watchdog,
+    /// A main thread that keeps building VMs (`vmm bench`).
+    Main,
+}
+
+impl ThreadKind {
+    fn name(self) -> &'static str {
+        match self {
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::Device => "device",
+            ThreadKind::Watchdog => "watchdog",
+            ThreadKind::Main => "main",
+        }
+    }
+}
+
+/// A filter could not be built or installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the {kind} seccomp filter: {why}")]
+pub struct SeccompError {
+    kind: &'static str,
+    why: String,
+}
+
+/// Turns filtering on for this process (installs the `SIGSYS` reporter).
+pub fn enable() {
+    install_sigsys_handler();
+    PROBE_DEVICE.store(std::env::var(PROBE_ENV).is_ok_and(|v| v == "device"), Ordering::SeqCst);
+    ENABLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`enable`] was called.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::SeqCst)
+}
+
+/// Whether the calling thread already runs under a filter.
+pub fn installed() -> bool {
+    INSTALLED.with(|c| c.get().is_some())
+}
+
+/// Installs the filter for `kind` on the calling thread if filtering is
+/// enabled and the thread has none yet.
+pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
+    if !enabled() || installed() {
+        return Ok(());
+    }
+    let err = |why: String| SeccompError { kind: kind.name(), why };
+    let prog: BpfProgram = filter(kind).map_err(|e| err(e.to_string()))?;
+    seccompiler::apply_filter(&prog).map_err(|e| err(e.to_string()))?;
+    INSTALLED.with(|c| c.set(Some(kind.name())));
+    if kind == ThreadKind::Device && PROBE_DEVICE.load(Ordering::SeqCst) {
+        // SAFETY: `socket` takes no pointers; the filter stops it.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    }
+    Ok(())
+}
+
+/// [`install`], logging instead of failing (for threads that cannot
+/// return an error): a thread that cannot be confined stops the process.
+pub fn install_or_exit(kind: ThreadKind) {
+    if let Err(e) = install(kind) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+const KVMIO: u64 = 0xae;
+
+const fn io(nr: u64) -> u64 {
+    (KVMIO << 8) | nr
+}
+
+const fn iow(nr: u64, size: usize) -> u64 {
+    (1 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+
+const fn ior(nr: u64, size: usize) -> u64 {
+    (2 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+
+const KVM_RUN: u64 = io(0x80);
+const KVM_GET_REGS: u64 = ior(0x81, std::mem::size_of::<kvm_bindings::kvm_regs>());
+const KVM_SET_REGS: u64 = iow(0x82, std::mem::size_of::<kvm_bindings::kvm_regs>());
+const KVM_GET_SREGS: u64 = ior(0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+const KVM_SET_SREGS: u64 = iow(0x84, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+const KVM_IOEVENTFD: u64 = iow(0x79, std::mem::size_of::<kvm_bindings::kvm_ioeventfd>());
+
+/// System calls every thread may make: memory, locks, signals, exit,
+/// time, and writing logs.
+const COMMON: &[i64] = &[
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_mprotect,
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_tgkill,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_rseq,
+    libc::SYS_set_robust_list,
+];
+
+fn ioctl_rule(requests: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    requests
+        .iter()
+        .map(|&r| SeccompRule::new(vec![SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r)?]))
+        .collect()
+}
+
+fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON.iter().map(|&s| (s, vec![])).collect();
+    let mut allow = |calls: &[i64]| calls.iter().for_each(|&s| _ = rules.insert(s, vec![]));
+    let ioctls: Option<Vec<SeccompRule>> = match kind {
+        ThreadKind::Vcpu => {
+            // Shutdown: stats fd, closing, removing the demo scratch dir.
+            allow(&[
+                libc::SYS_read,
+                libc::SYS_pread64,
+                libc::SYS_fcntl,
+                libc::SYS_openat,
+                libc::SYS_newfstatat,
+                libc::SYS_statx,
+                libc::SYS_getdents64,
+                libc::SYS_unlinkat,
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+            ]);
+            Some(ioctl_rule(&[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_IOEVENTFD])?)
+        }
+        ThreadKind::Device => {
+            allow(&[
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
+                libc::SYS_epoll_ctl,
+                libc::SYS_read,
+                libc::SYS_pread64,
+                libc::SYS_pwrite64,
+                libc::SYS_preadv,
+                libc::SYS_pwritev,
+                libc::SYS_fdatasync,
+                libc::SYS_fsync,
+                libc::SYS_fallocate,
+                libc::SYS_fcntl,
+            ]);
+            Some(ioctl_rule(&[KVM_IOEVENTFD])?)
+        }
+        ThreadKind::Watchdog => None,
+        ThreadKind::Main => {
+            allow(&[
+                libc::SYS_read,
+                libc::SYS_pread64,
+                libc::SYS_fcntl,
+                libc::SYS_openat,
+                libc::SYS_newfstatat,
+                libc::SYS_statx,
+                libc::SYS_getdents64,
+                libc::SYS_unlinkat,
+                libc::SYS_mkdir,
+                libc::SYS_mkdirat,
+                libc::SYS_eventfd2,
+                libc::SYS_epoll_create1,
+                libc::SYS_epoll_ctl,
+                libc::SYS_clone,
+                libc::SYS_clone3,
+                libc::SYS_rt_sigaction,
+                // Threads it starts inherit this filter and add their own.
+                libc::SYS_prctl,
+                libc::SYS_seccomp,
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
+                libc::SYS_pwrite64,
+                libc::SYS_preadv,
+                libc::SYS_pwritev,
+                libc::SYS_fallocate,
+                libc::SYS_getrandom,
+                libc::SYS_ftruncate,
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+            ]);
+            // Any KVM ioctl (type 0xae): building VMs.
+            let kvm = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(0xff00), KVMIO << 8)?;
+            Some(vec![SeccompRule::new(vec![kvm])?])
+        }
+    };
+    if let Some(r) = ioctls {
+        rules.insert(libc::SYS_ioctl, r);
+    }
+    let arch = std::env::consts::ARCH.try_into()?;
+    Ok(SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)?.try_into()?)
+}
+
+fn install_sigsys_handler() {
+    // SAFETY: `sigaction` is plain data; all-zero is a valid value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_sigsys as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: `sa_mask` is a valid, owned sigset.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: installs a handler that is async-signal-safe (only `write`
+    // and `_exit`); the old action is not needed.
+    unsafe { libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut()) };
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // `si_syscall` sits at byte 24 of a SIGSYS siginfo on x86-64
+    // (`si_call_addr` at 16, `si_syscall` at 24, `si_arch` at 28).
+    let at = (info as *const u8).wrapping_add(24).cast::<i32>();
+    // SAFETY: the kernel passes a valid 128-byte siginfo to SA_SIGINFO
+    // handlers; byte 24 lies inside it.
+    let nr = unsafe { at.read_unaligned() } as u32;
+    let kind = INSTALLED.with(|c| c.get()).unwrap_or("child");
+    let mut digits = [0u8; 10];
+    let parts: [&[u8]; 5] = [
+        b"error: seccomp: the ",
+        kind.as_bytes(),
+        b" thread made forbidden system call ",
+        decimal(nr, &mut digits),
+        b"; stopping the VMM\n",
+    ];
+    for p in parts {
+        // SAFETY: writing a valid buffer to stderr; async-signal-safe.
+        unsafe { libc::write(2, p.as_ptr().cast(), p.len()) };
+    }
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(SIGSYS_EXIT_STATUS) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_filter_compiles() {
+        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Watchdog, ThreadKind::Main] {
+            assert!(filter(kind).is_ok(), "{kind:?}");
+        }
+        assert_eq!(KVM_RUN, 0xae80);
+        assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+        let mut d = [0u8; 10];
+        assert_eq!(decimal(0, &mut d), b"0");
+        assert_eq!(decimal(4_294_967_295, &mut d), b"4294967295");
+    }
+}
