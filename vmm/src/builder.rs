@@ -200,6 +200,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
             let si = crate::pvh::boot::write_start_info(&m.ram, &l, &cfg.cmdline)?;
             let clock = crate::pvh::boot::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
             let mut pvh = crate::pvh::PvhState::new(l, m.vm.clone(), m.ram.clone(), clock);
+            pvh.timer = Some(crate::pvh::timer::Timer::start(evtchn.clone()).map_err(io("timer thread"))?);
             pvh.console_evtchn = core.console_port;
             pvh.store_evtchn = core.store_port;
             Some(Box::new(pvh))

@@ -119,7 +119,8 @@ pub struct PvhState {
     pub grant_frames: u32,
     /// The pvclock parameters.
     pub clock: time::PvClock,
-    /// The one-shot timer (started on first use).
+    /// The one-shot timer (its thread starts with the VM, before the
+    /// vCPU thread's seccomp filter forbids creating threads).
     pub timer: Option<timer::Timer>,
 }
 

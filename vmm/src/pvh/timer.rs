@@ -59,6 +59,8 @@ impl Timer {
 }
 
 fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels) {
+    // Sleeping, locking and writing the upcall eventfd: the watchdog's set.
+    crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Watchdog);
     let (m, cv) = shared;
     let mut st = m.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -94,12 +96,8 @@ impl Drop for Timer {
 /// Arms the timer at absolute system time `ns` (0 cancels) and refreshes
 /// the pvclock.
 fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
-    let evtchn = dom.evtchn.clone();
     let ram = dom.ram.clone();
     let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
-    if pvh.timer.is_none() {
-        pvh.timer = Some(Timer::start(evtchn).map_err(|_| pv_abi::errno::ENOMEM)?);
-    }
     let deadline = (ns != 0).then(|| pvh.clock.boot + Duration::from_nanos(ns));
     if let Some(t) = &pvh.timer {
         t.set(deadline);
