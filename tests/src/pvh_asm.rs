@@ -21,6 +21,12 @@ pub const PML4: u32 = 0x10_6000;
 pub const GP_COUNT: u32 = RESULTS + 0xffc;
 /// Top of the guest's stack (low RAM, which PVH guests may use).
 pub const STACK_TOP: u32 = 0x9_0000;
+/// Interrupts the 64-bit handler counted (see [`Asm::irq_handler_64`]).
+pub const IRQ_COUNT: u32 = RESULTS + 0xff8;
+/// The 64-bit IDT.
+pub const IDT64: u32 = 0x10_3000;
+/// The vector the 64-bit handler serves.
+pub const IRQ_VECTOR: u8 = 0xf3;
 /// Image size (code + data pages).
 pub const IMAGE_BYTES: u32 = 0x9000;
 
@@ -31,6 +37,7 @@ pub struct Asm {
     pub code: Vec<u8>,
     long: bool,
     gp_handler: u32,
+    irq_handler: u32,
 }
 
 impl Asm {
@@ -133,6 +140,24 @@ impl Asm {
 }
 
 impl Asm {
+    /// (64-bit code) Emits a handler for [`IRQ_VECTOR`] that counts at
+    /// [`IRQ_COUNT`] and returns (`iretq`, no EOI: Xen's callback vector),
+    /// and loads the 64-bit IDT holding its gate.
+    pub fn irq_handler_64(&mut self) -> &mut Self {
+        assert!(self.long);
+        let handler = self.here() + 5;
+        self.b(&[0xe9]).imm(9); // jmp over the 9-byte handler
+        self.b(&[0xff, 0x04, 0x25]).imm(IRQ_COUNT).b(&[0x48, 0xcf]); // inc dword [IRQ_COUNT]; iretq
+        self.irq_handler = handler;
+        self.b(&[0x0f, 0x01, 0x1c, 0x25]).imm(GDT + 0x60) // lidt [idtr64]
+    }
+    /// `sti`, then spin until [`IRQ_COUNT`] is non-zero, then `cli`.
+    pub fn wait_for_irq(&mut self) -> &mut Self {
+        self.b(&[0xfb]);
+        self.b(&[0x83, 0x3c, 0x25]).imm(IRQ_COUNT).b(&[0x00]); // cmp dword [IRQ_COUNT], 0
+        self.b(&[0x74, 0xf6]); // je back to the cmp (-10)
+        self.b(&[0xfa])
+    }
     /// Address of the #GP handler, once [`setup_descriptors`](Self::setup_descriptors) ran.
     pub fn gp_handler(&self) -> u32 {
         self.gp_handler
@@ -159,6 +184,13 @@ pub fn image_bytes(asm: &Asm) -> Vec<u8> {
     let h = asm.gp_handler();
     let gate = (u64::from(h & 0xffff_0000 | 0x8e00) << 32) | (0x10 << 16) | u64::from(h & 0xffff);
     put(&mut img, IDT + 13 * 8, &gate.to_le_bytes());
+    if asm.irq_handler != 0 {
+        let h = u64::from(asm.irq_handler);
+        let lo = (h & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((h >> 16 & 0xffff) << 48);
+        put(&mut img, IDT64 + u32::from(IRQ_VECTOR) * 16, &lo.to_le_bytes());
+        put(&mut img, GDT + 0x60, &(256u16 * 16 - 1).to_le_bytes());
+        put(&mut img, GDT + 0x62, &u64::from(IDT64).to_le_bytes());
+    }
     put(&mut img, PML4, &u64::from(PML4 + 0x1003).to_le_bytes());
     put(&mut img, PML4 + 0x1000, &u64::from(PML4 + 0x2003).to_le_bytes());
     for i in 0..512u64 {

@@ -242,3 +242,28 @@ fn pvh_timer_raises_virq_timer_and_pvclock_advances() {
         check_timer_body(&vm);
     }
 }
+
+/// Xen's global callback vector: with `HVM_PARAM_CALLBACK_IRQ` of type
+/// vector, `VIRQ_TIMER` from the timer thread is injected at that vector
+/// (split irqchip, `KVM_INTERRUPT`, vCPU kicked out of `KVM_RUN`); the
+/// guest's handler returns with `iretq` and no EOI.
+#[test]
+fn pvh_callback_vector_delivers_virq_timer_to_the_guest_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode().irq_handler_64();
+    let s = SCRATCH;
+    a.poke(s, 0).poke(s + 4, 0).poke(s + 8, 0).hypercall(EVENT_CHANNEL_OP, &[1, s], 0); // bind_virq(VIRQ_TIMER)
+    let p = s + 0x100;
+    a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, u32::from(IRQ_VECTOR)).poke(p + 12, 0x0200_0000);
+    a.hypercall(HVM_OP, &[0, p], 1); // CALLBACK_IRQ = vector type
+    a.hypercall(15, &[1], 2); // set_timer_op(1 ns): due now
+    a.wait_for_irq();
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, true);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    assert_eq!((result(&vm, 0), result(&vm, 1), result(&vm, 2)), (0, 0, 0));
+    assert!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap() >= 1, "the handler ran");
+    let si = PvhLayout::new(MEM).shared_info();
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending set");
+}

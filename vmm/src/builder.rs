@@ -273,12 +273,17 @@ fn create_machine(
     ram.register(&vm, &slots)?;
     // Hypercall outputs may not land in the read-only pool or the VMM's
     // low pages (`guest_out`).
-    let mut protected = vec![pvh_vmm_pages.unwrap_or(crate::guest_out::RESERVED_LOW)];
+    let mut protected = vec![pvh_vmm_pages.clone().unwrap_or(crate::guest_out::RESERVED_LOW)];
     if pool_readonly {
         protected.push(plan.pool_start..plan.mem_bytes);
     }
     ram.protect_outputs(protected);
-    vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+    if pvh_vmm_pages.is_some() {
+        // PVH: the callback vector needs `KVM_INTERRUPT` (pvh::callback).
+        crate::pvh::callback::split_irqchip(&vm).map_err(VmmError::kvm("KVM_CAP_SPLIT_IRQCHIP"))?;
+    } else {
+        vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+    }
     Ok(Machine { kvm, vm, ram })
 }
 

@@ -135,6 +135,9 @@ impl Table {
     }
 }
 
+/// What raises an upcall instead of the MSI irqfd (the PVH callback vector).
+pub type UpcallHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The guest's event channels.
 pub struct EventChannels {
     table: Mutex<Table>,
@@ -144,6 +147,8 @@ pub struct EventChannels {
     upcall: EventFd,
     /// Event counters.
     pub counters: EvtchnCounters,
+    /// Replaces the upcall irqfd (PVH callback vector), if set.
+    upcall_hook: Mutex<Option<UpcallHook>>,
 }
 
 impl std::fmt::Debug for EventChannels {
@@ -166,6 +171,7 @@ impl EventChannels {
             shared_info,
             vm,
             upcall,
+            upcall_hook: Mutex::new(None),
             counters: EvtchnCounters::default(),
         })
     }
@@ -179,6 +185,11 @@ impl EventChannels {
         entry.u.msi.data = u32::from(vector);
         let routing = KvmIrqRouting::from_entries(&[entry]).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
         vm.set_gsi_routing(&routing)
+    }
+
+    /// Routes upcalls to `hook` instead of the MSI irqfd (`None`: back to the irqfd).
+    pub fn set_upcall_hook(&self, hook: Option<UpcallHook>) {
+        *self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
     }
 
     /// `HVMOP_set_evtchn_upcall_vector`: upcalls go to `vector` from now on.
@@ -407,7 +418,10 @@ impl EventChannels {
             return Ok(false);
         }
         self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.upcall.write(1) {
+        let hook = self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook();
+        } else if let Err(e) = self.upcall.write(1) {
             tracing::warn!("cannot signal the upcall irqfd: {e}");
         }
         Ok(true)

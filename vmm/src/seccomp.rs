@@ -206,6 +206,7 @@ fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
                 KVM_IOEVENTFD,
                 KVM_SET_USER_MEMORY_REGION,
                 KVM_SET_GSI_ROUTING,
+                crate::pvh::callback::KVM_INTERRUPT,
             ])?)
         }
         ThreadKind::Device => {

@@ -138,6 +138,8 @@ impl ExitHandlers {
                 }
             }
             VcpuExit::Hlt => self.stats.exit(ExitKind::Hlt),
+            // Asked for by pvh::callback: the guest can take the upcall now.
+            VcpuExit::IrqWindowOpen => self.stats.exit(ExitKind::Interrupted),
             VcpuExit::X86Wrmsr(exit) => {
                 self.stats.exit(ExitKind::Msr);
                 *exit.error = crate::pvh::wrmsr_exit(dom, exit.index, exit.data);
@@ -250,14 +252,29 @@ impl Vcpu {
 
     /// Runs the guest until it shuts down, fails, or `watchdog` expires.
     pub fn run(&mut self, dom: &mut Domain, watchdog: Option<&Watchdog>) -> Result<Outcome, VmmError> {
-        loop {
-            if watchdog.is_some_and(Watchdog::expired) {
-                return Ok(Outcome::Timeout);
-            }
-            if let Some(outcome) = self.run_once(dom)? {
-                return Ok(outcome);
-            }
+        // A PVH guest's callback vector kicks this thread (pvh::callback).
+        let line = dom.pvh.as_ref().map(|p| p.callback.clone());
+        if let Some(line) = &line {
+            crate::watchdog::install_handler();
+            line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
+        let outcome = loop {
+            if watchdog.is_some_and(Watchdog::expired) {
+                break Ok(Outcome::Timeout);
+            }
+            if let Some(line) = &line {
+                line.before_run(&mut self.fd);
+            }
+            match self.run_once(dom) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => break Ok(outcome),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(line) = &line {
+            line.set_target(None);
+        }
+        outcome
     }
 
     /// Enters the guest once and handles the exit; `Some` when the run ends.

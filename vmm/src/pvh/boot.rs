@@ -130,6 +130,7 @@ pub fn prepare_vcpu(
     vcpu.set_regs(&entry_regs(entry, start_info)).map_err(VmmError::kvm("set_regs"))?;
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
+    super::callback::virtual_wire(vcpu).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
     let khz = vcpu.get_tsc_khz().unwrap_or(1_000_000);
     let mut msrs =
         kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])

@@ -75,6 +75,12 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
                 return Err(EINVAL);
             }
             pvh.callback_irq = p.value;
+            pvh.callback.set_vector(p.value as u8);
+            let hook: Option<crate::evtchn::UpcallHook> = (p.value != 0).then(|| {
+                let line = pvh.callback.clone();
+                std::sync::Arc::new(move || line.raise()) as crate::evtchn::UpcallHook
+            });
+            dom.evtchn.set_upcall_hook(hook);
             Ok(())
         }
         PARAM_STORE_PFN | PARAM_STORE_EVTCHN | PARAM_CONSOLE_PFN | PARAM_CONSOLE_EVTCHN => Err(EPERM),

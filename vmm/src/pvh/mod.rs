@@ -14,6 +14,7 @@
 //! extra KVM memory slots aliasing those VMM pages.
 
 pub mod boot;
+pub mod callback;
 pub mod cpuid;
 pub mod elf;
 pub mod gnttab;
@@ -119,6 +120,8 @@ pub struct PvhState {
     pub grant_frames: u32,
     /// The pvclock parameters.
     pub clock: time::PvClock,
+    /// The callback-vector line (`HVM_PARAM_CALLBACK_IRQ`, vector type).
+    pub callback: Arc<callback::CallbackLine>,
     /// The one-shot timer (its thread starts with the VM, before the
     /// vCPU thread's seccomp filter forbids creating threads).
     pub timer: Option<timer::Timer>,
@@ -145,6 +148,7 @@ impl PvhState {
             placed: [None; PLACEABLE],
             grant_frames: 0,
             clock,
+            callback: Arc::default(),
             timer: None,
         }
     }
