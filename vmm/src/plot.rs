@@ -18,7 +18,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Size of one group's panel (both charts).
-const PANEL: (u32, u32) = (1100, 320);
+const PANEL: (u32, u32) = (1200, 320);
+
+/// Width of the key beside each chart.
+const KEY_W: u32 = 140;
 
 /// Series colours (ColorBrewer Dark2: tell apart in print and for most
 /// colour-blind readers).
@@ -131,7 +134,8 @@ fn draw_group(area: &Area, op: &str, rows: &[&Record]) -> Result<(), PlotError> 
 fn bars(area: &Area, rows: &[&Record], chart: &Chart) -> Result<(), PlotError> {
     let metrics = present(rows, chart);
     let n = rows.len();
-    let mut c = ChartBuilder::on(area)
+    let (area, key) = area.split_horizontally(area.dim_in_pixel().0 - KEY_W);
+    let mut c = ChartBuilder::on(&area)
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(70)
@@ -155,7 +159,12 @@ fn bars(area: &Area, rows: &[&Record], chart: &Chart) -> Result<(), PlotError> {
     for (j, m) in metrics.iter().enumerate() {
         draw_bars(&mut c, rows, m, (j, metrics.len()), chart.fmt)?;
     }
-    legend(&mut c, metrics.len() > 1)
+    let entries: Vec<Entry> = metrics
+        .iter()
+        .enumerate()
+        .map(|(j, m)| Entry { label: m.name.into(), colour: colour(j), style: Swatch::Bar })
+        .collect();
+    draw_key(&key, if entries.len() > 1 { &entries } else { &[] })
 }
 
 type BarChart<'a, 'b> = ChartContext<
@@ -177,8 +186,7 @@ fn draw_bars(
     let vals: Vec<(f64, f64)> =
         rows.iter().enumerate().filter_map(|(i, r)| Some((i as f64 - 0.4 + w * j as f64, (m.get)(r)?))).collect();
     let rects = vals.iter().map(|&(x, v)| Rectangle::new([(x, 0.0), (x + w * 0.9, v)], colour.filled()));
-    let series = c.draw_series(rects).map_err(err)?;
-    series.label(m.name).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
+    c.draw_series(rects).map_err(err)?;
     let style = ("sans-serif", 12).into_text_style(c.plotting_area()).pos(Pos::new(HPos::Center, VPos::Bottom));
     let texts = vals.iter().map(|&(x, v)| Text::new(fmt(v), (x + w * 0.45, v), style.clone()));
     c.draw_series(texts).map_err(err)?;
@@ -195,7 +203,8 @@ where
     let metrics = present(rows, chart);
     let batches = distinct(rows.iter().map(|r| r.batch as f64));
     let x = (batches[0]..batches[batches.len() - 1]).log_scale().base(2.0);
-    let mut c = ChartBuilder::on(area)
+    let (area, key) = area.split_horizontally(area.dim_in_pixel().0 - KEY_W);
+    let mut c = ChartBuilder::on(&area)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -209,57 +218,71 @@ where
         .y_label_formatter(&|v| y_fmt(*v))
         .draw()
         .map_err(err)?;
+    let mut entries = Vec::new();
     for (i, mode) in modes(rows).into_iter().enumerate() {
         for (j, m) in metrics.iter().enumerate() {
-            let pts = points(rows, mode, m);
-            let name = if metrics.len() > 1 { format!("{mode} ({})", m.name) } else { mode.to_string() };
-            draw_line(&mut c, pts, &name, colour(i), j > 0)?;
+            let label = if metrics.len() > 1 { format!("{mode} ({})", m.name) } else { mode.to_string() };
+            let style = if j > 0 { Swatch::Dashed } else { Swatch::Line };
+            draw_line(&mut c, points(rows, mode, m), colour(i), style)?;
+            entries.push(Entry { label, colour: colour(i), style });
         }
     }
-    legend(&mut c, true)
+    draw_key(&key, &entries)
 }
 
-/// One line with its points and legend entry.
+/// One line with its points.
 fn draw_line<X, Y>(
     c: &mut ChartContext<SVGBackend, Cartesian2d<X, Y>>,
     pts: Vec<(f64, f64)>,
-    name: &str,
     colour: RGBAColor,
-    dashed: bool,
+    swatch: Swatch,
 ) -> Result<(), PlotError>
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
     let style = colour.stroke_width(2);
-    let series = if dashed {
-        c.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style)).map_err(err)?
+    if swatch == Swatch::Dashed {
+        c.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style)).map_err(err)?;
     } else {
-        c.draw_series(LineSeries::new(pts.clone(), style)).map_err(err)?
-    };
-    series.label(name).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
+        c.draw_series(LineSeries::new(pts.clone(), style)).map_err(err)?;
+    }
     c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(err)?;
     Ok(())
 }
 
-/// The legend box, where there is more than one series to tell apart.
-fn legend<'a, 'b: 'a, X, Y>(
-    c: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
-    show: bool,
-) -> Result<(), PlotError>
-where
-    X: Ranged,
-    Y: Ranged,
-{
-    if !show {
-        return Ok(());
+/// How a series looks in the key.
+#[derive(Clone, Copy, PartialEq)]
+enum Swatch {
+    Bar,
+    Line,
+    Dashed,
+}
+
+/// One line of a chart's key.
+struct Entry {
+    label: String,
+    colour: RGBAColor,
+    style: Swatch,
+}
+
+/// The key, in its own strip beside the chart (so it never hides data).
+fn draw_key(area: &Area, entries: &[Entry]) -> Result<(), PlotError> {
+    for (i, e) in entries.iter().enumerate() {
+        let y = 24 + 18 * i as i32;
+        let line = e.colour.stroke_width(2);
+        match e.style {
+            Swatch::Bar => area.draw(&Rectangle::new([(4, y - 5), (14, y + 5)], e.colour.filled())),
+            Swatch::Line => area.draw(&PathElement::new([(0, y), (18, y)], line)),
+            Swatch::Dashed => area
+                .draw(&PathElement::new([(0, y), (6, y)], line))
+                .and_then(|()| area.draw(&PathElement::new([(12, y), (18, y)], line))),
+        }
+        .map_err(err)?;
+        let style = ("sans-serif", 12).into_text_style(area).pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(e.label.as_str(), (24, y), style)).map_err(err)?;
     }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    Ok(())
 }
 
 /// The chart's metrics that at least one row has.
