@@ -55,6 +55,12 @@ struct RunArgs {
     /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
     #[arg(long, value_name = "TYPE[,OPTIONS]")]
     device: Vec<backend::xenbus::DeviceArg>,
+    /// Offer a network interface on a TAP device (repeatable:
+    /// device/vif/0, 1, ...): `tap=<ifname>[,mac=<mac>]`, the same as
+    /// `--device vif,tap=...`. The TAP device is created if it does not
+    /// exist (needs CAP_NET_ADMIN) and brought up.
+    #[arg(long, value_name = "tap=IFNAME[,mac=MAC]")]
+    net: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -145,7 +151,11 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
-        devices: args.device,
+        devices: args
+            .device
+            .into_iter()
+            .chain(args.net.iter().map(|n| backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, n)))
+            .collect(),
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     // Before the device threads start: each installs its filter first.
