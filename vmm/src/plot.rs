@@ -395,6 +395,7 @@ mod tests {
             ns_per_op: ns,
             kvm_exits_per_op: kvm,
             backend_notifies_per_op: None,
+            backend_kicks_per_op: None,
         }
     }
 
