@@ -147,6 +147,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
     };
     let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
+    let virtio_disks = cfg.virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
 
     // PVH guests run their own page tables (the pool stays writable) and
     // own low memory; their outputs may not touch the VMM's top pages.
@@ -192,9 +193,14 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     // device (each disk): a slow disk never delays another device.
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
+    let usable = pv_abi::layout::KERNEL_BASE..plan.pool_start;
+    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks)?;
+    threads.extend(virtio_threads);
+    let virtio = Arc::new(virtio);
     crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
     crate::pvh::xenstore::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
+    vcpu.attach_mmio(virtio.clone());
     let pvh = match pvh_layout {
         Some(l) => {
             let si = crate::pvh::boot::write_start_info(&m.ram, &l, &cfg.cmdline)?;
@@ -206,7 +212,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
             Some(Box::new(pvh))
         }
         None => {
-            write_start_info(cfg, &m.ram, &plan, &image, &core)?;
+            write_start_info(cfg, &m.ram, &plan, &image, &core, &virtio.entries)?;
             None
         }
     };
@@ -224,6 +230,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         dom,
         store: core.store,
         pv,
+        virtio,
         console: core.console,
         timeout: cfg.timeout,
         image,
@@ -332,17 +339,21 @@ fn setup_core_pages(
     Ok(CorePages { console, console_port, store, store_port, subscribers })
 }
 
-/// Writes start-info with the console and store channels filled in.
+/// Writes start-info with the console and store channels and the virtio
+/// device list filled in.
 fn write_start_info(
     cfg: &VmConfig,
     ram: &GuestRam,
     plan: &MemoryPlan,
     image: &ImageInfo,
     core: &CorePages,
+    virtio: &[pv_abi::virtio::VirtioMmioDevice],
 ) -> Result<(), VmmError> {
     let mut si = boot::write_start_info(ram, plan, image.end, &cfg.cmdline, cfg.paging)?;
     si.console.evtchn = core.console_port;
     si.store.evtchn = core.store_port;
+    si.nr_virtio = virtio.len() as u32;
+    si.virtio[..virtio.len()].copy_from_slice(virtio);
     ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))
 }
 

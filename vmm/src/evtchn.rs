@@ -157,12 +157,26 @@ impl std::fmt::Debug for EventChannels {
     }
 }
 
+/// A GSI routing entry delivering an MSI with `vector` to APIC id 0
+/// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
+/// so whoever adds routes sets this upcall route again with them.
+pub fn msi_route(gsi: u32, vector: u32) -> kvm_bindings::kvm_irq_routing_entry {
+    let mut entry =
+        kvm_bindings::kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
+    entry.u.msi.data = vector;
+    entry
+}
+
 impl EventChannels {
     /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
     /// Needs the in-kernel irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
+        use kvm_bindings::KvmIrqRouting;
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        Self::route_upcall(&vm, UPCALL_VECTOR).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        let routing = KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))])
+            .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
+        vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
         ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
         Ok(EventChannels {
@@ -178,12 +192,11 @@ impl EventChannels {
 
     /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
     /// delivery, edge).
+    /// The routing table then holds only this route: PVH guests (the only
+    /// callers) have no virtio devices, whose routes `virtio` adds.
     fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
-        use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
-        let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
-        entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
-        entry.u.msi.data = u32::from(vector);
-        let routing = KvmIrqRouting::from_entries(&[entry]).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+        let routing = kvm_bindings::KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(vector))])
+            .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
         vm.set_gsi_routing(&routing)
     }
 

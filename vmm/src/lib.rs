@@ -31,6 +31,7 @@ pub mod seccomp;
 pub mod stats;
 pub mod uart;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 pub mod watchdog;
 
