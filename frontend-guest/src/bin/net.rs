@@ -368,9 +368,9 @@ impl Guest<'_> {
                 })
                 .unwrap_or(0);
             c.sent += n as u64;
-            if c.sent == c.total {
-                s.close();
-            }
+        }
+        if c.sent == c.total && s.may_send() {
+            s.close();
         }
         if c.sent == c.total && !s.is_active() {
             c.done = true;
