@@ -556,6 +556,60 @@ impl NetFront {
     }
 }
 
+/// Raw access for tests and hostile-guest scenarios.
+impl NetFront {
+    /// Sends one frame outside the stack (copied into a transmit buffer);
+    /// `false` if no buffer is free.
+    pub fn send_frame(&mut self, frame: &[u8]) -> bool {
+        self.tx.reap().ok();
+        if !self.tx.can_send() || frame.len() > MAX_FRAME {
+            return false;
+        }
+        self.tx.send(frame.len(), |b| b.copy_from_slice(frame));
+        self.flush();
+        true
+    }
+
+    /// Calls `f` with the next received frame, if one is there.
+    pub fn recv_frame(&mut self, f: impl FnOnce(&[u8])) -> bool {
+        if !self.rx_ready() {
+            return false;
+        }
+        f(self.rx.frame());
+        let _ = self.rx.recycle();
+        true
+    }
+
+    /// Queues a transmit request as is (the caller owns whatever grant it
+    /// names); answered like any other, see [`Self::raw_tx_responses`].
+    pub fn queue_raw_tx(&mut self, req: &NetifTxRequest) -> Result<(), NetError> {
+        Ok(self.tx.ring.push_request(req)?)
+    }
+
+    /// Takes transmit responses straight off the ring (for raw requests,
+    /// before any stack traffic): fills `out`, returns how many.
+    pub fn raw_tx_responses(&mut self, out: &mut [NetifTxResponse]) -> Result<usize, NetError> {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(r) = self.tx.ring.pop_response()? else { break };
+            out[n] = r;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Overwrites the shared transmit `req_prod` (a hostile guest).
+    pub fn poke_tx_req_prod(&self, value: u32) {
+        ring_buffers::RingMemory::store_u32(self.tx.ring.memory(), 0, value, core::sync::atomic::Ordering::Release);
+    }
+
+    /// Notifies the back end unconditionally.
+    pub fn kick(&mut self) {
+        self.notifies += 1;
+        evtchn::notify(self.port);
+    }
+}
+
 /// Whether a frame is IPv4 TCP or UDP (its checksum can be left blank).
 fn needs_csum(frame: &[u8]) -> bool {
     l4(frame).is_some_and(|(proto, _, _)| proto == 6 || proto == 17)
@@ -680,5 +734,47 @@ impl smoltcp::phy::Device for NetFront {
         caps.checksum.tcp = smoltcp::phy::Checksum::None;
         caps.checksum.udp = smoltcp::phy::Checksum::None;
         caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_frame(payload: &[u8]) -> std::vec::Vec<u8> {
+        let mut f = std::vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        f[46] = 0x50;
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn fill_tcp_csum(f: &mut [u8]) {
+        let seg_len = f.len() - 34;
+        let mut sum = csum_add(0, &f[26..34]);
+        sum += 6 + seg_len as u32;
+        let c = !csum_fold(csum_add(sum, &f[34..]));
+        f[50..52].copy_from_slice(&c.to_be_bytes());
+    }
+
+    #[test]
+    fn checksums_are_verified_and_blank_ones_marked() {
+        let mut f = tcp_frame(b"odd-length payload");
+        assert!(needs_csum(&f));
+        fill_tcp_csum(&mut f);
+        assert!(l4_csum_ok(&f));
+        f[60] ^= 0x40;
+        assert!(!l4_csum_ok(&f), "a flipped bit is caught");
+        let mut arp = std::vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!needs_csum(&arp) && l4_csum_ok(&arp));
+        let mut bad = tcp_frame(b"x");
+        bad[16..18].copy_from_slice(&1000u16.to_be_bytes()); // total past the frame
+        assert!(!needs_csum(&bad));
     }
 }

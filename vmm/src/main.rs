@@ -89,8 +89,7 @@ struct BenchArgs {
     /// Print one JSON array of records instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also draw every group of rows (SVG): PTE update against batch size,
-    /// null hypercall, console byte, event round trip, block over both transports.
+    /// Also draw every group of rows (ns and exits per op) as one SVG.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Run without the seccomp filters (for debugging).
@@ -245,7 +244,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {
-                        std::fs::write(path, vmm::plot::bench_svg(&recs))
+                        std::fs::write(path, vmm::plot::svg(&recs)?)
                             .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
                     }
                     if b.json {

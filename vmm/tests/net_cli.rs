@@ -234,6 +234,55 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
     eprintln!("{stderr}");
 }
 
+#[test]
+fn a_hostile_guest_stops_its_own_vif_while_a_second_vif_and_a_disk_keep_working() {
+    assert!(is_root(), "this test needs root (network namespace and TAP devices)");
+    let ns = Netns::new("hostile");
+    for (tap, addr) in [("pvh0", None), ("pvh1", Some("10.77.1.1/24"))] {
+        ns.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+        if let Some(a) = addr {
+            ns.ip(&["addr", "add", a, "dev", tap]);
+        }
+        ns.ip(&["link", "set", tap, "up"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let out = ns
+        .exec(&[
+            env!("CARGO_BIN_EXE_vmm"),
+            "run",
+            "--image",
+            "net",
+            "--net",
+            "tap=pvh0",
+            "--net",
+            "tap=pvh1",
+            "--disk",
+            img.to_str().unwrap(),
+            "--cmdline",
+            "test=hostile ip=10.77.1.2/24 peer=10.77.1.1",
+            "--timeout",
+            "60",
+            "--stats",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("hostile: refused=3/3 vif1-arp=true disk-read=Ok(0)"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let line = |id: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(&format!("backend/vif/1/{id}:")))
+            .unwrap_or_else(|| panic!("{stderr}"))
+            .to_string()
+    };
+    assert!(line("0").contains("tx_errors=3") && line("0").contains("stopped=1"), "{stderr}");
+    assert!(line("1").contains("stopped=0"), "{stderr}");
+}
+
 fn vmm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).output().expect("run vmm")
 }

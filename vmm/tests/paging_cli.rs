@@ -38,19 +38,17 @@ fn bench_json_has_the_pte_rows_and_plot_writes_an_svg() {
     let trapped = pte.iter().find(|r| r["mode"] == "trapped").unwrap();
     assert!(trapped["exits_per_op"].as_f64().unwrap() >= 1.0);
     let text = std::fs::read_to_string(&svg).expect("plot written");
-    // One line per mode with a positive measurement: at --iters 64 a
-    // differenced cost can come out as 0 under load, and such a mode has no
-    // points on a log scale (1 run in 10 failed on "== 3" on a busy host).
-    let measured = ["native", "trapped", "pv"]
-        .iter()
-        .filter(|m| pte.iter().any(|r| r["mode"] == **m && r["ns_per_op"].as_f64().unwrap_or(0.0) > 0.0))
-        .count();
-    assert!(measured >= 2, "{pte:?}");
-    // Axes and ticks are black polylines; each mode's line has its colour.
-    let tags = text.split("<polyline").skip(1).map(|p| p.split('>').next().unwrap_or(""));
-    let lines = tags.filter(|t| !t.contains(r##"stroke="#000000""##)).count();
-    assert!(text.starts_with("<svg") && lines == measured, "{text}");
-    assert!(text.contains("4 KiB random block request"), "every group is drawn");
+    let doc = roxmltree::Document::parse(&text).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    // A panel titled with each group's op, and a key entry per paging mode.
+    for r in &recs {
+        let op = r["op"].as_str().unwrap();
+        assert!(texts.contains(&op), "no panel for {op:?}");
+    }
+    for mode in ["native", "trapped", "pv"] {
+        assert!(texts.contains(&mode), "no line for {mode:?}");
+    }
     let _ = std::fs::remove_file(svg);
 }
 

@@ -348,7 +348,7 @@ fn split_backend_publishes_blkif_keys_and_connects() {
     let notify: Arc<dyn Notify> = Arc::new(NoNotify);
     let bad = Keys(HashMap::from([("ring-ref", "1"), ("ring-page-order", "2")]));
     assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("ring-page-order"));
-    let bad = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "x86_32-abi")]));
+    let bad = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "arm-abi")]));
     assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("protocol"));
     let bad = Keys(HashMap::from([("ring-ref", "1999")]));
     assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("ring-ref"));

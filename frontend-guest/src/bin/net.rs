@@ -118,6 +118,9 @@ struct Guest<'a> {
 
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
+    if cmdline::get(cmd, "test") == Some(b"hostile") {
+        return hostile(si, cmd);
+    }
     let Some((ip, prefix)) = cmdline::get(cmd, "ip").and_then(parse_cidr) else {
         println!("net: give the guest an address: --cmdline \"ip=<a.b.c.d>/<prefix>\"");
         return 64;
@@ -365,9 +368,9 @@ impl Guest<'_> {
                 })
                 .unwrap_or(0);
             c.sent += n as u64;
-            if c.sent == c.total {
-                s.close();
-            }
+        }
+        if c.sent == c.total && s.may_send() {
+            s.close();
         }
         if c.sent == c.total && !s.is_active() {
             c.done = true;
@@ -377,4 +380,94 @@ impl Guest<'_> {
             println!("net: client: connection failed after {} bytes", c.sent);
         }
     }
+}
+
+/// `test=hostile ip=<a.b.c.d>/<n> peer=<a.b.c.d>`, with two interfaces and
+/// a disk: malformed transmit requests on vif 0 must be refused, a corrupt
+/// ring index must stop vif 0, and afterwards vif 1 must still carry an ARP
+/// exchange with `peer` and the disk must still read.
+fn hostile(si: &'static StartInfo, cmd: &[u8]) -> i32 {
+    use pv_abi::netif::{NetifTxRequest, NetifTxResponse, NETIF_RSP_ERROR};
+    let (Some((ip, _)), Some(peer)) =
+        (cmdline::get(cmd, "ip").and_then(parse_cidr), cmdline::get(cmd, "peer").and_then(parse_ipv4))
+    else {
+        println!("hostile: give ip=<a.b.c.d>/<n> peer=<a.b.c.d>");
+        return 64;
+    };
+    clock::init();
+    let Ok(mut store) = frontend_guest::xenbus::open_store(si) else { return 70 };
+    let (Ok(mut a), Ok(mut b)) = (netfront::connect(&mut store, 0), netfront::connect(&mut store, 1)) else {
+        println!("hostile: needs --net twice");
+        return 73;
+    };
+    // Malformed requests on vif 0.
+    let Some(page) = frontend_guest::pages::alloc(1) else { return 2 };
+    let dom0 = pv_abi::event_channel::DOMID_VMM;
+    let gref = frontend_guest::grant::grant_page(dom0, page, true).unwrap_or(0);
+    let req = |gref, offset, id, size| NetifTxRequest { gref, offset, flags: 0, id, size };
+    let cases = [req(999, 0, 1, 60), req(gref, 0, 2, 0), req(gref, 4000, 3, 200)];
+    for r in &cases {
+        let _ = a.queue_raw_tx(r);
+    }
+    a.flush();
+    let mut rsp = [NetifTxResponse::default(); 3];
+    let (mut n, deadline) = (0, clock::now_us() + 2_000_000);
+    while n < rsp.len() && clock::now_us() < deadline {
+        n += a.raw_tx_responses(&mut rsp[n..]).unwrap_or(0);
+        a.wait(Some(deadline.min(clock::now_us() + 100_000)));
+    }
+    let refused = rsp[..n].iter().filter(|r| r.status == NETIF_RSP_ERROR).count();
+    // A corrupt ring index stops vif 0.
+    a.poke_tx_req_prod(0x4000_0000);
+    a.kick();
+    // vif 1 still works: an ARP request for the peer gets its reply.
+    let arp_ok = arp_exchange(&mut b, ip, peer);
+    // The disk still works.
+    let mut vdev = None;
+    let _ = frontend_guest::blkfront::list_disks(&mut store, |v| {
+        vdev.get_or_insert(v);
+    });
+    let disk = match vdev.map(|v| frontend_guest::blkfront::connect(&mut store, v)) {
+        Some(Ok(mut d)) => match frontend_guest::blkfront::IoBuf::alloc(1) {
+            Some(buf) => d.read(0, buf.gpa, 8),
+            None => return 2,
+        },
+        _ => {
+            println!("hostile: needs a disk");
+            return 75;
+        }
+    };
+    println!("hostile: refused={}/{} vif1-arp={} disk-read={:?}", refused, cases.len(), arp_ok, disk);
+    let good = refused == cases.len() && arp_ok && disk == Ok(pv_abi::blkif::BLKIF_RSP_OKAY);
+    (!good) as i32
+}
+
+/// Sends ARP requests for `peer` from `dev` (once a second, 5 s at most)
+/// until its reply arrives.
+fn arp_exchange(dev: &mut NetFront, ip: Ipv4Address, peer: Ipv4Address) -> bool {
+    let mut f = [0u8; 42];
+    f[..6].fill(0xff);
+    f[6..12].copy_from_slice(&dev.mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&dev.mac);
+    f[28..32].copy_from_slice(&ip.octets());
+    f[38..42].copy_from_slice(&peer.octets());
+    let end = clock::now_us() + 5_000_000;
+    while clock::now_us() < end {
+        dev.send_frame(&f);
+        let resend = clock::now_us() + 1_000_000;
+        while clock::now_us() < resend.min(end) {
+            let mut got = false;
+            while dev.recv_frame(|r| {
+                got |= r.len() >= 42 && r[12..14] == [0x08, 0x06] && r[20..22] == [0, 2] && r[28..32] == peer.octets();
+            }) {}
+            if got {
+                return true;
+            }
+            dev.flush();
+            dev.wait(Some(resend.min(end)));
+        }
+    }
+    false
 }
