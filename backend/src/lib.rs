@@ -1,6 +1,6 @@
 //! Back-end devices.
 //!
-//! Each device (the console, the `echo` sample, block; net to come) runs as
+//! Each device (the console, the `echo` sample, block, net) runs as
 //! an `event-manager` subscriber on a device thread, woken by the eventfd
 //! its event channel signals. A device folder holds three separate pieces,
 //! as in rust-vmm's virtio-blk and Firecracker's device folders:
@@ -25,14 +25,16 @@ pub mod console;
 pub mod echo;
 pub mod grant;
 pub mod metrics;
+pub mod net;
 pub mod ratelimit;
 pub mod ring_page;
 pub mod serve;
+pub mod virtio;
 pub mod xenbus;
 
 /// Every device type the VMM can offer a guest, one line each (see the
 /// README's "Adding a new PV device").
-pub const DEVICE_TYPES: &[xenbus::DeviceType] = &[echo::xen::DEVICE, block::xen::DEVICE];
+pub const DEVICE_TYPES: &[xenbus::DeviceType] = &[echo::xen::DEVICE, block::xen::DEVICE, net::xen::DEVICE];
 
 /// How a back-end notifies its front end: the VMM implements it by raising
 /// the event channel the device is bound to.

@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod arch;
 pub mod blkfront;
+pub mod clock;
 pub mod cmdline;
 pub mod console;
 pub mod echo;
@@ -22,10 +23,12 @@ pub mod grant;
 pub mod hypercall;
 pub mod interrupts;
 pub mod mmu;
+pub mod netfront;
 pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
 pub mod store;
+pub mod virtio;
 pub mod xenbus;
 
 pub use pv_abi;

@@ -127,3 +127,76 @@ pub const NET_RX_RING_SIZE: u32 = crate::ring::ring_size(
     crate::ring::slot_size::<NetifRxRequest, NetifRxResponse>(),
 );
 const _: () = assert!(NET_TX_RING_SIZE == 256 && NET_RX_RING_SIZE == 256);
+
+/// Device type in the store (Xen's virtual network interface).
+pub const DEVICE_TYPE: &str = "vif";
+
+/// Slots a transmit packet may use at least (Xen's
+/// `XEN_NETIF_NR_SLOTS_MIN`; Linux's netback accepts exactly this many).
+pub const XEN_NETIF_NR_SLOTS_MIN: usize = 18;
+/// Largest transmit packet (Xen's `XEN_NETIF_MAX_TX_SIZE`).
+pub const XEN_NETIF_MAX_TX_SIZE: usize = 0xffff;
+/// Smallest frame a front end may send (an Ethernet header).
+pub const ETH_HLEN: usize = 14;
+
+/// Store keys of the netif handshake (`io/netif.h`), written once for both
+/// sides.
+pub mod keys {
+    /// Front end: grant reference of the transmit ring page.
+    pub const TX_RING_REF: &str = "tx-ring-ref";
+    /// Front end: grant reference of the receive ring page.
+    pub const RX_RING_REF: &str = "rx-ring-ref";
+    /// Front end: one event channel for both rings.
+    pub const EVENT_CHANNEL: &str = "event-channel";
+    /// Front end: split event channel for the transmit ring.
+    pub const EVENT_CHANNEL_TX: &str = "event-channel-tx";
+    /// Front end: split event channel for the receive ring.
+    pub const EVENT_CHANNEL_RX: &str = "event-channel-rx";
+    /// Front end: asks for receive-copy mode (must be 1 here).
+    pub const REQUEST_RX_COPY: &str = "request-rx-copy";
+    /// Both: the front end re-arms `rsp_event`/`req_event` on the rx ring.
+    pub const FEATURE_RX_NOTIFY: &str = "feature-rx-notify";
+    /// Both: multi-slot packets (`NETTXF_more_data`/`NETRXF_more_data`).
+    pub const FEATURE_SG: &str = "feature-sg";
+    /// Back end: receive-copy supported.
+    pub const FEATURE_RX_COPY: &str = "feature-rx-copy";
+    /// Back end: split event channels supported.
+    pub const FEATURE_SPLIT_EVENT_CHANNELS: &str = "feature-split-event-channels";
+    /// Front end: the front end does not verify received checksums
+    /// (Xen's `feature-no-csum-offload` = 0 means it may get blank ones).
+    pub const FEATURE_NO_CSUM_OFFLOAD: &str = "feature-no-csum-offload";
+    /// Both directories: the interface's MAC address, `xx:xx:xx:xx:xx:xx`.
+    pub const MAC: &str = "mac";
+}
+
+/// Parses a MAC address written as six hex pairs separated by `:`.
+pub fn parse_mac(s: &[u8]) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(|&b| b == b':');
+    for byte in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        *byte = hex(p[0])? << 4 | hex(p[1])?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mac;
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac(b"02:00:0a:0B:ff:01"), Some([2, 0, 10, 11, 255, 1]));
+        assert_eq!(parse_mac(b"02:00:0a:0b:ff"), None);
+        assert_eq!(parse_mac(b"02:00:0a:0b:ff:01:02"), None);
+        assert_eq!(parse_mac(b"02:00:0a:0b:ff:1"), None);
+        assert_eq!(parse_mac(b"02:00:0a:0b:fg:01"), None);
+    }
+}

@@ -201,6 +201,8 @@ fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
                 libc::SYS_epoll_pwait,
                 libc::SYS_epoll_ctl,
                 libc::SYS_read,
+                // netback reads a TAP frame and its virtio-net header at once.
+                libc::SYS_readv,
                 libc::SYS_pread64,
                 libc::SYS_pwrite64,
                 libc::SYS_preadv,

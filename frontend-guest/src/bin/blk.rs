@@ -256,7 +256,7 @@ fn hostile(a: &mut BlkFront, b: &mut BlkFront) -> i32 {
     // Corrupt ring indices stop disk `a` only.
     a.poke_req_prod(0x4000_0000);
     a.kick();
-    let stopped = matches!(a.wait_bounded(200_000), Ok(None));
+    let stopped = matches!(a.wait_bounded(20_000), Ok(None));
     let second = b.read(8, buf.gpa + 4096, 16);
     println!(
         "hostile: refused={}/{} ro-write={:?} ro-read={:?} corrupt-stopped={} second-disk={:?}",

@@ -1,0 +1,228 @@
+//! A Linux TAP device (`/dev/net/tun`, `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`),
+//! in the style of Cloud Hypervisor's `net_util`: a small wrapper over the
+//! ioctls, no crate.
+//!
+//! Every frame carries a 10-byte virtio-net header, which is how the
+//! checksum state crosses: frames from the host stack may come with a
+//! partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, because checksum
+//! offload is on: `TUNSETOFFLOAD(TUN_F_CSUM)`) or as already validated
+//! (`VIRTIO_NET_HDR_F_DATA_VALID`); netback passes both on to the guest as
+//! `NETRXF_*` flags. Frames netback writes always have complete checksums
+//! (netback fills in a guest's blank one) and say `DATA_VALID` when the
+//! guest vouched for them.
+
+use super::port::{NetPort, RxMeta};
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+const TUN_PATH: &str = "/dev/net/tun";
+/// `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `struct virtio_net_hdr` (without `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+/// Longest interface name (`IFNAMSIZ` - 1).
+pub const MAX_NAME: usize = 15;
+
+/// Why a TAP device could not be opened; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// No `/dev/net/tun`.
+    #[error(
+        "{TUN_PATH} is missing: load the tun module (`modprobe tun`) or create the node (`mknod {TUN_PATH} c 10 200`)"
+    )]
+    NoTunDevice,
+    /// Not allowed to create or attach the device.
+    #[error("no permission to create or attach TAP device '{0}': run as root (CAP_NET_ADMIN), or create it first with `ip tuntap add {0} mode tap user $USER`")]
+    Permission(String),
+    /// The name is in use.
+    #[error("TAP name '{0}' is taken (another process has it open, or it is not a TAP device): pick another name")]
+    Taken(String),
+    /// Not a usable interface name.
+    #[error("'{0}' is not a valid interface name (1-{MAX_NAME} characters, no '/', ':' or whitespace)")]
+    BadName(String),
+    /// Another system error.
+    #[error("TAP device '{name}': {what}: {err}")]
+    Io {
+        /// The device.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// The error.
+        err: std::io::Error,
+    },
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An open TAP device.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+/// Checks an interface name.
+pub fn check_name(name: &str) -> Result<(), TapError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(TapError::BadName(name.to_string()))
+    }
+}
+
+impl Tap {
+    /// Creates (or attaches to) the TAP device `name`, non-blocking, with
+    /// virtio-net headers and checksum offload, and brings its link up.
+    pub fn open(name: &str) -> Result<Tap, TapError> {
+        check_name(name)?;
+        let io = |what| move |err| TapError::Io { name: name.to_string(), what, err };
+        let path = c"/dev/net/tun";
+        // SAFETY: a NUL-terminated path; the returned descriptor is owned
+        // by the `File` below.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => TapError::NoTunDevice,
+                Some(libc::EACCES) | Some(libc::EPERM) => TapError::Permission(name.to_string()),
+                _ => io("open /dev/net/tun")(e),
+            });
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which
+        // `IfReq` matches in size (40 bytes) and layout of the used fields.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::Permission(name.to_string()),
+                Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST) => TapError::Taken(name.to_string()),
+                _ => io("TUNSETIFF")(e),
+            });
+        }
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM as libc::c_ulong) } < 0 {
+            return Err(io("TUNSETOFFLOAD")(std::io::Error::last_os_error()));
+        }
+        let tap = Tap { file, name: name.to_string() };
+        if let Err(e) = tap.set_up() {
+            tracing::warn!(tap = name, "cannot bring the link up ({e}); do it with `ip link set {name} up`");
+        }
+        Ok(tap)
+    }
+
+    /// Sets `IFF_UP` on the interface.
+    fn set_up(&self) -> std::io::Result<()> {
+        // SAFETY: a plain datagram socket, closed by the `File` below.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `s` is ours.
+        let sock = unsafe { File::from_raw_fd(s) };
+        let mut req = IfReq { name: [0; 16], flags: 0, _pad: [0; 22] };
+        req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write one `ifreq`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.flags |= libc::IFF_UP as libc::c_short;
+        // SAFETY: as above.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut req) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Another handle on the same open TAP (same queue), e.g. for a
+    /// benchmark's raw baseline next to netback.
+    pub fn try_clone(&self) -> std::io::Result<Tap> {
+        Ok(Tap { file: self.file.try_clone()?, name: self.name.clone() })
+    }
+
+    /// The interface name.
+    pub fn if_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes one raw frame with an empty virtio-net header (benchmarks'
+    /// baseline: what a plain TAP user does).
+    pub fn write_raw(&mut self, frame: &[u8]) -> std::io::Result<usize> {
+        let hdr = [0u8; VNET_HDR_LEN];
+        self.file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+    }
+
+    /// Reads one raw frame (header dropped); `WouldBlock` if none.
+    pub fn read_raw(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let n = self.file.read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)])?;
+        Ok(n.saturating_sub(VNET_HDR_LEN))
+    }
+}
+
+impl NetPort for Tap {
+    fn send(&mut self, frame: &[u8], data_validated: bool) -> std::io::Result<()> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        if data_validated {
+            hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        }
+        self.file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)]).map(|_| ())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<(usize, RxMeta)>> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        match self.file.read_vectored(&mut [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)]) {
+            Ok(n) if n > VNET_HDR_LEN => Ok(Some((
+                n - VNET_HDR_LEN,
+                RxMeta {
+                    csum_blank: hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0,
+                    data_validated: hdr[0] & (VIRTIO_NET_HDR_F_DATA_VALID | VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0,
+                },
+            ))),
+            Ok(_) => Ok(Some((0, RxMeta::default()))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("tap0").is_ok());
+        for bad in ["", "a/b", "a b", "x:1", "sixteen-chars-xx"] {
+            assert!(matches!(check_name(bad), Err(TapError::BadName(_))), "{bad}");
+        }
+        assert_eq!(std::mem::size_of::<IfReq>(), 40);
+    }
+}
