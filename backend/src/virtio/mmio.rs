@@ -396,6 +396,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if self.status & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return false;
         }
+        if self.status == 0 {
+            // A device in reset: a notification can be stale (written just
+            // before the reset, or this thread's own re-kick), so it is
+            // dropped rather than held against the next initialisation.
+            tracing::debug!(device = self.dev.device_id(), queue = q, "virtio: notification while in reset dropped");
+            return false;
+        }
         let ready = self.queues.get(q as usize).is_some_and(|x| x.ready());
         if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 || !ready {
             self.needs_reset(&format!("queue {q} notified before it is ready"));
