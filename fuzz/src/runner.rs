@@ -184,6 +184,19 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             vec![hc(&alloc, &[(0, [6, 0, 0, 0, 0]), (2, [1, 0, 0, 0, 0]), (4, [1, 0, 0, 0, 0]), (3, [0; 5])])]
         }
         "elf" => vec![frontend_guest::images::by_name("hello").map(<[u8]>::to_vec).unwrap_or_default()],
+        "virtio" => {
+            // A live queue (flags 1) with one IN request of one sector: a
+            // header, a data buffer and a status byte, chained.
+            let desc = |addr: u64, len: u32, flags: u16, next: u16| {
+                le(&[&addr.to_le_bytes(), &len.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()])
+            };
+            let (hdr, buf, status) = (0x30000u64, 0x31000u64, 0x30010u64);
+            let mut mem = le(&[&desc(hdr, 16, 1, 1), &desc(buf, 512, 3, 2), &desc(status, 1, 2, 0)]);
+            mem.resize(0x1000, 0);
+            mem.extend_from_slice(&[0, 0, 1, 0, 0, 0]); // avail: flags, idx 1, ring[0] = 0
+            let with_regs = le(&[&[1, 1], &[0x70 / 4], &15u64.to_le_bytes(), &mem]);
+            vec![le(&[&[1, 0], &mem]), le(&[&[3, 0], &mem]), with_regs, vec![0, 0]]
+        }
         _ => Vec::new(),
     }
 }
