@@ -29,6 +29,7 @@ pub mod net;
 pub mod ratelimit;
 pub mod ring_page;
 pub mod serve;
+pub mod virtio;
 pub mod xenbus;
 
 /// Every device type the VMM can offer a guest, one line each (see the

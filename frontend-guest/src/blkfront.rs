@@ -261,22 +261,15 @@ impl BlkFront {
                 return Err(BlkError::NoMemory);
             };
             self.slots[slot].grefs[i] = gref;
-            *seg = BlkifRequestSegment { gref, first_sect: first as u8, last_sect: (first + n - 1) as u8, _pad: 0 };
+            *seg = BlkifRequestSegment::new(gref, first as u8, (first + n - 1) as u8);
             left -= n;
             addr = (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE;
         }
         let id = self.next_id(slot);
         let req = match indirect {
             None => {
-                let mut r = BlkifRequest {
-                    operation: op,
-                    nr_segments: nsegs as u8,
-                    id,
-                    sector_number: sector,
-                    handle: self.vdev as u16,
-                    ..Default::default()
-                };
-                r.seg[..nsegs].copy_from_slice(&segs[..nsegs]);
+                let mut r = BlkifRequest::direct(op, id, sector, &segs[..nsegs]);
+                r.handle = self.vdev as u16;
                 r
             }
             Some((page, gref)) => {
@@ -285,7 +278,7 @@ impl BlkFront {
                 // while this request is in flight, and this slot is free.
                 let mem = unsafe { crate::arch::shared_page(page) };
                 for (i, s) in segs[..nsegs].iter().enumerate() {
-                    mem.write(i * 8, s);
+                    mem.write(i * core::mem::size_of::<BlkifRequestSegment>(), s);
                 }
                 let mut grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
                 grefs[0] = gref;

@@ -157,6 +157,17 @@ impl EchoFront {
         evtchn::notify(self.port);
     }
 
+    /// Whether the back end has gone idle: it consumed every request and
+    /// armed `req_event` for the next one (its final check), so the next
+    /// push is sure to need a notification. Tests that count
+    /// notifications wait for this; drivers never need to.
+    pub fn back_end_idle(&self) -> bool {
+        use core::sync::atomic::Ordering::SeqCst;
+        use ring_buffers::RingMemory;
+        let mem = self.ring.memory();
+        mem.load_u32(4, SeqCst) == mem.load_u32(0, SeqCst).wrapping_add(1)
+    }
+
     /// Overwrites the shared `req_prod` (for hostile-guest tests: the back
     /// end must detect the corruption and stop the device, nothing else).
     pub fn poke_req_prod(&self, value: u32) {

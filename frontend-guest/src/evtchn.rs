@@ -110,6 +110,12 @@ pub extern "C" fn pv_upcall_handler() {
     apic_write(APIC_EOI, 0);
 }
 
+/// Signals end of interrupt to the local APIC (for other interrupt
+/// handlers than the upcall's).
+pub fn eoi() {
+    apic_write(APIC_EOI, 0);
+}
+
 /// Upcall interrupts taken so far.
 pub fn upcalls() -> u64 {
     UPCALLS.load(SeqCst)

@@ -96,6 +96,14 @@ pub fn upcall_entry() -> u64 {
     pv_upcall_entry as *const () as u64
 }
 
+/// Installs an interrupt gate for `vector` (32 and up) to the entry stub
+/// at `handler` (which must save registers and end with `iretq`).
+pub fn install(vector: u8, handler: u64) {
+    if vector >= 32 {
+        set_gate(vector, handler);
+    }
+}
+
 /// Installs the exception and upcall gates and loads the IDT.
 pub fn init() {
     for v in 0..32u8 {

@@ -28,6 +28,7 @@ pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
 pub mod store;
+pub mod virtio;
 pub mod xenbus;
 
 pub use pv_abi;

@@ -67,4 +67,35 @@ pub struct EchoResponse {
 }
 crate::assert_layout!(EchoResponse, size = 16, id = 0, status = 8, value = 12);
 
-crate::pod::impl_pod!(EchoRequest, EchoResponse);
+/// The echo device over virtio (device id
+/// [`ECHO`](crate::virtio::device_id::ECHO), one queue): a chain is this
+/// header (device-readable), the data (device-readable, at most a page),
+/// for `ECHO_OP_XOR` an output buffer of the same length (device-writable,
+/// receives the XORed bytes), then a [`VirtioEchoResponse`]
+/// (device-writable). The same operations as the Xen ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtioEchoHeader {
+    /// One of the `ECHO_OP_*` values.
+    pub op: u8,
+    /// XOR key for `ECHO_OP_XOR`.
+    pub key: u8,
+    /// Zero.
+    pub _pad: [u8; 6],
+}
+crate::assert_layout!(VirtioEchoHeader, size = 8, op = 0, key = 1);
+
+/// The last 8 bytes of a virtio echo chain, written by the device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtioEchoResponse {
+    /// `ECHO_RSP_*`.
+    pub status: i16,
+    /// Zero.
+    pub _pad: u16,
+    /// Result of the operation (a byte sum).
+    pub value: u32,
+}
+crate::assert_layout!(VirtioEchoResponse, size = 8, status = 0, value = 4);
+
+crate::pod::impl_pod!(EchoRequest, EchoResponse, VirtioEchoHeader, VirtioEchoResponse);

@@ -35,5 +35,6 @@ pub use pod::Pod;
 pub mod ring;
 pub mod shared_info;
 pub mod start_info;
+pub mod virtio;
 pub mod xenbus;
 pub mod xs_wire;

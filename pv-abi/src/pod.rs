@@ -39,6 +39,7 @@ impl_pod!(
     crate::start_info::StartInfo,
     crate::start_info::MemRegion,
     crate::start_info::RingInfo,
+    crate::virtio::VirtioMmioDevice,
     crate::hypercall::sched_op::SchedShutdown,
     crate::hypercall::xen_version::FeatureInfo,
     crate::event_channel::EvtchnAllocUnbound,

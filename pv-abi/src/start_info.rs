@@ -8,6 +8,8 @@
 /// `magic` value: identifies the page and the ABI family.
 pub const START_INFO_MAGIC: [u8; 16] = *b"pv-kvm-start\0\0\0\0";
 
+use crate::virtio::{VirtioMmioDevice, MAX_VIRTIO_DEVICES};
+
 /// Maximum entries in [`StartInfo::mem_map`].
 pub const MAX_MEM_REGIONS: usize = 8;
 /// Size of the command-line buffer, including the terminating NUL.
@@ -107,10 +109,16 @@ pub struct StartInfo {
     pub _pad: u32,
     /// The command line, NUL-terminated.
     pub cmdline: [u8; MAX_CMDLINE],
+    /// Number of valid entries in `virtio`.
+    pub nr_virtio: u32,
+    /// Zero.
+    pub _pad2: u32,
+    /// The virtio-mmio devices, in the order the VMM was given them.
+    pub virtio: [VirtioMmioDevice; MAX_VIRTIO_DEVICES],
 }
 crate::assert_layout!(
     StartInfo,
-    size = 1344,
+    size = 1608,
     magic = 0,
     abi_version = 16,
     flags = 20,
@@ -128,6 +136,8 @@ crate::assert_layout!(
     mem_map = 120,
     cmdline_len = 312,
     cmdline = 320,
+    nr_virtio = 1344,
+    virtio = 1352,
 );
 const _: () = assert!(core::mem::size_of::<StartInfo>() <= crate::layout::PAGE_SIZE as usize);
 
@@ -153,6 +163,10 @@ impl StartInfo {
             cmdline_len: 0,
             _pad: 0,
             cmdline: [0; MAX_CMDLINE],
+            nr_virtio: 0,
+            _pad2: 0,
+            virtio: [VirtioMmioDevice { base: 0, size: 0, device_id: 0, vector: 0, gsi: 0, _pad: 0 };
+                MAX_VIRTIO_DEVICES],
         }
     }
 
@@ -160,6 +174,12 @@ impl StartInfo {
     pub fn cmdline_bytes(&self) -> &[u8] {
         let len = (self.cmdline_len as usize).min(MAX_CMDLINE - 1);
         &self.cmdline[..len]
+    }
+
+    /// The valid virtio-mmio device entries, clamped to the array.
+    pub fn virtio_devices(&self) -> &[VirtioMmioDevice] {
+        let n = (self.nr_virtio as usize).min(MAX_VIRTIO_DEVICES);
+        &self.virtio[..n]
     }
 
     /// The valid memory-map entries, clamped to the array.

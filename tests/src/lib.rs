@@ -22,7 +22,13 @@ pub fn boot(image: &'static str, cmdline: &str) -> Run {
     boot_vm(VmConfig::bundled(image, cmdline)).0
 }
 
-/// Boots `cfg` (console captured, 60 s limit) and runs it to the end;
+/// The run-time limit of a test guest: a liveness guard only (a hung
+/// guest fails instead of blocking the suite), generous because the
+/// emulating KVM on a loaded shared machine runs guests many times slower
+/// (60 s timed out the block tests under load 20).
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(240);
+
+/// Boots `cfg` (console captured, [`LIVENESS_LIMIT`]) and runs it to the end;
 /// returns the run and the stopped VM for inspecting its devices.
 pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
     boot_vm_with(cfg, |_| {})
@@ -32,7 +38,7 @@ pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
 /// starts (to offer it something, as a toolstack would).
 pub fn boot_vm_with(cfg: VmConfig, prepare: impl FnOnce(&mut Vm)) -> (Run, Vm) {
     let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
-    let cfg = VmConfig { console, timeout: Some(Duration::from_secs(60)), ..cfg };
+    let cfg = VmConfig { console, timeout: Some(LIVENESS_LIMIT), ..cfg };
     let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
     prepare(&mut vm);
     let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));

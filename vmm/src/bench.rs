@@ -40,6 +40,11 @@ pub struct Record {
     /// operation (from their metrics), where the workload has devices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_notifies_per_op: Option<f64>,
+    /// The other direction: front-end notifications that woke a back end
+    /// (event channel or virtio `QueueNotify`, each through an ioeventfd),
+    /// per operation, from the devices' `kicks` counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_kicks_per_op: Option<f64>,
 }
 
 /// Bench parameters.
@@ -58,6 +63,8 @@ struct Sample {
     insns: Option<u64>,
     /// Back-end notifications to the guest, summed over the devices.
     notifies: Option<u64>,
+    /// Back-end wake-ups by the guest, summed over the devices.
+    kicks: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -76,9 +83,23 @@ fn sample(cfg: VmConfig) -> Result<Sample, VmmError> {
         return Err(VmmError::Bench(format!("guest `{cmdline}` failed: {outcome}")));
     }
     let s = vm.stats();
-    let counters = vm.pv.iter().flat_map(|d| d.metrics.counters());
-    let notifies = counters.filter(|(k, _)| *k == "notifies").map(|(_, v)| v).reduce(|a, b| a + b);
-    Ok(Sample { ns, exits: s.total_exits(), kvm_exits: s.kvm_exits, insns: s.guest_instructions, notifies })
+    // Xen devices and virtio transports name their counters alike.
+    let virtio = (0..vm.virtio.len()).filter_map(|i| vm.virtio.counters(i));
+    let counters: Vec<_> = vm
+        .pv
+        .iter()
+        .flat_map(|d| d.metrics.counters())
+        .chain(virtio.flat_map(|c| backend::metrics::DeviceMetrics::counters(&*c)))
+        .collect();
+    let sum = |name: &str| counters.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v).reduce(|a, b| a + b);
+    Ok(Sample {
+        ns,
+        exits: s.total_exits(),
+        kvm_exits: s.kvm_exits,
+        insns: s.guest_instructions,
+        notifies: sum("notifies"),
+        kicks: sum("kicks"),
+    })
 }
 
 /// Where the guest workload runs: image, command line (without `n=`) and
@@ -92,14 +113,23 @@ pub struct Workload {
     pub paging: u32,
     /// Echo devices to offer.
     pub echo_devices: u32,
-    /// Disks to offer.
+    /// Disks to offer (Xen vbds).
     pub disks: Vec<backend::block::DiskSpec>,
+    /// Disks to offer as virtio-blk devices.
+    pub virtio_disks: Vec<backend::block::DiskSpec>,
 }
 
 impl Workload {
     /// A workload on `image` with `cmdline` and a plain VM.
     pub fn new(image: &'static str, cmdline: &str) -> Self {
-        Workload { image, cmdline: cmdline.into(), paging: paging_mode::NATIVE, echo_devices: 0, disks: Vec::new() }
+        Workload {
+            image,
+            cmdline: cmdline.into(),
+            paging: paging_mode::NATIVE,
+            echo_devices: 0,
+            disks: Vec::new(),
+            virtio_disks: Vec::new(),
+        }
     }
 
     fn config(&self, n: u64) -> VmConfig {
@@ -107,6 +137,7 @@ impl Workload {
             paging: self.paging,
             echo_devices: self.echo_devices,
             disks: self.disks.clone(),
+            virtio_disks: self.virtio_disks.clone(),
             ..VmConfig::bundled(self.image, &format!("{} n={n}", self.cmdline))
         }
     }
@@ -118,7 +149,7 @@ impl Workload {
 pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps: usize) -> Result<Record, VmmError> {
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / iters as f64;
     let mut ns = Vec::new();
-    let (mut exits, mut kvm_exits, mut insns, mut notifies) = (0.0, None, None, None);
+    let (mut exits, mut kvm_exits, mut insns, mut notifies, mut kicks) = (0.0, None, None, None, None);
     for _ in 0..reps {
         let base = sample(w.config(0))?;
         let full = sample(w.config(iters))?;
@@ -127,6 +158,7 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         kvm_exits = full.kvm_exits.zip(base.kvm_exits).map(|(f, b)| per(f, b));
         insns = full.insns.zip(base.insns).map(|(f, b)| per(f, b));
         notifies = full.notifies.zip(base.notifies).map(|(f, b)| per(f, b));
+        kicks = full.kicks.zip(base.kicks).map(|(f, b)| per(f, b));
     }
     Ok(Record {
         op: op.into(),
@@ -137,6 +169,7 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         ns_per_op: median(ns),
         kvm_exits_per_op: kvm_exits,
         backend_notifies_per_op: notifies,
+        backend_kicks_per_op: kicks,
     })
 }
 
@@ -191,6 +224,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
         ns_per_op: median(ns),
         kvm_exits_per_op: Some(1.0),
         backend_notifies_per_op: None,
+        backend_kicks_per_op: None,
     })
 }
 
@@ -236,6 +270,7 @@ pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
         ns_per_op: median(per),
         kvm_exits_per_op: Some(0.0),
         backend_notifies_per_op: None,
+        backend_kicks_per_op: None,
     })
 }
 
@@ -259,6 +294,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         event_round_trip("doorbell", opts)?,
         block_io("read", opts)?,
         block_io("write", opts)?,
+        virtio_block_io("read", opts)?,
+        virtio_block_io("write", opts)?,
     ])
 }
 
@@ -270,34 +307,57 @@ fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     measure("event round trip", via, 1, &w, (opts.iters / 4).max(1), opts.reps)
 }
 
-/// One 4 KiB random block request end to end (blkfront in the guest,
-/// blkback on a scratch image), 8 in flight, differencing `n` requests
-/// against none. Fewer iterations: each is a real request.
-pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+/// Requests in flight in the block rows (both transports).
+pub const BLOCK_QUEUE_DEPTH: u64 = 8;
+
+/// A 16 MiB scratch image for the block rows (removed with the directory).
+fn bench_disk() -> Result<(tempfile::TempDir, backend::block::DiskSpec), VmmError> {
     let dir = tempfile::tempdir().map_err(|e| VmmError::Io("bench disk", e))?;
     let path = dir.path().join("bench.img");
     std::fs::write(&path, vec![0x5a; 16 << 20]).map_err(|e| VmmError::Io("bench disk", e))?;
+    Ok((dir, backend::block::DiskSpec { path, readonly: false }))
+}
+
+/// One 4 KiB random block request end to end (blkfront in the guest,
+/// blkback on a scratch image), [`BLOCK_QUEUE_DEPTH`] in flight,
+/// differencing `n` requests against none. Fewer iterations: each is a
+/// real request.
+pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let (_dir, disk) = bench_disk()?;
     let w = Workload {
-        disks: vec![backend::block::DiskSpec { path, readonly: false }],
-        ..Workload::new("blk", &format!("test=bench op={op} depth=8"))
+        disks: vec![disk],
+        ..Workload::new("blk", &format!("test=bench op={op} depth={BLOCK_QUEUE_DEPTH}"))
     };
-    measure(&format!("blk 4k rand{op}"), "ring+doorbell", 8, &w, (opts.iters / 10).max(1), opts.reps)
+    measure(&format!("blk 4k rand{op}"), "ring+doorbell", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
+}
+
+/// The same workload over virtio: `virtio-drivers`' `VirtIOBlk` in the
+/// guest, virtio-blk on virtio-mmio (same block executor) in the VMM.
+pub fn virtio_block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let (_dir, disk) = bench_disk()?;
+    let w = Workload {
+        virtio_disks: vec![disk],
+        ..Workload::new("virtio", &format!("test=bench op={op} depth={BLOCK_QUEUE_DEPTH}"))
+    };
+    measure(&format!("blk 4k rand{op}"), "virtio-mmio", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
 }
 
 /// Formats records as a table.
 pub fn table(records: &[Record]) -> String {
     let mut s = format!(
-        "{:<18} {:<13} {:>5} {:>9} {:>9} {:>10} {:>11} {:>8}\n",
-        "op", "mode", "batch", "exits/op", "kvm/op", "insns/op", "ns/op", "vs raw"
+        "{:<18} {:<13} {:>5} {:>9} {:>9} {:>10} {:>11} {:>8} {:>8} {:>8}\n",
+        "op", "mode", "batch", "exits/op", "kvm/op", "insns/op", "ns/op", "vs raw", "kick/op", "ntfy/op"
     );
     let raw = records.iter().find(|r| r.mode == "raw").map(|r| r.ns_per_op);
     for r in records {
         let insns = r.instructions_per_op.map_or("n/a".to_string(), |v| format!("{v:.1}"));
         let ratio = raw.map_or("".to_string(), |b| format!("{:.2}x", r.ns_per_op / b));
         let kvm = r.kvm_exits_per_op.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        let count = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        let (kick, ntfy) = (count(r.backend_kicks_per_op), count(r.backend_notifies_per_op));
         s += &format!(
-            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11.0} {:>8}\n",
-            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, r.ns_per_op, ratio
+            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11.0} {:>8} {:>8} {:>8}\n",
+            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, r.ns_per_op, ratio, kick, ntfy
         );
     }
     s

@@ -134,6 +134,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     // Check the image before touching KVM so bad input fails fast.
     loader::check_elf(&name, &bytes, lo, hi)?;
     let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
+    let virtio_disks = cfg.virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
 
     let m = create_machine(&plan, cfg.paging != paging_mode::NATIVE)?;
     let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
@@ -151,9 +152,14 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     // device (each disk): a slow disk never delays another device.
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
-    write_start_info(cfg, &m.ram, &plan, &image, &core)?;
+    let usable = pv_abi::layout::KERNEL_BASE..plan.pool_start;
+    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks)?;
+    threads.extend(virtio_threads);
+    let virtio = Arc::new(virtio);
+    write_start_info(cfg, &m.ram, &plan, &image, &core, &virtio.entries)?;
 
-    let vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
+    let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
+    vcpu.attach_mmio(virtio.clone());
     let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
     dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
     let devices =
@@ -166,6 +172,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         dom,
         store: core.store,
         pv,
+        virtio,
         console: core.console,
         timeout: cfg.timeout,
         image,
@@ -255,17 +262,21 @@ fn setup_core_pages(cfg: &VmConfig, ram: &GuestRam, evtchn: &Arc<EventChannels>)
     Ok(CorePages { console, console_port, store, store_port, subscribers })
 }
 
-/// Writes start-info with the console and store channels filled in.
+/// Writes start-info with the console and store channels and the virtio
+/// device list filled in.
 fn write_start_info(
     cfg: &VmConfig,
     ram: &GuestRam,
     plan: &MemoryPlan,
     image: &ImageInfo,
     core: &CorePages,
+    virtio: &[pv_abi::virtio::VirtioMmioDevice],
 ) -> Result<(), VmmError> {
     let mut si = boot::write_start_info(ram, plan, image.end, &cfg.cmdline, cfg.paging)?;
     si.console.evtchn = core.console_port;
     si.store.evtchn = core.store_port;
+    si.nr_virtio = virtio.len() as u32;
+    si.virtio[..virtio.len()].copy_from_slice(virtio);
     ram.write_obj(START_INFO, &si).map_err(|e| VmmError::BootWrite(e.to_string()))
 }
 

@@ -148,16 +148,24 @@ impl std::fmt::Debug for EventChannels {
     }
 }
 
+/// A GSI routing entry delivering an MSI with `vector` to APIC id 0
+/// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
+/// so whoever adds routes sets this upcall route again with them.
+pub fn msi_route(gsi: u32, vector: u32) -> kvm_bindings::kvm_irq_routing_entry {
+    let mut entry =
+        kvm_bindings::kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
+    entry.u.msi.data = vector;
+    entry
+}
+
 impl EventChannels {
     /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
     /// Needs the in-kernel irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
-        use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
+        use kvm_bindings::KvmIrqRouting;
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        let mut entry = kvm_irq_routing_entry { gsi: UPCALL_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
-        entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32; // destination APIC id 0
-        entry.u.msi.data = u32::from(UPCALL_VECTOR); // fixed delivery, edge
-        let routing = KvmIrqRouting::from_entries(&[entry])
+        let routing = KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))])
             .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
         vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;

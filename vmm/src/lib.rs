@@ -30,6 +30,7 @@ pub mod seccomp;
 pub mod stats;
 pub mod uart;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 pub mod watchdog;
 

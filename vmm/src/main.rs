@@ -46,10 +46,12 @@ struct RunArgs {
     /// Offer this many `echo` sample PV devices (device/echo/<n>).
     #[arg(long, default_value_t = 0)]
     echo: u32,
-    /// Offer a raw image file as a virtual block device (repeatable:
-    /// device/vbd/51712, 51728, ...): `<path>[,readonly]`. With none, the
-    /// default demo gets a scratch image in a temporary directory.
-    #[arg(long, value_name = "PATH[,readonly]")]
+    /// Offer a raw image file as a virtual block device (repeatable):
+    /// `<path>[,readonly][,transport=xen|virtio]`. Xen disks are
+    /// device/vbd/51712, 51728, ...; virtio disks are virtio-blk devices on
+    /// virtio-mmio, listed in start-info. With none, the default demo gets
+    /// a scratch image in a temporary directory.
+    #[arg(long, value_name = "PATH[,readonly][,transport=xen|virtio]")]
     disk: Vec<String>,
     /// Offer a split device of any type in `backend::DEVICE_TYPES`
     /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
@@ -87,7 +89,7 @@ struct BenchArgs {
     /// Print one JSON array of records instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also draw the cost per PTE update against batch size (SVG).
+    /// Also draw every group of rows (ns and exits per op) as one SVG.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Run without the seccomp filters (for debugging).
@@ -134,9 +136,14 @@ fn scratch_disk(
 fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     let mem_bytes = vmm::builder::parse_mem_size(&args.mem)?;
     let kernel = kernel(args.kernel, args.image)?;
-    let mut disks =
-        args.disk.iter().map(|d| d.parse()).collect::<Result<Vec<DiskSpec>, _>>().map_err(VmmError::from)?;
-    let _scratch = scratch_disk(&kernel, &mut disks, &args.device)?;
+    let (mut disks, mut virtio_disks) = (Vec::new(), Vec::new());
+    for d in &args.disk {
+        match vmm::virtio::parse_disk_arg(d).map_err(VmmError::from)? {
+            (spec, vmm::virtio::Transport::Xen) => disks.push(spec),
+            (spec, vmm::virtio::Transport::Virtio) => virtio_disks.push(spec),
+        }
+    }
+    let _scratch = if virtio_disks.is_empty() { scratch_disk(&kernel, &mut disks, &args.device)? } else { None };
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
             std::fs::File::create(p).map_err(VmmError::Console)?,
@@ -156,6 +163,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             .into_iter()
             .chain(args.net.iter().map(|n| backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, n)))
             .collect(),
+        virtio_disks,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     // Before the device threads start: each installs its filter first.
@@ -236,7 +244,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {
-                        std::fs::write(path, vmm::plot::pte_svg(&recs))
+                        std::fs::write(path, vmm::plot::svg(&recs)?)
                             .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
                     }
                     if b.json {

@@ -14,11 +14,13 @@ use crate::kvm_stats::KvmStats;
 use crate::paging;
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
+use crate::virtio::VirtioBus;
 use crate::watchdog::Watchdog;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
 use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a guest run ended.
@@ -115,6 +117,8 @@ enum Step {
 struct ExitHandlers {
     stats: ExitStats,
     uart: Uart,
+    /// The virtio-mmio register blocks (`crate::virtio`).
+    mmio: Arc<VirtioBus>,
 }
 
 impl ExitHandlers {
@@ -124,6 +128,14 @@ impl ExitHandlers {
             VcpuExit::IoOut(HYPERCALL_PORT, _) => return Step::Hypercall,
             VcpuExit::IoOut(port, data) => self.io_out(dom, port, data),
             VcpuExit::IoIn(port, data) => self.io_in(port, data),
+            VcpuExit::MmioRead(addr, data) if self.mmio.contains(addr) => {
+                self.stats.exit(ExitKind::Mmio);
+                self.mmio.read(addr, data);
+            }
+            VcpuExit::MmioWrite(addr, data) if self.mmio.contains(addr) => {
+                self.stats.exit(ExitKind::Mmio);
+                self.mmio.write(addr, data);
+            }
             VcpuExit::MmioRead(addr, data) => {
                 self.stats.exit(ExitKind::Mmio);
                 data.fill(0xff);
@@ -209,9 +221,14 @@ impl Vcpu {
         Ok(Vcpu {
             fd,
             hypercalls: HypercallTable::default(),
-            exits: ExitHandlers { stats: ExitStats::default(), uart: Uart::new(console) },
+            exits: ExitHandlers { stats: ExitStats::default(), uart: Uart::new(console), mmio: Arc::default() },
             kvm_stats,
         })
+    }
+
+    /// Routes MMIO exits inside `bus`'s register blocks to it.
+    pub fn attach_mmio(&mut self, bus: Arc<VirtioBus>) {
+        self.exits.mmio = bus;
     }
 
     /// Exit counters, with KVM's own counters refreshed.

@@ -53,6 +53,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// More devices of any type (`--device <type>[,<options>]`).
     pub devices: Vec<DeviceArg>,
+    /// Disks offered as virtio-blk devices on virtio-mmio, in order.
+    pub virtio_disks: Vec<DiskSpec>,
 }
 
 pub use backend::block::vbd_vdev;
@@ -71,6 +73,7 @@ impl VmConfig {
             echo_devices: 0,
             disks: Vec::new(),
             devices: Vec::new(),
+            virtio_disks: Vec::new(),
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct Vm {
     pub store: SharedStore,
     /// The split devices (echo, disks, `--device`), in device-table order.
     pub pv: PvDevices,
+    /// The virtio-mmio devices.
+    pub virtio: Arc<crate::virtio::VirtioBus>,
     /// The console back-end (drained once more at shutdown).
     pub(crate) console: Arc<Mutex<backend::console::Console>>,
     pub(crate) timeout: Option<std::time::Duration>,

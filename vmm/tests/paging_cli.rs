@@ -38,7 +38,17 @@ fn bench_json_has_the_pte_rows_and_plot_writes_an_svg() {
     let trapped = pte.iter().find(|r| r["mode"] == "trapped").unwrap();
     assert!(trapped["exits_per_op"].as_f64().unwrap() >= 1.0);
     let text = std::fs::read_to_string(&svg).expect("plot written");
-    assert!(text.starts_with("<svg") && text.matches("<polyline").count() == 3);
+    let doc = roxmltree::Document::parse(&text).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    // A panel titled with each group's op, and a key entry per paging mode.
+    for r in &recs {
+        let op = r["op"].as_str().unwrap();
+        assert!(texts.contains(&op), "no panel for {op:?}");
+    }
+    for mode in ["native", "trapped", "pv"] {
+        assert!(texts.contains(&mode), "no line for {mode:?}");
+    }
     let _ = std::fs::remove_file(svg);
 }
 

@@ -145,3 +145,62 @@ impl BlockExecutor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::DiskSpec;
+    use vm_memory::VolatileSlice;
+
+    fn disk(readonly: bool) -> (tempfile::TempDir, Arc<Disk>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.img");
+        std::fs::write(&path, vec![0x77u8; 64 * 512]).unwrap();
+        let d = Disk::open(&DiskSpec { path, readonly }).unwrap();
+        (dir, Arc::new(d))
+    }
+
+    #[test]
+    fn runs_requests_on_plain_memory_with_no_transport() {
+        // What a virtio transport does: ranges of mapped memory, no grants.
+        let (_dir, d) = disk(false);
+        let dev = BlockExecutor::new(d, Arc::default());
+        let (mut a, mut b) = (vec![1u8; 512], vec![2u8; 1024]);
+        let data = [VolatileSlice::from(a.as_mut_slice()), VolatileSlice::from(b.as_mut_slice())];
+        dev.execute(&Request { op: Operation::Write, sector: 4, data: &data }).unwrap();
+        dev.execute(&Request { op: Operation::Flush, sector: 0, data: &[] }).unwrap();
+        let read = |sector| {
+            let mut back = vec![0u8; 3 * 512];
+            let into = [VolatileSlice::from(back.as_mut_slice())];
+            dev.execute(&Request { op: Operation::Read, sector, data: &into }).unwrap();
+            back
+        };
+        let back = read(4);
+        assert!(back[..512].iter().all(|&x| x == 1) && back[512..].iter().all(|&x| x == 2));
+        dev.execute(&Request { op: Operation::Discard { sectors: 1 }, sector: 5, data: &[] }).unwrap();
+        assert!(read(4)[512..1024].iter().all(|&x| x == 0), "discarded");
+        let m = dev.metrics();
+        assert_eq!((m.sectors_written.get(), m.sectors_read.get(), m.flushes.get(), m.discards.get()), (3, 6, 1, 1));
+    }
+
+    #[test]
+    fn refuses_before_any_io() {
+        let (_dir, d) = disk(true);
+        let dev = BlockExecutor::new(d.clone(), Arc::default());
+        let mut buf = vec![9u8; 512];
+        let data = [VolatileSlice::from(buf.as_mut_slice())];
+        let w = |op, sector| dev.execute(&Request { op, sector, data: &data }).unwrap_err();
+        assert!(matches!(w(Operation::Write, 0), BlockError::ReadOnly));
+        assert!(matches!(w(Operation::Flush, 0), BlockError::ReadOnly), "a flush carrying data writes");
+        assert!(matches!(w(Operation::Read, 64), BlockError::OutOfRange { .. }));
+        assert!(matches!(w(Operation::Read, u64::MAX), BlockError::OutOfRange { .. }));
+        let mut odd = vec![0u8; 100];
+        let odd = [VolatileSlice::from(odd.as_mut_slice())];
+        let e = dev.execute(&Request { op: Operation::Read, sector: 0, data: &odd }).unwrap_err();
+        assert!(matches!(e, BlockError::BadLength(100)));
+        let e = dev.execute(&Request { op: Operation::Read, sector: 0, data: &[] }).unwrap_err();
+        assert!(matches!(e, BlockError::BadLength(0)));
+        assert_eq!(std::fs::read(d.path()).unwrap(), vec![0x77u8; 64 * 512], "nothing written");
+        assert_eq!(e.status(), Status::IoError);
+    }
+}

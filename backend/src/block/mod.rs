@@ -31,5 +31,6 @@ pub use metrics::BlockMetrics;
 pub use pv_abi::blkif::{DEVICE_TYPE, VDISK_READONLY};
 pub use request::{Operation, Request, Status};
 pub use xen::{
-    vbd_vdev, Blkback, BlockBackend, ConnectError, RequestError, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER,
+    vbd_vdev, Blkback, BlockBackend, ConnectError, RequestError, RingLayout, MAX_INDIRECT_SEGMENTS,
+    MAX_RING_PAGE_ORDER, X86_64,
 };

@@ -91,9 +91,44 @@ pub fn blkif_status(s: Status) -> i16 {
 
 pub use crate::ring_page::ConnectError;
 
-/// The Xen transport of one connected block front end.
-pub struct Blkback {
-    ring: BackRing<RingPage, BlkifRequest, BlkifResponse>,
+/// A blkif ring layout: the request and response structures a front
+/// end's `protocol` selects, converted to and from the native (x86-64)
+/// layout the transport validates. Converting is the transport's job; the
+/// device logic never sees a layout.
+pub trait RingLayout: Send + 'static {
+    /// The request as it lies on the ring.
+    type Req: ring_buffers::Pod;
+    /// The response as it lies on the ring.
+    type Rsp: ring_buffers::Pod;
+    /// Calls `f` with the request (already copied off the ring) in the
+    /// native layout.
+    fn native<R>(req: &Self::Req, f: impl FnOnce(&BlkifRequest) -> R) -> R;
+    /// The response in the ring's layout.
+    fn response(rsp: BlkifResponse) -> Self::Rsp;
+}
+
+/// The native x86-64 layout (`protocol` [`XEN_IO_PROTO_ABI_X86_64`], or
+/// no `protocol` at all).
+#[derive(Debug)]
+pub struct X86_64;
+
+impl RingLayout for X86_64 {
+    type Req = BlkifRequest;
+    type Rsp = BlkifResponse;
+
+    fn native<R>(req: &BlkifRequest, f: impl FnOnce(&BlkifRequest) -> R) -> R {
+        f(req)
+    }
+
+    fn response(rsp: BlkifResponse) -> BlkifResponse {
+        rsp
+    }
+}
+
+/// The Xen transport of one connected block front end whose ring has
+/// layout `L`.
+pub struct Blkback<L: RingLayout = X86_64> {
+    ring: BackRing<RingPage, L::Req, L::Rsp>,
     grants: Arc<GrantTable>,
     notify: Arc<dyn Notify>,
     device: BlockExecutor,
@@ -108,13 +143,13 @@ pub struct Blkback {
     pub(crate) log: LogLimiter,
 }
 
-impl std::fmt::Debug for Blkback {
+impl<L: RingLayout> std::fmt::Debug for Blkback<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Blkback").field("device", &self.device).finish_non_exhaustive()
     }
 }
 
-impl Blkback {
+impl<L: RingLayout> Blkback<L> {
     /// Maps the front end's ring (grant `ring_ref`, writable) and attaches
     /// the transport to `device`.
     pub fn connect(
@@ -304,24 +339,26 @@ impl Blkback {
     }
 }
 
-impl crate::serve::RingService for Blkback {
-    type Req = BlkifRequest;
-    type Rsp = BlkifResponse;
+impl<L: RingLayout> crate::serve::RingService for Blkback<L> {
+    type Req = L::Req;
+    type Rsp = L::Rsp;
 
-    fn ring(&mut self) -> &mut BackRing<RingPage, BlkifRequest, BlkifResponse> {
+    fn ring(&mut self) -> &mut BackRing<RingPage, L::Req, L::Rsp> {
         &mut self.ring
     }
 
-    fn answer(&mut self, req: &BlkifRequest) -> BlkifResponse {
-        self.reply(req)
+    fn answer(&mut self, req: &L::Req) -> L::Rsp {
+        L::response(L::native(req, |req| self.reply(req)))
     }
 
-    fn cost(&self, req: &BlkifRequest) -> usize {
-        if req.operation == BLKIF_OP_DISCARD {
-            BlockExecutor::cost(Operation::Discard { sectors: req.as_discard().nr_sectors })
-        } else {
-            1
-        }
+    fn cost(&self, req: &L::Req) -> usize {
+        L::native(req, |req| {
+            if req.operation == BLKIF_OP_DISCARD {
+                BlockExecutor::cost(Operation::Discard { sectors: req.as_discard().nr_sectors })
+            } else {
+                1
+            }
+        })
     }
 
     fn publish(&mut self) {

@@ -25,3 +25,27 @@ impl EchoExecutor {
         Ok(bytes.iter().map(|&b| u32::from(b)).sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::VolatileSlice;
+
+    #[test]
+    fn answers_on_plain_memory_with_no_transport() {
+        let dev = EchoExecutor;
+        assert_eq!(dev.execute(&Request { op: Operation::Ping, data: None }), Ok(0));
+        let mut buf = vec![1u8, 2, 3];
+        let data = VolatileSlice::from(buf.as_mut_slice());
+        assert_eq!(dev.execute(&Request { op: Operation::Sum, data: Some(&data) }), Ok(6));
+        assert_eq!(
+            dev.execute(&Request { op: Operation::Xor { key: 0xff }, data: Some(&data) }),
+            Ok(0xfe + 0xfd + 0xfc)
+        );
+        assert_eq!(buf, [0xfe, 0xfd, 0xfc]);
+        assert_eq!(dev.execute(&Request { op: Operation::Sum, data: None }), Err(EchoError::BadData));
+        let mut big = vec![0u8; 4097];
+        let big = VolatileSlice::from(big.as_mut_slice());
+        assert_eq!(dev.execute(&Request { op: Operation::Sum, data: Some(&big) }), Err(EchoError::BadData));
+    }
+}

@@ -7,12 +7,14 @@
 //!   [`executor`] (answers it; knows nothing of rings or grants);
 //! * transports: [`xen`] (the echo ring + grants + event channel, and the
 //!   [`SplitBackend`](crate::xenbus::SplitBackend) the xenbus handshake
-//!   drives); a virtio transport builds the same [`Request`];
+//!   drives) and [`virtio`] (a checked descriptor chain on virtio-mmio),
+//!   both building the same [`Request`] for the same executor;
 //! * [`metrics`]: shared atomic counters.
 
 pub mod executor;
 pub mod metrics;
 pub mod request;
+pub mod virtio;
 pub mod xen;
 
 pub use executor::EchoExecutor;

@@ -220,16 +220,11 @@ fn discard(d: &mut BlkFront) -> i32 {
 fn hostile(a: &mut BlkFront, b: &mut BlkFront) -> i32 {
     let Some(buf) = IoBuf::alloc(12) else { return 2 };
     let page = frontend_guest::grant::grant_page(pv_abi::event_channel::DOMID_VMM, buf.gpa, false).unwrap_or(0);
-    let seg = |gref, first, last| BlkifRequestSegment { gref, first_sect: first, last_sect: last, _pad: 0 };
+    let seg = BlkifRequestSegment::new;
     let req = |id: u64, op: u8, sector: u64, segs: &[BlkifRequestSegment]| {
-        let mut r = BlkifRequest {
-            operation: op,
-            nr_segments: segs.len() as u8,
-            id,
-            sector_number: sector,
-            ..Default::default()
-        };
-        r.seg[..segs.len().min(11)].copy_from_slice(&segs[..segs.len().min(11)]);
+        let mut r = BlkifRequest::direct(op, id, sector, segs);
+        // Hostile: the count as given, even past what the slot holds.
+        r.nr_segments = segs.len() as u8;
         r
     };
     let end = a.info.sectors;
@@ -261,7 +256,7 @@ fn hostile(a: &mut BlkFront, b: &mut BlkFront) -> i32 {
     // Corrupt ring indices stop disk `a` only.
     a.poke_req_prod(0x4000_0000);
     a.kick();
-    let stopped = matches!(a.wait_bounded(200_000), Ok(None));
+    let stopped = matches!(a.wait_bounded(20_000), Ok(None));
     let second = b.read(8, buf.gpa + 4096, 16);
     println!(
         "hostile: refused={}/{} ro-write={:?} ro-read={:?} corrupt-stopped={} second-disk={:?}",

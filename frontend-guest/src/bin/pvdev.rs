@@ -62,7 +62,11 @@ fn req(id: u64, op: u8, gref: u32, len: u16, key: u8) -> EchoRequest {
 
 /// One request at a time, with `rsp_event` armed before each and the guest
 /// sleeping until the upcall: exactly `n` notifications each way (an event
-/// round trip each), counted here and by the back end.
+/// round trip each), counted here and by the back end. Before each push the
+/// guest waits for the back end to go idle (its final check armed
+/// `req_event`): otherwise a request pushed while the back end is still in
+/// its loop is rightly picked up without a notification, and the count
+/// would depend on timing.
 fn events(store: &mut Store, n: u64, via: NotifyVia) -> i32 {
     let Some(mut e) = connect(store, 0) else { return 1 };
     e.via = via;
@@ -70,6 +74,11 @@ fn events(store: &mut Store, n: u64, via: NotifyVia) -> i32 {
     let mut bad = 0;
     for i in 0..n {
         let before = evtchn::events(e.port);
+        let mut spins = 0u32;
+        while i > 0 && !e.back_end_idle() && spins < 10_000_000 {
+            frontend_guest::arch::pause();
+            spins += 1;
+        }
         if e.arm_response_event() != Ok(false) || e.queue(&req(i, ECHO_OP_PING, 0, 0, 0)).is_err() {
             bad += 1;
             break;
