@@ -14,6 +14,8 @@
 //! - [`elf`]: the ELF check and loader.
 //! - [`virtio`]: virtio-mmio register writes and the split virtqueue's
 //!   descriptor table, available ring and buffers, served by virtio-blk.
+//! - [`netif`]: raw transmit and receive slots on netif rings and frames
+//!   from the host side, served by netback through its harness.
 //!
 //! Hypercall targets share one domain per thread (a KVM VM is needed for
 //! the event channels) and reset its state before each input.
@@ -50,6 +52,7 @@ pub const ALL: &[(&str, Target)] = &[
     ("evtchn", evtchn),
     ("elf", elf),
     ("virtio", virtio),
+    ("netif", netif),
 ];
 
 /// The target named `name`.
@@ -127,6 +130,39 @@ pub fn blkif(data: &[u8]) {
         }
     }
     let _ = h.front.responses();
+}
+
+// ---- netif --------------------------------------------------------------
+
+/// netif: `[flags][ntx][nrx][ntx raw 12-byte transmit slots][nrx raw 8-byte
+/// receive slots]` then frames from the host side as `[len lo][len hi]
+/// [bytes]` (at most 16). `flags` bit 0: the front end offers
+/// `feature-sg`; bit 1: a corrupt (huge) transmit `req_prod`.
+pub fn netif(data: &[u8]) {
+    let mut input = Input(data);
+    let (Some(flags), Some(ntx), Some(nrx)) = (input.u8(), input.u8(), input.u8()) else { return };
+    let Ok((port, peer)) = backend::net::peer::pair(false) else { return };
+    let Ok(mut h) = backend::net::harness::Harness::new(Box::new(port), 8, flags & 1 != 0) else { return };
+    for i in 0..u32::from(ntx) {
+        h.front.write_raw_tx_slot(i, input.bytes(12));
+    }
+    for i in 0..u32::from(nrx) {
+        h.front.write_raw_rx_slot(i, input.bytes(8));
+    }
+    h.front.corrupt_rx_req_prod(u32::from(nrx));
+    h.front.corrupt_tx_req_prod(if flags & 2 != 0 { 0x8000_0000 } else { u32::from(ntx) });
+    for _ in 0..16 {
+        let (Some(lo), Some(hi)) = (input.u8(), input.u8()) else { break };
+        let frame = input.bytes(usize::from(u16::from_le_bytes([lo, hi])));
+        let meta = backend::net::RxMeta { csum_blank: lo & 1 != 0, data_validated: hi & 1 != 0 };
+        peer.inject(frame, meta);
+    }
+    for _ in 0..4 {
+        h.kick();
+        h.port_ready();
+    }
+    let _ = h.tx_responses();
+    let _ = h.rx_responses();
 }
 
 // ---- store --------------------------------------------------------------

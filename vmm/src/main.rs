@@ -254,9 +254,17 @@ fn main() -> ExitCode {
             if !b.no_seccomp {
                 vmm::seccomp::enable();
             }
+            let net = vmm::bench::net_setup();
+            let opts = vmm::bench::BenchOpts { iters: b.iters, reps: b.reps };
             vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
                 .map_err(VmmError::from)
-                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
+                .and_then(|()| vmm::bench::run_all(opts))
+                .and_then(|mut recs| {
+                    if let Some(n) = &net {
+                        recs.extend(vmm::bench::net_rows(opts, n)?);
+                    }
+                    Ok(recs)
+                })
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {
