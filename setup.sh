@@ -10,6 +10,13 @@ if [ ! -f /usr/include/xen/xen.h ] || ! command -v cc >/dev/null; then
   $sudo_cmd apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libxen-dev gcc >/dev/null
 fi
+# Debian's GRUB as a Xen PVH guest and the tools that build its test disks.
+if [ ! -f /usr/lib/grub-xen/grub-i386-xen_pvh.bin ] || ! command -v mke2fs >/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq grub-xen-host e2fsprogs >/dev/null
+fi
 if ! command -v ip >/dev/null || ! command -v ping >/dev/null || ! command -v curl >/dev/null; then
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"

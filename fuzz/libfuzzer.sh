@@ -13,5 +13,6 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
     cargo build --release -p pv-fuzz --features libfuzzer --bin "$target" --target "$host" --target-dir target/fuzz
-mkdir -p "fuzz/corpus/$target"
-exec "target/fuzz/$host/release/$target" "fuzz/corpus/$target" "$@"
+cargo run --release -q -p pv-fuzz --bin fuzz-runner -- "$target" --seeds-to fuzz/corpus
+mkdir -p fuzz/artifacts
+exec "target/fuzz/$host/release/$target" -artifact_prefix=fuzz/artifacts/ "fuzz/corpus/$target" "$@"

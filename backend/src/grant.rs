@@ -124,6 +124,23 @@ impl GrantTable {
         Ok(())
     }
 
+    /// Xen's model (VMM-owned frames, PVH guests): the table is the
+    /// VMM's own pages `gpas` (guest-physical, page-aligned, outside the
+    /// grantable range by design). Growing keeps live mappings: the new
+    /// list must extend the registered one.
+    pub fn setup_owned(&self, gpas: &[u64]) -> Result<(), i16> {
+        if gpas.is_empty() || gpas.len() > MAX_GRANT_FRAMES as usize || gpas.iter().any(|g| g % PAGE_SIZE != 0) {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        let mut st = self.lock();
+        if !gpas.starts_with(&st.frames) && st.live != 0 {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        st.in_use.resize(gpas.len() * GRANT_ENTRIES_PER_FRAME, (0, 0));
+        st.frames = gpas.to_vec();
+        Ok(())
+    }
+
     /// Number of registered frames.
     pub fn nr_frames(&self) -> u32 {
         self.lock().frames.len() as u32

@@ -216,6 +216,7 @@ pub struct BlkifResponse {
 crate::assert_layout!(BlkifResponse, size = 16, id = 0, operation = 8, status = 10);
 
 crate::pod::impl_pod!(BlkifRequest, BlkifRequestSegment, BlkifRequestDiscard, BlkifRequestIndirect, BlkifResponse);
+crate::pod::impl_pod!(x86_32::Request, x86_32::Response);
 
 /// Slots in a one-page block ring (Xen's `__CONST_RING_SIZE(blkif, 4096)`).
 pub const BLKIF_RING_SIZE: u32 =
@@ -273,4 +274,129 @@ fn copy_prefix<A: Copy, B: Copy>(src: &A, dst: &mut B) {
     // module calls it with the all-integer blkif types, so any bytes form a
     // valid `B`.
     unsafe { core::ptr::copy_nonoverlapping(src as *const A as *const u8, dst as *mut B as *mut u8, n) };
+}
+
+/// The 32-bit x86 ring layout (front ends that write `protocol =
+/// x86_32-abi`, Xen's `blkif_x86_32_request` in `io/protocols.h` users):
+/// 64-bit fields are only 4-byte aligned, so the request is 108 bytes and
+/// the response 12.
+pub mod x86_32 {
+    use super::{BlkifRequestSegment, BlkifSector, BlkifVdev, BLKIF_MAX_SEGMENTS_PER_REQUEST};
+    use crate::grant_table::GrantRef;
+
+    /// The `protocol` value naming this layout (`XEN_IO_PROTO_ABI_X86_32`).
+    pub const PROTOCOL: &str = "x86_32-abi";
+
+    /// `blkif_x86_32_request` (read/write layout; discard and indirect
+    /// requests are overlaid as [`as_discard`](Self::as_discard) and
+    /// [`as_indirect`](Self::as_indirect) read them).
+    #[repr(C, packed(4))]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Request {
+        /// `BLKIF_OP_*`.
+        pub operation: u8,
+        /// Segments in `seg`.
+        pub nr_segments: u8,
+        /// Device handle.
+        pub handle: BlkifVdev,
+        /// Echoed in the response.
+        pub id: u64,
+        /// First sector.
+        pub sector_number: BlkifSector,
+        /// The segments.
+        pub seg: [BlkifRequestSegment; BLKIF_MAX_SEGMENTS_PER_REQUEST],
+    }
+    crate::assert_layout!(
+        Request,
+        size = 108,
+        operation = 0,
+        nr_segments = 1,
+        handle = 2,
+        id = 4,
+        sector_number = 12,
+        seg = 20
+    );
+
+    /// `blkif_x86_32_response`.
+    #[repr(C, packed(4))]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Response {
+        /// The request's `id`.
+        pub id: u64,
+        /// The request's `operation`.
+        pub operation: u8,
+        /// Zero.
+        pub _pad0: u8,
+        /// `BLKIF_RSP_*`.
+        pub status: i16,
+    }
+    crate::assert_layout!(Response, size = 12, id = 0, operation = 8, status = 10);
+
+    /// Slots in a one-page ring of this layout.
+    pub const RING_SIZE: u32 =
+        crate::ring::ring_size(crate::layout::PAGE_SIZE as usize, crate::ring::slot_size::<Request, Response>());
+    const _: () = assert!(RING_SIZE == 32);
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(v)
+    }
+
+    impl Request {
+        fn bytes(&self) -> [u8; 108] {
+            let mut out = [0u8; 108];
+            // SAFETY: `Request` is 108 bytes of plain integers (packed, no
+            // padding bytes), so reading it as bytes is sound.
+            unsafe { core::ptr::copy_nonoverlapping(self as *const Self as *const u8, out.as_mut_ptr(), 108) };
+            out
+        }
+
+        /// The same request in the native (x86-64) layout.
+        pub fn to_native(&self) -> super::BlkifRequest {
+            let b = self.bytes();
+            match self.operation {
+                super::BLKIF_OP_DISCARD => super::BlkifRequest::from_discard(&super::BlkifRequestDiscard {
+                    operation: b[0],
+                    flag: b[1],
+                    handle: u16::from_le_bytes([b[2], b[3]]),
+                    id: u64_at(&b, 4),
+                    sector_number: u64_at(&b, 12),
+                    nr_sectors: u64_at(&b, 20),
+                    ..Default::default()
+                }),
+                super::BLKIF_OP_INDIRECT => {
+                    let mut grefs = [0 as GrantRef; super::BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+                    for (i, g) in grefs.iter_mut().enumerate() {
+                        *g = u32::from_le_bytes(b[24 + i * 4..28 + i * 4].try_into().expect("4 bytes"));
+                    }
+                    super::BlkifRequest::from_indirect(&super::BlkifRequestIndirect {
+                        operation: b[0],
+                        indirect_op: b[1],
+                        nr_segments: u16::from_le_bytes([b[2], b[3]]),
+                        id: u64_at(&b, 4),
+                        sector_number: u64_at(&b, 12),
+                        handle: u16::from_le_bytes([b[20], b[21]]),
+                        indirect_grefs: grefs,
+                        ..Default::default()
+                    })
+                }
+                _ => super::BlkifRequest {
+                    operation: self.operation,
+                    nr_segments: self.nr_segments,
+                    handle: self.handle,
+                    id: self.id,
+                    sector_number: self.sector_number,
+                    seg: self.seg,
+                    ..Default::default()
+                },
+            }
+        }
+    }
+
+    impl From<super::BlkifResponse> for Response {
+        fn from(r: super::BlkifResponse) -> Self {
+            Response { id: r.id, operation: r.operation, _pad0: 0, status: r.status }
+        }
+    }
 }

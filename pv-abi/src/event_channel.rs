@@ -187,3 +187,19 @@ pub struct EvtchnStatus {
     pub u: EvtchnStatusU,
 }
 crate::assert_layout!(EvtchnStatus, size = 24, dom = 0, port = 4, status = 8, vcpu = 12, u = 16);
+
+/// Argument of `EVTCHNOP_bind_virq` (Xen's `evtchn_bind_virq`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVirq {
+    /// IN: the virtual IRQ (`VIRQ_*`).
+    pub virq: u32,
+    /// IN: the vCPU to deliver to.
+    pub vcpu: u32,
+    /// OUT: the bound port.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnBindVirq, size = 12, virq = 0, vcpu = 4, port = 8);
+
+/// Number of virtual IRQs (Xen's `NR_VIRQS`).
+pub const NR_VIRQS: u32 = 24;

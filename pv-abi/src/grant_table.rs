@@ -154,6 +154,66 @@ pub struct GnttabSetupTable {
 }
 crate::assert_layout!(GnttabSetupTable, size = 24, dom = 0, nr_frames = 4, status = 8, frame_list = 16);
 
+/// `GNTTABOP_dump_table`.
+pub const GNTTABOP_DUMP_TABLE: u32 = 3;
+/// `GNTTABOP_set_version`.
+pub const GNTTABOP_SET_VERSION: u32 = 8;
+/// `GNTTABOP_get_version`.
+pub const GNTTABOP_GET_VERSION: u32 = 10;
+
+/// `GNTTABOP_setup_table` argument as a 32-bit guest lays it out
+/// (`compat_gnttab_setup_table`: a 4-byte handle to 32-bit frame numbers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompatGnttabSetupTable {
+    /// IN: the domain.
+    pub dom: DomId,
+    /// Zero.
+    pub _pad0: u16,
+    /// IN: number of frames.
+    pub nr_frames: u32,
+    /// OUT: a `GNTST_*` status.
+    pub status: i16,
+    /// Zero.
+    pub _pad1: u16,
+    /// OUT: guest address of an array of `nr_frames` u32 frame numbers.
+    pub frame_list: u32,
+}
+crate::assert_layout!(CompatGnttabSetupTable, size = 16, dom = 0, nr_frames = 4, status = 8, frame_list = 12);
+
+/// Argument of `GNTTABOP_set_version` (`gnttab_set_version`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabSetVersion {
+    /// IN: 1 (or 0 to query); OUT: the version in force.
+    pub version: u32,
+}
+crate::assert_layout!(GnttabSetVersion, size = 4, version = 0);
+
+/// Argument of `GNTTABOP_get_version` (`gnttab_get_version`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabGetVersion {
+    /// IN: the domain.
+    pub dom: DomId,
+    /// Zero.
+    pub _pad: u16,
+    /// OUT: the version.
+    pub version: u32,
+}
+crate::assert_layout!(GnttabGetVersion, size = 8, dom = 0, version = 4);
+
+/// Argument of `GNTTABOP_dump_table` (`gnttab_dump_table`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabDumpTable {
+    /// IN: the domain.
+    pub dom: DomId,
+    /// OUT: a `GNTST_*` status.
+    pub status: i16,
+}
+crate::assert_layout!(GnttabDumpTable, size = 4, dom = 0, status = 2);
+
 /// Argument of `GNTTABOP_query_size` (Xen's `gnttab_query_size`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

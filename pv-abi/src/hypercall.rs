@@ -51,8 +51,12 @@ pub const UART_COM1_PORT: u16 = 0x3f8;
 pub mod nr {
     /// Update page-table entries (direct paging).
     pub const MMU_UPDATE: u64 = 1;
+    /// Memory reservation and physmap operations (HVM/PVH guests).
+    pub const MEMORY_OP: u64 = 12;
     /// Several hypercalls in one exit.
     pub const MULTICALL: u64 = 13;
+    /// One-shot timer (absolute system time in ns).
+    pub const SET_TIMER_OP: u64 = 15;
     /// Version and feature query.
     pub const XEN_VERSION: u64 = 17;
     /// Console read/write.
@@ -63,14 +67,22 @@ pub mod nr {
     pub const MMUEXT_OP: u64 = 26;
     /// Scheduler operations (yield, block, shutdown).
     pub const SCHED_OP: u64 = 29;
+    /// Per-vCPU operations (single-shot timer).
+    pub const VCPU_OP: u64 = 24;
     /// Event-channel operations.
     pub const EVENT_CHANNEL_OP: u64 = 32;
+    /// HVM operations (parameters, upcall vector).
+    pub const HVM_OP: u64 = 34;
 
     /// Human-readable name of a hypercall number, for statistics.
     pub const fn name(nr: u64) -> &'static str {
         match nr {
             MMU_UPDATE => "mmu_update",
+            MEMORY_OP => "memory_op",
             MULTICALL => "multicall",
+            SET_TIMER_OP => "set_timer_op",
+            VCPU_OP => "vcpu_op",
+            HVM_OP => "hvm_op",
             XEN_VERSION => "xen_version",
             CONSOLE_IO => "console_io",
             GRANT_TABLE_OP => "grant_table_op",

@@ -25,6 +25,7 @@ pub mod echo;
 pub mod errno;
 pub mod event_channel;
 pub mod grant_table;
+pub mod hvm;
 pub mod hypercall;
 pub mod layout;
 pub mod mmu;

@@ -32,8 +32,12 @@ pub mod keys {
 }
 
 /// The `protocol` value for the x86-64 ring layout (Xen's
-/// `XEN_IO_PROTO_ABI_X86_64`), the only one this project speaks.
+/// `XEN_IO_PROTO_ABI_X86_64`), what the project's own front ends speak.
 pub const XEN_IO_PROTO_ABI_X86_64: &str = "x86_64-abi";
+/// The `protocol` value for the 32-bit x86 ring layout (Xen's
+/// `XEN_IO_PROTO_ABI_X86_32`, [`crate::blkif::x86_32`]), which blkback also
+/// accepts (32-bit front ends such as GRUB's i386 PVH build).
+pub const XEN_IO_PROTO_ABI_X86_32: &str = "x86_32-abi";
 
 /// A xenbus device state (Xen's `enum xenbus_state`).
 #[repr(u32)]

@@ -16,6 +16,7 @@ use pv_abi::console::*;
 use pv_abi::errno;
 use pv_abi::event_channel::*;
 use pv_abi::grant_table::*;
+use pv_abi::hvm::{cpuid as xcpuid, hvm_op, memory_op, xen_version as xv};
 use pv_abi::hypercall::{self, nr};
 use pv_abi::mmu::*;
 use pv_abi::multicall::*;
@@ -360,7 +361,77 @@ fn checks() -> Vec<Check> {
     off!(v, "struct mmuext_op", MmuextOp, "cmd" => cmd, "arg1" => arg1, "arg2" => arg2);
     size!(v, "struct multicall_entry", MulticallEntry);
     off!(v, "struct multicall_entry", MulticallEntry, "op" => op, "result" => result, "args" => args);
+    hvm_checks(&mut v);
     v
+}
+
+/// The HVM/PVH interface (64-bit layouts and constants).
+fn hvm_checks(v: &mut Vec<Check>) {
+    konst!(v,
+        "__HYPERVISOR_memory_op" => nr::MEMORY_OP,
+        "__HYPERVISOR_set_timer_op" => nr::SET_TIMER_OP,
+        "__HYPERVISOR_vcpu_op" => nr::VCPU_OP,
+        "__HYPERVISOR_hvm_op" => nr::HVM_OP,
+        "XENMEM_current_reservation" => memory_op::CURRENT_RESERVATION,
+        "XENMEM_maximum_reservation" => memory_op::MAXIMUM_RESERVATION,
+        "XENMEM_add_to_physmap" => memory_op::ADD_TO_PHYSMAP,
+        "XENMEM_memory_map" => memory_op::MEMORY_MAP,
+        "XENMEM_set_memory_map" => memory_op::SET_MEMORY_MAP,
+        "XENMEM_remove_from_physmap" => memory_op::REMOVE_FROM_PHYSMAP,
+        "XENMAPSPACE_shared_info" => memory_op::XENMAPSPACE_SHARED_INFO,
+        "XENMAPSPACE_grant_table" => memory_op::XENMAPSPACE_GRANT_TABLE,
+        "XENMAPIDX_grant_table_status" => memory_op::XENMAPIDX_GRANT_TABLE_STATUS,
+        "HVMOP_set_param" => hvm_op::SET_PARAM,
+        "HVMOP_get_param" => hvm_op::GET_PARAM,
+        "HVMOP_set_evtchn_upcall_vector" => hvm_op::SET_EVTCHN_UPCALL_VECTOR,
+        "HVM_PARAM_CALLBACK_IRQ" => hvm_op::PARAM_CALLBACK_IRQ,
+        "HVM_PARAM_STORE_PFN" => hvm_op::PARAM_STORE_PFN,
+        "HVM_PARAM_STORE_EVTCHN" => hvm_op::PARAM_STORE_EVTCHN,
+        "HVM_PARAM_CONSOLE_PFN" => hvm_op::PARAM_CONSOLE_PFN,
+        "HVM_PARAM_CONSOLE_EVTCHN" => hvm_op::PARAM_CONSOLE_EVTCHN,
+        "HVM_NR_PARAMS" => hvm_op::NR_PARAMS,
+        "HVM_PARAM_CALLBACK_TYPE_VECTOR" => hvm_op::CALLBACK_TYPE_VECTOR,
+        "(HVM_PARAM_CALLBACK_IRQ_TYPE_MASK >> 56) & 0xff" => 0xff,
+        "HVM_PARAM_CALLBACK_IRQ_TYPE_MASK & -HVM_PARAM_CALLBACK_IRQ_TYPE_MASK" => 1u64 << hvm_op::CALLBACK_TYPE_SHIFT,
+        "XENVER_extraversion" => xv::EXTRAVERSION,
+        "XENVER_compile_info" => xv::COMPILE_INFO,
+        "XENVER_capabilities" => xv::CAPABILITIES,
+        "XENVER_changeset" => xv::CHANGESET,
+        "XENVER_pagesize" => xv::PAGESIZE,
+        "sizeof(struct xen_compile_info)" => xv::COMPILE_INFO_SIZE,
+        "XENFEAT_writable_page_tables" => xv::XENFEAT_WRITABLE_PAGE_TABLES,
+        "XENFEAT_writable_descriptor_tables" => xv::XENFEAT_WRITABLE_DESCRIPTOR_TABLES,
+        "XENFEAT_auto_translated_physmap" => xv::XENFEAT_AUTO_TRANSLATED_PHYSMAP,
+        "XENFEAT_supervisor_mode_kernel" => xv::XENFEAT_SUPERVISOR_MODE_KERNEL,
+        "XENFEAT_hvm_callback_vector" => xv::XENFEAT_HVM_CALLBACK_VECTOR,
+        "XENFEAT_hvm_safe_pvclock" => xv::XENFEAT_HVM_SAFE_PVCLOCK,
+        "XENFEAT_hvm_pirqs" => xv::XENFEAT_HVM_PIRQS,
+        "XEN_CPUID_FIRST_LEAF" => xcpuid::XEN_CPUID_BASE,
+        "XEN_HVM_CPUID_VCPU_ID_PRESENT" => xcpuid::XEN_HVM_CPUID_VCPU_ID_PRESENT,
+        "XEN_HVM_CPUID_DOMID_PRESENT" => xcpuid::XEN_HVM_CPUID_DOMID_PRESENT,
+        "XEN_HVM_CPUID_UPCALL_VECTOR" => xcpuid::XEN_HVM_CPUID_UPCALL_VECTOR,
+        "XEN_ELFNOTE_PHYS32_ENTRY" => pv_abi::hvm::XEN_ELFNOTE_PHYS32_ENTRY,
+        "VIRQ_TIMER" => pv_abi::hvm::VIRQ_TIMER,
+        "GNTTABOP_dump_table" => GNTTABOP_DUMP_TABLE,
+        "GNTTABOP_set_version" => GNTTABOP_SET_VERSION,
+        "GNTTABOP_get_version" => GNTTABOP_GET_VERSION,
+    );
+    size!(v, "struct xen_add_to_physmap", memory_op::AddToPhysmap);
+    off!(v, "struct xen_add_to_physmap", memory_op::AddToPhysmap,
+        "domid" => domid, "size" => size, "space" => space, "idx" => idx, "gpfn" => gpfn);
+    size!(v, "struct xen_remove_from_physmap", memory_op::RemoveFromPhysmap);
+    off!(v, "struct xen_remove_from_physmap", memory_op::RemoveFromPhysmap, "domid" => domid, "gpfn" => gpfn);
+    size!(v, "struct xen_memory_map", memory_op::MemoryMap);
+    off!(v, "struct xen_memory_map", memory_op::MemoryMap, "nr_entries" => nr_entries, "buffer" => buffer);
+    size!(v, "struct xen_hvm_param", hvm_op::HvmParam);
+    off!(v, "struct xen_hvm_param", hvm_op::HvmParam, "domid" => domid, "index" => index, "value" => value);
+    size!(v, "struct xen_hvm_evtchn_upcall_vector", hvm_op::EvtchnUpcallVector);
+    off!(v, "struct xen_hvm_evtchn_upcall_vector", hvm_op::EvtchnUpcallVector, "vcpu" => vcpu, "vector" => vector);
+    size!(v, "struct gnttab_set_version", GnttabSetVersion);
+    size!(v, "struct gnttab_get_version", GnttabGetVersion);
+    off!(v, "struct gnttab_get_version", GnttabGetVersion, "dom" => dom, "version" => version);
+    size!(v, "struct gnttab_dump_table", GnttabDumpTable);
+    off!(v, "struct gnttab_dump_table", GnttabDumpTable, "dom" => dom, "status" => status);
 }
 
 const HEADERS: &[&str] = &[
@@ -376,7 +447,66 @@ const HEADERS: &[&str] = &[
     "xen/io/console.h",
     "xen/io/xs_wire.h",
     "xen/io/xenbus.h",
+    "xen/memory.h",
+    "xen/features.h",
+    "xen/elfnote.h",
+    "xen/hvm/hvm_op.h",
+    "xen/hvm/params.h",
+    "xen/arch-x86/cpuid.h",
 ];
+
+/// The 32-bit layouts (`x86_32-abi` blkif and the compat hypercall
+/// arguments) against Xen's headers compiled for i386 (`cc -m32
+/// -ffreestanding`, no 32-bit libc needed): each value is a
+/// `_Static_assert`, so a mismatch fails the compile and names the field.
+#[test]
+fn layouts_32_bit_match_xen_headers_compiled_for_i386() {
+    use pv_abi::blkif::x86_32;
+    let mut v = Vec::new();
+    size!(v, "struct blkif_request", x86_32::Request);
+    off!(v, "struct blkif_request", x86_32::Request,
+        "operation" => operation, "nr_segments" => nr_segments, "handle" => handle, "id" => id,
+        "sector_number" => sector_number, "seg" => seg);
+    size!(v, "struct blkif_response", x86_32::Response);
+    off!(v, "struct blkif_response", x86_32::Response, "id" => id, "operation" => operation, "status" => status);
+    konst!(v, "__CONST_RING_SIZE(blkif, 4096)" => x86_32::RING_SIZE);
+    size!(v, "struct xen_add_to_physmap", memory_op::CompatAddToPhysmap);
+    off!(v, "struct xen_add_to_physmap", memory_op::CompatAddToPhysmap,
+        "domid" => domid, "size" => size, "space" => space, "idx" => idx, "gpfn" => gpfn);
+    size!(v, "struct xen_remove_from_physmap", memory_op::CompatRemoveFromPhysmap);
+    off!(v, "struct xen_remove_from_physmap", memory_op::CompatRemoveFromPhysmap, "domid" => domid, "gpfn" => gpfn);
+    size!(v, "struct xen_memory_map", memory_op::CompatMemoryMap);
+    off!(v, "struct xen_memory_map", memory_op::CompatMemoryMap, "nr_entries" => nr_entries, "buffer" => buffer);
+    size!(v, "struct gnttab_setup_table", CompatGnttabSetupTable);
+    off!(v, "struct gnttab_setup_table", CompatGnttabSetupTable,
+        "dom" => dom, "nr_frames" => nr_frames, "status" => status, "frame_list" => frame_list);
+    // Same offsets and size; only the alignment (4 on i386) differs.
+    konst!(v, "sizeof(struct xen_hvm_param)" => size_of::<hvm_op::HvmParam>());
+    off!(v, "struct xen_hvm_param", hvm_op::HvmParam, "domid" => domid, "index" => index, "value" => value);
+    // The time record sits at the same offset of vcpu_info in both layouts.
+    konst!(v, "offsetof(struct vcpu_info, time)" => 32, "sizeof(struct vcpu_info)" => 64,
+        "offsetof(struct shared_info, wc_version)" => 2304);
+
+    let mut src = String::from("#include <stddef.h>\n#include <stdint.h>\n");
+    for h in ["xen/xen.h", "xen/memory.h", "xen/grant_table.h", "xen/hvm/hvm_op.h", "xen/io/blkif.h"] {
+        writeln!(src, "#include <{h}>").unwrap();
+    }
+    for (i, c) in v.iter().enumerate() {
+        writeln!(src, "_Static_assert(({}) == {}, \"check {i}: {} is {} in ours\");", c.c, c.rust, c.c, c.rust)
+            .unwrap();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xen_layout32");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c_file = dir.join("xen_layout32.c");
+    std::fs::write(&c_file, &src).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-m32", "-ffreestanding", "-fsyntax-only", "-std=gnu11", "-D__XEN_INTERFACE_VERSION__=0x00040d00"])
+        .arg(&c_file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run C compiler `{cc}` ({e})"));
+    assert!(out.status.success(), "32-bit layouts differ from Xen's:\n{}", String::from_utf8_lossy(&out.stderr));
+}
 
 #[test]
 fn layouts_match_xen_public_headers() {

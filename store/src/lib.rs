@@ -42,6 +42,7 @@
 
 mod path;
 mod server;
+mod transaction;
 pub mod xenbus;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -79,6 +80,10 @@ pub enum StoreError {
     /// `ENOSYS`: a known operation this store does not implement.
     #[error("not implemented (ENOSYS)")]
     NotImplemented,
+    /// `EAGAIN`: a transaction conflicted with a change made since it
+    /// started; the caller retries it.
+    #[error("transaction conflict (EAGAIN)")]
+    Again,
 }
 
 impl StoreError {
@@ -92,6 +97,7 @@ impl StoreError {
             StoreError::NoSpace => errno::ENOSPC,
             StoreError::Exists => errno::EEXIST,
             StoreError::NotImplemented => errno::ENOSYS,
+            StoreError::Again => errno::EAGAIN,
         }
     }
 
@@ -143,7 +149,7 @@ pub type Kick = Arc<dyn Fn() + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u64);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Node {
     value: Vec<u8>,
     owner: DomId,
@@ -225,6 +231,8 @@ pub struct Store {
     owned: HashMap<DomId, usize>,
     limits: Limits,
     pending: Dispatch,
+    /// Bumped by every change to the tree (transactions compare it).
+    generation: u64,
 }
 
 impl Default for Store {
@@ -260,6 +268,7 @@ impl Store {
             owned: HashMap::new(),
             limits,
             pending: Dispatch::default(),
+            generation: 0,
         };
         for p in ["/", "/local", "/local/domain", "/local/domain/0"] {
             s.nodes.insert(p.to_owned(), Node { value: Vec::new(), owner: 0 });
@@ -542,6 +551,7 @@ impl Store {
 
     /// Fires the watches at or above `abs` (a write or mkdir of `abs`).
     fn fire(&mut self, abs: &str) {
+        self.generation += 1;
         let due: Vec<(Watcher, WatchEvent)> = self
             .watches
             .iter()
@@ -556,6 +566,7 @@ impl Store {
     /// Fires for the removal of the subtree at `abs`: watches at or above
     /// it with `abs`, watches strictly inside it with their own path.
     fn fire_rm(&mut self, abs: &str) {
+        self.generation += 1;
         let due: Vec<(Watcher, WatchEvent)> = self
             .watches
             .iter()

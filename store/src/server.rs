@@ -134,6 +134,8 @@ pub struct StoreServer<M: RingMemory = RingPage> {
     broken: Option<RingError>,
     /// The last `process` stopped at its budget with work left.
     more: bool,
+    /// This connection's open transactions.
+    transactions: super::transaction::Transactions,
     stats: StoreStats,
     /// Rate limit of this guest's log lines.
     log: backend::ratelimit::LogLimiter,
@@ -178,6 +180,7 @@ impl<M: RingMemory> StoreServer<M> {
             out_off: 0,
             broken: None,
             more: false,
+            transactions: Default::default(),
             stats: StoreStats::default(),
             log: Default::default(),
         })
@@ -377,7 +380,8 @@ impl<M: RingMemory> StoreServer<M> {
         const OK: &[u8] = b"OK\0";
         let (domid, conn) = (self.domid, self.conn);
         match hdr.type_ {
-            XS_TRANSACTION_START | XS_TRANSACTION_END => return Err(StoreError::NotImplemented),
+            XS_TRANSACTION_START => return self.transactions.start(&self.store, payload),
+            XS_TRANSACTION_END => return self.transactions.end(&self.store, domid, conn, hdr.tx_id, payload),
             XS_CONTROL
             | XS_GET_PERMS
             | XS_SET_PERMS
@@ -390,8 +394,9 @@ impl<M: RingMemory> StoreServer<M> {
             _ => {}
         }
         if hdr.tx_id != 0 {
-            // No transactions exist, so no transaction id is valid.
-            return Err(StoreError::NoEntry);
+            if let Some(reply) = self.transactions.op(domid, hdr.tx_id, hdr.type_, payload) {
+                return reply;
+            }
         }
         let store = self.store.clone();
         let run = |f: &mut dyn FnMut(&mut Store) -> Result<Vec<u8>, StoreError>| store.with(Some(conn), f);
@@ -519,7 +524,7 @@ impl<M: RingMemory> Drop for StoreServer<M> {
 }
 
 /// A payload that is exactly one NUL-terminated string.
-fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
+pub(crate) fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
     match payload.split_last() {
         Some((0, s)) if !s.contains(&0) => std::str::from_utf8(s).map_err(|_| StoreError::Invalid),
         _ => Err(StoreError::Invalid),

@@ -369,7 +369,8 @@ fn server_rejects_malformed_requests_and_stays_in_sync() {
         (XS_INVALID, 0, b"", "EINVAL"),
         (XS_WATCH_EVENT, 0, b"a\0b\0", "EINVAL"), // only the store sends these
         (XS_ERROR, 0, b"EIO\0", "EINVAL"),
-        (XS_TRANSACTION_START, 0, b"\0", "ENOSYS"),
+        (XS_TRANSACTION_START, 0, b"x\0", "EINVAL"), // payload must be empty
+        (XS_TRANSACTION_END, 7, b"T\0", "ENOENT"),   // no such transaction
         (XS_SET_PERMS, 0, b"a\0r1\0", "ENOSYS"),
         (XS_READ, 5, b"a\0", "ENOENT"), // no such transaction
         (XS_WRITE, 0, b"@x\0v", "EINVAL"),
@@ -632,6 +633,98 @@ proptest::proptest! {
         }
         // Nothing outside the guest's home was written by the guest.
         proptest::prop_assert!(store.directory("/local/domain/0").map(|d| d.is_empty()).unwrap_or(true));
+    }
+}
+
+// ---- transactions ----
+
+fn tx_id(reply: &[u8]) -> u32 {
+    std::str::from_utf8(reply.strip_suffix(b"\0").unwrap()).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_transaction_sees_its_own_writes_and_commits_them() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut srv = server(&store, &gm);
+    let mut g = Guest::new(&gm);
+    g.send(XS_WRITE, 1, b"data/a\0old");
+    g.send(XS_TRANSACTION_START, 2, b"\0");
+    srv.process();
+    let m = g.recv();
+    let t = tx_id(&m[1].1);
+    assert_ne!(t, 0);
+    g.send_tx(XS_WRITE, 3, t, b"data/a\0new");
+    g.send_tx(XS_READ, 4, t, b"data/a\0");
+    g.send(XS_READ, 5, b"data/a\0");
+    srv.process();
+    let m = g.recv();
+    assert_eq!(m[1].1, b"new", "the transaction sees its own write");
+    assert_eq!(m[2].1, b"old", "outside it the write is not visible yet");
+    g.send_tx(XS_TRANSACTION_END, 6, t, b"T\0");
+    g.send(XS_READ, 7, b"data/a\0");
+    srv.process();
+    let m = g.recv();
+    assert_eq!(m[0].1, b"OK\0");
+    assert_eq!(m[1].1, b"new", "committed");
+}
+
+#[test]
+fn a_conflicting_change_fails_the_commit_with_eagain_and_abort_discards() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut srv = server(&store, &gm);
+    let mut g = Guest::new(&gm);
+    g.send(XS_TRANSACTION_START, 1, b"\0");
+    srv.process();
+    let t = tx_id(&g.recv_one().1);
+    g.send_tx(XS_WRITE, 2, t, b"data/x\0mine");
+    srv.process();
+    g.recv_one();
+    // Someone else (the back end, domain 0) changes the store meanwhile.
+    store.write("/local/domain/1/data/x", b"theirs").unwrap();
+    g.send_tx(XS_TRANSACTION_END, 3, t, b"T\0");
+    srv.process();
+    error_reply(&g.recv_one(), 3, "EAGAIN");
+    assert_eq!(store.read("/local/domain/1/data/x").unwrap(), b"theirs", "nothing of the failed transaction applied");
+    // The transaction is gone; a retry succeeds.
+    g.send_tx(XS_READ, 4, t, b"data/x\0");
+    g.send(XS_TRANSACTION_START, 5, b"\0");
+    srv.process();
+    let m = g.recv();
+    error_reply(&m[0], 4, "ENOENT");
+    let t2 = tx_id(&m[1].1);
+    g.send_tx(XS_WRITE, 6, t2, b"data/x\0mine");
+    g.send_tx(XS_TRANSACTION_END, 7, t2, b"T\0");
+    srv.process();
+    assert_eq!(g.recv()[1].1, b"OK\0");
+    assert_eq!(store.read("/local/domain/1/data/x").unwrap(), b"mine");
+    // Abort discards.
+    g.send(XS_TRANSACTION_START, 8, b"\0");
+    srv.process();
+    let t3 = tx_id(&g.recv_one().1);
+    g.send_tx(XS_RM, 9, t3, b"data/x\0");
+    g.send_tx(XS_TRANSACTION_END, 10, t3, b"F\0");
+    srv.process();
+    assert_eq!(g.recv()[1].1, b"OK\0");
+    assert_eq!(store.read("/local/domain/1/data/x").unwrap(), b"mine", "aborted rm changed nothing");
+}
+
+#[test]
+fn open_transactions_are_bounded() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut srv = server(&store, &gm);
+    let mut g = Guest::new(&gm);
+    for i in 0..=crate::transaction::MAX_TRANSACTIONS as u32 {
+        g.send(XS_TRANSACTION_START, i, b"\0");
+        srv.process();
+        let m = g.recv_one();
+        if (i as usize) < crate::transaction::MAX_TRANSACTIONS {
+            assert_eq!(m.0.type_, XS_TRANSACTION_START);
+        } else {
+            error_reply(&m, i, "ENOSPC");
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! what the guest and the VMM observe, including hostile guests. This
 //! library holds the shared helpers; the tests are in `tests/`.
 
+pub mod pvh_asm;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vmm::console::ConsoleOut;

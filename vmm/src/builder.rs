@@ -103,6 +103,15 @@ struct Machine {
     ram: GuestRam,
 }
 
+/// Where the VMM's own pages are in guest-physical memory.
+struct VmmPages {
+    shared_info: u64,
+    console: u64,
+    store: u64,
+    /// Frames a grant may name: `[lo, hi)`.
+    grantable: (u64, u64),
+}
+
 /// The pages and channels Xen's domain builder sets up before the guest
 /// runs: the console ring and the store ring, each with a pre-bound port.
 struct CorePages {
@@ -132,16 +141,48 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let plan = MemoryPlan::new(mem_bytes);
     let (lo, hi) = plan.loadable();
     // Check the image before touching KVM so bad input fails fast.
-    loader::check_elf(&name, &bytes, lo, hi)?;
+    let pvh_layout = crate::pvh::elf::is_pvh(&bytes).then(|| crate::pvh::PvhLayout::new(mem_bytes));
+    let pvh_image = match &pvh_layout {
+        Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
+        None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
+    };
     let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
     let virtio_disks = cfg.virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
 
-    let m = create_machine(&plan, cfg.paging != paging_mode::NATIVE)?;
-    let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
-    boot::write_page_tables_and_gdt(&m.ram)?;
-    let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), SHARED_INFO)?);
-    let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pv_abi::layout::KERNEL_BASE, plan.pool_start));
-    let mut core = setup_core_pages(cfg, &m.ram, &evtchn)?;
+    // PVH guests run their own page tables (the pool stays writable) and
+    // own low memory; their outputs may not touch the VMM's top pages.
+    let m = create_machine(
+        &plan,
+        cfg.paging != paging_mode::NATIVE && pvh_layout.is_none(),
+        pvh_layout.map(|l| l.vmm_base..l.mem_bytes),
+    )?;
+    let image = match &pvh_image {
+        Some(p) => crate::pvh::boot::load(&m.ram, &bytes, p)?,
+        None => {
+            let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
+            boot::write_page_tables_and_gdt(&m.ram)?;
+            image
+        }
+    };
+    // The VMM's pages: fixed low pages for our guests, the top of RAM for
+    // PVH guests (whose RAM starts at 0).
+    let pages = match &pvh_layout {
+        Some(l) => VmmPages {
+            shared_info: l.shared_info(),
+            console: l.console(),
+            store: l.store(),
+            grantable: (pv_abi::layout::PAGE_SIZE, l.vmm_base),
+        },
+        None => VmmPages {
+            shared_info: SHARED_INFO,
+            console: CONSOLE_RING,
+            store: STORE_RING,
+            grantable: (pv_abi::layout::KERNEL_BASE, plan.pool_start),
+        },
+    };
+    let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), pages.shared_info)?);
+    let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1));
+    let mut core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
     // One binder per device: each closes only the bindings it made.
     let host = || XenbusHost {
         store: Arc::new(core.store.clone()),
@@ -156,12 +197,29 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks)?;
     threads.extend(virtio_threads);
     let virtio = Arc::new(virtio);
-    write_start_info(cfg, &m.ram, &plan, &image, &core, &virtio.entries)?;
-
+    crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
+    crate::pvh::xenstore::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     vcpu.attach_mmio(virtio.clone());
+    let pvh = match pvh_layout {
+        Some(l) => {
+            let si = crate::pvh::boot::write_start_info(&m.ram, &l, &cfg.cmdline)?;
+            let clock = crate::pvh::boot::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
+            let mut pvh = crate::pvh::PvhState::new(l, m.vm.clone(), m.ram.clone(), clock);
+            pvh.timer = Some(crate::pvh::timer::Timer::start(evtchn.clone()).map_err(io("timer thread"))?);
+            pvh.console_evtchn = core.console_port;
+            pvh.store_evtchn = core.store_port;
+            Some(Box::new(pvh))
+        }
+        None => {
+            write_start_info(cfg, &m.ram, &plan, &image, &core, &virtio.entries)?;
+            None
+        }
+    };
+
     let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
     dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
+    dom.pvh = pvh;
     let devices =
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
@@ -198,7 +256,11 @@ fn read_kernel(kernel: &Kernel) -> Result<(String, Cow<'static, [u8]>), VmmError
 /// Opens KVM, checks the capabilities the VMM relies on, creates the VM
 /// with its memory slots (the pool read-only unless `native` paging) and
 /// the in-kernel irqchip.
-fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, VmmError> {
+fn create_machine(
+    plan: &MemoryPlan,
+    pool_readonly: bool,
+    pvh_vmm_pages: Option<std::ops::Range<u64>>,
+) -> Result<Machine, VmmError> {
     let kvm = open_kvm()?;
     for (cap, what) in [
         (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
@@ -218,12 +280,17 @@ fn create_machine(plan: &MemoryPlan, pool_readonly: bool) -> Result<Machine, Vmm
     ram.register(&vm, &slots)?;
     // Hypercall outputs may not land in the read-only pool or the VMM's
     // low pages (`guest_out`).
-    let mut protected = vec![crate::guest_out::RESERVED_LOW];
+    let mut protected = vec![pvh_vmm_pages.clone().unwrap_or(crate::guest_out::RESERVED_LOW)];
     if pool_readonly {
         protected.push(plan.pool_start..plan.mem_bytes);
     }
     ram.protect_outputs(protected);
-    vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+    if pvh_vmm_pages.is_some() {
+        // PVH: the callback vector needs `KVM_INTERRUPT` (pvh::callback).
+        crate::pvh::callback::split_irqchip(&vm).map_err(VmmError::kvm("KVM_CAP_SPLIT_IRQCHIP"))?;
+    } else {
+        vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
+    }
     Ok(Machine { kvm, vm, ram })
 }
 
@@ -233,26 +300,36 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> VmmError {
 
 /// The console and the store: ring pages and pre-bound event channels, as
 /// Xen's domain builder sets them up, served on the `pv-core` thread.
-fn setup_core_pages(cfg: &VmConfig, ram: &GuestRam, evtchn: &Arc<EventChannels>) -> Result<CorePages, VmmError> {
+fn setup_core_pages(
+    cfg: &VmConfig,
+    ram: &GuestRam,
+    evtchn: &Arc<EventChannels>,
+    pages: &VmmPages,
+) -> Result<CorePages, VmmError> {
     let console_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
     let console_port = evtchn.prebind(console_wake.clone()).map_err(VmmError::device("console"))?;
     let sink_out = cfg.console.clone();
     let console = Arc::new(Mutex::new(
         Console::new(
             ram.mem(),
-            CONSOLE_RING,
+            pages.console,
             Arc::new(move |b: &[u8]| sink_out.write(b)),
             Arc::new(PortNotifier::new(evtchn.clone(), console_port)),
         )
         .map_err(VmmError::device("console"))?,
     ));
-    let mut subscribers: Vec<Subscriber> =
-        vec![Arc::new(Mutex::new(backend::console::ConsoleHandler::new(console.clone(), console_wake)))];
+    let mut handler = backend::console::ConsoleHandler::new(console.clone(), console_wake);
+    // Console input from the VMM's stdin when the output goes to stdout
+    // and stdin is a terminal or a pipe.
+    if matches!(cfg.console, crate::console::ConsoleOut::Stdout) && crate::console::stdin_is_interactive() {
+        handler = handler.with_stdin();
+    }
+    let mut subscribers: Vec<Subscriber> = vec![Arc::new(Mutex::new(handler))];
 
     let store = SharedStore::new();
     let store_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
     let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
-    let store_page = RingPage::assigned(ram.mem(), STORE_RING).map_err(VmmError::device("store"))?;
+    let store_page = RingPage::assigned(ram.mem(), pages.store).map_err(VmmError::device("store"))?;
     let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
     subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
         server,

@@ -48,6 +48,11 @@ pub struct Domain {
     pub grants: Arc<GrantTable>,
     /// Direct-paging state (mode, pool, pinned tables).
     pub paging: PagingState,
+    /// Xen PVH guest state (`None` for the project's own guests).
+    pub pvh: Option<Box<crate::pvh::PvhState>>,
+    /// The current hypercall came from 32-bit code: arguments use the
+    /// compat (32-bit) structure layouts.
+    pub compat: bool,
     /// Work units left in this exit (`preempt`).
     pub work_left: u64,
     /// Set by a handler that stopped early: the arguments to re-enter the
@@ -72,6 +77,8 @@ impl Domain {
             evtchn,
             grants,
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
+            pvh: None,
+            compat: false,
             work_left: crate::preempt::WORK_PER_EXIT,
             continuation: None,
         }

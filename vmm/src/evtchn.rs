@@ -78,6 +78,10 @@ enum PortState {
     Unbound {
         remote_dom: DomId,
     },
+    /// Bound to a virtual IRQ of vCPU 0 (`EVTCHNOP_bind_virq`).
+    Virq {
+        virq: u32,
+    },
     /// Connected to a domain-0 endpoint whose back-end sleeps on `wake`.
     Interdomain {
         remote_port: u32,
@@ -131,6 +135,9 @@ impl Table {
     }
 }
 
+/// What raises an upcall instead of the MSI irqfd (the PVH callback vector).
+pub type UpcallHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The guest's event channels.
 pub struct EventChannels {
     table: Mutex<Table>,
@@ -140,6 +147,8 @@ pub struct EventChannels {
     upcall: EventFd,
     /// Event counters.
     pub counters: EvtchnCounters,
+    /// Replaces the upcall irqfd (PVH callback vector), if set.
+    upcall_hook: Mutex<Option<UpcallHook>>,
 }
 
 impl std::fmt::Debug for EventChannels {
@@ -176,8 +185,29 @@ impl EventChannels {
             shared_info,
             vm,
             upcall,
+            upcall_hook: Mutex::new(None),
             counters: EvtchnCounters::default(),
         })
+    }
+
+    /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
+    /// delivery, edge).
+    /// The routing table then holds only this route: PVH guests (the only
+    /// callers) have no virtio devices, whose routes `virtio` adds.
+    fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
+        let routing = kvm_bindings::KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(vector))])
+            .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+        vm.set_gsi_routing(&routing)
+    }
+
+    /// Routes upcalls to `hook` instead of the MSI irqfd (`None`: back to the irqfd).
+    pub fn set_upcall_hook(&self, hook: Option<UpcallHook>) {
+        *self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
+    }
+
+    /// `HVMOP_set_evtchn_upcall_vector`: upcalls go to `vector` from now on.
+    pub fn set_upcall_vector(&self, vector: u8) -> Result<(), kvm_ioctls::Error> {
+        Self::route_upcall(&self.vm, vector)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -312,6 +342,41 @@ impl EventChannels {
         Ok(())
     }
 
+    /// `EVTCHNOP_bind_virq` for vCPU 0: a fresh port raised by
+    /// [`notify_virq`](Self::notify_virq). A virq binds once (`EEXIST`).
+    pub fn bind_virq(&self, virq: u32, vcpu: u32) -> Result<u32, i64> {
+        if virq >= NR_VIRQS || vcpu != 0 {
+            return Err(EINVAL);
+        }
+        let mut t = self.lock();
+        if t.ports.iter().any(|p| matches!(p, PortState::Virq { virq: v } if *v == virq)) {
+            return Err(pv_abi::errno::EEXIST);
+        }
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        t.ports[port as usize] = PortState::Virq { virq };
+        Ok(port)
+    }
+
+    /// Raises `virq` on the port bound to it, if any (Xen's `send_guest_vcpu_virq`).
+    /// Returns whether an upcall was raised.
+    pub fn notify_virq(&self, virq: u32) -> Result<bool, EvtchnError> {
+        let port = self.lock().ports.iter().position(|p| matches!(p, PortState::Virq { virq: v } if *v == virq));
+        match port {
+            Some(port) => {
+                self.counters.notifies.fetch_add(1, Ordering::Relaxed);
+                self.set_pending(port as u32)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether `port`'s pending bit is set in the shared-info page.
+    pub fn is_pending(&self, port: u32) -> bool {
+        let Some((word, bit)) = evtchn_word_bit(port) else { return false };
+        let at = self.shared_info + SharedInfo::pending_word_offset(word) as u64;
+        self.ram.with_atomic(at, |w: &AtomicU64| w.load(Ordering::SeqCst) & (1 << bit) != 0).unwrap_or(false)
+    }
+
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
     /// Returns whether an upcall interrupt was raised.
     pub fn notify_guest(&self, port: u32) -> Result<bool, EvtchnError> {
@@ -366,7 +431,10 @@ impl EventChannels {
             return Ok(false);
         }
         self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.upcall.write(1) {
+        let hook = self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook();
+        } else if let Err(e) = self.upcall.write(1) {
             tracing::warn!("cannot signal the upcall irqfd: {e}");
         }
         Ok(true)
@@ -422,9 +490,16 @@ impl EventChannels {
                 self.unmask(a.port).map(|_| 0)
             }
             EVTCHNOP_STATUS => self.status_op(arg),
-            EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => {
-                Err(pv_abi::errno::ENOSYS)
+            EVTCHNOP_BIND_VIRQ => {
+                let mut a: EvtchnBindVirq = ram.read_obj(arg)?;
+                a.port = self.bind_virq(a.virq, a.vcpu)?;
+                if let Err(e) = ram.copy_obj_to_guest(arg, &a) {
+                    self.lock().ports[a.port as usize] = PortState::Free;
+                    return Err(e.into());
+                }
+                Ok(0)
             }
+            EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => Err(pv_abi::errno::ENOSYS),
             _ => Err(pv_abi::errno::ENOSYS),
         }
     }
@@ -516,6 +591,10 @@ impl EventChannels {
             PortState::Interdomain { remote_port, .. } => {
                 a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
                 EVTCHNSTAT_INTERDOMAIN
+            }
+            PortState::Virq { virq } => {
+                a.u.virq = *virq;
+                EVTCHNSTAT_VIRQ
             }
         };
         drop(t);

@@ -22,12 +22,16 @@ pub struct HypercallTable {
 }
 
 /// The handlers every VMM installs.
-const DEFAULT_HANDLERS: [(u64, Handler); 7] = [
+const DEFAULT_HANDLERS: [(u64, Handler); 11] = [
     (nr::CONSOLE_IO, do_console_io),
-    (nr::SCHED_OP, do_sched_op),
+    (nr::SCHED_OP, crate::pvh::timer::sched_op),
+    (nr::SET_TIMER_OP, crate::pvh::timer::set_timer_op),
+    (nr::VCPU_OP, crate::pvh::timer::vcpu_op),
     (nr::XEN_VERSION, do_xen_version),
     (nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1])),
-    (nr::GRANT_TABLE_OP, crate::gnttab::grant_table_op),
+    (nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op),
+    (nr::MEMORY_OP, crate::pvh::memory_op::memory_op),
+    (nr::HVM_OP, crate::pvh::hvm_op::hvm_op),
     (nr::MMU_UPDATE, crate::paging::do_mmu_update),
     (nr::MMUEXT_OP, crate::paging::do_mmuext_op),
 ];
@@ -110,7 +114,7 @@ fn do_console_io(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
 }
 
-fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+pub(crate) fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     match a[0] {
         // The vCPU blocks in the guest's own `sti; hlt` (handled in the
         // kernel with the in-kernel irqchip), so these return at once.
@@ -125,6 +129,9 @@ fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 }
 
 fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    if let Some(r) = crate::pvh::hvm_op::xen_version(dom, a) {
+        return r;
+    }
     match a[0] {
         xen_version::VERSION => Ok(ABI_VERSION as u64),
         xen_version::GET_FEATURES => {

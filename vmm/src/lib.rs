@@ -26,6 +26,7 @@ pub mod paging;
 pub mod plot;
 pub mod pod;
 pub mod preempt;
+pub mod pvh;
 pub mod seccomp;
 pub mod stats;
 pub mod uart;

@@ -103,6 +103,13 @@ impl GuestRam {
         }
     }
 
+    /// The host address of guest-physical `gpa` (for aliasing a RAM page
+    /// into another KVM slot).
+    pub fn host_address(&self, gpa: u64) -> Option<*mut u8> {
+        self.check(gpa, 1).ok()?;
+        self.mem.get_host_address(GuestAddress(gpa)).ok()
+    }
+
     /// Copies `len` guest bytes at `gpa` out of guest memory.
     pub fn read_vec(&self, gpa: u64, len: u64) -> Result<Vec<u8>, BadGuestRange> {
         self.check(gpa, len)?;

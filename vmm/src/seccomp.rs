@@ -137,6 +137,10 @@ const KVM_SET_REGS: u64 = iow(0x82, std::mem::size_of::<kvm_bindings::kvm_regs>(
 const KVM_GET_SREGS: u64 = ior(0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
 const KVM_SET_SREGS: u64 = iow(0x84, std::mem::size_of::<kvm_bindings::kvm_sregs>());
 const KVM_IOEVENTFD: u64 = iow(0x79, std::mem::size_of::<kvm_bindings::kvm_ioeventfd>());
+/// PVH guests place frames (`XENMEM_add_to_physmap`) at run time.
+const KVM_SET_USER_MEMORY_REGION: u64 = iow(0x46, std::mem::size_of::<kvm_bindings::kvm_userspace_memory_region>());
+/// PVH guests choose their upcall vector (`HVMOP_set_evtchn_upcall_vector`).
+const KVM_SET_GSI_ROUTING: u64 = iow(0x6a, std::mem::size_of::<kvm_bindings::kvm_irq_routing>());
 
 /// System calls every thread may make: memory, locks, signals, exit,
 /// time, and writing logs.
@@ -194,7 +198,17 @@ fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
                 libc::SYS_fsync,
                 libc::SYS_fdatasync,
             ]);
-            Some(ioctl_rule(&[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_IOEVENTFD])?)
+            Some(ioctl_rule(&[
+                KVM_RUN,
+                KVM_GET_REGS,
+                KVM_SET_REGS,
+                KVM_GET_SREGS,
+                KVM_SET_SREGS,
+                KVM_IOEVENTFD,
+                KVM_SET_USER_MEMORY_REGION,
+                KVM_SET_GSI_ROUTING,
+                crate::pvh::callback::KVM_INTERRUPT,
+            ])?)
         }
         ThreadKind::Device => {
             allow(&[

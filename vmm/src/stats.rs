@@ -28,11 +28,13 @@ pub enum ExitKind {
     Error,
     /// Interrupted by a signal (`EINTR`).
     Interrupted,
+    /// A filtered `rdmsr`/`wrmsr` (the Xen hypercall-page MSR).
+    Msr,
 }
 
 impl ExitKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitKind; 9] = [
+    pub const ALL: [ExitKind; 10] = [
         ExitKind::Hypercall,
         ExitKind::Uart,
         ExitKind::Doorbell,
@@ -42,6 +44,7 @@ impl ExitKind {
         ExitKind::Shutdown,
         ExitKind::Error,
         ExitKind::Interrupted,
+        ExitKind::Msr,
     ];
 
     /// Short name used in reports.
@@ -56,6 +59,7 @@ impl ExitKind {
             ExitKind::Shutdown => "shutdown",
             ExitKind::Error => "error",
             ExitKind::Interrupted => "interrupted",
+            ExitKind::Msr => "msr",
         }
     }
 }

@@ -150,6 +150,19 @@ impl ExitHandlers {
                 }
             }
             VcpuExit::Hlt => self.stats.exit(ExitKind::Hlt),
+            // Asked for by pvh::callback: the guest can take the upcall now.
+            VcpuExit::IrqWindowOpen => self.stats.exit(ExitKind::Interrupted),
+            VcpuExit::X86Wrmsr(exit) => {
+                self.stats.exit(ExitKind::Msr);
+                *exit.error = crate::pvh::wrmsr_exit(dom, exit.index, exit.data);
+            }
+            VcpuExit::X86Rdmsr(exit) => {
+                self.stats.exit(ExitKind::Msr);
+                match crate::pvh::hypercall_page::rdmsr(exit.index) {
+                    Ok(v) => *exit.data = v,
+                    Err(_) => *exit.error = 1,
+                }
+            }
             VcpuExit::Shutdown => {
                 self.stats.exit(ExitKind::Shutdown);
                 return Step::TripleFault;
@@ -167,6 +180,9 @@ impl ExitHandlers {
         } else if uart::PORTS.contains(&port) {
             self.stats.exit(ExitKind::Uart);
             self.uart.write(port, data);
+        } else if port == crate::pvh::DEBUGCONS_PORT && dom.pvh.is_some() {
+            self.stats.exit(ExitKind::OtherIo);
+            dom.console.write(data);
         } else {
             self.stats.exit(ExitKind::OtherIo);
             tracing::debug!(port, "guest wrote an unassigned port");
@@ -231,6 +247,11 @@ impl Vcpu {
         self.exits.mmio = bus;
     }
 
+    /// The vCPU fd (the PVH builder sets its own entry state).
+    pub(crate) fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
+    }
+
     /// Exit counters, with KVM's own counters refreshed.
     pub fn stats(&self) -> ExitStats {
         let mut s = self.exits.stats.clone();
@@ -248,14 +269,29 @@ impl Vcpu {
 
     /// Runs the guest until it shuts down, fails, or `watchdog` expires.
     pub fn run(&mut self, dom: &mut Domain, watchdog: Option<&Watchdog>) -> Result<Outcome, VmmError> {
-        loop {
-            if watchdog.is_some_and(Watchdog::expired) {
-                return Ok(Outcome::Timeout);
-            }
-            if let Some(outcome) = self.run_once(dom)? {
-                return Ok(outcome);
-            }
+        // A PVH guest's callback vector kicks this thread (pvh::callback).
+        let line = dom.pvh.as_ref().map(|p| p.callback.clone());
+        if let Some(line) = &line {
+            crate::watchdog::install_handler();
+            line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
+        let outcome = loop {
+            if watchdog.is_some_and(Watchdog::expired) {
+                break Ok(Outcome::Timeout);
+            }
+            if let Some(line) = &line {
+                line.before_run(&mut self.fd);
+            }
+            match self.run_once(dom) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => break Ok(outcome),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(line) = &line {
+            line.set_target(None);
+        }
+        outcome
     }
 
     /// Enters the guest once and handles the exit; `Some` when the run ends.
@@ -304,8 +340,10 @@ impl Vcpu {
     }
 
     fn do_hypercall(&mut self, dom: &mut Domain) {
+        // A PVH guest may call from 32-bit code: Xen's 32-bit convention.
+        dom.compat = dom.pvh.is_some() && !crate::pvh::long_mode(&self.fd.sync_regs().sregs);
         let regs = &self.fd.sync_regs_mut().regs;
-        let (nr, args) = (regs.rax, [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8]);
+        let (nr, args) = crate::pvh::hypercall_args(regs, dom.compat);
         self.exits.stats.hypercall(nr);
         dom.start_exit();
         let ret = self.hypercalls.dispatch(dom, nr, &args);
@@ -315,7 +353,11 @@ impl Vcpu {
             // (`rax` still holds the number): `pv_abi::hypercall`.
             Some(a) => {
                 regs.rip = regs.rip.wrapping_sub(pv_abi::hypercall::HYPERCALL_INSN_LEN);
-                (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (a[0], a[1], a[2], a[3], a[4]);
+                if dom.compat {
+                    (regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi) = (a[0], a[1], a[2], a[3], a[4]);
+                } else {
+                    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (a[0], a[1], a[2], a[3], a[4]);
+                }
             }
             None => regs.rax = ret,
         }

@@ -22,7 +22,9 @@ use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
-use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_64};
+use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64};
+
+pub mod x86_32;
 use ring_buffers::BackRing;
 use std::sync::Arc;
 
@@ -413,6 +415,8 @@ pub struct BlockBackend {
     metrics: Arc<BlockMetrics>,
     /// The connected transport, if any.
     pub dev: Option<Blkback>,
+    /// The connected transport of a front end using the 32-bit ring layout.
+    pub dev32: Option<x86_32::Blkback32>,
     /// Guest-caused log lines while disconnected (a connection takes it).
     log: LogLimiter,
 }
@@ -420,7 +424,13 @@ pub struct BlockBackend {
 impl BlockBackend {
     /// A back-end serving `disk`.
     pub fn new(disk: Disk) -> Self {
-        BlockBackend { disk: Arc::new(disk), metrics: Arc::default(), dev: None, log: LogLimiter::default() }
+        BlockBackend {
+            disk: Arc::new(disk),
+            metrics: Arc::default(),
+            dev: None,
+            dev32: None,
+            log: LogLimiter::default(),
+        }
     }
 
     /// The disk.
@@ -455,14 +465,22 @@ impl BlockBackend {
         .collect()
     }
 
-    /// The ring reference the front end published, checked against our
-    /// protocol and ring order.
-    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, String> {
-        if let Some(p) = front.read(xb::PROTOCOL) {
-            if p.trim_end_matches('\0') != XEN_IO_PROTO_ABI_X86_64 {
-                return Err(format!("front end's protocol {p:?} is not {XEN_IO_PROTO_ABI_X86_64}"));
-            }
+    /// Whether the front end uses the 32-bit ring layout (`protocol`
+    /// absent means the native x86-64 one).
+    fn abi32(front: &dyn crate::xenbus::FrontendKeys) -> Result<bool, String> {
+        match front.read(xb::PROTOCOL) {
+            None => Ok(false),
+            Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_64 => Ok(false),
+            Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_32 => Ok(true),
+            Some(p) => Err(format!(
+                "front end's protocol {p:?} is neither {XEN_IO_PROTO_ABI_X86_64} nor {XEN_IO_PROTO_ABI_X86_32}"
+            )),
         }
+    }
+
+    /// The ring reference the front end published, checked against our
+    /// ring order.
+    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, String> {
         match front.read(xb::RING_PAGE_ORDER) {
             Some(_) if front.read_u32(xb::RING_PAGE_ORDER)? > MAX_RING_PAGE_ORDER => {
                 Err(format!("{} above {} {MAX_RING_PAGE_ORDER}", xb::RING_PAGE_ORDER, xb::MAX_RING_PAGE_ORDER))
@@ -492,8 +510,16 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
     ) -> Result<(), String> {
+        let abi32 = Self::abi32(front)?;
         let ring_ref = Self::ring_ref(front)?;
         let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
+        if abi32 {
+            let mut dev =
+                x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
+            dev.inner.log = std::mem::take(&mut self.log);
+            self.dev32 = Some(dev);
+            return Ok(());
+        }
         let mut dev = Blkback::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
         // One limiter per device: reconnecting does not reset it.
         dev.log = std::mem::take(&mut self.log);
@@ -505,10 +531,16 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         if let Some(dev) = self.dev.take() {
             self.log = dev.log;
         }
+        if let Some(dev) = self.dev32.take() {
+            self.log = dev.inner.log;
+        }
     }
 
     fn process(&mut self) -> bool {
         self.metrics.kicks.inc();
+        if let Some(dev) = &mut self.dev32 {
+            return dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
+        }
         self.dev.as_mut().is_some_and(|dev| dev.process_budget(crate::xenbus::PROCESS_BUDGET).1)
     }
 }

@@ -5,11 +5,15 @@ mod handler;
 
 use crate::ring_page::{RingPage, RingPageError};
 use crate::Notify;
-use ring_buffers::{ByteConsumer, ByteRingLayout};
+use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 pub use handler::ConsoleHandler;
+
+/// Most console input bytes kept while the guest's ring is full.
+pub const MAX_PENDING_INPUT: usize = 4096;
 
 /// Where console bytes go.
 pub type ConsoleSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -17,6 +21,10 @@ pub type ConsoleSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// Console device logic.
 pub struct Console {
     out: ByteConsumer<RingPage>,
+    /// The guest's `in` ring (console input).
+    input: ByteProducer<RingPage>,
+    /// Input not yet taken by the guest (bounded by [`MAX_PENDING_INPUT`]).
+    pending_in: VecDeque<u8>,
     sink: ConsoleSink,
     notify: Arc<dyn Notify>,
     broken: bool,
@@ -39,7 +47,37 @@ impl Console {
         notify: Arc<dyn Notify>,
     ) -> Result<Self, RingPageError> {
         let out = ByteConsumer::new(RingPage::assigned(mem, gpa)?, ByteRingLayout::CONSOLE_OUT)?;
-        Ok(Console { out, sink, notify, broken: false, bytes: 0 })
+        let input = ByteProducer::new(RingPage::assigned(mem, gpa)?, ByteRingLayout::CONSOLE_IN)?;
+        Ok(Console { out, input, pending_in: VecDeque::new(), sink, notify, broken: false, bytes: 0 })
+    }
+
+    /// Queues console input for the guest (bytes beyond
+    /// [`MAX_PENDING_INPUT`] waiting are dropped) and moves what fits into
+    /// its `in` ring.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let room = MAX_PENDING_INPUT.saturating_sub(self.pending_in.len());
+        self.pending_in.extend(&bytes[..bytes.len().min(room)]);
+        self.flush_input();
+    }
+
+    /// Moves pending input into the `in` ring; notifies the guest if any moved.
+    fn flush_input(&mut self) {
+        if self.broken || self.pending_in.is_empty() {
+            return;
+        }
+        let (a, b) = self.pending_in.as_slices();
+        let chunk: Vec<u8> = a.iter().chain(b).copied().collect();
+        match self.input.write(&chunk) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.pending_in.drain(..n);
+                self.notify.notify();
+            }
+            Err(e) => {
+                tracing::warn!("console ring corrupt ({e}); console disabled");
+                self.broken = true;
+            }
+        }
     }
 
     /// Moves everything the guest has produced to the sink; notifies the
@@ -70,6 +108,8 @@ impl Console {
             self.bytes += total as u64;
             self.notify.notify();
         }
+        // The guest notifies after taking input too: refill its ring.
+        self.flush_input();
         total
     }
 }

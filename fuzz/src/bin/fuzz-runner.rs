@@ -1,6 +1,7 @@
-//! `fuzz-runner <target|all> [--iters N] [--seed S]`: runs fuzz targets on
-//! the stable toolchain with the deterministic corpus runner and prints
-//! executions per target. A crashing input is written to
+//! `fuzz-runner <target|all> [--iters N] [--seed S] [--seeds-to DIR]`:
+//! runs fuzz targets on the stable toolchain with the deterministic corpus
+//! runner and prints executions per target (or, with `--seeds-to`, writes
+//! the built-in seeds to `DIR/<target>/` as a libFuzzer corpus). A crashing input is written to
 //! `fuzz-crash-<target>.bin` and the exit status is 1.
 
 use std::process::ExitCode;
@@ -10,12 +11,14 @@ fn main() -> ExitCode {
     let mut iters = 100_000u64;
     let mut seed = 1u64;
     let mut names = Vec::new();
+    let mut seeds_to: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let num = |v: Option<&String>| v.and_then(|s| s.replace('_', "").parse().ok());
         match a.as_str() {
             "--iters" => iters = num(it.next()).unwrap_or(iters),
             "--seed" => seed = num(it.next()).unwrap_or(seed),
+            "--seeds-to" => seeds_to = it.next().cloned(),
             "all" => names.extend(pv_fuzz::targets::ALL.iter().map(|(n, _)| n.to_string())),
             other => names.push(other.to_string()),
         }
@@ -32,6 +35,15 @@ fn main() -> ExitCode {
             eprintln!("error: no target '{name}'");
             return ExitCode::from(2);
         };
+        if let Some(dir) = &seeds_to {
+            // Writes the built-in seeds as a libFuzzer corpus instead.
+            let dir = std::path::Path::new(dir).join(&name);
+            let _ = std::fs::create_dir_all(&dir);
+            for (i, s) in pv_fuzz::runner::seeds(&name).iter().enumerate() {
+                let _ = std::fs::write(dir.join(format!("seed-{i}")), s);
+            }
+            continue;
+        }
         let started = std::time::Instant::now();
         let stats = pv_fuzz::runner::run(target, &pv_fuzz::runner::seeds(&name), iters, seed);
         let secs = started.elapsed().as_secs_f64();

@@ -1,0 +1,269 @@
+//! Xen PVH guests built instruction by instruction (`tests::pvh_asm`): the
+//! 32-bit entry and calling convention, a 64-bit guest switching to long
+//! mode and using the 64-bit convention, and hostile arguments (hypercall
+//! page MSR, `add_to_physmap`, HVM params, structures straddling RAM's
+//! end): errors for the guest, no panic in the VMM.
+
+use pv_abi::errno::*;
+use pv_abi::hvm::cpuid::XEN_HYPERCALL_MSR;
+use std::path::Path;
+use tests::pvh_asm::*;
+use tests::{boot_vm, Run};
+use vmm::pvh::PvhLayout;
+use vmm::{Kernel, Outcome, Vm, VmConfig};
+
+const MEM: u64 = 16 << 20;
+const POWEROFF_OK: Outcome = Outcome::Shutdown { reason: 0, code: 0 };
+
+fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, Vm) {
+    let path = dir.join("guest.elf");
+    std::fs::write(&path, pvh_elf(asm, elf64)).unwrap();
+    let mut cfg = VmConfig::bundled("hello", "");
+    cfg.kernel = Kernel::File(path);
+    cfg.mem_bytes = MEM;
+    boot_vm(cfg)
+}
+
+fn result(vm: &Vm, slot: u32) -> i32 {
+    vm.dom.ram.read_obj::<i32>(u64::from(RESULTS + slot * 4)).unwrap()
+}
+
+fn err(e: i64) -> i32 {
+    -(e as i32)
+}
+
+// Hypercall numbers and commands used below.
+const MEMORY_OP: u32 = 12;
+const XEN_VERSION: u32 = 17;
+const GRANT_TABLE_OP: u32 = 20;
+const EVENT_CHANNEL_OP: u32 = 32;
+const HVM_OP: u32 = 34;
+
+/// The common body: asks for the hypercall page, then exercises `memory_op`,
+/// `hvm_op`, `xen_version`, `grant_table_op` and `event_channel_op` with
+/// good and bad arguments. Structure layouts follow the mode (`compat`).
+fn body(a: &mut Asm, compat: bool) {
+    let layout = PvhLayout::new(MEM);
+    let hole = (MEM >> 12) as u32;
+    let s = SCRATCH;
+    // memory_map: {nr_entries, buffer} at s, entries at s+0x100.
+    a.poke(s, 16).poke(s + 4, s + 0x100).poke(s + 8, if compat { 0 } else { s + 0x100 }).poke(s + 12, 0);
+    if !compat {
+        a.poke(s + 4, 0);
+    }
+    a.hypercall(MEMORY_OP, &[9, s], 0);
+    a.load_eax(s).store_eax(RESULTS + 4);
+    // get_param(STORE_PFN) and a bad index.
+    let p = s + 0x400;
+    a.poke(p, 0x7ff0).poke(p + 4, 1).poke(p + 8, 0).poke(p + 12, 0);
+    a.hypercall(HVM_OP, &[1, p], 2).load_eax(p + 8).store_eax(RESULTS + 3 * 4);
+    a.poke(p + 4, 1000).hypercall(HVM_OP, &[1, p], 4);
+    a.poke(p + 4, 17).hypercall(HVM_OP, &[0, p], 5); // set CONSOLE_PFN: refused
+                                                     // add_to_physmap(shared_info) at the hole, over a VMM page, in RAM,
+                                                     // above the hole, and from a structure straddling the end of RAM.
+    let x = s + 0x500;
+    let atp = |a: &mut Asm, at: u32, space: u32, idx: u32, gpfn: u32| {
+        a.poke(at, 0x7ff0).poke(at + 4, space);
+        if compat {
+            a.poke(at + 8, idx).poke(at + 12, gpfn);
+        } else {
+            a.poke(at + 8, idx).poke(at + 12, 0).poke(at + 16, gpfn).poke(at + 20, 0);
+        }
+    };
+    atp(a, x, 0, 0, (layout.vmm_base >> 12) as u32);
+    a.hypercall(MEMORY_OP, &[7, x], 6);
+    atp(a, x, 0, 0, 0x200);
+    a.hypercall(MEMORY_OP, &[7, x], 7);
+    atp(a, x, 0, 0, 0xfee00);
+    a.hypercall(MEMORY_OP, &[7, x], 8);
+    a.hypercall(MEMORY_OP, &[7, MEM as u32 - 8], 9);
+    atp(a, x, 0, 0, hole);
+    a.hypercall(MEMORY_OP, &[7, x], 10);
+    // The guest sees the pvclock scale through the placed page.
+    a.load_eax((hole << 12) + 32 + 24).store_eax(RESULTS + 11 * 4);
+    // A grant frame next to it, then setup_table returns where it is.
+    atp(a, x, 1, 0, hole + 1);
+    a.hypercall(MEMORY_OP, &[7, x], 12);
+    let g = s + 0x600;
+    a.poke(g, 0x7ff0).poke(g + 4, 1).poke(g + 8, 0x7fff).poke(g + 12, s + 0x700).poke(g + 16, 0).poke(g + 20, 0);
+    if !compat {
+        a.poke(g + 16, s + 0x700).poke(g + 12, 0);
+    }
+    a.hypercall(GRANT_TABLE_OP, &[2, g, 1], 13).load_eax(g + 8).store_eax(RESULTS + 14 * 4);
+    a.load_eax(s + 0x700).store_eax(RESULTS + 15 * 4);
+    // xen_version(get_features) and alloc_unbound with DOMID_SELF.
+    a.poke(s + 0x800, 0).hypercall(XEN_VERSION, &[6, s + 0x800], 16).load_eax(s + 0x804).store_eax(RESULTS + 17 * 4);
+    a.poke(s + 0x900, 0x7ff0).poke(s + 0x904, 0).hypercall(EVENT_CHANNEL_OP, &[6, s + 0x900], 18);
+    a.load_eax(s + 0x904).store_eax(RESULTS + 19 * 4);
+    // remove_from_physmap of the grant frame, then of a frame holding nothing.
+    let r = s + 0xa00;
+    let rfp = |a: &mut Asm, gpfn: u32| {
+        a.poke(r, 0x7ff0);
+        if compat {
+            a.poke(r + 4, gpfn);
+        } else {
+            a.poke(r + 8, gpfn).poke(r + 12, 0);
+        }
+    };
+    rfp(a, hole + 1);
+    a.hypercall(MEMORY_OP, &[15, r], 20);
+    a.hypercall(MEMORY_OP, &[15, r], 21);
+    a.hypercall(60, &[], 22);
+    a.hypercall(MEMORY_OP, &[13, s], 23); // set_memory_map: refused
+}
+
+fn check_body(vm: &Vm) {
+    let layout = PvhLayout::new(MEM);
+    assert_eq!(result(vm, 0), 0, "memory_map");
+    assert_eq!(result(vm, 1), 5, "memory map entries");
+    let e: pv_abi::hvm::E820Entry = vm.dom.ram.read_obj(u64::from(SCRATCH + 0x100 + 3 * 20)).unwrap();
+    assert_eq!(({ e.addr }, { e.kind }), (layout.vmm_base, 2), "the VMM's pages are reserved");
+    assert_eq!((result(vm, 2), result(vm, 3) as u64), (0, layout.store() >> 12), "STORE_PFN");
+    assert_eq!(result(vm, 4), err(EINVAL), "bad param index");
+    assert_eq!(result(vm, 5), err(EPERM), "console pfn is read-only");
+    assert_eq!(result(vm, 6), err(EINVAL), "over the VMM's own page");
+    assert_eq!(result(vm, 7), err(EINVAL), "over guest RAM");
+    assert_eq!(result(vm, 8), err(EINVAL), "above the hole");
+    assert_eq!(result(vm, 9), err(EFAULT), "argument straddling RAM's end");
+    assert_eq!(result(vm, 10), 0, "shared info placed in the hole");
+    assert_ne!(result(vm, 11), 0, "tsc_to_system_mul visible through the placed page");
+    assert_eq!(result(vm, 12), 0, "grant frame placed");
+    assert_eq!((result(vm, 13), result(vm, 14) as i16), (0, 0), "setup_table");
+    assert_eq!(result(vm, 15) as u64, (MEM >> 12) + 1, "setup_table names the placed frame");
+    assert_eq!(result(vm, 16), 0);
+    assert_eq!(result(vm, 17) as u32, pv_abi::hvm::xen_version::PVH_FEATURES, "real XENFEAT bits");
+    assert_eq!(result(vm, 18), 0, "alloc_unbound(DOMID_SELF)");
+    assert!(result(vm, 19) > 0, "a port");
+    assert_eq!((result(vm, 20), result(vm, 21)), (0, err(EINVAL)), "remove_from_physmap");
+    assert_eq!(result(vm, 22), err(ENOSYS));
+    assert_eq!(result(vm, 23), err(EPERM), "set_memory_map refused");
+}
+
+#[test]
+fn pvh_32_bit_guest_uses_the_hypercall_page_and_survives_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = PvhLayout::new(MEM);
+    let mut a = Asm::default();
+    a.setup_descriptors();
+    // Bad hypercall-page addresses: each wrmsr takes #GP (skipped by the handler).
+    a.wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE) + 1);
+    a.wrmsr(XEN_HYPERCALL_MSR, MEM + 0x1000);
+    a.wrmsr(XEN_HYPERCALL_MSR, layout.store());
+    a.wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    body(&mut a, true);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(GP_COUNT)).unwrap(), 3, "three refused MSR writes");
+    check_body(&vm);
+    assert_eq!(run.stats.exits(vmm::stats::ExitKind::Msr), 4);
+}
+
+#[test]
+fn pvh_64_bit_guest_uses_the_64_bit_convention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
+    body(&mut a, false);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, true);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    check_body(&vm);
+}
+
+/// `VIRQ_TIMER` bound with `EVTCHNOP_bind_virq`, raised by `set_timer_op`
+/// and by the `vcpu_op` single-shot timer, waited for with `SCHEDOP_poll`;
+/// pvclock system time advancing; the upcall vector and callback
+/// parameter. Uses `compat` layouts when `compat`.
+fn timer_body(a: &mut Asm, compat: bool) {
+    let hole = MEM as u32;
+    let s = SCRATCH;
+    a.load_eax(hole + 48).store_eax(RESULTS + 30 * 4);
+    let b = s + 0xb00;
+    a.poke(b, 0).poke(b + 4, 0).poke(b + 8, 0);
+    a.hypercall(EVENT_CHANNEL_OP, &[1, b], 31).load_eax(b + 8).store_eax(RESULTS + 32 * 4);
+    a.poke(s + 0xb40, 0).poke(s + 0xb44, 0).hypercall(EVENT_CHANNEL_OP, &[1, s + 0xb40], 33);
+    a.hypercall(15, &[1, 0], 34); // set_timer_op(1 ns): already due
+    let ps = s + 0xc00;
+    if compat {
+        a.poke(ps, b + 8).poke(ps + 4, 1).poke(ps + 8, 0).poke(ps + 12, 0);
+    } else {
+        a.poke(ps, b + 8).poke(ps + 4, 0).poke(ps + 8, 1).poke(ps + 12, 0).poke(ps + 16, 0).poke(ps + 20, 0);
+    }
+    a.hypercall(29, &[3, ps], 35).load_eax(hole + 2048).store_eax(RESULTS + 36 * 4);
+    a.poke(hole + 2048, 0);
+    let v = s + 0xd00;
+    a.poke(v, 1).poke(v + 4, 0).poke(v + 8, 1).hypercall(24, &[6, 0, v], 37); // in the past + FUTURE flag
+    a.poke(v + 8, 0).hypercall(24, &[6, 0, v], 38);
+    a.hypercall(29, &[3, ps], 39).load_eax(hole + 2048).store_eax(RESULTS + 40 * 4);
+    a.load_eax(hole + 48).store_eax(RESULTS + 41 * 4);
+    let st = s + 0xe00;
+    a.poke(st, 0x7ff0).load_eax(b + 8).store_eax(st + 4).hypercall(EVENT_CHANNEL_OP, &[5, st], 42);
+    a.load_eax(st + 8).store_eax(RESULTS + 43 * 4).load_eax(st + 16).store_eax(RESULTS + 44 * 4);
+    let u = s + 0xe40;
+    a.poke(u, 0).poke(u + 4, 0xf3).hypercall(HVM_OP, &[23, u], 45);
+    a.poke(u + 4, 5).hypercall(HVM_OP, &[23, u], 46);
+    let p = s + 0xe80;
+    a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, 0xf3).poke(p + 12, 0x0200_0000).hypercall(HVM_OP, &[0, p], 47);
+    a.poke(p + 8, 0).poke(p + 12, 0).hypercall(HVM_OP, &[1, p], 48).load_eax(p + 8).store_eax(RESULTS + 49 * 4);
+}
+
+fn check_timer_body(vm: &Vm) {
+    assert_eq!(result(vm, 31), 0, "bind_virq");
+    let port = result(vm, 32);
+    assert!(port > 0 && port < 32, "port {port}");
+    assert_eq!(result(vm, 33), err(EEXIST), "VIRQ_TIMER binds once");
+    assert_eq!((result(vm, 34), result(vm, 35)), (0, 0), "set_timer_op, poll");
+    assert_ne!(result(vm, 36) & (1 << port), 0, "set_timer_op raised VIRQ_TIMER");
+    assert_eq!(result(vm, 37), -62, "VCPU_SSHOTTMR_future in the past: ETIME");
+    assert_eq!((result(vm, 38), result(vm, 39)), (0, 0), "single-shot timer, poll");
+    assert_ne!(result(vm, 40) & (1 << port), 0, "the single-shot timer raised VIRQ_TIMER");
+    assert!(result(vm, 41) as u32 > result(vm, 30) as u32, "pvclock system time advanced");
+    assert_eq!((result(vm, 42), result(vm, 43), result(vm, 44)), (0, 4, 0), "status: EVTCHNSTAT_virq, VIRQ_TIMER");
+    assert_eq!((result(vm, 45), result(vm, 46)), (0, err(EINVAL)), "upcall vector");
+    assert_eq!((result(vm, 47), result(vm, 48), result(vm, 49)), (0, 0, 0xf3), "callback vector param");
+}
+
+#[test]
+fn pvh_timer_raises_virq_timer_and_pvclock_advances() {
+    for long in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Asm::default();
+        a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+        if long {
+            a.enter_long_mode();
+        }
+        body(&mut a, !long);
+        timer_body(&mut a, !long);
+        a.poweroff(0);
+        let (run, vm) = run(dir.path(), &a, long);
+        assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+        check_body(&vm);
+        check_timer_body(&vm);
+    }
+}
+
+/// Xen's global callback vector: with `HVM_PARAM_CALLBACK_IRQ` of type
+/// vector, `VIRQ_TIMER` from the timer thread is injected at that vector
+/// (split irqchip, `KVM_INTERRUPT`, vCPU kicked out of `KVM_RUN`); the
+/// guest's handler returns with `iretq` and no EOI.
+#[test]
+fn pvh_callback_vector_delivers_virq_timer_to_the_guest_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode().irq_handler_64();
+    let s = SCRATCH;
+    a.poke(s, 0).poke(s + 4, 0).poke(s + 8, 0).hypercall(EVENT_CHANNEL_OP, &[1, s], 0); // bind_virq(VIRQ_TIMER)
+    let p = s + 0x100;
+    a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, u32::from(IRQ_VECTOR)).poke(p + 12, 0x0200_0000);
+    a.hypercall(HVM_OP, &[0, p], 1); // CALLBACK_IRQ = vector type
+    a.hypercall(15, &[1], 2); // set_timer_op(1 ns): due now
+    a.wait_for_irq();
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, true);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    assert_eq!((result(&vm, 0), result(&vm, 1), result(&vm, 2)), (0, 0, 0));
+    assert!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap() >= 1, "the handler ran");
+    let si = PvhLayout::new(MEM).shared_info();
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending set");
+}

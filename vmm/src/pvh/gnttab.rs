@@ -1,0 +1,105 @@
+//! `grant_table_op` for PVH guests: Xen's model, where the table frames
+//! belong to the hypervisor (here: VMM pages at the top of RAM) and the
+//! guest maps them with `XENMEM_add_to_physmap`. `setup_table` sizes the
+//! table and returns the frames; `set_version` (1 only), `get_version`
+//! and `dump_table` are answered; everything else is the common
+//! implementation (`crate::gnttab`).
+
+use crate::domain::Domain;
+use crate::hypercall::HcResult;
+use backend::grant::MAX_GRANT_FRAMES;
+use pv_abi::errno::EINVAL;
+use pv_abi::grant_table::*;
+use pv_abi::layout::PAGE_SIZE;
+
+use super::memory_op::is_self;
+
+/// Grows the VMM-owned table to at least `n` frames.
+pub fn grow(dom: &mut Domain, n: u32) -> Result<(), i64> {
+    let pvh = dom.pvh.as_mut().ok_or(EINVAL)?;
+    if n <= pvh.grant_frames {
+        return Ok(());
+    }
+    if n > MAX_GRANT_FRAMES {
+        return Err(EINVAL);
+    }
+    let gpas: Vec<u64> = (0..n).map(|i| pvh.layout.grant_frame(i)).collect();
+    dom.grants.setup_owned(&gpas).map_err(|_| EINVAL)?;
+    pvh.grant_frames = n;
+    Ok(())
+}
+
+/// `grant_table_op(cmd, uop, count)`: the PVH operations, else the common ones.
+pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    if dom.pvh.is_none() {
+        return crate::gnttab::grant_table_op(dom, a);
+    }
+    let (cmd, uop, count) = (a[0], a[1], a[2]);
+    match u32::try_from(cmd).unwrap_or(u32::MAX) {
+        GNTTABOP_SETUP_TABLE if count == 1 => setup_table(dom, uop),
+        GNTTABOP_SET_VERSION if count == 1 => {
+            let mut op: GnttabSetVersion = dom.ram.read_obj(uop)?;
+            let ok = op.version <= 1;
+            op.version = 1;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
+            if ok {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        }
+        GNTTABOP_GET_VERSION if count == 1 => {
+            let mut op: GnttabGetVersion = dom.ram.read_obj(uop)?;
+            if !is_self(op.dom) {
+                return Err(pv_abi::errno::ESRCH);
+            }
+            op.version = 1;
+            dom.ram.copy_obj_to_guest(uop, &op)?;
+            Ok(0)
+        }
+        GNTTABOP_DUMP_TABLE if count == 1 => {
+            let mut op: GnttabDumpTable = dom.ram.read_obj(uop)?;
+            op.status = if is_self(op.dom) { GNTST_OKAY } else { GNTST_BAD_DOMAIN };
+            dom.ram.copy_obj_to_guest(uop, &op)?;
+            Ok(0)
+        }
+        GNTTABOP_SETUP_TABLE | GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_DUMP_TABLE => Err(EINVAL),
+        _ => crate::gnttab::grant_table_op(dom, a),
+    }
+}
+
+/// The frame number the guest knows table frame `i` by: where it placed
+/// it, else the VMM page.
+fn frame_number(dom: &Domain, i: u32) -> u64 {
+    let pvh = dom.pvh.as_ref().expect("PVH guest");
+    pvh.placed[1 + i as usize].unwrap_or(pvh.layout.grant_frame(i) / PAGE_SIZE)
+}
+
+fn setup_table(dom: &mut Domain, uop: u64) -> HcResult {
+    let (d, nr, list, compat) = if dom.compat {
+        let op: CompatGnttabSetupTable = dom.ram.read_obj(uop)?;
+        (op.dom, op.nr_frames, u64::from(op.frame_list), true)
+    } else {
+        let op: GnttabSetupTable = dom.ram.read_obj(uop)?;
+        (op.dom, op.nr_frames, op.frame_list, false)
+    };
+    let status = if !is_self(d) {
+        GNTST_BAD_DOMAIN
+    } else if nr == 0 || nr > MAX_GRANT_FRAMES || grow(dom, nr).is_err() {
+        GNTST_GENERAL_ERROR
+    } else {
+        let frames: Vec<u64> = (0..nr).map(|i| frame_number(dom, i)).collect();
+        let bytes: Vec<u8> = if compat {
+            frames.iter().flat_map(|f| (*f as u32).to_le_bytes()).collect()
+        } else {
+            frames.iter().flat_map(|f| f.to_le_bytes()).collect()
+        };
+        match dom.ram.copy_to_guest(list, &bytes) {
+            Ok(()) => GNTST_OKAY,
+            Err(_) => GNTST_BAD_VIRT_ADDR,
+        }
+    };
+    // `status` sits at offset 8 in both layouts.
+    dom.ram.copy_to_guest(uop + 8, &status.to_le_bytes())?;
+    Ok(0)
+}
