@@ -298,3 +298,67 @@ fn hostile_chains_are_refused_and_the_device_keeps_working() {
     assert_eq!((m.tx_errors, m.rx_errors, m.tx_packets, m.rx_packets), (4, 1, 1, 1));
     assert_eq!(d.t.counters().bad_chains.get(), 4, "outside RAM, zero length, loop, rx outside RAM");
 }
+
+#[test]
+fn rx_partial_checksum_is_filled_before_the_guest_sees_it() {
+    let mut d = NetDriver::new(V1);
+    // IPv4 UDP, checksum field garbage, marked partial by the host side.
+    let mut f = vec![0u8; 14 + 20 + 8 + 5];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&33u16.to_be_bytes());
+    f[23] = 17;
+    f[38..40].copy_from_slice(&13u16.to_be_bytes());
+    f[40..42].copy_from_slice(&[0xde, 0xad]);
+    f[42..].copy_from_slice(b"hello");
+    d.add_chain(RX_QUEUE, &[(BUF, 2048, true)]);
+    d.add_chain(RX_QUEUE, &[(BUF + 0x1000, 2048, true)]);
+    d.peer.inject(&f, RxMeta { csum_blank: true, data_validated: true });
+    // A partial checksum on something that is not IPv4 TCP/UDP: dropped.
+    d.peer.inject(&frame(60, 1), RxMeta { csum_blank: true, data_validated: true });
+    d.t.process_event();
+    assert_eq!(d.used_idx(RX_QUEUE), 1);
+    let mut got = vec![0u8; f.len()];
+    d.mem.read_slice(&mut got, GuestAddress(BUF + HDR_LEN as u64)).unwrap();
+    assert!(crate::net::csum::verify(&got), "checksum complete");
+    assert_eq!(got[42..], *b"hello");
+    assert_eq!(d.t.device().metrics().rx_dropped_bad_size.get(), 1);
+}
+
+#[test]
+fn rx_before_driver_ok_is_dropped_and_the_budget_bounds_a_wake() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+    let (port, peer) = pair(true).unwrap();
+    let mut t = MmioTransport::new(VirtioNet::new(Box::new(port), MAC), mem, USABLE_LO..MEM, Arc::new(Irq::default()));
+    peer.inject(&frame(60, 1), RxMeta::default());
+    assert!(!t.process_event());
+    assert_eq!(peer.queued(), 0, "drained even with no driver");
+    assert_eq!(t.device().metrics().rx_dropped_not_connected.get(), 1);
+    // More frames than one wake-up handles: the rest wait for the next.
+    let mut d = NetDriver::new(V1);
+    let n = crate::net::RX_BUDGET + 3;
+    for i in 0..n {
+        assert!(d.peer.inject(&frame(60, i as u8), RxMeta::default()));
+    }
+    assert!(d.t.process_event(), "work left after the budget");
+    assert_eq!(d.peer.queued(), 3);
+    assert!(!d.t.process_event());
+    assert_eq!(d.t.device().metrics().rx_dropped_no_buffer.get(), n as u64);
+}
+
+#[test]
+fn rx_queue_notified_before_ready_needs_reset() {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+    let (port, _peer) = pair(true).unwrap();
+    let mut t = MmioTransport::new(VirtioNet::new(Box::new(port), MAC), mem, USABLE_LO..MEM, Arc::new(Irq::default()));
+    for s in [1, 3, 11] {
+        t.write(VIRTIO_MMIO_STATUS as u64, &(s as u32).to_le_bytes());
+    }
+    for sel in 0..2u32 {
+        t.write(VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64, &sel.to_le_bytes());
+        t.write(VIRTIO_MMIO_DRIVER_FEATURES as u64, &((V1 >> (32 * sel)) as u32).to_le_bytes());
+    }
+    t.write(VIRTIO_MMIO_STATUS as u64, &11u32.to_le_bytes());
+    t.process_queue(RX_QUEUE);
+    assert_ne!(t.status() & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+}
