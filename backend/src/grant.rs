@@ -70,11 +70,29 @@ impl GrantError {
 struct State {
     /// Guest-physical address of each registered table frame.
     frames: Vec<u64>,
+    /// Host address of each registered frame, resolved once at set-up
+    /// (`None`: the page is not one contiguous piece of guest memory; its
+    /// entries are looked up per access), so a map or unmap does no
+    /// guest-memory lookup.
+    hosts: Vec<Option<HostAddr>>,
     /// Live mappings per reference: (readers, writers), indexed by
     /// reference (a flat array: this is on every request's path).
     in_use: Vec<(u32, u32)>,
     /// References with at least one live mapping.
     live: usize,
+}
+
+/// Host address of a page of guest memory that stays mapped while the
+/// table's `mem` (a clone of the guest memory) lives.
+#[derive(Clone, Copy)]
+struct HostAddr(usize);
+
+/// Where one grant entry lies: guest-physical, and in host memory if the
+/// table frame was resolved.
+#[derive(Clone, Copy)]
+struct EntryAt {
+    gpa: u64,
+    host: Option<HostAddr>,
 }
 
 /// A guest's grant table as domain 0 sees it.
@@ -120,6 +138,7 @@ impl GrantTable {
             return Err(GNTST_GENERAL_ERROR);
         }
         st.in_use = vec![(0, 0); gpas.len() * GRANT_ENTRIES_PER_FRAME];
+        st.hosts = self.resolve(&gpas);
         st.frames = gpas;
         Ok(())
     }
@@ -137,6 +156,7 @@ impl GrantTable {
             return Err(GNTST_GENERAL_ERROR);
         }
         st.in_use.resize(gpas.len() * GRANT_ENTRIES_PER_FRAME, (0, 0));
+        st.hosts = self.resolve(gpas);
         st.frames = gpas.to_vec();
         Ok(())
     }
@@ -146,13 +166,38 @@ impl GrantTable {
         self.lock().frames.len() as u32
     }
 
-    fn entry_gpa(st: &State, gref: GrantRef) -> Result<u64, GrantError> {
+    /// The host address of each table frame, if it is one contiguous
+    /// piece of guest memory.
+    fn resolve(&self, gpas: &[u64]) -> Vec<Option<HostAddr>> {
+        let page = PAGE_SIZE as usize;
+        let host = |&gpa: &u64| self.mem.get_slice(GuestAddress(gpa), page).ok().map(|s| s.ptr_guard().as_ptr());
+        gpas.iter().map(|gpa| host(gpa).map(|p| HostAddr(p.expose_provenance()))).collect()
+    }
+
+    fn entry_at(st: &State, gref: GrantRef) -> Result<EntryAt, GrantError> {
         if st.frames.is_empty() {
             return Err(GrantError::NoTable);
         }
         let per = GRANT_ENTRIES_PER_FRAME as u32;
-        let frame = st.frames.get((gref / per) as usize).ok_or(GrantError::BadRef(gref))?;
-        Ok(frame + (gref % per) as u64 * 8)
+        let i = (gref / per) as usize;
+        let frame = st.frames.get(i).ok_or(GrantError::BadRef(gref))?;
+        let offset = (gref % per) as usize * 8;
+        let host = st.hosts.get(i).copied().flatten().map(|HostAddr(a)| HostAddr(a + offset));
+        Ok(EntryAt { gpa: frame + offset as u64, host })
+    }
+
+    /// Calls `f` with the atomic `T` (u64: the whole entry, u16: its flags)
+    /// at the start of grant entry `e`; `None` if it is not guest memory.
+    fn with_entry<T: vm_memory::AtomicInteger, R>(&self, e: EntryAt, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let Some(HostAddr(addr)) = e.host else { return self.with_atomic(e.gpa, f) };
+        let p = std::ptr::with_exposed_provenance_mut::<T>(addr);
+        // SAFETY: `addr` lies in a table frame resolved by `resolve` to one
+        // contiguous host mapping of guest memory, which stays mapped while
+        // `self.mem` (a clone sharing the regions) lives, so as long as
+        // `self`; it is 8-aligned (page base + 8 * index) and `T` is at
+        // most 8 bytes. Guest memory is only ever accessed atomically or
+        // volatilely, never through Rust references, as `from_ptr` needs.
+        Some(f(unsafe { &*p.cast::<T>() }))
     }
 
     fn with_atomic<T: vm_memory::AtomicInteger, R>(&self, gpa: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
@@ -165,14 +210,14 @@ impl GrantTable {
     /// mapping keeps the grant marked in use until dropped.
     pub fn map(self: &Arc<Self>, gref: GrantRef, writable: bool) -> Result<GrantMapping, GrantError> {
         let mut st = self.lock();
-        let entry = Self::entry_gpa(&st, gref)?;
+        let entry = Self::entry_at(&st, gref)?;
         let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
         // One 64-bit compare-and-swap over the whole v1 entry (flags,
         // domid, frame): the frame we checked is the frame we marked, so
         // no re-read is needed, and a concurrent revocation either lands
         // before (we refuse) or fails against our mark.
         let frame_gpa = self
-            .with_atomic(entry, |w: &AtomicU64| {
+            .with_entry(entry, |w: &AtomicU64| {
                 for _ in 0..64 {
                     let cur = w.load(Ordering::SeqCst);
                     let GrantEntryV1 { flags, domid, frame } = GrantEntryV1::from_word(cur);
@@ -207,7 +252,7 @@ impl GrantTable {
 
     /// Clears the in-use flags no longer justified after going from
     /// `before` to `after` (readers, writers).
-    fn clear_flags(&self, entry: u64, before: (u32, u32), after: (u32, u32)) {
+    fn clear_flags(&self, entry: EntryAt, before: (u32, u32), after: (u32, u32)) {
         let mut clear = 0u16;
         if after.1 == 0 && before.1 > 0 {
             clear |= GTF_WRITING;
@@ -215,10 +260,10 @@ impl GrantTable {
         if after.0 == 0 {
             clear |= GTF_READING | GTF_WRITING;
         }
-        let _ = self.with_atomic(entry, |f: &AtomicU16| f.fetch_and(!clear, Ordering::SeqCst));
+        let _ = self.with_entry(entry, |f: &AtomicU16| f.fetch_and(!clear, Ordering::SeqCst));
     }
 
-    fn unmap(&self, gref: GrantRef, entry: u64, writable: bool) {
+    fn unmap(&self, gref: GrantRef, entry: EntryAt, writable: bool) {
         let mut st = self.lock();
         let Some(use_) = st.in_use.get_mut(gref as usize) else { return };
         let before = *use_;
@@ -260,7 +305,7 @@ impl GrantTable {
 pub struct GrantMapping {
     table: Arc<GrantTable>,
     gref: GrantRef,
-    entry: u64,
+    entry: EntryAt,
     gpa: u64,
     writable: bool,
 }
