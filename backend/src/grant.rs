@@ -14,6 +14,7 @@
 use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice};
@@ -209,6 +210,21 @@ impl GrantTable {
     /// Maps `gref` for domain 0, read-only or writable. The returned
     /// mapping keeps the grant marked in use until dropped.
     pub fn map(self: &Arc<Self>, gref: GrantRef, writable: bool) -> Result<GrantMapping, GrantError> {
+        let (entry, gpa) = self.mark(gref, writable)?;
+        Ok(GrantMapping { table: self.clone(), gref, entry, gpa, writable })
+    }
+
+    /// [`map`](Self::map) for a mapping that lives no longer than this
+    /// borrow of the table (a request's data pages): the same checks and
+    /// marks, without taking a reference count on the table.
+    pub fn map_scoped(&self, gref: GrantRef, writable: bool) -> Result<GrantMapping<&Self>, GrantError> {
+        let (entry, gpa) = self.mark(gref, writable)?;
+        Ok(GrantMapping { table: self, gref, entry, gpa, writable })
+    }
+
+    /// Checks `gref`'s entry and marks it in use; returns where the entry
+    /// is and the granted page's guest-physical address.
+    fn mark(&self, gref: GrantRef, writable: bool) -> Result<(EntryAt, u64), GrantError> {
         let mut st = self.lock();
         let entry = Self::entry_at(&st, gref)?;
         let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
@@ -247,7 +263,7 @@ impl GrantTable {
         if writable {
             use_.1 += 1;
         }
-        Ok(GrantMapping { table: self.clone(), gref, entry, gpa: frame_gpa, writable })
+        Ok((entry, frame_gpa))
     }
 
     /// Clears the in-use flags no longer justified after going from
@@ -301,16 +317,18 @@ impl GrantTable {
     }
 }
 
-/// A live mapping of one granted page.
-pub struct GrantMapping {
-    table: Arc<GrantTable>,
+/// A live mapping of one granted page, holding the table through `G`
+/// (an `Arc` from [`GrantTable::map`], a borrow from
+/// [`GrantTable::map_scoped`]).
+pub struct GrantMapping<G: Deref<Target = GrantTable> = Arc<GrantTable>> {
+    table: G,
     gref: GrantRef,
     entry: EntryAt,
     gpa: u64,
     writable: bool,
 }
 
-impl std::fmt::Debug for GrantMapping {
+impl<G: Deref<Target = GrantTable>> std::fmt::Debug for GrantMapping<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantMapping")
             .field("gref", &self.gref)
@@ -320,7 +338,7 @@ impl std::fmt::Debug for GrantMapping {
     }
 }
 
-impl GrantMapping {
+impl<G: Deref<Target = GrantTable>> GrantMapping<G> {
     fn bounds(&self, offset: u64, len: usize) -> Result<GuestAddress, GrantError> {
         let len = len as u64;
         if offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE) {
@@ -376,7 +394,7 @@ impl GrantMapping {
     }
 }
 
-impl GrantMapping {
+impl<G: Deref<Target = GrantTable>> GrantMapping<G> {
     /// `len` bytes of the granted page at `offset`, as a volatile slice of
     /// guest memory for I/O straight between a file and the page (a
     /// back-end's `preadv`/`pwritev`), bounded to the page and living no
@@ -391,7 +409,7 @@ impl GrantMapping {
     }
 }
 
-impl Drop for GrantMapping {
+impl<G: Deref<Target = GrantTable>> Drop for GrantMapping<G> {
     fn drop(&mut self) {
         self.table.unmap(self.gref, self.entry, self.writable);
     }
