@@ -101,6 +101,10 @@ pub struct GrantTable {
     mem: GuestMemoryMmap,
     /// Frames a grant may name: `[lo, hi)` guest-physical.
     usable: (u64, u64),
+    /// Host address of `usable.0` if the whole usable range is one
+    /// contiguous host mapping: a granted page's slice is then found
+    /// without a guest-memory lookup.
+    usable_host: Option<HostAddr>,
     state: Mutex<State>,
 }
 
@@ -113,7 +117,11 @@ impl std::fmt::Debug for GrantTable {
 impl GrantTable {
     /// A table for a guest whose grantable RAM is `usable_lo..usable_hi`.
     pub fn new(mem: GuestMemoryMmap, usable_lo: u64, usable_hi: u64) -> Self {
-        GrantTable { mem, usable: (usable_lo, usable_hi), state: Mutex::new(State::default()) }
+        let usable_host = usable_hi
+            .checked_sub(usable_lo)
+            .and_then(|len| mem.get_slice(GuestAddress(usable_lo), usize::try_from(len).ok()?).ok())
+            .map(|s| HostAddr(s.ptr_guard().as_ptr().expose_provenance()));
+        GrantTable { mem, usable: (usable_lo, usable_hi), usable_host, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -405,6 +413,17 @@ impl<G: Deref<Target = GrantTable>> GrantMapping<G> {
             return Err(GrantError::ReadOnly(self.gref));
         }
         let at = self.bounds(offset, len)?;
+        if let Some(HostAddr(base)) = self.table.usable_host {
+            // `frame_ok` put the page inside the usable range when it was
+            // mapped, and `bounds` keeps `at..at+len` inside the page.
+            let p = std::ptr::with_exposed_provenance_mut::<u8>(base + (at.0 - self.table.usable.0) as usize);
+            // SAFETY: `p..p+len` lies in the usable range, which `new`
+            // found to be one contiguous host mapping of guest memory; it
+            // stays mapped while the table's `mem` lives, and the table
+            // outlives this borrow of the mapping. Guest memory is only
+            // accessed volatilely or atomically, never through references.
+            return Ok(unsafe { VolatileSlice::new(p, len) });
+        }
         self.table.mem.get_slice(at, len).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
     }
 }
@@ -436,6 +455,39 @@ mod tests {
 
     fn flags(gt: &GrantTable, gref: u32) -> u16 {
         gt.mem.read_obj(GuestAddress(TABLE + gref as u64 * 8)).unwrap()
+    }
+
+    /// Writes `byte` through a scoped mapping's slice of `gref` at
+    /// `offset` and returns what guest memory then holds there.
+    fn through_slice(gt: &GrantTable, gref: u32, gpa: u64, offset: u64, byte: u8) -> Vec<u8> {
+        let m = gt.map_scoped(gref, true).unwrap();
+        let s = m.slice(offset, 512, true).unwrap();
+        s.write_slice(&[byte; 512], 0).unwrap();
+        assert!(m.slice(offset, 4097 - offset as usize, false).is_err(), "must not cross the page");
+        drop(m);
+        assert_eq!(flags(gt, gref), GTF_PERMIT_ACCESS, "scoped mapping released");
+        let mut back = vec![0u8; 512];
+        gt.mem.read_slice(&mut back, GuestAddress(gpa + offset)).unwrap();
+        back
+    }
+
+    #[test]
+    fn slices_reach_the_granted_page_with_one_or_two_memory_regions() {
+        // One region: slices come from the cached host address.
+        let gt = setup();
+        assert!(gt.usable_host.is_some());
+        grant(&gt, 5, 0x2f_f000, GTF_PERMIT_ACCESS);
+        assert_eq!(through_slice(&gt, 5, 0x2f_f000, 3584, 0xa5), vec![0xa5; 512]);
+        // The usable range spans two regions: looked up per slice.
+        let half = RAM as usize / 2;
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), half), (GuestAddress(half as u64), half)]).unwrap();
+        let gt = GrantTable::new(mem, 0x10_0000, 3 << 20);
+        gt.setup(&[TABLE / PAGE_SIZE]).unwrap();
+        assert!(gt.usable_host.is_none());
+        for (gref, gpa) in [(6, 0x1f_f000), (7, 0x20_1000)] {
+            grant(&gt, gref, gpa, GTF_PERMIT_ACCESS);
+            assert_eq!(through_slice(&gt, gref, gpa, 512, gref as u8), vec![gref as u8; 512]);
+        }
     }
 
     #[test]
