@@ -14,6 +14,7 @@
 use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice};
@@ -70,6 +71,11 @@ impl GrantError {
 struct State {
     /// Guest-physical address of each registered table frame.
     frames: Vec<u64>,
+    /// Host address of each registered frame, resolved once at set-up
+    /// (`None`: the page is not one contiguous piece of guest memory; its
+    /// entries are looked up per access), so a map or unmap does no
+    /// guest-memory lookup.
+    hosts: Vec<Option<HostAddr>>,
     /// Live mappings per reference: (readers, writers), indexed by
     /// reference (a flat array: this is on every request's path).
     in_use: Vec<(u32, u32)>,
@@ -77,11 +83,28 @@ struct State {
     live: usize,
 }
 
+/// Host address of a page of guest memory that stays mapped while the
+/// table's `mem` (a clone of the guest memory) lives.
+#[derive(Clone, Copy)]
+struct HostAddr(usize);
+
+/// Where one grant entry lies: guest-physical, and in host memory if the
+/// table frame was resolved.
+#[derive(Clone, Copy)]
+struct EntryAt {
+    gpa: u64,
+    host: Option<HostAddr>,
+}
+
 /// A guest's grant table as domain 0 sees it.
 pub struct GrantTable {
     mem: GuestMemoryMmap,
     /// Frames a grant may name: `[lo, hi)` guest-physical.
     usable: (u64, u64),
+    /// Host address of `usable.0` if the whole usable range is one
+    /// contiguous host mapping: a granted page's slice is then found
+    /// without a guest-memory lookup.
+    usable_host: Option<HostAddr>,
     state: Mutex<State>,
 }
 
@@ -94,7 +117,11 @@ impl std::fmt::Debug for GrantTable {
 impl GrantTable {
     /// A table for a guest whose grantable RAM is `usable_lo..usable_hi`.
     pub fn new(mem: GuestMemoryMmap, usable_lo: u64, usable_hi: u64) -> Self {
-        GrantTable { mem, usable: (usable_lo, usable_hi), state: Mutex::new(State::default()) }
+        let usable_host = usable_hi
+            .checked_sub(usable_lo)
+            .and_then(|len| mem.get_slice(GuestAddress(usable_lo), usize::try_from(len).ok()?).ok())
+            .map(|s| HostAddr(s.ptr_guard().as_ptr().expose_provenance()));
+        GrantTable { mem, usable: (usable_lo, usable_hi), usable_host, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -120,6 +147,7 @@ impl GrantTable {
             return Err(GNTST_GENERAL_ERROR);
         }
         st.in_use = vec![(0, 0); gpas.len() * GRANT_ENTRIES_PER_FRAME];
+        st.hosts = self.resolve(&gpas);
         st.frames = gpas;
         Ok(())
     }
@@ -137,6 +165,7 @@ impl GrantTable {
             return Err(GNTST_GENERAL_ERROR);
         }
         st.in_use.resize(gpas.len() * GRANT_ENTRIES_PER_FRAME, (0, 0));
+        st.hosts = self.resolve(gpas);
         st.frames = gpas.to_vec();
         Ok(())
     }
@@ -146,13 +175,38 @@ impl GrantTable {
         self.lock().frames.len() as u32
     }
 
-    fn entry_gpa(st: &State, gref: GrantRef) -> Result<u64, GrantError> {
+    /// The host address of each table frame, if it is one contiguous
+    /// piece of guest memory.
+    fn resolve(&self, gpas: &[u64]) -> Vec<Option<HostAddr>> {
+        let page = PAGE_SIZE as usize;
+        let host = |&gpa: &u64| self.mem.get_slice(GuestAddress(gpa), page).ok().map(|s| s.ptr_guard().as_ptr());
+        gpas.iter().map(|gpa| host(gpa).map(|p| HostAddr(p.expose_provenance()))).collect()
+    }
+
+    fn entry_at(st: &State, gref: GrantRef) -> Result<EntryAt, GrantError> {
         if st.frames.is_empty() {
             return Err(GrantError::NoTable);
         }
         let per = GRANT_ENTRIES_PER_FRAME as u32;
-        let frame = st.frames.get((gref / per) as usize).ok_or(GrantError::BadRef(gref))?;
-        Ok(frame + (gref % per) as u64 * 8)
+        let i = (gref / per) as usize;
+        let frame = st.frames.get(i).ok_or(GrantError::BadRef(gref))?;
+        let offset = (gref % per) as usize * 8;
+        let host = st.hosts.get(i).copied().flatten().map(|HostAddr(a)| HostAddr(a + offset));
+        Ok(EntryAt { gpa: frame + offset as u64, host })
+    }
+
+    /// Calls `f` with the atomic `T` (u64: the whole entry, u16: its flags)
+    /// at the start of grant entry `e`; `None` if it is not guest memory.
+    fn with_entry<T: vm_memory::AtomicInteger, R>(&self, e: EntryAt, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let Some(HostAddr(addr)) = e.host else { return self.with_atomic(e.gpa, f) };
+        let p = std::ptr::with_exposed_provenance_mut::<T>(addr);
+        // SAFETY: `addr` lies in a table frame resolved by `resolve` to one
+        // contiguous host mapping of guest memory, which stays mapped while
+        // `self.mem` (a clone sharing the regions) lives, so as long as
+        // `self`; it is 8-aligned (page base + 8 * index) and `T` is at
+        // most 8 bytes. Guest memory is only ever accessed atomically or
+        // volatilely, never through Rust references, as `from_ptr` needs.
+        Some(f(unsafe { &*p.cast::<T>() }))
     }
 
     fn with_atomic<T: vm_memory::AtomicInteger, R>(&self, gpa: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
@@ -164,15 +218,30 @@ impl GrantTable {
     /// Maps `gref` for domain 0, read-only or writable. The returned
     /// mapping keeps the grant marked in use until dropped.
     pub fn map(self: &Arc<Self>, gref: GrantRef, writable: bool) -> Result<GrantMapping, GrantError> {
+        let (entry, gpa) = self.mark(gref, writable)?;
+        Ok(GrantMapping { table: self.clone(), gref, entry, gpa, writable })
+    }
+
+    /// [`map`](Self::map) for a mapping that lives no longer than this
+    /// borrow of the table (a request's data pages): the same checks and
+    /// marks, without taking a reference count on the table.
+    pub fn map_scoped(&self, gref: GrantRef, writable: bool) -> Result<GrantMapping<&Self>, GrantError> {
+        let (entry, gpa) = self.mark(gref, writable)?;
+        Ok(GrantMapping { table: self, gref, entry, gpa, writable })
+    }
+
+    /// Checks `gref`'s entry and marks it in use; returns where the entry
+    /// is and the granted page's guest-physical address.
+    fn mark(&self, gref: GrantRef, writable: bool) -> Result<(EntryAt, u64), GrantError> {
         let mut st = self.lock();
-        let entry = Self::entry_gpa(&st, gref)?;
+        let entry = Self::entry_at(&st, gref)?;
         let add = if writable { GTF_READING | GTF_WRITING } else { GTF_READING };
         // One 64-bit compare-and-swap over the whole v1 entry (flags,
         // domid, frame): the frame we checked is the frame we marked, so
         // no re-read is needed, and a concurrent revocation either lands
         // before (we refuse) or fails against our mark.
         let frame_gpa = self
-            .with_atomic(entry, |w: &AtomicU64| {
+            .with_entry(entry, |w: &AtomicU64| {
                 for _ in 0..64 {
                     let cur = w.load(Ordering::SeqCst);
                     let GrantEntryV1 { flags, domid, frame } = GrantEntryV1::from_word(cur);
@@ -202,12 +271,12 @@ impl GrantTable {
         if writable {
             use_.1 += 1;
         }
-        Ok(GrantMapping { table: self.clone(), gref, entry, gpa: frame_gpa, writable })
+        Ok((entry, frame_gpa))
     }
 
     /// Clears the in-use flags no longer justified after going from
     /// `before` to `after` (readers, writers).
-    fn clear_flags(&self, entry: u64, before: (u32, u32), after: (u32, u32)) {
+    fn clear_flags(&self, entry: EntryAt, before: (u32, u32), after: (u32, u32)) {
         let mut clear = 0u16;
         if after.1 == 0 && before.1 > 0 {
             clear |= GTF_WRITING;
@@ -215,10 +284,10 @@ impl GrantTable {
         if after.0 == 0 {
             clear |= GTF_READING | GTF_WRITING;
         }
-        let _ = self.with_atomic(entry, |f: &AtomicU16| f.fetch_and(!clear, Ordering::SeqCst));
+        let _ = self.with_entry(entry, |f: &AtomicU16| f.fetch_and(!clear, Ordering::SeqCst));
     }
 
-    fn unmap(&self, gref: GrantRef, entry: u64, writable: bool) {
+    fn unmap(&self, gref: GrantRef, entry: EntryAt, writable: bool) {
         let mut st = self.lock();
         let Some(use_) = st.in_use.get_mut(gref as usize) else { return };
         let before = *use_;
@@ -256,16 +325,18 @@ impl GrantTable {
     }
 }
 
-/// A live mapping of one granted page.
-pub struct GrantMapping {
-    table: Arc<GrantTable>,
+/// A live mapping of one granted page, holding the table through `G`
+/// (an `Arc` from [`GrantTable::map`], a borrow from
+/// [`GrantTable::map_scoped`]).
+pub struct GrantMapping<G: Deref<Target = GrantTable> = Arc<GrantTable>> {
+    table: G,
     gref: GrantRef,
-    entry: u64,
+    entry: EntryAt,
     gpa: u64,
     writable: bool,
 }
 
-impl std::fmt::Debug for GrantMapping {
+impl<G: Deref<Target = GrantTable>> std::fmt::Debug for GrantMapping<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantMapping")
             .field("gref", &self.gref)
@@ -275,7 +346,7 @@ impl std::fmt::Debug for GrantMapping {
     }
 }
 
-impl GrantMapping {
+impl<G: Deref<Target = GrantTable>> GrantMapping<G> {
     fn bounds(&self, offset: u64, len: usize) -> Result<GuestAddress, GrantError> {
         let len = len as u64;
         if offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE) {
@@ -331,7 +402,7 @@ impl GrantMapping {
     }
 }
 
-impl GrantMapping {
+impl<G: Deref<Target = GrantTable>> GrantMapping<G> {
     /// `len` bytes of the granted page at `offset`, as a volatile slice of
     /// guest memory for I/O straight between a file and the page (a
     /// back-end's `preadv`/`pwritev`), bounded to the page and living no
@@ -342,11 +413,22 @@ impl GrantMapping {
             return Err(GrantError::ReadOnly(self.gref));
         }
         let at = self.bounds(offset, len)?;
+        if let Some(HostAddr(base)) = self.table.usable_host {
+            // `frame_ok` put the page inside the usable range when it was
+            // mapped, and `bounds` keeps `at..at+len` inside the page.
+            let p = std::ptr::with_exposed_provenance_mut::<u8>(base + (at.0 - self.table.usable.0) as usize);
+            // SAFETY: `p..p+len` lies in the usable range, which `new`
+            // found to be one contiguous host mapping of guest memory; it
+            // stays mapped while the table's `mem` lives, and the table
+            // outlives this borrow of the mapping. Guest memory is only
+            // accessed volatilely or atomically, never through references.
+            return Ok(unsafe { VolatileSlice::new(p, len) });
+        }
         self.table.mem.get_slice(at, len).map_err(|_| GrantError::BadFrame(self.gref, self.gpa / PAGE_SIZE))
     }
 }
 
-impl Drop for GrantMapping {
+impl<G: Deref<Target = GrantTable>> Drop for GrantMapping<G> {
     fn drop(&mut self) {
         self.table.unmap(self.gref, self.entry, self.writable);
     }
@@ -373,6 +455,39 @@ mod tests {
 
     fn flags(gt: &GrantTable, gref: u32) -> u16 {
         gt.mem.read_obj(GuestAddress(TABLE + gref as u64 * 8)).unwrap()
+    }
+
+    /// Writes `byte` through a scoped mapping's slice of `gref` at
+    /// `offset` and returns what guest memory then holds there.
+    fn through_slice(gt: &GrantTable, gref: u32, gpa: u64, offset: u64, byte: u8) -> Vec<u8> {
+        let m = gt.map_scoped(gref, true).unwrap();
+        let s = m.slice(offset, 512, true).unwrap();
+        s.write_slice(&[byte; 512], 0).unwrap();
+        assert!(m.slice(offset, 4097 - offset as usize, false).is_err(), "must not cross the page");
+        drop(m);
+        assert_eq!(flags(gt, gref), GTF_PERMIT_ACCESS, "scoped mapping released");
+        let mut back = vec![0u8; 512];
+        gt.mem.read_slice(&mut back, GuestAddress(gpa + offset)).unwrap();
+        back
+    }
+
+    #[test]
+    fn slices_reach_the_granted_page_with_one_or_two_memory_regions() {
+        // One region: slices come from the cached host address.
+        let gt = setup();
+        assert!(gt.usable_host.is_some());
+        grant(&gt, 5, 0x2f_f000, GTF_PERMIT_ACCESS);
+        assert_eq!(through_slice(&gt, 5, 0x2f_f000, 3584, 0xa5), vec![0xa5; 512]);
+        // The usable range spans two regions: looked up per slice.
+        let half = RAM as usize / 2;
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), half), (GuestAddress(half as u64), half)]).unwrap();
+        let gt = GrantTable::new(mem, 0x10_0000, 3 << 20);
+        gt.setup(&[TABLE / PAGE_SIZE]).unwrap();
+        assert!(gt.usable_host.is_none());
+        for (gref, gpa) in [(6, 0x1f_f000), (7, 0x20_1000)] {
+            grant(&gt, gref, gpa, GTF_PERMIT_ACCESS);
+            assert_eq!(through_slice(&gt, gref, gpa, 512, gref as u8), vec![gref as u8; 512]);
+        }
     }
 
     #[test]

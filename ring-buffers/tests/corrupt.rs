@@ -198,3 +198,31 @@ fn byte_ring_corrupt_indices() {
     let small = unsafe { RawMemory::new(mem.as_ptr(), 1024) }.unwrap();
     assert_eq!(ByteConsumer::new(small, l).err(), Some(RingError::BadLayout));
 }
+
+#[test]
+fn entry_copies_are_byte_exact() {
+    // 112-byte requests go by whole words; 12-byte x86_32 responses
+    // (4-aligned) by field. Both must copy every byte, at any slot.
+    use pv_abi::blkif::x86_32::Response as BlkifResponse32;
+    let mut region = common::Region::new(1);
+    let mem = region.mem();
+    let size = std::mem::size_of::<BlkifRequest>();
+    let mut bytes = [0u8; 112];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(1);
+    }
+    for at in [64, 64 + size, 4096 - size] {
+        mem.write_bytes(at, &bytes);
+        let got: BlkifRequest = mem.read(at);
+        // SAFETY: `BlkifRequest` is `Pod` with explicit padding fields: all
+        // 112 bytes are initialised.
+        let got = unsafe { std::slice::from_raw_parts((&got as *const BlkifRequest).cast::<u8>(), size) };
+        assert_eq!(got, bytes, "slot at {at}");
+    }
+    mem.write_bytes(4084, &bytes[..12]);
+    let rsp: BlkifResponse32 = mem.read(4084);
+    let mut back = [0u8; 12];
+    mem.write(0, &rsp);
+    mem.read_bytes(0, &mut back);
+    assert_eq!(back, bytes[..12]);
+}

@@ -139,6 +139,9 @@ pub struct Blkback<L: RingLayout = X86_64> {
     in_flight: Vec<u64>,
     /// Responses written but not yet published.
     unpublished: u32,
+    /// Requests answered and not yet added to the metrics (they are added
+    /// once per batch: one atomic add instead of one per request).
+    answered: u64,
     /// Segment descriptors of the request being handled.
     descs: Vec<BlkifRequestSegment>,
     /// Guest-caused log lines (the device's, kept across connections).
@@ -169,6 +172,7 @@ impl<L: RingLayout> Blkback<L> {
             broken: false,
             in_flight: Vec::with_capacity(BLKIF_RING_SIZE as usize),
             unpublished: 0,
+            answered: 0,
             descs: Vec::with_capacity(MAX_INDIRECT_SEGMENTS),
             log: LogLimiter::default(),
         })
@@ -189,7 +193,15 @@ impl<L: RingLayout> Blkback<L> {
         self.broken
     }
 
+    /// Adds the requests answered since the last call to the metrics.
+    pub(super) fn count_answered(&mut self) {
+        if self.answered != 0 {
+            self.device.metrics().requests.add(std::mem::take(&mut self.answered));
+        }
+    }
+
     fn flush_responses(&mut self) {
+        self.count_answered();
         if self.unpublished == 0 {
             return;
         }
@@ -211,7 +223,7 @@ impl<L: RingLayout> Blkback<L> {
             self.in_flight.push(req.id);
             self.dispatch(req)
         };
-        self.metrics().requests.inc();
+        self.answered += 1;
         let status = match result {
             Ok(()) => BLKIF_RSP_OKAY,
             Err(e) => self.refused(req, &e),
@@ -234,17 +246,13 @@ impl<L: RingLayout> Blkback<L> {
     fn dispatch(&mut self, req: &BlkifRequest) -> Result<(), RequestError> {
         match req.operation {
             BLKIF_OP_READ | BLKIF_OP_WRITE => {
-                self.direct_segments(req)?;
                 let op = if req.operation == BLKIF_OP_READ { Operation::Read } else { Operation::Write };
-                self.run(op, req.sector_number)
+                self.run(Self::direct_segments(req)?, op, req.sector_number)
             }
             BLKIF_OP_FLUSH_DISKCACHE => {
                 // A flush may carry data: the device writes it, then flushes.
-                self.descs.clear();
-                if req.nr_segments > 0 {
-                    self.direct_segments(req)?;
-                }
-                self.run(Operation::Flush, req.sector_number)
+                let descs = if req.nr_segments > 0 { Self::direct_segments(req)? } else { &[] };
+                self.run(descs, Operation::Flush, req.sector_number)
             }
             BLKIF_OP_DISCARD => {
                 let d = req.as_discard();
@@ -263,20 +271,20 @@ impl<L: RingLayout> Blkback<L> {
                     other => return Err(RequestError::BadIndirectOp(other)),
                 };
                 self.indirect_segments(&ind)?;
-                self.run(op, ind.sector_number)
+                self.run(&self.descs, op, ind.sector_number)
             }
             op => Err(RequestError::Unsupported(op)),
         }
     }
 
-    fn direct_segments(&mut self, req: &BlkifRequest) -> Result<(), RequestError> {
+    /// The segment descriptors of a direct request (already copied off
+    /// the ring with it), after checking their number.
+    fn direct_segments(req: &BlkifRequest) -> Result<&[BlkifRequestSegment], RequestError> {
         let n = req.nr_segments as usize;
         if n == 0 || n > BLKIF_MAX_SEGMENTS_PER_REQUEST {
             return Err(RequestError::SegmentCount(n, BLKIF_MAX_SEGMENTS_PER_REQUEST));
         }
-        self.descs.clear();
-        self.descs.extend_from_slice(&req.seg[..n]);
-        Ok(())
+        Ok(&req.seg[..n])
     }
 
     /// Copies the segment descriptors out of the indirect pages.
@@ -296,11 +304,11 @@ impl<L: RingLayout> Blkback<L> {
         Ok(())
     }
 
-    /// Checks the segments in `self.descs`, maps their grants and runs the
-    /// request: everything is checked and every grant mapped before any
-    /// I/O, so a refused request changes nothing.
-    fn run(&mut self, op: Operation, sector: u64) -> Result<(), RequestError> {
-        for (index, s) in self.descs.iter().enumerate() {
+    /// Checks the segments `descs` (copied out of guest memory), maps
+    /// their grants and runs the request: everything is checked and every
+    /// grant mapped before any I/O, so a refused request changes nothing.
+    fn run(&self, descs: &[BlkifRequestSegment], op: Operation, sector: u64) -> Result<(), RequestError> {
+        for (index, s) in descs.iter().enumerate() {
             if s.first_sect > s.last_sect || u64::from(s.last_sect) >= SECTORS_PER_PAGE {
                 return Err(RequestError::BadSegment { index, first: s.first_sect, last: s.last_sect });
             }
@@ -312,24 +320,23 @@ impl<L: RingLayout> Blkback<L> {
                 (usize::from(s.last_sect - s.first_sect) + 1) * SECTOR_SIZE as usize,
             )
         };
-        match self.descs[..] {
+        match *descs {
             [] => Ok(self.device.execute(&Request { op, sector, data: &[] })?),
             [s] => {
                 // One segment (the common 4 KiB case): no allocation.
-                let page = self.grants.map(s.gref, writable)?;
+                let page = self.grants.map_scoped(s.gref, writable)?;
                 let (offset, len) = range(&s);
                 let data = [page.slice(offset, len, writable)?];
                 Ok(self.device.execute(&Request { op, sector, data: &data })?)
             }
             _ => {
-                let pages = self
-                    .descs
+                let pages = descs
                     .iter()
-                    .map(|s| self.grants.map(s.gref, writable))
+                    .map(|s| self.grants.map_scoped(s.gref, writable))
                     .collect::<Result<Vec<_>, GrantError>>()?;
                 let data = pages
                     .iter()
-                    .zip(&self.descs)
+                    .zip(descs)
                     .map(|(page, s)| {
                         let (offset, len) = range(s);
                         page.slice(offset, len, writable)

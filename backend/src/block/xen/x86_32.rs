@@ -59,6 +59,7 @@ impl RingService for Blkback32 {
 
     fn publish(&mut self) {
         let b = &mut self.inner;
+        b.count_answered();
         if b.unpublished == 0 {
             return;
         }
