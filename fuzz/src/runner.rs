@@ -183,6 +183,35 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             let alloc = le(&[&DOMID_SELF.to_le_bytes(), &0u16.to_le_bytes(), &0u32.to_le_bytes()]);
             vec![hc(&alloc, &[(0, [6, 0, 0, 0, 0]), (2, [1, 0, 0, 0, 0]), (4, [1, 0, 0, 0, 0]), (3, [0; 5])])]
         }
+        "netback" => {
+            // One 60-byte frame from data page 0 (grant 16), one receive post.
+            let tx = le(&[
+                &16u32.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &1u16.to_le_bytes(),
+                &60u16.to_le_bytes(),
+            ]);
+            let rx = le(&[&2u16.to_le_bytes(), &17u32.to_le_bytes()]);
+            vec![le(&[&[1, 1], &tx, &[1], &rx, &[0xff; 60]])]
+        }
+        "virtio" => {
+            // Status ACK|DRIVER, queue 0 of 8 at 64 KiB, ready, DRIVER_OK, notify.
+            let op = |k: u8, off: u16, v: u32| le(&[&[k], &off.to_le_bytes(), &v.to_le_bytes()]);
+            let ops = [
+                op(0, 0x70, 3),
+                op(0, 0x30, 0),
+                op(0, 0x38, 8),
+                op(0, 0x80, 0),
+                op(0, 0x90, 0x1000),
+                op(0, 0xa0, 0x2000),
+                op(0, 0x44, 1),
+                op(0, 0x70, 0xf),
+                op(0, 0x50, 0),
+                op(3, 0, 0),
+            ];
+            vec![le(&[&0u16.to_le_bytes(), &ops.concat()])]
+        }
         "elf" => vec![frontend_guest::images::by_name("hello").map(<[u8]>::to_vec).unwrap_or_default()],
         _ => Vec::new(),
     }

@@ -12,6 +12,10 @@
 //! - [`evtchn`]: `event_channel_op` and the host side (bind, notify,
 //!   close, doorbell exits).
 //! - [`elf`]: the ELF check and loader.
+//! - [`netback`]: raw transmit requests, receive posts and injected host
+//!   frames on netback's rings, through its host-side harness.
+//! - [`virtio`]: virtio-mmio register writes and reads, guest memory
+//!   holding the split virtqueue, and queue processing (virtio-blk).
 //!
 //! Hypercall targets share one domain per thread (a KVM VM is needed for
 //! the event channels) and reset its state before each input.
@@ -40,8 +44,16 @@ use vmm_sys_util::eventfd::EventFd;
 pub type Target = fn(&[u8]);
 
 /// Every target by name.
-pub const ALL: &[(&str, Target)] =
-    &[("blkif", blkif), ("store", store), ("paging", paging), ("gnttab", gnttab), ("evtchn", evtchn), ("elf", elf)];
+pub const ALL: &[(&str, Target)] = &[
+    ("blkif", blkif),
+    ("store", store),
+    ("paging", paging),
+    ("gnttab", gnttab),
+    ("evtchn", evtchn),
+    ("elf", elf),
+    ("netback", netback),
+    ("virtio", virtio),
+];
 
 /// The target named `name`.
 pub fn by_name(name: &str) -> Option<Target> {
@@ -359,5 +371,113 @@ pub fn elf(data: &[u8]) {
         ELF_RAM.with(|ram| {
             let _ = vmm::loader::load(ram, "fuzz", data, lo, hi);
         });
+    }
+}
+
+// ---- netback ------------------------------------------------------------
+
+/// netback: `[flags][n_tx][n_tx * 12-byte tx requests][n_rx * (id u16, gref u32)][frames...]`.
+pub fn netback(data: &[u8]) {
+    use backend::net::harness::Harness as NetHarness;
+    use pv_abi::netif::NetifTxRequest;
+    let mut input = Input(data);
+    let (Some(flags), Some(n_tx)) = (input.u8(), input.u8()) else { return };
+    let Ok((peer, handle)) = backend::net::peer::pair(false) else { return };
+    let Ok(mut h) = NetHarness::new(Box::new(peer), 8, flags & 1 == 1) else { return };
+    for _ in 0..n_tx % 40 {
+        let c = input.bytes(12);
+        if c.len() < 12 {
+            break;
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([c[i], c[i + 1]]);
+        let req = NetifTxRequest {
+            gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]) % 64,
+            offset: u16_at(4),
+            flags: u16_at(6),
+            id: u16_at(8),
+            size: u16_at(10),
+        };
+        if h.front.push_tx(&req).is_err() {
+            break;
+        }
+    }
+    h.front.publish_tx();
+    if flags & 2 == 2 {
+        h.front.corrupt_tx_req_prod(u32::from(flags) << 4);
+    }
+    for _ in 0..4 {
+        if !h.kick() {
+            break;
+        }
+    }
+    let n_rx = input.u8().unwrap_or(0) % 40;
+    for _ in 0..n_rx {
+        let c = input.bytes(6);
+        if c.len() < 6 {
+            break;
+        }
+        let id = u16::from_le_bytes([c[0], c[1]]);
+        let gref = u32::from_le_bytes([c[2], c[3], c[4], c[5]]) % 64;
+        if h.front.post_rx(id, gref).is_err() {
+            break;
+        }
+    }
+    h.front.publish_rx();
+    if flags & 4 == 4 {
+        h.front.corrupt_rx_req_prod(u32::from(flags));
+    }
+    for frame in input.0.chunks(1600).take(4) {
+        let meta = backend::net::port::RxMeta { csum_blank: flags & 8 == 8, data_validated: flags & 16 == 16 };
+        handle.inject(frame, meta);
+    }
+    h.port_ready();
+    let _ = h.rx_responses();
+    let _ = h.tx_responses();
+}
+
+// ---- virtio -------------------------------------------------------------
+
+struct NoIrq;
+
+impl backend::Notify for NoIrq {
+    fn notify(&self) {}
+}
+
+const VQ_MEM: u64 = 0x20_0000;
+const VQ_AREA: u64 = 0x1_0000;
+
+/// virtio: `[area len u16][area: guest memory at 64 KiB][7-byte register ops]`.
+pub fn virtio(data: &[u8]) {
+    use backend::virtio::blk::VirtioBlk;
+    use backend::virtio::mmio::MmioTransport;
+    let mut input = Input(data);
+    let len = input.u8().map_or(0, usize::from) | (input.u8().map_or(0, usize::from) << 8);
+    let area = input.bytes(len);
+    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), VQ_MEM as usize)]) else { return };
+    let _ = mem.write_slice(&area[..area.len().min(0x4_0000)], GuestAddress(VQ_AREA));
+    let disk = DISK.with(|d| d.1.clone());
+    let dev = VirtioBlk::new(disk, "fuzz", Arc::new(backend::block::BlockMetrics::default()));
+    let mut t = MmioTransport::new(dev, mem, 0x1000..VQ_MEM, Arc::new(NoIrq));
+    for c in input.0.chunks_exact(7).take(64) {
+        let offset = u64::from(u16::from_le_bytes([c[1], c[2]]) % 0x200) & !3;
+        let mut value = u32::from_le_bytes([c[3], c[4], c[5], c[6]]);
+        // Queue addresses: mostly inside the data area.
+        if matches!(offset, 0x80 | 0x90 | 0xa0) && value >> 31 == 0 {
+            value = (VQ_AREA as u32 + value % 0x3_0000) & !0xf;
+        } else if matches!(offset, 0x84 | 0x94 | 0xa4) && value >> 31 == 0 {
+            value = 0;
+        }
+        match c[0] % 4 {
+            0 | 1 => {
+                let _ = t.write(offset, &value.to_le_bytes());
+            }
+            2 => {
+                let mut buf = [0u8; 4];
+                t.read(offset, &mut buf);
+            }
+            _ => {
+                let _ = t.process_queue((value % 2) as u16);
+            }
+        }
     }
 }
