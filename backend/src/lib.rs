@@ -24,6 +24,7 @@ pub mod block;
 pub mod console;
 pub mod echo;
 pub mod grant;
+pub mod guest_side;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;

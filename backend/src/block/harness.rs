@@ -21,37 +21,30 @@
 
 use super::{Blkback, BlockExecutor, BlockMetrics, Disk};
 use crate::grant::GrantTable;
+use crate::guest_side::{GuestSide, AFTER_TABLE};
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
-use pv_abi::event_channel::DOMID_VMM;
-use pv_abi::grant_table::{GrantEntryV1, GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS, GTF_READONLY};
+use pv_abi::grant_table::{GrantRef, GTF_PERMIT_ACCESS, GTF_READONLY};
 use pv_abi::layout::PAGE_SIZE;
 use ring_buffers::{FrontRing, RingError, RingMemory};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-/// Guest-physical address of the grant table.
-const TABLE: u64 = 0x10_0000;
-/// Grant-table frames (2048 references).
-const TABLE_FRAMES: u64 = 4;
 /// Guest-physical address of the ring page.
-pub const RING: u64 = TABLE + TABLE_FRAMES * PAGE_SIZE;
+pub const RING: u64 = AFTER_TABLE;
 /// The ring page's grant reference.
 pub const RING_REF: GrantRef = 1;
 /// First indirect page's grant reference.
 const FIRST_INDIRECT_GREF: GrantRef = 8;
-/// First data page's grant reference.
-const FIRST_DATA_GREF: GrantRef = 16;
 /// Guest-physical address of the first indirect page.
 const INDIRECT: u64 = RING + PAGE_SIZE;
 /// Guest-physical address of the first data page.
 const DATA: u64 = INDIRECT + BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST as u64 * PAGE_SIZE;
-/// Most data pages a harness can have.
-pub const MAX_DATA_PAGES: u32 = (TABLE_FRAMES as u32) * GRANT_ENTRIES_PER_FRAME as u32 - FIRST_DATA_GREF;
+pub use crate::guest_side::MAX_DATA_PAGES;
 
 /// Counts the back end's notifications and signals an eventfd.
 #[derive(Debug)]
@@ -80,10 +73,8 @@ impl Notify for EventNotify {
 
 /// The front-end half: memory, grant table, front ring and data pages.
 pub struct HostFront {
-    mem: GuestMemoryMmap,
-    grants: Arc<GrantTable>,
+    side: GuestSide,
     ring: FrontRing<RingPage, BlkifRequest, BlkifResponse>,
-    pages: u32,
     /// Notifications the front end sent (Xen's rule said the back end
     /// was waiting).
     pub notifies: u64,
@@ -93,7 +84,7 @@ pub struct HostFront {
 
 impl std::fmt::Debug for HostFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostFront").field("pages", &self.pages).field("notifies", &self.notifies).finish()
+        f.debug_struct("HostFront").field("pages", &self.side.pages()).field("notifies", &self.notifies).finish()
     }
 }
 
@@ -101,79 +92,64 @@ impl HostFront {
     /// A front end with `pages` data pages (at most [`MAX_DATA_PAGES`]) and
     /// an initialised ring.
     pub fn new(pages: u32) -> std::io::Result<Self> {
-        let pages = pages.min(MAX_DATA_PAGES);
-        let end = DATA + u64::from(pages) * PAGE_SIZE;
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), end as usize)]).map_err(std::io::Error::other)?;
-        let grants = Arc::new(GrantTable::new(mem.clone(), TABLE, end));
-        let frames: Vec<u64> = (0..TABLE_FRAMES).map(|i| TABLE / PAGE_SIZE + i).collect();
-        grants.setup(&frames).map_err(|e| std::io::Error::other(format!("grant setup: {e}")))?;
-        let page = RingPage::assigned(&mem, RING).map_err(std::io::Error::other)?;
+        let side = GuestSide::new(DATA, pages)?;
+        let page = RingPage::assigned(side.mem(), RING).map_err(std::io::Error::other)?;
         let ring = FrontRing::init(page).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut f = HostFront { mem, grants, ring, pages, notifies: 0, requests: 0 };
-        f.set_grant(RING_REF, RING, GTF_PERMIT_ACCESS);
+        side.set_grant(RING_REF, RING, GTF_PERMIT_ACCESS);
         for i in 0..BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST as u32 {
-            f.set_grant(FIRST_INDIRECT_GREF + i, INDIRECT + u64::from(i) * PAGE_SIZE, GTF_PERMIT_ACCESS);
+            side.set_grant(FIRST_INDIRECT_GREF + i, INDIRECT + u64::from(i) * PAGE_SIZE, GTF_PERMIT_ACCESS);
         }
-        for i in 0..pages {
-            f.set_grant(f.page_gref(i), f.page_gpa(i), GTF_PERMIT_ACCESS);
-        }
+        let f = HostFront { side, ring, notifies: 0, requests: 0 };
         Ok(f)
     }
 
     /// The grant table blkback uses.
     pub fn grants(&self) -> &Arc<GrantTable> {
-        &self.grants
+        self.side.grants()
     }
 
     /// The guest memory.
     pub fn memory(&self) -> &GuestMemoryMmap {
-        &self.mem
+        self.side.mem()
     }
 
     /// Number of data pages.
     pub fn pages(&self) -> u32 {
-        self.pages
+        self.side.pages()
     }
 
     /// The grant reference of data page `i`.
     pub fn page_gref(&self, i: u32) -> GrantRef {
-        FIRST_DATA_GREF + i
-    }
-
-    fn page_gpa(&self, i: u32) -> u64 {
-        assert!(i < self.pages, "data page {i} of {}", self.pages);
-        DATA + u64::from(i) * PAGE_SIZE
+        self.side.page_gref(i)
     }
 
     /// Writes a grant entry as the guest would (any values: hostile tests
     /// forge entries with this).
     pub fn set_grant(&mut self, gref: GrantRef, gpa: u64, flags: u16) {
-        let at = TABLE + u64::from(gref) * std::mem::size_of::<GrantEntryV1>() as u64;
-        let e = GrantEntryV1 { flags, domid: DOMID_VMM, frame: (gpa / PAGE_SIZE) as u32 };
-        self.mem.write_obj(e.to_word(), GuestAddress(at)).expect("grant table inside harness memory");
+        self.side.set_grant(gref, gpa, flags);
     }
 
     /// Makes data page `i` read-only to the back end (or writable again).
     pub fn set_page_readonly(&mut self, i: u32, readonly: bool) {
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        self.set_grant(self.page_gref(i), self.page_gpa(i), flags);
+        self.side.set_grant(self.side.page_gref(i), self.side.page_gpa(i), flags);
     }
 
     /// Writes `data` into data page `i` at `offset`.
     pub fn write_page(&self, i: u32, offset: u64, data: &[u8]) {
-        self.mem.write_slice(data, GuestAddress(self.page_gpa(i) + offset)).expect("inside the page area");
+        self.side.write_page(i, offset, data);
     }
 
     /// Reads data page `i` at `offset`.
     pub fn read_page(&self, i: u32, offset: u64, buf: &mut [u8]) {
-        self.mem.read_slice(buf, GuestAddress(self.page_gpa(i) + offset)).expect("inside the page area");
+        self.side.read_page(i, offset, buf);
     }
 
     /// Writes segment descriptors into indirect page `p` (its reference is
     /// [`Self::indirect_gref`]).
     pub fn write_indirect(&self, p: usize, segs: &[BlkifRequestSegment]) {
         let at = INDIRECT + p as u64 * PAGE_SIZE;
-        let page = RingPage::assigned(&self.mem, at).expect("inside the indirect area");
+        let page = RingPage::assigned(self.side.mem(), at).expect("inside the indirect area");
         for (i, s) in segs.iter().enumerate() {
             page.write(i * std::mem::size_of::<BlkifRequestSegment>(), s);
         }

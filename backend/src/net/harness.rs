@@ -13,25 +13,21 @@
 
 use super::{NetBackend, NetCounters, NetPort};
 use crate::grant::GrantTable;
+use crate::guest_side::{GuestSide, AFTER_TABLE};
 use crate::ring_page::RingPage;
 use crate::xenbus::{FrontendKeys, SplitBackend as _};
 use crate::Notify;
-use pv_abi::event_channel::DOMID_VMM;
-use pv_abi::grant_table::{GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS};
+use pv_abi::grant_table::{GrantRef, GTF_PERMIT_ACCESS};
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
 use ring_buffers::{FrontRing, RingError, RingMemory};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
-/// Guest-physical address of the grant table.
-const TABLE: u64 = 0x10_0000;
-/// Grant-table frames (2048 references).
-const TABLE_FRAMES: u64 = 4;
 /// Guest-physical address of the transmit ring page.
-const TX_RING: u64 = TABLE + TABLE_FRAMES * PAGE_SIZE;
+const TX_RING: u64 = AFTER_TABLE;
 /// Guest-physical address of the receive ring page.
 const RX_RING: u64 = TX_RING + PAGE_SIZE;
 /// Guest-physical address of the first data page.
@@ -40,10 +36,7 @@ const DATA: u64 = RX_RING + PAGE_SIZE;
 pub const TX_RING_REF: GrantRef = 1;
 /// The receive ring's grant reference.
 pub const RX_RING_REF: GrantRef = 2;
-/// First data page's grant reference.
-const FIRST_DATA_GREF: GrantRef = 16;
-/// Most data pages a harness can have.
-pub const MAX_DATA_PAGES: u32 = (TABLE_FRAMES as u32) * GRANT_ENTRIES_PER_FRAME as u32 - FIRST_DATA_GREF;
+pub use crate::guest_side::MAX_DATA_PAGES;
 const PAGE: usize = PAGE_SIZE as usize;
 
 /// Counts the back end's notifications.
@@ -65,18 +58,16 @@ impl Notify for CountNotify {
 
 /// The front-end half: memory, grant table, both rings and data pages.
 pub struct HostNetFront {
-    mem: GuestMemoryMmap,
-    grants: Arc<GrantTable>,
+    side: GuestSide,
     tx: FrontRing<RingPage, NetifTxRequest, NetifTxResponse>,
     rx: FrontRing<RingPage, NetifRxRequest, NetifRxResponse>,
-    pages: u32,
     /// Notifications the front end sent (Xen's rule said netback waited).
     pub notifies: u64,
 }
 
 impl std::fmt::Debug for HostNetFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostNetFront").field("pages", &self.pages).finish_non_exhaustive()
+        f.debug_struct("HostNetFront").field("pages", &self.side.pages()).finish_non_exhaustive()
     }
 }
 
@@ -88,61 +79,43 @@ impl HostNetFront {
     /// A front end with `pages` data pages (at most [`MAX_DATA_PAGES`]) and
     /// both rings initialised.
     pub fn new(pages: u32) -> std::io::Result<Self> {
-        let pages = pages.min(MAX_DATA_PAGES);
-        let end = DATA + u64::from(pages) * PAGE_SIZE;
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), end as usize)]).map_err(other)?;
-        let grants = Arc::new(GrantTable::new(mem.clone(), TABLE, end));
-        let frames: Vec<u64> = (0..TABLE_FRAMES).map(|i| TABLE / PAGE_SIZE + i).collect();
-        grants.setup(&frames).map_err(|e| other(format!("grant setup: {e}")))?;
-        let tx = FrontRing::init(RingPage::assigned(&mem, TX_RING).map_err(other)?).map_err(other)?;
-        let rx = FrontRing::init(RingPage::assigned(&mem, RX_RING).map_err(other)?).map_err(other)?;
-        let mut f = HostNetFront { mem, grants, tx, rx, pages, notifies: 0 };
-        f.set_grant(TX_RING_REF, TX_RING, GTF_PERMIT_ACCESS);
-        f.set_grant(RX_RING_REF, RX_RING, GTF_PERMIT_ACCESS);
-        for i in 0..pages {
-            f.set_grant(f.page_gref(i), f.page_gpa(i), GTF_PERMIT_ACCESS);
-        }
-        Ok(f)
+        let side = GuestSide::new(DATA, pages)?;
+        let tx = FrontRing::init(RingPage::assigned(side.mem(), TX_RING).map_err(other)?).map_err(other)?;
+        let rx = FrontRing::init(RingPage::assigned(side.mem(), RX_RING).map_err(other)?).map_err(other)?;
+        side.set_grant(TX_RING_REF, TX_RING, GTF_PERMIT_ACCESS);
+        side.set_grant(RX_RING_REF, RX_RING, GTF_PERMIT_ACCESS);
+        Ok(HostNetFront { side, tx, rx, notifies: 0 })
     }
 
     /// The grant table netback uses.
     pub fn grants(&self) -> &Arc<GrantTable> {
-        &self.grants
+        self.side.grants()
     }
 
     /// Number of data pages.
     pub fn pages(&self) -> u32 {
-        self.pages
+        self.side.pages()
     }
 
     /// The grant reference of data page `i`.
     pub fn page_gref(&self, i: u32) -> GrantRef {
-        FIRST_DATA_GREF + i
-    }
-
-    fn page_gpa(&self, i: u32) -> u64 {
-        assert!(i < self.pages, "data page {i} of {}", self.pages);
-        DATA + u64::from(i) * PAGE_SIZE
+        self.side.page_gref(i)
     }
 
     /// Writes a grant entry as the guest would (any values: hostile tests
     /// forge entries with this).
     pub fn set_grant(&mut self, gref: GrantRef, gpa: u64, flags: u16) {
-        let mut b = [0u8; 8];
-        b[..2].copy_from_slice(&flags.to_le_bytes());
-        b[2..4].copy_from_slice(&DOMID_VMM.to_le_bytes());
-        b[4..].copy_from_slice(&((gpa / PAGE_SIZE) as u32).to_le_bytes());
-        self.mem.write_slice(&b, GuestAddress(TABLE + u64::from(gref) * 8)).expect("grant table in harness memory");
+        self.side.set_grant(gref, gpa, flags);
     }
 
     /// Writes `data` into data page `i` at `offset`.
     pub fn write_page(&self, i: u32, offset: usize, data: &[u8]) {
-        self.mem.write_slice(data, GuestAddress(self.page_gpa(i) + offset as u64)).expect("inside the page area");
+        self.side.write_page(i, offset as u64, data);
     }
 
     /// Reads data page `i` at `offset`.
     pub fn read_page(&self, i: u32, offset: usize, buf: &mut [u8]) {
-        self.mem.read_slice(buf, GuestAddress(self.page_gpa(i) + offset as u64)).expect("inside the page area");
+        self.side.read_page(i, offset as u64, buf);
     }
 
     /// Queues a transmit request as is (not yet published).
@@ -230,14 +203,14 @@ impl HostNetFront {
     pub fn write_raw_tx_slot(&self, i: u32, bytes: &[u8]) {
         let slot = std::mem::size_of::<NetifTxRequest>();
         let at = TX_RING + 64 + u64::from(i % NET_TX_RING_SIZE) * slot as u64;
-        let _ = self.mem.write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
+        let _ = self.side.mem().write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
     }
 
     /// Writes raw bytes into receive ring slot `i` (at most 8 bytes).
     pub fn write_raw_rx_slot(&self, i: u32, bytes: &[u8]) {
         let slot = std::mem::size_of::<NetifRxRequest>();
         let at = RX_RING + 64 + u64::from(i % NET_RX_RING_SIZE) * slot as u64;
-        let _ = self.mem.write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
+        let _ = self.side.mem().write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
     }
 
     /// Overwrites the shared transmit `req_prod` (a hostile front end).
