@@ -12,10 +12,10 @@
 //! - [`evtchn`]: `event_channel_op` and the host side (bind, notify,
 //!   close, doorbell exits).
 //! - [`elf`]: the ELF check and loader.
-//! - [`netback`]: raw transmit requests, receive posts and injected host
-//!   frames on netback's rings, through its host-side harness.
-//! - [`virtio`]: virtio-mmio register writes and reads, guest memory
-//!   holding the split virtqueue, and queue processing (virtio-blk).
+//! - [`virtio`]: virtio-mmio register writes and the split virtqueue's
+//!   descriptor table, available ring and buffers, served by virtio-blk.
+//! - [`netif`]: raw transmit and receive slots on netif rings and frames
+//!   from the host side, served by netback through its harness.
 //!
 //! Hypercall targets share one domain per thread (a KVM VM is needed for
 //! the event channels) and reset its state before each input.
@@ -51,8 +51,8 @@ pub const ALL: &[(&str, Target)] = &[
     ("gnttab", gnttab),
     ("evtchn", evtchn),
     ("elf", elf),
-    ("netback", netback),
     ("virtio", virtio),
+    ("netif", netif),
 ];
 
 /// The target named `name`.
@@ -130,6 +130,39 @@ pub fn blkif(data: &[u8]) {
         }
     }
     let _ = h.front.responses();
+}
+
+// ---- netif --------------------------------------------------------------
+
+/// netif: `[flags][ntx][nrx][ntx raw 12-byte transmit slots][nrx raw 8-byte
+/// receive slots]` then frames from the host side as `[len lo][len hi]
+/// [bytes]` (at most 16). `flags` bit 0: the front end offers
+/// `feature-sg`; bit 1: a corrupt (huge) transmit `req_prod`.
+pub fn netif(data: &[u8]) {
+    let mut input = Input(data);
+    let (Some(flags), Some(ntx), Some(nrx)) = (input.u8(), input.u8(), input.u8()) else { return };
+    let Ok((port, peer)) = backend::net::peer::pair(false) else { return };
+    let Ok(mut h) = backend::net::harness::Harness::new(Box::new(port), 8, flags & 1 != 0) else { return };
+    for i in 0..u32::from(ntx) {
+        h.front.write_raw_tx_slot(i, input.bytes(12));
+    }
+    for i in 0..u32::from(nrx) {
+        h.front.write_raw_rx_slot(i, input.bytes(8));
+    }
+    h.front.corrupt_rx_req_prod(u32::from(nrx));
+    h.front.corrupt_tx_req_prod(if flags & 2 != 0 { 0x8000_0000 } else { u32::from(ntx) });
+    for _ in 0..16 {
+        let (Some(lo), Some(hi)) = (input.u8(), input.u8()) else { break };
+        let frame = input.bytes(usize::from(u16::from_le_bytes([lo, hi])));
+        let meta = backend::net::RxMeta { csum_blank: lo & 1 != 0, data_validated: hi & 1 != 0 };
+        peer.inject(frame, meta);
+    }
+    for _ in 0..4 {
+        h.kick();
+        h.port_ready();
+    }
+    let _ = h.tx_responses();
+    let _ = h.rx_responses();
 }
 
 // ---- store --------------------------------------------------------------
@@ -374,110 +407,64 @@ pub fn elf(data: &[u8]) {
     }
 }
 
-// ---- netback ------------------------------------------------------------
-
-/// netback: `[flags][n_tx][n_tx * 12-byte tx requests][n_rx * (id u16, gref u32)][frames...]`.
-pub fn netback(data: &[u8]) {
-    use backend::net::harness::Harness as NetHarness;
-    use pv_abi::netif::NetifTxRequest;
-    let mut input = Input(data);
-    let (Some(flags), Some(n_tx)) = (input.u8(), input.u8()) else { return };
-    let Ok((peer, handle)) = backend::net::peer::pair(false) else { return };
-    let Ok(mut h) = NetHarness::new(Box::new(peer), 8, flags & 1 == 1) else { return };
-    for _ in 0..n_tx % 40 {
-        let c = input.bytes(12);
-        if c.len() < 12 {
-            break;
-        }
-        let u16_at = |i: usize| u16::from_le_bytes([c[i], c[i + 1]]);
-        let req = NetifTxRequest {
-            gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]) % 64,
-            offset: u16_at(4),
-            flags: u16_at(6),
-            id: u16_at(8),
-            size: u16_at(10),
-        };
-        if h.front.push_tx(&req).is_err() {
-            break;
-        }
-    }
-    h.front.publish_tx();
-    if flags & 2 == 2 {
-        h.front.corrupt_tx_req_prod(u32::from(flags) << 4);
-    }
-    for _ in 0..4 {
-        if !h.kick() {
-            break;
-        }
-    }
-    let n_rx = input.u8().unwrap_or(0) % 40;
-    for _ in 0..n_rx {
-        let c = input.bytes(6);
-        if c.len() < 6 {
-            break;
-        }
-        let id = u16::from_le_bytes([c[0], c[1]]);
-        let gref = u32::from_le_bytes([c[2], c[3], c[4], c[5]]) % 64;
-        if h.front.post_rx(id, gref).is_err() {
-            break;
-        }
-    }
-    h.front.publish_rx();
-    if flags & 4 == 4 {
-        h.front.corrupt_rx_req_prod(u32::from(flags));
-    }
-    for frame in input.0.chunks(1600).take(4) {
-        let meta = backend::net::port::RxMeta { csum_blank: flags & 8 == 8, data_validated: flags & 16 == 16 };
-        handle.inject(frame, meta);
-    }
-    h.port_ready();
-    let _ = h.rx_responses();
-    let _ = h.tx_responses();
-}
-
 // ---- virtio -------------------------------------------------------------
 
-struct NoIrq;
+/// Guest RAM of the virtio target, and where the device may reach.
+const VIO_RAM: u64 = 1 << 20;
+const VIO_USABLE: u64 = 0x10000;
+/// The queue the target sets up when asked: descriptor table, available
+/// ring, used ring (16 entries), then request memory.
+const VIO_DESC: u64 = 0x20000;
+const VIO_AVAIL: u64 = 0x21000;
+const VIO_USED: u64 = 0x22000;
+const VIO_QSIZE: u32 = 16;
 
+struct NoIrq;
 impl backend::Notify for NoIrq {
     fn notify(&self) {}
 }
 
-const VQ_MEM: u64 = 0x20_0000;
-const VQ_AREA: u64 = 0x1_0000;
-
-/// virtio: `[area len u16][area: guest memory at 64 KiB][7-byte register ops]`.
+/// virtio: `[flags][n][n register writes (offset u8 * 4, value u64 low 32
+/// bits)][guest memory from the descriptor table on]`. Flag bit 0: first
+/// negotiate `VERSION_1` (and bit 1 `EVENT_IDX`) and set up queue 0 the
+/// way a driver does, so the fuzzed writes and memory hit a live queue.
+/// Then the queue is notified twice.
 pub fn virtio(data: &[u8]) {
     use backend::virtio::blk::VirtioBlk;
-    use backend::virtio::mmio::MmioTransport;
+    use backend::virtio::MmioTransport;
     let mut input = Input(data);
-    let len = input.u8().map_or(0, usize::from) | (input.u8().map_or(0, usize::from) << 8);
-    let area = input.bytes(len);
-    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), VQ_MEM as usize)]) else { return };
-    let _ = mem.write_slice(&area[..area.len().min(0x4_0000)], GuestAddress(VQ_AREA));
+    let (Some(flags), Some(n)) = (input.u8(), input.u8()) else { return };
+    let Ok(mem) = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), VIO_RAM as usize)]) else { return };
     let disk = DISK.with(|d| d.1.clone());
-    let dev = VirtioBlk::new(disk, "fuzz", Arc::new(backend::block::BlockMetrics::default()));
-    let mut t = MmioTransport::new(dev, mem, 0x1000..VQ_MEM, Arc::new(NoIrq));
-    for c in input.0.chunks_exact(7).take(64) {
-        let offset = u64::from(u16::from_le_bytes([c[1], c[2]]) % 0x200) & !3;
-        let mut value = u32::from_le_bytes([c[3], c[4], c[5], c[6]]);
-        // Queue addresses: mostly inside the data area.
-        if matches!(offset, 0x80 | 0x90 | 0xa0) && value >> 31 == 0 {
-            value = (VQ_AREA as u32 + value % 0x3_0000) & !0xf;
-        } else if matches!(offset, 0x84 | 0x94 | 0xa4) && value >> 31 == 0 {
-            value = 0;
+    let dev = VirtioBlk::new(disk, "fuzz", Arc::default());
+    let mut t = MmioTransport::new(dev, mem.clone(), VIO_USABLE..VIO_RAM, Arc::new(NoIrq));
+    let wr = |t: &mut MmioTransport<VirtioBlk>, off: u32, v: u32| {
+        let _ = t.write(u64::from(off), &v.to_le_bytes());
+    };
+    if flags & 1 != 0 {
+        let features = 1u64 << 32 | if flags & 2 != 0 { 1 << 29 } else { 0 };
+        for (off, v) in [(0x70, 1), (0x70, 3), (0x24, 0), (0x20, features as u32), (0x24, 1), (0x20, 1), (0x70, 11)] {
+            wr(&mut t, off, v);
         }
-        match c[0] % 4 {
-            0 | 1 => {
-                let _ = t.write(offset, &value.to_le_bytes());
-            }
-            2 => {
-                let mut buf = [0u8; 4];
-                t.read(offset, &mut buf);
-            }
-            _ => {
-                let _ = t.process_queue((value % 2) as u16);
-            }
+        for (off, v) in
+            [(0x30, 0), (0x38, VIO_QSIZE), (0x80, VIO_DESC as u32), (0x90, VIO_AVAIL as u32), (0xa0, VIO_USED as u32)]
+        {
+            wr(&mut t, off, v);
+        }
+        wr(&mut t, 0x44, 1);
+        wr(&mut t, 0x70, 15);
+    }
+    for _ in 0..usize::from(n % 32) {
+        let (Some(off), Some(v)) = (input.u8(), input.u64()) else { break };
+        wr(&mut t, u32::from(off) * 4, v as u32);
+        let mut back = [0u8; 4];
+        t.read(u64::from(off) * 4, &mut back);
+    }
+    let _ = mem.write_slice(input.bytes((VIO_RAM - VIO_DESC) as usize), GuestAddress(VIO_DESC));
+    for _ in 0..2 {
+        if !t.process_queue(0) {
+            break;
         }
     }
+    let _ = t.process_queue(0);
 }

@@ -218,6 +218,22 @@ fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
         let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("{}: {}", d.paths.back, counters.join(" "));
     }
+    let join = |c: Vec<(&str, u64)>| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    for (i, e) in vm.virtio.entries.iter().enumerate() {
+        if let Some(c) = vm.virtio.counters(i) {
+            eprintln!(
+                "virtio-mmio@{:#x} (device {}): {}",
+                e.base,
+                e.device_id,
+                join(backend::metrics::DeviceMetrics::counters(&*c))
+            );
+        }
+    }
+    for (i, blk) in vm.virtio.blk.iter().enumerate() {
+        if let Ok(b) = blk.lock() {
+            eprintln!("virtio-blk{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**b.device().metrics())));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -238,9 +254,17 @@ fn main() -> ExitCode {
             if !b.no_seccomp {
                 vmm::seccomp::enable();
             }
+            let net = vmm::bench::net_setup();
+            let opts = vmm::bench::BenchOpts { iters: b.iters, reps: b.reps };
             vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
                 .map_err(VmmError::from)
-                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
+                .and_then(|()| vmm::bench::run_all(opts))
+                .and_then(|mut recs| {
+                    if let Some(n) = &net {
+                        recs.extend(vmm::bench::net_rows(opts, n)?);
+                    }
+                    Ok(recs)
+                })
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {

@@ -446,3 +446,33 @@ fn refused_requests_do_not_flood_the_log() {
     let n = warns.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..50).contains(&n), "{n} warnings for 1000 refusals");
 }
+
+#[test]
+fn reconnecting_does_not_reset_the_log_limit() {
+    // A guest that reconnects between bursts of bad requests still gets
+    // one device's worth of log lines, not a fresh allowance each time.
+    let img = image(0);
+    let mut b = BlockBackend::new(Disk::open(&DiskSpec { path: img.path.clone(), readonly: false }).unwrap());
+    let mut front = HostFront::new(4).unwrap();
+    let grants = front.grants().clone();
+    let notify: Arc<dyn Notify> = Arc::new(NoNotify);
+    let keys = Keys(HashMap::from([("ring-ref", "1")]));
+    let warns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracing::subscriber::with_default(CountWarns(warns.clone()), || {
+        let mut id = 0;
+        for _ in 0..5 {
+            b.connect(&keys, &grants, notify.clone()).unwrap();
+            for _ in 0..20 {
+                id += 1;
+                front.push(&front.request(BLKIF_OP_READ, id, DISK_SECTORS, &[(0, 0, 7)])).unwrap();
+                front.publish();
+                b.process();
+                assert_eq!(front.responses().unwrap()[0].status, BLKIF_RSP_ERROR);
+            }
+            b.disconnect();
+        }
+    });
+    assert_eq!(b.metrics().errors.get(), 100);
+    let n = warns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2 * crate::ratelimit::LogLimiter::BURST as usize + 2).contains(&n), "{n} warnings for 100 refusals");
+}

@@ -18,8 +18,11 @@ pub const MMIO_VERSION: u32 = 2;
 /// `VendorID` this VMM reports ("PVKV").
 pub const VENDOR_ID: u32 = 0x564b_5650;
 
-/// Chains handled per wake-up before the device yields its thread.
-const BUDGET: usize = 1024;
+/// Chains handled per wake-up before the device yields its thread. The
+/// device lock is held while they run, and the vCPU thread takes it for
+/// each register access, so this also bounds how long a register access
+/// can wait behind disk I/O.
+const BUDGET: usize = 64;
 
 crate::device_metrics!(
     /// Transport counters of one virtio device (shared, read by `--stats`
@@ -393,6 +396,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if self.status & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return false;
         }
+        if self.status == 0 {
+            // A device in reset: a notification can be stale (written just
+            // before the reset, or this thread's own re-kick), so it is
+            // dropped rather than held against the next initialisation.
+            tracing::debug!(device = self.dev.device_id(), queue = q, "virtio: notification while in reset dropped");
+            return false;
+        }
         let ready = self.queues.get(q as usize).is_some_and(|x| x.ready());
         if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 || !ready {
             self.needs_reset(&format!("queue {q} notified before it is ready"));
@@ -414,7 +424,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let queue = &mut self.queues[qi];
             queue.disable_notification(&mem).map_err(|e| format!("{e:?}"))?;
             let max_len = queue.size() as usize;
-            let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.collect();
+            let room = BUDGET - done;
+            let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.take(room).collect();
             for c in chains {
                 let head = c.head_index();
                 let len = match chain::check(c, &self.usable, max_len) {
@@ -430,13 +441,13 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 done += 1;
             }
             self.signal_used(qi)?;
-            let queue = &mut self.queues[qi];
-            let more = queue.enable_notification(&mem).map_err(|e| format!("{e:?}"))?;
-            if !more {
-                return Ok(false);
-            }
             if done >= BUDGET {
+                // Come back after the other devices on the thread had a turn.
                 return Ok(true);
+            }
+            let queue = &mut self.queues[qi];
+            if !queue.enable_notification(&mem).map_err(|e| format!("{e:?}"))? {
+                return Ok(false);
             }
         }
     }
