@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::virtio::{device_id, VirtioMmioDevice};
 use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
@@ -49,11 +50,20 @@ unsafe impl Hal for PvHal {
 /// A virtio-blk device driven by `virtio-drivers`.
 pub type Blk = VirtIOBlk<PvHal, MmioTransport<'static>>;
 
+/// Queue size the guest's virtio-net driver uses.
+pub const NET_QUEUE_SIZE: usize = 16;
+
+/// A virtio-net device driven by `virtio-drivers` (the raw driver: this
+/// guest has no heap, so it posts its own buffers).
+pub type Net = VirtIONetRaw<PvHal, MmioTransport<'static>, NET_QUEUE_SIZE>;
+
 /// Why a device could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
     /// The start-info entry is not a block device or is too small.
     NotBlock,
+    /// The start-info entry is not a network device or is too small.
+    NotNet,
     /// The transport refused the register block.
     Mmio(virtio_drivers::transport::mmio::MmioError),
     /// The driver's initialisation failed.
@@ -72,6 +82,19 @@ pub fn open_blk(dev: &VirtioMmioDevice) -> Result<Blk, OpenError> {
     let transport = unsafe { MmioTransport::new(header, dev.size as usize) }.map_err(OpenError::Mmio)?;
     install_vector(dev.vector);
     VirtIOBlk::new(transport).map_err(OpenError::Driver)
+}
+
+/// Opens the network device start-info lists in `dev`.
+pub fn open_net(dev: &VirtioMmioDevice) -> Result<Net, OpenError> {
+    if dev.device_id != device_id::NET || dev.size < 0x200 {
+        return Err(OpenError::NotNet);
+    }
+    let header = NonNull::new(dev.base as *mut VirtIOHeader).ok_or(OpenError::NotNet)?;
+    // SAFETY: as in `open_blk`: a register block start-info lists, used by
+    // nothing else in this guest.
+    let transport = unsafe { MmioTransport::new(header, dev.size as usize) }.map_err(OpenError::Mmio)?;
+    install_vector(dev.vector);
+    VirtIONetRaw::new(transport).map_err(OpenError::Driver)
 }
 
 /// Interrupts taken on virtio vectors.

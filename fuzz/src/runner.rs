@@ -149,6 +149,39 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             write[0] = 1;
             vec![le(&[&[1, 4], &req]), le(&[&[2, 4], &req, &write]), vec![0; 2]]
         }
+        "netif" => {
+            // One 60-byte packet from data page 0 (grant 16), two receive
+            // buffers (grants 17, 18), one 100-byte frame from the host.
+            let tx = le(&[
+                &16u32.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &1u16.to_le_bytes(),
+                &60u16.to_le_bytes(),
+            ]);
+            let rx = |id: u16, g: u32| le(&[&id.to_le_bytes(), &0u16.to_le_bytes(), &g.to_le_bytes()]);
+            let frame = le(&[&100u16.to_le_bytes(), &[0x5a; 100]]);
+            // A two-slot packet (more_data) with the sg feature.
+            let first = le(&[
+                &16u32.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &4u16.to_le_bytes(),
+                &2u16.to_le_bytes(),
+                &5000u16.to_le_bytes(),
+            ]);
+            let second = le(&[
+                &17u32.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &0u16.to_le_bytes(),
+                &3u16.to_le_bytes(),
+                &904u16.to_le_bytes(),
+            ]);
+            vec![
+                le(&[&[0, 1, 2], &tx, &rx(0, 17), &rx(1, 18), &frame]),
+                le(&[&[1, 2, 2], &first, &second, &rx(0, 17), &rx(1, 18), &le(&[&5000u16.to_le_bytes(), &[7; 5000]])]),
+                vec![2, 0, 0],
+            ]
+        }
         "store" => {
             let msg = |ty: u32, body: &[u8]| {
                 le(&[
@@ -184,6 +217,19 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             vec![hc(&alloc, &[(0, [6, 0, 0, 0, 0]), (2, [1, 0, 0, 0, 0]), (4, [1, 0, 0, 0, 0]), (3, [0; 5])])]
         }
         "elf" => vec![frontend_guest::images::by_name("hello").map(<[u8]>::to_vec).unwrap_or_default()],
+        "virtio" => {
+            // A live queue (flags 1) with one IN request of one sector: a
+            // header, a data buffer and a status byte, chained.
+            let desc = |addr: u64, len: u32, flags: u16, next: u16| {
+                le(&[&addr.to_le_bytes(), &len.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()])
+            };
+            let (hdr, buf, status) = (0x30000u64, 0x31000u64, 0x30010u64);
+            let mut mem = le(&[&desc(hdr, 16, 1, 1), &desc(buf, 512, 3, 2), &desc(status, 1, 2, 0)]);
+            mem.resize(0x1000, 0);
+            mem.extend_from_slice(&[0, 0, 1, 0, 0, 0]); // avail: flags, idx 1, ring[0] = 0
+            let with_regs = le(&[&[1, 1], &[0x70 / 4], &15u64.to_le_bytes(), &mem]);
+            vec![le(&[&[1, 0], &mem]), le(&[&[3, 0], &mem]), with_regs, vec![0, 0]]
+        }
         _ => Vec::new(),
     }
 }

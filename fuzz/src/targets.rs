@@ -12,6 +12,10 @@
 //! - [`evtchn`]: `event_channel_op` and the host side (bind, notify,
 //!   close, doorbell exits).
 //! - [`elf`]: the ELF check and loader.
+//! - [`virtio`]: virtio-mmio register writes and the split virtqueue's
+//!   descriptor table, available ring and buffers, served by virtio-blk.
+//! - [`netif`]: raw transmit and receive slots on netif rings and frames
+//!   from the host side, served by netback through its harness.
 //!
 //! Hypercall targets share one domain per thread (a KVM VM is needed for
 //! the event channels) and reset its state before each input.
@@ -40,8 +44,16 @@ use vmm_sys_util::eventfd::EventFd;
 pub type Target = fn(&[u8]);
 
 /// Every target by name.
-pub const ALL: &[(&str, Target)] =
-    &[("blkif", blkif), ("store", store), ("paging", paging), ("gnttab", gnttab), ("evtchn", evtchn), ("elf", elf)];
+pub const ALL: &[(&str, Target)] = &[
+    ("blkif", blkif),
+    ("store", store),
+    ("paging", paging),
+    ("gnttab", gnttab),
+    ("evtchn", evtchn),
+    ("elf", elf),
+    ("virtio", virtio),
+    ("netif", netif),
+];
 
 /// The target named `name`.
 pub fn by_name(name: &str) -> Option<Target> {
@@ -118,6 +130,39 @@ pub fn blkif(data: &[u8]) {
         }
     }
     let _ = h.front.responses();
+}
+
+// ---- netif --------------------------------------------------------------
+
+/// netif: `[flags][ntx][nrx][ntx raw 12-byte transmit slots][nrx raw 8-byte
+/// receive slots]` then frames from the host side as `[len lo][len hi]
+/// [bytes]` (at most 16). `flags` bit 0: the front end offers
+/// `feature-sg`; bit 1: a corrupt (huge) transmit `req_prod`.
+pub fn netif(data: &[u8]) {
+    let mut input = Input(data);
+    let (Some(flags), Some(ntx), Some(nrx)) = (input.u8(), input.u8(), input.u8()) else { return };
+    let Ok((port, peer)) = backend::net::peer::pair(false) else { return };
+    let Ok(mut h) = backend::net::harness::Harness::new(Box::new(port), 8, flags & 1 != 0) else { return };
+    for i in 0..u32::from(ntx) {
+        h.front.write_raw_tx_slot(i, input.bytes(12));
+    }
+    for i in 0..u32::from(nrx) {
+        h.front.write_raw_rx_slot(i, input.bytes(8));
+    }
+    h.front.corrupt_rx_req_prod(u32::from(nrx));
+    h.front.corrupt_tx_req_prod(if flags & 2 != 0 { 0x8000_0000 } else { u32::from(ntx) });
+    for _ in 0..16 {
+        let (Some(lo), Some(hi)) = (input.u8(), input.u8()) else { break };
+        let frame = input.bytes(usize::from(u16::from_le_bytes([lo, hi])));
+        let meta = backend::net::RxMeta { csum_blank: lo & 1 != 0, data_validated: hi & 1 != 0 };
+        peer.inject(frame, meta);
+    }
+    for _ in 0..4 {
+        h.kick();
+        h.port_ready();
+    }
+    let _ = h.tx_responses();
+    let _ = h.rx_responses();
 }
 
 // ---- store --------------------------------------------------------------
@@ -360,4 +405,66 @@ pub fn elf(data: &[u8]) {
             let _ = vmm::loader::load(ram, "fuzz", data, lo, hi);
         });
     }
+}
+
+// ---- virtio -------------------------------------------------------------
+
+/// Guest RAM of the virtio target, and where the device may reach.
+const VIO_RAM: u64 = 1 << 20;
+const VIO_USABLE: u64 = 0x10000;
+/// The queue the target sets up when asked: descriptor table, available
+/// ring, used ring (16 entries), then request memory.
+const VIO_DESC: u64 = 0x20000;
+const VIO_AVAIL: u64 = 0x21000;
+const VIO_USED: u64 = 0x22000;
+const VIO_QSIZE: u32 = 16;
+
+struct NoIrq;
+impl backend::Notify for NoIrq {
+    fn notify(&self) {}
+}
+
+/// virtio: `[flags][n][n register writes (offset u8 * 4, value u64 low 32
+/// bits)][guest memory from the descriptor table on]`. Flag bit 0: first
+/// negotiate `VERSION_1` (and bit 1 `EVENT_IDX`) and set up queue 0 the
+/// way a driver does, so the fuzzed writes and memory hit a live queue.
+/// Then the queue is notified twice.
+pub fn virtio(data: &[u8]) {
+    use backend::virtio::blk::VirtioBlk;
+    use backend::virtio::MmioTransport;
+    let mut input = Input(data);
+    let (Some(flags), Some(n)) = (input.u8(), input.u8()) else { return };
+    let Ok(mem) = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), VIO_RAM as usize)]) else { return };
+    let disk = DISK.with(|d| d.1.clone());
+    let dev = VirtioBlk::new(disk, "fuzz", Arc::default());
+    let mut t = MmioTransport::new(dev, mem.clone(), VIO_USABLE..VIO_RAM, Arc::new(NoIrq));
+    let wr = |t: &mut MmioTransport<VirtioBlk>, off: u32, v: u32| {
+        let _ = t.write(u64::from(off), &v.to_le_bytes());
+    };
+    if flags & 1 != 0 {
+        let features = 1u64 << 32 | if flags & 2 != 0 { 1 << 29 } else { 0 };
+        for (off, v) in [(0x70, 1), (0x70, 3), (0x24, 0), (0x20, features as u32), (0x24, 1), (0x20, 1), (0x70, 11)] {
+            wr(&mut t, off, v);
+        }
+        for (off, v) in
+            [(0x30, 0), (0x38, VIO_QSIZE), (0x80, VIO_DESC as u32), (0x90, VIO_AVAIL as u32), (0xa0, VIO_USED as u32)]
+        {
+            wr(&mut t, off, v);
+        }
+        wr(&mut t, 0x44, 1);
+        wr(&mut t, 0x70, 15);
+    }
+    for _ in 0..usize::from(n % 32) {
+        let (Some(off), Some(v)) = (input.u8(), input.u64()) else { break };
+        wr(&mut t, u32::from(off) * 4, v as u32);
+        let mut back = [0u8; 4];
+        t.read(u64::from(off) * 4, &mut back);
+    }
+    let _ = mem.write_slice(input.bytes((VIO_RAM - VIO_DESC) as usize), GuestAddress(VIO_DESC));
+    for _ in 0..2 {
+        if !t.process_queue(0) {
+            break;
+        }
+    }
+    let _ = t.process_queue(0);
 }

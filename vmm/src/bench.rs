@@ -117,6 +117,8 @@ pub struct Workload {
     pub disks: Vec<backend::block::DiskSpec>,
     /// Disks to offer as virtio-blk devices.
     pub virtio_disks: Vec<backend::block::DiskSpec>,
+    /// Further split devices (`--device`).
+    pub devices: Vec<backend::xenbus::DeviceArg>,
 }
 
 impl Workload {
@@ -129,6 +131,7 @@ impl Workload {
             echo_devices: 0,
             disks: Vec::new(),
             virtio_disks: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Workload {
             echo_devices: self.echo_devices,
             disks: self.disks.clone(),
             virtio_disks: self.virtio_disks.clone(),
+            devices: self.devices.clone(),
             ..VmConfig::bundled(self.image, &format!("{} n={n}", self.cmdline))
         }
     }
@@ -364,4 +368,66 @@ pub fn table(records: &[Record]) -> String {
         );
     }
     s
+}
+
+/// The net rows' host side: a TAP device with an address in a network
+/// namespace of the benchmark's own, and a TCP sink for the guest's stream.
+#[derive(Debug)]
+pub struct NetBench {
+    tap: String,
+}
+
+const NET_BENCH_TAP: &str = "pvbench0";
+const NET_BENCH_HOST: &str = "10.55.0.1";
+const NET_BENCH_GUEST: &str = "10.55.0.2/24";
+const NET_BENCH_PORT: u16 = 5001;
+
+/// Prepares the net rows, before the seccomp filter is installed: moves
+/// this thread into a fresh network namespace (`unshare(CLONE_NEWNET)`;
+/// needs root, else the rows are skipped and `None` returned), makes the TAP
+/// device with the host address, and starts a TCP sink thread. Nothing can
+/// leave the namespace, and it goes away with the process.
+pub fn net_setup() -> Option<NetBench> {
+    // SAFETY: CLONE_NEWNET only changes the calling thread's network
+    // namespace; threads started afterwards inherit it.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!("note: net rows skipped (a private network namespace needs root)");
+        return None;
+    }
+    let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output().is_ok_and(|o| o.status.success());
+    let host = format!("{NET_BENCH_HOST}/24");
+    let ok = ip(&["link", "set", "lo", "up"])
+        && ip(&["tuntap", "add", "dev", NET_BENCH_TAP, "mode", "tap"])
+        && ip(&["addr", "add", &host, "dev", NET_BENCH_TAP])
+        && ip(&["link", "set", NET_BENCH_TAP, "up"]);
+    let listener = std::net::TcpListener::bind((NET_BENCH_HOST, NET_BENCH_PORT));
+    let (true, Ok(listener)) = (ok, listener) else {
+        eprintln!("note: net rows skipped (cannot set up the TAP device; is iproute2 installed?)");
+        return None;
+    };
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = std::io::copy(&mut c, &mut std::io::sink());
+        }
+    });
+    Some(NetBench { tap: NET_BENCH_TAP.to_string() })
+}
+
+/// Guest end to end over netfront, netback and the TAP device: one ICMP
+/// echo round trip to the host, and one 1448-byte TCP segment streamed to
+/// the host's sink (per packet: exits, KVM exits, guest instructions).
+pub fn net_rows(opts: BenchOpts, net: &NetBench) -> Result<Vec<Record>, VmmError> {
+    let vif = vec![backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, &format!("tap={}", net.tap))];
+    let ping = Workload {
+        devices: vif.clone(),
+        ..Workload::new("net", &format!("test=ping ip={NET_BENCH_GUEST} peer={NET_BENCH_HOST}"))
+    };
+    let stream = Workload {
+        devices: vif,
+        ..Workload::new("net", &format!("ip={NET_BENCH_GUEST} send={NET_BENCH_HOST}:{NET_BENCH_PORT} exit_after_send"))
+    };
+    Ok(vec![
+        measure("net ping round trip", "icmp via tap", 1, &ping, (opts.iters / 10).max(1), opts.reps)?,
+        measure("net tcp guest->host", "1448 B segment", 1, &stream, (opts.iters / 4).max(1), opts.reps)?,
+    ])
 }

@@ -148,6 +148,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     };
     let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
     let virtio_disks = cfg.virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
+    let virtio_nets = crate::virtio::open_nets(&cfg.virtio_nets)?;
 
     // PVH guests run their own page tables (the pool stays writable) and
     // own low memory; their outputs may not touch the VMM's top pages.
@@ -194,7 +195,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
     let usable = pv_abi::layout::KERNEL_BASE..plan.pool_start;
-    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks)?;
+    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks, virtio_nets)?;
     threads.extend(virtio_threads);
     let virtio = Arc::new(virtio);
     crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;

@@ -57,11 +57,13 @@ struct RunArgs {
     /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
     #[arg(long, value_name = "TYPE[,OPTIONS]")]
     device: Vec<backend::xenbus::DeviceArg>,
-    /// Offer a network interface on a TAP device (repeatable:
-    /// device/vif/0, 1, ...): `tap=<ifname>[,mac=<mac>]`, the same as
-    /// `--device vif,tap=...`. The TAP device is created if it does not
-    /// exist (needs CAP_NET_ADMIN) and brought up.
-    #[arg(long, value_name = "tap=IFNAME[,mac=MAC]")]
+    /// Offer a network interface on a TAP device (repeatable):
+    /// `tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`. Xen interfaces
+    /// are device/vif/0, 1, ... (the same as `--device vif,tap=...`);
+    /// virtio ones are virtio-net devices on virtio-mmio, listed in
+    /// start-info. The TAP device is created if it does not exist (needs
+    /// CAP_NET_ADMIN) and brought up.
+    #[arg(long, value_name = "tap=IFNAME[,mac=MAC][,transport=xen|virtio]")]
     net: Vec<String>,
     /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
     #[arg(long)]
@@ -143,6 +145,17 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
             (spec, vmm::virtio::Transport::Virtio) => virtio_disks.push(spec),
         }
     }
+    let (mut nets, mut virtio_nets) = (Vec::new(), Vec::new());
+    for n in &args.net {
+        match vmm::virtio::parse_net_arg(n)? {
+            (opts, vmm::virtio::Transport::Xen) => {
+                nets.push(backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, &opts))
+            }
+            (opts, vmm::virtio::Transport::Virtio) => {
+                virtio_nets.push(opts.parse::<backend::net::NetSpec>().map_err(anyhow::Error::from)?)
+            }
+        }
+    }
     let _scratch = if virtio_disks.is_empty() { scratch_disk(&kernel, &mut disks, &args.device)? } else { None };
     let console = match &args.console_file {
         Some(p) => ConsoleOut::File(std::sync::Arc::new(std::sync::Mutex::new(
@@ -158,12 +171,9 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         echo_devices: args.echo,
         disks,
-        devices: args
-            .device
-            .into_iter()
-            .chain(args.net.iter().map(|n| backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, n)))
-            .collect(),
+        devices: args.device.into_iter().chain(nets).collect(),
         virtio_disks,
+        virtio_nets,
         paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
     };
     // Before the device threads start: each installs its filter first.
@@ -218,6 +228,27 @@ fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
         let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("{}: {}", d.paths.back, counters.join(" "));
     }
+    let join = |c: Vec<(&str, u64)>| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    for (i, e) in vm.virtio.entries.iter().enumerate() {
+        if let Some(c) = vm.virtio.counters(i) {
+            eprintln!(
+                "virtio-mmio@{:#x} (device {}): {}",
+                e.base,
+                e.device_id,
+                join(backend::metrics::DeviceMetrics::counters(&*c))
+            );
+        }
+    }
+    for (i, net) in vm.virtio.net.iter().enumerate() {
+        if let Ok(n) = net.lock() {
+            eprintln!("virtio-net{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**n.device().metrics())));
+        }
+    }
+    for (i, blk) in vm.virtio.blk.iter().enumerate() {
+        if let Ok(b) = blk.lock() {
+            eprintln!("virtio-blk{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**b.device().metrics())));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -238,9 +269,17 @@ fn main() -> ExitCode {
             if !b.no_seccomp {
                 vmm::seccomp::enable();
             }
+            let net = vmm::bench::net_setup();
+            let opts = vmm::bench::BenchOpts { iters: b.iters, reps: b.reps };
             vmm::seccomp::install(vmm::seccomp::ThreadKind::Main)
                 .map_err(VmmError::from)
-                .and_then(|()| vmm::bench::run_all(vmm::bench::BenchOpts { iters: b.iters, reps: b.reps }))
+                .and_then(|()| vmm::bench::run_all(opts))
+                .and_then(|mut recs| {
+                    if let Some(n) = &net {
+                        recs.extend(vmm::bench::net_rows(opts, n)?);
+                    }
+                    Ok(recs)
+                })
                 .map_err(anyhow::Error::from)
                 .and_then(|recs| {
                     if let Some(path) = &b.plot {

@@ -182,6 +182,7 @@ fn ioctl_rule(requests: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::Backend
 fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON.iter().map(|&s| (s, vec![])).collect();
     let mut allow = |calls: &[i64]| calls.iter().for_each(|&s| _ = rules.insert(s, vec![]));
+    let mut rules_socket: Option<Vec<SeccompRule>> = None;
     let ioctls: Option<Vec<SeccompRule>> = match kind {
         ThreadKind::Vcpu => {
             // Shutdown: stats fd, closing, removing the demo scratch dir.
@@ -252,6 +253,8 @@ fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
                 libc::SYS_seccomp,
                 libc::SYS_epoll_wait,
                 libc::SYS_epoll_pwait,
+                // Device threads it starts read TAP frames with readv.
+                libc::SYS_readv,
                 libc::SYS_pwrite64,
                 libc::SYS_preadv,
                 libc::SYS_pwritev,
@@ -261,13 +264,27 @@ fn filter(kind: ThreadKind) -> Result<BpfProgram, seccompiler::Error> {
                 libc::SYS_fsync,
                 libc::SYS_fdatasync,
             ]);
-            // Any KVM ioctl (type 0xae): building VMs.
+            // Any KVM ioctl (type 0xae): building VMs; and attaching a
+            // net device's TAP (`vmm bench`'s net rows).
             let kvm = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(0xff00), KVMIO << 8)?;
-            Some(vec![SeccompRule::new(vec![kvm])?])
+            let mut rules = vec![SeccompRule::new(vec![kvm])?];
+            rules.extend(ioctl_rule(&[
+                backend::net::tap::TUNSETIFF,
+                backend::net::tap::TUNSETOFFLOAD,
+                libc::SIOCGIFFLAGS,
+                libc::SIOCSIFFLAGS,
+            ])?);
+            // The TAP's link is brought up through an AF_INET socket.
+            let inet = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_INET as u64)?;
+            rules_socket = Some(vec![SeccompRule::new(vec![inet])?]);
+            Some(rules)
         }
     };
     if let Some(r) = ioctls {
         rules.insert(libc::SYS_ioctl, r);
+    }
+    if let Some(r) = rules_socket {
+        rules.insert(libc::SYS_socket, r);
     }
     let arch = std::env::consts::ARCH.try_into()?;
     Ok(SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)?.try_into()?)

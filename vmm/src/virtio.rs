@@ -13,7 +13,9 @@ use crate::devices::Subscriber;
 use crate::error::VmmError;
 use crate::evtchn::{msi_route, UPCALL_GSI, UPCALL_VECTOR};
 use backend::block::{Disk, DiskError, DiskSpec};
+use backend::net::NetSpec;
 use backend::virtio::blk::VirtioBlk;
+use backend::virtio::net::VirtioNet;
 use backend::virtio::{Action, MmioDevice, MmioTransport, VirtioCounters};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use kvm_ioctls::{IoEventAddress, VmFd};
@@ -31,7 +33,7 @@ pub type DeviceThreadSpec = (String, Vec<Subscriber>);
 /// GSI of the first virtio device (after the event-channel upcall's).
 pub const VIRTIO_GSI_BASE: u32 = UPCALL_GSI + 1;
 
-/// Which transport a `--disk` uses.
+/// Which transport a `--disk` or `--net` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
     /// A Xen vbd (blkif ring, grants, event channel, xenbus).
@@ -41,24 +43,55 @@ pub enum Transport {
     Virtio,
 }
 
-/// Parses `--disk <path>[,readonly][,transport=xen|virtio]`.
-pub fn parse_disk_arg(s: &str) -> Result<(DiskSpec, Transport), DiskError> {
+/// Splits `transport=xen|virtio` off a comma-separated option list:
+/// (the other options, the transport), or the unknown transport's name.
+fn split_transport(s: &str) -> Result<(String, Transport), String> {
     let mut transport = Transport::Xen;
     let mut rest = Vec::new();
     for part in s.split(',') {
         match part.strip_prefix("transport=") {
             Some("xen") => transport = Transport::Xen,
             Some("virtio") => transport = Transport::Virtio,
-            Some(other) => {
-                return Err(DiskError::BadSpec {
-                    given: s.to_string(),
-                    why: format!("unknown transport '{other}' (xen or virtio)"),
-                })
-            }
+            Some(other) => return Err(format!("unknown transport '{other}' (xen or virtio)")),
             None => rest.push(part),
         }
     }
-    Ok((rest.join(",").parse()?, transport))
+    Ok((rest.join(","), transport))
+}
+
+/// Parses `--disk <path>[,readonly][,transport=xen|virtio]`.
+pub fn parse_disk_arg(s: &str) -> Result<(DiskSpec, Transport), DiskError> {
+    let (rest, transport) = split_transport(s).map_err(|why| DiskError::BadSpec { given: s.to_string(), why })?;
+    Ok((rest.parse()?, transport))
+}
+
+/// Parses `--net tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`: the
+/// options without the transport (what `--device vif,...` takes), and the
+/// transport. The options are checked here for either transport.
+pub fn parse_net_arg(s: &str) -> Result<(String, Transport), VmmError> {
+    let bad = |why: String| VmmError::Device { what: "net", why };
+    let (rest, transport) = split_transport(s).map_err(|why| bad(format!("--net {s:?}: {why}")))?;
+    rest.parse::<NetSpec>().map_err(|e| bad(e.to_string()))?;
+    Ok((rest, transport))
+}
+
+/// The MAC virtio-net interface `i` gets when none is given (apart from
+/// the Xen interfaces' defaults): `02:00:00:00:01:<i + 1>`.
+pub fn default_virtio_mac(i: usize) -> [u8; 6] {
+    NetSpec::default_mac(0x100 + i as u32)
+}
+
+/// Opens the TAP devices of the virtio-net interfaces (before KVM is
+/// touched, so a bad one fails fast).
+pub fn open_nets(specs: &[NetSpec]) -> Result<Vec<VirtioNet>, VmmError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let tap = backend::net::tap::Tap::open(&spec.tap).map_err(VmmError::device("net"))?;
+            Ok(VirtioNet::new(Box::new(tap), spec.mac.unwrap_or(default_virtio_mac(i))))
+        })
+        .collect()
 }
 
 /// Raises one device's interrupt: signals its irqfd.
@@ -86,6 +119,8 @@ pub struct VirtioBus {
     pub entries: Vec<VirtioMmioDevice>,
     /// The block devices, in `--disk ...,transport=virtio` order.
     pub blk: Vec<Arc<Mutex<MmioTransport<VirtioBlk>>>>,
+    /// The network devices, in `--net ...,transport=virtio` order.
+    pub net: Vec<Arc<Mutex<MmioTransport<VirtioNet>>>>,
 }
 
 impl std::fmt::Debug for VirtioBus {
@@ -146,17 +181,19 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Builds the virtio devices: one virtio-blk per disk. Returns the bus and
-/// one device thread (name, subscribers) per device.
+/// Builds the virtio devices: one virtio-blk per disk, then one
+/// virtio-net per interface. Returns the bus and one device thread (name,
+/// subscribers) per device.
 pub fn build(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     usable: Range<u64>,
     disks: Vec<Disk>,
+    nets: Vec<VirtioNet>,
 ) -> Result<(VirtioBus, Vec<DeviceThreadSpec>), VmmError> {
     let mut bus = VirtioBus::default();
     let mut threads = Vec::new();
-    if disks.len() > MAX_VIRTIO_DEVICES {
+    if disks.len() + nets.len() > MAX_VIRTIO_DEVICES {
         return Err(VmmError::Device { what: "virtio", why: format!("at most {MAX_VIRTIO_DEVICES} devices") });
     }
     let mut routes = vec![msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))];
@@ -168,6 +205,13 @@ pub fn build(
         let t = Arc::new(Mutex::new(MmioTransport::new(blk, mem.clone(), usable, irq)));
         bus.blk.push(t.clone());
         threads.push((format!("virtio-blk{i}"), attach(vm, &mut bus, i, t, pv_abi::virtio::device_id::BLOCK)?));
+    }
+    for (n, net) in nets.into_iter().enumerate() {
+        let i = bus.len();
+        let irq = irqfd(vm, i, &mut routes)?;
+        let t = Arc::new(Mutex::new(MmioTransport::new(net, mem.clone(), usable.clone(), irq)));
+        bus.net.push(t.clone());
+        threads.push((format!("virtio-net{n}"), attach(vm, &mut bus, i, t, pv_abi::virtio::device_id::NET)?));
     }
     if !bus.is_empty() {
         let routing = kvm_bindings::KvmIrqRouting::from_entries(&routes)
@@ -203,6 +247,9 @@ fn attach(
         vm.register_ioevent(&fd, &at, q as u32).map_err(VmmError::kvm("KVM_IOEVENTFD"))?;
         subs.push(Arc::new(Mutex::new(QueueHandler { dev: dev.clone(), q: q as u16, fd: fd.clone() })));
         queue_fds.push(fd);
+    }
+    if let Some(fd) = lock(&dev).event_fd() {
+        subs.push(Arc::new(Mutex::new(EventHandler { dev: dev.clone(), fd })));
     }
     bus.entries.push(VirtioMmioDevice {
         base,
@@ -241,6 +288,28 @@ impl MutEventSubscriber for QueueHandler {
     }
 }
 
+/// Runs a device's own work when its descriptor (a network port) is
+/// readable. The descriptor is level-triggered: work left over brings the
+/// thread back after the other subscribers had a turn.
+struct EventHandler {
+    dev: Arc<Mutex<dyn MmioDevice>>,
+    fd: std::os::fd::RawFd,
+}
+
+impl MutEventSubscriber for EventHandler {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.event_set().contains(EventSet::IN) {
+            lock(&self.dev).process_event();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new_raw(self.fd, EventSet::IN)) {
+            tracing::error!("virtio: cannot watch the device's descriptor: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +324,17 @@ mod tests {
         let e = parse_disk_arg("b.img,transport=pci").unwrap_err().to_string();
         assert!(e.contains("unknown transport 'pci'"), "{e}");
         assert!(parse_disk_arg("b.img,rw").is_err());
+    }
+
+    #[test]
+    fn net_args() {
+        assert_eq!(parse_net_arg("tap=t0").unwrap(), ("tap=t0".to_string(), Transport::Xen));
+        let (rest, t) = parse_net_arg("tap=t0,transport=virtio,mac=02:00:00:00:00:09").unwrap();
+        assert_eq!((rest.as_str(), t), ("tap=t0,mac=02:00:00:00:00:09", Transport::Virtio));
+        let e = parse_net_arg("tap=t0,transport=pci").unwrap_err().to_string();
+        assert!(e.contains("unknown transport 'pci'"), "{e}");
+        assert!(parse_net_arg("transport=virtio").is_err(), "no tap=");
+        assert!(parse_net_arg("tap=t0,mac=03:00:00:00:00:01,transport=virtio").is_err(), "multicast MAC");
+        assert_ne!(default_virtio_mac(0), NetSpec::default_mac(0));
     }
 }

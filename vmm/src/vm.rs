@@ -55,6 +55,9 @@ pub struct VmConfig {
     pub devices: Vec<DeviceArg>,
     /// Disks offered as virtio-blk devices on virtio-mmio, in order.
     pub virtio_disks: Vec<DiskSpec>,
+    /// Network interfaces offered as virtio-net devices on virtio-mmio
+    /// (after the virtio disks), in order.
+    pub virtio_nets: Vec<backend::net::NetSpec>,
 }
 
 pub use backend::block::vbd_vdev;
@@ -74,6 +77,7 @@ impl VmConfig {
             disks: Vec::new(),
             devices: Vec::new(),
             virtio_disks: Vec::new(),
+            virtio_nets: Vec::new(),
         }
     }
 }

@@ -225,6 +225,21 @@ impl HostNetFront {
         self.rx.pop_response()
     }
 
+    /// Writes raw bytes into transmit ring slot `i` (a hostile front end;
+    /// at most one slot's worth, 12 bytes, is used).
+    pub fn write_raw_tx_slot(&self, i: u32, bytes: &[u8]) {
+        let slot = std::mem::size_of::<NetifTxRequest>();
+        let at = TX_RING + 64 + u64::from(i % NET_TX_RING_SIZE) * slot as u64;
+        let _ = self.mem.write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
+    }
+
+    /// Writes raw bytes into receive ring slot `i` (at most 8 bytes).
+    pub fn write_raw_rx_slot(&self, i: u32, bytes: &[u8]) {
+        let slot = std::mem::size_of::<NetifRxRequest>();
+        let at = RX_RING + 64 + u64::from(i % NET_RX_RING_SIZE) * slot as u64;
+        let _ = self.mem.write_slice(&bytes[..bytes.len().min(slot)], GuestAddress(at));
+    }
+
     /// Overwrites the shared transmit `req_prod` (a hostile front end).
     pub fn corrupt_tx_req_prod(&self, value: u32) {
         self.tx.memory().store_u32(0, value, Ordering::Release);

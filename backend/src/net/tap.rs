@@ -18,9 +18,9 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 const TUN_PATH: &str = "/dev/net/tun";
 /// `_IOW('T', 202, int)`.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+pub const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `_IOW('T', 208, unsigned int)`.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+pub const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;

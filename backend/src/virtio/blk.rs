@@ -197,7 +197,7 @@ impl VirtioRequest {
 }
 
 /// `bufs` without their first `n` bytes.
-fn skip(bufs: &[Buf], mut n: usize) -> Vec<Buf> {
+pub(super) fn skip(bufs: &[Buf], mut n: usize) -> Vec<Buf> {
     let mut out = Vec::new();
     for b in bufs {
         if n >= b.len as usize {
@@ -211,7 +211,7 @@ fn skip(bufs: &[Buf], mut n: usize) -> Vec<Buf> {
 }
 
 /// Copies up to `max` bytes out of `bufs` (guest memory, checked).
-fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Result<Vec<u8>, String> {
+pub(super) fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Result<Vec<u8>, String> {
     let total = bufs.iter().map(|b| b.len as usize).sum::<usize>().min(max).min(64 << 10);
     let mut out = vec![0u8; total];
     let mut at = 0;
@@ -227,7 +227,7 @@ fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Result<Vec<u8>
 }
 
 /// Copies `data` into `bufs` (as much as fits); returns the bytes written.
-fn write_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], data: &[u8]) -> Result<usize, String> {
+pub(super) fn write_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], data: &[u8]) -> Result<usize, String> {
     let mut at = 0;
     for b in bufs {
         let n = (b.len as usize).min(data.len() - at);

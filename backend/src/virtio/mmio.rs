@@ -1,10 +1,11 @@
 //! One virtio-mmio register block (virtio 1.x, section 4.2.2, version 2)
 //! and its status machine.
 
-use super::{chain, VirtioDevice};
+use super::{chain, Chain, ChainSource, VirtioDevice};
 use crate::ratelimit::LogLimiter;
 use crate::Notify;
 use std::ops::Range;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use virtio_bindings::virtio_config::*;
 use virtio_bindings::virtio_mmio::*;
@@ -18,8 +19,11 @@ pub const MMIO_VERSION: u32 = 2;
 /// `VendorID` this VMM reports ("PVKV").
 pub const VENDOR_ID: u32 = 0x564b_5650;
 
-/// Chains handled per wake-up before the device yields its thread.
-const BUDGET: usize = 1024;
+/// Chains handled per wake-up before the device yields its thread. The
+/// device lock is held while they run, and the vCPU thread takes it for
+/// each register access, so this also bounds how long a register access
+/// can wait behind disk I/O.
+const BUDGET: usize = 64;
 
 crate::device_metrics!(
     /// Transport counters of one virtio device (shared, read by `--stats`
@@ -393,9 +397,20 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if self.status & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return false;
         }
+        if self.status == 0 {
+            // A device in reset: a notification can be stale (written just
+            // before the reset, or this thread's own re-kick), so it is
+            // dropped rather than held against the next initialisation.
+            tracing::debug!(device = self.dev.device_id(), queue = q, "virtio: notification while in reset dropped");
+            return false;
+        }
         let ready = self.queues.get(q as usize).is_some_and(|x| x.ready());
         if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 || !ready {
             self.needs_reset(&format!("queue {q} notified before it is ready"));
+            return false;
+        }
+        if self.dev.device_filled(q) {
+            // Buffers were posted; the device fills them when it has data.
             return false;
         }
         match self.drain(q as usize) {
@@ -414,7 +429,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let queue = &mut self.queues[qi];
             queue.disable_notification(&mem).map_err(|e| format!("{e:?}"))?;
             let max_len = queue.size() as usize;
-            let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.collect();
+            let room = BUDGET - done;
+            let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.take(room).collect();
             for c in chains {
                 let head = c.head_index();
                 let len = match chain::check(c, &self.usable, max_len) {
@@ -430,15 +446,47 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 done += 1;
             }
             self.signal_used(qi)?;
-            let queue = &mut self.queues[qi];
-            let more = queue.enable_notification(&mem).map_err(|e| format!("{e:?}"))?;
-            if !more {
-                return Ok(false);
-            }
             if done >= BUDGET {
+                // Come back after the other devices on the thread had a turn.
                 return Ok(true);
             }
+            let queue = &mut self.queues[qi];
+            if !queue.enable_notification(&mem).map_err(|e| format!("{e:?}"))? {
+                return Ok(false);
+            }
         }
+    }
+
+    /// The device's own descriptor ([`VirtioDevice::event_fd`]) is
+    /// readable (on the device thread): lets the device fill its queues,
+    /// then interrupts the guest for the queues it used. Returns whether
+    /// work was left.
+    pub fn process_event(&mut self) -> bool {
+        let running = self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 && self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0;
+        let mut src = Queues {
+            queues: &mut self.queues,
+            mem: &self.mem,
+            usable: &self.usable,
+            counters: &self.counters,
+            log: &mut self.log,
+            device: self.dev.device_id(),
+            running,
+            error: None,
+            used: 0,
+        };
+        let more = self.dev.event(&mut src, &self.mem);
+        let (error, used) = (src.error.take(), src.used);
+        if let Some(why) = error {
+            self.needs_reset(&why);
+            return false;
+        }
+        for qi in (0..self.queues.len()).filter(|&q| q < 64 && used & (1 << q) != 0) {
+            if let Err(why) = self.signal_used(qi) {
+                self.needs_reset(&format!("queue {qi}: {why}"));
+                return false;
+            }
+        }
+        more
     }
 
     fn signal_used(&mut self, qi: usize) -> Result<(), String> {
@@ -447,6 +495,66 @@ impl<D: VirtioDevice> MmioTransport<D> {
             self.interrupt(VIRTIO_MMIO_INT_VRING);
         }
         Ok(())
+    }
+}
+
+/// The transport's queues lent to a device for its own work.
+struct Queues<'a> {
+    queues: &'a mut [Queue],
+    mem: &'a GuestMemoryMmap,
+    usable: &'a Range<u64>,
+    counters: &'a VirtioCounters,
+    log: &'a mut LogLimiter,
+    device: u32,
+    running: bool,
+    /// A ring error: the device needs a reset (nothing more is taken).
+    error: Option<String>,
+    /// Bit `q`: queue `q` had chains returned.
+    used: u64,
+}
+
+/// A chain taken off a queue: its head and the outcome of the checks.
+type Taken = (u16, Result<Chain, chain::ChainError>);
+
+impl Queues<'_> {
+    fn next_raw(&mut self, qi: usize) -> Result<Option<Taken>, String> {
+        let (mem, usable) = (self.mem, self.usable);
+        let queue = &mut self.queues[qi];
+        let max_len = queue.size() as usize;
+        let mut it = queue.iter(mem).map_err(|e| format!("queue {qi}: available ring: {e:?}"))?;
+        Ok(it.next().map(|c| (c.head_index(), chain::check(c, usable, max_len))))
+    }
+}
+
+impl ChainSource for Queues<'_> {
+    fn running(&self, q: u16) -> bool {
+        self.running && self.error.is_none() && self.queues.get(q as usize).is_some_and(|x| x.ready())
+    }
+
+    fn pop(&mut self, q: u16) -> Option<Chain> {
+        while self.running(q) {
+            match self.next_raw(q as usize) {
+                Ok(None) => return None,
+                Ok(Some((_, Ok(c)))) => return Some(c),
+                Ok(Some((head, Err(e)))) => {
+                    self.counters.bad_chains.inc();
+                    let device = self.device;
+                    crate::limited_warn!(self.log, device, "virtio: queue {q}: chain at {head} refused: {e}");
+                    self.push_used(q, head, 0);
+                }
+                Err(why) => self.error = Some(why),
+            }
+        }
+        None
+    }
+
+    fn push_used(&mut self, q: u16, head: u16, len: u32) {
+        let Some(queue) = self.queues.get_mut(q as usize) else { return };
+        self.counters.chains.inc();
+        match queue.add_used(self.mem, head, len) {
+            Ok(()) => self.used |= 1u64.checked_shl(q as u32).unwrap_or(0),
+            Err(e) => self.error = Some(format!("queue {q}: used ring, head {head}: {e:?}")),
+        }
     }
 }
 
@@ -469,6 +577,10 @@ pub trait MmioDevice: Send {
     fn num_queues(&self) -> usize;
     /// The shared counters.
     fn counters(&self) -> Arc<VirtioCounters>;
+    /// The device's own descriptor, if any ([`VirtioDevice::event_fd`]).
+    fn event_fd(&self) -> Option<RawFd>;
+    /// That descriptor is readable (device thread); whether work is left.
+    fn process_event(&mut self) -> bool;
 }
 
 impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
@@ -490,5 +602,13 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
 
     fn counters(&self) -> Arc<VirtioCounters> {
         self.counters.clone()
+    }
+
+    fn event_fd(&self) -> Option<RawFd> {
+        self.dev.event_fd()
+    }
+
+    fn process_event(&mut self) -> bool {
+        MmioTransport::process_event(self)
     }
 }

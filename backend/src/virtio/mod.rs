@@ -25,13 +25,31 @@
 pub mod blk;
 pub mod chain;
 pub mod mmio;
+pub mod net;
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
 
 pub use chain::{Buf, Chain, ChainError};
 pub use mmio::{Action, MmioDevice, MmioTransport, VirtioCounters};
 
+use std::os::fd::RawFd;
 use vm_memory::GuestMemoryMmap;
+
+/// The queues of a device, as its own work ([`VirtioDevice::event`]) sees
+/// them: checked chains of the queues it fills itself (a receive queue).
+pub trait ChainSource {
+    /// Whether queue `q` is running: the driver set `DRIVER_OK`, the queue
+    /// is ready, and the device does not need a reset.
+    fn running(&self, q: u16) -> bool;
+    /// The next checked chain the driver posted on queue `q`, if any (and
+    /// if the queue is running). A chain that fails the checks is returned
+    /// to the driver at once (used length 0), counted, logged and skipped.
+    fn pop(&mut self, q: u16) -> Option<Chain>;
+    /// Returns a chain taken by [`pop`](Self::pop) with `len` bytes written.
+    fn push_used(&mut self, q: u16, head: u16, len: u32);
+}
 
 /// What a virtio device supplies to the transport.
 pub trait VirtioDevice: Send {
@@ -53,4 +71,22 @@ pub trait VirtioDevice: Send {
     /// Handles one checked chain from queue `queue`; returns the number of
     /// bytes written into its device-writable buffers (the used length).
     fn process(&mut self, queue: u16, chain: &Chain, mem: &GuestMemoryMmap) -> u32;
+    /// A descriptor the device thread polls for work of the device's own
+    /// (a network port with frames for the guest); `None` (the default)
+    /// for a device driven by its queues only.
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Whether the device fills queue `queue` on its own (a receive
+    /// queue): its chains are taken by [`event`](Self::event), and a
+    /// notification of it only says that buffers were posted.
+    fn device_filled(&self, _queue: u16) -> bool {
+        false
+    }
+    /// [`event_fd`](Self::event_fd) is readable: do a bounded amount of
+    /// the device's own work, taking chains from `queues`. Returns whether
+    /// work was left.
+    fn event(&mut self, _queues: &mut dyn ChainSource, _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
 }

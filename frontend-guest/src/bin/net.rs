@@ -4,7 +4,10 @@
 //! Command line: `ip=<a.b.c.d>/<prefix>` (required), `mtu=<bytes>`
 //! (default 1500, at most what the interface carries), and for the client
 //! mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n` bytes of the pattern
-//! `byte[i] = i % 251` to that address, then close.
+//! `byte[i] = i % 251` to that address, then close (`n=<k>` instead of
+//! `bytes=`: k segments of 1448 bytes; `exit_after_send`: power off then).
+//! `test=ping` and `test=hostile` are the benchmark's and the hostile
+//! test's raw-frame scenarios (see their functions).
 //!
 //! Services: ICMP echo (smoltcp's interface answers it), a TCP echo server
 //! on port 7, an HTTP server on port 80 whose page shows the counters
@@ -114,12 +117,17 @@ struct Guest<'a> {
     client: Option<Client>,
     echoed: u64,
     shutdown: bool,
+    /// Power off once the client's stream is done (`exit_after_send`).
+    exit_after_send: bool,
 }
 
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
     if cmdline::get(cmd, "test") == Some(b"hostile") {
         return hostile(si, cmd);
+    }
+    if cmdline::get(cmd, "test") == Some(b"ping") {
+        return ping(si, cmd);
     }
     let Some((ip, prefix)) = cmdline::get(cmd, "ip").and_then(parse_cidr) else {
         println!("net: give the guest an address: --cmdline \"ip=<a.b.c.d>/<prefix>\"");
@@ -196,9 +204,13 @@ fn main(si: &'static StartInfo) -> i32 {
         client: None,
         echoed: 0,
         shutdown: false,
+        exit_after_send: cmdline::words(cmd).any(|(k, _)| k == b"exit_after_send"),
     };
     if let Some((host, port)) = cmdline::get(cmd, "send").and_then(parse_endpoint) {
-        let total = cmdline::get_u64(cmd, "bytes").unwrap_or(1 << 20);
+        // `n=<packets>` (the benchmark's count) streams that many full
+        // 1448-byte segments.
+        let total =
+            cmdline::get_u64(cmd, "bytes").or_else(|| cmdline::get_u64(cmd, "n").map(|n| n * 1448)).unwrap_or(1 << 20);
         let Some(mut s) = tcp_socket() else { return 2 };
         if let Err(e) = s.connect(g.iface.context(), (IpAddress::Ipv4(host), port), CLIENT_PORT) {
             println!("net: client connect: {:?}", e);
@@ -247,6 +259,9 @@ impl Guest<'_> {
             self.serve_echo();
             self.serve_http();
             self.drive_client();
+            if self.exit_after_send && self.client.as_ref().is_some_and(|c| c.done) {
+                self.shutdown = true;
+            }
             // Send what the services queued before sleeping.
             self.iface.poll(now(), &mut self.dev, &mut self.sockets);
             self.dev.flush();
@@ -421,7 +436,7 @@ fn hostile(si: &'static StartInfo, cmd: &[u8]) -> i32 {
     a.poke_tx_req_prod(0x4000_0000);
     a.kick();
     // vif 1 still works: an ARP request for the peer gets its reply.
-    let arp_ok = arp_exchange(&mut b, ip, peer);
+    let arp_ok = arp_exchange(&mut b, ip, peer).is_some();
     // The disk still works.
     let mut vdev = None;
     let _ = frontend_guest::blkfront::list_disks(&mut store, |v| {
@@ -443,8 +458,8 @@ fn hostile(si: &'static StartInfo, cmd: &[u8]) -> i32 {
 }
 
 /// Sends ARP requests for `peer` from `dev` (once a second, 5 s at most)
-/// until its reply arrives.
-fn arp_exchange(dev: &mut NetFront, ip: Ipv4Address, peer: Ipv4Address) -> bool {
+/// until its reply arrives; returns the peer's MAC.
+fn arp_exchange(dev: &mut NetFront, ip: Ipv4Address, peer: Ipv4Address) -> Option<[u8; 6]> {
     let mut f = [0u8; 42];
     f[..6].fill(0xff);
     f[6..12].copy_from_slice(&dev.mac);
@@ -458,16 +473,79 @@ fn arp_exchange(dev: &mut NetFront, ip: Ipv4Address, peer: Ipv4Address) -> bool 
         dev.send_frame(&f);
         let resend = clock::now_us() + 1_000_000;
         while clock::now_us() < resend.min(end) {
-            let mut got = false;
+            let mut got = None;
             while dev.recv_frame(|r| {
-                got |= r.len() >= 42 && r[12..14] == [0x08, 0x06] && r[20..22] == [0, 2] && r[28..32] == peer.octets();
+                if r.len() >= 42 && r[12..14] == [0x08, 0x06] && r[20..22] == [0, 2] && r[28..32] == peer.octets() {
+                    got = Some([r[22], r[23], r[24], r[25], r[26], r[27]]);
+                }
             }) {}
-            if got {
-                return true;
+            if got.is_some() {
+                return got;
             }
             dev.flush();
             dev.wait(Some(resend.min(end)));
         }
     }
-    false
+    None
+}
+
+/// `test=ping ip=<a.b.c.d>/<n> peer=<a.b.c.d> n=<count>`: resolves the
+/// peer's MAC, then sends `n` ICMP echo requests one at a time, each
+/// waiting for its reply (2 s at most): the benchmark's round trip.
+fn ping(si: &'static StartInfo, cmd: &[u8]) -> i32 {
+    let (Some((ip, _)), Some(peer)) =
+        (cmdline::get(cmd, "ip").and_then(parse_cidr), cmdline::get(cmd, "peer").and_then(parse_ipv4))
+    else {
+        println!("ping: give ip=<a.b.c.d>/<n> peer=<a.b.c.d>");
+        return 64;
+    };
+    let n = cmdline::get_u64(cmd, "n").unwrap_or(1);
+    clock::init();
+    let Ok(mut store) = frontend_guest::xenbus::open_store(si) else { return 70 };
+    let Ok(mut dev) = netfront::connect(&mut store, 0) else { return 73 };
+    let Some(peer_mac) = arp_exchange(&mut dev, ip, peer) else {
+        println!("ping: no ARP reply from {}", peer);
+        return 1;
+    };
+    let mut ok = 0;
+    for seq in 0..n {
+        let f = icmp_echo(&dev.mac, &peer_mac, ip, peer, seq as u16);
+        if !dev.send_frame(&f) {
+            continue;
+        }
+        let end = clock::now_us() + 2_000_000;
+        let mut got = false;
+        while !got && clock::now_us() < end {
+            while dev.recv_frame(|r| {
+                got |= r.len() >= 42 && r[23] == 1 && r[34] == 0 && r[40..42] == (seq as u16).to_be_bytes();
+            }) {}
+            if !got {
+                dev.flush();
+                dev.wait(Some(end));
+            }
+        }
+        ok += got as u64;
+    }
+    println!("ping: n={} replies={}", n, ok);
+    (ok != n) as i32
+}
+
+/// An Ethernet + IPv4 + ICMP echo request (8 bytes of data).
+fn icmp_echo(src: &[u8; 6], dst: &[u8; 6], ip: Ipv4Address, peer: Ipv4Address, seq: u16) -> [u8; 50] {
+    let mut f = [0u8; 50];
+    f[..6].copy_from_slice(dst);
+    f[6..12].copy_from_slice(src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14..24].copy_from_slice(&[0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 1]);
+    f[26..30].copy_from_slice(&ip.octets());
+    f[30..34].copy_from_slice(&peer.octets());
+    let c = !netfront::csum_fold(netfront::csum_add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34] = 8; // echo request
+    f[38..40].copy_from_slice(&0x7076u16.to_be_bytes());
+    f[40..42].copy_from_slice(&seq.to_be_bytes());
+    f[42..50].copy_from_slice(b"pv-ping!");
+    let c = !netfront::csum_fold(netfront::csum_add(0, &f[34..50]));
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
 }

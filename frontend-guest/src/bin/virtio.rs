@@ -1,7 +1,7 @@
-//! `virtio`: virtio-blk through the third-party `virtio-drivers` crate. The
-//! guest finds its devices in start-info and runs `test=<name>` (default
-//! `patterns`). Results are printed; the exit status is 0 when everything
-//! was as expected.
+//! `virtio`: virtio-blk and virtio-net through the third-party
+//! `virtio-drivers` crate. The guest finds its devices in start-info and
+//! runs `test=<name>` (default `patterns`). Results are printed; the exit
+//! status is 0 when everything was as expected.
 #![no_std]
 #![no_main]
 
@@ -16,6 +16,9 @@ guest_main!(main);
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
     let test = cmdline::get(cmd, "test").unwrap_or(b"patterns");
+    if test == b"arp" {
+        return arp(si, cmd);
+    }
     let Some(dev) = si.virtio_devices().first() else {
         println!("virtio: no device in start-info: pass --disk <image>,transport=virtio");
         return 72;
@@ -225,4 +228,118 @@ fn bench(blk: &mut Blk, cmd: &[u8]) -> i32 {
     }
     println!("bench: n={} depth={} bad={} interrupts={}", n, depth, bad, vio::interrupts());
     (bad != 0) as i32
+}
+
+/// Parses a dotted IPv4 address.
+fn parse_ipv4(s: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        *o = u8::try_from(p.iter().fold(0u32, |a, &d| a * 10 + u32::from(d - b'0'))).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// An ARP request from (`mac`, `ip`) for `target` (the driver adds the
+/// virtio-net header); returns its length.
+fn arp_request(buf: &mut [u8], mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> usize {
+    let f = &mut buf[..42];
+    f[0..6].fill(0xff);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip);
+    f[32..38].fill(0);
+    f[38..42].copy_from_slice(&target);
+    42
+}
+
+/// `test=arp ip=<guest> peer=<host>`: sends an ARP request for the host
+/// through `virtio-drivers`' `VirtIONetRaw` and waits for the reply (frames
+/// that are not it are skipped; the request is repeated a few times).
+fn arp(si: &'static StartInfo, cmd: &[u8]) -> i32 {
+    let (Some(ip), Some(peer)) =
+        (cmdline::get(cmd, "ip").and_then(parse_ipv4), cmdline::get(cmd, "peer").and_then(parse_ipv4))
+    else {
+        println!("arp: pass ip=<a.b.c.d> peer=<a.b.c.d>");
+        return 64;
+    };
+    let Some(dev) = si.virtio_devices().iter().find(|d| d.device_id == pv_abi::virtio::device_id::NET) else {
+        println!("arp: no virtio-net device: pass --net tap=<if>,transport=virtio");
+        return 72;
+    };
+    let mut net = match vio::open_net(dev) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("arp: device at {:#x}: {:?}", dev.base, e);
+            return 73;
+        }
+    };
+    let mac = net.mac_address();
+    const RX: usize = 4;
+    const LEN: u64 = 2048;
+    let Some(gpa) = frontend_guest::pages::alloc(RX as u64 * LEN / 4096 + 1) else { return 2 };
+    // SAFETY: fresh identity-mapped pages this guest owns: the last page
+    // holds the transmit buffer, the others one receive buffer per 2 KiB;
+    // each is used by one driver request at a time.
+    let buf = |i: usize| unsafe { core::slice::from_raw_parts_mut((gpa + i as u64 * LEN) as *mut u8, LEN as usize) };
+    let mut tokens = [0u16; RX];
+    for (i, t) in tokens.iter_mut().enumerate() {
+        // SAFETY: buffer `i` is not touched until its request completes.
+        match unsafe { net.receive_begin(buf(i)) } {
+            Ok(tok) => *t = tok,
+            Err(e) => {
+                println!("arp: receive_begin: {:?}", e);
+                return 74;
+            }
+        }
+    }
+    let tx = buf(RX);
+    let n = arp_request(tx, mac, ip, peer);
+    let (mut frames, mut skipped) = (0u32, 0u32);
+    for attempt in 0..5 {
+        if let Err(e) = net.send(&tx[..n]) {
+            println!("arp: send: {:?}", e);
+            return 75;
+        }
+        for _ in 0..20_000 {
+            let Some(tok) = net.poll_receive() else { continue };
+            let Some(i) = tokens.iter().position(|&t| t == tok) else { return 76 };
+            // SAFETY: buffer `i` is the one posted with this token.
+            let Ok((hdr, len)) = (unsafe { net.receive_complete(tok, buf(i)) }) else { return 77 };
+            if hdr + len > LEN as usize {
+                return 77;
+            }
+            frames += 1;
+            let f = &buf(i)[hdr..hdr + len];
+            let is_reply = len >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == peer;
+            if is_reply && f[32..38] == mac && f[38..42] == ip {
+                println!(
+                    "arp: reply from {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} after {} request(s), {} other frame(s)",
+                    f[22],
+                    f[23],
+                    f[24],
+                    f[25],
+                    f[26],
+                    f[27],
+                    attempt + 1,
+                    skipped
+                );
+                return 0;
+            }
+            skipped += 1;
+            // SAFETY: as above; the buffer is posted again untouched.
+            match unsafe { net.receive_begin(buf(i)) } {
+                Ok(t) => tokens[i] = t,
+                Err(_) => return 78,
+            }
+        }
+    }
+    println!("arp: no reply ({} frames received, interrupts={})", frames, vio::interrupts());
+    1
 }

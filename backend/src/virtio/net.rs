@@ -1,0 +1,252 @@
+//! virtio-net (virtio 1.x section 5.1) over the same [`NetExecutor`] and
+//! port (TAP device or in-process peer) as netback: only the framing
+//! differs.
+//!
+//! Queues: receive (0) and transmit (1). Every buffer begins with a
+//! `virtio_net_hdr_v1` (12 bytes). Transmit: a checked [`Chain`] of
+//! device-readable buffers; the header is copied out and stripped, the
+//! rest is the frame, handed to the executor as a transport-free
+//! [`TxPacket`] (`VIRTIO_NET_HDR_F_NEEDS_CSUM` takes netback's
+//! `NETTXF_csum_blank` path). Receive: the device fills the buffers the
+//! driver posted when the port has frames ([`VirtioDevice::event`]), one
+//! chain per frame (no `MRG_RXBUF`: `num_buffers` = 1) behind a zeroed
+//! header; a frame with no buffer posted is dropped and counted, nothing
+//! is queued.
+//!
+//! Checksum offload is not offered: the executor fills only IPv4 TCP/UDP
+//! checksums, and a driver given `VIRTIO_NET_F_CSUM` may leave any
+//! protocol's blank. A partial checksum from the host side (the TAP has
+//! `TUN_F_CSUM`) is filled in before the frame reaches the guest.
+
+use super::blk::{read_bytes, skip, write_bytes};
+use super::{Buf, Chain, ChainSource, VirtioDevice};
+use crate::net::executor::NetExecutor;
+use crate::net::request::{TxError, TxPacket};
+use crate::net::{csum, NetMetrics, NetPort, RxMeta, MAX_FRAME, RX_BUDGET};
+use crate::ratelimit::LogLimiter;
+use pv_abi::netif::ETH_HLEN;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::*;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+
+/// Queue size offered for each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// The receive queue.
+pub const RX_QUEUE: u16 = 0;
+/// The transmit queue.
+pub const TX_QUEUE: u16 = 1;
+/// `virtio_net_hdr_v1`.
+pub const HDR_LEN: usize = size_of::<virtio_net_hdr_v1>();
+const _: () = assert!(HDR_LEN == 12);
+/// Offset of `num_buffers` in the header.
+const NUM_BUFFERS: usize = 10;
+
+/// The virtio network device: framing around the [`NetExecutor`].
+pub struct VirtioNet {
+    exec: NetExecutor,
+    metrics: Arc<NetMetrics>,
+    mac: [u8; 6],
+    /// A frame whose partial checksum is filled in before delivery.
+    scratch: Vec<u8>,
+    log: LogLimiter,
+}
+
+impl std::fmt::Debug for VirtioNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioNet").field("exec", &self.exec).field("mac", &self.mac).finish_non_exhaustive()
+    }
+}
+
+/// Why a transmit chain or receive buffer is refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Tx(#[from] TxError),
+    #[error("{0}")]
+    Chain(String),
+}
+
+impl VirtioNet {
+    /// A device on `port` with `mac`.
+    pub fn new(port: Box<dyn NetPort>, mac: [u8; 6]) -> Self {
+        let metrics = Arc::<NetMetrics>::default();
+        VirtioNet {
+            exec: NetExecutor::new(port, metrics.clone()),
+            metrics,
+            mac,
+            scratch: Vec::new(),
+            log: LogLimiter::default(),
+        }
+    }
+
+    /// The shared counters (the same set netback keeps).
+    pub fn metrics(&self) -> &Arc<NetMetrics> {
+        &self.metrics
+    }
+
+    /// The MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn transmit(&mut self, chain: &Chain, mem: &GuestMemoryMmap) -> Result<(), Refused> {
+        if chain.writable().next().is_some() {
+            return Err(Refused::Chain("device-writable buffer in a transmit chain".into()));
+        }
+        let total: u64 = chain.bufs.iter().map(|b| u64::from(b.len)).sum();
+        if total < HDR_LEN as u64 {
+            return Err(Refused::Chain(format!("{total} bytes: shorter than the {HDR_LEN}-byte header")));
+        }
+        let len = (total - HDR_LEN as u64) as usize;
+        if len > MAX_FRAME {
+            return Err(TxError::TooLong(len).into());
+        }
+        if len < ETH_HLEN {
+            return Err(TxError::TooShort(len).into());
+        }
+        let hdr = read_bytes(mem, &chain.bufs, HDR_LEN).map_err(Refused::Chain)?;
+        if u32::from(hdr[1]) != VIRTIO_NET_HDR_GSO_NONE {
+            return Err(TxError::Gso.into());
+        }
+        let frame = skip(&chain.bufs, HDR_LEN);
+        let segments = frame
+            .iter()
+            .map(|b| mem.get_slice(GuestAddress(b.addr), b.len as usize).map_err(|e| format!("{:#x}: {e}", b.addr)))
+            .collect::<Result<Vec<VolatileSlice<'_>>, _>>()
+            .map_err(Refused::Chain)?;
+        if segments.len() > 1 {
+            self.metrics.tx_multi_slot.inc();
+        }
+        let csum_blank = u32::from(hdr[0]) & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+        self.exec.transmit(&TxPacket { segments: &segments, csum_blank, data_validated: false })?;
+        Ok(())
+    }
+}
+
+/// Copies one frame into the next receive chain; counts what happened.
+fn deliver(frame: &[u8], meta: RxMeta, q: &mut dyn ChainSource, mem: &GuestMemoryMmap, d: &mut Delivery<'_>) {
+    let m = d.metrics;
+    if frame.is_empty() || frame.len() > MAX_FRAME {
+        return m.rx_dropped_bad_size.inc();
+    }
+    if !q.running(RX_QUEUE) {
+        return m.rx_dropped_not_connected.inc();
+    }
+    // The guest was not offered GUEST_CSUM: it gets complete checksums.
+    let frame = if meta.csum_blank {
+        d.scratch.clear();
+        d.scratch.extend_from_slice(frame);
+        if let Err(e) = csum::fill(d.scratch) {
+            crate::limited_warn!(d.log, "virtio-net: received frame dropped: {e}");
+            return m.rx_dropped_bad_size.inc();
+        }
+        &d.scratch[..]
+    } else {
+        frame
+    };
+    let Some(chain) = q.pop(RX_QUEUE) else {
+        return m.rx_dropped_no_buffer.inc();
+    };
+    m.rx_slots.inc();
+    match fill(&chain, frame, mem) {
+        Ok(n) => {
+            q.push_used(RX_QUEUE, chain.head, n);
+            m.rx_packets.inc();
+            m.rx_bytes.add(frame.len() as u64);
+            if chain.bufs.len() > 1 {
+                m.rx_multi_slot.inc();
+            }
+        }
+        Err(why) => {
+            crate::limited_warn!(d.log, head = chain.head, "virtio-net: receive buffer refused: {why}");
+            q.push_used(RX_QUEUE, chain.head, 0);
+            m.rx_errors.inc();
+        }
+    }
+}
+
+/// What [`deliver`] borrows from the device.
+struct Delivery<'a> {
+    metrics: &'a NetMetrics,
+    scratch: &'a mut Vec<u8>,
+    log: &'a mut LogLimiter,
+}
+
+/// Writes the header and `frame` into a receive chain; returns the used length.
+fn fill(chain: &Chain, frame: &[u8], mem: &GuestMemoryMmap) -> Result<u32, String> {
+    if chain.readable().next().is_some() {
+        return Err("device-readable buffer in a receive chain".into());
+    }
+    let bufs: Vec<Buf> = chain.bufs.clone();
+    let room: u64 = bufs.iter().map(|b| u64::from(b.len)).sum();
+    let need = (HDR_LEN + frame.len()) as u64;
+    if room < need {
+        return Err(format!("{room} bytes of buffer for {need}"));
+    }
+    let mut hdr = [0u8; HDR_LEN];
+    hdr[NUM_BUFFERS..].copy_from_slice(&1u16.to_le_bytes());
+    write_bytes(mem, &bufs, &hdr)?;
+    write_bytes(mem, &skip(&bufs, HDR_LEN), frame)?;
+    Ok(need as u32)
+}
+
+impl VirtioDevice for VirtioNet {
+    fn device_id(&self) -> u32 {
+        pv_abi::virtio::device_id::NET
+    }
+
+    fn features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX | 1 << VIRTIO_NET_F_MAC
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // `virtio_net_config`: mac, then status (offered without
+        // VIRTIO_NET_F_STATUS, so only informative: link up).
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&self.mac);
+        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let off = offset as usize;
+        if let Some(src) = config.get(off..off.saturating_add(data.len())) {
+            data.copy_from_slice(src);
+        }
+    }
+
+    fn process(&mut self, queue: u16, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
+        if queue != TX_QUEUE {
+            return 0;
+        }
+        self.metrics.tx_slots.add(chain.bufs.len() as u64);
+        if let Err(e) = self.transmit(chain, mem) {
+            self.metrics.tx_errors.inc();
+            crate::limited_warn!(self.log, head = chain.head, "virtio-net: transmit chain refused: {e}");
+        }
+        // The device writes nothing into a transmit chain.
+        0
+    }
+
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(self.exec.port_fd())
+    }
+
+    fn device_filled(&self, queue: u16) -> bool {
+        queue == RX_QUEUE
+    }
+
+    fn event(&mut self, queues: &mut dyn ChainSource, mem: &GuestMemoryMmap) -> bool {
+        self.metrics.port_wakes.inc();
+        let VirtioNet { exec, metrics, scratch, log, .. } = self;
+        let mut d = Delivery { metrics, scratch, log };
+        for _ in 0..RX_BUDGET {
+            let Some((frame, meta)) = exec.receive() else { return false };
+            deliver(frame, meta, queues, mem, &mut d);
+        }
+        true
+    }
+}

@@ -1,0 +1,4 @@
+//! libFuzzer entry point for the `virtio` target (see `pv_fuzz::targets`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pv_fuzz::targets::virtio(data));
