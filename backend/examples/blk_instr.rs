@@ -12,7 +12,9 @@
 //! ```
 //!
 //! (difference of the two totals / 10000 = instructions per request,
-//! set-up cancelled out). `read` or `write`; the first argument.
+//! set-up cancelled out). Arguments: `read` or `write`, the number of
+//! requests, and optionally the segments (4 KiB pages) per request, 1 to
+//! 11 (default 1).
 
 use backend::block::harness::Harness;
 use backend::block::{Disk, DiskSpec};
@@ -30,11 +32,12 @@ fn main() {
         _ => BLKIF_OP_READ,
     };
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let segs: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).clamp(1, 11);
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("instr.img");
     std::fs::write(&path, vec![0x5au8; DISK_BYTES as usize]).expect("disk image");
     let disk = Arc::new(Disk::open(&DiskSpec { path, readonly: false }).expect("open disk"));
-    let mut h = Harness::new(disk, DEPTH).expect("harness");
+    let mut h = Harness::new(disk, DEPTH * segs).expect("harness");
     let mut rng = 0x1234_5678_9abc_def1u64;
     let mut done = 0;
     while done < n {
@@ -43,15 +46,18 @@ fn main() {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let block = rng % BLOCKS;
+            let block = rng % (BLOCKS - u64::from(segs));
             let mut r = BlkifRequest {
                 operation: op,
-                nr_segments: 1,
+                nr_segments: segs as u8,
                 id: u64::from(slot),
                 sector_number: block * 8,
                 ..Default::default()
             };
-            r.seg[0] = BlkifRequestSegment { gref: h.front.page_gref(slot), first_sect: 0, last_sect: 7, _pad: 0 };
+            for i in 0..segs {
+                let gref = h.front.page_gref(slot * segs + i);
+                r.seg[i as usize] = BlkifRequestSegment { gref, first_sect: 0, last_sect: 7, _pad: 0 };
+            }
             h.front.push(&r).expect("ring has room");
         }
         h.kick();

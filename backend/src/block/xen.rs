@@ -16,7 +16,7 @@ use super::executor::{BlockError, BlockExecutor};
 use super::metrics::BlockMetrics;
 use super::request::{Operation, Request, Status};
 use super::Disk;
-use crate::grant::{GrantError, GrantTable};
+use crate::grant::{GrantError, GrantMapping, GrantTable};
 use crate::ratelimit::LogLimiter;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
@@ -27,6 +27,7 @@ use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_6
 pub mod x86_32;
 use ring_buffers::BackRing;
 use std::sync::Arc;
+use vm_memory::VolatileSlice;
 
 /// Segments an indirect request may carry (`feature-max-indirect-segments`;
 /// Linux's blkback allows 256 too).
@@ -329,7 +330,22 @@ impl<L: RingLayout> Blkback<L> {
                 let data = [page.slice(offset, len, writable)?];
                 Ok(self.device.execute(&Request { op, sector, data: &data })?)
             }
+            _ if descs.len() <= BLKIF_MAX_SEGMENTS_PER_REQUEST => {
+                // A direct request: inline storage, no allocation.
+                let mut pages: [Option<GrantMapping<&GrantTable>>; BLKIF_MAX_SEGMENTS_PER_REQUEST] = Default::default();
+                for (page, s) in pages.iter_mut().zip(descs) {
+                    *page = Some(self.grants.map_scoped(s.gref, writable)?);
+                }
+                let mut data: [VolatileSlice<'_>; BLKIF_MAX_SEGMENTS_PER_REQUEST] =
+                    std::array::from_fn(|_| VolatileSlice::from(&mut [][..]));
+                for ((d, page), s) in data.iter_mut().zip(pages.iter().flatten()).zip(descs) {
+                    let (offset, len) = range(s);
+                    *d = page.slice(offset, len, writable)?;
+                }
+                Ok(self.device.execute(&Request { op, sector, data: &data[..descs.len()] })?)
+            }
             _ => {
+                // Indirect: up to MAX_INDIRECT_SEGMENTS.
                 let pages = descs
                     .iter()
                     .map(|s| self.grants.map_scoped(s.gref, writable))
