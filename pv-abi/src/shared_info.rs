@@ -232,3 +232,183 @@ impl Default for SharedInfo {
         Self::zeroed()
     }
 }
+
+/// Where the 2-level event-channel state and the wall clock sit in one
+/// shared-info layout: Xen's x86-64 layout ([`LAYOUT_64`]) or the x86_32
+/// (compat) one ([`LAYOUT_X86_32`]), whose bitmap words and selector are
+/// 32-bit `xen_ulong_t`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvtchnLayout {
+    /// Bytes per bitmap word (and of the selector): 8 or 4.
+    pub word_bytes: usize,
+    /// Ports the 2-level bitmaps hold (`BITS_PER_XEN_ULONG` squared).
+    pub nr_channels: u32,
+    /// Offset of `evtchn_pending`.
+    pub pending: usize,
+    /// Offset of `evtchn_mask`.
+    pub mask: usize,
+    /// Offset of `vcpu_info[0].evtchn_pending_sel`.
+    pub pending_sel: usize,
+    /// Offset of `wc_version` (then `wc_sec`, `wc_nsec`).
+    pub wc_version: usize,
+    /// Offset of the wall clock's high seconds (`wc_sec_hi`; in
+    /// `arch_shared_info` on x86_32).
+    pub wc_sec_hi: usize,
+}
+
+impl EvtchnLayout {
+    /// Bits per bitmap word.
+    pub const fn word_bits(&self) -> u32 {
+        self.word_bytes as u32 * 8
+    }
+    /// `(word, bit)` of `port`, `None` beyond this layout's bitmaps.
+    pub const fn word_bit(&self, port: u32) -> Option<(usize, u32)> {
+        if port >= self.nr_channels {
+            None
+        } else {
+            Some(((port / self.word_bits()) as usize, port % self.word_bits()))
+        }
+    }
+    /// Byte offset of word `word` of `evtchn_pending`.
+    pub const fn pending_word(&self, word: usize) -> usize {
+        self.pending + word * self.word_bytes
+    }
+    /// Byte offset of word `word` of `evtchn_mask`.
+    pub const fn mask_word(&self, word: usize) -> usize {
+        self.mask + word * self.word_bytes
+    }
+}
+
+/// Xen's x86-64 shared-info layout (our own guests and 64-bit PVH guests).
+pub const LAYOUT_64: EvtchnLayout = EvtchnLayout {
+    word_bytes: 8,
+    nr_channels: (EVTCHN_WORDS * EVTCHN_WORDS) as u32,
+    pending: core::mem::offset_of!(SharedInfo, evtchn_pending),
+    mask: core::mem::offset_of!(SharedInfo, evtchn_mask),
+    pending_sel: SharedInfo::pending_sel_offset(0),
+    wc_version: core::mem::offset_of!(SharedInfo, wc_version),
+    wc_sec_hi: core::mem::offset_of!(SharedInfo, wc_sec_hi),
+};
+
+/// Xen's x86_32 shared-info layout (a PVH guest in 32-bit mode).
+pub const LAYOUT_X86_32: EvtchnLayout = EvtchnLayout {
+    word_bytes: 4,
+    nr_channels: (x86_32::EVTCHN_WORDS * x86_32::EVTCHN_WORDS) as u32,
+    pending: core::mem::offset_of!(x86_32::SharedInfo, evtchn_pending),
+    mask: core::mem::offset_of!(x86_32::SharedInfo, evtchn_mask),
+    pending_sel: core::mem::offset_of!(x86_32::VcpuInfo, evtchn_pending_sel),
+    wc_version: core::mem::offset_of!(x86_32::SharedInfo, wc_version),
+    wc_sec_hi: core::mem::offset_of!(x86_32::SharedInfo, arch)
+        + core::mem::offset_of!(x86_32::ArchSharedInfo, wc_sec_hi),
+};
+
+/// Xen's `shared_info` as a 32-bit (x86_32) guest sees it: `xen_ulong_t`
+/// and `unsigned long` are 32 bits, so the selector, the bitmaps, and
+/// everything after them differ from the x86-64 layout (the pending bits
+/// of the first 1024 ports coincide).
+pub mod x86_32 {
+    use super::VcpuTimeInfo;
+
+    /// Number of 32-bit words in each event-channel bitmap.
+    pub const EVTCHN_WORDS: usize = 32;
+
+    /// x86_32 `arch_vcpu_info`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ArchVcpuInfo {
+        /// Faulting address of the last page fault (PV guests; unused here).
+        pub cr2: u32,
+        /// Zero (makes `vcpu_info` 64 bytes).
+        pub pad: [u32; 5],
+    }
+    crate::assert_layout!(ArchVcpuInfo, size = 24, cr2 = 0, pad = 4);
+
+    /// x86_32 `vcpu_info`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct VcpuInfo {
+        /// As in the x86-64 layout.
+        pub upcall_pending: u8,
+        /// As in the x86-64 layout.
+        pub upcall_mask: u8,
+        /// Zero.
+        pub _pad: [u8; 2],
+        /// Selector: bit `i` for 32-bit word `i` of `evtchn_pending`.
+        pub evtchn_pending_sel: u32,
+        /// Architecture-specific state.
+        pub arch: ArchVcpuInfo,
+        /// Time information (same offset as in the x86-64 layout).
+        pub time: VcpuTimeInfo,
+    }
+    crate::assert_layout!(
+        VcpuInfo,
+        size = 64,
+        upcall_pending = 0,
+        upcall_mask = 1,
+        evtchn_pending_sel = 4,
+        arch = 8,
+        time = 32
+    );
+
+    /// x86_32 `arch_shared_info` (with the wall clock's `wc_sec_hi`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ArchSharedInfo {
+        /// Number of valid p2m entries (unused).
+        pub max_pfn: u32,
+        /// Frame of the p2m frame-list list (unused).
+        pub pfn_to_mfn_frame_list_list: u32,
+        /// NMI reason bits (unused).
+        pub nmi_reason: u32,
+        /// Unused.
+        pub p2m_cr3: u32,
+        /// Unused.
+        pub p2m_vaddr: u32,
+        /// Unused.
+        pub p2m_generation: u32,
+        /// Wall-clock seconds, high 32 bits.
+        pub wc_sec_hi: u32,
+    }
+    crate::assert_layout!(
+        ArchSharedInfo,
+        size = 28,
+        max_pfn = 0,
+        pfn_to_mfn_frame_list_list = 4,
+        nmi_reason = 8,
+        p2m_cr3 = 12,
+        p2m_vaddr = 16,
+        p2m_generation = 20,
+        wc_sec_hi = 24
+    );
+
+    /// x86_32 `shared_info`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SharedInfo {
+        /// Per-vCPU event state.
+        pub vcpu_info: [VcpuInfo; super::MAX_LEGACY_VCPUS],
+        /// Pending bitmap (32-bit words).
+        pub evtchn_pending: [u32; EVTCHN_WORDS],
+        /// Mask bitmap (32-bit words).
+        pub evtchn_mask: [u32; EVTCHN_WORDS],
+        /// Wall-clock version counter.
+        pub wc_version: u32,
+        /// Wall-clock seconds (low 32 bits).
+        pub wc_sec: u32,
+        /// Wall-clock nanoseconds.
+        pub wc_nsec: u32,
+        /// Architecture-specific part.
+        pub arch: ArchSharedInfo,
+    }
+    crate::assert_layout!(
+        SharedInfo,
+        size = 2344,
+        vcpu_info = 0,
+        evtchn_pending = 2048,
+        evtchn_mask = 2176,
+        wc_version = 2304,
+        wc_sec = 2308,
+        wc_nsec = 2312,
+        arch = 2316
+    );
+}

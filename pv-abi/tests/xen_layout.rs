@@ -161,6 +161,13 @@ fn checks() -> Vec<Check> {
     konst!(v,
         "XEN_LEGACY_MAX_VCPUS" => MAX_LEGACY_VCPUS,
         "sizeof(((struct shared_info *)0)->evtchn_pending) / sizeof(xen_ulong_t)" => EVTCHN_WORDS,
+        "sizeof(xen_ulong_t)" => LAYOUT_64.word_bytes,
+        "sizeof(((struct shared_info *)0)->evtchn_pending) * 8" => LAYOUT_64.nr_channels,
+        "offsetof(struct shared_info, evtchn_pending)" => LAYOUT_64.pending,
+        "offsetof(struct shared_info, evtchn_mask)" => LAYOUT_64.mask,
+        "offsetof(struct shared_info, vcpu_info[0].evtchn_pending_sel)" => LAYOUT_64.pending_sel,
+        "offsetof(struct shared_info, wc_version)" => LAYOUT_64.wc_version,
+        "offsetof(struct shared_info, wc_sec_hi)" => LAYOUT_64.wc_sec_hi,
     );
 
     // Grant tables.
@@ -483,9 +490,30 @@ fn layouts_32_bit_match_xen_headers_compiled_for_i386() {
     // Same offsets and size; only the alignment (4 on i386) differs.
     konst!(v, "sizeof(struct xen_hvm_param)" => size_of::<hvm_op::HvmParam>());
     off!(v, "struct xen_hvm_param", hvm_op::HvmParam, "domid" => domid, "index" => index, "value" => value);
-    // The time record sits at the same offset of vcpu_info in both layouts.
-    konst!(v, "offsetof(struct vcpu_info, time)" => 32, "sizeof(struct vcpu_info)" => 64,
-        "offsetof(struct shared_info, wc_version)" => 2304);
+    // The x86_32 shared-info page (alignment 4 on i386, 8 in Rust: sizes
+    // and offsets only), and the event-channel layout derived from it.
+    use pv_abi::shared_info::{x86_32 as si32, LAYOUT_X86_32 as l32};
+    konst!(v, "sizeof(struct vcpu_info)" => size_of::<si32::VcpuInfo>(),
+        "sizeof(struct arch_vcpu_info)" => size_of::<si32::ArchVcpuInfo>(),
+        "sizeof(struct arch_shared_info)" => size_of::<si32::ArchSharedInfo>(),
+        "sizeof(struct shared_info)" => size_of::<si32::SharedInfo>(),
+        "sizeof(xen_ulong_t)" => l32.word_bytes,
+        "sizeof(((struct shared_info *)0)->evtchn_pending) * 8" => l32.nr_channels,
+        "offsetof(struct shared_info, evtchn_pending)" => l32.pending,
+        "offsetof(struct shared_info, evtchn_mask)" => l32.mask,
+        "offsetof(struct shared_info, vcpu_info[0].evtchn_pending_sel)" => l32.pending_sel,
+        "offsetof(struct shared_info, wc_version)" => l32.wc_version,
+        "offsetof(struct shared_info, arch.wc_sec_hi)" => l32.wc_sec_hi);
+    off!(v, "struct vcpu_info", si32::VcpuInfo, "evtchn_upcall_pending" => upcall_pending,
+        "evtchn_upcall_mask" => upcall_mask, "evtchn_pending_sel" => evtchn_pending_sel, "arch" => arch,
+        "time" => time);
+    off!(v, "struct arch_shared_info", si32::ArchSharedInfo, "max_pfn" => max_pfn,
+        "pfn_to_mfn_frame_list_list" => pfn_to_mfn_frame_list_list, "nmi_reason" => nmi_reason,
+        "p2m_cr3" => p2m_cr3, "p2m_vaddr" => p2m_vaddr, "p2m_generation" => p2m_generation,
+        "wc_sec_hi" => wc_sec_hi);
+    off!(v, "struct shared_info", si32::SharedInfo, "vcpu_info" => vcpu_info,
+        "evtchn_pending" => evtchn_pending, "evtchn_mask" => evtchn_mask, "wc_version" => wc_version,
+        "wc_sec" => wc_sec, "wc_nsec" => wc_nsec, "arch" => arch);
 
     let mut src = String::from("#include <stddef.h>\n#include <stdint.h>\n");
     for h in ["xen/xen.h", "xen/memory.h", "xen/grant_table.h", "xen/hvm/hvm_op.h", "xen/io/blkif.h"] {

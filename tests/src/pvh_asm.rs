@@ -158,6 +158,11 @@ impl Asm {
         self.b(&[0x74, 0xf6]); // je back to the cmp (-10)
         self.b(&[0xfa])
     }
+    /// `bts [addr], eax`: sets bit `eax` of the bitmap at `addr` (32-bit code).
+    pub fn bts_eax(&mut self, addr: u32) -> &mut Self {
+        assert!(!self.long);
+        self.b(&[0x0f, 0xab, 0x05]).imm(addr)
+    }
     /// Address of the #GP handler, once [`setup_descriptors`](Self::setup_descriptors) ran.
     pub fn gp_handler(&self) -> u32 {
         self.gp_handler

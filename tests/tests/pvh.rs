@@ -267,3 +267,61 @@ fn pvh_callback_vector_delivers_virq_timer_to_the_guest_handler() {
     let si = PvhLayout::new(MEM).shared_info();
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending set");
 }
+
+/// A 32-bit PVH guest gets Xen's x86_32 shared-info layout (chosen by the
+/// vCPU's mode when it places the page): it masks `VIRQ_TIMER`'s port in
+/// the 32-bit `evtchn_mask`, and the timer's event stays pending without
+/// selector bit or upcall; `EVTCHNOP_unmask` then raises exactly one
+/// upcall, with the 32-bit selector (one bit per 32-bit word) at offset 4.
+/// The wall clock is where the 32-bit layout has it.
+#[test]
+fn pvh_32_bit_guest_masks_and_unmasks_through_the_x86_32_shared_info_layout() {
+    use pv_abi::shared_info::LAYOUT_X86_32 as L32;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    let (s, hole) = (SCRATCH, MEM as u32);
+    let si = |off: usize| hole + off as u32;
+    // add_to_physmap(shared_info) at the hole (compat struct), bind_virq(VIRQ_TIMER).
+    a.poke(s, 0x7ff0).poke(s + 4, 0).poke(s + 8, 0).poke(s + 12, hole >> 12).hypercall(MEMORY_OP, &[7, s], 0);
+    let b = s + 0x100;
+    a.poke(b, 0).poke(b + 4, 0).poke(b + 8, 0).hypercall(EVENT_CHANNEL_OP, &[1, b], 1);
+    // Mask the port in the 32-bit evtchn_mask, fire the timer, poll for it.
+    a.load_eax(b + 8).bts_eax(si(L32.mask));
+    a.hypercall(15, &[1, 0], 2);
+    let ps = s + 0x200;
+    a.poke(ps, b + 8).poke(ps + 4, 1).poke(ps + 8, 0).poke(ps + 12, 0).hypercall(29, &[3, ps], 3);
+    let record = |a: &mut Asm, first: u32| {
+        for (i, off) in [0, L32.pending_sel, L32.pending, L32.mask].into_iter().enumerate() {
+            a.load_eax(si(off)).store_eax(RESULTS + (first + i as u32) * 4);
+        }
+    };
+    record(&mut a, 10);
+    // Unmask: the pending event is delivered now.
+    a.load_eax(b + 8).store_eax(s + 0x300).hypercall(EVENT_CHANNEL_OP, &[9, s + 0x300], 4);
+    record(&mut a, 20);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    assert_eq!((result(&vm, 0), result(&vm, 1), result(&vm, 2), result(&vm, 3)), (0, 0, 0, 0));
+    let port = vm.dom.ram.read_obj::<u32>(u64::from(b + 8)).unwrap();
+    assert!((1..32).contains(&port), "port {port} in word 0");
+    let bit = 1u32 << port;
+    let r = |slot: u32| result(&vm, slot) as u32;
+    assert_eq!(r(10) & 0xff, 0, "no upcall_pending while masked");
+    assert_eq!(r(11), 0, "no selector bit while masked");
+    assert_ne!(r(12) & bit, 0, "pending in the 32-bit evtchn_pending");
+    assert_ne!(r(13) & bit, 0, "masked in the 32-bit evtchn_mask");
+    assert_eq!(result(&vm, 4), 0, "EVTCHNOP_unmask");
+    assert_eq!(r(20) & 0xff, 1, "upcall_pending after unmask");
+    assert_eq!(r(21), 1, "selector bit 0 (32-bit word 0) at offset 4");
+    assert_ne!(r(22) & bit, 0, "still pending (the guest clears it)");
+    assert_eq!(r(23) & bit, 0, "unmasked");
+    let upcalls = vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(upcalls, 1, "exactly one upcall, after the unmask");
+    let page = PvhLayout::new(MEM).shared_info();
+    let word = |off: usize| vm.dom.ram.read_obj::<u32>(page + off as u64).unwrap();
+    assert_eq!(word(8), 0, "nothing at the 64-bit selector's place");
+    assert_ne!(word(L32.wc_version + 4), 0, "wc_sec in the 32-bit layout");
+    assert_eq!(word(pv_abi::shared_info::LAYOUT_64.wc_version + 4), 0, "nothing at the 64-bit wall clock");
+}

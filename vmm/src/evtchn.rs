@@ -20,13 +20,13 @@
 //! the second's. A back end learns of the guest's close through xenbus
 //! (the front end's state), as in Xen.
 
-use crate::memory::GuestRam;
+use crate::memory::{BadGuestRange, GuestRam};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use pv_abi::errno::{EINVAL, ENOSPC, ESRCH};
 use pv_abi::event_channel::*;
 use pv_abi::hypercall::DOORBELL_PORT;
-use pv_abi::shared_info::{evtchn_word_bit, SharedInfo};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use pv_abi::shared_info::{EvtchnLayout, SharedInfo, LAYOUT_64, LAYOUT_X86_32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -149,6 +149,17 @@ pub struct EventChannels {
     pub counters: EvtchnCounters,
     /// Replaces the upcall irqfd (PVH callback vector), if set.
     upcall_hook: Mutex<Option<UpcallHook>>,
+    /// The shared-info page uses Xen's x86_32 layout (see
+    /// [`set_compat_layout`](EventChannels::set_compat_layout)).
+    compat_layout: AtomicBool,
+}
+
+/// An atomic read-modify-write on one bitmap or selector word.
+#[derive(Clone, Copy)]
+enum WordOp {
+    Load,
+    Or,
+    Clear,
 }
 
 impl std::fmt::Debug for EventChannels {
@@ -187,7 +198,51 @@ impl EventChannels {
             upcall,
             upcall_hook: Mutex::new(None),
             counters: EvtchnCounters::default(),
+            compat_layout: AtomicBool::new(false),
         })
+    }
+
+    /// Chooses the shared-info layout: Xen's x86_32 one (`true`) or x86-64.
+    ///
+    /// The rule (Xen decides by the guest's mode too): a PVH guest's layout
+    /// is fixed by the vCPU's mode at the hypercall that places the
+    /// shared-info page (`XENMEM_add_to_physmap`) or chooses how events
+    /// arrive (`HVM_PARAM_CALLBACK_IRQ`, `HVMOP_set_evtchn_upcall_vector`);
+    /// the latest such call wins. Our own guests are 64-bit and never call
+    /// this.
+    pub fn set_compat_layout(&self, compat: bool) {
+        self.compat_layout.store(compat, Ordering::Relaxed);
+    }
+
+    /// The shared-info layout in use.
+    pub fn layout(&self) -> &'static EvtchnLayout {
+        if self.compat_layout.load(Ordering::Relaxed) {
+            &LAYOUT_X86_32
+        } else {
+            &LAYOUT_64
+        }
+    }
+
+    /// `op` on the bitmap word (of `l`'s width) at page offset `off`,
+    /// with `bits`; returns the word's previous value.
+    fn word_op(&self, l: &EvtchnLayout, off: usize, op: WordOp, bits: u64) -> Result<u64, BadGuestRange> {
+        let at = self.shared_info + off as u64;
+        if l.word_bytes == 8 {
+            self.ram.with_atomic(at, |w: &AtomicU64| match op {
+                WordOp::Load => w.load(Ordering::SeqCst),
+                WordOp::Or => w.fetch_or(bits, Ordering::SeqCst),
+                WordOp::Clear => w.fetch_and(!bits, Ordering::SeqCst),
+            })
+        } else {
+            let b = bits as u32;
+            self.ram.with_atomic(at, |w: &AtomicU32| {
+                u64::from(match op {
+                    WordOp::Load => w.load(Ordering::SeqCst),
+                    WordOp::Or => w.fetch_or(b, Ordering::SeqCst),
+                    WordOp::Clear => w.fetch_and(!b, Ordering::SeqCst),
+                })
+            })
+        }
     }
 
     /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
@@ -372,9 +427,9 @@ impl EventChannels {
 
     /// Whether `port`'s pending bit is set in the shared-info page.
     pub fn is_pending(&self, port: u32) -> bool {
-        let Some((word, bit)) = evtchn_word_bit(port) else { return false };
-        let at = self.shared_info + SharedInfo::pending_word_offset(word) as u64;
-        self.ram.with_atomic(at, |w: &AtomicU64| w.load(Ordering::SeqCst) & (1 << bit) != 0).unwrap_or(false)
+        let l = self.layout();
+        let Some((word, bit)) = l.word_bit(port) else { return false };
+        self.word_op(l, l.pending_word(word), WordOp::Load, 0).is_ok_and(|w| w & (1 << bit) != 0)
     }
 
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
@@ -388,44 +443,34 @@ impl EventChannels {
     }
 
     fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
-        let (word, bit) = evtchn_word_bit(port).ok_or(EvtchnError::BadPort(port))?;
-        let si = self.shared_info;
+        let l = self.layout();
+        let (word, bit) = l.word_bit(port).ok_or(EvtchnError::BadPort(port))?;
         let mask = 1u64 << bit;
-        let at = |off: usize| si + off as u64;
-        let was_pending = self
-            .ram
-            .with_atomic(at(SharedInfo::pending_word_offset(word)), |w: &AtomicU64| w.fetch_or(mask, Ordering::SeqCst))
-            .map_err(|_| EvtchnError::SharedInfo)?;
+        let was_pending =
+            self.word_op(l, l.pending_word(word), WordOp::Or, mask).map_err(|_| EvtchnError::SharedInfo)?;
         if was_pending & mask != 0 {
             return Ok(false);
         }
-        self.raise_if_unmasked(word, mask)
+        self.raise_if_unmasked(l, word, mask)
     }
 
     /// The tail of set-pending and unmask: if the port is unmasked, set the
     /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
     /// interrupt the vCPU.
-    fn raise_if_unmasked(&self, word: usize, mask: u64) -> Result<bool, EvtchnError> {
-        let si = self.shared_info;
-        let at = |off: usize| si + off as u64;
-        let masked = self
-            .ram
-            .with_atomic(at(SharedInfo::mask_word_offset(word)), |w: &AtomicU64| w.load(Ordering::SeqCst))
-            .map_err(|_| EvtchnError::SharedInfo)?;
+    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64) -> Result<bool, EvtchnError> {
+        let masked = self.word_op(l, l.mask_word(word), WordOp::Load, 0).map_err(|_| EvtchnError::SharedInfo)?;
         if masked & mask != 0 {
             return Ok(false);
         }
         let sel_bit = 1u64 << word;
-        let sel_was = self
-            .ram
-            .with_atomic(at(SharedInfo::pending_sel_offset(0)), |w: &AtomicU64| w.fetch_or(sel_bit, Ordering::SeqCst))
-            .map_err(|_| EvtchnError::SharedInfo)?;
+        let sel_was = self.word_op(l, l.pending_sel, WordOp::Or, sel_bit).map_err(|_| EvtchnError::SharedInfo)?;
         if sel_was & sel_bit != 0 {
             return Ok(false);
         }
+        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(0) as u64;
         let upcall_was = self
             .ram
-            .with_atomic(at(SharedInfo::upcall_pending_offset(0)), |b: &AtomicU8| b.swap(1, Ordering::SeqCst))
+            .with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))
             .map_err(|_| EvtchnError::SharedInfo)?;
         if upcall_was != 0 {
             return Ok(false);
@@ -558,17 +603,13 @@ impl EventChannels {
         if !matches!(self.lock().ports.get(port as usize), Some(s) if !matches!(s, PortState::Free)) {
             return Err(EINVAL);
         }
-        let (word, bit) = evtchn_word_bit(port).ok_or(EINVAL)?;
+        let l = self.layout();
+        let (word, bit) = l.word_bit(port).ok_or(EINVAL)?;
         let mask = 1u64 << bit;
-        let si = self.shared_info;
-        let ram = &self.ram;
-        ram.with_atomic(si + SharedInfo::mask_word_offset(word) as u64, |w: &AtomicU64| {
-            w.fetch_and(!mask, Ordering::SeqCst)
-        })?;
-        let pending = ram
-            .with_atomic(si + SharedInfo::pending_word_offset(word) as u64, |w: &AtomicU64| w.load(Ordering::SeqCst))?;
+        self.word_op(l, l.mask_word(word), WordOp::Clear, mask)?;
+        let pending = self.word_op(l, l.pending_word(word), WordOp::Load, 0)?;
         if pending & mask != 0 {
-            self.raise_if_unmasked(word, mask).map_err(|e| e.errno())?;
+            self.raise_if_unmasked(l, word, mask).map_err(|e| e.errno())?;
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
                 return Err(EINVAL);
             }
             dom.evtchn.set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
+            dom.evtchn.set_compat_layout(dom.compat);
             dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
             Ok(0)
         }
@@ -81,6 +82,7 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
                 std::sync::Arc::new(move || line.raise()) as crate::evtchn::UpcallHook
             });
             dom.evtchn.set_upcall_hook(hook);
+            dom.evtchn.set_compat_layout(dom.compat);
             Ok(())
         }
         PARAM_STORE_PFN | PARAM_STORE_EVTCHN | PARAM_CONSOLE_PFN | PARAM_CONSOLE_EVTCHN => Err(EPERM),

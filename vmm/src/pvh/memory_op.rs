@@ -101,7 +101,10 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     if slot == 0 {
         let si = p.layout.shared_info();
         let ram = dom.ram.clone();
-        pvh(dom).clock.publish(&ram, si)?;
+        // The vCPU's mode now fixes the page's layout (see `set_compat_layout`).
+        dom.evtchn.set_compat_layout(dom.compat);
+        let layout = dom.evtchn.layout();
+        pvh(dom).clock.publish(&ram, si, layout)?;
     }
     Ok(0)
 }

@@ -3,16 +3,12 @@
 //! wall clock.
 
 use crate::memory::GuestRam;
-use pv_abi::shared_info::VcpuTimeInfo;
+use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Offset of `vcpu_info[0].time` in the shared-info page (the same in the
 /// 32- and 64-bit layouts).
 const TIME_OFFSET: u64 = 32;
-/// Offset of `wc_version` in the 64-bit shared-info layout.
-const WC_OFFSET_64: u64 = 3072;
-/// Offset of `wc_version` in the 32-bit (compat) layout.
-const WC_OFFSET_32: u64 = 2304;
 /// `XEN_PVCLOCK_TSC_STABLE_BIT`.
 const PVCLOCK_TSC_STABLE: u8 = 1;
 
@@ -74,9 +70,14 @@ impl PvClock {
     }
 
     /// Writes the current time into the shared-info page at `shared_info`
-    /// (seqlock: odd version while writing), and the wall clock in both
-    /// layouts' places (the other layout's place is unused there).
-    pub fn publish(&mut self, ram: &GuestRam, shared_info: u64) -> Result<(), crate::memory::BadGuestRange> {
+    /// (seqlock: odd version while writing), and the wall clock where the
+    /// page's layout `l` has it (x86-64 or x86_32).
+    pub fn publish(
+        &mut self,
+        ram: &GuestRam,
+        shared_info: u64,
+        l: &EvtchnLayout,
+    ) -> Result<(), crate::memory::BadGuestRange> {
         self.version = self.version.wrapping_add(2);
         let mut t = VcpuTimeInfo {
             version: self.version.wrapping_sub(1),
@@ -96,10 +97,9 @@ impl PvClock {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let boot_wall = wall.saturating_sub(self.boot.elapsed());
         let secs = boot_wall.as_secs();
-        for off in [WC_OFFSET_64, WC_OFFSET_32] {
-            let wc: [u32; 4] = [self.version, secs as u32, boot_wall.subsec_nanos(), (secs >> 32) as u32];
-            ram.write_obj(shared_info + off, &wc)?;
-        }
+        let wc: [u32; 3] = [self.version, secs as u32, boot_wall.subsec_nanos()];
+        ram.write_obj(shared_info + l.wc_version as u64, &wc)?;
+        ram.write(shared_info + l.wc_sec_hi as u64, &((secs >> 32) as u32).to_le_bytes())?;
         Ok(())
     }
 }

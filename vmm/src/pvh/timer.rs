@@ -103,7 +103,7 @@ fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
         t.set(deadline);
     }
     if pvh.placed[0].is_some() {
-        pvh.clock.publish(&ram, pvh.layout.shared_info())?;
+        pvh.clock.publish(&ram, pvh.layout.shared_info(), dom.evtchn.layout())?;
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
     let pvh = dom.pvh.as_mut().expect("checked");
     if pvh.placed[0].is_some() {
-        pvh.clock.publish(&dom.ram, pvh.layout.shared_info())?;
+        pvh.clock.publish(&dom.ram, pvh.layout.shared_info(), dom.evtchn.layout())?;
     }
     Ok(0)
 }
