@@ -3,6 +3,7 @@
 //! in-process peer ([`super::peer::Peer`]) for tests and benchmarks.
 
 use std::os::fd::RawFd;
+use vm_memory::VolatileSlice;
 
 /// What the host side says about a frame's checksum (virtio-net header
 /// flags for the TAP; set by the sender for the in-process peer).
@@ -20,6 +21,12 @@ pub trait NetPort: Send {
     /// Sends one complete frame (checksums filled in) to the host side.
     /// `data_validated`: the front end vouches for the checksum.
     fn send(&mut self, frame: &[u8], data_validated: bool) -> std::io::Result<()>;
+    /// Sends one complete frame given as its pieces in (checked, mapped)
+    /// guest memory, without gathering it first; `None` if this port
+    /// cannot, and the caller gathers and uses [`send`](Self::send).
+    fn send_slices(&mut self, _segments: &[VolatileSlice<'_>], _data_validated: bool) -> Option<std::io::Result<()>> {
+        None
+    }
     /// Takes the next frame from the host side into `buf`; `None` if there
     /// is none now. A frame longer than `buf` is cut (and its length says so).
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<(usize, RxMeta)>>;
