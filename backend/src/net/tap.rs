@@ -8,12 +8,12 @@
 //! offload is on: `TUNSETOFFLOAD(TUN_F_CSUM)`) or as already validated
 //! (`VIRTIO_NET_HDR_F_DATA_VALID`); netback passes both on to the guest as
 //! `NETRXF_*` flags. Frames netback writes always have complete checksums
-//! (netback fills in a guest's blank one) and say `DATA_VALID` when the
-//! guest vouched for them. A frame that needs no filling in is written
-//! straight from the guest's pages: the header and the pieces in one
-//! `writev`, which the kernel copies as one packet.
+//! and say `DATA_VALID` when the guest vouched for them, except a guest's
+//! blank one, which goes as `NEEDS_CSUM` for the kernel to complete.
+//! Frames are written straight from the guest's pages: the header and the
+//! pieces in one `writev`, which the kernel copies as one packet.
 
-use super::port::{NetPort, RxMeta};
+use super::port::{NetPort, RxMeta, TxCsum};
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -184,15 +184,16 @@ impl Tap {
 
 impl NetPort for Tap {
     fn send(&mut self, frame: &[u8], data_validated: bool) -> std::io::Result<()> {
-        self.file.write_vectored(&[IoSlice::new(&vnet_hdr(data_validated)), IoSlice::new(frame)]).map(|_| ())
+        let csum = if data_validated { TxCsum::Validated } else { TxCsum::Complete };
+        self.file.write_vectored(&[IoSlice::new(&vnet_hdr(csum)), IoSlice::new(frame)]).map(|_| ())
     }
 
-    fn send_slices(&mut self, segments: &[VolatileSlice<'_>], data_validated: bool) -> Option<std::io::Result<()>> {
-        const MAX: usize = super::MAX_TX_SLOTS;
+    fn send_slices(&mut self, segments: &[VolatileSlice<'_>], csum: TxCsum) -> Option<std::io::Result<()>> {
+        const MAX: usize = super::MAX_TX_SLOTS + 1;
         if segments.len() > MAX {
             return None;
         }
-        let hdr = vnet_hdr(data_validated);
+        let hdr = vnet_hdr(csum);
         // The guards keep the slices' pointers valid across the system call.
         let guards: [_; MAX] = std::array::from_fn(|i| segments.get(i).map(|s| s.ptr_guard()));
         let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX + 1];
@@ -236,11 +237,17 @@ impl NetPort for Tap {
     }
 }
 
-/// The virtio-net header of a frame netback writes (checksum complete).
-fn vnet_hdr(data_validated: bool) -> [u8; VNET_HDR_LEN] {
+/// The virtio-net header of a frame netback writes.
+fn vnet_hdr(csum: TxCsum) -> [u8; VNET_HDR_LEN] {
     let mut hdr = [0u8; VNET_HDR_LEN];
-    if data_validated {
-        hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+    match csum {
+        TxCsum::Complete => {}
+        TxCsum::Validated => hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID,
+        TxCsum::Partial { start, offset } => {
+            hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            hdr[6..8].copy_from_slice(&start.to_le_bytes());
+            hdr[8..10].copy_from_slice(&offset.to_le_bytes());
+        }
     }
     hdr
 }
