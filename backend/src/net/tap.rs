@@ -190,26 +190,14 @@ impl NetPort for Tap {
 
     fn send_slices(&mut self, segments: &[VolatileSlice<'_>], csum: TxCsum) -> Option<std::io::Result<()>> {
         const MAX: usize = super::MAX_TX_SLOTS + 1;
-        if segments.len() > MAX {
-            return None;
-        }
         let hdr = vnet_hdr(csum);
-        // The guards keep the slices' pointers valid across the system call.
-        let guards: [_; MAX] = std::array::from_fn(|i| segments.get(i).map(|s| s.ptr_guard()));
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX + 1];
-        iov[0] = libc::iovec { iov_base: hdr.as_ptr().cast_mut().cast(), iov_len: hdr.len() };
-        for (v, (g, s)) in iov[1..].iter_mut().zip(guards.iter().flatten().zip(segments)) {
-            *v = libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: s.len() };
+        // Sized for the common cases, to set up no more iovecs than needed.
+        match segments.len() {
+            1 => Some(self.writev::<2>(&hdr, segments)),
+            2 => Some(self.writev::<3>(&hdr, segments)),
+            n if n <= MAX => Some(self.writev::<{ MAX + 1 }>(&hdr, segments)),
+            _ => None,
         }
-        let cnt = (segments.len() + 1) as libc::c_int;
-        // SAFETY: `iov` holds `cnt` initialised iovecs: the header on this
-        // stack and ranges of `VolatileSlice`s of mapped guest memory that
-        // stay mapped while `segments` is borrowed (the grants are held by
-        // the caller). The kernel only reads them, and copies the whole
-        // frame in this call (one TAP write is one packet); guest memory
-        // is never behind a Rust reference.
-        let rc = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt) };
-        Some(if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) })
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<(usize, RxMeta)>> {
@@ -234,6 +222,31 @@ impl NetPort for Tap {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+impl Tap {
+    /// Writes `hdr` and `segments` (fewer than `N`) as one frame.
+    fn writev<const N: usize>(&self, hdr: &[u8; VNET_HDR_LEN], segments: &[VolatileSlice<'_>]) -> std::io::Result<()> {
+        // The guards keep the slices' pointers valid across the system call.
+        let guards: [_; N] = std::array::from_fn(|i| segments.get(i).map(|s| s.ptr_guard()));
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; N];
+        iov[0] = libc::iovec { iov_base: hdr.as_ptr().cast_mut().cast(), iov_len: hdr.len() };
+        for (v, (g, s)) in iov[1..].iter_mut().zip(guards.iter().flatten().zip(segments)) {
+            *v = libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: s.len() };
+        }
+        let cnt = (segments.len() + 1).min(N) as libc::c_int;
+        // SAFETY: `iov` holds `cnt` initialised iovecs: the header on the
+        // caller's stack and ranges of `VolatileSlice`s of mapped guest
+        // memory that stay mapped while `segments` is borrowed (the grants
+        // are held by the caller). The kernel only reads them, and copies
+        // the whole frame in this call (one TAP write is one packet);
+        // guest memory is never behind a Rust reference.
+        let rc = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
