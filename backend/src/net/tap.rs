@@ -8,13 +8,16 @@
 //! offload is on: `TUNSETOFFLOAD(TUN_F_CSUM)`) or as already validated
 //! (`VIRTIO_NET_HDR_F_DATA_VALID`); netback passes both on to the guest as
 //! `NETRXF_*` flags. Frames netback writes always have complete checksums
-//! (netback fills in a guest's blank one) and say `DATA_VALID` when the
-//! guest vouched for them.
+//! and say `DATA_VALID` when the guest vouched for them, except a guest's
+//! blank one, which goes as `NEEDS_CSUM` for the kernel to complete.
+//! Frames are written straight from the guest's pages: the header and the
+//! pieces in one `writev`, which the kernel copies as one packet.
 
-use super::port::{NetPort, RxMeta};
+use super::port::{NetPort, RxMeta, TxCsum};
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use vm_memory::VolatileSlice;
 
 const TUN_PATH: &str = "/dev/net/tun";
 /// `_IOW('T', 202, int)`.
@@ -181,11 +184,20 @@ impl Tap {
 
 impl NetPort for Tap {
     fn send(&mut self, frame: &[u8], data_validated: bool) -> std::io::Result<()> {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        if data_validated {
-            hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        let csum = if data_validated { TxCsum::Validated } else { TxCsum::Complete };
+        self.file.write_vectored(&[IoSlice::new(&vnet_hdr(csum)), IoSlice::new(frame)]).map(|_| ())
+    }
+
+    fn send_slices(&mut self, segments: &[VolatileSlice<'_>], csum: TxCsum) -> Option<std::io::Result<()>> {
+        const MAX: usize = super::MAX_TX_SLOTS + 1;
+        let hdr = vnet_hdr(csum);
+        // Sized for the common cases, to set up no more iovecs than needed.
+        match segments.len() {
+            1 => Some(self.writev::<2>(&hdr, segments)),
+            2 => Some(self.writev::<3>(&hdr, segments)),
+            n if n <= MAX => Some(self.writev::<{ MAX + 1 }>(&hdr, segments)),
+            _ => None,
         }
-        self.file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)]).map(|_| ())
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<(usize, RxMeta)>> {
@@ -211,6 +223,46 @@ impl NetPort for Tap {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+impl Tap {
+    /// Writes `hdr` and `segments` (fewer than `N`) as one frame.
+    fn writev<const N: usize>(&self, hdr: &[u8; VNET_HDR_LEN], segments: &[VolatileSlice<'_>]) -> std::io::Result<()> {
+        // The guards keep the slices' pointers valid across the system call.
+        let guards: [_; N] = std::array::from_fn(|i| segments.get(i).map(|s| s.ptr_guard()));
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; N];
+        iov[0] = libc::iovec { iov_base: hdr.as_ptr().cast_mut().cast(), iov_len: hdr.len() };
+        for (v, (g, s)) in iov[1..].iter_mut().zip(guards.iter().flatten().zip(segments)) {
+            *v = libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: s.len() };
+        }
+        let cnt = (segments.len() + 1).min(N) as libc::c_int;
+        // SAFETY: `iov` holds `cnt` initialised iovecs: the header on the
+        // caller's stack and ranges of `VolatileSlice`s of mapped guest
+        // memory that stay mapped while `segments` is borrowed (the grants
+        // are held by the caller). The kernel only reads them, and copies
+        // the whole frame in this call (one TAP write is one packet);
+        // guest memory is never behind a Rust reference.
+        let rc = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), cnt) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The virtio-net header of a frame netback writes.
+fn vnet_hdr(csum: TxCsum) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    match csum {
+        TxCsum::Complete => {}
+        TxCsum::Validated => hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID,
+        TxCsum::Partial { start, offset } => {
+            hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            hdr[6..8].copy_from_slice(&start.to_le_bytes());
+            hdr[8..10].copy_from_slice(&offset.to_le_bytes());
+        }
+    }
+    hdr
 }
 
 #[cfg(test)]

@@ -229,11 +229,11 @@ impl Netback {
             (first.flags & NETTXF_CSUM_BLANK != 0, first.flags & NETTXF_DATA_VALIDATED != 0);
         if let [(gref, offset, size)] = *pieces {
             // One slot (the common case): no allocation.
-            let page = self.grants.map(gref, false)?;
+            let page = self.grants.map_scoped(gref, false)?;
             let segments = [page.slice(offset as u64, size, false)?];
             return exec.transmit(&TxPacket { segments: &segments, csum_blank, data_validated });
         }
-        let pages = pieces.iter().map(|&(g, _, _)| self.grants.map(g, false)).collect::<Result<Vec<_>, _>>()?;
+        let pages = pieces.iter().map(|&(g, _, _)| self.grants.map_scoped(g, false)).collect::<Result<Vec<_>, _>>()?;
         let segments = pages
             .iter()
             .zip(pieces)
@@ -277,7 +277,7 @@ impl Netback {
         let mut ok = true;
         for (i, chunk) in frame.chunks(PAGE).enumerate() {
             let Ok(Some(req)) = self.rx.pop_request() else { break };
-            let status = match self.grants.map(req.gref, true).and_then(|m| m.write(0, chunk)) {
+            let status = match self.grants.map_scoped(req.gref, true).and_then(|m| m.write(0, chunk)) {
                 Ok(()) => chunk.len() as i16,
                 Err(e) => {
                     ok = false;
