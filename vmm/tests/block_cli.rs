@@ -1,8 +1,10 @@
 //! `vmm run --disk`: the block demo, its scratch image, one-line errors for
 //! bad disks, and durability across a SIGKILL after the flush response.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+mod common;
+use common::pattern_ok;
+
+use std::process::{Command, Output};
 
 fn vmm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).output().expect("run vmm")
@@ -13,15 +15,6 @@ fn assert_one_line_error(out: &Output, want: &str) {
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     assert!(stderr.starts_with("error: ") && stderr.contains(want), "expected {want:?} in {stderr}");
-}
-
-fn pattern_ok(file: &[u8], sector: u64, nr: u64, seed: u64) -> bool {
-    let base = sector * 512;
-    (0..nr * 512).step_by(8).all(|w| {
-        let at = (base + w) as usize;
-        u64::from_le_bytes(file[at..at + 8].try_into().unwrap())
-            == frontend_guest::blkfront::pattern_word(seed, base + w)
-    })
 }
 
 #[test]
@@ -83,21 +76,6 @@ fn bad_disks_are_one_line_errors() {
 fn flushed_data_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("crash.img");
-    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(["run", "--timeout", "60", "--image", "blk", "--cmdline", "test=crash", "--disk"])
-        .arg(&img)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vmm");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let flushed = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("flushed "));
-    // The flush response has reached the guest: kill the VMM at once.
-    child.kill().expect("SIGKILL");
-    let status = child.wait().unwrap();
-    let line = flushed.expect("the guest reported its flush");
-    assert!(!status.success(), "killed, not exited: {status}");
-    assert_eq!(line, "flushed sector=64 nr=64 seed=50341");
-    assert!(pattern_ok(&std::fs::read(&img).unwrap(), 64, 64, 0xc4a5), "the reopened image holds the data");
+    let disk = img.display().to_string();
+    common::flushed_data_survives_sigkill("blk", &disk, &img);
 }
