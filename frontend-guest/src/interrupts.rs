@@ -34,21 +34,36 @@ fn set_gate(vector: u8, handler: u64) {
     IDT.0[vector as usize * 2 + 1].store(hi, Ordering::Relaxed);
 }
 
-// Interrupt entry stubs. Exceptions push their vector (and a dummy error
-// code where the CPU pushes none) and report; the upcall vector saves the
-// caller-saved registers (9 of them, so the stack is 16-byte aligned at the
-// call), runs the Rust handler and returns with `iretq`.
+/// Defines an interrupt entry stub `$name` for a device or upcall vector:
+/// it saves the caller-saved registers (9 of them, so the stack is 16-byte
+/// aligned at the call), calls the `extern "C"` Rust handler `$handler`
+/// and returns with `iretq`. One definition for every vector the guest
+/// takes, so the register discipline is written once.
+macro_rules! interrupt_entry {
+    ($name:literal, $handler:path) => {
+        core::arch::global_asm!(
+            ".section .text",
+            concat!(".global ", $name),
+            concat!($name, ":"),
+            "    push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+            "    push r8", "push r9", "push r10", "push r11",
+            "    cld",
+            "    call {handler}",
+            "    pop r11", "pop r10", "pop r9", "pop r8",
+            "    pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+            "    iretq",
+            handler = sym $handler,
+        );
+    };
+}
+pub(crate) use interrupt_entry;
+
+interrupt_entry!("pv_upcall_entry", crate::evtchn::pv_upcall_handler);
+
+// Exceptions push their vector (and a dummy error code where the CPU
+// pushes none) and report.
 core::arch::global_asm!(
     ".section .text",
-    ".global pv_upcall_entry",
-    "pv_upcall_entry:",
-    "    push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-    "    push r8", "push r9", "push r10", "push r11",
-    "    cld",
-    "    call {upcall}",
-    "    pop r11", "pop r10", "pop r9", "pop r8",
-    "    pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-    "    iretq",
     ".global pv_exception_common",
     "pv_exception_common:",
     "    mov rdi, [rsp]",
@@ -57,7 +72,6 @@ core::arch::global_asm!(
     "    and rsp, -16",
     "    call {exception}",
     "    ud2",
-    upcall = sym crate::evtchn::pv_upcall_handler,
     exception = sym pv_exception_handler,
 );
 

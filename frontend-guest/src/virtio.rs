@@ -112,19 +112,7 @@ extern "C" fn pv_virtio_irq_handler() {
     crate::evtchn::eoi();
 }
 
-core::arch::global_asm!(
-    ".section .text",
-    ".global pv_virtio_irq_entry",
-    "pv_virtio_irq_entry:",
-    "    push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-    "    push r8", "push r9", "push r10", "push r11",
-    "    cld",
-    "    call {handler}",
-    "    pop r11", "pop r10", "pop r9", "pop r8",
-    "    pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-    "    iretq",
-    handler = sym pv_virtio_irq_handler,
-);
+crate::interrupts::interrupt_entry!("pv_virtio_irq_entry", pv_virtio_irq_handler);
 
 extern "C" {
     fn pv_virtio_irq_entry();
