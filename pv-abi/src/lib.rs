@@ -36,6 +36,7 @@ pub use pod::Pod;
 pub mod ring;
 pub mod shared_info;
 pub mod start_info;
+pub mod vdev;
 pub mod virtio;
 pub mod xenbus;
 pub mod xs_wire;

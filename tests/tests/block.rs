@@ -7,7 +7,7 @@ use pv_abi::blkif::*;
 use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
 use std::path::{Path, PathBuf};
 use tests::{boot_vm, field};
-use vmm::{Outcome, VmConfig};
+use vmm::{DeviceSpec, DiskConfig, Outcome, VmConfig};
 
 const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 const DISK_BYTES: u64 = 2 << 20;
@@ -19,9 +19,8 @@ fn image(dir: &Path, name: &str, fill: u8) -> PathBuf {
 }
 
 fn blk(cmdline: &str, disks: &[(&Path, bool)]) -> (tests::Run, vmm::Vm) {
-    let disks =
-        disks.iter().map(|&(p, readonly)| backend::block::DiskSpec { path: p.to_path_buf(), readonly }).collect();
-    boot_vm(VmConfig { disks, ..VmConfig::bundled("blk", cmdline) })
+    let devices = disks.iter().map(|&(p, readonly)| DeviceSpec::Disk(DiskConfig::xen(p, readonly))).collect();
+    boot_vm(VmConfig { devices, ..VmConfig::bundled("blk", cmdline) })
 }
 
 fn counters(vm: &vmm::Vm, i: usize) -> &backend::block::BlockMetrics {

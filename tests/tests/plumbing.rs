@@ -6,13 +6,13 @@ use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
 use std::sync::Arc;
 use std::time::Duration;
 use tests::{boot_vm, boot_vm_with, field};
-use vmm::{Outcome, VmConfig};
+use vmm::{DeviceSpec, Outcome, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
 const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 
 fn pvdev(cmdline: &str, echo: u32) -> (tests::Run, vmm::Vm) {
-    boot_vm(VmConfig { echo_devices: echo, ..VmConfig::bundled("pvdev", cmdline) })
+    boot_vm(VmConfig { devices: vec![DeviceSpec::Echo; echo as usize], ..VmConfig::bundled("pvdev", cmdline) })
 }
 
 fn echo_counters(vm: &vmm::Vm, i: usize) -> &backend::echo::EchoMetrics {
@@ -96,7 +96,7 @@ fn store_watch_fires_when_its_path_is_written() {
 #[test]
 fn a_device_from_the_generic_table_entry_works_like_echo_n() {
     // `--device echo` goes through the same table and constructor as `--echo 1`.
-    let devices = vec!["echo".parse().unwrap()];
+    let devices = vec![DeviceSpec::from("echo".parse::<backend::xenbus::DeviceArg>().unwrap())];
     let (run, vm) = boot_vm(VmConfig { devices, ..VmConfig::bundled("pvdev", "test=events n=3") });
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert_eq!(echo_counters(&vm, 0).requests.get(), 3);

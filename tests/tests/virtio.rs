@@ -6,7 +6,7 @@ use frontend_guest::blkfront::pattern_word;
 use pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF;
 use std::path::{Path, PathBuf};
 use tests::{boot_vm, field};
-use vmm::{Outcome, VmConfig};
+use vmm::{DeviceSpec, DiskConfig, Outcome, VmConfig};
 
 const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 const DISK_BYTES: usize = 1 << 20;
@@ -17,8 +17,8 @@ fn image(dir: &Path, name: &str, fill: u8) -> PathBuf {
     p
 }
 
-fn spec(p: &Path, readonly: bool) -> backend::block::DiskSpec {
-    backend::block::DiskSpec { path: p.to_path_buf(), readonly }
+fn virtio_disk(p: &Path, readonly: bool) -> DeviceSpec {
+    DeviceSpec::Disk(DiskConfig::virtio(p, readonly))
 }
 
 fn pattern_ok(file: &[u8], sector: u64, nr: u64, seed: u64) -> bool {
@@ -34,7 +34,7 @@ fn virtio_drivers_patterns_reach_the_image_file() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "v.img", 0xee);
     let cfg =
-        VmConfig { virtio_disks: vec![spec(&img, false)], ..VmConfig::bundled("virtio", "test=patterns seed=40") };
+        VmConfig { devices: vec![virtio_disk(&img, false)], ..VmConfig::bundled("virtio", "test=patterns seed=40") };
     let (run, vm) = boot_vm(cfg);
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert_eq!(field(&run.console, "patterns:", "bad"), Some(0), "{}", run.console);
@@ -60,7 +60,7 @@ fn virtio_drivers_patterns_reach_the_image_file() {
 fn readonly_virtio_disk_refuses_writes_with_ioerr() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "ro.img", 0x3c);
-    let cfg = VmConfig { virtio_disks: vec![spec(&img, true)], ..VmConfig::bundled("virtio", "test=readonly") };
+    let cfg = VmConfig { devices: vec![virtio_disk(&img, true)], ..VmConfig::bundled("virtio", "test=readonly") };
     let (run, vm) = boot_vm(cfg);
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert!(run.console.contains("readonly: feature=true write=Err(IoError) read=Ok(())"), "{}", run.console);
@@ -73,8 +73,7 @@ fn one_guest_uses_a_xen_disk_and_a_virtio_disk() {
     let dir = tempfile::tempdir().unwrap();
     let (xen, vio) = (image(dir.path(), "x.img", 0), image(dir.path(), "v.img", 0));
     let cfg = VmConfig {
-        disks: vec![spec(&xen, false)],
-        virtio_disks: vec![spec(&vio, false)],
+        devices: vec![DeviceSpec::Disk(DiskConfig::xen(&xen, false)), virtio_disk(&vio, false)],
         ..VmConfig::bundled("virtio", "test=both")
     };
     let (run, vm) = boot_vm(cfg);

@@ -146,9 +146,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
         None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
     };
-    let table = crate::devices::device_table(cfg.echo_devices, &cfg.disks, &cfg.devices)?;
-    let virtio_disks = cfg.virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
-    let virtio_nets = crate::virtio::open_nets(&cfg.virtio_nets)?;
+    let table = crate::devices::device_table(&cfg.devices)?;
+    let virtio_disks = crate::device_spec::virtio_disks(&cfg.devices);
+    let virtio_disks = virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
+    let virtio_nets = crate::virtio::open_nets(&crate::device_spec::virtio_nets(&cfg.devices)?)?;
 
     // PVH guests run their own page tables (the pool stays writable) and
     // own low memory; their outputs may not touch the VMM's top pages.

@@ -2,10 +2,10 @@
 //! the eventfds their event channels signal. The vCPU thread never does
 //! device work; it only dispatches exits.
 
+use crate::device_spec::DeviceSpec;
 use crate::error::VmmError;
 use crate::evtchn::{Binding, EventChannels};
-use backend::block::DiskSpec;
-use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
+use backend::xenbus::{DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use pv_store::SharedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,23 +197,26 @@ impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
 pub struct DeviceRow {
     kind: &'static DeviceType,
     index: usize,
+    id: u32,
     backend: Box<dyn XenbusBackend>,
 }
 
-/// The device table for a VM: its `echo` devices, its disks, then every
-/// `--device`, in that order, each built by its type's one constructor
-/// (`backend::DEVICE_TYPES`).
-pub fn device_table(echo: u32, disks: &[DiskSpec], more: &[DeviceArg]) -> Result<Vec<DeviceRow>, VmmError> {
-    let args = (0..echo)
-        .map(|_| DeviceArg::new(pv_abi::echo::DEVICE_TYPE, ""))
-        .chain(disks.iter().map(|d| DeviceArg::new(pv_abi::blkif::DEVICE_TYPE, &d.to_string())))
-        .chain(more.iter().cloned());
+/// The device table for a VM: one row per Xen-transport device of
+/// `specs`, in list order, each built by its type's one constructor
+/// (`backend::DEVICE_TYPES`), at the store id it asks for or else its
+/// type's next one.
+pub fn device_table(specs: &[DeviceSpec]) -> Result<Vec<DeviceRow>, VmmError> {
     let mut rows: Vec<DeviceRow> = Vec::new();
-    for arg in args {
+    for (arg, id) in specs.iter().filter_map(DeviceSpec::xen_device) {
         let kind = arg.kind().map_err(|why| VmmError::Device { what: "device", why })?;
         let backend = (kind.build)(&arg.options).map_err(|why| VmmError::Device { what: kind.name, why })?;
         let index = rows.iter().filter(|r| r.kind.name == kind.name).count();
-        rows.push(DeviceRow { kind, index, backend });
+        let id = id.unwrap_or((kind.id)(index));
+        if rows.iter().any(|r| r.kind.name == kind.name && r.id == id) {
+            let why = format!("two devices would be device/{}/{id}: give each disk its own vdev=", kind.name);
+            return Err(VmmError::Device { what: kind.name, why });
+        }
+        rows.push(DeviceRow { kind, index, id, backend });
     }
     Ok(rows)
 }
@@ -232,8 +235,7 @@ pub fn wire_devices(
     threads: &mut Threads,
 ) -> Result<PvDevices, VmmError> {
     let mut devices = Vec::new();
-    for DeviceRow { kind, index, backend } in table {
-        let id = (kind.id)(index);
+    for DeviceRow { kind, index, id, backend } in table {
         let paths = pv_store::xenbus::create_device(store, domid, backend.device_type(), id)
             .map_err(VmmError::device(kind.name))?;
         let dev = backend.wire(paths, &host()).map_err(|e| VmmError::Io("xenbus device", e))?;

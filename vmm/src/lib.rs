@@ -7,10 +7,10 @@
 //! guest-supplied address goes through [`memory::GuestRam`]'s checked
 //! copies.
 
-pub mod bench;
 pub mod boot;
 pub mod builder;
 pub mod console;
+pub mod device_spec;
 pub mod devices;
 pub mod domain;
 pub mod error;
@@ -23,7 +23,6 @@ pub mod loader;
 pub mod memory;
 pub mod multicall;
 pub mod paging;
-pub mod plot;
 pub mod pod;
 pub mod preempt;
 pub mod pvh;
@@ -35,5 +34,6 @@ pub mod virtio;
 pub mod vm;
 pub mod watchdog;
 
+pub use device_spec::{DeviceSpec, DiskConfig, NetConfig, Transport};
 pub use error::VmmError;
 pub use vm::{Kernel, Outcome, Vm, VmConfig};

@@ -12,7 +12,7 @@
 use crate::devices::Subscriber;
 use crate::error::VmmError;
 use crate::evtchn::{msi_route, UPCALL_GSI, UPCALL_VECTOR};
-use backend::block::{Disk, DiskError, DiskSpec};
+use backend::block::Disk;
 use backend::net::NetSpec;
 use backend::virtio::blk::VirtioBlk;
 use backend::virtio::net::VirtioNet;
@@ -32,48 +32,6 @@ pub type DeviceThreadSpec = (String, Vec<Subscriber>);
 
 /// GSI of the first virtio device (after the event-channel upcall's).
 pub const VIRTIO_GSI_BASE: u32 = UPCALL_GSI + 1;
-
-/// Which transport a `--disk` or `--net` uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Transport {
-    /// A Xen vbd (blkif ring, grants, event channel, xenbus).
-    #[default]
-    Xen,
-    /// A virtio-blk device on virtio-mmio.
-    Virtio,
-}
-
-/// Splits `transport=xen|virtio` off a comma-separated option list:
-/// (the other options, the transport), or the unknown transport's name.
-fn split_transport(s: &str) -> Result<(String, Transport), String> {
-    let mut transport = Transport::Xen;
-    let mut rest = Vec::new();
-    for part in s.split(',') {
-        match part.strip_prefix("transport=") {
-            Some("xen") => transport = Transport::Xen,
-            Some("virtio") => transport = Transport::Virtio,
-            Some(other) => return Err(format!("unknown transport '{other}' (xen or virtio)")),
-            None => rest.push(part),
-        }
-    }
-    Ok((rest.join(","), transport))
-}
-
-/// Parses `--disk <path>[,readonly][,transport=xen|virtio]`.
-pub fn parse_disk_arg(s: &str) -> Result<(DiskSpec, Transport), DiskError> {
-    let (rest, transport) = split_transport(s).map_err(|why| DiskError::BadSpec { given: s.to_string(), why })?;
-    Ok((rest.parse()?, transport))
-}
-
-/// Parses `--net tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`: the
-/// options without the transport (what `--device vif,...` takes), and the
-/// transport. The options are checked here for either transport.
-pub fn parse_net_arg(s: &str) -> Result<(String, Transport), VmmError> {
-    let bad = |why: String| VmmError::Device { what: "net", why };
-    let (rest, transport) = split_transport(s).map_err(|why| bad(format!("--net {s:?}: {why}")))?;
-    rest.parse::<NetSpec>().map_err(|e| bad(e.to_string()))?;
-    Ok((rest, transport))
-}
 
 /// The MAC virtio-net interface `i` gets when none is given (apart from
 /// the Xen interfaces' defaults): `02:00:00:00:01:<i + 1>`.
@@ -315,26 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn disk_args() {
-        let (s, t) = parse_disk_arg("a.img,readonly,transport=virtio").unwrap();
-        assert_eq!((s.path.to_str().unwrap(), s.readonly, t), ("a.img", true, Transport::Virtio));
-        let (s, t) = parse_disk_arg("b.img").unwrap();
-        assert_eq!((s.readonly, t), (false, Transport::Xen));
-        assert_eq!(parse_disk_arg("b.img,transport=xen").unwrap().1, Transport::Xen);
-        let e = parse_disk_arg("b.img,transport=pci").unwrap_err().to_string();
-        assert!(e.contains("unknown transport 'pci'"), "{e}");
-        assert!(parse_disk_arg("b.img,rw").is_err());
-    }
-
-    #[test]
-    fn net_args() {
-        assert_eq!(parse_net_arg("tap=t0").unwrap(), ("tap=t0".to_string(), Transport::Xen));
-        let (rest, t) = parse_net_arg("tap=t0,transport=virtio,mac=02:00:00:00:00:09").unwrap();
-        assert_eq!((rest.as_str(), t), ("tap=t0,mac=02:00:00:00:00:09", Transport::Virtio));
-        let e = parse_net_arg("tap=t0,transport=pci").unwrap_err().to_string();
-        assert!(e.contains("unknown transport 'pci'"), "{e}");
-        assert!(parse_net_arg("transport=virtio").is_err(), "no tap=");
-        assert!(parse_net_arg("tap=t0,mac=03:00:00:00:00:01,transport=virtio").is_err(), "multicast MAC");
+    fn virtio_macs_differ_from_xen_ones() {
         assert_ne!(default_virtio_mac(0), NetSpec::default_mac(0));
     }
 }

@@ -3,6 +3,7 @@
 //! lives with the builder (`crate::builder`), which sits above this module.
 
 use crate::console::ConsoleOut;
+use crate::device_spec::DeviceSpec;
 use crate::devices::{DeviceThread, PvDevices};
 use crate::domain::Domain;
 use crate::error::VmmError;
@@ -11,8 +12,6 @@ use crate::loader::ImageInfo;
 use crate::stats::ExitStats;
 use crate::vcpu::Vcpu;
 use crate::watchdog::Watchdog;
-use backend::block::DiskSpec;
-use backend::xenbus::DeviceArg;
 use kvm_ioctls::{Kvm, VmFd};
 use pv_abi::start_info::paging_mode;
 use pv_store::SharedStore;
@@ -46,18 +45,10 @@ pub struct VmConfig {
     pub timeout: Option<std::time::Duration>,
     /// Paging mode ([`paging_mode`]): how the page-table pool is mapped.
     pub paging: u32,
-    /// Number of `echo` sample devices to offer the guest.
-    pub echo_devices: u32,
-    /// Disks offered as virtual block devices `device/vbd/<vdev>`
-    /// ([`vbd_vdev`]), in order.
-    pub disks: Vec<DiskSpec>,
-    /// More devices of any type (`--device <type>[,<options>]`).
-    pub devices: Vec<DeviceArg>,
-    /// Disks offered as virtio-blk devices on virtio-mmio, in order.
-    pub virtio_disks: Vec<DiskSpec>,
-    /// Network interfaces offered as virtio-net devices on virtio-mmio
-    /// (after the virtio disks), in order.
-    pub virtio_nets: Vec<backend::net::NetSpec>,
+    /// The devices, Xen and virtio, each wired in list order
+    /// ([`crate::device_spec`]). Xen disks without a `vdev` are
+    /// `device/vbd/<vdev>` with [`vbd_vdev`] numbering.
+    pub devices: Vec<DeviceSpec>,
 }
 
 pub use backend::block::vbd_vdev;
@@ -73,11 +64,7 @@ impl VmConfig {
             console: ConsoleOut::Null,
             timeout: None,
             paging: paging_mode::NATIVE,
-            echo_devices: 0,
-            disks: Vec::new(),
             devices: Vec::new(),
-            virtio_disks: Vec::new(),
-            virtio_nets: Vec::new(),
         }
     }
 }

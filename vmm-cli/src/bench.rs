@@ -6,15 +6,15 @@
 //! Each guest operation is timed by differencing: the same image runs the
 //! workload with `n=N` and with `n=0`, so boot and shutdown cancel out.
 
-use crate::builder::open_kvm;
-use crate::console::ConsoleOut;
-use crate::error::VmmError;
-use crate::memory::{GuestRam, Slot};
-use crate::vm::{Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
 use pv_abi::start_info::paging_mode;
 use serde::Serialize;
 use std::time::Instant;
+use vmm::builder::open_kvm;
+use vmm::console::ConsoleOut;
+use vmm::memory::{GuestRam, Slot};
+use vmm::VmmError;
+use vmm::{DeviceSpec, DiskConfig, NetConfig, Outcome, Transport, Vm, VmConfig};
 
 /// One row of results (the `--json` record format).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -111,36 +111,19 @@ pub struct Workload {
     pub cmdline: String,
     /// Paging mode.
     pub paging: u32,
-    /// Echo devices to offer.
-    pub echo_devices: u32,
-    /// Disks to offer (Xen vbds).
-    pub disks: Vec<backend::block::DiskSpec>,
-    /// Disks to offer as virtio-blk devices.
-    pub virtio_disks: Vec<backend::block::DiskSpec>,
-    /// Further split devices (`--device`).
-    pub devices: Vec<backend::xenbus::DeviceArg>,
+    /// The devices to offer.
+    pub devices: Vec<DeviceSpec>,
 }
 
 impl Workload {
     /// A workload on `image` with `cmdline` and a plain VM.
     pub fn new(image: &'static str, cmdline: &str) -> Self {
-        Workload {
-            image,
-            cmdline: cmdline.into(),
-            paging: paging_mode::NATIVE,
-            echo_devices: 0,
-            disks: Vec::new(),
-            virtio_disks: Vec::new(),
-            devices: Vec::new(),
-        }
+        Workload { image, cmdline: cmdline.into(), paging: paging_mode::NATIVE, devices: Vec::new() }
     }
 
     fn config(&self, n: u64) -> VmConfig {
         VmConfig {
             paging: self.paging,
-            echo_devices: self.echo_devices,
-            disks: self.disks.clone(),
-            virtio_disks: self.virtio_disks.clone(),
             devices: self.devices.clone(),
             ..VmConfig::bundled(self.image, &format!("{} n={n}", self.cmdline))
         }
@@ -198,7 +181,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
     vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
     let regs = kvm_bindings::kvm_regs { rip: 0x1000, rflags: 2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(VmmError::kvm("set_regs"))?;
-    let stats = crate::kvm_stats::KvmStats::open(&vcpu);
+    let stats = vmm::kvm_stats::KvmStats::open(&vcpu);
     let mut run = |n: u64| -> Result<(), VmmError> {
         for _ in 0..n {
             match vcpu.run() {
@@ -243,7 +226,7 @@ pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     for mode in [paging_mode::NATIVE, paging_mode::TRAPPED, paging_mode::PV] {
         for batch in PTE_BATCHES {
             let w = Workload { paging: mode, ..Workload::new("paging", &format!("test=pte batch={batch}")) };
-            out.push(measure("pte update", crate::paging::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
+            out.push(measure("pte update", vmm::paging::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
         }
     }
     Ok(out)
@@ -307,7 +290,7 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
 /// notify (send hypercall or doorbell), back-end wake-up and response,
 /// irqfd upcall. Fewer iterations: each costs a device-thread wake-up.
 fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
-    let w = Workload { echo_devices: 1, ..Workload::new("pvdev", &format!("test=events via={via}")) };
+    let w = Workload { devices: vec![DeviceSpec::Echo], ..Workload::new("pvdev", &format!("test=events via={via}")) };
     measure("event round trip", via, 1, &w, (opts.iters / 4).max(1), opts.reps)
 }
 
@@ -318,11 +301,11 @@ fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
 pub const BLOCK_QUEUE_DEPTH: u64 = 4;
 
 /// A 16 MiB scratch image for the block rows (removed with the directory).
-fn bench_disk() -> Result<(tempfile::TempDir, backend::block::DiskSpec), VmmError> {
+fn bench_disk() -> Result<(tempfile::TempDir, std::path::PathBuf), VmmError> {
     let dir = tempfile::tempdir().map_err(|e| VmmError::Io("bench disk", e))?;
     let path = dir.path().join("bench.img");
     std::fs::write(&path, vec![0x5a; 16 << 20]).map_err(|e| VmmError::Io("bench disk", e))?;
-    Ok((dir, backend::block::DiskSpec { path, readonly: false }))
+    Ok((dir, path))
 }
 
 /// One 4 KiB random block request end to end (blkfront in the guest,
@@ -332,7 +315,7 @@ fn bench_disk() -> Result<(tempfile::TempDir, backend::block::DiskSpec), VmmErro
 pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let (_dir, disk) = bench_disk()?;
     let w = Workload {
-        disks: vec![disk],
+        devices: vec![DeviceSpec::Disk(DiskConfig::xen(disk, false))],
         ..Workload::new("blk", &format!("test=bench op={op} depth={BLOCK_QUEUE_DEPTH}"))
     };
     measure(&format!("blk 4k rand{op}"), "ring+doorbell", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
@@ -343,7 +326,7 @@ pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
 pub fn virtio_block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let (_dir, disk) = bench_disk()?;
     let w = Workload {
-        virtio_disks: vec![disk],
+        devices: vec![DeviceSpec::Disk(DiskConfig::virtio(disk, false))],
         ..Workload::new("virtio", &format!("test=bench op={op} depth={BLOCK_QUEUE_DEPTH}"))
     };
     measure(&format!("blk 4k rand{op}"), "virtio-mmio", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
@@ -417,7 +400,7 @@ pub fn net_setup() -> Option<NetBench> {
 /// echo round trip to the host, and one 1448-byte TCP segment streamed to
 /// the host's sink (per packet: exits, KVM exits, guest instructions).
 pub fn net_rows(opts: BenchOpts, net: &NetBench) -> Result<Vec<Record>, VmmError> {
-    let vif = vec![backend::xenbus::DeviceArg::new(pv_abi::netif::DEVICE_TYPE, &format!("tap={}", net.tap))];
+    let vif = vec![DeviceSpec::Net(NetConfig { tap: net.tap.clone(), mac: None, transport: Transport::Xen })];
     let ping = Workload {
         devices: vif.clone(),
         ..Workload::new("net", &format!("test=ping ip={NET_BENCH_GUEST} peer={NET_BENCH_HOST}"))

@@ -1,0 +1,101 @@
+//! The command line, as clap parses it.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// `vmm <command> [options]`.
+#[derive(Parser)]
+#[command(name = "vmm", version, about = "Xen-style paravirtualization on Linux KVM")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Boot a PV guest (the bundled demo guest unless --kernel is given).
+    Run(RunArgs),
+    /// List the bundled guest images.
+    Images,
+    /// Measure PV operations against a raw KVM exit (see README "Measuring").
+    Bench(BenchArgs),
+}
+
+/// `vmm run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Guest ELF image (x86_64-unknown-none); default: the bundled demo guest.
+    #[arg(long, conflicts_with = "image")]
+    pub kernel: Option<PathBuf>,
+    /// A bundled guest image by name instead of a file (see `vmm images`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Guest RAM, e.g. 64M or 1G.
+    #[arg(long, default_value = "64M")]
+    pub mem: String,
+    /// Guest command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Print exit and hypercall counters at shutdown (to stderr).
+    #[arg(long)]
+    pub stats: bool,
+    /// Offer this many `echo` sample PV devices (device/echo/<n>).
+    #[arg(long, default_value_t = 0)]
+    pub echo: u32,
+    /// Offer a raw image file as a virtual block device (repeatable):
+    /// `<path>[,readonly][,transport=xen|virtio][,vdev=<name|number>]`.
+    /// Xen disks are device/vbd/51712, 51728, ... unless `vdev=` names one
+    /// the way Xen does (xvdb, hda, sda, d1p2, or the number itself);
+    /// virtio disks are virtio-blk devices on virtio-mmio, listed in
+    /// start-info. With none, the default demo gets a scratch image in a
+    /// temporary directory.
+    #[arg(long, value_name = "PATH[,readonly][,transport=xen|virtio][,vdev=NAME]")]
+    pub disk: Vec<String>,
+    /// Offer a split device of any type in `backend::DEVICE_TYPES`
+    /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.
+    #[arg(long, value_name = "TYPE[,OPTIONS]")]
+    pub device: Vec<backend::xenbus::DeviceArg>,
+    /// Offer a network interface on a TAP device (repeatable):
+    /// `tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`. Xen interfaces
+    /// are device/vif/0, 1, ... (the same as `--device vif,tap=...`);
+    /// virtio ones are virtio-net devices on virtio-mmio, listed in
+    /// start-info. The TAP device is created if it does not exist (needs
+    /// CAP_NET_ADMIN) and brought up.
+    #[arg(long, value_name = "tap=IFNAME[,mac=MAC][,transport=xen|virtio]")]
+    pub net: Vec<String>,
+    /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Write guest console output to this file instead of stdout.
+    #[arg(long)]
+    pub console_file: Option<PathBuf>,
+    /// Page-table pool mode: native (read-write), trapped (read-only, every
+    /// PTE write traps) or pv (read-only, batched mmu_update).
+    #[arg(long, default_value = "native", value_parser = ["native", "trapped", "pv"])]
+    pub paging: String,
+    /// Run without the per-thread seccomp filters (for debugging).
+    #[arg(long)]
+    pub no_seccomp: bool,
+}
+
+/// `vmm bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Operations per measured run.
+    #[arg(long, default_value_t = 2000)]
+    pub iters: u64,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Print one JSON array of records instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw every group of rows (ns and exits per op) as one SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    pub no_seccomp: bool,
+}

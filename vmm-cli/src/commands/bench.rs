@@ -1,0 +1,37 @@
+//! `vmm bench`: runs every measurement and prints a table, or JSON, and
+//! draws the plot.
+
+use crate::args::BenchArgs;
+use crate::bench::{self, BenchOpts};
+use anyhow::Result;
+use std::process::ExitCode;
+use vmm::VmmError;
+
+/// Runs the benchmarks `args` ask for.
+pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.iters == 0 || args.reps == 0 {
+        eprintln!("error: --iters and --reps must be at least 1");
+        return Ok(ExitCode::from(2));
+    }
+    if !args.no_seccomp {
+        vmm::seccomp::enable();
+    }
+    // Before the main thread's filter: the net rows' namespace and TAP device.
+    let net = bench::net_setup();
+    let opts = BenchOpts { iters: args.iters, reps: args.reps };
+    vmm::seccomp::install(vmm::seccomp::ThreadKind::Main).map_err(VmmError::from)?;
+    let mut recs = bench::run_all(opts)?;
+    if let Some(n) = &net {
+        recs.extend(bench::net_rows(opts, n)?);
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, crate::plot::svg(&recs)?)
+            .map_err(|e| anyhow::anyhow!("cannot write the plot to {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&recs)?);
+    } else {
+        print!("{}", bench::table(&recs));
+    }
+    Ok(ExitCode::SUCCESS)
+}

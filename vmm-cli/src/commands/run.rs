@@ -1,0 +1,92 @@
+//! `vmm run`: boots the configured guest and reports how it ended.
+
+use crate::config::RunConfig;
+use anyhow::Result;
+use std::process::ExitCode;
+use std::time::Instant;
+use vmm::Vm;
+
+/// Boots `cfg` and runs the guest to its end; the exit status is the
+/// guest's (see [`vmm::Outcome::exit_status`]).
+pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
+    let (vm_cfg, _scratch) = cfg.vm_config()?;
+    // Before the device threads start: each installs its filter first.
+    if cfg.seccomp {
+        vmm::seccomp::enable();
+    }
+    let mut vm = Vm::new(&vm_cfg)?;
+    let outcome = vm.run()?;
+    if cfg.stats {
+        print_stats(&vm, &outcome, started);
+    }
+    match outcome {
+        vmm::Outcome::Shutdown { .. } => {}
+        other => eprintln!("error: {other}"),
+    }
+    if let Some(note) = outcome.status_note() {
+        eprintln!("error: {note}");
+    }
+    Ok(ExitCode::from(outcome.exit_status() as u8))
+}
+
+/// `--stats`: the run's counters, on stderr.
+fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
+    let s = vm.stats();
+    eprintln!("--- vmm stats ---");
+    eprintln!("{outcome}");
+    if let Some(t) = vm.first_run_at {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "startup: {:.3} ms from process start to first KVM_RUN ({:.3} ms of it building the VM)",
+            ms(t - started),
+            ms(t - vm.created_at)
+        );
+    }
+    eprint!("{s}");
+    let p = vm.dom.paging.counters;
+    if p != Default::default() {
+        eprintln!(
+            "direct paging: {} entries applied, {} rejected, {} trapped pool writes",
+            p.applied, p.rejected, p.trapped_writes
+        );
+    }
+    let ev = &vm.dom.evtchn.counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "event channels: {} send hypercalls, {} notifications to the guest, {} upcalls raised",
+        load(&ev.sends),
+        load(&ev.notifies),
+        load(&ev.upcalls)
+    );
+    for d in vm.pv.iter() {
+        let counters: Vec<_> = d.metrics.counters().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{}: {}", d.paths.back, counters.join(" "));
+    }
+    print_virtio_stats(vm);
+}
+
+/// The virtio part of `--stats`: each transport's counters, then each
+/// device's.
+fn print_virtio_stats(vm: &Vm) {
+    let join = |c: Vec<(&str, u64)>| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    for (i, e) in vm.virtio.entries.iter().enumerate() {
+        if let Some(c) = vm.virtio.counters(i) {
+            eprintln!(
+                "virtio-mmio@{:#x} (device {}): {}",
+                e.base,
+                e.device_id,
+                join(backend::metrics::DeviceMetrics::counters(&*c))
+            );
+        }
+    }
+    for (i, net) in vm.virtio.net.iter().enumerate() {
+        if let Ok(n) = net.lock() {
+            eprintln!("virtio-net{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**n.device().metrics())));
+        }
+    }
+    for (i, blk) in vm.virtio.blk.iter().enumerate() {
+        if let Ok(b) = blk.lock() {
+            eprintln!("virtio-blk{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**b.device().metrics())));
+        }
+    }
+}
