@@ -79,3 +79,39 @@ fn flushed_data_survives_sigkill() {
     let disk = img.display().to_string();
     common::flushed_data_survives_sigkill("blk", &disk, &img);
 }
+
+/// `vdev=` takes Xen's disk names (docs/man/xen-vbd-interface.7.pandoc:
+/// `xvdc` is 202 << 8 | 2 << 4 = 51744, `hda` is 3 << 8 = 768) or the
+/// number itself, and the store node is `device/vbd/<that number>`.
+#[test]
+fn vdev_names_the_disk_as_xen_numbers_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("d.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    for (vdev, node) in [("xvdc", 51744), ("hda", 768), ("2048", 2048)] {
+        let disk = format!("{},vdev={vdev}", img.display());
+        let out = vmm(&["run", "--timeout", "60", "--image", "blk", "--stats", "--disk", &disk]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{vdev}: {stdout}{stderr}");
+        assert!(stdout.contains(&format!("blk demo: disk vbd/{node} ")), "{vdev}: {stdout}");
+        assert!(stderr.contains(&format!("/backend/vbd/1/{node}: kicks=")), "{vdev}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_or_clashing_vdevs_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("d.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let disk = |opts: &str| format!("{}{opts}", img.display());
+    assert_one_line_error(&vmm(&["run", "--disk", &disk(",vdev=vda")]), "vdev 'vda' is not a disk name: use xvda");
+    assert_one_line_error(&vmm(&["run", "--disk", &disk(",vdev=hde")]), "vdev 'hde' is out of range");
+    assert_one_line_error(&vmm(&["run", "--disk", &disk(",vdev=999999999999")]), "vdev '999999999999'");
+    assert_one_line_error(
+        &vmm(&["run", "--disk", &disk(",vdev=xvdb,transport=virtio")]),
+        "drop it for transport=virtio",
+    );
+    // The second disk's default number (xvdb, 51728) is the first's.
+    let out = vmm(&["run", "--disk", &disk(",vdev=xvdb"), "--disk", &disk(",readonly")]);
+    assert_one_line_error(&out, "two devices would be device/vbd/51728: give each disk its own vdev=");
+}

@@ -131,3 +131,13 @@ fn guest_exit_codes_outside_a_byte_are_not_success() {
         assert!(stderr.contains("outside 0..=255"), "exit={code}: {stderr}");
     }
 }
+
+/// Log lines to a pipe (a file, a test) carry no ANSI colour codes.
+#[test]
+fn log_lines_to_a_pipe_have_no_colour_codes() {
+    let out = vmm_env(&["run", "--image", "selftest", "--cmdline", "test=hostile"], "VMM_LOG", "debug");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("hypercall failed"), "the hostile calls are logged at debug: {stderr}");
+    assert!(!stderr.contains("\x1b["), "colour codes in piped logs: {stderr:?}");
+}
