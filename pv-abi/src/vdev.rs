@@ -138,9 +138,70 @@ fn parse_number(s: &str) -> Result<u32, VdevError> {
     Ok(n)
 }
 
+/// A device number taken apart: type, disk and partition. Its
+/// [`Display`](core::fmt::Display) is the name Xen's toolstack writes in
+/// the back end's `dev` node (`xvda`, `xvdb2`, `xvdtq37`, `sdb3`, `hdc2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vdev {
+    /// The disk type.
+    pub ty: DiskType,
+    /// The disk number (0 = `a`).
+    pub disk: u32,
+    /// The partition (0 = the whole disk).
+    pub part: u32,
+}
+
+/// Takes a device number apart by Xen's table; `None` for numbers the
+/// table calls deprecated or reserved.
+pub fn decode(n: u32) -> Option<Vdev> {
+    let v = |ty, disk, part| Some(Vdev { ty, disk, part });
+    if n >= RESERVED_FROM {
+        return None;
+    }
+    if n & XVD_EXTENDED != 0 {
+        return v(DiskType::Xvd, (n >> 8) & (XVD_MAX_DISKS - 1), n & 0xff);
+    }
+    let minor = n & 0xff;
+    match n >> 8 {
+        XVD_MAJOR => v(DiskType::Xvd, minor >> 4, minor & 15),
+        SD_MAJOR => v(DiskType::Sd, minor >> 4, minor & 15),
+        HD_MAJOR_0 if minor < 128 => v(DiskType::Hd, minor >> 6, minor & 63),
+        HD_MAJOR_1 if minor < 128 => v(DiskType::Hd, 2 + (minor >> 6), minor & 63),
+        _ => None,
+    }
+}
+
+impl core::fmt::Display for Vdev {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self.ty {
+            DiskType::Xvd => "xvd",
+            DiskType::Sd => "sd",
+            DiskType::Hd => "hd",
+        })?;
+        // Bijective base 26, most significant letter first.
+        let mut letters = [0u8; 8];
+        let (mut i, mut n) = (letters.len(), self.disk + 1);
+        while n > 0 {
+            n -= 1;
+            i -= 1;
+            letters[i] = b'a' + (n % 26) as u8;
+            n /= 26;
+        }
+        for &c in &letters[i..] {
+            write!(f, "{}", c as char)?;
+        }
+        if self.part != 0 {
+            write!(f, "{}", self.part)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::string::ToString;
 
     /// The examples of xen-vbd-interface(7), "Configuration file syntax"
     /// and "Concrete encoding in the VBD interface (in xenstore)".
@@ -187,6 +248,21 @@ mod tests {
         }
         for big in ["sdq", "sda16", "hde", "hda64", "xvda256", "d1048576", "xvdzzzzzzzzzzzzz"] {
             assert_eq!(parse(big), Err(VdevError::OutOfRange), "{big:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_decode_to_the_names_that_encode_them() {
+        for name in
+            ["xvda", "xvdb2", "xvdp15", "xvdq", "xvdtq37", "xvda16", "sda", "sdb3", "hda", "hdb", "hdc2", "hdd63"]
+        {
+            let n = parse(name).unwrap();
+            assert_eq!(decode(n).map(|v| v.to_string()).as_deref(), Some(name), "{n}");
+        }
+        assert_eq!(decode(51712), Some(Vdev { ty: DiskType::Xvd, disk: 0, part: 0 }));
+        assert_eq!(decode(1 << 28 | ((1 << 20) - 1) << 8 | 255).map(|v| v.disk), Some((1 << 20) - 1));
+        for deprecated in [0, 1, 203 << 8, 65 << 8, 3 << 8 | 128, 22 << 8 | 200, 2 << 28, u32::MAX] {
+            assert_eq!(decode(deprecated), None, "{deprecated:#x}");
         }
     }
 }

@@ -15,7 +15,8 @@ pub fn write_domain_nodes(store: &SharedStore, domid: DomId, name: &str) -> Resu
 }
 
 /// Writes each disk's `dev` (`xvda`, ...) into its back-end directory
-/// `/local/domain/0/backend/vbd/<domid>/<vdev>` (vdev 51712 + 16 i).
+/// `/local/domain/0/backend/vbd/<domid>/<vdev>`: the name the number
+/// encodes (`pv_abi::vdev::decode`), as Xen's toolstack writes it.
 pub fn name_disks(store: &SharedStore, domid: DomId) -> Result<(), StoreError> {
     let dir = format!("/local/domain/0/backend/vbd/{domid}");
     let vdevs = match store.directory(&dir) {
@@ -24,10 +25,9 @@ pub fn name_disks(store: &SharedStore, domid: DomId) -> Result<(), StoreError> {
         Err(e) => return Err(e),
     };
     for v in vdevs {
-        let Some(i) = v.parse::<u32>().ok().and_then(|n| n.checked_sub(202 << 8)).map(|n| n as usize / 16) else {
-            continue;
-        };
-        store.write(&format!("{dir}/{v}/dev"), disk_name(i).as_bytes())?;
+        // Named as the number encodes it (`--disk ...,vdev=` may give any).
+        let Some(name) = v.parse::<u32>().ok().and_then(pv_abi::vdev::decode) else { continue };
+        store.write(&format!("{dir}/{v}/dev"), name.to_string().as_bytes())?;
     }
     Ok(())
 }
@@ -59,5 +59,22 @@ mod tests {
         assert_eq!(s.read("/local/domain/1/domid").unwrap(), b"1");
         assert_eq!(s.read("/local/domain/1/name").unwrap(), b"guest");
         assert!(s.read("/local/domain/1/control/shutdown").unwrap().is_empty());
+    }
+
+    /// xen-vbd-interface(7): 51712 is xvda, 768 hda, 1 << 28 | 16 << 8 xvdq.
+    #[test]
+    fn dev_nodes_name_each_disk_by_its_number() {
+        let s = SharedStore::new();
+        let dir = "/local/domain/0/backend/vbd/1";
+        for n in ["51712", "768", "268439552", "2048", "999"] {
+            s.write(&format!("{dir}/{n}/state"), b"1").unwrap();
+        }
+        name_disks(&s, 1).unwrap();
+        let dev = |n: &str| s.read_string(&format!("{dir}/{n}/dev")).ok();
+        assert_eq!(
+            (dev("51712"), dev("768"), dev("268439552")),
+            (Some("xvda".into()), Some("hda".into()), Some("xvdq".into()))
+        );
+        assert_eq!((dev("2048"), dev("999")), (Some("sda".into()), None), "999 is a deprecated number: no name");
     }
 }
