@@ -45,7 +45,7 @@ mod server;
 mod transaction;
 pub mod xenbus;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pv_abi::errno;
@@ -226,9 +226,9 @@ impl Dispatch {
 pub struct Store {
     nodes: BTreeMap<String, Node>,
     watches: Vec<Watch>,
-    conns: HashMap<ConnId, Conn>,
+    conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
-    owned: HashMap<DomId, usize>,
+    owned: BTreeMap<DomId, usize>,
     limits: Limits,
     pending: Dispatch,
     /// Bumped by every change to the tree (transactions compare it).
@@ -263,9 +263,9 @@ impl Store {
         let mut s = Store {
             nodes: BTreeMap::new(),
             watches: Vec::new(),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 1,
-            owned: HashMap::new(),
+            owned: BTreeMap::new(),
             limits,
             pending: Dispatch::default(),
             generation: 0,

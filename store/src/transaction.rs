@@ -9,7 +9,7 @@
 //! made meanwhile fails the commit. Correct, if more eager than Xen's
 //! per-node check.)
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::*;
@@ -38,7 +38,7 @@ struct Transaction {
 /// One connection's open transactions.
 #[derive(Default)]
 pub(crate) struct Transactions {
-    open: HashMap<u32, Transaction>,
+    open: BTreeMap<u32, Transaction>,
     next_id: u32,
 }
 
@@ -48,7 +48,7 @@ impl Store {
         Store {
             nodes: self.nodes.clone(),
             watches: Vec::new(),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: self.next_conn,
             owned: self.owned.clone(),
             limits: self.limits,
