@@ -12,11 +12,11 @@
 //! the VMM implements, so this crate stays independent of the VMM.
 
 use crate::grant::GrantTable;
-use crate::metrics::DeviceMetrics;
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
 use pv_abi::xenbus::XenbusState;
+use pv_util::metrics::DeviceMetrics;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
@@ -208,7 +208,7 @@ pub struct XenbusDevice<B: SplitBackend> {
     store_wake: Arc<EventFd>,
     evtchn_wake: Arc<EventFd>,
     port: Option<u32>,
-    log: crate::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
 }
 
 struct Keys<'a> {
@@ -237,7 +237,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
         if !store.watch(&format!("{}/{STATE}", paths.front), store_wake.clone()) {
             return Err(std::io::Error::other("cannot watch the front end's state"));
         }
-        let log = crate::ratelimit::LogLimiter::default();
+        let log = pv_util::ratelimit::LogLimiter::default();
         Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None, log })
     }
 
@@ -281,7 +281,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
                 match self.connect() {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
-                        crate::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
+                        pv_util::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
                         self.store.write(&format!("{}/{ERROR}", self.paths.back), &e);
                         self.set_state(XenbusState::Closing);
                     }

@@ -187,7 +187,7 @@ struct Conn {
     events: VecDeque<WatchEvent>,
     dropped: u64,
     /// Rate limit of this connection's guest-caused log lines.
-    log: backend::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
     kick: Option<Kick>,
 }
 
@@ -607,7 +607,7 @@ impl Store {
                 };
                 if conn.events.len() >= max {
                     conn.dropped += 1;
-                    backend::limited_warn!(
+                    pv_util::limited_warn!(
                         conn.log,
                         domid = conn.domid,
                         path = %ev.path,

@@ -138,7 +138,7 @@ pub struct StoreServer<M: RingMemory = RingPage> {
     transactions: super::transaction::Transactions,
     stats: StoreStats,
     /// Rate limit of this guest's log lines.
-    log: backend::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
 }
 
 impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
@@ -317,7 +317,7 @@ impl<M: RingMemory> StoreServer<M> {
         }
         let hdr = self.header();
         if hdr.len > XENSTORE_PAYLOAD_MAX {
-            backend::limited_warn!(
+            pv_util::limited_warn!(
                 self.log,
                 domid = self.domid,
                 len = hdr.len,
@@ -481,7 +481,7 @@ impl<M: RingMemory> StoreServer<M> {
             p.push(0);
             if p.len() > XENSTORE_PAYLOAD_MAX as usize {
                 self.stats.dropped_events += 1;
-                backend::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
+                pv_util::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
                 continue;
             }
             self.stats.watch_events += 1;

@@ -767,6 +767,6 @@ fn a_full_watch_queue_logs_a_bounded_number_of_lines_with_a_suppressed_count() {
     });
     assert!(s.dropped_events(c) >= 990, "{}", s.dropped_events(c));
     let lines = log.lines().filter(|l| l.contains("queue full")).count();
-    assert!((1..=backend::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
+    assert!((1..=pv_util::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
     assert!(log.contains("dropped="), "{log}");
 }

@@ -474,5 +474,5 @@ fn reconnecting_does_not_reset_the_log_limit() {
     });
     assert_eq!(b.metrics().errors.get(), 100);
     let n = warns.load(std::sync::atomic::Ordering::SeqCst);
-    assert!((1..=2 * crate::ratelimit::LogLimiter::BURST as usize + 2).contains(&n), "{n} warnings for 100 refusals");
+    assert!((1..=2 * pv_util::ratelimit::LogLimiter::BURST as usize + 2).contains(&n), "{n} warnings for 100 refusals");
 }

@@ -17,12 +17,12 @@ use super::metrics::BlockMetrics;
 use super::request::{Operation, Request, Status};
 use super::Disk;
 use crate::grant::{GrantError, GrantMapping, GrantTable};
-use crate::ratelimit::LogLimiter;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64};
+use pv_util::ratelimit::LogLimiter;
 
 pub mod x86_32;
 use ring_buffers::BackRing;
@@ -234,7 +234,7 @@ impl<L: RingLayout> Blkback<L> {
 
     fn refused(&mut self, req: &BlkifRequest, e: &RequestError) -> i16 {
         let disk = self.device.disk().path().display();
-        crate::limited_warn!(self.log, %disk, id = req.id, op = req.operation, "blkback: request refused: {e}");
+        pv_util::limited_warn!(self.log, %disk, id = req.id, op = req.operation, "blkback: request refused: {e}");
         let status = e.status();
         if status == BLKIF_RSP_EOPNOTSUPP {
             self.metrics().unsupported.inc();
@@ -396,7 +396,7 @@ impl<L: RingLayout> crate::serve::RingService for Blkback<L> {
 
     fn stop(&mut self, e: ring_buffers::RingError) {
         let disk = self.device.disk().path().display();
-        crate::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
+        pv_util::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
         self.metrics().ring_errors.inc();
         self.broken = true;
     }
@@ -519,7 +519,7 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         DEVICE_TYPE
     }
 
-    fn metrics(&self) -> Arc<dyn crate::metrics::DeviceMetrics> {
+    fn metrics(&self) -> Arc<dyn pv_util::metrics::DeviceMetrics> {
         self.metrics.clone()
     }
 

@@ -10,12 +10,12 @@ use super::executor::EchoExecutor;
 use super::metrics::EchoMetrics;
 use super::request::{Operation, Request};
 use crate::grant::GrantTable;
-use crate::ratelimit::LogLimiter;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::echo::*;
 use pv_abi::xenbus::keys as xb;
+use pv_util::ratelimit::LogLimiter;
 use ring_buffers::BackRing;
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ impl Echo {
         match self.run(req) {
             Ok(v) => rsp.value = v,
             Err((status, why)) => {
-                crate::limited_warn!(self.log, id = req.id, op = req.op, "echo: request refused: {why}");
+                pv_util::limited_warn!(self.log, id = req.id, op = req.op, "echo: request refused: {why}");
                 rsp.status = status;
             }
         }
@@ -126,7 +126,7 @@ impl crate::serve::RingService for Echo {
     }
 
     fn stop(&mut self, e: ring_buffers::RingError) {
-        crate::limited_warn!(self.log, "echo: corrupt ring from the guest ({e}); device stopped");
+        pv_util::limited_warn!(self.log, "echo: corrupt ring from the guest ({e}); device stopped");
         self.metrics.ring_errors.inc();
         self.broken = true;
     }
@@ -167,7 +167,7 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         DEVICE_TYPE
     }
 
-    fn metrics(&self) -> Arc<dyn crate::metrics::DeviceMetrics> {
+    fn metrics(&self) -> Arc<dyn pv_util::metrics::DeviceMetrics> {
         self.metrics.clone()
     }
 

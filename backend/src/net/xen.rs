@@ -16,13 +16,13 @@ use super::metrics::NetMetrics;
 use super::request::{TxError, TxPacket};
 use super::{format_mac, NetSpec, RxMeta, MAX_FRAME, MAX_TX_SLOTS, RX_BUDGET};
 use crate::grant::GrantTable;
-use crate::metrics::DeviceMetrics;
 use crate::ring_page::{ConnectError, RingPage};
 use crate::xenbus::{DevicePaths, WiredDevice, XenbusBackend, XenbusDevice, XenbusHost};
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
+use pv_util::metrics::DeviceMetrics;
 use ring_buffers::{BackRing, RingError};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,7 @@ pub struct Netback {
     m: Arc<NetMetrics>,
     chain: Vec<NetifTxRequest>,
     rx_unpublished: u32,
-    log: crate::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
 }
 
 impl std::fmt::Debug for Netback {
@@ -80,7 +80,7 @@ impl Netback {
             m,
             chain: Vec::with_capacity(NET_TX_RING_SIZE as usize),
             rx_unpublished: 0,
-            log: crate::ratelimit::LogLimiter::default(),
+            log: pv_util::ratelimit::LogLimiter::default(),
         })
     }
 
@@ -90,7 +90,7 @@ impl Netback {
     }
 
     fn stop(&mut self, why: &Fatal) {
-        crate::limited_warn!(self.log, "netback: {why} from the guest; device stopped");
+        pv_util::limited_warn!(self.log, "netback: {why} from the guest; device stopped");
         self.m.stopped.add(1);
         self.broken = true;
     }
@@ -178,7 +178,7 @@ impl Netback {
             Ok(()) => NETIF_RSP_OKAY,
             Err(e) => {
                 self.m.tx_errors.add(1);
-                crate::limited_warn!(self.log, id = first.id, "netback: transmit packet refused: {e}");
+                pv_util::limited_warn!(self.log, id = first.id, "netback: transmit packet refused: {e}");
                 NETIF_RSP_ERROR
             }
         };
@@ -281,7 +281,7 @@ impl Netback {
                 Ok(()) => chunk.len() as i16,
                 Err(e) => {
                     ok = false;
-                    crate::limited_warn!(self.log, id = req.id, "netback: receive buffer refused: {e}");
+                    pv_util::limited_warn!(self.log, id = req.id, "netback: receive buffer refused: {e}");
                     NETIF_RSP_ERROR
                 }
             };
