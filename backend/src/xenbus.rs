@@ -7,8 +7,9 @@
 //! publishes the features and goes `InitWait`; when the front end reaches
 //! `Initialised` it reads `event-channel`, lets the device map its rings,
 //! binds the event channel and goes `Connected`; when the front end closes
-//! it disconnects and goes `Closed`. The store and event channels are
-//! reached through the two small traits [`XenbusStore`] and [`EvtchnBinder`]
+//! it disconnects and goes `Closed`. The store is reached through the
+//! store's own [`XenbusStore`] and [`FrontendKeys`] (defined by pv-store,
+//! which knows nothing of devices), event channels through [`EvtchnBinder`]
 //! the VMM implements, so this crate stays independent of the VMM.
 
 use crate::grant::GrantTable;
@@ -22,15 +23,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
-/// Store access for a back-end (absolute paths, domain-0 rights).
-pub trait XenbusStore: Send + Sync {
-    /// Reads a node as text.
-    fn read(&self, path: &str) -> Option<String>;
-    /// Writes a node.
-    fn write(&self, path: &str, value: &str) -> bool;
-    /// Calls `wake` whenever `path` or anything below it changes.
-    fn watch(&self, path: &str, wake: Arc<EventFd>) -> bool;
-}
+pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 
 /// Event-channel binding for a back-end.
 pub trait EvtchnBinder: Send + Sync {
@@ -39,19 +32,6 @@ pub trait EvtchnBinder: Send + Sync {
     fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, String>;
     /// Closes the binding.
     fn close(&self, port: u32);
-}
-
-/// What a connecting back-end may read from its front end's directory.
-pub trait FrontendKeys {
-    /// The value of `key` under the front end's directory.
-    fn read(&self, key: &str) -> Option<String>;
-
-    /// `key` as a decimal `u32` (strictly: [`pv_abi::xenbus::parse_u32`]),
-    /// with a message naming the key otherwise.
-    fn read_u32(&self, key: &str) -> Result<u32, String> {
-        let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
-        pv_abi::xenbus::parse_u32(v.as_bytes()).ok_or_else(|| format!("front end's '{key}' is not a number: {v:?}"))
-    }
 }
 
 /// A device's back-end logic.
@@ -87,15 +67,6 @@ pub trait SplitBackend: Send + 'static {
 /// Requests a back end handles per wake-up before yielding the device
 /// thread to the other devices.
 pub const PROCESS_BUDGET: usize = 256;
-
-/// Where a device lives in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevicePaths {
-    /// Front-end directory (`/local/domain/<guest>/device/<type>/<id>`).
-    pub front: String,
-    /// Back-end directory (`/local/domain/0/backend/<type>/<guest>/<id>`).
-    pub back: String,
-}
 
 /// What the xenbus devices of one guest share: the store (domain 0's
 /// handle), event-channel binding and the guest's grant table.

@@ -29,7 +29,6 @@ use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use backend::ring_page::RingPage;
 use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::*;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, Pod, RingError, RingMemory};
@@ -117,9 +116,10 @@ struct Outgoing {
 }
 
 /// The store back end of one guest connection: its ring page and its
-/// connection to the [`SharedStore`]. `M` is the ring page's memory:
-/// [`RingPage`] in the VMM and in the tests alike.
-pub struct StoreServer<M: RingMemory = RingPage> {
+/// connection to the [`SharedStore`]. `M` is the ring page's memory: the
+/// VMM's own page type on the device thread, ring-buffers'
+/// `GuestRingMemory` or `RawMemory` in tests.
+pub struct StoreServer<M: RingMemory> {
     store: SharedStore,
     conn: ConnId,
     domid: DomId,

@@ -5,7 +5,6 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 
-use backend::ring_page::RingPage;
 use pv_abi::xs_wire::*;
 use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, RingError};
@@ -297,10 +296,11 @@ impl<'a> Guest<'a> {
     }
 }
 
-/// The server over the store page, through the same ring-memory type the
-/// VMM uses.
-fn server(store: &SharedStore, gm: &GuestMemoryMmap) -> StoreServer {
-    StoreServer::new(store.clone(), 1, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap()
+/// The server over the store page in guest memory (through vm-memory, as
+/// the VMM reaches it).
+fn server<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> StoreServer<GuestRingMemory<'a>> {
+    let page = GuestRingMemory::new(gm, PAGE, size_of::<XenstoreDomainInterface>()).unwrap();
+    StoreServer::new(store.clone(), 1, page).unwrap()
 }
 
 fn error_reply(m: &(XsdSockmsg, Vec<u8>), req_id: u32, name: &str) {
@@ -588,8 +588,6 @@ fn server_and_store_can_move_to_a_device_thread() {
     fn send<T: Send>() {}
     fn sync<T: Send + Sync>() {}
     send::<StoreServer<ring_buffers::RawMemory>>();
-    // The owned page type the device thread uses for VMM-assigned rings.
-    send::<StoreServer<backend::ring_page::RingPage>>();
     sync::<SharedStore>();
 }
 

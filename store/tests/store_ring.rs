@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
 use std::sync::{Arc, Mutex};
 
-use backend::ring_page::RingPage;
 use frontend_guest::store::{names, StoreClient, StoreError, StoreTransport};
 use frontend_guest::xenbus::{self as guest_xenbus, XenbusState};
 use pv_abi::errno;
@@ -25,7 +24,7 @@ const PAGE: GuestAddress = GuestAddress(0x3000);
 /// which the server does nothing can never end in a single thread: that is
 /// a deadlock, reported as a test failure.
 struct Inline<'a> {
-    server: StoreServer<RingPage>,
+    server: StoreServer<GuestRingMemory<'a>>,
     /// The guest memory the client's `RawMemory` points into.
     _mem: PhantomData<&'a GuestMemoryMmap>,
     idle: u32,
@@ -60,8 +59,9 @@ fn guest_memory() -> GuestMemoryMmap {
 }
 
 fn connect<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> Client<'a> {
-    let server = StoreServer::new(store.clone(), DOMID, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap();
     let len = size_of::<XenstoreDomainInterface>();
+    let page = GuestRingMemory::new(gm, PAGE, len).unwrap();
+    let server = StoreServer::new(store.clone(), DOMID, page).unwrap();
     // Resolved through vm-memory so the range is known to lie in one region.
     let host = gm.get_slice(PAGE, len).unwrap().ptr_guard_mut().as_ptr();
     assert_eq!(host, gm.get_host_address(PAGE).unwrap());
