@@ -40,6 +40,7 @@
 //! guest that registered a relative path gets event paths relative to its
 //! home. Special `@...` paths can be watched but never fire.
 
+mod op;
 mod path;
 mod server;
 mod transaction;
@@ -84,6 +85,10 @@ pub enum StoreError {
     /// started; the caller retries it.
     #[error("transaction conflict (EAGAIN)")]
     Again,
+    /// `EBUSY`: a transaction started inside a transaction (Xen has no
+    /// nested transactions).
+    #[error("busy (EBUSY)")]
+    Busy,
 }
 
 impl StoreError {
@@ -98,6 +103,7 @@ impl StoreError {
             StoreError::Exists => errno::EEXIST,
             StoreError::NotImplemented => errno::ENOSYS,
             StoreError::Again => errno::EAGAIN,
+            StoreError::Busy => errno::EBUSY,
         }
     }
 

@@ -129,6 +129,33 @@ fn store_operations_over_the_ring() {
     assert_eq!(c.stale_replies(), 0);
 }
 
+/// The guest client's transactions against the server (Xen's
+/// `docs/misc/xenstore.txt`: TRANSACTION_START/END, `EAGAIN` when another
+/// change came first, `ENOENT` for an id no longer open).
+#[test]
+fn guest_transactions_commit_conflict_and_abort() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut c = connect(&store, &gm);
+    let mut buf = [0u8; 16];
+    let t = c.transaction_start().unwrap();
+    assert_ne!(t, 0);
+    c.write_in(t, "device/vif/0/tx-ring-ref", b"8").unwrap();
+    assert_eq!(c.read_in(t, "device/vif/0/tx-ring-ref", &mut buf), Ok(1));
+    assert_eq!(c.read("device/vif/0/tx-ring-ref", &mut buf), Err(StoreError::Xs(errno::ENOENT)));
+    c.transaction_end(t, true).unwrap();
+    assert_eq!(store.read("/local/domain/1/device/vif/0/tx-ring-ref").unwrap(), b"8");
+    let t = c.transaction_start().unwrap();
+    c.write_in(t, "device/vif/0/rx-ring-ref", b"9").unwrap();
+    store.write("/local/domain/1/device/vif/0/state", b"3").unwrap();
+    assert_eq!(c.transaction_end(t, true), Err(StoreError::Xs(errno::EAGAIN)));
+    assert_eq!(c.transaction_end(t, true), Err(StoreError::Xs(errno::ENOENT)));
+    let t = c.transaction_start().unwrap();
+    c.write_in(t, "device/vif/0/rx-ring-ref", b"9").unwrap();
+    c.transaction_end(t, false).unwrap();
+    assert_eq!(store.read("/local/domain/1/device/vif/0/rx-ring-ref"), Err(pv_store::StoreError::NoEntry));
+}
+
 #[test]
 fn traffic_wraps_the_rings_and_exceeds_them() {
     let store = SharedStore::new();
