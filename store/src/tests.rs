@@ -373,11 +373,10 @@ fn server_rejects_malformed_requests_and_stays_in_sync() {
         (XS_ERROR, 0, b"EIO\0", "ENOSYS"),
         (XS_CONTROL, 0, b"print\0hi\0", "EACCES"), // alias XS_DEBUG
         (XS_INTRODUCE, 0, b"2\0 1\0 1\0", "EACCES"),
-        (XS_TRANSACTION_START, 0, b"x\0", "EINVAL"), // payload must be empty
-        (XS_TRANSACTION_END, 7, b"T\0", "ENOENT"),   // no such transaction
-        (XS_TRANSACTION_END, 7, b"X\0", "ENOENT"),   // the id is checked first
-        (XS_TRANSACTION_END, 0, b"T\0", "ENOENT"),   // 0 is no transaction
-        (XS_GET_DOMAIN_PATH, 9, b"1\0", "ENOENT"),   // every type but WATCH/UNWATCH
+        (XS_TRANSACTION_END, 7, b"T\0", "ENOENT"), // no such transaction
+        (XS_TRANSACTION_END, 7, b"X\0", "ENOENT"), // the id is checked first
+        (XS_TRANSACTION_END, 0, b"T\0", "ENOENT"), // 0 is no transaction
+        (XS_GET_DOMAIN_PATH, 9, b"1\0", "ENOENT"), // every type but WATCH/UNWATCH
         (XS_SET_PERMS, 0, b"a\0r1\0", "ENOSYS"),
         (XS_READ, 5, b"a\0", "ENOENT"), // no such transaction
         (XS_WRITE, 0, b"@x\0v", "EINVAL"),
