@@ -11,13 +11,15 @@
 //! * transports — `xen.rs` (a Xen ring page + grant references + an event
 //!   channel, set up by the xenbus handshake; a virtio transport sits
 //!   beside it and builds the same request);
-//! * `metrics.rs` — shared atomic counters ([`metrics`]).
+//! * `metrics.rs` — shared atomic counters (`pv_util::metrics`).
 //!
 //! Shared by every Xen transport: [`grant`] (the only way to reach guest
 //! pages), [`ring_page`] (a granted page as ring memory), [`serve`] (the one
 //! request loop, with its per-wake budget) and [`xenbus`] (the handshake,
 //! and the one constructor the VMM's device table wires every device
-//! through). [`ratelimit`] bounds guest-caused log lines. [`DEVICE_TYPES`]
+//! through). `pv_util::ratelimit` bounds guest-caused log lines: one
+//! budget per device for its whole life, handed to each connection by
+//! [`xenbus::XenbusDevice`]. [`DEVICE_TYPES`]
 //! lists every device type the VMM can offer.
 
 pub mod block;
@@ -25,9 +27,7 @@ pub mod console;
 pub mod echo;
 pub mod grant;
 pub mod guest_side;
-pub mod metrics;
 pub mod net;
-pub mod ratelimit;
 pub mod ring_page;
 pub mod serve;
 pub mod virtio;

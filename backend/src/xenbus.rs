@@ -7,29 +7,23 @@
 //! publishes the features and goes `InitWait`; when the front end reaches
 //! `Initialised` it reads `event-channel`, lets the device map its rings,
 //! binds the event channel and goes `Connected`; when the front end closes
-//! it disconnects and goes `Closed`. The store and event channels are
-//! reached through the two small traits [`XenbusStore`] and [`EvtchnBinder`]
+//! it disconnects and goes `Closed`. The store is reached through the
+//! store's own [`XenbusStore`] and [`FrontendKeys`] (defined by pv-store,
+//! which knows nothing of devices), event channels through [`EvtchnBinder`]
 //! the VMM implements, so this crate stays independent of the VMM.
 
 use crate::grant::GrantTable;
-use crate::metrics::DeviceMetrics;
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
 use pv_abi::xenbus::XenbusState;
+use pv_util::metrics::DeviceMetrics;
+use pv_util::ratelimit::SharedLogLimiter;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
-/// Store access for a back-end (absolute paths, domain-0 rights).
-pub trait XenbusStore: Send + Sync {
-    /// Reads a node as text.
-    fn read(&self, path: &str) -> Option<String>;
-    /// Writes a node.
-    fn write(&self, path: &str, value: &str) -> bool;
-    /// Calls `wake` whenever `path` or anything below it changes.
-    fn watch(&self, path: &str, wake: Arc<EventFd>) -> bool;
-}
+pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 
 /// Event-channel binding for a back-end.
 pub trait EvtchnBinder: Send + Sync {
@@ -38,19 +32,6 @@ pub trait EvtchnBinder: Send + Sync {
     fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, String>;
     /// Closes the binding.
     fn close(&self, port: u32);
-}
-
-/// What a connecting back-end may read from its front end's directory.
-pub trait FrontendKeys {
-    /// The value of `key` under the front end's directory.
-    fn read(&self, key: &str) -> Option<String>;
-
-    /// `key` as a decimal `u32` (strictly: [`pv_abi::xenbus::parse_u32`]),
-    /// with a message naming the key otherwise.
-    fn read_u32(&self, key: &str) -> Result<u32, String> {
-        let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
-        pv_abi::xenbus::parse_u32(v.as_bytes()).ok_or_else(|| format!("front end's '{key}' is not a number: {v:?}"))
-    }
 }
 
 /// A device's back-end logic.
@@ -63,12 +44,15 @@ pub trait SplitBackend: Send + 'static {
     /// `InitWait` (`feature-*`, sizes...).
     fn features(&self) -> Vec<(String, String)>;
     /// Maps the front end's rings (through `grants`) and gets ready; the
-    /// event channel is bound after this succeeds.
+    /// event channel is bound after this succeeds. Guest-caused log lines
+    /// of the connection go through `log`: the device's one budget for its
+    /// whole life (a clone of it), so reconnecting never resets it.
     fn connect(
         &mut self,
         front: &dyn FrontendKeys,
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
+        log: &SharedLogLimiter,
     ) -> Result<(), String>;
     /// Drops the mappings (the front end is closing).
     fn disconnect(&mut self);
@@ -83,15 +67,6 @@ pub trait SplitBackend: Send + 'static {
 /// Requests a back end handles per wake-up before yielding the device
 /// thread to the other devices.
 pub const PROCESS_BUDGET: usize = 256;
-
-/// Where a device lives in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevicePaths {
-    /// Front-end directory (`/local/domain/<guest>/device/<type>/<id>`).
-    pub front: String,
-    /// Back-end directory (`/local/domain/0/backend/<type>/<guest>/<id>`).
-    pub back: String,
-}
 
 /// What the xenbus devices of one guest share: the store (domain 0's
 /// handle), event-channel binding and the guest's grant table.
@@ -208,7 +183,9 @@ pub struct XenbusDevice<B: SplitBackend> {
     store_wake: Arc<EventFd>,
     evtchn_wake: Arc<EventFd>,
     port: Option<u32>,
-    log: crate::ratelimit::LogLimiter,
+    /// The device's guest-caused log budget for the VM's lifetime, shared
+    /// with every connection ([`SplitBackend::connect`]).
+    log: SharedLogLimiter,
 }
 
 struct Keys<'a> {
@@ -237,7 +214,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
         if !store.watch(&format!("{}/{STATE}", paths.front), store_wake.clone()) {
             return Err(std::io::Error::other("cannot watch the front end's state"));
         }
-        let log = crate::ratelimit::LogLimiter::default();
+        let log = SharedLogLimiter::default();
         Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None, log })
     }
 
@@ -259,7 +236,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
         let port = keys.read_u32(EVENT_CHANNEL)?;
         // Bind first so the device can notify from `connect` on.
         let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
-        if let Err(e) = self.backend.connect(&keys, &self.grants, notify) {
+        if let Err(e) = self.backend.connect(&keys, &self.grants, notify, &self.log) {
             self.evtchn.close(port);
             return Err(e);
         }
@@ -281,7 +258,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
                 match self.connect() {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
-                        crate::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
+                        pv_util::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
                         self.store.write(&format!("{}/{ERROR}", self.paths.back), &e);
                         self.set_state(XenbusState::Closing);
                     }
@@ -328,6 +305,114 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::harness::{CountNotify, HostNetFront, RX_RING_REF, TX_RING_REF};
+    use crate::net::{peer, NetBackend};
+    use pv_abi::netif::{keys as nk, NetifTxRequest};
+    use pv_util::ratelimit::LogLimiter;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    #[derive(Default)]
+    struct MapStore(Mutex<BTreeMap<String, String>>);
+
+    impl XenbusStore for MapStore {
+        fn read(&self, path: &str) -> Option<String> {
+            self.0.lock().unwrap().get(path).cloned()
+        }
+        fn write(&self, path: &str, value: &str) -> bool {
+            self.0.lock().unwrap().insert(path.to_owned(), value.to_owned());
+            true
+        }
+        fn watch(&self, _: &str, _: Arc<EventFd>) -> bool {
+            true // the test calls `frontend_changed` itself
+        }
+    }
+
+    struct Binder;
+
+    impl EvtchnBinder for Binder {
+        fn bind(&self, _: u32, _: Arc<EventFd>) -> Result<Arc<dyn Notify>, String> {
+            Ok(Arc::new(CountNotify::default()))
+        }
+        fn close(&self, _: u32) {}
+    }
+
+    /// Counts WARN events.
+    struct CountWarns(Arc<AtomicUsize>);
+
+    impl tracing::Subscriber for CountWarns {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// A netfront that connects, sends 12 packets netback refuses, and
+    /// disconnects, 60 times over, through the real handshake driver: the
+    /// log sees one device's budget (at most `BURST` lines plus one
+    /// "suppressed" line per window), not 60 fresh ones (600 lines before).
+    #[test]
+    fn reconnecting_netfront_gets_one_log_budget() {
+        let mut front = HostNetFront::new(4).unwrap();
+        let store = Arc::new(MapStore::default());
+        let host = XenbusHost { store: store.clone(), evtchn: Arc::new(Binder), grants: front.grants().clone() };
+        let paths = DevicePaths {
+            front: "/local/domain/1/device/vif/0".into(),
+            back: "/local/domain/0/backend/vif/1/0".into(),
+        };
+        let f = |k: &str| format!("{}/{k}", paths.front);
+        for (k, v) in [
+            (EVENT_CHANNEL, "5".to_string()),
+            (nk::TX_RING_REF, TX_RING_REF.to_string()),
+            (nk::RX_RING_REF, RX_RING_REF.to_string()),
+            (nk::REQUEST_RX_COPY, "1".into()),
+            (nk::FEATURE_RX_NOTIFY, "1".into()),
+            (STATE, XenbusState::Initialising.as_str().into()),
+        ] {
+            store.write(&f(k), &v);
+        }
+        let (port, _peer) = peer::pair(true).unwrap();
+        let mut dev =
+            XenbusDevice::new(NetBackend::new(Box::new(port), [2, 0, 0, 0, 0, 1]), paths.clone(), &host).unwrap();
+        let warns = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut id = 0u16;
+        tracing::subscriber::with_default(CountWarns(warns.clone()), || {
+            for _ in 0..60 {
+                store.write(&f(STATE), XenbusState::Initialised.as_str());
+                dev.frontend_changed();
+                let back_state = store.read(&format!("{}/{STATE}", paths.back));
+                assert_eq!(back_state.as_deref(), Some(XenbusState::Connected.as_str()));
+                for _ in 0..12 {
+                    id = id.wrapping_add(1);
+                    // A grant the front end never gave: refused and logged.
+                    front.push_tx(&NetifTxRequest { gref: 999, offset: 0, flags: 0, id, size: 60 }).unwrap();
+                }
+                front.publish_tx();
+                dev.backend.process();
+                assert_eq!(std::iter::from_fn(|| front.pop_tx().ok().flatten()).count(), 12);
+                store.write(&f(STATE), XenbusState::Closing.as_str());
+                dev.frontend_changed();
+            }
+        });
+        assert_eq!(dev.backend.net_metrics().snapshot().tx_errors, 720, "every refusal still counted");
+        let windows = (start.elapsed().as_secs_f64() / LogLimiter::WINDOW.as_secs_f64()).floor() as usize + 1;
+        let lines = warns.load(Ordering::SeqCst);
+        let budget = windows * (LogLimiter::BURST as usize + 1);
+        assert!((1..=budget).contains(&lines), "{lines} warnings for 720 refusals (budget {budget})");
+    }
 
     #[test]
     fn device_args_name_a_known_type() {

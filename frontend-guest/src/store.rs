@@ -343,6 +343,41 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
         r
     }
 
+    /// Opens a transaction (`XS_TRANSACTION_START`) and returns its id,
+    /// never 0 (Xen's `docs/misc/xenstore.txt`: transaction id 0 means
+    /// "no transaction"). Pass the id to [`read_in`](Self::read_in) and
+    /// [`write_in`](Self::write_in), then end it with
+    /// [`transaction_end`](Self::transaction_end).
+    pub fn transaction_start(&mut self) -> Result<u32, StoreError> {
+        let mut id = [0u8; 16];
+        let n = self.transact(XS_TRANSACTION_START, &[b"\0"], &mut id)?;
+        let digits = id[..n].strip_suffix(b"\0").unwrap_or(&id[..n]);
+        match parse_u32(digits) {
+            Some(0) | None => Err(StoreError::Protocol),
+            Some(tx) => Ok(tx),
+        }
+    }
+
+    /// Ends transaction `tx`: commits its changes (`commit`) or drops
+    /// them. A commit that conflicted with another change fails with
+    /// `Xs(EAGAIN)`: start the transaction again.
+    pub fn transaction_end(&mut self, tx: u32, commit: bool) -> Result<(), StoreError> {
+        let mut ok = [0u8; 8];
+        let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        self.transact_in(tx, XS_TRANSACTION_END, &[arg], &mut ok).map(|_| ())
+    }
+
+    /// [`read`](Self::read) inside transaction `tx`.
+    pub fn read_in(&mut self, tx: u32, path: &str, buf: &mut [u8]) -> Result<usize, StoreError> {
+        self.transact_in(tx, XS_READ, &[path.as_bytes(), b"\0"], buf)
+    }
+
+    /// [`write`](Self::write) inside transaction `tx`.
+    pub fn write_in(&mut self, tx: u32, path: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut ok = [0u8; 8];
+        self.transact_in(tx, XS_WRITE, &[path.as_bytes(), b"\0", value], &mut ok).map(|_| ())
+    }
+
     /// Writes the home path of `domid` (`/local/domain/<domid>`) into
     /// `buf`; returns its length (without the NUL).
     pub fn get_domain_path(&mut self, domid: u16, buf: &mut [u8]) -> Result<usize, StoreError> {
@@ -472,15 +507,21 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
         self.transact(type_, parts, &mut ok).map(|_| ())
     }
 
-    /// Sends one request and reads its reply into `reply`.
+    /// Sends one request outside any transaction and reads its reply.
     fn transact(&mut self, type_: u32, parts: &[&[u8]], reply: &mut [u8]) -> Result<usize, StoreError> {
+        self.transact_in(0, type_, parts, reply)
+    }
+
+    /// Sends one request in transaction `tx_id` (0: none) and reads its
+    /// reply into `reply`.
+    fn transact_in(&mut self, tx_id: u32, type_: u32, parts: &[&[u8]], reply: &mut [u8]) -> Result<usize, StoreError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > XENSTORE_PAYLOAD_MAX as usize {
             return Err(StoreError::TooLong);
         }
         let req_id = self.next_req_id;
         self.next_req_id = self.next_req_id.wrapping_add(1);
-        let hdr = XsdSockmsg { type_, req_id, tx_id: 0, len: len as u32 };
+        let hdr = XsdSockmsg { type_, req_id, tx_id, len: len as u32 };
         self.link.put(&hdr.to_bytes())?;
         for p in parts {
             self.link.put(p)?;

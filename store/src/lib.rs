@@ -40,12 +40,13 @@
 //! guest that registered a relative path gets event paths relative to its
 //! home. Special `@...` paths can be watched but never fire.
 
+mod op;
 mod path;
 mod server;
 mod transaction;
 pub mod xenbus;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pv_abi::errno;
@@ -84,6 +85,10 @@ pub enum StoreError {
     /// started; the caller retries it.
     #[error("transaction conflict (EAGAIN)")]
     Again,
+    /// `EBUSY`: a transaction started inside a transaction (Xen has no
+    /// nested transactions).
+    #[error("busy (EBUSY)")]
+    Busy,
 }
 
 impl StoreError {
@@ -98,6 +103,7 @@ impl StoreError {
             StoreError::Exists => errno::EEXIST,
             StoreError::NotImplemented => errno::ENOSYS,
             StoreError::Again => errno::EAGAIN,
+            StoreError::Busy => errno::EBUSY,
         }
     }
 
@@ -187,7 +193,7 @@ struct Conn {
     events: VecDeque<WatchEvent>,
     dropped: u64,
     /// Rate limit of this connection's guest-caused log lines.
-    log: backend::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
     kick: Option<Kick>,
 }
 
@@ -226,9 +232,9 @@ impl Dispatch {
 pub struct Store {
     nodes: BTreeMap<String, Node>,
     watches: Vec<Watch>,
-    conns: HashMap<ConnId, Conn>,
+    conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
-    owned: HashMap<DomId, usize>,
+    owned: BTreeMap<DomId, usize>,
     limits: Limits,
     pending: Dispatch,
     /// Bumped by every change to the tree (transactions compare it).
@@ -263,9 +269,9 @@ impl Store {
         let mut s = Store {
             nodes: BTreeMap::new(),
             watches: Vec::new(),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 1,
-            owned: HashMap::new(),
+            owned: BTreeMap::new(),
             limits,
             pending: Dispatch::default(),
             generation: 0,
@@ -607,7 +613,7 @@ impl Store {
                 };
                 if conn.events.len() >= max {
                     conn.dropped += 1;
-                    backend::limited_warn!(
+                    pv_util::limited_warn!(
                         conn.log,
                         domid = conn.domid,
                         path = %ev.path,

@@ -10,8 +10,9 @@
 //!
 //! # What a hostile guest can cause
 //!
-//! * A malformed request (unknown type, missing NUL, bad path, a nonzero
-//!   transaction id) gets an `XS_ERROR` reply; the stream stays in sync.
+//! * A malformed request (unknown type, missing NUL, bad path, a
+//!   transaction id that names no open transaction) gets an `XS_ERROR`
+//!   reply with xenstored's errno; the stream stays in sync.
 //! * A header claiming `len > XENSTORE_PAYLOAD_MAX` cannot be
 //!   resynchronised (the payload boundary is unknown): the server replies
 //!   `XS_ERROR` `E2BIG` and discards everything currently in the request
@@ -29,12 +30,12 @@ use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use backend::ring_page::RingPage;
 use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::*;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, Pod, RingError, RingMemory};
 
-use super::{ConnId, Kick, SharedStore, Store, StoreError, WatchEvent};
+use super::op::{self, Op, TxRule, OK};
+use super::{ConnId, Kick, SharedStore, StoreError, WatchEvent};
 
 /// Replies (not counting watch events) queued for a guest that does not
 /// read its `rsp` ring before the server stops consuming requests.
@@ -117,9 +118,10 @@ struct Outgoing {
 }
 
 /// The store back end of one guest connection: its ring page and its
-/// connection to the [`SharedStore`]. `M` is the ring page's memory:
-/// [`RingPage`] in the VMM and in the tests alike.
-pub struct StoreServer<M: RingMemory = RingPage> {
+/// connection to the [`SharedStore`]. `M` is the ring page's memory: the
+/// VMM's own page type on the device thread, ring-buffers'
+/// `GuestRingMemory` or `RawMemory` in tests.
+pub struct StoreServer<M: RingMemory> {
     store: SharedStore,
     conn: ConnId,
     domid: DomId,
@@ -138,7 +140,7 @@ pub struct StoreServer<M: RingMemory = RingPage> {
     transactions: super::transaction::Transactions,
     stats: StoreStats,
     /// Rate limit of this guest's log lines.
-    log: backend::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::LogLimiter,
 }
 
 impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
@@ -317,7 +319,7 @@ impl<M: RingMemory> StoreServer<M> {
         }
         let hdr = self.header();
         if hdr.len > XENSTORE_PAYLOAD_MAX {
-            backend::limited_warn!(
+            pv_util::limited_warn!(
                 self.log,
                 domid = self.domid,
                 len = hdr.len,
@@ -376,90 +378,47 @@ impl<M: RingMemory> StoreServer<M> {
         self.queue(XS_ERROR, hdr.req_id, hdr.tx_id, &p, true);
     }
 
+    /// Answers one request: refused in xenstored's order (type, then
+    /// transaction id, then payload; see [`op`](super::op)), then run in
+    /// its transaction or on the live store.
     fn execute(&mut self, hdr: &XsdSockmsg, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
-        const OK: &[u8] = b"OK\0";
+        let tx = match op::admit(hdr.type_)? {
+            TxRule::LookedUp => self.transactions.check(hdr.tx_id)?,
+            TxRule::Ignored => 0,
+        };
         let (domid, conn) = (self.domid, self.conn);
-        match hdr.type_ {
-            XS_TRANSACTION_START => return self.transactions.start(&self.store, payload),
-            XS_TRANSACTION_END => return self.transactions.end(&self.store, domid, conn, hdr.tx_id, payload),
-            XS_CONTROL
-            | XS_GET_PERMS
-            | XS_SET_PERMS
-            | XS_INTRODUCE
-            | XS_RELEASE
-            | XS_IS_DOMAIN_INTRODUCED
-            | XS_RESUME
-            | XS_SET_TARGET
-            | XS_DIRECTORY_PART => return Err(StoreError::NotImplemented),
-            _ => {}
+        match Op::parse(hdr.type_, payload)? {
+            Op::TransactionStart => self.transactions.start(&self.store, tx),
+            Op::TransactionEnd { commit } => self.transactions.end(&self.store, domid, conn, tx, commit),
+            Op::ResetWatches => {
+                // "Reset all watches and transactions of the caller"
+                // (docs/misc/xenstore.txt).
+                self.transactions.clear();
+                self.store.with(Some(conn), |s| s.reset_watches(conn));
+                Ok(OK.to_vec())
+            }
+            op => match (tx != 0).then(|| self.transactions.op(domid, tx, &op)).flatten() {
+                Some(reply) => reply,
+                None => self.run(&op),
+            },
         }
-        if hdr.tx_id != 0 {
-            if let Some(reply) = self.transactions.op(domid, hdr.tx_id, hdr.type_, payload) {
-                return reply;
-            }
-        }
-        let store = self.store.clone();
-        let run = |f: &mut dyn FnMut(&mut Store) -> Result<Vec<u8>, StoreError>| store.with(Some(conn), f);
-        match hdr.type_ {
-            XS_READ => {
-                let path = one_arg(payload)?;
-                run(&mut |s| s.read(domid, path).map(<[u8]>::to_vec))
-            }
-            XS_WRITE => {
-                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
-                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
-                let value = &payload[nul + 1..];
-                run(&mut |s| s.write(domid, path, value).map(|()| OK.to_vec()))
-            }
-            XS_MKDIR => {
-                let path = one_arg(payload)?;
-                run(&mut |s| s.mkdir(domid, path).map(|()| OK.to_vec()))
-            }
-            XS_RM => {
-                let path = one_arg(payload)?;
-                run(&mut |s| s.rm(domid, path).map(|()| OK.to_vec()))
-            }
-            XS_DIRECTORY => {
-                let path = one_arg(payload)?;
-                let names = run(&mut |s| {
-                    let names = s.directory(domid, path)?;
-                    let mut out = Vec::new();
-                    for n in names {
-                        out.extend_from_slice(n.as_bytes());
-                        out.push(0);
-                        if out.len() > XENSTORE_PAYLOAD_MAX as usize {
-                            return Err(StoreError::TooBig);
-                        }
-                    }
-                    Ok(out)
-                })?;
-                Ok(names)
-            }
-            XS_WATCH => {
-                let (path, token) = two_args(payload)?;
-                run(&mut |s| s.watch_conn(conn, path, token).map(|()| OK.to_vec()))
-            }
-            XS_UNWATCH => {
-                let (path, token) = two_args(payload)?;
-                run(&mut |s| s.unwatch_conn(conn, path, token).map(|()| OK.to_vec()))
-            }
-            XS_RESET_WATCHES => {
-                if !payload.is_empty() && one_arg(payload).is_err() {
-                    return Err(StoreError::Invalid);
-                }
-                run(&mut |s| {
-                    s.reset_watches(conn);
-                    Ok(OK.to_vec())
-                })
-            }
-            XS_GET_DOMAIN_PATH => {
-                let d = pv_abi::xenbus::parse_u32(one_arg(payload)?.as_bytes());
-                let d = d.and_then(|d| DomId::try_from(d).ok()).ok_or(StoreError::Invalid)?;
+    }
+
+    /// Runs `op` on the live store (outside any transaction).
+    fn run(&self, op: &Op<'_>) -> Result<Vec<u8>, StoreError> {
+        let (domid, conn) = (self.domid, self.conn);
+        let ok = |r: Result<(), StoreError>| r.map(|()| OK.to_vec());
+        match *op {
+            Op::Watch { path, token } => ok(self.store.with(Some(conn), |s| s.watch_conn(conn, path, token))),
+            Op::Unwatch { path, token } => ok(self.store.with(Some(conn), |s| s.unwatch_conn(conn, path, token))),
+            Op::GetDomainPath(d) => {
                 let mut p = super::home(d).into_bytes();
                 p.push(0);
                 Ok(p)
             }
-            _ => Err(StoreError::Invalid),
+            // Transaction control is `execute`'s; what is left are tree
+            // operations.
+            _ => self.store.with(Some(conn), |s| op.apply(s, domid)).unwrap_or(Err(StoreError::Invalid)),
         }
     }
 
@@ -481,7 +440,7 @@ impl<M: RingMemory> StoreServer<M> {
             p.push(0);
             if p.len() > XENSTORE_PAYLOAD_MAX as usize {
                 self.stats.dropped_events += 1;
-                backend::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
+                pv_util::limited_warn!(self.log, domid = self.domid, "store: watch event too large, dropped");
                 continue;
             }
             self.stats.watch_events += 1;
@@ -521,20 +480,4 @@ impl<M: RingMemory> Drop for StoreServer<M> {
         let conn = self.conn;
         self.store.with(None, |s| s.disconnect(conn));
     }
-}
-
-/// A payload that is exactly one NUL-terminated string.
-pub(crate) fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
-    match payload.split_last() {
-        Some((0, s)) if !s.contains(&0) => std::str::from_utf8(s).map_err(|_| StoreError::Invalid),
-        _ => Err(StoreError::Invalid),
-    }
-}
-
-/// A payload that is exactly two NUL-terminated strings.
-fn two_args(payload: &[u8]) -> Result<(&str, &str), StoreError> {
-    let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
-    let a = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
-    let b = one_arg(&payload[nul + 1..])?;
-    Ok((a, b))
 }

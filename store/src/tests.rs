@@ -5,7 +5,6 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 
-use backend::ring_page::RingPage;
 use pv_abi::xs_wire::*;
 use ring_buffers::vm::GuestRingMemory;
 use ring_buffers::{ByteConsumer, ByteProducer, ByteRingLayout, RingError};
@@ -297,10 +296,11 @@ impl<'a> Guest<'a> {
     }
 }
 
-/// The server over the store page, through the same ring-memory type the
-/// VMM uses.
-fn server(store: &SharedStore, gm: &GuestMemoryMmap) -> StoreServer {
-    StoreServer::new(store.clone(), 1, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap()
+/// The server over the store page in guest memory (through vm-memory, as
+/// the VMM reaches it).
+fn server<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> StoreServer<GuestRingMemory<'a>> {
+    let page = GuestRingMemory::new(gm, PAGE, size_of::<XenstoreDomainInterface>()).unwrap();
+    StoreServer::new(store.clone(), 1, page).unwrap()
 }
 
 fn error_reply(m: &(XsdSockmsg, Vec<u8>), req_id: u32, name: &str) {
@@ -365,12 +365,18 @@ fn server_rejects_malformed_requests_and_stays_in_sync() {
         (XS_WATCH, 0, b"path\0tok", "EINVAL"),         // token unterminated
         (XS_GET_DOMAIN_PATH, 0, b"x1\0", "EINVAL"),    // not a number
         (XS_GET_DOMAIN_PATH, 0, b"99999\0", "EINVAL"), // not a domid
-        (99, 0, b"", "EINVAL"),                        // unknown type
-        (XS_INVALID, 0, b"", "EINVAL"),
-        (XS_WATCH_EVENT, 0, b"a\0b\0", "EINVAL"), // only the store sends these
-        (XS_ERROR, 0, b"EIO\0", "EINVAL"),
-        (XS_TRANSACTION_START, 0, b"x\0", "EINVAL"), // payload must be empty
-        (XS_TRANSACTION_END, 7, b"T\0", "ENOENT"),   // no such transaction
+        // Xen's tools/xenstored/core.c (process_message): a type with no
+        // handler is ENOSYS, a privileged one from a guest EACCES.
+        (99, 0, b"", "ENOSYS"), // unknown type
+        (XS_INVALID, 0, b"", "ENOSYS"),
+        (XS_WATCH_EVENT, 0, b"a\0b\0", "ENOSYS"), // only the store sends these
+        (XS_ERROR, 0, b"EIO\0", "ENOSYS"),
+        (XS_CONTROL, 0, b"print\0hi\0", "EACCES"), // alias XS_DEBUG
+        (XS_INTRODUCE, 0, b"2\0 1\0 1\0", "EACCES"),
+        (XS_TRANSACTION_END, 7, b"T\0", "ENOENT"), // no such transaction
+        (XS_TRANSACTION_END, 7, b"X\0", "ENOENT"), // the id is checked first
+        (XS_TRANSACTION_END, 0, b"T\0", "ENOENT"), // 0 is no transaction
+        (XS_GET_DOMAIN_PATH, 9, b"1\0", "ENOENT"), // every type but WATCH/UNWATCH
         (XS_SET_PERMS, 0, b"a\0r1\0", "ENOSYS"),
         (XS_READ, 5, b"a\0", "ENOENT"), // no such transaction
         (XS_WRITE, 0, b"@x\0v", "EINVAL"),
@@ -588,8 +594,6 @@ fn server_and_store_can_move_to_a_device_thread() {
     fn send<T: Send>() {}
     fn sync<T: Send + Sync>() {}
     send::<StoreServer<ring_buffers::RawMemory>>();
-    // The owned page type the device thread uses for VMM-assigned rings.
-    send::<StoreServer<backend::ring_page::RingPage>>();
     sync::<SharedStore>();
 }
 
@@ -710,6 +714,49 @@ fn a_conflicting_change_fails_the_commit_with_eagain_and_abort_discards() {
     assert_eq!(store.read("/local/domain/1/data/x").unwrap(), b"mine", "aborted rm changed nothing");
 }
 
+/// Xen's `docs/misc/xenstore.txt` and `tools/xenstored/transaction.c`:
+/// no nested transactions (`EBUSY`), `WATCH` ignores the transaction id,
+/// `RESET_WATCHES` drops the caller's transactions too, too many changes
+/// in one transaction is `ENOSPC`.
+#[test]
+fn transaction_ids_are_checked_as_xenstored_does() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut srv = server(&store, &gm);
+    let mut g = Guest::new(&gm);
+    g.send(XS_TRANSACTION_START, 1, b"\0");
+    srv.process();
+    let t = tx_id(&g.recv_one().1);
+    g.send_tx(XS_TRANSACTION_START, 2, t, b"\0");
+    g.send_tx(XS_WATCH, 3, t + 100, b"data\0tok\0");
+    g.send_tx(XS_GET_DOMAIN_PATH, 4, t, b"1\0");
+    srv.process();
+    let m: Vec<_> = g.recv().into_iter().filter(|m| m.0.type_ != XS_WATCH_EVENT).collect();
+    error_reply(&m[0], 2, "EBUSY");
+    assert_eq!((m[1].0.type_, m[1].0.req_id, m[1].1.as_slice()), (XS_WATCH, 3, &b"OK\0"[..]), "tx id ignored");
+    assert_eq!(m[2].1, b"/local/domain/1\0");
+    g.send(XS_RESET_WATCHES, 5, b"");
+    g.send_tx(XS_READ, 6, t, b"data\0");
+    srv.process();
+    let m = g.recv();
+    assert_eq!(m[0].1, b"OK\0");
+    error_reply(&m[1], 6, "ENOENT");
+    // One change past the bound.
+    g.send(XS_TRANSACTION_START, 7, b"\0");
+    srv.process();
+    let t = tx_id(&g.recv_one().1);
+    for i in 0..=crate::transaction::MAX_TRANSACTION_OPS as u32 {
+        g.send_tx(XS_WRITE, 100 + i, t, b"data/n\0v");
+        srv.process();
+        let m = g.recv_one();
+        if (i as usize) < crate::transaction::MAX_TRANSACTION_OPS {
+            assert_eq!(m.1, b"OK\0");
+        } else {
+            error_reply(&m, 100 + i, "ENOSPC");
+        }
+    }
+}
+
 #[test]
 fn open_transactions_are_bounded() {
     let store = SharedStore::new();
@@ -767,6 +814,6 @@ fn a_full_watch_queue_logs_a_bounded_number_of_lines_with_a_suppressed_count() {
     });
     assert!(s.dropped_events(c) >= 990, "{}", s.dropped_events(c));
     let lines = log.lines().filter(|l| l.contains("queue full")).count();
-    assert!((1..=backend::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
+    assert!((1..=pv_util::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
     assert!(log.contains("dropped="), "{log}");
 }

@@ -6,15 +6,19 @@
 //! then) provided the store has not changed since the snapshot. Otherwise
 //! the commit fails with `EAGAIN` and the guest retries, as with
 //! `xenstored`. (Conflicts are detected per store, not per node: any change
-//! made meanwhile fails the commit. Correct, if more eager than Xen's
-//! per-node check.)
+//! made meanwhile fails the commit, as Xen's `docs/misc/xenstore.txt`
+//! describes it; today's xenstored checks per node.)
+//!
+//! Errors as xenstored's (`tools/xenstored/transaction.c`): an id that
+//! names no open transaction is `ENOENT`, a start inside a transaction
+//! `EBUSY` (no nesting), too many open transactions or too many changes in
+//! one `ENOSPC`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use pv_abi::event_channel::DomId;
-use pv_abi::xs_wire::*;
 
-use crate::server::one_arg;
+use crate::op::{Op, OK};
 use crate::{ConnId, Dispatch, SharedStore, Store, StoreError};
 
 /// Open transactions per connection.
@@ -38,7 +42,7 @@ struct Transaction {
 /// One connection's open transactions.
 #[derive(Default)]
 pub(crate) struct Transactions {
-    open: HashMap<u32, Transaction>,
+    open: BTreeMap<u32, Transaction>,
     next_id: u32,
 }
 
@@ -48,7 +52,7 @@ impl Store {
         Store {
             nodes: self.nodes.clone(),
             watches: Vec::new(),
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: self.next_conn,
             owned: self.owned.clone(),
             limits: self.limits,
@@ -59,10 +63,21 @@ impl Store {
 }
 
 impl Transactions {
-    /// `XS_TRANSACTION_START`: the reply is the new id in decimal.
-    pub(crate) fn start(&mut self, store: &SharedStore, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
-        if !one_arg(payload)?.is_empty() {
-            return Err(StoreError::Invalid);
+    /// Checks a request's transaction id: 0 (none) or an open transaction;
+    /// `ENOENT` otherwise (xenstored's `transaction_lookup`).
+    pub(crate) fn check(&self, tx_id: u32) -> Result<u32, StoreError> {
+        if tx_id == 0 || self.open.contains_key(&tx_id) {
+            Ok(tx_id)
+        } else {
+            Err(StoreError::NoEntry)
+        }
+    }
+
+    /// `XS_TRANSACTION_START` sent with transaction id `tx_id`: the reply
+    /// is the new id in decimal, never 0.
+    pub(crate) fn start(&mut self, store: &SharedStore, tx_id: u32) -> Result<Vec<u8>, StoreError> {
+        if tx_id != 0 {
+            return Err(StoreError::Busy);
         }
         if self.open.len() >= MAX_TRANSACTIONS {
             return Err(StoreError::NoSpace);
@@ -80,20 +95,15 @@ impl Transactions {
         Ok(reply)
     }
 
-    /// `XS_TRANSACTION_END` with `"T"` (commit) or `"F"` (abort).
+    /// `XS_TRANSACTION_END` of transaction `tx_id`: commit or abort.
     pub(crate) fn end(
         &mut self,
         store: &SharedStore,
         domid: DomId,
         conn: ConnId,
         tx_id: u32,
-        payload: &[u8],
+        commit: bool,
     ) -> Result<Vec<u8>, StoreError> {
-        let commit = match one_arg(payload)? {
-            "T" => true,
-            "F" => false,
-            _ => return Err(StoreError::Invalid),
-        };
         let tx = self.open.remove(&tx_id).ok_or(StoreError::NoEntry)?;
         if commit {
             store.with(Some(conn), |s| {
@@ -107,67 +117,34 @@ impl Transactions {
                 })
             })?;
         }
-        Ok(b"OK\0".to_vec())
+        Ok(OK.to_vec())
+    }
+
+    /// Drops every open transaction (`XS_RESET_WATCHES`).
+    pub(crate) fn clear(&mut self) {
+        self.open.clear();
     }
 
     /// A tree operation inside transaction `tx_id`; `None` for operations
     /// transactions do not change (watches, domain path), which run as usual.
-    pub(crate) fn op(
-        &mut self,
-        domid: DomId,
-        tx_id: u32,
-        type_: u32,
-        payload: &[u8],
-    ) -> Option<Result<Vec<u8>, StoreError>> {
-        if !matches!(type_, XS_READ | XS_WRITE | XS_MKDIR | XS_RM | XS_DIRECTORY) {
-            return None;
+    pub(crate) fn op(&mut self, domid: DomId, tx_id: u32, op: &Op<'_>) -> Option<Result<Vec<u8>, StoreError>> {
+        let tx = match self.open.get_mut(&tx_id) {
+            Some(tx) => tx,
+            None => return Some(Err(StoreError::NoEntry)),
+        };
+        let change = match *op {
+            Op::Write { path, value } => Some(Change::Write(path.to_owned(), value.to_vec())),
+            Op::Mkdir(path) => Some(Change::Mkdir(path.to_owned())),
+            Op::Rm(path) => Some(Change::Rm(path.to_owned())),
+            _ => None,
+        };
+        if change.is_some() && tx.changes.len() >= MAX_TRANSACTION_OPS {
+            return Some(Err(StoreError::NoSpace));
         }
-        let Some(tx) = self.open.get_mut(&tx_id) else { return Some(Err(StoreError::NoEntry)) };
-        Some(tx.apply(domid, type_, payload))
-    }
-}
-
-impl Transaction {
-    fn record(&mut self, c: Change) -> Result<Vec<u8>, StoreError> {
-        if self.changes.len() >= MAX_TRANSACTION_OPS {
-            return Err(StoreError::TooBig);
+        let reply = op.apply(&mut tx.snapshot, domid)?;
+        if let (Ok(_), Some(c)) = (&reply, change) {
+            tx.changes.push(c);
         }
-        self.changes.push(c);
-        Ok(b"OK\0".to_vec())
-    }
-
-    fn apply(&mut self, domid: DomId, type_: u32, payload: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let s = &mut self.snapshot;
-        match type_ {
-            XS_READ => s.read(domid, one_arg(payload)?).map(<[u8]>::to_vec),
-            XS_DIRECTORY => {
-                let mut out = Vec::new();
-                for n in s.directory(domid, one_arg(payload)?)? {
-                    out.extend_from_slice(n.as_bytes());
-                    out.push(0);
-                }
-                if out.len() > XENSTORE_PAYLOAD_MAX as usize {
-                    return Err(StoreError::TooBig);
-                }
-                Ok(out)
-            }
-            XS_WRITE => {
-                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
-                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
-                let value = &payload[nul + 1..];
-                s.write(domid, path, value)?;
-                self.record(Change::Write(path.to_owned(), value.to_vec()))
-            }
-            XS_MKDIR => {
-                let path = one_arg(payload)?;
-                s.mkdir(domid, path)?;
-                self.record(Change::Mkdir(path.to_owned()))
-            }
-            _ => {
-                let path = one_arg(payload)?;
-                s.rm(domid, path)?;
-                self.record(Change::Rm(path.to_owned()))
-            }
-        }
+        Some(reply)
     }
 }

@@ -13,10 +13,11 @@
 //! Both start `Initialising`. The back end publishes its features and
 //! switches to `InitWait`; the front end writes `ring-ref` and
 //! `event-channel` and switches to `Initialised`; the back end reads them
-//! (`backend::xenbus::FrontendKeys`, through pv-abi's strict decimal
-//! parser), maps the ring and switches to `Connected`; the front end
+//! ([`FrontendKeys`], through pv-abi's strict decimal parser), maps the ring and switches to `Connected`; the front end
 //! follows. The back end's side of that is `backend::xenbus::XenbusDevice`
-//! over this store ([`SharedStore`] implements its `XenbusStore`).
+//! over this store, reached through [`XenbusStore`] (which [`SharedStore`]
+//! implements) and [`FrontendKeys`]: the store defines how it is reached
+//! and depends on no device crate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,9 +40,38 @@ pub enum XenbusError {
     BadDeviceType(String),
 }
 
-/// The two directories of one device (the back-end crate's type, so
-/// [`create_device`]'s result goes straight to `XenbusDevice`).
-pub use backend::xenbus::DevicePaths;
+/// Store access for a back-end (absolute paths, domain-0 rights).
+pub trait XenbusStore: Send + Sync {
+    /// Reads a node as text.
+    fn read(&self, path: &str) -> Option<String>;
+    /// Writes a node.
+    fn write(&self, path: &str, value: &str) -> bool;
+    /// Calls `wake` whenever `path` or anything below it changes.
+    fn watch(&self, path: &str, wake: Arc<EventFd>) -> bool;
+}
+
+/// What a connecting back-end may read from its front end's directory.
+pub trait FrontendKeys {
+    /// The value of `key` under the front end's directory.
+    fn read(&self, key: &str) -> Option<String>;
+
+    /// `key` as a decimal `u32` (strictly: [`pv_abi::xenbus::parse_u32`]),
+    /// with a message naming the key otherwise.
+    fn read_u32(&self, key: &str) -> Result<u32, String> {
+        let v = self.read(key).ok_or_else(|| format!("front end has no '{key}'"))?;
+        pv_abi::xenbus::parse_u32(v.as_bytes()).ok_or_else(|| format!("front end's '{key}' is not a number: {v:?}"))
+    }
+}
+
+/// Where a device lives in the store: its two directories, as
+/// [`create_device`] makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePaths {
+    /// Front-end directory (`/local/domain/<guest>/device/<type>/<id>`).
+    pub front: String,
+    /// Back-end directory (`/local/domain/0/backend/<type>/<guest>/<id>`).
+    pub back: String,
+}
 
 /// Creates both directories of device `dev_type`/`dev_id` for guest
 /// `frontend_domid` (removing any previous contents), each with state
@@ -74,9 +104,9 @@ pub fn create_device(
 }
 
 /// The store as the generic xenbus back-end state machine
-/// ([`backend::xenbus::XenbusDevice`]) reaches it: domain-0 rights,
+/// (`backend::xenbus::XenbusDevice`) reaches it: domain-0 rights,
 /// absolute paths, and watches that signal an `EventFd`.
-impl backend::xenbus::XenbusStore for SharedStore {
+impl XenbusStore for SharedStore {
     fn read(&self, path: &str) -> Option<String> {
         self.read_string(path).ok()
     }
@@ -120,7 +150,6 @@ mod tests {
 
     #[test]
     fn xenbus_store_adapter_signals_eventfds() {
-        use backend::xenbus::XenbusStore;
         let store = SharedStore::new();
         let s: &dyn XenbusStore = &store;
         let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
@@ -143,12 +172,11 @@ mod tests {
     #[test]
     fn guest_written_values_are_validated() {
         struct Front<'a>(&'a SharedStore, String);
-        impl backend::xenbus::FrontendKeys for Front<'_> {
+        impl FrontendKeys for Front<'_> {
             fn read(&self, key: &str) -> Option<String> {
-                backend::xenbus::XenbusStore::read(self.0, &format!("{}/{key}", self.1))
+                XenbusStore::read(self.0, &format!("{}/{key}", self.1))
             }
         }
-        use backend::xenbus::FrontendKeys;
         let store = SharedStore::new();
         let d = create_device(&store, 1, "echo", 0).unwrap();
         let front = Front(&store, d.front.clone());

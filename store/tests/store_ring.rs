@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use std::mem::{offset_of, size_of};
 use std::sync::{Arc, Mutex};
 
-use backend::ring_page::RingPage;
 use frontend_guest::store::{names, StoreClient, StoreError, StoreTransport};
 use frontend_guest::xenbus::{self as guest_xenbus, XenbusState};
 use pv_abi::errno;
@@ -25,7 +24,7 @@ const PAGE: GuestAddress = GuestAddress(0x3000);
 /// which the server does nothing can never end in a single thread: that is
 /// a deadlock, reported as a test failure.
 struct Inline<'a> {
-    server: StoreServer<RingPage>,
+    server: StoreServer<GuestRingMemory<'a>>,
     /// The guest memory the client's `RawMemory` points into.
     _mem: PhantomData<&'a GuestMemoryMmap>,
     idle: u32,
@@ -60,8 +59,9 @@ fn guest_memory() -> GuestMemoryMmap {
 }
 
 fn connect<'a>(store: &SharedStore, gm: &'a GuestMemoryMmap) -> Client<'a> {
-    let server = StoreServer::new(store.clone(), DOMID, RingPage::assigned(gm, PAGE.0).unwrap()).unwrap();
     let len = size_of::<XenstoreDomainInterface>();
+    let page = GuestRingMemory::new(gm, PAGE, len).unwrap();
+    let server = StoreServer::new(store.clone(), DOMID, page).unwrap();
     // Resolved through vm-memory so the range is known to lie in one region.
     let host = gm.get_slice(PAGE, len).unwrap().ptr_guard_mut().as_ptr();
     assert_eq!(host, gm.get_host_address(PAGE).unwrap());
@@ -127,6 +127,33 @@ fn store_operations_over_the_ring() {
     assert_eq!(c.read("data/greeting", &mut buf), Err(enoent));
     assert_eq!(c.directory("data", &mut buf), Err(enoent));
     assert_eq!(c.stale_replies(), 0);
+}
+
+/// The guest client's transactions against the server (Xen's
+/// `docs/misc/xenstore.txt`: TRANSACTION_START/END, `EAGAIN` when another
+/// change came first, `ENOENT` for an id no longer open).
+#[test]
+fn guest_transactions_commit_conflict_and_abort() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let mut c = connect(&store, &gm);
+    let mut buf = [0u8; 16];
+    let t = c.transaction_start().unwrap();
+    assert_ne!(t, 0);
+    c.write_in(t, "device/vif/0/tx-ring-ref", b"8").unwrap();
+    assert_eq!(c.read_in(t, "device/vif/0/tx-ring-ref", &mut buf), Ok(1));
+    assert_eq!(c.read("device/vif/0/tx-ring-ref", &mut buf), Err(StoreError::Xs(errno::ENOENT)));
+    c.transaction_end(t, true).unwrap();
+    assert_eq!(store.read("/local/domain/1/device/vif/0/tx-ring-ref").unwrap(), b"8");
+    let t = c.transaction_start().unwrap();
+    c.write_in(t, "device/vif/0/rx-ring-ref", b"9").unwrap();
+    store.write("/local/domain/1/device/vif/0/state", b"3").unwrap();
+    assert_eq!(c.transaction_end(t, true), Err(StoreError::Xs(errno::EAGAIN)));
+    assert_eq!(c.transaction_end(t, true), Err(StoreError::Xs(errno::ENOENT)));
+    let t = c.transaction_start().unwrap();
+    c.write_in(t, "device/vif/0/rx-ring-ref", b"9").unwrap();
+    c.transaction_end(t, false).unwrap();
+    assert_eq!(store.read("/local/domain/1/device/vif/0/rx-ring-ref"), Err(pv_store::StoreError::NoEntry));
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn sample(cfg: VmConfig) -> Result<Sample, VmmError> {
         .pv
         .iter()
         .flat_map(|d| d.metrics.counters())
-        .chain(virtio.flat_map(|c| backend::metrics::DeviceMetrics::counters(&*c)))
+        .chain(virtio.flat_map(|c| pv_util::metrics::DeviceMetrics::counters(&*c)))
         .collect();
     let sum = |name: &str| counters.iter().filter(|(k, _)| *k == name).map(|(_, v)| *v).reduce(|a, b| a + b);
     Ok(Sample {

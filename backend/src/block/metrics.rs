@@ -1,6 +1,6 @@
 //! Block device metrics (shared atomic counters, see `crate::metrics`).
 
-crate::device_metrics!(
+pv_util::device_metrics!(
     /// Traffic counters of one block device, whatever its transport.
     pub struct BlockMetrics {
         /// Wake-ups from the front end (notifications).

@@ -6,6 +6,7 @@ use crate::serve::RingService as _;
 use crate::xenbus::{FrontendKeys, SplitBackend};
 use crate::Notify;
 use pv_abi::blkif::*;
+use pv_util::ratelimit::{LogLimiter, SharedLogLimiter};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -346,14 +347,15 @@ fn split_backend_publishes_blkif_keys_and_connects() {
     let front = HostFront::new(4).unwrap();
     let grants = front.grants().clone();
     let notify: Arc<dyn Notify> = Arc::new(NoNotify);
+    let log = SharedLogLimiter::default();
     let bad = Keys(HashMap::from([("ring-ref", "1"), ("ring-page-order", "2")]));
-    assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("ring-page-order"));
+    assert!(b.connect(&bad, &grants, notify.clone(), &log).unwrap_err().contains("ring-page-order"));
     let bad = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "arm-abi")]));
-    assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("protocol"));
+    assert!(b.connect(&bad, &grants, notify.clone(), &log).unwrap_err().contains("protocol"));
     let bad = Keys(HashMap::from([("ring-ref", "1999")]));
-    assert!(b.connect(&bad, &grants, notify.clone()).unwrap_err().contains("ring-ref"));
+    assert!(b.connect(&bad, &grants, notify.clone(), &log).unwrap_err().contains("ring-ref"));
     let good = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "x86_64-abi")]));
-    b.connect(&good, &grants, notify).unwrap();
+    b.connect(&good, &grants, notify, &log).unwrap();
     b.process();
     assert_eq!(b.metrics().kicks.get(), 1);
     b.disconnect();
@@ -450,7 +452,10 @@ fn refused_requests_do_not_flood_the_log() {
 #[test]
 fn reconnecting_does_not_reset_the_log_limit() {
     // A guest that reconnects between bursts of bad requests still gets
-    // one device's worth of log lines, not a fresh allowance each time.
+    // one device's worth of log lines, not a fresh allowance each time:
+    // every connection logs through the device's one budget, as
+    // `XenbusDevice` hands it over.
+    let log = SharedLogLimiter::default();
     let img = image(0);
     let mut b = BlockBackend::new(Disk::open(&DiskSpec { path: img.path.clone(), readonly: false }).unwrap());
     let mut front = HostFront::new(4).unwrap();
@@ -461,7 +466,7 @@ fn reconnecting_does_not_reset_the_log_limit() {
     tracing::subscriber::with_default(CountWarns(warns.clone()), || {
         let mut id = 0;
         for _ in 0..5 {
-            b.connect(&keys, &grants, notify.clone()).unwrap();
+            b.connect(&keys, &grants, notify.clone(), &log).unwrap();
             for _ in 0..20 {
                 id += 1;
                 front.push(&front.request(BLKIF_OP_READ, id, DISK_SECTORS, &[(0, 0, 7)])).unwrap();
@@ -474,5 +479,5 @@ fn reconnecting_does_not_reset_the_log_limit() {
     });
     assert_eq!(b.metrics().errors.get(), 100);
     let n = warns.load(std::sync::atomic::Ordering::SeqCst);
-    assert!((1..=2 * crate::ratelimit::LogLimiter::BURST as usize + 2).contains(&n), "{n} warnings for 100 refusals");
+    assert!((1..=2 * LogLimiter::BURST as usize + 2).contains(&n), "{n} warnings for 100 refusals");
 }

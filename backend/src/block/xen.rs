@@ -17,12 +17,12 @@ use super::metrics::BlockMetrics;
 use super::request::{Operation, Request, Status};
 use super::Disk;
 use crate::grant::{GrantError, GrantMapping, GrantTable};
-use crate::ratelimit::LogLimiter;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64};
+use pv_util::ratelimit::SharedLogLimiter;
 
 pub mod x86_32;
 use ring_buffers::BackRing;
@@ -145,8 +145,9 @@ pub struct Blkback<L: RingLayout = X86_64> {
     answered: u64,
     /// Segment descriptors of the request being handled.
     descs: Vec<BlkifRequestSegment>,
-    /// Guest-caused log lines (the device's, kept across connections).
-    pub(crate) log: LogLimiter,
+    /// Guest-caused log lines: the device's budget, shared by its
+    /// connections.
+    pub(crate) log: SharedLogLimiter,
 }
 
 impl<L: RingLayout> std::fmt::Debug for Blkback<L> {
@@ -163,6 +164,7 @@ impl<L: RingLayout> Blkback<L> {
         ring_ref: u32,
         notify: Arc<dyn Notify>,
         device: BlockExecutor,
+        log: SharedLogLimiter,
     ) -> Result<Self, ConnectError> {
         let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
         Ok(Blkback {
@@ -175,7 +177,7 @@ impl<L: RingLayout> Blkback<L> {
             unpublished: 0,
             answered: 0,
             descs: Vec::with_capacity(MAX_INDIRECT_SEGMENTS),
-            log: LogLimiter::default(),
+            log,
         })
     }
 
@@ -234,7 +236,7 @@ impl<L: RingLayout> Blkback<L> {
 
     fn refused(&mut self, req: &BlkifRequest, e: &RequestError) -> i16 {
         let disk = self.device.disk().path().display();
-        crate::limited_warn!(self.log, %disk, id = req.id, op = req.operation, "blkback: request refused: {e}");
+        pv_util::limited_warn!(self.log, %disk, id = req.id, op = req.operation, "blkback: request refused: {e}");
         let status = e.status();
         if status == BLKIF_RSP_EOPNOTSUPP {
             self.metrics().unsupported.inc();
@@ -396,7 +398,7 @@ impl<L: RingLayout> crate::serve::RingService for Blkback<L> {
 
     fn stop(&mut self, e: ring_buffers::RingError) {
         let disk = self.device.disk().path().display();
-        crate::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
+        pv_util::limited_warn!(self.log, %disk, "blkback: corrupt ring from the guest ({e}); device stopped");
         self.metrics().ring_errors.inc();
         self.broken = true;
     }
@@ -440,20 +442,12 @@ pub struct BlockBackend {
     pub dev: Option<Blkback>,
     /// The connected transport of a front end using the 32-bit ring layout.
     pub dev32: Option<x86_32::Blkback32>,
-    /// Guest-caused log lines while disconnected (a connection takes it).
-    log: LogLimiter,
 }
 
 impl BlockBackend {
     /// A back-end serving `disk`.
     pub fn new(disk: Disk) -> Self {
-        BlockBackend {
-            disk: Arc::new(disk),
-            metrics: Arc::default(),
-            dev: None,
-            dev32: None,
-            log: LogLimiter::default(),
-        }
+        BlockBackend { disk: Arc::new(disk), metrics: Arc::default(), dev: None, dev32: None }
     }
 
     /// The disk.
@@ -519,7 +513,7 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         DEVICE_TYPE
     }
 
-    fn metrics(&self) -> Arc<dyn crate::metrics::DeviceMetrics> {
+    fn metrics(&self) -> Arc<dyn pv_util::metrics::DeviceMetrics> {
         self.metrics.clone()
     }
 
@@ -532,31 +526,25 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         front: &dyn crate::xenbus::FrontendKeys,
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
+        log: &SharedLogLimiter,
     ) -> Result<(), String> {
         let abi32 = Self::abi32(front)?;
         let ring_ref = Self::ring_ref(front)?;
         let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
         if abi32 {
-            let mut dev =
-                x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
-            dev.inner.log = std::mem::take(&mut self.log);
+            let dev = x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, device, log.clone())
+                .map_err(|e| e.to_string())?;
             self.dev32 = Some(dev);
             return Ok(());
         }
-        let mut dev = Blkback::connect(grants.clone(), ring_ref, notify, device).map_err(|e| e.to_string())?;
-        // One limiter per device: reconnecting does not reset it.
-        dev.log = std::mem::take(&mut self.log);
+        let dev = Blkback::connect(grants.clone(), ring_ref, notify, device, log.clone()).map_err(|e| e.to_string())?;
         self.dev = Some(dev);
         Ok(())
     }
 
     fn disconnect(&mut self) {
-        if let Some(dev) = self.dev.take() {
-            self.log = dev.log;
-        }
-        if let Some(dev) = self.dev32.take() {
-            self.log = dev.inner.log;
-        }
+        self.dev = None;
+        self.dev32 = None;
     }
 
     fn process(&mut self) -> bool {

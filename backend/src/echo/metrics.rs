@@ -1,6 +1,6 @@
 //! Echo device metrics (shared atomic counters, see `crate::metrics`).
 
-crate::device_metrics!(
+pv_util::device_metrics!(
     /// Traffic counters of one echo device, whatever its transport.
     pub struct EchoMetrics {
         /// Notifications received from the guest.

@@ -4,10 +4,10 @@
 //! Only the framing is here.
 
 use super::{EchoExecutor, EchoMetrics, Operation, Request};
-use crate::ratelimit::LogLimiter;
 use crate::virtio::{Buf, Chain, VirtioDevice};
 use pv_abi::echo::*;
 use pv_abi::layout::PAGE_SIZE;
+use pv_util::ratelimit::LogLimiter;
 use std::sync::Arc;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
@@ -100,7 +100,7 @@ impl VirtioDevice for VirtioEcho {
         match self.run(chain, mem) {
             Ok(v) => rsp.value = v,
             Err((status, why)) => {
-                crate::limited_warn!(self.log, "echo (virtio): request refused: {why}");
+                pv_util::limited_warn!(self.log, "echo (virtio): request refused: {why}");
                 self.metrics.errors.inc();
                 rsp.status = status;
             }

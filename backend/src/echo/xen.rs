@@ -10,12 +10,12 @@ use super::executor::EchoExecutor;
 use super::metrics::EchoMetrics;
 use super::request::{Operation, Request};
 use crate::grant::GrantTable;
-use crate::ratelimit::LogLimiter;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::echo::*;
 use pv_abi::xenbus::keys as xb;
+use pv_util::ratelimit::SharedLogLimiter;
 use ring_buffers::BackRing;
 use std::sync::Arc;
 
@@ -29,8 +29,9 @@ pub struct Echo {
     device: EchoExecutor,
     metrics: Arc<EchoMetrics>,
     broken: bool,
-    /// Guest-caused log lines (the device's, kept across connections).
-    pub(crate) log: LogLimiter,
+    /// Guest-caused log lines: the device's budget, shared by its
+    /// connections.
+    pub(crate) log: SharedLogLimiter,
 }
 
 impl std::fmt::Debug for Echo {
@@ -46,10 +47,11 @@ impl Echo {
         ring_ref: u32,
         notify: Arc<dyn Notify>,
         metrics: Arc<EchoMetrics>,
+        log: SharedLogLimiter,
     ) -> Result<Self, ConnectError> {
         let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
         let device = EchoExecutor;
-        Ok(Echo { ring, grants, notify, device, metrics, broken: false, log: LogLimiter::default() })
+        Ok(Echo { ring, grants, notify, device, metrics, broken: false, log })
     }
 
     /// Whether a corrupt ring stopped the device.
@@ -67,7 +69,7 @@ impl Echo {
         match self.run(req) {
             Ok(v) => rsp.value = v,
             Err((status, why)) => {
-                crate::limited_warn!(self.log, id = req.id, op = req.op, "echo: request refused: {why}");
+                pv_util::limited_warn!(self.log, id = req.id, op = req.op, "echo: request refused: {why}");
                 rsp.status = status;
             }
         }
@@ -126,7 +128,7 @@ impl crate::serve::RingService for Echo {
     }
 
     fn stop(&mut self, e: ring_buffers::RingError) {
-        crate::limited_warn!(self.log, "echo: corrupt ring from the guest ({e}); device stopped");
+        pv_util::limited_warn!(self.log, "echo: corrupt ring from the guest ({e}); device stopped");
         self.metrics.ring_errors.inc();
         self.broken = true;
     }
@@ -151,8 +153,6 @@ pub struct EchoBackend {
     metrics: Arc<EchoMetrics>,
     /// The connected transport, if any.
     pub echo: Option<Echo>,
-    /// Guest-caused log lines while disconnected (a connection takes it).
-    log: LogLimiter,
 }
 
 impl EchoBackend {
@@ -167,7 +167,7 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         DEVICE_TYPE
     }
 
-    fn metrics(&self) -> Arc<dyn crate::metrics::DeviceMetrics> {
+    fn metrics(&self) -> Arc<dyn pv_util::metrics::DeviceMetrics> {
         self.metrics.clone()
     }
 
@@ -180,20 +180,17 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         front: &dyn crate::xenbus::FrontendKeys,
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
+        log: &SharedLogLimiter,
     ) -> Result<(), String> {
         let ring_ref = front.read_u32(xb::RING_REF)?;
-        let mut echo =
-            Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone()).map_err(|e| e.to_string())?;
-        // One limiter per device: reconnecting does not reset it.
-        echo.log = std::mem::take(&mut self.log);
+        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone(), log.clone())
+            .map_err(|e| e.to_string())?;
         self.echo = Some(echo);
         Ok(())
     }
 
     fn disconnect(&mut self) {
-        if let Some(echo) = self.echo.take() {
-            self.log = echo.log;
-        }
+        self.echo = None;
     }
 
     fn process(&mut self) -> bool {

@@ -8,7 +8,7 @@ use super::metrics::NetMetrics;
 use super::port::{NetPort, RxMeta, TxCsum};
 use super::request::{TxError, TxPacket};
 use super::{MAX_FRAME, MAX_TX_SLOTS};
-use crate::ratelimit::LogLimiter;
+use pv_util::ratelimit::LogLimiter;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use vm_memory::VolatileSlice;
@@ -123,7 +123,7 @@ impl NetExecutor {
             }
             Err(e) => {
                 self.m.tx_port_errors.inc();
-                crate::limited_warn!(self.log, "netback: {}: send failed: {e}", self.port.name());
+                pv_util::limited_warn!(self.log, "netback: {}: send failed: {e}", self.port.name());
             }
         }
     }
@@ -134,7 +134,7 @@ impl NetExecutor {
             Ok(Some((n, meta))) => Some((&self.rx[..n], meta)),
             Ok(None) => None,
             Err(e) => {
-                crate::limited_warn!(self.log, "netback: {}: receive failed: {e}", self.port.name());
+                pv_util::limited_warn!(self.log, "netback: {}: receive failed: {e}", self.port.name());
                 None
             }
         }

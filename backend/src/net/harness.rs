@@ -263,7 +263,8 @@ impl Harness {
             (keys::FEATURE_SG, if sg { "1" } else { "0" }.to_string()),
         ]));
         let notify = Arc::new(CountNotify::default());
-        be.connect(&keys, front.grants(), notify.clone()).map_err(std::io::Error::other)?;
+        let log = pv_util::ratelimit::SharedLogLimiter::default();
+        be.connect(&keys, front.grants(), notify.clone(), &log).map_err(std::io::Error::other)?;
         Ok(Harness { front, be, notify })
     }
 

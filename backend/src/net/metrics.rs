@@ -1,6 +1,6 @@
 //! Net device metrics (shared atomic counters, see `crate::metrics`).
 
-crate::device_metrics!(
+pv_util::device_metrics!(
     /// Traffic counters of one network device, whatever its transport.
     pub struct NetMetrics {
         /// Wake-ups by the front end (event-channel notifications).

@@ -16,13 +16,13 @@ use super::metrics::NetMetrics;
 use super::request::{TxError, TxPacket};
 use super::{format_mac, NetSpec, RxMeta, MAX_FRAME, MAX_TX_SLOTS, RX_BUDGET};
 use crate::grant::GrantTable;
-use crate::metrics::DeviceMetrics;
 use crate::ring_page::{ConnectError, RingPage};
 use crate::xenbus::{DevicePaths, WiredDevice, XenbusBackend, XenbusDevice, XenbusHost};
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
+use pv_util::metrics::DeviceMetrics;
 use ring_buffers::{BackRing, RingError};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,7 @@ pub struct Netback {
     m: Arc<NetMetrics>,
     chain: Vec<NetifTxRequest>,
     rx_unpublished: u32,
-    log: crate::ratelimit::LogLimiter,
+    log: pv_util::ratelimit::SharedLogLimiter,
 }
 
 impl std::fmt::Debug for Netback {
@@ -67,6 +67,7 @@ impl Netback {
         notify: Arc<dyn Notify>,
         sg: bool,
         m: Arc<NetMetrics>,
+        log: pv_util::ratelimit::SharedLogLimiter,
     ) -> Result<Self, ConnectError> {
         let tx = crate::ring_page::attach_back_ring(&grants, tx_ref)?;
         let rx = crate::ring_page::attach_back_ring(&grants, rx_ref)?;
@@ -80,7 +81,7 @@ impl Netback {
             m,
             chain: Vec::with_capacity(NET_TX_RING_SIZE as usize),
             rx_unpublished: 0,
-            log: crate::ratelimit::LogLimiter::default(),
+            log,
         })
     }
 
@@ -90,7 +91,7 @@ impl Netback {
     }
 
     fn stop(&mut self, why: &Fatal) {
-        crate::limited_warn!(self.log, "netback: {why} from the guest; device stopped");
+        pv_util::limited_warn!(self.log, "netback: {why} from the guest; device stopped");
         self.m.stopped.add(1);
         self.broken = true;
     }
@@ -178,7 +179,7 @@ impl Netback {
             Ok(()) => NETIF_RSP_OKAY,
             Err(e) => {
                 self.m.tx_errors.add(1);
-                crate::limited_warn!(self.log, id = first.id, "netback: transmit packet refused: {e}");
+                pv_util::limited_warn!(self.log, id = first.id, "netback: transmit packet refused: {e}");
                 NETIF_RSP_ERROR
             }
         };
@@ -281,7 +282,7 @@ impl Netback {
                 Ok(()) => chunk.len() as i16,
                 Err(e) => {
                     ok = false;
-                    crate::limited_warn!(self.log, id = req.id, "netback: receive buffer refused: {e}");
+                    pv_util::limited_warn!(self.log, id = req.id, "netback: receive buffer refused: {e}");
                     NETIF_RSP_ERROR
                 }
             };
@@ -408,6 +409,7 @@ impl crate::xenbus::SplitBackend for NetBackend {
         front: &dyn crate::xenbus::FrontendKeys,
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
+        log: &pv_util::ratelimit::SharedLogLimiter,
     ) -> Result<(), String> {
         if front.read(keys::REQUEST_RX_COPY).is_none_or(|v| v.trim() != "1") {
             return Err("front end does not request rx-copy (the only receive mode offered)".into());
@@ -418,7 +420,7 @@ impl crate::xenbus::SplitBackend for NetBackend {
         let tx_ref = front.read_u32(keys::TX_RING_REF)?;
         let rx_ref = front.read_u32(keys::RX_RING_REF)?;
         let sg = front.read(keys::FEATURE_SG).is_some_and(|v| v.trim() == "1");
-        let dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone())
+        let dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())
             .map_err(|e| e.to_string())?;
         self.dev = Some(dev);
         Ok(())

@@ -12,8 +12,8 @@
 
 use super::{Buf, Chain, VirtioDevice};
 use crate::block::{BlockError, BlockExecutor, BlockMetrics, Disk, Operation, Request, Status, MAX_DISCARD_SECTORS};
-use crate::ratelimit::LogLimiter;
 use pv_abi::blkif::SECTOR_SIZE;
+use pv_util::ratelimit::LogLimiter;
 use std::mem::offset_of;
 use std::sync::Arc;
 use virtio_bindings::virtio_blk::*;
@@ -284,7 +284,7 @@ impl VirtioDevice for VirtioBlk {
         let req = match VirtioRequest::parse(chain, mem) {
             Ok(r) => r,
             Err(why) => {
-                crate::limited_warn!(self.log, %disk, "virtio-blk: request refused: {why}");
+                pv_util::limited_warn!(self.log, %disk, "virtio-blk: request refused: {why}");
                 metrics.errors.inc();
                 // Without a device-writable buffer there is no status byte.
                 return match chain.writable().last() {
@@ -296,7 +296,7 @@ impl VirtioDevice for VirtioBlk {
         let (status, written) = match self.run(&req, mem) {
             Ok(n) => (Status::Ok, n),
             Err((status, why)) => {
-                crate::limited_warn!(self.log, %disk, kind = req.kind, "virtio-blk: request refused: {why}");
+                pv_util::limited_warn!(self.log, %disk, kind = req.kind, "virtio-blk: request refused: {why}");
                 match status {
                     Status::Unsupported => metrics.unsupported.inc(),
                     _ => metrics.errors.inc(),

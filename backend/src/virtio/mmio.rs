@@ -2,8 +2,8 @@
 //! and its status machine.
 
 use super::{chain, Chain, ChainSource, VirtioDevice};
-use crate::ratelimit::LogLimiter;
 use crate::Notify;
+use pv_util::ratelimit::LogLimiter;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub const VENDOR_ID: u32 = 0x564b_5650;
 /// can wait behind disk I/O.
 const BUDGET: usize = 64;
 
-crate::device_metrics!(
+pv_util::device_metrics!(
     /// Transport counters of one virtio device (shared, read by `--stats`
     /// and the bench without taking the device lock).
     pub struct VirtioCounters {
@@ -128,7 +128,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     fn warn(&mut self, what: &str) {
-        crate::limited_warn!(self.log, device = self.dev.device_id(), status = self.status, "virtio: {what}");
+        pv_util::limited_warn!(self.log, device = self.dev.device_id(), status = self.status, "virtio: {what}");
     }
 
     /// Marks the device broken until the driver resets it (virtio 1.x
@@ -539,7 +539,7 @@ impl ChainSource for Queues<'_> {
                 Ok(Some((head, Err(e)))) => {
                     self.counters.bad_chains.inc();
                     let device = self.device;
-                    crate::limited_warn!(self.log, device, "virtio: queue {q}: chain at {head} refused: {e}");
+                    pv_util::limited_warn!(self.log, device, "virtio: queue {q}: chain at {head} refused: {e}");
                     self.push_used(q, head, 0);
                 }
                 Err(why) => self.error = Some(why),

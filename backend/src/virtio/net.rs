@@ -23,8 +23,8 @@ use super::{Buf, Chain, ChainSource, VirtioDevice};
 use crate::net::executor::NetExecutor;
 use crate::net::request::{TxError, TxPacket};
 use crate::net::{csum, NetMetrics, NetPort, RxMeta, MAX_FRAME, RX_BUDGET};
-use crate::ratelimit::LogLimiter;
 use pv_abi::netif::ETH_HLEN;
+use pv_util::ratelimit::LogLimiter;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -140,7 +140,7 @@ fn deliver(frame: &[u8], meta: RxMeta, q: &mut dyn ChainSource, mem: &GuestMemor
         d.scratch.clear();
         d.scratch.extend_from_slice(frame);
         if let Err(e) = csum::fill(d.scratch) {
-            crate::limited_warn!(d.log, "virtio-net: received frame dropped: {e}");
+            pv_util::limited_warn!(d.log, "virtio-net: received frame dropped: {e}");
             return m.rx_dropped_bad_size.inc();
         }
         &d.scratch[..]
@@ -161,7 +161,7 @@ fn deliver(frame: &[u8], meta: RxMeta, q: &mut dyn ChainSource, mem: &GuestMemor
             }
         }
         Err(why) => {
-            crate::limited_warn!(d.log, head = chain.head, "virtio-net: receive buffer refused: {why}");
+            pv_util::limited_warn!(d.log, head = chain.head, "virtio-net: receive buffer refused: {why}");
             q.push_used(RX_QUEUE, chain.head, 0);
             m.rx_errors.inc();
         }
@@ -225,7 +225,7 @@ impl VirtioDevice for VirtioNet {
         self.metrics.tx_slots.add(chain.bufs.len() as u64);
         if let Err(e) = self.transmit(chain, mem) {
             self.metrics.tx_errors.inc();
-            crate::limited_warn!(self.log, head = chain.head, "virtio-net: transmit chain refused: {e}");
+            pv_util::limited_warn!(self.log, head = chain.head, "virtio-net: transmit chain refused: {e}");
         }
         // The device writes nothing into a transmit chain.
         0

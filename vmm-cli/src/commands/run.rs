@@ -75,18 +75,18 @@ fn print_virtio_stats(vm: &Vm) {
                 "virtio-mmio@{:#x} (device {}): {}",
                 e.base,
                 e.device_id,
-                join(backend::metrics::DeviceMetrics::counters(&*c))
+                join(pv_util::metrics::DeviceMetrics::counters(&*c))
             );
         }
     }
     for (i, net) in vm.virtio.net.iter().enumerate() {
         if let Ok(n) = net.lock() {
-            eprintln!("virtio-net{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**n.device().metrics())));
+            eprintln!("virtio-net{i}: {}", join(pv_util::metrics::DeviceMetrics::counters(&**n.device().metrics())));
         }
     }
     for (i, blk) in vm.virtio.blk.iter().enumerate() {
         if let Ok(b) = blk.lock() {
-            eprintln!("virtio-blk{i}: {}", join(backend::metrics::DeviceMetrics::counters(&**b.device().metrics())));
+            eprintln!("virtio-blk{i}: {}", join(pv_util::metrics::DeviceMetrics::counters(&**b.device().metrics())));
         }
     }
 }

@@ -34,9 +34,10 @@ impl Blkback32 {
         ring_ref: u32,
         notify: Arc<dyn Notify>,
         device: super::BlockExecutor,
+        log: pv_util::ratelimit::SharedLogLimiter,
     ) -> Result<Self, ConnectError> {
         let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
-        let inner = Blkback::connect(grants, ring_ref, notify, device)?;
+        let inner = Blkback::connect(grants, ring_ref, notify, device, log)?;
         Ok(Blkback32 { ring, inner })
     }
 }

@@ -42,7 +42,7 @@ pub trait DeviceMetrics: std::any::Any + Send + Sync + std::fmt::Debug {
 }
 
 /// Declares a metrics struct of [`Counter`]s and its [`DeviceMetrics`]
-/// implementation (see `block/metrics.rs`).
+/// implementation (see the back ends' `block/metrics.rs`).
 #[macro_export]
 macro_rules! device_metrics {
     ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident),* $(,)? }) => {

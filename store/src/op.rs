@@ -1,0 +1,218 @@
+//! A store request parsed once into an operation ([`Op`]), for the ring
+//! server and for transactions alike, and the tree operations both run on
+//! a [`Store`] (the live one, or a transaction's snapshot).
+//!
+//! The order in which a request is refused is xenstored's
+//! (`process_message` in Xen's `tools/xenstored/core.c`): first its type
+//! ([`admit`]: unknown types `ENOSYS`, privileged ones `EACCES` for a
+//! guest), then its transaction id (`ENOENT` for one not open), then its
+//! payload ([`Op::parse`]: `EINVAL`).
+
+use pv_abi::event_channel::DomId;
+use pv_abi::xs_wire::*;
+
+use crate::{Store, StoreError};
+
+/// The reply of an operation that has no other result.
+pub(crate) const OK: &[u8] = b"OK\0";
+
+/// How a request type treats the transaction id in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxRule {
+    /// The id must name an open transaction, or be 0 for none.
+    LookedUp,
+    /// The id is ignored (`WATCH`, `UNWATCH`: xenstored's `XS_FLAG_NOTID`).
+    Ignored,
+}
+
+/// What the type alone decides, before the transaction id or payload are
+/// looked at: types xenstored has no handler for are `ENOSYS` (so are
+/// `WATCH_EVENT` and `ERROR`, which only the store sends); types only a
+/// privileged domain may send (`CONTROL`, alias `DEBUG`, `INTRODUCE`,
+/// `RELEASE`, `IS_DOMAIN_INTRODUCED`, `RESUME`, `SET_TARGET`) are `EACCES`
+/// for a guest; types xenstored has and this store lacks are `ENOSYS`.
+pub(crate) fn admit(type_: u32) -> Result<TxRule, StoreError> {
+    match type_ {
+        XS_CONTROL | XS_INTRODUCE | XS_RELEASE | XS_IS_DOMAIN_INTRODUCED | XS_RESUME | XS_SET_TARGET => {
+            Err(StoreError::Access)
+        }
+        XS_WATCH | XS_UNWATCH => Ok(TxRule::Ignored),
+        XS_DIRECTORY | XS_READ | XS_TRANSACTION_START | XS_TRANSACTION_END | XS_GET_DOMAIN_PATH | XS_WRITE
+        | XS_MKDIR | XS_RM | XS_RESET_WATCHES => Ok(TxRule::LookedUp),
+        // GET_PERMS, SET_PERMS, DIRECTORY_PART: not offered (fixed
+        // path-based permissions; directories fit one reply).
+        _ => Err(StoreError::NotImplemented),
+    }
+}
+
+/// One request's operation, its arguments borrowed from the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op<'a> {
+    /// `READ <path>|`.
+    Read(&'a str),
+    /// `WRITE <path>|<value|>`.
+    Write {
+        /// The node.
+        path: &'a str,
+        /// Its new value (any bytes).
+        value: &'a [u8],
+    },
+    /// `MKDIR <path>|`.
+    Mkdir(&'a str),
+    /// `RM <path>|`.
+    Rm(&'a str),
+    /// `DIRECTORY <path>|`.
+    Directory(&'a str),
+    /// `WATCH <wpath>|<token>|`.
+    Watch {
+        /// The watched path.
+        path: &'a str,
+        /// The guest's token.
+        token: &'a str,
+    },
+    /// `UNWATCH <wpath>|<token>|`.
+    Unwatch {
+        /// The watched path.
+        path: &'a str,
+        /// The guest's token.
+        token: &'a str,
+    },
+    /// `RESET_WATCHES |`: drops the connection's watches and transactions.
+    ResetWatches,
+    /// `GET_DOMAIN_PATH <domid>|`.
+    GetDomainPath(DomId),
+    /// `TRANSACTION_START |`.
+    TransactionStart,
+    /// `TRANSACTION_END T|` (commit) or `F|` (abort).
+    TransactionEnd {
+        /// Commit (`T`) rather than abort (`F`).
+        commit: bool,
+    },
+}
+
+impl<'a> Op<'a> {
+    /// Parses the payload of a request of type `type_` (one [`admit`]
+    /// accepted): `EINVAL` for a payload that is not what Xen's
+    /// `docs/misc/xenstore.txt` specifies for the type.
+    pub(crate) fn parse(type_: u32, payload: &'a [u8]) -> Result<Self, StoreError> {
+        Ok(match type_ {
+            XS_READ => Op::Read(one_arg(payload)?),
+            XS_WRITE => {
+                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+                Op::Write { path, value: &payload[nul + 1..] }
+            }
+            XS_MKDIR => Op::Mkdir(one_arg(payload)?),
+            XS_RM => Op::Rm(one_arg(payload)?),
+            XS_DIRECTORY => Op::Directory(one_arg(payload)?),
+            XS_WATCH | XS_UNWATCH => {
+                let (path, token) = two_args(payload)?;
+                match type_ {
+                    XS_WATCH => Op::Watch { path, token },
+                    _ => Op::Unwatch { path, token },
+                }
+            }
+            XS_RESET_WATCHES if payload.is_empty() || one_arg(payload).is_ok() => Op::ResetWatches,
+            XS_GET_DOMAIN_PATH => {
+                let d = pv_abi::xenbus::parse_u32(one_arg(payload)?.as_bytes());
+                Op::GetDomainPath(d.and_then(|d| DomId::try_from(d).ok()).ok_or(StoreError::Invalid)?)
+            }
+            // xenstored's do_transaction_start never reads the payload
+            // (a reserved, empty string by docs/misc/xenstore.txt).
+            XS_TRANSACTION_START => Op::TransactionStart,
+            XS_TRANSACTION_END => match one_arg(payload)? {
+                "T" => Op::TransactionEnd { commit: true },
+                "F" => Op::TransactionEnd { commit: false },
+                _ => return Err(StoreError::Invalid),
+            },
+            _ => return Err(StoreError::Invalid),
+        })
+    }
+
+    /// Runs a tree operation (read, write, mkdir, rm, directory) on `s` as
+    /// `domid` and returns its reply; `None` for the other operations.
+    pub(crate) fn apply(&self, s: &mut Store, domid: DomId) -> Option<Result<Vec<u8>, StoreError>> {
+        Some(match *self {
+            Op::Read(path) => s.read(domid, path).map(<[u8]>::to_vec),
+            Op::Write { path, value } => s.write(domid, path, value).map(|()| OK.to_vec()),
+            Op::Mkdir(path) => s.mkdir(domid, path).map(|()| OK.to_vec()),
+            Op::Rm(path) => s.rm(domid, path).map(|()| OK.to_vec()),
+            Op::Directory(path) => s.directory(domid, path).and_then(directory_reply),
+            _ => return None,
+        })
+    }
+}
+
+/// A `DIRECTORY` reply: each name NUL-terminated; `E2BIG` beyond
+/// `XENSTORE_PAYLOAD_MAX`.
+fn directory_reply(names: Vec<String>) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        if out.len() > XENSTORE_PAYLOAD_MAX as usize {
+            return Err(StoreError::TooBig);
+        }
+    }
+    Ok(out)
+}
+
+/// A payload that is exactly one NUL-terminated string.
+fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
+    match payload.split_last() {
+        Some((0, s)) if !s.contains(&0) => std::str::from_utf8(s).map_err(|_| StoreError::Invalid),
+        _ => Err(StoreError::Invalid),
+    }
+}
+
+/// A payload that is exactly two NUL-terminated strings.
+fn two_args(payload: &[u8]) -> Result<(&str, &str), StoreError> {
+    let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+    let a = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+    let b = one_arg(&payload[nul + 1..])?;
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Xen's `tools/xenstored/core.c` (`wire_funcs`, `process_message`):
+    /// no handler is `ENOSYS`, a privileged type from a guest `EACCES`,
+    /// `WATCH`/`UNWATCH` ignore the transaction id.
+    #[test]
+    fn types_are_admitted_as_xenstored_does() {
+        for t in [99, XS_INVALID, XS_WATCH_EVENT, XS_ERROR, 20, XS_TYPE_COUNT] {
+            assert_eq!(admit(t), Err(StoreError::NotImplemented), "type {t}");
+        }
+        for t in [XS_CONTROL, XS_INTRODUCE, XS_RELEASE, XS_IS_DOMAIN_INTRODUCED, XS_RESUME, XS_SET_TARGET] {
+            assert_eq!(admit(t), Err(StoreError::Access), "type {t}");
+        }
+        assert_eq!(admit(XS_WATCH), Ok(TxRule::Ignored));
+        assert_eq!(admit(XS_UNWATCH), Ok(TxRule::Ignored));
+        assert_eq!(admit(XS_READ), Ok(TxRule::LookedUp));
+        assert_eq!(admit(XS_TRANSACTION_START), Ok(TxRule::LookedUp));
+    }
+
+    /// Payloads as `docs/misc/xenstore.txt` writes them.
+    #[test]
+    fn payloads_parse_into_operations() {
+        assert_eq!(Op::parse(XS_READ, b"a/b\0"), Ok(Op::Read("a/b")));
+        assert_eq!(Op::parse(XS_WRITE, b"a\0v\0w"), Ok(Op::Write { path: "a", value: b"v\0w" }));
+        assert_eq!(Op::parse(XS_WATCH, b"p\0t\0"), Ok(Op::Watch { path: "p", token: "t" }));
+        assert_eq!(Op::parse(XS_GET_DOMAIN_PATH, b"7\0"), Ok(Op::GetDomainPath(7)));
+        assert_eq!(Op::parse(XS_TRANSACTION_START, b"\0"), Ok(Op::TransactionStart));
+        assert_eq!(Op::parse(XS_TRANSACTION_START, b""), Ok(Op::TransactionStart), "payload ignored, as xenstored");
+        assert_eq!(Op::parse(XS_TRANSACTION_END, b"F\0"), Ok(Op::TransactionEnd { commit: false }));
+        assert_eq!(Op::parse(XS_RESET_WATCHES, b""), Ok(Op::ResetWatches));
+        for (t, p) in [
+            (XS_READ, &b"a"[..]),
+            (XS_WRITE, b"a"),
+            (XS_UNWATCH, b"p\0"),
+            (XS_TRANSACTION_END, b"X\0"),
+            (XS_GET_DOMAIN_PATH, b"70000\0"),
+        ] {
+            assert_eq!(Op::parse(t, p), Err(StoreError::Invalid), "type {t} payload {p:?}");
+        }
+    }
+}
