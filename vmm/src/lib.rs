@@ -19,7 +19,6 @@ pub mod gnttab;
 pub mod guest_out;
 pub mod hypercall;
 pub mod kvm_stats;
-pub mod loader;
 pub mod memory;
 pub mod multicall;
 pub mod paging;
