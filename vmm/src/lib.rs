@@ -18,6 +18,7 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod guest_out;
 pub mod hypercall;
+pub mod kvm_ioctl_nr;
 pub mod kvm_stats;
 pub mod memory;
 pub mod multicall;
