@@ -250,6 +250,9 @@ const MAIN: Allowlist = Allowlist {
         libc::SYS_preadv,
         libc::SYS_pwritev,
         libc::SYS_fallocate,
+        // The bench makes scratch images (`tempfile`, whose names come
+        // from a `RandomState`-seeded RNG) VM after VM; std seeds a
+        // thread's hash keys with `getrandom` once, maybe after this filter.
         libc::SYS_getrandom,
         libc::SYS_ftruncate,
         libc::SYS_fsync,
@@ -351,6 +354,11 @@ mod tests {
     fn every_filter_compiles() {
         for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Watchdog, ThreadKind::Main] {
             assert!(filter(kind).is_ok(), "{kind:?}");
+        }
+        // The store thread's HashMaps must not need `getrandom` (issue 18):
+        // fixed where it is called, never allowed here.
+        for list in [&VCPU, &DEVICE, &WATCHDOG] {
+            assert!(!list.calls.contains(&libc::SYS_getrandom));
         }
         let mut d = [0u8; 10];
         assert_eq!(decimal(0, &mut d), b"0");
