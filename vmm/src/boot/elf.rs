@@ -397,20 +397,19 @@ fn find_pvh_note(r: Rd, phdrs: &[Phdr], sections: Option<Table>, is64: bool) -> 
     for h in phdrs.iter().filter(|h| h.kind == PT_NOTE && h.offset != 0) {
         read_notes(r, h.offset, h.filesz, &mut notes)?;
     }
-    if notes.xen == 0 {
-        for i in 1..sections.map_or(0, |t| t.count) {
-            let at = sections.map_or(0, |t| t.entry(i));
-            let (kind, offset, size) = if is64 {
-                (r.u32(at + 4), r.u64(at + 24), r.u64(at + 32))
-            } else {
-                (r.u32(at + 4), r.u32(at + 16).map(u64::from), r.u32(at + 20).map(u64::from))
-            };
-            let (Some(kind), Some(offset), Some(size)) = (kind, offset, size) else {
-                return Err(ElfError::ShdrTableOutside);
-            };
-            if kind == SHT_NOTE {
-                read_notes(r, offset, size, &mut notes)?;
-            }
+    // Sections only when the segments hold no Xen note at all.
+    let Some(table) = sections.filter(|_| notes.xen == 0) else { return Ok(notes.phys32_entry) };
+    for at in (1..table.count).map(|i| table.entry(i)) {
+        let (kind, offset, size) = if is64 {
+            (r.u32(at + 4), r.u64(at + 24), r.u64(at + 32))
+        } else {
+            (r.u32(at + 4), r.u32(at + 16).map(u64::from), r.u32(at + 20).map(u64::from))
+        };
+        let (Some(kind), Some(offset), Some(size)) = (kind, offset, size) else {
+            return Err(ElfError::ShdrTableOutside);
+        };
+        if kind == SHT_NOTE {
+            read_notes(r, offset, size, &mut notes)?;
         }
     }
     Ok(notes.phys32_entry)
