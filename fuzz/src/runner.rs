@@ -216,7 +216,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             let alloc = le(&[&DOMID_SELF.to_le_bytes(), &0u16.to_le_bytes(), &0u32.to_le_bytes()]);
             vec![hc(&alloc, &[(0, [6, 0, 0, 0, 0]), (2, [1, 0, 0, 0, 0]), (4, [1, 0, 0, 0, 0]), (3, [0; 5])])]
         }
-        "elf" => vec![frontend_guest::images::by_name("hello").map(<[u8]>::to_vec).unwrap_or_default()],
+        "elf" => crate::targets::elf_seeds(),
         "virtio" => {
             // A live queue (flags 1) with one IN request of one sector: a
             // header, a data buffer and a status byte, chained.

@@ -397,14 +397,79 @@ thread_local! {
         GuestRam::new(&[Slot { start: 0, len: 8 << 20, readonly: false }]).expect("guest RAM");
 }
 
-/// elf: the image checks and the loader, into an 8 MiB guest.
+/// elf: the one ELF reader (headers, PVH note from `PT_NOTE` segments or
+/// `SHT_NOTE` sections), the checks of both boot kinds and the loader,
+/// into an 8 MiB guest.
 pub fn elf(data: &[u8]) {
+    use vmm::boot::elf::{BootKind, Elf};
+    let Ok(elf) = Elf::parse(data) else { return };
     let (lo, hi) = vmm::boot::MemoryPlan::new(8 << 20).loadable();
-    if vmm::loader::check_elf("fuzz", data, lo, hi).is_ok() {
+    let (lo, hi) = match elf.boot_kind() {
+        Ok(BootKind::Own) => (lo, hi),
+        Ok(BootKind::Pvh(_)) => (0, hi),
+        Err(_) => return,
+    };
+    if let Ok(info) = elf.check(lo, hi) {
         ELF_RAM.with(|ram| {
-            let _ = vmm::loader::load(ram, "fuzz", data, lo, hi);
+            let _ = vmm::boot::elf::load(ram, data, &info);
         });
     }
+}
+
+/// Seeds of the `elf` target: the bundled 64-bit guest, and small PVH
+/// images (ELF32 and ELF64) with the entry note in a `PT_NOTE` segment or
+/// only in a `SHT_NOTE` section, so mutations reach both note paths.
+pub fn elf_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = vec![frontend_guest::images::by_name("hello").map(<[u8]>::to_vec).unwrap_or_default()];
+    for is64 in [false, true] {
+        for in_section in [false, true] {
+            seeds.push(pvh_seed(is64, in_section));
+        }
+    }
+    seeds
+}
+
+/// A PVH image: one PT_LOAD of a `hlt` at 1 MiB and the Xen
+/// `XEN_ELFNOTE_PHYS32_ENTRY` note at 0x180 (layout as in the ELF spec).
+fn pvh_seed(is64: bool, in_section: bool) -> Vec<u8> {
+    let mut f = vec![0u8; 0x300];
+    let mut put = |at: usize, v: &[u8]| f[at..at + v.len()].copy_from_slice(v);
+    let word = |v: u64| if is64 { v.to_le_bytes().to_vec() } else { (v as u32).to_le_bytes().to_vec() };
+    put(0, &[0x7f, b'E', b'L', b'F', if is64 { 2 } else { 1 }, 1, 1]);
+    put(16, &2u16.to_le_bytes()); // ET_EXEC
+    put(18, &(if is64 { 62u16 } else { 3 }).to_le_bytes());
+    let (phoff_at, shoff_at, sizes_at, phent, shent) = if is64 { (32, 40, 54, 56, 64) } else { (28, 32, 42, 32, 40) };
+    put(phoff_at, &word(0x40));
+    put(sizes_at, &(phent as u16).to_le_bytes());
+    put(sizes_at + 2, &(if in_section { 1u16 } else { 2 }).to_le_bytes());
+    put(sizes_at + 4, &(shent as u16).to_le_bytes());
+    // p_type, p_flags/offset..., in the class's field order.
+    let phdr = |kind: u32, off: u64, paddr: u64, filesz: u64, memsz: u64| -> Vec<u8> {
+        let mut h = kind.to_le_bytes().to_vec();
+        if is64 {
+            h.extend(5u32.to_le_bytes());
+            [off, paddr, paddr, filesz, memsz, 0x1000].iter().for_each(|v| h.extend(v.to_le_bytes()));
+        } else {
+            [off, paddr, paddr, filesz, memsz, 5, 0x1000].iter().for_each(|&v| h.extend((v as u32).to_le_bytes()));
+        }
+        h
+    };
+    put(0x40, &phdr(1, 0x100, 0x10_0000, 0x10, 0x1000));
+    put(0x100, &[0xf4]);
+    let note =
+        [&4u32.to_le_bytes()[..], &4u32.to_le_bytes(), &18u32.to_le_bytes(), b"Xen\0", &0x10_0000u32.to_le_bytes()];
+    put(0x180, &note.concat());
+    if in_section {
+        put(shoff_at, &word(0x200));
+        put(sizes_at + 6, &2u16.to_le_bytes());
+        let (kind_at, off_at, size_at) = if is64 { (0x244, 0x258, 0x260) } else { (0x22c, 0x238, 0x23c) };
+        put(kind_at, &7u32.to_le_bytes()); // SHT_NOTE
+        put(off_at, &word(0x180));
+        put(size_at, &word(20));
+    } else {
+        put(0x40 + phent, &phdr(4, 0x180, 0, 20, 0));
+    }
+    f
 }
 
 // ---- virtio -------------------------------------------------------------

@@ -30,3 +30,16 @@ fn the_runner_is_deterministic() {
     };
     assert_eq!(mk(), mk());
 }
+
+#[test]
+fn the_elf_seeds_reach_both_note_paths() {
+    use vmm::boot::elf::{BootKind, Elf};
+    let seeds = pv_fuzz::targets::elf_seeds();
+    let kinds: Vec<_> = seeds.iter().map(|s| Elf::parse(s).and_then(|e| e.boot_kind())).collect();
+    assert_eq!(kinds[0], Ok(BootKind::Own), "the bundled guest");
+    // ELF32 and ELF64, the note in a PT_NOTE segment and only in a SHT_NOTE section.
+    assert_eq!(kinds[1..], [Ok(BootKind::Pvh(0x10_0000)); 4]);
+    for s in &seeds[1..] {
+        assert!(Elf::parse(s).unwrap().check(0, 8 << 20).is_ok());
+    }
+}

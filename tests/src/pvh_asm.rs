@@ -262,3 +262,33 @@ pub fn pvh_elf(asm: &Asm, elf64: bool) -> Vec<u8> {
     f.extend_from_slice(&body);
     f
 }
+
+/// As [`pvh_elf`], but the note is only in a `SHT_NOTE` section: the
+/// `PT_NOTE` program header becomes `PT_NULL` and a section header table
+/// (null section, then the note section) is appended. Xen's libelf falls
+/// back to such sections (`xen/common/libelf/libelf-dominfo.c`,
+/// `elf_xen_parse`).
+pub fn pvh_elf_note_in_section(asm: &Asm, elf64: bool) -> Vec<u8> {
+    let mut f = pvh_elf(asm, elf64);
+    let (ehsz, phsz, shsz) = if elf64 { (64usize, 56usize, 64usize) } else { (52, 32, 40) };
+    let note_off = (ehsz + 2 * phsz) as u64;
+    f[ehsz + phsz..ehsz + phsz + 4].copy_from_slice(&0u32.to_le_bytes());
+    let shoff = f.len().next_multiple_of(8);
+    f.resize(shoff + 2 * shsz, 0);
+    let w = |f: &mut Vec<u8>, at: usize, v: u64| {
+        if elf64 {
+            f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        } else {
+            f[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        }
+    };
+    let sec = shoff + shsz;
+    f[sec + 4..sec + 8].copy_from_slice(&7u32.to_le_bytes()); // SHT_NOTE
+    let (shoff_at, shent_at, off_at, size_at) = if elf64 { (40, 58, 24, 32) } else { (32, 46, 16, 20) };
+    w(&mut f, shoff_at, shoff as u64);
+    f[shent_at..shent_at + 2].copy_from_slice(&(shsz as u16).to_le_bytes());
+    f[shent_at + 2..shent_at + 4].copy_from_slice(&2u16.to_le_bytes());
+    w(&mut f, sec + off_at, note_off);
+    w(&mut f, sec + size_at, 20);
+    f
+}

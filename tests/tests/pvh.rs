@@ -325,3 +325,37 @@ fn pvh_32_bit_guest_masks_and_unmasks_through_the_x86_32_shared_info_layout() {
     assert_ne!(word(L32.wc_version + 4), 0, "wc_sec in the 32-bit layout");
     assert_eq!(word(pv_abi::shared_info::LAYOUT_64.wc_version + 4), 0, "nothing at the 64-bit wall clock");
 }
+
+/// A guest whose `XEN_ELFNOTE_PHYS32_ENTRY` note is only in a `SHT_NOTE`
+/// section (no `PT_NOTE` program header) boots, as under Xen, whose libelf
+/// falls back to sections (`xen/common/libelf/libelf-dominfo.c`,
+/// `elf_xen_parse`); without any note, a 32-bit image is refused with an
+/// error naming the missing note.
+#[test]
+fn pvh_note_only_in_a_section_boots_and_a_missing_note_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    a.poweroff(0);
+    for elf64 in [false, true] {
+        let path = dir.path().join("guest.elf");
+        std::fs::write(&path, pvh_elf_note_in_section(&a, elf64)).unwrap();
+        let mut cfg = VmConfig::bundled("hello", "");
+        cfg.kernel = Kernel::File(path.clone());
+        cfg.mem_bytes = MEM;
+        let (run, _vm) = boot_vm(cfg);
+        assert_eq!(run.outcome, POWEROFF_OK, "elf64 {elf64}: {}", run.console);
+    }
+    // The 32-bit image with the section's type cleared has no note (and a
+    // 64-bit one would be taken for one of our own guests).
+    let mut img = pvh_elf_note_in_section(&a, false);
+    let shoff = u32::from_le_bytes(img[32..36].try_into().unwrap()) as usize;
+    img[shoff + 40 + 4] = 1; // SHT_PROGBITS
+    let path = dir.path().join("no-note.elf");
+    std::fs::write(&path, img).unwrap();
+    let mut cfg = VmConfig::bundled("hello", "");
+    cfg.kernel = Kernel::File(path);
+    let err = Vm::new(&cfg).err().expect("a 32-bit image without the note is refused").to_string();
+    assert!(err.contains("32-bit ELF without a Xen PVH entry note"), "{err}");
+    assert!(!err.contains("not a 64-bit"), "{err}");
+}

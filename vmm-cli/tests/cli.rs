@@ -63,6 +63,31 @@ fn not_an_elf() {
 }
 
 #[test]
+fn wrong_class_and_32_bit_without_the_pvh_note_are_named() {
+    // The real image with EI_CLASS 3: the error names the class.
+    let mut img = frontend_guest::images::HELLO.to_vec();
+    img[4] = 3;
+    let (_dir, p) = scratch("badclass", &img);
+    assert_one_line_error(&vmm(&["run", "--kernel", p.to_str().unwrap()]), "unknown ELF class 3");
+    // An ELF32 executable (EM_386, one PT_LOAD) with no PVH note anywhere:
+    // the error says which note is missing, not "not a 64-bit ELF".
+    let mut img = vec![0u8; 0x200];
+    img[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1]);
+    img[16] = 2; // ET_EXEC
+    img[18] = 3; // EM_386
+    img[28] = 52; // e_phoff
+    img[42] = 32; // e_phentsize
+    img[44] = 1; // e_phnum
+    for (i, v) in [1u32, 0x100, 0x10_0000, 0x10_0000, 1, 0x1000, 5, 0x1000].iter().enumerate() {
+        img[52 + i * 4..56 + i * 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let (_dir, p) = scratch("elf32", &img);
+    let out = vmm(&["run", "--kernel", p.to_str().unwrap()]);
+    assert_one_line_error(&out, "32-bit ELF without a Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("64-bit little-endian"));
+}
+
+#[test]
 fn elf_that_does_not_fit_in_ram() {
     // The real image, with its first PT_LOAD moved to 3 GiB.
     let mut img = frontend_guest::images::HELLO.to_vec();

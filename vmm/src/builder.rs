@@ -5,12 +5,12 @@
 //! start-info, and create the vCPU at the image's entry. Running it is
 //! [`crate::vcpu`]'s job.
 
+use crate::boot::elf::{BootKind, Elf, ImageInfo};
 use crate::boot::{self, MemoryPlan};
 use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::evtchn::{EventChannels, GUEST_DOMID};
-use crate::loader::{self, ImageInfo};
 use crate::memory::GuestRam;
 use crate::paging::PagingState;
 use crate::vcpu::Vcpu;
@@ -139,13 +139,12 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         return Err(VmmError::BadPagingMode(cfg.paging));
     }
     let plan = MemoryPlan::new(mem_bytes);
-    let (lo, hi) = plan.loadable();
     // Check the image before touching KVM so bad input fails fast.
-    let pvh_layout = crate::pvh::elf::is_pvh(&bytes).then(|| crate::pvh::PvhLayout::new(mem_bytes));
-    let pvh_image = match &pvh_layout {
-        Some(l) => Some(crate::pvh::elf::check(&name, &bytes, 0, l.vmm_base)?),
-        None => loader::check_elf(&name, &bytes, lo, hi).map(|_| None)?,
-    };
+    let elf = Elf::parse(&bytes).map_err(|e| e.for_image(&name))?;
+    let kind = elf.boot_kind().map_err(|e| e.for_image(&name))?;
+    let pvh_layout = matches!(kind, BootKind::Pvh(_)).then(|| crate::pvh::PvhLayout::new(mem_bytes));
+    let (lo, hi) = pvh_layout.map_or(plan.loadable(), |l| (0, l.vmm_base));
+    let image = elf.check(lo, hi).map_err(|e| e.for_image(&name))?;
     let table = crate::devices::device_table(&cfg.devices)?;
     let virtio_disks = crate::device_spec::virtio_disks(&cfg.devices);
     let virtio_disks = virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
@@ -158,14 +157,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         cfg.paging != paging_mode::NATIVE && pvh_layout.is_none(),
         pvh_layout.map(|l| l.vmm_base..l.mem_bytes),
     )?;
-    let image = match &pvh_image {
-        Some(p) => crate::pvh::boot::load(&m.ram, &bytes, p)?,
-        None => {
-            let image = loader::load(&m.ram, &name, &bytes, lo, hi)?;
-            boot::write_page_tables_and_gdt(&m.ram)?;
-            image
-        }
-    };
+    crate::boot::elf::load(&m.ram, &bytes, &image)?;
+    if pvh_layout.is_none() {
+        boot::write_page_tables_and_gdt(&m.ram)?;
+    }
     // The VMM's pages: fixed low pages for our guests, the top of RAM for
     // PVH guests (whose RAM starts at 0).
     let pages = match &pvh_layout {
@@ -205,8 +200,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     vcpu.attach_mmio(virtio.clone());
     let pvh = match pvh_layout {
         Some(l) => {
-            let si = crate::pvh::boot::write_start_info(&m.ram, &l, &cfg.cmdline)?;
-            let clock = crate::pvh::boot::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
+            let si = crate::boot::pvh::write_start_info(&m.ram, &l, &cfg.cmdline)?;
+            let clock = crate::boot::pvh::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
             let mut pvh = crate::pvh::PvhState::new(l, m.vm.clone(), m.ram.clone(), clock);
             pvh.timer = Some(crate::pvh::timer::Timer::start(evtchn.clone()).map_err(io("timer thread"))?);
             pvh.console_evtchn = core.console_port;

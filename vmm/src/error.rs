@@ -40,7 +40,9 @@ pub enum VmmError {
         source: std::io::Error,
     },
     /// The kernel image is not a usable ELF.
-    #[error("'{name}' is not a usable guest image: {why}; pass an ELF built for x86_64-unknown-none")]
+    #[error(
+        "'{name}' is not a usable guest image: {why}; pass an ELF built for x86_64-unknown-none, or a Xen PVH image"
+    )]
     BadElf {
         /// The file (or bundled image name).
         name: String,

@@ -3,7 +3,7 @@
 //! guest instructions in software — `insn_emulation`, which counts guest
 //! instructions executed.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
@@ -24,7 +24,7 @@ pub struct KvmStats {
     file: File,
     data_offset: u64,
     /// Name -> (offset into the data block, number of u64 values).
-    index: HashMap<String, (u64, usize)>,
+    index: BTreeMap<String, (u64, usize)>,
 }
 
 impl KvmStats {
@@ -49,7 +49,9 @@ impl KvmStats {
         let desc_size = DESC_FIXED_SIZE + name_size;
         let mut descs = vec![0u8; desc_size.checked_mul(num_desc)?];
         file.read_exact_at(&mut descs, desc_offset as u64).ok()?;
-        let mut index = HashMap::new();
+        // An ordered map: no `RandomState` (and so no `getrandom`) on a
+        // thread that may already run under its seccomp filter (`vmm bench`).
+        let mut index = BTreeMap::new();
         for d in descs.chunks_exact(desc_size) {
             let size = u16::from_ne_bytes([d[6], d[7]]) as usize;
             let offset = u32::from_ne_bytes(d[8..12].try_into().expect("4 bytes")) as u64;

@@ -2,13 +2,13 @@
 //! as the [`Domain`], device threads, the vCPU), and running it. `Vm::new`
 //! lives with the builder (`crate::builder`), which sits above this module.
 
+use crate::boot::elf::ImageInfo;
 use crate::console::ConsoleOut;
 use crate::device_spec::DeviceSpec;
 use crate::devices::{DeviceThread, PvDevices};
 use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
-use crate::loader::ImageInfo;
 use crate::stats::ExitStats;
 use crate::vcpu::Vcpu;
 use crate::watchdog::Watchdog;

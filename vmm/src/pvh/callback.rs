@@ -13,12 +13,9 @@
 //! ready, or asks KVM for an interrupt-window exit. The same code runs on
 //! VT-x/AMD-V: nothing depends on instruction emulation.
 
+use crate::kvm_ioctl_nr::KVM_INTERRUPT;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
-
-/// `KVM_INTERRUPT`: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
-pub const KVM_INTERRUPT: u64 =
-    (1 << 30) | ((std::mem::size_of::<kvm_bindings::kvm_interrupt>() as u64) << 16) | (0xae << 8) | 0x86;
 
 /// The vCPU thread and its `kvm_run.immediate_exit` byte while it runs.
 struct Target {

@@ -1,6 +1,6 @@
 //! Unmodified Xen PVH guests (DESIGN.md "Xen PVH guests").
 //!
-//! Such a guest boots in 32-bit protected mode ([`boot`]), finds the
+//! Such a guest boots in 32-bit protected mode ([`crate::boot::pvh`]), finds the
 //! hypervisor by CPUID ([`cpuid`]), asks for a hypercall page by writing an
 //! MSR ([`hypercall_page`]) whose stubs enter the VMM through the project's
 //! port-I/O transport, places the shared-info page and grant frames itself
@@ -13,10 +13,8 @@
 //! memory included. Frames the guest places in the hole above RAM are
 //! extra KVM memory slots aliasing those VMM pages.
 
-pub mod boot;
 pub mod callback;
 pub mod cpuid;
-pub mod elf;
 pub mod gnttab;
 pub mod hvm_op;
 pub mod hypercall_page;

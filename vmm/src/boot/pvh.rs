@@ -2,9 +2,9 @@
 //! map and command line, and the vCPU in 32-bit protected mode with paging
 //! off, flat segments, a TSS, and `ebx` pointing at the start-info.
 
-use super::PvhLayout;
 use crate::error::VmmError;
 use crate::memory::GuestRam;
+use crate::pvh::PvhLayout;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use pv_abi::hvm::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC, HVM_START_VERSION};
 
@@ -91,17 +91,6 @@ pub fn entry_regs(entry: u32, start_info: u64) -> kvm_regs {
     kvm_regs { rip: entry.into(), rbx: start_info, rflags: 0x2, ..Default::default() }
 }
 
-/// Loads a checked PVH image and describes it as the loader does.
-pub fn load(ram: &GuestRam, bytes: &[u8], image: &super::elf::PvhImage) -> Result<crate::loader::ImageInfo, VmmError> {
-    super::elf::load(ram, bytes, image)?;
-    let segments = image
-        .segments
-        .iter()
-        .map(|s| crate::loader::Segment { paddr: s.paddr, memsz: s.memsz, filesz: s.filesz, exec: true })
-        .collect();
-    Ok(crate::loader::ImageInfo { entry: image.entry.into(), segments, end: image.end })
-}
-
 /// `IA32_TSC`.
 const MSR_IA32_TSC: u32 = 0x10;
 
@@ -114,32 +103,32 @@ pub fn prepare_vcpu(
     vcpu: &mut kvm_ioctls::VcpuFd,
     entry: u32,
     start_info: u64,
-) -> Result<super::time::PvClock, VmmError> {
+) -> Result<crate::pvh::time::PvClock, VmmError> {
     let supported =
         kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
-    let cpuid = super::cpuid::install(&supported, 0, crate::evtchn::GUEST_DOMID.into())
+    let cpuid = crate::pvh::cpuid::install(&supported, 0, crate::evtchn::GUEST_DOMID.into())
         .map_err(|_| VmmError::MissingCap("CPUID entries"))?;
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
     if !kvm.check_extension(kvm_ioctls::Cap::X86UserSpaceMsr) || !kvm.check_extension(kvm_ioctls::Cap::X86MsrFilter) {
         return Err(VmmError::MissingCap("KVM_CAP_X86_USER_SPACE_MSR / KVM_CAP_X86_MSR_FILTER"));
     }
-    super::hypercall_page::enable_msr_exit(vm).map_err(VmmError::kvm("KVM_X86_SET_MSR_FILTER"))?;
+    crate::pvh::hypercall_page::enable_msr_exit(vm).map_err(VmmError::kvm("KVM_X86_SET_MSR_FILTER"))?;
     let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
     entry_sregs(&mut sregs);
     vcpu.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
     vcpu.set_regs(&entry_regs(entry, start_info)).map_err(VmmError::kvm("set_regs"))?;
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
-    super::callback::virtual_wire(vcpu).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
+    crate::pvh::callback::virtual_wire(vcpu).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
     let khz = vcpu.get_tsc_khz().unwrap_or(1_000_000);
     let mut msrs =
         kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
             .map_err(|_| VmmError::MissingCap("MSR list"))?;
     let tsc = match vcpu.get_msrs(&mut msrs) {
         Ok(1) => msrs.as_slice()[0].data,
-        _ => super::time::host_tsc(),
+        _ => crate::pvh::time::host_tsc(),
     };
-    Ok(super::time::PvClock::new(khz, tsc))
+    Ok(crate::pvh::time::PvClock::new(khz, tsc))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! 64-bit direct boot: the memory plan, identity page tables, GDT,
+//! Our own guests' 64-bit direct boot: the memory plan, identity page tables, GDT,
 //! start-info, and the vCPU's initial registers.
 
 use crate::error::VmmError;
