@@ -329,5 +329,9 @@ pub mod xen_version {
         | (1 << XENFEAT_HVM_SAFE_PVCLOCK);
 }
 
+/// Xen's HVM debug console port (`XEN_HVM_DEBUGCONS_IOPORT`): bytes written
+/// here go to the console (GRUB prints its early panics there).
+pub const DEBUGCONS_PORT: u16 = 0xe9;
+
 /// `VIRQ_TIMER`: the per-vCPU one-shot timer (`set_timer_op`, `vcpu_op`).
 pub const VIRQ_TIMER: u32 = 0;

@@ -19,7 +19,7 @@
 //! [`GuestRam::write`] and are not outputs.
 
 use crate::memory::{BadGuestRange, GuestRam};
-use crate::pod::{self, Pod};
+use pv_abi::pod::{self, Pod};
 use std::ops::Range;
 use std::sync::OnceLock;
 

@@ -24,7 +24,6 @@ pub mod memory;
 pub mod multicall;
 pub mod paging;
 pub mod plot;
-pub mod pod;
 pub mod preempt;
 pub mod pvh;
 pub mod seccomp;

@@ -6,9 +6,9 @@
 //! the call.
 
 use crate::error::VmmError;
-use crate::pod::{self, Pod};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
+use pv_abi::pod::{self, Pod};
 use vm_memory::{
     AtomicInteger, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
     VolatileMemory,

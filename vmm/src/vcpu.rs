@@ -180,7 +180,7 @@ impl ExitHandlers {
         } else if uart::PORTS.contains(&port) {
             self.stats.exit(ExitKind::Uart);
             self.uart.write(port, data);
-        } else if port == crate::pvh::DEBUGCONS_PORT && dom.pvh.is_some() {
+        } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
             self.stats.exit(ExitKind::OtherIo);
             dom.console.write(data);
         } else {

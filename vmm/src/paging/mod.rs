@@ -77,7 +77,7 @@ fn check_mode_and_domain(dom: &Domain, domid: u64) -> Result<(), i64> {
 /// budget is spent the rest becomes a continuation with
 /// `count = remaining | MMU_UPDATE_PREEMPTED`, `*pdone` holding the
 /// number done so far.
-fn run_batch<T: crate::pod::Pod>(
+fn run_batch<T: pv_abi::pod::Pod>(
     dom: &mut Domain,
     a: &[u64; 5],
     mut one: impl FnMut(&mut Domain, T) -> Result<(), i64>,
@@ -123,7 +123,7 @@ fn run_batch<T: crate::pod::Pod>(
                 ]);
                 return Ok(0);
             }
-            let entry: T = crate::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
+            let entry: T = pv_abi::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
             let scanned = dom.paging.frames_scanned.get();
             let res = one(dom, entry);
             let frames = dom.paging.frames_scanned.get().wrapping_sub(scanned);

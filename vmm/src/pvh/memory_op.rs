@@ -53,7 +53,7 @@ fn memory_map(dom: &mut Domain, arg: u64) -> HcResult {
     let n = map.len().min(nr as usize);
     let bytes: Vec<u8> = map[..n]
         .iter()
-        .flat_map(|&(addr, size, kind)| crate::pod::as_bytes(&E820Entry { addr, size, kind }).to_vec())
+        .flat_map(|&(addr, size, kind)| pv_abi::pod::as_bytes(&E820Entry { addr, size, kind }).to_vec())
         .collect();
     dom.ram.copy_to_guest(buffer, &bytes)?;
     dom.ram.copy_to_guest(arg, &(n as u32).to_le_bytes())?;

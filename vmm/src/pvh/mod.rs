@@ -195,10 +195,6 @@ impl PvhState {
     }
 }
 
-/// Xen's HVM debug console port (`XEN_HVM_DEBUGCONS_IOPORT`): bytes written
-/// here go to the console (GRUB prints its early panics there).
-pub const DEBUGCONS_PORT: u16 = 0xe9;
-
 /// `EFER.LMA`.
 const EFER_LMA: u64 = 1 << 10;
 

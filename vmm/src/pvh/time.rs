@@ -3,14 +3,12 @@
 //! wall clock.
 
 use crate::memory::GuestRam;
-use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo};
+use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo, PVCLOCK_TSC_STABLE};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Offset of `vcpu_info[0].time` in the shared-info page (the same in the
 /// 32- and 64-bit layouts).
-const TIME_OFFSET: u64 = 32;
-/// `XEN_PVCLOCK_TSC_STABLE_BIT`.
-const PVCLOCK_TSC_STABLE: u8 = 1;
+const TIME_OFFSET: u64 = std::mem::offset_of!(pv_abi::shared_info::VcpuInfo, time) as u64;
 
 /// The guest's pvclock: TSC rate as Xen's scale (`mul_frac`, `shift`) and
 /// the offset of the guest's TSC from the host's.

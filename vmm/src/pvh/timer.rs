@@ -6,22 +6,14 @@
 use crate::domain::Domain;
 use crate::evtchn::EventChannels;
 use crate::hypercall::HcResult;
-use pv_abi::errno::{EINVAL, ENOENT, ENOSYS};
+use pv_abi::errno::{EINVAL, ENOENT, ENOSYS, ETIME};
 use pv_abi::hvm::VIRQ_TIMER;
+use pv_abi::hypercall::sched_op::POLL as SCHEDOP_POLL;
+use pv_abi::hypercall::vcpu_op;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// `VCPUOP_set_singleshot_timer`.
-pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 6;
-/// `VCPUOP_stop_singleshot_timer`.
-pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 7;
-/// `VCPU_SSHOTTMR_future`: fail with `ETIME` if the time has passed.
-pub const VCPU_SSHOTTMR_FUTURE: u32 = 1;
-/// `ETIME`.
-pub const ETIME: i64 = 62;
-/// `SCHEDOP_poll`.
-pub const SCHEDOP_POLL: u64 = 3;
 /// Most ports one `SCHEDOP_poll` may name (Xen's limit).
 pub const MAX_POLL_PORTS: u32 = 128;
 /// Longest a single `SCHEDOP_poll` exit waits before returning (the guest
@@ -124,18 +116,19 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         return Err(ENOENT);
     }
     match a[0] {
-        VCPUOP_SET_SINGLESHOT_TIMER => {
+        // Non-Xen numbering kept for now: Xen's 6/7 are the periodic timer.
+        vcpu_op::SET_PERIODIC_TIMER => {
             // {u64 timeout_abs_ns; u32 flags} in both layouts.
             let raw = dom.ram.read_vec(a[2], 12)?;
             let ns = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
             let flags = u32::from_le_bytes(raw[8..].try_into().expect("4 bytes"));
             let now = dom.pvh.as_ref().map(|p| p.clock.now_ns()).unwrap_or(0);
-            if flags & VCPU_SSHOTTMR_FUTURE != 0 && ns < now {
+            if flags & vcpu_op::SSHOTTMR_FUTURE != 0 && ns < now {
                 return Err(ETIME);
             }
             arm(dom, ns.max(1)).map(|()| 0)
         }
-        VCPUOP_STOP_SINGLESHOT_TIMER => arm(dom, 0).map(|()| 0),
+        vcpu_op::STOP_PERIODIC_TIMER => arm(dom, 0).map(|()| 0),
         _ => Err(ENOSYS),
     }
 }
