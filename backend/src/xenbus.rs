@@ -11,7 +11,6 @@
 //! reached through the two small traits [`XenbusStore`] and [`EvtchnBinder`]
 //! the VMM implements, so this crate stays independent of the VMM.
 
-use crate::grant::GrantTable;
 use crate::metrics::DeviceMetrics;
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -20,6 +19,7 @@ use pv_abi::xenbus::XenbusState;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::grant_table::GrantTable;
 
 /// Store access for a back-end (absolute paths, domain-0 rights).
 pub trait XenbusStore: Send + Sync {

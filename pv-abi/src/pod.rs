@@ -36,6 +36,19 @@ pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) }
 }
 
+/// The bytes of a value, writable: any bytes written leave a valid `T`.
+pub fn as_bytes_mut<T: Pod>(v: &mut T) -> &mut [u8] {
+    // SAFETY: as `as_bytes`, and every bit pattern is a valid `T`, so
+    // writes through the slice cannot make `*v` invalid.
+    unsafe { core::slice::from_raw_parts_mut(v as *mut T as *mut u8, core::mem::size_of::<T>()) }
+}
+
+/// The all-zero value of `T`.
+pub fn zeroed<T: Pod>() -> T {
+    // SAFETY: every bit pattern, zero included, is a valid `T`.
+    unsafe { core::mem::zeroed() }
+}
+
 /// A value read from bytes (`None` unless `bytes.len()` is the size of `T`).
 pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() != core::mem::size_of::<T>() {

@@ -9,7 +9,7 @@
 use crate::builder::open_kvm;
 use crate::console::ConsoleOut;
 use crate::error::VmmError;
-use crate::memory::{GuestRam, Slot};
+use crate::memory::{GuestRam, RegisterSlots, Slot};
 use crate::vm::{Outcome, Vm, VmConfig};
 use kvm_ioctls::VcpuExit;
 use pv_abi::start_info::paging_mode;
@@ -243,7 +243,7 @@ pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     for mode in [paging_mode::NATIVE, paging_mode::TRAPPED, paging_mode::PV] {
         for batch in PTE_BATCHES {
             let w = Workload { paging: mode, ..Workload::new("paging", &format!("test=pte batch={batch}")) };
-            out.push(measure("pte update", crate::paging::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
+            out.push(measure("pte update", xen_domain::mmu::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
         }
     }
     Ok(out)

@@ -3,7 +3,6 @@
 //! device work; it only dispatches exits.
 
 use crate::error::VmmError;
-use crate::evtchn::{Binding, EventChannels};
 use backend::block::DiskSpec;
 use backend::xenbus::{DeviceArg, DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
@@ -12,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::event_channel::{Binding, EventChannels};
 
 /// A subscriber the device thread runs.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;

@@ -174,7 +174,7 @@ fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         devices: args.device.into_iter().chain(nets).collect(),
         virtio_disks,
         virtio_nets,
-        paging: vmm::paging::parse_mode(&args.paging).unwrap_or_default(),
+        paging: xen_domain::mmu::parse_mode(&args.paging).unwrap_or_default(),
     };
     // Before the device threads start: each installs its filter first.
     if !args.no_seccomp {

@@ -4,7 +4,6 @@
 
 use crate::console::ConsoleOut;
 use crate::devices::{DeviceThread, PvDevices};
-use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
 use crate::loader::ImageInfo;
@@ -19,6 +18,7 @@ use pv_store::SharedStore;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use xen_domain::domain::Domain;
 
 pub use crate::vcpu::Outcome;
 

@@ -2,7 +2,7 @@
 //! the shared-info page (system time in ns since boot = scaled TSC) and the
 //! wall clock.
 
-use crate::memory::GuestRam;
+use crate::guest_memory::{BadGuestRange, GuestRam};
 use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo, PVCLOCK_TSC_STABLE};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,12 +70,7 @@ impl PvClock {
     /// Writes the current time into the shared-info page at `shared_info`
     /// (seqlock: odd version while writing), and the wall clock where the
     /// page's layout `l` has it (x86-64 or x86_32).
-    pub fn publish(
-        &mut self,
-        ram: &GuestRam,
-        shared_info: u64,
-        l: &EvtchnLayout,
-    ) -> Result<(), crate::memory::BadGuestRange> {
+    pub fn publish(&mut self, ram: &GuestRam, shared_info: u64, l: &EvtchnLayout) -> Result<(), BadGuestRange> {
         self.version = self.version.wrapping_add(2);
         let mut t = VcpuTimeInfo {
             version: self.version.wrapping_sub(1),

@@ -1,4 +1,6 @@
-//! `multicall`: several hypercalls in one exit, with Xen's semantics.
+//! `multicall` (Xen's `xen/common/multicall.c`,
+//! `xen/include/public/xen.h` `struct multicall_entry`): several
+//! hypercalls in one exit, with Xen's semantics.
 //!
 //! Each entry is copied in, run through the ordinary dispatch table with
 //! its first five `args`, and its `result` (the raw `rax` value) written

@@ -1,13 +1,15 @@
-//! Hypercall dispatch: a table from hypercall number to handler.
+//! Hypercall dispatch: a table from hypercall number to handler, and the
+//! calling conventions (Xen's 64-bit one and, for 32-bit PVH code, the
+//! compat one).
 //!
 //! Handlers take the [`Domain`] and the five argument registers and return
-//! a value or an errno. Guest pointers are validated by [`GuestRam`](crate::memory::GuestRam)'s
-//! checked copies; nothing here holds a reference into guest memory.
+//! a value or an errno. Guest pointers are validated by
+//! [`GuestRam`](crate::guest_memory::GuestRam)'s checked copies; nothing
+//! here holds a reference into guest memory.
 
-use crate::domain::Domain;
-pub use crate::domain::{HcResult, Shutdown};
-use pv_abi::errno::{EINVAL, ENOSYS};
-use pv_abi::hypercall::{console_io, nr, sched_op, xen_version, ABI_VERSION};
+use crate::domain::{Domain, HcResult};
+use pv_abi::errno::ENOSYS;
+use pv_abi::hypercall::nr;
 
 /// A hypercall handler.
 pub type Handler = fn(&mut Domain, &[u64; 5]) -> HcResult;
@@ -23,17 +25,17 @@ pub struct HypercallTable {
 
 /// The handlers every VMM installs.
 const DEFAULT_HANDLERS: [(u64, Handler); 11] = [
-    (nr::CONSOLE_IO, do_console_io),
-    (nr::SCHED_OP, crate::pvh::timer::sched_op),
-    (nr::SET_TIMER_OP, crate::pvh::timer::set_timer_op),
-    (nr::VCPU_OP, crate::pvh::timer::vcpu_op),
-    (nr::XEN_VERSION, do_xen_version),
+    (nr::CONSOLE_IO, crate::console_io::console_io),
+    (nr::SCHED_OP, crate::sched_op::sched_op),
+    (nr::SET_TIMER_OP, crate::sched_op::set_timer_op),
+    (nr::VCPU_OP, crate::vcpu_op::vcpu_op),
+    (nr::XEN_VERSION, crate::xen_version::xen_version),
     (nr::EVENT_CHANNEL_OP, |dom, a| dom.evtchn.hypercall(a[0], a[1])),
-    (nr::GRANT_TABLE_OP, crate::pvh::gnttab::grant_table_op),
-    (nr::MEMORY_OP, crate::pvh::memory_op::memory_op),
-    (nr::HVM_OP, crate::pvh::hvm_op::hvm_op),
-    (nr::MMU_UPDATE, crate::paging::do_mmu_update),
-    (nr::MMUEXT_OP, crate::paging::do_mmuext_op),
+    (nr::GRANT_TABLE_OP, crate::grant_table::op::grant_table_op),
+    (nr::MEMORY_OP, crate::memory_op::memory_op),
+    (nr::HVM_OP, crate::hvm_op::hvm_op),
+    (nr::MMU_UPDATE, crate::mmu::do_mmu_update),
+    (nr::MMUEXT_OP, crate::mmu::do_mmuext_op),
 ];
 
 // Every default number has a slot, checked at compile time.
@@ -93,54 +95,58 @@ impl HypercallTable {
     }
 }
 
-fn do_console_io(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
-    let (cmd, count, buf) = (a[0], a[1], a[2]);
-    match cmd {
-        console_io::WRITE => {
-            if count > console_io::MAX_COUNT {
-                dom.ram.check(buf, count)?;
-                return Err(EINVAL);
+/// The registers a hypercall reads its number and arguments from and
+/// writes its result to (a copy the vCPU loop exchanges with the machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HypercallRegs {
+    /// `rax`: number in, result out.
+    pub rax: u64,
+    /// `rbx`.
+    pub rbx: u64,
+    /// `rcx`.
+    pub rcx: u64,
+    /// `rdx`.
+    pub rdx: u64,
+    /// `rsi`.
+    pub rsi: u64,
+    /// `rdi`.
+    pub rdi: u64,
+    /// `r8`.
+    pub r8: u64,
+    /// `r10`.
+    pub r10: u64,
+    /// `rip`.
+    pub rip: u64,
+}
+
+impl HypercallRegs {
+    /// Hypercall number and arguments: Xen's 64-bit convention (`rdi, rsi,
+    /// rdx, r10, r8`) or, from 32-bit code (`compat`), `ebx, ecx, edx,
+    /// esi, edi`.
+    pub fn args(&self, compat: bool) -> (u64, [u64; 5]) {
+        if compat {
+            let w = |v: u64| v & 0xffff_ffff;
+            (w(self.rax), [w(self.rbx), w(self.rcx), w(self.rdx), w(self.rsi), w(self.rdi)])
+        } else {
+            (self.rax, [self.rdi, self.rsi, self.rdx, self.r10, self.r8])
+        }
+    }
+
+    /// Completes a hypercall: its result in `rax`, or for a continuation
+    /// the `out` re-executed with the remaining work's arguments (`rax`
+    /// still holds the number): `pv_abi::hypercall`, "Continuations".
+    pub fn complete(&mut self, compat: bool, result: u64, continuation: Option<[u64; 5]>) {
+        match continuation {
+            Some(a) => {
+                self.rip = self.rip.wrapping_sub(pv_abi::hypercall::HYPERCALL_INSN_LEN);
+                if compat {
+                    (self.rbx, self.rcx, self.rdx, self.rsi, self.rdi) = (a[0], a[1], a[2], a[3], a[4]);
+                } else {
+                    (self.rdi, self.rsi, self.rdx, self.r10, self.r8) = (a[0], a[1], a[2], a[3], a[4]);
+                }
             }
-            let bytes = dom.ram.read_vec(buf, count)?;
-            dom.console.write(&bytes);
-            Ok(count)
+            None => self.rax = result,
         }
-        console_io::READ => {
-            // An output buffer (nothing to read yet): checked as one.
-            dom.ram.check_output(buf, count)?;
-            Ok(0)
-        }
-        _ => Err(ENOSYS),
-    }
-}
-
-pub(crate) fn do_sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
-    match a[0] {
-        // The vCPU blocks in the guest's own `sti; hlt` (handled in the
-        // kernel with the in-kernel irqchip), so these return at once.
-        sched_op::YIELD | sched_op::BLOCK => Ok(0),
-        sched_op::SHUTDOWN => {
-            let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
-            Ok(0)
-        }
-        _ => Err(ENOSYS),
-    }
-}
-
-fn do_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
-    if let Some(r) = crate::pvh::hvm_op::xen_version(dom, a) {
-        return r;
-    }
-    match a[0] {
-        xen_version::VERSION => Ok(ABI_VERSION as u64),
-        xen_version::GET_FEATURES => {
-            let mut info: xen_version::FeatureInfo = dom.ram.read_obj(a[1])?;
-            info.submap = if info.submap_idx == 0 { dom.features } else { 0 };
-            dom.ram.copy_obj_to_guest(a[1], &info)?;
-            Ok(0)
-        }
-        _ => Err(ENOSYS),
     }
 }
 

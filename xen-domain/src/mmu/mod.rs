@@ -1,6 +1,7 @@
-//! Direct paging: the page-table pool, the `mmu_update` and `mmuext_op`
-//! hypercalls, and the trapped-write entry point, all over one
-//! [`validator`].
+//! Direct paging (Xen's `xen/arch/x86/mm.c` `do_mmu_update`,
+//! `do_mmuext_op`; `xen/include/public/xen.h` `MMU_*`, `MMUEXT_*`): the
+//! page-table pool, the `mmu_update` and `mmuext_op` hypercalls, and the
+//! trapped-write entry point, all over one [`validator`].
 //!
 //! Modes (per VM, [`paging_mode`]):
 //!

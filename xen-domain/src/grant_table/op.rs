@@ -1,14 +1,15 @@
 //! `grant_table_op`: the guest's side of the grant table. The table itself
-//! and the mapper back-ends use are `backend::grant`.
+//! and the mapper back-ends use are [`super::mapper`]; a Xen PVH guest's
+//! own answers are [`super::pvh_frames`].
 //!
 //! Departure from Xen: Xen allocates the table frames and `setup_table`
 //! returns their numbers; here the guest owns its table (DESIGN.md), so
 //! `frame_list` is an IN array of the guest frames it allocated.
 
+use super::mapper::{GrantError, GrantMapping, MAX_GRANT_FRAMES};
 use crate::domain::{Domain, HcResult};
-use backend::grant::{GrantError, MAX_GRANT_FRAMES};
+use crate::domid::is_self;
 use pv_abi::errno::{EINVAL, ENOSYS};
-use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
 use std::mem::{offset_of, size_of};
@@ -16,12 +17,14 @@ use std::mem::{offset_of, size_of};
 /// Most operations accepted in one `GNTTABOP_copy` call.
 pub const MAX_COPY_OPS: u64 = 512;
 
-fn is_self(dom: u16) -> bool {
-    dom == DOMID_SELF || dom == crate::evtchn::GUEST_DOMID
-}
-
-/// `grant_table_op(cmd, uop, count)`.
+/// `grant_table_op(cmd, uop, count)`: a PVH guest's own operations
+/// ([`super::pvh_frames`]), else the common ones.
 pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    if dom.pvh.is_some() {
+        if let Some(r) = super::pvh_frames::grant_table_op(dom, a) {
+            return r;
+        }
+    }
     let (cmd, uop, count) = (a[0], a[1], a[2]);
     match u32::try_from(cmd).map_err(|_| ENOSYS)? {
         GNTTABOP_SETUP_TABLE if count == 1 => setup_table(dom, uop),
@@ -105,7 +108,7 @@ fn copy(dom: &mut Domain, uop: u64, count: u64) -> HcResult {
 /// One side of a copy, resolved: either a live grant mapping or a checked
 /// guest-physical address in the guest's own RAM.
 enum Side {
-    Grant(backend::grant::GrantMapping, u64),
+    Grant(GrantMapping, u64),
     Frame(u64),
 }
 

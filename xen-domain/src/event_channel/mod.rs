@@ -1,13 +1,15 @@
-//! Event channels: Xen's 2-level ABI on the shared-info page, mapped onto
-//! KVM.
+//! `event_channel_op` and the port table (Xen's `xen/common/event_channel.c`,
+//! `xen/include/public/event_channel.h`), over the 2-level bitmaps of
+//! [`two_level`].
 //!
 //! - Host to guest: set the port's pending bit; on a 0->1 edge of an
 //!   unmasked port set the selector bit and `upcall_pending`, and on its
-//!   0->1 edge signal an irqfd routed as an MSI to the guest's upcall vector.
+//!   0->1 edge raise an upcall through the [`Platform`] (KVM: an irqfd
+//!   routed as an MSI to the guest's upcall vector).
 //! - Guest to host: `EVTCHNOP_send` (one exit to the VMM), or the doorbell:
-//!   a 32-bit `out` of the port number to [`DOORBELL_PORT`], matched in the
-//!   kernel by an ioeventfd per bound port, which wakes the back-end's
-//!   eventfd without a userspace exit on the vCPU thread.
+//!   a 32-bit `out` of the port number to `DOORBELL_PORT`, bound per port
+//!   through the [`Platform`] (KVM: an ioeventfd), which wakes the
+//!   back-end's eventfd without a userspace exit on the vCPU thread.
 //!
 //! The guest is domain [`GUEST_DOMID`]; the VMM and its back-ends are
 //! domain 0. Guest ports are numbered from 1.
@@ -20,21 +22,18 @@
 //! the second's. A back end learns of the guest's close through xenbus
 //! (the front end's state), as in Xen.
 
-use crate::memory::{BadGuestRange, GuestRam};
-use kvm_ioctls::{IoEventAddress, VmFd};
-use pv_abi::errno::{EINVAL, ENOSPC, ESRCH};
-use pv_abi::event_channel::*;
-use pv_abi::hypercall::DOORBELL_PORT;
-use pv_abi::shared_info::{EvtchnLayout, SharedInfo, LAYOUT_64, LAYOUT_X86_32};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use vmm_sys_util::eventfd::EventFd;
+pub mod two_level;
 
-/// The guest's domain id.
-pub const GUEST_DOMID: DomId = 1;
-pub use pv_abi::event_channel::{MAX_PORTS, UPCALL_VECTOR};
-/// The GSI the upcall irqfd is routed through.
-pub const UPCALL_GSI: u32 = 24;
+use crate::domid::GUEST_DOMID;
+use crate::guest_memory::{BadGuestRange, GuestRam};
+use crate::platform::Platform;
+use pv_abi::errno::{EFAULT, EINVAL, ENOSPC, ESRCH};
+use pv_abi::event_channel::*;
+use pv_abi::shared_info::EvtchnLayout;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use two_level::TwoLevel;
+use vmm_sys_util::eventfd::EventFd;
 
 /// An event-channel error for host callers (back-ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +44,7 @@ pub enum EvtchnError {
     /// No free port left.
     #[error("no free event-channel port")]
     NoSpace,
-    /// KVM refused the doorbell registration.
+    /// The machine refused the doorbell registration.
     #[error("cannot register the doorbell ioeventfd for port {0}")]
     Doorbell(u32),
     /// The binding was closed (by the guest) since it was made.
@@ -135,70 +134,35 @@ impl Table {
     }
 }
 
-/// What raises an upcall instead of the MSI irqfd (the PVH callback vector).
-pub type UpcallHook = Arc<dyn Fn() + Send + Sync>;
-
 /// The guest's event channels.
 pub struct EventChannels {
     table: Mutex<Table>,
     ram: GuestRam,
-    shared_info: u64,
-    vm: Arc<VmFd>,
-    upcall: EventFd,
+    bitmaps: TwoLevel,
+    platform: Arc<dyn Platform>,
     /// Event counters.
     pub counters: EvtchnCounters,
-    /// Replaces the upcall irqfd (PVH callback vector), if set.
-    upcall_hook: Mutex<Option<UpcallHook>>,
-    /// The shared-info page uses Xen's x86_32 layout (see
-    /// [`set_compat_layout`](EventChannels::set_compat_layout)).
-    compat_layout: AtomicBool,
-}
-
-/// An atomic read-modify-write on one bitmap or selector word.
-#[derive(Clone, Copy)]
-enum WordOp {
-    Load,
-    Or,
-    Clear,
 }
 
 impl std::fmt::Debug for EventChannels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventChannels").field("shared_info", &self.shared_info).finish_non_exhaustive()
+        f.debug_struct("EventChannels").field("bitmaps", &self.bitmaps).finish_non_exhaustive()
     }
 }
 
-/// A GSI routing entry delivering an MSI with `vector` to APIC id 0
-/// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
-/// so whoever adds routes sets this upcall route again with them.
-pub fn msi_route(gsi: u32, vector: u32) -> kvm_bindings::kvm_irq_routing_entry {
-    let mut entry =
-        kvm_bindings::kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
-    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
-    entry.u.msi.data = vector;
-    entry
-}
-
 impl EventChannels {
-    /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
-    /// Needs the in-kernel irqchip.
-    pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
-        use kvm_bindings::KvmIrqRouting;
-        let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        let routing = KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))])
-            .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
-        vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
-        vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
-        ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
+    /// An empty port table over the shared-info page at `shared_info`
+    /// (cleared here), raising upcalls and binding doorbells through
+    /// `platform`.
+    pub fn new(platform: Arc<dyn Platform>, ram: GuestRam, shared_info: u64) -> Result<Self, BadGuestRange> {
+        let bitmaps = TwoLevel::new(ram.clone(), shared_info);
+        bitmaps.reset()?;
         Ok(EventChannels {
             table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new(), gen: 0 }),
             ram,
-            shared_info,
-            vm,
-            upcall,
-            upcall_hook: Mutex::new(None),
+            bitmaps,
+            platform,
             counters: EvtchnCounters::default(),
-            compat_layout: AtomicBool::new(false),
         })
     }
 
@@ -211,58 +175,17 @@ impl EventChannels {
     /// the latest such call wins. Our own guests are 64-bit and never call
     /// this.
     pub fn set_compat_layout(&self, compat: bool) {
-        self.compat_layout.store(compat, Ordering::Relaxed);
+        self.bitmaps.set_compat_layout(compat);
     }
 
     /// The shared-info layout in use.
     pub fn layout(&self) -> &'static EvtchnLayout {
-        if self.compat_layout.load(Ordering::Relaxed) {
-            &LAYOUT_X86_32
-        } else {
-            &LAYOUT_64
-        }
+        self.bitmaps.layout()
     }
 
-    /// `op` on the bitmap word (of `l`'s width) at page offset `off`,
-    /// with `bits`; returns the word's previous value.
-    fn word_op(&self, l: &EvtchnLayout, off: usize, op: WordOp, bits: u64) -> Result<u64, BadGuestRange> {
-        let at = self.shared_info + off as u64;
-        if l.word_bytes == 8 {
-            self.ram.with_atomic(at, |w: &AtomicU64| match op {
-                WordOp::Load => w.load(Ordering::SeqCst),
-                WordOp::Or => w.fetch_or(bits, Ordering::SeqCst),
-                WordOp::Clear => w.fetch_and(!bits, Ordering::SeqCst),
-            })
-        } else {
-            let b = bits as u32;
-            self.ram.with_atomic(at, |w: &AtomicU32| {
-                u64::from(match op {
-                    WordOp::Load => w.load(Ordering::SeqCst),
-                    WordOp::Or => w.fetch_or(b, Ordering::SeqCst),
-                    WordOp::Clear => w.fetch_and(!b, Ordering::SeqCst),
-                })
-            })
-        }
-    }
-
-    /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
-    /// delivery, edge).
-    /// The routing table then holds only this route: PVH guests (the only
-    /// callers) have no virtio devices, whose routes `virtio` adds.
-    fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
-        let routing = kvm_bindings::KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(vector))])
-            .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-        vm.set_gsi_routing(&routing)
-    }
-
-    /// Routes upcalls to `hook` instead of the MSI irqfd (`None`: back to the irqfd).
-    pub fn set_upcall_hook(&self, hook: Option<UpcallHook>) {
-        *self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
-    }
-
-    /// `HVMOP_set_evtchn_upcall_vector`: upcalls go to `vector` from now on.
-    pub fn set_upcall_vector(&self, vector: u8) -> Result<(), kvm_ioctls::Error> {
-        Self::route_upcall(&self.vm, vector)
+    /// The machine this table raises upcalls on.
+    pub fn platform(&self) -> &Arc<dyn Platform> {
+        &self.platform
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -276,13 +199,11 @@ impl EventChannels {
     }
 
     fn register_doorbell(&self, port: u32, wake: &EventFd) -> Result<(), EvtchnError> {
-        self.vm
-            .register_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port)
-            .map_err(|_| EvtchnError::Doorbell(port))
+        self.platform.bind_doorbell(port, wake).map_err(|_| EvtchnError::Doorbell(port))
     }
 
     fn unregister_doorbell(&self, port: u32, wake: &EventFd) {
-        if let Err(e) = self.vm.unregister_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port) {
+        if let Err(e) = self.platform.unbind_doorbell(port, wake) {
             tracing::warn!(port, "cannot unregister doorbell: {e}");
         }
     }
@@ -427,9 +348,7 @@ impl EventChannels {
 
     /// Whether `port`'s pending bit is set in the shared-info page.
     pub fn is_pending(&self, port: u32) -> bool {
-        let l = self.layout();
-        let Some((word, bit)) = l.word_bit(port) else { return false };
-        self.word_op(l, l.pending_word(word), WordOp::Load, 0).is_ok_and(|w| w & (1 << bit) != 0)
+        self.bitmaps.is_pending(port)
     }
 
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
@@ -443,46 +362,20 @@ impl EventChannels {
     }
 
     fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
-        let l = self.layout();
-        let (word, bit) = l.word_bit(port).ok_or(EvtchnError::BadPort(port))?;
-        let mask = 1u64 << bit;
-        let was_pending =
-            self.word_op(l, l.pending_word(word), WordOp::Or, mask).map_err(|_| EvtchnError::SharedInfo)?;
-        if was_pending & mask != 0 {
-            return Ok(false);
+        match self.bitmaps.set_pending(port) {
+            Ok(Some(raise)) => Ok(self.upcall_if(raise)),
+            Ok(None) => Err(EvtchnError::BadPort(port)),
+            Err(_) => Err(EvtchnError::SharedInfo),
         }
-        self.raise_if_unmasked(l, word, mask)
     }
 
-    /// The tail of set-pending and unmask: if the port is unmasked, set the
-    /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
-    /// interrupt the vCPU.
-    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64) -> Result<bool, EvtchnError> {
-        let masked = self.word_op(l, l.mask_word(word), WordOp::Load, 0).map_err(|_| EvtchnError::SharedInfo)?;
-        if masked & mask != 0 {
-            return Ok(false);
+    /// Interrupts vCPU 0 if `raise`; returns `raise`.
+    fn upcall_if(&self, raise: bool) -> bool {
+        if raise {
+            self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
+            self.platform.raise_upcall(0);
         }
-        let sel_bit = 1u64 << word;
-        let sel_was = self.word_op(l, l.pending_sel, WordOp::Or, sel_bit).map_err(|_| EvtchnError::SharedInfo)?;
-        if sel_was & sel_bit != 0 {
-            return Ok(false);
-        }
-        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(0) as u64;
-        let upcall_was = self
-            .ram
-            .with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))
-            .map_err(|_| EvtchnError::SharedInfo)?;
-        if upcall_was != 0 {
-            return Ok(false);
-        }
-        self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
-        let hook = self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(hook) = hook {
-            hook();
-        } else if let Err(e) = self.upcall.write(1) {
-            tracing::warn!("cannot signal the upcall irqfd: {e}");
-        }
-        Ok(true)
+        raise
     }
 
     /// Wakes the back-end bound to `port` (guest send). Sending on an
@@ -603,15 +496,14 @@ impl EventChannels {
         if !matches!(self.lock().ports.get(port as usize), Some(s) if !matches!(s, PortState::Free)) {
             return Err(EINVAL);
         }
-        let l = self.layout();
-        let (word, bit) = l.word_bit(port).ok_or(EINVAL)?;
-        let mask = 1u64 << bit;
-        self.word_op(l, l.mask_word(word), WordOp::Clear, mask)?;
-        let pending = self.word_op(l, l.pending_word(word), WordOp::Load, 0)?;
-        if pending & mask != 0 {
-            self.raise_if_unmasked(l, word, mask).map_err(|e| e.errno())?;
+        match self.bitmaps.unmask(port) {
+            Ok(Some(raise)) => {
+                self.upcall_if(raise);
+                Ok(())
+            }
+            Ok(None) => Err(EINVAL),
+            Err(_) => Err(EFAULT),
         }
-        Ok(())
     }
 
     fn status_op(&self, arg: u64) -> Result<u64, i64> {

@@ -1,19 +1,17 @@
-//! `memory_op` for PVH guests: reservations, the memory map, and placing
-//! the shared-info page and grant frames in the guest's physical map.
+//! `memory_op` for PVH guests (Xen's `xen/common/memory.c` and
+//! `xen/arch/x86/mm.c`, `xen/include/public/memory.h`): reservations, the
+//! memory map, and placing the shared-info page and grant frames in the
+//! guest's physical map.
 
-use super::{PvhState, HOLE_END};
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
+use crate::domain::{Domain, HcResult};
+use crate::domid::is_self;
+use crate::grant_table::mapper::MAX_GRANT_FRAMES;
+use crate::grant_table::pvh_frames;
+use crate::pvh::{PvhState, HOLE_END};
 use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
-use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::hvm::memory_op::*;
 use pv_abi::hvm::E820Entry;
 use pv_abi::layout::PAGE_SIZE;
-
-/// Whether `domid` names the calling guest.
-pub fn is_self(domid: u16) -> bool {
-    domid == DOMID_SELF || domid == crate::evtchn::GUEST_DOMID
-}
 
 /// `memory_op(cmd, arg)`.
 pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
@@ -79,7 +77,7 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     }
     let slot = match space {
         XENMAPSPACE_SHARED_INFO if idx == 0 => 0,
-        XENMAPSPACE_GRANT_TABLE if idx < u64::from(backend::grant::MAX_GRANT_FRAMES) => 1 + idx as usize,
+        XENMAPSPACE_GRANT_TABLE if idx < u64::from(MAX_GRANT_FRAMES) => 1 + idx as usize,
         XENMAPSPACE_SHARED_INFO | XENMAPSPACE_GRANT_TABLE => return Err(EINVAL),
         _ => return Err(ENOSYS),
     };
@@ -88,7 +86,7 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         return Err(EINVAL);
     }
     if slot > 0 {
-        super::gnttab::grow(dom, idx as u32 + 1)?;
+        pvh_frames::grow(dom, idx as u32 + 1)?;
     }
     let p = pvh(dom);
     if let Some(other) = p.placed_at(gpfn).filter(|&o| o != slot) {

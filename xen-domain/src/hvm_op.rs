@@ -1,12 +1,11 @@
-//! `hvm_op` (HVM parameters, the per-vCPU upcall vector) and `xen_version`
-//! as a PVH guest sees it.
+//! `hvm_op` (Xen's `xen/arch/x86/hvm/hvm.c` `do_hvm_op`,
+//! `xen/include/public/hvm/hvm_op.h` and `params.h`): HVM parameters and
+//! the per-vCPU upcall vector, for PVH guests.
 
-use super::memory_op::is_self;
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
+use crate::domain::{Domain, HcResult};
+use crate::domid::is_self;
 use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 use pv_abi::hvm::hvm_op::*;
-use pv_abi::hvm::xen_version as xv;
 use pv_abi::layout::PAGE_SIZE;
 
 /// `hvm_op(cmd, arg)`.
@@ -33,7 +32,7 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             if v.vector < 0x10 {
                 return Err(EINVAL);
             }
-            dom.evtchn.set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
+            dom.evtchn.platform().set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
             dom.evtchn.set_compat_layout(dom.compat);
             dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
             Ok(0)
@@ -76,53 +75,12 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
                 return Err(EINVAL);
             }
             pvh.callback_irq = p.value;
-            pvh.callback.set_vector(p.value as u8);
-            let hook: Option<crate::evtchn::UpcallHook> = (p.value != 0).then(|| {
-                let line = pvh.callback.clone();
-                std::sync::Arc::new(move || line.raise()) as crate::evtchn::UpcallHook
-            });
-            dom.evtchn.set_upcall_hook(hook);
+            // 0 (off) goes back to the upcall vector routing.
+            dom.evtchn.platform().set_callback_vector(p.value as u8);
             dom.evtchn.set_compat_layout(dom.compat);
             Ok(())
         }
         PARAM_STORE_PFN | PARAM_STORE_EVTCHN | PARAM_CONSOLE_PFN | PARAM_CONSOLE_EVTCHN => Err(EPERM),
         _ => Err(EINVAL),
     }
-}
-
-/// Copies `text` NUL-padded into a `len`-byte guest buffer.
-fn write_text(dom: &Domain, at: u64, text: &str, len: usize) -> HcResult {
-    let mut buf = vec![0u8; len];
-    let n = text.len().min(len - 1);
-    buf[..n].copy_from_slice(&text.as_bytes()[..n]);
-    dom.ram.copy_to_guest(at, &buf)?;
-    Ok(0)
-}
-
-/// `xen_version(cmd, arg)` for a PVH guest; `None` for the project's own
-/// guests (handled by the common implementation).
-pub fn xen_version(dom: &mut Domain, a: &[u64; 5]) -> Option<HcResult> {
-    dom.pvh.as_ref()?;
-    let (cmd, arg) = (a[0], a[1]);
-    Some(match cmd {
-        pv_abi::hypercall::xen_version::VERSION => Ok(u64::from(super::cpuid::XEN_VERSION)),
-        xv::EXTRAVERSION => write_text(dom, arg, ".0-pvkvm", 16),
-        xv::COMPILE_INFO => {
-            let mut buf = vec![0u8; xv::COMPILE_INFO_SIZE as usize];
-            for (off, text) in [(0, "rustc"), (64, "pv-kvm"), (80, "pv-kvm"), (112, env!("CARGO_PKG_VERSION"))] {
-                buf[off..off + text.len()].copy_from_slice(text.as_bytes());
-            }
-            dom.ram.copy_to_guest(arg, &buf).map(|()| 0).map_err(Into::into)
-        }
-        xv::CAPABILITIES => write_text(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", 1024),
-        xv::CHANGESET => write_text(dom, arg, concat!("pv-kvm ", env!("CARGO_PKG_VERSION")), 64),
-        xv::PAGESIZE => Ok(PAGE_SIZE),
-        pv_abi::hypercall::xen_version::GET_FEATURES => (|| {
-            let mut info: pv_abi::hypercall::xen_version::FeatureInfo = dom.ram.read_obj(arg)?;
-            info.submap = if info.submap_idx == 0 { xv::PVH_FEATURES } else { 0 };
-            dom.ram.copy_obj_to_guest(arg, &info)?;
-            Ok(0)
-        })(),
-        _ => Err(ENOSYS),
-    })
 }
