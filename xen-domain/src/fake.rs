@@ -117,3 +117,83 @@ impl Platform for FakePlatform {
         self.record(Call::SetCallbackVector(vector));
     }
 }
+
+/// Guest RAM of a [`TestDomain`].
+pub const TEST_RAM: u64 = 4 << 20;
+/// The page-table pool of a [`TestDomain`]: the top MiB (a read-only slot).
+pub const TEST_POOL: u64 = 3 << 20;
+/// A scratch area tests put hypercall arguments in.
+pub const TEST_ARG: u64 = 0x20_0000;
+
+/// A domain over a [`FakePlatform`], as the VMM builds one for its own
+/// guests (shared info at `pv_abi::layout::SHARED_INFO`, outputs refused in
+/// the reserved low pages and the pool), or for a Xen PVH guest.
+pub struct TestDomain {
+    /// The domain.
+    pub dom: crate::domain::Domain,
+    /// What it asked of the machine.
+    pub platform: std::sync::Arc<FakePlatform>,
+    /// The default hypercall table.
+    pub table: crate::hypercall::HypercallTable,
+}
+
+impl TestDomain {
+    /// A domain for the project's own guests, paging mode `mode`.
+    pub fn new(mode: u32) -> Self {
+        use crate::guest_memory::{GuestRam, Slot, RESERVED_LOW};
+        let ram = GuestRam::new(&[
+            Slot { start: 0, len: TEST_POOL, readonly: false },
+            Slot { start: TEST_POOL, len: TEST_RAM - TEST_POOL, readonly: true },
+        ])
+        .expect("test RAM");
+        let mut protected = vec![RESERVED_LOW];
+        if mode != pv_abi::start_info::paging_mode::NATIVE {
+            protected.push(TEST_POOL..TEST_RAM);
+        }
+        ram.protect_outputs(protected);
+        Self::over(ram, pv_abi::layout::SHARED_INFO, mode)
+    }
+
+    /// A Xen PVH guest's domain (its VMM pages at the top of RAM).
+    pub fn pvh() -> Self {
+        use crate::guest_memory::{GuestRam, Slot};
+        let layout = crate::pvh::PvhLayout::new(TEST_RAM);
+        let ram = GuestRam::new(&[Slot { start: 0, len: TEST_RAM, readonly: false }]).expect("test RAM");
+        ram.protect_outputs(vec![layout.vmm_base..layout.mem_bytes]);
+        let mut t = Self::over(ram, layout.shared_info(), pv_abi::start_info::paging_mode::NATIVE);
+        let clock = crate::time::PvClock::new(1_000_000, 0);
+        let platform: std::sync::Arc<dyn Platform> = t.platform.clone();
+        t.dom.pvh = Some(Box::new(crate::pvh::PvhState::new(layout, platform, clock)));
+        t
+    }
+
+    fn over(ram: crate::guest_memory::GuestRam, shared_info: u64, mode: u32) -> Self {
+        use std::sync::Arc;
+        let platform = Arc::new(FakePlatform::default());
+        let evtchn = crate::event_channel::EventChannels::new(platform.clone(), ram.clone(), shared_info)
+            .expect("shared info in RAM");
+        let grants =
+            crate::grant_table::mapper::GrantTable::new(ram.mem().clone(), pv_abi::layout::KERNEL_BASE, TEST_POOL);
+        let mut dom =
+            crate::domain::Domain::new(ram, crate::console::ConsoleOut::Null, Arc::new(evtchn), Arc::new(grants));
+        dom.paging = crate::mmu::validator::PagingState::new(mode, TEST_POOL, TEST_RAM, TEST_RAM);
+        TestDomain { dom, platform, table: crate::hypercall::HypercallTable::default() }
+    }
+
+    /// Runs hypercall `nr` as the vCPU loop does (one exit, no
+    /// continuation followed): the signed `rax` the guest sees.
+    pub fn call(&mut self, nr: u64, args: [u64; 5]) -> i64 {
+        self.dom.start_exit();
+        self.table.dispatch(&mut self.dom, nr, &args) as i64
+    }
+
+    /// Writes `v` into guest memory at `gpa` (as the guest would).
+    pub fn put<T: pv_abi::Pod>(&self, gpa: u64, v: &T) {
+        self.dom.ram.write_obj(gpa, v).expect("test address in RAM");
+    }
+
+    /// Reads a `T` from guest memory at `gpa`.
+    pub fn get<T: pv_abi::Pod>(&self, gpa: u64) -> T {
+        self.dom.ram.read_obj(gpa).expect("test address in RAM")
+    }
+}

@@ -93,3 +93,90 @@ pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let ns = if dom.compat { a[0] | (a[1] << 32) } else { a[0] };
     arm(dom, ns).map(|()| 0)
 }
+
+/// Against `xen/include/public/sched.h` (`SCHEDOP_*`, `struct
+/// sched_shutdown`, `struct sched_poll`) and `xen/common/sched/core.c`
+/// (`do_sched_op`: `-ENOSYS` for unknown commands; `do_poll`: at most 128
+/// ports, else `-EINVAL`).
+#[cfg(test)]
+mod tests {
+    use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::{EFAULT, EINVAL, ENOSYS};
+    use pv_abi::hypercall::nr;
+    use pv_abi::hypercall::sched_op::{SchedShutdown, BLOCK, POLL, SHUTDOWN, SHUTDOWN_CRASH, YIELD};
+    use pv_abi::start_info::paging_mode;
+
+    #[test]
+    fn yield_and_block_return_at_once() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::SCHED_OP, [YIELD, 0, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, None);
+    }
+
+    #[test]
+    fn shutdown_records_the_reason_and_the_exit_code() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &SchedShutdown { reason: SHUTDOWN_CRASH });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 42, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_CRASH, code: 42 }));
+    }
+
+    #[test]
+    fn shutdown_with_an_unreadable_argument_is_efault_and_keeps_running() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, crate::fake::TEST_RAM - 2, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, u64::MAX, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.dom.shutdown, None);
+        // An input may come from the read-only pool: only outputs are refused there.
+        let mut pv = TestDomain::new(paging_mode::PV);
+        assert_eq!(pv.call(nr::SCHED_OP, [SHUTDOWN, TEST_POOL, 0, 0, 0]), 0);
+    }
+
+    #[test]
+    fn unknown_commands_and_poll_for_our_own_guests_are_enosys() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        for cmd in [POLL, 4, 99, u64::MAX] {
+            assert_eq!(t.call(nr::SCHED_OP, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
+        }
+        assert_eq!(t.call(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]), -ENOSYS);
+    }
+
+    /// `struct sched_poll` (64-bit): ports handle, nr_ports, timeout.
+    fn poll_arg(t: &TestDomain, ports: &[u32], timeout: u64) {
+        let list = TEST_ARG + 0x100;
+        for (i, p) in ports.iter().enumerate() {
+            t.put(list + 4 * i as u64, p);
+        }
+        t.put(TEST_ARG, &[list, ports.len() as u64, timeout]);
+    }
+
+    #[test]
+    fn poll_refuses_more_than_128_ports() {
+        let mut t = TestDomain::pvh();
+        poll_arg(&t, &[], 0);
+        t.put(TEST_ARG + 8, &(super::MAX_POLL_PORTS as u64 + 1));
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), -EINVAL);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, crate::fake::TEST_RAM, 0, 0, 0]), -EFAULT);
+    }
+
+    #[test]
+    fn poll_returns_for_a_pending_port_or_a_passed_timeout() {
+        let mut t = TestDomain::pvh();
+        let port = t.dom.evtchn.bind_virq(pv_abi::hvm::VIRQ_TIMER, 0).unwrap();
+        // A timeout of 1 ns after boot has passed: no wait.
+        poll_arg(&t, &[port], 1);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        t.dom.evtchn.notify_virq(pv_abi::hvm::VIRQ_TIMER).unwrap();
+        poll_arg(&t, &[port], 0);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert!(t.dom.evtchn.is_pending(port));
+    }
+
+    #[test]
+    fn set_timer_op_arms_for_pvh_guests() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(t.call(nr::SET_TIMER_OP, [1_000_000, 0, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]), 0, "0 cancels");
+    }
+}

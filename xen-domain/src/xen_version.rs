@@ -61,3 +61,74 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         _ => Err(ENOSYS),
     }
 }
+
+/// Against `xen/include/public/version.h` (`XENVER_*`, `struct
+/// xen_feature_info`, the string sizes) and `xen/common/kernel.c`
+/// (`do_xen_version`: `-ENOSYS` for unknown commands, `-EFAULT` when the
+/// output cannot be copied).
+#[cfg(test)]
+mod tests {
+    use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::{EFAULT, ENOSYS};
+    use pv_abi::hvm::xen_version as xv;
+    use pv_abi::hypercall::xen_version::{FeatureInfo, GET_FEATURES, VERSION};
+    use pv_abi::hypercall::{nr, ABI_VERSION};
+    use pv_abi::start_info::paging_mode;
+
+    #[test]
+    fn version_is_the_abi_version_for_our_guests_and_4_17_for_pvh() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::XEN_VERSION, [VERSION, 0, 0, 0, 0]), i64::from(ABI_VERSION));
+        let mut p = TestDomain::pvh();
+        assert_eq!(p.call(nr::XEN_VERSION, [VERSION, 0, 0, 0, 0]), (4 << 16) | 17);
+    }
+
+    #[test]
+    fn get_features_fills_submap_0_and_zeroes_the_rest() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &FeatureInfo { submap_idx: 0, submap: 0xdead });
+        assert_eq!(t.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<FeatureInfo>(TEST_ARG).submap, t.dom.features);
+        t.put(TEST_ARG, &FeatureInfo { submap_idx: 1, submap: 0xdead });
+        assert_eq!(t.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<FeatureInfo>(TEST_ARG).submap, 0);
+        let mut p = TestDomain::pvh();
+        p.put(TEST_ARG, &FeatureInfo { submap_idx: 0, submap: 0 });
+        assert_eq!(p.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(p.get::<FeatureInfo>(TEST_ARG).submap, xv::PVH_FEATURES);
+    }
+
+    #[test]
+    fn outputs_into_protected_pages_are_efault_and_unwritten() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        assert_eq!(t.call(nr::XEN_VERSION, [GET_FEATURES, 0x1000, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.get::<FeatureInfo>(0x1000), FeatureInfo::default());
+        assert_eq!(t.call(nr::XEN_VERSION, [GET_FEATURES, TEST_POOL, 0, 0, 0]), -EFAULT);
+        let mut p = TestDomain::pvh();
+        let vmm = p.dom.pvh.as_ref().unwrap().layout.vmm_base;
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::EXTRAVERSION, vmm, 0, 0, 0]), -EFAULT);
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::CAPABILITIES, crate::fake::TEST_RAM - 8, 0, 0, 0]), -EFAULT);
+    }
+
+    #[test]
+    fn pvh_strings_are_nul_terminated_in_their_buffers() {
+        let mut p = TestDomain::pvh();
+        p.dom.ram.write(TEST_ARG, &[0xff; 64]).unwrap();
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::EXTRAVERSION, TEST_ARG, 0, 0, 0]), 0);
+        let text = p.dom.ram.read_vec(TEST_ARG, 16).unwrap();
+        assert_eq!(&text[..8], b".0-pvkvm");
+        assert!(text[8..].iter().all(|&b| b == 0));
+        assert_eq!(p.dom.ram.read_vec(TEST_ARG + 16, 1).unwrap(), [0xff], "nothing beyond the 16 bytes");
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::PAGESIZE, 0, 0, 0, 0]), 4096);
+    }
+
+    #[test]
+    fn unknown_commands_are_enosys() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let mut p = TestDomain::pvh();
+        for cmd in [1, 5, 7, 99, u64::MAX] {
+            assert_eq!(t.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
+        }
+        assert_eq!(p.call(nr::XEN_VERSION, [99, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+}

@@ -535,3 +535,201 @@ impl EventChannels {
         Ok(0)
     }
 }
+
+/// Against `xen/include/public/event_channel.h` (`EVTCHNOP_*`, the
+/// argument structs, `EVTCHNSTAT_*`) and `xen/common/event_channel.c`
+/// (`-ESRCH` for a domain the caller may not name, `-EINVAL` for a port
+/// not in the needed state, `-EEXIST` for a VIRQ bound twice, `-ENOSYS`
+/// for unknown commands, sends on an unbound port dropped), and
+/// `xen/common/event_2l.c` (pending, mask, selector, `upcall_pending`:
+/// an upcall only on the 0->1 edges of an unmasked port).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::{EEXIST, ENOSYS};
+    use pv_abi::hypercall::nr;
+    use pv_abi::layout::SHARED_INFO;
+    use pv_abi::shared_info::{SharedInfo, LAYOUT_64, LAYOUT_X86_32};
+    use pv_abi::start_info::paging_mode;
+
+    fn op(t: &mut TestDomain, cmd: u32) -> i64 {
+        t.call(nr::EVENT_CHANNEL_OP, [u64::from(cmd), TEST_ARG, 0, 0, 0])
+    }
+
+    fn alloc(t: &mut TestDomain) -> u32 {
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_VMM, port: 0 });
+        assert_eq!(op(t, EVTCHNOP_ALLOC_UNBOUND), 0);
+        t.get::<EvtchnAllocUnbound>(TEST_ARG).port
+    }
+
+    fn status(t: &mut TestDomain, port: u32) -> EvtchnStatus {
+        t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() });
+        assert_eq!(op(t, EVTCHNOP_STATUS), 0);
+        t.get(TEST_ARG)
+    }
+
+    fn bit(t: &TestDomain, off: usize, port: u32) -> bool {
+        t.get::<u64>(SHARED_INFO + off as u64 + u64::from(port / 64) * 8) & (1 << (port % 64)) != 0
+    }
+
+    #[test]
+    fn alloc_unbound_hands_out_a_port_domain_0_may_bind() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        assert!(port >= 1);
+        let s = status(&mut t, port);
+        // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+        assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, DOMID_VMM));
+        assert_ne!(alloc(&mut t), port);
+    }
+
+    #[test]
+    fn alloc_unbound_names_only_this_guest_and_domain_0() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: 7, remote_dom: DOMID_VMM, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: 5, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
+        // Nothing was allocated by the refusals.
+        assert_eq!(status(&mut t, 1).status, EVTCHNSTAT_CLOSED);
+    }
+
+    #[test]
+    fn an_output_into_the_pool_is_efault_and_frees_the_port() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        let a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_VMM, port: 0 };
+        t.dom.ram.write_obj(TEST_POOL, &a).unwrap();
+        let r = t.call(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_ALLOC_UNBOUND), TEST_POOL, 0, 0, 0]);
+        assert_eq!(r, -EFAULT);
+        assert_eq!(status(&mut t, 1).status, EVTCHNSTAT_CLOSED);
+        assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_SEND), u64::MAX - 2, 0, 0, 0]), -EFAULT);
+    }
+
+    #[test]
+    fn sends_wake_the_bound_back_end_and_are_dropped_when_unbound() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0, "unbound: dropped");
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let b = t.dom.evtchn.bind_guest_port(port, wake.clone()).unwrap();
+        assert_eq!(t.platform.doorbells(), vec![port]);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert_eq!(wake.read().unwrap(), 1);
+        t.put(TEST_ARG, &EvtchnSend { port: port + 1 });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), -EINVAL, "a closed port");
+        t.dom.evtchn.close_binding(b).unwrap();
+        assert!(t.platform.doorbells().is_empty());
+    }
+
+    #[test]
+    fn an_upcall_is_raised_on_the_edges_of_unmasked_ports_only() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let b = t.dom.evtchn.bind_guest_port(port, wake).unwrap();
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(true));
+        assert!(bit(&t, LAYOUT_64.pending, port));
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(false), "already pending");
+        assert_eq!(t.platform.upcalls(), 1);
+        // Masked: pending but no upcall until EVTCHNOP_unmask.
+        let port2 = alloc(&mut t);
+        let b2 = t.dom.evtchn.bind_guest_port(port2, Arc::new(EventFd::new(0).unwrap())).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.mask as u64, &(1u64 << port2)).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.pending_sel as u64, &0u64).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + SharedInfo::upcall_pending_offset(0) as u64, &0u8).unwrap();
+        assert_eq!(t.dom.evtchn.notify_binding(b2), Ok(false));
+        assert_eq!(t.platform.upcalls(), 1);
+        t.put(TEST_ARG, &EvtchnUnmask { port: port2 });
+        assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        assert!(!bit(&t, LAYOUT_64.mask, port2));
+        assert_eq!(t.platform.calls().last(), Some(&Call::RaiseUpcall(0)));
+        assert_eq!(t.platform.upcalls(), 2);
+    }
+
+    #[test]
+    fn close_frees_the_port_and_closing_a_free_port_is_einval() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.put(TEST_ARG, &EvtchnClose { port });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), 0);
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_CLOSED);
+        t.put(TEST_ARG, &EvtchnClose { port });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
+        t.put(TEST_ARG, &EvtchnClose { port: MAX_PORTS + 5 });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
+        t.put(TEST_ARG, &EvtchnUnmask { port });
+        assert_eq!(op(&mut t, EVTCHNOP_UNMASK), -EINVAL);
+    }
+
+    #[test]
+    fn bind_virq_checks_vcpu_virq_and_binds_once() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, virq, vcpu| {
+            t.put(TEST_ARG, &EvtchnBindVirq { virq, vcpu, port: 0 });
+            op(t, EVTCHNOP_BIND_VIRQ)
+        };
+        assert_eq!(bind(&mut t, 0, 1), -EINVAL, "vCPU 1 does not exist");
+        assert_eq!(bind(&mut t, NR_VIRQS, 0), -EINVAL);
+        assert_eq!(bind(&mut t, 0, 0), 0);
+        let port = t.get::<EvtchnBindVirq>(TEST_ARG).port;
+        assert_eq!(bind(&mut t, 0, 0), -EEXIST);
+        let s = status(&mut t, port);
+        // SAFETY: `virq` is the member EVTCHNSTAT_virq selects.
+        assert_eq!((s.status, unsafe { s.u.virq }), (EVTCHNSTAT_VIRQ, 0));
+        assert_eq!(t.dom.evtchn.notify_virq(0), Ok(true));
+    }
+
+    #[test]
+    fn bind_interdomain_needs_a_domain_0_port_offered_to_this_guest() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, remote_dom, remote_port| {
+            t.put(TEST_ARG, &EvtchnBindInterdomain { remote_dom, _pad: 0, remote_port, local_port: 0 });
+            op(t, EVTCHNOP_BIND_INTERDOMAIN)
+        };
+        assert_eq!(bind(&mut t, 3, 1), -ESRCH);
+        assert_eq!(bind(&mut t, DOMID_VMM, 1), -EINVAL, "not offered");
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let dom0 = t.dom.evtchn.alloc_dom0_unbound(GUEST_DOMID, wake.clone()).unwrap();
+        assert_eq!(bind(&mut t, DOMID_VMM, dom0), 0);
+        let local = t.get::<EvtchnBindInterdomain>(TEST_ARG).local_port;
+        assert_eq!(t.dom.evtchn.dom0_peer(dom0), Some(local));
+        assert_eq!(bind(&mut t, DOMID_VMM, dom0), -EINVAL, "bound already");
+        let s = status(&mut t, local);
+        // SAFETY: `interdomain` is the member EVTCHNSTAT_interdomain selects.
+        assert_eq!((s.status, unsafe { s.u.interdomain.port }), (EVTCHNSTAT_INTERDOMAIN, dom0));
+    }
+
+    #[test]
+    fn status_checks_the_domain_and_the_port() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &EvtchnStatus { dom: 9, port: 1, ..Default::default() });
+        assert_eq!(op(&mut t, EVTCHNOP_STATUS), -ESRCH);
+        t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port: MAX_PORTS, ..Default::default() });
+        assert_eq!(op(&mut t, EVTCHNOP_STATUS), -EINVAL);
+    }
+
+    #[test]
+    fn unsupported_commands_are_enosys() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        for cmd in [EVTCHNOP_BIND_PIRQ, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU, 10, 99] {
+            assert_eq!(op(&mut t, cmd), -ENOSYS, "cmd {cmd}");
+        }
+        assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::MAX, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+
+    #[test]
+    fn the_x86_32_layout_uses_32_bit_words() {
+        let t = TestDomain::pvh();
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.dom.evtchn.set_compat_layout(true);
+        let port = t.dom.evtchn.bind_virq(0, 0).unwrap();
+        assert_eq!(t.dom.evtchn.notify_virq(0), Ok(true));
+        let word: u32 = t.get(si + LAYOUT_X86_32.pending as u64);
+        assert_eq!(word, 1 << port);
+        let sel: u32 = t.get(si + LAYOUT_X86_32.pending_sel as u64);
+        assert_eq!(sel, 1);
+    }
+}
