@@ -2,6 +2,7 @@
 //! for unit tests and fuzzing without `/dev/kvm`.
 
 use crate::platform::{Platform, PlatformError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -29,13 +30,21 @@ pub enum Call {
 #[derive(Debug, Default)]
 pub struct FakePlatform {
     calls: Mutex<Vec<Call>>,
-    /// Refuse [`Platform::bind_doorbell`].
-    pub refuse_doorbells: bool,
-    /// Refuse [`Platform::place_page`].
-    pub refuse_placement: bool,
+    refuse_doorbells: AtomicBool,
+    refuse_placement: AtomicBool,
 }
 
 impl FakePlatform {
+    /// Makes [`Platform::bind_doorbell`] fail from now on (or not).
+    pub fn refuse_doorbells(&self, refuse: bool) {
+        self.refuse_doorbells.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Makes [`Platform::place_page`] fail from now on (or not).
+    pub fn refuse_placement(&self, refuse: bool) {
+        self.refuse_placement.store(refuse, Ordering::SeqCst);
+    }
+
     /// Every call so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().clone()
@@ -83,7 +92,7 @@ impl Platform for FakePlatform {
     }
 
     fn bind_doorbell(&self, port: u32, _wake: &EventFd) -> Result<(), PlatformError> {
-        if self.refuse_doorbells {
+        if self.refuse_doorbells.load(Ordering::SeqCst) {
             return Err(refused("bind_doorbell"));
         }
         self.record(Call::BindDoorbell(port));
@@ -96,7 +105,7 @@ impl Platform for FakePlatform {
     }
 
     fn place_page(&self, alias: usize, vmm_page: u64, gpfn: u64) -> Result<(), PlatformError> {
-        if self.refuse_placement {
+        if self.refuse_placement.load(Ordering::SeqCst) {
             return Err(refused("place_page"));
         }
         self.record(Call::PlacePage(alias, vmm_page, gpfn));
@@ -159,7 +168,8 @@ impl TestDomain {
         use crate::guest_memory::{GuestRam, Slot};
         let layout = crate::pvh::PvhLayout::new(TEST_RAM);
         let ram = GuestRam::new(&[Slot { start: 0, len: TEST_RAM, readonly: false }]).expect("test RAM");
-        ram.protect_outputs(vec![layout.vmm_base..layout.mem_bytes]);
+        let vmm_pages = layout.vmm_base..layout.mem_bytes;
+        ram.protect_outputs([vmm_pages].to_vec());
         let mut t = Self::over(ram, layout.shared_info(), pv_abi::start_info::paging_mode::NATIVE);
         let clock = crate::time::PvClock::new(1_000_000, 0);
         let platform: std::sync::Arc<dyn Platform> = t.platform.clone();

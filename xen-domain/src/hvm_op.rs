@@ -84,3 +84,92 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
         _ => Err(EINVAL),
     }
 }
+
+/// Against `xen/include/public/hvm/hvm_op.h` (`HVMOP_*`, `struct
+/// xen_hvm_param`, `struct xen_hvm_evtchn_upcall_vector`),
+/// `xen/include/public/hvm/params.h` (`HVM_PARAM_*`, the callback type in
+/// bits 56..63) and `xen/arch/x86/hvm/hvm.c` (`-ESRCH` for another
+/// domain, `-EINVAL` for an index beyond `HVM_NR_PARAMS` or a vector below
+/// 0x10, `-ENOENT` for a vCPU the domain lacks, `-EPERM` for parameters a
+/// guest may not set).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, TestDomain, TEST_ARG};
+    use pv_abi::event_channel::DOMID_SELF;
+    use pv_abi::hypercall::nr;
+    use pv_abi::start_info::paging_mode;
+
+    fn param(t: &mut TestDomain, cmd: u64, domid: u16, index: u32, value: u64) -> i64 {
+        t.put(TEST_ARG, &HvmParam { domid, _pad: 0, index, value });
+        t.call(nr::HVM_OP, [cmd, TEST_ARG, 0, 0, 0])
+    }
+
+    #[test]
+    fn our_own_guests_have_no_hvm_op() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_STORE_PFN, 0), -ENOSYS);
+    }
+
+    #[test]
+    fn get_param_answers_the_store_and_console_rings() {
+        let mut t = TestDomain::pvh();
+        t.dom.pvh.as_mut().unwrap().store_evtchn = 7;
+        let layout = t.dom.pvh.as_ref().unwrap().layout;
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_STORE_PFN, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, layout.store() / PAGE_SIZE);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_CONSOLE_PFN, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, layout.console() / PAGE_SIZE);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_STORE_EVTCHN, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 7);
+    }
+
+    #[test]
+    fn params_check_the_domain_and_the_index() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(param(&mut t, GET_PARAM, 4, PARAM_STORE_PFN, 0), -ESRCH);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, NR_PARAMS, 0), -EINVAL);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, NR_PARAMS, 0), -EINVAL);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_STORE_PFN, 1), -EPERM);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CONSOLE_EVTCHN, 1), -EPERM);
+        assert_eq!(t.call(nr::HVM_OP, [GET_PARAM, u64::MAX - 4, 0, 0, 0]), -pv_abi::errno::EFAULT);
+        assert_eq!(t.call(nr::HVM_OP, [99, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+
+    #[test]
+    fn the_callback_vector_is_routed_through_the_platform() {
+        let mut t = TestDomain::pvh();
+        let vector_type = CALLBACK_TYPE_VECTOR << CALLBACK_TYPE_SHIFT;
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, vector_type | 0xf3), 0);
+        assert_eq!(t.platform.calls(), vec![Call::SetCallbackVector(0xf3)]);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, vector_type | 0xf3);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, 0), 0, "off");
+        assert_eq!(t.platform.calls().last(), Some(&Call::SetCallbackVector(0)));
+    }
+
+    #[test]
+    fn callback_types_other_than_the_vector_and_low_vectors_are_einval() {
+        let mut t = TestDomain::pvh();
+        let gsi = 5; // CALLBACK_TYPE_GSI, GSI 5
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, gsi), -EINVAL);
+        let low = (CALLBACK_TYPE_VECTOR << CALLBACK_TYPE_SHIFT) | 0x0f;
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, low), -EINVAL);
+        assert!(t.platform.calls().is_empty());
+    }
+
+    #[test]
+    fn the_upcall_vector_needs_vcpu_0_and_a_vector_from_0x10() {
+        let mut t = TestDomain::pvh();
+        let set = |t: &mut TestDomain, vcpu, vector| {
+            t.put(TEST_ARG, &EvtchnUpcallVector { vcpu, vector, _pad: [0; 3] });
+            t.call(nr::HVM_OP, [SET_EVTCHN_UPCALL_VECTOR, TEST_ARG, 0, 0, 0])
+        };
+        assert_eq!(set(&mut t, 1, 0xf3), -pv_abi::errno::ENOENT);
+        assert_eq!(set(&mut t, 0, 0x0f), -EINVAL);
+        assert!(t.platform.calls().is_empty());
+        assert_eq!(set(&mut t, 0, 0xf3), 0);
+        assert_eq!(t.platform.calls(), vec![Call::SetUpcallVector(0xf3)]);
+        assert_eq!(t.dom.pvh.as_ref().unwrap().upcall_vector, Some(0xf3));
+    }
+}

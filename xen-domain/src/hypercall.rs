@@ -150,9 +150,50 @@ impl HypercallRegs {
     }
 }
 
+/// Against `xen/include/public/arch-x86/xen-x86_64.h` and
+/// `xen-x86_32.h` (argument registers of each convention) and
+/// `xen/arch/x86/hypercall.c` (`-ENOSYS` for numbers without a handler).
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_64_bit_and_compat_conventions_read_their_registers() {
+        let r = HypercallRegs {
+            rax: 0x1_0000_0011,
+            rbx: 1 << 32 | 1,
+            rcx: 2,
+            rdx: 3,
+            rsi: 4,
+            rdi: 5,
+            r8: 6,
+            r10: 7,
+            rip: 0x1000,
+        };
+        assert_eq!(r.args(false), (0x1_0000_0011, [5, 4, 3, 7, 6]));
+        assert_eq!(r.args(true), (0x11, [1, 2, 3, 4, 5]), "32-bit halves only");
+    }
+
+    #[test]
+    fn completion_writes_rax_or_rewinds_for_a_continuation() {
+        let mut r = HypercallRegs { rax: 13, rip: 0x1002, ..Default::default() };
+        r.complete(false, (-ENOSYS) as u64, None);
+        assert_eq!((r.rax as i64, r.rip), (-ENOSYS, 0x1002));
+        let mut r = HypercallRegs { rax: 13, rip: 0x1002, ..Default::default() };
+        r.complete(false, 0, Some([1, 2, 3, 4, 5]));
+        assert_eq!((r.rax, r.rip, r.rdi, r.rsi, r.rdx, r.r10, r.r8), (13, 0x1000, 1, 2, 3, 4, 5));
+        let mut r = HypercallRegs { rax: 13, rip: 0x1002, ..Default::default() };
+        r.complete(true, 0, Some([1, 2, 3, 4, 5]));
+        assert_eq!((r.rbx, r.rcx, r.rdx, r.rsi, r.rdi), (1, 2, 3, 4, 5));
+    }
+
+    #[test]
+    fn numbers_without_a_handler_are_enosys() {
+        let mut t = crate::fake::TestDomain::new(pv_abi::start_info::paging_mode::NATIVE);
+        for nr in [0, 2, 63, 64, u64::MAX] {
+            assert_eq!(t.call(nr, [0; 5]), -ENOSYS, "hypercall {nr}");
+        }
+    }
 
     #[test]
     fn register_refuses_numbers_without_a_slot() {

@@ -123,3 +123,115 @@ fn remove_from_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     p.set_placement(slot, None).map_err(|_| EINVAL)?;
     Ok(0)
 }
+
+/// Against `xen/include/public/memory.h` (`XENMEM_*`, `XENMAPSPACE_*`, the
+/// argument structs) and `xen/common/memory.c`, `xen/arch/x86/mm.c`
+/// (`-ESRCH` for a domain the caller may not name, `-EINVAL` for a bad
+/// index, `-ENOSYS` for unknown commands and spaces, `-EPERM` for
+/// `XENMEM_set_memory_map` from a guest).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, TestDomain, TEST_ARG, TEST_RAM};
+    use pv_abi::event_channel::DOMID_SELF;
+    use pv_abi::hypercall::nr;
+    use pv_abi::start_info::paging_mode;
+
+    /// A guest frame in the hole above RAM.
+    const HOLE_PFN: u64 = 0x8_0000;
+
+    fn add(t: &mut TestDomain, space: u32, idx: u64, gpfn: u64) -> i64 {
+        t.put(TEST_ARG, &AddToPhysmap { domid: DOMID_SELF, size: 0, space, idx, gpfn });
+        t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0])
+    }
+
+    #[test]
+    fn our_own_guests_have_no_memory_op() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+
+    #[test]
+    fn reservations_count_pages_of_this_domain_only() {
+        let mut t = TestDomain::pvh();
+        t.put(TEST_ARG, &DOMID_SELF);
+        assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
+        assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RESERVATION, TEST_ARG, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
+        t.put(TEST_ARG, &4u16);
+        assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), -ESRCH);
+        assert_eq!(t.call(nr::MEMORY_OP, [SET_MEMORY_MAP, TEST_ARG, 0, 0, 0]), -EPERM);
+        assert_eq!(t.call(nr::MEMORY_OP, [63, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+
+    #[test]
+    fn memory_map_writes_at_most_nr_entries_and_says_how_many() {
+        let mut t = TestDomain::pvh();
+        let buf = TEST_ARG + 0x100;
+        t.put(TEST_ARG, &MemoryMap { nr_entries: 2, _pad: 0, buffer: buf });
+        assert_eq!(t.call(nr::MEMORY_OP, [MEMORY_MAP, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<u32>(TEST_ARG), 2);
+        let e: [E820Entry; 2] = t.get(buf);
+        let (addr0, kind0, kind1) = (e[0].addr, e[0].kind, e[1].kind);
+        assert_eq!((addr0, kind0, kind1), (0, pv_abi::hvm::MEMMAP_RAM, pv_abi::hvm::MEMMAP_RESERVED));
+        assert_eq!(t.get::<u64>(buf + 2 * 24), 0, "nothing past nr_entries");
+        t.put(TEST_ARG, &MemoryMap { nr_entries: 64, _pad: 0, buffer: buf });
+        assert_eq!(t.call(nr::MEMORY_OP, [MEMORY_MAP, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<u32>(TEST_ARG), 5);
+        // Into the VMM's own pages: refused.
+        let vmm = t.dom.pvh.as_ref().unwrap().layout.vmm_base;
+        t.put(TEST_ARG, &MemoryMap { nr_entries: 64, _pad: 0, buffer: vmm });
+        assert_eq!(t.call(nr::MEMORY_OP, [MEMORY_MAP, TEST_ARG, 0, 0, 0]), -pv_abi::errno::EFAULT);
+    }
+
+    #[test]
+    fn add_to_physmap_places_shared_info_through_the_platform() {
+        let mut t = TestDomain::pvh();
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        assert_eq!(t.platform.calls(), vec![Call::PlacePage(0, si, HOLE_PFN)]);
+        assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], Some(HOLE_PFN));
+        // The pvclock was published: its version is even and non-zero.
+        assert_ne!(t.get::<u32>(si + 32), 0);
+        // Moving it removes the old alias first.
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN + 1), 0);
+        assert_eq!(t.platform.calls()[1..], [Call::RemovePage(0, HOLE_PFN), Call::PlacePage(0, si, HOLE_PFN + 1)]);
+    }
+
+    #[test]
+    fn add_to_physmap_checks_space_index_frame_and_domain() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 1, HOLE_PFN), -EINVAL);
+        assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, u64::from(MAX_GRANT_FRAMES), HOLE_PFN), -EINVAL);
+        assert_eq!(add(&mut t, 2, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, 0x100), -EINVAL, "a RAM frame");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_END / PAGE_SIZE), -EINVAL, "the APIC range");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, u64::MAX), -EINVAL);
+        t.put(TEST_ARG, &AddToPhysmap { domid: 3, size: 0, space: 0, idx: 0, gpfn: HOLE_PFN });
+        assert_eq!(t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), -ESRCH);
+        assert!(t.platform.calls().is_empty());
+    }
+
+    #[test]
+    fn a_grant_frame_placement_grows_the_table_and_a_refusal_is_einval() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, 2, HOLE_PFN), 0);
+        assert_eq!(t.dom.grants.nr_frames(), 3);
+        t.platform.refuse_placement(true);
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), -EINVAL);
+        assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], None);
+    }
+
+    #[test]
+    fn remove_from_physmap_unplaces_only_what_was_placed() {
+        let mut t = TestDomain::pvh();
+        let remove = |t: &mut TestDomain, gpfn| {
+            t.put(TEST_ARG, &RemoveFromPhysmap { domid: DOMID_SELF, _pad: [0; 3], gpfn });
+            t.call(nr::MEMORY_OP, [REMOVE_FROM_PHYSMAP, TEST_ARG, 0, 0, 0])
+        };
+        assert_eq!(remove(&mut t, HOLE_PFN), -EINVAL);
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        assert_eq!(remove(&mut t, HOLE_PFN), 0);
+        assert_eq!(t.platform.calls().last(), Some(&Call::RemovePage(0, HOLE_PFN)));
+        assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], None);
+    }
+}

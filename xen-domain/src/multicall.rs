@@ -57,3 +57,87 @@ pub fn do_multicall(dom: &mut Domain, a: &[u64; 5], dispatch: impl Fn(&mut Domai
     }
     Ok(0)
 }
+
+/// Against `xen/include/public/xen.h` (`struct multicall_entry`: `op`,
+/// `result`, `args[6]`) and `xen/common/multicall.c` (`do_multicall`:
+/// each entry's raw return value in `result`, a failing entry does not
+/// stop the batch, `-EFAULT` for an array the guest cannot access;
+/// re-entering `multicall` from an entry is refused).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::ENOSYS;
+    use pv_abi::hypercall::{xen_version, ABI_VERSION};
+    use pv_abi::start_info::paging_mode;
+
+    const SIZE: u64 = size_of::<MulticallEntry>() as u64;
+
+    fn entries(t: &TestDomain, at: u64, list: &[MulticallEntry]) {
+        for (i, e) in list.iter().enumerate() {
+            t.put(at + i as u64 * SIZE, e);
+        }
+    }
+
+    fn result(t: &TestDomain, at: u64, i: u64) -> i64 {
+        t.get::<MulticallEntry>(at + i * SIZE).result as i64
+    }
+
+    #[test]
+    fn each_entry_runs_and_gets_its_own_result() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        entries(
+            &t,
+            TEST_ARG,
+            &[
+                MulticallEntry::new(nr::XEN_VERSION, [xen_version::VERSION, 0, 0, 0, 0, 0]),
+                MulticallEntry::new(63, [0; 6]),
+                MulticallEntry::new(nr::XEN_VERSION, [99, 0, 0, 0, 0, 0]),
+            ],
+        );
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, 3, 0, 0, 0]), 0);
+        assert_eq!(result(&t, TEST_ARG, 0), i64::from(ABI_VERSION));
+        assert_eq!(result(&t, TEST_ARG, 1), -ENOSYS, "an unknown hypercall");
+        assert_eq!(result(&t, TEST_ARG, 2), -ENOSYS, "a failure does not stop the batch");
+    }
+
+    #[test]
+    fn a_nested_multicall_is_einval() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        entries(&t, TEST_ARG, &[MulticallEntry::new(nr::MULTICALL, [TEST_ARG, 1, 0, 0, 0, 0])]);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, 1, 0, 0, 0]), 0);
+        assert_eq!(result(&t, TEST_ARG, 0), -EINVAL);
+    }
+
+    #[test]
+    fn too_many_entries_is_e2big() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, MAX_MULTICALL_ENTRIES + 1, 0, 0, 0]), -E2BIG);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, u64::MAX, 0, 0, 0]), -E2BIG);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, 0, 0, 0, 0]), 0, "an empty batch");
+    }
+
+    #[test]
+    fn an_array_outside_ram_or_in_the_pool_is_efault_and_runs_nothing() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        let shutdown = pv_abi::hypercall::sched_op::SHUTDOWN;
+        t.dom.ram.write_obj(TEST_POOL, &MulticallEntry::new(nr::SCHED_OP, [shutdown, TEST_ARG, 0, 0, 0, 0])).unwrap();
+        assert_eq!(t.call(nr::MULTICALL, [TEST_POOL, 1, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.call(nr::MULTICALL, [crate::fake::TEST_RAM - SIZE, 2, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.call(nr::MULTICALL, [u64::MAX - 8, 1, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.dom.shutdown, None);
+    }
+
+    #[test]
+    fn a_spent_budget_continues_at_the_first_entry_not_run() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let list = vec![MulticallEntry::new(nr::XEN_VERSION, [xen_version::VERSION, 0, 0, 0, 0, 0]); 4];
+        entries(&t, TEST_ARG, &list);
+        t.dom.start_exit();
+        t.dom.work_left = 2;
+        assert_eq!(do_multicall(&mut t.dom, &[TEST_ARG, 4, 0, 0, 0], |d, n, a| t.table.dispatch(d, n, a)), Ok(0));
+        assert_eq!(t.dom.continuation, Some([TEST_ARG + 2 * SIZE, 2, 0, 0, 0]));
+        assert_eq!(result(&t, TEST_ARG, 1), i64::from(ABI_VERSION));
+        assert_eq!(result(&t, TEST_ARG, 2), 0, "not run yet");
+    }
+}

@@ -721,6 +721,17 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_doorbell_leaves_the_port_unbound() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.platform.refuse_doorbells(true);
+        let wake = Arc::new(EventFd::new(0).unwrap());
+        assert_eq!(t.dom.evtchn.bind_guest_port(port, wake), Err(EvtchnError::Doorbell(port)));
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_UNBOUND);
+        assert_eq!(EvtchnError::Doorbell(port).errno(), pv_abi::errno::EIO);
+    }
+
+    #[test]
     fn the_x86_32_layout_uses_32_bit_words() {
         let t = TestDomain::pvh();
         let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
