@@ -2,7 +2,7 @@
 //! for unit tests and fuzzing without `/dev/kvm`.
 
 use crate::platform::{Platform, PlatformError};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -32,12 +32,18 @@ pub struct FakePlatform {
     calls: Mutex<Vec<Call>>,
     refuse_doorbells: AtomicBool,
     refuse_placement: AtomicBool,
+    tsc: AtomicU64,
 }
 
 impl FakePlatform {
     /// Makes [`Platform::bind_doorbell`] fail from now on (or not).
     pub fn refuse_doorbells(&self, refuse: bool) {
         self.refuse_doorbells.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Sets what [`Platform::host_tsc`] reads (0 until set).
+    pub fn set_tsc(&self, tsc: u64) {
+        self.tsc.store(tsc, Ordering::SeqCst);
     }
 
     /// Makes [`Platform::place_page`] fail from now on (or not).
@@ -124,6 +130,10 @@ impl Platform for FakePlatform {
 
     fn set_callback_vector(&self, vector: u8) {
         self.record(Call::SetCallbackVector(vector));
+    }
+
+    fn host_tsc(&self) -> u64 {
+        self.tsc.load(Ordering::SeqCst)
     }
 }
 

@@ -97,12 +97,11 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         EINVAL
     })?;
     if slot == 0 {
-        let si = p.layout.shared_info();
         let ram = dom.ram.clone();
         // The vCPU's mode now fixes the page's layout (see `set_compat_layout`).
         dom.evtchn.set_compat_layout(dom.compat);
         let layout = dom.evtchn.layout();
-        pvh(dom).clock.publish(&ram, si, layout)?;
+        pvh(dom).publish_clock(&ram, layout)?;
     }
     Ok(0)
 }
@@ -187,11 +186,17 @@ mod tests {
     fn add_to_physmap_places_shared_info_through_the_platform() {
         let mut t = TestDomain::pvh();
         let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.platform.set_tsc(5_000_000);
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
         assert_eq!(t.platform.calls(), vec![Call::PlacePage(0, si, HOLE_PFN)]);
         assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], Some(HOLE_PFN));
-        // The pvclock was published: its version is even and non-zero.
-        assert_ne!(t.get::<u32>(si + 32), 0);
+        // The pvclock was published (`xen/include/public/xen.h`,
+        // `vcpu_time_info`): an even version, the platform's TSC plus the
+        // guest's offset.
+        let time: pv_abi::shared_info::VcpuTimeInfo = t.get(si + 32);
+        let offset = t.dom.pvh.as_ref().unwrap().clock.tsc_offset;
+        assert_eq!((time.version % 2, time.tsc_timestamp), (0, 5_000_000u64.wrapping_add(offset)));
+        assert_ne!(time.version, 0);
         // Moving it removes the old alias first.
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN + 1), 0);
         assert_eq!(t.platform.calls()[1..], [Call::RemovePage(0, HOLE_PFN), Call::PlacePage(0, si, HOLE_PFN + 1)]);

@@ -2,8 +2,9 @@
 //!
 //! The `vmm` crate implements [`Platform`] with KVM (an MSI irqfd or the
 //! PVH callback vector for upcalls, ioeventfds for doorbells, memory slots
-//! for placed pages); [`crate::fake::FakePlatform`] records the calls for
-//! unit tests and fuzzing. Every method is cheap and never blocks.
+//! for placed pages, `rdtsc` for time); `fake::FakePlatform` (feature
+//! `fake`) records the calls for unit tests and fuzzing. Every method is
+//! cheap and never blocks.
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -46,4 +47,10 @@ pub trait Platform: Send + Sync {
     /// `HVM_PARAM_CALLBACK_IRQ` of the vector type: upcalls are injected
     /// straight at `vector` (0: back to the upcall vector routing).
     fn set_callback_vector(&self, vector: u8);
+
+    /// The host TSC now, which the guest's TSC is a fixed offset of: the
+    /// pvclock's `tsc_timestamp` ([`crate::time::PvClock::publish`]).
+    fn host_tsc(&self) -> u64 {
+        crate::time::host_tsc()
+    }
 }

@@ -10,10 +10,12 @@
 //! those VMM pages ([`Platform::place_page`]).
 
 use crate::grant_table::mapper::MAX_GRANT_FRAMES;
+use crate::guest_memory::{BadGuestRange, GuestRam};
 use crate::platform::{Platform, PlatformError};
 use crate::time::PvClock;
 use crate::timer::Timer;
 use pv_abi::layout::PAGE_SIZE;
+use pv_abi::shared_info::EvtchnLayout;
 use std::sync::Arc;
 
 /// VMM pages before the grant frames: start-info, shared info, console, store.
@@ -152,6 +154,13 @@ impl PvhState {
             self.placed[idx] = Some(g);
         }
         Ok(())
+    }
+
+    /// Publishes the pvclock into the shared-info page (layout `l`), with
+    /// the platform's TSC.
+    pub fn publish_clock(&mut self, ram: &GuestRam, l: &EvtchnLayout) -> Result<(), BadGuestRange> {
+        let tsc = self.platform.host_tsc();
+        self.clock.publish(ram, self.layout.shared_info(), l, tsc)
     }
 
     /// The placeable index mapped at `gpfn`.

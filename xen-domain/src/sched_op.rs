@@ -71,7 +71,7 @@ fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
     let layout = dom.evtchn.layout();
     let Some(pvh) = dom.pvh.as_mut() else { return Ok(()) };
     if pvh.placed[0].is_some() {
-        pvh.clock.publish(&dom.ram, pvh.layout.shared_info(), layout)?;
+        pvh.publish_clock(&dom.ram, layout)?;
     }
     Ok(())
 }

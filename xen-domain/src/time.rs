@@ -67,14 +67,21 @@ impl PvClock {
         ((u128::from(d) * u128::from(self.mul)) >> 32) as u64
     }
 
-    /// Writes the current time into the shared-info page at `shared_info`
-    /// (seqlock: odd version while writing), and the wall clock where the
-    /// page's layout `l` has it (x86-64 or x86_32).
-    pub fn publish(&mut self, ram: &GuestRam, shared_info: u64, l: &EvtchnLayout) -> Result<(), BadGuestRange> {
+    /// Writes the current time (the host TSC now is `host_tsc`) into the
+    /// shared-info page at `shared_info` (seqlock: odd version while
+    /// writing), and the wall clock where the page's layout `l` has it
+    /// (x86-64 or x86_32).
+    pub fn publish(
+        &mut self,
+        ram: &GuestRam,
+        shared_info: u64,
+        l: &EvtchnLayout,
+        host_tsc: u64,
+    ) -> Result<(), BadGuestRange> {
         self.version = self.version.wrapping_add(2);
         let mut t = VcpuTimeInfo {
             version: self.version.wrapping_sub(1),
-            tsc_timestamp: host_tsc().wrapping_add(self.tsc_offset),
+            tsc_timestamp: host_tsc.wrapping_add(self.tsc_offset),
             system_time: self.now_ns(),
             tsc_to_system_mul: self.mul,
             tsc_shift: self.shift,
