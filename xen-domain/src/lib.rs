@@ -17,7 +17,7 @@
 //! Module order, low to high (no module imports one above it):
 //! `domid`, `guest_memory`, `console`, `platform`, `time`, `event_channel`,
 //! `grant_table::mapper`, `mmu::validator`, `timer`, `pvh`, `preempt`,
-//! `domain`, then the handlers, then `hypercall`.
+//! `domain`, then the handlers, then `hypercall`, and `fake` (tests) on top.
 
 pub mod console;
 pub mod console_io;
