@@ -4,12 +4,12 @@
 //! granted to domain 0 under a reference of its own. Back ends reach all of
 //! it only through the [`GrantTable`], exactly as in the VMM.
 
-use crate::grant::GrantTable;
 use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::{GrantEntryV1, GrantRef, GRANT_ENTRIES_PER_FRAME, GTF_PERMIT_ACCESS};
 use pv_abi::layout::PAGE_SIZE;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use xen_domain::grant_table::GrantTable;
 
 /// Guest-physical address of the grant table.
 pub const TABLE: u64 = 0x10_0000;

@@ -13,8 +13,9 @@
 //!   beside it and builds the same request);
 //! * `metrics.rs` — shared atomic counters (`pv_util::metrics`).
 //!
-//! Shared by every Xen transport: [`grant`] (the only way to reach guest
-//! pages), [`ring_page`] (a granted page as ring memory), [`serve`] (the one
+//! Shared by every Xen transport: the grant table of
+//! `xen_domain::grant_table` (the only way to reach guest pages; the
+//! hypervisor owns it), [`ring_page`] (a granted page as ring memory), [`serve`] (the one
 //! request loop, with its per-wake budget) and [`xenbus`] (the handshake,
 //! and the one constructor the VMM's device table wires every device
 //! through). `pv_util::ratelimit` bounds guest-caused log lines: one
@@ -25,7 +26,6 @@
 pub mod block;
 pub mod console;
 pub mod echo;
-pub mod grant;
 pub mod guest_side;
 pub mod net;
 pub mod ring_page;

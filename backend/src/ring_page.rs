@@ -1,10 +1,10 @@
 //! A shared ring page reached through a grant (or a VMM-owned page), as
 //! `RingMemory` for the ring views.
 
-use crate::grant::GrantMapping;
 use ring_buffers::{Pod, RawMemory, RingError, RingMemory};
 use std::sync::atomic::Ordering;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use xen_domain::grant_table::GrantMapping;
 
 /// One guest page used as a ring, with whatever keeps it valid: a grant
 /// mapping (so the guest cannot revoke it while the back-end uses it) or
@@ -100,7 +100,7 @@ impl RingMemory for RingPage {
 pub enum ConnectError {
     /// The ring grant was refused.
     #[error("ring-ref refused: {0}")]
-    Grant(#[from] crate::grant::GrantError),
+    Grant(#[from] xen_domain::grant_table::GrantError),
     /// The ring page is unusable.
     #[error(transparent)]
     Ring(#[from] RingPageError),
@@ -113,7 +113,7 @@ pub enum ConnectError {
 /// mapped while the ring lives) and attaches a back view to it: the first
 /// step of every split back end's `connect`.
 pub fn attach_back_ring<Req: Pod, Rsp: Pod>(
-    grants: &std::sync::Arc<crate::grant::GrantTable>,
+    grants: &std::sync::Arc<xen_domain::grant_table::GrantTable>,
     ring_ref: u32,
 ) -> Result<ring_buffers::BackRing<RingPage, Req, Rsp>, ConnectError> {
     let page = RingPage::granted(grants.map(ring_ref, true)?)?;

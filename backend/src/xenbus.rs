@@ -12,7 +12,6 @@
 //! which knows nothing of devices), event channels through [`EvtchnBinder`]
 //! the VMM implements, so this crate stays independent of the VMM.
 
-use crate::grant::GrantTable;
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
@@ -22,6 +21,7 @@ use pv_util::ratelimit::SharedLogLimiter;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::grant_table::GrantTable;
 
 pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 

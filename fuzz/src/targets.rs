@@ -17,28 +17,31 @@
 //! - [`netif`]: raw transmit and receive slots on netif rings and frames
 //!   from the host side, served by netback through its harness.
 //!
-//! Hypercall targets share one domain per thread (a KVM VM is needed for
-//! the event channels) and reset its state before each input.
+//! Hypercall targets share one domain per thread (over `xen-domain`'s
+//! `FakePlatform`: no `/dev/kvm` needed) and reset its state before each
+//! input.
 
 use backend::block::harness::{Harness, RING};
 use backend::block::{Disk, DiskSpec};
-use backend::grant::GrantTable;
 use backend::serve::RingService as _;
 use pv_abi::blkif::BlkifRequestSegment;
 use pv_abi::event_channel::DOMID_SELF;
+use pv_abi::event_channel::MAX_PORTS;
 use pv_abi::hypercall::nr;
 use pv_abi::layout::{KERNEL_BASE, SHARED_INFO};
 use pv_abi::start_info::paging_mode;
 use std::cell::RefCell;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::console::ConsoleOut;
-use vmm::domain::Domain;
-use vmm::evtchn::{EventChannels, MAX_PORTS};
-use vmm::hypercall::HypercallTable;
-use vmm::memory::{GuestRam, Slot};
-use vmm::paging::PagingState;
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::console::ConsoleOut;
+use xen_domain::domain::Domain;
+use xen_domain::event_channel::EventChannels;
+use xen_domain::fake::FakePlatform;
+use xen_domain::grant_table::GrantTable;
+use xen_domain::guest_memory::{GuestRam, Slot};
+use xen_domain::hypercall::HypercallTable;
+use xen_domain::mmu::PagingState;
 
 /// A target: bytes in, nothing out; must not panic or hang.
 pub type Target = fn(&[u8]);
@@ -220,16 +223,15 @@ thread_local! {
 }
 
 fn new_hv() -> Hv {
-    let kvm = vmm::builder::open_kvm().expect("the hypercall fuzz targets need /dev/kvm");
-    let vm = Arc::new(kvm.create_vm().expect("create_vm"));
-    vm.create_irq_chip().expect("irqchip");
     let ram = GuestRam::new(&[
         Slot { start: 0, len: POOL, readonly: false },
         Slot { start: POOL, len: RAM - POOL, readonly: true },
     ])
     .expect("guest RAM");
-    ram.protect_outputs(vec![vmm::guest_out::RESERVED_LOW, POOL..RAM]);
-    let evtchn = Arc::new(EventChannels::new(vm, ram.clone(), SHARED_INFO).expect("event channels"));
+    ram.protect_outputs(vec![xen_domain::guest_memory::RESERVED_LOW, POOL..RAM]);
+    let evtchn = Arc::new(
+        EventChannels::new(Arc::new(FakePlatform::default()), ram.clone(), SHARED_INFO).expect("event channels"),
+    );
     let grants = Arc::new(GrantTable::new(ram.mem().clone(), KERNEL_BASE, POOL));
     Hv { dom: Domain::new(ram, ConsoleOut::Null, evtchn, grants), table: HypercallTable::default() }
 }
@@ -319,7 +321,7 @@ pub fn paging(data: &[u8]) {
                 _ => {
                     let addr = POOL + (a[0] % (RAM - POOL));
                     let len = [1usize, 2, 4, 8][(a[1] % 4) as usize];
-                    vmm::paging::trapped_write(&mut hv.dom, addr, &a[2].to_le_bytes()[..len]);
+                    xen_domain::mmu::trapped_write(&mut hv.dom, addr, &a[2].to_le_bytes()[..len]);
                 }
             }
         }

@@ -41,6 +41,8 @@ pub const EROFS: i64 = 30;
 pub const ERANGE: i64 = 34;
 /// Unknown hypercall or sub-operation.
 pub const ENOSYS: i64 = 38;
+/// Timer expired (`VCPU_SSHOTTMR_future` with a deadline in the past).
+pub const ETIME: i64 = 62;
 /// Directory not empty.
 pub const ENOTEMPTY: i64 = 39;
 /// Already connected.
@@ -71,6 +73,7 @@ pub const fn name(errno: i64) -> &'static str {
         ERANGE => "ERANGE",
         ENOSYS => "ENOSYS",
         ENOTEMPTY => "ENOTEMPTY",
+        ETIME => "ETIME",
         EISCONN => "EISCONN",
         EOPNOTSUPP => "EOPNOTSUPP",
         _ => "E?",

@@ -291,6 +291,9 @@ pub mod hvm_op {
 /// `xen_version` (hypercall 17) commands beyond the project's own, and the
 /// real `XENFEAT_*` bits (`features.h`) reported to HVM/PVH guests.
 pub mod xen_version {
+    /// The Xen version reported to PVH guests (major << 16 | minor): 4.17,
+    /// by `XENVER_version` and CPUID leaf 0x40000001.
+    pub const XEN_VERSION: u32 = (4 << 16) | 17;
     /// `XENVER_extraversion`: 16 bytes of text.
     pub const EXTRAVERSION: u64 = 1;
     /// `XENVER_compile_info`: `struct xen_compile_info` (4 strings, 64+16+32+32).
@@ -328,6 +331,10 @@ pub mod xen_version {
         | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
         | (1 << XENFEAT_HVM_SAFE_PVCLOCK);
 }
+
+/// Xen's HVM debug console port (`XEN_HVM_DEBUGCONS_IOPORT`): bytes written
+/// here go to the console (GRUB prints its early panics there).
+pub const DEBUGCONS_PORT: u16 = 0xe9;
 
 /// `VIRQ_TIMER`: the per-vCPU one-shot timer (`set_timer_op`, `vcpu_op`).
 pub const VIRQ_TIMER: u32 = 0;

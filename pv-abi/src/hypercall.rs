@@ -115,6 +115,9 @@ pub mod sched_op {
     /// Stop the domain; `rsi` points at a [`SchedShutdown`]. As an extension
     /// of Xen's ABI, `rdx` carries the exit status the VMM process returns.
     pub const SHUTDOWN: u64 = 2;
+    /// Wait until one of a list of ports is pending or a timeout passes;
+    /// `rsi` points at Xen's `struct sched_poll`.
+    pub const POLL: u64 = 3;
 
     /// Argument of `SCHEDOP_shutdown` (Xen's `struct sched_shutdown`).
     #[repr(C)]
@@ -135,6 +138,21 @@ pub mod sched_op {
     pub const SHUTDOWN_CRASH: u32 = 3;
     /// A watchdog fired.
     pub const SHUTDOWN_WATCHDOG: u32 = 4;
+}
+
+/// `vcpu_op` commands (`VCPUOP_*`, Xen's `public/vcpu.h`). Arguments:
+/// `rdi` = command, `rsi` = vCPU id, `rdx` = the command's argument.
+pub mod vcpu_op {
+    /// Start a periodic timer (`struct vcpu_set_periodic_timer`).
+    pub const SET_PERIODIC_TIMER: u64 = 6;
+    /// Stop the periodic timer.
+    pub const STOP_PERIODIC_TIMER: u64 = 7;
+    /// Arm the one-shot timer (`struct vcpu_set_singleshot_timer`).
+    pub const SET_SINGLESHOT_TIMER: u64 = 8;
+    /// Stop the one-shot timer.
+    pub const STOP_SINGLESHOT_TIMER: u64 = 9;
+    /// `VCPU_SSHOTTMR_future`: fail with `ETIME` if the deadline has passed.
+    pub const SSHOTTMR_FUTURE: u32 = 1;
 }
 
 /// `xen_version` commands (`XENVER_*`). Arguments: `rdi` = command, `rsi` =

@@ -28,6 +28,36 @@ pub(crate) use impl_pod;
 impl_pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
 // SAFETY: an array of `Pod` elements accepts every bit pattern.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// The bytes of a value, for copying it into memory a peer reads.
+pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: `T: Pod` is `#[repr(C)]` with explicit padding, so all
+    // `size_of::<T>()` bytes are initialised; the slice borrows `v`.
+    unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) }
+}
+
+/// The bytes of a value, writable: any bytes written leave a valid `T`.
+pub fn as_bytes_mut<T: Pod>(v: &mut T) -> &mut [u8] {
+    // SAFETY: as `as_bytes`, and every bit pattern is a valid `T`, so
+    // writes through the slice cannot make `*v` invalid.
+    unsafe { core::slice::from_raw_parts_mut(v as *mut T as *mut u8, core::mem::size_of::<T>()) }
+}
+
+/// The all-zero value of `T`.
+pub fn zeroed<T: Pod>() -> T {
+    // SAFETY: every bit pattern, zero included, is a valid `T`.
+    unsafe { core::mem::zeroed() }
+}
+
+/// A value read from bytes (`None` unless `bytes.len()` is the size of `T`).
+pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() != core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length matches and every bit pattern is a valid `T`;
+    // `read_unaligned` copes with any alignment.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
 impl_pod!(
     crate::netif::NetifTxRequest,
     crate::netif::NetifTxResponse,

@@ -25,6 +25,10 @@ pub const fn evtchn_word_bit(port: u32) -> Option<(usize, u32)> {
     }
 }
 
+/// `XEN_PVCLOCK_TSC_STABLE_BIT` in [`VcpuTimeInfo::flags`]: the TSC is
+/// stable across vCPUs, so the guest need not keep a global maximum.
+pub const PVCLOCK_TSC_STABLE: u8 = 1;
+
 /// Per-vCPU time information (Xen's `vcpu_time_info`). Unused by the VMM
 /// today (zero), present for byte compatibility.
 #[repr(C)]

@@ -70,6 +70,15 @@ fn checks() -> Vec<Check> {
         "SCHEDOP_yield" => hypercall::sched_op::YIELD,
         "SCHEDOP_block" => hypercall::sched_op::BLOCK,
         "SCHEDOP_shutdown" => hypercall::sched_op::SHUTDOWN,
+        "SCHEDOP_poll" => hypercall::sched_op::POLL,
+        "VCPUOP_set_periodic_timer" => hypercall::vcpu_op::SET_PERIODIC_TIMER,
+        "VCPUOP_stop_periodic_timer" => hypercall::vcpu_op::STOP_PERIODIC_TIMER,
+        "VCPUOP_set_singleshot_timer" => hypercall::vcpu_op::SET_SINGLESHOT_TIMER,
+        "VCPUOP_stop_singleshot_timer" => hypercall::vcpu_op::STOP_SINGLESHOT_TIMER,
+        "VCPU_SSHOTTMR_future" => hypercall::vcpu_op::SSHOTTMR_FUTURE,
+        "XEN_HVM_DEBUGCONS_IOPORT" => pv_abi::hvm::DEBUGCONS_PORT,
+        "XEN_PVCLOCK_TSC_STABLE_BIT" => PVCLOCK_TSC_STABLE,
+        "offsetof(struct shared_info, vcpu_info[0].time)" => offset_of!(VcpuInfo, time),
         "SHUTDOWN_poweroff" => hypercall::sched_op::SHUTDOWN_POWEROFF,
         "SHUTDOWN_reboot" => hypercall::sched_op::SHUTDOWN_REBOOT,
         "SHUTDOWN_suspend" => hypercall::sched_op::SHUTDOWN_SUSPEND,
@@ -94,6 +103,7 @@ fn checks() -> Vec<Check> {
         "XEN_EINVAL" => errno::EINVAL, "XEN_ENOSPC" => errno::ENOSPC,
         "XEN_EROFS" => errno::EROFS, "XEN_ERANGE" => errno::ERANGE,
         "XEN_ENOSYS" => errno::ENOSYS, "XEN_EOPNOTSUPP" => errno::EOPNOTSUPP,
+        "XEN_ETIME" => errno::ETIME, "XEN_ESRCH" => errno::ESRCH,
     );
 
     // Event channels.
@@ -446,6 +456,7 @@ const HEADERS: &[&str] = &[
     "xen/errno.h",
     "xen/version.h",
     "xen/sched.h",
+    "xen/vcpu.h",
     "xen/event_channel.h",
     "xen/grant_table.h",
     "xen/io/ring.h",

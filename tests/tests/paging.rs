@@ -150,7 +150,7 @@ fn hypercall_outputs_aimed_at_page_tables_or_low_pages_fault_and_change_nothing(
     }
 }
 
-/// One exit never does more than `vmm::preempt::WORK_PER_EXIT` units: a
+/// One exit never does more than `xen_domain::preempt::WORK_PER_EXIT` units: a
 /// multicall of 256 mmuext_ops over 20000 flushes each (5M operations) is
 /// continued many times, and every entry still gets its full `pdone`.
 #[test]
@@ -161,7 +161,7 @@ fn a_huge_multicall_batch_is_split_into_bounded_exits_and_completes() {
     assert!(run.console.contains(&format!("flood: rounds=1 entries=256 n={N} ok")), "{}", run.console);
     // 256 * 20001 units at 16K units per exit: at least 312 exits (one
     // exit, before the bound existed).
-    assert_eq!(vmm::preempt::WORK_PER_EXIT, 16 * 1024);
+    assert_eq!(xen_domain::preempt::WORK_PER_EXIT, 16 * 1024);
     let exits = run.stats.hypercalls(nr::MULTICALL);
     assert!(exits >= 312, "{exits} multicall exits for 5M operations");
     // The direct mmuext_op over 20000 was continued once too.

@@ -147,7 +147,7 @@ fn a_guest_binds_a_port_domain0_allocated_and_events_flow_both_ways() {
     let mut dom0 = None;
     let (run, vm) = boot_vm_with(VmConfig::bundled("pvdev", "test=bindinter"), |vm| {
         let evtchn = vm.dom.evtchn.clone();
-        let port = evtchn.alloc_dom0_unbound(vmm::evtchn::GUEST_DOMID, wake.clone()).unwrap();
+        let port = evtchn.alloc_dom0_unbound(xen_domain::domid::GUEST_DOMID, wake.clone()).unwrap();
         vm.store.write_str("/local/domain/1/data/dom0-port", &port.to_string()).unwrap();
         let wake = wake.clone();
         // Domain 0's end: answer the guest's first send on the same channel

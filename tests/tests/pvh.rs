@@ -9,8 +9,8 @@ use pv_abi::hvm::cpuid::XEN_HYPERCALL_MSR;
 use std::path::Path;
 use tests::pvh_asm::*;
 use tests::{boot_vm, Run};
-use vmm::pvh::PvhLayout;
 use vmm::{Kernel, Outcome, Vm, VmConfig};
+use xen_domain::pvh::PvhLayout;
 
 const MEM: u64 = 16 << 20;
 const POWEROFF_OK: Outcome = Outcome::Shutdown { reason: 0, code: 0 };

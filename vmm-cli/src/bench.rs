@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::time::Instant;
 use vmm::builder::open_kvm;
 use vmm::console::ConsoleOut;
-use vmm::memory::{GuestRam, Slot};
+use vmm::memory::{GuestRam, RegisterSlots, Slot};
 use vmm::VmmError;
 use vmm::{DeviceSpec, DiskConfig, NetConfig, Outcome, Transport, Vm, VmConfig};
 
@@ -226,7 +226,7 @@ pub fn pte_updates(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
     for mode in [paging_mode::NATIVE, paging_mode::TRAPPED, paging_mode::PV] {
         for batch in PTE_BATCHES {
             let w = Workload { paging: mode, ..Workload::new("paging", &format!("test=pte batch={batch}")) };
-            out.push(measure("pte update", vmm::paging::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
+            out.push(measure("pte update", xen_domain::mmu::mode_name(mode), batch, &w, opts.iters, opts.reps)?);
         }
     }
     Ok(out)

@@ -92,7 +92,7 @@ impl RunConfig {
             cmdline: self.cmdline.clone(),
             console,
             timeout: self.timeout.map(std::time::Duration::from_secs_f64),
-            paging: vmm::paging::parse_mode(&self.paging).unwrap_or_default(),
+            paging: xen_domain::mmu::parse_mode(&self.paging).unwrap_or_default(),
             devices,
         };
         Ok((cfg, scratch))

@@ -7,16 +7,14 @@
 
 use crate::boot::elf::{BootKind, Elf, ImageInfo};
 use crate::boot::{self, MemoryPlan};
-use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, StoreHandler, Subscriber};
-use crate::domain::Domain;
+use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, PvDevices, StoreHandler, Subscriber, Threads};
 use crate::error::VmmError;
-use crate::evtchn::{EventChannels, GUEST_DOMID};
-use crate::memory::GuestRam;
-use crate::paging::PagingState;
+use crate::kvm_platform::KvmPlatform;
+use crate::memory::{GuestRam, RegisterSlots};
 use crate::vcpu::Vcpu;
+use crate::virtio::VirtioBus;
 use crate::vm::{Kernel, Vm, VmConfig};
 use backend::console::Console;
-use backend::grant::GrantTable;
 use backend::ring_page::RingPage;
 use backend::xenbus::XenbusHost;
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -28,6 +26,12 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::domain::Domain;
+use xen_domain::domid::GUEST_DOMID;
+use xen_domain::event_channel::EventChannels;
+use xen_domain::grant_table::GrantTable;
+use xen_domain::mmu::PagingState;
+use xen_domain::pvh::{PvhLayout, PvhState};
 
 /// Environment variable naming the KVM device to open instead of `/dev/kvm`.
 pub const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
@@ -101,6 +105,8 @@ struct Machine {
     kvm: Kvm,
     vm: Arc<VmFd>,
     ram: GuestRam,
+    /// Start of the page-table pool (virtio buffers must lie below it).
+    pool_start: u64,
 }
 
 /// Where the VMM's own pages are in guest-physical memory.
@@ -130,92 +136,55 @@ impl Vm {
     }
 }
 
+/// What the input says, checked before KVM is touched so bad input fails
+/// fast.
+struct Input {
+    mem_bytes: u64,
+    bytes: Cow<'static, [u8]>,
+    plan: MemoryPlan,
+    pvh_layout: Option<PvhLayout>,
+    image: ImageInfo,
+    table: Vec<crate::devices::DeviceRow>,
+    virtio_disks: Vec<backend::block::Disk>,
+    virtio_nets: Vec<backend::virtio::net::VirtioNet>,
+}
+
+/// The hypervisor side of the guest as built: its event channels and
+/// grant table over the KVM platform.
+struct Hypervisor {
+    platform: Arc<KvmPlatform>,
+    evtchn: Arc<EventChannels>,
+    grants: Arc<GrantTable>,
+}
+
 /// Builds the VM `cfg` describes, ready to run at the image's entry.
 pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let created_at = Instant::now();
-    let mem_bytes = check_mem_size(&format!("{}", cfg.mem_bytes), cfg.mem_bytes)?;
-    let (name, bytes) = read_kernel(&cfg.kernel)?;
-    if crate::paging::mode_name(cfg.paging) == "unknown" {
-        return Err(VmmError::BadPagingMode(cfg.paging));
-    }
-    let plan = MemoryPlan::new(mem_bytes);
-    // Check the image before touching KVM so bad input fails fast.
-    let elf = Elf::parse(&bytes).map_err(|e| e.for_image(&name))?;
-    let kind = elf.boot_kind().map_err(|e| e.for_image(&name))?;
-    let pvh_layout = matches!(kind, BootKind::Pvh(_)).then(|| crate::pvh::PvhLayout::new(mem_bytes));
-    let (lo, hi) = pvh_layout.map_or(plan.loadable(), |l| (0, l.vmm_base));
-    let image = elf.check(lo, hi).map_err(|e| e.for_image(&name))?;
-    let table = crate::devices::device_table(&cfg.devices)?;
-    let virtio_disks = crate::device_spec::virtio_disks(&cfg.devices);
-    let virtio_disks = virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
-    let virtio_nets = crate::virtio::open_nets(&crate::device_spec::virtio_nets(&cfg.devices)?)?;
-
+    let input = check_input(cfg)?;
     // PVH guests run their own page tables (the pool stays writable) and
     // own low memory; their outputs may not touch the VMM's top pages.
     let m = create_machine(
-        &plan,
-        cfg.paging != paging_mode::NATIVE && pvh_layout.is_none(),
-        pvh_layout.map(|l| l.vmm_base..l.mem_bytes),
+        &input.plan,
+        cfg.paging != paging_mode::NATIVE && input.pvh_layout.is_none(),
+        input.pvh_layout.map(|l| l.vmm_base..l.mem_bytes),
     )?;
-    crate::boot::elf::load(&m.ram, &bytes, &image)?;
-    if pvh_layout.is_none() {
-        boot::write_page_tables_and_gdt(&m.ram)?;
-    }
-    // The VMM's pages: fixed low pages for our guests, the top of RAM for
-    // PVH guests (whose RAM starts at 0).
-    let pages = match &pvh_layout {
-        Some(l) => VmmPages {
-            shared_info: l.shared_info(),
-            console: l.console(),
-            store: l.store(),
-            grantable: (pv_abi::layout::PAGE_SIZE, l.vmm_base),
-        },
-        None => VmmPages {
-            shared_info: SHARED_INFO,
-            console: CONSOLE_RING,
-            store: STORE_RING,
-            grantable: (pv_abi::layout::KERNEL_BASE, plan.pool_start),
-        },
-    };
-    let evtchn = Arc::new(EventChannels::new(m.vm.clone(), m.ram.clone(), pages.shared_info)?);
-    let grants = Arc::new(GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1));
-    let mut core = setup_core_pages(cfg, &m.ram, &evtchn, &pages)?;
-    // One binder per device: each closes only the bindings it made.
-    let host = || XenbusHost {
-        store: Arc::new(core.store.clone()),
-        evtchn: Arc::new(EvtchnAdapter::new(evtchn.clone())),
-        grants: grants.clone(),
-    };
-    // One thread for the console and store, one per device type or per
-    // device (each disk): a slow disk never delays another device.
+    let image = load_image(&m.ram, &input)?;
+    let pages = vmm_pages(&input);
+    let hv = create_hypervisor(&m, &pages)?;
+    let mut core = setup_core_pages(cfg, &m.ram, &hv.evtchn, &pages)?;
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
-    let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, &mut threads)?;
-    let usable = pv_abi::layout::KERNEL_BASE..plan.pool_start;
-    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, virtio_disks, virtio_nets)?;
-    threads.extend(virtio_threads);
-    let virtio = Arc::new(virtio);
-    crate::pvh::xenstore::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
-    crate::pvh::xenstore::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
+    let (pv, virtio) = wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     vcpu.attach_mmio(virtio.clone());
-    let pvh = match pvh_layout {
-        Some(l) => {
-            let si = crate::boot::pvh::write_start_info(&m.ram, &l, &cfg.cmdline)?;
-            let clock = crate::boot::pvh::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), image.entry as u32, si)?;
-            let mut pvh = crate::pvh::PvhState::new(l, m.vm.clone(), m.ram.clone(), clock);
-            pvh.timer = Some(crate::pvh::timer::Timer::start(evtchn.clone()).map_err(io("timer thread"))?);
-            pvh.console_evtchn = core.console_port;
-            pvh.store_evtchn = core.store_port;
-            Some(Box::new(pvh))
-        }
+    let pvh = match input.pvh_layout {
+        Some(l) => Some(Box::new(prepare_pvh(cfg, &m, &mut vcpu, l, image.entry, &core, &hv)?)),
         None => {
-            write_start_info(cfg, &m.ram, &plan, &image, &core, &virtio.entries)?;
+            write_start_info(cfg, &m.ram, &input.plan, &image, &core, &virtio.entries)?;
             None
         }
     };
-
-    let mut dom = Domain::new(m.ram, cfg.console.clone(), evtchn, grants);
-    dom.paging = PagingState::new(cfg.paging, plan.pool_start, mem_bytes, mem_bytes);
+    let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
+    dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
     dom.pvh = pvh;
     let devices =
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
@@ -234,6 +203,113 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         created_at,
         first_run_at: None,
     })
+}
+
+/// Checks the memory size, the image, the paging mode and the devices.
+fn check_input(cfg: &VmConfig) -> Result<Input, VmmError> {
+    let mem_bytes = check_mem_size(&format!("{}", cfg.mem_bytes), cfg.mem_bytes)?;
+    let (name, bytes) = read_kernel(&cfg.kernel)?;
+    if xen_domain::mmu::mode_name(cfg.paging) == "unknown" {
+        return Err(VmmError::BadPagingMode(cfg.paging));
+    }
+    let plan = MemoryPlan::new(mem_bytes);
+    let elf = Elf::parse(&bytes).map_err(|e| e.for_image(&name))?;
+    let kind = elf.boot_kind().map_err(|e| e.for_image(&name))?;
+    let pvh_layout = matches!(kind, BootKind::Pvh(_)).then(|| PvhLayout::new(mem_bytes));
+    let (lo, hi) = pvh_layout.map_or(plan.loadable(), |l| (0, l.vmm_base));
+    let image = elf.check(lo, hi).map_err(|e| e.for_image(&name))?;
+    let table = crate::devices::device_table(&cfg.devices)?;
+    let virtio_disks = crate::device_spec::virtio_disks(&cfg.devices);
+    let virtio_disks = virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
+    let virtio_nets = crate::virtio::open_nets(&crate::device_spec::virtio_nets(&cfg.devices)?)?;
+    Ok(Input { mem_bytes, bytes, plan, pvh_layout, image, table, virtio_disks, virtio_nets })
+}
+
+/// Loads the image (and for our own guests the boot page tables and GDT).
+fn load_image(ram: &GuestRam, input: &Input) -> Result<ImageInfo, VmmError> {
+    crate::boot::elf::load(ram, &input.bytes, &input.image)?;
+    if input.pvh_layout.is_none() {
+        boot::write_page_tables_and_gdt(ram)?;
+    }
+    Ok(input.image.clone())
+}
+
+/// The VMM's pages: fixed low pages for our guests, the top of RAM for
+/// PVH guests (whose RAM starts at 0).
+fn vmm_pages(input: &Input) -> VmmPages {
+    match &input.pvh_layout {
+        Some(l) => VmmPages {
+            shared_info: l.shared_info(),
+            console: l.console(),
+            store: l.store(),
+            grantable: (pv_abi::layout::PAGE_SIZE, l.vmm_base),
+        },
+        None => VmmPages {
+            shared_info: SHARED_INFO,
+            console: CONSOLE_RING,
+            store: STORE_RING,
+            grantable: (pv_abi::layout::KERNEL_BASE, input.plan.pool_start),
+        },
+    }
+}
+
+/// The KVM platform, the event channels over it and the grant table.
+fn create_hypervisor(m: &Machine, pages: &VmmPages) -> Result<Hypervisor, VmmError> {
+    let platform = Arc::new(KvmPlatform::new(m.vm.clone(), m.ram.clone())?);
+    let evtchn = EventChannels::new(platform.clone(), m.ram.clone(), pages.shared_info)
+        .map_err(|e| VmmError::BootWrite(e.to_string()))?;
+    let grants = GrantTable::new(m.ram.mem().clone(), pages.grantable.0, pages.grantable.1);
+    Ok(Hypervisor { platform, evtchn: Arc::new(evtchn), grants: Arc::new(grants) })
+}
+
+/// Wires the split devices (one binder each: each closes only the
+/// bindings it made) and the virtio devices, and writes the store nodes
+/// Xen's toolstack writes. One thread for the console and store, one per
+/// device type or per device (each disk): a slow disk never delays
+/// another device.
+fn wire_devices(
+    m: &Machine,
+    table: Vec<crate::devices::DeviceRow>,
+    disks: Vec<backend::block::Disk>,
+    nets: Vec<backend::virtio::net::VirtioNet>,
+    core: &CorePages,
+    hv: &Hypervisor,
+    threads: &mut Threads,
+) -> Result<(PvDevices, Arc<VirtioBus>), VmmError> {
+    let host = || XenbusHost {
+        store: Arc::new(core.store.clone()),
+        evtchn: Arc::new(EvtchnAdapter::new(hv.evtchn.clone())),
+        grants: hv.grants.clone(),
+    };
+    let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, threads)?;
+    let usable = pv_abi::layout::KERNEL_BASE..m.pool_start;
+    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, disks, nets)?;
+    threads.extend(virtio_threads);
+    crate::store_nodes::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
+    crate::store_nodes::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
+    Ok((pv, Arc::new(virtio)))
+}
+
+/// A PVH guest's start info, entry state, timer thread and callback line.
+fn prepare_pvh(
+    cfg: &VmConfig,
+    m: &Machine,
+    vcpu: &mut Vcpu,
+    l: PvhLayout,
+    entry: u64,
+    core: &CorePages,
+    hv: &Hypervisor,
+) -> Result<PvhState, VmmError> {
+    let si = crate::boot::pvh::write_start_info(&m.ram, &l, &cfg.cmdline)?;
+    let clock = crate::boot::pvh::prepare_vcpu(&m.kvm, &m.vm, vcpu.fd_mut(), entry as u32, si)?;
+    vcpu.attach_callback(hv.platform.callback.clone());
+    let mut pvh = PvhState::new(l, hv.platform.clone(), clock);
+    // Sleeping, locking and writing the upcall eventfd: the watchdog's set.
+    let seccomp = || crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Watchdog);
+    pvh.timer = Some(xen_domain::timer::Timer::start(hv.evtchn.clone(), seccomp).map_err(io("timer thread"))?);
+    pvh.console_evtchn = core.console_port;
+    pvh.store_evtchn = core.store_port;
+    Ok(pvh)
 }
 
 /// The image's name (for messages) and bytes.
@@ -276,8 +352,8 @@ fn create_machine(
     let ram = GuestRam::new(&slots)?;
     ram.register(&vm, &slots)?;
     // Hypercall outputs may not land in the read-only pool or the VMM's
-    // low pages (`guest_out`).
-    let mut protected = vec![pvh_vmm_pages.clone().unwrap_or(crate::guest_out::RESERVED_LOW)];
+    // low pages (`xen_domain::guest_memory`).
+    let mut protected = vec![pvh_vmm_pages.clone().unwrap_or(xen_domain::guest_memory::RESERVED_LOW)];
     if pool_readonly {
         protected.push(plan.pool_start..plan.mem_bytes);
     }
@@ -288,7 +364,7 @@ fn create_machine(
     } else {
         vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
     }
-    Ok(Machine { kvm, vm, ram })
+    Ok(Machine { kvm, vm, ram, pool_start: plan.pool_start })
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> VmmError {

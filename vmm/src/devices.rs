@@ -4,7 +4,6 @@
 
 use crate::device_spec::DeviceSpec;
 use crate::error::VmmError;
-use crate::evtchn::{Binding, EventChannels};
 use backend::xenbus::{DeviceType, WiredDevice, XenbusBackend, XenbusHost};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use pv_store::SharedStore;
@@ -12,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::event_channel::{Binding, EventChannels};
 
 /// A subscriber the device thread runs.
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;

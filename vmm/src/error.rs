@@ -117,6 +117,12 @@ pub enum VmmError {
     Console(#[source] std::io::Error),
 }
 
+impl From<xen_domain::guest_memory::GuestMemoryError> for VmmError {
+    fn from(e: xen_domain::guest_memory::GuestMemoryError) -> Self {
+        VmmError::GuestMemory { bytes: e.bytes, why: e.why }
+    }
+}
+
 impl VmmError {
     /// Wraps a device set-up failure with the device's name.
     pub fn device<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> VmmError {

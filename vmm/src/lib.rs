@@ -2,7 +2,8 @@
 //!
 //! [`builder`] creates the KVM VM, lays out and loads the guest and attaches
 //! its devices; [`vcpu`] enters it in 64-bit mode and runs the exit loop,
-//! which only dispatches: hypercalls to the [`hypercall`] table, the UART
+//! which only dispatches: hypercalls to `xen_domain`'s table (the
+//! hypervisor side, which reaches KVM through [`kvm_platform`]), the UART
 //! baseline to [`uart`]; device work belongs to the back-ends. Every
 //! guest-supplied address goes through [`memory::GuestRam`]'s checked
 //! copies.
@@ -12,22 +13,15 @@ pub mod builder;
 pub mod console;
 pub mod device_spec;
 pub mod devices;
-pub mod domain;
 pub mod error;
-pub mod evtchn;
-pub mod gnttab;
-pub mod guest_out;
-pub mod hypercall;
 pub mod kvm_ioctl_nr;
+pub mod kvm_platform;
 pub mod kvm_stats;
 pub mod memory;
-pub mod multicall;
-pub mod paging;
-pub mod pod;
-pub mod preempt;
 pub mod pvh;
 pub mod seccomp;
 pub mod stats;
+pub mod store_nodes;
 pub mod uart;
 pub mod vcpu;
 pub mod virtio;

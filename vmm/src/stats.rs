@@ -5,7 +5,7 @@ use std::fmt;
 /// Hypercall numbers counted one by one (the dispatch table's size);
 /// every other number the guest puts in `rax` shares one "other" bucket,
 /// so the counters stay a fixed size whatever the guest does.
-pub const HYPERCALL_BUCKETS: usize = crate::hypercall::TABLE_SIZE;
+pub const HYPERCALL_BUCKETS: usize = xen_domain::hypercall::TABLE_SIZE;
 
 /// Why a vCPU exited to the VMM (our classification of `KVM_EXIT_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

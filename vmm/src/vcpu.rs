@@ -1,17 +1,16 @@
 //! The vCPU: its KVM fd set up at the image's entry, and the run loop that
-//! only dispatches each exit (hypercalls to the [`HypercallTable`], the
-//! UART baseline to [`Uart`], trapped page-table writes to [`paging`]).
+//! only dispatches each exit (hypercalls to `xen_domain`'s
+//! [`HypercallTable`], the UART baseline to [`Uart`], trapped page-table
+//! writes to [`xen_domain::mmu`]).
 //!
 //! Built by [`crate::builder`]; run by [`crate::vm::Vm::run`] over the
 //! guest's [`Domain`].
 
 use crate::boot;
 use crate::console::ConsoleOut;
-use crate::domain::Domain;
 use crate::error::VmmError;
-use crate::hypercall::HypercallTable;
 use crate::kvm_stats::KvmStats;
-use crate::paging;
+use crate::pvh::callback::CallbackLine;
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
 use crate::virtio::VirtioBus;
@@ -22,6 +21,9 @@ use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
 use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xen_domain::domain::Domain;
+use xen_domain::hypercall::{HypercallRegs, HypercallTable};
+use xen_domain::mmu as paging;
 
 /// How a guest run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +182,7 @@ impl ExitHandlers {
         } else if uart::PORTS.contains(&port) {
             self.stats.exit(ExitKind::Uart);
             self.uart.write(port, data);
-        } else if port == crate::pvh::DEBUGCONS_PORT && dom.pvh.is_some() {
+        } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
             self.stats.exit(ExitKind::OtherIo);
             dom.console.write(data);
         } else {
@@ -219,6 +221,8 @@ pub struct Vcpu {
     hypercalls: HypercallTable,
     exits: ExitHandlers,
     kvm_stats: Option<KvmStats>,
+    /// A PVH guest's callback-vector line, injected before each entry.
+    callback: Option<Arc<CallbackLine>>,
 }
 
 impl Vcpu {
@@ -239,7 +243,14 @@ impl Vcpu {
             hypercalls: HypercallTable::default(),
             exits: ExitHandlers { stats: ExitStats::default(), uart: Uart::new(console), mmio: Arc::default() },
             kvm_stats,
+            callback: None,
         })
+    }
+
+    /// Injects `line`'s upcalls before each entry (a PVH guest's callback
+    /// vector, `pvh::callback`).
+    pub fn attach_callback(&mut self, line: Arc<CallbackLine>) {
+        self.callback = Some(line);
     }
 
     /// Routes MMIO exits inside `bus`'s register blocks to it.
@@ -270,7 +281,7 @@ impl Vcpu {
     /// Runs the guest until it shuts down, fails, or `watchdog` expires.
     pub fn run(&mut self, dom: &mut Domain, watchdog: Option<&Watchdog>) -> Result<Outcome, VmmError> {
         // A PVH guest's callback vector kicks this thread (pvh::callback).
-        let line = dom.pvh.as_ref().map(|p| p.callback.clone());
+        let line = self.callback.clone();
         if let Some(line) = &line {
             crate::watchdog::install_handler();
             line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
@@ -342,25 +353,26 @@ impl Vcpu {
     fn do_hypercall(&mut self, dom: &mut Domain) {
         // A PVH guest may call from 32-bit code: Xen's 32-bit convention.
         dom.compat = dom.pvh.is_some() && !crate::pvh::long_mode(&self.fd.sync_regs().sregs);
-        let regs = &self.fd.sync_regs_mut().regs;
-        let (nr, args) = crate::pvh::hypercall_args(regs, dom.compat);
+        let r = &self.fd.sync_regs_mut().regs;
+        let mut hr = HypercallRegs {
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            r8: r.r8,
+            r10: r.r10,
+            rip: r.rip,
+        };
+        let (nr, args) = hr.args(dom.compat);
         self.exits.stats.hypercall(nr);
         dom.start_exit();
         let ret = self.hypercalls.dispatch(dom, nr, &args);
-        let regs = &mut self.fd.sync_regs_mut().regs;
-        match dom.continuation.take() {
-            // Re-execute the `out` with the remaining work's arguments
-            // (`rax` still holds the number): `pv_abi::hypercall`.
-            Some(a) => {
-                regs.rip = regs.rip.wrapping_sub(pv_abi::hypercall::HYPERCALL_INSN_LEN);
-                if dom.compat {
-                    (regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi) = (a[0], a[1], a[2], a[3], a[4]);
-                } else {
-                    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8) = (a[0], a[1], a[2], a[3], a[4]);
-                }
-            }
-            None => regs.rax = ret,
-        }
+        hr.complete(dom.compat, ret, dom.continuation.take());
+        let r = &mut self.fd.sync_regs_mut().regs;
+        (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8, r.r10, r.rip) =
+            (hr.rax, hr.rbx, hr.rcx, hr.rdx, hr.rsi, hr.rdi, hr.r8, hr.r10, hr.rip);
         self.fd.set_sync_dirty_reg(SyncReg::Register);
     }
 

@@ -11,7 +11,7 @@
 
 use crate::devices::Subscriber;
 use crate::error::VmmError;
-use crate::evtchn::{msi_route, UPCALL_GSI, UPCALL_VECTOR};
+use crate::kvm_platform::{msi_route, UPCALL_GSI, UPCALL_VECTOR};
 use backend::block::Disk;
 use backend::net::NetSpec;
 use backend::virtio::blk::VirtioBlk;

@@ -6,7 +6,6 @@ use crate::boot::elf::ImageInfo;
 use crate::console::ConsoleOut;
 use crate::device_spec::DeviceSpec;
 use crate::devices::{DeviceThread, PvDevices};
-use crate::domain::Domain;
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
 use crate::stats::ExitStats;
@@ -18,6 +17,7 @@ use pv_store::SharedStore;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use xen_domain::domain::Domain;
 
 pub use crate::vcpu::Outcome;
 

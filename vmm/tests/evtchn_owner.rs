@@ -10,9 +10,10 @@ use pv_abi::layout::SHARED_INFO;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo};
 use std::sync::Arc;
 use vmm::devices::EvtchnAdapter;
-use vmm::evtchn::EventChannels;
-use vmm::memory::{GuestRam, Slot};
+use vmm::kvm_platform::KvmPlatform;
+use vmm::memory::{GuestRam, RegisterSlots, Slot};
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::event_channel::EventChannels;
 
 const ARG: u64 = 0x20_0000;
 
@@ -29,7 +30,8 @@ fn host() -> Host {
     let ram = GuestRam::new(&slots).unwrap();
     ram.register(&vm, &slots).unwrap();
     vm.create_irq_chip().unwrap();
-    let ev = Arc::new(EventChannels::new(vm.clone(), ram.clone(), SHARED_INFO).unwrap());
+    let platform = Arc::new(KvmPlatform::new(vm.clone(), ram.clone()).unwrap());
+    let ev = Arc::new(EventChannels::new(platform, ram.clone(), SHARED_INFO).unwrap());
     Host { vm, ram, ev }
 }
 

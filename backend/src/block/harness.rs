@@ -20,7 +20,6 @@
 //!   measuring throughput and requests per notification under load.
 
 use super::{Blkback, BlockExecutor, BlockMetrics, Disk};
-use crate::grant::GrantTable;
 use crate::guest_side::{GuestSide, AFTER_TABLE};
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
@@ -33,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+use xen_domain::grant_table::GrantTable;
 
 /// Guest-physical address of the ring page.
 pub const RING: u64 = AFTER_TABLE;

@@ -16,13 +16,13 @@ use super::executor::{BlockError, BlockExecutor};
 use super::metrics::BlockMetrics;
 use super::request::{Operation, Request, Status};
 use super::Disk;
-use crate::grant::{GrantError, GrantMapping, GrantTable};
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
 use pv_abi::blkif::*;
 use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64};
 use pv_util::ratelimit::SharedLogLimiter;
+use xen_domain::grant_table::{GrantError, GrantMapping, GrantTable};
 
 pub mod x86_32;
 use ring_buffers::BackRing;

@@ -9,7 +9,6 @@
 use super::executor::EchoExecutor;
 use super::metrics::EchoMetrics;
 use super::request::{Operation, Request};
-use crate::grant::GrantTable;
 use crate::ring_page::RingPage;
 use crate::serve::RingService as _;
 use crate::Notify;
@@ -18,6 +17,7 @@ use pv_abi::xenbus::keys as xb;
 use pv_util::ratelimit::SharedLogLimiter;
 use ring_buffers::BackRing;
 use std::sync::Arc;
+use xen_domain::grant_table::GrantTable;
 
 pub use crate::ring_page::ConnectError;
 

@@ -12,7 +12,6 @@
 //! xenbus device calls.
 
 use super::{NetBackend, NetCounters, NetPort};
-use crate::grant::GrantTable;
 use crate::guest_side::{GuestSide, AFTER_TABLE};
 use crate::ring_page::RingPage;
 use crate::xenbus::{FrontendKeys, SplitBackend as _};
@@ -25,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress};
+use xen_domain::grant_table::GrantTable;
 
 /// Guest-physical address of the transmit ring page.
 const TX_RING: u64 = AFTER_TABLE;

@@ -67,5 +67,5 @@ pub enum TxError {
     TooLong(usize),
     /// A bad grant.
     #[error("grant: {0}")]
-    Grant(#[from] crate::grant::GrantError),
+    Grant(#[from] xen_domain::grant_table::GrantError),
 }

@@ -15,7 +15,6 @@ use super::executor::NetExecutor;
 use super::metrics::NetMetrics;
 use super::request::{TxError, TxPacket};
 use super::{format_mac, NetSpec, RxMeta, MAX_FRAME, MAX_TX_SLOTS, RX_BUDGET};
-use crate::grant::GrantTable;
 use crate::ring_page::{ConnectError, RingPage};
 use crate::xenbus::{DevicePaths, WiredDevice, XenbusBackend, XenbusDevice, XenbusHost};
 use crate::Notify;
@@ -26,6 +25,7 @@ use pv_util::metrics::DeviceMetrics;
 use ring_buffers::{BackRing, RingError};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
+use xen_domain::grant_table::GrantTable;
 
 const PAGE: usize = PAGE_SIZE as usize;
 

@@ -4,9 +4,9 @@
 
 use crate::error::VmmError;
 use crate::memory::GuestRam;
-use crate::pvh::PvhLayout;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use pv_abi::hvm::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC, HVM_START_VERSION};
+use xen_domain::pvh::PvhLayout;
 
 /// Offset of the memory map in the start-info page.
 const MEMMAP_OFFSET: u64 = 0x100;
@@ -103,10 +103,10 @@ pub fn prepare_vcpu(
     vcpu: &mut kvm_ioctls::VcpuFd,
     entry: u32,
     start_info: u64,
-) -> Result<crate::pvh::time::PvClock, VmmError> {
+) -> Result<xen_domain::time::PvClock, VmmError> {
     let supported =
         kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
-    let cpuid = crate::pvh::cpuid::install(&supported, 0, crate::evtchn::GUEST_DOMID.into())
+    let cpuid = crate::pvh::cpuid::install(&supported, 0, xen_domain::domid::GUEST_DOMID.into())
         .map_err(|_| VmmError::MissingCap("CPUID entries"))?;
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
     if !kvm.check_extension(kvm_ioctls::Cap::X86UserSpaceMsr) || !kvm.check_extension(kvm_ioctls::Cap::X86MsrFilter) {
@@ -126,9 +126,9 @@ pub fn prepare_vcpu(
             .map_err(|_| VmmError::MissingCap("MSR list"))?;
     let tsc = match vcpu.get_msrs(&mut msrs) {
         Ok(1) => msrs.as_slice()[0].data,
-        _ => crate::pvh::time::host_tsc(),
+        _ => xen_domain::time::host_tsc(),
     };
-    Ok(crate::pvh::time::PvClock::new(khz, tsc))
+    Ok(xen_domain::time::PvClock::new(khz, tsc))
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use pv_abi::hvm::cpuid::*;
 
-/// The Xen version the leaves report (major << 16 | minor): 4.17.
-pub const XEN_VERSION: u32 = (4 << 16) | 17;
+pub use pv_abi::hvm::xen_version::XEN_VERSION;
 
 /// The Xen leaves for vCPU `vcpu_id` of domain `domid`.
 pub fn xen_leaves(vcpu_id: u32, domid: u32) -> [kvm_cpuid_entry2; 5] {

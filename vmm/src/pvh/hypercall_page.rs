@@ -7,12 +7,12 @@
 //! which does not complete on software KVM). The `__HYPERVISOR_iret` slot is
 //! `ud2`, as in Xen's HVM page.
 
-use super::PvhState;
 use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
 use pv_abi::hvm::cpuid::XEN_HYPERCALL_MSR;
 use pv_abi::hvm::hypercall_page::{HYPERVISOR_IRET, NR_STUBS, STUB_SIZE};
 use pv_abi::hypercall::HYPERCALL_PORT;
 use pv_abi::layout::PAGE_SIZE;
+use xen_domain::pvh::PvhState;
 
 /// The page's bytes.
 pub fn page() -> [u8; PAGE_SIZE as usize] {

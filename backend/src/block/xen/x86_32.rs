@@ -30,7 +30,7 @@ impl Blkback32 {
     /// Maps the front end's ring (grant `ring_ref`) and attaches in the
     /// 32-bit layout.
     pub fn connect(
-        grants: Arc<crate::grant::GrantTable>,
+        grants: Arc<xen_domain::grant_table::GrantTable>,
         ring_ref: u32,
         notify: Arc<dyn Notify>,
         device: super::BlockExecutor,

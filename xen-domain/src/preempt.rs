@@ -2,9 +2,9 @@
 //! `hypercall_create_continuation`.
 //!
 //! Each hypercall exit starts with [`WORK_PER_EXIT`] work units. Handlers
-//! whose cost the guest chooses charge what they do ([`Domain::charge`])
+//! whose cost the guest chooses charge what they do (`Domain::charge`)
 //! and, once the budget is spent and at least one item is done, stop and
-//! record the arguments that finish the job ([`Domain::create_continuation`]).
+//! record the arguments that finish the job (`Domain::create_continuation`).
 //! The vCPU loop then rewinds `rip` onto the hypercall instruction with
 //! those arguments (`pv_abi::hypercall`, "Continuations"), so the guest
 //! re-enters the hypercall after the VMM has checked its time limit: no
@@ -16,37 +16,9 @@
 //! validation adds [`FRAME_UNITS`] for each table frame whose 512 entries
 //! it scanned.
 
-use crate::domain::Domain;
-
 /// Work units one hypercall exit may spend.
 pub const WORK_PER_EXIT: u64 = 16 * 1024;
 /// Units charged per table frame a page-table validation scans.
 pub const FRAME_UNITS: u64 = 512;
 /// Units charged per grant-copy operation (up to a page of copying).
 pub const COPY_UNITS: u64 = 8;
-
-impl Domain {
-    /// Starts an exit's budget (called by the vCPU loop per hypercall).
-    pub fn start_exit(&mut self) {
-        self.work_left = WORK_PER_EXIT;
-        self.continuation = None;
-    }
-
-    /// Charges `units` of work to this exit.
-    pub fn charge(&mut self, units: u64) {
-        self.work_left = self.work_left.saturating_sub(units);
-    }
-
-    /// Whether a handler that has done `done_here` items in this exit must
-    /// stop now (the budget is spent; the first item always runs, so every
-    /// exit makes progress).
-    pub fn preempt_check(&self, done_here: u64) -> bool {
-        done_here > 0 && self.work_left == 0
-    }
-
-    /// Records that the current hypercall is to be re-entered with `args`.
-    pub fn create_continuation(&mut self, args: [u64; 5]) {
-        tracing::trace!(?args, "hypercall continuation");
-        self.continuation = Some(args);
-    }
-}

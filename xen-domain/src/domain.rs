@@ -1,26 +1,20 @@
-//! The guest as the hypercall handlers see it: its RAM and the VMM-side
-//! state its hypercalls act on, and the types every hypercall handler
-//! shares ([`HcResult`], [`Shutdown`]). It sits below the handlers
-//! (`hypercall`, `gnttab`, `multicall`, `paging`), which import it and
-//! never each other's types.
+//! The guest as the hypercall handlers see it: its RAM and the state its
+//! hypercalls act on, the types every handler shares ([`HcResult`],
+//! [`Shutdown`]), and the per-exit work budget ([`crate::preempt`]). It
+//! sits below the handlers, which import it and never each other's types.
 
 use crate::console::ConsoleOut;
-use crate::evtchn::EventChannels;
-use crate::memory::{BadGuestRange, GuestRam};
-use crate::paging::validator::PagingState;
-use backend::grant::GrantTable;
-use pv_abi::errno::EFAULT;
+use crate::event_channel::EventChannels;
+use crate::grant_table::mapper::GrantTable;
+use crate::guest_memory::GuestRam;
+use crate::mmu::validator::PagingState;
+use crate::preempt::WORK_PER_EXIT;
+use crate::pvh::PvhState;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
 
 /// A hypercall's outcome: the value for `rax`, or a positive errno.
 pub type HcResult = Result<u64, i64>;
-
-impl From<BadGuestRange> for i64 {
-    fn from(_: BadGuestRange) -> i64 {
-        EFAULT
-    }
-}
 
 /// A guest's request to stop (`SCHEDOP_shutdown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +43,7 @@ pub struct Domain {
     /// Direct-paging state (mode, pool, pinned tables).
     pub paging: PagingState,
     /// Xen PVH guest state (`None` for the project's own guests).
-    pub pvh: Option<Box<crate::pvh::PvhState>>,
+    pub pvh: Option<Box<PvhState>>,
     /// The current hypercall came from 32-bit code: arguments use the
     /// compat (32-bit) structure layouts.
     pub compat: bool,
@@ -79,8 +73,32 @@ impl Domain {
             paging: PagingState::new(pv_abi::start_info::paging_mode::NATIVE, 0, 0, 0),
             pvh: None,
             compat: false,
-            work_left: crate::preempt::WORK_PER_EXIT,
+            work_left: WORK_PER_EXIT,
             continuation: None,
         }
+    }
+
+    /// Starts an exit's budget (called by the vCPU loop per hypercall).
+    pub fn start_exit(&mut self) {
+        self.work_left = WORK_PER_EXIT;
+        self.continuation = None;
+    }
+
+    /// Charges `units` of work to this exit.
+    pub fn charge(&mut self, units: u64) {
+        self.work_left = self.work_left.saturating_sub(units);
+    }
+
+    /// Whether a handler that has done `done_here` items in this exit must
+    /// stop now (the budget is spent; the first item always runs, so every
+    /// exit makes progress).
+    pub fn preempt_check(&self, done_here: u64) -> bool {
+        done_here > 0 && self.work_left == 0
+    }
+
+    /// Records that the current hypercall is to be re-entered with `args`.
+    pub fn create_continuation(&mut self, args: [u64; 5]) {
+        tracing::trace!(?args, "hypercall continuation");
+        self.continuation = Some(args);
     }
 }

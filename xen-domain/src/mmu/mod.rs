@@ -1,6 +1,7 @@
-//! Direct paging: the page-table pool, the `mmu_update` and `mmuext_op`
-//! hypercalls, and the trapped-write entry point, all over one
-//! [`validator`].
+//! Direct paging (Xen's `xen/arch/x86/mm.c` `do_mmu_update`,
+//! `do_mmuext_op`; `xen/include/public/xen.h` `MMU_*`, `MMUEXT_*`): the
+//! page-table pool, the `mmu_update` and `mmuext_op` hypercalls, and the
+//! trapped-write entry point, all over one [`validator`].
 //!
 //! Modes (per VM, [`paging_mode`]):
 //!
@@ -77,7 +78,7 @@ fn check_mode_and_domain(dom: &Domain, domid: u64) -> Result<(), i64> {
 /// budget is spent the rest becomes a continuation with
 /// `count = remaining | MMU_UPDATE_PREEMPTED`, `*pdone` holding the
 /// number done so far.
-fn run_batch<T: crate::pod::Pod>(
+fn run_batch<T: pv_abi::pod::Pod>(
     dom: &mut Domain,
     a: &[u64; 5],
     mut one: impl FnMut(&mut Domain, T) -> Result<(), i64>,
@@ -123,7 +124,7 @@ fn run_batch<T: crate::pod::Pod>(
                 ]);
                 return Ok(0);
             }
-            let entry: T = crate::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
+            let entry: T = pv_abi::pod::from_bytes(chunk).ok_or(mmu_err::BAD_ARRAY)?;
             let scanned = dom.paging.frames_scanned.get();
             let res = one(dom, entry);
             let frames = dom.paging.frames_scanned.get().wrapping_sub(scanned);
@@ -200,5 +201,123 @@ pub fn do_mmuext_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 pub fn trapped_write(dom: &mut Domain, addr: u64, data: &[u8]) {
     if let Err(e) = dom.paging.trapped_write(&dom.ram, addr, data) {
         tracing::debug!(addr, errno = pv_abi::errno::name(e), "trapped page-table write dropped");
+    }
+}
+
+/// Against `xen/include/public/xen.h` (`struct mmu_update`,
+/// `MMU_NORMAL_PT_UPDATE`, `struct mmuext_op`, `MMUEXT_*`, the `pdone`
+/// count) and `xen/arch/x86/mm.c` (`do_mmu_update`/`do_mmuext_op`: stop at
+/// the first failure with `*pdone` counting the applied entries; `-ENOSYS`
+/// for an unknown command; `-EFAULT` for an unreadable array). The
+/// per-rule errno values are ours (`pv_abi::mmu::mmu_err`), as documented
+/// there.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::EFAULT;
+    use pv_abi::hypercall::nr;
+    use pv_abi::mmu::pte;
+
+    const PDONE: u64 = TEST_ARG + 0x800;
+    const SELF: u64 = DOMID_SELF as u64;
+
+    fn updates(t: &TestDomain, list: &[MmuUpdate]) {
+        for (i, u) in list.iter().enumerate() {
+            t.put(TEST_ARG + 16 * i as u64, u);
+        }
+    }
+
+    fn pin_l4(t: &mut TestDomain) {
+        t.put(TEST_ARG, &MmuextOp::with_mfn(mmu::MMUEXT_PIN_L4_TABLE, TEST_POOL >> PAGE_SHIFT));
+        assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, SELF, 0]), 0);
+    }
+
+    #[test]
+    fn native_mode_has_no_direct_paging() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 1, 0, SELF, 0]), -mmu_err::WRONG_MODE);
+        assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, SELF, 0]), -mmu_err::WRONG_MODE);
+    }
+
+    #[test]
+    fn updates_apply_in_order_and_pdone_counts_them() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        pin_l4(&mut t);
+        let l3 = TEST_POOL + 0x1000;
+        updates(&t, &[MmuUpdate::normal(TEST_POOL, l3 | pte::P | pte::RW), MmuUpdate::normal(TEST_POOL + 8, 0)]);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 2, PDONE, SELF, 0]), 0);
+        assert_eq!(t.get::<u32>(PDONE), 2);
+        assert_eq!(t.get::<u64>(TEST_POOL), l3 | pte::P | pte::RW | pte::A);
+        assert_eq!(t.dom.paging.counters.applied, 2);
+    }
+
+    #[test]
+    fn the_first_failure_stops_the_batch_with_its_errno() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        pin_l4(&mut t);
+        updates(
+            &t,
+            &[
+                MmuUpdate::normal(TEST_POOL + 8, 0),
+                MmuUpdate::normal(TEST_POOL + 4, 0),
+                MmuUpdate::normal(TEST_POOL + 16, 0),
+            ],
+        );
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 3, PDONE, SELF, 0]), -mmu_err::MISALIGNED);
+        assert_eq!(t.get::<u32>(PDONE), 1);
+        // A command other than MMU_NORMAL_PT_UPDATE.
+        updates(&t, &[MmuUpdate { ptr: TEST_POOL | mmu::MMU_MACHPHYS_UPDATE, val: 0 }]);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 1, PDONE, SELF, 0]), -mmu_err::UNKNOWN_CMD);
+        assert_eq!(t.get::<u32>(PDONE), 0);
+    }
+
+    #[test]
+    fn pdone_in_the_pool_is_efault_and_applies_nothing() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        pin_l4(&mut t);
+        updates(&t, &[MmuUpdate::normal(TEST_POOL, (TEST_POOL + 0x1000) | pte::P)]);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 1, TEST_POOL + 0x2000, SELF, 0]), -EFAULT);
+        assert_eq!(t.get::<u64>(TEST_POOL), 0);
+        assert_eq!(t.call(nr::MMU_UPDATE, [crate::fake::TEST_RAM - 8, 1, 0, SELF, 0]), -mmu_err::BAD_ARRAY);
+    }
+
+    #[test]
+    fn only_this_domain_may_be_named() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 1, 0, 5, 0]), -EINVAL);
+        assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, 5, 0]), -EINVAL);
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, u64::from(u32::MAX) + 1, 0, SELF, 0]), -EINVAL);
+    }
+
+    #[test]
+    fn mmuext_checks_new_baseptr_invlpg_and_unknown_commands() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        let one = |t: &mut TestDomain, op: MmuextOp| {
+            t.put(TEST_ARG, &op);
+            t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, SELF, 0])
+        };
+        let l4 = TEST_POOL >> PAGE_SHIFT;
+        assert_eq!(one(&mut t, MmuextOp::with_mfn(mmu::MMUEXT_NEW_BASEPTR, l4)), -mmu_err::NOT_PINNED);
+        pin_l4(&mut t);
+        assert_eq!(one(&mut t, MmuextOp::with_mfn(mmu::MMUEXT_NEW_BASEPTR, l4)), 0);
+        assert_eq!(t.dom.paging.pending_cr3, Some(TEST_POOL));
+        assert_eq!(one(&mut t, MmuextOp::with_linear_addr(mmu::MMUEXT_INVLPG_LOCAL, 1 << 47)), -EINVAL);
+        assert_eq!(one(&mut t, MmuextOp::with_linear_addr(mmu::MMUEXT_INVLPG_LOCAL, 0x40_0000)), 0);
+        assert_eq!(one(&mut t, MmuextOp::plain(mmu::MMUEXT_TLB_FLUSH_LOCAL)), 0);
+        assert_eq!(one(&mut t, MmuextOp::plain(mmu::MMUEXT_COPY_PAGE)), -mmu_err::UNKNOWN_CMD);
+        assert_eq!(one(&mut t, MmuextOp::with_mfn(mmu::MMUEXT_UNPIN_TABLE, l4)), -mmu_err::IN_USE);
+    }
+
+    #[test]
+    fn trapped_writes_are_validated_and_bad_ones_dropped() {
+        let mut t = TestDomain::new(paging_mode::TRAPPED);
+        pin_l4(&mut t);
+        let l3 = TEST_POOL + 0x1000;
+        trapped_write(&mut t.dom, TEST_POOL, &(l3 | pte::P).to_le_bytes());
+        assert_eq!(t.get::<u64>(TEST_POOL), l3 | pte::P | pte::A);
+        trapped_write(&mut t.dom, TEST_POOL + 8, &(0x10_0000 | pte::P).to_le_bytes());
+        assert_eq!(t.get::<u64>(TEST_POOL + 8), 0, "an upper entry must point into the pool");
+        assert_eq!(t.dom.paging.counters.trapped_writes, 2);
     }
 }

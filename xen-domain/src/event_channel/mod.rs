@@ -1,13 +1,15 @@
-//! Event channels: Xen's 2-level ABI on the shared-info page, mapped onto
-//! KVM.
+//! `event_channel_op` and the port table (Xen's `xen/common/event_channel.c`,
+//! `xen/include/public/event_channel.h`), over the 2-level bitmaps of
+//! [`two_level`].
 //!
 //! - Host to guest: set the port's pending bit; on a 0->1 edge of an
 //!   unmasked port set the selector bit and `upcall_pending`, and on its
-//!   0->1 edge signal an irqfd routed as an MSI to the guest's upcall vector.
+//!   0->1 edge raise an upcall through the [`Platform`] (KVM: an irqfd
+//!   routed as an MSI to the guest's upcall vector).
 //! - Guest to host: `EVTCHNOP_send` (one exit to the VMM), or the doorbell:
-//!   a 32-bit `out` of the port number to [`DOORBELL_PORT`], matched in the
-//!   kernel by an ioeventfd per bound port, which wakes the back-end's
-//!   eventfd without a userspace exit on the vCPU thread.
+//!   a 32-bit `out` of the port number to `DOORBELL_PORT`, bound per port
+//!   through the [`Platform`] (KVM: an ioeventfd), which wakes the
+//!   back-end's eventfd without a userspace exit on the vCPU thread.
 //!
 //! The guest is domain [`GUEST_DOMID`]; the VMM and its back-ends are
 //! domain 0. Guest ports are numbered from 1.
@@ -20,21 +22,18 @@
 //! the second's. A back end learns of the guest's close through xenbus
 //! (the front end's state), as in Xen.
 
-use crate::memory::{BadGuestRange, GuestRam};
-use kvm_ioctls::{IoEventAddress, VmFd};
-use pv_abi::errno::{EINVAL, ENOSPC, ESRCH};
-use pv_abi::event_channel::*;
-use pv_abi::hypercall::DOORBELL_PORT;
-use pv_abi::shared_info::{EvtchnLayout, SharedInfo, LAYOUT_64, LAYOUT_X86_32};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use vmm_sys_util::eventfd::EventFd;
+pub mod two_level;
 
-/// The guest's domain id.
-pub const GUEST_DOMID: DomId = 1;
-pub use pv_abi::event_channel::{MAX_PORTS, UPCALL_VECTOR};
-/// The GSI the upcall irqfd is routed through.
-pub const UPCALL_GSI: u32 = 24;
+use crate::domid::GUEST_DOMID;
+use crate::guest_memory::{BadGuestRange, GuestRam};
+use crate::platform::Platform;
+use pv_abi::errno::{EFAULT, EINVAL, ENOSPC, ESRCH};
+use pv_abi::event_channel::*;
+use pv_abi::shared_info::EvtchnLayout;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use two_level::TwoLevel;
+use vmm_sys_util::eventfd::EventFd;
 
 /// An event-channel error for host callers (back-ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +44,7 @@ pub enum EvtchnError {
     /// No free port left.
     #[error("no free event-channel port")]
     NoSpace,
-    /// KVM refused the doorbell registration.
+    /// The machine refused the doorbell registration.
     #[error("cannot register the doorbell ioeventfd for port {0}")]
     Doorbell(u32),
     /// The binding was closed (by the guest) since it was made.
@@ -135,70 +134,35 @@ impl Table {
     }
 }
 
-/// What raises an upcall instead of the MSI irqfd (the PVH callback vector).
-pub type UpcallHook = Arc<dyn Fn() + Send + Sync>;
-
 /// The guest's event channels.
 pub struct EventChannels {
     table: Mutex<Table>,
     ram: GuestRam,
-    shared_info: u64,
-    vm: Arc<VmFd>,
-    upcall: EventFd,
+    bitmaps: TwoLevel,
+    platform: Arc<dyn Platform>,
     /// Event counters.
     pub counters: EvtchnCounters,
-    /// Replaces the upcall irqfd (PVH callback vector), if set.
-    upcall_hook: Mutex<Option<UpcallHook>>,
-    /// The shared-info page uses Xen's x86_32 layout (see
-    /// [`set_compat_layout`](EventChannels::set_compat_layout)).
-    compat_layout: AtomicBool,
-}
-
-/// An atomic read-modify-write on one bitmap or selector word.
-#[derive(Clone, Copy)]
-enum WordOp {
-    Load,
-    Or,
-    Clear,
 }
 
 impl std::fmt::Debug for EventChannels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventChannels").field("shared_info", &self.shared_info).finish_non_exhaustive()
+        f.debug_struct("EventChannels").field("bitmaps", &self.bitmaps).finish_non_exhaustive()
     }
 }
 
-/// A GSI routing entry delivering an MSI with `vector` to APIC id 0
-/// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
-/// so whoever adds routes sets this upcall route again with them.
-pub fn msi_route(gsi: u32, vector: u32) -> kvm_bindings::kvm_irq_routing_entry {
-    let mut entry =
-        kvm_bindings::kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
-    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
-    entry.u.msi.data = vector;
-    entry
-}
-
 impl EventChannels {
-    /// Sets up the upcall path (MSI route + irqfd) and an empty port table.
-    /// Needs the in-kernel irqchip.
-    pub fn new(vm: Arc<VmFd>, ram: GuestRam, shared_info: u64) -> Result<Self, crate::VmmError> {
-        use kvm_bindings::KvmIrqRouting;
-        let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| crate::VmmError::Io("eventfd", e))?;
-        let routing = KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))])
-            .map_err(|_| crate::VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
-        vm.set_gsi_routing(&routing).map_err(crate::VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
-        vm.register_irqfd(&upcall, UPCALL_GSI).map_err(crate::VmmError::kvm("KVM_IRQFD"))?;
-        ram.write_obj(shared_info, &SharedInfo::zeroed()).map_err(|e| crate::VmmError::BootWrite(e.to_string()))?;
+    /// An empty port table over the shared-info page at `shared_info`
+    /// (cleared here), raising upcalls and binding doorbells through
+    /// `platform`.
+    pub fn new(platform: Arc<dyn Platform>, ram: GuestRam, shared_info: u64) -> Result<Self, BadGuestRange> {
+        let bitmaps = TwoLevel::new(ram.clone(), shared_info);
+        bitmaps.reset()?;
         Ok(EventChannels {
             table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new(), gen: 0 }),
             ram,
-            shared_info,
-            vm,
-            upcall,
-            upcall_hook: Mutex::new(None),
+            bitmaps,
+            platform,
             counters: EvtchnCounters::default(),
-            compat_layout: AtomicBool::new(false),
         })
     }
 
@@ -211,58 +175,17 @@ impl EventChannels {
     /// the latest such call wins. Our own guests are 64-bit and never call
     /// this.
     pub fn set_compat_layout(&self, compat: bool) {
-        self.compat_layout.store(compat, Ordering::Relaxed);
+        self.bitmaps.set_compat_layout(compat);
     }
 
     /// The shared-info layout in use.
     pub fn layout(&self) -> &'static EvtchnLayout {
-        if self.compat_layout.load(Ordering::Relaxed) {
-            &LAYOUT_X86_32
-        } else {
-            &LAYOUT_64
-        }
+        self.bitmaps.layout()
     }
 
-    /// `op` on the bitmap word (of `l`'s width) at page offset `off`,
-    /// with `bits`; returns the word's previous value.
-    fn word_op(&self, l: &EvtchnLayout, off: usize, op: WordOp, bits: u64) -> Result<u64, BadGuestRange> {
-        let at = self.shared_info + off as u64;
-        if l.word_bytes == 8 {
-            self.ram.with_atomic(at, |w: &AtomicU64| match op {
-                WordOp::Load => w.load(Ordering::SeqCst),
-                WordOp::Or => w.fetch_or(bits, Ordering::SeqCst),
-                WordOp::Clear => w.fetch_and(!bits, Ordering::SeqCst),
-            })
-        } else {
-            let b = bits as u32;
-            self.ram.with_atomic(at, |w: &AtomicU32| {
-                u64::from(match op {
-                    WordOp::Load => w.load(Ordering::SeqCst),
-                    WordOp::Or => w.fetch_or(b, Ordering::SeqCst),
-                    WordOp::Clear => w.fetch_and(!b, Ordering::SeqCst),
-                })
-            })
-        }
-    }
-
-    /// Routes the upcall irqfd as an MSI to `vector` on APIC 0 (fixed
-    /// delivery, edge).
-    /// The routing table then holds only this route: PVH guests (the only
-    /// callers) have no virtio devices, whose routes `virtio` adds.
-    fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
-        let routing = kvm_bindings::KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(vector))])
-            .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-        vm.set_gsi_routing(&routing)
-    }
-
-    /// Routes upcalls to `hook` instead of the MSI irqfd (`None`: back to the irqfd).
-    pub fn set_upcall_hook(&self, hook: Option<UpcallHook>) {
-        *self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
-    }
-
-    /// `HVMOP_set_evtchn_upcall_vector`: upcalls go to `vector` from now on.
-    pub fn set_upcall_vector(&self, vector: u8) -> Result<(), kvm_ioctls::Error> {
-        Self::route_upcall(&self.vm, vector)
+    /// The machine this table raises upcalls on.
+    pub fn platform(&self) -> &Arc<dyn Platform> {
+        &self.platform
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -276,13 +199,11 @@ impl EventChannels {
     }
 
     fn register_doorbell(&self, port: u32, wake: &EventFd) -> Result<(), EvtchnError> {
-        self.vm
-            .register_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port)
-            .map_err(|_| EvtchnError::Doorbell(port))
+        self.platform.bind_doorbell(port, wake).map_err(|_| EvtchnError::Doorbell(port))
     }
 
     fn unregister_doorbell(&self, port: u32, wake: &EventFd) {
-        if let Err(e) = self.vm.unregister_ioevent(wake, &IoEventAddress::Pio(DOORBELL_PORT as u64), port) {
+        if let Err(e) = self.platform.unbind_doorbell(port, wake) {
             tracing::warn!(port, "cannot unregister doorbell: {e}");
         }
     }
@@ -427,9 +348,7 @@ impl EventChannels {
 
     /// Whether `port`'s pending bit is set in the shared-info page.
     pub fn is_pending(&self, port: u32) -> bool {
-        let l = self.layout();
-        let Some((word, bit)) = l.word_bit(port) else { return false };
-        self.word_op(l, l.pending_word(word), WordOp::Load, 0).is_ok_and(|w| w & (1 << bit) != 0)
+        self.bitmaps.is_pending(port)
     }
 
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
@@ -443,46 +362,20 @@ impl EventChannels {
     }
 
     fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
-        let l = self.layout();
-        let (word, bit) = l.word_bit(port).ok_or(EvtchnError::BadPort(port))?;
-        let mask = 1u64 << bit;
-        let was_pending =
-            self.word_op(l, l.pending_word(word), WordOp::Or, mask).map_err(|_| EvtchnError::SharedInfo)?;
-        if was_pending & mask != 0 {
-            return Ok(false);
+        match self.bitmaps.set_pending(port) {
+            Ok(Some(raise)) => Ok(self.upcall_if(raise)),
+            Ok(None) => Err(EvtchnError::BadPort(port)),
+            Err(_) => Err(EvtchnError::SharedInfo),
         }
-        self.raise_if_unmasked(l, word, mask)
     }
 
-    /// The tail of set-pending and unmask: if the port is unmasked, set the
-    /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
-    /// interrupt the vCPU.
-    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64) -> Result<bool, EvtchnError> {
-        let masked = self.word_op(l, l.mask_word(word), WordOp::Load, 0).map_err(|_| EvtchnError::SharedInfo)?;
-        if masked & mask != 0 {
-            return Ok(false);
+    /// Interrupts vCPU 0 if `raise`; returns `raise`.
+    fn upcall_if(&self, raise: bool) -> bool {
+        if raise {
+            self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
+            self.platform.raise_upcall(0);
         }
-        let sel_bit = 1u64 << word;
-        let sel_was = self.word_op(l, l.pending_sel, WordOp::Or, sel_bit).map_err(|_| EvtchnError::SharedInfo)?;
-        if sel_was & sel_bit != 0 {
-            return Ok(false);
-        }
-        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(0) as u64;
-        let upcall_was = self
-            .ram
-            .with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))
-            .map_err(|_| EvtchnError::SharedInfo)?;
-        if upcall_was != 0 {
-            return Ok(false);
-        }
-        self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
-        let hook = self.upcall_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(hook) = hook {
-            hook();
-        } else if let Err(e) = self.upcall.write(1) {
-            tracing::warn!("cannot signal the upcall irqfd: {e}");
-        }
-        Ok(true)
+        raise
     }
 
     /// Wakes the back-end bound to `port` (guest send). Sending on an
@@ -603,15 +496,14 @@ impl EventChannels {
         if !matches!(self.lock().ports.get(port as usize), Some(s) if !matches!(s, PortState::Free)) {
             return Err(EINVAL);
         }
-        let l = self.layout();
-        let (word, bit) = l.word_bit(port).ok_or(EINVAL)?;
-        let mask = 1u64 << bit;
-        self.word_op(l, l.mask_word(word), WordOp::Clear, mask)?;
-        let pending = self.word_op(l, l.pending_word(word), WordOp::Load, 0)?;
-        if pending & mask != 0 {
-            self.raise_if_unmasked(l, word, mask).map_err(|e| e.errno())?;
+        match self.bitmaps.unmask(port) {
+            Ok(Some(raise)) => {
+                self.upcall_if(raise);
+                Ok(())
+            }
+            Ok(None) => Err(EINVAL),
+            Err(_) => Err(EFAULT),
         }
-        Ok(())
     }
 
     fn status_op(&self, arg: u64) -> Result<u64, i64> {
@@ -641,5 +533,214 @@ impl EventChannels {
         drop(t);
         self.ram.copy_obj_to_guest(arg, &a)?;
         Ok(0)
+    }
+}
+
+/// Against `xen/include/public/event_channel.h` (`EVTCHNOP_*`, the
+/// argument structs, `EVTCHNSTAT_*`) and `xen/common/event_channel.c`
+/// (`-ESRCH` for a domain the caller may not name, `-EINVAL` for a port
+/// not in the needed state, `-EEXIST` for a VIRQ bound twice, `-ENOSYS`
+/// for unknown commands, sends on an unbound port dropped), and
+/// `xen/common/event_2l.c` (pending, mask, selector, `upcall_pending`:
+/// an upcall only on the 0->1 edges of an unmasked port).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Call, TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::{EEXIST, ENOSYS};
+    use pv_abi::hypercall::nr;
+    use pv_abi::layout::SHARED_INFO;
+    use pv_abi::shared_info::{SharedInfo, LAYOUT_64, LAYOUT_X86_32};
+    use pv_abi::start_info::paging_mode;
+
+    fn op(t: &mut TestDomain, cmd: u32) -> i64 {
+        t.call(nr::EVENT_CHANNEL_OP, [u64::from(cmd), TEST_ARG, 0, 0, 0])
+    }
+
+    fn alloc(t: &mut TestDomain) -> u32 {
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_VMM, port: 0 });
+        assert_eq!(op(t, EVTCHNOP_ALLOC_UNBOUND), 0);
+        t.get::<EvtchnAllocUnbound>(TEST_ARG).port
+    }
+
+    fn status(t: &mut TestDomain, port: u32) -> EvtchnStatus {
+        t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() });
+        assert_eq!(op(t, EVTCHNOP_STATUS), 0);
+        t.get(TEST_ARG)
+    }
+
+    fn bit(t: &TestDomain, off: usize, port: u32) -> bool {
+        t.get::<u64>(SHARED_INFO + off as u64 + u64::from(port / 64) * 8) & (1 << (port % 64)) != 0
+    }
+
+    #[test]
+    fn alloc_unbound_hands_out_a_port_domain_0_may_bind() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        assert!(port >= 1);
+        let s = status(&mut t, port);
+        // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+        assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, DOMID_VMM));
+        assert_ne!(alloc(&mut t), port);
+    }
+
+    #[test]
+    fn alloc_unbound_names_only_this_guest_and_domain_0() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: 7, remote_dom: DOMID_VMM, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: 5, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
+        // Nothing was allocated by the refusals.
+        assert_eq!(status(&mut t, 1).status, EVTCHNSTAT_CLOSED);
+    }
+
+    #[test]
+    fn an_output_into_the_pool_is_efault_and_frees_the_port() {
+        let mut t = TestDomain::new(paging_mode::PV);
+        let a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_VMM, port: 0 };
+        t.dom.ram.write_obj(TEST_POOL, &a).unwrap();
+        let r = t.call(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_ALLOC_UNBOUND), TEST_POOL, 0, 0, 0]);
+        assert_eq!(r, -EFAULT);
+        assert_eq!(status(&mut t, 1).status, EVTCHNSTAT_CLOSED);
+        assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_SEND), u64::MAX - 2, 0, 0, 0]), -EFAULT);
+    }
+
+    #[test]
+    fn sends_wake_the_bound_back_end_and_are_dropped_when_unbound() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0, "unbound: dropped");
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let b = t.dom.evtchn.bind_guest_port(port, wake.clone()).unwrap();
+        assert_eq!(t.platform.doorbells(), vec![port]);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert_eq!(wake.read().unwrap(), 1);
+        t.put(TEST_ARG, &EvtchnSend { port: port + 1 });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), -EINVAL, "a closed port");
+        t.dom.evtchn.close_binding(b).unwrap();
+        assert!(t.platform.doorbells().is_empty());
+    }
+
+    #[test]
+    fn an_upcall_is_raised_on_the_edges_of_unmasked_ports_only() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let b = t.dom.evtchn.bind_guest_port(port, wake).unwrap();
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(true));
+        assert!(bit(&t, LAYOUT_64.pending, port));
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(false), "already pending");
+        assert_eq!(t.platform.upcalls(), 1);
+        // Masked: pending but no upcall until EVTCHNOP_unmask.
+        let port2 = alloc(&mut t);
+        let b2 = t.dom.evtchn.bind_guest_port(port2, Arc::new(EventFd::new(0).unwrap())).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.mask as u64, &(1u64 << port2)).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.pending_sel as u64, &0u64).unwrap();
+        t.dom.ram.write_obj(SHARED_INFO + SharedInfo::upcall_pending_offset(0) as u64, &0u8).unwrap();
+        assert_eq!(t.dom.evtchn.notify_binding(b2), Ok(false));
+        assert_eq!(t.platform.upcalls(), 1);
+        t.put(TEST_ARG, &EvtchnUnmask { port: port2 });
+        assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        assert!(!bit(&t, LAYOUT_64.mask, port2));
+        assert_eq!(t.platform.calls().last(), Some(&Call::RaiseUpcall(0)));
+        assert_eq!(t.platform.upcalls(), 2);
+    }
+
+    #[test]
+    fn close_frees_the_port_and_closing_a_free_port_is_einval() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.put(TEST_ARG, &EvtchnClose { port });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), 0);
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_CLOSED);
+        t.put(TEST_ARG, &EvtchnClose { port });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
+        t.put(TEST_ARG, &EvtchnClose { port: MAX_PORTS + 5 });
+        assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
+        t.put(TEST_ARG, &EvtchnUnmask { port });
+        assert_eq!(op(&mut t, EVTCHNOP_UNMASK), -EINVAL);
+    }
+
+    #[test]
+    fn bind_virq_checks_vcpu_virq_and_binds_once() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, virq, vcpu| {
+            t.put(TEST_ARG, &EvtchnBindVirq { virq, vcpu, port: 0 });
+            op(t, EVTCHNOP_BIND_VIRQ)
+        };
+        assert_eq!(bind(&mut t, 0, 1), -EINVAL, "vCPU 1 does not exist");
+        assert_eq!(bind(&mut t, NR_VIRQS, 0), -EINVAL);
+        assert_eq!(bind(&mut t, 0, 0), 0);
+        let port = t.get::<EvtchnBindVirq>(TEST_ARG).port;
+        assert_eq!(bind(&mut t, 0, 0), -EEXIST);
+        let s = status(&mut t, port);
+        // SAFETY: `virq` is the member EVTCHNSTAT_virq selects.
+        assert_eq!((s.status, unsafe { s.u.virq }), (EVTCHNSTAT_VIRQ, 0));
+        assert_eq!(t.dom.evtchn.notify_virq(0), Ok(true));
+    }
+
+    #[test]
+    fn bind_interdomain_needs_a_domain_0_port_offered_to_this_guest() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, remote_dom, remote_port| {
+            t.put(TEST_ARG, &EvtchnBindInterdomain { remote_dom, _pad: 0, remote_port, local_port: 0 });
+            op(t, EVTCHNOP_BIND_INTERDOMAIN)
+        };
+        assert_eq!(bind(&mut t, 3, 1), -ESRCH);
+        assert_eq!(bind(&mut t, DOMID_VMM, 1), -EINVAL, "not offered");
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let dom0 = t.dom.evtchn.alloc_dom0_unbound(GUEST_DOMID, wake.clone()).unwrap();
+        assert_eq!(bind(&mut t, DOMID_VMM, dom0), 0);
+        let local = t.get::<EvtchnBindInterdomain>(TEST_ARG).local_port;
+        assert_eq!(t.dom.evtchn.dom0_peer(dom0), Some(local));
+        assert_eq!(bind(&mut t, DOMID_VMM, dom0), -EINVAL, "bound already");
+        let s = status(&mut t, local);
+        // SAFETY: `interdomain` is the member EVTCHNSTAT_interdomain selects.
+        assert_eq!((s.status, unsafe { s.u.interdomain.port }), (EVTCHNSTAT_INTERDOMAIN, dom0));
+    }
+
+    #[test]
+    fn status_checks_the_domain_and_the_port() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &EvtchnStatus { dom: 9, port: 1, ..Default::default() });
+        assert_eq!(op(&mut t, EVTCHNOP_STATUS), -ESRCH);
+        t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port: MAX_PORTS, ..Default::default() });
+        assert_eq!(op(&mut t, EVTCHNOP_STATUS), -EINVAL);
+    }
+
+    #[test]
+    fn unsupported_commands_are_enosys() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        for cmd in [EVTCHNOP_BIND_PIRQ, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU, 10, 99] {
+            assert_eq!(op(&mut t, cmd), -ENOSYS, "cmd {cmd}");
+        }
+        assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::MAX, TEST_ARG, 0, 0, 0]), -ENOSYS);
+    }
+
+    #[test]
+    fn a_refused_doorbell_leaves_the_port_unbound() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        t.platform.refuse_doorbells(true);
+        let wake = Arc::new(EventFd::new(0).unwrap());
+        assert_eq!(t.dom.evtchn.bind_guest_port(port, wake), Err(EvtchnError::Doorbell(port)));
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_UNBOUND);
+        assert_eq!(EvtchnError::Doorbell(port).errno(), pv_abi::errno::EIO);
+    }
+
+    #[test]
+    fn the_x86_32_layout_uses_32_bit_words() {
+        let t = TestDomain::pvh();
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.dom.evtchn.set_compat_layout(true);
+        let port = t.dom.evtchn.bind_virq(0, 0).unwrap();
+        assert_eq!(t.dom.evtchn.notify_virq(0), Ok(true));
+        let word: u32 = t.get(si + LAYOUT_X86_32.pending as u64);
+        assert_eq!(word, 1 << port);
+        let sel: u32 = t.get(si + LAYOUT_X86_32.pending_sel as u64);
+        assert_eq!(sel, 1);
     }
 }

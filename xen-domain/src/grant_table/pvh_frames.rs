@@ -3,16 +3,14 @@
 //! guest maps them with `XENMEM_add_to_physmap`. `setup_table` sizes the
 //! table and returns the frames; `set_version` (1 only), `get_version`
 //! and `dump_table` are answered; everything else is the common
-//! implementation (`crate::gnttab`).
+//! implementation ([`super::op`]).
 
-use crate::domain::Domain;
-use crate::hypercall::HcResult;
-use backend::grant::MAX_GRANT_FRAMES;
+use super::mapper::MAX_GRANT_FRAMES;
+use crate::domain::{Domain, HcResult};
+use crate::domid::is_self;
 use pv_abi::errno::EINVAL;
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
-
-use super::memory_op::is_self;
 
 /// Grows the VMM-owned table to at least `n` frames.
 pub fn grow(dom: &mut Domain, n: u32) -> Result<(), i64> {
@@ -29,43 +27,47 @@ pub fn grow(dom: &mut Domain, n: u32) -> Result<(), i64> {
     Ok(())
 }
 
-/// `grant_table_op(cmd, uop, count)`: the PVH operations, else the common ones.
-pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
-    if dom.pvh.is_none() {
-        return crate::gnttab::grant_table_op(dom, a);
-    }
+/// `grant_table_op(cmd, uop, count)` for a PVH guest: `None` for the
+/// operations the common implementation answers.
+pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> Option<HcResult> {
     let (cmd, uop, count) = (a[0], a[1], a[2]);
-    match u32::try_from(cmd).unwrap_or(u32::MAX) {
+    Some(match u32::try_from(cmd).unwrap_or(u32::MAX) {
         GNTTABOP_SETUP_TABLE if count == 1 => setup_table(dom, uop),
-        GNTTABOP_SET_VERSION if count == 1 => {
-            let mut op: GnttabSetVersion = dom.ram.read_obj(uop)?;
-            let ok = op.version <= 1;
-            op.version = 1;
-            dom.ram.copy_obj_to_guest(uop, &op)?;
-            if ok {
-                Ok(0)
-            } else {
-                Err(EINVAL)
-            }
-        }
-        GNTTABOP_GET_VERSION if count == 1 => {
-            let mut op: GnttabGetVersion = dom.ram.read_obj(uop)?;
-            if !is_self(op.dom) {
-                return Err(pv_abi::errno::ESRCH);
-            }
-            op.version = 1;
-            dom.ram.copy_obj_to_guest(uop, &op)?;
-            Ok(0)
-        }
-        GNTTABOP_DUMP_TABLE if count == 1 => {
-            let mut op: GnttabDumpTable = dom.ram.read_obj(uop)?;
-            op.status = if is_self(op.dom) { GNTST_OKAY } else { GNTST_BAD_DOMAIN };
-            dom.ram.copy_obj_to_guest(uop, &op)?;
-            Ok(0)
-        }
+        GNTTABOP_SET_VERSION if count == 1 => set_version(dom, uop),
+        GNTTABOP_GET_VERSION if count == 1 => get_version(dom, uop),
+        GNTTABOP_DUMP_TABLE if count == 1 => dump_table(dom, uop),
         GNTTABOP_SETUP_TABLE | GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_DUMP_TABLE => Err(EINVAL),
-        _ => crate::gnttab::grant_table_op(dom, a),
+        _ => return None,
+    })
+}
+
+fn set_version(dom: &mut Domain, uop: u64) -> HcResult {
+    let mut op: GnttabSetVersion = dom.ram.read_obj(uop)?;
+    let ok = op.version <= 1;
+    op.version = 1;
+    dom.ram.copy_obj_to_guest(uop, &op)?;
+    if ok {
+        Ok(0)
+    } else {
+        Err(EINVAL)
     }
+}
+
+fn get_version(dom: &mut Domain, uop: u64) -> HcResult {
+    let mut op: GnttabGetVersion = dom.ram.read_obj(uop)?;
+    if !is_self(op.dom) {
+        return Err(pv_abi::errno::ESRCH);
+    }
+    op.version = 1;
+    dom.ram.copy_obj_to_guest(uop, &op)?;
+    Ok(0)
+}
+
+fn dump_table(dom: &mut Domain, uop: u64) -> HcResult {
+    let mut op: GnttabDumpTable = dom.ram.read_obj(uop)?;
+    op.status = if is_self(op.dom) { GNTST_OKAY } else { GNTST_BAD_DOMAIN };
+    dom.ram.copy_obj_to_guest(uop, &op)?;
+    Ok(0)
 }
 
 /// The frame number the guest knows table frame `i` by: where it placed

@@ -23,7 +23,7 @@
 //! (by pinning or by being linked) for the life of the domain; there are no
 //! type reference counts, so a table page cannot be reused at another level.
 
-use crate::memory::GuestRam;
+use crate::guest_memory::GuestRam;
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::mmu::{mmu_err, pte};
 use pv_abi::start_info::paging_mode;
@@ -292,7 +292,7 @@ impl PagingState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::Slot;
+    use crate::guest_memory::Slot;
 
     const MEM: u64 = 16 << 20;
     const POOL: u64 = 12 << 20;

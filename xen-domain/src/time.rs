@@ -2,15 +2,13 @@
 //! the shared-info page (system time in ns since boot = scaled TSC) and the
 //! wall clock.
 
-use crate::memory::GuestRam;
-use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo};
+use crate::guest_memory::{BadGuestRange, GuestRam};
+use pv_abi::shared_info::{EvtchnLayout, VcpuTimeInfo, PVCLOCK_TSC_STABLE};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Offset of `vcpu_info[0].time` in the shared-info page (the same in the
 /// 32- and 64-bit layouts).
-const TIME_OFFSET: u64 = 32;
-/// `XEN_PVCLOCK_TSC_STABLE_BIT`.
-const PVCLOCK_TSC_STABLE: u8 = 1;
+const TIME_OFFSET: u64 = std::mem::offset_of!(pv_abi::shared_info::VcpuInfo, time) as u64;
 
 /// The guest's pvclock: TSC rate as Xen's scale (`mul_frac`, `shift`) and
 /// the offset of the guest's TSC from the host's.
@@ -69,19 +67,21 @@ impl PvClock {
         ((u128::from(d) * u128::from(self.mul)) >> 32) as u64
     }
 
-    /// Writes the current time into the shared-info page at `shared_info`
-    /// (seqlock: odd version while writing), and the wall clock where the
-    /// page's layout `l` has it (x86-64 or x86_32).
+    /// Writes the current time (the host TSC now is `host_tsc`) into the
+    /// shared-info page at `shared_info` (seqlock: odd version while
+    /// writing), and the wall clock where the page's layout `l` has it
+    /// (x86-64 or x86_32).
     pub fn publish(
         &mut self,
         ram: &GuestRam,
         shared_info: u64,
         l: &EvtchnLayout,
-    ) -> Result<(), crate::memory::BadGuestRange> {
+        host_tsc: u64,
+    ) -> Result<(), BadGuestRange> {
         self.version = self.version.wrapping_add(2);
         let mut t = VcpuTimeInfo {
             version: self.version.wrapping_sub(1),
-            tsc_timestamp: host_tsc().wrapping_add(self.tsc_offset),
+            tsc_timestamp: host_tsc.wrapping_add(self.tsc_offset),
             system_time: self.now_ns(),
             tsc_to_system_mul: self.mul,
             tsc_shift: self.shift,

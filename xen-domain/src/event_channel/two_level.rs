@@ -1,0 +1,131 @@
+//! Xen's 2-level event-channel ABI on the shared-info page
+//! (`xen/common/event_2l.c`): the `evtchn_pending` and `evtchn_mask`
+//! bitmaps, the per-vCPU `evtchn_pending_sel` selector and
+//! `evtchn_upcall_pending`, in the x86-64 or the x86_32 page layout.
+//!
+//! Every bit is changed with an atomic read-modify-write on the guest's
+//! page, as the guest changes them concurrently.
+
+use crate::guest_memory::{BadGuestRange, GuestRam};
+use pv_abi::shared_info::{EvtchnLayout, SharedInfo, LAYOUT_64, LAYOUT_X86_32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// An atomic read-modify-write on one bitmap or selector word.
+#[derive(Clone, Copy)]
+enum WordOp {
+    Load,
+    Or,
+    Clear,
+}
+
+/// The bitmaps of one shared-info page.
+#[derive(Debug)]
+pub struct TwoLevel {
+    ram: GuestRam,
+    shared_info: u64,
+    /// The page uses Xen's x86_32 layout.
+    compat_layout: AtomicBool,
+}
+
+impl TwoLevel {
+    /// The bitmaps of the shared-info page at `shared_info` (x86-64 layout).
+    pub fn new(ram: GuestRam, shared_info: u64) -> Self {
+        TwoLevel { ram, shared_info, compat_layout: AtomicBool::new(false) }
+    }
+
+    /// Clears the whole page (before the guest runs).
+    pub fn reset(&self) -> Result<(), BadGuestRange> {
+        self.ram.write_obj(self.shared_info, &SharedInfo::zeroed())
+    }
+
+    /// Chooses the page layout: Xen's x86_32 one (`true`) or x86-64.
+    pub fn set_compat_layout(&self, compat: bool) {
+        self.compat_layout.store(compat, Ordering::Relaxed);
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &'static EvtchnLayout {
+        if self.compat_layout.load(Ordering::Relaxed) {
+            &LAYOUT_X86_32
+        } else {
+            &LAYOUT_64
+        }
+    }
+
+    /// `op` on the bitmap word (of `l`'s width) at page offset `off`,
+    /// with `bits`; returns the word's previous value.
+    fn word_op(&self, l: &EvtchnLayout, off: usize, op: WordOp, bits: u64) -> Result<u64, BadGuestRange> {
+        let at = self.shared_info + off as u64;
+        if l.word_bytes == 8 {
+            self.ram.with_atomic(at, |w: &AtomicU64| match op {
+                WordOp::Load => w.load(Ordering::SeqCst),
+                WordOp::Or => w.fetch_or(bits, Ordering::SeqCst),
+                WordOp::Clear => w.fetch_and(!bits, Ordering::SeqCst),
+            })
+        } else {
+            let b = bits as u32;
+            self.ram.with_atomic(at, |w: &AtomicU32| {
+                u64::from(match op {
+                    WordOp::Load => w.load(Ordering::SeqCst),
+                    WordOp::Or => w.fetch_or(b, Ordering::SeqCst),
+                    WordOp::Clear => w.fetch_and(!b, Ordering::SeqCst),
+                })
+            })
+        }
+    }
+
+    /// Whether `port`'s pending bit is set.
+    pub fn is_pending(&self, port: u32) -> bool {
+        let l = self.layout();
+        let Some((word, bit)) = l.word_bit(port) else { return false };
+        self.word_op(l, l.pending_word(word), WordOp::Load, 0).is_ok_and(|w| w & (1 << bit) != 0)
+    }
+
+    /// Xen's `evtchn_2l_set_pending`: sets `port`'s pending bit; returns
+    /// whether the vCPU must be interrupted (a 0->1 edge of an unmasked
+    /// port that also set the selector bit and `upcall_pending`). `None`:
+    /// the port is beyond the bitmaps.
+    pub fn set_pending(&self, port: u32) -> Result<Option<bool>, BadGuestRange> {
+        let l = self.layout();
+        let Some((word, bit)) = l.word_bit(port) else { return Ok(None) };
+        let mask = 1u64 << bit;
+        let was_pending = self.word_op(l, l.pending_word(word), WordOp::Or, mask)?;
+        if was_pending & mask != 0 {
+            return Ok(Some(false));
+        }
+        self.raise_if_unmasked(l, word, mask).map(Some)
+    }
+
+    /// Xen's `evtchn_2l_unmask`: clears the mask bit; an event that arrived
+    /// while masked is delivered now (the return value as for
+    /// [`set_pending`](Self::set_pending)).
+    pub fn unmask(&self, port: u32) -> Result<Option<bool>, BadGuestRange> {
+        let l = self.layout();
+        let Some((word, bit)) = l.word_bit(port) else { return Ok(None) };
+        let mask = 1u64 << bit;
+        self.word_op(l, l.mask_word(word), WordOp::Clear, mask)?;
+        let pending = self.word_op(l, l.pending_word(word), WordOp::Load, 0)?;
+        if pending & mask == 0 {
+            return Ok(Some(false));
+        }
+        self.raise_if_unmasked(l, word, mask).map(Some)
+    }
+
+    /// The tail of set-pending and unmask: if the port is unmasked, set the
+    /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
+    /// the vCPU is to be interrupted.
+    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64) -> Result<bool, BadGuestRange> {
+        let masked = self.word_op(l, l.mask_word(word), WordOp::Load, 0)?;
+        if masked & mask != 0 {
+            return Ok(false);
+        }
+        let sel_bit = 1u64 << word;
+        let sel_was = self.word_op(l, l.pending_sel, WordOp::Or, sel_bit)?;
+        if sel_was & sel_bit != 0 {
+            return Ok(false);
+        }
+        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(0) as u64;
+        let upcall_was = self.ram.with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))?;
+        Ok(upcall_was == 0)
+    }
+}

@@ -1,0 +1,170 @@
+//! The VMM-side state of an unmodified Xen PVH guest (DESIGN.md "Xen PVH
+//! guests"): where the VMM's pages are ([`PvhLayout`]) and what the guest
+//! has set up ([`PvhState`]: hypercall page, HVM parameters, the frames it
+//! placed, the pvclock and the one-shot timer).
+//!
+//! The VMM's own pages for such a guest (start-info, shared info, console
+//! and store rings, grant frames) sit in the last pages of RAM, which the
+//! memory map calls reserved; the guest may use every other page, low
+//! memory included. Frames the guest places in the hole above RAM alias
+//! those VMM pages ([`Platform::place_page`]).
+
+use crate::grant_table::mapper::MAX_GRANT_FRAMES;
+use crate::guest_memory::{BadGuestRange, GuestRam};
+use crate::platform::{Platform, PlatformError};
+use crate::time::PvClock;
+use crate::timer::Timer;
+use pv_abi::layout::PAGE_SIZE;
+use pv_abi::shared_info::EvtchnLayout;
+use std::sync::Arc;
+
+/// VMM pages before the grant frames: start-info, shared info, console, store.
+const FIXED_PAGES: u64 = 4;
+/// All VMM pages at the top of a PVH guest's RAM.
+pub const VMM_PAGES: u64 = FIXED_PAGES + MAX_GRANT_FRAMES as u64;
+/// Start of the local APIC / IO-APIC region the hole ends at.
+pub const HOLE_END: u64 = 0xfec0_0000;
+/// The legacy VGA/BIOS range below 1 MiB the memory map reserves.
+pub const LEGACY_HOLE: (u64, u64) = (0xa_0000, 0x10_0000);
+
+/// Where a PVH guest's VMM-owned pages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PvhLayout {
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// First VMM page (the memory map calls `vmm_base..mem_bytes` reserved).
+    pub vmm_base: u64,
+}
+
+impl PvhLayout {
+    /// The layout for `mem_bytes` of RAM.
+    pub fn new(mem_bytes: u64) -> Self {
+        PvhLayout { mem_bytes, vmm_base: mem_bytes - VMM_PAGES * PAGE_SIZE }
+    }
+    /// The `hvm_start_info` page (memory map and command line follow it).
+    pub fn start_info(&self) -> u64 {
+        self.vmm_base
+    }
+    /// The shared-info page (aliased where the guest places it).
+    pub fn shared_info(&self) -> u64 {
+        self.vmm_base + PAGE_SIZE
+    }
+    /// The console ring page.
+    pub fn console(&self) -> u64 {
+        self.vmm_base + 2 * PAGE_SIZE
+    }
+    /// The store ring page.
+    pub fn store(&self) -> u64 {
+        self.vmm_base + 3 * PAGE_SIZE
+    }
+    /// Grant-table frame `i` (VMM-owned model).
+    pub fn grant_frame(&self, i: u32) -> u64 {
+        self.vmm_base + (FIXED_PAGES + u64::from(i)) * PAGE_SIZE
+    }
+    /// Whether `gpa`'s page is one of the VMM's.
+    pub fn is_vmm_page(&self, gpa: u64) -> bool {
+        gpa >= self.vmm_base && gpa < self.mem_bytes
+    }
+    /// The memory map: `(start, length, XEN_HVM_MEMMAP_TYPE_*)`; the hole
+    /// between RAM and [`HOLE_END`] is left out, for frames the guest places.
+    pub fn memory_map(&self) -> [(u64, u64, u32); 5] {
+        use pv_abi::hvm::{MEMMAP_RAM, MEMMAP_RESERVED};
+        [
+            (0, LEGACY_HOLE.0, MEMMAP_RAM),
+            (LEGACY_HOLE.0, LEGACY_HOLE.1 - LEGACY_HOLE.0, MEMMAP_RESERVED),
+            (LEGACY_HOLE.1, self.vmm_base - LEGACY_HOLE.1, MEMMAP_RAM),
+            (self.vmm_base, self.mem_bytes - self.vmm_base, MEMMAP_RESERVED),
+            (HOLE_END, (1 << 32) - HOLE_END, MEMMAP_RESERVED),
+        ]
+    }
+}
+
+/// Index of a placeable VMM page: 0 is the shared-info page, `1 + i` grant
+/// frame `i`.
+pub const PLACEABLE: usize = 1 + MAX_GRANT_FRAMES as usize;
+
+/// The VMM-side state of a PVH guest.
+pub struct PvhState {
+    /// Where the VMM's pages are.
+    pub layout: PvhLayout,
+    platform: Arc<dyn Platform>,
+    /// The hypercall page, once the guest asked for it.
+    pub hypercall_page: Option<u64>,
+    /// `HVM_PARAM_CALLBACK_IRQ` as the guest set it.
+    pub callback_irq: u64,
+    /// The per-vCPU upcall vector (`HVMOP_set_evtchn_upcall_vector`).
+    pub upcall_vector: Option<u8>,
+    /// The console's event channel (`HVM_PARAM_CONSOLE_EVTCHN`).
+    pub console_evtchn: u32,
+    /// The store's event channel (`HVM_PARAM_STORE_EVTCHN`).
+    pub store_evtchn: u32,
+    /// Guest frame each placeable page is mapped at, if any.
+    pub placed: [Option<u64>; PLACEABLE],
+    /// Grant frames of the VMM-owned table in use (0: the guest has not
+    /// asked for one).
+    pub grant_frames: u32,
+    /// The pvclock parameters.
+    pub clock: PvClock,
+    /// The one-shot timer (its thread starts with the VM, before the
+    /// vCPU thread's seccomp filter forbids creating threads).
+    pub timer: Option<Timer>,
+}
+
+impl std::fmt::Debug for PvhState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PvhState").field("layout", &self.layout).field("placed", &self.placed).finish_non_exhaustive()
+    }
+}
+
+impl PvhState {
+    /// State for a freshly booted PVH guest.
+    pub fn new(layout: PvhLayout, platform: Arc<dyn Platform>, clock: PvClock) -> Self {
+        PvhState {
+            layout,
+            platform,
+            hypercall_page: None,
+            callback_irq: 0,
+            upcall_vector: None,
+            console_evtchn: 0,
+            store_evtchn: 0,
+            placed: [None; PLACEABLE],
+            grant_frames: 0,
+            clock,
+            timer: None,
+        }
+    }
+
+    /// The VMM page behind placeable index `idx`.
+    fn page_of(&self, idx: usize) -> u64 {
+        if idx == 0 {
+            self.layout.shared_info()
+        } else {
+            self.layout.grant_frame(idx as u32 - 1)
+        }
+    }
+
+    /// Maps (or, with `gpfn = None`, unmaps) placeable page `idx` at
+    /// `gpfn` ([`Platform::place_page`]).
+    pub fn set_placement(&mut self, idx: usize, gpfn: Option<u64>) -> Result<(), PlatformError> {
+        if let Some(old) = self.placed[idx].take() {
+            self.platform.remove_page(idx, old)?;
+        }
+        if let Some(g) = gpfn {
+            self.platform.place_page(idx, self.page_of(idx), g)?;
+            self.placed[idx] = Some(g);
+        }
+        Ok(())
+    }
+
+    /// Publishes the pvclock into the shared-info page (layout `l`), with
+    /// the platform's TSC.
+    pub fn publish_clock(&mut self, ram: &GuestRam, l: &EvtchnLayout) -> Result<(), BadGuestRange> {
+        let tsc = self.platform.host_tsc();
+        self.clock.publish(ram, self.layout.shared_info(), l, tsc)
+    }
+
+    /// The placeable index mapped at `gpfn`.
+    pub fn placed_at(&self, gpfn: u64) -> Option<usize> {
+        self.placed.iter().position(|p| *p == Some(gpfn))
+    }
+}

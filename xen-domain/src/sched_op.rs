@@ -1,0 +1,182 @@
+//! `sched_op` and `set_timer_op` (Xen's `xen/common/sched/core.c`,
+//! `xen/include/public/sched.h`): yield, block, shutdown, and for PVH
+//! guests `SCHEDOP_poll` and the one-shot timer.
+//!
+//! `SCHEDOP_poll` waits on the vCPU thread, bounded per exit
+//! ([`MAX_POLL_WAIT`]), for a pending port or the poll's timeout.
+
+use crate::domain::{Domain, HcResult, Shutdown};
+use pv_abi::errno::{EINVAL, ENOSYS};
+use pv_abi::hypercall::sched_op;
+use std::time::{Duration, Instant};
+
+/// Most ports one `SCHEDOP_poll` may name (Xen's limit in `do_poll`).
+pub const MAX_POLL_PORTS: u32 = 128;
+/// Longest a single `SCHEDOP_poll` exit waits before returning (the guest
+/// polls again if nothing happened): bounded work per exit.
+pub const MAX_POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// `sched_op(cmd, arg)`.
+pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    match a[0] {
+        sched_op::POLL if dom.pvh.is_some() => poll(dom, a[1]),
+        // The vCPU blocks in the guest's own `sti; hlt` (handled in the
+        // kernel with the in-kernel irqchip), so these return at once.
+        sched_op::YIELD | sched_op::BLOCK => Ok(0),
+        sched_op::SHUTDOWN => {
+            let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
+            dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
+            Ok(0)
+        }
+        _ => Err(ENOSYS),
+    }
+}
+
+/// Reads `n` little-endian bytes at `i` of `raw` as an integer.
+fn le(raw: &[u8], i: usize, n: usize) -> u64 {
+    raw[i..i + n].iter().rev().fold(0, |v, b| (v << 8) | u64::from(*b))
+}
+
+/// `SCHEDOP_poll`: `{handle ports; u32 nr_ports; u64 timeout}`, 24 bytes
+/// (16 in the compat layout).
+fn poll(dom: &mut Domain, arg: u64) -> HcResult {
+    let (ports_at, nr, timeout) = if dom.compat {
+        let raw = dom.ram.read_vec(arg, 16)?;
+        (le(&raw, 0, 4), le(&raw, 4, 4) as u32, le(&raw, 8, 8))
+    } else {
+        let raw = dom.ram.read_vec(arg, 24)?;
+        (le(&raw, 0, 8), le(&raw, 8, 8) as u32, le(&raw, 16, 8))
+    };
+    if nr > MAX_POLL_PORTS {
+        return Err(EINVAL);
+    }
+    let raw = dom.ram.read_vec(ports_at, u64::from(nr) * 4)?;
+    let ports: Vec<u32> = raw.chunks_exact(4).map(|c| le(c, 0, 4) as u32).collect();
+    let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
+    let deadline = (timeout != 0).then(|| pvh.clock.boot + Duration::from_nanos(timeout));
+    let cap = Instant::now() + MAX_POLL_WAIT;
+    while !ports.iter().any(|&p| dom.evtchn.is_pending(p)) {
+        let now = Instant::now();
+        if now >= cap || deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    publish_clock(dom)?;
+    Ok(0)
+}
+
+/// Refreshes the pvclock in the shared-info page, if the guest placed it.
+fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
+    let layout = dom.evtchn.layout();
+    let Some(pvh) = dom.pvh.as_mut() else { return Ok(()) };
+    if pvh.placed[0].is_some() {
+        pvh.publish_clock(&dom.ram, layout)?;
+    }
+    Ok(())
+}
+
+/// Arms the one-shot timer at absolute system time `ns` (0 cancels) and
+/// refreshes the pvclock.
+pub fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
+    let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
+    let deadline = (ns != 0).then(|| pvh.clock.boot + Duration::from_nanos(ns));
+    if let Some(t) = &pvh.timer {
+        t.set(deadline);
+    }
+    publish_clock(dom)
+}
+
+/// `set_timer_op(timeout)`: absolute system time in ns (64-bit: `rdi`;
+/// 32-bit: low half in `ebx`, high in `ecx`); 0 cancels.
+pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let ns = if dom.compat { a[0] | (a[1] << 32) } else { a[0] };
+    arm(dom, ns).map(|()| 0)
+}
+
+/// Against `xen/include/public/sched.h` (`SCHEDOP_*`, `struct
+/// sched_shutdown`, `struct sched_poll`) and `xen/common/sched/core.c`
+/// (`do_sched_op`: `-ENOSYS` for unknown commands; `do_poll`: at most 128
+/// ports, else `-EINVAL`).
+#[cfg(test)]
+mod tests {
+    use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
+    use pv_abi::errno::{EFAULT, EINVAL, ENOSYS};
+    use pv_abi::hypercall::nr;
+    use pv_abi::hypercall::sched_op::{SchedShutdown, BLOCK, POLL, SHUTDOWN, SHUTDOWN_CRASH, YIELD};
+    use pv_abi::start_info::paging_mode;
+
+    #[test]
+    fn yield_and_block_return_at_once() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::SCHED_OP, [YIELD, 0, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, None);
+    }
+
+    #[test]
+    fn shutdown_records_the_reason_and_the_exit_code() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &SchedShutdown { reason: SHUTDOWN_CRASH });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 42, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_CRASH, code: 42 }));
+    }
+
+    #[test]
+    fn shutdown_with_an_unreadable_argument_is_efault_and_keeps_running() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, crate::fake::TEST_RAM - 2, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, u64::MAX, 0, 0, 0]), -EFAULT);
+        assert_eq!(t.dom.shutdown, None);
+        // An input may come from the read-only pool: only outputs are refused there.
+        let mut pv = TestDomain::new(paging_mode::PV);
+        assert_eq!(pv.call(nr::SCHED_OP, [SHUTDOWN, TEST_POOL, 0, 0, 0]), 0);
+    }
+
+    #[test]
+    fn unknown_commands_and_poll_for_our_own_guests_are_enosys() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        for cmd in [POLL, 4, 99, u64::MAX] {
+            assert_eq!(t.call(nr::SCHED_OP, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
+        }
+        assert_eq!(t.call(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]), -ENOSYS);
+    }
+
+    /// `struct sched_poll` (64-bit): ports handle, nr_ports, timeout.
+    fn poll_arg(t: &TestDomain, ports: &[u32], timeout: u64) {
+        let list = TEST_ARG + 0x100;
+        for (i, p) in ports.iter().enumerate() {
+            t.put(list + 4 * i as u64, p);
+        }
+        t.put(TEST_ARG, &[list, ports.len() as u64, timeout]);
+    }
+
+    #[test]
+    fn poll_refuses_more_than_128_ports() {
+        let mut t = TestDomain::pvh();
+        poll_arg(&t, &[], 0);
+        t.put(TEST_ARG + 8, &(super::MAX_POLL_PORTS as u64 + 1));
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), -EINVAL);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, crate::fake::TEST_RAM, 0, 0, 0]), -EFAULT);
+    }
+
+    #[test]
+    fn poll_returns_for_a_pending_port_or_a_passed_timeout() {
+        let mut t = TestDomain::pvh();
+        let port = t.dom.evtchn.bind_virq(pv_abi::hvm::VIRQ_TIMER, 0).unwrap();
+        // A timeout of 1 ns after boot has passed: no wait.
+        poll_arg(&t, &[port], 1);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        t.dom.evtchn.notify_virq(pv_abi::hvm::VIRQ_TIMER).unwrap();
+        poll_arg(&t, &[port], 0);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert!(t.dom.evtchn.is_pending(port));
+    }
+
+    #[test]
+    fn set_timer_op_arms_for_pvh_guests() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(t.call(nr::SET_TIMER_OP, [1_000_000, 0, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::SET_TIMER_OP, [0, 0, 0, 0, 0]), 0, "0 cancels");
+    }
+}
