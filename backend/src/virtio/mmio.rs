@@ -166,6 +166,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
             0
         });
         let bytes = v.to_le_bytes();
+        // A refused wide read gets zeros past the word too, not whatever
+        // the buffer held.
+        data.fill(0);
         let n = data.len().min(4);
         data[..n].copy_from_slice(&bytes[..n]);
     }
@@ -431,6 +434,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let max_len = queue.size() as usize;
             let room = BUDGET - done;
             let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.take(room).collect();
+            let used = !chains.is_empty();
             for c in chains {
                 let head = c.head_index();
                 let len = match chain::check(c, &self.usable, max_len) {
@@ -445,7 +449,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 self.queues[qi].add_used(&mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))?;
                 done += 1;
             }
-            self.signal_used(qi)?;
+            if used {
+                // Only after using buffers (virtio 1.x 2.7.7): a notify with
+                // nothing new must not buy the driver an interrupt.
+                self.signal_used(qi)?;
+            }
             if done >= BUDGET {
                 // Come back after the other devices on the thread had a turn.
                 return Ok(true);
