@@ -360,8 +360,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         if added & VIRTIO_CONFIG_S_FEATURES_OK != 0 && !self.features_acceptable() {
             // Leave FEATURES_OK clear: the driver reads it back and gives up.
+            // DRIVER_OK written in the same store would follow a step that
+            // did not happen (3.1.1), so it stays clear too.
             self.warn(&format!("driver features {:#x} refused", self.driver_features));
-            self.status = v & !VIRTIO_CONFIG_S_FEATURES_OK;
+            self.status = v & !(VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
             return;
         }
         self.status = v | (old & VIRTIO_CONFIG_S_NEEDS_RESET);

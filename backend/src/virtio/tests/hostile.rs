@@ -79,6 +79,13 @@ fn out_of_order_and_odd_width_register_writes() {
             d.wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
             d.wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
             assert_eq!(d.rd(VIRTIO_MMIO_STATUS), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+            // FEATURES_OK and DRIVER_OK in one store with features refused
+            // (no VERSION_1): neither is set.
+            d.wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+            d.wr(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+            d.wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+            d.wr(VIRTIO_MMIO_STATUS, RW | VIRTIO_CONFIG_S_DRIVER_OK);
+            assert_eq!(d.rd(VIRTIO_MMIO_STATUS), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
             // Odd widths and unaligned offsets: ignored.
             d.t.write(VIRTIO_MMIO_STATUS as u64, &[0u8; 2]);
             d.t.write(VIRTIO_MMIO_STATUS as u64, &[0u8; 8]);
@@ -379,5 +386,47 @@ fn recovery_after_reset() {
     });
     assert_bounded(&lines, "200 resets");
     assert!(d.image() == image, "no stale write reached the image");
+    second_device_works();
+}
+
+/// Read requests whose data buffers are the queue's own descriptor table
+/// and rings: the disk's bytes land on them (the guest asked for it; the
+/// rings are its memory). Whatever the garbage then says, the device
+/// refuses it or needs a reset, never panics, hangs or floods the log.
+#[test]
+fn reads_over_the_queues_own_rings() {
+    let mut d = Driver::ready(false, V1);
+    // Sector 1..: descriptors that loop, point outside RAM and at the
+    // reserved pages, with INDIRECT and NEXT mixed, and a far avail index.
+    let mut nasty = vec![0u8; 0x3000];
+    for (k, e) in nasty.chunks_exact_mut(16).enumerate() {
+        let addr: u64 = [MEM - 8, 0x1000, u64::MAX - 3, BUF][k % 4];
+        e[0..8].copy_from_slice(&addr.to_le_bytes());
+        e[8..12].copy_from_slice(&[0xffu32, 0, 16, 48][k % 4].to_le_bytes());
+        e[12..14].copy_from_slice(&[1u16, 5, 7, 3][k % 4].to_le_bytes());
+        e[14..16].copy_from_slice(&((k as u16 + 1) % QSIZE).to_le_bytes());
+    }
+    d.mem.write_slice(&nasty, GuestAddress(BUF + 0x4000)).unwrap();
+    d.header(BUF, VIRTIO_BLK_T_OUT, 8);
+    d.add_chain(&[(BUF, 16, false), (BUF + 0x4000, 0x3000, false), (BUF + 0x10, 1, true)]);
+    d.kick();
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(BUF + 0x10)).unwrap() as u32, OK);
+    let ((), lines) = capture(|| {
+        for round in 0..100 {
+            // The descriptor table, then all three areas, from the disk.
+            let len = if round % 2 == 0 { 0x1000 } else { 0x3000 };
+            d.header(BUF, VIRTIO_BLK_T_IN, 8);
+            d.add_chain(&[(BUF, 16, false), (DESC, len, true), (BUF + 0x10, 1, true)]);
+            d.kick();
+            for _ in 0..10 {
+                d.kick();
+            }
+            if d.needs_reset() || round % 10 == 9 {
+                d.recover();
+            }
+        }
+    });
+    assert_bounded(&lines, "100 reads over the rings");
+    d.recover();
     second_device_works();
 }
