@@ -367,3 +367,61 @@ fn grants_revoked_under_transmission() {
     v.serves();
     second_vif_passes_traffic();
 }
+
+/// Front-end store keys for a hand-made connection.
+struct RingKeys(u32, u32);
+
+impl crate::xenbus::FrontendKeys for RingKeys {
+    fn read(&self, key: &str) -> Option<String> {
+        Some(match key {
+            keys::TX_RING_REF => self.0.to_string(),
+            keys::RX_RING_REF => self.1.to_string(),
+            keys::REQUEST_RX_COPY | keys::FEATURE_RX_NOTIFY | keys::FEATURE_SG => "1".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// Ring references that are bad at connect time: never granted, read-only
+/// (a ring must be writable), outside RAM, and one page given as both the
+/// transmit and the receive ring. The bad ones are refused with a message
+/// (the xenbus device then stays unconnected); the shared page connects
+/// (each grant is valid), and then whatever the two rings read of each
+/// other's slots is refused or stops the vif, with a bounded log.
+#[test]
+fn bad_ring_grants_at_connect_and_one_page_for_both_rings() {
+    use super::super::harness::HostNetFront;
+    use crate::xenbus::SplitBackend as _;
+    let mut front = HostNetFront::new(8).unwrap();
+    let (ro, outside) = (front.page_gref(0), front.page_gref(1));
+    front.set_grant(ro, AFTER_TABLE + 0x10000, GTF_PERMIT_ACCESS | GTF_READONLY);
+    front.set_grant(outside, 1 << 40, GTF_PERMIT_ACCESS);
+    let log = pv_util::ratelimit::SharedLogLimiter::default();
+    let notify: Arc<dyn crate::Notify> = Arc::new(super::super::harness::CountNotify::default());
+    for (tx, rx) in [(999, RX_RING_REF), (TX_RING_REF, u32::MAX), (ro, RX_RING_REF), (TX_RING_REF, outside)] {
+        let (p, _h) = peer::pair(true).unwrap();
+        let mut be = NetBackend::new(Box::new(p), [2, 0, 0, 0, 0, 9]);
+        let e = be.connect(&RingKeys(tx, rx), front.grants(), notify.clone(), &log).unwrap_err();
+        assert!(!e.is_empty() && !e.contains('\n'), "{e}");
+        assert!(be.dev.is_none());
+    }
+    let (p, peer) = peer::pair(true).unwrap();
+    let mut be = NetBackend::new(Box::new(p), [2, 0, 0, 0, 0, 9]);
+    be.connect(&RingKeys(TX_RING_REF, TX_RING_REF), front.grants(), notify.clone(), &log).unwrap();
+    let traffic = Traffic::start(peer.clone());
+    let g = front.page_gref(2);
+    front.write_page(2, 0, &frame(100, 2));
+    let ((), lines) = capture(|| {
+        for id in 0..500u16 {
+            let _ = front.push_tx(&req(g, 0, 0, id, 100));
+            front.publish_tx();
+            be.process();
+            peer.inject(&frame(90, 9), RxMeta::default());
+            be.port_ready();
+            while front.pop_tx().ok().flatten().is_some() {}
+        }
+    });
+    traffic.finish();
+    assert_bounded(&lines, "one page for both rings");
+    second_vif_passes_traffic();
+}
