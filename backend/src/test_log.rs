@@ -85,3 +85,21 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
 /// plus one "suppressed" summary line per admitted line at worst, plus
 /// slack for a window boundary crossed during the test.
 pub const DEVICE_BUDGET: usize = 4 * pv_util::ratelimit::LogLimiter::BURST as usize + 4;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn captures_tracing_events_and_dependency_log_records() {
+        let ((), lines) = super::capture(|| {
+            tracing::warn!(device = 7, "ours");
+            tracing::info!("below the default level");
+            log::error!("a dependency's");
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("ours") && lines[0].contains("device=7"), "{lines:?}");
+        assert!(
+            lines[1].contains("a dependency's"),
+            "{lines:?}: another `log` logger is installed in this test binary"
+        );
+    }
+}
