@@ -87,8 +87,7 @@ pub struct Disk {
 
 impl Disk {
     /// Opens the image named by `spec` (read-only if the spec says so). Its
-    /// size in sectors is fixed now; a trailing partial sector is not used
-    /// (and [`from_file`](Self::from_file) says so once).
+    /// size in sectors is fixed now; a trailing partial sector is not used.
     pub fn open(spec: &DiskSpec) -> Result<Disk, DiskError> {
         let path = spec.path.clone();
         let file = OpenOptions::new()
@@ -99,7 +98,8 @@ impl Disk {
         Self::from_file(file, &path, spec.readonly)
     }
 
-    /// Wraps an already open file.
+    /// Wraps an already open file. A trailing partial sector is not used,
+    /// and a warning says so once, with the sectors the guest sees.
     pub fn from_file(file: File, path: &Path, readonly: bool) -> Result<Disk, DiskError> {
         let unusable = |why: String| DiskError::Unusable { path: path.to_path_buf(), why };
         let meta = file.metadata().map_err(|e| unusable(e.to_string()))?;
@@ -329,6 +329,22 @@ mod tests {
     }
 
     #[test]
+    fn discard_reads_back_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.img");
+        std::fs::write(&p, vec![0xabu8; 64 << 10]).unwrap();
+        let d = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap();
+        assert_eq!(d.sectors(), 128);
+        d.discard(3, 17).unwrap();
+        let mut b = vec![0u8; 64 << 10];
+        d.read_at(0, &mut b).unwrap();
+        assert!(b[..3 * 512].iter().all(|&x| x == 0xab));
+        assert!(b[3 * 512..20 * 512].iter().all(|&x| x == 0));
+        assert!(b[20 * 512..].iter().all(|&x| x == 0xab));
+        assert_eq!(std::fs::metadata(d.path()).unwrap().len(), 64 << 10, "size kept");
+    }
+
+    #[test]
     fn an_odd_size_is_logged_once_with_the_sectors_exposed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("odd.img");
@@ -347,21 +363,5 @@ mod tests {
         std::fs::write(&p, vec![0u8; 4 * 512]).unwrap();
         let (d, lines) = crate::test_log::capture(|| Disk::open(&DiskSpec { path: p, readonly: true }).unwrap());
         assert_eq!((d.sectors(), lines.len()), (4, 0), "{lines:?}");
-    }
-
-    #[test]
-    fn discard_reads_back_zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("d.img");
-        std::fs::write(&p, vec![0xabu8; 64 << 10]).unwrap();
-        let d = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap();
-        assert_eq!(d.sectors(), 128);
-        d.discard(3, 17).unwrap();
-        let mut b = vec![0u8; 64 << 10];
-        d.read_at(0, &mut b).unwrap();
-        assert!(b[..3 * 512].iter().all(|&x| x == 0xab));
-        assert!(b[3 * 512..20 * 512].iter().all(|&x| x == 0));
-        assert!(b[20 * 512..].iter().all(|&x| x == 0xab));
-        assert_eq!(std::fs::metadata(d.path()).unwrap().len(), 64 << 10, "size kept");
     }
 }
