@@ -430,3 +430,28 @@ fn reads_over_the_queues_own_rings() {
     d.recover();
     second_device_works();
 }
+
+/// Writes and discards at sectors past the end, wrapping `u64`, or whose
+/// byte offset overflows: `VIRTIO_BLK_S_IOERR` (5.2.6.1: the device MUST
+/// NOT process a request past the capacity), nothing written.
+#[test]
+fn boundary_sectors_are_refused_and_the_image_is_intact() {
+    let mut d = Driver::ready(false, V1);
+    let image = d.image();
+    d.mem.write_slice(&[0xeeu8; 1024], GuestAddress(BUF + 0x1000)).unwrap();
+    let ((), lines) = capture(|| {
+        for sector in [SECTORS, SECTORS - 1, u64::MAX, u64::MAX - 1, u64::MAX / 512 + 1, 1 << 63] {
+            assert_eq!(d.request(VIRTIO_BLK_T_OUT, sector, 1024, false).0 as u32, VIRTIO_BLK_S_IOERR, "{sector}");
+            assert_eq!(d.request(VIRTIO_BLK_T_IN, sector, 1024, true).0 as u32, VIRTIO_BLK_S_IOERR, "{sector}");
+            d.mem.write_obj(sector, GuestAddress(BUF + 0x1000)).unwrap();
+            d.mem.write_obj(2u32, GuestAddress(BUF + 0x1008)).unwrap();
+            d.mem.write_obj(0u32, GuestAddress(BUF + 0x100c)).unwrap();
+            assert_eq!(d.request(VIRTIO_BLK_T_DISCARD, 0, 16, false).0 as u32, VIRTIO_BLK_S_IOERR, "{sector}");
+            d.mem.write_slice(&[0xeeu8; 16], GuestAddress(BUF + 0x1000)).unwrap();
+        }
+    });
+    assert_bounded(&lines, "boundary sectors");
+    assert!(d.image() == image, "image unchanged");
+    d.works();
+    second_device_works();
+}
