@@ -379,7 +379,7 @@ pub fn table(records: &[Record]) -> String {
     }
     if records.iter().any(|r| r.below_noise) {
         s += "~ time not above the noise: the runs with the operations were not slower than the runs without \
-              them by more than those vary (counts are still exact); raise --iters or --reps\n";
+              them by more than those vary between repetitions; raise --iters or --reps\n";
     }
     s
 }
