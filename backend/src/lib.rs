@@ -30,6 +30,8 @@ pub mod guest_side;
 pub mod net;
 pub mod ring_page;
 pub mod serve;
+#[cfg(test)]
+mod test_log;
 pub mod virtio;
 pub mod xenbus;
 

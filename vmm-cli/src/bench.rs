@@ -45,6 +45,11 @@ pub struct Record {
     /// per operation, from the devices' `kicks` counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_kicks_per_op: Option<f64>,
+    /// The time is not above the noise: the runs with the operations did
+    /// not take longer than the runs without them by more than the runs
+    /// without them vary ([`above_noise`]). The table marks such rows `~`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub below_noise: bool,
 }
 
 /// Bench parameters.
@@ -70,6 +75,21 @@ struct Sample {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Whether a differenced time means anything: the median of `diffs` (run
+/// with the operations minus run without, nanoseconds, one per repetition)
+/// is positive and larger than the spread (max - min) of the runs without
+/// them (`base`), the run-to-run noise. With one repetition there is no
+/// spread to compare with, so only a difference of zero or less is noise.
+pub fn above_noise(diffs: &[f64], base: &[f64]) -> bool {
+    if diffs.is_empty() {
+        return false;
+    }
+    let (lo, hi) = base.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+    let spread = if base.len() < 2 { 0.0 } else { hi - lo };
+    let d = median(diffs.to_vec());
+    d > 0.0 && d > spread
 }
 
 /// Boots `cfg` (console discarded) and times `Vm::run`.
@@ -135,12 +155,13 @@ impl Workload {
 /// times; counts from the last pair, time as the median.
 pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps: usize) -> Result<Record, VmmError> {
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / iters as f64;
-    let mut ns = Vec::new();
+    let (mut diffs, mut bases) = (Vec::new(), Vec::new());
     let (mut exits, mut kvm_exits, mut insns, mut notifies, mut kicks) = (0.0, None, None, None, None);
     for _ in 0..reps {
         let base = sample(w.config(0))?;
         let full = sample(w.config(iters))?;
-        ns.push((full.ns - base.ns).max(0.0) / iters as f64);
+        diffs.push(full.ns - base.ns);
+        bases.push(base.ns);
         exits = per(full.exits, base.exits);
         kvm_exits = full.kvm_exits.zip(base.kvm_exits).map(|(f, b)| per(f, b));
         insns = full.insns.zip(base.insns).map(|(f, b)| per(f, b));
@@ -153,10 +174,12 @@ pub fn measure(op: &str, mode: &str, batch: u64, w: &Workload, iters: u64, reps:
         batch,
         exits_per_op: exits,
         instructions_per_op: insns,
-        ns_per_op: median(ns),
+        // A negative median (noise) shows as 0, flagged.
+        ns_per_op: median(diffs.clone()).max(0.0) / iters as f64,
         kvm_exits_per_op: kvm_exits,
         backend_notifies_per_op: notifies,
         backend_kicks_per_op: kicks,
+        below_noise: !above_noise(&diffs, &bases),
     })
 }
 
@@ -212,6 +235,7 @@ pub fn raw_port_io_exit(opts: BenchOpts) -> Result<Record, VmmError> {
         kvm_exits_per_op: Some(1.0),
         backend_notifies_per_op: None,
         backend_kicks_per_op: None,
+        below_noise: false,
     })
 }
 
@@ -258,6 +282,7 @@ pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
         kvm_exits_per_op: Some(0.0),
         backend_notifies_per_op: None,
         backend_kicks_per_op: None,
+        below_noise: false,
     })
 }
 
@@ -341,14 +366,20 @@ pub fn table(records: &[Record]) -> String {
     let raw = records.iter().find(|r| r.mode == "raw").map(|r| r.ns_per_op);
     for r in records {
         let insns = r.instructions_per_op.map_or("n/a".to_string(), |v| format!("{v:.1}"));
-        let ratio = raw.map_or("".to_string(), |b| format!("{:.2}x", r.ns_per_op / b));
+        let mark = if r.below_noise { "~" } else { "" };
+        let ratio = raw.map_or("".to_string(), |b| format!("{mark}{:.2}x", r.ns_per_op / b));
+        let ns = format!("{mark}{:.0}", r.ns_per_op);
         let kvm = r.kvm_exits_per_op.map_or("n/a".to_string(), |v| format!("{v:.3}"));
         let count = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
         let (kick, ntfy) = (count(r.backend_kicks_per_op), count(r.backend_notifies_per_op));
         s += &format!(
-            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11.0} {:>8} {:>8} {:>8}\n",
-            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, r.ns_per_op, ratio, kick, ntfy
+            "{:<18} {:<13} {:>5} {:>9.4} {:>9} {:>10} {:>11} {:>8} {:>8} {:>8}\n",
+            r.op, r.mode, r.batch, r.exits_per_op, kvm, insns, ns, ratio, kick, ntfy
         );
+    }
+    if records.iter().any(|r| r.below_noise) {
+        s += "~ time not above the noise: the runs with the operations were not slower than the runs without \
+              them by more than those vary between repetitions; raise --iters or --reps\n";
     }
     s
 }
@@ -413,4 +444,53 @@ pub fn net_rows(opts: BenchOpts, net: &NetBench) -> Result<Vec<Record>, VmmError
         measure("net ping round trip", "icmp via tap", 1, &ping, (opts.iters / 10).max(1), opts.reps)?,
         measure("net tcp guest->host", "1448 B segment", 1, &stream, (opts.iters / 4).max(1), opts.reps)?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(op: &str, mode: &str, ns: f64, below_noise: bool) -> Record {
+        Record {
+            op: op.into(),
+            mode: mode.into(),
+            batch: 1,
+            exits_per_op: 1.0,
+            instructions_per_op: None,
+            ns_per_op: ns,
+            kvm_exits_per_op: None,
+            backend_notifies_per_op: None,
+            backend_kicks_per_op: None,
+            below_noise,
+        }
+    }
+
+    #[test]
+    fn a_difference_within_the_noise_is_flagged() {
+        // One repetition: only a difference of zero or less is noise.
+        assert!(!above_noise(&[-5.0], &[1000.0]));
+        assert!(!above_noise(&[0.0], &[1000.0]));
+        assert!(above_noise(&[5.0], &[1000.0]));
+        // The base runs vary by 300 ns: a 200 ns median difference is not
+        // above that, a 400 ns one is.
+        let base = [1000.0, 1300.0, 1100.0];
+        assert!(!above_noise(&[200.0, 250.0, -50.0], &base));
+        assert!(above_noise(&[400.0, 500.0, 450.0], &base));
+        assert!(!above_noise(&[], &[]));
+    }
+
+    #[test]
+    fn the_table_marks_noise_rows_and_explains_them() {
+        let rows = [rec("port-io exit", "raw", 8000.0, false), rec("null hypercall", "pv", 0.0, true)];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains(" 8000 ") && lines[1].contains("1.00x") && !lines[1].contains('~'), "{t}");
+        assert!(lines[2].contains("~0 ") && lines[2].contains("~0.00x"), "{t}");
+        assert!(lines.last().unwrap().starts_with("~ time not above the noise"), "{t}");
+        let clean = table(&rows[..1]);
+        assert!(!clean.contains('~'), "no footnote without a flagged row: {clean}");
+        // JSON carries the flag only where it is set.
+        assert!(serde_json::to_string(&rows[1]).unwrap().contains("\"below_noise\":true"));
+        assert!(!serde_json::to_string(&rows[0]).unwrap().contains("below_noise"));
+    }
 }

@@ -396,6 +396,7 @@ mod tests {
             kvm_exits_per_op: kvm,
             backend_notifies_per_op: None,
             backend_kicks_per_op: None,
+            below_noise: false,
         }
     }
 

@@ -98,7 +98,8 @@ impl Disk {
         Self::from_file(file, &path, spec.readonly)
     }
 
-    /// Wraps an already open file.
+    /// Wraps an already open file. A trailing partial sector is not used,
+    /// and a warning says so once, with the sectors the guest sees.
     pub fn from_file(file: File, path: &Path, readonly: bool) -> Result<Disk, DiskError> {
         let unusable = |why: String| DiskError::Unusable { path: path.to_path_buf(), why };
         let meta = file.metadata().map_err(|e| unusable(e.to_string()))?;
@@ -112,6 +113,18 @@ impl Disk {
         let sectors = bytes / SECTOR_SIZE;
         if sectors == 0 {
             return Err(unusable(format!("{bytes} bytes is less than one 512-byte sector")));
+        }
+        let tail = bytes % SECTOR_SIZE;
+        if tail != 0 {
+            // Once per open, at start-up: the user chose the file, and its
+            // last bytes will never reach the guest.
+            tracing::warn!(
+                path = %path.display(),
+                bytes,
+                sectors,
+                unused = tail,
+                "disk image is not a multiple of 512 bytes: the guest sees {sectors} sectors, the last {tail} bytes are not used"
+            );
         }
         Ok(Disk { file, path: path.to_path_buf(), sectors, readonly })
     }
@@ -329,5 +342,26 @@ mod tests {
         assert!(b[3 * 512..20 * 512].iter().all(|&x| x == 0));
         assert!(b[20 * 512..].iter().all(|&x| x == 0xab));
         assert_eq!(std::fs::metadata(d.path()).unwrap().len(), 64 << 10, "size kept");
+    }
+
+    #[test]
+    fn an_odd_size_is_logged_once_with_the_sectors_exposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("odd.img");
+        std::fs::write(&p, vec![0x5au8; 3 * 512 + 100]).unwrap();
+        let (d, lines) = crate::test_log::capture(|| {
+            let d = Disk::open(&DiskSpec { path: p.clone(), readonly: true }).unwrap();
+            let mut b = [0u8; 512];
+            for s in 0..3 {
+                d.read_at(s, &mut b).unwrap();
+            }
+            d
+        });
+        assert_eq!(d.sectors(), 3);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("sectors=3") && lines[0].contains("unused=100"), "{}", lines[0]);
+        std::fs::write(&p, vec![0u8; 4 * 512]).unwrap();
+        let (d, lines) = crate::test_log::capture(|| Disk::open(&DiskSpec { path: p, readonly: true }).unwrap());
+        assert_eq!((d.sectors(), lines.len()), (4, 0), "{lines:?}");
     }
 }

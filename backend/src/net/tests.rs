@@ -1,6 +1,8 @@
 //! Host-side protocol tests: netback driven by the harness's netfront over
 //! real rings in real memory, with the in-process peer as the host side.
 
+mod hostile;
+
 use super::harness::Harness;
 use super::peer::{self, PeerHandle};
 use super::*;

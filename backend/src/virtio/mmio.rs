@@ -166,6 +166,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
             0
         });
         let bytes = v.to_le_bytes();
+        // A refused wide read gets zeros past the word too, not whatever
+        // the buffer held.
+        data.fill(0);
         let n = data.len().min(4);
         data[..n].copy_from_slice(&bytes[..n]);
     }
@@ -357,8 +360,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         if added & VIRTIO_CONFIG_S_FEATURES_OK != 0 && !self.features_acceptable() {
             // Leave FEATURES_OK clear: the driver reads it back and gives up.
+            // DRIVER_OK written in the same store would follow a step that
+            // did not happen (3.1.1), so it stays clear too.
             self.warn(&format!("driver features {:#x} refused", self.driver_features));
-            self.status = v & !VIRTIO_CONFIG_S_FEATURES_OK;
+            self.status = v & !(VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
             return;
         }
         self.status = v | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
@@ -431,6 +436,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             let max_len = queue.size() as usize;
             let room = BUDGET - done;
             let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.take(room).collect();
+            let used = !chains.is_empty();
             for c in chains {
                 let head = c.head_index();
                 let len = match chain::check(c, &self.usable, max_len) {
@@ -445,7 +451,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 self.queues[qi].add_used(&mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))?;
                 done += 1;
             }
-            self.signal_used(qi)?;
+            if used {
+                // Only after using buffers (virtio 1.x 2.7.7): a notify with
+                // nothing new must not buy the driver an interrupt.
+                self.signal_used(qi)?;
+            }
             if done >= BUDGET {
                 // Come back after the other devices on the thread had a turn.
                 return Ok(true);

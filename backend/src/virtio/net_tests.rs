@@ -2,6 +2,8 @@
 //! driver sets up the receive and transmit queues as a guest would, the
 //! in-process peer is the host side.
 
+mod hostile;
+
 use super::mmio::{Action, MmioTransport};
 use super::net::{VirtioNet, HDR_LEN, RX_QUEUE, TX_QUEUE};
 use crate::net::peer::{pair, PeerHandle};

@@ -2,6 +2,8 @@
 //! memory, without KVM: a test driver writes registers, descriptors and
 //! rings the way a guest would (and the way a hostile guest might).
 
+mod hostile;
+
 use super::blk::VirtioBlk;
 use super::mmio::{Action, MmioTransport, MMIO_MAGIC, VENDOR_ID};
 use super::VirtioDevice;
