@@ -86,7 +86,7 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "soak: interrupted, cleaning up" >&2; exit 130' INT TERM
 
 echo "soak: building ($PKG, release)"
 (cd "$ROOT" && cargo build --release -q -p "$PKG") || die "build failed"
