@@ -16,7 +16,8 @@
 #        namespace this script creates (and deletes on exit), while a host
 #        loop inside that namespace runs `ping -c 1` and `curl` against the
 #        guest. No traffic leaves the namespace.
-# Every SAMPLE_SECS seconds: VmRSS and Threads from /proc/<pid>/status and
+# Every SAMPLE_SECS seconds (a "minute" of the CSV; a shorter SAMPLE_SECS
+# makes a quick check, MINUTES then counts samples): VmRSS and Threads from /proc/<pid>/status and
 # the entries of /proc/<pid>/fd, into samples.csv. At the end: the table,
 # requests served (the guest's last progress line, curl and ping counts),
 # errors, and a verdict: max - min of each figure over the samples after
