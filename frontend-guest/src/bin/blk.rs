@@ -1,12 +1,13 @@
 //! `blk`: the block-device demo and test scenarios. The guest finds its
 //! disks in the store (`device/vbd/*`), connects blkfront to them and runs
-//! `test=<name>` (default `demo`). Results are printed; the exit status is
-//! 0 when everything was as expected (or `exit=<n>` for the demo).
+//! `test=<name>` (default `demo`), or the soak mode when `soak=<seconds>`
+//! is given (see [`soak`]). Results are printed; the exit status is 0 when
+//! everything was as expected (or `exit=<n>` for the demo).
 #![no_std]
 #![no_main]
 
 use frontend_guest::blkfront::{self, BlkFront, IoBuf};
-use frontend_guest::{cmdline, evtchn, guest_main, println};
+use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::blkif::*;
 use pv_abi::start_info::StartInfo;
 
@@ -14,7 +15,8 @@ guest_main!(main);
 
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
-    let test = cmdline::get(cmd, "test").unwrap_or(b"demo");
+    let soak_mode = cmdline::get(cmd, "soak").is_some();
+    let test = cmdline::get(cmd, "test").unwrap_or(if soak_mode { b"soak" } else { b"demo" });
     if test == b"demo" {
         println!("Hello from the PV guest ({} MiB RAM)", si.mem_bytes >> 20);
         println!("cmdline: {}", core::str::from_utf8(cmd).unwrap_or("<not utf-8>"));
@@ -52,6 +54,9 @@ fn main(si: &'static StartInfo) -> i32 {
                 return 73;
             }
         }
+    }
+    if test == b"soak" {
+        return soak(&mut disks, cmd);
     }
     let Some(disk) = disks[0].as_mut() else { return 73 };
     let code = match test {
@@ -316,4 +321,114 @@ fn bench(d: &mut BlkFront, cmd: &[u8]) -> i32 {
     }
     println!("bench: n={} depth={} bad={} notifies={}", n, depth, bad, d.notifies);
     (bad != 0) as i32
+}
+
+/// What a soak run has done so far.
+#[derive(Default)]
+struct SoakCounts {
+    rounds: u64,
+    requests: u64,
+    verify_errors: u64,
+    io_errors: u64,
+}
+
+impl SoakCounts {
+    fn print(&self, what: &str, start_us: u64) {
+        println!(
+            "soak: {} rounds={} requests={} verify_errors={} io_errors={} secs={}",
+            what,
+            self.rounds,
+            self.requests,
+            self.verify_errors,
+            self.io_errors,
+            (clock::now_us() - start_us) / 1_000_000
+        );
+    }
+}
+
+/// Verify errors reported one by one; past this only the counts say more
+/// (a broken disk must not turn the console into a flood).
+const SOAK_REPORTED_ERRORS: u64 = 10;
+
+/// `soak=<seconds>` (0: until the VMM stops the guest): rounds of a write
+/// of 1..8 sectors at a random sector and in-page offset, a read-back into
+/// another buffer at another offset and a verify, on every writable disk
+/// in turn; a flush every `every=<rounds>` (default 500) rounds, with one
+/// progress line. Each write carries a fresh pattern seed, so a read that
+/// returns stale data fails the verify. The pieces are small on purpose:
+/// on an emulating host each guest instruction costs about a microsecond.
+/// Exit status 0 when no request failed and nothing differed.
+fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8]) -> i32 {
+    let secs = cmdline::get_u64(cmd, "soak").unwrap_or(0);
+    let every = cmdline::get_u64(cmd, "every").unwrap_or(500).max(1);
+    let mut x = cmdline::get_u64(cmd, "seed").unwrap_or(1).max(1);
+    let (Some(out), Some(inb)) = (IoBuf::alloc(2), IoBuf::alloc(2)) else { return 2 };
+    if !disks.iter().flatten().any(|d| !d.info.readonly() && d.info.sectors >= 8) {
+        println!("soak: no writable disk of at least 8 sectors");
+        return 1;
+    }
+    clock::init();
+    let start = clock::now_us();
+    let deadline = start.saturating_add(secs.saturating_mul(1_000_000));
+    println!("soak: {} s (0: until stopped), progress every {} rounds", secs, every);
+    let mut c = SoakCounts::default();
+    loop {
+        for d in disks.iter_mut().flatten().filter(|d| !d.info.readonly() && d.info.sectors >= 8) {
+            soak_round(d, out, inb, &mut x, &mut c);
+        }
+        c.rounds += 1;
+        if c.rounds % every == 0 {
+            soak_flush(disks, &mut c);
+            c.print("progress", start);
+        }
+        if secs != 0 && clock::now_us() >= deadline {
+            break;
+        }
+    }
+    soak_flush(disks, &mut c);
+    c.print("done", start);
+    (c.verify_errors + c.io_errors != 0) as i32
+}
+
+/// One write, read-back and verify on `d`.
+fn soak_round(d: &mut BlkFront, out: IoBuf, inb: IoBuf, x: &mut u64, c: &mut SoakCounts) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    let r = *x;
+    let nr = 1 + (r & 7);
+    let sector = (r >> 3) % (d.info.sectors - nr + 1);
+    // Start anywhere in the first page, so some requests cross into the
+    // second one (two segments).
+    let (w_at, r_at) = (((r >> 40) & 7) * 512, ((r >> 43) & 7) * 512);
+    let seed = r;
+    out.fill(w_at, nr, sector, seed);
+    c.requests += 2;
+    let io = [d.write(sector, out.gpa + w_at, nr), d.read(sector, inb.gpa + r_at, nr)];
+    if io.iter().any(|st| *st != Ok(BLKIF_RSP_OKAY)) {
+        c.io_errors += 1;
+        if c.io_errors <= SOAK_REPORTED_ERRORS {
+            println!("soak: vbd/{} sector={} nr={}: write {:?}, read {:?}", d.vdev, sector, nr, io[0], io[1]);
+        }
+    } else if let Some(off) = inb.check(r_at, nr, sector, seed) {
+        c.verify_errors += 1;
+        if c.verify_errors <= SOAK_REPORTED_ERRORS {
+            println!("soak: vbd/{} sector={} nr={}: read back differs at byte {}", d.vdev, sector, nr, off);
+        }
+    }
+}
+
+/// Flushes every writable disk that offers flushes, counting a failure as
+/// an I/O error.
+fn soak_flush(disks: &mut [Option<BlkFront>], c: &mut SoakCounts) {
+    for d in disks.iter_mut().flatten().filter(|d| !d.info.readonly() && d.info.flush) {
+        c.requests += 1;
+        let st = d.flush();
+        if st != Ok(BLKIF_RSP_OKAY) {
+            c.io_errors += 1;
+            if c.io_errors <= SOAK_REPORTED_ERRORS {
+                println!("soak: vbd/{}: flush {:?}", d.vdev, st);
+            }
+        }
+    }
 }
