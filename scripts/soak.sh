@@ -39,7 +39,7 @@
 set -euo pipefail
 
 # The cargo package that builds the `vmm` binary (may become `vmm-cli`).
-PKG=${PKG:-vmm}
+PKG=${PKG:-vmm-cli}
 MINUTES=${1:-${MINUTES:-30}}
 SAMPLE_SECS=${SAMPLE_SECS:-60}
 EVERY=${EVERY:-2000}
