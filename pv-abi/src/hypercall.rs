@@ -73,6 +73,10 @@ pub mod nr {
     pub const EVENT_CHANNEL_OP: u64 = 32;
     /// HVM operations (parameters, upcall vector).
     pub const HVM_OP: u64 = 34;
+    /// System-wide control operations (the toolstack's; refused to guests).
+    pub const SYSCTL: u64 = 35;
+    /// Domain control operations (the toolstack's; refused to guests).
+    pub const DOMCTL: u64 = 36;
 
     /// Human-readable name of a hypercall number, for statistics.
     pub const fn name(nr: u64) -> &'static str {
@@ -89,9 +93,23 @@ pub mod nr {
             MMUEXT_OP => "mmuext_op",
             SCHED_OP => "sched_op",
             EVENT_CHANNEL_OP => "event_channel_op",
+            SYSCTL => "sysctl",
+            DOMCTL => "domctl",
             _ => "unknown",
         }
     }
+}
+
+/// The interface versions of `sysctl` and `domctl` (`XEN_SYSCTL_INTERFACE_VERSION`
+/// in `xen/include/public/sysctl.h`, `XEN_DOMCTL_INTERFACE_VERSION` in
+/// `domctl.h`, both 0x15 in Xen 4.17). Xen answers a mismatch with
+/// `-EACCES` before its permission check; these are tools-only headers, so
+/// the layout test does not include them.
+pub mod toolstack {
+    /// `XEN_SYSCTL_INTERFACE_VERSION`.
+    pub const SYSCTL_INTERFACE_VERSION: u32 = 0x15;
+    /// `XEN_DOMCTL_INTERFACE_VERSION`.
+    pub const DOMCTL_INTERFACE_VERSION: u32 = 0x15;
 }
 
 /// `console_io` commands (`CONSOLEIO_*`). Arguments: `rdi` = command,

@@ -65,6 +65,8 @@ fn checks() -> Vec<Check> {
         "__HYPERVISOR_mmuext_op" => nr::MMUEXT_OP,
         "__HYPERVISOR_sched_op" => nr::SCHED_OP,
         "__HYPERVISOR_event_channel_op" => nr::EVENT_CHANNEL_OP,
+        "__HYPERVISOR_sysctl" => nr::SYSCTL,
+        "__HYPERVISOR_domctl" => nr::DOMCTL,
         "CONSOLEIO_write" => hypercall::console_io::WRITE,
         "CONSOLEIO_read" => hypercall::console_io::READ,
         "SCHEDOP_yield" => hypercall::sched_op::YIELD,

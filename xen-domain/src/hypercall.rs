@@ -24,7 +24,7 @@ pub struct HypercallTable {
 }
 
 /// The handlers every VMM installs.
-const DEFAULT_HANDLERS: [(u64, Handler); 11] = [
+const DEFAULT_HANDLERS: [(u64, Handler); 13] = [
     (nr::CONSOLE_IO, crate::console_io::console_io),
     (nr::SCHED_OP, crate::sched_op::sched_op),
     (nr::SET_TIMER_OP, crate::sched_op::set_timer_op),
@@ -36,6 +36,8 @@ const DEFAULT_HANDLERS: [(u64, Handler); 11] = [
     (nr::HVM_OP, crate::hvm_op::hvm_op),
     (nr::MMU_UPDATE, crate::mmu::do_mmu_update),
     (nr::MMUEXT_OP, crate::mmu::do_mmuext_op),
+    (nr::SYSCTL, crate::toolstack_op::sysctl),
+    (nr::DOMCTL, crate::toolstack_op::domctl),
 ];
 
 // Every default number has a slot, checked at compile time.

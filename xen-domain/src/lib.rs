@@ -39,5 +39,6 @@ pub mod pvh;
 pub mod sched_op;
 pub mod time;
 pub mod timer;
+pub mod toolstack_op;
 pub mod vcpu_op;
 pub mod xen_version;
