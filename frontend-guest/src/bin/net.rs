@@ -231,6 +231,7 @@ impl Nic for NetDevice {
     }
     fn summary(&self) -> (u64, u64, u64) {
         let c = self.counters();
+        // The driver's blocking send notifies the device once per frame.
         (c.rx_packets, c.tx_packets, c.tx_packets)
     }
 }
