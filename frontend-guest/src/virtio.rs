@@ -138,3 +138,210 @@ pub unsafe fn io_slice(buf: &crate::blkfront::IoBuf, at: u64, len: u64) -> &'sta
     // the caller's contract.
     unsafe { core::slice::from_raw_parts_mut((buf.gpa + at) as *mut u8, len as usize) }
 }
+
+/// Bytes per receive buffer: the virtio-net header and a 1514-byte frame
+/// (no mergeable buffers are negotiated, so a frame must fit one buffer).
+const NET_RX_LEN: usize = 2048;
+/// Receive buffers kept posted (every descriptor of the receive queue).
+const NET_RX_BUFS: usize = NET_QUEUE_SIZE;
+
+/// Counters of a [`NetDevice`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetDeviceCounters {
+    /// Frames handed to the stack.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Completions the driver refused (bad length or token).
+    pub rx_errors: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Frames the driver could not send.
+    pub tx_errors: u64,
+}
+
+/// A virtio-net device under `smoltcp`: [`Net`] (`virtio-drivers`' raw
+/// driver) with every receive descriptor posted to a buffer of its own. A
+/// received frame is copied out and its buffer posted again at once, so
+/// the stack's receive and transmit tokens need not share the driver; a
+/// frame is sent with the driver's blocking `send` (the device completes
+/// it on its own thread).
+pub struct NetDevice {
+    net: Net,
+    rx: &'static mut [u8],
+    /// The driver's token for each posted receive buffer.
+    tokens: [Option<u16>; NET_RX_BUFS],
+    frame: &'static mut [u8],
+    tx: &'static mut [u8],
+    rx_c: NetDeviceCounters,
+    tx_c: NetDeviceCounters,
+}
+
+impl NetDevice {
+    /// Takes over `net` and posts its receive buffers.
+    pub fn new(net: Net) -> Result<Self, OpenError> {
+        let pages = |bytes: usize| {
+            let gpa = crate::pages::alloc(bytes.div_ceil(PAGE_SIZE as usize) as u64).ok_or(OpenError::NotNet)?;
+            // SAFETY: fresh zeroed pages from the bump allocator, identity
+            // mapped and never handed out again: only this slice names them.
+            Ok(unsafe { core::slice::from_raw_parts_mut(gpa as *mut u8, bytes) })
+        };
+        let mut d = NetDevice {
+            net,
+            rx: pages(NET_RX_BUFS * NET_RX_LEN)?,
+            tokens: [None; NET_RX_BUFS],
+            frame: pages(NET_RX_LEN)?,
+            tx: pages(NET_RX_LEN)?,
+            rx_c: NetDeviceCounters::default(),
+            tx_c: NetDeviceCounters::default(),
+        };
+        for i in 0..NET_RX_BUFS {
+            d.post(i).map_err(OpenError::Driver)?;
+        }
+        Ok(d)
+    }
+
+    fn post(&mut self, i: usize) -> Result<(), virtio_drivers::Error> {
+        let buf = &mut self.rx[i * NET_RX_LEN..(i + 1) * NET_RX_LEN];
+        // SAFETY: buffer `i` is not touched again until the driver returns
+        // its token from `poll_receive` and `receive_complete` ends the
+        // request.
+        self.tokens[i] = Some(unsafe { self.net.receive_begin(buf) }?);
+        Ok(())
+    }
+
+    /// The device's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.net.mac_address()
+    }
+
+    /// Largest Ethernet payload (MTU) a receive buffer holds.
+    pub fn mtu(&self) -> usize {
+        1500
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> NetDeviceCounters {
+        NetDeviceCounters {
+            tx_packets: self.tx_c.tx_packets,
+            tx_bytes: self.tx_c.tx_bytes,
+            tx_errors: self.tx_c.tx_errors,
+            ..self.rx_c
+        }
+    }
+
+    /// Whether a received frame is waiting.
+    pub fn rx_ready(&self) -> bool {
+        self.net.poll_receive().is_some()
+    }
+
+    /// Halts until the device interrupts or `deadline_us`
+    /// ([`crate::clock::now_us`]) passes; returns at once if a frame waits.
+    pub fn wait(&mut self, deadline_us: Option<u64>) {
+        let seen = interrupts();
+        if self.rx_ready() {
+            return;
+        }
+        if let Some(d) = deadline_us {
+            let now = crate::clock::now_us();
+            if now >= d {
+                return;
+            }
+            crate::clock::arm_wakeup(d - now);
+        }
+        // An interrupt between the check above and the halt changes the
+        // count, which `wait_until` reads with interrupts off.
+        crate::evtchn::wait_until(|| interrupts() != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
+        let _ = self.net.ack_interrupt();
+    }
+
+    /// The next received frame, copied into `self.frame`; its length (0 if
+    /// the completion was unusable). Its buffer is posted again.
+    fn take(&mut self) -> Option<usize> {
+        let tok = self.net.poll_receive()?;
+        let Some(i) = self.tokens.iter().position(|&t| t == Some(tok)) else {
+            // Not a token of ours: nothing can be completed. Count it and
+            // report nothing, so the caller goes to sleep.
+            self.rx_c.rx_errors += 1;
+            return None;
+        };
+        self.tokens[i] = None;
+        let buf = &mut self.rx[i * NET_RX_LEN..(i + 1) * NET_RX_LEN];
+        // SAFETY: `buf` is the buffer posted with `tok`.
+        let len = match unsafe { self.net.receive_complete(tok, buf) } {
+            Ok((hdr, len)) if hdr + len <= NET_RX_LEN => {
+                self.frame[..len].copy_from_slice(&buf[hdr..hdr + len]);
+                self.rx_c.rx_packets += 1;
+                self.rx_c.rx_bytes += len as u64;
+                len
+            }
+            _ => {
+                self.rx_c.rx_errors += 1;
+                0
+            }
+        };
+        if self.post(i).is_err() {
+            self.rx_c.rx_errors += 1;
+        }
+        Some(len)
+    }
+}
+
+/// `smoltcp`'s receive token over [`NetDevice`]: one copied frame.
+pub struct NetRxToken<'a>(&'a [u8]);
+
+/// `smoltcp`'s transmit token over [`NetDevice`].
+pub struct NetTxToken<'a> {
+    net: &'a mut Net,
+    buf: &'a mut [u8],
+    c: &'a mut NetDeviceCounters,
+}
+
+impl smoltcp::phy::RxToken for NetRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for NetTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let len = len.min(self.buf.len());
+        let r = f(&mut self.buf[..len]);
+        match self.net.send(&self.buf[..len]) {
+            Ok(()) => {
+                self.c.tx_packets += 1;
+                self.c.tx_bytes += len as u64;
+            }
+            Err(_) => self.c.tx_errors += 1,
+        }
+        r
+    }
+}
+
+impl smoltcp::phy::Device for NetDevice {
+    type RxToken<'a> = NetRxToken<'a>;
+    type TxToken<'a> = NetTxToken<'a>;
+
+    fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(NetRxToken<'_>, NetTxToken<'_>)> {
+        let len = self.take()?;
+        let tx = NetTxToken { net: &mut self.net, buf: &mut self.tx[..], c: &mut self.tx_c };
+        Some((NetRxToken(&self.frame[..len]), tx))
+    }
+
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<NetTxToken<'_>> {
+        if !self.net.can_send() {
+            return None;
+        }
+        Some(NetTxToken { net: &mut self.net, buf: &mut self.tx[..], c: &mut self.tx_c })
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        let mut caps = smoltcp::phy::DeviceCapabilities::default();
+        caps.medium = smoltcp::phy::Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu() + 14;
+        caps.max_burst_size = Some(1);
+        caps
+    }
+}

@@ -37,6 +37,19 @@ pub enum DiskError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another open of the image holds a lock that conflicts with ours: a
+    /// second writer, or a writer and a reader (as QEMU refuses them).
+    #[error(
+        "disk image {} is in use: another VMM or another --disk of this VM has it open {holder}; \
+         stop that user or give the image once (several users may share it only if every one opens it ,readonly)",
+        path.display()
+    )]
+    Locked {
+        /// The image.
+        path: PathBuf,
+        /// How the holder has it open: "for writing" or "read-only".
+        holder: &'static str,
+    },
     /// The image is not a regular file (or block device) of at least one sector.
     #[error("disk image {} is unusable: {why}", path.display())]
     Unusable {
@@ -86,8 +99,13 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Opens the image named by `spec` (read-only if the spec says so). Its
-    /// size in sectors is fixed now; a trailing partial sector is not used.
+    /// Opens the image named by `spec` (read-only if the spec says so) and
+    /// locks it as QEMU does: an OFD lock over the whole file, shared for a
+    /// read-only disk and exclusive for a writable one, so a second writer
+    /// (another VMM, or the same image twice in this VM) is refused. The
+    /// lock lives as long as the open file: it goes with the `Disk`, and
+    /// with the process on any exit. Its size in sectors is fixed now; a
+    /// trailing partial sector is not used.
     pub fn open(spec: &DiskSpec) -> Result<Disk, DiskError> {
         let path = spec.path.clone();
         let file = OpenOptions::new()
@@ -95,6 +113,7 @@ impl Disk {
             .write(!spec.readonly)
             .open(&path)
             .map_err(|source| DiskError::Open { path: path.clone(), source })?;
+        lock(&file, &path, spec.readonly)?;
         Self::from_file(file, &path, spec.readonly)
     }
 
@@ -284,6 +303,40 @@ impl Disk {
     }
 }
 
+/// Takes the whole-file OFD lock for `file` (`F_RDLCK` if `readonly`,
+/// else `F_WRLCK`). OFD locks belong to the open file, not the process, so
+/// two opens in one VMM conflict just as two VMMs do. A filesystem without
+/// locks (some network filesystems) is used unlocked, with a warning.
+fn lock(file: &File, path: &Path, readonly: bool) -> Result<(), DiskError> {
+    let want = if readonly { libc::F_RDLCK } else { libc::F_WRLCK };
+    let mut fl = whole_file(want);
+    // SAFETY: `fcntl(F_OFD_SETLK)` on a file descriptor we own, reading the
+    // `flock` we pass, which lives across the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+        tracing::warn!(path = %path.display(), error = %err, "disk image used without a lock");
+        return Ok(());
+    }
+    // Ask who is in the way, to say how it has the image open.
+    // SAFETY: `fcntl(F_OFD_GETLK)` on our descriptor; it writes the
+    // conflicting lock into `fl`, which we own.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    let holder = if rc == 0 && fl.l_type == libc::F_RDLCK as i16 { "read-only" } else { "for writing" };
+    Err(DiskError::Locked { path: path.to_path_buf(), holder })
+}
+
+fn whole_file(l_type: libc::c_int) -> libc::flock {
+    // SAFETY: `flock` is plain integers, for which all-zero is valid (and
+    // `l_pid` must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
+}
+
 fn file_offset(off: u64) -> std::io::Result<libc::off_t> {
     libc::off_t::try_from(off).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -326,6 +379,52 @@ mod tests {
         std::fs::write(&p, [0u8; 100]).unwrap();
         let e = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap_err().to_string();
         assert!(e.contains("less than one 512-byte sector"), "{e}");
+    }
+
+    fn img(dir: &tempfile::TempDir) -> PathBuf {
+        let p = dir.path().join("d.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        p
+    }
+
+    fn open(path: &Path, readonly: bool) -> Result<Disk, DiskError> {
+        Disk::open(&DiskSpec { path: path.to_path_buf(), readonly })
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_the_holders_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = img(&dir);
+        let a = open(&p, false).unwrap();
+        for readonly in [false, true] {
+            let e = open(&p, readonly).unwrap_err();
+            assert!(matches!(e, DiskError::Locked { holder: "for writing", .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&*p.to_string_lossy()) && msg.contains("in use") && !msg.contains('\n'), "{msg}");
+        }
+        drop(a);
+        open(&p, false).expect("the lock goes with the disk");
+    }
+
+    #[test]
+    fn readers_share_and_keep_writers_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = img(&dir);
+        let (r1, r2) = (open(&p, true).unwrap(), open(&p, true).unwrap());
+        let e = open(&p, false).unwrap_err();
+        assert!(matches!(e, DiskError::Locked { holder: "read-only", .. }), "{e}");
+        drop((r1, r2));
+        open(&p, false).expect("free again");
+    }
+
+    #[test]
+    fn an_unlocked_open_of_the_file_is_not_affected() {
+        // The lock is advisory: it stops other lock takers (VMMs, QEMU),
+        // not plain readers such as a test checking the data.
+        let dir = tempfile::tempdir().unwrap();
+        let p = img(&dir);
+        let _d = open(&p, false).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap().len(), 4096);
     }
 
     #[test]

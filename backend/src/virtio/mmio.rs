@@ -448,7 +448,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                     }
                 };
                 self.counters.chains.inc();
-                self.queues[qi].add_used(&mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))?;
+                add_used(&mut self.queues[qi], &mem, head, len)?;
                 done += 1;
             }
             if used {
@@ -561,11 +561,22 @@ impl ChainSource for Queues<'_> {
     fn push_used(&mut self, q: u16, head: u16, len: u32) {
         let Some(queue) = self.queues.get_mut(q as usize) else { return };
         self.counters.chains.inc();
-        match queue.add_used(self.mem, head, len) {
+        match add_used(queue, self.mem, head, len) {
             Ok(()) => self.used |= 1u64.checked_shl(q as u32).unwrap_or(0),
-            Err(e) => self.error = Some(format!("queue {q}: used ring, head {head}: {e:?}")),
+            Err(e) => self.error = Some(format!("queue {q}: {e}")),
         }
     }
+}
+
+/// Returns chain `head` to the used ring. A head the guest put in the
+/// available ring outside the queue is refused here, before `virtio_queue`
+/// sees it: the crate logs an error of its own for each one (past our
+/// per-device limiter), so a hostile driver could flood the log with them.
+fn add_used(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) -> Result<(), String> {
+    if head >= queue.size() {
+        return Err(format!("used ring: head {head} is outside the queue (size {})", queue.size()));
+    }
+    queue.add_used(mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))
 }
 
 fn empty_queue() -> Queue {

@@ -1,27 +1,42 @@
-//! `net`: the network guest. Connects netfront to the first `device/vif`
-//! and runs the `smoltcp` TCP/IP stack over it.
+//! `net`: the network guest. Runs the `smoltcp` TCP/IP stack over the
+//! first network device it is given: netfront on the first `device/vif`
+//! in the store, else the first virtio-net device in start-info (driven by
+//! `virtio-drivers`).
 //!
 //! Command line: `ip=<a.b.c.d>/<prefix>` (required), `mtu=<bytes>`
-//! (default 1500, at most what the interface carries), and for the client
-//! mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n` bytes of the pattern
-//! `byte[i] = i % 251` to that address, then close (`n=<k>` instead of
-//! `bytes=`: k segments of 1448 bytes; `exit_after_send`: power off then).
-//! `test=ping` and `test=hostile` are the benchmark's and the hostile
-//! test's raw-frame scenarios (see their functions).
+//! (default 1500, at most what the interface carries: netfront with
+//! scatter-gather up to 65521, otherwise and over virtio-net 1500), and
+//! for the client mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n`
+//! bytes of the pattern `byte[i] = i % 251` to that address, then close
+//! (`n=<k>` instead of `bytes=`: k segments of 1448 bytes;
+//! `exit_after_send`: power off then). `test=ping` and `test=hostile` are
+//! the benchmark's and the hostile test's raw-frame scenarios (netfront
+//! only; see their functions).
 //!
-//! Services: ICMP echo (smoltcp's interface answers it), a TCP echo server
-//! on port 7, an HTTP server on port 80 whose page shows the counters
-//! (`GET /shutdown` powers the guest off with status 0).
+//! Services: ICMP echo (smoltcp's interface answers it, IPv4 fragments
+//! reassembled and replies fragmented, up to 8 KiB datagrams), a TCP echo
+//! server on port 7 and an HTTP server on port 80 whose page shows the
+//! counters (`GET /shutdown` powers the guest off with status 0). Each TCP
+//! service keeps a pool of sockets listening ([`HTTP_POOL`],
+//! [`ECHO_POOL`]), so that many clients are served at once (one more is
+//! refused) and a socket is listening again as soon as its connection
+//! ends. Limits: a connection that is half open (SYN-RECEIVED
+//! toward a peer that never answers) or whose peer vanished is reset after
+//! [`TCP_TIMEOUT`] without a segment from it (keep-alive probes every
+//! [`KEEP_ALIVE`]); an HTTP client has [`HTTP_IDLE_US`] to send its
+//! request and an echo connection may idle [`ECHO_IDLE_US`]; requests are
+//! read up to 512 bytes; nothing but `GET /` and `GET /shutdown` exists.
 #![no_std]
 #![no_main]
 
 use core::fmt::Write as _;
 use frontend_guest::netfront::{self, NetFront};
+use frontend_guest::virtio::{self as vio, NetDevice};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
 guest_main!(main);
@@ -30,6 +45,26 @@ const ECHO_PORT: u16 = 7;
 const HTTP_PORT: u16 = 80;
 const CLIENT_PORT: u16 = 49152;
 const SOCKET_BUF: usize = 64 * 1024;
+/// Buffers of an HTTP socket: a request and one page.
+const HTTP_BUF: usize = 4096;
+/// Sockets for HTTP clients: smoltcp has no accept queue, so a client
+/// finds a socket only if one is listening; a socket whose connection is
+/// closing (FIN-WAIT, up to a round trip after its answer) is not. Twice
+/// the 16 clients served at once keeps some listening through a burst.
+const HTTP_POOL: usize = 32;
+/// Sockets listening for echo clients (each with [`SOCKET_BUF`] buffers).
+const ECHO_POOL: usize = 8;
+/// A connection is reset when its peer sent nothing for this long (a
+/// half-open connection, or a peer that vanished).
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive probes on an idle connection, so a vanished peer is noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(4);
+/// An HTTP client must have sent its request within this time.
+const HTTP_IDLE_US: u64 = 10_000_000;
+/// An echo connection that moves no data for this long is closed.
+const ECHO_IDLE_US: u64 = 60_000_000;
+/// After deciding to power off, the last answers have this long to leave.
+const DRAIN_US: u64 = 2_000_000;
 
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Address> {
     let mut o = [0u8; 4];
@@ -62,14 +97,46 @@ fn now() -> Instant {
     Instant::from_micros(clock::now_us() as i64)
 }
 
-fn tcp_socket<'a>() -> Option<tcp::Socket<'a>> {
-    let rx = netfront::static_buf(SOCKET_BUF).ok()?;
-    let tx = netfront::static_buf(SOCKET_BUF).ok()?;
+fn tcp_socket<'a>(rx: usize, tx: usize) -> Option<tcp::Socket<'a>> {
+    let rx = netfront::static_buf(rx).ok()?;
+    let tx = netfront::static_buf(tx).ok()?;
     let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     // No delayed ACKs: every wake-up costs emulated instructions here, and
     // an ACK now saves the peer a timer.
     s.set_ack_delay(None);
+    s.set_timeout(Some(TCP_TIMEOUT));
+    s.set_keep_alive(Some(KEEP_ALIVE));
     Some(s)
+}
+
+/// `v` moved to memory of its own for the guest's life (the boot stack
+/// is 64 KiB; the interface carries its fragment buffers inline).
+fn place<T>(v: T) -> Option<&'static mut T> {
+    let gpa = frontend_guest::pages::alloc(core::mem::size_of::<T>().div_ceil(4096).max(1) as u64)?;
+    let p = gpa as *mut T;
+    // SAFETY: fresh page-aligned pages from the bump allocator, large
+    // enough for a `T` and never handed out again: nothing else uses them.
+    unsafe { p.write(v) };
+    // SAFETY: `p` now holds an initialised `T` that only this reference
+    // will name, for the rest of the guest's life.
+    Some(unsafe { &mut *p })
+}
+
+/// `n` empty socket slots for the guest's life, built in place (a socket
+/// slot is about a kilobyte: an array of them would not fit the stack).
+fn socket_storage(n: usize) -> Option<&'static mut [SocketStorage<'static>]> {
+    let bytes = core::mem::size_of::<SocketStorage<'static>>() * n;
+    let p = frontend_guest::pages::alloc(bytes.div_ceil(4096) as u64)? as *mut SocketStorage<'static>;
+    for i in 0..n {
+        // SAFETY: slot `i` lies in the fresh pages just allocated for `n`
+        // slots (page aligned, so aligned for the type), used by nothing else.
+        let slot = unsafe { p.add(i) };
+        // SAFETY: as above.
+        unsafe { slot.write(SocketStorage::EMPTY) };
+    }
+    // SAFETY: all `n` slots were initialised above; only this slice names
+    // them, for the rest of the guest's life.
+    Some(unsafe { core::slice::from_raw_parts_mut(p, n) })
 }
 
 /// A formatter into a fixed buffer (no heap).
@@ -90,6 +157,85 @@ impl core::fmt::Write for Text<'_> {
     }
 }
 
+/// A network device the guest's stack runs over.
+trait Nic: smoltcp::phy::Device {
+    /// Publishes queued work to the device.
+    fn flush(&mut self);
+    /// Whether a received frame waits.
+    fn rx_ready(&mut self) -> bool;
+    /// Halts until the device has news or `deadline_us` passes.
+    fn wait(&mut self, deadline_us: Option<u64>);
+    /// The counters for the HTTP page (`name value` lines).
+    fn write_counters(&self, w: &mut Text<'_>) -> core::fmt::Result;
+    /// (received, sent, notifications) for the closing line.
+    fn summary(&self) -> (u64, u64, u64);
+}
+
+impl Nic for NetFront {
+    fn flush(&mut self) {
+        NetFront::flush(self)
+    }
+    fn rx_ready(&mut self) -> bool {
+        NetFront::rx_ready(self)
+    }
+    fn wait(&mut self, deadline_us: Option<u64>) {
+        NetFront::wait(self, deadline_us)
+    }
+    fn write_counters(&self, w: &mut Text<'_>) -> core::fmt::Result {
+        let c = self.counters();
+        write!(
+            w,
+            "rx_packets {}\nrx_bytes {}\ntx_packets {}\ntx_bytes {}\nrx_multi_slot {}\ntx_multi_slot {}\n\
+             rx_csum_checked {}\nrx_errors {}\ntx_errors {}\ntx_dropped {}\nnotifies_to_backend {}\n",
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes,
+            c.rx_multi_slot,
+            c.tx_multi_slot,
+            c.rx_csum_checked,
+            c.rx_errors,
+            c.tx_errors,
+            c.tx_dropped,
+            c.notifies
+        )
+    }
+    fn summary(&self) -> (u64, u64, u64) {
+        let c = self.counters();
+        (c.rx_packets, c.tx_packets, c.notifies)
+    }
+}
+
+impl Nic for NetDevice {
+    fn flush(&mut self) {}
+    fn rx_ready(&mut self) -> bool {
+        NetDevice::rx_ready(self)
+    }
+    fn wait(&mut self, deadline_us: Option<u64>) {
+        NetDevice::wait(self, deadline_us)
+    }
+    fn write_counters(&self, w: &mut Text<'_>) -> core::fmt::Result {
+        let c = self.counters();
+        write!(
+            w,
+            "transport virtio\nrx_packets {}\nrx_bytes {}\ntx_packets {}\ntx_bytes {}\nrx_errors {}\ntx_errors {}\n\
+             interrupts {}\n",
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes,
+            c.rx_errors,
+            c.tx_errors,
+            vio::interrupts()
+        )
+    }
+    fn summary(&self) -> (u64, u64, u64) {
+        let c = self.counters();
+        // The driver's blocking send notifies the device once per frame.
+        (c.rx_packets, c.tx_packets, c.tx_packets)
+    }
+}
+
 /// The client's byte pattern: `byte[i] = i % 251`.
 const PERIOD: usize = 251;
 /// Longest chunk copied from the pattern table at once.
@@ -106,19 +252,80 @@ struct Client {
     done: bool,
 }
 
-struct Guest<'a> {
-    dev: NetFront,
-    iface: Interface,
+/// One pooled server socket and its connection's state.
+struct Conn {
+    handle: SocketHandle,
+    /// When the current connection was first seen (0: listening).
+    since_us: u64,
+    /// Last time it moved data.
+    active_us: u64,
+    /// The HTTP request so far (in memory of its own: the connections
+    /// live on the 64 KiB stack).
+    req: &'static mut [u8],
+    len: usize,
+}
+
+impl Conn {
+    fn new(handle: SocketHandle, req: &'static mut [u8]) -> Self {
+        Conn { handle, since_us: 0, active_us: 0, req, len: 0 }
+    }
+}
+
+struct Guest<'a, D: Nic> {
+    dev: D,
+    iface: &'a mut Interface,
     sockets: SocketSet<'a>,
-    echo: SocketHandle,
-    http: SocketHandle,
-    http_req: [u8; 512],
-    http_len: usize,
+    echo: [Conn; ECHO_POOL],
+    http: [Conn; HTTP_POOL],
     client: Option<Client>,
     echoed: u64,
+    served: u64,
     shutdown: bool,
     /// Power off once the client's stream is done (`exit_after_send`).
     exit_after_send: bool,
+}
+
+/// The device the guest runs over.
+#[allow(clippy::large_enum_variant)] // made once, taken apart at once
+enum Link {
+    Xen(u32, NetFront),
+    Virtio(u64, NetDevice),
+}
+
+/// netfront on the first vif the store lists, else the first virtio-net
+/// device in start-info; an exit status if there is neither.
+fn open_link(si: &'static StartInfo) -> Result<Link, i32> {
+    let mut store = frontend_guest::xenbus::open_store(si).map_err(|e| {
+        println!("net: store: {:?}", e);
+        70
+    })?;
+    let mut first = None;
+    if let Err(e) = netfront::list(&mut store, |id| {
+        first.get_or_insert(id);
+    }) {
+        println!("net: cannot list interfaces: {:?}", e);
+        return Err(71);
+    }
+    if let Some(id) = first {
+        return match netfront::connect(&mut store, id) {
+            Ok(d) => Ok(Link::Xen(id, d)),
+            Err(e) => {
+                println!("net: vif/{}: connect failed: {:?}", id, e);
+                Err(73)
+            }
+        };
+    }
+    let Some(v) = si.virtio_devices().iter().find(|d| d.device_id == pv_abi::virtio::device_id::NET) else {
+        println!("net: no interface (no device/vif, no virtio-net device): pass --net tap=<ifname>");
+        return Err(72);
+    };
+    match vio::open_net(v).and_then(NetDevice::new) {
+        Ok(d) => Ok(Link::Virtio(v.base, d)),
+        Err(e) => {
+            println!("net: virtio-net at {:#x}: {:?}", v.base, e);
+            Err(73)
+        }
+    }
 }
 
 fn main(si: &'static StartInfo) -> i32 {
@@ -129,117 +336,122 @@ fn main(si: &'static StartInfo) -> i32 {
     if cmdline::get(cmd, "test") == Some(b"ping") {
         return ping(si, cmd);
     }
-    let Some((ip, prefix)) = cmdline::get(cmd, "ip").and_then(parse_cidr) else {
+    let Some(cidr) = cmdline::get(cmd, "ip").and_then(parse_cidr) else {
         println!("net: give the guest an address: --cmdline \"ip=<a.b.c.d>/<prefix>\"");
         return 64;
     };
     let timer = clock::init();
-    let mut store = match frontend_guest::xenbus::open_store(si) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("net: store: {:?}", e);
-            return 70;
+    let want_mtu = cmdline::get_u64(cmd, "mtu").map_or(1500, |m| m as usize);
+    match open_link(si) {
+        Err(code) => code,
+        Ok(Link::Xen(id, mut dev)) => {
+            let mtu = dev.set_mtu(want_mtu);
+            let m = dev.mac;
+            println!(
+                "net: vif/{} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ip {}/{} mtu {} sg {} timer {} tsc/us {}",
+                id,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                cidr.0,
+                cidr.1,
+                mtu,
+                dev.sg,
+                timer,
+                clock::tsc_per_us()
+            );
+            serve(dev, m, cidr, cmd)
         }
-    };
-    let mut first = None;
-    if let Err(e) = netfront::list(&mut store, |id| {
-        first.get_or_insert(id);
-    }) {
-        println!("net: cannot list interfaces: {:?}", e);
-        return 71;
+        Ok(Link::Virtio(base, dev)) => {
+            let m = dev.mac();
+            println!(
+                "net: virtio-net at {:#x} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ip {}/{} mtu {} timer {}",
+                base,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                cidr.0,
+                cidr.1,
+                dev.mtu(),
+                timer
+            );
+            serve(dev, m, cidr, cmd)
+        }
     }
-    let Some(id) = first else {
-        println!("net: no interface (device/vif is empty): pass --net tap=<ifname>");
-        return 72;
-    };
-    let mut dev = match netfront::connect(&mut store, id) {
-        Ok(d) => d,
-        Err(e) => {
-            println!("net: vif/{}: connect failed: {:?}", id, e);
-            return 73;
-        }
-    };
-    let mtu = dev.set_mtu(cmdline::get_u64(cmd, "mtu").map_or(1500, |m| m as usize));
-    let m = dev.mac;
-    println!(
-        "net: vif/{} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ip {}/{} mtu {} sg {} timer {} tsc/us {}",
-        id,
-        m[0],
-        m[1],
-        m[2],
-        m[3],
-        m[4],
-        m[5],
-        ip,
-        prefix,
-        mtu,
-        dev.sg,
-        timer,
-        clock::tsc_per_us()
-    );
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(dev.mac)));
+}
+
+/// Runs the services (and the client, if asked) over `dev` until told to
+/// power off.
+fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8]) -> i32 {
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = frontend_guest::arch::rdtsc();
-    let mut iface = Interface::new(config, &mut dev, now());
+    let Some(iface) = place(Interface::new(config, &mut dev, now())) else { return 2 };
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
     });
-    let mut storage = [SocketStorage::EMPTY; 4];
+    let Some(storage) = socket_storage(ECHO_POOL + HTTP_POOL + 1) else { return 2 };
     let mut sockets = SocketSet::new(&mut storage[..]);
-    let (Some(mut echo), Some(mut http)) = (tcp_socket(), tcp_socket()) else {
+    let echo = pool::<ECHO_POOL>(&mut sockets, ECHO_PORT, SOCKET_BUF, 0);
+    let http = pool::<HTTP_POOL>(&mut sockets, HTTP_PORT, HTTP_BUF, 512);
+    let (Some(echo), Some(http)) = (echo, http) else {
         println!("net: out of memory");
         return 2;
     };
-    let _ = echo.listen(ECHO_PORT);
-    let _ = http.listen(HTTP_PORT);
-    let echo = sockets.add(echo);
-    let http = sockets.add(http);
     let mut g = Guest {
         dev,
         iface,
         sockets,
         echo,
         http,
-        http_req: [0; 512],
-        http_len: 0,
         client: None,
         echoed: 0,
+        served: 0,
         shutdown: false,
         exit_after_send: cmdline::words(cmd).any(|(k, _)| k == b"exit_after_send"),
     };
     if let Some((host, port)) = cmdline::get(cmd, "send").and_then(parse_endpoint) {
-        // `n=<packets>` (the benchmark's count) streams that many full
-        // 1448-byte segments.
-        let total =
-            cmdline::get_u64(cmd, "bytes").or_else(|| cmdline::get_u64(cmd, "n").map(|n| n * 1448)).unwrap_or(1 << 20);
-        let Some(mut s) = tcp_socket() else { return 2 };
-        if let Err(e) = s.connect(g.iface.context(), (IpAddress::Ipv4(host), port), CLIENT_PORT) {
-            println!("net: client connect: {:?}", e);
-            return 74;
+        if let Err(code) = g.start_client(host, port, cmd) {
+            return code;
         }
-        let Ok(pattern) = netfront::static_buf(PERIOD + CHUNK) else { return 2 };
-        for (i, b) in pattern.iter_mut().enumerate() {
-            *b = (i % PERIOD) as u8;
-        }
-        g.client = Some(Client { pattern, handle: g.sockets.add(s), total, sent: 0, done: false });
-        println!("net: client: streaming {} bytes to {}:{}", total, host, port);
     }
-    println!("net: ready: echo on {}, http on {}", ECHO_PORT, HTTP_PORT);
-    g.run();
-    let c = g.dev.counters();
     println!(
-        "net: shutdown: rx {} tx {} echoed {} notifies {} upcalls {}",
-        c.rx_packets,
-        c.tx_packets,
+        "net: ready: echo on {} ({} sockets), http on {} ({} sockets)",
+        ECHO_PORT, ECHO_POOL, HTTP_PORT, HTTP_POOL
+    );
+    g.run();
+    let (rx, tx, notifies) = g.dev.summary();
+    println!(
+        "net: shutdown: rx {} tx {} echoed {} http {} notifies {} upcalls {}",
+        rx,
+        tx,
         g.echoed,
-        c.notifies,
+        g.served,
+        notifies,
         evtchn::upcalls()
     );
     0
 }
 
-/// Listens again once the last connection is over. A server socket does
-/// not sit out TIME-WAIT (one socket per service here; the next client
-/// would be refused for its length).
+/// `N` sockets listening on `port`, each with `buf` bytes per direction
+/// and `req` bytes for the request.
+fn pool<const N: usize>(sockets: &mut SocketSet<'_>, port: u16, buf: usize, req: usize) -> Option<[Conn; N]> {
+    let mut conns = [const { None }; N];
+    for c in conns.iter_mut() {
+        let mut s = tcp_socket(buf, buf)?;
+        s.listen(port).ok()?;
+        *c = Some(Conn::new(sockets.add(s), netfront::static_buf(req).ok()?));
+    }
+    Some(conns.map(|c| c.unwrap_or_else(|| unreachable!())))
+}
+
+/// Listens again once the connection is over. A server socket does not
+/// sit out TIME-WAIT (the next client would be refused for its length).
 fn relisten(s: &mut tcp::Socket, port: u16) -> bool {
     match s.state() {
         tcp::State::Closed | tcp::State::TimeWait => {
@@ -251,44 +463,110 @@ fn relisten(s: &mut tcp::Socket, port: u16) -> bool {
     }
 }
 
-impl Guest<'_> {
+/// Resets the connection of `c` once it has been idle longer than
+/// `idle_us` (the peer is alive, so TCP's own timeout does not end it).
+fn expire(c: &mut Conn, s: &mut tcp::Socket, idle_us: u64, now_us: u64) -> bool {
+    if s.state() == tcp::State::Listen {
+        c.since_us = 0;
+        return false;
+    }
+    if c.since_us == 0 {
+        (c.since_us, c.active_us) = (now_us, now_us);
+    }
+    if now_us.saturating_sub(c.active_us) > idle_us {
+        s.abort();
+        return true;
+    }
+    false
+}
+
+impl<D: Nic> Guest<'_, D> {
+    fn start_client(&mut self, host: Ipv4Address, port: u16, cmd: &[u8]) -> Result<(), i32> {
+        // `n=<packets>` (the benchmark's count) streams that many full
+        // 1448-byte segments.
+        let total =
+            cmdline::get_u64(cmd, "bytes").or_else(|| cmdline::get_u64(cmd, "n").map(|n| n * 1448)).unwrap_or(1 << 20);
+        let Some(mut s) = tcp_socket(SOCKET_BUF, SOCKET_BUF) else { return Err(2) };
+        if let Err(e) = s.connect(self.iface.context(), (IpAddress::Ipv4(host), port), CLIENT_PORT) {
+            println!("net: client connect: {:?}", e);
+            return Err(74);
+        }
+        let Ok(pattern) = netfront::static_buf(PERIOD + CHUNK) else { return Err(2) };
+        for (i, b) in pattern.iter_mut().enumerate() {
+            *b = (i % PERIOD) as u8;
+        }
+        self.client = Some(Client { pattern, handle: self.sockets.add(s), total, sent: 0, done: false });
+        println!("net: client: streaming {} bytes to {}:{}", total, host, port);
+        Ok(())
+    }
+
+    /// Polls the stack and serves until nothing moves, then sleeps until
+    /// the device has news or smoltcp's next timer; once told to power
+    /// off, keeps going only until the last answers have left (or
+    /// [`DRAIN_US`] passed).
     fn run(&mut self) {
-        while !self.shutdown {
-            let t = now();
-            self.iface.poll(t, &mut self.dev, &mut self.sockets);
-            self.serve_echo();
-            self.serve_http();
-            self.drive_client();
+        let mut power_off_at = None;
+        loop {
+            loop {
+                let polled = self.iface.poll(now(), &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged;
+                let served = self.serve_all();
+                self.dev.flush();
+                if !polled && !served && !self.dev.rx_ready() {
+                    break;
+                }
+            }
             if self.exit_after_send && self.client.as_ref().is_some_and(|c| c.done) {
                 self.shutdown = true;
             }
-            // Send what the services queued before sleeping.
-            self.iface.poll(now(), &mut self.dev, &mut self.sockets);
-            self.dev.flush();
-            if self.dev.rx_ready() {
+            let now_us = clock::now_us();
+            if self.shutdown {
+                let end = *power_off_at.get_or_insert(now_us + DRAIN_US);
+                if now_us >= end || self.drained() {
+                    return;
+                }
+            }
+            let timer = self.iface.poll_delay(now(), &self.sockets).map(|d| now_us + d.total_micros());
+            let wake = match (timer, power_off_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if wake.is_some_and(|w| w <= clock::now_us()) {
                 continue;
             }
-            let t = now();
-            let deadline = self.iface.poll_delay(t, &self.sockets).map(|d| clock::now_us() + d.total_micros());
-            if deadline.is_some_and(|d| d <= clock::now_us()) {
-                continue;
-            }
-            self.dev.wait(deadline);
-        }
-        // Let the last answer leave.
-        for _ in 0..20 {
-            self.iface.poll(now(), &mut self.dev, &mut self.sockets);
-            self.dev.flush();
-            self.dev.wait(Some(clock::now_us() + 1000));
+            self.dev.wait(wake);
         }
     }
 
-    fn serve_echo(&mut self) {
-        let s = self.sockets.get_mut::<tcp::Socket>(self.echo);
-        if relisten(s, ECHO_PORT) {
-            return;
+    /// Whether every answer has been sent and acknowledged.
+    fn drained(&mut self) -> bool {
+        self.sockets.iter().all(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => t.send_queue() == 0,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        })
+    }
+
+    /// One pass over every service; whether anything moved.
+    fn serve_all(&mut self) -> bool {
+        let now_us = clock::now_us();
+        let mut moved = false;
+        for i in 0..ECHO_POOL {
+            moved |= self.serve_echo(i, now_us);
+        }
+        for i in 0..HTTP_POOL {
+            moved |= self.serve_http(i, now_us);
+        }
+        moved | self.drive_client()
+    }
+
+    fn serve_echo(&mut self, i: usize, now_us: u64) -> bool {
+        let c = &mut self.echo[i];
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        if relisten(s, ECHO_PORT) || expire(c, s, ECHO_IDLE_US, now_us) {
+            return true;
         }
         let mut tmp = [0u8; 4096];
+        let mut moved = false;
         while s.can_recv() && s.send_capacity() > s.send_queue() {
             let room = (s.send_capacity() - s.send_queue()).min(tmp.len());
             let n = s.recv_slice(&mut tmp[..room]).unwrap_or(0);
@@ -297,49 +575,54 @@ impl Guest<'_> {
             }
             let _ = s.send_slice(&tmp[..n]);
             self.echoed += n as u64;
+            moved = true;
+        }
+        if moved || s.send_queue() > 0 {
+            c.active_us = now_us;
         }
         if !s.may_recv() && s.recv_queue() == 0 && s.send_queue() == 0 && s.state() == tcp::State::CloseWait {
             s.close();
+            moved = true;
         }
+        moved
     }
 
-    fn serve_http(&mut self) {
-        let s = self.sockets.get_mut::<tcp::Socket>(self.http);
+    fn serve_http(&mut self, i: usize, now_us: u64) -> bool {
+        let c = &mut self.http[i];
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         if relisten(s, HTTP_PORT) {
-            self.http_len = 0;
-            return;
+            c.len = 0;
+            return true;
         }
-        if s.can_recv() {
-            let n = s.recv_slice(&mut self.http_req[self.http_len..]).unwrap_or(0);
-            self.http_len += n;
+        if c.len < c.req.len() {
+            // A request still being read: the client has its idle time.
+            if expire(c, s, HTTP_IDLE_US, now_us) {
+                c.len = 0;
+                return true;
+            }
         }
-        let req = &self.http_req[..self.http_len];
-        let complete = req.windows(4).any(|w| w == b"\r\n\r\n") || self.http_len == self.http_req.len();
+        let mut moved = false;
+        if s.can_recv() && c.len < c.req.len() {
+            let n = s.recv_slice(&mut c.req[c.len..]).unwrap_or(0);
+            c.len += n;
+            moved = n > 0;
+        }
+        let req = &c.req[..c.len];
+        let complete = req.windows(4).any(|w| w == b"\r\n\r\n") || c.len == c.req.len();
         if !complete || !s.may_send() {
-            return;
+            return moved;
         }
         let shutdown = req.starts_with(b"GET /shutdown");
         let mut body = [0u8; 1024];
         let mut b = Text { buf: &mut body, len: 0 };
-        let c = self.dev.counters();
+        let _ = writeln!(b, "<html><body><h1>PV guest net</h1><pre>");
+        let _ = self.dev.write_counters(&mut b);
         let _ = write!(
             b,
-            "<html><body><h1>PV guest net</h1><pre>\nrx_packets {}\nrx_bytes {}\ntx_packets {}\ntx_bytes {}\n\
-             rx_multi_slot {}\ntx_multi_slot {}\nrx_csum_checked {}\nrx_errors {}\ntx_errors {}\ntx_dropped {}\n\
-             notifies_to_backend {}\nupcalls {}\necho_bytes {}\nuptime_us {}\n</pre></body></html>\n",
-            c.rx_packets,
-            c.rx_bytes,
-            c.tx_packets,
-            c.tx_bytes,
-            c.rx_multi_slot,
-            c.tx_multi_slot,
-            c.rx_csum_checked,
-            c.rx_errors,
-            c.tx_errors,
-            c.tx_dropped,
-            c.notifies,
+            "upcalls {}\necho_bytes {}\nhttp_served {}\nuptime_us {}\n</pre></body></html>\n",
             evtchn::upcalls(),
             self.echoed,
+            self.served,
             clock::now_us()
         );
         let blen = b.len;
@@ -354,18 +637,23 @@ impl Guest<'_> {
         let _ = s.send_slice(&head[..hlen]);
         let _ = s.send_slice(&body[..blen]);
         s.close();
-        self.http_len = 0;
+        // Nothing more is read on this connection (`len` = the buffer,
+        // which also stops the idle check; the socket no longer sends).
+        c.len = c.req.len();
+        self.served += 1;
         if shutdown {
             self.shutdown = true;
         }
+        true
     }
 
-    fn drive_client(&mut self) {
-        let Some(c) = &mut self.client else { return };
+    fn drive_client(&mut self) -> bool {
+        let Some(c) = &mut self.client else { return false };
         if c.done {
-            return;
+            return false;
         }
         let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let mut moved = false;
         if s.may_send() && c.sent < c.total {
             let left = c.total - c.sent;
             let (start, pattern) = (c.sent, c.pattern);
@@ -383,9 +671,11 @@ impl Guest<'_> {
                 })
                 .unwrap_or(0);
             c.sent += n as u64;
+            moved = n > 0;
         }
         if c.sent == c.total && s.may_send() {
             s.close();
+            moved = true;
         }
         if c.sent == c.total && !s.is_active() {
             c.done = true;
@@ -394,6 +684,7 @@ impl Guest<'_> {
             c.done = true;
             println!("net: client: connection failed after {} bytes", c.sent);
         }
+        moved
     }
 }
 
