@@ -35,8 +35,8 @@ mod test_log;
 pub mod virtio;
 pub mod xenbus;
 
-/// Every device type the VMM can offer a guest, one line each (see the
-/// README's "Adding a new PV device").
+/// Every device type the VMM can offer a guest, one line each (see
+/// docs/adding-a-device.md).
 pub const DEVICE_TYPES: &[xenbus::DeviceType] = &[echo::xen::DEVICE, block::xen::DEVICE, net::xen::DEVICE];
 
 /// How a back-end notifies its front end: the VMM implements it by raising

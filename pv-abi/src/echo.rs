@@ -1,5 +1,5 @@
 //! The `echo` sample PV device: the smallest complete split driver, and the
-//! worked example of adding a new PV device protocol (see the README).
+//! worked example of adding a new PV device protocol (see docs/adding-a-device.md).
 //!
 //! The front end puts [`EchoRequest`]s on a one-page shared ring (Xen ring
 //! layout, granted to domain 0, key `ring-ref`) and notifies its event

@@ -19,7 +19,7 @@ pub enum Command {
     Run(RunArgs),
     /// List the bundled guest images.
     Images,
-    /// Measure PV operations against a raw KVM exit (see README "Measuring").
+    /// Measure PV operations against a raw KVM exit (see docs/measuring.md).
     Bench(BenchArgs),
 }
 

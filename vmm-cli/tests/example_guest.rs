@@ -1,5 +1,5 @@
-//! The out-of-tree example guest (`examples/my-guest`) builds the way the
-//! README's "Writing your own PV guest" says and boots with
+//! The out-of-tree example guest (`examples/my-guest`) builds the way
+//! docs/writing-a-guest.md says and boots with
 //! `vmm run --kernel`.
 
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ fn the_example_guest_builds_as_documented_and_boots() {
     // Its own target directory under this test's, so later runs are cached.
     let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("my-guest-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The README's command, run from the example's folder (its
+    // docs/writing-a-guest.md's command, run from the example's folder (its
     // `.cargo/config.toml` applies there), with nothing inherited that
     // would change the flags.
     let status = Command::new(cargo)

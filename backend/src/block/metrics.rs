@@ -1,4 +1,4 @@
-//! Block device metrics (shared atomic counters, see `crate::metrics`).
+//! Block device metrics (shared atomic counters, see `pv_util::metrics`).
 
 pv_util::device_metrics!(
     /// Traffic counters of one block device, whatever its transport.

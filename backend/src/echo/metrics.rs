@@ -1,4 +1,4 @@
-//! Echo device metrics (shared atomic counters, see `crate::metrics`).
+//! Echo device metrics (shared atomic counters, see `pv_util::metrics`).
 
 pv_util::device_metrics!(
     /// Traffic counters of one echo device, whatever its transport.

@@ -1,4 +1,4 @@
-//! Net device metrics (shared atomic counters, see `crate::metrics`).
+//! Net device metrics (shared atomic counters, see `pv_util::metrics`).
 
 pv_util::device_metrics!(
     /// Traffic counters of one network device, whatever its transport.

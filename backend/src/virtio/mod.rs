@@ -20,7 +20,7 @@
 //! jumping past the queue) sets `DEVICE_NEEDS_RESET` and raises a
 //! configuration interrupt, and the device does nothing more until the
 //! driver resets it. Either is logged, rate-limited per device
-//! (`crate::ratelimit`); other devices are unaffected.
+//! (`pv_util::ratelimit`); other devices are unaffected.
 
 pub mod blk;
 pub mod chain;
