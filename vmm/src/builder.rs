@@ -309,6 +309,8 @@ fn prepare_pvh(
     pvh.timer = Some(xen_domain::timer::Timer::start(hv.evtchn.clone(), seccomp).map_err(io("timer thread"))?);
     pvh.console_evtchn = core.console_port;
     pvh.store_evtchn = core.store_port;
+    let kib = pvh.reservation.max_pages * (pv_abi::layout::PAGE_SIZE / 1024);
+    crate::store_nodes::write_memory_nodes(&core.store, GUEST_DOMID, kib, kib).map_err(VmmError::device("store"))?;
     Ok(pvh)
 }
 
