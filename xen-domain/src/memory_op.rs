@@ -27,6 +27,8 @@ pub const DOMU_MAX_ORDER: u32 = 9;
 /// `E820MAX` (`xen/arch/x86/include/asm/e820.h`): the most entries
 /// `XENMEM_set_memory_map` takes.
 pub const E820MAX: u32 = 1024;
+/// `XENMEM_maximum_gpfn`.
+pub const MAXIMUM_GPFN: u64 = 14;
 /// `XENMAPSPACE_gmfn_foreign`.
 const XENMAPSPACE_GMFN_FOREIGN: u32 = 4;
 /// `XENMAPSPACE_dev_mmio`.
@@ -87,6 +89,11 @@ pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             check_domid(domid)?;
             let r = &pvh(dom).reservation;
             Ok(if cmd == CURRENT_RESERVATION { r.tot_pages } else { r.max_pages })
+        }
+        MAXIMUM_GPFN => {
+            let domid: u16 = dom.ram.read_obj(arg)?;
+            check_domid(domid)?;
+            Ok(pvh(dom).reservation.max_gpfn)
         }
         MEMORY_MAP => memory_map(dom, arg),
         ADD_TO_PHYSMAP => add_to_physmap(dom, arg),
@@ -208,6 +215,7 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         tracing::warn!(gpfn, error = %e, "KVM refused the placement");
         EINVAL
     })?;
+    p.reservation.max_gpfn = p.reservation.max_gpfn.max(gpfn);
     // A RAM page there is freed (`guest_remove_page()`): the domain owns
     // one page less; the frame stays empty after the placed page leaves.
     if p.reservation.has_page(gpfn) {
@@ -420,6 +428,13 @@ mod tests {
         t.put(TEST_ARG, &0u16);
         assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RESERVATION, TEST_ARG, 0, 0, 0]), -EPERM);
         assert_eq!(t.call(nr::MEMORY_OP, [63, TEST_ARG, 0, 0, 0]), -ENOSYS);
+        // `domain_get_maximum_gpfn()`: the p2m's highest mapped frame,
+        // which a placement above RAM raises and removing it does not lower.
+        let last_ram = TEST_RAM / PAGE_SIZE - 1;
+        assert_eq!(reservation(&mut t, MAXIMUM_GPFN), last_ram as i64);
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        assert_eq!(remove(&mut t, HOLE_PFN), 0);
+        assert_eq!(reservation(&mut t, MAXIMUM_GPFN), HOLE_PFN as i64);
     }
 
     /// `decrease_reservation()`, `populate_physmap()`,

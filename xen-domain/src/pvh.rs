@@ -131,6 +131,9 @@ pub struct Reservation {
     pub tot_pages: u64,
     /// The toolstack's maximum (`d->max_pages`).
     pub max_pages: u64,
+    /// The highest frame ever mapped (`XENMEM_maximum_gpfn`,
+    /// `domain_get_maximum_gpfn()`: the p2m's `max_mapped_pfn`, which never falls).
+    pub max_gpfn: u64,
     /// One bit per frame below `vmm_base`: set = no page there.
     empty: Vec<u64>,
     frames: u64,
@@ -141,7 +144,9 @@ impl Reservation {
     /// a page; the guest may not grow beyond that (the VMM cannot back more).
     pub fn new(layout: &PvhLayout) -> Self {
         let frames = layout.vmm_base / PAGE_SIZE;
-        let mut r = Reservation { tot_pages: 0, max_pages: 0, empty: vec![0; frames.div_ceil(64) as usize], frames };
+        let empty = vec![0; frames.div_ceil(64) as usize];
+        let max_gpfn = layout.mem_bytes / PAGE_SIZE - 1;
+        let mut r = Reservation { tot_pages: 0, max_pages: 0, max_gpfn, empty, frames };
         for gfn in LEGACY_HOLE.0 / PAGE_SIZE..LEGACY_HOLE.1 / PAGE_SIZE {
             r.set_empty(gfn, true);
         }
