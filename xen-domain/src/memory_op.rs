@@ -234,7 +234,7 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
 /// Frees the page at guest frame `gfn` back to the host.
 fn free_page(p: &mut PvhState, gfn: u64) {
     p.reservation.set_empty(gfn, true);
-    p.reservation.tot_pages -= 1;
+    p.reservation.tot_pages = p.reservation.tot_pages.saturating_sub(1);
     if let Err(e) = p.platform().discard_page(gfn) {
         tracing::warn!(gfn, error = %e, "cannot give a freed guest page back to the host");
     }
