@@ -121,9 +121,12 @@ fn check_body(vm: &Vm) {
     assert_eq!((result(vm, 2), result(vm, 3) as u64), (0, layout.store() >> 12), "STORE_PFN");
     assert_eq!(result(vm, 4), err(EINVAL), "bad param index");
     assert_eq!(result(vm, 5), err(EPERM), "console pfn is read-only");
-    assert_eq!(result(vm, 6), err(EINVAL), "over the VMM's own page");
-    assert_eq!(result(vm, 7), err(EINVAL), "over guest RAM");
-    assert_eq!(result(vm, 8), err(EINVAL), "above the hole");
+    // `xenmem_add_to_physmap_one()` (xen/arch/x86/mm/p2m.c): the VMM's own
+    // pages and the APIC range are refused as Xen refuses `p2m_mmio_direct`
+    // (-EPERM); over guest RAM the page is freed and the frame placed.
+    assert_eq!(result(vm, 6), err(EPERM), "over the VMM's own page");
+    assert_eq!(result(vm, 7), 0, "over guest RAM");
+    assert_eq!(result(vm, 8), err(EPERM), "the APIC range");
     assert_eq!(result(vm, 9), err(EFAULT), "argument straddling RAM's end");
     assert_eq!(result(vm, 10), 0, "shared info placed in the hole");
     assert_ne!(result(vm, 11), 0, "tsc_to_system_mul visible through the placed page");
@@ -134,9 +137,12 @@ fn check_body(vm: &Vm) {
     assert_eq!(result(vm, 17) as u32, pv_abi::hvm::xen_version::PVH_FEATURES, "real XENFEAT bits");
     assert_eq!(result(vm, 18), 0, "alloc_unbound(DOMID_SELF)");
     assert!(result(vm, 19) > 0, "a port");
-    assert_eq!((result(vm, 20), result(vm, 21)), (0, err(EINVAL)), "remove_from_physmap");
+    // xen/common/memory.c: an empty gfn → -ENOENT.
+    assert_eq!((result(vm, 20), result(vm, 21)), (0, err(ENOENT)), "remove_from_physmap");
     assert_eq!(result(vm, 22), err(ENOSYS));
-    assert_eq!(result(vm, 23), err(EPERM), "set_memory_map refused");
+    // The struct at SCRATCH starts with 16 (nr_entries of the memory-map
+    // call), read as domid 16, which does not exist (XSM_TARGET, -ESRCH).
+    assert_eq!(result(vm, 23), err(ESRCH), "set_memory_map for an unknown domain");
 }
 
 #[test]
@@ -358,4 +364,112 @@ fn pvh_note_only_in_a_section_boots_and_a_missing_note_is_named() {
     let err = Vm::new(&cfg).err().expect("a 32-bit image without the note is refused").to_string();
     assert!(err.contains("32-bit ELF without a Xen PVH entry note"), "{err}");
     assert!(!err.contains("not a 64-bit"), "{err}");
+}
+
+/// Shared info placed over one of the guest's own RAM frames, right after
+/// its image (`xenmem_add_to_physmap_one()`, `xen/arch/x86/mm/p2m.c`): the
+/// RAM page is freed (`XENMEM_current_reservation` one lower), the guest
+/// reads the pvclock the VMM publishes (`vcpu_time_info` in
+/// `xen/include/public/xen.h`) through that frame; moved away, the frame
+/// is empty (`p2m_remove_page()`: `remove_from_physmap` -ENOENT) until
+/// `populate_physmap` fills it with a zeroed page; `decrease_reservation`
+/// gives a page back (`xen/common/memory.c`: extents done).
+fn shared_info_over_ram_body(a: &mut Asm, compat: bool) {
+    let ram_gfn = (BASE + IMAGE_BYTES + 0x1000) >> 12;
+    let hole = (MEM >> 12) as u32;
+    let s = SCRATCH + 0x100;
+    let (dom, atp, list, res, rfp) = (s, s + 0x10, s + 0x40, s + 0x60, s + 0x90);
+    a.poke(dom, 0x7ff0);
+    let current = |a: &mut Asm, slot: u32| {
+        a.hypercall(MEMORY_OP, &[3, dom], slot);
+    };
+    let place = |a: &mut Asm, gpfn: u32, slot: u32| {
+        a.poke(atp, 0x7ff0).poke(atp + 4, 0);
+        if compat {
+            a.poke(atp + 8, 0).poke(atp + 12, gpfn);
+        } else {
+            a.poke(atp + 8, 0).poke(atp + 12, 0).poke(atp + 16, gpfn).poke(atp + 20, 0);
+        }
+        a.hypercall(MEMORY_OP, &[7, atp], slot);
+    };
+    // xen_memory_reservation over one extent at `list`.
+    let reservation = |a: &mut Asm, cmd: u32, gfn: u32, slot: u32| {
+        if compat {
+            a.poke(list, gfn)
+                .poke(res, list)
+                .poke(res + 4, 1)
+                .poke(res + 8, 0)
+                .poke(res + 12, 0)
+                .poke(res + 16, 0x7ff0);
+        } else {
+            a.poke(list, gfn).poke(list + 4, 0);
+            a.poke(res, list).poke(res + 4, 0).poke(res + 8, 1).poke(res + 12, 0);
+            a.poke(res + 16, 0).poke(res + 20, 0).poke(res + 24, 0x7ff0);
+        }
+        a.hypercall(MEMORY_OP, &[cmd, res], slot);
+    };
+    current(a, 0);
+    a.poke(ram_gfn << 12, 0xdead_beef);
+    place(a, ram_gfn, 1);
+    a.load_eax((ram_gfn << 12) + 32 + 24).store_eax(RESULTS + 2 * 4);
+    a.load_eax((ram_gfn << 12) + 32).store_eax(RESULTS + 3 * 4);
+    current(a, 4);
+    place(a, hole, 5);
+    a.load_eax(ram_gfn << 12).store_eax(RESULTS + 6 * 4);
+    a.poke(rfp, 0x7ff0);
+    if compat {
+        a.poke(rfp + 4, ram_gfn);
+    } else {
+        a.poke(rfp + 8, ram_gfn).poke(rfp + 12, 0);
+    }
+    a.hypercall(MEMORY_OP, &[15, rfp], 7);
+    reservation(a, 6, ram_gfn, 8);
+    current(a, 9);
+    reservation(a, 1, ram_gfn + 1, 10);
+    current(a, 11);
+}
+
+fn check_shared_info_over_ram(vm: &Vm) {
+    let before = result(vm, 0);
+    assert!(before > 0, "current_reservation");
+    assert_eq!(result(vm, 1), 0, "shared info placed over a RAM frame");
+    assert_ne!(result(vm, 2), 0, "tsc_to_system_mul read through the frame");
+    let version = result(vm, 3);
+    assert!(version != 0 && version % 2 == 0, "a published pvclock version: {version}");
+    assert_eq!(result(vm, 4), before - 1, "the RAM page was freed");
+    assert_eq!(result(vm, 5), 0, "moved to the hole");
+    // Xen's empty gfn reads all-ones; ours reads the freed (madvised) page:
+    // zero, the guest's old data gone (docs/conformance.md).
+    assert_eq!(result(vm, 6), 0, "the old frame holds no page");
+    assert_eq!(result(vm, 7), err(ENOENT), "remove_from_physmap of the emptied frame");
+    assert_eq!(result(vm, 8), 1, "populate_physmap: one extent");
+    assert_eq!(result(vm, 9), before, "repopulated");
+    assert_eq!(result(vm, 10), 1, "decrease_reservation: one extent");
+    assert_eq!(result(vm, 11), before - 1);
+    let kib = vm.store.read_string("/local/domain/1/memory/static-max").unwrap();
+    assert_eq!(kib.parse::<i64>().unwrap(), i64::from(before) * 4, "memory/static-max in KiB");
+}
+
+#[test]
+fn pvh_32_bit_guest_places_shared_info_over_its_own_ram() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    shared_info_over_ram_body(&mut a, true);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    check_shared_info_over_ram(&vm);
+}
+
+#[test]
+fn pvh_64_bit_guest_places_shared_info_over_its_own_ram() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
+    shared_info_over_ram_body(&mut a, false);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, true);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    check_shared_info_over_ram(&vm);
 }

@@ -283,7 +283,7 @@ fn wire_devices(
     };
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, threads)?;
     let usable = pv_abi::layout::KERNEL_BASE..m.pool_start;
-    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, m.ram.mem(), usable, disks, nets)?;
+    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, &hv.platform, m.ram.mem(), usable, disks, nets)?;
     threads.extend(virtio_threads);
     crate::store_nodes::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
     crate::store_nodes::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
@@ -309,6 +309,8 @@ fn prepare_pvh(
     pvh.timer = Some(xen_domain::timer::Timer::start(hv.evtchn.clone(), seccomp).map_err(io("timer thread"))?);
     pvh.console_evtchn = core.console_port;
     pvh.store_evtchn = core.store_port;
+    let kib = pvh.reservation.max_pages * (pv_abi::layout::PAGE_SIZE / 1024);
+    crate::store_nodes::write_memory_nodes(&core.store, GUEST_DOMID, kib, kib).map_err(VmmError::device("store"))?;
     Ok(pvh)
 }
 

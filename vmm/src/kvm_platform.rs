@@ -7,8 +7,15 @@
 //!   ([`crate::pvh::callback`]).
 //! - Doorbells: one ioeventfd per bound port on
 //!   [`DOORBELL_PORT`](pv_abi::hypercall::DOORBELL_PORT), datamatch = port.
-//! - Placed pages: one extra memory slot per placeable page, aliasing the
-//!   VMM page's host memory at the guest frame.
+//! - Placed pages: one memory slot per placed page, aliasing the VMM page's
+//!   host memory at the guest frame. KVM slots may not overlap, so a page
+//!   placed over a RAM frame splits the RAM slot around it: the RAM is
+//!   re-registered as the pieces between placed frames ([`SlotLayout`]).
+//!   The RAM page under a placed frame is hidden from the guest (the
+//!   hypervisor has freed it, `discard_page`); the VMM's own `GuestRam`
+//!   accesses at that address still reach the hidden page, not the placed
+//!   one (no hypercall reads guest structures there: see
+//!   docs/conformance.md, `XENMEM_add_to_physmap`).
 
 use crate::error::VmmError;
 use crate::memory::GuestRam;
@@ -17,19 +24,98 @@ use kvm_bindings::{kvm_irq_routing_entry, kvm_userspace_memory_region, KvmIrqRou
 use kvm_ioctls::{IoEventAddress, VmFd};
 use pv_abi::hypercall::DOORBELL_PORT;
 use pv_abi::layout::PAGE_SIZE;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 use xen_domain::platform::{Platform, PlatformError};
 
 pub use pv_abi::event_channel::UPCALL_VECTOR;
 /// The GSI the upcall irqfd is routed through.
 pub const UPCALL_GSI: u32 = 24;
-/// KVM memory slot of the first placed page (slots 0 and 1 are RAM).
-const FIRST_ALIAS_SLOT: u32 = 2;
+
+/// The memory slots of a PVH guest: RAM (its `GuestRam` regions, as
+/// `memory::RegisterSlots` registered them, slots `0..n`) minus the frames
+/// pages are placed at, plus one slot per placed page. At most
+/// `regions + 2 * PLACEABLE` slots.
+#[derive(Debug, Default)]
+struct SlotLayout {
+    /// RAM regions: guest-physical start, length, host address.
+    ram: Vec<(u64, u64, u64)>,
+    /// Placed pages by alias: guest frame, host address of the VMM page.
+    placed: std::collections::BTreeMap<usize, (u64, u64)>,
+    /// Slot numbers registered now.
+    in_use: u32,
+}
+
+impl SlotLayout {
+    /// The layout `memory::RegisterSlots` registered: one writable slot per
+    /// RAM region (a PVH guest has no read-only pool; only PVH guests place pages).
+    fn new(ram: &GuestRam) -> Self {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        let ram: Vec<_> = ram
+            .mem()
+            .iter()
+            .filter_map(|r| {
+                let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as u64;
+                Some((r.start_addr().0, r.len(), host))
+            })
+            .collect();
+        SlotLayout { in_use: ram.len() as u32, ram, placed: Default::default() }
+    }
+
+    /// Every slot: RAM pieces around the placed frames, then the placed pages.
+    fn regions(&self) -> Vec<kvm_userspace_memory_region> {
+        let mut frames: Vec<u64> = self.placed.values().map(|&(g, _)| g * PAGE_SIZE).collect();
+        frames.sort_unstable();
+        let mut out = Vec::new();
+        let mut push = |gpa: u64, size: u64, host: u64| {
+            if size > 0 {
+                let slot = out.len() as u32;
+                out.push(kvm_userspace_memory_region {
+                    slot,
+                    flags: 0,
+                    guest_phys_addr: gpa,
+                    memory_size: size,
+                    userspace_addr: host,
+                });
+            }
+        };
+        for &(start, len, host) in &self.ram {
+            let mut at = start;
+            for &f in frames.iter().filter(|&&f| f >= start && f < start + len) {
+                push(at, f - at, host + (at - start));
+                at = f + PAGE_SIZE;
+            }
+            push(at, start + len - at, host + (at - start));
+        }
+        for &(gpfn, host) in self.placed.values() {
+            push(gpfn * PAGE_SIZE, PAGE_SIZE, host);
+        }
+        out
+    }
+
+    /// Re-registers every slot: deletes the ones in use, then adds the new
+    /// layout (deleting first, since slots may not overlap even briefly).
+    fn install(&mut self, vm: &VmFd) -> Result<(), kvm_ioctls::Error> {
+        for slot in 0..self.in_use {
+            let gone = kvm_userspace_memory_region { slot, ..Default::default() };
+            // SAFETY: deleting a slot (size 0) hands KVM no host memory.
+            unsafe { vm.set_user_memory_region(gone) }?;
+        }
+        self.in_use = 0;
+        for region in self.regions() {
+            // SAFETY: every host range is part of guest RAM's mmap, which
+            // lives as long as the VM (both owned by `Vm`); `regions()`
+            // never overlaps two slots.
+            unsafe { vm.set_user_memory_region(region) }?;
+            self.in_use = region.slot + 1;
+        }
+        Ok(())
+    }
+}
 
 /// A GSI routing entry delivering an MSI with `vector` to APIC id 0
 /// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
-/// so whoever adds routes sets this upcall route again with them.
+/// so [`KvmPlatform`] keeps every route and installs them all together.
 pub fn msi_route(gsi: u32, vector: u32) -> kvm_irq_routing_entry {
     let mut entry = kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
     entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
@@ -37,12 +123,27 @@ pub fn msi_route(gsi: u32, vector: u32) -> kvm_irq_routing_entry {
     entry
 }
 
-/// Routes the upcall irqfd as an MSI to `vector` on APIC 0. The routing
-/// table then holds only this route (`virtio` sets its routes with it).
-fn route_upcall(vm: &VmFd, vector: u8) -> Result<(), kvm_ioctls::Error> {
-    let routing = KvmIrqRouting::from_entries(&[msi_route(UPCALL_GSI, u32::from(vector))])
-        .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-    vm.set_gsi_routing(&routing)
+/// The GSI routing table: the upcall route plus the devices' routes.
+/// `KVM_SET_GSI_ROUTING` replaces the whole table, so every change
+/// installs all of them again (issue 18 item 6: a PVH guest choosing its
+/// upcall vector must not lose the virtio routes).
+#[derive(Debug, Default)]
+struct Routes {
+    upcall_vector: u8,
+    devices: Vec<kvm_irq_routing_entry>,
+}
+
+impl Routes {
+    fn table(&self) -> Vec<kvm_irq_routing_entry> {
+        let mut all = vec![msi_route(UPCALL_GSI, u32::from(self.upcall_vector))];
+        all.extend(self.devices.iter().copied());
+        all
+    }
+
+    fn install(&self, vm: &VmFd) -> Result<(), kvm_ioctls::Error> {
+        let routing = KvmIrqRouting::from_entries(&self.table()).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+        vm.set_gsi_routing(&routing)
+    }
 }
 
 fn refused(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> PlatformError {
@@ -54,6 +155,8 @@ pub struct KvmPlatform {
     vm: Arc<VmFd>,
     ram: GuestRam,
     upcall: EventFd,
+    routes: Mutex<Routes>,
+    slots: Mutex<SlotLayout>,
     /// The PVH callback-vector line of vCPU 0 (the vCPU thread injects it).
     pub callback: Arc<CallbackLine>,
 }
@@ -69,20 +172,33 @@ impl KvmPlatform {
     /// (or split) irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam) -> Result<Self, VmmError> {
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Io("eventfd", e))?;
-        route_upcall(&vm, UPCALL_VECTOR).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        let routes = Routes { upcall_vector: UPCALL_VECTOR, devices: Vec::new() };
+        routes.install(&vm).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(VmmError::kvm("KVM_IRQFD"))?;
-        Ok(KvmPlatform { vm, ram, upcall, callback: Arc::default() })
+        let slots = Mutex::new(SlotLayout::new(&ram));
+        Ok(KvmPlatform { vm, ram, upcall, routes: Mutex::new(routes), slots, callback: Arc::default() })
     }
 
-    fn alias_region(&self, alias: usize, vmm_page: u64, gpa: u64, size: u64) -> Option<kvm_userspace_memory_region> {
-        let host = self.ram.host_address(vmm_page)?;
-        Some(kvm_userspace_memory_region {
-            slot: FIRST_ALIAS_SLOT + alias as u32,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: size,
-            userspace_addr: host as u64,
-        })
+    fn slots(&self) -> std::sync::MutexGuard<'_, SlotLayout> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds the devices' GSI routes (virtio MSIs) to the table and
+    /// installs it, the upcall route included.
+    pub fn add_device_routes(&self, extra: &[kvm_irq_routing_entry]) -> Result<(), VmmError> {
+        let mut r = self.routes();
+        r.devices.extend_from_slice(extra);
+        r.install(&self.vm).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))
+    }
+
+    /// Every route installed now, the upcall route first (what the last
+    /// `KVM_SET_GSI_ROUTING` passed; KVM cannot be asked).
+    pub fn installed_routes(&self) -> Vec<kvm_irq_routing_entry> {
+        self.routes().table()
     }
 }
 
@@ -106,30 +222,106 @@ impl Platform for KvmPlatform {
     }
 
     fn place_page(&self, alias: usize, vmm_page: u64, gpfn: u64) -> Result<(), PlatformError> {
-        let gpa = gpfn.checked_mul(PAGE_SIZE).ok_or(PlatformError { what: "place_page", why: "frame".into() })?;
-        let region = self
-            .alias_region(alias, vmm_page, gpa, PAGE_SIZE)
-            .ok_or(PlatformError { what: "place_page", why: "VMM page outside RAM".into() })?;
-        // SAFETY: the host page is one page of guest RAM's mmap, which
-        // lives as long as the VM (both owned by `Vm`); the caller checked
-        // that `gpfn` lies in the hole, where no other slot is.
-        unsafe { self.vm.set_user_memory_region(region) }.map_err(refused("KVM_SET_USER_MEMORY_REGION"))
+        let bad = |why: &str| PlatformError { what: "place_page", why: why.into() };
+        gpfn.checked_mul(PAGE_SIZE).filter(|gpa| gpa.checked_add(PAGE_SIZE).is_some()).ok_or(bad("frame"))?;
+        let host = self.ram.host_address(vmm_page).ok_or(bad("VMM page outside RAM"))? as u64;
+        let mut slots = self.slots();
+        if slots.placed.iter().any(|(&a, &(g, _))| a != alias && g == gpfn) {
+            return Err(bad("frame already holds a placed page"));
+        }
+        slots.placed.insert(alias, (gpfn, host));
+        slots.install(&self.vm).map_err(refused("KVM_SET_USER_MEMORY_REGION"))
     }
 
-    fn remove_page(&self, alias: usize, gpfn: u64) -> Result<(), PlatformError> {
-        let region = self
-            .alias_region(alias, 0, gpfn.wrapping_mul(PAGE_SIZE), 0)
-            .ok_or(PlatformError { what: "remove_page", why: "no RAM".into() })?;
-        // SAFETY: deleting a slot (size 0) a placement created; no host
-        // memory is handed to KVM.
-        unsafe { self.vm.set_user_memory_region(region) }.map_err(refused("KVM_SET_USER_MEMORY_REGION"))
+    fn remove_page(&self, alias: usize, _gpfn: u64) -> Result<(), PlatformError> {
+        let mut slots = self.slots();
+        if slots.placed.remove(&alias).is_none() {
+            return Ok(());
+        }
+        slots.install(&self.vm).map_err(refused("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    fn discard_page(&self, gpfn: u64) -> Result<(), PlatformError> {
+        let host = gpfn
+            .checked_mul(PAGE_SIZE)
+            .and_then(|gpa| self.ram.host_address(gpa))
+            .ok_or(PlatformError { what: "discard_page", why: "frame outside RAM".into() })?;
+        // SAFETY: `host` is the start of one page of guest RAM's private
+        // anonymous mmap (RAM is page-aligned); dropping it only makes the
+        // guest read zeros there, which is what freeing the page means.
+        let rc = unsafe { libc::madvise(host.cast(), PAGE_SIZE as usize, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            let why = std::io::Error::last_os_error().to_string();
+            return Err(PlatformError { what: "madvise(MADV_DONTNEED)", why });
+        }
+        Ok(())
     }
 
     fn set_upcall_vector(&self, vector: u8) -> Result<(), PlatformError> {
-        route_upcall(&self.vm, vector).map_err(refused("KVM_SET_GSI_ROUTING"))
+        let mut r = self.routes();
+        let old = std::mem::replace(&mut r.upcall_vector, vector);
+        r.install(&self.vm).map_err(|e| {
+            r.upcall_vector = old;
+            refused("KVM_SET_GSI_ROUTING")(e)
+        })
     }
 
     fn set_callback_vector(&self, vector: u8) {
         self.callback.set_vector(vector);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xen_domain::guest_memory::Slot;
+
+    /// Issue 18 item 6: `HVMOP_set_evtchn_upcall_vector` re-routes the
+    /// upcall GSI, and `KVM_SET_GSI_ROUTING` replaces the whole table; the
+    /// virtio routes must survive the change.
+    #[test]
+    fn an_upcall_vector_change_keeps_the_device_routes() {
+        let kvm = crate::builder::open_kvm().expect("this test needs /dev/kvm");
+        let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+        vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+        let ram = GuestRam::new(&[Slot { start: 0, len: 1 << 20, readonly: false }]).unwrap();
+        let platform = KvmPlatform::new(vm, ram).unwrap();
+        let virtio = [msi_route(UPCALL_GSI + 1, 0x41), msi_route(UPCALL_GSI + 2, 0x42)];
+        platform.add_device_routes(&virtio).unwrap();
+        platform.set_upcall_vector(0xf3).unwrap();
+        let routes: Vec<(u32, u32)> = platform.installed_routes().iter().map(|r| (r.gsi, msi_data(r))).collect();
+        assert_eq!(routes, [(UPCALL_GSI, 0xf3), (UPCALL_GSI + 1, 0x41), (UPCALL_GSI + 2, 0x42)]);
+    }
+
+    fn msi_data(r: &kvm_irq_routing_entry) -> u32 {
+        // SAFETY: every route this platform installs is of the MSI type.
+        unsafe { r.u.msi.data }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    /// A page placed over RAM splits the RAM slot around it; one in the
+    /// hole is a slot of its own; no two slots overlap.
+    #[test]
+    fn placed_frames_split_ram_into_pieces() {
+        let mut l = SlotLayout { ram: vec![(0, 0x10_0000, 0x7000_0000)], ..Default::default() };
+        l.placed.insert(0, (0x10, 0x9000_0000));
+        l.placed.insert(3, (0x8_0000, 0x9000_1000));
+        l.placed.insert(1, (0, 0x9000_2000));
+        let r: Vec<(u32, u64, u64, u64)> =
+            l.regions().iter().map(|r| (r.slot, r.guest_phys_addr, r.memory_size, r.userspace_addr)).collect();
+        assert_eq!(
+            r,
+            [
+                (0, 0x1000, 0xf000, 0x7000_1000),
+                (1, 0x11000, 0x10_0000 - 0x11000, 0x7001_1000),
+                (2, 0x10000, 0x1000, 0x9000_0000),
+                (3, 0, 0x1000, 0x9000_2000),
+                (4, 0x8000_0000, 0x1000, 0x9000_1000),
+            ]
+        );
     }
 }

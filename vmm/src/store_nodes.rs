@@ -14,6 +14,22 @@ pub fn write_domain_nodes(store: &SharedStore, domid: DomId, name: &str) -> Resu
     store.write(&format!("{home}/control/shutdown"), b"")
 }
 
+/// Writes `/local/domain/<domid>/memory/static-max` and `memory/target`
+/// in KiB, as `libxl__build_post()` (`tools/libs/light/libxl_dom.c`) does:
+/// the balloon driver's limit and target. For a PVH guest both are the
+/// pages it owns at boot (`XENMEM_maximum_reservation`), since the VMM
+/// cannot back more.
+pub fn write_memory_nodes(
+    store: &SharedStore,
+    domid: DomId,
+    static_max_kib: u64,
+    target_kib: u64,
+) -> Result<(), StoreError> {
+    let home = format!("/local/domain/{domid}/memory");
+    store.write(&format!("{home}/static-max"), static_max_kib.to_string().as_bytes())?;
+    store.write(&format!("{home}/target"), target_kib.to_string().as_bytes())
+}
+
 /// Writes each disk's `dev` (`xvda`, ...) into its back-end directory
 /// `/local/domain/0/backend/vbd/<domid>/<vdev>`: the name the number
 /// encodes (`pv_abi::vdev::decode`), as Xen's toolstack writes it.
@@ -59,6 +75,10 @@ mod tests {
         assert_eq!(s.read("/local/domain/1/domid").unwrap(), b"1");
         assert_eq!(s.read("/local/domain/1/name").unwrap(), b"guest");
         assert!(s.read("/local/domain/1/control/shutdown").unwrap().is_empty());
+        // `libxl__build_post()`: decimal KiB.
+        write_memory_nodes(&s, 1, 15_720, 15_720).unwrap();
+        assert_eq!(s.read("/local/domain/1/memory/static-max").unwrap(), b"15720");
+        assert_eq!(s.read("/local/domain/1/memory/target").unwrap(), b"15720");
     }
 
     /// xen-vbd-interface(7): 51712 is xvda, 768 hda, 1 << 28 | 16 << 8 xvdq.

@@ -11,7 +11,7 @@
 
 use crate::devices::Subscriber;
 use crate::error::VmmError;
-use crate::kvm_platform::{msi_route, UPCALL_GSI, UPCALL_VECTOR};
+use crate::kvm_platform::{msi_route, UPCALL_GSI};
 use backend::block::Disk;
 use backend::net::NetSpec;
 use backend::virtio::blk::VirtioBlk;
@@ -144,6 +144,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// subscribers) per device.
 pub fn build(
     vm: &VmFd,
+    platform: &crate::kvm_platform::KvmPlatform,
     mem: &GuestMemoryMmap,
     usable: Range<u64>,
     disks: Vec<Disk>,
@@ -154,7 +155,7 @@ pub fn build(
     if disks.len() + nets.len() > MAX_VIRTIO_DEVICES {
         return Err(VmmError::Device { what: "virtio", why: format!("at most {MAX_VIRTIO_DEVICES} devices") });
     }
-    let mut routes = vec![msi_route(UPCALL_GSI, u32::from(UPCALL_VECTOR))];
+    let mut routes = Vec::new();
     for (i, disk) in disks.into_iter().enumerate() {
         let serial = format!("pv-kvm-vd{}", (b'a' + i as u8) as char);
         let irq = irqfd(vm, i, &mut routes)?;
@@ -171,10 +172,9 @@ pub fn build(
         bus.net.push(t.clone());
         threads.push((format!("virtio-net{n}"), attach(vm, &mut bus, i, t, pv_abi::virtio::device_id::NET)?));
     }
-    if !bus.is_empty() {
-        let routing = kvm_bindings::KvmIrqRouting::from_entries(&routes)
-            .map_err(|_| VmmError::Io("irq routing", std::io::Error::other("too many entries")))?;
-        vm.set_gsi_routing(&routing).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+    if !routes.is_empty() {
+        // The platform keeps them: a later upcall-vector change re-installs them.
+        platform.add_device_routes(&routes)?;
     }
     Ok((bus, threads))
 }

@@ -19,6 +19,8 @@ pub enum Call {
     PlacePage(usize, u64, u64),
     /// [`Platform::remove_page`]: alias, guest frame.
     RemovePage(usize, u64),
+    /// [`Platform::discard_page`]: guest frame.
+    DiscardPage(u64),
     /// [`Platform::set_upcall_vector`].
     SetUpcallVector(u8),
     /// [`Platform::set_callback_vector`].
@@ -120,6 +122,11 @@ impl Platform for FakePlatform {
 
     fn remove_page(&self, alias: usize, gpfn: u64) -> Result<(), PlatformError> {
         self.record(Call::RemovePage(alias, gpfn));
+        Ok(())
+    }
+
+    fn discard_page(&self, gpfn: u64) -> Result<(), PlatformError> {
+        self.record(Call::DiscardPage(gpfn));
         Ok(())
     }
 

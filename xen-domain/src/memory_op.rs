@@ -8,10 +8,71 @@ use crate::domid::is_self;
 use crate::grant_table::mapper::MAX_GRANT_FRAMES;
 use crate::grant_table::pvh_frames;
 use crate::pvh::{PvhState, HOLE_END};
-use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
+use pv_abi::errno::{EACCES, EINVAL, ENOENT, ENOSYS, EPERM, ESRCH};
+use pv_abi::event_channel::DomId;
 use pv_abi::hvm::memory_op::*;
 use pv_abi::hvm::E820Entry;
 use pv_abi::layout::PAGE_SIZE;
+
+/// `XENMEM_increase_reservation`.
+pub const INCREASE_RESERVATION: u64 = 0;
+/// `XENMEM_decrease_reservation`.
+pub const DECREASE_RESERVATION: u64 = 1;
+/// `XENMEM_populate_physmap`.
+pub const POPULATE_PHYSMAP: u64 = 6;
+/// `MEMOP_EXTENT_SHIFT`: the continuation's start extent sits above it in `cmd`.
+pub const MEMOP_EXTENT_SHIFT: u32 = 6;
+/// The largest `extent_order` a domU may ask for (`CONFIG_DOMU_MAX_ORDER`, x86).
+pub const DOMU_MAX_ORDER: u32 = 9;
+/// `E820MAX` (`xen/arch/x86/include/asm/e820.h`): the most entries
+/// `XENMEM_set_memory_map` takes.
+pub const E820MAX: u32 = 1024;
+/// `XENMEM_maximum_gpfn`.
+pub const MAXIMUM_GPFN: u64 = 14;
+/// `XENMAPSPACE_gmfn_foreign`.
+const XENMAPSPACE_GMFN_FOREIGN: u32 = 4;
+/// `XENMAPSPACE_dev_mmio`.
+const XENMAPSPACE_DEV_MMIO: u32 = 5;
+
+/// `struct xen_memory_reservation` (64-bit layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReservation {
+    /// Guest handle of the `xen_pfn_t` extent list.
+    pub extent_start: u64,
+    /// Number of extents.
+    pub nr_extents: u64,
+    /// log2 of the pages per extent.
+    pub extent_order: u32,
+    /// `XENMEMF_*`.
+    pub mem_flags: u32,
+    /// Domain.
+    pub domid: DomId,
+    /// Padding.
+    pub _pad: [u16; 3],
+}
+// SAFETY: plain integers, no padding holes beyond the explicit `_pad`.
+unsafe impl pv_abi::Pod for MemoryReservation {}
+
+/// `struct compat_memory_reservation` (32-bit guests).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompatMemoryReservation {
+    /// Guest handle of the 32-bit `xen_pfn_t` extent list.
+    pub extent_start: u32,
+    /// Number of extents.
+    pub nr_extents: u32,
+    /// log2 of the pages per extent.
+    pub extent_order: u32,
+    /// `XENMEMF_*`.
+    pub mem_flags: u32,
+    /// Domain.
+    pub domid: DomId,
+    /// Padding.
+    pub _pad: u16,
+}
+// SAFETY: plain integers, explicit padding.
+unsafe impl pv_abi::Pod for CompatMemoryReservation {}
 
 /// `memory_op(cmd, arg)`.
 pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
@@ -20,18 +81,35 @@ pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
     let (cmd, arg) = (a[0] & CMD_MASK, a[1]);
     match cmd {
+        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => {
+            Ok(reservation_op(dom, cmd, a[0] >> MEMOP_EXTENT_SHIFT, arg))
+        }
         CURRENT_RESERVATION | MAXIMUM_RESERVATION => {
             let domid: u16 = dom.ram.read_obj(arg)?;
-            if !is_self(domid) {
-                return Err(ESRCH);
-            }
-            Ok(dom.ram.size() / PAGE_SIZE)
+            check_domid(domid)?;
+            let r = &pvh(dom).reservation;
+            Ok(if cmd == CURRENT_RESERVATION { r.tot_pages } else { r.max_pages })
+        }
+        MAXIMUM_GPFN => {
+            let domid: u16 = dom.ram.read_obj(arg)?;
+            check_domid(domid)?;
+            Ok(pvh(dom).reservation.max_gpfn)
         }
         MEMORY_MAP => memory_map(dom, arg),
         ADD_TO_PHYSMAP => add_to_physmap(dom, arg),
         REMOVE_FROM_PHYSMAP => remove_from_physmap(dom, arg),
-        SET_MEMORY_MAP => Err(EPERM),
+        SET_MEMORY_MAP => set_memory_map(dom, arg),
         _ => Err(ENOSYS),
+    }
+}
+
+/// XSM_TARGET (`xen/include/xsm/dummy.h`): the caller itself, else
+/// domain 0 exists (`-EPERM`) and any other id does not (`-ESRCH`).
+fn check_domid(domid: DomId) -> Result<(), i64> {
+    match domid {
+        d if is_self(d) => Ok(()),
+        0 => Err(EPERM),
+        _ => Err(ESRCH),
     }
 }
 
@@ -47,7 +125,7 @@ fn memory_map(dom: &mut Domain, arg: u64) -> HcResult {
         let m: MemoryMap = dom.ram.read_obj(arg)?;
         (m.nr_entries, m.buffer)
     };
-    let map = pvh(dom).layout.memory_map();
+    let map = &pvh(dom).memory_map;
     let n = map.len().min(nr as usize);
     let bytes: Vec<u8> = map[..n]
         .iter()
@@ -58,33 +136,74 @@ fn memory_map(dom: &mut Domain, arg: u64) -> HcResult {
     Ok(0)
 }
 
-/// A frame the guest may place a VMM page at: in the hole between RAM and
-/// the local APIC region.
-fn placeable(dom: &Domain, gpfn: u64) -> bool {
-    gpfn.checked_mul(PAGE_SIZE).is_some_and(|gpa| gpa >= dom.ram.size() && gpa < HOLE_END)
+/// `XENMEM_set_memory_map` (`arch_memory_op()`, `xen/arch/x86/mm.c`):
+/// `struct xen_foreign_memory_map { domid; xen_memory_map map; }`; XSM_TARGET
+/// lets a domain set its own; more than `E820MAX` entries → `-EINVAL`.
+fn set_memory_map(dom: &mut Domain, arg: u64) -> HcResult {
+    let (domid, nr, buffer) = if dom.compat {
+        let domid: u16 = dom.ram.read_obj(arg)?;
+        let m: CompatMemoryMap = dom.ram.read_obj(arg + 4)?;
+        (domid, m.nr_entries, u64::from(m.buffer))
+    } else {
+        let domid: u16 = dom.ram.read_obj(arg)?;
+        let m: MemoryMap = dom.ram.read_obj(arg + 8)?;
+        (domid, m.nr_entries, m.buffer)
+    };
+    check_domid(domid)?;
+    if nr > E820MAX {
+        return Err(EINVAL);
+    }
+    let bytes = dom.ram.read_vec(buffer, u64::from(nr) * 20)?;
+    let map = bytes
+        .chunks_exact(20)
+        .map(|c| {
+            let mut e: E820Entry = pv_abi::pod::zeroed();
+            pv_abi::pod::as_bytes_mut(&mut e).copy_from_slice(c);
+            (e.addr, e.size, e.kind)
+        })
+        .collect();
+    pvh(dom).memory_map = map;
+    Ok(0)
+}
+
+/// Where a frame may be placed (`xenmem_add_to_physmap_one()`,
+/// `xen/arch/x86/mm/p2m.c`): anywhere but the VMM's own pages and the
+/// LAPIC/IO-APIC range, which Xen would find `p2m_mmio_direct` (`-EPERM`);
+/// `INVALID_GFN` and frames beyond the 4 GiB the VMM maps → `-EINVAL`.
+fn destination(dom: &mut Domain, gpfn: u64) -> Result<(), i64> {
+    let gpa = gpfn.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+    if gpa >= 1 << 32 {
+        tracing::debug!(gpfn, "add_to_physmap above 4 GiB refused");
+        return Err(EINVAL);
+    }
+    if pvh(dom).layout.is_vmm_page(gpa) || gpa >= HOLE_END {
+        tracing::debug!(gpfn, "add_to_physmap over a VMM page or the APIC range refused");
+        return Err(EPERM);
+    }
+    Ok(())
 }
 
 fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     let (domid, space, idx, gpfn) = if dom.compat {
         let x: CompatAddToPhysmap = dom.ram.read_obj(arg)?;
-        (x.domid, x.space, u64::from(x.idx), u64::from(x.gpfn))
+        // The compat handler widens INVALID_GFN (`xen/common/compat/memory.c`).
+        let gpfn = if x.gpfn == u32::MAX { u64::MAX } else { u64::from(x.gpfn) };
+        (x.domid, x.space, u64::from(x.idx), gpfn)
     } else {
         let x: AddToPhysmap = dom.ram.read_obj(arg)?;
         (x.domid, x.space, x.idx, x.gpfn)
     };
-    if !is_self(domid) {
-        return Err(ESRCH);
-    }
+    check_domid(domid)?;
     let slot = match space {
         XENMAPSPACE_SHARED_INFO if idx == 0 => 0,
         XENMAPSPACE_GRANT_TABLE if idx < u64::from(MAX_GRANT_FRAMES) => 1 + idx as usize,
         XENMAPSPACE_SHARED_INFO | XENMAPSPACE_GRANT_TABLE => return Err(EINVAL),
-        _ => return Err(ENOSYS),
+        // `gmfn`/`gmfn_range` (moving RAM) are not implemented.
+        2 | 3 | XENMAPSPACE_GMFN_FOREIGN => return Err(ENOSYS),
+        XENMAPSPACE_DEV_MMIO => return Err(EACCES),
+        _ => return Err(EINVAL),
     };
-    if !placeable(dom, gpfn) {
-        tracing::debug!(gpfn, "add_to_physmap outside the hole refused");
-        return Err(EINVAL);
-    }
+    destination(dom, gpfn)?;
     if slot > 0 {
         pvh_frames::grow(dom, idx as u32 + 1)?;
     }
@@ -96,6 +215,12 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         tracing::warn!(gpfn, error = %e, "KVM refused the placement");
         EINVAL
     })?;
+    p.reservation.max_gpfn = p.reservation.max_gpfn.max(gpfn);
+    // A RAM page there is freed (`guest_remove_page()`): the domain owns
+    // one page less; the frame stays empty after the placed page leaves.
+    if p.reservation.has_page(gpfn) {
+        free_page(p, gpfn);
+    }
     if slot == 0 {
         let ram = dom.ram.clone();
         // The vCPU's mode now fixes the page's layout (see `set_compat_layout`).
@@ -106,6 +231,18 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     Ok(0)
 }
 
+/// Frees the page at guest frame `gfn` back to the host.
+fn free_page(p: &mut PvhState, gfn: u64) {
+    p.reservation.set_empty(gfn, true);
+    p.reservation.tot_pages = p.reservation.tot_pages.saturating_sub(1);
+    if let Err(e) = p.platform().discard_page(gfn) {
+        tracing::warn!(gfn, error = %e, "cannot give a freed guest page back to the host");
+    }
+}
+
+/// `XENMEM_remove_from_physmap` (`xen/common/memory.c`): whatever is at
+/// the frame is removed (`guest_physmap_remove_page()`; a RAM page stays
+/// the domain's); nothing there → `-ENOENT`.
 fn remove_from_physmap(dom: &mut Domain, arg: u64) -> HcResult {
     let (domid, gpfn) = if dom.compat {
         let x: CompatRemoveFromPhysmap = dom.ram.read_obj(arg)?;
@@ -114,20 +251,121 @@ fn remove_from_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         let x: RemoveFromPhysmap = dom.ram.read_obj(arg)?;
         (x.domid, x.gpfn)
     };
-    if !is_self(domid) {
-        return Err(ESRCH);
-    }
+    check_domid(domid)?;
     let p = pvh(dom);
-    let slot = p.placed_at(gpfn).ok_or(EINVAL)?;
-    p.set_placement(slot, None).map_err(|_| EINVAL)?;
+    if let Some(slot) = p.placed_at(gpfn) {
+        p.set_placement(slot, None).map_err(|_| EINVAL)?;
+        return Ok(0);
+    }
+    if gpfn.checked_mul(PAGE_SIZE).is_some_and(|gpa| p.layout.is_vmm_page(gpa)) {
+        return Err(EPERM);
+    }
+    if !p.reservation.has_page(gpfn) {
+        return Err(ENOENT);
+    }
+    // The page stays owned (and, under KVM, mapped: see docs/conformance.md).
+    p.reservation.set_empty(gpfn, true);
     Ok(0)
 }
 
+/// The reservation ops (`do_memory_op()`, `xen/common/memory.c`): the
+/// number of extents done, never an errno; a bad argument, another
+/// domain, an order above [`DOMU_MAX_ORDER`] or the first failing extent
+/// just stop the count. Work is charged one unit per page; a spent budget
+/// continues with the start extent in `cmd` (`MEMOP_EXTENT_SHIFT`).
+fn reservation_op(dom: &mut Domain, cmd: u64, start: u64, arg: u64) -> u64 {
+    let (list, nr, order, domid, wide) = if dom.compat {
+        match dom.ram.read_obj::<CompatMemoryReservation>(arg) {
+            Ok(r) => (u64::from(r.extent_start), u64::from(r.nr_extents), r.extent_order, r.domid, 4),
+            Err(_) => return start,
+        }
+    } else {
+        match dom.ram.read_obj::<MemoryReservation>(arg) {
+            Ok(r) => (r.extent_start, r.nr_extents, r.extent_order, r.domid, 8),
+            Err(_) => return start,
+        }
+    };
+    if check_domid(domid).is_err() || order > DOMU_MAX_ORDER || nr > u64::MAX >> MEMOP_EXTENT_SHIFT {
+        return start;
+    }
+    for i in start..nr {
+        if dom.preempt_check(i - start) {
+            dom.create_continuation([cmd | (i << MEMOP_EXTENT_SHIFT), arg, 0, 0, 0]);
+            return i;
+        }
+        dom.charge(1 << order);
+        let ok = if cmd == INCREASE_RESERVATION {
+            // A translated guest's new pages are mapped nowhere: count only.
+            grow(pvh(dom), 1 << order)
+        } else {
+            match read_gfn(dom, list, i, wide) {
+                Some(gfn) if cmd == DECREASE_RESERVATION => decrease(pvh(dom), gfn, order),
+                Some(gfn) => populate(dom, gfn, order),
+                None => false,
+            }
+        };
+        if !ok {
+            return i;
+        }
+    }
+    nr.max(start)
+}
+
+fn read_gfn(dom: &Domain, list: u64, i: u64, wide: u64) -> Option<u64> {
+    let at = list.checked_add(i.checked_mul(wide)?)?;
+    if wide == 4 {
+        dom.ram.read_obj::<u32>(at).ok().map(u64::from)
+    } else {
+        dom.ram.read_obj::<u64>(at).ok()
+    }
+}
+
+/// Adds `n` pages to the domain's count unless that passes `max_pages`.
+fn grow(p: &mut PvhState, n: u64) -> bool {
+    let r = &mut p.reservation;
+    match r.tot_pages.checked_add(n) {
+        Some(t) if t <= r.max_pages => {
+            r.tot_pages = t;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `decrease_reservation()`: every page of the extent must be there
+/// (`guest_remove_page()` → `-ENOENT` stops the count).
+fn decrease(p: &mut PvhState, gfn: u64, order: u32) -> bool {
+    let Some(end) = gfn.checked_add(1 << order) else { return false };
+    if !(gfn..end).all(|g| p.reservation.has_page(g) && p.placed_at(g).is_none()) {
+        return false;
+    }
+    (gfn..end).for_each(|g| free_page(p, g));
+    true
+}
+
+/// `populate_physmap()`: a zeroed page at every frame of the extent, within
+/// `max_pages`; only frames the VMM can back (the guest's RAM frames).
+fn populate(dom: &mut Domain, gfn: u64, order: u32) -> bool {
+    let n = 1u64 << order;
+    let Some(end) = gfn.checked_add(n) else { return false };
+    let p = pvh(dom);
+    if !(gfn..end).all(|g| p.reservation.is_guest_frame(g) && p.placed_at(g).is_none()) || !grow(p, n) {
+        return false;
+    }
+    let zero = [0u8; PAGE_SIZE as usize];
+    for g in gfn..end {
+        pvh(dom).reservation.set_empty(g, false);
+        if let Err(e) = dom.ram.write(g * PAGE_SIZE, &zero) {
+            tracing::warn!(gfn = g, error = %e, "cannot scrub a populated page");
+        }
+    }
+    true
+}
+
 /// Against `xen/include/public/memory.h` (`XENMEM_*`, `XENMAPSPACE_*`, the
-/// argument structs) and `xen/common/memory.c`, `xen/arch/x86/mm.c`
-/// (`-ESRCH` for a domain the caller may not name, `-EINVAL` for a bad
-/// index, `-ENOSYS` for unknown commands and spaces, `-EPERM` for
-/// `XENMEM_set_memory_map` from a guest).
+/// argument structs), `xen/common/memory.c` (`do_memory_op()`, the
+/// reservation ops), `xen/arch/x86/mm.c` (`arch_memory_op()`) and
+/// `xen/arch/x86/mm/p2m.c` (`xenmem_add_to_physmap_one()`).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,16 +388,135 @@ mod tests {
         assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), -ENOSYS);
     }
 
+    /// Pages a fresh [`TestDomain::pvh`] owns: RAM below the VMM pages
+    /// minus the legacy hole, plus the console and store rings.
+    const OWNED: i64 = (1024 - 20 - 96) + 2;
+
+    fn reservation(t: &mut TestDomain, cmd: u64) -> i64 {
+        t.put(TEST_ARG, &DOMID_SELF);
+        t.call(nr::MEMORY_OP, [cmd, TEST_ARG, 0, 0, 0])
+    }
+
+    /// `XENMEM_{decrease,increase}_reservation`, `populate_physmap` with
+    /// the extent list at `LIST`.
+    fn extents(t: &mut TestDomain, cmd: u64, gfns: &[u64], nr: u64, order: u32) -> i64 {
+        const LIST: u64 = TEST_ARG + 0x400;
+        for (i, g) in gfns.iter().enumerate() {
+            t.put(LIST + 8 * i as u64, g);
+        }
+        let r = MemoryReservation {
+            extent_start: LIST,
+            nr_extents: nr,
+            extent_order: order,
+            mem_flags: 0,
+            domid: DOMID_SELF,
+            _pad: [0; 3],
+        };
+        t.put(TEST_ARG, &r);
+        t.call(nr::MEMORY_OP, [cmd, TEST_ARG, 0, 0, 0])
+    }
+
+    /// `do_memory_op()` (`xen/common/memory.c`): `domain_tot_pages()` and
+    /// `max_pages`; XSM_TARGET: domain 0 exists (`-EPERM`), others do not.
     #[test]
     fn reservations_count_pages_of_this_domain_only() {
         let mut t = TestDomain::pvh();
-        t.put(TEST_ARG, &DOMID_SELF);
-        assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
-        assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RESERVATION, TEST_ARG, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+        assert_eq!(reservation(&mut t, MAXIMUM_RESERVATION), OWNED);
         t.put(TEST_ARG, &4u16);
         assert_eq!(t.call(nr::MEMORY_OP, [CURRENT_RESERVATION, TEST_ARG, 0, 0, 0]), -ESRCH);
-        assert_eq!(t.call(nr::MEMORY_OP, [SET_MEMORY_MAP, TEST_ARG, 0, 0, 0]), -EPERM);
+        t.put(TEST_ARG, &0u16);
+        assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RESERVATION, TEST_ARG, 0, 0, 0]), -EPERM);
         assert_eq!(t.call(nr::MEMORY_OP, [63, TEST_ARG, 0, 0, 0]), -ENOSYS);
+        // `domain_get_maximum_gpfn()`: the p2m's highest mapped frame,
+        // which a placement above RAM raises and removing it does not lower.
+        let last_ram = TEST_RAM / PAGE_SIZE - 1;
+        assert_eq!(reservation(&mut t, MAXIMUM_GPFN), last_ram as i64);
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        assert_eq!(remove(&mut t, HOLE_PFN), 0);
+        assert_eq!(reservation(&mut t, MAXIMUM_GPFN), HOLE_PFN as i64);
+    }
+
+    /// `decrease_reservation()`, `populate_physmap()`,
+    /// `increase_reservation()` (`xen/common/memory.c`): extents done, never
+    /// an errno; an empty gfn (`guest_remove_page()` `-ENOENT`), reaching
+    /// `max_pages`, or an order above `CONFIG_DOMU_MAX_ORDER` stop the count.
+    #[test]
+    fn ballooning_frees_repopulates_and_counts_pages() {
+        let mut t = TestDomain::pvh();
+        t.put(0x1f_0008, &0x1234u64);
+        assert_eq!(
+            extents(&mut t, DECREASE_RESERVATION, &[0x1f0, 0x1f1, 0xa0, 0x1f2], 4, 0),
+            2,
+            "stops at the legacy hole"
+        );
+        assert_eq!(t.platform.calls(), [Call::DiscardPage(0x1f0), Call::DiscardPage(0x1f1)]);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 2);
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x1f1], 1, 0), 0, "already empty");
+        assert_eq!(extents(&mut t, POPULATE_PHYSMAP, &[0x1f0, 0x1f1, 0x300], 3, 0), 2, "stops at max_pages");
+        assert_eq!(t.get::<u64>(0x1f_0008), 0, "a populated page is zeroed");
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+        assert_eq!(extents(&mut t, INCREASE_RESERVATION, &[], 1, 0), 0, "at max_pages");
+        // An order-1 extent frees two pages; increase then counts them back.
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x300], 1, 1), 1);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 2);
+        assert_eq!(extents(&mut t, INCREASE_RESERVATION, &[], 3, 0), 2);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x300], 1, DOMU_MAX_ORDER + 1), 0);
+        // The VMM's own pages are not the guest's to give back.
+        let vmm = t.dom.pvh.as_ref().unwrap().layout.store() / PAGE_SIZE;
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[vmm], 1, 0), 0);
+        // Another domain or an unreadable argument: 0 done, no errno.
+        t.put(TEST_ARG + 24, &0u16);
+        assert_eq!(t.call(nr::MEMORY_OP, [DECREASE_RESERVATION, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::MEMORY_OP, [DECREASE_RESERVATION, TEST_RAM - 8, 0, 0, 0]), 0);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+    }
+
+    /// The compat layout (`compat_memory_reservation`, 32-bit `xen_pfn_t`
+    /// list) and the continuation: a spent budget re-enters with the start
+    /// extent above `MEMOP_EXTENT_SHIFT` in `cmd` (`do_memory_op()`).
+    #[test]
+    fn ballooning_from_32_bit_guests_and_across_exits() {
+        let mut t = TestDomain::pvh();
+        t.dom.compat = true;
+        t.put(TEST_ARG + 0x400, &[0x300u32, 0x301, 0x302]);
+        let r = CompatMemoryReservation {
+            extent_start: TEST_ARG as u32 + 0x400,
+            nr_extents: 3,
+            extent_order: 0,
+            mem_flags: 0,
+            domid: DOMID_SELF,
+            _pad: 0,
+        };
+        t.put(TEST_ARG, &r);
+        t.dom.start_exit();
+        t.dom.charge(crate::preempt::WORK_PER_EXIT);
+        assert_eq!(t.table.dispatch(&mut t.dom, nr::MEMORY_OP, &[DECREASE_RESERVATION, TEST_ARG, 0, 0, 0]), 1);
+        let cont = DECREASE_RESERVATION | 1 << MEMOP_EXTENT_SHIFT;
+        assert_eq!(t.dom.continuation, Some([cont, TEST_ARG, 0, 0, 0]));
+        assert_eq!(t.call(nr::MEMORY_OP, [cont, TEST_ARG, 0, 0, 0]), 3);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 3);
+    }
+
+    /// `XENMEM_set_memory_map` (`arch_memory_op()`, `xen/arch/x86/mm.c`):
+    /// a domain may set its own map; more than `E820MAX` entries `-EINVAL`.
+    #[test]
+    fn a_guest_sets_its_own_memory_map() {
+        let mut t = TestDomain::pvh();
+        let buf = TEST_ARG + 0x100;
+        t.put(buf, &[E820Entry { addr: 0, size: 0x1000, kind: 1 }, E820Entry { addr: 0x2000, size: 0x1000, kind: 2 }]);
+        t.put(TEST_ARG, &DOMID_SELF);
+        t.put(TEST_ARG + 8, &MemoryMap { nr_entries: E820MAX + 1, _pad: 0, buffer: buf });
+        assert_eq!(t.call(nr::MEMORY_OP, [SET_MEMORY_MAP, TEST_ARG, 0, 0, 0]), -EINVAL);
+        t.put(TEST_ARG + 8, &MemoryMap { nr_entries: 2, _pad: 0, buffer: buf });
+        assert_eq!(t.call(nr::MEMORY_OP, [SET_MEMORY_MAP, TEST_ARG, 0, 0, 0]), 0);
+        let out = TEST_ARG + 0x200;
+        t.put(TEST_ARG, &MemoryMap { nr_entries: 8, _pad: 0, buffer: out });
+        assert_eq!(t.call(nr::MEMORY_OP, [MEMORY_MAP, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<u32>(TEST_ARG), 2);
+        let e: E820Entry = t.get(out + 20);
+        assert_eq!(({ e.addr }, { e.kind }), (0x2000, 2));
     }
 
     #[test]
@@ -208,11 +565,21 @@ mod tests {
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 1, HOLE_PFN), -EINVAL);
         assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, u64::from(MAX_GRANT_FRAMES), HOLE_PFN), -EINVAL);
         assert_eq!(add(&mut t, 2, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn");
-        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, 0x100), -EINVAL, "a RAM frame");
-        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_END / PAGE_SIZE), -EINVAL, "the APIC range");
-        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, u64::MAX), -EINVAL);
+        assert_eq!(add(&mut t, 4, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn_foreign");
+        assert_eq!(add(&mut t, 5, 0, HOLE_PFN), -EACCES, "XENMAPSPACE_dev_mmio");
+        assert_eq!(add(&mut t, 9, 0, HOLE_PFN), -EINVAL, "unknown space");
+        let store = t.dom.pvh.as_ref().unwrap().layout.store() / PAGE_SIZE;
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, store), -EPERM, "the VMM's store ring");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_END / PAGE_SIZE), -EPERM, "the APIC range");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, 1 << 20), -EINVAL, "above 4 GiB");
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, u64::MAX), -EINVAL, "INVALID_GFN");
         t.put(TEST_ARG, &AddToPhysmap { domid: 3, size: 0, space: 0, idx: 0, gpfn: HOLE_PFN });
         assert_eq!(t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), -ESRCH);
+        t.put(TEST_ARG, &AddToPhysmap { domid: 0, size: 0, space: 0, idx: 0, gpfn: HOLE_PFN });
+        assert_eq!(t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), -EPERM);
+        t.dom.compat = true;
+        t.put(TEST_ARG, &CompatAddToPhysmap { domid: DOMID_SELF, size: 0, space: 0, idx: 0, gpfn: u32::MAX });
+        assert_eq!(t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), -EINVAL, "compat INVALID_GFN");
         assert!(t.platform.calls().is_empty());
     }
 
@@ -226,17 +593,51 @@ mod tests {
         assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], None);
     }
 
+    fn remove(t: &mut TestDomain, gpfn: u64) -> i64 {
+        t.put(TEST_ARG, &RemoveFromPhysmap { domid: DOMID_SELF, _pad: [0; 3], gpfn });
+        t.call(nr::MEMORY_OP, [REMOVE_FROM_PHYSMAP, TEST_ARG, 0, 0, 0])
+    }
+
+    /// `XENMEM_remove_from_physmap` (`xen/common/memory.c`): whatever is at
+    /// the gfn goes (`guest_physmap_remove_page()`; a RAM page stays owned);
+    /// an empty gfn → `-ENOENT`.
     #[test]
-    fn remove_from_physmap_unplaces_only_what_was_placed() {
+    fn remove_from_physmap_removes_what_is_there() {
         let mut t = TestDomain::pvh();
-        let remove = |t: &mut TestDomain, gpfn| {
-            t.put(TEST_ARG, &RemoveFromPhysmap { domid: DOMID_SELF, _pad: [0; 3], gpfn });
-            t.call(nr::MEMORY_OP, [REMOVE_FROM_PHYSMAP, TEST_ARG, 0, 0, 0])
-        };
-        assert_eq!(remove(&mut t, HOLE_PFN), -EINVAL);
+        assert_eq!(remove(&mut t, HOLE_PFN), -ENOENT);
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
         assert_eq!(remove(&mut t, HOLE_PFN), 0);
         assert_eq!(t.platform.calls().last(), Some(&Call::RemovePage(0, HOLE_PFN)));
         assert_eq!(t.dom.pvh.as_ref().unwrap().placed[0], None);
+        assert_eq!(remove(&mut t, HOLE_PFN), -ENOENT);
+        assert_eq!(remove(&mut t, 0x123), 0, "a RAM page");
+        assert_eq!(remove(&mut t, 0x123), -ENOENT);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED, "still owned");
+        let console = t.dom.pvh.as_ref().unwrap().layout.console() / PAGE_SIZE;
+        assert_eq!(remove(&mut t, console), -EPERM, "the VMM's console ring");
+    }
+
+    /// `xenmem_add_to_physmap_one()` (`xen/arch/x86/mm/p2m.c`): a RAM page
+    /// at the gfn is freed (`guest_remove_page()`, `tot_pages` − 1); moving
+    /// the frame leaves the old gfn empty (`p2m_remove_page()`), which
+    /// `populate_physmap` can fill again.
+    #[test]
+    fn shared_info_placed_over_ram_frees_the_page() {
+        let mut t = TestDomain::pvh();
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, 0x100), 0);
+        assert_eq!(t.platform.calls(), [Call::PlacePage(0, si, 0x100), Call::DiscardPage(0x100)]);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1);
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1, "the old gfn stays empty");
+        assert_eq!(remove(&mut t, 0x100), -ENOENT);
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x100], 1, 0), 0);
+        assert_eq!(extents(&mut t, POPULATE_PHYSMAP, &[0x100], 1, 0), 1);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+        // A grant frame over the page the shared info left: freed once only.
+        assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, 0, 0x101), 0);
+        assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, 0, 0x101), 0);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1);
+        assert_eq!(extents(&mut t, POPULATE_PHYSMAP, &[0x101], 1, 0), 0, "a placed frame is not RAM");
     }
 }

@@ -35,11 +35,19 @@ pub trait Platform: Send + Sync {
 
     /// Maps the VMM page at guest-physical `vmm_page` also at guest frame
     /// `gpfn` (a Xen PVH guest placing shared info or a grant frame);
-    /// `alias` numbers the placeable page (one mapping per alias).
+    /// `alias` numbers the placeable page (one mapping per alias). `gpfn`
+    /// may be a RAM frame (never a VMM page): the placed page hides the RAM
+    /// page there until [`remove_page`](Self::remove_page).
     fn place_page(&self, alias: usize, vmm_page: u64, gpfn: u64) -> Result<(), PlatformError>;
 
-    /// Removes alias `alias`, mapped at `gpfn`.
+    /// Removes alias `alias`, mapped at `gpfn` (a RAM frame under it shows
+    /// again).
     fn remove_page(&self, alias: usize, gpfn: u64) -> Result<(), PlatformError>;
+
+    /// Gives the host memory behind guest RAM frame `gpfn` back to the host
+    /// (`madvise(MADV_DONTNEED)`): the guest freed it; the frame stays
+    /// mapped and reads zero.
+    fn discard_page(&self, gpfn: u64) -> Result<(), PlatformError>;
 
     /// `HVMOP_set_evtchn_upcall_vector`: upcalls arrive as `vector` from now on.
     fn set_upcall_vector(&self, vector: u8) -> Result<(), PlatformError>;

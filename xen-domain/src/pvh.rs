@@ -6,8 +6,9 @@
 //! The VMM's own pages for such a guest (start-info, shared info, console
 //! and store rings, grant frames) sit in the last pages of RAM, which the
 //! memory map calls reserved; the guest may use every other page, low
-//! memory included. Frames the guest places in the hole above RAM alias
-//! those VMM pages ([`Platform::place_page`]).
+//! memory included. Frames the guest places (in the hole above RAM or over
+//! one of its RAM frames, which Xen frees) alias those VMM pages
+//! ([`Platform::place_page`]).
 
 use crate::grant_table::mapper::MAX_GRANT_FRAMES;
 use crate::guest_memory::{BadGuestRange, GuestRam};
@@ -108,6 +109,76 @@ pub struct PvhState {
     /// The one-shot timer (its thread starts with the VM, before the
     /// vCPU thread's seccomp filter forbids creating threads).
     pub timer: Option<Timer>,
+    /// Which guest frames hold a page and how many the guest owns.
+    pub reservation: Reservation,
+    /// The memory map `XENMEM_memory_map` returns (the boot map until the
+    /// guest sets its own with `XENMEM_set_memory_map`).
+    pub memory_map: Vec<(u64, u64, u32)>,
+}
+
+/// Xen's `tot_pages` / `max_pages` and the p2m's "is there a page at this
+/// gfn" for the guest's RAM frames (`xen/common/memory.c`).
+///
+/// Frames below [`PvhLayout::vmm_base`] are the guest's: each holds a page
+/// unless the guest gave it back (`decrease_reservation`), placed a frame
+/// over it (`add_to_physmap`) or removed it (`remove_from_physmap`); the
+/// legacy hole starts empty. The console and store rings are counted as
+/// owned (toolstack special pages, as Xen counts them); the shared-info page
+/// and grant frames are not (Xen-heap pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Pages the domain owns (`domain_tot_pages()`).
+    pub tot_pages: u64,
+    /// The toolstack's maximum (`d->max_pages`).
+    pub max_pages: u64,
+    /// The highest frame ever mapped (`XENMEM_maximum_gpfn`,
+    /// `domain_get_maximum_gpfn()`: the p2m's `max_mapped_pfn`, which never falls).
+    pub max_gpfn: u64,
+    /// One bit per frame below `vmm_base`: set = no page there.
+    empty: Vec<u64>,
+    frames: u64,
+}
+
+impl Reservation {
+    /// The boot state for `layout`: every RAM frame of the memory map holds
+    /// a page; the guest may not grow beyond that (the VMM cannot back more).
+    pub fn new(layout: &PvhLayout) -> Self {
+        let frames = layout.vmm_base / PAGE_SIZE;
+        let empty = vec![0; frames.div_ceil(64) as usize];
+        let max_gpfn = layout.mem_bytes / PAGE_SIZE - 1;
+        let mut r = Reservation { tot_pages: 0, max_pages: 0, max_gpfn, empty, frames };
+        for gfn in LEGACY_HOLE.0 / PAGE_SIZE..LEGACY_HOLE.1 / PAGE_SIZE {
+            r.set_empty(gfn, true);
+        }
+        let legacy = (LEGACY_HOLE.1 - LEGACY_HOLE.0) / PAGE_SIZE;
+        // Plus the console and store rings.
+        r.tot_pages = frames - legacy + 2;
+        r.max_pages = r.tot_pages;
+        r
+    }
+
+    /// Whether `gfn` is a guest RAM frame (not a VMM page, not beyond RAM).
+    pub fn is_guest_frame(&self, gfn: u64) -> bool {
+        gfn < self.frames
+    }
+
+    /// Whether guest frame `gfn` holds a page (false outside the guest's frames).
+    pub fn has_page(&self, gfn: u64) -> bool {
+        self.is_guest_frame(gfn) && self.empty[(gfn / 64) as usize] & (1 << (gfn % 64)) == 0
+    }
+
+    /// Marks guest frame `gfn` empty or populated (no-op outside).
+    pub fn set_empty(&mut self, gfn: u64, empty: bool) {
+        if !self.is_guest_frame(gfn) {
+            return;
+        }
+        let (w, b) = ((gfn / 64) as usize, 1u64 << (gfn % 64));
+        if empty {
+            self.empty[w] |= b;
+        } else {
+            self.empty[w] &= !b;
+        }
+    }
 }
 
 impl std::fmt::Debug for PvhState {
@@ -131,6 +202,8 @@ impl PvhState {
             grant_frames: 0,
             clock,
             timer: None,
+            reservation: Reservation::new(&layout),
+            memory_map: layout.memory_map().to_vec(),
         }
     }
 
@@ -143,8 +216,14 @@ impl PvhState {
         }
     }
 
+    /// The machine under the domain.
+    pub fn platform(&self) -> &dyn Platform {
+        &*self.platform
+    }
+
     /// Maps (or, with `gpfn = None`, unmaps) placeable page `idx` at
-    /// `gpfn` ([`Platform::place_page`]).
+    /// `gpfn` ([`Platform::place_page`]). The old frame, if any, becomes
+    /// empty: it does not revert to RAM (`p2m_remove_page()`).
     pub fn set_placement(&mut self, idx: usize, gpfn: Option<u64>) -> Result<(), PlatformError> {
         if let Some(old) = self.placed[idx].take() {
             self.platform.remove_page(idx, old)?;
