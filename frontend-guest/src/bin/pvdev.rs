@@ -446,6 +446,8 @@ fn gntcopy() -> i32 {
         println!("gntcopy: {}: {} (status {})", what, if ok { "ok" } else { "FAILED" }, op.status);
         fails += (!ok) as i32;
     }
+    // Xen's `do_grant_table_op()` has no element limit (a long batch is
+    // continued) but refuses a count that is negative as an `int`.
     let mut too_many = [copy_op((fa, 0), (fb, 0), 1, 0)];
     // SAFETY: the VMM refuses the count before reading anything.
     let ret = unsafe {
@@ -453,13 +455,13 @@ fn gntcopy() -> i32 {
             pv_abi::hypercall::nr::GRANT_TABLE_OP,
             GNTTABOP_COPY as u64,
             too_many.as_mut_ptr() as u64,
-            513,
+            0x8000_0000,
             0,
             0,
         )
     };
     let ok = ret == -EINVAL && too_many[0].status == 1;
-    println!("gntcopy: more than 512 elements refused: {}", if ok { "ok" } else { "FAILED" });
+    println!("gntcopy: a count negative as an int refused: {}", if ok { "ok" } else { "FAILED" });
     fails += (!ok) as i32;
     let mut got = [0u8; 256];
     dst.read_bytes(0, &mut got);
