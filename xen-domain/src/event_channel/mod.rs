@@ -89,6 +89,11 @@ enum PortState {
     },
     /// An inter-processor interrupt to vCPU 0 (`EVTCHNOP_bind_ipi`).
     Ipi,
+    /// Connected to another port of the guest itself (a loopback
+    /// `EVTCHNOP_bind_interdomain`).
+    Loopback {
+        peer: u32,
+    },
     /// Connected to a domain-0 endpoint whose back-end sleeps on `wake`.
     Interdomain {
         remote_port: u32,
@@ -335,6 +340,10 @@ impl EventChannels {
         match t.ports.get(port as usize) {
             None | Some(PortState::Free) => return Err(EINVAL),
             Some(PortState::Interdomain { wake, .. }) => self.unregister_doorbell(port, wake),
+            // The peer waits for a new partner, as Xen's `ECS_UNBOUND`.
+            Some(&PortState::Loopback { peer }) => {
+                t.ports[peer as usize] = PortState::Unbound { remote_dom: GUEST_DOMID };
+            }
             Some(_) => {}
         }
         t.ports[port as usize] = PortState::Free;
@@ -441,6 +450,11 @@ impl EventChannels {
                 Ok(())
             }
             Some(PortState::Unbound { .. }) => Ok(()),
+            Some(&PortState::Loopback { peer }) => {
+                drop(t);
+                self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                self.set_pending(peer).map(|_| ()).map_err(|e| e.errno())
+            }
             Some(PortState::Ipi) => {
                 drop(t);
                 self.counters.sends.fetch_add(1, Ordering::Relaxed);
@@ -543,7 +557,7 @@ impl EventChannels {
             return Err(ENOENT);
         }
         match self.lock().ports.get(port as usize) {
-            Some(PortState::Unbound { .. } | PortState::Interdomain { .. }) => Ok(()),
+            Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Loopback { .. }) => Ok(()),
             Some(PortState::Virq { virq }) if !PER_VCPU_VIRQS.contains(virq) => Ok(()),
             _ => Err(EINVAL),
         }
@@ -585,6 +599,9 @@ impl EventChannels {
     /// ([`alloc_dom0_unbound`](Self::alloc_dom0_unbound)) and not bound yet.
     fn bind_interdomain_op(&self, arg: u64) -> Result<u64, i64> {
         let mut a: EvtchnBindInterdomain = self.ram.read_obj(arg)?;
+        if crate::domid::is_self(a.remote_dom) {
+            return self.bind_loopback(a, arg);
+        }
         if a.remote_dom != DOMID_VMM {
             return Err(ESRCH);
         }
@@ -608,6 +625,31 @@ impl EventChannels {
         }
         // `evtchn_bind_interdomain()`: "We may have lost notifications on
         // the remote unbound port", so the new local port starts pending.
+        if let Err(e) = self.set_pending(port) {
+            tracing::warn!(port, "cannot set the new port pending: {e}");
+        }
+        Ok(0)
+    }
+
+    /// `evtchn_bind_interdomain()` naming the caller itself: the remote
+    /// port must be the guest's own, unbound for the guest; both ends
+    /// become interdomain, and the new one starts pending.
+    fn bind_loopback(&self, mut a: EvtchnBindInterdomain, arg: u64) -> Result<u64, i64> {
+        let mut t = self.lock();
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        let peer = a.remote_port;
+        match t.ports.get(peer as usize) {
+            Some(PortState::Unbound { remote_dom }) if *remote_dom == GUEST_DOMID => {}
+            _ => return Err(EINVAL),
+        }
+        t.ports[port as usize] = PortState::Loopback { peer };
+        t.ports[peer as usize] = PortState::Loopback { peer: port };
+        a.local_port = port;
+        drop(t);
+        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
+            let _ = self.guest_close(port);
+            return Err(e.into());
+        }
         if let Err(e) = self.set_pending(port) {
             tracing::warn!(port, "cannot set the new port pending: {e}");
         }
@@ -653,6 +695,10 @@ impl EventChannels {
                 EVTCHNSTAT_VIRQ
             }
             PortState::Ipi => EVTCHNSTAT_IPI,
+            PortState::Loopback { peer } => {
+                a.u.interdomain = EvtchnStatusInterdomain { dom: GUEST_DOMID, _pad: 0, port: *peer };
+                EVTCHNSTAT_INTERDOMAIN
+            }
         };
         drop(t);
         self.ram.copy_obj_to_guest(arg, &a)?;
@@ -869,6 +915,37 @@ mod tests {
         assert_eq!(status(&mut t, port).status, EVTCHNSTAT_CLOSED);
         assert_eq!(guest_close(&mut t, port), -EINVAL);
         assert_eq!(t.dom.evtchn.close(port), Err(EvtchnError::BadPort(port)), "nothing left for domain 0");
+    }
+
+    /// `evtchn_bind_interdomain()`: a loopback to the caller's own port
+    /// unbound for itself; the new port starts pending; sends cross over;
+    /// closing one end leaves the other unbound for the guest.
+    #[test]
+    fn bind_interdomain_loops_back_to_the_guests_own_unbound_port() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, remote_port| {
+            t.put(TEST_ARG, &EvtchnBindInterdomain { remote_dom: DOMID_SELF, _pad: 0, remote_port, local_port: 0 });
+            op(t, EVTCHNOP_BIND_INTERDOMAIN)
+        };
+        let to_dom0 = alloc(&mut t);
+        assert_eq!(bind(&mut t, to_dom0), -EINVAL, "unbound for domain 0, not for the guest");
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_SELF, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), 0);
+        let a = t.get::<EvtchnAllocUnbound>(TEST_ARG).port;
+        assert_eq!(bind(&mut t, a), 0);
+        let b = t.get::<EvtchnBindInterdomain>(TEST_ARG).local_port;
+        assert!(bit(&t, LAYOUT_64.pending, b), "the new port starts pending");
+        let s = status(&mut t, a);
+        // SAFETY: `interdomain` is the member EVTCHNSTAT_interdomain selects.
+        let peer = unsafe { s.u.interdomain };
+        assert_eq!((s.status, peer.dom, peer.port), (EVTCHNSTAT_INTERDOMAIN, GUEST_DOMID, b));
+        t.put(TEST_ARG, &EvtchnSend { port: b });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert!(bit(&t, LAYOUT_64.pending, a));
+        assert_eq!(guest_close(&mut t, b), 0);
+        let s = status(&mut t, a);
+        // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+        assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, GUEST_DOMID));
     }
 
     /// `evtchn_bind_ipi()` / `evtchn_send()` on `ECS_IPI`: the port is set
