@@ -78,7 +78,7 @@ pub fn query_size() -> Result<(u32, u32), Errno> {
 
 /// `GNTTABOP_copy`: the VMM runs each element of `ops` and writes its
 /// `status` back (a failed element does not stop the batch). Fails as a
-/// whole with `EINVAL` for more than 512 elements.
+/// whole only for an unreadable array (`EFAULT`); a long batch is continued.
 ///
 /// # Safety
 /// The VMM writes every destination the elements name. A destination given

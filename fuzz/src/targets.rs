@@ -249,9 +249,7 @@ fn with_domain(data: &[u8], mode: u32, f: impl FnOnce(&mut Hv)) {
         hv.dom.paging = PagingState::new(mode, POOL, RAM, RAM);
         hv.dom.grants = Arc::new(GrantTable::new(ram.mem().clone(), KERNEL_BASE, POOL));
         hv.dom.shutdown = None;
-        for port in 1..MAX_PORTS {
-            let _ = hv.dom.evtchn.close(port);
-        }
+        hv.dom.evtchn.reset();
         f(hv);
     });
 }

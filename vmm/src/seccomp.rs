@@ -209,6 +209,9 @@ const DEVICE: Allowlist = Allowlist {
         libc::SYS_fsync,
         libc::SYS_fallocate,
         libc::SYS_fcntl,
+        // netback arms and stops its receive poll for a front end without
+        // feature-rx-notify (the timerfd is created before the filter).
+        libc::SYS_timerfd_settime,
     ],
     ioctls: &[nr::KVM_IOEVENTFD],
     any_kvm_ioctl: false,
@@ -235,6 +238,8 @@ const MAIN: Allowlist = Allowlist {
         libc::SYS_mkdir,
         libc::SYS_mkdirat,
         libc::SYS_eventfd2,
+        // netback's receive poll timer, made when a vif is wired.
+        libc::SYS_timerfd_create,
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_clone,

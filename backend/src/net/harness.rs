@@ -253,13 +253,19 @@ impl Harness {
     /// Connects netback on `port` to a front end with `pages` data pages;
     /// `sg`: the front end offers `feature-sg`.
     pub fn new(port: Box<dyn NetPort>, pages: u32, sg: bool) -> std::io::Result<Self> {
+        Self::with_rx_notify(port, pages, sg, true)
+    }
+
+    /// As [`new`](Self::new); `rx_notify`: the front end offers
+    /// `feature-rx-notify` (without it netback polls its receive ring).
+    pub fn with_rx_notify(port: Box<dyn NetPort>, pages: u32, sg: bool, rx_notify: bool) -> std::io::Result<Self> {
         let front = HostNetFront::new(pages)?;
         let mut be = NetBackend::new(port, [2, 0, 0, 0, 0, 1]);
         let keys = Keys(HashMap::from([
             (keys::TX_RING_REF, TX_RING_REF.to_string()),
             (keys::RX_RING_REF, RX_RING_REF.to_string()),
             (keys::REQUEST_RX_COPY, "1".to_string()),
-            (keys::FEATURE_RX_NOTIFY, "1".to_string()),
+            (keys::FEATURE_RX_NOTIFY, if rx_notify { "1" } else { "0" }.to_string()),
             (keys::FEATURE_SG, if sg { "1" } else { "0" }.to_string()),
         ]));
         let notify = Arc::new(CountNotify::default());

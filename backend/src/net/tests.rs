@@ -242,6 +242,40 @@ fn a_guest_without_receive_buffers_has_its_frames_dropped_and_counted() {
     assert_eq!(h.rx_responses().len(), 1);
 }
 
+/// A front end without `feature-rx-notify` (`xen/include/public/io/netif.h`:
+/// it will not notify when it posts receive buffers) loses nothing while
+/// it has none posted: netback keeps the frame, stops reading the port and
+/// polls the ring (as older Linux netbacks polled such front ends).
+#[test]
+fn a_front_end_without_rx_notify_is_polled_and_receives_every_frame() {
+    let (p, peer) = peer::pair(true).unwrap();
+    let mut h = Harness::with_rx_notify(Box::new(p), 8, true, false).unwrap();
+    let frames: Vec<Vec<u8>> = (0..6).map(|i| frame(200 + i * 100, i as u8)).collect();
+    for f in &frames {
+        assert!(peer.inject(f, RxMeta::default()));
+    }
+    h.port_ready();
+    assert!(h.be.rx_stalled(), "no buffers: the first frame waits");
+    assert_eq!(peer.queued(), 5, "the rest stay queued on the host side");
+    h.be.poll_rx();
+    assert!(h.be.rx_stalled(), "still no buffers");
+    let mut got = Vec::new();
+    for (first, n) in [(0, 2), (2, 4)] {
+        h.front.post_rx_pages(first, n);
+        h.front.publish_rx();
+        h.be.poll_rx();
+        for r in h.rx_responses() {
+            let mut buf = vec![0u8; r.status as usize];
+            h.front.read_page(u32::from(r.id), usize::from(r.offset), &mut buf);
+            got.push(buf);
+        }
+    }
+    assert!(!h.be.rx_stalled());
+    assert_eq!(got, frames);
+    let c = h.counters();
+    assert_eq!((c.rx_packets, c.rx_dropped_no_buffer), (6, 0));
+}
+
 #[test]
 fn a_bad_receive_grant_gets_an_error_status() {
     let (mut h, peer) = harness(8, true);

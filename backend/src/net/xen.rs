@@ -23,8 +23,10 @@ use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
 use pv_util::metrics::DeviceMetrics;
 use ring_buffers::{BackRing, RingError};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vmm_sys_util::timerfd::TimerFd;
 use xen_domain::grant_table::GrantTable;
 
 const PAGE: usize = PAGE_SIZE as usize;
@@ -49,6 +51,10 @@ pub struct Netback {
     m: Arc<NetMetrics>,
     chain: Vec<NetifTxRequest>,
     rx_unpublished: u32,
+    /// The front end asked to be notified of receive responses only
+    /// through `rsp_event` and to notify us when it posts buffers
+    /// (`feature-rx-notify`); without it netback polls ([`NetDevice`]).
+    rx_notify: bool,
     log: pv_util::ratelimit::SharedLogLimiter,
 }
 
@@ -81,8 +87,20 @@ impl Netback {
             m,
             chain: Vec::with_capacity(NET_TX_RING_SIZE as usize),
             rx_unpublished: 0,
+            rx_notify: true,
             log,
         })
+    }
+
+    /// Whether a frame of `len` bytes can be handed to
+    /// [`deliver`](Self::deliver) now: its receive buffers are posted, or
+    /// it would be dropped anyway (bad size, stopped device, corrupt ring).
+    pub fn rx_ready(&mut self, len: usize) -> bool {
+        let need = len.div_ceil(PAGE);
+        if self.broken || len == 0 || len > MAX_FRAME || (need > 1 && !self.sg) {
+            return true;
+        }
+        self.rx.unconsumed_requests().map_or(true, |n| n as usize >= need)
     }
 
     /// Whether a protocol violation stopped the device.
@@ -332,6 +350,9 @@ pub struct NetBackend {
     /// The connected device, if any.
     pub dev: Option<Netback>,
     metrics: Arc<NetMetrics>,
+    /// A frame waiting for receive buffers from a front end without
+    /// `feature-rx-notify` (the port is not read meanwhile).
+    held: Option<(Vec<u8>, RxMeta)>,
 }
 
 impl std::fmt::Debug for NetBackend {
@@ -344,7 +365,7 @@ impl NetBackend {
     /// A back end on `port` for a guest interface with `mac`.
     pub fn new(port: Box<dyn super::NetPort>, mac: [u8; 6]) -> Self {
         let metrics = Arc::<NetMetrics>::default();
-        NetBackend { exec: NetExecutor::new(port, metrics.clone()), mac, dev: None, metrics }
+        NetBackend { exec: NetExecutor::new(port, metrics.clone()), mac, dev: None, metrics, held: None }
     }
 
     /// The shared counters.
@@ -361,10 +382,45 @@ impl NetBackend {
     /// (dropping them if it is not connected), then publish.
     pub fn port_ready(&mut self) {
         self.metrics.port_wakes.inc();
+        self.receive_frames();
+    }
+
+    /// The poll of a front end without `feature-rx-notify` (as older
+    /// netbacks polled such front ends): retries the frame waiting for
+    /// receive buffers and, once it is delivered, reads the port on.
+    pub fn poll_rx(&mut self) {
+        self.receive_frames();
+    }
+
+    /// Whether a frame waits for receive buffers: the port is not to be
+    /// read, and the front end (which does not notify) is to be polled.
+    pub fn rx_stalled(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn receive_frames(&mut self) {
+        if let Some((frame, meta)) = self.held.take() {
+            match &mut self.dev {
+                Some(dev) => {
+                    if !dev.rx_ready(frame.len()) {
+                        self.held = Some((frame, meta));
+                        return;
+                    }
+                    dev.deliver(&frame, meta);
+                }
+                None => self.metrics.rx_dropped_not_connected.inc(),
+            }
+        }
         for _ in 0..RX_BUDGET {
             let Some((frame, meta)) = self.exec.receive() else { break };
             match &mut self.dev {
                 Some(dev) => {
+                    // A front end that would not tell us when it posts
+                    // buffers keeps the frame rather than losing it.
+                    if !dev.rx_notify && !dev.rx_ready(frame.len()) {
+                        self.held = Some((frame.to_vec(), meta));
+                        break;
+                    }
                     dev.deliver(frame, meta);
                 }
                 None => self.metrics.rx_dropped_not_connected.inc(),
@@ -414,20 +470,22 @@ impl crate::xenbus::SplitBackend for NetBackend {
         if front.read(keys::REQUEST_RX_COPY).is_none_or(|v| v.trim() != "1") {
             return Err("front end does not request rx-copy (the only receive mode offered)".into());
         }
-        if front.read(keys::FEATURE_RX_NOTIFY).is_none_or(|v| v.trim() != "1") {
-            return Err("front end lacks feature-rx-notify (required)".into());
-        }
+        let rx_notify = front.read(keys::FEATURE_RX_NOTIFY).is_some_and(|v| v.trim() == "1");
         let tx_ref = front.read_u32(keys::TX_RING_REF)?;
         let rx_ref = front.read_u32(keys::RX_RING_REF)?;
         let sg = front.read(keys::FEATURE_SG).is_some_and(|v| v.trim() == "1");
-        let dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())
+        let mut dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())
             .map_err(|e| e.to_string())?;
+        dev.rx_notify = rx_notify;
         self.dev = Some(dev);
         Ok(())
     }
 
     fn disconnect(&mut self) {
         self.dev = None;
+        if self.held.take().is_some() {
+            self.metrics.rx_dropped_not_connected.inc();
+        }
     }
 
     fn process(&mut self) -> bool {
@@ -445,13 +503,46 @@ pub struct NetDevice {
     /// The handshake driver around the back end.
     pub xenbus: XenbusDevice<NetBackend>,
     port_fd: RawFd,
+    /// Polls a front end without `feature-rx-notify` while a frame waits
+    /// for its receive buffers (armed only then).
+    poll: TimerFd,
+    /// The port is unwatched and the poll armed.
+    polling: bool,
 }
 
+/// Poll period for a front end without `feature-rx-notify`.
+const RX_POLL: Duration = Duration::from_millis(1);
+
 impl NetDevice {
-    /// Wraps a xenbus device.
-    pub fn new(xenbus: XenbusDevice<NetBackend>) -> Self {
+    /// Wraps a xenbus device (creating the poll timer here, before the
+    /// device thread's seccomp filter applies).
+    pub fn new(xenbus: XenbusDevice<NetBackend>) -> std::io::Result<Self> {
         let port_fd = xenbus.backend.port_fd();
-        NetDevice { xenbus, port_fd }
+        let poll = TimerFd::new().map_err(std::io::Error::from)?;
+        Ok(NetDevice { xenbus, port_fd, poll, polling: false })
+    }
+
+    /// Stops reading the port and polls while a frame waits for buffers
+    /// (frames queue on the host side meanwhile); back to the port once
+    /// it is delivered.
+    fn update_poll(&mut self, ops: &mut EventOps) {
+        let stalled = self.xenbus.backend.rx_stalled();
+        if stalled == self.polling {
+            return;
+        }
+        self.polling = stalled;
+        let port = Events::new_raw(self.port_fd, EventSet::IN);
+        let r = if stalled {
+            ops.remove(port)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.poll.reset(RX_POLL, Some(RX_POLL)).map_err(|e| e.to_string()))
+        } else {
+            let _ = self.poll.clear();
+            ops.add(port).map_err(|e| e.to_string())
+        };
+        if let Err(e) = r {
+            tracing::error!(stalled, "netback: cannot switch receive polling: {e}");
+        }
     }
 }
 
@@ -461,15 +552,22 @@ impl MutEventSubscriber for NetDevice {
             if events.event_set().contains(EventSet::IN) {
                 self.xenbus.backend.port_ready();
             }
+        } else if events.fd() == self.poll.as_raw_fd() {
+            let _ = self.poll.wait();
+            self.xenbus.backend.poll_rx();
         } else {
             self.xenbus.process(events, ops);
         }
+        self.update_poll(ops);
     }
 
     fn init(&mut self, ops: &mut EventOps) {
         self.xenbus.init(ops);
         if let Err(e) = ops.add(Events::new_raw(self.port_fd, EventSet::IN)) {
             tracing::error!("netback: cannot watch the port: {e}");
+        }
+        if let Err(e) = ops.add(Events::new_raw(self.poll.as_raw_fd(), EventSet::IN)) {
+            tracing::error!("netback: cannot watch the receive poll timer: {e}");
         }
     }
 }
@@ -504,7 +602,7 @@ impl XenbusBackend for Vif {
         let metrics: Arc<dyn DeviceMetrics> = backend.metrics.clone();
         let dev = XenbusDevice::new(backend, paths, host)?;
         let paths = dev.paths().clone();
-        let subscriber = Arc::new(Mutex::new(NetDevice::new(dev)));
+        let subscriber = Arc::new(Mutex::new(NetDevice::new(dev)?));
         Ok(WiredDevice { device_type: DEVICE_TYPE, paths, metrics, subscriber })
     }
 }

@@ -329,8 +329,12 @@ fn hostile(store: &mut Store) -> i32 {
     expect("unmask beyond the 2-level limit", evtchn::unmask(70000).map(|_| 0), EINVAL);
     expect("close port 0", evtchn::close(0).map(|_| 0), EINVAL);
     expect("status of a huge port", evtchn::status(u32::MAX).map(|s| s as u64), EINVAL);
-    expect("alloc_unbound for an unknown domain", evtchn::alloc_unbound(7).map(|p| p as u64), ESRCH);
     expect("bind to a dom0 port that does not exist", evtchn::bind_interdomain(0, 999).map(|p| p as u64), EINVAL);
+    // Xen's `evtchn_alloc_unbound()` does not check `remote_dom`: the port
+    // is allocated (for a domain that may never bind it) and closes.
+    let ok = evtchn::alloc_unbound(7).is_ok_and(|p| evtchn::close(p).is_ok());
+    println!("hostile: alloc_unbound for any remote domain, then close: {}", if ok { "ok" } else { "FAILED" });
+    fails += (!ok) as i32;
     // SAFETY: a frame far beyond guest RAM: the VMM refuses it (checked
     // below), so nothing is registered.
     let st = unsafe { grant::setup_frames(&[u64::MAX >> 12]) };
@@ -442,6 +446,8 @@ fn gntcopy() -> i32 {
         println!("gntcopy: {}: {} (status {})", what, if ok { "ok" } else { "FAILED" }, op.status);
         fails += (!ok) as i32;
     }
+    // Xen's `do_grant_table_op()` has no element limit (a long batch is
+    // continued) but refuses a count that is negative as an `int`.
     let mut too_many = [copy_op((fa, 0), (fb, 0), 1, 0)];
     // SAFETY: the VMM refuses the count before reading anything.
     let ret = unsafe {
@@ -449,13 +455,13 @@ fn gntcopy() -> i32 {
             pv_abi::hypercall::nr::GRANT_TABLE_OP,
             GNTTABOP_COPY as u64,
             too_many.as_mut_ptr() as u64,
-            513,
+            0x8000_0000,
             0,
             0,
         )
     };
     let ok = ret == -EINVAL && too_many[0].status == 1;
-    println!("gntcopy: more than 512 elements refused: {}", if ok { "ok" } else { "FAILED" });
+    println!("gntcopy: a count negative as an int refused: {}", if ok { "ok" } else { "FAILED" });
     fails += (!ok) as i32;
     let mut got = [0u8; 256];
     dst.read_bytes(0, &mut got);

@@ -21,13 +21,19 @@
 //! device, the first device's teardown and notifications are no-ops for
 //! the second's. A back end learns of the guest's close through xenbus
 //! (the front end's state), as in Xen.
+//!
+//! Closing is Xen's `evtchn_close()` from either side: the guest's close
+//! frees its port and clears its pending bit; domain 0's close (device
+//! teardown, [`EventChannels::close`]) frees only domain 0's end, and the
+//! guest's port stays allocated as `ECS_UNBOUND` with remote domain 0
+//! until the guest closes it.
 
 pub mod two_level;
 
 use crate::domid::GUEST_DOMID;
 use crate::guest_memory::{BadGuestRange, GuestRam};
 use crate::platform::Platform;
-use pv_abi::errno::{EFAULT, EINVAL, ENOSPC, ESRCH};
+use pv_abi::errno::{EBUSY, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH};
 use pv_abi::event_channel::*;
 use pv_abi::shared_info::EvtchnLayout;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +86,13 @@ enum PortState {
     /// Bound to a virtual IRQ of vCPU 0 (`EVTCHNOP_bind_virq`).
     Virq {
         virq: u32,
+    },
+    /// An inter-processor interrupt to vCPU 0 (`EVTCHNOP_bind_ipi`).
+    Ipi,
+    /// Connected to another port of the guest itself (a loopback
+    /// `EVTCHNOP_bind_interdomain`).
+    Loopback {
+        peer: u32,
     },
     /// Connected to a domain-0 endpoint whose back-end sleeps on `wake`.
     Interdomain {
@@ -301,28 +314,74 @@ impl EventChannels {
         }
     }
 
-    /// Closes a guest port from the host side (device teardown).
+    /// Domain 0 closes its end of the channel at guest `port` (device
+    /// teardown). Xen's `evtchn_close()` run by domain 0 frees domain 0's
+    /// port and leaves the guest's `ECS_UNBOUND` with remote domain 0: it
+    /// stays allocated (pending bit kept) until the guest closes it, a
+    /// guest send on it is dropped, and a back end may bind it again.
     pub fn close(&self, port: u32) -> Result<(), EvtchnError> {
         let mut t = self.lock();
-        let state = t.ports.get(port as usize).cloned().ok_or(EvtchnError::BadPort(port))?;
-        if let PortState::Interdomain { wake, .. } = &state {
-            self.unregister_doorbell(port, wake);
-        }
-        if matches!(state, PortState::Free) {
+        let Some(PortState::Interdomain { wake, .. }) = t.ports.get(port as usize) else {
             return Err(EvtchnError::BadPort(port));
-        }
-        t.ports[port as usize] = PortState::Free;
+        };
+        self.unregister_doorbell(port, wake);
+        t.ports[port as usize] = PortState::Unbound { remote_dom: DOMID_VMM };
         for d in t.dom0.iter_mut().filter(|d| d.bound_to == Some(port)) {
             d.bound_to = None;
         }
         Ok(())
     }
 
+    /// The guest's `EVTCHNOP_close` (Xen's `evtchn_close(d, port, 1)`):
+    /// frees the port and clears its pending bit (`evtchn_free()`); a
+    /// domain-0 port bound to it becomes unbound again.
+    fn guest_close(&self, port: u32) -> Result<(), i64> {
+        let mut t = self.lock();
+        match t.ports.get(port as usize) {
+            None | Some(PortState::Free) => return Err(EINVAL),
+            Some(PortState::Interdomain { wake, .. }) => self.unregister_doorbell(port, wake),
+            // The peer waits for a new partner, as Xen's `ECS_UNBOUND`.
+            Some(&PortState::Loopback { peer }) => {
+                t.ports[peer as usize] = PortState::Unbound { remote_dom: GUEST_DOMID };
+            }
+            Some(_) => {}
+        }
+        t.ports[port as usize] = PortState::Free;
+        for d in t.dom0.iter_mut().filter(|d| d.bound_to == Some(port)) {
+            d.bound_to = None;
+        }
+        if self.bitmaps.clear_pending(port).is_err() {
+            tracing::warn!(port, "cannot clear the pending bit of a closed port");
+        }
+        Ok(())
+    }
+
+    /// Closes every guest port as the guest's close does (Xen's
+    /// `evtchn_reset()`, which runs `evtchn_close(d, port, 1)` on each).
+    pub fn reset(&self) {
+        for port in 1..MAX_PORTS {
+            let _ = self.guest_close(port);
+        }
+    }
+
     /// `EVTCHNOP_bind_virq` for vCPU 0: a fresh port raised by
     /// [`notify_virq`](Self::notify_virq). A virq binds once (`EEXIST`).
+    /// Xen's `evtchn_bind_virq()`: a virq that is not per-vCPU only on
+    /// vCPU 0 (`EINVAL`); a vCPU that does not exist `ENOENT`; a global
+    /// virq belongs to the hardware domain (`EBUSY` for a domU).
     pub fn bind_virq(&self, virq: u32, vcpu: u32) -> Result<u32, i64> {
-        if virq >= NR_VIRQS || vcpu != 0 {
+        if virq >= NR_VIRQS {
             return Err(EINVAL);
+        }
+        let per_vcpu = PER_VCPU_VIRQS.contains(&virq);
+        if !per_vcpu && vcpu != 0 {
+            return Err(EINVAL);
+        }
+        if vcpu != 0 {
+            return Err(ENOENT);
+        }
+        if !per_vcpu && virq != VIRQ_ARGO {
+            return Err(EBUSY);
         }
         let mut t = self.lock();
         if t.ports.iter().any(|p| matches!(p, PortState::Virq { virq: v } if *v == virq)) {
@@ -391,6 +450,16 @@ impl EventChannels {
                 Ok(())
             }
             Some(PortState::Unbound { .. }) => Ok(()),
+            Some(&PortState::Loopback { peer }) => {
+                drop(t);
+                self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                self.set_pending(peer).map(|_| ()).map_err(|e| e.errno())
+            }
+            Some(PortState::Ipi) => {
+                drop(t);
+                self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                self.set_pending(port).map(|_| ()).map_err(|e| e.errno())
+            }
             _ => Err(EINVAL),
         }
     }
@@ -421,7 +490,7 @@ impl EventChannels {
             }
             EVTCHNOP_CLOSE => {
                 let a: EvtchnClose = ram.read_obj(arg)?;
-                self.close(a.port).map(|_| 0).map_err(|e| e.errno())
+                self.guest_close(a.port).map(|_| 0)
             }
             EVTCHNOP_UNMASK => {
                 let a: EvtchnUnmask = ram.read_obj(arg)?;
@@ -437,22 +506,85 @@ impl EventChannels {
                 }
                 Ok(0)
             }
-            EVTCHNOP_BIND_PIRQ | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => Err(pv_abi::errno::ENOSYS),
-            _ => Err(pv_abi::errno::ENOSYS),
+            EVTCHNOP_BIND_IPI => self.bind_ipi_op(arg),
+            EVTCHNOP_BIND_VCPU => {
+                let [port, vcpu]: [u32; 2] = ram.read_obj(arg)?;
+                self.bind_vcpu(port, vcpu).map(|_| 0)
+            }
+            EVTCHNOP_RESET => self.reset_op(arg),
+            EVTCHNOP_INIT_CONTROL => {
+                // Xen before 4.4 had no FIFO ABI; Linux falls back to 2-level.
+                ram.read_obj::<[u8; 24]>(arg)?;
+                Err(ENOSYS)
+            }
+            EVTCHNOP_EXPAND_ARRAY => {
+                // `evtchn_fifo_expand_array()` on a 2-level domain.
+                ram.read_obj::<u64>(arg)?;
+                Err(EOPNOTSUPP)
+            }
+            EVTCHNOP_SET_PRIORITY => {
+                let [port, _priority]: [u32; 2] = ram.read_obj(arg)?;
+                // `evtchn_set_priority()`: an invalid port first, then the
+                // 2-level ABI's missing `set_priority` hook.
+                Err(if port >= MAX_PORTS { EINVAL } else { ENOSYS })
+            }
+            _ => Err(ENOSYS),
         }
     }
 
+    /// `EVTCHNOP_bind_ipi` (Xen's `evtchn_bind_ipi()`): vCPU 0 only.
+    fn bind_ipi_op(&self, arg: u64) -> Result<u64, i64> {
+        let [vcpu, _]: [u32; 2] = self.ram.read_obj(arg)?;
+        if vcpu != 0 {
+            return Err(ENOENT);
+        }
+        let mut t = self.lock();
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        t.ports[port as usize] = PortState::Ipi;
+        drop(t);
+        if let Err(e) = self.ram.copy_obj_to_guest(arg + 4, &port) {
+            self.lock().ports[port as usize] = PortState::Free;
+            return Err(e.into());
+        }
+        Ok(0)
+    }
+
+    /// `EVTCHNOP_bind_vcpu` (Xen's `evtchn_bind_vcpu()`). With one vCPU
+    /// the only target is vCPU 0, where every port already notifies, so a
+    /// permitted re-target changes nothing.
+    fn bind_vcpu(&self, port: u32, vcpu: u32) -> Result<(), i64> {
+        if vcpu != 0 {
+            return Err(ENOENT);
+        }
+        match self.lock().ports.get(port as usize) {
+            Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Loopback { .. }) => Ok(()),
+            Some(PortState::Virq { virq }) if !PER_VCPU_VIRQS.contains(virq) => Ok(()),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// `EVTCHNOP_reset` (`do_event_channel_op()`): another existing domain
+    /// `EPERM` (XSM_TARGET), an unknown one `ESRCH`.
+    fn reset_op(&self, arg: u64) -> Result<u64, i64> {
+        let dom: DomId = self.ram.read_obj(arg)?;
+        check_target(dom)?;
+        self.reset();
+        Ok(0)
+    }
+
+    /// Xen's `evtchn_alloc_unbound()`: `dom` must exist (`ESRCH`), then a
+    /// free port (`ENOSPC`), then XSM_TARGET (`EPERM` for domain 0).
+    /// `remote_dom` is not checked; `DOMID_SELF` names the caller.
     fn alloc_unbound_op(&self, arg: u64) -> Result<u64, i64> {
         let mut a: EvtchnAllocUnbound = self.ram.read_obj(arg)?;
-        if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
-            return Err(ESRCH);
-        }
-        if a.remote_dom != DOMID_VMM {
+        if !crate::domid::is_self(a.dom) && a.dom != DOMID_VMM {
             return Err(ESRCH);
         }
         let mut t = self.lock();
         let port = Self::free_port(&t).ok_or(ENOSPC)?;
-        t.ports[port as usize] = PortState::Unbound { remote_dom: a.remote_dom };
+        check_target(a.dom)?;
+        let remote_dom = if a.remote_dom == DOMID_SELF { GUEST_DOMID } else { a.remote_dom };
+        t.ports[port as usize] = PortState::Unbound { remote_dom };
         a.port = port;
         drop(t);
         if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
@@ -467,6 +599,9 @@ impl EventChannels {
     /// ([`alloc_dom0_unbound`](Self::alloc_dom0_unbound)) and not bound yet.
     fn bind_interdomain_op(&self, arg: u64) -> Result<u64, i64> {
         let mut a: EvtchnBindInterdomain = self.ram.read_obj(arg)?;
+        if crate::domid::is_self(a.remote_dom) {
+            return self.bind_loopback(a, arg);
+        }
         if a.remote_dom != DOMID_VMM {
             return Err(ESRCH);
         }
@@ -485,15 +620,47 @@ impl EventChannels {
         drop(t);
         if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
             // Undo, so a bad pointer leaves no half-bound channel behind.
-            let _ = self.close(port);
+            let _ = self.guest_close(port);
             return Err(e.into());
+        }
+        // `evtchn_bind_interdomain()`: "We may have lost notifications on
+        // the remote unbound port", so the new local port starts pending.
+        if let Err(e) = self.set_pending(port) {
+            tracing::warn!(port, "cannot set the new port pending: {e}");
         }
         Ok(0)
     }
 
-    /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered now.
+    /// `evtchn_bind_interdomain()` naming the caller itself: the remote
+    /// port must be the guest's own, unbound for the guest; both ends
+    /// become interdomain, and the new one starts pending.
+    fn bind_loopback(&self, mut a: EvtchnBindInterdomain, arg: u64) -> Result<u64, i64> {
+        let mut t = self.lock();
+        let port = Self::free_port(&t).ok_or(ENOSPC)?;
+        let peer = a.remote_port;
+        match t.ports.get(peer as usize) {
+            Some(PortState::Unbound { remote_dom }) if *remote_dom == GUEST_DOMID => {}
+            _ => return Err(EINVAL),
+        }
+        t.ports[port as usize] = PortState::Loopback { peer };
+        t.ports[peer as usize] = PortState::Loopback { peer: port };
+        a.local_port = port;
+        drop(t);
+        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
+            let _ = self.guest_close(port);
+            return Err(e.into());
+        }
+        if let Err(e) = self.set_pending(port) {
+            tracing::warn!(port, "cannot set the new port pending: {e}");
+        }
+        Ok(0)
+    }
+
+    /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered
+    /// now. Xen's `evtchn_unmask()` checks only that the port is valid
+    /// (`_evtchn_from_port()`), so a free port is unmasked too.
     fn unmask(&self, port: u32) -> Result<(), i64> {
-        if !matches!(self.lock().ports.get(port as usize), Some(s) if !matches!(s, PortState::Free)) {
+        if port >= MAX_PORTS {
             return Err(EINVAL);
         }
         match self.bitmaps.unmask(port) {
@@ -508,9 +675,7 @@ impl EventChannels {
 
     fn status_op(&self, arg: u64) -> Result<u64, i64> {
         let mut a: EvtchnStatus = self.ram.read_obj(arg)?;
-        if a.dom != DOMID_SELF && a.dom != GUEST_DOMID {
-            return Err(ESRCH);
-        }
+        check_target(a.dom)?;
         let t = self.lock();
         let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
         a.vcpu = 0;
@@ -529,10 +694,42 @@ impl EventChannels {
                 a.u.virq = *virq;
                 EVTCHNSTAT_VIRQ
             }
+            PortState::Ipi => EVTCHNSTAT_IPI,
+            PortState::Loopback { peer } => {
+                a.u.interdomain = EvtchnStatusInterdomain { dom: GUEST_DOMID, _pad: 0, port: *peer };
+                EVTCHNSTAT_INTERDOMAIN
+            }
         };
         drop(t);
         self.ram.copy_obj_to_guest(arg, &a)?;
         Ok(0)
+    }
+}
+
+/// `EVTCHNOP_reset` (`xen/include/public/event_channel.h`).
+const EVTCHNOP_RESET: u32 = 10;
+/// `EVTCHNOP_init_control` (FIFO ABI).
+const EVTCHNOP_INIT_CONTROL: u32 = 11;
+/// `EVTCHNOP_expand_array` (FIFO ABI).
+const EVTCHNOP_EXPAND_ARRAY: u32 = 12;
+/// `EVTCHNOP_set_priority` (FIFO ABI).
+const EVTCHNOP_SET_PRIORITY: u32 = 13;
+/// The per-vCPU virqs (`get_virq_type()` says `VIRQ_VCPU`): `VIRQ_TIMER`,
+/// `VIRQ_DEBUG`, `VIRQ_XENOPROF`, `VIRQ_XENPMU` (`xen/include/public/xen.h`).
+const PER_VCPU_VIRQS: [u32; 4] = [0, 1, 7, 13];
+/// `VIRQ_ARGO`, the one per-domain virq a domU may bind.
+const VIRQ_ARGO: u32 = 11;
+
+/// XSM_TARGET on a domain id (`xen/include/xsm/dummy.h`): the caller
+/// itself passes, domain 0 exists (`EPERM`), anything else does not
+/// (`ESRCH`, from `rcu_lock_domain_by_any_id()`).
+fn check_target(dom: DomId) -> Result<(), i64> {
+    if crate::domid::is_self(dom) {
+        Ok(())
+    } else if dom == DOMID_VMM {
+        Err(EPERM)
+    } else {
+        Err(ESRCH)
     }
 }
 
@@ -547,7 +744,7 @@ impl EventChannels {
 mod tests {
     use super::*;
     use crate::fake::{Call, TestDomain, TEST_ARG, TEST_POOL};
-    use pv_abi::errno::{EEXIST, ENOSYS};
+    use pv_abi::errno::EEXIST;
     use pv_abi::hypercall::nr;
     use pv_abi::layout::SHARED_INFO;
     use pv_abi::shared_info::{SharedInfo, LAYOUT_64, LAYOUT_X86_32};
@@ -584,15 +781,29 @@ mod tests {
         assert_ne!(alloc(&mut t), port);
     }
 
+    /// `evtchn_alloc_unbound()`: `dom` via `rcu_lock_domain_by_any_id()`
+    /// (`ESRCH`) and XSM_TARGET (`EPERM` for existing domain 0);
+    /// `remote_dom` unchecked, `DOMID_SELF` becomes the caller's id.
     #[test]
-    fn alloc_unbound_names_only_this_guest_and_domain_0() {
+    fn alloc_unbound_checks_dom_as_xen_and_takes_any_remote_domain() {
         let mut t = TestDomain::new(paging_mode::NATIVE);
         t.put(TEST_ARG, &EvtchnAllocUnbound { dom: 7, remote_dom: DOMID_VMM, port: 0 });
         assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
-        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: 5, port: 0 });
-        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -ESRCH);
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_VMM, remote_dom: DOMID_VMM, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), -EPERM);
         // Nothing was allocated by the refusals.
         assert_eq!(status(&mut t, 1).status, EVTCHNSTAT_CLOSED);
+        for (remote, want) in [(5, 5), (DOMID_SELF, GUEST_DOMID)] {
+            t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: remote, port: 0 });
+            assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), 0);
+            let port = t.get::<EvtchnAllocUnbound>(TEST_ARG).port;
+            let s = status(&mut t, port);
+            // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+            assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, want));
+            // Only a port offered to domain 0 may be bound by a back end.
+            let wake = Arc::new(EventFd::new(0).unwrap());
+            assert_eq!(t.dom.evtchn.bind_guest_port(port, wake), Err(EvtchnError::BadPort(port)));
+        }
     }
 
     #[test]
@@ -660,8 +871,157 @@ mod tests {
         assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
         t.put(TEST_ARG, &EvtchnClose { port: MAX_PORTS + 5 });
         assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
+        // `evtchn_unmask()` checks only `_evtchn_from_port()`: a valid
+        // free port is fine, one beyond the table is not.
         t.put(TEST_ARG, &EvtchnUnmask { port });
+        assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        t.put(TEST_ARG, &EvtchnUnmask { port: MAX_PORTS });
         assert_eq!(op(&mut t, EVTCHNOP_UNMASK), -EINVAL);
+    }
+
+    fn guest_close(t: &mut TestDomain, port: u32) -> i64 {
+        t.put(TEST_ARG, &EvtchnClose { port });
+        op(t, EVTCHNOP_CLOSE)
+    }
+
+    /// `evtchn_close()` (`xen/common/event_channel.c`) run by domain 0 on
+    /// its end: the guest's port becomes `ECS_UNBOUND`, remote domain 0,
+    /// until the guest's own close frees it (`evtchn_free()` clears the
+    /// pending bit).
+    #[test]
+    fn a_back_end_close_leaves_the_guest_port_unbound_until_the_guest_closes_it() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let port = alloc(&mut t);
+        let wake = Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
+        let b = t.dom.evtchn.bind_guest_port(port, wake.clone()).unwrap();
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(true));
+        t.dom.evtchn.close_binding(b).unwrap();
+        assert!(t.platform.doorbells().is_empty(), "the doorbell goes with domain 0's end");
+        assert_eq!(t.dom.evtchn.close_binding(b), Err(EvtchnError::Stale(port)));
+        let s = status(&mut t, port);
+        // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+        assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, DOMID_VMM));
+        assert!(bit(&t, LAYOUT_64.pending, port), "domain 0's close keeps the pending bit");
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0, "a send on the unbound port is dropped");
+        assert_eq!(wake.read().ok(), None);
+        assert_ne!(alloc(&mut t), port, "the number is still the guest's");
+        // A back end may bind it again, and close again.
+        let b2 = t.dom.evtchn.bind_guest_port(port, wake).unwrap();
+        assert_ne!(b2, b);
+        assert_eq!(t.dom.evtchn.close(port), Ok(()));
+        assert_eq!(guest_close(&mut t, port), 0);
+        assert!(!bit(&t, LAYOUT_64.pending, port), "the guest's close clears the pending bit");
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_CLOSED);
+        assert_eq!(guest_close(&mut t, port), -EINVAL);
+        assert_eq!(t.dom.evtchn.close(port), Err(EvtchnError::BadPort(port)), "nothing left for domain 0");
+    }
+
+    /// `evtchn_bind_interdomain()`: a loopback to the caller's own port
+    /// unbound for itself; the new port starts pending; sends cross over;
+    /// closing one end leaves the other unbound for the guest.
+    #[test]
+    fn bind_interdomain_loops_back_to_the_guests_own_unbound_port() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, remote_port| {
+            t.put(TEST_ARG, &EvtchnBindInterdomain { remote_dom: DOMID_SELF, _pad: 0, remote_port, local_port: 0 });
+            op(t, EVTCHNOP_BIND_INTERDOMAIN)
+        };
+        let to_dom0 = alloc(&mut t);
+        assert_eq!(bind(&mut t, to_dom0), -EINVAL, "unbound for domain 0, not for the guest");
+        t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_SELF, port: 0 });
+        assert_eq!(op(&mut t, EVTCHNOP_ALLOC_UNBOUND), 0);
+        let a = t.get::<EvtchnAllocUnbound>(TEST_ARG).port;
+        assert_eq!(bind(&mut t, a), 0);
+        let b = t.get::<EvtchnBindInterdomain>(TEST_ARG).local_port;
+        assert!(bit(&t, LAYOUT_64.pending, b), "the new port starts pending");
+        let s = status(&mut t, a);
+        // SAFETY: `interdomain` is the member EVTCHNSTAT_interdomain selects.
+        let peer = unsafe { s.u.interdomain };
+        assert_eq!((s.status, peer.dom, peer.port), (EVTCHNSTAT_INTERDOMAIN, GUEST_DOMID, b));
+        t.put(TEST_ARG, &EvtchnSend { port: b });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert!(bit(&t, LAYOUT_64.pending, a));
+        assert_eq!(guest_close(&mut t, b), 0);
+        let s = status(&mut t, a);
+        // SAFETY: `unbound` is the member EVTCHNSTAT_unbound selects.
+        assert_eq!((s.status, unsafe { s.u.unbound.dom }), (EVTCHNSTAT_UNBOUND, GUEST_DOMID));
+    }
+
+    /// `evtchn_bind_ipi()` / `evtchn_send()` on `ECS_IPI`: the port is set
+    /// pending on the bound vCPU, which gets the upcall.
+    #[test]
+    fn an_ipi_port_notifies_vcpu_0_itself() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &[1u32, 0]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_IPI), -ENOENT, "vCPU 1 does not exist");
+        t.put(TEST_ARG, &[0u32, 0]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_IPI), 0);
+        let port = t.get::<[u32; 2]>(TEST_ARG)[1];
+        assert!(port >= 1);
+        assert_eq!(status(&mut t, port).status, EVTCHNSTAT_IPI);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert!(bit(&t, LAYOUT_64.pending, port));
+        assert_eq!(t.platform.upcalls(), 1);
+        assert_eq!(guest_close(&mut t, port), 0);
+    }
+
+    /// `evtchn_bind_vcpu()`: unknown vCPU `ENOENT`; unbound, interdomain
+    /// and global-virq ports re-target (0); a per-vCPU virq, a free or an
+    /// invalid port `EINVAL`.
+    #[test]
+    fn bind_vcpu_accepts_vcpu_0_for_the_states_xen_lets_move() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let bind = |t: &mut TestDomain, port: u32, vcpu: u32| {
+            t.put(TEST_ARG, &[port, vcpu]);
+            op(t, EVTCHNOP_BIND_VCPU)
+        };
+        let unbound = alloc(&mut t);
+        let timer = t.dom.evtchn.bind_virq(0, 0).unwrap();
+        assert_eq!(bind(&mut t, unbound, 1), -ENOENT);
+        assert_eq!(bind(&mut t, unbound, 0), 0);
+        assert_eq!(bind(&mut t, timer, 0), -EINVAL, "VIRQ_TIMER is per-vCPU");
+        assert_eq!(bind(&mut t, 900, 0), -EINVAL, "a free port");
+        assert_eq!(bind(&mut t, MAX_PORTS, 0), -EINVAL);
+    }
+
+    /// `EVTCHNOP_reset` (`do_event_channel_op()`, `evtchn_reset()`).
+    #[test]
+    fn reset_closes_every_port_of_the_caller_only() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        let a = alloc(&mut t);
+        let bp = alloc(&mut t);
+        let b = t.dom.evtchn.bind_guest_port(bp, Arc::new(EventFd::new(0).unwrap())).unwrap();
+        t.put(TEST_ARG, &DOMID_VMM);
+        assert_eq!(op(&mut t, 10), -EPERM);
+        t.put(TEST_ARG, &9u16);
+        assert_eq!(op(&mut t, 10), -ESRCH);
+        assert_eq!(status(&mut t, a).status, EVTCHNSTAT_UNBOUND);
+        t.put(TEST_ARG, &DOMID_SELF);
+        assert_eq!(op(&mut t, 10), 0);
+        assert_eq!(status(&mut t, a).status, EVTCHNSTAT_CLOSED);
+        assert_eq!(status(&mut t, b.port).status, EVTCHNSTAT_CLOSED);
+        assert!(t.platform.doorbells().is_empty());
+        assert_eq!(t.dom.evtchn.notify_binding(b), Err(EvtchnError::Stale(b.port)));
+    }
+
+    /// A 2-level domain: `evtchn_fifo_expand_array()` `EOPNOTSUPP`,
+    /// `evtchn_port_set_priority()` `ENOSYS` (invalid port `EINVAL`),
+    /// `init_control` answered as Xen before 4.4 (`ENOSYS`); each reads its
+    /// argument first (`EFAULT`).
+    #[test]
+    fn fifo_ops_on_a_2_level_domain() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(op(&mut t, 11), -ENOSYS);
+        assert_eq!(op(&mut t, 12), -pv_abi::errno::EOPNOTSUPP);
+        t.put(TEST_ARG, &[1u32, 3]);
+        assert_eq!(op(&mut t, 13), -ENOSYS);
+        t.put(TEST_ARG, &[MAX_PORTS, 3]);
+        assert_eq!(op(&mut t, 13), -EINVAL);
+        for cmd in [11, 12, 13] {
+            assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [cmd, u64::MAX - 2, 0, 0, 0]), -EFAULT, "cmd {cmd}");
+        }
     }
 
     #[test]
@@ -671,7 +1031,12 @@ mod tests {
             t.put(TEST_ARG, &EvtchnBindVirq { virq, vcpu, port: 0 });
             op(t, EVTCHNOP_BIND_VIRQ)
         };
-        assert_eq!(bind(&mut t, 0, 1), -EINVAL, "vCPU 1 does not exist");
+        // `evtchn_bind_virq()`: per-vCPU VIRQ_TIMER on a missing vCPU is
+        // ENOENT, a global virq on vCPU 1 EINVAL, on vCPU 0 EBUSY (it is
+        // the hardware domain's, `get_global_virq_handler()`).
+        assert_eq!(bind(&mut t, 0, 1), -ENOENT, "vCPU 1 does not exist");
+        assert_eq!(bind(&mut t, 8, 1), -EINVAL, "VIRQ_CON_RING is global");
+        assert_eq!(bind(&mut t, 8, 0), -EBUSY);
         assert_eq!(bind(&mut t, NR_VIRQS, 0), -EINVAL);
         assert_eq!(bind(&mut t, 0, 0), 0);
         let port = t.get::<EvtchnBindVirq>(TEST_ARG).port;
@@ -707,6 +1072,8 @@ mod tests {
         let mut t = TestDomain::new(paging_mode::NATIVE);
         t.put(TEST_ARG, &EvtchnStatus { dom: 9, port: 1, ..Default::default() });
         assert_eq!(op(&mut t, EVTCHNOP_STATUS), -ESRCH);
+        t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_VMM, port: 1, ..Default::default() });
+        assert_eq!(op(&mut t, EVTCHNOP_STATUS), -EPERM, "domain 0 exists: XSM_TARGET");
         t.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port: MAX_PORTS, ..Default::default() });
         assert_eq!(op(&mut t, EVTCHNOP_STATUS), -EINVAL);
     }
@@ -714,7 +1081,7 @@ mod tests {
     #[test]
     fn unsupported_commands_are_enosys() {
         let mut t = TestDomain::new(paging_mode::NATIVE);
-        for cmd in [EVTCHNOP_BIND_PIRQ, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU, 10, 99] {
+        for cmd in [EVTCHNOP_BIND_PIRQ, 14, 99] {
             assert_eq!(op(&mut t, cmd), -ENOSYS, "cmd {cmd}");
         }
         assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::MAX, TEST_ARG, 0, 0, 0]), -ENOSYS);

@@ -96,6 +96,14 @@ impl TwoLevel {
         self.raise_if_unmasked(l, word, mask).map(Some)
     }
 
+    /// Xen's `evtchn_2l_clear_pending`: clears `port`'s pending bit (the
+    /// selector and `upcall_pending` are the guest's to clear).
+    pub fn clear_pending(&self, port: u32) -> Result<(), BadGuestRange> {
+        let l = self.layout();
+        let Some((word, bit)) = l.word_bit(port) else { return Ok(()) };
+        self.word_op(l, l.pending_word(word), WordOp::Clear, 1 << bit).map(|_| ())
+    }
+
     /// Xen's `evtchn_2l_unmask`: clears the mask bit; an event that arrived
     /// while masked is delivered now (the return value as for
     /// [`set_pending`](Self::set_pending)).

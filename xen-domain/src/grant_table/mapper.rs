@@ -52,6 +52,9 @@ pub enum GrantError {
     /// The guest changed the entry under us too often.
     #[error("grant reference {0} keeps changing")]
     Busy(GrantRef),
+    /// A copy side names a domain that does not exist.
+    #[error("no such domain {0}")]
+    BadDomain(u16),
 }
 
 impl GrantError {
@@ -63,6 +66,7 @@ impl GrantError {
             GrantError::BadFrame(..) => GNTST_BAD_PAGE,
             GrantError::OutOfPage { .. } => GNTST_BAD_COPY_ARG,
             GrantError::Busy(_) => GNTST_EAGAIN,
+            GrantError::BadDomain(_) => GNTST_BAD_DOMAIN,
         }
     }
 }
@@ -168,6 +172,32 @@ impl GrantTable {
         st.hosts = self.resolve(gpas);
         st.frames = gpas.to_vec();
         Ok(())
+    }
+
+    /// `GNTTABOP_swap_grant_ref` (Xen's `swap_grant_ref()`, grant v1):
+    /// swaps two entries of the guest's table. A reference beyond the
+    /// table is `GNTST_bad_gntref`, the same reference twice is a no-op,
+    /// an entry mapped by a back end is `GNTST_eagain`.
+    pub fn swap(&self, a: GrantRef, b: GrantRef) -> i16 {
+        let st = self.lock();
+        let n = st.in_use.len();
+        if a as usize >= n || b as usize >= n {
+            return GNTST_BAD_GNTREF;
+        }
+        if a == b {
+            return GNTST_OKAY;
+        }
+        if st.in_use[a as usize] != (0, 0) || st.in_use[b as usize] != (0, 0) {
+            return GNTST_EAGAIN;
+        }
+        let (Ok(ea), Ok(eb)) = (Self::entry_at(&st, a), Self::entry_at(&st, b)) else {
+            return GNTST_BAD_GNTREF;
+        };
+        let load = |e| self.with_entry(e, |w: &AtomicU64| w.load(Ordering::SeqCst));
+        let (Some(wa), Some(wb)) = (load(ea), load(eb)) else { return GNTST_GENERAL_ERROR };
+        let _ = self.with_entry(ea, |w: &AtomicU64| w.store(wb, Ordering::SeqCst));
+        let _ = self.with_entry(eb, |w: &AtomicU64| w.store(wa, Ordering::SeqCst));
+        GNTST_OKAY
     }
 
     /// Number of registered frames.

@@ -1,16 +1,17 @@
 //! `grant_table_op` for PVH guests: Xen's model, where the table frames
 //! belong to the hypervisor (here: VMM pages at the top of RAM) and the
-//! guest maps them with `XENMEM_add_to_physmap`. `setup_table` sizes the
-//! table and returns the frames; `set_version` (1 only), `get_version`
-//! and `dump_table` are answered; everything else is the common
+//! guest maps them with `XENMEM_add_to_physmap`. The table starts with
+//! `INITIAL_NR_GRANT_FRAMES`; `setup_table` grows it and returns where the
+//! guest placed each frame; `set_version` (1 only: no grant v2) and
+//! `get_version` are answered; everything else is the common
 //! implementation ([`super::op`]).
 
 use super::mapper::MAX_GRANT_FRAMES;
+use super::op::target_status;
 use crate::domain::{Domain, HcResult};
-use crate::domid::is_self;
-use pv_abi::errno::EINVAL;
+use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 use pv_abi::grant_table::*;
-use pv_abi::layout::PAGE_SIZE;
+use std::mem::offset_of;
 
 /// Grows the VMM-owned table to at least `n` frames.
 pub fn grow(dom: &mut Domain, n: u32) -> Result<(), i64> {
@@ -27,81 +28,105 @@ pub fn grow(dom: &mut Domain, n: u32) -> Result<(), i64> {
     Ok(())
 }
 
-/// `grant_table_op(cmd, uop, count)` for a PVH guest: `None` for the
+/// Frames every grant table starts with (`INITIAL_NR_GRANT_FRAMES`,
+/// `xen/arch/x86/include/asm/grant_table.h`; `grant_table_init()`).
+pub const INITIAL_NR_GRANT_FRAMES: u32 = 1;
+
+/// What `setup_table` reports for a frame the guest has not placed:
+/// `mfn_to_gfn()` of a page with no gfn, `INVALID_M2P_ENTRY`.
+pub const INVALID_M2P_ENTRY: u64 = !0;
+
+/// `grant_table_op(cmd, uop, count)` for a PVH guest (`cmd` one of those
+/// `hvm_grant_table_op()` passes, `count` checked): `None` for the
 /// operations the common implementation answers.
-pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> Option<HcResult> {
-    let (cmd, uop, count) = (a[0], a[1], a[2]);
-    Some(match u32::try_from(cmd).unwrap_or(u32::MAX) {
+pub fn grant_table_op(dom: &mut Domain, cmd: u32, uop: u64, count: u64) -> Option<HcResult> {
+    // The table exists from domain creation with its initial frames.
+    if let Err(e) = grow(dom, INITIAL_NR_GRANT_FRAMES) {
+        return Some(Err(e));
+    }
+    Some(match cmd {
         GNTTABOP_SETUP_TABLE if count == 1 => setup_table(dom, uop),
-        GNTTABOP_SET_VERSION if count == 1 => set_version(dom, uop),
-        GNTTABOP_GET_VERSION if count == 1 => get_version(dom, uop),
-        GNTTABOP_DUMP_TABLE if count == 1 => dump_table(dom, uop),
-        GNTTABOP_SETUP_TABLE | GNTTABOP_SET_VERSION | GNTTABOP_GET_VERSION | GNTTABOP_DUMP_TABLE => Err(EINVAL),
+        GNTTABOP_SETUP_TABLE => Err(EINVAL),
+        // `gnttab_set_version()` / `gnttab_get_version()` ignore `count`.
+        GNTTABOP_SET_VERSION => set_version(dom, uop),
+        GNTTABOP_GET_VERSION => get_version(dom, uop),
         _ => return None,
     })
 }
 
+/// `gnttab_set_version()` with grant v2 unavailable (`max_version` 1):
+/// 1 is fine, 2 is `-ENOSYS` ("behave as before set_version was
+/// introduced"), anything else `-EINVAL`; the version in force is
+/// written back in every case.
 fn set_version(dom: &mut Domain, uop: u64) -> HcResult {
     let mut op: GnttabSetVersion = dom.ram.read_obj(uop)?;
-    let ok = op.version <= 1;
+    let r = match op.version {
+        1 => Ok(0),
+        2 => Err(ENOSYS),
+        _ => Err(EINVAL),
+    };
     op.version = 1;
     dom.ram.copy_obj_to_guest(uop, &op)?;
-    if ok {
-        Ok(0)
-    } else {
-        Err(EINVAL)
-    }
+    r
 }
 
+/// `gnttab_get_version()`: XSM_TARGET errnos, only `version` written.
 fn get_version(dom: &mut Domain, uop: u64) -> HcResult {
-    let mut op: GnttabGetVersion = dom.ram.read_obj(uop)?;
-    if !is_self(op.dom) {
-        return Err(pv_abi::errno::ESRCH);
+    let op: GnttabGetVersion = dom.ram.read_obj(uop)?;
+    match target_status(op.dom) {
+        None => {}
+        Some(GNTST_BAD_DOMAIN) => return Err(ESRCH),
+        Some(_) => return Err(EPERM),
     }
-    op.version = 1;
-    dom.ram.copy_obj_to_guest(uop, &op)?;
-    Ok(0)
-}
-
-fn dump_table(dom: &mut Domain, uop: u64) -> HcResult {
-    let mut op: GnttabDumpTable = dom.ram.read_obj(uop)?;
-    op.status = if is_self(op.dom) { GNTST_OKAY } else { GNTST_BAD_DOMAIN };
-    dom.ram.copy_obj_to_guest(uop, &op)?;
+    dom.ram.copy_obj_to_guest(uop + offset_of!(GnttabGetVersion, version) as u64, &1u32)?;
     Ok(0)
 }
 
 /// The frame number the guest knows table frame `i` by: where it placed
-/// it, else the VMM page.
+/// it, else `INVALID_M2P_ENTRY` (never the VMM page behind it).
 fn frame_number(dom: &Domain, i: u32) -> u64 {
     let pvh = dom.pvh.as_ref().expect("PVH guest");
-    pvh.placed[1 + i as usize].unwrap_or(pvh.layout.grant_frame(i) / PAGE_SIZE)
+    pvh.placed[1 + i as usize].unwrap_or(INVALID_M2P_ENTRY)
 }
 
+/// `gnttab_setup_table()` (and `xen/common/compat/grant_table.c` for a
+/// 32-bit guest): grows the table to `nr_frames` and writes each frame's
+/// gfn, stopping at the first that cannot be written
+/// (`GNTST_bad_virt_addr`) or, for a 32-bit guest, does not fit 32 bits
+/// (`GNTST_address_too_big`).
 fn setup_table(dom: &mut Domain, uop: u64) -> HcResult {
-    let (d, nr, list, compat) = if dom.compat {
+    let (d, nr, list, width) = if dom.compat {
         let op: CompatGnttabSetupTable = dom.ram.read_obj(uop)?;
-        (op.dom, op.nr_frames, u64::from(op.frame_list), true)
+        (op.dom, op.nr_frames, u64::from(op.frame_list), 4)
     } else {
         let op: GnttabSetupTable = dom.ram.read_obj(uop)?;
-        (op.dom, op.nr_frames, op.frame_list, false)
+        (op.dom, op.nr_frames, op.frame_list, 8)
     };
-    let status = if !is_self(d) {
-        GNTST_BAD_DOMAIN
-    } else if nr == 0 || nr > MAX_GRANT_FRAMES || grow(dom, nr).is_err() {
+    let status = if let Some(st) = target_status(d) {
+        st
+    } else if nr > MAX_GRANT_FRAMES || grow(dom, nr).is_err() {
         GNTST_GENERAL_ERROR
     } else {
-        let frames: Vec<u64> = (0..nr).map(|i| frame_number(dom, i)).collect();
-        let bytes: Vec<u8> = if compat {
-            frames.iter().flat_map(|f| (*f as u32).to_le_bytes()).collect()
-        } else {
-            frames.iter().flat_map(|f| f.to_le_bytes()).collect()
-        };
-        match dom.ram.copy_to_guest(list, &bytes) {
-            Ok(()) => GNTST_OKAY,
-            Err(_) => GNTST_BAD_VIRT_ADDR,
-        }
+        write_frames(dom, nr, list, width)
     };
     // `status` sits at offset 8 in both layouts.
     dom.ram.copy_to_guest(uop + 8, &status.to_le_bytes())?;
     Ok(0)
+}
+
+fn write_frames(dom: &Domain, nr: u32, list: u64, width: u64) -> i16 {
+    for i in 0..nr {
+        let gfn = frame_number(dom, i);
+        let at = list.wrapping_add(u64::from(i) * width);
+        let written = if width == 4 {
+            let Ok(gfn) = u32::try_from(gfn) else { return GNTST_ADDRESS_TOO_BIG };
+            dom.ram.copy_to_guest(at, &gfn.to_le_bytes())
+        } else {
+            dom.ram.copy_to_guest(at, &gfn.to_le_bytes())
+        };
+        if written.is_err() {
+            return GNTST_BAD_VIRT_ADDR;
+        }
+    }
+    GNTST_OKAY
 }
