@@ -132,6 +132,9 @@ fn check_body(vm: &Vm) {
     assert_eq!(result(vm, 15) as u64, (MEM >> 12) + 1, "setup_table names the placed frame");
     assert_eq!(result(vm, 16), 0);
     assert_eq!(result(vm, 17) as u32, pv_abi::hvm::xen_version::PVH_FEATURES, "real XENFEAT bits");
+    // do_xen_version(): the PV-only writable_descriptor_tables (1) and
+    // supervisor_mode_kernel (3) are never set for an HVM domain.
+    assert_eq!(result(vm, 17) & 0b1010, 0, "no PV-only XENFEAT bits");
     assert_eq!(result(vm, 18), 0, "alloc_unbound(DOMID_SELF)");
     assert!(result(vm, 19) > 0, "a port");
     assert_eq!((result(vm, 20), result(vm, 21)), (0, err(EINVAL)), "remove_from_physmap");
@@ -418,4 +421,29 @@ fn pvh_multicall_of_blocking_polls_stops_at_the_run_time_limit() {
         let returned = vm.dom.ram.read_obj::<u32>(u64::from(RESULTS + 4)).unwrap();
         assert_eq!(returned, 0x5a5a, "the multicall never returned (its polls block)");
     }
+}
+
+/// CPUID leaf 0x40000004 as `cpuid_hypervisor_leaves()`
+/// (`xen/arch/x86/cpuid.c`) answers an HVM guest: subleaf 0 carries
+/// `XEN_HVM_CPUID_IOMMU_MAPPINGS` (bit 2) with the vCPU-id, domid and
+/// upcall-vector bits; subleaf 1 is all zero.
+#[test]
+fn pvh_cpuid_leaf_4_has_xens_bits_for_subleaf_0_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors();
+    for (subleaf, slot) in [(0u32, 0), (1, 4)] {
+        // mov eax, 0x40000004; mov ecx, subleaf; cpuid; store eax, ebx, ecx.
+        a.eax(0x4000_0004).raw(&[0xb9]).raw(&subleaf.to_le_bytes()).raw(&[0x0f, 0xa2]);
+        a.store_eax(RESULTS + slot * 4);
+        a.raw(&[0x89, 0xd8]).store_eax(RESULTS + (slot + 1) * 4); // mov eax, ebx
+        a.raw(&[0x89, 0xc8]).store_eax(RESULTS + (slot + 2) * 4); // mov eax, ecx
+    }
+    a.wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    let eax = result(&vm, 0) as u32;
+    assert_eq!(eax & 0b101_1100, 0b101_1100, "IOMMU_MAPPINGS, VCPU_ID, DOMID, UPCALL_VECTOR: {eax:#x}");
+    assert_eq!(result(&vm, 2), 1, "domid in ecx");
+    assert_eq!((result(&vm, 4), result(&vm, 5), result(&vm, 6)), (0, 0, 0), "subleaf 1 is zero");
 }
