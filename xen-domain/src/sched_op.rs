@@ -159,11 +159,23 @@ pub fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
     publish_clock(dom)
 }
 
+/// How far ahead `set_timer_op` fires for a timeout it distrusts (Xen's
+/// `MILLISECS(100)`).
+pub const HUGE_TIMEOUT_DELAY_NS: u64 = 100_000_000;
+
 /// `set_timer_op(timeout)`: absolute system time in ns (64-bit: `rdi`;
-/// 32-bit: low half in `ebx`, high in `ecx`); 0 cancels.
+/// 32-bit: low half in `ebx`, high in `ecx`); 0 cancels. As Xen's
+/// `do_set_timer_op()`, a negative timeout or one more than 2^50 ns ahead
+/// (Linux's wrapped jiffies) fires in 100 ms instead.
 pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let ns = if dom.compat { a[0] | (a[1] << 32) } else { a[0] };
-    arm(dom, ns).map(|()| 0)
+    let now = dom.pvh.as_ref().ok_or(ENOSYS)?.clock.now_ns();
+    let offset = (ns as i64).wrapping_sub(now as i64);
+    let huge = (ns as i64) < 0 || (offset > 0 && (offset >> 50) as u32 != 0);
+    if huge {
+        tracing::debug!(timeout = ns, "set_timer_op: huge timeout, firing in 100 ms");
+    }
+    arm(dom, if huge { now + HUGE_TIMEOUT_DELAY_NS } else { ns }).map(|()| 0)
 }
 
 /// Against `xen/include/public/sched.h` (`SCHEDOP_*`, `struct
@@ -171,7 +183,8 @@ pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 /// (`do_sched_op`: `-ENOSYS` for unknown commands; `do_poll`: at most 128
 /// ports and only valid ones, else `-EINVAL`, an early return when events
 /// need delivery, else a block until an event or the timeout;
-/// `vcpu_block_enable_events`: the upcall mask cleared before blocking).
+/// `vcpu_block_enable_events`: the upcall mask cleared before blocking;
+/// `do_set_timer_op`: huge or negative timeouts fire in 100 ms).
 #[cfg(test)]
 mod tests {
     use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
@@ -331,6 +344,26 @@ mod tests {
         upcall(&t, 0, 1);
         assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
         assert_eq!((t.get::<[u8; 2]>(si), t.dom.work_left), ([0, 0], 0));
+    }
+
+    /// `do_set_timer_op()` (`xen/common/sched/core.c`): a negative timeout
+    /// or one more than 2^50 ns ahead fires in 100 ms, not never.
+    #[test]
+    fn set_timer_op_fires_soon_for_negative_or_huge_timeouts() {
+        for (timeout, compat) in [(1u64 << 63, false), (1 << 62, false), (u64::MAX, true)] {
+            let mut t = TestDomain::pvh();
+            let timer = crate::timer::Timer::start(t.dom.evtchn.clone(), || {}).unwrap();
+            t.dom.pvh.as_mut().unwrap().timer = Some(timer);
+            let port = t.dom.evtchn.bind_virq(pv_abi::hvm::VIRQ_TIMER, 0).unwrap();
+            t.dom.compat = compat;
+            let args = if compat { [timeout & 0xffff_ffff, timeout >> 32, 0, 0, 0] } else { [timeout, 0, 0, 0, 0] };
+            assert_eq!(t.call(nr::SET_TIMER_OP, args), 0);
+            let fired = (0..5000).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                t.dom.evtchn.is_pending(port)
+            });
+            assert!(fired, "timeout {timeout:#x} compat {compat}");
+        }
     }
 
     #[test]
