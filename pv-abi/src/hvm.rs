@@ -302,8 +302,16 @@ pub mod xen_version {
     pub const CAPABILITIES: u64 = 3;
     /// `XENVER_changeset`: 64 bytes of text.
     pub const CHANGESET: u64 = 4;
+    /// `XENVER_platform_parameters`: `{xen_ulong_t virt_start}`.
+    pub const PLATFORM_PARAMETERS: u64 = 5;
     /// `XENVER_pagesize`.
     pub const PAGESIZE: u64 = 7;
+    /// `XENVER_guest_handle`: the 16-byte domain handle.
+    pub const GUEST_HANDLE: u64 = 8;
+    /// `XENVER_commandline`: 1024 bytes of text.
+    pub const COMMANDLINE: u64 = 9;
+    /// `XENVER_build_id`; 11..=14 are the `*2` variable-length sub-ops.
+    pub const BUILD_ID: u64 = 10;
     /// Size of `struct xen_compile_info`.
     pub const COMPILE_INFO_SIZE: u64 = 144;
 
@@ -322,14 +330,22 @@ pub mod xen_version {
     /// `XENFEAT_hvm_pirqs` (not offered).
     pub const XENFEAT_HVM_PIRQS: u32 = 10;
 
-    /// The feature word Xen reports to a PVH guest, restricted to what we
-    /// implement.
+    /// `XENFEAT_not_direct_mapped`.
+    pub const XENFEAT_NOT_DIRECT_MAPPED: u32 = 16;
+    /// `XENFEAT_dm_msix_all_writes`.
+    pub const XENFEAT_DM_MSIX_ALL_WRITES: u32 = 20;
+
+    /// The feature word Xen's `do_xen_version()` (`xen/common/kernel.c`)
+    /// reports to an HVM/PVH domU (translated, not direct-mapped), without
+    /// the bits that promise hypercalls we lack (`memory_op_vnode_supported`
+    /// 13, `runstate_phys_area` 18, `vcpu_time_phys_area` 19). Never the PV
+    /// bits `writable_descriptor_tables` (1) or `supervisor_mode_kernel` (3).
     pub const PVH_FEATURES: u32 = (1 << XENFEAT_WRITABLE_PAGE_TABLES)
-        | (1 << XENFEAT_WRITABLE_DESCRIPTOR_TABLES)
         | (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP)
-        | (1 << XENFEAT_SUPERVISOR_MODE_KERNEL)
         | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
-        | (1 << XENFEAT_HVM_SAFE_PVCLOCK);
+        | (1 << XENFEAT_HVM_SAFE_PVCLOCK)
+        | (1 << XENFEAT_NOT_DIRECT_MAPPED)
+        | (1 << XENFEAT_DM_MSIX_ALL_WRITES);
 }
 
 /// Xen's HVM debug console port (`XEN_HVM_DEBUGCONS_IOPORT`): bytes written

@@ -48,6 +48,10 @@ impl Asm {
     fn imm(&mut self, v: u32) -> &mut Self {
         self.b(&v.to_le_bytes())
     }
+    /// Emits raw instruction bytes (for code the helpers do not cover).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.b(bytes)
+    }
     /// Current address.
     pub fn here(&self) -> u32 {
         BASE + self.code.len() as u32

@@ -135,6 +135,9 @@ fn check_body(vm: &Vm) {
     assert_eq!(result(vm, 15) as u64, (MEM >> 12) + 1, "setup_table names the placed frame");
     assert_eq!(result(vm, 16), 0);
     assert_eq!(result(vm, 17) as u32, pv_abi::hvm::xen_version::PVH_FEATURES, "real XENFEAT bits");
+    // do_xen_version(): the PV-only writable_descriptor_tables (1) and
+    // supervisor_mode_kernel (3) are never set for an HVM domain.
+    assert_eq!(result(vm, 17) & 0b1010, 0, "no PV-only XENFEAT bits");
     assert_eq!(result(vm, 18), 0, "alloc_unbound(DOMID_SELF)");
     assert!(result(vm, 19) > 0, "a port");
     // xen/common/memory.c: an empty gfn → -ENOENT.
@@ -199,8 +202,9 @@ fn timer_body(a: &mut Asm, compat: bool) {
     a.hypercall(29, &[3, ps], 35).load_eax(hole + 2048).store_eax(RESULTS + 36 * 4);
     a.poke(hole + 2048, 0);
     let v = s + 0xd00;
-    a.poke(v, 1).poke(v + 4, 0).poke(v + 8, 1).hypercall(24, &[6, 0, v], 37); // in the past + FUTURE flag
-    a.poke(v + 8, 0).hypercall(24, &[6, 0, v], 38);
+    // VCPUOP_set_singleshot_timer is 8 (xen/include/public/vcpu.h).
+    a.poke(v, 1).poke(v + 4, 0).poke(v + 8, 1).poke(v + 12, 0).hypercall(24, &[8, 0, v], 37); // past + FUTURE
+    a.poke(v + 8, 0).hypercall(24, &[8, 0, v], 38);
     a.hypercall(29, &[3, ps], 39).load_eax(hole + 2048).store_eax(RESULTS + 40 * 4);
     a.load_eax(hole + 48).store_eax(RESULTS + 41 * 4);
     let st = s + 0xe00;
@@ -212,6 +216,9 @@ fn timer_body(a: &mut Asm, compat: bool) {
     let p = s + 0xe80;
     a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, 0xf3).poke(p + 12, 0x0200_0000).hypercall(HVM_OP, &[0, p], 47);
     a.poke(p + 8, 0).poke(p + 12, 0).hypercall(HVM_OP, &[1, p], 48).load_eax(p + 8).store_eax(RESULTS + 49 * 4);
+    // VCPUOP_set_periodic_timer (6) with a 1 ns period: below 1 ms, -EINVAL
+    // (xen/common/domain.c common_vcpu_op); stop_periodic_timer (7): 0.
+    a.hypercall(24, &[6, 0, v], 50).hypercall(24, &[7, 0, 0], 51);
 }
 
 fn check_timer_body(vm: &Vm) {
@@ -221,13 +228,14 @@ fn check_timer_body(vm: &Vm) {
     assert_eq!(result(vm, 33), err(EEXIST), "VIRQ_TIMER binds once");
     assert_eq!((result(vm, 34), result(vm, 35)), (0, 0), "set_timer_op, poll");
     assert_ne!(result(vm, 36) & (1 << port), 0, "set_timer_op raised VIRQ_TIMER");
-    assert_eq!(result(vm, 37), -62, "VCPU_SSHOTTMR_future in the past: ETIME");
+    assert_eq!(result(vm, 37), err(ETIME), "VCPU_SSHOTTMR_future in the past: ETIME (allowed by vcpu.h)");
     assert_eq!((result(vm, 38), result(vm, 39)), (0, 0), "single-shot timer, poll");
     assert_ne!(result(vm, 40) & (1 << port), 0, "the single-shot timer raised VIRQ_TIMER");
     assert!(result(vm, 41) as u32 > result(vm, 30) as u32, "pvclock system time advanced");
     assert_eq!((result(vm, 42), result(vm, 43), result(vm, 44)), (0, 4, 0), "status: EVTCHNSTAT_virq, VIRQ_TIMER");
     assert_eq!((result(vm, 45), result(vm, 46)), (0, err(EINVAL)), "upcall vector");
     assert_eq!((result(vm, 47), result(vm, 48), result(vm, 49)), (0, 0, 0xf3), "callback vector param");
+    assert_eq!((result(vm, 50), result(vm, 51)), (err(EINVAL), 0), "periodic timer: 1 ns period, stop");
 }
 
 #[test]
@@ -472,4 +480,86 @@ fn pvh_64_bit_guest_places_shared_info_over_its_own_ram() {
     let (run, vm) = run(dir.path(), &a, true);
     assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
     check_shared_info_over_ram(&vm);
+/// `SCHEDOP_poll` blocks until an event or its timeout
+/// (`xen/common/sched/core.c` `do_poll`), and a multicall
+/// (`xen/common/multicall.c`; 32-bit guests use `compat_multicall_entry`)
+/// of 256 polls with far timeouts keeps blocking: the run-time limit still
+/// stops the guest, because a blocking poll ends its exit with a
+/// continuation instead of blocking 256 times in one exit.
+#[test]
+fn pvh_multicall_of_blocking_polls_stops_at_the_run_time_limit() {
+    use vmm::console::ConsoleOut;
+    const LIST: u32 = 0x20_0000;
+    for long in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Asm::default();
+        a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+        if long {
+            a.enter_long_mode();
+        }
+        // struct sched_poll: one port (5, valid, never pending), timeout 2^62 ns.
+        let (ps, port) = (SCRATCH, SCRATCH + 0x40);
+        a.poke(port, 5);
+        if long {
+            a.poke(ps, port).poke(ps + 4, 0).poke(ps + 8, 1).poke(ps + 12, 0).poke(ps + 16, 0).poke(ps + 20, 1 << 30);
+        } else {
+            a.poke(ps, port).poke(ps + 4, 1).poke(ps + 8, 0).poke(ps + 12, 1 << 30);
+        }
+        // 256 entries {op 29, args[0] SCHEDOP_poll 3, args[1] ps} (RAM is
+        // zero elsewhere): 56-byte entries, or 32-byte compat ones.
+        let (w, size) = if long { (8u8, 56u8) } else { (4, 32) };
+        a.raw(&[0xbf]).raw(&LIST.to_le_bytes()); // mov edi, LIST
+        a.raw(&[0xb9, 0, 1, 0, 0]); // mov ecx, 256
+        a.raw(&[0xc7, 0x07, 29, 0, 0, 0]); // mov dword [rdi], 29
+        a.raw(&[0xc7, 0x47, 2 * w, 3, 0, 0, 0]); // mov dword [rdi + args[0]], 3
+        a.raw(&[0xc7, 0x47, 3 * w]).raw(&ps.to_le_bytes()); // mov dword [rdi + args[1]], ps
+        a.raw(&[0x83, 0xc7, size, 0xe2, 0xe7]); // add edi, size; loop (-25)
+        a.poke(RESULTS + 4, 0x5a5a).hypercall(0, &[], 0).hypercall(13, &[LIST, 256], 1);
+        a.poweroff(0);
+        let path = dir.path().join("guest.elf");
+        std::fs::write(&path, pvh_elf(&a, long)).unwrap();
+        let (console, _buf) = ConsoleOut::capture();
+        let mut cfg = VmConfig::bundled("hello", "");
+        cfg.kernel = Kernel::File(path);
+        cfg.mem_bytes = MEM;
+        cfg.console = console;
+        cfg.timeout = Some(std::time::Duration::from_secs(3));
+        let mut vm = Vm::new(&cfg).unwrap();
+        let outcome = vm.run().unwrap();
+        assert_eq!(outcome, Outcome::Timeout, "long {long}");
+        let entry = |i: u32| vm.dom.ram.read_obj::<u32>(u64::from(LIST + i * u32::from(size))).unwrap();
+        assert_eq!((entry(0), entry(255)), (29, 29), "the guest built its 256 entries");
+        assert_eq!(vm.dom.ram.read_obj::<i32>(u64::from(RESULTS)).unwrap(), err(ENOSYS), "ran up to the multicall");
+        let returned = vm.dom.ram.read_obj::<u32>(u64::from(RESULTS + 4)).unwrap();
+        assert_eq!(returned, 0x5a5a, "the multicall never returned (its polls block)");
+        // Blocking ended exits with a continuation the guest re-entered,
+        // rather than one exit holding the vCPU for all 256 polls.
+        let multicall_exits = vm.stats().hypercalls(13);
+        assert!(multicall_exits >= 2, "the multicall was continued: {multicall_exits} exits");
+    }
+}
+
+/// CPUID leaf 0x40000004 as `cpuid_hypervisor_leaves()`
+/// (`xen/arch/x86/cpuid.c`) answers an HVM guest: subleaf 0 carries
+/// `XEN_HVM_CPUID_IOMMU_MAPPINGS` (bit 2) with the vCPU-id, domid and
+/// upcall-vector bits; subleaf 1 is all zero.
+#[test]
+fn pvh_cpuid_leaf_4_has_xens_bits_for_subleaf_0_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors();
+    for (subleaf, slot) in [(0u32, 0), (1, 4)] {
+        // mov eax, 0x40000004; mov ecx, subleaf; cpuid; store eax, ebx, ecx.
+        a.eax(0x4000_0004).raw(&[0xb9]).raw(&subleaf.to_le_bytes()).raw(&[0x0f, 0xa2]);
+        a.store_eax(RESULTS + slot * 4);
+        a.raw(&[0x89, 0xd8]).store_eax(RESULTS + (slot + 1) * 4); // mov eax, ebx
+        a.raw(&[0x89, 0xc8]).store_eax(RESULTS + (slot + 2) * 4); // mov eax, ecx
+    }
+    a.wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    let eax = result(&vm, 0) as u32;
+    assert_eq!(eax & 0b101_1100, 0b101_1100, "IOMMU_MAPPINGS, VCPU_ID, DOMID, UPCALL_VECTOR: {eax:#x}");
+    assert_eq!(result(&vm, 2), 1, "domid in ecx");
+    assert_eq!((result(&vm, 4), result(&vm, 5), result(&vm, 6)), (0, 0, 0), "subleaf 1 is zero");
 }

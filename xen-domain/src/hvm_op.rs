@@ -26,11 +26,12 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         }
         SET_EVTCHN_UPCALL_VECTOR => {
             let v: EvtchnUpcallVector = dom.ram.read_obj(a[1])?;
-            if v.vcpu != 0 {
-                return Err(pv_abi::errno::ENOENT);
-            }
+            // `hvmop_set_evtchn_upcall_vector()`: the vector, then the vCPU.
             if v.vector < 0x10 {
                 return Err(EINVAL);
+            }
+            if v.vcpu != 0 {
+                return Err(pv_abi::errno::ENOENT);
             }
             dom.evtchn.platform().set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
             dom.evtchn.set_compat_layout(dom.compat);
@@ -41,15 +42,24 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
 }
 
+/// `hvmop_get_param()` / `hvmop_set_param()`: the index is checked before
+/// the domain.
 fn check(p: &HvmParam) -> Result<(), i64> {
-    if !is_self(p.domid) {
-        return Err(ESRCH);
-    }
     if p.index >= NR_PARAMS {
         return Err(EINVAL);
     }
+    if !is_self(p.domid) {
+        return Err(ESRCH);
+    }
     Ok(())
 }
+
+/// Parameters `hvm_allow_get_param()` lets a guest read that we keep no
+/// value for (`VM86_TSS` 15, `ACPI_IOPORTS_LOCATION` 19,
+/// `VM_GENERATION_ID_ADDR` 34, `ALTP2M` 35, `X87_FIP_WIDTH` 36,
+/// `VM86_TSS_SIZED` 37): they read as 0, the value a toolstack that never
+/// set them leaves.
+const READABLE_UNSET: [u32; 6] = [15, 19, 34, 35, 36, 37];
 
 fn get_param(dom: &Domain, p: &HvmParam) -> Result<u64, i64> {
     check(p)?;
@@ -60,7 +70,9 @@ fn get_param(dom: &Domain, p: &HvmParam) -> Result<u64, i64> {
         PARAM_STORE_EVTCHN => pvh.store_evtchn.into(),
         PARAM_CONSOLE_PFN => pvh.layout.console() / PAGE_SIZE,
         PARAM_CONSOLE_EVTCHN => pvh.console_evtchn.into(),
-        _ => 0,
+        i if READABLE_UNSET.contains(&i) => 0,
+        // "The remaining parameters should not be read by the guest."
+        _ => return Err(EPERM),
     })
 }
 
@@ -69,29 +81,46 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
     let pvh = dom.pvh.as_mut().expect("checked");
     match p.index {
         PARAM_CALLBACK_IRQ => {
+            // `hvm_set_callback_via()` takes every value. Only the vector
+            // type is delivered here: a GSI or PCI INTx callback needs the
+            // emulated IO-APIC/PIC a PVH domain lacks (Xen's PVH does not
+            // deliver them either), and a vector below 0x10 is an exception
+            // vector. Those are stored, answered by get_param, and silent.
             let kind = p.value >> CALLBACK_TYPE_SHIFT;
-            // Only the vector type (or 0 = off) is delivered here.
-            if p.value != 0 && (kind != CALLBACK_TYPE_VECTOR || (p.value & 0xff) < 0x10) {
-                return Err(EINVAL);
+            let vector = p.value as u8;
+            let deliver = kind == CALLBACK_TYPE_VECTOR && vector >= 0x10;
+            if p.value != 0 && !deliver {
+                tracing::debug!(value = p.value, "HVM_PARAM_CALLBACK_IRQ stored, not delivered");
             }
             pvh.callback_irq = p.value;
             // 0 (off) goes back to the upcall vector routing.
-            dom.evtchn.platform().set_callback_vector(p.value as u8);
+            dom.evtchn.platform().set_callback_vector(if deliver { vector } else { 0 });
             dom.evtchn.set_compat_layout(dom.compat);
             Ok(())
         }
-        PARAM_STORE_PFN | PARAM_STORE_EVTCHN | PARAM_CONSOLE_PFN | PARAM_CONSOLE_EVTCHN => Err(EPERM),
-        _ => Err(EINVAL),
+        // `hvm_allow_set_param()`: the guest may set these; they are values
+        // only (nothing is rebound).
+        PARAM_STORE_EVTCHN => {
+            pvh.store_evtchn = p.value as u32;
+            Ok(())
+        }
+        PARAM_CONSOLE_EVTCHN => {
+            pvh.console_evtchn = p.value as u32;
+            Ok(())
+        }
+        // "The remaining parameters should not be set by the guest."
+        _ => Err(EPERM),
     }
 }
 
 /// Against `xen/include/public/hvm/hvm_op.h` (`HVMOP_*`, `struct
 /// xen_hvm_param`, `struct xen_hvm_evtchn_upcall_vector`),
 /// `xen/include/public/hvm/params.h` (`HVM_PARAM_*`, the callback type in
-/// bits 56..63) and `xen/arch/x86/hvm/hvm.c` (`-ESRCH` for another
-/// domain, `-EINVAL` for an index beyond `HVM_NR_PARAMS` or a vector below
-/// 0x10, `-ENOENT` for a vCPU the domain lacks, `-EPERM` for parameters a
-/// guest may not set).
+/// bits 56..63) and `xen/arch/x86/hvm/hvm.c` (`-EINVAL` for an index
+/// beyond `HVM_NR_PARAMS`, checked before the domain, then `-ESRCH`;
+/// `-EINVAL` for an upcall vector below 0x10, checked before `-ENOENT` for a
+/// vCPU the domain lacks; `-EPERM` for parameters a guest may not read or
+/// set, `hvm_allow_get_param`/`hvm_allow_set_param`).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,10 +157,12 @@ mod tests {
     fn params_check_the_domain_and_the_index() {
         let mut t = TestDomain::pvh();
         assert_eq!(param(&mut t, GET_PARAM, 4, PARAM_STORE_PFN, 0), -ESRCH);
+        // The index is checked before the domain.
+        assert_eq!(param(&mut t, GET_PARAM, 4, NR_PARAMS, 0), -EINVAL);
+        assert_eq!(param(&mut t, SET_PARAM, 4, NR_PARAMS, 0), -EINVAL);
         assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, NR_PARAMS, 0), -EINVAL);
         assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, NR_PARAMS, 0), -EINVAL);
         assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_STORE_PFN, 1), -EPERM);
-        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CONSOLE_EVTCHN, 1), -EPERM);
         assert_eq!(t.call(nr::HVM_OP, [GET_PARAM, u64::MAX - 4, 0, 0, 0]), -pv_abi::errno::EFAULT);
         assert_eq!(t.call(nr::HVM_OP, [99, TEST_ARG, 0, 0, 0]), -ENOSYS);
     }
@@ -148,14 +179,44 @@ mod tests {
         assert_eq!(t.platform.calls().last(), Some(&Call::SetCallbackVector(0)));
     }
 
+    /// `hvm_set_callback_via()` (`xen/arch/x86/hvm/irq.c`) stores every
+    /// value and returns 0; GSI/INTx callbacks and vectors below 0x10 are not
+    /// delivered here (the callback stays off).
     #[test]
-    fn callback_types_other_than_the_vector_and_low_vectors_are_einval() {
+    fn callback_types_other_than_the_vector_and_low_vectors_are_stored_not_delivered() {
         let mut t = TestDomain::pvh();
-        let gsi = 5; // CALLBACK_TYPE_GSI, GSI 5
-        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, gsi), -EINVAL);
+        let intx = (CALLBACK_TYPE_PCI_INTX << CALLBACK_TYPE_SHIFT) | (3 << 8) | 1;
         let low = (CALLBACK_TYPE_VECTOR << CALLBACK_TYPE_SHIFT) | 0x0f;
-        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, low), -EINVAL);
-        assert!(t.platform.calls().is_empty());
+        for value in [5, intx, low, 7 << CALLBACK_TYPE_SHIFT] {
+            assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, value), 0, "{value:#x}");
+            assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_CALLBACK_IRQ, 0), 0);
+            assert_eq!(t.get::<HvmParam>(TEST_ARG).value, value);
+            assert_eq!(t.platform.calls().last(), Some(&Call::SetCallbackVector(0)), "not delivered");
+        }
+    }
+
+    /// `hvm_allow_get_param()` / `hvm_allow_set_param()`
+    /// (`xen/arch/x86/hvm/hvm.c`): a guest reads only the listed parameters
+    /// (others `-EPERM`) and sets only the listed ones (the store and
+    /// console event channels among them; the ring frames `-EPERM`).
+    #[test]
+    fn guests_read_and_set_only_the_parameters_xen_allows() {
+        let mut t = TestDomain::pvh();
+        for index in [3, 5, 9, 10, 12, 14, 38] {
+            assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, index, 0), -EPERM, "get {index}");
+        }
+        for index in READABLE_UNSET {
+            assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, index, 0), 0, "get {index}");
+        }
+        for index in [PARAM_STORE_PFN, PARAM_CONSOLE_PFN, 9, 38] {
+            assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, index, 1), -EPERM, "set {index}");
+        }
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_STORE_EVTCHN, 9), 0);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_CONSOLE_EVTCHN, 11), 0);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_STORE_EVTCHN, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 9);
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_CONSOLE_EVTCHN, 0), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 11);
     }
 
     #[test]
@@ -167,6 +228,7 @@ mod tests {
         };
         assert_eq!(set(&mut t, 1, 0xf3), -pv_abi::errno::ENOENT);
         assert_eq!(set(&mut t, 0, 0x0f), -EINVAL);
+        assert_eq!(set(&mut t, 1, 0x0f), -EINVAL, "the vector is checked before the vCPU");
         assert!(t.platform.calls().is_empty());
         assert_eq!(set(&mut t, 0, 0xf3), 0);
         assert_eq!(t.platform.calls(), vec![Call::SetUpcallVector(0xf3)]);

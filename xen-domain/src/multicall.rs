@@ -6,15 +6,42 @@
 //! its first five `args`, and its `result` (the raw `rax` value) written
 //! back. A failing entry does not stop the batch: the guest reads each
 //! result. A nested `multicall` entry is refused with `-EINVAL` (Xen's
-//! "multicall reentry is disallowed"). The call itself returns 0, `-E2BIG`
-//! for more than [`MAX_MULTICALL_ENTRIES`] entries, or `-EFAULT` if the
-//! array is not in guest RAM (entries before the bad one have run).
+//! "multicall reentry is disallowed"). The call itself returns 0, or
+//! `-EFAULT` if the array is not in guest RAM (checked up front, so nothing
+//! runs). A 32-bit PVH caller's entries use the compat layout
+//! (`compat_multicall_entry`: `u32 op, result, args[6]`, 32 bytes), as
+//! Xen's `hvm_do_multicall_call()` chooses by the vCPU's mode.
+//!
+//! Xen has no entry limit: long batches continue through the preemption
+//! budget ([`crate::preempt`]). Our own guests keep the project's cap of
+//! [`MAX_MULTICALL_ENTRIES`] (`-E2BIG`, checked by their `paging` test).
 
 use crate::domain::{Domain, HcResult};
 use pv_abi::errno::{E2BIG, EFAULT, EINVAL};
 use pv_abi::hypercall::nr;
 use pv_abi::multicall::{MulticallEntry, MAX_MULTICALL_ENTRIES};
-use std::mem::{offset_of, size_of};
+use std::mem::size_of;
+
+/// Bytes of one field of an entry (`op`, `result`, each arg): 8, or 4 in
+/// the compat layout.
+fn field_bytes(dom: &Domain) -> u64 {
+    if dom.compat {
+        4
+    } else {
+        8
+    }
+}
+
+/// Little-endian integer of `w` bytes at `i` of `raw`.
+fn le(raw: &[u8], i: usize, w: usize) -> u64 {
+    raw[i..i + w].iter().rev().fold(0, |v, b| (v << 8) | u64::from(*b))
+}
+
+/// Writes `values` as `w`-byte little-endian fields at `gpa`.
+fn put(dom: &Domain, gpa: u64, values: &[u64], w: usize) -> Result<(), i64> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()[..w].to_vec()).collect();
+    dom.ram.copy_to_guest(gpa, &bytes).map_err(Into::into)
+}
 
 /// Runs a `multicall(entries, count)`, each entry through `dispatch`
 /// (the hypercall table's: number and arguments in, raw `rax` out). Work
@@ -23,11 +50,14 @@ use std::mem::{offset_of, size_of};
 /// continued gets its new arguments written into its `args` and is re-run
 /// from there.
 pub fn do_multicall(dom: &mut Domain, a: &[u64; 5], dispatch: impl Fn(&mut Domain, u64, &[u64; 5]) -> u64) -> HcResult {
-    let (array, count) = (a[0], a[1]);
-    if count > MAX_MULTICALL_ENTRIES {
+    // Xen's `unsigned int nr_calls`.
+    let (array, count) = (a[0], a[1] & 0xffff_ffff);
+    if dom.pvh.is_none() && a[1] > MAX_MULTICALL_ENTRIES {
         return Err(E2BIG);
     }
-    let size = size_of::<MulticallEntry>() as u64;
+    let w = field_bytes(dom);
+    let size = 8 * w;
+    debug_assert!(w == 4 || size == size_of::<MulticallEntry>() as u64);
     // Checked up front (as an output: results are written back) so a bad
     // array runs nothing.
     dom.ram.check_output(array, count * size)?;
@@ -38,22 +68,21 @@ pub fn do_multicall(dom: &mut Domain, a: &[u64; 5], dispatch: impl Fn(&mut Domai
             return Ok(0);
         }
         dom.charge(1);
-        let entry: MulticallEntry = dom.ram.read_obj(gpa).map_err(|_| EFAULT)?;
-        let result = if entry.op == nr::MULTICALL {
+        let raw = dom.ram.read_vec(gpa, size).map_err(|_| EFAULT)?;
+        let f = |k: usize| le(&raw, k * w as usize, w as usize);
+        let op = f(0);
+        let result = if op == nr::MULTICALL {
             tracing::debug!("nested multicall refused");
             (-EINVAL) as u64
         } else {
-            let args = [entry.args[0], entry.args[1], entry.args[2], entry.args[3], entry.args[4]];
-            dispatch(dom, entry.op, &args)
+            dispatch(dom, op, &[f(2), f(3), f(4), f(5), f(6)])
         };
         if let Some(args) = dom.continuation.take() {
-            let at = gpa + offset_of!(MulticallEntry, args) as u64;
-            let bytes: Vec<u8> = args.iter().flat_map(|v| v.to_le_bytes()).collect();
-            dom.ram.copy_to_guest(at, &bytes)?;
+            put(dom, gpa + 2 * w, &args, w as usize)?;
             dom.create_continuation([gpa, count - i, 0, 0, 0]);
             return Ok(0);
         }
-        dom.ram.copy_obj_to_guest(gpa + offset_of!(MulticallEntry, result) as u64, &result)?;
+        put(dom, gpa + w, &[result], w as usize)?;
     }
     Ok(0)
 }
@@ -62,7 +91,9 @@ pub fn do_multicall(dom: &mut Domain, a: &[u64; 5], dispatch: impl Fn(&mut Domai
 /// `result`, `args[6]`) and `xen/common/multicall.c` (`do_multicall`:
 /// each entry's raw return value in `result`, a failing entry does not
 /// stop the batch, `-EFAULT` for an array the guest cannot access;
-/// re-entering `multicall` from an entry is refused).
+/// re-entering `multicall` from an entry is refused; no count limit) and
+/// `xen/arch/x86/hvm/hypercall.c` (`hvm_do_multicall_call()`: the compat
+/// entry for 32-bit callers).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many_entries_is_e2big() {
+    fn too_many_entries_is_e2big_for_our_own_guests() {
         let mut t = TestDomain::new(paging_mode::NATIVE);
         assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, MAX_MULTICALL_ENTRIES + 1, 0, 0, 0]), -E2BIG);
         assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, u64::MAX, 0, 0, 0]), -E2BIG);
@@ -126,6 +157,39 @@ mod tests {
         assert_eq!(t.call(nr::MULTICALL, [crate::fake::TEST_RAM - SIZE, 2, 0, 0, 0]), -EFAULT);
         assert_eq!(t.call(nr::MULTICALL, [u64::MAX - 8, 1, 0, 0, 0]), -EFAULT);
         assert_eq!(t.dom.shutdown, None);
+    }
+
+    /// `do_multicall()` has no count limit for a Xen guest: 300 entries run
+    /// (the budget would continue a longer batch), and the count is Xen's
+    /// `unsigned int`.
+    #[test]
+    fn a_pvh_guest_has_no_entry_limit() {
+        let mut t = TestDomain::pvh();
+        let list = vec![MulticallEntry::new(nr::XEN_VERSION, [xen_version::VERSION, 0, 0, 0, 0, 0]); 300];
+        entries(&t, TEST_ARG, &list);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, 300, 0, 0, 0]), 0);
+        assert_eq!(result(&t, TEST_ARG, 299), (4 << 16) | 17);
+        assert_eq!(t.call(nr::MULTICALL, [TEST_ARG, 1 << 32, 0, 0, 0]), 0, "count 0 in 32 bits");
+    }
+
+    /// `compat_multicall_entry` (`xen/include/public/xen.h` under the compat
+    /// translation, `hvm_do_multicall_call()`): 32-bit `op`, `result` and
+    /// `args`, 32 bytes per entry, for a 32-bit PVH caller.
+    #[test]
+    fn a_32_bit_pvh_guest_uses_the_compat_entry_layout() {
+        let mut t = TestDomain::pvh();
+        // Two compat entries: xen_version(VERSION), then an unknown hypercall.
+        t.put(TEST_ARG, &[nr::XEN_VERSION as u32, 0xdead, xen_version::VERSION as u32, 0, 0, 0, 0, 0]);
+        t.put(TEST_ARG + 32, &[63u32, 0xdead, 0, 0, 0, 0, 0, 0]);
+        t.put(TEST_ARG + 64, &[0xaaaa_aaaau32; 8]);
+        t.dom.compat = true;
+        t.dom.start_exit();
+        let table = t.table.clone();
+        let r = do_multicall(&mut t.dom, &[TEST_ARG, 2, 0, 0, 0], |d, n, a| table.dispatch(d, n, a));
+        assert_eq!(r, Ok(0));
+        assert_eq!(t.get::<[u32; 2]>(TEST_ARG), [nr::XEN_VERSION as u32, (4 << 16) | 17]);
+        assert_eq!(t.get::<[u32; 2]>(TEST_ARG + 32), [63, (-ENOSYS) as u32]);
+        assert_eq!(t.get::<[u32; 8]>(TEST_ARG + 64), [0xaaaa_aaaa; 8], "nothing beyond two entries");
     }
 
     #[test]

@@ -2,25 +2,34 @@
 //! `xen/include/public/sched.h`): yield, block, shutdown, and for PVH
 //! guests `SCHEDOP_poll` and the one-shot timer.
 //!
-//! `SCHEDOP_poll` waits on the vCPU thread, bounded per exit
-//! ([`MAX_POLL_WAIT`]), for a pending port or the poll's timeout.
+//! `SCHEDOP_poll` and `SCHEDOP_block` wait on the vCPU thread, at most
+//! [`MAX_POLL_WAIT`] per exit: a poll still waiting then ends the exit with
+//! a continuation of itself (the guest re-enters it, so the vCPU loop checks
+//! the run-time limit between exits), and a wait that did block spends the
+//! exit's work budget, so a multicall of polls continues after that entry
+//! in a new exit instead of blocking for every entry in one.
 
 use crate::domain::{Domain, HcResult, Shutdown};
 use pv_abi::errno::{EINVAL, ENOSYS};
+use pv_abi::event_channel::MAX_PORTS;
 use pv_abi::hypercall::sched_op;
+use pv_abi::shared_info::SharedInfo;
 use std::time::{Duration, Instant};
 
 /// Most ports one `SCHEDOP_poll` may name (Xen's limit in `do_poll`).
 pub const MAX_POLL_PORTS: u32 = 128;
-/// Longest a single `SCHEDOP_poll` exit waits before returning (the guest
-/// polls again if nothing happened): bounded work per exit.
+/// Longest a single `SCHEDOP_poll` or `SCHEDOP_block` exit waits: bounded
+/// time per exit, so the run-time limit is checked at least this often.
 pub const MAX_POLL_WAIT: Duration = Duration::from_millis(50);
+/// How often a waiting poll or block looks at the shared-info page.
+const POLL_STEP: Duration = Duration::from_micros(100);
 
 /// `sched_op(cmd, arg)`.
 pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     match a[0] {
-        sched_op::POLL if dom.pvh.is_some() => poll(dom, a[1]),
-        // The vCPU blocks in the guest's own `sti; hlt` (handled in the
+        sched_op::POLL if dom.pvh.is_some() => poll(dom, a),
+        sched_op::BLOCK if dom.pvh.is_some() => block(dom),
+        // Our own guests block in their own `sti; hlt` (handled in the
         // kernel with the in-kernel irqchip), so these return at once.
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
@@ -37,9 +46,13 @@ fn le(raw: &[u8], i: usize, n: usize) -> u64 {
     raw[i..i + n].iter().rev().fold(0, |v, b| (v << 8) | u64::from(*b))
 }
 
-/// `SCHEDOP_poll`: `{handle ports; u32 nr_ports; u64 timeout}`, 24 bytes
-/// (16 in the compat layout).
-fn poll(dom: &mut Domain, arg: u64) -> HcResult {
+/// `SCHEDOP_poll` (`do_poll()`): `{handle ports; u32 nr_ports; u64
+/// timeout}`, 24 bytes (16 in the compat layout). More than
+/// [`MAX_POLL_PORTS`] ports or an invalid port is `-EINVAL`; returns 0 at
+/// once if an event is deliverable or a named port is pending, else when
+/// one is or `timeout` (absolute system time, 0: none) passes.
+fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let arg = a[1];
     let (ports_at, nr, timeout) = if dom.compat {
         let raw = dom.ram.read_vec(arg, 16)?;
         (le(&raw, 0, 4), le(&raw, 4, 4) as u32, le(&raw, 8, 8))
@@ -52,18 +65,77 @@ fn poll(dom: &mut Domain, arg: u64) -> HcResult {
     }
     let raw = dom.ram.read_vec(ports_at, u64::from(nr) * 4)?;
     let ports: Vec<u32> = raw.chunks_exact(4).map(|c| le(c, 0, 4) as u32).collect();
-    let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
+    // `evtchn_port_poll()`: a port beyond the domain's ports.
+    if ports.iter().any(|&p| p >= MAX_PORTS) {
+        return Err(EINVAL);
+    }
+    let pvh = dom.pvh.as_ref().ok_or(ENOSYS)?;
     let deadline = (timeout != 0).then(|| pvh.clock.boot + Duration::from_nanos(timeout));
-    let cap = Instant::now() + MAX_POLL_WAIT;
-    while !ports.iter().any(|&p| dom.evtchn.is_pending(p)) {
-        let now = Instant::now();
-        if now >= cap || deadline.is_some_and(|d| now >= d) {
-            break;
+    let woken = |dom: &Domain| events_deliverable(dom) || ports.iter().any(|&p| dom.evtchn.is_pending(p));
+    match wait(dom, deadline, woken) {
+        Wait::Ready => {}
+        Wait::Blocked => dom.work_left = 0,
+        Wait::Again => {
+            dom.work_left = 0;
+            dom.create_continuation(*a);
         }
-        std::thread::sleep(Duration::from_micros(100));
     }
     publish_clock(dom)?;
     Ok(0)
+}
+
+/// `SCHEDOP_block` for a PVH guest (`vcpu_block_enable_events()`): clears
+/// `evtchn_upcall_mask`, then returns once an event is deliverable. After
+/// [`MAX_POLL_WAIT`] without one it returns 0 anyway (a spurious wake-up,
+/// which a guest's idle loop re-checks), rather than re-entering through a
+/// continuation: an upcall injected between the two exits would be taken
+/// by the guest's handler and the re-entered block would miss it.
+fn block(dom: &mut Domain) -> HcResult {
+    let Some(pvh) = dom.pvh.as_ref() else { return Err(ENOSYS) };
+    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64 + 1;
+    dom.ram.write_obj(mask_at, &0u8)?;
+    if wait(dom, None, events_deliverable) != Wait::Ready {
+        dom.work_left = 0;
+    }
+    publish_clock(dom)?;
+    Ok(0)
+}
+
+/// How a bounded wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The condition held (or the deadline had passed) at once.
+    Ready,
+    /// It came true, or the deadline passed, after waiting.
+    Blocked,
+    /// Still false after [`MAX_POLL_WAIT`].
+    Again,
+}
+
+/// Waits on the vCPU thread until `woken` or `deadline`, at most
+/// [`MAX_POLL_WAIT`].
+fn wait(dom: &Domain, deadline: Option<Instant>, woken: impl Fn(&Domain) -> bool) -> Wait {
+    let cap = Instant::now() + MAX_POLL_WAIT;
+    let mut waited = false;
+    loop {
+        let now = Instant::now();
+        if woken(dom) || deadline.is_some_and(|d| now >= d) {
+            return if waited { Wait::Blocked } else { Wait::Ready };
+        }
+        if now >= cap {
+            return Wait::Again;
+        }
+        waited = true;
+        std::thread::sleep(POLL_STEP);
+    }
+}
+
+/// Xen's `local_events_need_delivery()`: vCPU 0's `evtchn_upcall_pending`
+/// is set and its `evtchn_upcall_mask` clear.
+fn events_deliverable(dom: &Domain) -> bool {
+    let Some(pvh) = dom.pvh.as_ref() else { return false };
+    let at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64;
+    matches!(dom.ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0)
 }
 
 /// Refreshes the pvclock in the shared-info page, if the guest placed it.
@@ -87,17 +159,32 @@ pub fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
     publish_clock(dom)
 }
 
+/// How far ahead `set_timer_op` fires for a timeout it distrusts (Xen's
+/// `MILLISECS(100)`).
+pub const HUGE_TIMEOUT_DELAY_NS: u64 = 100_000_000;
+
 /// `set_timer_op(timeout)`: absolute system time in ns (64-bit: `rdi`;
-/// 32-bit: low half in `ebx`, high in `ecx`); 0 cancels.
+/// 32-bit: low half in `ebx`, high in `ecx`); 0 cancels. As Xen's
+/// `do_set_timer_op()`, a negative timeout or one more than 2^50 ns ahead
+/// (Linux's wrapped jiffies) fires in 100 ms instead.
 pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let ns = if dom.compat { a[0] | (a[1] << 32) } else { a[0] };
-    arm(dom, ns).map(|()| 0)
+    let now = dom.pvh.as_ref().ok_or(ENOSYS)?.clock.now_ns();
+    let offset = (ns as i64).wrapping_sub(now as i64);
+    let huge = (ns as i64) < 0 || (offset > 0 && (offset >> 50) as u32 != 0);
+    if huge {
+        tracing::debug!(timeout = ns, "set_timer_op: huge timeout, firing in 100 ms");
+    }
+    arm(dom, if huge { now + HUGE_TIMEOUT_DELAY_NS } else { ns }).map(|()| 0)
 }
 
 /// Against `xen/include/public/sched.h` (`SCHEDOP_*`, `struct
 /// sched_shutdown`, `struct sched_poll`) and `xen/common/sched/core.c`
 /// (`do_sched_op`: `-ENOSYS` for unknown commands; `do_poll`: at most 128
-/// ports, else `-EINVAL`).
+/// ports and only valid ones, else `-EINVAL`, an early return when events
+/// need delivery, else a block until an event or the timeout;
+/// `vcpu_block_enable_events`: the upcall mask cleared before blocking;
+/// `do_set_timer_op`: huge or negative timeouts fire in 100 ms).
 #[cfg(test)]
 mod tests {
     use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
@@ -171,6 +258,112 @@ mod tests {
         poll_arg(&t, &[port], 0);
         assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
         assert!(t.dom.evtchn.is_pending(port));
+    }
+
+    /// Sets vCPU 0's `evtchn_upcall_pending` and `evtchn_upcall_mask`.
+    fn upcall(t: &TestDomain, pending: u8, mask: u8) {
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.put(si, &[pending, mask]);
+    }
+
+    /// `do_poll()`: `evtchn_port_poll()` refuses a port the domain cannot have.
+    #[test]
+    fn poll_refuses_invalid_ports() {
+        let mut t = TestDomain::pvh();
+        poll_arg(&t, &[1, pv_abi::event_channel::MAX_PORTS], 1);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), -EINVAL);
+        poll_arg(&t, &[u32::MAX], 1);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), -EINVAL);
+    }
+
+    /// `do_poll()`: `local_events_need_delivery()` ends the poll at once,
+    /// even for ports not named; a masked upcall does not.
+    #[test]
+    fn poll_returns_at_once_when_an_event_is_deliverable() {
+        let mut t = TestDomain::pvh();
+        poll_arg(&t, &[5], 0);
+        upcall(&t, 1, 0);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.dom.continuation, None, "no wait");
+        assert_eq!(t.dom.work_left, crate::preempt::WORK_PER_EXIT, "nothing blocked");
+        upcall(&t, 1, 1);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert!(t.dom.continuation.is_some(), "a masked upcall does not wake the poll");
+    }
+
+    /// `do_poll()` blocks until an event or the timeout: with neither, the
+    /// exit ends with the poll continued (the guest re-enters it) and the
+    /// exit's budget spent.
+    #[test]
+    fn poll_with_nothing_pending_continues_itself() {
+        let mut t = TestDomain::pvh();
+        poll_arg(&t, &[5], 1 << 62);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.dom.continuation, Some([POLL, TEST_ARG, 0, 0, 0]));
+        assert_eq!(t.dom.work_left, 0);
+        // With no timeout at all, likewise.
+        poll_arg(&t, &[], 0);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.dom.continuation, Some([POLL, TEST_ARG, 0, 0, 0]));
+    }
+
+    /// A multicall of 256 polls with far timeouts: one exit waits once and
+    /// ends with the multicall continued at the waiting entry; a poll whose
+    /// timeout passed while it waited ends the exit after that entry.
+    #[test]
+    fn a_multicall_of_blocking_polls_ends_the_exit_after_one_wait() {
+        use pv_abi::multicall::MulticallEntry;
+        let mut t = TestDomain::pvh();
+        let size = std::mem::size_of::<MulticallEntry>() as u64;
+        let list = TEST_ARG + 0x1000;
+        poll_arg(&t, &[5], 1 << 62);
+        for i in 0..256 {
+            t.put(list + i * size, &MulticallEntry::new(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0, 0]));
+        }
+        assert_eq!(t.call(nr::MULTICALL, [list, 256, 0, 0, 0]), 0);
+        assert_eq!(t.dom.continuation, Some([list, 256, 0, 0, 0]), "continued at entry 0");
+        // The first poll times out 2 ms from now: the exit ends after it.
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        poll_arg(&t, &[5], now + 2_000_000);
+        assert_eq!(t.call(nr::MULTICALL, [list, 256, 0, 0, 0]), 0);
+        assert_eq!(t.dom.continuation, Some([list + size, 255, 0, 0, 0]), "continued at entry 1");
+        assert_eq!(t.get::<MulticallEntry>(list).result, 0, "entry 0 done");
+    }
+
+    /// `vcpu_block_enable_events()`: the mask is cleared, and a pending
+    /// upcall returns at once.
+    #[test]
+    fn block_clears_the_upcall_mask_and_returns_for_a_pending_event() {
+        let mut t = TestDomain::pvh();
+        upcall(&t, 1, 1);
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        assert_eq!(t.get::<[u8; 2]>(si), [1, 0], "mask cleared, pending kept");
+        assert_eq!(t.dom.work_left, crate::preempt::WORK_PER_EXIT, "no wait");
+        // Nothing pending: it waits (and spends the exit), then returns.
+        upcall(&t, 0, 1);
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        assert_eq!((t.get::<[u8; 2]>(si), t.dom.work_left), ([0, 0], 0));
+    }
+
+    /// `do_set_timer_op()` (`xen/common/sched/core.c`): a negative timeout
+    /// or one more than 2^50 ns ahead fires in 100 ms, not never.
+    #[test]
+    fn set_timer_op_fires_soon_for_negative_or_huge_timeouts() {
+        for (timeout, compat) in [(1u64 << 63, false), (1 << 62, false), (u64::MAX, true)] {
+            let mut t = TestDomain::pvh();
+            let timer = crate::timer::Timer::start(t.dom.evtchn.clone(), || {}).unwrap();
+            t.dom.pvh.as_mut().unwrap().timer = Some(timer);
+            let port = t.dom.evtchn.bind_virq(pv_abi::hvm::VIRQ_TIMER, 0).unwrap();
+            t.dom.compat = compat;
+            let args = if compat { [timeout & 0xffff_ffff, timeout >> 32, 0, 0, 0] } else { [timeout, 0, 0, 0, 0] };
+            assert_eq!(t.call(nr::SET_TIMER_OP, args), 0);
+            let fired = (0..5000).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                t.dom.evtchn.is_pending(port)
+            });
+            assert!(fired, "timeout {timeout:#x} compat {compat}");
+        }
     }
 
     #[test]

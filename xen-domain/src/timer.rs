@@ -1,22 +1,55 @@
-//! A PVH guest's one-shot timer (armed by `set_timer_op` and
-//! `VCPUOP_set_singleshot_timer`, [`crate::sched_op::arm`]): a thread that
-//! raises `VIRQ_TIMER` when the deadline passes. It knows only the event
-//! channels, never the hypercall handlers.
+//! A PVH guest's timers: the one-shot timer (armed by `set_timer_op` and
+//! `VCPUOP_set_singleshot_timer`, [`crate::sched_op::arm`]) and the
+//! periodic timer (`VCPUOP_set_periodic_timer`), both on one thread that
+//! raises `VIRQ_TIMER` when a deadline passes, as Xen's `singleshot_timer`
+//! and `periodic_timer` of a vCPU do (`xen/common/sched/core.c`). It knows
+//! only the event channels, never the hypercall handlers.
 
 use crate::event_channel::EventChannels;
 use pv_abi::hvm::VIRQ_TIMER;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct State {
     deadline: Option<Instant>,
+    /// The periodic timer: its period and next expiry.
+    periodic: Option<(Duration, Instant)>,
     stop: bool,
 }
 
-/// The guest's one-shot timer: a thread that raises `VIRQ_TIMER` when the
-/// deadline passes.
+impl State {
+    /// The earlier of the two timers' next expiry.
+    fn next(&self) -> Option<Instant> {
+        match (self.deadline, self.periodic.map(|p| p.1)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Consumes every expiry at or before `now`; whether `VIRQ_TIMER` is due.
+    fn expire(&mut self, now: Instant) -> bool {
+        let mut fired = false;
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.deadline = None;
+            fired = true;
+        }
+        if let Some((period, next)) = self.periodic.as_mut() {
+            if now >= *next {
+                // Missed periods collapse into one event (Xen's
+                // `vcpu_periodic_timer_work` re-arms from the current time).
+                let due = *next + *period;
+                *next = if due > now { due } else { now + *period };
+                fired = true;
+            }
+        }
+        fired
+    }
+}
+
+/// The guest's timers: a thread that raises `VIRQ_TIMER` when a deadline
+/// passes.
 pub struct Timer {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<JoinHandle<()>>,
@@ -35,11 +68,21 @@ impl Timer {
         Ok(Timer { shared, thread: Some(thread) })
     }
 
-    /// Arms (or with `None` cancels) the timer.
-    pub fn set(&self, deadline: Option<Instant>) {
+    fn update(&self, f: impl FnOnce(&mut State)) {
         let (m, cv) = &*self.shared;
-        m.lock().unwrap_or_else(|p| p.into_inner()).deadline = deadline;
+        f(&mut m.lock().unwrap_or_else(|p| p.into_inner()));
         cv.notify_all();
+    }
+
+    /// Arms (or with `None` cancels) the one-shot timer.
+    pub fn set(&self, deadline: Option<Instant>) {
+        self.update(|s| s.deadline = deadline);
+    }
+
+    /// Starts (or with `None` stops) the periodic timer; the first event
+    /// comes one period from now (Xen's `vcpu_set_periodic_timer`).
+    pub fn set_periodic(&self, period: Option<Duration>) {
+        self.update(|s| s.periodic = period.map(|p| (p, Instant::now() + p)));
     }
 }
 
@@ -50,28 +93,46 @@ fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels) {
         if st.stop {
             return;
         }
-        st = match st.deadline {
+        let now = Instant::now();
+        st = match st.next() {
             None => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-            Some(d) if Instant::now() >= d => {
-                st.deadline = None;
+            Some(_) if st.expire(now) => {
                 drop(st);
                 if let Err(e) = evtchn.notify_virq(VIRQ_TIMER) {
                     tracing::warn!("timer: cannot raise VIRQ_TIMER: {e}");
                 }
                 m.lock().unwrap_or_else(|p| p.into_inner())
             }
-            Some(d) => cv.wait_timeout(st, d - Instant::now()).unwrap_or_else(|p| p.into_inner()).0,
+            Some(d) => cv.wait_timeout(st, d.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner()).0,
         };
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        let (m, cv) = &*self.shared;
-        m.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        cv.notify_all();
+        self.update(|s| s.stop = true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Against `xen/common/sched/core.c` (`vcpu_periodic_timer_work`: one
+/// `VIRQ_TIMER` per period, re-armed from the current time).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_periods_collapse_into_one_event_and_one_shot_fires_once() {
+        let t0 = Instant::now();
+        let p = Duration::from_millis(10);
+        let mut s = State { deadline: Some(t0), periodic: Some((p, t0)), stop: false };
+        assert_eq!(s.next(), Some(t0));
+        assert!(s.expire(t0 + 10 * p), "both due");
+        assert_eq!(s.deadline, None, "the one-shot timer is spent");
+        let next = s.periodic.unwrap().1;
+        assert!(next > t0 + 10 * p, "the periodic timer re-arms in the future, not once per missed period");
+        assert!(!s.expire(t0 + 10 * p), "nothing more is due now");
     }
 }

@@ -4,7 +4,7 @@
 //! guests.
 
 use crate::domain::{Domain, HcResult};
-use pv_abi::errno::ENOSYS;
+use pv_abi::errno::{EINVAL, ENOSYS, EPERM};
 use pv_abi::hvm::xen_version as xv;
 use pv_abi::hypercall::{xen_version, ABI_VERSION};
 use pv_abi::layout::PAGE_SIZE;
@@ -51,13 +51,31 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         }
         xv::CAPABILITIES => write_text(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", 1024),
         xv::CHANGESET => write_text(dom, arg, concat!("pv-kvm ", env!("CARGO_PKG_VERSION")), 64),
+        // `guest_handle_is_null(arg) ? PAGE_SIZE : -EINVAL`.
+        xv::PAGESIZE if arg != 0 => Err(EINVAL),
         xv::PAGESIZE => Ok(PAGE_SIZE),
-        pv_abi::hypercall::xen_version::GET_FEATURES => (|| {
+        // `virt_start` is 0 for a translated guest; `xen_ulong_t` is 4
+        // bytes in the compat layout.
+        xv::PLATFORM_PARAMETERS => {
+            dom.ram.copy_to_guest(arg, &[0u8; 8][..if dom.compat { 4 } else { 8 }])?;
+            Ok(0)
+        }
+        // The domain handle (xl's UUID); we have none, so all zero.
+        xv::GUEST_HANDLE => dom.ram.copy_to_guest(arg, &[0u8; 16]).map(|()| 0).map_err(Into::into),
+        // `xsm_xen_version()` denies a domU: `xen_deny()`'s string.
+        xv::COMMANDLINE => dom.ram.copy_to_guest(arg, b"<denied>\0").map(|()| 0).map_err(Into::into),
+        // build_id and the `*2` sub-ops: XSM_PRIV, refused for a domU.
+        xv::BUILD_ID..=14 => Err(EPERM),
+        pv_abi::hypercall::xen_version::GET_FEATURES => {
             let mut info: pv_abi::hypercall::xen_version::FeatureInfo = dom.ram.read_obj(arg)?;
-            info.submap = if info.submap_idx == 0 { xv::PVH_FEATURES } else { 0 };
+            // XENFEAT_NR_SUBMAPS is 1.
+            if info.submap_idx != 0 {
+                return Err(EINVAL);
+            }
+            info.submap = xv::PVH_FEATURES;
             dom.ram.copy_obj_to_guest(arg, &info)?;
             Ok(0)
-        })(),
+        }
         _ => Err(ENOSYS),
     }
 }
@@ -69,7 +87,7 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 #[cfg(test)]
 mod tests {
     use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
-    use pv_abi::errno::{EFAULT, ENOSYS};
+    use pv_abi::errno::{EFAULT, EINVAL, ENOSYS, EPERM};
     use pv_abi::hvm::xen_version as xv;
     use pv_abi::hypercall::xen_version::{FeatureInfo, GET_FEATURES, VERSION};
     use pv_abi::hypercall::{nr, ABI_VERSION};
@@ -92,10 +110,58 @@ mod tests {
         t.put(TEST_ARG, &FeatureInfo { submap_idx: 1, submap: 0xdead });
         assert_eq!(t.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), 0);
         assert_eq!(t.get::<FeatureInfo>(TEST_ARG).submap, 0);
+    }
+
+    /// `do_xen_version()` (`xen/common/kernel.c`), `XENVER_get_features`
+    /// for an HVM domU: translated (`writable_page_tables`,
+    /// `auto_translated_physmap`), `hvm_safe_pvclock`,
+    /// `hvm_callback_vector`, never the PV-only `writable_descriptor_tables`
+    /// (1) or `supervisor_mode_kernel` (3); `submap_idx` beyond
+    /// `XENFEAT_NR_SUBMAPS` is `-EINVAL`.
+    #[test]
+    fn pvh_features_are_xens_hvm_bits_and_other_submaps_are_einval() {
         let mut p = TestDomain::pvh();
         p.put(TEST_ARG, &FeatureInfo { submap_idx: 0, submap: 0 });
         assert_eq!(p.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), 0);
-        assert_eq!(p.get::<FeatureInfo>(TEST_ARG).submap, xv::PVH_FEATURES);
+        let got = p.get::<FeatureInfo>(TEST_ARG).submap;
+        assert_eq!(got, xv::PVH_FEATURES);
+        for bit in [0, 2, 8, 9, 16] {
+            assert_ne!(got & (1 << bit), 0, "bit {bit}");
+        }
+        for bit in [1, 3, 10, 11] {
+            assert_eq!(got & (1 << bit), 0, "bit {bit}");
+        }
+        p.put(TEST_ARG, &FeatureInfo { submap_idx: 1, submap: 0xdead });
+        assert_eq!(p.call(nr::XEN_VERSION, [GET_FEATURES, TEST_ARG, 0, 0, 0]), -EINVAL);
+        assert_eq!(p.get::<FeatureInfo>(TEST_ARG).submap, 0xdead, "nothing written");
+    }
+
+    /// `do_xen_version()` and `xsm_xen_version()` (`xen/include/xsm/dummy.h`)
+    /// for a domU: `pagesize` with an argument is `-EINVAL`;
+    /// `platform_parameters` is `{virt_start = 0}`; `guest_handle` copies 16
+    /// bytes; `commandline` is `xen_deny()`'s "<denied>"; `build_id` and the
+    /// privileged sub-ops are `-EPERM`.
+    #[test]
+    fn pvh_minor_sub_ops_answer_as_xen_does_for_a_domu() {
+        let mut p = TestDomain::pvh();
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::PAGESIZE, TEST_ARG, 0, 0, 0]), -EINVAL);
+        p.dom.ram.write(TEST_ARG, &[0xff; 32]).unwrap();
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::PLATFORM_PARAMETERS, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(p.get::<[u8; 9]>(TEST_ARG), [0, 0, 0, 0, 0, 0, 0, 0, 0xff]);
+        p.dom.ram.write(TEST_ARG, &[0xff; 32]).unwrap();
+        p.dom.compat = true;
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::PLATFORM_PARAMETERS, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(p.get::<[u8; 5]>(TEST_ARG), [0, 0, 0, 0, 0xff], "compat xen_ulong_t is 4 bytes");
+        p.dom.compat = false;
+        p.dom.ram.write(TEST_ARG, &[0xff; 32]).unwrap();
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::GUEST_HANDLE, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(p.get::<[u8; 17]>(TEST_ARG)[15..], [0, 0xff]);
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::COMMANDLINE, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(&p.get::<[u8; 9]>(TEST_ARG), b"<denied>\0");
+        for cmd in 10..=14 {
+            assert_eq!(p.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), -EPERM, "cmd {cmd}");
+        }
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::GUEST_HANDLE, crate::fake::TEST_RAM - 8, 0, 0, 0]), -EFAULT);
     }
 
     #[test]
@@ -130,5 +196,6 @@ mod tests {
             assert_eq!(t.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
         }
         assert_eq!(p.call(nr::XEN_VERSION, [99, TEST_ARG, 0, 0, 0]), -ENOSYS);
+        assert_eq!(p.call(nr::XEN_VERSION, [15, TEST_ARG, 0, 0, 0]), -ENOSYS);
     }
 }

@@ -1,7 +1,7 @@
 //! The hypervisor CPUID leaves a Xen guest probes (Xen's `arch-x86/cpuid.h`):
 //! signature, version, the hypercall-page MSR and the HVM features.
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 use pv_abi::hvm::cpuid::*;
 
 pub use pv_abi::hvm::xen_version::XEN_VERSION;
@@ -24,15 +24,27 @@ pub fn xen_leaves(vcpu_id: u32, domid: u32) -> [kvm_cpuid_entry2; 5] {
         leaf(2, 1, XEN_HYPERCALL_MSR, 0, 0),
         // Time leaf: nothing offered.
         leaf(3, 0, 0, 0, 0),
-        leaf(
-            4,
-            XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT | XEN_HVM_CPUID_UPCALL_VECTOR,
-            vcpu_id,
-            domid,
-            0,
-        ),
+        // Subleaf 0 only: KVM answers other subleaves of a leaf whose index
+        // is significant with zeros, as Xen's `cpuid_hypervisor_leaves()` does.
+        kvm_cpuid_entry2 {
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            index: 0,
+            ..leaf(4, HVM_FEATURES, vcpu_id, domid, 0)
+        },
     ]
 }
+
+/// `XEN_HVM_CPUID_IOMMU_MAPPINGS` (`xen/include/public/arch-x86/cpuid.h`):
+/// Xen sets it for every HVM guest (the grant/foreign mapping of a
+/// translated guest is visible to its IOMMU context).
+pub const XEN_HVM_CPUID_IOMMU_MAPPINGS: u32 = 1 << 2;
+
+/// Leaf base + 4 `eax` as `cpuid_hypervisor_leaves()` (`xen/arch/x86/cpuid.c`)
+/// fills it for an HVM guest without APIC-virtualisation bits.
+pub const HVM_FEATURES: u32 = XEN_HVM_CPUID_IOMMU_MAPPINGS
+    | XEN_HVM_CPUID_VCPU_ID_PRESENT
+    | XEN_HVM_CPUID_DOMID_PRESENT
+    | XEN_HVM_CPUID_UPCALL_VECTOR;
 
 /// Replaces every hypervisor leaf (0x40000000..0x4fffffff, e.g. KVM's own
 /// signature) in `cpuid` with the Xen leaves, and sets the "running on a
@@ -68,5 +80,15 @@ mod tests {
         assert_eq!(find(XEN_CPUID_BASE + 2).ebx, 0x4000_0000);
         assert_eq!(find(XEN_CPUID_BASE + 4).ecx, 1);
         assert_ne!(find(1).ecx & (1 << 31), 0);
+    }
+
+    /// `cpuid_hypervisor_leaves()` (`xen/arch/x86/cpuid.c`), leaf base + 4:
+    /// subleaf 0 only, `XEN_HVM_CPUID_IOMMU_MAPPINGS` always set for HVM.
+    #[test]
+    fn leaf_4_has_xens_hvm_bits_for_subleaf_0_only() {
+        let l = xen_leaves(0, 1)[4];
+        assert_eq!(l.function, XEN_CPUID_BASE + 4);
+        assert_eq!(l.eax, (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6));
+        assert_eq!((l.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX, l.index), (KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0));
     }
 }

@@ -144,6 +144,11 @@ fn run_batch<T: pv_abi::pod::Pod>(
 
 /// `mmu_update(reqs, count, pdone, domid)`.
 pub fn do_mmu_update(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    // Not in Xen's HVM hypercall table (`xen/include/hypercall-defs.c`):
+    // `hvm_hypercall()` answers `-ENOSYS`.
+    if dom.pvh.is_some() {
+        return Err(pv_abi::errno::ENOSYS);
+    }
     check_mode_and_domain(dom, a[3])?;
     run_batch(dom, a, |dom, req: MmuUpdate| {
         if req.cmd() != mmu::MMU_NORMAL_PT_UPDATE {
@@ -192,6 +197,13 @@ fn one_mmuext(dom: &mut Domain, op: MmuextOp) -> Result<(), i64> {
 
 /// `mmuext_op(ops, count, pdone, domid)`.
 pub fn do_mmuext_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    // `do_mmuext_op()` (`xen/arch/x86/mm.c`) for an HVM caller: the page
+    // owner (`get_pg_owner()`) is the caller itself for `DOMID_SELF`, which
+    // is not PV (`-EINVAL`); a foreign owner is refused (`-ESRCH`).
+    if dom.pvh.is_some() {
+        let self_id = a[3] as u16 == DOMID_SELF;
+        return Err(if self_id { EINVAL } else { pv_abi::errno::ESRCH });
+    }
     check_mode_and_domain(dom, a[3])?;
     run_batch(dom, a, one_mmuext)
 }
@@ -231,6 +243,18 @@ mod tests {
     fn pin_l4(t: &mut TestDomain) {
         t.put(TEST_ARG, &MmuextOp::with_mfn(mmu::MMUEXT_PIN_L4_TABLE, TEST_POOL >> PAGE_SHIFT));
         assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, SELF, 0]), 0);
+    }
+
+    /// `hvm_hypercall()` (`xen/arch/x86/hvm/hypercall.c`, the `hvm64`
+    /// column of `xen/include/hypercall-defs.c` has no `mmu_update`):
+    /// `-ENOSYS`; `do_mmuext_op()` (`xen/arch/x86/mm.c`) refuses a page owner
+    /// that is not PV: `-EINVAL` for `DOMID_SELF`, `-ESRCH` for another.
+    #[test]
+    fn pvh_guests_get_xens_hvm_errnos() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(t.call(nr::MMU_UPDATE, [TEST_ARG, 1, 0, SELF, 0]), -pv_abi::errno::ENOSYS);
+        assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, SELF, 0]), -EINVAL);
+        assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, 0, 0]), -pv_abi::errno::ESRCH);
     }
 
     #[test]
