@@ -480,6 +480,8 @@ fn pvh_64_bit_guest_places_shared_info_over_its_own_ram() {
     let (run, vm) = run(dir.path(), &a, true);
     assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
     check_shared_info_over_ram(&vm);
+}
+
 /// `SCHEDOP_poll` blocks until an event or its timeout
 /// (`xen/common/sched/core.c` `do_poll`), and a multicall
 /// (`xen/common/multicall.c`; 32-bit guests use `compat_multicall_entry`)

@@ -111,7 +111,11 @@ fn bad_or_clashing_vdevs_are_one_line_errors() {
         &vmm(&["run", "--disk", &disk(",vdev=xvdb,transport=virtio")]),
         "drop it for transport=virtio",
     );
-    // The second disk's default number (xvdb, 51728) is the first's.
-    let out = vmm(&["run", "--disk", &disk(",vdev=xvdb"), "--disk", &disk(",readonly")]);
+    // The second disk's default number (xvdb, 51728) is the first's (two
+    // images: one image twice is refused earlier, by its lock).
+    let img2 = tmp.path().join("e.img");
+    std::fs::write(&img2, vec![0u8; 1 << 20]).unwrap();
+    let second = format!("{},readonly", img2.display());
+    let out = vmm(&["run", "--disk", &disk(",vdev=xvdb"), "--disk", &second]);
     assert_one_line_error(&out, "two devices would be device/vbd/51728: give each disk its own vdev=");
 }
