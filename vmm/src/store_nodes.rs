@@ -14,6 +14,13 @@ pub fn write_domain_nodes(store: &SharedStore, domid: DomId, name: &str) -> Resu
     store.write(&format!("{home}/control/shutdown"), b"")
 }
 
+/// Asks the guest to shut down as `xl shutdown` / `xl reboot` do: writes
+/// `action` (`poweroff`, `reboot`, ...) into its `control/shutdown`, which
+/// fires the guest's watch on that node (`docs/misc/xenstore-paths.pandoc`).
+pub fn request_shutdown(store: &SharedStore, domid: DomId, action: &str) -> Result<(), StoreError> {
+    store.write(&format!("/local/domain/{domid}/control/shutdown"), action.as_bytes())
+}
+
 /// Writes each disk's `dev` (`xvda`, ...) into its back-end directory
 /// `/local/domain/0/backend/vbd/<domid>/<vdev>`: the name the number
 /// encodes (`pv_abi::vdev::decode`), as Xen's toolstack writes it.

@@ -14,7 +14,7 @@ use crate::pvh::callback::CallbackLine;
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
 use crate::virtio::VirtioBus;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{StopCause, Watchdog};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use xen_domain::domain::Domain;
 use xen_domain::hypercall::{HypercallRegs, HypercallTable};
 use xen_domain::mmu as paging;
+use xen_domain::sched_op::XenShutdown;
 
 /// How a guest run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,12 @@ pub enum Outcome {
         /// Exit status the guest chose.
         code: u32,
     },
+    /// A Xen (PVH) guest called `SCHEDOP_shutdown`: only the reason counts
+    /// ([`XenShutdown`] maps it to the toolstack's action).
+    XenShutdown {
+        /// `SHUTDOWN_*` reason, truncated to 8 bits as Xen does.
+        reason: u32,
+    },
     /// The vCPU triple-faulted (KVM shutdown exit).
     TripleFault {
         /// Instruction pointer at the fault.
@@ -42,6 +49,13 @@ pub enum Outcome {
     },
     /// The run-time limit passed before the guest shut down.
     Timeout,
+    /// A stop signal (SIGTERM, SIGINT) ended the run before the guest shut
+    /// down: it did not power off within the grace period, or a second
+    /// signal came.
+    Stopped {
+        /// The signal number.
+        signal: i32,
+    },
     /// KVM could not run or emulate the guest.
     InternalError {
         /// KVM's reason code (internal error suberror or entry failure reason).
@@ -57,8 +71,9 @@ pub enum Outcome {
 pub const OUT_OF_RANGE_EXIT_STATUS: i32 = 1;
 
 impl Outcome {
-    /// The VMM process exit status for this outcome: the guest's chosen code
-    /// for a clean shutdown if it is in 0..=255; a crash keeps a non-zero
+    /// The VMM process exit status for this outcome: for a Xen guest, what
+    /// its reason means ([`XenShutdown::exit_status`]); for our own guests
+    /// (the status extension) the guest's chosen code if it is in 0..=255; a crash keeps a non-zero
     /// code and maps 0 to 1; a code outside 0..=255 gives
     /// [`OUT_OF_RANGE_EXIT_STATUS`]; anything else that is a failure is 1.
     pub fn exit_status(&self) -> i32 {
@@ -67,6 +82,9 @@ impl Outcome {
             Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => code as i32,
             Outcome::Shutdown { code: 0, .. } => 1,
             Outcome::Shutdown { code, .. } => code as i32,
+            Outcome::XenShutdown { reason } => XenShutdown::from_reason(reason).exit_status(),
+            // As a shell reports a process a signal ended.
+            Outcome::Stopped { signal } => 128 + signal.clamp(1, 127),
             _ => 1,
         }
     }
@@ -87,14 +105,17 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Outcome::Shutdown { reason, code } => {
-                let why = ["poweroff", "reboot", "suspend", "crash", "watchdog"]
-                    .get(reason as usize)
-                    .copied()
-                    .unwrap_or("unknown");
-                write!(f, "guest shut down ({why}) with status {code}")
+                write!(f, "guest shut down ({}) with status {code}", XenShutdown::from_reason(reason).name())
             }
+            Outcome::XenShutdown { reason } => match XenShutdown::from_reason(reason) {
+                XenShutdown::Unknown(n) => write!(f, "guest shut down with unknown reason {n}"),
+                x => write!(f, "guest shut down ({})", x.name()),
+            },
             Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
             Outcome::Timeout => write!(f, "guest did not shut down within the time limit"),
+            Outcome::Stopped { signal } => {
+                write!(f, "stopped by signal {signal} before the guest shut down (it did not power off when asked)")
+            }
             Outcome::InternalError { reason, rip } => {
                 write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}")
             }
@@ -129,7 +150,7 @@ impl ExitHandlers {
         match exit {
             VcpuExit::IoOut(HYPERCALL_PORT, _) => return Step::Hypercall,
             VcpuExit::IoOut(port, data) => self.io_out(dom, port, data),
-            VcpuExit::IoIn(port, data) => self.io_in(port, data),
+            VcpuExit::IoIn(port, data) => self.io_in(dom, port, data),
             VcpuExit::MmioRead(addr, data) if self.mmio.contains(addr) => {
                 self.stats.exit(ExitKind::Mmio);
                 self.mmio.read(addr, data);
@@ -183,18 +204,23 @@ impl ExitHandlers {
             self.stats.exit(ExitKind::Uart);
             self.uart.write(port, data);
         } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
+            // Xen's `hvm_print_line()`: the hypervisor console, not the guest's.
             self.stats.exit(ExitKind::OtherIo);
-            dom.console.write(data);
+            dom.hv_console.write(data);
         } else {
             self.stats.exit(ExitKind::OtherIo);
             tracing::debug!(port, "guest wrote an unassigned port");
         }
     }
 
-    fn io_in(&mut self, port: u16, data: &mut [u8]) {
+    fn io_in(&mut self, dom: &Domain, port: u16, data: &mut [u8]) {
         if uart::PORTS.contains(&port) {
             self.stats.exit(ExitKind::Uart);
             self.uart.read(port, data);
+        } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
+            // `hvm_print_line()` answers reads with the port number.
+            self.stats.exit(ExitKind::OtherIo);
+            data.fill(pv_abi::hvm::DEBUGCONS_PORT as u8);
         } else {
             self.stats.exit(ExitKind::OtherIo);
             data.fill(0xff);
@@ -287,8 +313,11 @@ impl Vcpu {
             line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
         let outcome = loop {
-            if watchdog.is_some_and(Watchdog::expired) {
-                break Ok(Outcome::Timeout);
+            if let Some(w) = watchdog.filter(|w| w.expired()) {
+                break Ok(match w.cause() {
+                    Some(StopCause::Signal(signal)) => Outcome::Stopped { signal },
+                    _ => Outcome::Timeout,
+                });
             }
             if let Some(line) = &line {
                 line.before_run(&mut self.fd);
@@ -325,7 +354,11 @@ impl Vcpu {
                 if let Some(cr3) = dom.paging.pending_cr3.take() {
                     self.load_cr3(cr3)?;
                 }
-                Ok(dom.shutdown.map(|s| Outcome::Shutdown { reason: s.reason, code: s.code }))
+                let xen = dom.pvh.is_some();
+                Ok(dom.shutdown.map(|s| match xen {
+                    true => Outcome::XenShutdown { reason: s.reason },
+                    false => Outcome::Shutdown { reason: s.reason, code: s.code },
+                }))
             }
         }
     }
@@ -399,6 +432,18 @@ mod tests {
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
         assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
+    }
+
+    /// Xen guests: the reason alone decides (`do_sched_op()` in
+    /// `xen/common/sched/core.c`; xl's `handle_domain_death()`).
+    #[test]
+    fn xen_guest_status_follows_the_reason() {
+        assert_eq!(Outcome::XenShutdown { reason: 0 }.exit_status(), 0);
+        for reason in [2, SHUTDOWN_CRASH, 4, 5, 77] {
+            assert_eq!(Outcome::XenShutdown { reason }.exit_status(), 1, "reason {reason}");
+        }
+        assert_eq!(Outcome::XenShutdown { reason: 5 }.to_string(), "guest shut down (soft_reset)");
+        assert_eq!(Outcome::XenShutdown { reason: 77 }.to_string(), "guest shut down with unknown reason 77");
     }
 
     #[test]
