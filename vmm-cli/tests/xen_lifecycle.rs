@@ -186,3 +186,42 @@ fn sigterm_stops_a_pvh_guest_that_does_not_watch_after_the_grace() {
     assert!(rest.contains("--- vmm stats ---"), "{rest}");
     assert!(rest.contains("error: stopped by signal 15"), "{rest}");
 }
+
+/// KVM internal errors name the suberror and the bytes at `rip`
+/// (`kvm_run.internal`, `linux/kvm.h` `KVM_INTERNAL_ERROR_*`).
+#[test]
+fn kvm_internal_errors_name_the_suberror_and_the_bytes_at_rip() {
+    let dir = tempfile::tempdir().unwrap();
+    // Executing from unbacked memory: KVM cannot fetch the instruction.
+    let k = guest(dir.path(), true, |a| {
+        a.eax(0x3000_0000).raw(&[0xff, 0xe0]); // jmp rax
+    });
+    let out = vmm(&k, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(line.contains("KVM could not run the guest at rip 0x30000000"), "{err}");
+    assert!(line.contains("(KVM internal error suberror 1)"), "{err}");
+}
+
+/// An instruction a KVM without hardware virtualization cannot emulate
+/// (`ldmxcsr`, DESIGN.md "machine facts"): the error shows its bytes, read
+/// through the guest's page tables. With VT-x/AMD-V the CPU runs it and
+/// raises `#UD` (SSE is off), which with no handler is a triple fault.
+#[test]
+fn an_unemulated_instruction_shows_its_bytes() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hardware = cpuinfo.split_whitespace().any(|w| w == "vmx" || w == "svm");
+    let dir = tempfile::tempdir().unwrap();
+    let k = guest(dir.path(), true, |a| {
+        a.raw(&[0x0f, 0xae, 0x14, 0x25, 0x00, 0x50, 0x10, 0x00]); // ldmxcsr [0x105000]
+    });
+    let out = vmm(&k, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    if hardware {
+        assert!(err.contains("error: guest triple-faulted"), "{err}");
+    } else {
+        assert!(err.contains("emulation failure") && err.contains("bytes at rip: 0f ae 14 25 00 50 10 00"), "{err}");
+    }
+}

@@ -58,11 +58,74 @@ pub enum Outcome {
     },
     /// KVM could not run or emulate the guest.
     InternalError {
-        /// KVM's reason code (internal error suberror or entry failure reason).
-        reason: u64,
+        /// What KVM reported, and the instruction bytes at `rip`.
+        failure: KvmFailure,
         /// Instruction pointer.
         rip: u64,
     },
+}
+
+/// How KVM failed to run the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused the VM entry (reason).
+    Entry(u64),
+    /// `KVM_EXIT_INTERNAL_ERROR` with its suberror (`KVM_INTERNAL_ERROR_*`:
+    /// 1 emulation failure, 2 exception during exception delivery, 3
+    /// delivery of an event failed, 4 unexpected exit reason).
+    Internal(u32),
+    /// An exit the VMM does not handle.
+    Unexpected,
+}
+
+/// What KVM reported about a failure, for the one-line error: the kind,
+/// up to four of KVM's data words, and up to 15 bytes at the guest's `rip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvmFailure {
+    /// The kind and KVM's code.
+    pub kind: FailKind,
+    /// KVM's extra data words (`kvm_run.internal.data`), the first `ndata`.
+    pub data: [u64; 4],
+    /// How many of `data` are valid.
+    pub ndata: u8,
+    /// The instruction bytes at `rip`, the first `insn_len` valid.
+    pub insn: [u8; 15],
+    /// How many bytes of `insn` could be read (0: none).
+    pub insn_len: u8,
+}
+
+impl KvmFailure {
+    fn new(kind: FailKind) -> Self {
+        KvmFailure { kind, data: [0; 4], ndata: 0, insn: [0; 15], insn_len: 0 }
+    }
+}
+
+impl std::fmt::Display for KvmFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            FailKind::Entry(r) => write!(f, "VM entry failed (hardware reason {r:#x})")?,
+            FailKind::Internal(sub) => {
+                let what = match sub {
+                    1 => "emulation failure",
+                    2 => "exception while delivering an exception",
+                    3 => "event delivery failed",
+                    4 => "unexpected exit reason",
+                    _ => "internal error",
+                };
+                write!(f, "{what} (KVM internal error suberror {sub})")?;
+                if self.ndata > 0 {
+                    let words: Vec<String> = self.data[..usize::from(self.ndata)].iter().map(|d| format!("{d:#x}")).collect();
+                    write!(f, ", data [{}]", words.join(" "))?;
+                }
+            }
+            FailKind::Unexpected => write!(f, "unexpected exit")?,
+        }
+        if self.insn_len > 0 {
+            let bytes: Vec<String> = self.insn[..usize::from(self.insn_len)].iter().map(|b| format!("{b:02x}")).collect();
+            write!(f, "; bytes at rip: {}", bytes.join(" "))?;
+        }
+        Ok(())
+    }
 }
 
 /// The VMM's exit status when the guest's shutdown code does not fit in
@@ -116,8 +179,8 @@ impl std::fmt::Display for Outcome {
             Outcome::Stopped { signal } => {
                 write!(f, "stopped by signal {signal} before the guest shut down (it did not power off when asked)")
             }
-            Outcome::InternalError { reason, rip } => {
-                write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}")
+            Outcome::InternalError { failure, rip } => {
+                write!(f, "KVM could not run the guest at rip {rip:#x}: {failure}")
             }
         }
     }
@@ -131,8 +194,8 @@ enum Step {
     Hypercall,
     /// Stop with a triple fault.
     TripleFault,
-    /// Stop: KVM could not run the guest (reason code).
-    Failed(u64),
+    /// Stop: KVM could not run the guest.
+    Failed(FailKind),
 }
 
 /// Exit counters and the emulated UART: what exit handling needs besides
@@ -231,11 +294,12 @@ impl ExitHandlers {
     fn failure(&mut self, exit: VcpuExit<'_>) -> Step {
         self.stats.exit(ExitKind::Error);
         match exit {
-            VcpuExit::FailEntry(reason, _) => Step::Failed(reason),
-            VcpuExit::InternalError => Step::Failed(0),
+            VcpuExit::FailEntry(reason, _) => Step::Failed(FailKind::Entry(reason)),
+            // The suberror is read from `kvm_run` once this borrow ends.
+            VcpuExit::InternalError => Step::Failed(FailKind::Internal(0)),
             other => {
                 tracing::warn!("unexpected exit {other:?}");
-                Step::Failed(u64::MAX)
+                Step::Failed(FailKind::Unexpected)
             }
         }
     }
@@ -347,7 +411,10 @@ impl Vcpu {
         match step {
             Step::Continue => Ok(None),
             Step::TripleFault => Ok(Some(Outcome::TripleFault { rip: self.rip() })),
-            Step::Failed(reason) => Ok(Some(Outcome::InternalError { reason, rip: self.rip() })),
+            Step::Failed(kind) => {
+                let failure = self.failure(kind, dom);
+                Ok(Some(Outcome::InternalError { failure, rip: self.rip() }))
+            }
             Step::Hypercall => {
                 self.exits.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall(dom);
@@ -415,6 +482,53 @@ impl Vcpu {
         let mut sregs = self.fd.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
         sregs.cr3 = cr3;
         self.fd.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))
+    }
+
+    /// What KVM reported about a failed run: for an internal error the
+    /// suberror and data words from `kvm_run.internal`; for every kind the
+    /// bytes at the guest's `rip`.
+    fn failure(&mut self, kind: FailKind, dom: &Domain) -> KvmFailure {
+        let mut f = KvmFailure::new(kind);
+        if let FailKind::Internal(_) = kind {
+            // SAFETY: the exit was KVM_EXIT_INTERNAL_ERROR, so KVM filled
+            // the `internal` member of the exit union.
+            let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+            f.kind = FailKind::Internal(internal.suberror);
+            let n = (internal.ndata as usize).min(f.data.len());
+            f.data[..n].copy_from_slice(&internal.data[..n]);
+            f.ndata = n as u8;
+        }
+        if let Some(gpa) = self.rip_gpa() {
+            // Up to 15 bytes, fewer where RAM ends.
+            for len in (1..=f.insn.len()).rev() {
+                if dom.ram.read(gpa, &mut f.insn[..len]).is_ok() {
+                    f.insn_len = len as u8;
+                    break;
+                }
+            }
+        }
+        f
+    }
+
+    /// The guest-physical address of `cs:rip`: through the guest's own
+    /// page tables (`KVM_TRANSLATE`) when it has paging on, else the linear
+    /// address itself (paging off, or best effort for identity-mapped
+    /// guests if the translation fails). Instruction bytes on a page
+    /// boundary are read as if the next page followed physically.
+    fn rip_gpa(&self) -> Option<u64> {
+        let regs = self.fd.get_regs().ok()?;
+        let sregs = self.fd.get_sregs().ok()?;
+        let mut linear = sregs.cs.base.wrapping_add(regs.rip);
+        if sregs.efer & (1 << 10) == 0 {
+            linear &= 0xffff_ffff; // not in long mode: 32-bit addresses
+        }
+        if sregs.cr0 & (1 << 31) == 0 {
+            return Some(linear);
+        }
+        match self.fd.translate_gva(linear) {
+            Ok(t) if t.valid != 0 => Some(t.physical_address),
+            _ => Some(linear),
+        }
     }
 
     fn rip(&self) -> u64 {
