@@ -66,6 +66,9 @@ mod tests {
         assert_eq!(s.read("/local/domain/1/domid").unwrap(), b"1");
         assert_eq!(s.read("/local/domain/1/name").unwrap(), b"guest");
         assert!(s.read("/local/domain/1/control/shutdown").unwrap().is_empty());
+        // `xl shutdown`: `poweroff` in the guest's own control/shutdown.
+        request_shutdown(&s, 1, "poweroff").unwrap();
+        assert_eq!(s.read("/local/domain/1/control/shutdown").unwrap(), b"poweroff");
     }
 
     /// xen-vbd-interface(7): 51712 is xvda, 768 hda, 1 << 28 | 16 << 8 xvdq.
