@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Boot a PV guest (the bundled demo guest unless --kernel is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the bundled guest images.
     Images,
     /// Measure PV operations against a raw KVM exit (see README "Measuring").

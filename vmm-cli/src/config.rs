@@ -158,7 +158,7 @@ mod tests {
     fn parse(args: &[&str]) -> RunConfig {
         let cli = crate::args::Cli::try_parse_from([&["vmm", "run"], args].concat()).unwrap();
         let crate::args::Command::Run(run) = cli.cmd else { panic!("not run") };
-        RunConfig::from_args(run).unwrap()
+        RunConfig::from_args(*run).unwrap()
     }
 
     #[test]

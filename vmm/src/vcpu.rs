@@ -114,14 +114,16 @@ impl std::fmt::Display for KvmFailure {
                 };
                 write!(f, "{what} (KVM internal error suberror {sub})")?;
                 if self.ndata > 0 {
-                    let words: Vec<String> = self.data[..usize::from(self.ndata)].iter().map(|d| format!("{d:#x}")).collect();
+                    let words: Vec<String> =
+                        self.data[..usize::from(self.ndata)].iter().map(|d| format!("{d:#x}")).collect();
                     write!(f, ", data [{}]", words.join(" "))?;
                 }
             }
             FailKind::Unexpected => write!(f, "unexpected exit")?,
         }
         if self.insn_len > 0 {
-            let bytes: Vec<String> = self.insn[..usize::from(self.insn_len)].iter().map(|b| format!("{b:02x}")).collect();
+            let bytes: Vec<String> =
+                self.insn[..usize::from(self.insn_len)].iter().map(|b| format!("{b:02x}")).collect();
             write!(f, "; bytes at rip: {}", bytes.join(" "))?;
         }
         Ok(())

@@ -77,14 +77,16 @@ pub fn forward_stop_signals() -> std::io::Result<()> {
 }
 
 fn stop_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the zeroed set; adding valid signals cannot fail.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
+    // SAFETY: an all-zero sigset_t is a valid value (plain data), and
+    // sigemptyset initialises it anyway.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: as above; `sig` is a valid signal number.
+        unsafe { libc::sigaddset(&mut set, sig) };
     }
+    set
 }
 
 /// Why the guest was asked to stop.

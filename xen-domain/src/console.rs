@@ -113,18 +113,15 @@ impl HvConsole {
         if self.line.is_empty() {
             return;
         }
-        match self.limiter.check() {
-            Some(suppressed) => {
-                let mut out = Vec::with_capacity(self.line.len() + 48);
-                if suppressed > 0 {
-                    out.extend_from_slice(format!("(d{}) [{suppressed} lines suppressed]\n", self.domid).as_bytes());
-                }
-                out.extend_from_slice(format!("(d{}) ", self.domid).as_bytes());
-                out.extend_from_slice(&self.line);
-                out.push(b'\n');
-                self.sink.write(&out);
+        if let Some(suppressed) = self.limiter.check() {
+            let mut out = Vec::with_capacity(self.line.len() + 48);
+            if suppressed > 0 {
+                out.extend_from_slice(format!("(d{}) [{suppressed} lines suppressed]\n", self.domid).as_bytes());
             }
-            None => {}
+            out.extend_from_slice(format!("(d{}) ", self.domid).as_bytes());
+            out.extend_from_slice(&self.line);
+            out.push(b'\n');
+            self.sink.write(&out);
         }
         self.line.clear();
     }

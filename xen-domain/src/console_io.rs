@@ -124,7 +124,11 @@ mod tests {
         assert_eq!(t.call(nr::CONSOLE_IO, [console_io::READ, 16, 0x1000, 0, 0]), -EFAULT);
     }
 
-    fn xen_domain() -> (TestDomain, std::sync::Arc<std::sync::Mutex<Vec<u8>>>, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    /// Captured output.
+    type Buf = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+    /// A PVH domain with its guest console and hypervisor console captured.
+    fn xen_domain() -> (TestDomain, Buf, Buf) {
         let mut t = TestDomain::pvh();
         let (out, guest) = ConsoleOut::capture();
         t.dom.console = out;

@@ -107,9 +107,10 @@ impl XenShutdown {
     pub fn error(self) -> Option<String> {
         match self {
             XenShutdown::Poweroff | XenShutdown::Reboot => None,
-            XenShutdown::Suspend => {
-                Some("domain has suspended; no save is in progress and a suspended domain cannot be resumed here: stopping".into())
-            }
+            XenShutdown::Suspend => Some(
+                "domain has suspended; no save is in progress and a suspended domain cannot be resumed here: stopping"
+                    .into(),
+            ),
             XenShutdown::Crash => Some("guest crashed (SHUTDOWN_crash): destroying domain".into()),
             XenShutdown::Watchdog => Some("guest watchdog fired (SHUTDOWN_watchdog): destroying domain".into()),
             XenShutdown::SoftReset => {
