@@ -184,7 +184,38 @@ fn sigterm_stops_a_pvh_guest_that_does_not_watch_after_the_grace() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{rest}");
     assert!(rest.contains("--- vmm stats ---"), "{rest}");
-    assert!(rest.contains("error: stopped by signal 15"), "{rest}");
+    assert!(
+        rest.contains("error: stopped by signal 15: the guest did not power off within the grace period"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = guest(dir.path(), true, |a| {
+        a.debugcon(b"ready\n").raw(&[0xfa, 0xf4, 0xeb, 0xfd]);
+    });
+    // A grace far longer than the test: only the second signal can end it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "--mem", "16M", "--shutdown-grace", "600", "--kernel", &k])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let seen = read_until(&mut stderr, "(d1) ready");
+    assert!(seen.last().is_some_and(|l| l.contains("ready")), "{seen:?}");
+    sigterm(&child);
+    // Signals of one kind do not queue: the second only after the first was seen.
+    let seen = read_until(&mut stderr, "asking the guest to power off");
+    assert!(seen.last().is_some_and(|l| l.contains("or at the next signal")), "{seen:?}");
+    sigterm(&child);
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{rest}");
+    assert!(rest.contains("error: stopped by signal 15 before the guest shut down (a second stop signal)"), "{rest}");
 }
 
 /// KVM internal errors name the suberror and the bytes at `rip`

@@ -55,6 +55,8 @@ pub enum Outcome {
     Stopped {
         /// The signal number.
         signal: i32,
+        /// A second signal stopped it at once (else the grace ran out).
+        forced: bool,
     },
     /// KVM could not run or emulate the guest.
     InternalError {
@@ -149,7 +151,7 @@ impl Outcome {
             Outcome::Shutdown { code, .. } => code as i32,
             Outcome::XenShutdown { reason } => XenShutdown::from_reason(reason).exit_status(),
             // As a shell reports a process a signal ended.
-            Outcome::Stopped { signal } => 128 + signal.clamp(1, 127),
+            Outcome::Stopped { signal, .. } => 128 + signal.clamp(1, 127),
             _ => 1,
         }
     }
@@ -178,8 +180,11 @@ impl std::fmt::Display for Outcome {
             },
             Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
             Outcome::Timeout => write!(f, "guest did not shut down within the time limit"),
-            Outcome::Stopped { signal } => {
-                write!(f, "stopped by signal {signal} before the guest shut down (it did not power off when asked)")
+            Outcome::Stopped { signal, forced: true } => {
+                write!(f, "stopped by signal {signal} before the guest shut down (a second stop signal)")
+            }
+            Outcome::Stopped { signal, forced: false } => {
+                write!(f, "stopped by signal {signal}: the guest did not power off within the grace period")
             }
             Outcome::InternalError { failure, rip } => {
                 write!(f, "KVM could not run the guest at rip {rip:#x}: {failure}")
@@ -381,7 +386,7 @@ impl Vcpu {
         let outcome = loop {
             if let Some(w) = watchdog.filter(|w| w.expired()) {
                 break Ok(match w.cause() {
-                    Some(StopCause::Signal(signal)) => Outcome::Stopped { signal },
+                    Some(StopCause::Signal(signal)) => Outcome::Stopped { signal, forced: w.forced() },
                     _ => Outcome::Timeout,
                 });
             }

@@ -89,6 +89,20 @@ fn stop_set() -> libc::sigset_t {
     set
 }
 
+/// One line on stderr when the guest is asked to power off, as `xl
+/// shutdown` reports it: the user then knows a second signal stops it.
+fn announce(cause: StopCause, grace: Duration) {
+    let why = match cause {
+        StopCause::Timeout => "time limit reached".to_string(),
+        StopCause::Signal(n) => format!("signal {n}"),
+    };
+    eprintln!(
+        "vmm: {why}: asking the guest to power off (control/shutdown); stopping it in {:.1} s{}",
+        grace.as_secs_f64(),
+        if matches!(cause, StopCause::Signal(_)) { " or at the next signal" } else { "" }
+    );
+}
+
 /// Why the guest was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopCause {
@@ -121,6 +135,8 @@ struct Shared {
     asked: AtomicI32,
     /// The vCPU must stop now.
     stop: AtomicBool,
+    /// It must because a further stop signal came (not the grace's end).
+    forced: AtomicBool,
     /// The watchdog is dropped.
     done: AtomicBool,
 }
@@ -160,7 +176,7 @@ impl Watchdog {
                             };
                             if let Some(c) = cause {
                                 s.asked.store(pack(c), Ordering::SeqCst);
-                                tracing::info!(?c, ?grace, "asking the guest to power off");
+                                announce(c, grace);
                                 ask();
                                 grace_end = Some(now + grace);
                             }
@@ -168,6 +184,7 @@ impl Watchdog {
                         Some(c) => {
                             let more = signals > u32::from(matches!(c, StopCause::Signal(_)));
                             if more || grace_end.is_some_and(|g| now >= g) {
+                                s.forced.store(more, Ordering::SeqCst);
                                 s.stop.store(true, Ordering::SeqCst);
                             }
                         }
@@ -190,6 +207,12 @@ impl Watchdog {
     /// Whether the vCPU must stop now.
     pub fn expired(&self) -> bool {
         self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether the stop came from a further stop signal rather than the
+    /// end of the grace period.
+    pub fn forced(&self) -> bool {
+        self.shared.forced.load(Ordering::SeqCst)
     }
 
     /// Why the guest was asked to stop, if it was.
