@@ -95,3 +95,21 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     crate::println!("guest panic: {}", info);
     shutdown(SHUTDOWN_CRASH, 101)
 }
+
+/// Powers the guest off cleanly (`SHUTDOWN_poweroff`, status 0) for a
+/// request the VMM wrote into `control/shutdown` (the runtime's watch,
+/// [`crate::xenbus::watch_shutdown`]); our guests power off for a reboot
+/// request too.
+pub fn obey_shutdown_request(req: crate::xenbus::ShutdownRequest) -> ! {
+    crate::println!("control/shutdown: {:?} requested: powering off", req);
+    shutdown(SHUTDOWN_POWEROFF, 0)
+}
+
+/// For idle and wait loops: powers off if the VMM has asked for a
+/// shutdown since the last look (cheap: no store request unless the
+/// watch fired).
+pub fn poweroff_if_requested(store: &mut crate::xenbus::Store) {
+    if let Ok(Some(req)) = crate::xenbus::shutdown_requested(store) {
+        obey_shutdown_request(req)
+    }
+}

@@ -442,6 +442,17 @@ impl<M: RingMemory, T: StoreTransport> StoreClient<M, T> {
         }
     }
 
+    /// Takes a queued (or complete in the ring) watch event carrying
+    /// `token`, without waiting; returns the event path's length. Events of
+    /// other watches stay queued.
+    pub fn poll_watch_token(&mut self, token: &str, path_buf: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        self.drain_ready()?;
+        match self.events.find(Some(token.as_bytes())) {
+            Some(off) => self.events.take(off, path_buf, None).map(|(p, _)| Some(p)),
+            None => Ok(None),
+        }
+    }
+
     /// Reads every message already complete in the response ring (events
     /// are queued, stray replies dropped).
     fn drain_ready(&mut self) -> Result<(), StoreError> {

@@ -258,3 +258,72 @@ pub fn open_store(si: &pv_abi::start_info::StartInfo) -> Result<Store, StoreErro
     let mem = unsafe { crate::arch::shared_page(si.store.gpa) };
     StoreClient::new(mem, EvtchnTransport::new(si.store.evtchn))
 }
+
+/// The token of the runtime's watch on `control/shutdown` ([`watch_shutdown`]).
+pub const SHUTDOWN_TOKEN: &str = "rt-control-shutdown";
+
+/// What the toolstack wrote into `control/shutdown`
+/// (`docs/misc/xenstore-paths.pandoc`: `poweroff`, `reboot`, `suspend`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    /// `poweroff` (also `halt`, which Linux treats alike).
+    Poweroff,
+    /// `reboot`.
+    Reboot,
+    /// Any other non-empty value.
+    Other,
+}
+
+/// Watches the guest's `control/shutdown` (relative to its home), as
+/// Linux's `xenbus` shutdown handler does; [`shutdown_requested`] then
+/// tells whether the VMM asked the guest to stop.
+pub fn watch_shutdown<M: RingMemory, T: StoreTransport>(store: &mut StoreClient<M, T>) -> Result<(), StoreError> {
+    store.watch("control/shutdown", SHUTDOWN_TOKEN)
+}
+
+/// Whether the VMM has asked for a shutdown since the last call: cheap
+/// when nothing happened (a look at the response ring, no request). A
+/// request is acknowledged by clearing the node, as Linux does.
+pub fn shutdown_requested<M: RingMemory, T: StoreTransport>(
+    store: &mut StoreClient<M, T>,
+) -> Result<Option<ShutdownRequest>, StoreError> {
+    let mut path = [0u8; 64];
+    if store.poll_watch_token(SHUTDOWN_TOKEN, &mut path)?.is_none() {
+        return Ok(None);
+    }
+    read_shutdown(store)
+}
+
+/// Waits for the VMM's shutdown request (the guest idles meanwhile).
+pub fn wait_shutdown_request<M: RingMemory, T: StoreTransport>(
+    store: &mut StoreClient<M, T>,
+) -> Result<ShutdownRequest, StoreError> {
+    let mut path = [0u8; 64];
+    loop {
+        store.wait_watch_token(SHUTDOWN_TOKEN, &mut path)?;
+        if let Some(r) = read_shutdown(store)? {
+            return Ok(r);
+        }
+    }
+}
+
+/// Reads `control/shutdown`; a non-empty value is a request, cleared here.
+fn read_shutdown<M: RingMemory, T: StoreTransport>(
+    store: &mut StoreClient<M, T>,
+) -> Result<Option<ShutdownRequest>, StoreError> {
+    let mut buf = [0u8; 32];
+    let n = match store.read("control/shutdown", &mut buf) {
+        Ok(n) => n,
+        // Too long for any value we know: still a request.
+        Err(StoreError::BufferTooSmall(_)) => buf.len(),
+        Err(e) => return Err(e),
+    };
+    let req = match &buf[..n.min(buf.len())] {
+        b"" => return Ok(None),
+        b"poweroff" | b"halt" => ShutdownRequest::Poweroff,
+        b"reboot" => ShutdownRequest::Reboot,
+        _ => ShutdownRequest::Other,
+    };
+    store.write("control/shutdown", b"")?;
+    Ok(Some(req))
+}

@@ -138,8 +138,33 @@ impl Asm {
     }
     /// `sched_op(SCHEDOP_shutdown, {poweroff})` with status `code`, then `hlt`.
     pub fn poweroff(&mut self, code: u32) -> &mut Self {
-        self.poke(SCRATCH + 0xff0, 0);
-        self.hypercall(29, &[2, SCRATCH + 0xff0, code], 1000).b(&[0xf4])
+        self.shutdown(0, code)
+    }
+    /// `sched_op(SCHEDOP_shutdown, {reason})` with `rdx` (the third
+    /// argument register, which Xen does not read) set to `rdx`, then `hlt`.
+    pub fn shutdown(&mut self, reason: u32, rdx: u32) -> &mut Self {
+        self.poke(SCRATCH + 0xff0, reason);
+        self.hypercall(29, &[2, SCRATCH + 0xff0, rdx], 1000).b(&[0xf4])
+    }
+    /// `console_io(CONSOLEIO_write, text)` from a copy of `text` at
+    /// `SCRATCH + 0xe00` (at most 0x1f0 bytes); `eax` in result slot `slot`.
+    pub fn console_write(&mut self, text: &[u8], slot: u32) -> &mut Self {
+        assert!(text.len() <= 0x1f0);
+        let at = SCRATCH + 0xe00;
+        for (i, chunk) in text.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.poke(at + 4 * i as u32, u32::from_le_bytes(w));
+        }
+        self.hypercall(18, &[0, text.len() as u32, at], slot)
+    }
+    /// Writes `text` to the debug console port 0xE9 a byte at a time.
+    pub fn debugcon(&mut self, text: &[u8]) -> &mut Self {
+        self.b(&[0x66, 0xba, 0xe9, 0x00]); // mov dx, 0xe9
+        for &c in text {
+            self.b(&[0xb0, c, 0xee]); // mov al, c; out dx, al
+        }
+        self
     }
 }
 

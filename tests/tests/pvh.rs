@@ -13,7 +13,7 @@ use vmm::{Kernel, Outcome, Vm, VmConfig};
 use xen_domain::pvh::PvhLayout;
 
 const MEM: u64 = 16 << 20;
-const POWEROFF_OK: Outcome = Outcome::Shutdown { reason: 0, code: 0 };
+const POWEROFF_OK: Outcome = Outcome::XenShutdown { reason: 0 };
 
 fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, Vm) {
     let path = dir.join("guest.elf");

@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Boot a PV guest (the bundled demo guest unless --kernel is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the bundled guest images.
     Images,
     /// Measure PV operations against a raw KVM exit (see docs/measuring.md).
@@ -65,9 +65,21 @@ pub struct RunArgs {
     /// CAP_NET_ADMIN) and brought up.
     #[arg(long, value_name = "tap=IFNAME[,mac=MAC][,transport=xen|virtio]")]
     pub net: Vec<String>,
-    /// Stop the guest (exit status 1) if it has not shut down after this many seconds.
+    /// Stop the guest (exit status 1) if it has not shut down after this
+    /// many seconds: it is first asked to power off (`control/shutdown`)
+    /// and given --shutdown-grace to do so.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Seconds a guest asked to power off (at --timeout, SIGTERM or
+    /// SIGINT) has to shut down before it is stopped. A second signal
+    /// stops it at once.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub shutdown_grace: f64,
+    /// What a Xen guest's reboot request does: `restart` boots it again
+    /// from the same configuration (xl's default `on_reboot=restart`);
+    /// `exit` ends the run with status 0.
+    #[arg(long, default_value = "restart", value_parser = ["restart", "exit"])]
+    pub on_reboot: String,
     /// Write guest console output to this file instead of stdout.
     #[arg(long)]
     pub console_file: Option<PathBuf>,

@@ -34,6 +34,12 @@ pub struct RunConfig {
     /// Stop the guest after this many seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// Seconds a guest asked to power off has to do so.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: f64,
+    /// A Xen guest's reboot: `restart` (boot it again) or `exit`.
+    #[serde(default = "default_on_reboot")]
+    pub on_reboot: String,
     /// Guest console output to this file instead of stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_file: Option<PathBuf>,
@@ -66,6 +72,8 @@ impl RunConfig {
             cmdline: args.cmdline,
             stats: args.stats,
             timeout: args.timeout,
+            shutdown_grace: args.shutdown_grace,
+            on_reboot: args.on_reboot,
             console_file: args.console_file,
             paging: args.paging,
             seccomp: !args.no_seccomp,
@@ -91,12 +99,27 @@ impl RunConfig {
             mem_bytes,
             cmdline: self.cmdline.clone(),
             console,
-            timeout: self.timeout.map(std::time::Duration::from_secs_f64),
+            timeout: self.timeout.map(seconds).transpose()?,
+            shutdown_grace: seconds(self.shutdown_grace)?,
             paging: xen_domain::mmu::parse_mode(&self.paging).unwrap_or_default(),
             devices,
         };
         Ok((cfg, scratch))
     }
+}
+
+fn default_grace() -> f64 {
+    vmm::vm::DEFAULT_SHUTDOWN_GRACE.as_secs_f64()
+}
+
+fn default_on_reboot() -> String {
+    "restart".into()
+}
+
+/// A number of seconds from the command line or a configuration file.
+fn seconds(s: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("{s} is not a number of seconds: give a non-negative number, e.g. 5 or 0.5"))
 }
 
 /// The guest image the configuration names.
@@ -135,7 +158,7 @@ mod tests {
     fn parse(args: &[&str]) -> RunConfig {
         let cli = crate::args::Cli::try_parse_from([&["vmm", "run"], args].concat()).unwrap();
         let crate::args::Command::Run(run) = cli.cmd else { panic!("not run") };
-        RunConfig::from_args(run).unwrap()
+        RunConfig::from_args(*run).unwrap()
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let res = match args::Cli::parse().cmd {
-        args::Command::Run(a) => config::RunConfig::from_args(a)
+        args::Command::Run(a) => config::RunConfig::from_args(*a)
             .map_err(anyhow::Error::from)
             .and_then(|cfg| commands::run::run(cfg, started)),
         args::Command::Bench(b) => commands::bench::bench(b),

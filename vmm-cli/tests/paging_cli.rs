@@ -68,6 +68,9 @@ fn timeout_stops_a_guest_flooding_multicall_batches() {
         "pv",
         "--timeout",
         "1",
+        // The flood does not watch control/shutdown: no grace to wait out.
+        "--shutdown-grace",
+        "0",
         "--cmdline",
         "test=flood n=65536 rounds=0",
     ]);

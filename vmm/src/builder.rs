@@ -199,6 +199,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         virtio,
         console: core.console,
         timeout: cfg.timeout,
+        shutdown_grace: cfg.shutdown_grace,
         image,
         created_at,
         first_run_at: None,

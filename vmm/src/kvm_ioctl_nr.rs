@@ -18,6 +18,13 @@ const fn ior(nr: u64, size: usize) -> u64 {
     (2 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
 }
 
+const fn iowr(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+
+/// `KVM_TRANSLATE` (reading the instruction bytes of a failed run).
+pub const KVM_TRANSLATE: u64 = iowr(0x85, std::mem::size_of::<kvm_bindings::kvm_translation>());
+
 /// `KVM_RUN`.
 pub const KVM_RUN: u64 = io(0x80);
 /// `KVM_GET_REGS`.
@@ -45,6 +52,7 @@ mod tests {
     fn numbers_match_linux_kvm_h() {
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
         assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);

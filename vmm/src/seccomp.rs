@@ -181,6 +181,8 @@ const VCPU: Allowlist = Allowlist {
         nr::KVM_SET_REGS,
         nr::KVM_GET_SREGS,
         nr::KVM_SET_SREGS,
+        // The instruction bytes of a failed run (`Vcpu::failure`).
+        nr::KVM_TRANSLATE,
         // EVTCHNOP_bind_* on the vCPU thread binds a doorbell.
         nr::KVM_IOEVENTFD,
         nr::KVM_SET_USER_MEMORY_REGION,

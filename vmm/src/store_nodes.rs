@@ -30,6 +30,13 @@ pub fn write_memory_nodes(
     store.write(&format!("{home}/target"), target_kib.to_string().as_bytes())
 }
 
+/// Asks the guest to shut down as `xl shutdown` / `xl reboot` do: writes
+/// `action` (`poweroff`, `reboot`, ...) into its `control/shutdown`, which
+/// fires the guest's watch on that node (`docs/misc/xenstore-paths.pandoc`).
+pub fn request_shutdown(store: &SharedStore, domid: DomId, action: &str) -> Result<(), StoreError> {
+    store.write(&format!("/local/domain/{domid}/control/shutdown"), action.as_bytes())
+}
+
 /// Writes each disk's `dev` (`xvda`, ...) into its back-end directory
 /// `/local/domain/0/backend/vbd/<domid>/<vdev>`: the name the number
 /// encodes (`pv_abi::vdev::decode`), as Xen's toolstack writes it.
@@ -79,6 +86,9 @@ mod tests {
         write_memory_nodes(&s, 1, 15_720, 15_720).unwrap();
         assert_eq!(s.read("/local/domain/1/memory/static-max").unwrap(), b"15720");
         assert_eq!(s.read("/local/domain/1/memory/target").unwrap(), b"15720");
+        // `xl shutdown`: `poweroff` in the guest's own control/shutdown.
+        request_shutdown(&s, 1, "poweroff").unwrap();
+        assert_eq!(s.read("/local/domain/1/control/shutdown").unwrap(), b"poweroff");
     }
 
     /// xen-vbd-interface(7): 51712 is xvda, 768 hda, 1 << 28 | 16 << 8 xvdq.

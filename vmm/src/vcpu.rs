@@ -14,7 +14,7 @@ use crate::pvh::callback::CallbackLine;
 use crate::stats::{ExitKind, ExitStats};
 use crate::uart::{self, Uart};
 use crate::virtio::VirtioBus;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{StopCause, Watchdog};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use xen_domain::domain::Domain;
 use xen_domain::hypercall::{HypercallRegs, HypercallTable};
 use xen_domain::mmu as paging;
+use xen_domain::sched_op::XenShutdown;
 
 /// How a guest run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,12 @@ pub enum Outcome {
         /// Exit status the guest chose.
         code: u32,
     },
+    /// A Xen (PVH) guest called `SCHEDOP_shutdown`: only the reason counts
+    /// ([`XenShutdown`] maps it to the toolstack's action).
+    XenShutdown {
+        /// `SHUTDOWN_*` reason, truncated to 8 bits as Xen does.
+        reason: u32,
+    },
     /// The vCPU triple-faulted (KVM shutdown exit).
     TripleFault {
         /// Instruction pointer at the fault.
@@ -42,13 +49,87 @@ pub enum Outcome {
     },
     /// The run-time limit passed before the guest shut down.
     Timeout,
+    /// A stop signal (SIGTERM, SIGINT) ended the run before the guest shut
+    /// down: it did not power off within the grace period, or a second
+    /// signal came.
+    Stopped {
+        /// The signal number.
+        signal: i32,
+        /// A second signal stopped it at once (else the grace ran out).
+        forced: bool,
+    },
     /// KVM could not run or emulate the guest.
     InternalError {
-        /// KVM's reason code (internal error suberror or entry failure reason).
-        reason: u64,
+        /// What KVM reported, and the instruction bytes at `rip`.
+        failure: KvmFailure,
         /// Instruction pointer.
         rip: u64,
     },
+}
+
+/// How KVM failed to run the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused the VM entry (reason).
+    Entry(u64),
+    /// `KVM_EXIT_INTERNAL_ERROR` with its suberror (`KVM_INTERNAL_ERROR_*`:
+    /// 1 emulation failure, 2 exception during exception delivery, 3
+    /// delivery of an event failed, 4 unexpected exit reason).
+    Internal(u32),
+    /// An exit the VMM does not handle.
+    Unexpected,
+}
+
+/// What KVM reported about a failure, for the one-line error: the kind,
+/// up to four of KVM's data words, and up to 15 bytes at the guest's `rip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvmFailure {
+    /// The kind and KVM's code.
+    pub kind: FailKind,
+    /// KVM's extra data words (`kvm_run.internal.data`), the first `ndata`.
+    pub data: [u64; 4],
+    /// How many of `data` are valid.
+    pub ndata: u8,
+    /// The instruction bytes at `rip`, the first `insn_len` valid.
+    pub insn: [u8; 15],
+    /// How many bytes of `insn` could be read (0: none).
+    pub insn_len: u8,
+}
+
+impl KvmFailure {
+    fn new(kind: FailKind) -> Self {
+        KvmFailure { kind, data: [0; 4], ndata: 0, insn: [0; 15], insn_len: 0 }
+    }
+}
+
+impl std::fmt::Display for KvmFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            FailKind::Entry(r) => write!(f, "VM entry failed (hardware reason {r:#x})")?,
+            FailKind::Internal(sub) => {
+                let what = match sub {
+                    1 => "emulation failure",
+                    2 => "exception while delivering an exception",
+                    3 => "event delivery failed",
+                    4 => "unexpected exit reason",
+                    _ => "internal error",
+                };
+                write!(f, "{what} (KVM internal error suberror {sub})")?;
+                if self.ndata > 0 {
+                    let words: Vec<String> =
+                        self.data[..usize::from(self.ndata)].iter().map(|d| format!("{d:#x}")).collect();
+                    write!(f, ", data [{}]", words.join(" "))?;
+                }
+            }
+            FailKind::Unexpected => write!(f, "unexpected exit")?,
+        }
+        if self.insn_len > 0 {
+            let bytes: Vec<String> =
+                self.insn[..usize::from(self.insn_len)].iter().map(|b| format!("{b:02x}")).collect();
+            write!(f, "; bytes at rip: {}", bytes.join(" "))?;
+        }
+        Ok(())
+    }
 }
 
 /// The VMM's exit status when the guest's shutdown code does not fit in
@@ -57,8 +138,9 @@ pub enum Outcome {
 pub const OUT_OF_RANGE_EXIT_STATUS: i32 = 1;
 
 impl Outcome {
-    /// The VMM process exit status for this outcome: the guest's chosen code
-    /// for a clean shutdown if it is in 0..=255; a crash keeps a non-zero
+    /// The VMM process exit status for this outcome: for a Xen guest, what
+    /// its reason means ([`XenShutdown::exit_status`]); for our own guests
+    /// (the status extension) the guest's chosen code if it is in 0..=255; a crash keeps a non-zero
     /// code and maps 0 to 1; a code outside 0..=255 gives
     /// [`OUT_OF_RANGE_EXIT_STATUS`]; anything else that is a failure is 1.
     pub fn exit_status(&self) -> i32 {
@@ -67,6 +149,9 @@ impl Outcome {
             Outcome::Shutdown { reason, code } if reason != SHUTDOWN_CRASH => code as i32,
             Outcome::Shutdown { code: 0, .. } => 1,
             Outcome::Shutdown { code, .. } => code as i32,
+            Outcome::XenShutdown { reason } => XenShutdown::from_reason(reason).exit_status(),
+            // As a shell reports a process a signal ended.
+            Outcome::Stopped { signal, .. } => 128 + signal.clamp(1, 127),
             _ => 1,
         }
     }
@@ -87,16 +172,22 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Outcome::Shutdown { reason, code } => {
-                let why = ["poweroff", "reboot", "suspend", "crash", "watchdog"]
-                    .get(reason as usize)
-                    .copied()
-                    .unwrap_or("unknown");
-                write!(f, "guest shut down ({why}) with status {code}")
+                write!(f, "guest shut down ({}) with status {code}", XenShutdown::from_reason(reason).name())
             }
+            Outcome::XenShutdown { reason } => match XenShutdown::from_reason(reason) {
+                XenShutdown::Unknown(n) => write!(f, "guest shut down with unknown reason {n}"),
+                x => write!(f, "guest shut down ({})", x.name()),
+            },
             Outcome::TripleFault { rip } => write!(f, "guest triple-faulted at rip {rip:#x}"),
             Outcome::Timeout => write!(f, "guest did not shut down within the time limit"),
-            Outcome::InternalError { reason, rip } => {
-                write!(f, "KVM could not run the guest (reason {reason}) at rip {rip:#x}")
+            Outcome::Stopped { signal, forced: true } => {
+                write!(f, "stopped by signal {signal} before the guest shut down (a second stop signal)")
+            }
+            Outcome::Stopped { signal, forced: false } => {
+                write!(f, "stopped by signal {signal}: the guest did not power off within the grace period")
+            }
+            Outcome::InternalError { failure, rip } => {
+                write!(f, "KVM could not run the guest at rip {rip:#x}: {failure}")
             }
         }
     }
@@ -110,8 +201,8 @@ enum Step {
     Hypercall,
     /// Stop with a triple fault.
     TripleFault,
-    /// Stop: KVM could not run the guest (reason code).
-    Failed(u64),
+    /// Stop: KVM could not run the guest.
+    Failed(FailKind),
 }
 
 /// Exit counters and the emulated UART: what exit handling needs besides
@@ -129,7 +220,7 @@ impl ExitHandlers {
         match exit {
             VcpuExit::IoOut(HYPERCALL_PORT, _) => return Step::Hypercall,
             VcpuExit::IoOut(port, data) => self.io_out(dom, port, data),
-            VcpuExit::IoIn(port, data) => self.io_in(port, data),
+            VcpuExit::IoIn(port, data) => self.io_in(dom, port, data),
             VcpuExit::MmioRead(addr, data) if self.mmio.contains(addr) => {
                 self.stats.exit(ExitKind::Mmio);
                 self.mmio.read(addr, data);
@@ -183,18 +274,23 @@ impl ExitHandlers {
             self.stats.exit(ExitKind::Uart);
             self.uart.write(port, data);
         } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
+            // Xen's `hvm_print_line()`: the hypervisor console, not the guest's.
             self.stats.exit(ExitKind::OtherIo);
-            dom.console.write(data);
+            dom.hv_console.write(data);
         } else {
             self.stats.exit(ExitKind::OtherIo);
             tracing::debug!(port, "guest wrote an unassigned port");
         }
     }
 
-    fn io_in(&mut self, port: u16, data: &mut [u8]) {
+    fn io_in(&mut self, dom: &Domain, port: u16, data: &mut [u8]) {
         if uart::PORTS.contains(&port) {
             self.stats.exit(ExitKind::Uart);
             self.uart.read(port, data);
+        } else if port == pv_abi::hvm::DEBUGCONS_PORT && dom.pvh.is_some() {
+            // `hvm_print_line()` answers reads with the port number.
+            self.stats.exit(ExitKind::OtherIo);
+            data.fill(pv_abi::hvm::DEBUGCONS_PORT as u8);
         } else {
             self.stats.exit(ExitKind::OtherIo);
             data.fill(0xff);
@@ -205,11 +301,12 @@ impl ExitHandlers {
     fn failure(&mut self, exit: VcpuExit<'_>) -> Step {
         self.stats.exit(ExitKind::Error);
         match exit {
-            VcpuExit::FailEntry(reason, _) => Step::Failed(reason),
-            VcpuExit::InternalError => Step::Failed(0),
+            VcpuExit::FailEntry(reason, _) => Step::Failed(FailKind::Entry(reason)),
+            // The suberror is read from `kvm_run` once this borrow ends.
+            VcpuExit::InternalError => Step::Failed(FailKind::Internal(0)),
             other => {
                 tracing::warn!("unexpected exit {other:?}");
-                Step::Failed(u64::MAX)
+                Step::Failed(FailKind::Unexpected)
             }
         }
     }
@@ -287,8 +384,11 @@ impl Vcpu {
             line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
         let outcome = loop {
-            if watchdog.is_some_and(Watchdog::expired) {
-                break Ok(Outcome::Timeout);
+            if let Some(w) = watchdog.filter(|w| w.expired()) {
+                break Ok(match w.cause() {
+                    Some(StopCause::Signal(signal)) => Outcome::Stopped { signal, forced: w.forced() },
+                    _ => Outcome::Timeout,
+                });
             }
             if let Some(line) = &line {
                 line.before_run(&mut self.fd);
@@ -318,14 +418,21 @@ impl Vcpu {
         match step {
             Step::Continue => Ok(None),
             Step::TripleFault => Ok(Some(Outcome::TripleFault { rip: self.rip() })),
-            Step::Failed(reason) => Ok(Some(Outcome::InternalError { reason, rip: self.rip() })),
+            Step::Failed(kind) => {
+                let failure = self.failure(kind, dom);
+                Ok(Some(Outcome::InternalError { failure, rip: self.rip() }))
+            }
             Step::Hypercall => {
                 self.exits.stats.exit(ExitKind::Hypercall);
                 self.do_hypercall(dom);
                 if let Some(cr3) = dom.paging.pending_cr3.take() {
                     self.load_cr3(cr3)?;
                 }
-                Ok(dom.shutdown.map(|s| Outcome::Shutdown { reason: s.reason, code: s.code }))
+                let xen = dom.pvh.is_some();
+                Ok(dom.shutdown.map(|s| match xen {
+                    true => Outcome::XenShutdown { reason: s.reason },
+                    false => Outcome::Shutdown { reason: s.reason, code: s.code },
+                }))
             }
         }
     }
@@ -384,6 +491,53 @@ impl Vcpu {
         self.fd.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))
     }
 
+    /// What KVM reported about a failed run: for an internal error the
+    /// suberror and data words from `kvm_run.internal`; for every kind the
+    /// bytes at the guest's `rip`.
+    fn failure(&mut self, kind: FailKind, dom: &Domain) -> KvmFailure {
+        let mut f = KvmFailure::new(kind);
+        if let FailKind::Internal(_) = kind {
+            // SAFETY: the exit was KVM_EXIT_INTERNAL_ERROR, so KVM filled
+            // the `internal` member of the exit union.
+            let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+            f.kind = FailKind::Internal(internal.suberror);
+            let n = (internal.ndata as usize).min(f.data.len());
+            f.data[..n].copy_from_slice(&internal.data[..n]);
+            f.ndata = n as u8;
+        }
+        if let Some(gpa) = self.rip_gpa() {
+            // Up to 15 bytes, fewer where RAM ends.
+            for len in (1..=f.insn.len()).rev() {
+                if dom.ram.read(gpa, &mut f.insn[..len]).is_ok() {
+                    f.insn_len = len as u8;
+                    break;
+                }
+            }
+        }
+        f
+    }
+
+    /// The guest-physical address of `cs:rip`: through the guest's own
+    /// page tables (`KVM_TRANSLATE`) when it has paging on, else the linear
+    /// address itself (paging off, or best effort for identity-mapped
+    /// guests if the translation fails). Instruction bytes on a page
+    /// boundary are read as if the next page followed physically.
+    fn rip_gpa(&self) -> Option<u64> {
+        let regs = self.fd.get_regs().ok()?;
+        let sregs = self.fd.get_sregs().ok()?;
+        let mut linear = sregs.cs.base.wrapping_add(regs.rip);
+        if sregs.efer & (1 << 10) == 0 {
+            linear &= 0xffff_ffff; // not in long mode: 32-bit addresses
+        }
+        if sregs.cr0 & (1 << 31) == 0 {
+            return Some(linear);
+        }
+        match self.fd.translate_gva(linear) {
+            Ok(t) if t.valid != 0 => Some(t.physical_address),
+            _ => Some(linear),
+        }
+    }
+
     fn rip(&self) -> u64 {
         self.fd.get_regs().map(|r| r.rip).unwrap_or(0)
     }
@@ -399,6 +553,18 @@ mod tests {
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }.exit_status(), 1);
         assert_eq!(Outcome::Shutdown { reason: SHUTDOWN_CRASH, code: 101 }.exit_status(), 101);
         assert_eq!(Outcome::TripleFault { rip: 0 }.exit_status(), 1);
+    }
+
+    /// Xen guests: the reason alone decides (`do_sched_op()` in
+    /// `xen/common/sched/core.c`; xl's `handle_domain_death()`).
+    #[test]
+    fn xen_guest_status_follows_the_reason() {
+        assert_eq!(Outcome::XenShutdown { reason: 0 }.exit_status(), 0);
+        for reason in [2, SHUTDOWN_CRASH, 4, 5, 77] {
+            assert_eq!(Outcome::XenShutdown { reason }.exit_status(), 1, "reason {reason}");
+        }
+        assert_eq!(Outcome::XenShutdown { reason: 5 }.to_string(), "guest shut down (soft_reset)");
+        assert_eq!(Outcome::XenShutdown { reason: 77 }.to_string(), "guest shut down with unknown reason 77");
     }
 
     #[test]

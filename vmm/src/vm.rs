@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use xen_domain::domain::Domain;
+use xen_domain::domid::GUEST_DOMID;
 
 pub use crate::vcpu::Outcome;
 
@@ -43,6 +44,9 @@ pub struct VmConfig {
     pub console: ConsoleOut,
     /// Stop the guest (as [`Outcome::Timeout`]) after this long.
     pub timeout: Option<std::time::Duration>,
+    /// How long a guest asked to power off (at the time limit or a stop
+    /// signal, [`crate::watchdog`]) has to shut down before it is stopped.
+    pub shutdown_grace: std::time::Duration,
     /// Paging mode ([`paging_mode`]): how the page-table pool is mapped.
     pub paging: u32,
     /// The devices, Xen and virtio, each wired in list order
@@ -52,6 +56,9 @@ pub struct VmConfig {
 }
 
 pub use backend::block::vbd_vdev;
+
+/// The default [`VmConfig::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VmConfig {
     /// A config for a bundled image with 64 MiB and output captured nowhere.
@@ -63,6 +70,7 @@ impl VmConfig {
             cmdline: cmdline.to_string(),
             console: ConsoleOut::Null,
             timeout: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             paging: paging_mode::NATIVE,
             devices: Vec::new(),
         }
@@ -87,6 +95,7 @@ pub struct Vm {
     /// The console back-end (drained once more at shutdown).
     pub(crate) console: Arc<Mutex<backend::console::Console>>,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) shutdown_grace: std::time::Duration,
     /// What the loader learned about the image.
     pub image: ImageInfo,
     /// When `Vm::new` started.
@@ -110,11 +119,24 @@ impl Vm {
     /// (draining the console ring a last time).
     pub fn run(&mut self) -> Result<Outcome, VmmError> {
         self.first_run_at.get_or_insert_with(Instant::now);
-        let watchdog = self.timeout.map(Watchdog::arm);
+        let store = self.store.clone();
+        let ask = move || {
+            if let Err(e) = crate::store_nodes::request_shutdown(&store, GUEST_DOMID, "poweroff") {
+                tracing::warn!("cannot write control/shutdown: {e}");
+            }
+        };
+        let watchdog = Watchdog::arm(self.timeout, self.shutdown_grace, Box::new(ask));
         // The vCPU thread's filter, before the guest runs (`seccomp`).
         crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)?;
-        let outcome = self.vcpu.run(&mut self.dom, watchdog.as_ref());
+        let mut outcome = self.vcpu.run(&mut self.dom, Some(&watchdog));
+        // A guest that powered off only because the time limit asked it to
+        // still missed the limit.
+        if watchdog.cause() == Some(crate::watchdog::StopCause::Timeout) {
+            outcome = outcome.map(|_| Outcome::Timeout);
+        }
         drop(watchdog);
+        // A last line the guest did not end.
+        self.dom.hv_console.flush();
         self.devices.iter_mut().for_each(DeviceThread::stop);
         if let Ok(mut c) = self.console.lock() {
             c.drain();

@@ -3,7 +3,7 @@
 //! [`Shutdown`]), and the per-exit work budget ([`crate::preempt`]). It
 //! sits below the handlers, which import it and never each other's types.
 
-use crate::console::ConsoleOut;
+use crate::console::{ConsoleOut, HvConsole};
 use crate::event_channel::EventChannels;
 use crate::grant_table::mapper::GrantTable;
 use crate::guest_memory::GuestRam;
@@ -32,6 +32,9 @@ pub struct Domain {
     pub ram: GuestRam,
     /// Console output.
     pub console: ConsoleOut,
+    /// The hypervisor console a Xen guest's `console_io` and port 0xE9
+    /// print to (stderr unless the builder says otherwise).
+    pub hv_console: HvConsole,
     /// Set by `SCHEDOP_shutdown`; the vCPU loop stops when it sees it.
     pub shutdown: Option<Shutdown>,
     /// Feature bits reported by `XENVER_get_features`.
@@ -66,6 +69,7 @@ impl Domain {
         Domain {
             ram,
             console,
+            hv_console: HvConsole::new(ConsoleOut::Stderr, crate::domid::GUEST_DOMID),
             shutdown: None,
             features,
             evtchn,

@@ -34,10 +34,99 @@ pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
             let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
+            dom.shutdown = Some(if dom.pvh.is_some() {
+                // Xen's `do_sched_op()` passes `(u8)reason` to
+                // `domain_shutdown()` and reads nothing else: `rdx` is
+                // not part of the call.
+                Shutdown { reason: arg.reason & 0xff, code: 0 }
+            } else {
+                // Our own guests: the status extension (exit status in `rdx`).
+                Shutdown { reason: arg.reason, code: a[2] as u32 }
+            });
             Ok(0)
         }
         _ => Err(ENOSYS),
+    }
+}
+
+/// What happens to a Xen (PVH) guest after `SCHEDOP_shutdown`: the
+/// toolstack's answer (`handle_domain_death()` in `tools/xl/xl_vmcontrol.c`
+/// with the `tools/xl/xl_parse.c` defaults), for a VMM without a toolstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XenShutdown {
+    /// `SHUTDOWN_poweroff` (0): `on_poweroff=destroy`, a clean end (exit 0).
+    Poweroff,
+    /// `SHUTDOWN_reboot` (1): `on_reboot=restart`; the VMM restarts or
+    /// exits as configured.
+    Reboot,
+    /// `SHUTDOWN_suspend` (2): xl keeps the domain suspended and waits for
+    /// a save or resume; with neither, the VMM stops (a failure).
+    Suspend,
+    /// `SHUTDOWN_crash` (3): `on_crash=destroy`, a failure.
+    Crash,
+    /// `SHUTDOWN_watchdog` (4): `on_watchdog=destroy`, a failure.
+    Watchdog,
+    /// `SHUTDOWN_soft_reset` (5): `on_soft_reset=soft-reset`, which needs a
+    /// soft reset this VMM does not implement: a failure.
+    SoftReset,
+    /// Any other reason: xl destroys the domain ("Unknown shutdown reason
+    /// code N. Destroying domain."), a failure.
+    Unknown(u8),
+}
+
+impl XenShutdown {
+    /// The toolstack's action for `reason`, truncated to 8 bits as
+    /// `do_sched_op()` does (reason 256 is poweroff).
+    pub fn from_reason(reason: u32) -> Self {
+        match reason as u8 {
+            0 => XenShutdown::Poweroff,
+            1 => XenShutdown::Reboot,
+            2 => XenShutdown::Suspend,
+            3 => XenShutdown::Crash,
+            4 => XenShutdown::Watchdog,
+            5 => XenShutdown::SoftReset,
+            n => XenShutdown::Unknown(n),
+        }
+    }
+
+    /// Xen's name for the reason (`SHUTDOWN_*` in `xen/include/public/sched.h`).
+    pub fn name(self) -> &'static str {
+        match self {
+            XenShutdown::Poweroff => "poweroff",
+            XenShutdown::Reboot => "reboot",
+            XenShutdown::Suspend => "suspend",
+            XenShutdown::Crash => "crash",
+            XenShutdown::Watchdog => "watchdog",
+            XenShutdown::SoftReset => "soft_reset",
+            XenShutdown::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The VMM's exit status when it stops here: 0 for poweroff and for a
+    /// reboot the user asked to end the run (`--on-reboot exit`), 1 for
+    /// every reason xl treats as the end of a failed domain.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            XenShutdown::Poweroff | XenShutdown::Reboot => 0,
+            _ => 1,
+        }
+    }
+
+    /// The one-line reason for a failure status, or `None` for a clean end.
+    pub fn error(self) -> Option<String> {
+        match self {
+            XenShutdown::Poweroff | XenShutdown::Reboot => None,
+            XenShutdown::Suspend => Some(
+                "domain has suspended; no save is in progress and a suspended domain cannot be resumed here: stopping"
+                    .into(),
+            ),
+            XenShutdown::Crash => Some("guest crashed (SHUTDOWN_crash): destroying domain".into()),
+            XenShutdown::Watchdog => Some("guest watchdog fired (SHUTDOWN_watchdog): destroying domain".into()),
+            XenShutdown::SoftReset => {
+                Some("guest asked for a soft reset (SHUTDOWN_soft_reset), which is not implemented: stopping".into())
+            }
+            XenShutdown::Unknown(n) => Some(format!("Unknown shutdown reason code {n}. Destroying domain.")),
+        }
     }
 }
 
@@ -207,6 +296,50 @@ mod tests {
         t.put(TEST_ARG, &SchedShutdown { reason: SHUTDOWN_CRASH });
         assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 42, 0, 0]), 0);
         assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_CRASH, code: 42 }));
+    }
+
+    /// `xen/common/sched/core.c` `do_sched_op()`: `domain_shutdown(d,
+    /// (u8)sched_shutdown.reason)`; no other register is read.
+    #[test]
+    fn pvh_shutdown_keeps_only_the_low_byte_of_the_reason() {
+        let mut t = TestDomain::pvh();
+        t.put(TEST_ARG, &SchedShutdown { reason: 0x100 | SHUTDOWN_CRASH });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 0xdead_beef, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_CRASH, code: 0 }));
+        let mut t = TestDomain::pvh();
+        t.put(TEST_ARG, &SchedShutdown { reason: 256 });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 42, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: 0, code: 0 }), "256 is poweroff");
+    }
+
+    /// `tools/xl/xl_vmcontrol.c` `handle_domain_death()` with the
+    /// `tools/xl/xl_parse.c` defaults (`on_poweroff=destroy`,
+    /// `on_reboot=restart`, `on_crash=destroy`, `on_watchdog=destroy`,
+    /// `on_soft_reset=soft-reset`; unknown codes destroy) and the reason
+    /// values of `xen/include/public/sched.h`.
+    #[test]
+    fn xen_reasons_map_to_the_toolstack_action() {
+        use super::XenShutdown as X;
+        let cases = [
+            (0, X::Poweroff, 0),
+            (1, X::Reboot, 0),
+            (2, X::Suspend, 1),
+            (3, X::Crash, 1),
+            (4, X::Watchdog, 1),
+            (5, X::SoftReset, 1),
+            (6, X::Unknown(6), 1),
+            (255, X::Unknown(255), 1),
+            (0x100, X::Poweroff, 0),
+            (0x103, X::Crash, 1),
+        ];
+        for (reason, action, status) in cases {
+            let a = X::from_reason(reason);
+            assert_eq!(a, action, "reason {reason:#x}");
+            assert_eq!(a.exit_status(), status, "reason {reason:#x}");
+            assert_eq!(a.error().is_some(), status != 0, "reason {reason:#x}");
+        }
+        assert_eq!(X::Unknown(9).error().unwrap(), "Unknown shutdown reason code 9. Destroying domain.");
+        assert_eq!(X::SoftReset.name(), "soft_reset");
     }
 
     #[test]

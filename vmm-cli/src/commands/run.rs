@@ -1,36 +1,75 @@
 //! `vmm run`: boots the configured guest and reports how it ended.
 
 use crate::config::RunConfig;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::time::Instant;
-use vmm::Vm;
+use vmm::{Outcome, Vm};
+use xen_domain::sched_op::XenShutdown;
 
 /// Boots `cfg` and runs the guest to its end; the exit status is the
-/// guest's (see [`vmm::Outcome::exit_status`]).
+/// guest's (see [`vmm::Outcome::exit_status`]). A Xen guest's reboot boots
+/// it again from the same configuration unless `--on-reboot exit`.
 pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
-    let (vm_cfg, _scratch) = cfg.vm_config()?;
+    let (mut vm_cfg, _scratch) = cfg.vm_config()?;
+    // Before any other thread starts: they all inherit the blocked mask.
+    vmm::watchdog::forward_stop_signals().context("cannot set up SIGTERM/SIGINT handling")?;
     // Before the device threads start: each installs its filter first.
     if cfg.seccomp {
         vmm::seccomp::enable();
     }
-    let mut vm = Vm::new(&vm_cfg)?;
-    let outcome = vm.run()?;
-    if cfg.stats {
-        print_stats(&vm, &outcome, started);
+    let deadline = vm_cfg.timeout.map(|t| Instant::now() + t);
+    loop {
+        if let Some(d) = deadline {
+            vm_cfg.timeout = Some(d.saturating_duration_since(Instant::now()));
+        }
+        // Each boot on a thread of its own: the vCPU thread's seccomp
+        // filter stays with it, and the next boot starts unfiltered.
+        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, cfg.stats, started)).join())
+            .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
+        let reboot = matches!(outcome, Outcome::XenShutdown { reason }
+            if XenShutdown::from_reason(reason) == XenShutdown::Reboot);
+        if reboot && cfg.on_reboot == "restart" && !vmm::watchdog::stop_requested() {
+            eprintln!("guest rebooted: booting it again (--on-reboot restart)");
+            continue;
+        }
+        report(&outcome);
+        return Ok(ExitCode::from(outcome.exit_status() as u8));
     }
+}
+
+/// Builds and runs one VM; prints `--stats` however the run ends.
+fn boot_once(vm_cfg: &vmm::VmConfig, stats: bool, started: Instant) -> Result<Outcome> {
+    let mut vm = Vm::new(vm_cfg)?;
+    let outcome = vm.run();
+    if stats {
+        match &outcome {
+            Ok(o) => print_stats(&vm, o, started),
+            Err(e) => print_stats(&vm, &format!("run failed: {e}"), started),
+        }
+    }
+    Ok(outcome?)
+}
+
+/// The `error:` line for an outcome that is not a clean end, and any note
+/// about the status.
+fn report(outcome: &Outcome) {
     match outcome {
-        vmm::Outcome::Shutdown { .. } => {}
+        Outcome::Shutdown { .. } => {}
+        Outcome::XenShutdown { reason } => {
+            if let Some(e) = XenShutdown::from_reason(*reason).error() {
+                eprintln!("error: {e}");
+            }
+        }
         other => eprintln!("error: {other}"),
     }
     if let Some(note) = outcome.status_note() {
         eprintln!("error: {note}");
     }
-    Ok(ExitCode::from(outcome.exit_status() as u8))
 }
 
 /// `--stats`: the run's counters, on stderr.
-fn print_stats(vm: &Vm, outcome: &vmm::Outcome, started: Instant) {
+fn print_stats(vm: &Vm, outcome: &dyn std::fmt::Display, started: Instant) {
     let s = vm.stats();
     eprintln!("--- vmm stats ---");
     eprintln!("{outcome}");
