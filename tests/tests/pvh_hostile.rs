@@ -153,6 +153,7 @@ fn run_table(
     structs: &[(u32, Vec<u8>)],
     long: bool,
     prologue: impl FnOnce(&mut Asm),
+    epilogue: impl FnOnce(&mut Asm),
 ) -> (Run, Vm, Vec<i32>) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = Asm::default();
@@ -162,6 +163,7 @@ fn run_table(
     }
     prologue(&mut a);
     table_loop(&mut a, calls.len(), long);
+    epilogue(&mut a);
     a.poweroff(0);
     let mut data = table_bytes(calls, long);
     assert!(DATA as usize + data.len() <= STRUCTS as usize, "table too long");
@@ -276,7 +278,7 @@ fn pvh_random_and_boundary_hypercalls_in_both_conventions() {
     let _serial = start_counting();
     for long in [false, true] {
         let calls = random_calls(0x5eed_0000 + u64::from(long), 3000);
-        let (run, _vm, eax) = run_table(&calls, &[], long, |_| {});
+        let (run, _vm, eax) = run_table(&calls, &[], long, |_| {}, |_| {});
         if std::env::var("DBG").is_ok() {
             for (i, (r, c)) in eax.iter().zip(&calls).enumerate() {
                 eprintln!("{i} {r} {c:x?}");
@@ -403,7 +405,7 @@ fn pvh_timer_abuse_ends_cleanly() {
             };
             calls.push(Call { nr: args[0] as u32, args: [args[1], args[2], args[3], args[4], 0] });
         }
-        let (run, _vm, eax) = run_table(&calls, &structs, long, |_| {});
+        let (run, _vm, eax) = run_table(&calls, &structs, long, |_| {}, |_| {});
         assert_eq!(run.outcome, POWEROFF_OK, "long {long}: {}", run.console);
         assert_eq!(eax[0], 0, "bind_virq(VIRQ_TIMER)");
         assert_xen_results(&eax, &calls);
@@ -550,4 +552,83 @@ fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
     assert_eq!(r(6) & 1, 1, "ISR: used buffer notification");
     assert_eq!(vm.virtio.blk[0].lock().unwrap().device().metrics().flushes.get(), 1);
     assert_log_bounded("virtio after upcall vector");
+}
+
+/// `add_to_physmap` flood (`xen/arch/x86/mm/p2m.c`,
+/// `xenmem_add_to_physmap_one`): 10,000 placements of shared info and
+/// grant frames (including bad indices and the status bit) at changing
+/// frames: free RAM, the hole above RAM, the VMM's pages, the APIC page,
+/// far out of range. Each is 0 or a Xen errno; afterwards the guest places
+/// shared info in the hole once more and reads its pvclock through it,
+/// and the run ends by its poweroff (slot changes never failed).
+#[test]
+fn pvh_add_to_physmap_flood_keeps_shared_info_readable() {
+    let _serial = start_counting();
+    let layout = PvhLayout::new(MEM);
+    let hole = MEM >> 12;
+    let gfns = [
+        0x300,
+        0x301,
+        0x3ff,
+        0,
+        hole,
+        hole + 1,
+        hole + 15,
+        hole + 16,
+        layout.vmm_base >> 12,
+        (MEM >> 12) - 1,
+        0xfee00,
+        0xfffff,
+        0xffff_ffff,
+        1 << 40,
+    ];
+    let spaces = [(0u32, 0u64), (1, 0), (1, 1), (1, 3), (1, 0xffff), (1, 1 << 31), (0, 5), (4, 0)];
+    for long in [false, true] {
+        let mut rng = Rng(0xadd_0000 + u64::from(long));
+        let size = if long { 24 } else { 16 };
+        let mut structs = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, (&(space, idx), &gfn)) in spaces.iter().flat_map(|s| gfns.iter().map(move |g| (s, g))).enumerate() {
+            let mut b = 0x7ff0u32.to_le_bytes().to_vec();
+            b.extend_from_slice(&space.to_le_bytes());
+            if long {
+                b.extend_from_slice(&idx.to_le_bytes());
+                b.extend_from_slice(&gfn.to_le_bytes());
+            } else {
+                b.extend_from_slice(&(idx as u32).to_le_bytes());
+                b.extend_from_slice(&(gfn as u32).to_le_bytes());
+            }
+            let at = STRUCTS + i as u32 * size;
+            structs.push((at, b));
+            addrs.push(u64::from(at));
+        }
+        let calls: Vec<Call> = (0..10_000).map(|_| Call { nr: 12, args: [7, rng.pick(&addrs), 0, 0, 0] }).collect();
+        // Finally: shared info into the hole (compat or native struct).
+        let fin = STRUCTS + 0x2000;
+        let (si, gfn) = (hole as u32, hole as u32);
+        let (run, vm, eax) = run_table(
+            &calls,
+            &structs,
+            long,
+            |_| {},
+            |a| {
+                a.poke(fin, 0x7ff0).poke(fin + 4, 0).poke(fin + 8, 0).poke(fin + 12, 0);
+                if long {
+                    a.poke(fin + 16, gfn).poke(fin + 20, 0);
+                } else {
+                    a.poke(fin + 12, gfn);
+                }
+                a.hypercall(12, &[7, fin], 0);
+                a.load_eax((si << 12) + 32 + 24).store_eax(RESULTS + 4); // tsc_to_system_mul
+            },
+        );
+        assert_eq!(run.outcome, POWEROFF_OK, "long {long}: {}", run.console);
+        assert_xen_results(&eax, &calls);
+        let placed = eax.iter().filter(|&&r| r == 0).count();
+        assert!(placed > 100, "some placements succeed: {placed}");
+        assert!(eax.iter().any(|&r| r == -(EINVAL as i32)), "bad indices refused");
+        assert_eq!(result(&vm, 0), 0, "shared info placed after the flood");
+        assert_ne!(result(&vm, 1), 0, "pvclock readable through it");
+        assert_log_bounded("add_to_physmap flood");
+    }
 }
