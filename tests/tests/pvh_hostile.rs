@@ -632,3 +632,55 @@ fn pvh_add_to_physmap_flood_keeps_shared_info_readable() {
         assert_log_bounded("add_to_physmap flood");
     }
 }
+
+/// A guest that places shared info in 32-bit mode and then enters long
+/// mode keeps the x86_32 layout (docs/xen-pvh-guests.md, "shared_info
+/// layout": fixed by the vCPU's mode at the last placement, callback
+/// parameter or upcall-vector call; Xen re-derives it from the mode, a
+/// documented difference): `VIRQ_TIMER` raised from 64-bit code sets the
+/// 32-bit selector (offset 4). After `HVMOP_set_evtchn_upcall_vector` from
+/// long mode the layout is x86-64: the selector is the 64-bit one
+/// (offset 8). No panic, events delivered by the rule.
+#[test]
+fn pvh_mode_switch_after_placing_shared_info_keeps_the_layout_chosen_then() {
+    use pv_abi::shared_info::{LAYOUT_64, LAYOUT_X86_32 as L32};
+    let _serial = start_counting();
+    let dir = tempfile::tempdir().unwrap();
+    let (s, hole) = (SCRATCH, MEM as u32);
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    a.poke(s, 0x7ff0).poke(s + 4, 0).poke(s + 8, 0).poke(s + 12, hole >> 12).hypercall(12, &[7, s], 0);
+    let b = s + 0x100;
+    a.poke(b, 0).poke(b + 4, 0).poke(b + 8, 0).hypercall(32, &[1, b], 1); // bind_virq(VIRQ_TIMER)
+    a.enter_long_mode();
+    let ps = s + 0x200;
+    a.poke(ps, b + 8).poke(ps + 4, 0).poke(ps + 8, 1).poke(ps + 12, 0).poke(ps + 16, 0).poke(ps + 20, 0);
+    let record = |a: &mut Asm, first: u32| {
+        for (i, off) in [L32.pending_sel, LAYOUT_64.pending_sel, L32.pending].into_iter().enumerate() {
+            a.load_eax(hole + off as u32).store_eax(RESULTS + (first + i as u32) * 4);
+        }
+        // The guest consumes the event: clear upcall_pending, both
+        // selectors and the pending word.
+        for off in [0, L32.pending_sel, LAYOUT_64.pending_sel, L32.pending] {
+            a.poke(hole + off as u32, 0);
+        }
+    };
+    a.hypercall(15, &[1], 2).hypercall(29, &[3, ps], 3);
+    record(&mut a, 10);
+    let u = s + 0x300;
+    a.poke(u, 0).poke(u + 4, u32::from(IRQ_VECTOR)).hypercall(34, &[23, u], 4);
+    a.hypercall(15, &[1], 5).hypercall(29, &[3, ps], 6);
+    record(&mut a, 20);
+    a.poweroff(0);
+    let (run, vm) = run_elf(dir.path(), pvh_elf(&a, false));
+    assert_eq!(run.outcome, POWEROFF_OK, "{}", run.console);
+    let r = |slot: u32| result(&vm, slot) as u32;
+    assert_eq!((0..7).map(|i| result(&vm, i)).collect::<Vec<_>>(), vec![0; 7], "hypercalls");
+    let port = vm.dom.ram.read_obj::<u32>(u64::from(b + 8)).unwrap();
+    assert!((1..32).contains(&port), "port {port} in word 0");
+    assert_ne!(r(12) & (1 << port), 0, "pending (same bit in both layouts)");
+    assert_eq!((r(10), r(11)), (1, 0), "x86_32 selector after the switch to long mode");
+    assert_ne!(r(22) & (1 << port), 0, "pending again");
+    assert_eq!((r(20), r(21)), (0, 1), "x86-64 selector after the upcall vector from long mode");
+    assert_log_bounded("mode switch");
+}
