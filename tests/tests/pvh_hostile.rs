@@ -60,6 +60,9 @@ fn start_counting() -> std::sync::MutexGuard<'static, ()> {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         tracing::subscriber::set_global_default(CountEvents).expect("first subscriber of this test binary");
+        // The counter sees other threads' warnings (the VMM's device threads).
+        std::thread::spawn(|| tracing::warn!(probe = 1, "log counter probe")).join().unwrap();
+        assert_eq!(EVENTS.load(Ordering::SeqCst), 1, "the log counter counts");
     });
     EVENTS.store(0, Ordering::SeqCst);
     guard
