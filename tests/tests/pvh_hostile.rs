@@ -282,11 +282,6 @@ fn pvh_random_and_boundary_hypercalls_in_both_conventions() {
     for long in [false, true] {
         let calls = random_calls(0x5eed_0000 + u64::from(long), 3000);
         let (run, _vm, eax) = run_table(&calls, &[], long, |_| {}, |_| {});
-        if std::env::var("DBG").is_ok() {
-            for (i, (r, c)) in eax.iter().zip(&calls).enumerate() {
-                eprintln!("{i} {r} {c:x?}");
-            }
-        }
         assert_eq!(run.outcome, POWEROFF_OK, "long {long}: {}", run.console);
         assert_xen_results(&eax, &calls);
         // Numbers with no handler: -ENOSYS, whatever the arguments
