@@ -444,11 +444,11 @@ mod mmio {
 
 /// Queue 0 of the test's virtio disk: descriptors, available ring, used
 /// ring, the FLUSH request's header and status byte.
-const VQ_DESC: u32 = DATA;
-const VQ_AVAIL: u32 = DATA + 0x100;
-const VQ_USED: u32 = DATA + 0x200;
-const REQ_HDR: u32 = DATA + 0x400;
-const REQ_STATUS: u32 = DATA + 0x500;
+const VQ_DESC: u32 = STRUCTS;
+const VQ_AVAIL: u32 = STRUCTS + 0x100;
+const VQ_USED: u32 = STRUCTS + 0x200;
+const REQ_HDR: u32 = STRUCTS + 0x400;
+const REQ_STATUS: u32 = STRUCTS + 0x500;
 
 /// One `VIRTIO_BLK_T_FLUSH` request (header, then a device-writable
 /// status byte) made available in queue 0.
@@ -463,24 +463,26 @@ fn flush_request_bytes() -> Vec<u8> {
     };
     desc(&mut d, 0, REQ_HDR, 16, 1, 1); // VIRTQ_DESC_F_NEXT
     desc(&mut d, 1, REQ_STATUS, 1, 2, 0); // VIRTQ_DESC_F_WRITE
-    let avail = (VQ_AVAIL - DATA) as usize;
+    let avail = (VQ_AVAIL - STRUCTS) as usize;
     d[avail + 2..avail + 4].copy_from_slice(&1u16.to_le_bytes()); // idx 1, ring[0] = 0
-    let hdr = (REQ_HDR - DATA) as usize;
+    let hdr = (REQ_HDR - STRUCTS) as usize;
     d[hdr..hdr + 4].copy_from_slice(&4u32.to_le_bytes()); // VIRTIO_BLK_T_FLUSH
-    d[(REQ_STATUS - DATA) as usize] = 0xff;
+    d[(REQ_STATUS - STRUCTS) as usize] = 0xff;
     d
 }
 
-/// The 32-bit guest: sets its event-channel upcall vector, brings up the
+/// The 32-bit guest: walks `calls` hostile hypercalls (a table at
+/// [`DATA`]), then sets its event-channel upcall vector, brings up the
 /// virtio disk's queue 0, notifies it and waits with interrupts on; the
 /// handler for the disk's MSI vector (which never returns: no 32-bit
 /// `iret`) counts and records the used index, status and ISR.
-fn virtio_after_upcall_vector_guest(handler: u32) -> (Asm, u32) {
+fn virtio_after_upcall_vector_guest(handler: u32, calls: usize) -> (Asm, u32) {
     use mmio::*;
     let base = pv_abi::virtio::mmio_base(0) as u32;
     let vector = u32::from(pv_abi::virtio::VIRTIO_VECTOR_BASE);
     let mut a = Asm::default();
     a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    table_loop(&mut a, calls, false);
     a.poke(0xfee0_00f0, 0x1ff); // LAPIC SVR: software-enable the local APIC
     let u = SCRATCH;
     a.poke(u, 0).poke(u + 4, u32::from(IRQ_VECTOR)).hypercall(34, &[23, u], 0); // set_evtchn_upcall_vector
@@ -516,18 +518,23 @@ fn virtio_after_upcall_vector_guest(handler: u32) -> (Asm, u32) {
 /// `hvmop_set_evtchn_upcall_vector`) still gets the disk's interrupt: the
 /// upcall vector's route change keeps every other GSI route. The guest
 /// drives the transport itself (virtio 1.x MMIO) with one FLUSH request
-/// and takes the interrupt at the disk's MSI vector.
+/// and takes the interrupt at the disk's MSI vector, after 1,000 hostile
+/// hypercalls (the device still works; its image is untouched).
 #[test]
 fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
     use vmm::console::ConsoleOut;
     use vmm::{DeviceSpec, DiskConfig};
     let _serial = start_counting();
     let dir = tempfile::tempdir().unwrap();
-    let (_, handler) = virtio_after_upcall_vector_guest(0);
-    let (a, at) = virtio_after_upcall_vector_guest(handler);
+    let calls = random_calls(0xb10c, 1000);
+    let (_, handler) = virtio_after_upcall_vector_guest(0, calls.len());
+    let (a, at) = virtio_after_upcall_vector_guest(handler, calls.len());
     assert_eq!(at, handler, "two passes, one layout");
+    let mut data = table_bytes(&calls, false);
+    data.resize((STRUCTS - DATA) as usize, 0);
+    data.extend_from_slice(&flush_request_bytes());
     let path = dir.path().join("guest.elf");
-    std::fs::write(&path, pvh_elf_with_data(&a, false, &flush_request_bytes())).unwrap();
+    std::fs::write(&path, pvh_elf_with_data(&a, false, &data)).unwrap();
     let img = dir.path().join("v.img");
     std::fs::write(&img, vec![0x5a; 1 << 20]).unwrap();
     let (console, _buf) = ConsoleOut::capture();
@@ -549,6 +556,10 @@ fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
     assert_eq!(r(5) & 0xff, 0, "VIRTIO_BLK_S_OK");
     assert_eq!(r(6) & 1, 1, "ISR: used buffer notification");
     assert_eq!(vm.virtio.blk[0].lock().unwrap().device().metrics().flushes.get(), 1);
+    assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0x5a), "image intact");
+    let eax: Vec<i32> =
+        (0..calls.len() as u32).map(|i| vm.dom.ram.read_obj(u64::from(DATA + i * 24)).unwrap()).collect();
+    assert_xen_results(&eax, &calls);
     assert_log_bounded("virtio after upcall vector");
 }
 
