@@ -29,6 +29,8 @@ pub const IDT64: u32 = 0x10_3000;
 pub const IRQ_VECTOR: u8 = 0xf3;
 /// Image size (code + data pages).
 pub const IMAGE_BYTES: u32 = 0x9000;
+/// Where [`pvh_elf_with_data`] loads the test's data.
+pub const DATA: u32 = BASE + IMAGE_BYTES;
 
 /// Machine code under construction, in 32- or 64-bit mode.
 #[derive(Default)]
@@ -236,7 +238,14 @@ pub fn image_bytes(asm: &Asm) -> Vec<u8> {
 /// An ELF executable (ELF32/EM_386 or ELF64/EM_X86_64) with one PT_LOAD
 /// at [`BASE`] and Xen's `XEN_ELFNOTE_PHYS32_ENTRY` note naming `BASE`.
 pub fn pvh_elf(asm: &Asm, elf64: bool) -> Vec<u8> {
-    let body = image_bytes(asm);
+    pvh_elf_with_data(asm, elf64, &[])
+}
+
+/// As [`pvh_elf`], with `data` loaded right after the image, at
+/// [`DATA`] (tables the test generates for the guest to walk).
+pub fn pvh_elf_with_data(asm: &Asm, elf64: bool, data: &[u8]) -> Vec<u8> {
+    let mut body = image_bytes(asm);
+    body.extend_from_slice(data);
     let (ehsz, phsz) = if elf64 { (64usize, 56usize) } else { (52, 32) };
     let note_off = ehsz + 2 * phsz;
     let note: Vec<u8> =
