@@ -35,7 +35,7 @@ fn disk(dir: &tempfile::TempDir) -> Arc<Disk> {
     let path = dir.path().join("bench.img");
     // Real data (not a sparse file) so reads copy bytes from the page cache.
     std::fs::write(&path, vec![0x5au8; DISK_BYTES as usize]).unwrap();
-    Arc::new(Disk::open(&DiskSpec { path, readonly: false }).unwrap())
+    Arc::new(Disk::open(&DiskSpec::new(path, false)).unwrap())
 }
 
 fn request(op: u8, id: u64, slot: u32, block: u64) -> BlkifRequest {

@@ -36,7 +36,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("instr.img");
     std::fs::write(&path, vec![0x5au8; DISK_BYTES as usize]).expect("disk image");
-    let disk = Arc::new(Disk::open(&DiskSpec { path, readonly: false }).expect("open disk"));
+    let disk = Arc::new(Disk::open(&DiskSpec::new(path, false)).expect("open disk"));
     let mut h = Harness::new(disk, DEPTH * segs).expect("harness");
     let mut rng = 0x1234_5678_9abc_def1u64;
     let mut done = 0;

@@ -96,7 +96,7 @@ thread_local! {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fuzz.img");
         std::fs::File::create(&path).and_then(|f| f.set_len(1 << 20)).expect("disk image");
-        let disk = Disk::open(&DiskSpec { path, readonly: false }).expect("open disk");
+        let disk = Disk::open(&DiskSpec::new(path, false)).expect("open disk");
         (dir, Arc::new(disk))
     };
 }

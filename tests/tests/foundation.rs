@@ -84,6 +84,6 @@ fn a_guest_that_never_shuts_down_is_stopped_by_the_time_limit() {
         timeout: Some(std::time::Duration::from_millis(500)),
         ..vmm::VmConfig::bundled("selftest", "test=hang")
     };
-    let mut vm = vmm::Vm::new(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), Outcome::Timeout);
+    let outcome = tests::on_vm_thread(move || vmm::Vm::new(&cfg).unwrap().run().unwrap());
+    assert_eq!(outcome, Outcome::Timeout);
 }

@@ -17,10 +17,13 @@ const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 fn boot(mode: u32, cmdline: &str) -> Run {
     let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
     let cfg = VmConfig { console, paging: mode, ..VmConfig::bundled("paging", cmdline) };
-    let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
-    let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));
-    let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
-    Run { outcome, console, stats: vm.stats() }
+    // Under the default seccomp filters, on a thread of its own.
+    tests::on_vm_thread(move || {
+        let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
+        let outcome = vm.run().unwrap_or_else(|e| panic!("run failed: {e}"));
+        let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        Run { outcome, console, stats: vm.stats() }
+    })
 }
 
 #[test]

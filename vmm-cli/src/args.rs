@@ -45,13 +45,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub echo: u32,
     /// Offer a raw image file as a virtual block device (repeatable):
-    /// `<path>[,readonly][,transport=xen|virtio][,vdev=<name|number>]`.
+    /// `<path>[,readonly][,lock=off][,transport=xen|virtio][,vdev=<name|number>]`.
     /// Xen disks are device/vbd/51712, 51728, ... unless `vdev=` names one
     /// the way Xen does (xvdb, hda, sda, d1p2, or the number itself);
     /// virtio disks are virtio-blk devices on virtio-mmio, listed in
-    /// start-info. With none, the default demo gets a scratch image in a
+    /// start-info. Each image is locked (shared if readonly, else
+    /// exclusive); `lock=off` skips that (unsafe: a second writer corrupts
+    /// the image). With none, the default demo gets a scratch image in a
     /// temporary directory.
-    #[arg(long, value_name = "PATH[,readonly][,transport=xen|virtio][,vdev=NAME]")]
+    #[arg(long, value_name = "PATH[,readonly][,lock=off][,transport=xen|virtio][,vdev=NAME]")]
     pub disk: Vec<String>,
     /// Offer a split device of any type in `backend::DEVICE_TYPES`
     /// (repeatable), e.g. `echo` or `vbd,<path>[,readonly]`.

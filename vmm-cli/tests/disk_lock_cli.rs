@@ -1,7 +1,8 @@
 //! Image locking through the CLI: while one VMM runs a guest on an image,
 //! a second VMM (either transport, even read-only) is refused with a
 //! one-line error and the first one's data survives; the same image twice
-//! in one VM is refused too. QEMU's OFD image locking is the model.
+//! in one VM is refused too; `,lock=off` (unsafe) skips the lock. QEMU's
+//! OFD image locking (and its `file.locking=off`) is the model.
 
 #[allow(dead_code)] // this binary uses only some of the shared helpers
 mod common;
@@ -20,6 +21,7 @@ fn assert_refused(out: &Output, img: &str, holder: &str) {
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     let want = format!("disk image {img} is in use: another VMM or another --disk of this VM has it open {holder}");
     assert!(stderr.starts_with("error: ") && stderr.contains(&want), "expected {want:?} in {stderr}");
+    assert!(stderr.contains(",lock=off"), "the error names the override: {stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("blk"), "the guest never ran");
 }
 
@@ -71,4 +73,29 @@ fn the_same_image_twice_in_one_vm_is_refused() {
     let ro = format!("{path},readonly");
     assert_refused(&vmm(&["run", "--timeout", "30", "--disk", &ro, "--disk", path]), path, "read-only");
     assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0), "nothing was written");
+}
+
+#[test]
+fn two_vmms_with_lock_off_both_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("shared.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let unlocked = format!("{},lock=off", img.to_str().unwrap());
+    // VMM A keeps its guest (and the image) open until it is killed.
+    let mut a = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "--timeout", "120", "--image", "blk", "--cmdline", "test=crash", "--disk", &unlocked])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vmm A");
+    let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
+    let flushed = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("flushed "));
+    assert!(flushed.is_some(), "VMM A's guest runs on the image");
+    // VMM B on the same image, also unlocked, is let in and runs its guest.
+    let out = vmm(&["run", "--timeout", "60", "--disk", &unlocked]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("in use"), "{stderr}");
+    a.kill().expect("kill VMM A");
+    a.wait().unwrap();
 }

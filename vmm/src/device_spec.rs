@@ -101,7 +101,7 @@ pub fn virtio_nets(specs: &[DeviceSpec]) -> Result<Vec<NetSpec>, VmmError> {
         .collect()
 }
 
-/// A disk: `--disk <path>[,readonly][,transport=xen|virtio][,vdev=<name|number>]`.
+/// A disk: `--disk <path>[,readonly][,lock=off][,transport=xen|virtio][,vdev=<name|number>]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskConfig {
     /// The raw image file.
@@ -109,6 +109,10 @@ pub struct DiskConfig {
     /// Whether the guest may only read.
     #[serde(default)]
     pub readonly: bool,
+    /// Whether the image is OFD-locked while the VM runs (`false`:
+    /// `,lock=off`, unsafe: a second writer can corrupt the image).
+    #[serde(default = "lock_on", skip_serializing_if = "is_true")]
+    pub lock: bool,
     /// How the guest reaches it.
     #[serde(default)]
     pub transport: Transport,
@@ -121,7 +125,7 @@ pub struct DiskConfig {
 impl DiskConfig {
     /// A Xen disk at the next free `xvd` number.
     pub fn xen(path: impl Into<PathBuf>, readonly: bool) -> Self {
-        DiskConfig { path: path.into(), readonly, transport: Transport::Xen, vdev: None }
+        DiskConfig { path: path.into(), readonly, lock: true, transport: Transport::Xen, vdev: None }
     }
 
     /// A virtio-blk disk.
@@ -131,8 +135,16 @@ impl DiskConfig {
 
     /// What the block back end opens.
     pub fn spec(&self) -> DiskSpec {
-        DiskSpec { path: self.path.clone(), readonly: self.readonly }
+        DiskSpec { path: self.path.clone(), readonly: self.readonly, lock: self.lock }
     }
+}
+
+fn lock_on() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl FromStr for DiskConfig {
@@ -151,7 +163,7 @@ impl FromStr for DiskConfig {
             return Err(bad("vdev= numbers a Xen disk; drop it for transport=virtio".into()));
         }
         let spec: DiskSpec = rest.parse()?;
-        Ok(DiskConfig { path: spec.path, readonly: spec.readonly, transport, vdev })
+        Ok(DiskConfig { path: spec.path, readonly: spec.readonly, lock: spec.lock, transport, vdev })
     }
 }
 
@@ -249,6 +261,10 @@ mod tests {
         assert_eq!(vdev("a.img,vdev=51712").unwrap(), Some(51712));
         let d: DiskConfig = "a.img,vdev=xvdc,readonly".parse().unwrap();
         assert_eq!((d.readonly, d.spec().to_string()), (true, "a.img,readonly".to_string()));
+        // `lock=off` reaches the back end's spec (a Xen disk gets it as text).
+        let d: DiskConfig = "a.img,lock=off,transport=virtio".parse().unwrap();
+        assert_eq!((d.lock, d.spec().lock, d.spec().to_string()), (false, false, "a.img,lock=off".to_string()));
+        assert!("a.img".parse::<DiskConfig>().unwrap().spec().lock);
         for (bad, want) in [
             ("a.img,vdev=vda", "vdev 'vda' is not a disk name"),
             ("a.img,vdev=hde", "vdev 'hde' is out of range"),

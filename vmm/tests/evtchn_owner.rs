@@ -12,6 +12,7 @@ use std::sync::Arc;
 use vmm::devices::EvtchnAdapter;
 use vmm::kvm_platform::KvmPlatform;
 use vmm::memory::{GuestRam, RegisterSlots, Slot};
+use vmm::seccomp::ThreadKind::{self, Device, Vcpu};
 use vmm_sys_util::eventfd::EventFd;
 use xen_domain::event_channel::EventChannels;
 
@@ -80,30 +81,38 @@ fn pv_bytes(a: &EvtchnAllocUnbound) -> &[u8] {
     unsafe { std::slice::from_raw_parts(a as *const _ as *const u8, 8) }
 }
 
+/// Runs `f` on a thread under `kind`'s seccomp filter, as the VMM runs
+/// the guest's hypercalls (vCPU thread) and a back end's binding calls
+/// (its device thread); the test's own probes stay on the unconfined
+/// test thread.
+fn on<T: Send>(kind: ThreadKind, f: impl FnOnce() -> T + Send) -> T {
+    vmm::seccomp::run_confined(kind, f).expect("seccomp filter")
+}
+
 #[test]
 fn a_closed_and_rebound_port_is_not_torn_down_by_its_previous_owner() {
     let h = host();
     let (disk1, disk2) = (EvtchnAdapter::new(h.ev.clone()), EvtchnAdapter::new(h.ev.clone()));
     let (wake1, wake2) = (Arc::new(EventFd::new(0).unwrap()), Arc::new(EventFd::new(0).unwrap()));
-    let port = h.guest_alloc();
-    let notify1 = disk1.bind(port, wake1.clone()).unwrap();
+    let port = on(Vcpu, || h.guest_alloc());
+    let notify1 = on(Device, || disk1.bind(port, wake1.clone()).unwrap());
     assert!(h.doorbell_registered(port, &wake1));
     // The guest closes the port; a second disk gets the same number.
-    h.guest_close(port);
+    on(Vcpu, || h.guest_close(port));
     assert!(!h.doorbell_registered(port, &wake1));
-    assert_eq!(h.guest_alloc(), port);
-    let notify2 = disk2.bind(port, wake2.clone()).unwrap();
+    assert_eq!(on(Vcpu, || h.guest_alloc()), port);
+    let notify2 = on(Device, || disk2.bind(port, wake2.clone()).unwrap());
     // The first disk's stale notifier raises nothing on the second's port...
-    notify1.notify();
+    on(Device, || notify1.notify());
     assert!(!h.pending(port), "a stale binding notified the new owner's port");
     // ...and its teardown leaves the second disk's binding and doorbell.
-    disk1.close(port);
+    on(Device, || disk1.close(port));
     assert!(h.doorbell_registered(port, &wake2), "first disk's teardown unregistered the second's doorbell");
     assert_eq!(h.ev.binding(port).map(|b| b.port), Some(port));
-    notify2.notify();
+    on(Device, || notify2.notify());
     assert!(h.pending(port));
     // The owner's own teardown does close it.
-    disk2.close(port);
+    on(Device, || disk2.close(port));
     assert!(!h.doorbell_registered(port, &wake2));
     assert_eq!(h.ev.binding(port), None);
 }

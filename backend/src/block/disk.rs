@@ -9,20 +9,31 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use vm_memory::VolatileSlice;
 
-/// A disk as given on the command line: `<path>[,readonly]`.
+/// A disk as given on the command line: `<path>[,readonly][,lock=off]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     /// The raw image file.
     pub path: PathBuf,
     /// Whether the guest may only read.
     pub readonly: bool,
+    /// Whether [`Disk::open`] takes the image's OFD lock (`true` unless
+    /// `,lock=off`, which is unsafe: like QEMU's `file.locking=off`, it lets
+    /// a second writer corrupt the image).
+    pub lock: bool,
+}
+
+impl DiskSpec {
+    /// A locked disk at `path`.
+    pub fn new(path: impl Into<PathBuf>, readonly: bool) -> Self {
+        DiskSpec { path: path.into(), readonly, lock: true }
+    }
 }
 
 /// Why a disk could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    /// A `--disk` argument that is not `<path>[,readonly]`.
-    #[error("bad disk '{given}': {why} (expected <path>[,readonly])")]
+    /// A `--disk` argument that is not `<path>[,readonly][,lock=off]`.
+    #[error("bad disk '{given}': {why} (expected <path>[,readonly][,lock=off])")]
     BadSpec {
         /// The argument.
         given: String,
@@ -41,7 +52,8 @@ pub enum DiskError {
     /// second writer, or a writer and a reader (as QEMU refuses them).
     #[error(
         "disk image {} is in use: another VMM or another --disk of this VM has it open {holder}; \
-         stop that user or give the image once (several users may share it only if every one opens it ,readonly)",
+         stop that user or give the image once (several users may share it only if every one opens it ,readonly; \
+         ,lock=off skips the lock, unsafe: concurrent writers corrupt the image)",
         path.display()
     )]
     Locked {
@@ -61,9 +73,10 @@ pub enum DiskError {
 }
 
 impl std::fmt::Display for DiskSpec {
-    /// The `<path>[,readonly]` text [`FromStr`] reads back.
+    /// The `<path>[,readonly][,lock=off]` text [`FromStr`] reads back.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.path.display(), if self.readonly { ",readonly" } else { "" })
+        let ro = if self.readonly { ",readonly" } else { "" };
+        write!(f, "{}{ro}{}", self.path.display(), if self.lock { "" } else { ",lock=off" })
     }
 }
 
@@ -77,15 +90,17 @@ impl FromStr for DiskSpec {
         if path.is_empty() {
             return Err(bad("no path"));
         }
-        let mut readonly = false;
+        let (mut readonly, mut lock) = (false, true);
         for opt in parts {
             match opt {
                 "readonly" | "ro" => readonly = true,
+                "lock=off" => lock = false,
+                "lock=on" => lock = true,
                 "" => return Err(bad("empty option")),
                 other => return Err(bad(&format!("unknown option '{other}'"))),
             }
         }
-        Ok(DiskSpec { path: PathBuf::from(path), readonly })
+        Ok(DiskSpec { path: PathBuf::from(path), readonly, lock })
     }
 }
 
@@ -104,8 +119,9 @@ impl Disk {
     /// read-only disk and exclusive for a writable one, so a second writer
     /// (another VMM, or the same image twice in this VM) is refused. The
     /// lock lives as long as the open file: it goes with the `Disk`, and
-    /// with the process on any exit. Its size in sectors is fixed now; a
-    /// trailing partial sector is not used.
+    /// with the process on any exit. `spec.lock == false` (`,lock=off`)
+    /// skips the lock, as QEMU's `file.locking=off` does. Its size in
+    /// sectors is fixed now; a trailing partial sector is not used.
     pub fn open(spec: &DiskSpec) -> Result<Disk, DiskError> {
         let path = spec.path.clone();
         let file = OpenOptions::new()
@@ -113,7 +129,11 @@ impl Disk {
             .write(!spec.readonly)
             .open(&path)
             .map_err(|source| DiskError::Open { path: path.clone(), source })?;
-        lock(&file, &path, spec.readonly)?;
+        if spec.lock {
+            lock(&file, &path, spec.readonly)?;
+        } else {
+            tracing::warn!(path = %path.display(), "disk image opened with lock=off: other users are not kept out");
+        }
         Self::from_file(file, &path, spec.readonly)
     }
 
@@ -359,11 +379,8 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!("a.img".parse::<DiskSpec>().unwrap(), DiskSpec { path: "a.img".into(), readonly: false });
-        assert_eq!(
-            "/x/b.img,readonly".parse::<DiskSpec>().unwrap(),
-            DiskSpec { path: "/x/b.img".into(), readonly: true }
-        );
+        assert_eq!("a.img".parse::<DiskSpec>().unwrap(), DiskSpec::new("a.img", false));
+        assert_eq!("/x/b.img,readonly".parse::<DiskSpec>().unwrap(), DiskSpec::new("/x/b.img", true));
         for bad in ["", ",readonly", "a.img,rw", "a.img,"] {
             let e = bad.parse::<DiskSpec>().unwrap_err().to_string();
             assert!(e.starts_with("bad disk"), "{bad}: {e}");
@@ -377,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.img");
         std::fs::write(&p, [0u8; 100]).unwrap();
-        let e = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap_err().to_string();
+        let e = Disk::open(&DiskSpec::new(p, false)).unwrap_err().to_string();
         assert!(e.contains("less than one 512-byte sector"), "{e}");
     }
 
@@ -388,7 +405,7 @@ mod tests {
     }
 
     fn open(path: &Path, readonly: bool) -> Result<Disk, DiskError> {
-        Disk::open(&DiskSpec { path: path.to_path_buf(), readonly })
+        Disk::open(&DiskSpec::new(path, readonly))
     }
 
     #[test]
@@ -418,6 +435,25 @@ mod tests {
     }
 
     #[test]
+    fn lock_off_opens_alongside_a_writer_and_takes_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = img(&dir);
+        let spec: DiskSpec = format!("{},lock=off", p.display()).parse().unwrap();
+        assert!(!spec.lock);
+        assert_eq!(spec.to_string(), format!("{},lock=off", p.display()), "round trip (Xen disks pass it as text)");
+        let a = open(&p, false).unwrap();
+        let e = open(&p, false).unwrap_err().to_string();
+        assert!(e.contains(",lock=off") && !e.contains('\n'), "the error names the override: {e}");
+        // Both an unlocked writer and an unlocked reader get past A's lock...
+        let b = Disk::open(&spec).expect("lock=off skips the lock");
+        let c = Disk::open(&DiskSpec { readonly: true, ..spec.clone() }).expect("lock=off read-only");
+        drop(a);
+        // ...and hold none: a locked writer gets the image while they run.
+        open(&p, false).expect("an unlocked open holds no lock");
+        drop((b, c));
+    }
+
+    #[test]
     fn an_unlocked_open_of_the_file_is_not_affected() {
         // The lock is advisory: it stops other lock takers (VMMs, QEMU),
         // not plain readers such as a test checking the data.
@@ -432,7 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.img");
         std::fs::write(&p, vec![0xabu8; 64 << 10]).unwrap();
-        let d = Disk::open(&DiskSpec { path: p, readonly: false }).unwrap();
+        let d = Disk::open(&DiskSpec::new(p, false)).unwrap();
         assert_eq!(d.sectors(), 128);
         d.discard(3, 17).unwrap();
         let mut b = vec![0u8; 64 << 10];
@@ -449,7 +485,7 @@ mod tests {
         let p = dir.path().join("odd.img");
         std::fs::write(&p, vec![0x5au8; 3 * 512 + 100]).unwrap();
         let (d, lines) = crate::test_log::capture(|| {
-            let d = Disk::open(&DiskSpec { path: p.clone(), readonly: true }).unwrap();
+            let d = Disk::open(&DiskSpec::new(p.clone(), true)).unwrap();
             let mut b = [0u8; 512];
             for s in 0..3 {
                 d.read_at(s, &mut b).unwrap();
@@ -460,7 +496,7 @@ mod tests {
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("sectors=3") && lines[0].contains("unused=100"), "{}", lines[0]);
         std::fs::write(&p, vec![0u8; 4 * 512]).unwrap();
-        let (d, lines) = crate::test_log::capture(|| Disk::open(&DiskSpec { path: p, readonly: true }).unwrap());
+        let (d, lines) = crate::test_log::capture(|| Disk::open(&DiskSpec::new(p, true)).unwrap());
         assert_eq!((d.sectors(), lines.len()), (4, 0), "{lines:?}");
     }
 }

@@ -156,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.img");
         std::fs::write(&path, vec![0x77u8; 64 * 512]).unwrap();
-        let d = Disk::open(&DiskSpec { path, readonly }).unwrap();
+        let d = Disk::open(&DiskSpec::new(path, readonly)).unwrap();
         (dir, Arc::new(d))
     }
 

@@ -25,7 +25,7 @@ fn image(fill: u8) -> Img {
 }
 
 fn open(img: &Img, readonly: bool) -> Arc<Disk> {
-    Arc::new(Disk::open(&DiskSpec { path: img.path.clone(), readonly }).unwrap())
+    Arc::new(Disk::open(&DiskSpec::new(img.path.clone(), readonly)).unwrap())
 }
 
 fn harness(img: &Img, readonly: bool) -> Harness {
@@ -333,7 +333,7 @@ impl Notify for NoNotify {
 #[test]
 fn split_backend_publishes_blkif_keys_and_connects() {
     let img = image(0);
-    let mut b = BlockBackend::new(Disk::open(&DiskSpec { path: img.path.clone(), readonly: true }).unwrap());
+    let mut b = BlockBackend::new(Disk::open(&DiskSpec::new(img.path.clone(), true)).unwrap());
     assert_eq!(b.device_type(), "vbd");
     let keys: HashMap<_, _> = b.features().into_iter().collect();
     assert_eq!(keys["sectors"], DISK_SECTORS.to_string());
@@ -457,7 +457,7 @@ fn reconnecting_does_not_reset_the_log_limit() {
     // `XenbusDevice` hands it over.
     let log = SharedLogLimiter::default();
     let img = image(0);
-    let mut b = BlockBackend::new(Disk::open(&DiskSpec { path: img.path.clone(), readonly: false }).unwrap());
+    let mut b = BlockBackend::new(Disk::open(&DiskSpec::new(img.path.clone(), false)).unwrap());
     let mut front = HostFront::new(4).unwrap();
     let grants = front.grants().clone();
     let notify: Arc<dyn Notify> = Arc::new(NoNotify);

@@ -47,7 +47,7 @@ fn disk(readonly: bool) -> (tempfile::TempDir, Arc<Disk>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.img");
     std::fs::write(&path, vec![0x11u8; (SECTORS * 512) as usize]).unwrap();
-    let d = Disk::open(&DiskSpec { path, readonly }).unwrap();
+    let d = Disk::open(&DiskSpec::new(path, readonly)).unwrap();
     (dir, Arc::new(d))
 }
 
