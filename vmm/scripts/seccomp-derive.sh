@@ -32,6 +32,9 @@ run virtio "$VMM" run --no-seccomp --image virtio --disk "$WORK/disk2.img,transp
 run selftest "$VMM" run --no-seccomp --image selftest --timeout 20
 run paging "$VMM" run --no-seccomp --image paging --paging pv --timeout 20
 run pvdev "$VMM" run --no-seccomp --image pvdev --echo 2 --timeout 20
+# Store transactions (every Xen blkfront and netfront opens one): the store
+# thread's transaction state must not reach for getrandom.
+run xstxn "$VMM" run --no-seccomp --image pvdev --cmdline test=xstxn --timeout 20
 run timeout "$VMM" run --no-seccomp --image net --timeout 2
 if [ -e "$GRUB" ]; then
     run grub "$VMM" run --no-seccomp --kernel "$GRUB" --disk "$WORK/disk.img" --timeout 5
