@@ -9,9 +9,11 @@
 //!   their table frames: `setup_table` takes their frame list).
 //! - [`pvh_frames`]: the operations whose answer differs for Xen PVH
 //!   guests, whose table frames are VMM pages (Xen's model).
+//! - [`target`]: the domain-id check both apply.
 
 pub mod mapper;
 pub mod op;
 pub mod pvh_frames;
+pub mod target;
 
 pub use mapper::{GrantError, GrantMapping, GrantTable, MAX_GRANT_FRAMES};

@@ -7,10 +7,10 @@
 //! `frame_list` is an IN array of the guest frames it allocated.
 
 use super::mapper::{GrantError, GrantMapping, MAX_GRANT_FRAMES};
+pub use super::target::target_status;
 use crate::domain::{Domain, HcResult};
-use crate::domid::is_self;
 use pv_abi::errno::{EINVAL, ENOSYS};
-use pv_abi::event_channel::{DomId, DOMID_SELF, DOMID_VMM};
+use pv_abi::event_channel::{DOMID_SELF, DOMID_VMM};
 use pv_abi::grant_table::*;
 use pv_abi::layout::PAGE_SIZE;
 use std::mem::{offset_of, size_of};
@@ -69,19 +69,6 @@ pub fn grant_table_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         GNTTABOP_COPY => copy(dom, uop, count),
         GNTTABOP_MAP_GRANT_REF | GNTTABOP_UNMAP_GRANT_REF | GNTTABOP_SWAP_GRANT_REF => per_op(dom, cmd, uop, count),
         _ => Err(ENOSYS),
-    }
-}
-
-/// The `GNTST_*` status XSM_TARGET gives a domain id (`gnttab_query_size()`,
-/// `gnttab_setup_table()`): the caller itself is fine, domain 0 exists
-/// (`GNTST_permission_denied`), anything else does not (`GNTST_bad_domain`).
-pub fn target_status(dom: DomId) -> Option<i16> {
-    if is_self(dom) {
-        None
-    } else if dom == DOMID_VMM {
-        Some(GNTST_PERMISSION_DENIED)
-    } else {
-        Some(GNTST_BAD_DOMAIN)
     }
 }
 

@@ -7,7 +7,7 @@
 //! implementation ([`super::op`]).
 
 use super::mapper::MAX_GRANT_FRAMES;
-use super::op::target_status;
+use super::target::target_status;
 use crate::domain::{Domain, HcResult};
 use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 use pv_abi::grant_table::*;
