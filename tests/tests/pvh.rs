@@ -526,8 +526,11 @@ fn pvh_multicall_of_blocking_polls_stops_at_the_run_time_limit() {
         cfg.mem_bytes = MEM;
         cfg.console = console;
         cfg.timeout = Some(std::time::Duration::from_secs(3));
-        let mut vm = Vm::new(&cfg).unwrap();
-        let outcome = vm.run().unwrap();
+        // Under the default filters, on a thread of its own (`on_vm_thread`).
+        let (outcome, vm) = tests::on_vm_thread(move || {
+            let mut vm = Vm::new(&cfg).unwrap();
+            (vm.run().unwrap(), vm)
+        });
         assert_eq!(outcome, Outcome::Timeout, "long {long}");
         let entry = |i: u32| vm.dom.ram.read_obj::<u32>(u64::from(LIST + i * u32::from(size))).unwrap();
         assert_eq!((entry(0), entry(255)), (29, 29), "the guest built its 256 entries");

@@ -20,7 +20,8 @@ use vmm::{Kernel, Outcome, Vm, VmConfig};
 use xen_domain::pvh::PvhLayout;
 
 const MEM: u64 = 16 << 20;
-const POWEROFF_OK: Outcome = Outcome::Shutdown { reason: 0, code: 0 };
+/// A Xen guest's clean poweroff (`SCHEDOP_shutdown`, reason only).
+const POWEROFF_OK: Outcome = Outcome::XenShutdown { reason: 0 };
 /// Where the test puts argument structures (after the call table).
 const STRUCTS: u32 = 0x1a_0000;
 /// The largest errno in `xen/include/public/errno.h` (`EISCONN`... are
@@ -544,8 +545,11 @@ fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
     cfg.console = console;
     cfg.devices = vec![DeviceSpec::Disk(DiskConfig::virtio(&img, false))];
     cfg.timeout = Some(std::time::Duration::from_secs(20));
-    let mut vm = Vm::new(&cfg).unwrap();
-    let outcome = vm.run().unwrap();
+    // Under the default filters, on a thread of its own (`on_vm_thread`).
+    let (outcome, vm) = tests::on_vm_thread(move || {
+        let mut vm = Vm::new(&cfg).unwrap();
+        (vm.run().unwrap(), vm)
+    });
     let r = |slot: u32| result(&vm, slot) as u32;
     assert_eq!(r(0), 0, "set_evtchn_upcall_vector");
     assert_eq!((r(1), r(2)), (0x7472_6976, 2), "virtio-mmio magic, version 2");
