@@ -18,7 +18,6 @@ use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
 use pv_abi::xenbus::XenbusState;
 use pv_util::metrics::DeviceMetrics;
 use pv_util::ratelimit::SharedLogLimiter;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 use xen_domain::grant_table::GrantTable;
@@ -274,15 +273,30 @@ impl<B: SplitBackend> XenbusDevice<B> {
     }
 }
 
+/// The data word each event source is registered with, so `process`
+/// tells sources apart by what they are rather than by raw fd number.
+/// One list for every subscriber that wraps a [`XenbusDevice`], so a
+/// wrapper's own sources never collide with the device's.
+pub(crate) mod token {
+    /// The device's store watch eventfd.
+    pub const STORE_WAKE: u32 = 0;
+    /// The device's event-channel doorbell eventfd.
+    pub const EVTCHN_WAKE: u32 = 1;
+    /// netback: the TAP port.
+    pub const NET_PORT: u32 = 2;
+    /// netback: the receive poll timer.
+    pub const NET_RX_POLL: u32 = 3;
+}
+
 impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if !events.event_set().contains(EventSet::IN) {
             return;
         }
-        if events.fd() == self.store_wake.as_raw_fd() {
+        if events.data() == token::STORE_WAKE {
             let _ = self.store_wake.read();
             self.frontend_changed();
-        } else if events.fd() == self.evtchn_wake.as_raw_fd() {
+        } else if events.data() == token::EVTCHN_WAKE {
             let _ = self.evtchn_wake.read();
             if self.port.is_some() && self.backend.process() {
                 // Work left: come back after the other ready devices.
@@ -292,8 +306,8 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for fd in [&self.store_wake, &self.evtchn_wake] {
-            if let Err(e) = ops.add(Events::new(&**fd, EventSet::IN)) {
+        for (fd, token) in [(&self.store_wake, token::STORE_WAKE), (&self.evtchn_wake, token::EVTCHN_WAKE)] {
+            if let Err(e) = ops.add(Events::with_data(&**fd, token, EventSet::IN)) {
                 tracing::error!("{}: cannot watch eventfd: {e}", self.paths.back);
             }
         }

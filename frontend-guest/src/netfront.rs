@@ -90,7 +90,7 @@ impl From<StoreError> for NetError {
 
 /// Traffic counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetCounters {
+pub struct NetMetrics {
     /// Frames handed to the stack.
     pub rx_packets: u64,
     /// Bytes handed to the stack.
@@ -139,7 +139,7 @@ struct RxSide {
     ready: bool,
     /// Contiguous room for a multi-slot frame.
     scratch: &'static mut [u8],
-    c: NetCounters,
+    c: NetMetrics,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -160,7 +160,7 @@ struct TxSide {
     next_id: usize,
     /// Where a frame that cannot be sent is built, then dropped.
     sink: &'static mut [u8],
-    c: NetCounters,
+    c: NetMetrics,
 }
 
 /// A connected network front end.
@@ -250,7 +250,7 @@ pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
         chain_bad: false,
         ready: false,
         scratch: static_buf(MAX_RX_SLOTS * PAGE)?,
-        c: NetCounters::default(),
+        c: NetMetrics::default(),
     };
     let first = crate::pages::alloc(RX_BUFS as u64).ok_or(NetError::NoMemory)?;
     for i in 0..RX_BUFS {
@@ -266,7 +266,7 @@ pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
         ids: [TxId::default(); RING],
         next_id: 0,
         sink: static_buf(MAX_FRAME)?,
-        c: NetCounters::default(),
+        c: NetMetrics::default(),
     };
     crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
         let keys: [(&str, u32); 5] = [
@@ -512,9 +512,9 @@ impl NetFront {
     }
 
     /// The counters of both rings.
-    pub fn counters(&self) -> NetCounters {
+    pub fn counters(&self) -> NetMetrics {
         let (r, t) = (&self.rx.c, &self.tx.c);
-        NetCounters {
+        NetMetrics {
             rx_packets: r.rx_packets,
             rx_bytes: r.rx_bytes,
             rx_errors: r.rx_errors,

@@ -147,7 +147,7 @@ const NET_RX_BUFS: usize = NET_QUEUE_SIZE;
 
 /// Counters of a [`NetDevice`].
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NetDeviceCounters {
+pub struct NetDeviceMetrics {
     /// Frames handed to the stack.
     pub rx_packets: u64,
     /// Their bytes.
@@ -175,8 +175,8 @@ pub struct NetDevice {
     tokens: [Option<u16>; NET_RX_BUFS],
     frame: &'static mut [u8],
     tx: &'static mut [u8],
-    rx_c: NetDeviceCounters,
-    tx_c: NetDeviceCounters,
+    rx_c: NetDeviceMetrics,
+    tx_c: NetDeviceMetrics,
 }
 
 impl NetDevice {
@@ -194,8 +194,8 @@ impl NetDevice {
             tokens: [None; NET_RX_BUFS],
             frame: pages(NET_RX_LEN)?,
             tx: pages(NET_RX_LEN)?,
-            rx_c: NetDeviceCounters::default(),
-            tx_c: NetDeviceCounters::default(),
+            rx_c: NetDeviceMetrics::default(),
+            tx_c: NetDeviceMetrics::default(),
         };
         for i in 0..NET_RX_BUFS {
             d.post(i).map_err(OpenError::Driver)?;
@@ -223,8 +223,8 @@ impl NetDevice {
     }
 
     /// The counters.
-    pub fn counters(&self) -> NetDeviceCounters {
-        NetDeviceCounters {
+    pub fn counters(&self) -> NetDeviceMetrics {
+        NetDeviceMetrics {
             tx_packets: self.tx_c.tx_packets,
             tx_bytes: self.tx_c.tx_bytes,
             tx_errors: self.tx_c.tx_errors,
@@ -296,7 +296,7 @@ pub struct NetRxToken<'a>(&'a [u8]);
 pub struct NetTxToken<'a> {
     net: &'a mut Net,
     buf: &'a mut [u8],
-    c: &'a mut NetDeviceCounters,
+    c: &'a mut NetDeviceMetrics,
 }
 
 impl smoltcp::phy::RxToken for NetRxToken<'_> {

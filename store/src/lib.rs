@@ -54,7 +54,7 @@ use pv_abi::event_channel::DomId;
 use pv_abi::xs_wire::XENSTORE_PAYLOAD_MAX;
 
 pub use path::{can_read, can_write, home, resolve, valid_char, StorePath};
-pub use server::{StoreServer, StoreServerError, StoreStats, MAX_QUEUED_REPLIES};
+pub use server::{StoreMetrics, StoreServer, StoreServerError, MAX_QUEUED_REPLIES};
 
 /// A store operation's failure, as named on the wire in an `XS_ERROR` reply
 /// (Xen's `xsd_errors`).

@@ -60,7 +60,7 @@ pub enum StoreServerError {
 
 /// Counters of one store connection, for tests and `--stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
+pub struct StoreMetrics {
     /// Complete requests handled (including rejected ones).
     pub requests: u64,
     /// `XS_ERROR` replies sent.
@@ -138,7 +138,7 @@ pub struct StoreServer<M: RingMemory> {
     more: bool,
     /// This connection's open transactions.
     transactions: super::transaction::Transactions,
-    stats: StoreStats,
+    stats: StoreMetrics,
     /// Rate limit of this guest's log lines.
     log: pv_util::ratelimit::LogLimiter,
 }
@@ -183,7 +183,7 @@ impl<M: RingMemory> StoreServer<M> {
             broken: None,
             more: false,
             transactions: Default::default(),
-            stats: StoreStats::default(),
+            stats: StoreMetrics::default(),
             log: Default::default(),
         })
     }
@@ -207,7 +207,7 @@ impl<M: RingMemory> StoreServer<M> {
     }
 
     /// The counters.
-    pub fn stats(&self) -> StoreStats {
+    pub fn stats(&self) -> StoreMetrics {
         self.stats
     }
 

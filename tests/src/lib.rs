@@ -16,7 +16,7 @@ pub struct Run {
     /// Everything the guest printed.
     pub console: String,
     /// Exit and hypercall counters.
-    pub stats: vmm::stats::ExitStats,
+    pub stats: vmm::stats::ExitMetrics,
 }
 
 /// Boots bundled image `image` with `cmdline` and runs it to the end.

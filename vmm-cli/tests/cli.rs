@@ -126,13 +126,11 @@ fn no_permission_on_kvm_device() {
     // Needs root to drop to an unprivileged user; /dev/kvm here is 0600 root.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("skipped: needs root and setpriv to run the VMM as an unprivileged user");
-        return;
+        panic!("prerequisite missing: needs root and setpriv to run the VMM as an unprivileged user");
     }
     let meta = std::fs::metadata("/dev/kvm").unwrap();
     if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o006 != 0 {
-        eprintln!("skipped: /dev/kvm is world-accessible on this host");
-        return;
+        panic!("prerequisite missing: /dev/kvm is world-accessible on this host");
     }
     let out = Command::new("/usr/bin/setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -141,8 +139,7 @@ fn no_permission_on_kvm_device() {
         .output()
         .expect("run setpriv");
     if String::from_utf8_lossy(&out.stderr).starts_with("setpriv:") {
-        eprintln!("skipped: the unprivileged user cannot execute the test binary here");
-        return;
+        panic!("prerequisite missing: the unprivileged user cannot execute the test binary here");
     }
     assert_one_line_error(&out, "permission denied opening /dev/kvm");
 }

@@ -380,8 +380,7 @@ fn missing_tun_device_is_a_one_line_error() {
 #[test]
 fn no_permission_for_tap_is_a_one_line_error() {
     if !is_root() || !std::path::Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("skipped: needs root and setpriv to run the VMM as an unprivileged user");
-        return;
+        panic!("prerequisite missing: needs root and setpriv to run the VMM as an unprivileged user");
     }
     let out = Command::new("/usr/bin/setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -390,8 +389,7 @@ fn no_permission_for_tap_is_a_one_line_error() {
         .output()
         .expect("run setpriv");
     if String::from_utf8_lossy(&out.stderr).starts_with("setpriv:") {
-        eprintln!("skipped: the unprivileged user cannot execute the test binary here");
-        return;
+        panic!("prerequisite missing: the unprivileged user cannot execute the test binary here");
     }
     assert_one_line_error(&out, "no permission to create or attach TAP device 'pvnoperm0'");
 }

@@ -12,7 +12,7 @@ use crate::error::VmmError;
 use crate::kvm_platform::KvmPlatform;
 use crate::memory::{GuestRam, RegisterSlots};
 use crate::vcpu::Vcpu;
-use crate::virtio::VirtioBus;
+use crate::virtio_mmio_bus::VirtioBus;
 use crate::vm::{Kernel, Vm, VmConfig};
 use backend::console::Console;
 use backend::ring_page::RingPage;
@@ -222,7 +222,7 @@ fn check_input(cfg: &VmConfig) -> Result<Input, VmmError> {
     let table = crate::devices::device_table(&cfg.devices)?;
     let virtio_disks = crate::device_spec::virtio_disks(&cfg.devices);
     let virtio_disks = virtio_disks.iter().map(backend::block::Disk::open).collect::<Result<Vec<_>, _>>()?;
-    let virtio_nets = crate::virtio::open_nets(&crate::device_spec::virtio_nets(&cfg.devices)?)?;
+    let virtio_nets = crate::virtio_mmio_bus::open_nets(&crate::device_spec::virtio_nets(&cfg.devices)?)?;
     Ok(Input { mem_bytes, bytes, plan, pvh_layout, image, table, virtio_disks, virtio_nets })
 }
 
@@ -284,7 +284,8 @@ fn wire_devices(
     };
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, threads)?;
     let usable = pv_abi::layout::KERNEL_BASE..m.pool_start;
-    let (virtio, virtio_threads) = crate::virtio::build(&m.vm, &hv.platform, m.ram.mem(), usable, disks, nets)?;
+    let (virtio, virtio_threads) =
+        crate::virtio_mmio_bus::build(&m.vm, &hv.platform, m.ram.mem(), usable, disks, nets)?;
     threads.extend(virtio_threads);
     crate::store_nodes::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
     crate::store_nodes::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;

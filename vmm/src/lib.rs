@@ -24,7 +24,7 @@ pub mod stats;
 pub mod store_nodes;
 pub mod uart;
 pub mod vcpu;
-pub mod virtio;
+pub mod virtio_mmio_bus;
 pub mod vm;
 pub mod watchdog;
 

@@ -67,7 +67,7 @@ impl ExitKind {
 /// Counters kept by the vCPU loop (fixed size: nothing the guest does
 /// grows them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExitStats {
+pub struct ExitMetrics {
     exits: [u64; ExitKind::ALL.len()],
     hypercalls: [u64; HYPERCALL_BUCKETS],
     other_hypercalls: u64,
@@ -77,9 +77,9 @@ pub struct ExitStats {
     pub kvm_exits: Option<u64>,
 }
 
-impl Default for ExitStats {
+impl Default for ExitMetrics {
     fn default() -> Self {
-        ExitStats {
+        ExitMetrics {
             exits: [0; ExitKind::ALL.len()],
             hypercalls: [0; HYPERCALL_BUCKETS],
             other_hypercalls: 0,
@@ -93,7 +93,7 @@ fn bucket(nr: u64) -> Option<usize> {
     usize::try_from(nr).ok().filter(|&i| i < HYPERCALL_BUCKETS)
 }
 
-impl ExitStats {
+impl ExitMetrics {
     /// Counts one exit.
     #[inline]
     pub fn exit(&mut self, kind: ExitKind) {
@@ -131,7 +131,7 @@ impl ExitStats {
     }
 }
 
-impl fmt::Display for ExitStats {
+impl fmt::Display for ExitMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "exits to the VMM: {}", self.total_exits())?;
         for kind in ExitKind::ALL {
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn distinct_guest_numbers_do_not_grow_the_counters() {
-        let mut s = ExitStats::default();
+        let mut s = ExitMetrics::default();
         let before = format!("{s}").len();
         for i in 0..100_000u64 {
             s.hypercall(1000 + i * 0x9e37_79b9);

@@ -11,9 +11,9 @@ use crate::console::ConsoleOut;
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
 use crate::pvh::callback::CallbackLine;
-use crate::stats::{ExitKind, ExitStats};
+use crate::stats::{ExitKind, ExitMetrics};
 use crate::uart::{self, Uart};
-use crate::virtio::VirtioBus;
+use crate::virtio_mmio_bus::VirtioBus;
 use crate::watchdog::{StopCause, Watchdog};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
@@ -208,9 +208,9 @@ enum Step {
 /// Exit counters and the emulated UART: what exit handling needs besides
 /// the vCPU fd (a separate borrow from the exit, which borrows the fd).
 struct ExitHandlers {
-    stats: ExitStats,
+    stats: ExitMetrics,
     uart: Uart,
-    /// The virtio-mmio register blocks (`crate::virtio`).
+    /// The virtio-mmio register blocks (`crate::virtio_mmio_bus`).
     mmio: Arc<VirtioBus>,
 }
 
@@ -338,7 +338,7 @@ impl Vcpu {
         Ok(Vcpu {
             fd,
             hypercalls: HypercallTable::default(),
-            exits: ExitHandlers { stats: ExitStats::default(), uart: Uart::new(console), mmio: Arc::default() },
+            exits: ExitHandlers { stats: ExitMetrics::default(), uart: Uart::new(console), mmio: Arc::default() },
             kvm_stats,
             callback: None,
         })
@@ -361,7 +361,7 @@ impl Vcpu {
     }
 
     /// Exit counters, with KVM's own counters refreshed.
-    pub fn stats(&self) -> ExitStats {
+    pub fn stats(&self) -> ExitMetrics {
         let mut s = self.exits.stats.clone();
         if let Some(k) = &self.kvm_stats {
             s.guest_instructions = k.get("insn_emulation");

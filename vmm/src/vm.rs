@@ -8,7 +8,7 @@ use crate::device_spec::DeviceSpec;
 use crate::devices::{DeviceThread, PvDevices};
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
-use crate::stats::ExitStats;
+use crate::stats::ExitMetrics;
 use crate::vcpu::Vcpu;
 use crate::watchdog::Watchdog;
 use kvm_ioctls::{Kvm, VmFd};
@@ -91,7 +91,7 @@ pub struct Vm {
     /// The split devices (echo, disks, `--device`), in device-table order.
     pub pv: PvDevices,
     /// The virtio-mmio devices.
-    pub virtio: Arc<crate::virtio::VirtioBus>,
+    pub virtio: Arc<crate::virtio_mmio_bus::VirtioBus>,
     /// The console back-end (drained once more at shutdown).
     pub(crate) console: Arc<Mutex<backend::console::Console>>,
     pub(crate) timeout: Option<std::time::Duration>,
@@ -106,7 +106,7 @@ pub struct Vm {
 
 impl Vm {
     /// Exit counters, with KVM's own counters refreshed.
-    pub fn stats(&self) -> ExitStats {
+    pub fn stats(&self) -> ExitMetrics {
         self.vcpu.stats()
     }
 

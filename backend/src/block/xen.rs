@@ -441,7 +441,7 @@ pub struct BlockBackend {
     /// The connected transport, if any.
     pub dev: Option<Blkback>,
     /// The connected transport of a front end using the 32-bit ring layout.
-    pub dev32: Option<x86_32::Blkback32>,
+    pub dev32: Option<Blkback<x86_32::X86_32>>,
 }
 
 impl BlockBackend {
@@ -532,7 +532,7 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         let ring_ref = Self::ring_ref(front)?;
         let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
         if abi32 {
-            let dev = x86_32::Blkback32::connect(grants.clone(), ring_ref, notify, device, log.clone())
+            let dev = Blkback::<x86_32::X86_32>::connect(grants.clone(), ring_ref, notify, device, log.clone())
                 .map_err(|e| e.to_string())?;
             self.dev32 = Some(dev);
             return Ok(());

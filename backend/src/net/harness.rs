@@ -11,7 +11,7 @@
 //! [`SplitBackend::connect`](crate::xenbus::SplitBackend::connect) the
 //! xenbus device calls.
 
-use super::{NetBackend, NetCounters, NetPort};
+use super::{NetBackend, NetMetricsSnapshot, NetPort};
 use crate::guest_side::{GuestSide, AFTER_TABLE};
 use crate::ring_page::RingPage;
 use crate::xenbus::{FrontendKeys, SplitBackend as _};
@@ -286,7 +286,7 @@ impl Harness {
     }
 
     /// netback's counters.
-    pub fn counters(&self) -> NetCounters {
+    pub fn counters(&self) -> NetMetricsSnapshot {
         self.be.net_metrics().snapshot()
     }
 

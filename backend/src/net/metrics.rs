@@ -46,7 +46,7 @@ pv_util::device_metrics!(
 
 /// A snapshot of [`NetMetrics`] (for tests and benchmarks).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NetCounters {
+pub struct NetMetricsSnapshot {
     /// Wake-ups by the front end (event-channel notifications).
     pub kicks: u64,
     /// Wake-ups by the port (frames for the guest).
@@ -89,8 +89,8 @@ pub struct NetCounters {
 
 impl NetMetrics {
     /// The counters now.
-    pub fn snapshot(&self) -> NetCounters {
-        NetCounters {
+    pub fn snapshot(&self) -> NetMetricsSnapshot {
+        NetMetricsSnapshot {
             kicks: self.kicks.get(),
             port_wakes: self.port_wakes.get(),
             tx_packets: self.tx_packets.get(),

@@ -48,7 +48,7 @@ pub mod tap;
 mod tests;
 pub mod xen;
 
-pub use metrics::{NetCounters, NetMetrics};
+pub use metrics::{NetMetrics, NetMetricsSnapshot};
 pub use port::{NetPort, RxMeta};
 pub use request::{TxError, TxPacket};
 pub use xen::{NetBackend, NetDevice, Netback, Vif};

@@ -348,15 +348,14 @@ fn net_spec_parsing() {
 /// interface sees them arrive: 1-, 2- and 3-slot frames written straight
 /// from guest memory, and a blank-checksum frame with its headers copied
 /// and its checksum left for the kernel (`NEEDS_CSUM`).
-/// Runs in a network namespace of its own thread; skipped unless root.
+/// Runs in a network namespace of its own thread; fails with the reason unless root.
 #[test]
 fn frames_reach_a_tap_device_intact_from_guest_memory() {
     std::thread::spawn(|| {
         // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new
         // network namespace; it has nothing else to disturb.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            eprintln!("skipped: needs root for a network namespace");
-            return;
+            panic!("prerequisite missing: needs root for a network namespace");
         }
         let tap = super::tap::Tap::open("pvtest0").expect("open a TAP device");
         let sock = packet_socket("pvtest0");

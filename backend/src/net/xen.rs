@@ -16,14 +16,14 @@ use super::metrics::NetMetrics;
 use super::request::{TxError, TxPacket};
 use super::{format_mac, NetSpec, RxMeta, MAX_FRAME, MAX_TX_SLOTS, RX_BUDGET};
 use crate::ring_page::{ConnectError, RingPage};
-use crate::xenbus::{DevicePaths, WiredDevice, XenbusBackend, XenbusDevice, XenbusHost};
+use crate::xenbus::{token, DevicePaths, WiredDevice, XenbusBackend, XenbusDevice, XenbusHost};
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
 use pv_util::metrics::DeviceMetrics;
 use ring_buffers::{BackRing, RingError};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vmm_sys_util::timerfd::TimerFd;
@@ -531,7 +531,7 @@ impl NetDevice {
             return;
         }
         self.polling = stalled;
-        let port = Events::new_raw(self.port_fd, EventSet::IN);
+        let port = Events::with_data_raw(self.port_fd, token::NET_PORT, EventSet::IN);
         let r = if stalled {
             ops.remove(port)
                 .map_err(|e| e.to_string())
@@ -548,11 +548,11 @@ impl NetDevice {
 
 impl MutEventSubscriber for NetDevice {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        if events.fd() == self.port_fd {
+        if events.data() == token::NET_PORT {
             if events.event_set().contains(EventSet::IN) {
                 self.xenbus.backend.port_ready();
             }
-        } else if events.fd() == self.poll.as_raw_fd() {
+        } else if events.data() == token::NET_RX_POLL {
             let _ = self.poll.wait();
             self.xenbus.backend.poll_rx();
         } else {
@@ -563,10 +563,10 @@ impl MutEventSubscriber for NetDevice {
 
     fn init(&mut self, ops: &mut EventOps) {
         self.xenbus.init(ops);
-        if let Err(e) = ops.add(Events::new_raw(self.port_fd, EventSet::IN)) {
+        if let Err(e) = ops.add(Events::with_data_raw(self.port_fd, token::NET_PORT, EventSet::IN)) {
             tracing::error!("netback: cannot watch the port: {e}");
         }
-        if let Err(e) = ops.add(Events::new_raw(self.poll.as_raw_fd(), EventSet::IN)) {
+        if let Err(e) = ops.add(Events::with_data(&self.poll, token::NET_RX_POLL, EventSet::IN)) {
             tracing::error!("netback: cannot watch the receive poll timer: {e}");
         }
     }

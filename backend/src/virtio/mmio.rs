@@ -28,7 +28,7 @@ const BUDGET: usize = 64;
 pv_util::device_metrics!(
     /// Transport counters of one virtio device (shared, read by `--stats`
     /// and the bench without taking the device lock).
-    pub struct VirtioCounters {
+    pub struct VirtioMetrics {
         /// Queue notifications handled (guest -> device wake-ups).
         kicks,
         /// Interrupts raised (device -> guest).
@@ -69,7 +69,7 @@ pub struct MmioTransport<D> {
     interrupt_status: u32,
     config_generation: u32,
     log: LogLimiter,
-    counters: Arc<VirtioCounters>,
+    counters: Arc<VirtioMetrics>,
 }
 
 impl<D> std::fmt::Debug for MmioTransport<D> {
@@ -98,7 +98,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             interrupt_status: 0,
             config_generation: 0,
             log: LogLimiter::default(),
-            counters: Arc::new(VirtioCounters::default()),
+            counters: Arc::new(VirtioMetrics::default()),
         }
     }
 
@@ -108,7 +108,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     /// The shared counters.
-    pub fn counters(&self) -> Arc<VirtioCounters> {
+    pub fn counters(&self) -> Arc<VirtioMetrics> {
         self.counters.clone()
     }
 
@@ -513,7 +513,7 @@ struct Queues<'a> {
     queues: &'a mut [Queue],
     mem: &'a GuestMemoryMmap,
     usable: &'a Range<u64>,
-    counters: &'a VirtioCounters,
+    counters: &'a VirtioMetrics,
     log: &'a mut LogLimiter,
     device: u32,
     running: bool,
@@ -597,7 +597,7 @@ pub trait MmioDevice: Send {
     /// Number of queues.
     fn num_queues(&self) -> usize;
     /// The shared counters.
-    fn counters(&self) -> Arc<VirtioCounters>;
+    fn counters(&self) -> Arc<VirtioMetrics>;
     /// The device's own descriptor, if any ([`VirtioDevice::event_fd`]).
     fn event_fd(&self) -> Option<RawFd>;
     /// That descriptor is readable (device thread); whether work is left.
@@ -621,7 +621,7 @@ impl<D: VirtioDevice> MmioDevice for MmioTransport<D> {
         self.queues.len()
     }
 
-    fn counters(&self) -> Arc<VirtioCounters> {
+    fn counters(&self) -> Arc<VirtioMetrics> {
         self.counters.clone()
     }
 

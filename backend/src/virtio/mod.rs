@@ -32,7 +32,7 @@ mod net_tests;
 mod tests;
 
 pub use chain::{Buf, Chain, ChainError};
-pub use mmio::{Action, MmioDevice, MmioTransport, VirtioCounters};
+pub use mmio::{Action, MmioDevice, MmioTransport, VirtioMetrics};
 
 use std::os::fd::RawFd;
 use vm_memory::GuestMemoryMmap;

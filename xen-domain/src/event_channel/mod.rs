@@ -124,7 +124,7 @@ struct Dom0Port {
 
 /// Counters of event traffic.
 #[derive(Debug, Default)]
-pub struct EvtchnCounters {
+pub struct EvtchnMetrics {
     /// `EVTCHNOP_send` hypercalls (and unmatched doorbell exits).
     pub sends: AtomicU64,
     /// Host-to-guest notifications requested by back-ends.
@@ -154,7 +154,7 @@ pub struct EventChannels {
     bitmaps: TwoLevel,
     platform: Arc<dyn Platform>,
     /// Event counters.
-    pub counters: EvtchnCounters,
+    pub counters: EvtchnMetrics,
 }
 
 impl std::fmt::Debug for EventChannels {
@@ -175,7 +175,7 @@ impl EventChannels {
             ram,
             bitmaps,
             platform,
-            counters: EvtchnCounters::default(),
+            counters: EvtchnMetrics::default(),
         })
     }
 

@@ -36,7 +36,7 @@ use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::layout::PAGE_SHIFT;
 use pv_abi::mmu::{self, mmu_err, MmuUpdate, MmuextOp, MMU_UPDATE_PREEMPTED};
 use pv_abi::start_info::paging_mode;
-pub use validator::{PagingCounters, PagingState};
+pub use validator::{PagingMetrics, PagingState};
 
 /// Entries read from guest memory per copy.
 const CHUNK: u64 = 512;

@@ -48,7 +48,7 @@ pub struct PagingState {
     /// A CR3 value the vCPU loop must load before re-entering the guest.
     pub pending_cr3: Option<u64>,
     /// Counters.
-    pub counters: PagingCounters,
+    pub counters: PagingMetrics,
     /// Table frames whose contents validations have scanned so far: the
     /// cost the per-exit work bound charges (`crate::preempt`).
     pub frames_scanned: std::cell::Cell<u64>,
@@ -56,7 +56,7 @@ pub struct PagingState {
 
 /// What the validator did, for statistics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PagingCounters {
+pub struct PagingMetrics {
     /// Entries validated and written.
     pub applied: u64,
     /// Entries rejected (either entry point).
@@ -84,7 +84,7 @@ impl PagingState {
             pinned: vec![false; frames],
             base: None,
             pending_cr3: None,
-            counters: PagingCounters::default(),
+            counters: PagingMetrics::default(),
             frames_scanned: std::cell::Cell::new(0),
         }
     }

@@ -16,7 +16,7 @@ use backend::block::Disk;
 use backend::net::NetSpec;
 use backend::virtio::blk::VirtioBlk;
 use backend::virtio::net::VirtioNet;
-use backend::virtio::{Action, MmioDevice, MmioTransport, VirtioCounters};
+use backend::virtio::{Action, MmioDevice, MmioTransport, VirtioMetrics};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use pv_abi::virtio::VIRTIO_VECTOR_BASE;
@@ -120,7 +120,7 @@ impl VirtioBus {
     }
 
     /// Device `i`'s counters.
-    pub fn counters(&self, i: usize) -> Option<Arc<VirtioCounters>> {
+    pub fn counters(&self, i: usize) -> Option<Arc<VirtioMetrics>> {
         self.slots.get(i).map(|s| lock(&s.dev).counters())
     }
 
