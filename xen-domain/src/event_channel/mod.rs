@@ -618,13 +618,18 @@ impl EventChannels {
         t.dom0[idx].bound_to = Some(port);
         a.local_port = port;
         drop(t);
-        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
-            // Undo, so a bad pointer leaves no half-bound channel behind.
+        self.finish_bind_interdomain(port, arg, &a)
+    }
+
+    /// The end of `evtchn_bind_interdomain()`: the output written (or the
+    /// port closed again, so a bad pointer leaves no half-bound channel),
+    /// then the new port set pending: "We may have lost notifications on
+    /// the remote unbound port".
+    fn finish_bind_interdomain(&self, port: u32, arg: u64, a: &EvtchnBindInterdomain) -> Result<u64, i64> {
+        if let Err(e) = self.ram.copy_obj_to_guest(arg, a) {
             let _ = self.guest_close(port);
             return Err(e.into());
         }
-        // `evtchn_bind_interdomain()`: "We may have lost notifications on
-        // the remote unbound port", so the new local port starts pending.
         if let Err(e) = self.set_pending(port) {
             tracing::warn!(port, "cannot set the new port pending: {e}");
         }
@@ -646,14 +651,7 @@ impl EventChannels {
         t.ports[peer as usize] = PortState::Loopback { peer: port };
         a.local_port = port;
         drop(t);
-        if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
-            let _ = self.guest_close(port);
-            return Err(e.into());
-        }
-        if let Err(e) = self.set_pending(port) {
-            tracing::warn!(port, "cannot set the new port pending: {e}");
-        }
-        Ok(0)
+        self.finish_bind_interdomain(port, arg, &a)
     }
 
     /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered
