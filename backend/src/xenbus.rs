@@ -24,11 +24,21 @@ use xen_domain::grant_table::GrantTable;
 
 pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 
+/// Why an event channel could not be bound for a back end.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The hypervisor refused the binding.
+    #[error(transparent)]
+    Evtchn(#[from] xen_domain::event_channel::EvtchnError),
+}
+
+pub use crate::ring_page::ConnectError;
+
 /// Event-channel binding for a back-end.
 pub trait EvtchnBinder: Send + Sync {
     /// Binds domain 0 to the guest's unbound `port`; the back-end's `wake`
     /// fires on each guest notification. Returns how to notify the guest.
-    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, String>;
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, BindError>;
     /// Closes the binding.
     fn close(&self, port: u32);
 }
@@ -52,7 +62,7 @@ pub trait SplitBackend: Send + 'static {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
-    ) -> Result<(), String>;
+    ) -> Result<(), ConnectError>;
     /// Drops the mappings (the front end is closing).
     fn disconnect(&mut self);
     /// The front end notified us: do the work on the rings, at most
@@ -230,9 +240,9 @@ impl<B: SplitBackend> XenbusDevice<B> {
         self.store.read(&format!("{}/{STATE}", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), ConnectError> {
         let keys = Keys { store: &*self.store, dir: &self.paths.front };
-        let port = keys.read_u32(EVENT_CHANNEL)?;
+        let port = keys.read_u32(EVENT_CHANNEL).map_err(ConnectError::FrontendKey)?;
         // Bind first so the device can notify from `connect` on.
         let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
         if let Err(e) = self.backend.connect(&keys, &self.grants, notify, &self.log) {
@@ -258,7 +268,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
                         pv_util::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
-                        self.store.write(&format!("{}/{ERROR}", self.paths.back), &e);
+                        self.store.write(&format!("{}/{ERROR}", self.paths.back), &e.to_string());
                         self.set_state(XenbusState::Closing);
                     }
                 }
@@ -346,7 +356,7 @@ mod tests {
     struct Binder;
 
     impl EvtchnBinder for Binder {
-        fn bind(&self, _: u32, _: Arc<EventFd>) -> Result<Arc<dyn Notify>, String> {
+        fn bind(&self, _: u32, _: Arc<EventFd>) -> Result<Arc<dyn Notify>, BindError> {
             Ok(Arc::new(CountNotify::default()))
         }
         fn close(&self, _: u32) {}

@@ -171,8 +171,8 @@ impl EvtchnAdapter {
 }
 
 impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
-    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, String> {
-        let b = self.evtchn.bind_guest_port(port, wake).map_err(|e| e.to_string())?;
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, backend::xenbus::BindError> {
+        let b = self.evtchn.bind_guest_port(port, wake)?;
         let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.retain(|x| x.port != port);
         bound.push(b);

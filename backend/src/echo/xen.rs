@@ -181,10 +181,9 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
-    ) -> Result<(), String> {
-        let ring_ref = front.read_u32(xb::RING_REF)?;
-        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone(), log.clone())
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), ConnectError> {
+        let ring_ref = front.read_u32(xb::RING_REF).map_err(ConnectError::FrontendKey)?;
+        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone(), log.clone())?;
         self.echo = Some(echo);
         Ok(())
     }
