@@ -162,18 +162,28 @@ impl DeviceArg {
     }
 
     /// Its type, if known.
-    pub fn kind(&self) -> Result<&'static DeviceType, String> {
-        crate::DEVICE_TYPES.iter().find(|t| t.name == self.device_type).ok_or_else(|| {
-            let known: Vec<_> = crate::DEVICE_TYPES.iter().map(|t| t.name).collect();
-            format!("unknown device type '{}' (known: {})", self.device_type, known.join(", "))
+    pub fn kind(&self) -> Result<&'static DeviceType, UnknownDeviceType> {
+        crate::DEVICE_TYPES.iter().find(|t| t.name == self.device_type).ok_or_else(|| UnknownDeviceType {
+            name: self.device_type.clone(),
+            known: crate::DEVICE_TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
         })
     }
 }
 
-impl std::str::FromStr for DeviceArg {
-    type Err = String;
+/// A device type name no back end in [`crate::DEVICE_TYPES`] has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device type '{name}' (known: {known})")]
+pub struct UnknownDeviceType {
+    /// The name asked for.
+    pub name: String,
+    /// The known names, comma-separated.
+    pub known: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for DeviceArg {
+    type Err = UnknownDeviceType;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDeviceType> {
         let (t, o) = s.split_once(',').unwrap_or((s, ""));
         let arg = DeviceArg::new(t, o);
         arg.kind()?;
@@ -443,7 +453,7 @@ mod tests {
         let a: DeviceArg = "vbd,/x/d.img,readonly".parse().unwrap();
         assert_eq!(a, DeviceArg::new("vbd", "/x/d.img,readonly"));
         assert_eq!("echo".parse::<DeviceArg>().unwrap(), DeviceArg::new("echo", ""));
-        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err();
+        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err().to_string();
         assert!(e.contains("unknown device type 'nosuch'") && e.contains("echo, vbd"), "{e}");
         let kind = DeviceArg::new("echo", "x").kind().unwrap();
         assert!((kind.build)("x").is_err(), "echo takes no options");
