@@ -143,7 +143,7 @@ pub struct DeviceType {
     /// one never delays another) rather than one shared by its type.
     pub own_thread: bool,
     /// Builds a back end from its options (the text after the first comma).
-    pub build: fn(&str) -> Result<Box<dyn XenbusBackend>, String>,
+    pub build: fn(&str) -> Result<Box<dyn XenbusBackend>, BuildError>,
 }
 
 /// A device asked for on the command line: `<type>[,<options>]`.
@@ -168,6 +168,23 @@ impl DeviceArg {
             known: crate::DEVICE_TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
         })
     }
+}
+
+/// Why a back end could not be built from its options.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The disk spec is bad or the disk cannot be opened.
+    #[error(transparent)]
+    Disk(#[from] crate::block::DiskError),
+    /// The net spec is bad.
+    #[error(transparent)]
+    NetSpec(#[from] crate::net::NetSpecError),
+    /// The tap device cannot be opened.
+    #[error(transparent)]
+    Tap(#[from] crate::net::tap::TapError),
+    /// The echo device was given options.
+    #[error("echo takes no options (got '{0}')")]
+    EchoOptions(String),
 }
 
 /// A device type name no back end in [`crate::DEVICE_TYPES`] has.

@@ -209,7 +209,8 @@ pub fn device_table(specs: &[DeviceSpec]) -> Result<Vec<DeviceRow>, VmmError> {
     let mut rows: Vec<DeviceRow> = Vec::new();
     for (arg, id) in specs.iter().filter_map(DeviceSpec::xen_device) {
         let kind = arg.kind().map_err(|e| VmmError::Device { what: "device", why: e.to_string() })?;
-        let backend = (kind.build)(&arg.options).map_err(|why| VmmError::Device { what: kind.name, why })?;
+        let backend =
+            (kind.build)(&arg.options).map_err(|e| VmmError::Device { what: kind.name, why: e.to_string() })?;
         let index = rows.iter().filter(|r| r.kind.name == kind.name).count();
         let id = id.unwrap_or((kind.id)(index));
         if rows.iter().any(|r| r.kind.name == kind.name && r.id == id) {

@@ -425,9 +425,9 @@ pub fn vbd_vdev(i: usize) -> u32 {
     (202 << 8) + 16 * i as u32
 }
 
-fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, String> {
-    let spec: super::DiskSpec = options.parse().map_err(|e: super::DiskError| e.to_string())?;
-    let disk = Disk::open(&spec).map_err(|e| e.to_string())?;
+fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, crate::xenbus::BuildError> {
+    let spec: super::DiskSpec = options.parse()?;
+    let disk = Disk::open(&spec)?;
     Ok(Box::new(BlockBackend::new(disk)))
 }
 

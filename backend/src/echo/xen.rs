@@ -139,9 +139,9 @@ impl crate::serve::RingService for Echo {
 pub const DEVICE: crate::xenbus::DeviceType =
     crate::xenbus::DeviceType { name: DEVICE_TYPE, id: |i| i as u32, own_thread: false, build };
 
-fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, String> {
+fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, crate::xenbus::BuildError> {
     if !options.is_empty() {
-        return Err(format!("echo takes no options (got '{options}')"));
+        return Err(crate::xenbus::BuildError::EchoOptions(options.to_string()));
     }
     Ok(Box::new(EchoBackend::default()))
 }

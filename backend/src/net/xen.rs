@@ -613,8 +613,8 @@ impl XenbusBackend for Vif {
 pub const DEVICE: crate::xenbus::DeviceType =
     crate::xenbus::DeviceType { name: DEVICE_TYPE, id: |i| i as u32, own_thread: true, build };
 
-fn build(options: &str) -> Result<Box<dyn XenbusBackend>, String> {
-    let spec: NetSpec = options.parse().map_err(|e: super::NetSpecError| e.to_string())?;
-    let tap = super::tap::Tap::open(&spec.tap).map_err(|e| e.to_string())?;
+fn build(options: &str) -> Result<Box<dyn XenbusBackend>, crate::xenbus::BuildError> {
+    let spec: NetSpec = options.parse()?;
+    let tap = super::tap::Tap::open(&spec.tap)?;
     Ok(Box::new(Vif::new(Box::new(tap), spec.mac)))
 }
