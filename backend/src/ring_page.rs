@@ -95,9 +95,34 @@ impl RingMemory for RingPage {
     }
 }
 
-/// Why a back end could not attach to its front end's ring.
+/// Why a back end could not connect to its front end: attach to its
+/// ring, read its keys or bind its event channel.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// A front-end key is missing or malformed (the store's message).
+    #[error("{0}")]
+    FrontendKey(String),
+    /// The front end does not request rx-copy, the only receive mode a
+    /// net back end offers.
+    #[error("front end does not request rx-copy (the only receive mode offered)")]
+    NoRxCopy,
+    /// The front end's `protocol` is neither ring layout we serve.
+    #[error(
+        "front end's protocol {0:?} is neither {abi64} nor {abi32}",
+        abi64 = pv_abi::xenbus::XEN_IO_PROTO_ABI_X86_64,
+        abi32 = pv_abi::xenbus::XEN_IO_PROTO_ABI_X86_32
+    )]
+    Protocol(String),
+    /// The front end asked for more ring pages than offered.
+    #[error(
+        "{order} above {max} {0}",
+        order = pv_abi::xenbus::keys::RING_PAGE_ORDER,
+        max = pv_abi::xenbus::keys::MAX_RING_PAGE_ORDER
+    )]
+    RingOrder(u32),
+    /// The event channel could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::xenbus::BindError),
     /// The ring grant was refused.
     #[error("ring-ref refused: {0}")]
     Grant(#[from] xen_domain::grant_table::GrantError),

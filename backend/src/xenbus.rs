@@ -24,11 +24,21 @@ use xen_domain::grant_table::GrantTable;
 
 pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 
+/// Why an event channel could not be bound for a back end.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The hypervisor refused the binding.
+    #[error(transparent)]
+    Evtchn(#[from] xen_domain::event_channel::EvtchnError),
+}
+
+pub use crate::ring_page::ConnectError;
+
 /// Event-channel binding for a back-end.
 pub trait EvtchnBinder: Send + Sync {
     /// Binds domain 0 to the guest's unbound `port`; the back-end's `wake`
     /// fires on each guest notification. Returns how to notify the guest.
-    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, String>;
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn Notify>, BindError>;
     /// Closes the binding.
     fn close(&self, port: u32);
 }
@@ -52,7 +62,7 @@ pub trait SplitBackend: Send + 'static {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
-    ) -> Result<(), String>;
+    ) -> Result<(), ConnectError>;
     /// Drops the mappings (the front end is closing).
     fn disconnect(&mut self);
     /// The front end notified us: do the work on the rings, at most
@@ -133,7 +143,7 @@ pub struct DeviceType {
     /// one never delays another) rather than one shared by its type.
     pub own_thread: bool,
     /// Builds a back end from its options (the text after the first comma).
-    pub build: fn(&str) -> Result<Box<dyn XenbusBackend>, String>,
+    pub build: fn(&str) -> Result<Box<dyn XenbusBackend>, BuildError>,
 }
 
 /// A device asked for on the command line: `<type>[,<options>]`.
@@ -152,18 +162,45 @@ impl DeviceArg {
     }
 
     /// Its type, if known.
-    pub fn kind(&self) -> Result<&'static DeviceType, String> {
-        crate::DEVICE_TYPES.iter().find(|t| t.name == self.device_type).ok_or_else(|| {
-            let known: Vec<_> = crate::DEVICE_TYPES.iter().map(|t| t.name).collect();
-            format!("unknown device type '{}' (known: {})", self.device_type, known.join(", "))
+    pub fn kind(&self) -> Result<&'static DeviceType, UnknownDeviceType> {
+        crate::DEVICE_TYPES.iter().find(|t| t.name == self.device_type).ok_or_else(|| UnknownDeviceType {
+            name: self.device_type.clone(),
+            known: crate::DEVICE_TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
         })
     }
 }
 
-impl std::str::FromStr for DeviceArg {
-    type Err = String;
+/// Why a back end could not be built from its options.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The disk spec is bad or the disk cannot be opened.
+    #[error(transparent)]
+    Disk(#[from] crate::block::DiskError),
+    /// The net spec is bad.
+    #[error(transparent)]
+    NetSpec(#[from] crate::net::NetSpecError),
+    /// The tap device cannot be opened.
+    #[error(transparent)]
+    Tap(#[from] crate::net::tap::TapError),
+    /// The echo device was given options.
+    #[error("echo takes no options (got '{0}')")]
+    EchoOptions(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+/// A device type name no back end in [`crate::DEVICE_TYPES`] has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device type '{name}' (known: {known})")]
+pub struct UnknownDeviceType {
+    /// The name asked for.
+    pub name: String,
+    /// The known names, comma-separated.
+    pub known: String,
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = UnknownDeviceType;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDeviceType> {
         let (t, o) = s.split_once(',').unwrap_or((s, ""));
         let arg = DeviceArg::new(t, o);
         arg.kind()?;
@@ -230,9 +267,9 @@ impl<B: SplitBackend> XenbusDevice<B> {
         self.store.read(&format!("{}/{STATE}", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), ConnectError> {
         let keys = Keys { store: &*self.store, dir: &self.paths.front };
-        let port = keys.read_u32(EVENT_CHANNEL)?;
+        let port = keys.read_u32(EVENT_CHANNEL).map_err(ConnectError::FrontendKey)?;
         // Bind first so the device can notify from `connect` on.
         let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
         if let Err(e) = self.backend.connect(&keys, &self.grants, notify, &self.log) {
@@ -258,7 +295,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
                         pv_util::limited_warn!(self.log, "{}: cannot connect: {e}", self.paths.back);
-                        self.store.write(&format!("{}/{ERROR}", self.paths.back), &e);
+                        self.store.write(&format!("{}/{ERROR}", self.paths.back), &e.to_string());
                         self.set_state(XenbusState::Closing);
                     }
                 }
@@ -346,7 +383,7 @@ mod tests {
     struct Binder;
 
     impl EvtchnBinder for Binder {
-        fn bind(&self, _: u32, _: Arc<EventFd>) -> Result<Arc<dyn Notify>, String> {
+        fn bind(&self, _: u32, _: Arc<EventFd>) -> Result<Arc<dyn Notify>, BindError> {
             Ok(Arc::new(CountNotify::default()))
         }
         fn close(&self, _: u32) {}
@@ -433,7 +470,7 @@ mod tests {
         let a: DeviceArg = "vbd,/x/d.img,readonly".parse().unwrap();
         assert_eq!(a, DeviceArg::new("vbd", "/x/d.img,readonly"));
         assert_eq!("echo".parse::<DeviceArg>().unwrap(), DeviceArg::new("echo", ""));
-        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err();
+        let e = "nosuch,1".parse::<DeviceArg>().unwrap_err().to_string();
         assert!(e.contains("unknown device type 'nosuch'") && e.contains("echo, vbd"), "{e}");
         let kind = DeviceArg::new("echo", "x").kind().unwrap();
         assert!((kind.build)("x").is_err(), "echo takes no options");

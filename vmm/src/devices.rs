@@ -171,8 +171,8 @@ impl EvtchnAdapter {
 }
 
 impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
-    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, String> {
-        let b = self.evtchn.bind_guest_port(port, wake).map_err(|e| e.to_string())?;
+    fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, backend::xenbus::BindError> {
+        let b = self.evtchn.bind_guest_port(port, wake)?;
         let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.retain(|x| x.port != port);
         bound.push(b);
@@ -208,8 +208,9 @@ pub struct DeviceRow {
 pub fn device_table(specs: &[DeviceSpec]) -> Result<Vec<DeviceRow>, VmmError> {
     let mut rows: Vec<DeviceRow> = Vec::new();
     for (arg, id) in specs.iter().filter_map(DeviceSpec::xen_device) {
-        let kind = arg.kind().map_err(|why| VmmError::Device { what: "device", why })?;
-        let backend = (kind.build)(&arg.options).map_err(|why| VmmError::Device { what: kind.name, why })?;
+        let kind = arg.kind().map_err(|e| VmmError::Device { what: "device", why: e.to_string() })?;
+        let backend =
+            (kind.build)(&arg.options).map_err(|e| VmmError::Device { what: kind.name, why: e.to_string() })?;
         let index = rows.iter().filter(|r| r.kind.name == kind.name).count();
         let id = id.unwrap_or((kind.id)(index));
         if rows.iter().any(|r| r.kind.name == kind.name && r.id == id) {

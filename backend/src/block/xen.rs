@@ -425,9 +425,9 @@ pub fn vbd_vdev(i: usize) -> u32 {
     (202 << 8) + 16 * i as u32
 }
 
-fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, String> {
-    let spec: super::DiskSpec = options.parse().map_err(|e: super::DiskError| e.to_string())?;
-    let disk = Disk::open(&spec).map_err(|e| e.to_string())?;
+fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, crate::xenbus::BuildError> {
+    let spec: super::DiskSpec = options.parse()?;
+    let disk = Disk::open(&spec)?;
     Ok(Box::new(BlockBackend::new(disk)))
 }
 
@@ -484,26 +484,25 @@ impl BlockBackend {
 
     /// Whether the front end uses the 32-bit ring layout (`protocol`
     /// absent means the native x86-64 one).
-    fn abi32(front: &dyn crate::xenbus::FrontendKeys) -> Result<bool, String> {
+    fn abi32(front: &dyn crate::xenbus::FrontendKeys) -> Result<bool, ConnectError> {
         match front.read(xb::PROTOCOL) {
             None => Ok(false),
             Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_64 => Ok(false),
             Some(p) if p.trim_end_matches('\0') == XEN_IO_PROTO_ABI_X86_32 => Ok(true),
-            Some(p) => Err(format!(
-                "front end's protocol {p:?} is neither {XEN_IO_PROTO_ABI_X86_64} nor {XEN_IO_PROTO_ABI_X86_32}"
-            )),
+            Some(p) => Err(ConnectError::Protocol(p)),
         }
     }
 
     /// The ring reference the front end published, checked against our
     /// ring order.
-    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, String> {
+    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, ConnectError> {
+        let key = |k| front.read_u32(k).map_err(ConnectError::FrontendKey);
         match front.read(xb::RING_PAGE_ORDER) {
-            Some(_) if front.read_u32(xb::RING_PAGE_ORDER)? > MAX_RING_PAGE_ORDER => {
-                Err(format!("{} above {} {MAX_RING_PAGE_ORDER}", xb::RING_PAGE_ORDER, xb::MAX_RING_PAGE_ORDER))
+            Some(_) if key(xb::RING_PAGE_ORDER)? > MAX_RING_PAGE_ORDER => {
+                Err(ConnectError::RingOrder(MAX_RING_PAGE_ORDER))
             }
-            Some(_) if front.read(xb::RING_REF).is_none() => front.read_u32(xb::RING_REF0),
-            _ => front.read_u32(xb::RING_REF),
+            Some(_) if front.read(xb::RING_REF).is_none() => key(xb::RING_REF0),
+            _ => key(xb::RING_REF),
         }
     }
 }
@@ -527,17 +526,16 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnectError> {
         let abi32 = Self::abi32(front)?;
         let ring_ref = Self::ring_ref(front)?;
         let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
         if abi32 {
-            let dev = Blkback::<x86_32::X86_32>::connect(grants.clone(), ring_ref, notify, device, log.clone())
-                .map_err(|e| e.to_string())?;
+            let dev = Blkback::<x86_32::X86_32>::connect(grants.clone(), ring_ref, notify, device, log.clone())?;
             self.dev32 = Some(dev);
             return Ok(());
         }
-        let dev = Blkback::connect(grants.clone(), ring_ref, notify, device, log.clone()).map_err(|e| e.to_string())?;
+        let dev = Blkback::connect(grants.clone(), ring_ref, notify, device, log.clone())?;
         self.dev = Some(dev);
         Ok(())
     }

@@ -139,9 +139,9 @@ impl crate::serve::RingService for Echo {
 pub const DEVICE: crate::xenbus::DeviceType =
     crate::xenbus::DeviceType { name: DEVICE_TYPE, id: |i| i as u32, own_thread: false, build };
 
-fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, String> {
+fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, crate::xenbus::BuildError> {
     if !options.is_empty() {
-        return Err(format!("echo takes no options (got '{options}')"));
+        return Err(crate::xenbus::BuildError::EchoOptions(options.to_string()));
     }
     Ok(Box::new(EchoBackend::default()))
 }
@@ -181,10 +181,9 @@ impl crate::xenbus::SplitBackend for EchoBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
-    ) -> Result<(), String> {
-        let ring_ref = front.read_u32(xb::RING_REF)?;
-        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone(), log.clone())
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), ConnectError> {
+        let ring_ref = front.read_u32(xb::RING_REF).map_err(ConnectError::FrontendKey)?;
+        let echo = Echo::connect(grants.clone(), ring_ref, notify, self.metrics.clone(), log.clone())?;
         self.echo = Some(echo);
         Ok(())
     }

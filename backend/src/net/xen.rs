@@ -466,16 +466,15 @@ impl crate::xenbus::SplitBackend for NetBackend {
         grants: &Arc<GrantTable>,
         notify: Arc<dyn Notify>,
         log: &pv_util::ratelimit::SharedLogLimiter,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnectError> {
         if front.read(keys::REQUEST_RX_COPY).is_none_or(|v| v.trim() != "1") {
-            return Err("front end does not request rx-copy (the only receive mode offered)".into());
+            return Err(ConnectError::NoRxCopy);
         }
         let rx_notify = front.read(keys::FEATURE_RX_NOTIFY).is_some_and(|v| v.trim() == "1");
-        let tx_ref = front.read_u32(keys::TX_RING_REF)?;
-        let rx_ref = front.read_u32(keys::RX_RING_REF)?;
+        let tx_ref = front.read_u32(keys::TX_RING_REF).map_err(ConnectError::FrontendKey)?;
+        let rx_ref = front.read_u32(keys::RX_RING_REF).map_err(ConnectError::FrontendKey)?;
         let sg = front.read(keys::FEATURE_SG).is_some_and(|v| v.trim() == "1");
-        let mut dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())
-            .map_err(|e| e.to_string())?;
+        let mut dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())?;
         dev.rx_notify = rx_notify;
         self.dev = Some(dev);
         Ok(())
@@ -614,8 +613,8 @@ impl XenbusBackend for Vif {
 pub const DEVICE: crate::xenbus::DeviceType =
     crate::xenbus::DeviceType { name: DEVICE_TYPE, id: |i| i as u32, own_thread: true, build };
 
-fn build(options: &str) -> Result<Box<dyn XenbusBackend>, String> {
-    let spec: NetSpec = options.parse().map_err(|e: super::NetSpecError| e.to_string())?;
-    let tap = super::tap::Tap::open(&spec.tap).map_err(|e| e.to_string())?;
+fn build(options: &str) -> Result<Box<dyn XenbusBackend>, crate::xenbus::BuildError> {
+    let spec: NetSpec = options.parse()?;
+    let tap = super::tap::Tap::open(&spec.tap)?;
     Ok(Box::new(Vif::new(Box::new(tap), spec.mac)))
 }

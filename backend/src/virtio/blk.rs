@@ -48,6 +48,28 @@ impl std::fmt::Debug for VirtioBlk {
     }
 }
 
+/// Why a request chain is refused or its guest buffers cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BufError {
+    /// A buffer is outside guest memory.
+    #[error(transparent)]
+    Memory(#[from] vm_memory::GuestMemoryError),
+    /// A buffer at `addr` is outside guest memory.
+    #[error("{addr:#x}: {source}")]
+    Slice {
+        /// The buffer's guest address.
+        addr: u64,
+        /// Why guest memory refused it.
+        source: vm_memory::GuestMemoryError,
+    },
+    /// The chain has nowhere to put the status byte.
+    #[error("no device-writable status byte")]
+    NoStatus,
+    /// The request header is short.
+    #[error("header is {0} bytes, not {hdr}", hdr = HDR_LEN)]
+    ShortHeader(usize),
+}
+
 /// A refused request: status and why.
 type Refusal = (Status, String);
 
@@ -108,7 +130,7 @@ impl VirtioBlk {
                 Ok(0)
             }
             VIRTIO_BLK_T_GET_ID => {
-                let n = write_bytes(mem, &req.data_in, &self.id).map_err(ioerr)?;
+                let n = write_bytes(mem, &req.data_in, &self.id).map_err(|e| ioerr(e.to_string()))?;
                 Ok(n as u32)
             }
             VIRTIO_BLK_T_DISCARD => self.discard(req, mem).map(|()| 0),
@@ -124,7 +146,7 @@ impl VirtioBlk {
         if !stray.is_empty() {
             return Err(ioerr("data buffers in the wrong direction"));
         }
-        let slices = slices(mem, data).map_err(ioerr)?;
+        let slices = slices(mem, data).map_err(|e| ioerr(e.to_string()))?;
         let op = if write { Operation::Write } else { Operation::Read };
         self.exec.execute(&Request { op, sector: req.sector, data: &slices })?;
         let bytes: u64 = data.iter().map(|b| b.len as u64).sum();
@@ -135,7 +157,8 @@ impl VirtioBlk {
         if !req.data_in.is_empty() {
             return Err(ioerr("discard with device-writable data"));
         }
-        let bytes = read_bytes(mem, &req.data_out, 16 * MAX_DISCARD_SEG as usize + 1).map_err(ioerr)?;
+        let bytes =
+            read_bytes(mem, &req.data_out, 16 * MAX_DISCARD_SEG as usize + 1).map_err(|e| ioerr(e.to_string()))?;
         if bytes.is_empty() || bytes.len() % 16 != 0 || bytes.len() / 16 > MAX_DISCARD_SEG as usize {
             return Err(ioerr(format!("{} bytes of discard segments", bytes.len())));
         }
@@ -176,11 +199,11 @@ struct VirtioRequest {
 }
 
 impl VirtioRequest {
-    fn parse(chain: &Chain, mem: &GuestMemoryMmap) -> Result<VirtioRequest, String> {
+    fn parse(chain: &Chain, mem: &GuestMemoryMmap) -> Result<VirtioRequest, BufError> {
         let readable: Vec<Buf> = chain.readable().copied().collect();
         let mut writable: Vec<Buf> = chain.writable().copied().collect();
         // The status byte: the last byte of the last writable buffer.
-        let last = writable.last_mut().ok_or("no device-writable status byte")?;
+        let last = writable.last_mut().ok_or(BufError::NoStatus)?;
         let status = last.addr + last.len as u64 - 1;
         last.len -= 1;
         if last.len == 0 {
@@ -188,7 +211,7 @@ impl VirtioRequest {
         }
         let hdr = read_bytes(mem, &readable, HDR_LEN)?;
         if hdr.len() < HDR_LEN {
-            return Err(format!("header is {} bytes, not {HDR_LEN}", hdr.len()));
+            return Err(BufError::ShortHeader(hdr.len()));
         }
         let kind = u32::from_le_bytes(hdr[0..4].try_into().unwrap_or_default());
         let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
@@ -211,7 +234,7 @@ pub(super) fn skip(bufs: &[Buf], mut n: usize) -> Vec<Buf> {
 }
 
 /// Copies up to `max` bytes out of `bufs` (guest memory, checked).
-pub(super) fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Result<Vec<u8>, String> {
+pub(super) fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Result<Vec<u8>, BufError> {
     let total = bufs.iter().map(|b| b.len as usize).sum::<usize>().min(max).min(64 << 10);
     let mut out = vec![0u8; total];
     let mut at = 0;
@@ -220,29 +243,32 @@ pub(super) fn read_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], max: usize) -> Res
         if n == 0 {
             break;
         }
-        mem.read_slice(&mut out[at..at + n], GuestAddress(b.addr)).map_err(|e| e.to_string())?;
+        mem.read_slice(&mut out[at..at + n], GuestAddress(b.addr))?;
         at += n;
     }
     Ok(out)
 }
 
 /// Copies `data` into `bufs` (as much as fits); returns the bytes written.
-pub(super) fn write_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], data: &[u8]) -> Result<usize, String> {
+pub(super) fn write_bytes(mem: &GuestMemoryMmap, bufs: &[Buf], data: &[u8]) -> Result<usize, BufError> {
     let mut at = 0;
     for b in bufs {
         let n = (b.len as usize).min(data.len() - at);
         if n == 0 {
             break;
         }
-        mem.write_slice(&data[at..at + n], GuestAddress(b.addr)).map_err(|e| e.to_string())?;
+        mem.write_slice(&data[at..at + n], GuestAddress(b.addr))?;
         at += n;
     }
     Ok(at)
 }
 
-fn slices<'m>(mem: &'m GuestMemoryMmap, bufs: &[Buf]) -> Result<Vec<VolatileSlice<'m>>, String> {
+pub(super) fn slices<'m>(mem: &'m GuestMemoryMmap, bufs: &[Buf]) -> Result<Vec<VolatileSlice<'m>>, BufError> {
     bufs.iter()
-        .map(|b| mem.get_slice(GuestAddress(b.addr), b.len as usize).map_err(|e| format!("{:#x}: {e}", b.addr)))
+        .map(|b| {
+            mem.get_slice(GuestAddress(b.addr), b.len as usize)
+                .map_err(|source| BufError::Slice { addr: b.addr, source })
+        })
         .collect()
 }
 

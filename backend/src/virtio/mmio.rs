@@ -316,11 +316,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     /// Checks a queue's rings: inside the usable RAM, aligned, size valid.
-    fn check_rings(&self, sel: usize) -> Result<(), String> {
+    fn check_rings(&self, sel: usize) -> Result<(), QueueError> {
         let q = &self.queues[sel];
         let n = q.size() as u64;
         if n == 0 || !n.is_power_of_two() || n > q.max_size() as u64 {
-            return Err(format!("size {n} is not a power of two up to {}", q.max_size()));
+            return Err(QueueError::Size { n, max: q.max_size() });
         }
         for (what, addr, len, access) in [
             ("descriptor table", q.desc_table(), 16 * n, Permissions::Read),
@@ -329,7 +329,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         ] {
             let inside = addr.checked_add(len).is_some_and(|end| addr >= self.usable.start && end <= self.usable.end);
             if !inside || !self.mem.check_range(GuestAddress(addr), len as usize, access) {
-                return Err(format!("{what} {addr:#x}+{len:#x} is outside guest RAM"));
+                return Err(QueueError::OutsideRam { what, addr, len });
             }
         }
         Ok(())
@@ -427,15 +427,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
-    fn drain(&mut self, qi: usize) -> Result<bool, String> {
+    fn drain(&mut self, qi: usize) -> Result<bool, QueueError> {
         let mem = self.mem.clone();
         let mut done = 0;
         loop {
             let queue = &mut self.queues[qi];
-            queue.disable_notification(&mem).map_err(|e| format!("{e:?}"))?;
+            queue.disable_notification(&mem).map_err(QueueError::Ring)?;
             let max_len = queue.size() as usize;
             let room = BUDGET - done;
-            let chains: Vec<_> = queue.iter(&mem).map_err(|e| format!("available ring: {e:?}"))?.take(room).collect();
+            let chains: Vec<_> = queue.iter(&mem).map_err(QueueError::AvailRing)?.take(room).collect();
             let used = !chains.is_empty();
             for c in chains {
                 let head = c.head_index();
@@ -461,7 +461,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 return Ok(true);
             }
             let queue = &mut self.queues[qi];
-            if !queue.enable_notification(&mem).map_err(|e| format!("{e:?}"))? {
+            if !queue.enable_notification(&mem).map_err(QueueError::Ring)? {
                 return Ok(false);
             }
         }
@@ -499,13 +499,30 @@ impl<D: VirtioDevice> MmioTransport<D> {
         more
     }
 
-    fn signal_used(&mut self, qi: usize) -> Result<(), String> {
+    fn signal_used(&mut self, qi: usize) -> Result<(), QueueError> {
         let mem = self.mem.clone();
-        if self.queues[qi].needs_notification(&mem).map_err(|e| format!("{e:?}"))? {
+        if self.queues[qi].needs_notification(&mem).map_err(QueueError::Ring)? {
             self.interrupt(VIRTIO_MMIO_INT_VRING);
         }
         Ok(())
     }
+}
+
+/// Why a queue is unusable: the device then needs a reset.
+#[derive(Debug, thiserror::Error)]
+enum QueueError {
+    #[error("size {n} is not a power of two up to {max}")]
+    Size { n: u64, max: u16 },
+    #[error("{what} {addr:#x}+{len:#x} is outside guest RAM")]
+    OutsideRam { what: &'static str, addr: u64, len: u64 },
+    #[error("{0:?}")]
+    Ring(virtio_queue::Error),
+    #[error("available ring: {0:?}")]
+    AvailRing(virtio_queue::Error),
+    #[error("used ring: head {head} is outside the queue (size {size})")]
+    HeadOutside { head: u16, size: u16 },
+    #[error("used ring, head {head}: {error:?}")]
+    AddUsed { head: u16, error: virtio_queue::Error },
 }
 
 /// The transport's queues lent to a device for its own work.
@@ -527,11 +544,11 @@ struct Queues<'a> {
 type Taken = (u16, Result<Chain, chain::ChainError>);
 
 impl Queues<'_> {
-    fn next_raw(&mut self, qi: usize) -> Result<Option<Taken>, String> {
+    fn next_raw(&mut self, qi: usize) -> Result<Option<Taken>, QueueError> {
         let (mem, usable) = (self.mem, self.usable);
         let queue = &mut self.queues[qi];
         let max_len = queue.size() as usize;
-        let mut it = queue.iter(mem).map_err(|e| format!("queue {qi}: available ring: {e:?}"))?;
+        let mut it = queue.iter(mem).map_err(QueueError::AvailRing)?;
         Ok(it.next().map(|c| (c.head_index(), chain::check(c, usable, max_len))))
     }
 }
@@ -552,7 +569,7 @@ impl ChainSource for Queues<'_> {
                     pv_util::limited_warn!(self.log, device, "virtio: queue {q}: chain at {head} refused: {e}");
                     self.push_used(q, head, 0);
                 }
-                Err(why) => self.error = Some(why),
+                Err(why) => self.error = Some(format!("queue {q}: {why}")),
             }
         }
         None
@@ -572,11 +589,11 @@ impl ChainSource for Queues<'_> {
 /// available ring outside the queue is refused here, before `virtio_queue`
 /// sees it: the crate logs an error of its own for each one (past our
 /// per-device limiter), so a hostile driver could flood the log with them.
-fn add_used(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) -> Result<(), String> {
+fn add_used(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) -> Result<(), QueueError> {
     if head >= queue.size() {
-        return Err(format!("used ring: head {head} is outside the queue (size {})", queue.size()));
+        return Err(QueueError::HeadOutside { head, size: queue.size() });
     }
-    queue.add_used(mem, head, len).map_err(|e| format!("used ring, head {head}: {e:?}"))
+    queue.add_used(mem, head, len).map_err(|error| QueueError::AddUsed { head, error })
 }
 
 fn empty_queue() -> Queue {

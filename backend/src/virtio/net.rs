@@ -18,7 +18,7 @@
 //! protocol's blank. A partial checksum from the host side (the TAP has
 //! `TUN_F_CSUM`) is filled in before the frame reaches the guest.
 
-use super::blk::{read_bytes, skip, write_bytes};
+use super::blk::{read_bytes, skip, slices, write_bytes, BufError};
 use super::{Buf, Chain, ChainSource, VirtioDevice};
 use crate::net::executor::NetExecutor;
 use crate::net::request::{TxError, TxPacket};
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::GuestMemoryMmap;
 
 /// Queue size offered for each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -65,8 +65,16 @@ impl std::fmt::Debug for VirtioNet {
 enum Refused {
     #[error(transparent)]
     Tx(#[from] TxError),
-    #[error("{0}")]
-    Chain(String),
+    #[error(transparent)]
+    Buf(#[from] BufError),
+    #[error("device-writable buffer in a transmit chain")]
+    WritableInTx,
+    #[error("{0} bytes: shorter than the {hdr}-byte header", hdr = HDR_LEN)]
+    ShortTx(u64),
+    #[error("device-readable buffer in a receive chain")]
+    ReadableInRx,
+    #[error("{room} bytes of buffer for {need}")]
+    RxTooSmall { room: u64, need: u64 },
 }
 
 impl VirtioNet {
@@ -94,11 +102,11 @@ impl VirtioNet {
 
     fn transmit(&mut self, chain: &Chain, mem: &GuestMemoryMmap) -> Result<(), Refused> {
         if chain.writable().next().is_some() {
-            return Err(Refused::Chain("device-writable buffer in a transmit chain".into()));
+            return Err(Refused::WritableInTx);
         }
         let total: u64 = chain.bufs.iter().map(|b| u64::from(b.len)).sum();
         if total < HDR_LEN as u64 {
-            return Err(Refused::Chain(format!("{total} bytes: shorter than the {HDR_LEN}-byte header")));
+            return Err(Refused::ShortTx(total));
         }
         let len = (total - HDR_LEN as u64) as usize;
         if len > MAX_FRAME {
@@ -107,16 +115,12 @@ impl VirtioNet {
         if len < ETH_HLEN {
             return Err(TxError::TooShort(len).into());
         }
-        let hdr = read_bytes(mem, &chain.bufs, HDR_LEN).map_err(Refused::Chain)?;
+        let hdr = read_bytes(mem, &chain.bufs, HDR_LEN)?;
         if u32::from(hdr[1]) != VIRTIO_NET_HDR_GSO_NONE {
             return Err(TxError::Gso.into());
         }
         let frame = skip(&chain.bufs, HDR_LEN);
-        let segments = frame
-            .iter()
-            .map(|b| mem.get_slice(GuestAddress(b.addr), b.len as usize).map_err(|e| format!("{:#x}: {e}", b.addr)))
-            .collect::<Result<Vec<VolatileSlice<'_>>, _>>()
-            .map_err(Refused::Chain)?;
+        let segments = slices(mem, &frame)?;
         if segments.len() > 1 {
             self.metrics.tx_multi_slot.inc();
         }
@@ -176,15 +180,15 @@ struct Delivery<'a> {
 }
 
 /// Writes the header and `frame` into a receive chain; returns the used length.
-fn fill(chain: &Chain, frame: &[u8], mem: &GuestMemoryMmap) -> Result<u32, String> {
+fn fill(chain: &Chain, frame: &[u8], mem: &GuestMemoryMmap) -> Result<u32, Refused> {
     if chain.readable().next().is_some() {
-        return Err("device-readable buffer in a receive chain".into());
+        return Err(Refused::ReadableInRx);
     }
     let bufs: Vec<Buf> = chain.bufs.clone();
     let room: u64 = bufs.iter().map(|b| u64::from(b.len)).sum();
     let need = (HDR_LEN + frame.len()) as u64;
     if room < need {
-        return Err(format!("{room} bytes of buffer for {need}"));
+        return Err(Refused::RxTooSmall { room, need });
     }
     let mut hdr = [0u8; HDR_LEN];
     hdr[NUM_BUFFERS..].copy_from_slice(&1u16.to_le_bytes());

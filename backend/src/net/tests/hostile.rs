@@ -401,7 +401,7 @@ fn bad_ring_grants_at_connect_and_one_page_for_both_rings() {
     for (tx, rx) in [(999, RX_RING_REF), (TX_RING_REF, u32::MAX), (ro, RX_RING_REF), (TX_RING_REF, outside)] {
         let (p, _h) = peer::pair(true).unwrap();
         let mut be = NetBackend::new(Box::new(p), [2, 0, 0, 0, 0, 9]);
-        let e = be.connect(&RingKeys(tx, rx), front.grants(), notify.clone(), &log).unwrap_err();
+        let e = be.connect(&RingKeys(tx, rx), front.grants(), notify.clone(), &log).unwrap_err().to_string();
         assert!(!e.is_empty() && !e.contains('\n'), "{e}");
         assert!(be.dev.is_none());
     }
