@@ -153,25 +153,7 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
     rx.recv().unwrap();
     let cmdline = format!("ip={GUEST}/24 mtu=9000 send={HOST}:{STREAM_PORT} bytes={STREAM_BYTES}");
     let started = Instant::now();
-    let child = ns
-        .exec(&[
-            env!("CARGO_BIN_EXE_vmm"),
-            "run",
-            "--image",
-            "net",
-            "--net",
-            &format!("tap={tap},mac=02:00:00:77:00:02"),
-            "--cmdline",
-            &cmdline,
-            "--timeout",
-            "170",
-            "--stats",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmm");
-    let vmm = Vmm(child);
+    let vmm = spawn_net_guest(&ns, &format!("tap={tap},mac=02:00:00:77:00:02"), &cmdline);
 
     // HTTP: the guest is up once it answers.
     let page = ns
@@ -399,25 +381,7 @@ fn no_permission_for_tap_is_a_one_line_error() {
 /// answers.
 fn boot_net_guest(ns: &Netns, net: &str, ip: Ipv4Addr, extra: &str) -> Vmm {
     let cmdline = format!("ip={ip}/24 {extra}");
-    let child = ns
-        .exec(&[
-            env!("CARGO_BIN_EXE_vmm"),
-            "run",
-            "--image",
-            "net",
-            "--net",
-            net,
-            "--cmdline",
-            &cmdline,
-            "--timeout",
-            "170",
-            "--stats",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmm");
-    let vmm = Vmm(child);
+    let vmm = spawn_net_guest(ns, net, &cmdline);
     let up = ns
         .run(move || {
             let mut s = connect_retry(SocketAddr::from((ip, 80)), Duration::from_secs(60));
@@ -697,4 +661,28 @@ fn exit_after_send_powers_off_after_the_stream() {
     let got = sink.join().unwrap();
     assert_eq!(got.len(), 65536);
     assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i)), "stream bytes");
+}
+
+/// Starts the `net` guest in `ns` with `--net <net>` and `cmdline`, output
+/// piped, under a 170 s run-time limit, with `--stats`.
+fn spawn_net_guest(ns: &Netns, net: &str, cmdline: &str) -> Vmm {
+    let child = ns
+        .exec(&[
+            env!("CARGO_BIN_EXE_vmm"),
+            "run",
+            "--image",
+            "net",
+            "--net",
+            net,
+            "--cmdline",
+            cmdline,
+            "--timeout",
+            "170",
+            "--stats",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmm");
+    Vmm(child)
 }
