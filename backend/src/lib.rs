@@ -23,6 +23,7 @@
 //! [`xenbus::XenbusDevice`]. [`DEVICE_TYPES`]
 //! lists every device type the VMM can offer.
 
+mod bind_error;
 pub mod block;
 pub mod console;
 pub mod echo;

@@ -122,7 +122,7 @@ pub enum ConnectError {
     RingOrder(u32),
     /// The event channel could not be bound.
     #[error(transparent)]
-    Bind(#[from] crate::xenbus::BindError),
+    Bind(#[from] crate::bind_error::BindError),
     /// The ring grant was refused.
     #[error("ring-ref refused: {0}")]
     Grant(#[from] xen_domain::grant_table::GrantError),

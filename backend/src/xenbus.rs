@@ -24,14 +24,7 @@ use xen_domain::grant_table::GrantTable;
 
 pub use pv_store::xenbus::{DevicePaths, FrontendKeys, XenbusStore};
 
-/// Why an event channel could not be bound for a back end.
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    /// The hypervisor refused the binding.
-    #[error(transparent)]
-    Evtchn(#[from] xen_domain::event_channel::EvtchnError),
-}
-
+pub use crate::bind_error::BindError;
 pub use crate::ring_page::ConnectError;
 
 /// Event-channel binding for a back-end.
