@@ -164,6 +164,17 @@ fn line_text(i: usize, c: &Check) -> String {
 
 /// Builds variant `v`.
 pub fn build(v: Variant) -> Guest {
+    build_inner(v, None)
+}
+
+/// As [`build`], with check `wrong`'s expectation inverted in the guest's
+/// table (equal becomes not equal): that check must print `FAIL` and the
+/// guest must crash (tests that failures are seen).
+pub fn build_with_wrong_expectation(v: Variant, wrong: usize) -> Guest {
+    build_inner(v, Some(wrong))
+}
+
+fn build_inner(v: Variant, wrong: Option<usize>) -> Guest {
     let mut g = Gen { a: Asm::in_mode(v.elf64), long: v.elf64, checks: Vec::new(), report: 0, slot: 0 };
     g.a.raw(&[0xbc]).raw(&crate::pvh_asm::STACK_TOP.to_le_bytes()); // mov esp (rsp zero-extended)
     let skip = g.a.code.len();
@@ -184,7 +195,7 @@ pub fn build(v: Variant) -> Guest {
     checks_event_channel_op(&mut g);
     checks_event_delivery(&mut g);
     g.finish();
-    let data = g.data();
+    let data = g.data(wrong);
     let boot = boot_code(v.elf64);
     let mut elf = pvh_elf_with_data(&boot, v.elf64, &data);
     if v.note_in_section {
@@ -336,7 +347,7 @@ impl Gen {
         assert!((self.a.code.len() as u32) < CODE_MAX, "conformance code too long: {}", self.a.code.len());
     }
     /// The bytes loaded at [`DATA`]: code, table, hex digits, counters, lines.
-    fn data(&self) -> Vec<u8> {
+    fn data(&self, wrong: Option<usize>) -> Vec<u8> {
         let mut d = self.a.code.clone();
         d.resize((TABLE - CODE) as usize, 0);
         let mut lines: Vec<u8> = Vec::new();
@@ -344,7 +355,10 @@ impl Gen {
         for (i, c) in self.checks.iter().enumerate() {
             let text = format!("FAIL{}00000000\n", line_text(i, c));
             assert!(text.len() <= 120, "line too long: {text}");
-            let (kind, want, mask) = c.expect.encode();
+            let (mut kind, want, mask) = c.expect.encode();
+            if wrong == Some(i) {
+                kind ^= 1; // Eq <-> Ne
+            }
             let at = LINES + lines.len() as u32;
             let words =
                 [kind, want, mask, u32::from(c.gap.is_some()), c.gap.unwrap_or(0) & mask, at, text.len() as u32];
@@ -449,7 +463,8 @@ fn checks_boot(g: &mut Gen) {
 /// CPUID leaves 0x40000000.. (xen/arch/x86/cpuid.c cpuid_hypervisor_leaves()).
 fn checks_cpuid(g: &mut Gen) {
     let base = 0x4000_0000;
-    // cpuid.c: eax = base + XEN_CPUID_MAX_NUM_LEAVES (5, public/arch-x86/cpuid.h).
+    // cpuid.c: eax = base + XEN_CPUID_MAX_NUM_LEAVES (5, public/arch-x86/cpuid.h)
+    // unless the toolstack clamps it (2..5); ours says 4.
     g.cpuid(base, 0, 0).gap("cpuid 0x40000000 eax (largest leaf)", Expect::Eq(base + 5), base + 4);
     // public/arch-x86/cpuid.h XEN_CPUID_SIGNATURE_E[BCD]X: "XenVMMXenVMM".
     g.cpuid(base, 0, 1).expect("cpuid 0x40000000 ebx 'XenV'", Expect::Eq(0x566e_6558));
@@ -505,8 +520,11 @@ fn checks_xen_version(g: &mut Gen) {
     g.hc(XEN_VERSION, &[10, buf]).expect("xen_version(XENVER_build_id)", Expect::Eq(err(EPERM)));
     g.hc(XEN_VERSION, &[14, 0]).expect("xen_version(XENVER_commandline2)", Expect::Eq(err(EPERM)));
     // capabilities2 with a NULL handle: the string's length.
-    // capabilities2 is XSM_HOOK (any guest): with a NULL handle, the length.
+    // extraversion2, capabilities2, changeset2 are XSM_HOOK (any guest):
+    // xenver_varbuf_op() with a NULL handle returns the string's length.
+    g.hc(XEN_VERSION, &[11, 0]).gap("xen_version(XENVER_extraversion2, NULL) length", Expect::Gt(-1), err(EPERM));
     g.hc(XEN_VERSION, &[12, 0]).gap("xen_version(XENVER_capabilities2, NULL) length", Expect::Gt(0), err(EPERM));
+    g.hc(XEN_VERSION, &[13, 0]).gap("xen_version(XENVER_changeset2, NULL) length", Expect::Gt(-1), err(EPERM));
     g.hc(XEN_VERSION, &[0x7f, buf]).expect("xen_version(unknown sub-op)", Expect::Eq(err(ENOSYS)));
 }
 
@@ -514,6 +532,8 @@ fn checks_xen_version(g: &mut Gen) {
 /// from xen/include/xsm/dummy.h xsm_console_io(): a domU's read and
 /// unknown commands are XSM_PRIV; its write is allowed in debug builds).
 fn checks_console_io(g: &mut Gen) {
+    // The write is allowed to a domU in debug builds (CONFIG_VERBOSE_DEBUG),
+    // which ours models (docs/conformance.md); a release build says -EPERM.
     g.hc(CONSOLE_IO, &[0, 0, ARGS]).expect("console_io(CONSOLEIO_write, 0 bytes)", Expect::Eq(0));
     g.hc(CONSOLE_IO, &[1, 16, ARGS]).expect("console_io(CONSOLEIO_read) from a domU", Expect::Eq(err(EPERM)));
     g.hc(CONSOLE_IO, &[7, 16, ARGS]).expect("console_io(unknown) from a domU", Expect::Eq(err(EPERM)));
@@ -611,6 +631,8 @@ fn checks_vcpu_op(g: &mut Gen) {
     // A past timeout is not refused: the timer event is sent at once
     // (VCPU_SSHOTTMR_future is ignored).
     g.poke64(v, 1).poke(v + 8, 1).poke(v + 12, 0).hc(VCPU_OP, &[8, 0, v]);
+    // (public/vcpu.h lets a hypervisor honour the flag with -ETIME, as
+    // older Xen did and we do; current Xen's answer is 0.)
     g.gap("vcpu_op(set_singleshot_timer, past, FUTURE)", Expect::Eq(0), err(ETIME));
     g.hc(VCPU_OP, &[9, 0, 0]).expect("vcpu_op(stop_singleshot_timer)", Expect::Eq(0));
     g.hc(VCPU_OP, &[9, 99, 0]).expect("vcpu_op(stop_singleshot_timer, vcpu 99)", Expect::Eq(err(ENOENT)));
@@ -751,6 +773,9 @@ fn checks_grant_table_op(g: &mut Gen) {
     let v = q + 0xc0;
     g.poke(v, 1).hc(GRANT_TABLE_OP, &[8, v, 1]).expect("grant_table_op(set_version 1)", Expect::Eq(0));
     g.poke(v, 3).hc(GRANT_TABLE_OP, &[8, v, 1]).expect("grant_table_op(set_version 3)", Expect::Eq(err(EINVAL)));
+    // Version 2 with grant v2 off (the configuration docs/conformance.md
+    // assumes): "behave as before set_version was introduced".
+    g.poke(v, 2).hc(GRANT_TABLE_OP, &[8, v, 1]).expect("set_version 2 (max version 1)", Expect::Eq(err(ENOSYS)));
     g.poke(v, DOMID_SELF).poke(v + 4, 0).hc(GRANT_TABLE_OP, &[10, v, 1]);
     g.expect("grant_table_op(get_version)", Expect::Eq(0));
     g.field(v + 4).expect("get_version: version 1", Expect::Eq(1));
@@ -904,4 +929,38 @@ fn checks_event_delivery(g: &mut Gen) {
     g.bit(mask, p3).expect("unmask clears the mask bit", Expect::Eq(0));
     g.field(si).expect("unmask of a pending port raises the upcall", Expect::Bits(0xff, 1));
     g.hc(60, &[]).expect("unknown hypercall 60", Expect::Eq(err(ENOSYS)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_share_one_table_and_lines_fit_the_console() {
+        let names = |v: Variant| build(v).checks.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        let first = names(Variant::ALL[0]);
+        assert!(first.len() > 100, "{} checks", first.len());
+        for v in Variant::ALL {
+            assert_eq!(names(v), first, "{}", v.name());
+        }
+        let mut sorted = first.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), first.len(), "check names are unique");
+        // HvConsole prints lines up to 127 bytes whole.
+        for (i, c) in build(Variant::ALL[0]).checks.iter().enumerate() {
+            assert!(line_text(i, c).len() + 13 <= 127, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn the_section_variant_has_no_pt_note() {
+        for v in Variant::ALL {
+            let elf = build(v).elf;
+            let (phoff, phsz, n) = if v.elf64 { (64, 56, 2) } else { (52, 32, 2) };
+            let types: Vec<u32> =
+                (0..n).map(|i| u32::from_le_bytes(elf[phoff + i * phsz..][..4].try_into().unwrap())).collect();
+            assert_eq!(types.contains(&4), !v.note_in_section, "{}: {types:?}", v.name());
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! is 0 (poweroff: nothing failed).
 
 use std::process::Command;
-use tests::conformance::{build, Guest, Variant, MEM};
+use tests::conformance::{build, build_with_wrong_expectation, Guest, Variant, MEM};
 
 /// The check lines in `stderr`: (status, index, rest of the line).
 fn check_lines(stderr: &str) -> Vec<(String, usize, String)> {
@@ -24,7 +24,10 @@ fn check_lines(stderr: &str) -> Vec<(String, usize, String)> {
 }
 
 fn run_variant(dir: &std::path::Path, v: Variant) -> (Guest, std::process::Output) {
-    let guest = build(v);
+    run_guest(dir, v, build(v))
+}
+
+fn run_guest(dir: &std::path::Path, v: Variant, guest: Guest) -> (Guest, std::process::Output) {
     let path = dir.join(format!("{}.elf", v.name()));
     std::fs::write(&path, &guest.elf).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
@@ -73,4 +76,20 @@ fn conformance_guest_every_check_ok_or_a_known_gap_in_all_variants() {
             }
         }
     }
+}
+
+/// A check whose expectation is wrong prints `FAIL`, the guest still runs
+/// every check, then shuts down with `SHUTDOWN_crash`: `vmm run` exits 1.
+#[test]
+fn conformance_guest_reports_a_failed_check_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Variant { elf64: true, note_in_section: false };
+    let (guest, out) = run_guest(dir.path(), v, build_with_wrong_expectation(v, 0));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines = check_lines(&stderr);
+    assert_eq!(lines.len(), guest.checks.len(), "every check still ran:\n{stderr}");
+    assert_eq!(lines[0].0, "FAIL", "{stderr}");
+    assert_eq!(lines.iter().filter(|l| l.0 == "FAIL").count(), 1, "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: guest crashed"), "{stderr}");
 }
