@@ -578,6 +578,10 @@ fn checks_hvm_op(g: &mut Gen) {
         .expect("hvm_op set_evtchn_upcall_vector(5)", Expect::Eq(err(EINVAL)));
     g.poke(p, 99).poke(p + 4, 0xf3).hc(HVM_OP, &[23, p]);
     g.expect("hvm_op set_evtchn_upcall_vector(vcpu 99)", Expect::Eq(err(ENOENT)));
+    // HVMOP_get_time (hvm.c do_hvm_op()): now, in ns of system time.
+    g.poke64(p, 0).hc(HVM_OP, &[10, p]).gap("hvm_op(HVMOP_get_time)", Expect::Eq(0), err(ENOSYS));
+    g.field(p).mem(&[0x0b], 0, p + 4); // or eax, [p + 4]
+    g.gap("HVMOP_get_time: now is not 0", Expect::Ne(0), 0);
     g.hc(HVM_OP, &[99, p]).expect("hvm_op(unknown op)", Expect::Eq(err(ENOSYS)));
 }
 
@@ -634,6 +638,8 @@ fn checks_vcpu_op(g: &mut Gen) {
     // (public/vcpu.h lets a hypervisor honour the flag with -ETIME, as
     // older Xen did and we do; current Xen's answer is 0.)
     g.gap("vcpu_op(set_singleshot_timer, past, FUTURE)", Expect::Eq(0), err(ETIME));
+    g.poke(v, !0).poke(v + 4, 0x3fff_ffff).poke(v + 8, 0).hc(VCPU_OP, &[8, 0, v]);
+    g.expect("vcpu_op(set_singleshot_timer, far future)", Expect::Eq(0));
     g.hc(VCPU_OP, &[9, 0, 0]).expect("vcpu_op(stop_singleshot_timer)", Expect::Eq(0));
     g.hc(VCPU_OP, &[9, 99, 0]).expect("vcpu_op(stop_singleshot_timer, vcpu 99)", Expect::Eq(err(ENOENT)));
     g.hc(VCPU_OP, &[99, 0, 0]).expect("vcpu_op(unknown op)", Expect::Eq(err(ENOSYS)));
@@ -725,6 +731,11 @@ fn checks_memory_op(g: &mut Gen) {
     atp(g, DOMID_SELF, 1, 0, hole + 1);
     g.expect("add_to_physmap(grant_table frame 0)", Expect::Eq(0));
     g.hc(MEMORY_OP, &[12, m]).expect("memory_op(XENMEM_machphys_mapping) (HVM)", Expect::Eq(err(ENOSYS)));
+    // memory.c: maximum_ram_page is the host's max_page; maximum_gpfn the
+    // domain's highest mapped gfn (p2m max_mapped_pfn; XSM_TARGET: self).
+    g.hc(MEMORY_OP, &[2, 0]).gap("memory_op(XENMEM_maximum_ram_page)", Expect::Gt(0), err(ENOSYS));
+    g.poke(dom, DOMID_SELF).hc(MEMORY_OP, &[14, dom]);
+    g.expect("XENMEM_maximum_gpfn: the grant frame at hole+1", Expect::Eq(hole + 1));
     g.hc(MEMORY_OP, &[60, m]).expect("memory_op(unknown op)", Expect::Eq(err(ENOSYS)));
 }
 
@@ -885,6 +896,18 @@ fn checks_event_channel_op(g: &mut Gen) {
     g.poke(e, DOMID_SELF).field(p2).save(e + 4).hc(EVENT_CHANNEL_OP, &[0, e]);
     g.expect("bind_interdomain to a port not unbound", Expect::Eq(err(EINVAL)));
     g.poke(e, NO_DOMAIN).hc(EVENT_CHANNEL_OP, &[0, e]).expect("bind_interdomain to no domain", Expect::Eq(err(ESRCH)));
+    // The FIFO ops on a 2-level domain: expand_array -EOPNOTSUPP
+    // (event_fifo.c evtchn_fifo_expand_array()); set_priority -ENOSYS (no
+    // set_priority in the 2-level port ops, xen/include/xen/event.h),
+    // after the port check (-EINVAL).
+    g.poke64(e, 0x300).hc(EVENT_CHANNEL_OP, &[12, e]);
+    g.expect("expand_array on a 2-level domain", Expect::Eq(err(EOPNOTSUPP)));
+    g.field(p2).save(e).poke(e + 4, 0).hc(EVENT_CHANNEL_OP, &[13, e]);
+    g.expect("set_priority on a 2-level domain", Expect::Eq(err(ENOSYS)));
+    g.poke(e, BAD_PORT).hc(EVENT_CHANNEL_OP, &[13, e]);
+    g.expect("set_priority(invalid port)", Expect::Eq(err(EINVAL)));
+    // EVTCHNOP_reset of a domain that does not exist.
+    g.poke(e, NO_DOMAIN).hc(EVENT_CHANNEL_OP, &[10, e]).expect("reset(no domain)", Expect::Eq(err(ESRCH)));
     g.hc(EVENT_CHANNEL_OP, &[99, e]).expect("event_channel_op(unknown op)", Expect::Eq(err(ENOSYS)));
 }
 
@@ -900,6 +923,10 @@ fn checks_event_delivery(g: &mut Gen) {
     let send = |g: &mut Gen, at: u32| {
         g.field(at).save(e).hc(EVENT_CHANNEL_OP, &[4, e]);
     };
+    // public/xen.h vcpu_time_info: version odd while Xen updates it.
+    g.field(si + 32).expect("pvclock version even (not mid-update)", Expect::Bits(1, 0));
+    // shared_info wc_sec: the domain's wall clock (update_domain_wallclock_time()).
+    g.field(si + l.wc_version as u32 + 4).expect("shared_info wc_sec set", Expect::Ne(0));
     g.poke(si, 0); // vcpu_info[0]: upcall_pending = 0, upcall_mask = 0
     send(g, p2);
     g.expect("send on the IPI port", Expect::Eq(0));
