@@ -646,6 +646,19 @@ fn checks_vcpu_op(g: &mut Gen) {
     g.hc(SET_TIMER_OP, &[0, 0]).expect("set_timer_op(0) (cancel)", Expect::Eq(0));
 }
 
+/// `XENMEM_add_to_physmap` (xen_add_to_physmap: domid, size, space, idx,
+/// gpfn; compat: 32-bit idx and gpfn).
+fn atp(g: &mut Gen, domid: u32, space: u32, idx: u32, gpfn: u32) {
+    let m = ARGS;
+    g.poke(m, domid).poke(m + 4, space);
+    if g.compat() {
+        g.poke(m + 8, idx).poke(m + 12, gpfn);
+    } else {
+        g.poke64(m + 8, u64::from(idx)).poke64(m + 16, u64::from(gpfn));
+    }
+    g.hc(MEMORY_OP, &[7, m]);
+}
+
 /// `memory_op` (xen/common/memory.c do_memory_op(), xen/arch/x86/mm.c
 /// arch_memory_op(), xen/arch/x86/mm/p2m.c xenmem_add_to_physmap_one(),
 /// xen/arch/x86/hvm/hypercall.c hvm_memory_op(); public/memory.h).
@@ -671,15 +684,6 @@ fn checks_memory_op(g: &mut Gen) {
         .expect("memory_op(XENMEM_current_reservation, no domain)", Expect::Eq(err(ESRCH)));
     g.poke(dom, DOMID_SELF);
     // xen_add_to_physmap: domid, size, space, idx, gpfn (compat: 32-bit idx/gpfn).
-    let atp = |g: &mut Gen, domid: u32, space: u32, idx: u32, gpfn: u32| {
-        g.poke(m, domid).poke(m + 4, space);
-        if c {
-            g.poke(m + 8, idx).poke(m + 12, gpfn);
-        } else {
-            g.poke64(m + 8, u64::from(idx)).poke64(m + 16, u64::from(gpfn));
-        }
-        g.hc(MEMORY_OP, &[7, m]);
-    };
     g.poke(RAM_GFN << 12, 0xdead_beef);
     atp(g, DOMID_SELF, 0, 0, RAM_GFN);
     g.expect("add_to_physmap(shared_info) over a RAM frame", Expect::Eq(0));
@@ -701,6 +705,14 @@ fn checks_memory_op(g: &mut Gen) {
     };
     rfp(g, RAM_GFN);
     g.expect("remove_from_physmap of the frame it left (empty)", Expect::Eq(err(ENOENT)));
+    checks_reservations(g);
+    checks_add_to_physmap_refusals(g);
+}
+
+/// Reservation ops on the frame shared info left (xen/common/memory.c).
+fn checks_reservations(g: &mut Gen) {
+    let c = g.compat();
+    let (m, dom) = (ARGS, ARGS + 0x80);
     // xen_memory_reservation over one extent at m + 0x40.
     let reservation = |g: &mut Gen, cmd: u32, gfn: u32, domid: u32| {
         let (r, list) = (m + 0x80, m + 0x40);
@@ -722,6 +734,12 @@ fn checks_memory_op(g: &mut Gen) {
     // No such domain: the extents done so far (start_extent, 0), no errno.
     reservation(g, 6, RAM_GFN, NO_DOMAIN);
     g.expect("populate_physmap for no domain: 0 extents", Expect::Eq(0));
+}
+
+/// `add_to_physmap` refusals, the grant frame, other `memory_op`s.
+fn checks_add_to_physmap_refusals(g: &mut Gen) {
+    let (m, dom) = (ARGS, ARGS + 0x80);
+    let hole = (MEM >> 12) as u32;
     atp(g, DOMID_SELF, 0, 1, hole);
     g.expect("add_to_physmap(shared_info, idx 1)", Expect::Eq(err(EINVAL)));
     atp(g, DOMID_SELF, 4, 0, hole + 2);
@@ -797,6 +815,30 @@ fn checks_grant_table_op(g: &mut Gen) {
     g.hc(GRANT_TABLE_OP, &[99, v, 1]).expect("grant_table_op(unknown op)", Expect::Eq(err(ENOSYS)));
 }
 
+/// Event-channel helpers: the structure at [`ARGS`], ports kept at `TMP`
+/// addresses (`None`: [`BAD_PORT`]).
+impl Gen {
+    /// `EVTCHNOP_status` (evtchn_status: dom, port, status, vcpu, union).
+    fn evtchn_status(&mut self, dom: u32, port_at: Option<u32>) -> &mut Self {
+        let e = ARGS;
+        self.poke(e, dom).poke(e + 8, 0x77).poke(e + 16, 0x7777);
+        match port_at {
+            Some(at) => self.field(at).save(e + 4),
+            None => self.poke(e + 4, BAD_PORT),
+        };
+        self.hc(EVENT_CHANNEL_OP, &[5, e])
+    }
+    /// An op on one port (close, send, unmask; bind_vcpu to vCPU 0).
+    fn port_op(&mut self, cmd: u32, at: Option<u32>) -> &mut Self {
+        let e = ARGS;
+        match at {
+            Some(at) => self.field(at).save(e),
+            None => self.poke(e, BAD_PORT),
+        };
+        self.poke(e + 4, 0).hc(EVENT_CHANNEL_OP, &[cmd, e])
+    }
+}
+
 /// `event_channel_op` (xen/common/event_channel.c; public/event_channel.h).
 fn checks_event_channel_op(g: &mut Gen) {
     let e = ARGS;
@@ -807,51 +849,31 @@ fn checks_event_channel_op(g: &mut Gen) {
     g.field(e + 4).save(p1).expect("alloc_unbound port", Expect::Gt(0));
     g.poke(e, NO_DOMAIN | DOMID_SELF << 16).hc(EVENT_CHANNEL_OP, &[6, e]);
     g.expect("alloc_unbound for no domain", Expect::Eq(err(ESRCH)));
-    // evtchn_status: dom, port, status, vcpu, union.
-    let status = |g: &mut Gen, dom: u32, port_at: Option<u32>| {
-        g.poke(e, dom).poke(e + 8, 0x77).poke(e + 16, 0x7777);
-        match port_at {
-            Some(at) => {
-                g.field(at).save(e + 4);
-            }
-            None => {
-                g.poke(e + 4, BAD_PORT);
-            }
-        }
-        g.hc(EVENT_CHANNEL_OP, &[5, e]);
-    };
-    status(g, DOMID_SELF, Some(p1));
+    g.evtchn_status(DOMID_SELF, Some(p1));
     g.expect("event_channel_op(status) of the unbound port", Expect::Eq(0));
     g.field(e + 8).expect("status EVTCHNSTAT_unbound", Expect::Eq(1));
     // The remote domain DOMID_SELF is recorded as the caller's own id.
     g.field(e + 16).a.raw(&[0x0f, 0xb7, 0xc0]); // movzx eax, ax (domid_t)
     g.expect("unbound remote dom resolved (not DOMID_SELF)", Expect::Ne(DOMID_SELF));
-    status(g, DOMID_SELF, None);
+    g.evtchn_status(DOMID_SELF, None);
     g.expect("status of an invalid port", Expect::Eq(err(EINVAL)));
-    status(g, NO_DOMAIN, Some(p1));
+    g.evtchn_status(NO_DOMAIN, Some(p1));
     g.expect("status in no domain", Expect::Eq(err(ESRCH)));
     // send on an unbound port is dropped silently; bind_vcpu moves it.
-    let port_op = |g: &mut Gen, cmd: u32, at: Option<u32>| {
-        match at {
-            Some(at) => g.field(at).save(e),
-            None => g.poke(e, BAD_PORT),
-        };
-        g.poke(e + 4, 0).hc(EVENT_CHANNEL_OP, &[cmd, e]);
-    };
-    port_op(g, 4, Some(p1));
+    g.port_op(4, Some(p1));
     g.expect("send on an unbound port (dropped)", Expect::Eq(0));
-    port_op(g, 8, Some(p1));
+    g.port_op(8, Some(p1));
     g.expect("bind_vcpu(unbound port, vcpu 0)", Expect::Eq(0));
     g.poke(e + 4, 99).hc(EVENT_CHANNEL_OP, &[8, e]).expect("bind_vcpu(vcpu 99)", Expect::Eq(err(ENOENT)));
-    port_op(g, 8, None);
+    g.port_op(8, None);
     g.expect("bind_vcpu(invalid port)", Expect::Eq(err(EINVAL)));
     // bind_ipi: vcpu, port.
     g.poke(e, 0).hc(EVENT_CHANNEL_OP, &[7, e]).expect("event_channel_op(bind_ipi, vcpu 0)", Expect::Eq(0));
     g.field(e + 4).save(p2).expect("bind_ipi port", Expect::Gt(0));
     g.poke(e, 99).hc(EVENT_CHANNEL_OP, &[7, e]).expect("bind_ipi(vcpu 99)", Expect::Eq(err(ENOENT)));
-    status(g, DOMID_SELF, Some(p2));
+    g.evtchn_status(DOMID_SELF, Some(p2));
     g.field(e + 8).expect("status EVTCHNSTAT_ipi", Expect::Eq(5));
-    port_op(g, 8, Some(p2));
+    g.port_op(8, Some(p2));
     g.expect("bind_vcpu(IPI port)", Expect::Eq(err(EINVAL)));
     // bind_virq: virq, vcpu, port.
     let virq = |g: &mut Gen, virq: u32, vcpu: u32| {
@@ -871,26 +893,34 @@ fn checks_event_channel_op(g: &mut Gen) {
     // A global virq whose handler is another domain (the hardware domain).
     virq(g, 3, 0);
     g.expect("bind_virq(VIRQ_DOM_EXC) in a domU", Expect::Eq(err(EBUSY)));
-    status(g, DOMID_SELF, Some(pt));
+    g.evtchn_status(DOMID_SELF, Some(pt));
     g.field(e + 8).expect("status EVTCHNSTAT_virq", Expect::Eq(4));
     g.field(e + 16).expect("status u.virq = VIRQ_TIMER", Expect::Eq(0));
-    port_op(g, 8, Some(pt));
+    g.port_op(8, Some(pt));
     g.expect("bind_vcpu(per-vCPU virq port)", Expect::Eq(err(EINVAL)));
+    checks_evtchn_close_and_refusals(g);
+}
+
+/// Closing, the refusals and the FIFO-only ops (xen/common/event_channel.c,
+/// xen/common/event_fifo.c).
+fn checks_evtchn_close_and_refusals(g: &mut Gen) {
+    let e = ARGS;
+    let (p1, p2) = (TMP + 0x20, TMP + 0x24);
     // close: the unbound port, then again; port 0 is reserved.
-    port_op(g, 3, Some(p1));
+    g.port_op(3, Some(p1));
     g.expect("event_channel_op(close) of the unbound port", Expect::Eq(0));
-    status(g, DOMID_SELF, Some(p1));
+    g.evtchn_status(DOMID_SELF, Some(p1));
     g.field(e + 8).expect("status after close: EVTCHNSTAT_closed", Expect::Eq(0));
-    port_op(g, 3, Some(p1));
+    g.port_op(3, Some(p1));
     g.expect("close of a closed port", Expect::Eq(err(EINVAL)));
     g.poke(e, 0).hc(EVENT_CHANNEL_OP, &[3, e]).expect("close(port 0, reserved)", Expect::Eq(err(EINVAL)));
-    port_op(g, 3, None);
+    g.port_op(3, None);
     g.expect("close(invalid port)", Expect::Eq(err(EINVAL)));
-    port_op(g, 4, None);
+    g.port_op(4, None);
     g.expect("send(invalid port)", Expect::Eq(err(EINVAL)));
-    port_op(g, 4, Some(p1));
+    g.port_op(4, Some(p1));
     g.expect("send(closed port)", Expect::Eq(err(EINVAL)));
-    port_op(g, 9, None);
+    g.port_op(9, None);
     g.expect("unmask(invalid port)", Expect::Eq(err(EINVAL)));
     // bind_interdomain: the remote port must be unbound (here: the IPI port).
     g.poke(e, DOMID_SELF).field(p2).save(e + 4).hc(EVENT_CHANNEL_OP, &[0, e]);
