@@ -39,7 +39,10 @@ const CODE_MAX: u32 = 0x1_1000 - (DATA & 0xffff);
 /// The check table: one [`ENTRY`]-byte entry per check.
 const TABLE: u32 = 0x11_0000;
 const ENTRY: u32 = 32;
-const MAX_CHECKS: u32 = 256;
+/// At most this many checks: the hypervisor console prints at most
+/// `HvConsole::BURST` (200) lines a second (xen-domain/src/console.rs), and
+/// the guest prints its lines in well under a second, with a summary line.
+const MAX_CHECKS: u32 = 199;
 /// "0123456789abcdef".
 const HEX: u32 = TABLE + MAX_CHECKS * ENTRY;
 /// Counters of ok, gap and FAIL lines (u32 each).
@@ -659,6 +662,18 @@ fn atp(g: &mut Gen, domid: u32, space: u32, idx: u32, gpfn: u32) {
     g.hc(MEMORY_OP, &[7, m]);
 }
 
+/// `XENMEM_remove_from_physmap` (xen_remove_from_physmap: domid, gpfn).
+fn rfp(g: &mut Gen, gpfn: u32) {
+    let m = ARGS;
+    g.poke(m, DOMID_SELF);
+    if g.compat() {
+        g.poke(m + 4, gpfn);
+    } else {
+        g.poke64(m + 8, u64::from(gpfn));
+    }
+    g.hc(MEMORY_OP, &[15, m]);
+}
+
 /// `memory_op` (xen/common/memory.c do_memory_op(), xen/arch/x86/mm.c
 /// arch_memory_op(), xen/arch/x86/mm/p2m.c xenmem_add_to_physmap_one(),
 /// xen/arch/x86/hvm/hypercall.c hvm_memory_op(); public/memory.h).
@@ -694,15 +709,6 @@ fn checks_memory_op(g: &mut Gen) {
     atp(g, DOMID_SELF, 0, 0, hole);
     g.expect("add_to_physmap(shared_info) moved into the hole", Expect::Eq(0));
     // xen_remove_from_physmap: domid, gpfn.
-    let rfp = |g: &mut Gen, gpfn: u32| {
-        g.poke(m, DOMID_SELF);
-        if c {
-            g.poke(m + 4, gpfn);
-        } else {
-            g.poke64(m + 8, u64::from(gpfn));
-        }
-        g.hc(MEMORY_OP, &[15, m]);
-    };
     rfp(g, RAM_GFN);
     g.expect("remove_from_physmap of the frame it left (empty)", Expect::Eq(err(ENOENT)));
     checks_reservations(g);
@@ -731,6 +737,15 @@ fn checks_reservations(g: &mut Gen) {
     g.expect("decrease_reservation: 1 extent", Expect::Eq(1));
     g.poke(dom, DOMID_SELF).hc(MEMORY_OP, &[3, dom]).sub_mem(TMP);
     g.expect("current_reservation back to start - 1", Expect::Eq(err(1)));
+    // XENMAPSPACE_gmfn moves a RAM page to an empty gfn (p2m.c
+    // xenmem_add_to_physmap_one(): the old gfn is unmapped).
+    let next = RAM_GFN + 1;
+    g.poke(next << 12, 0x5a5a_0001);
+    atp(g, DOMID_SELF, 2, next, RAM_GFN);
+    g.gap("add_to_physmap(gmfn) moves a RAM page", Expect::Eq(0), err(ENOSYS));
+    g.field(RAM_GFN << 12).gap("the moved page's data at its new gfn", Expect::Eq(0x5a5a_0001), 0);
+    rfp(g, next);
+    g.gap("remove_from_physmap of the page's old gfn (empty)", Expect::Eq(err(ENOENT)), 0);
     // No such domain: the extents done so far (start_extent, 0), no errno.
     reservation(g, 6, RAM_GFN, NO_DOMAIN);
     g.expect("populate_physmap for no domain: 0 extents", Expect::Eq(0));
@@ -985,6 +1000,7 @@ fn checks_event_delivery(g: &mut Gen) {
     g.field(p3).save(e).hc(EVENT_CHANNEL_OP, &[9, e]).expect("event_channel_op(unmask)", Expect::Eq(0));
     g.bit(mask, p3).expect("unmask clears the mask bit", Expect::Eq(0));
     g.field(si).expect("unmask of a pending port raises the upcall", Expect::Bits(0xff, 1));
+    checks_loopback(g);
     g.hc(60, &[]).expect("unknown hypercall 60", Expect::Eq(err(ENOSYS)));
 }
 
@@ -1004,6 +1020,7 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), first.len(), "check names are unique");
+        assert!(first.len() < xen_domain::console::HvConsole::BURST as usize, "lines + summary fit one burst");
         // HvConsole prints lines up to 127 bytes whole.
         for (i, c) in build(Variant::ALL[0]).checks.iter().enumerate() {
             assert!(line_text(i, c).len() + 13 <= 127, "{}", c.name);
@@ -1020,4 +1037,26 @@ mod tests {
             assert_eq!(types.contains(&4), !v.note_in_section, "{}: {types:?}", v.name());
         }
     }
+}
+
+/// An interdomain channel to the domain itself (evtchn_bind_interdomain():
+/// the remote port must be unbound and name the caller; evtchn_close():
+/// the other end goes back to unbound, xen/common/event_channel.c).
+fn checks_loopback(g: &mut Gen) {
+    let e = ARGS;
+    let si = MEM as u32;
+    let pending = si + g.layout().pending as u32;
+    let (pa, pb) = (TMP + 0x30, TMP + 0x34);
+    g.poke(e, DOMID_SELF | DOMID_SELF << 16).hc(EVENT_CHANNEL_OP, &[6, e]).field(e + 4).save(pa);
+    g.poke(e, DOMID_SELF).field(pa).save(e + 4).poke(e + 8, 0).hc(EVENT_CHANNEL_OP, &[0, e]);
+    g.expect("bind_interdomain to our own unbound port", Expect::Eq(0));
+    g.field(e + 8).save(pb);
+    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("status EVTCHNSTAT_interdomain", Expect::Eq(2));
+    g.field(e + 20).xor_mem(pb).expect("status u.interdomain.port is the other end", Expect::Eq(0));
+    g.port_op(4, Some(pb)).expect("send on one end", Expect::Eq(0));
+    g.bit(pending, pa).expect("the other end is pending", Expect::Eq(1));
+    g.port_op(4, Some(pa));
+    g.bit(pending, pb).expect("and back: the first end is pending", Expect::Eq(1));
+    g.port_op(3, Some(pb)).expect("close one end", Expect::Eq(0));
+    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("the other end is unbound again", Expect::Eq(1));
 }
