@@ -1004,6 +1004,28 @@ fn checks_event_delivery(g: &mut Gen) {
     g.hc(60, &[]).expect("unknown hypercall 60", Expect::Eq(err(ENOSYS)));
 }
 
+/// An interdomain channel to the domain itself (evtchn_bind_interdomain():
+/// the remote port must be unbound and name the caller; evtchn_close():
+/// the other end goes back to unbound, xen/common/event_channel.c).
+fn checks_loopback(g: &mut Gen) {
+    let e = ARGS;
+    let si = MEM as u32;
+    let pending = si + g.layout().pending as u32;
+    let (pa, pb) = (TMP + 0x30, TMP + 0x34);
+    g.poke(e, DOMID_SELF | DOMID_SELF << 16).hc(EVENT_CHANNEL_OP, &[6, e]).field(e + 4).save(pa);
+    g.poke(e, DOMID_SELF).field(pa).save(e + 4).poke(e + 8, 0).hc(EVENT_CHANNEL_OP, &[0, e]);
+    g.expect("bind_interdomain to our own unbound port", Expect::Eq(0));
+    g.field(e + 8).save(pb);
+    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("status EVTCHNSTAT_interdomain", Expect::Eq(2));
+    g.field(e + 20).xor_mem(pb).expect("status u.interdomain.port is the other end", Expect::Eq(0));
+    g.port_op(4, Some(pb)).expect("send on one end", Expect::Eq(0));
+    g.bit(pending, pa).expect("the other end is pending", Expect::Eq(1));
+    g.port_op(4, Some(pa));
+    g.bit(pending, pb).expect("and back: the first end is pending", Expect::Eq(1));
+    g.port_op(3, Some(pb)).expect("close one end", Expect::Eq(0));
+    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("the other end is unbound again", Expect::Eq(1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1037,26 +1059,4 @@ mod tests {
             assert_eq!(types.contains(&4), !v.note_in_section, "{}: {types:?}", v.name());
         }
     }
-}
-
-/// An interdomain channel to the domain itself (evtchn_bind_interdomain():
-/// the remote port must be unbound and name the caller; evtchn_close():
-/// the other end goes back to unbound, xen/common/event_channel.c).
-fn checks_loopback(g: &mut Gen) {
-    let e = ARGS;
-    let si = MEM as u32;
-    let pending = si + g.layout().pending as u32;
-    let (pa, pb) = (TMP + 0x30, TMP + 0x34);
-    g.poke(e, DOMID_SELF | DOMID_SELF << 16).hc(EVENT_CHANNEL_OP, &[6, e]).field(e + 4).save(pa);
-    g.poke(e, DOMID_SELF).field(pa).save(e + 4).poke(e + 8, 0).hc(EVENT_CHANNEL_OP, &[0, e]);
-    g.expect("bind_interdomain to our own unbound port", Expect::Eq(0));
-    g.field(e + 8).save(pb);
-    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("status EVTCHNSTAT_interdomain", Expect::Eq(2));
-    g.field(e + 20).xor_mem(pb).expect("status u.interdomain.port is the other end", Expect::Eq(0));
-    g.port_op(4, Some(pb)).expect("send on one end", Expect::Eq(0));
-    g.bit(pending, pa).expect("the other end is pending", Expect::Eq(1));
-    g.port_op(4, Some(pa));
-    g.bit(pending, pb).expect("and back: the first end is pending", Expect::Eq(1));
-    g.port_op(3, Some(pb)).expect("close one end", Expect::Eq(0));
-    g.evtchn_status(DOMID_SELF, Some(pa)).field(e + 8).expect("the other end is unbound again", Expect::Eq(1));
 }
