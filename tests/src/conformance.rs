@@ -53,6 +53,9 @@ const LINES: u32 = HEX + 0x40;
 const ARGS: u32 = 0x12_0000;
 /// Values kept for later checks.
 const TMP: u32 = ARGS + 0xf00;
+/// What the boot page saw: #GP count after its MSR writes, the MSR's value.
+const BOOT_GP_AFTER_WRMSR: u32 = SCRATCH + 0xf00;
+const BOOT_RDMSR: u32 = SCRATCH + 0xf04;
 /// A guest RAM frame shared info is placed over (2 MiB, unused).
 const RAM_GFN: u32 = 0x200;
 /// A port no domain has (`port_is_valid()` fails).
@@ -219,6 +222,11 @@ fn boot_code(long: bool) -> Asm {
     a.wrmsr(MSR, u64::from(HCALL_PAGE) + 1);
     a.wrmsr(MSR, MEM + 0x10_0000);
     a.wrmsr(MSR, u64::from(HCALL_PAGE));
+    a.load_eax(GP_COUNT).store_eax(BOOT_GP_AFTER_WRMSR);
+    // guest_rdmsr_xen(): the hypercall-page MSR reads as 0; the next MSR
+    // of Xen's range raises #GP.
+    a.raw(&[0xb9]).raw(&MSR.to_le_bytes()).eax(0x1234).raw(&[0x0f, 0x32]).store_eax(BOOT_RDMSR);
+    a.raw(&[0xb9]).raw(&(MSR + 1).to_le_bytes()).raw(&[0x0f, 0x32]);
     if long {
         a.enter_long_mode();
     }
@@ -460,7 +468,12 @@ fn emit_report(a: &mut Asm) {
 fn checks_boot(g: &mut Gen) {
     // xen/arch/x86/msr.c guest_wrmsr_xen(): page index != 0 and a gfn
     // that is not RAM both raise #GP; the good write does not.
-    g.field(GP_COUNT).expect("hypercall page MSR: bad index and non-RAM gfn take #GP", Expect::Eq(2));
+    g.field(BOOT_GP_AFTER_WRMSR).expect("hypercall page MSR: bad index and non-RAM gfn take #GP", Expect::Eq(2));
+    g.field(BOOT_RDMSR).expect("hypercall page MSR reads as 0", Expect::Eq(0));
+    g.field(GP_COUNT).sub_mem(BOOT_GP_AFTER_WRMSR).expect("rdmsr 0x40000001 takes #GP", Expect::Eq(1));
+    // xen/arch/x86/hvm/vmx/vmx.c (and svm.c) hypercall page: the
+    // __HYPERVISOR_iret (23) stub is ud2 (HVM guests cannot use it).
+    g.field(HCALL_PAGE + 23 * 32).expect("hypercall page: the iret stub is ud2", Expect::Bits(0xffff, 0x0b0f));
 }
 
 /// CPUID leaves 0x40000000.. (xen/arch/x86/cpuid.c cpuid_hypervisor_leaves()).
@@ -1002,6 +1015,26 @@ fn checks_event_delivery(g: &mut Gen) {
     g.field(si).expect("unmask of a pending port raises the upcall", Expect::Bits(0xff, 1));
     checks_loopback(g);
     g.hc(60, &[]).expect("unknown hypercall 60", Expect::Eq(err(ENOSYS)));
+    checks_multicall(g);
+}
+
+/// `multicall` (xen/common/multicall.c do_multicall(); public/xen.h
+/// multicall_entry: 64-bit op, result, args[6]; compat: 32-bit fields):
+/// each entry's result is written back, the call itself returns 0.
+fn checks_multicall(g: &mut Gen) {
+    let list = ARGS + 0x400;
+    let w = if g.long { 8 } else { 4 };
+    let size = 8 * w; // op, result, args[6]
+    for (i, (op, arg0)) in [(XEN_VERSION, 7), (60, 0)].into_iter().enumerate() {
+        let at = list + i as u32 * size;
+        for off in (0..size).step_by(4) {
+            g.poke(at + off, 0);
+        }
+        g.poke(at, op).poke(at + w, 0x7777).poke(at + 2 * w, arg0);
+    }
+    g.hc(13, &[list, 2]).expect("multicall of two entries", Expect::Eq(0));
+    g.field(list + w).expect("entry 0 result: XENVER_pagesize", Expect::Eq(4096));
+    g.field(list + size + w).expect("entry 1 result: unknown hypercall", Expect::Eq(err(ENOSYS)));
 }
 
 /// An interdomain channel to the domain itself (evtchn_bind_interdomain():
