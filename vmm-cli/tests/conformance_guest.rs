@@ -24,16 +24,17 @@ fn check_lines(stderr: &str) -> Vec<(String, usize, String)> {
 }
 
 fn run_variant(dir: &std::path::Path, v: Variant) -> (Guest, std::process::Output) {
-    run_guest(dir, v, build(v))
+    let guest = build(v);
+    // To run a variant by hand (`vmm run --stats --mem 16M --kernel <file>`).
+    if let Some(keep) = std::env::var_os("CONFORMANCE_GUEST_OUT") {
+        std::fs::write(std::path::Path::new(&keep).join(format!("{}.elf", v.name())), &guest.elf).unwrap();
+    }
+    run_guest(dir, v, guest)
 }
 
 fn run_guest(dir: &std::path::Path, v: Variant, guest: Guest) -> (Guest, std::process::Output) {
     let path = dir.join(format!("{}.elf", v.name()));
     std::fs::write(&path, &guest.elf).unwrap();
-    // To run a variant by hand (`vmm run --stats --mem 16M --kernel <file>`).
-    if let Some(keep) = std::env::var_os("CONFORMANCE_GUEST_OUT") {
-        std::fs::write(std::path::Path::new(&keep).join(format!("{}.elf", v.name())), &guest.elf).unwrap();
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
         .args(["run", "--mem", &format!("{}M", MEM >> 20), "--timeout", "200", "--stats", "--kernel"])
         .arg(&path)
