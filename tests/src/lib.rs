@@ -2,6 +2,7 @@
 //! what the guest and the VMM observe, including hostile guests. This
 //! library holds the shared helpers; the tests are in `tests/`.
 
+pub mod conformance;
 pub mod pvh_asm;
 
 use std::sync::{Arc, Mutex};

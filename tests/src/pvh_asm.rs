@@ -58,6 +58,12 @@ impl Asm {
     pub fn here(&self) -> u32 {
         BASE + self.code.len() as u32
     }
+    /// An empty writer for code that runs in 64-bit mode when `long` (the
+    /// mode switch itself emitted elsewhere): code placed outside the
+    /// image's first page, which keeps its own addresses.
+    pub fn in_mode(long: bool) -> Self {
+        Asm { long, ..Asm::default() }
+    }
     /// `mov eax, v`.
     pub fn eax(&mut self, v: u32) -> &mut Self {
         self.b(&[0xb8]).imm(v)
@@ -307,7 +313,12 @@ pub fn pvh_elf_with_data(asm: &Asm, elf64: bool, data: &[u8]) -> Vec<u8> {
 /// back to such sections (`xen/common/libelf/libelf-dominfo.c`,
 /// `elf_xen_parse`).
 pub fn pvh_elf_note_in_section(asm: &Asm, elf64: bool) -> Vec<u8> {
-    let mut f = pvh_elf(asm, elf64);
+    note_to_section(pvh_elf(asm, elf64), elf64)
+}
+
+/// Turns an image from [`pvh_elf`] or [`pvh_elf_with_data`] into one whose
+/// note is only in a `SHT_NOTE` section (see [`pvh_elf_note_in_section`]).
+pub fn note_to_section(mut f: Vec<u8>, elf64: bool) -> Vec<u8> {
     let (ehsz, phsz, shsz) = if elf64 { (64usize, 56usize, 64usize) } else { (52, 32, 40) };
     let note_off = (ehsz + 2 * phsz) as u64;
     f[ehsz + phsz..ehsz + phsz + 4].copy_from_slice(&0u32.to_le_bytes());

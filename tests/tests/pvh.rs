@@ -508,8 +508,8 @@ fn pvh_multicall_of_blocking_polls_stops_at_the_run_time_limit() {
             a.poke(ps, port).poke(ps + 4, 1).poke(ps + 8, 0).poke(ps + 12, 1 << 30);
         }
         // 256 entries {op 29, args[0] SCHEDOP_poll 3, args[1] ps} (RAM is
-        // zero elsewhere): 56-byte entries, or 32-byte compat ones.
-        let (w, size) = if long { (8u8, 56u8) } else { (4, 32) };
+        // zero elsewhere): 64-byte entries (8 fields of 8 bytes), or 32-byte compat ones.
+        let (w, size) = if long { (8u8, 64u8) } else { (4, 32) };
         a.raw(&[0xbf]).raw(&LIST.to_le_bytes()); // mov edi, LIST
         a.raw(&[0xb9, 0, 1, 0, 0]); // mov ecx, 256
         a.raw(&[0xc7, 0x07, 29, 0, 0, 0]); // mov dword [rdi], 29
