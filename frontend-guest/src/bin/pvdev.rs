@@ -40,6 +40,7 @@ fn main(si: &'static StartInfo) -> i32 {
         b"hostile" => hostile(&mut store),
         b"gntcopy" => gntcopy(),
         b"bindinter" => bind_interdomain(&mut store),
+        b"abi" => evtchn_abi(n as u32),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
@@ -502,5 +503,71 @@ fn bind_interdomain(store: &mut Store) -> i32 {
     check("event from domain 0", evtchn::events(port) == before + 1);
     println!("bindinter: local-port={} remote-port={}", port, remote);
     check("close", evtchn::close(port).is_ok());
+    fails
+}
+
+/// The event-channel ABI in use (FIFO unless `evtchn=2l`), checked over a
+/// loopback channel (two ports of this guest, `bind_interdomain` to
+/// `DOMID_SELF`): `n` events each way, each counted once; a masked port
+/// stays silent but pending and gets one event on unmask; `set_priority`
+/// as Xen answers per ABI (`xen/common/event_channel.h`:
+/// `evtchn_port_set_priority()`, `ENOSYS` on 2-level); close leaves the
+/// other end unbound and drops its pending event.
+fn evtchn_abi(n: u32) -> i32 {
+    use pv_abi::errno::ENOSYS;
+    use pv_abi::event_channel::{EVTCHNSTAT_CLOSED, EVTCHNSTAT_UNBOUND};
+    let fifo = evtchn::abi() == "fifo";
+    println!("abi: evtchn={}", evtchn::abi());
+    let mut fails = 0;
+    let mut check = |what: &str, ok: bool| {
+        println!("abi: {}: {}", what, if ok { "ok" } else { "FAILED" });
+        fails += (!ok) as i32;
+    };
+    let (a, b) = match evtchn::alloc_unbound(DOMID_SELF).and_then(|a| Ok((a, evtchn::bind_interdomain(DOMID_SELF, a)?)))
+    {
+        Ok(ab) => ab,
+        Err(e) => {
+            println!("abi: loopback refused: {}", e.name());
+            return 1;
+        }
+    };
+    // "EVTCHNOP_bind_interdomain always sets the local event channel pending".
+    evtchn::wait_until(|| evtchn::events(b) == 1);
+    let (ea, eb, up0) = (evtchn::events(a), evtchn::events(b), evtchn::upcalls());
+    for _ in 0..n {
+        let (before_a, before_b) = (evtchn::events(a), evtchn::events(b));
+        let _ = evtchn::send(a);
+        evtchn::wait_until(|| evtchn::events(b) != before_b);
+        let _ = evtchn::send(b);
+        evtchn::wait_until(|| evtchn::events(a) != before_a);
+    }
+    let (got_a, got_b) = (evtchn::events(a) - ea, evtchn::events(b) - eb);
+    println!("abi: n={} a-received={} b-received={} upcalls={}", n, got_a, got_b, evtchn::upcalls() - up0);
+    check("events both ways counted once", got_a == n && got_b == n);
+    evtchn::mask(a);
+    let (ev0, ws0) = (evtchn::events(a), evtchn::word_scans(a));
+    let _ = evtchn::send(b);
+    for _ in 0..2000 {
+        frontend_guest::arch::pause();
+    }
+    check("masked: silent", evtchn::events(a) == ev0 && evtchn::word_scans(a) == ws0);
+    check("masked: pending", evtchn::is_pending(a));
+    check("unmask delivers", evtchn::unmask(a).is_ok());
+    evtchn::wait_until(|| evtchn::events(a) != ev0);
+    check("unmask delivers once", evtchn::events(a) == ev0 + 1 && !evtchn::is_pending(a));
+    let prio = frontend_guest::evtchn_fifo::set_priority(a, 0).map_err(|e| e.0);
+    check("set_priority", if fifo { prio == Ok(()) } else { prio == Err(ENOSYS) });
+    check("set_priority 16 refused", frontend_guest::evtchn_fifo::set_priority(a, 16).is_err());
+    evtchn::mask(a);
+    let _ = evtchn::send(b);
+    check("close", evtchn::close(b).is_ok());
+    check("peer unbound", evtchn::status(a) == Ok(EVTCHNSTAT_UNBOUND));
+    check("second close refused", evtchn::close(b).map_err(|e| e.0) == Err(EINVAL));
+    check("send on unbound dropped", evtchn::send(a).is_ok());
+    check("pending before close", evtchn::is_pending(a));
+    check("close peer", evtchn::close(a).is_ok());
+    check("close clears pending", !evtchn::is_pending(a));
+    check("status closed", evtchn::status(a) == Ok(EVTCHNSTAT_CLOSED));
+    let _ = evtchn::unmask(a);
     fails
 }
