@@ -41,6 +41,7 @@ fn main(si: &'static StartInfo) -> i32 {
         b"gntcopy" => gntcopy(),
         b"bindinter" => bind_interdomain(&mut store),
         b"abi" => evtchn_abi(n as u32),
+        b"evloop" => event_loop(n),
         other => {
             println!("unknown test {:?}", core::str::from_utf8(other).unwrap_or("?"));
             64
@@ -570,4 +571,30 @@ fn evtchn_abi(n: u32) -> i32 {
     check("status closed", evtchn::status(a) == Ok(EVTCHNSTAT_CLOSED));
     let _ = evtchn::unmask(a);
     fails
+}
+
+/// `vmm bench`'s event-delivery rows: `n` events over a loopback channel,
+/// one at a time (send hypercall, set-pending in the VMM, upcall, the
+/// handler of the ABI in use: FIFO, or 2-level with `evtchn=2l`). The
+/// channel is set up for `n=0` too, so differencing leaves the events.
+fn event_loop(n: u64) -> i32 {
+    let (a, b) = match evtchn::alloc_unbound(DOMID_SELF).and_then(|a| Ok((a, evtchn::bind_interdomain(DOMID_SELF, a)?)))
+    {
+        Ok(ab) => ab,
+        Err(e) => {
+            println!("evloop: loopback refused: {}", e.name());
+            return 1;
+        }
+    };
+    evtchn::wait_until(|| evtchn::events(b) == 1);
+    let e0 = evtchn::events(b);
+    for _ in 0..n {
+        let before = evtchn::events(b);
+        if evtchn::send(a).is_err() {
+            return 1;
+        }
+        evtchn::wait_until(|| evtchn::events(b) != before);
+    }
+    println!("evloop: abi={} n={} received={}", evtchn::abi(), n, evtchn::events(b) - e0);
+    (u64::from(evtchn::events(b) - e0) != n) as i32
 }
