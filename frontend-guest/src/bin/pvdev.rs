@@ -97,12 +97,13 @@ fn events(store: &mut Store, n: u64, via: NotifyVia) -> i32 {
         }
     }
     println!(
-        "events: n={} sent={} received={} upcalls={} bad={}",
+        "events: n={} sent={} received={} upcalls={} bad={} abi={}",
         n,
         e.notifies,
         evtchn::events(e.port) - ev0,
         evtchn::upcalls() - up0,
-        bad
+        bad,
+        evtchn::abi()
     );
     (bad != 0) as i32
 }
@@ -184,8 +185,12 @@ fn mask(store: &mut Store) -> i32 {
     }
     let once = evtchn::events(e.port) - ev0;
     println!(
-        "mask: answered={} silent-while-masked={} pending={} delivered-on-unmask={}",
-        answered, silent, pending, once
+        "mask: answered={} silent-while-masked={} pending={} delivered-on-unmask={} abi={}",
+        answered,
+        silent,
+        pending,
+        once,
+        evtchn::abi()
     );
     !(answered && silent && pending && once == 1) as i32
 }
@@ -551,7 +556,10 @@ fn evtchn_abi(n: u32) -> i32 {
     for _ in 0..2000 {
         frontend_guest::arch::pause();
     }
-    check("masked: silent", evtchn::events(a) == ev0 && evtchn::word_scans(a) == ws0);
+    // On FIFO a masked event is never linked, so never dequeued; on
+    // 2-level the port shares its bitmap word (and selector visits) with
+    // the console's and the store's ports, so only its count is checked.
+    check("masked: silent", evtchn::events(a) == ev0 && (!fifo || evtchn::word_scans(a) == ws0));
     check("masked: pending", evtchn::is_pending(a));
     check("unmask delivers", evtchn::unmask(a).is_ok());
     evtchn::wait_until(|| evtchn::events(a) != ev0);
