@@ -719,10 +719,14 @@ impl EventChannels {
 
     /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered
     /// now. Xen's `evtchn_unmask()` checks only that the port is valid
-    /// (`_evtchn_from_port()`), so a free port is unmasked too.
+    /// (`_evtchn_from_port()`), so a free port is 0 too; but
+    /// `evtchn_port_unmask()` acts only on a port in use
+    /// (`evtchn_usable()`), so a free one's mask stays as it is.
     fn unmask(&self, port: u32) -> Result<(), i64> {
-        if port >= MAX_PORTS {
-            return Err(EINVAL);
+        match self.lock().ports.get(port as usize) {
+            None => return Err(EINVAL),
+            Some(PortState::Free) => return Ok(()),
+            Some(_) => {}
         }
         // The port's notify vCPU (every port notifies vCPU 0 for now).
         let unmasked = match self.fifo.unmask(0, port) {
@@ -930,9 +934,13 @@ mod tests {
         t.put(TEST_ARG, &EvtchnClose { port: MAX_PORTS + 5 });
         assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
         // `evtchn_unmask()` checks only `_evtchn_from_port()`: a valid
-        // free port is fine, one beyond the table is not.
+        // free port is fine, one beyond the table is not; and
+        // `evtchn_port_unmask()` leaves a port not in use alone
+        // (`evtchn_usable()`), so its mask bit stays.
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.mask as u64, &(1u64 << port)).unwrap();
         t.put(TEST_ARG, &EvtchnUnmask { port });
         assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        assert!(bit(&t, LAYOUT_64.mask, port), "a free port's mask is untouched");
         t.put(TEST_ARG, &EvtchnUnmask { port: MAX_PORTS });
         assert_eq!(op(&mut t, EVTCHNOP_UNMASK), -EINVAL);
     }
