@@ -582,6 +582,46 @@ mod tests {
         assert_eq!(t.platform.upcalls(), 2);
     }
 
+    /// A hostile guest: garbage in the control block and the event words,
+    /// and a tail word changing under the compare-exchange (another
+    /// thread flips it as fast as it can). Every operation returns (the
+    /// retries are bounded as `evtchn_fifo_set_link()`), nothing panics,
+    /// and the VMM never follows a guest-written LINK.
+    #[test]
+    fn garbage_and_racing_words_never_panic_or_hang() {
+        let mut t = fifo_domain();
+        let (a, ba) = bound_port(&mut t);
+        let (b, bb) = bound_port(&mut t);
+        t.put(CB, &[0xffu8; 72]);
+        assert_eq!(t.dom.evtchn.notify_binding(ba), Ok(false), "ready bit already set: no new upcall");
+        assert_eq!(word(&t, a), P | L);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ram = t.dom.ram.clone();
+        let at = ARRAY_GFN * PAGE_SIZE + u64::from(a) * 4;
+        let flipper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let _ = ram.with_atomic(at, |w: &AtomicU32| w.store(x | L, Ordering::SeqCst));
+                }
+            })
+        };
+        for _ in 0..2000 {
+            let _ = t.dom.evtchn.notify_binding(bb);
+            set_word(&t, b, EVTCHN_FIFO_LINK_MASK);
+            t.put(TEST_ARG, &EvtchnUnmask { port: b });
+            assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        for port in [a, b] {
+            t.put(TEST_ARG, &EvtchnClose { port });
+            assert_eq!(op(&mut t, EVTCHNOP_CLOSE), 0);
+        }
+    }
+
     /// The guest's close clears PENDING (`evtchn_fifo_clear_pending()`) and
     /// the port's next user starts at the default priority
     /// (`evtchn_fifo_init()`); `EVTCHNOP_reset` returns the domain to
