@@ -148,7 +148,7 @@ impl Fifo {
         }
         let mut st = self.lock();
         if let Some(d) = st.as_ref() {
-            if d.vcpus[a.vcpu as usize].control_block.is_some() {
+            if d.vcpus.get(a.vcpu as usize).is_some_and(|v| v.control_block.is_some()) {
                 return Err(EINVAL);
             }
         }
@@ -163,6 +163,10 @@ impl Fifo {
             let n = self.nr_vcpus.load(Ordering::Relaxed) as usize;
             FifoDomain { vcpus: vec![FifoVcpu::default(); n], array: Vec::new(), ports }
         });
+        // vCPUs added after the switch get their queues now.
+        if d.vcpus.len() <= a.vcpu as usize {
+            d.vcpus.resize(a.vcpu as usize + 1, FifoVcpu::default());
+        }
         d.vcpus[a.vcpu as usize].control_block = Some(cb);
         Ok(())
     }
@@ -448,6 +452,21 @@ mod tests {
         assert!(t.dom.evtchn.uses_fifo());
         assert_eq!(init_control(&mut t, CB_GFN, 0, 0), -EINVAL, "already initialised");
         assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [u64::from(EVTCHNOP_INIT_CONTROL), u64::MAX - 2, 0, 0, 0]), -EFAULT);
+    }
+
+    /// One control block per vCPU (`map_control_block()` per `struct
+    /// vcpu`): each vCPU of the domain registers its own, once; a vCPU the
+    /// domain does not have is `ENOENT` (`domain_vcpu()`).
+    #[test]
+    fn each_vcpu_registers_its_own_control_block_once() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        assert_eq!(init_control(&mut t, CB_GFN, 0, 0), 0);
+        assert_eq!(init_control(&mut t, CB_GFN, 72, 1), -ENOENT, "one vCPU");
+        t.dom.evtchn.set_vcpus(3);
+        assert_eq!(init_control(&mut t, CB_GFN, 72, 2), 0, "a vCPU added after the switch");
+        assert_eq!(init_control(&mut t, CB_GFN, 144, 1), 0);
+        assert_eq!(init_control(&mut t, CB_GFN, 216, 1), -EINVAL, "vCPU 1 has one");
+        assert_eq!(init_control(&mut t, CB_GFN, 0, 3), -ENOENT);
     }
 
     /// `evtchn_fifo_expand_array()`: `EOPNOTSUPP` on 2-level, `EINVAL` for
