@@ -142,6 +142,15 @@ pub unsafe fn shared_u64(gpa: u64) -> &'static core::sync::atomic::AtomicU64 {
     unsafe { &*(gpa as *const core::sync::atomic::AtomicU64) }
 }
 
+/// A `'static` atomic 32-bit word in a VMM-shared page.
+///
+/// # Safety
+/// As for [`shared_u64`] (4-byte alignment).
+pub unsafe fn shared_u32(gpa: u64) -> &'static core::sync::atomic::AtomicU32 {
+    // SAFETY: as for `shared_u64`.
+    unsafe { &*(gpa as *const core::sync::atomic::AtomicU32) }
+}
+
 /// A `'static` atomic byte in a VMM-shared page.
 ///
 /// # Safety

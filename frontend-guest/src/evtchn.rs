@@ -1,5 +1,8 @@
-//! Event channels, guest side: the 2-level upcall handler over the
-//! shared-info page, and the `event_channel_op` wrappers.
+//! Event channels, guest side: the upcall handler, over the FIFO ABI
+//! ([`crate::evtchn_fifo`]) when the VMM offers it, else the 2-level
+//! bitmaps of the shared-info page (as Linux chooses: FIFO if
+//! `EVTCHNOP_init_control` succeeds); and the `event_channel_op` wrappers.
+//! The guest command-line word `evtchn=2l` forces 2-level.
 //!
 //! The upcall handler only records which ports fired (a counter per port);
 //! drivers wait with [`wait_until`] and look at their rings. No function
@@ -21,6 +24,8 @@ static UPCALLS: AtomicU64 = AtomicU64::new(0);
 /// Per selector bit: how often the upcall handler found it set (the
 /// upcall-pending edge of the ports in that bitmap word).
 static WORD_SCANS: [AtomicU32; BITS_PER_WORD as usize] = [const { AtomicU32::new(0) }; BITS_PER_WORD as usize];
+/// FIFO: per port, how often the upcall took it off a queue.
+static DEQUEUES: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
 
 const APIC_SVR: u32 = 0xf0;
 const APIC_TPR: u32 = 0x80;
@@ -55,10 +60,18 @@ fn si_word(off: usize) -> &'static AtomicU64 {
     unsafe { arch::shared_u64(base + off as u64) }
 }
 
-/// Enables the local APIC and interrupts. The IDT must be loaded first
-/// (`interrupts::init`, which `rt` runs just before).
-pub fn init(shared_info: u64) {
+/// Chooses the ABI (FIFO if `fifo` and the VMM accepts it, else
+/// 2-level), then enables the local APIC and interrupts. The IDT must be
+/// loaded first (`interrupts::init`, which `rt` runs just before).
+pub fn init(shared_info: u64, fifo: bool) {
     SHARED_INFO.store(shared_info, SeqCst);
+    if fifo {
+        if let Err(e) = crate::evtchn_fifo::init() {
+            if crate::evtchn_fifo::active() {
+                crate::println!("evtchn: FIFO event array refused ({}): events lost", e.name());
+            }
+        }
+    }
     if arch::has_x2apic() {
         arch::wrmsr(MSR_APIC_BASE, arch::rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
         X2APIC.store(true, SeqCst);
@@ -68,12 +81,22 @@ pub fn init(shared_info: u64) {
     arch::sti();
 }
 
+/// The ABI in use: `"fifo"` or `"2-level"`.
+pub fn abi() -> &'static str {
+    if crate::evtchn_fifo::active() {
+        "fifo"
+    } else {
+        "2-level"
+    }
+}
+
 /// Whether [`init`] ran.
 pub fn initialized() -> bool {
     SHARED_INFO.load(SeqCst) != 0
 }
 
-/// The upcall (interrupt vector `UPCALL_VECTOR`): Xen's 2-level scan.
+/// The upcall (interrupt vector `UPCALL_VECTOR`): the FIFO queues or
+/// Xen's 2-level scan.
 pub extern "C" fn pv_upcall_handler() {
     UPCALLS.fetch_add(1, SeqCst);
     let base = SHARED_INFO.load(SeqCst);
@@ -81,7 +104,15 @@ pub extern "C" fn pv_upcall_handler() {
         // SAFETY: byte inside the shared-info page (see `si_word`).
         let upcall_pending = unsafe { arch::shared_u8(base + SharedInfo::upcall_pending_offset(0) as u64) };
         upcall_pending.store(0, SeqCst);
-        loop {
+        if crate::evtchn_fifo::active() {
+            let count = |table: &[AtomicU32], port: u32| {
+                if let Some(c) = table.get(port as usize) {
+                    c.fetch_add(1, SeqCst);
+                }
+            };
+            crate::evtchn_fifo::handle_events(|p| count(&PORT_EVENTS, p), |p| count(&DEQUEUES, p));
+        }
+        while !crate::evtchn_fifo::active() {
             let mut sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
             if sel == 0 {
                 break;
@@ -122,8 +153,12 @@ pub fn upcalls() -> u64 {
 }
 
 /// Upcalls whose selector named the bitmap word of `port` (for a port
-/// alone in its word: the upcall-pending edges raised for it).
+/// alone in its word: the upcall-pending edges raised for it). On FIFO:
+/// how often the port was taken off a queue (linked for delivery).
 pub fn word_scans(port: u32) -> u32 {
+    if crate::evtchn_fifo::active() {
+        return DEQUEUES.get(port as usize).map_or(0, |c| c.load(SeqCst));
+    }
     let word = (port / BITS_PER_WORD) as usize;
     WORD_SCANS.get(word).map_or(0, |c| c.load(SeqCst))
 }
@@ -147,7 +182,7 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {
+pub(crate) fn op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {
     // SAFETY: the VMM reads and writes one `T` at the pointer, which names
     // `arg` (the `EVTCHNOP_*` argument structure for `cmd`).
     check(unsafe { arch::hypercall(nr::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64, 0, 0, 0) })
@@ -196,8 +231,12 @@ pub fn status(port: u32) -> Result<u32, Errno> {
     Ok(a.status)
 }
 
-/// Masks `port` (a plain bit set in shared-info, as Xen guests do).
+/// Masks `port` (a plain bit set in shared-info, or MASKED in its FIFO
+/// event word, as Xen guests do).
 pub fn mask(port: u32) {
+    if crate::evtchn_fifo::active() {
+        return crate::evtchn_fifo::mask(port);
+    }
     if let Some((word, bit)) = evtchn_word_bit(port) {
         si_word(SharedInfo::mask_word_offset(word)).fetch_or(1 << bit, SeqCst);
     }
@@ -205,6 +244,9 @@ pub fn mask(port: u32) {
 
 /// Whether `port`'s pending bit is set.
 pub fn is_pending(port: u32) -> bool {
+    if crate::evtchn_fifo::active() {
+        return crate::evtchn_fifo::is_pending(port);
+    }
     evtchn_word_bit(port).is_some_and(|(w, b)| si_word(SharedInfo::pending_word_offset(w)).load(SeqCst) & (1 << b) != 0)
 }
 

@@ -19,6 +19,7 @@ pub mod cmdline;
 pub mod console;
 pub mod echo;
 pub mod evtchn;
+pub mod evtchn_fifo;
 pub mod grant;
 pub mod hypercall;
 pub mod interrupts;

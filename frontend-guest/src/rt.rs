@@ -61,7 +61,9 @@ extern "C" fn pv_guest_entry(si: *mut StartInfo) -> ! {
     crate::pages::init(si_ref.free_start, si_ref.free_end);
     if !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"noevents") {
         crate::interrupts::init();
-        crate::evtchn::init(si_ref.shared_info);
+        // `evtchn=2l`: stay on the 2-level ABI (to test both).
+        let fifo = crate::cmdline::get(si_ref.cmdline_bytes(), "evtchn") != Some(b"2l");
+        crate::evtchn::init(si_ref.shared_info, fifo);
         if si_ref.console.evtchn != 0
             && !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"hvc0=hypercall")
         {

@@ -104,6 +104,98 @@ pub struct EvtchnUnmask {
 }
 crate::assert_layout!(EvtchnUnmask, size = 4, port = 0);
 
+/// `EVTCHNOP_reset`: close every port of a domain.
+pub const EVTCHNOP_RESET: u32 = 10;
+/// `EVTCHNOP_init_control`: register a vCPU's FIFO control block; the
+/// first call switches the domain from the 2-level to the FIFO ABI.
+pub const EVTCHNOP_INIT_CONTROL: u32 = 11;
+/// `EVTCHNOP_expand_array`: add a page to the FIFO event array.
+pub const EVTCHNOP_EXPAND_ARRAY: u32 = 12;
+/// `EVTCHNOP_set_priority`: set a port's FIFO queue.
+pub const EVTCHNOP_SET_PRIORITY: u32 = 13;
+
+/// Argument of `EVTCHNOP_init_control` (Xen's `evtchn_init_control`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnInitControl {
+    /// IN: guest frame of the page holding the control block.
+    pub control_gfn: u64,
+    /// IN: byte offset of the control block in that page (8-byte aligned).
+    pub offset: u32,
+    /// IN: the vCPU the control block belongs to.
+    pub vcpu: u32,
+    /// OUT: bits of the LINK field ([`EVTCHN_FIFO_LINK_BITS`]).
+    pub link_bits: u8,
+    /// Zero.
+    pub _pad: [u8; 7],
+}
+crate::assert_layout!(EvtchnInitControl, size = 24, control_gfn = 0, offset = 8, vcpu = 12, link_bits = 16);
+
+/// Argument of `EVTCHNOP_expand_array` (Xen's `evtchn_expand_array`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnExpandArray {
+    /// IN: guest frame of the new event-array page.
+    pub array_gfn: u64,
+}
+crate::assert_layout!(EvtchnExpandArray, size = 8, array_gfn = 0);
+
+/// Argument of `EVTCHNOP_set_priority` (Xen's `evtchn_set_priority`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnSetPriority {
+    /// IN: the port.
+    pub port: EvtchnPort,
+    /// IN: its priority, [`EVTCHN_FIFO_PRIORITY_MAX`] (0, highest) to
+    /// [`EVTCHN_FIFO_PRIORITY_MIN`] (15).
+    pub priority: u32,
+}
+crate::assert_layout!(EvtchnSetPriority, size = 8, port = 0, priority = 4);
+
+/// FIFO ABI: the highest priority.
+pub const EVTCHN_FIFO_PRIORITY_MAX: u32 = 0;
+/// FIFO ABI: the priority a port starts with.
+pub const EVTCHN_FIFO_PRIORITY_DEFAULT: u32 = 7;
+/// FIFO ABI: the lowest priority.
+pub const EVTCHN_FIFO_PRIORITY_MIN: u32 = 15;
+/// FIFO ABI: one queue per priority, per vCPU.
+pub const EVTCHN_FIFO_MAX_QUEUES: usize = EVTCHN_FIFO_PRIORITY_MIN as usize + 1;
+/// FIFO event word bit: the event is pending.
+pub const EVTCHN_FIFO_PENDING: u32 = 31;
+/// FIFO event word bit: the event is masked.
+pub const EVTCHN_FIFO_MASKED: u32 = 30;
+/// FIFO event word bit: the event is on a queue.
+pub const EVTCHN_FIFO_LINKED: u32 = 29;
+/// FIFO event word bit: the hypervisor is changing the LINK field (the
+/// guest must not unmask by itself meanwhile).
+pub const EVTCHN_FIFO_BUSY: u32 = 28;
+/// FIFO event word: bits of the LINK field (the next port on the queue).
+pub const EVTCHN_FIFO_LINK_BITS: u32 = 17;
+/// FIFO event word: the LINK field.
+pub const EVTCHN_FIFO_LINK_MASK: u32 = (1 << EVTCHN_FIFO_LINK_BITS) - 1;
+/// FIFO ABI: ports the event array can name.
+pub const EVTCHN_FIFO_NR_CHANNELS: u32 = 1 << EVTCHN_FIFO_LINK_BITS;
+/// FIFO ABI: event words per event-array page (`PAGE_SIZE / sizeof(event_word_t)`).
+pub const EVTCHN_FIFO_EVENT_WORDS_PER_PAGE: u32 = 1024;
+/// FIFO ABI: event-array pages a domain may add.
+pub const EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES: u32 = EVTCHN_FIFO_NR_CHANNELS / EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
+
+/// A vCPU's FIFO control block (Xen's `evtchn_fifo_control_block`), in a
+/// guest page: `ready` has bit `q` set while queue `q` is non-empty, and
+/// `head[q]` is the first port of queue `q` (0: empty as far as the
+/// hypervisor linked it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnFifoControlBlock {
+    /// Bit per priority: that queue has events.
+    pub ready: u32,
+    /// Reserved.
+    pub _rsvd: u32,
+    /// The head port of each queue.
+    pub head: [u32; EVTCHN_FIFO_MAX_QUEUES],
+}
+crate::assert_layout!(EvtchnFifoControlBlock, size = 72, ready = 0, _rsvd = 4, head = 8);
+
 /// `EvtchnStatus::status`: the port is not in use.
 pub const EVTCHNSTAT_CLOSED: u32 = 0;
 /// `EvtchnStatus::status`: waiting for an inter-domain connection.

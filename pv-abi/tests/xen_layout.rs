@@ -130,7 +130,32 @@ fn checks() -> Vec<Check> {
         "EVTCHN_2L_NR_CHANNELS" => EVTCHN_2L_NR_CHANNELS,
         "sizeof(evtchn_port_t)" => size_of::<EvtchnPort>(),
         "sizeof(domid_t)" => size_of::<DomId>(),
+        "EVTCHNOP_reset" => EVTCHNOP_RESET,
+        "EVTCHNOP_init_control" => EVTCHNOP_INIT_CONTROL,
+        "EVTCHNOP_expand_array" => EVTCHNOP_EXPAND_ARRAY,
+        "EVTCHNOP_set_priority" => EVTCHNOP_SET_PRIORITY,
+        "EVTCHN_FIFO_PRIORITY_MAX" => EVTCHN_FIFO_PRIORITY_MAX,
+        "EVTCHN_FIFO_PRIORITY_DEFAULT" => EVTCHN_FIFO_PRIORITY_DEFAULT,
+        "EVTCHN_FIFO_PRIORITY_MIN" => EVTCHN_FIFO_PRIORITY_MIN,
+        "EVTCHN_FIFO_MAX_QUEUES" => EVTCHN_FIFO_MAX_QUEUES,
+        "EVTCHN_FIFO_PENDING" => EVTCHN_FIFO_PENDING,
+        "EVTCHN_FIFO_MASKED" => EVTCHN_FIFO_MASKED,
+        "EVTCHN_FIFO_LINKED" => EVTCHN_FIFO_LINKED,
+        "EVTCHN_FIFO_BUSY" => EVTCHN_FIFO_BUSY,
+        "EVTCHN_FIFO_LINK_BITS" => EVTCHN_FIFO_LINK_BITS,
+        "EVTCHN_FIFO_LINK_MASK" => EVTCHN_FIFO_LINK_MASK,
+        "EVTCHN_FIFO_NR_CHANNELS" => EVTCHN_FIFO_NR_CHANNELS,
+        "4096 / sizeof(event_word_t)" => EVTCHN_FIFO_EVENT_WORDS_PER_PAGE,
     );
+    size!(v, "struct evtchn_init_control", EvtchnInitControl);
+    off!(v, "struct evtchn_init_control", EvtchnInitControl,
+        "control_gfn" => control_gfn, "offset" => offset, "vcpu" => vcpu, "link_bits" => link_bits);
+    size!(v, "struct evtchn_expand_array", EvtchnExpandArray);
+    size!(v, "struct evtchn_set_priority", EvtchnSetPriority);
+    off!(v, "struct evtchn_set_priority", EvtchnSetPriority, "port" => port, "priority" => priority);
+    size!(v, "struct evtchn_fifo_control_block", EvtchnFifoControlBlock);
+    off!(v, "struct evtchn_fifo_control_block", EvtchnFifoControlBlock,
+        "ready" => ready, "head" => head);
     size!(v, "struct evtchn_alloc_unbound", EvtchnAllocUnbound);
     off!(v, "struct evtchn_alloc_unbound", EvtchnAllocUnbound,
         "dom" => dom, "remote_dom" => remote_dom, "port" => port);
@@ -528,8 +553,21 @@ fn layouts_32_bit_match_xen_headers_compiled_for_i386() {
         "evtchn_pending" => evtchn_pending, "evtchn_mask" => evtchn_mask, "wc_version" => wc_version,
         "wc_sec" => wc_sec, "wc_nsec" => wc_nsec, "arch" => arch);
 
+    // The FIFO event-channel structs: the same sizes and offsets for a
+    // 32-bit guest (the 64-bit `control_gfn` is 4-aligned on i386 only).
+    use pv_abi::event_channel::{EvtchnFifoControlBlock, EvtchnInitControl, EvtchnSetPriority};
+    konst!(v, "sizeof(struct evtchn_init_control)" => size_of::<EvtchnInitControl>(),
+        "sizeof(struct evtchn_expand_array)" => size_of::<pv_abi::event_channel::EvtchnExpandArray>(),
+        "sizeof(struct evtchn_set_priority)" => size_of::<EvtchnSetPriority>(),
+        "sizeof(struct evtchn_fifo_control_block)" => size_of::<EvtchnFifoControlBlock>());
+    off!(v, "struct evtchn_init_control", EvtchnInitControl,
+        "control_gfn" => control_gfn, "offset" => offset, "vcpu" => vcpu, "link_bits" => link_bits);
+    off!(v, "struct evtchn_fifo_control_block", EvtchnFifoControlBlock, "ready" => ready, "head" => head);
+
     let mut src = String::from("#include <stddef.h>\n#include <stdint.h>\n");
-    for h in ["xen/xen.h", "xen/memory.h", "xen/grant_table.h", "xen/hvm/hvm_op.h", "xen/io/blkif.h"] {
+    for h in
+        ["xen/xen.h", "xen/memory.h", "xen/grant_table.h", "xen/hvm/hvm_op.h", "xen/io/blkif.h", "xen/event_channel.h"]
+    {
         writeln!(src, "#include <{h}>").unwrap();
     }
     for (i, c) in v.iter().enumerate() {

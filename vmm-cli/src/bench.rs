@@ -304,6 +304,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,
         event_round_trip("hypercall", opts)?,
         event_round_trip("doorbell", opts)?,
+        event_delivery("2-level", opts)?,
+        event_delivery("fifo", opts)?,
         block_io("read", opts)?,
         block_io("write", opts)?,
         virtio_block_io("read", opts)?,
@@ -317,6 +319,15 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
 fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let w = Workload { devices: vec![DeviceSpec::Echo], ..Workload::new("pvdev", &format!("test=events via={via}")) };
     measure("event round trip", via, 1, &w, (opts.iters / 4).max(1), opts.reps)
+}
+
+/// One event delivered to the guest over a loopback channel, on the
+/// event-channel ABI `abi` (`2-level` or `fifo`): send hypercall,
+/// set-pending and upcall in the VMM, the guest's upcall handler for that
+/// ABI (2-level: selector and bitmap scan; FIFO: ready word and queue).
+fn event_delivery(abi: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let force = if abi == "2-level" { " evtchn=2l" } else { "" };
+    measure("event delivery", abi, 1, &Workload::new("pvdev", &format!("test=evloop{force}")), opts.iters, opts.reps)
 }
 
 /// Requests in flight in the block rows, the same for both transports:

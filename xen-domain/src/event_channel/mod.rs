@@ -27,13 +27,19 @@
 //! teardown, [`EventChannels::close`]) frees only domain 0's end, and the
 //! guest's port stays allocated as `ECS_UNBOUND` with remote domain 0
 //! until the guest closes it.
+//!
+//! The ABI: 2-level until the guest's first `EVTCHNOP_init_control`
+//! switches the domain to [`fifo`] (back to 2-level on `EVTCHNOP_reset`),
+//! as Xen's `d->evtchn_port_ops`. The port table is the same for both.
 
+pub mod fifo;
 pub mod two_level;
 
 use crate::domid::GUEST_DOMID;
 use crate::guest_memory::{BadGuestRange, GuestRam};
 use crate::platform::Platform;
-use pv_abi::errno::{EBUSY, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH};
+use fifo::Fifo;
+use pv_abi::errno::{EBUSY, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EPERM, ESRCH};
 use pv_abi::event_channel::*;
 use pv_abi::shared_info::EvtchnLayout;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +158,8 @@ pub struct EventChannels {
     table: Mutex<Table>,
     ram: GuestRam,
     bitmaps: TwoLevel,
+    /// The FIFO ABI, once the guest chose it.
+    fifo: Fifo,
     platform: Arc<dyn Platform>,
     /// Event counters.
     pub counters: EvtchnMetrics,
@@ -172,6 +180,7 @@ impl EventChannels {
         bitmaps.reset()?;
         Ok(EventChannels {
             table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new(), gen: 0 }),
+            fifo: Fifo::new(ram.clone()),
             ram,
             bitmaps,
             platform,
@@ -350,18 +359,37 @@ impl EventChannels {
         for d in t.dom0.iter_mut().filter(|d| d.bound_to == Some(port)) {
             d.bound_to = None;
         }
-        if self.bitmaps.clear_pending(port).is_err() {
+        // Still under the table lock, so a new user of the number keeps
+        // its events.
+        let cleared = match self.fifo.clear_pending(port) {
+            Some(r) => r,
+            None => self.bitmaps.clear_pending(port),
+        };
+        if cleared.is_err() {
             tracing::warn!(port, "cannot clear the pending bit of a closed port");
         }
+        self.fifo.port_freed(port);
         Ok(())
     }
 
     /// Closes every guest port as the guest's close does (Xen's
-    /// `evtchn_reset()`, which runs `evtchn_close(d, port, 1)` on each).
+    /// `evtchn_reset()`, which runs `evtchn_close(d, port, 1)` on each),
+    /// and returns the domain to the 2-level ABI.
     pub fn reset(&self) {
         for port in 1..MAX_PORTS {
             let _ = self.guest_close(port);
         }
+        self.fifo.destroy();
+    }
+
+    /// Sets how many vCPUs may register FIFO control blocks.
+    pub fn set_vcpus(&self, n: u32) {
+        self.fifo.set_vcpus(n);
+    }
+
+    /// Whether the guest switched to the FIFO ABI.
+    pub fn uses_fifo(&self) -> bool {
+        self.fifo.is_active()
     }
 
     /// `EVTCHNOP_bind_virq` for vCPU 0: a fresh port raised by
@@ -405,9 +433,10 @@ impl EventChannels {
         }
     }
 
-    /// Whether `port`'s pending bit is set in the shared-info page.
+    /// Whether `port` is pending (its bit in the shared-info page, or
+    /// PENDING in its FIFO event word).
     pub fn is_pending(&self, port: u32) -> bool {
-        self.bitmaps.is_pending(port)
+        self.fifo.is_pending(port).unwrap_or_else(|| self.bitmaps.is_pending(port))
     }
 
     /// Notifies the guest on `port` (Xen's `evtchn_2l_set_pending`).
@@ -421,10 +450,25 @@ impl EventChannels {
     }
 
     fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
-        match self.bitmaps.set_pending(port) {
+        // The port's notify vCPU (every port notifies vCPU 0 for now).
+        let vcpu = 0;
+        let raise = match self.fifo.set_pending(vcpu, port) {
+            Some(r) => self.fifo_mark(vcpu, r),
+            None => self.bitmaps.set_pending(port),
+        };
+        match raise {
             Ok(Some(raise)) => Ok(self.upcall_if(raise)),
             Ok(None) => Err(EvtchnError::BadPort(port)),
             Err(_) => Err(EvtchnError::SharedInfo),
+        }
+    }
+
+    /// The end of a FIFO set-pending: on a `ready` edge,
+    /// `vcpu_mark_events_pending()`.
+    fn fifo_mark(&self, vcpu: u32, ready_edge: Result<bool, BadGuestRange>) -> Result<Option<bool>, BadGuestRange> {
+        match ready_edge? {
+            true => self.bitmaps.mark_events_pending(vcpu).map(Some),
+            false => Ok(Some(false)),
         }
     }
 
@@ -512,24 +556,43 @@ impl EventChannels {
                 self.bind_vcpu(port, vcpu).map(|_| 0)
             }
             EVTCHNOP_RESET => self.reset_op(arg),
-            EVTCHNOP_INIT_CONTROL => {
-                // Xen before 4.4 had no FIFO ABI; Linux falls back to 2-level.
-                ram.read_obj::<[u8; 24]>(arg)?;
-                Err(ENOSYS)
-            }
+            EVTCHNOP_INIT_CONTROL => self.init_control_op(arg),
             EVTCHNOP_EXPAND_ARRAY => {
-                // `evtchn_fifo_expand_array()` on a 2-level domain.
-                ram.read_obj::<u64>(arg)?;
-                Err(EOPNOTSUPP)
+                let a: EvtchnExpandArray = ram.read_obj(arg)?;
+                // Every port notifies vCPU 0 for now.
+                for vcpu in self.fifo.expand_array(a.array_gfn, |_port| 0)? {
+                    self.upcall_if(self.bitmaps.mark_events_pending(vcpu).map_err(|_| EFAULT)?);
+                }
+                Ok(0)
             }
             EVTCHNOP_SET_PRIORITY => {
-                let [port, _priority]: [u32; 2] = ram.read_obj(arg)?;
-                // `evtchn_set_priority()`: an invalid port first, then the
-                // 2-level ABI's missing `set_priority` hook.
-                Err(if port >= MAX_PORTS { EINVAL } else { ENOSYS })
+                let a: EvtchnSetPriority = ram.read_obj(arg)?;
+                // `evtchn_set_priority()`: an invalid port first, then
+                // `evtchn_port_set_priority()` (`evtchn_usable()`: a port
+                // in use; port 0 is reserved).
+                let t = self.lock();
+                let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
+                let usable = a.port != 0 && !matches!(state, PortState::Free);
+                drop(t);
+                self.fifo.set_priority(a.port, a.priority, usable).map(|_| 0)
             }
             _ => Err(ENOSYS),
         }
+    }
+
+    /// `EVTCHNOP_init_control` (`evtchn_fifo_init_control()`): `link_bits`
+    /// is written back on success only (a bad output pointer is `EFAULT`,
+    /// the control block stays registered, as in Xen).
+    fn init_control_op(&self, arg: u64) -> Result<u64, i64> {
+        let mut a: EvtchnInitControl = self.ram.read_obj(arg)?;
+        a.link_bits = EVTCHN_FIFO_LINK_BITS as u8;
+        // The table lock keeps ports from changing while their 2-level
+        // pending bits are carried over (Xen holds `d->event_lock`).
+        let t = self.lock();
+        self.fifo.init_control(&a, |port| self.bitmaps.is_pending(port))?;
+        drop(t);
+        self.ram.copy_obj_to_guest(arg, &a)?;
+        Ok(0)
     }
 
     /// `EVTCHNOP_bind_ipi` (Xen's `evtchn_bind_ipi()`): vCPU 0 only.
@@ -656,12 +719,21 @@ impl EventChannels {
 
     /// `EVTCHNOP_unmask`: an event that arrived while masked is delivered
     /// now. Xen's `evtchn_unmask()` checks only that the port is valid
-    /// (`_evtchn_from_port()`), so a free port is unmasked too.
+    /// (`_evtchn_from_port()`), so a free port is 0 too; but
+    /// `evtchn_port_unmask()` acts only on a port in use
+    /// (`evtchn_usable()`), so a free one's mask stays as it is.
     fn unmask(&self, port: u32) -> Result<(), i64> {
-        if port >= MAX_PORTS {
-            return Err(EINVAL);
+        match self.lock().ports.get(port as usize) {
+            None => return Err(EINVAL),
+            Some(PortState::Free) => return Ok(()),
+            Some(_) => {}
         }
-        match self.bitmaps.unmask(port) {
+        // The port's notify vCPU (every port notifies vCPU 0 for now).
+        let unmasked = match self.fifo.unmask(0, port) {
+            Some(r) => self.fifo_mark(0, r),
+            None => self.bitmaps.unmask(port),
+        };
+        match unmasked {
             Ok(Some(raise)) => {
                 self.upcall_if(raise);
                 Ok(())
@@ -704,14 +776,6 @@ impl EventChannels {
     }
 }
 
-/// `EVTCHNOP_reset` (`xen/include/public/event_channel.h`).
-const EVTCHNOP_RESET: u32 = 10;
-/// `EVTCHNOP_init_control` (FIFO ABI).
-const EVTCHNOP_INIT_CONTROL: u32 = 11;
-/// `EVTCHNOP_expand_array` (FIFO ABI).
-const EVTCHNOP_EXPAND_ARRAY: u32 = 12;
-/// `EVTCHNOP_set_priority` (FIFO ABI).
-const EVTCHNOP_SET_PRIORITY: u32 = 13;
 /// The per-vCPU virqs (`get_virq_type()` says `VIRQ_VCPU`): `VIRQ_TIMER`,
 /// `VIRQ_DEBUG`, `VIRQ_XENOPROF`, `VIRQ_XENPMU` (`xen/include/public/xen.h`).
 const PER_VCPU_VIRQS: [u32; 4] = [0, 1, 7, 13];
@@ -870,9 +934,13 @@ mod tests {
         t.put(TEST_ARG, &EvtchnClose { port: MAX_PORTS + 5 });
         assert_eq!(op(&mut t, EVTCHNOP_CLOSE), -EINVAL);
         // `evtchn_unmask()` checks only `_evtchn_from_port()`: a valid
-        // free port is fine, one beyond the table is not.
+        // free port is fine, one beyond the table is not; and
+        // `evtchn_port_unmask()` leaves a port not in use alone
+        // (`evtchn_usable()`), so its mask bit stays.
+        t.dom.ram.write_obj(SHARED_INFO + LAYOUT_64.mask as u64, &(1u64 << port)).unwrap();
         t.put(TEST_ARG, &EvtchnUnmask { port });
         assert_eq!(op(&mut t, EVTCHNOP_UNMASK), 0);
+        assert!(bit(&t, LAYOUT_64.mask, port), "a free port's mask is untouched");
         t.put(TEST_ARG, &EvtchnUnmask { port: MAX_PORTS });
         assert_eq!(op(&mut t, EVTCHNOP_UNMASK), -EINVAL);
     }
@@ -1006,12 +1074,14 @@ mod tests {
 
     /// A 2-level domain: `evtchn_fifo_expand_array()` `EOPNOTSUPP`,
     /// `evtchn_port_set_priority()` `ENOSYS` (invalid port `EINVAL`),
-    /// `init_control` answered as Xen before 4.4 (`ENOSYS`); each reads its
-    /// argument first (`EFAULT`).
+    /// `init_control` on frame 0 (a VMM page: `map_guest_page()` `EINVAL`);
+    /// each reads its argument first (`EFAULT`). The FIFO ABI itself is
+    /// tested in `fifo.rs`.
     #[test]
     fn fifo_ops_on_a_2_level_domain() {
         let mut t = TestDomain::new(paging_mode::NATIVE);
-        assert_eq!(op(&mut t, 11), -ENOSYS);
+        t.put(TEST_ARG, &[0u64; 3]);
+        assert_eq!(op(&mut t, 11), -EINVAL);
         assert_eq!(op(&mut t, 12), -pv_abi::errno::EOPNOTSUPP);
         t.put(TEST_ARG, &[1u32, 3]);
         assert_eq!(op(&mut t, 13), -ENOSYS);

@@ -132,7 +132,14 @@ impl TwoLevel {
         if sel_was & sel_bit != 0 {
             return Ok(false);
         }
-        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(0) as u64;
+        self.mark_events_pending(0)
+    }
+
+    /// Xen's `vcpu_mark_events_pending()`: sets `vcpu`'s
+    /// `evtchn_upcall_pending`; on its 0->1 edge the vCPU is to be
+    /// interrupted. Both ABIs end here (the FIFO one on a `ready` edge).
+    pub fn mark_events_pending(&self, vcpu: u32) -> Result<bool, BadGuestRange> {
+        let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(vcpu as usize) as u64;
         let upcall_was = self.ram.with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))?;
         Ok(upcall_was == 0)
     }
