@@ -34,7 +34,7 @@ use frontend_guest::netfront::{self, NetFront};
 use frontend_guest::virtio::{self as vio, NetDevice};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
@@ -71,6 +71,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(4);
 const HTTP_IDLE_US: u64 = 10_000_000;
 /// An echo connection that moves no data for this long is closed.
 const ECHO_IDLE_US: u64 = 60_000_000;
+/// Egress calls per poll at most (each sends at most one segment per
+/// socket; the transmit ring holds 256 slots).
+const EGRESS_ROUNDS: usize = 64;
 /// After deciding to power off, the last answers have this long to leave.
 const DRAIN_US: u64 = 2_000_000;
 
@@ -354,7 +357,11 @@ struct Pool<const N: usize> {
     conns: [Conn; N],
     /// The conns put in the set to listen (until a SYN takes them).
     listening: [Option<usize>; LISTENERS],
+    /// Bit `i`: conn `i`'s socket is in the set.
+    in_set: u64,
 }
+
+const _: () = assert!(HTTP_POOL <= 64 && ECHO_POOL <= 64, "a pool's conns are bits of a u64");
 
 impl<const N: usize> Pool<N> {
     /// Keeps [`LISTENERS`] sockets listening while parked ones remain.
@@ -378,6 +385,7 @@ impl<const N: usize> Pool<N> {
         let _ = s.listen(self.port);
         c.handle = Some(sockets.add(s));
         (c.since_us, c.len) = (0, 0);
+        self.in_set |= 1 << i;
         Some(i)
     }
 
@@ -387,6 +395,7 @@ impl<const N: usize> Pool<N> {
     fn park(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
         let c = &mut self.conns[i];
         let Some(h) = c.handle.take() else { return };
+        self.in_set &= !(1 << i);
         let smoltcp::socket::Socket::Tcp(mut s) = sockets.remove(h);
         s.abort();
         *c.parked = Some(s);
@@ -588,7 +597,7 @@ fn pool<const N: usize>(sockets: &mut SocketSet<'static>, port: u16, buf: usize,
         *c = Some(Conn { handle: None, parked, since_us: 0, active_us: 0, req, len: 0 });
     }
     let conns = conns.map(|c| c.unwrap_or_else(|| unreachable!()));
-    let mut p = Pool { port, conns, listening: [None; LISTENERS] };
+    let mut p = Pool { port, conns, listening: [None; LISTENERS], in_set: 0 };
     p.top_up(sockets);
     Some(p)
 }
@@ -679,14 +688,21 @@ impl<D: Nic> Guest<'_, D> {
 
     /// smoltcp's `poll`, one received packet at a time: after each, the
     /// pools are topped up, as a SYN may have taken a listener and smoltcp
-    /// answers the next SYN with a reset if none is left.
+    /// answers the next SYN with a reset if none is left. Egress is
+    /// repeated while it sends (smoltcp sends at most one segment per
+    /// socket per call), up to [`EGRESS_ROUNDS`]: a round here is cheaper
+    /// than a pass of the serving loop per segment.
     fn poll(&mut self) {
         let t = now();
         while self.iface.poll_ingress_single(t, &mut self.dev, &mut self.sockets) != PollIngressSingleResult::None {
             self.echo.top_up(&mut self.sockets);
             self.http.top_up(&mut self.sockets);
         }
-        self.iface.poll_egress(t, &mut self.dev, &mut self.sockets);
+        for _ in 0..EGRESS_ROUNDS {
+            if self.iface.poll_egress(t, &mut self.dev, &mut self.sockets) != PollResult::SocketStateChanged {
+                break;
+            }
+        }
     }
 
     /// Whether every answer has been sent and acknowledged.
@@ -702,11 +718,17 @@ impl<D: Nic> Guest<'_, D> {
     fn serve_all(&mut self) -> bool {
         let now_us = clock::now_us();
         let mut moved = false;
-        for i in 0..ECHO_POOL {
-            moved |= self.serve_echo(i, now_us);
+        // Only the conns in the set (a bit each): visiting every one on
+        // every pass cost guest instructions per segment.
+        let mut m = self.echo.in_set;
+        while m != 0 {
+            moved |= self.serve_echo(m.trailing_zeros() as usize, now_us);
+            m &= m - 1;
         }
-        for i in 0..HTTP_POOL {
-            moved |= self.serve_http(i, now_us);
+        let mut m = self.http.in_set;
+        while m != 0 {
+            moved |= self.serve_http(m.trailing_zeros() as usize, now_us);
+            m &= m - 1;
         }
         // A socket parked above may be one a flood had left the pool without.
         self.echo.top_up(&mut self.sockets);
