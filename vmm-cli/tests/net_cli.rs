@@ -137,7 +137,9 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
     let tap = "pvtap0";
     // Jumbo frames: the guest's 8 MiB stream then goes out in 3-page
     // multi-slot packets (feature-sg), and echo replies come back in
-    // multi-buffer frames.
+    // multi-buffer frames. The guest is not told the MTU on its command
+    // line: it takes it from the `mtu` key netback writes from the TAP's
+    // (netif.h "MTU", libxl_nic.c).
     ns.tap(tap, Some(&format!("{HOST}/24")), Some(9000));
     // The host listener for the guest's stream, before the guest starts.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -151,7 +153,7 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
         got
     });
     rx.recv().unwrap();
-    let cmdline = format!("ip={GUEST}/24 mtu=9000 send={HOST}:{STREAM_PORT} bytes={STREAM_BYTES}");
+    let cmdline = format!("ip={GUEST}/24 send={HOST}:{STREAM_PORT} bytes={STREAM_BYTES}");
     let started = Instant::now();
     let vmm = spawn_net_guest(&ns, &format!("tap={tap},mac=02:00:00:77:00:02"), &cmdline);
 
@@ -221,6 +223,7 @@ fn guest_answers_ping_echo_http_and_streams_to_the_host() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("client: sent {STREAM_BYTES} bytes")), "{stdout}");
+    assert!(stdout.contains(" mtu 9000 "), "the guest took the TAP's MTU from the store: {stdout}");
     assert!(stderr.contains("backend/vif/") && stderr.contains("tx_multi_slot="), "{stderr}");
     eprintln!(
         "timings: boot+first page {booted:?}, ping {ping_time:?}, 1 MiB echo {echo_time:?}, rest of the 8 MiB stream {stream_wait:?}, total {:?}",
@@ -604,13 +607,14 @@ fn net_guest_serves_many_clients_reconnects_half_open_and_fragments() {
 
 /// The `net` image over virtio-net (`virtio-drivers`' `VirtIONetRaw` under
 /// the same smoltcp stack): ping, HTTP and echo answered, `/shutdown`
-/// powers it off.
+/// powers it off. The TAP's MTU (1400) reaches the guest as virtio-net's
+/// `mtu` (VIRTIO_NET_F_MTU, virtio 1.x 5.1.4).
 #[test]
 fn net_guest_over_virtio_net_answers_ping_http_and_echo() {
     assert!(is_root(), "this test needs root (network namespace and TAP device)");
     let ns = Netns::new("vnet");
     let (host, guest) = (Ipv4Addr::new(10, 77, 4, 1), Ipv4Addr::new(10, 77, 4, 2));
-    ns.tap("pvn0", Some(&format!("{host}/24")), None);
+    ns.tap("pvn0", Some(&format!("{host}/24")), Some(1400));
     let vmm = boot_net_guest(&ns, "tap=pvn0,transport=virtio,mac=02:00:00:77:04:02", guest, "");
     let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "5", &guest.to_string()]).output().expect("run ping");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -633,7 +637,8 @@ fn net_guest_over_virtio_net_answers_ping_http_and_echo() {
         .join()
         .unwrap();
     assert!(back == data, "echoed bytes differ");
-    let (_, stderr) = shut_down(&ns, guest, vmm);
+    let (stdout, stderr) = shut_down(&ns, guest, vmm);
+    assert!(stdout.contains(" mtu 1400 "), "the guest took the device's MTU: {stdout}");
     let line = stderr.lines().find(|l| l.starts_with("virtio-net0:")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("tx_errors=0"), "{line}");
 }
