@@ -15,7 +15,7 @@ use xen_domain::pvh::PvhLayout;
 const MEM: u64 = 16 << 20;
 const POWEROFF_OK: Outcome = Outcome::XenShutdown { reason: 0 };
 
-fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, Vm) {
+fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, tests::RanVm) {
     let path = dir.join("guest.elf");
     std::fs::write(&path, pvh_elf(asm, elf64)).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");

@@ -69,7 +69,7 @@ fn start_counting() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-fn run_elf(dir: &Path, elf: Vec<u8>) -> (Run, Vm) {
+fn run_elf(dir: &Path, elf: Vec<u8>) -> (Run, tests::RanVm) {
     let path = dir.join("guest.elf");
     std::fs::write(&path, elf).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");
@@ -158,7 +158,7 @@ fn run_table(
     long: bool,
     prologue: impl FnOnce(&mut Asm),
     epilogue: impl FnOnce(&mut Asm),
-) -> (Run, Vm, Vec<i32>) {
+) -> (Run, tests::RanVm, Vec<i32>) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = Asm::default();
     a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));

@@ -445,7 +445,8 @@ fn the_tap_mtu_is_published_as_the_mtu_key() {
             panic!("prerequisite missing: needs root for a network namespace");
         }
         // `ip` forked from this thread runs in its namespace.
-        for args in [&["tuntap", "add", "dev", "pvmtu0", "mode", "tap"][..], &["link", "set", "pvmtu0", "mtu", "1280"]] {
+        for args in [&["tuntap", "add", "dev", "pvmtu0", "mode", "tap"][..], &["link", "set", "pvmtu0", "mtu", "1280"]]
+        {
             let out = std::process::Command::new("ip").args(args).output().expect("run ip (install iproute2)");
             assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
