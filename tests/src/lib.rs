@@ -27,6 +27,13 @@ pub struct Run {
 /// forbidden call then would hide the first failure).
 pub struct RanVm(Option<Vm>);
 
+impl From<Vm> for RanVm {
+    /// A VM a test ran itself (on [`on_vm_thread`]) and now inspects.
+    fn from(vm: Vm) -> Self {
+        RanVm(Some(vm))
+    }
+}
+
 impl std::ops::Deref for RanVm {
     type Target = Vm;
     fn deref(&self) -> &Vm {

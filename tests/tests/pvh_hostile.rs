@@ -550,6 +550,7 @@ fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
         let mut vm = Vm::new(&cfg).unwrap();
         (vm.run().unwrap(), vm)
     });
+    let vm = tests::RanVm::from(vm);
     let r = |slot: u32| result(&vm, slot) as u32;
     assert_eq!(r(0), 0, "set_evtchn_upcall_vector");
     assert_eq!((r(1), r(2)), (0x7472_6976, 2), "virtio-mmio magic, version 2");
