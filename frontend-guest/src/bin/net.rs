@@ -4,8 +4,9 @@
 //! `virtio-drivers`).
 //!
 //! Command line: `ip=<a.b.c.d>/<prefix>` (required), `mtu=<bytes>`
-//! (default 1500, at most what the interface carries: netfront with
-//! scatter-gather up to 65521, otherwise and over virtio-net 1500), and
+//! (netfront: default the `mtu` the toolstack wrote for the vif, else
+//! 1500, and at most that; over virtio-net the device's `mtu`, at most
+//! 1500, and `mtu=` is ignored), and
 //! for the client mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n`
 //! bytes of the pattern `byte[i] = i % 251` to that address, then close
 //! (`n=<k>` instead of `bytes=`: k segments of 1448 bytes;
@@ -14,13 +15,14 @@
 //! only; see their functions).
 //!
 //! Services: ICMP echo (smoltcp's interface answers it, IPv4 fragments
-//! reassembled and replies fragmented, up to 8 KiB datagrams), a TCP echo
+//! reassembled, two datagrams of up to 8 KiB at a time, and replies
+//! fragmented, one at a time: see [`Gate`]), a TCP echo
 //! server on port 7 and an HTTP server on port 80 whose page shows the
 //! counters (`GET /shutdown` powers the guest off with status 0). Each TCP
-//! service keeps a pool of sockets listening ([`HTTP_POOL`],
-//! [`ECHO_POOL`]), so that many clients are served at once (one more is
-//! refused) and a socket is listening again as soon as its connection
-//! ends. Limits: a connection that is half open (SYN-RECEIVED
+//! service keeps a pool of sockets ([`HTTP_POOL`], [`ECHO_POOL`]), of
+//! which [`LISTENERS`] listen and the rest wait parked, so that many
+//! clients are served at once (one more is refused) and a socket is back
+//! in the pool as soon as its connection ends. Limits: a connection that is half open (SYN-RECEIVED
 //! toward a peer that never answers) or whose peer vanished is reset after
 //! [`TCP_TIMEOUT`] without a segment from it (keep-alive probes every
 //! [`KEEP_ALIVE`]); an HTTP client has [`HTTP_IDLE_US`] to send its
