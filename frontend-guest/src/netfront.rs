@@ -175,6 +175,9 @@ pub struct NetFront {
     pub sg: bool,
     /// The event channel (both rings).
     pub port: u32,
+    /// The MTU the toolstack set, `mtu` in `device/vif/<id>` (netif.h
+    /// "MTU"; absent means 1500).
+    pub store_mtu: Option<usize>,
     notifies: u64,
     mtu: usize,
 }
@@ -291,7 +294,10 @@ pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
         return Err(NetError::NoRxCopy);
     }
     let sg = read_key(store, be, keys::FEATURE_SG, &mut buf)? == Some(b"1");
-    let mut f = NetFront { rx, tx, id, mac, sg, port, notifies: 0, mtu: MTU_NO_SG };
+    let store_mtu = read_key(store, dir.as_str(), keys::MTU, &mut buf)?
+        .and_then(crate::cmdline::parse_u64)
+        .and_then(|m| usize::try_from(m).ok());
+    let mut f = NetFront { rx, tx, id, mac, sg, port, store_mtu, notifies: 0, mtu: MTU_NO_SG };
     for i in 0..RX_BUFS {
         f.rx.post(i as u16)?;
     }

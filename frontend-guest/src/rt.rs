@@ -10,8 +10,11 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use pv_abi::hypercall::sched_op::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF};
 use pv_abi::start_info::{StartInfo, START_INFO_MAGIC};
 
-/// Size of the boot stack.
-const BOOT_STACK_SIZE: usize = 64 * 1024;
+/// Size of the boot stack. 128 KiB: the `net` guest builds smoltcp's
+/// interface (its IPv4 reassembly buffers inline, two of 8 KiB, and the
+/// fragmentation buffer) on the stack before moving it to pages of its
+/// own, and 64 KiB overflowed into the statics below the stack.
+const BOOT_STACK_SIZE: usize = 128 * 1024;
 
 /// The stack the boot stub switches to (in `.bss`, so it costs no image size).
 #[repr(C, align(16))]

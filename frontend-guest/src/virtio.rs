@@ -84,17 +84,28 @@ pub fn open_blk(dev: &VirtioMmioDevice) -> Result<Blk, OpenError> {
     VirtIOBlk::new(transport).map_err(OpenError::Driver)
 }
 
-/// Opens the network device start-info lists in `dev`.
-pub fn open_net(dev: &VirtioMmioDevice) -> Result<Net, OpenError> {
+/// `VIRTIO_NET_F_MTU` (virtio 1.x 5.1.3): the config's `mtu` is valid.
+const VIRTIO_NET_F_MTU: u64 = 1 << 3;
+/// Offset of `mtu` in `struct virtio_net_config` (virtio 1.x 5.1.4).
+const NET_CONFIG_MTU: usize = 10;
+
+/// Opens the network device start-info lists in `dev`; also the MTU the
+/// device reports, if it offers `VIRTIO_NET_F_MTU`. The field may be read
+/// before the features are negotiated (virtio 1.x 2.5.1); `virtio-drivers`
+/// does not negotiate the feature, so the value is the host side's advice.
+pub fn open_net(dev: &VirtioMmioDevice) -> Result<(Net, Option<u16>), OpenError> {
     if dev.device_id != device_id::NET || dev.size < 0x200 {
         return Err(OpenError::NotNet);
     }
     let header = NonNull::new(dev.base as *mut VirtIOHeader).ok_or(OpenError::NotNet)?;
     // SAFETY: as in `open_blk`: a register block start-info lists, used by
     // nothing else in this guest.
-    let transport = unsafe { MmioTransport::new(header, dev.size as usize) }.map_err(OpenError::Mmio)?;
+    let mut transport = unsafe { MmioTransport::new(header, dev.size as usize) }.map_err(OpenError::Mmio)?;
+    use virtio_drivers::transport::Transport as _;
+    let offers_mtu = transport.read_device_features() & VIRTIO_NET_F_MTU != 0;
+    let mtu = offers_mtu.then(|| transport.read_config_space::<u16>(NET_CONFIG_MTU).ok()).flatten();
     install_vector(dev.vector);
-    VirtIONetRaw::new(transport).map_err(OpenError::Driver)
+    Ok((VirtIONetRaw::new(transport).map_err(OpenError::Driver)?, mtu))
 }
 
 /// Interrupts taken on virtio vectors.
@@ -177,6 +188,7 @@ pub struct NetDevice {
     tx: &'static mut [u8],
     rx_c: NetDeviceMetrics,
     tx_c: NetDeviceMetrics,
+    mtu: usize,
 }
 
 impl NetDevice {
@@ -196,6 +208,7 @@ impl NetDevice {
             tx: pages(NET_RX_LEN)?,
             rx_c: NetDeviceMetrics::default(),
             tx_c: NetDeviceMetrics::default(),
+            mtu: 1500,
         };
         for i in 0..NET_RX_BUFS {
             d.post(i).map_err(OpenError::Driver)?;
@@ -217,9 +230,17 @@ impl NetDevice {
         self.net.mac_address()
     }
 
-    /// Largest Ethernet payload (MTU) a receive buffer holds.
+    /// The MTU: 1500 (what a 2 KiB receive buffer holds), or less if the
+    /// device said so ([`NetDevice::set_device_mtu`]).
     pub fn mtu(&self) -> usize {
-        1500
+        self.mtu
+    }
+
+    /// Takes the MTU the device reported (`open_net`) into account: the
+    /// smaller of it and 1500, at least 576 (IPv4's minimum datagram).
+    pub fn set_device_mtu(&mut self, mtu: Option<u16>) -> usize {
+        self.mtu = mtu.map_or(1500, |m| usize::from(m).clamp(576, 1500));
+        self.mtu
     }
 
     /// The counters.

@@ -167,6 +167,10 @@ pub mod keys {
     pub const FEATURE_NO_CSUM_OFFLOAD: &str = "feature-no-csum-offload";
     /// Both directories: the interface's MAC address, `xx:xx:xx:xx:xx:xx`.
     pub const MAC: &str = "mac";
+    /// Both directories (libxl_nic.c writes it in the back end and,
+    /// read-only, in the front end; netif.h "MTU"): the interface's MTU in
+    /// octets; absent means 1500.
+    pub const MTU: &str = "mtu";
 }
 
 /// Parses a MAC address written as six hex pairs separated by `:`.

@@ -20,6 +20,46 @@ pub struct Run {
     pub stats: vmm::stats::ExitMetrics,
 }
 
+/// A stopped VM handed back for inspecting its devices. Dropping it tears
+/// the VM down (device threads stopped and joined, guest memory unmapped,
+/// descriptors closed) on a thread under the vCPU filter, the filter `vmm
+/// run` tears its VM down under, so teardown is held to the allowlists as
+/// the run was. While a panic unwinds, it is dropped in place instead (a
+/// forbidden call then would hide the first failure).
+pub struct RanVm(Option<Vm>);
+
+impl From<Vm> for RanVm {
+    /// A VM a test ran itself (on [`on_vm_thread`]) and now inspects.
+    fn from(vm: Vm) -> Self {
+        RanVm(Some(vm))
+    }
+}
+
+impl std::ops::Deref for RanVm {
+    type Target = Vm;
+    fn deref(&self) -> &Vm {
+        self.0.as_ref().unwrap_or_else(|| unreachable!("taken only when dropped"))
+    }
+}
+
+impl std::ops::DerefMut for RanVm {
+    fn deref_mut(&mut self) -> &mut Vm {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("taken only when dropped"))
+    }
+}
+
+impl Drop for RanVm {
+    fn drop(&mut self) {
+        let Some(vm) = self.0.take() else { return };
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(e) = vmm::seccomp::run_confined(vmm::seccomp::ThreadKind::Vcpu, move || drop(vm)) {
+            panic!("{e}");
+        }
+    }
+}
+
 /// Boots bundled image `image` with `cmdline` and runs it to the end.
 pub fn boot(image: &'static str, cmdline: &str) -> Run {
     boot_vm(VmConfig::bundled(image, cmdline)).0
@@ -33,7 +73,7 @@ pub const LIVENESS_LIMIT: Duration = Duration::from_secs(240);
 
 /// Boots `cfg` (console captured, [`LIVENESS_LIMIT`]) and runs it to the end;
 /// returns the run and the stopped VM for inspecting its devices.
-pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
+pub fn boot_vm(cfg: VmConfig) -> (Run, RanVm) {
     boot_vm_with(cfg, |_| {})
 }
 
@@ -41,8 +81,8 @@ pub fn boot_vm(cfg: VmConfig) -> (Run, Vm) {
 /// starts (to offer it something, as a toolstack would). The VM is built
 /// and run on a thread of its own ([`on_vm_thread`]), under the default
 /// seccomp filters as `vmm run` is.
-pub fn boot_vm_with(cfg: VmConfig, prepare: impl FnOnce(&mut Vm) + Send) -> (Run, Vm) {
-    on_vm_thread(move || {
+pub fn boot_vm_with(cfg: VmConfig, prepare: impl FnOnce(&mut Vm) + Send) -> (Run, RanVm) {
+    let (run, vm) = on_vm_thread(move || {
         let (console, buf): (ConsoleOut, Arc<Mutex<Vec<u8>>>) = ConsoleOut::capture();
         let cfg = VmConfig { console, timeout: Some(LIVENESS_LIMIT), ..cfg };
         let mut vm = Vm::new(&cfg).unwrap_or_else(|e| panic!("cannot create VM: {e}"));
@@ -51,7 +91,8 @@ pub fn boot_vm_with(cfg: VmConfig, prepare: impl FnOnce(&mut Vm) + Send) -> (Run
         let console = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
         let stats = vm.stats();
         (Run { outcome, console, stats }, vm)
-    })
+    });
+    (run, RanVm(Some(vm)))
 }
 
 /// Runs `f` (which builds and runs VMs) on a new thread with the VMM's

@@ -18,7 +18,7 @@ fn image(dir: &Path, name: &str, fill: u8) -> PathBuf {
     p
 }
 
-fn blk(cmdline: &str, disks: &[(&Path, bool)]) -> (tests::Run, vmm::Vm) {
+fn blk(cmdline: &str, disks: &[(&Path, bool)]) -> (tests::Run, tests::RanVm) {
     let devices = disks.iter().map(|&(p, readonly)| DeviceSpec::Disk(DiskConfig::xen(p, readonly))).collect();
     boot_vm(VmConfig { devices, ..VmConfig::bundled("blk", cmdline) })
 }

@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 const OK: Outcome = Outcome::Shutdown { reason: SHUTDOWN_POWEROFF, code: 0 };
 
-fn pvdev(cmdline: &str, echo: u32) -> (tests::Run, vmm::Vm) {
+fn pvdev(cmdline: &str, echo: u32) -> (tests::Run, tests::RanVm) {
     boot_vm(VmConfig { devices: vec![DeviceSpec::Echo; echo as usize], ..VmConfig::bundled("pvdev", cmdline) })
 }
 

@@ -15,7 +15,7 @@ use xen_domain::pvh::PvhLayout;
 const MEM: u64 = 16 << 20;
 const POWEROFF_OK: Outcome = Outcome::XenShutdown { reason: 0 };
 
-fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, Vm) {
+fn run(dir: &Path, asm: &Asm, elf64: bool) -> (Run, tests::RanVm) {
     let path = dir.join("guest.elf");
     std::fs::write(&path, pvh_elf(asm, elf64)).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");
@@ -531,6 +531,7 @@ fn pvh_multicall_of_blocking_polls_stops_at_the_run_time_limit() {
             let mut vm = Vm::new(&cfg).unwrap();
             (vm.run().unwrap(), vm)
         });
+        let vm = tests::RanVm::from(vm);
         assert_eq!(outcome, Outcome::Timeout, "long {long}");
         let entry = |i: u32| vm.dom.ram.read_obj::<u32>(u64::from(LIST + i * u32::from(size))).unwrap();
         assert_eq!((entry(0), entry(255)), (29, 29), "the guest built its 256 entries");

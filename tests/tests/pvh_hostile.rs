@@ -69,7 +69,7 @@ fn start_counting() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-fn run_elf(dir: &Path, elf: Vec<u8>) -> (Run, Vm) {
+fn run_elf(dir: &Path, elf: Vec<u8>) -> (Run, tests::RanVm) {
     let path = dir.join("guest.elf");
     std::fs::write(&path, elf).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");
@@ -158,7 +158,7 @@ fn run_table(
     long: bool,
     prologue: impl FnOnce(&mut Asm),
     epilogue: impl FnOnce(&mut Asm),
-) -> (Run, Vm, Vec<i32>) {
+) -> (Run, tests::RanVm, Vec<i32>) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = Asm::default();
     a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
@@ -550,6 +550,7 @@ fn pvh_virtio_interrupt_still_arrives_after_set_evtchn_upcall_vector() {
         let mut vm = Vm::new(&cfg).unwrap();
         (vm.run().unwrap(), vm)
     });
+    let vm = tests::RanVm::from(vm);
     let r = |slot: u32| result(&vm, slot) as u32;
     assert_eq!(r(0), 0, "set_evtchn_upcall_vector");
     assert_eq!((r(1), r(2)), (0x7472_6976, 2), "virtio-mmio magic, version 2");

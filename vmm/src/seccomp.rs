@@ -302,8 +302,15 @@ const MAIN: Allowlist = Allowlist {
         libc::SYS_fsync,
         libc::SYS_fdatasync,
     ],
-    // Attaching a net device's TAP (`vmm bench`'s net rows).
-    ioctls: &[backend::net::tap::TUNSETIFF, backend::net::tap::TUNSETOFFLOAD, libc::SIOCGIFFLAGS, libc::SIOCSIFFLAGS],
+    // Attaching a net device's TAP (`vmm bench`'s net rows), and reading
+    // its MTU for the guest (`Tap::open`).
+    ioctls: &[
+        backend::net::tap::TUNSETIFF,
+        backend::net::tap::TUNSETOFFLOAD,
+        libc::SIOCGIFFLAGS,
+        libc::SIOCSIFFLAGS,
+        libc::SIOCGIFMTU,
+    ],
     any_kvm_ioctl: true,
     inet_socket: true,
 };

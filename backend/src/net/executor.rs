@@ -38,6 +38,11 @@ impl NetExecutor {
         NetExecutor { port, tx: vec![0; MAX_FRAME], rx: vec![0; MAX_FRAME], m, log: LogLimiter::default() }
     }
 
+    /// The port's MTU, if it has one.
+    pub fn port_mtu(&self) -> Option<u32> {
+        self.port.mtu()
+    }
+
     /// The port's descriptor (readable while frames wait).
     pub fn port_fd(&self) -> RawFd {
         self.port.wake_fd()

@@ -26,6 +26,14 @@ struct Shared {
 /// The port netback uses.
 pub struct Peer {
     s: Arc<Shared>,
+    mtu: Option<u32>,
+}
+
+impl Peer {
+    /// This peer with an MTU (as a TAP has one), for the MTU tests.
+    pub fn with_mtu(self, mtu: u32) -> Peer {
+        Peer { mtu: Some(mtu), ..self }
+    }
 }
 
 /// The test's end.
@@ -51,7 +59,7 @@ pub fn pair(keep: bool) -> std::io::Result<(Peer, PeerHandle)> {
         sent_bytes: AtomicU64::new(0),
         wake: EventFd::new(libc::EFD_NONBLOCK)?,
     });
-    Ok((Peer { s: s.clone() }, PeerHandle { s }))
+    Ok((Peer { s: s.clone(), mtu: None }, PeerHandle { s }))
 }
 
 impl PeerHandle {
@@ -115,5 +123,9 @@ impl NetPort for Peer {
 
     fn name(&self) -> &str {
         "peer"
+    }
+
+    fn mtu(&self) -> Option<u32> {
+        self.mtu
     }
 }

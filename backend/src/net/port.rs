@@ -51,4 +51,9 @@ pub trait NetPort: Send {
     fn wake_fd(&self) -> RawFd;
     /// A name for logs.
     fn name(&self) -> &str;
+    /// The host side's MTU, if it has one (a TAP's, read when it was
+    /// opened): what the back end tells the front end it may send.
+    fn mtu(&self) -> Option<u32> {
+        None
+    }
 }

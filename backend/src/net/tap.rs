@@ -76,7 +76,18 @@ struct IfReq {
 pub struct Tap {
     file: File,
     name: String,
+    /// The interface's MTU when it was opened (`SIOCGIFMTU`).
+    mtu: Option<u32>,
 }
+
+/// `struct ifreq` with its `ifr_mtu` member (`SIOCGIFMTU`).
+#[repr(C)]
+struct IfReqMtu {
+    name: [u8; 16],
+    mtu: libc::c_int,
+    _pad: [u8; 20],
+}
+const _: () = assert!(size_of::<IfReqMtu>() == 40);
 
 /// Checks an interface name.
 pub fn check_name(name: &str) -> Result<(), TapError> {
@@ -126,22 +137,49 @@ impl Tap {
         if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM as libc::c_ulong) } < 0 {
             return Err(io("TUNSETOFFLOAD")(std::io::Error::last_os_error()));
         }
-        let tap = Tap { file, name: name.to_string() };
+        let mut tap = Tap { file, name: name.to_string(), mtu: None };
         if let Err(e) = tap.set_up() {
             tracing::warn!(tap = name, "cannot bring the link up ({e}); do it with `ip link set {name} up`");
         }
+        // Read once here, before the seccomp filters: the front end is told
+        // it when it connects (netif.h "MTU", virtio-net `mtu`).
+        tap.mtu = match tap.read_mtu() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(tap = name, "cannot read the MTU ({e}); the guest is told none (1500)");
+                None
+            }
+        };
         Ok(tap)
     }
 
-    /// Sets `IFF_UP` on the interface.
-    fn set_up(&self) -> std::io::Result<()> {
+    /// A datagram socket for the interface ioctls.
+    fn ctl_socket() -> std::io::Result<File> {
         // SAFETY: a plain datagram socket, closed by the `File` below.
         let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if s < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `s` is ours.
-        let sock = unsafe { File::from_raw_fd(s) };
+        Ok(unsafe { File::from_raw_fd(s) })
+    }
+
+    /// The interface's MTU.
+    fn read_mtu(&self) -> std::io::Result<u32> {
+        let sock = Self::ctl_socket()?;
+        let mut req = IfReqMtu { name: [0; 16], mtu: 0, _pad: [0; 20] };
+        req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
+        // SAFETY: SIOCGIFMTU reads and writes one `struct ifreq`, which
+        // `IfReqMtu` matches in size and in the layout of `ifr_mtu`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU as _, &mut req) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        u32::try_from(req.mtu).map_err(|_| std::io::Error::other("negative MTU"))
+    }
+
+    /// Sets `IFF_UP` on the interface.
+    fn set_up(&self) -> std::io::Result<()> {
+        let sock = Self::ctl_socket()?;
         let mut req = IfReq { name: [0; 16], flags: 0, _pad: [0; 22] };
         req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
         // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write one `ifreq`.
@@ -159,7 +197,7 @@ impl Tap {
     /// Another handle on the same open TAP (same queue), e.g. for a
     /// benchmark's raw baseline next to netback.
     pub fn try_clone(&self) -> std::io::Result<Tap> {
-        Ok(Tap { file: self.file.try_clone()?, name: self.name.clone() })
+        Ok(Tap { file: self.file.try_clone()?, name: self.name.clone(), mtu: self.mtu })
     }
 
     /// The interface name.
@@ -222,6 +260,10 @@ impl NetPort for Tap {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn mtu(&self) -> Option<u32> {
+        self.mtu
     }
 }
 

@@ -427,3 +427,34 @@ fn recv_incoming(sock: i32, buf: &mut [u8]) -> usize {
         }
     }
 }
+
+/// The TAP's MTU reaches the front end: read when the TAP is opened and
+/// published as `mtu` in the back-end directory (libxl_nic.c writes it
+/// there and in the front end's; netif.h "MTU": absent means 1500); a
+/// port without an MTU publishes none. Runs in a network namespace of its
+/// own thread; fails with the reason unless root.
+#[test]
+fn the_tap_mtu_is_published_as_the_mtu_key() {
+    let (p, _h) = peer::pair(false).unwrap();
+    let keys = crate::xenbus::SplitBackend::features(&NetBackend::new(Box::new(p), [2, 0, 0, 0, 0, 1]));
+    assert!(!keys.iter().any(|(k, _)| k == "mtu"), "no MTU without one: {keys:?}");
+    std::thread::spawn(|| {
+        // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new
+        // network namespace; it has nothing else to disturb.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!("prerequisite missing: needs root for a network namespace");
+        }
+        // `ip` forked from this thread runs in its namespace.
+        for args in [&["tuntap", "add", "dev", "pvmtu0", "mode", "tap"][..], &["link", "set", "pvmtu0", "mtu", "1280"]]
+        {
+            let out = std::process::Command::new("ip").args(args).output().expect("run ip (install iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tap = super::tap::Tap::open("pvmtu0").expect("open a TAP device");
+        assert_eq!(NetPort::mtu(&tap), Some(1280));
+        let keys = crate::xenbus::SplitBackend::features(&NetBackend::new(Box::new(tap), [2, 0, 0, 0, 0, 1]));
+        assert!(keys.contains(&("mtu".to_string(), "1280".to_string())), "{keys:?}");
+    })
+    .join()
+    .unwrap();
+}

@@ -431,8 +431,10 @@ impl NetBackend {
         }
     }
 
-    /// The keys published in the back-end directory.
-    pub fn keys(mac: &[u8; 6]) -> Vec<(String, String)> {
+    /// The keys published in the back-end directory (`mtu` as libxl_nic.c
+    /// writes it, when the port has one).
+    pub fn keys(mac: &[u8; 6], mtu: Option<u32>) -> Vec<(String, String)> {
+        let mtu = mtu.map(|m| (keys::MTU, m.to_string()));
         [
             (keys::FEATURE_RX_COPY, "1".to_string()),
             (keys::FEATURE_SG, "1".to_string()),
@@ -442,6 +444,7 @@ impl NetBackend {
             (keys::MAC, format_mac(mac)),
         ]
         .into_iter()
+        .chain(mtu)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -457,7 +460,7 @@ impl crate::xenbus::SplitBackend for NetBackend {
     }
 
     fn features(&self) -> Vec<(String, String)> {
-        Self::keys(&self.mac)
+        Self::keys(&self.mac, self.exec.port_mtu())
     }
 
     fn connect(
@@ -590,14 +593,17 @@ impl XenbusBackend for Vif {
         DEVICE_TYPE
     }
 
-    /// Writes the MAC into the front-end directory too (as Xen's toolstack
-    /// does: netfront reads it there), then wires the xenbus device and
+    /// Writes the MAC and the MTU into the front-end directory too (as
+    /// Xen's toolstack does, libxl_nic.c: netfront reads them there), then wires the xenbus device and
     /// the port's descriptor to one subscriber.
     fn wire(self: Box<Self>, paths: DevicePaths, host: &XenbusHost) -> std::io::Result<WiredDevice> {
         let Vif { mut backend, mac } = *self;
         let id = paths.front.rsplit('/').next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
         backend.mac = mac.unwrap_or_else(|| NetSpec::default_mac(id));
         host.store.write(&format!("{}/{}", paths.front, keys::MAC), &format_mac(&backend.mac));
+        if let Some(mtu) = backend.exec.port_mtu() {
+            host.store.write(&format!("{}/{}", paths.front, keys::MTU), &mtu.to_string());
+        }
         let metrics: Arc<dyn DeviceMetrics> = backend.metrics.clone();
         let dev = XenbusDevice::new(backend, paths, host)?;
         let paths = dev.paths().clone();

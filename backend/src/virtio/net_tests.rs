@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use virtio_bindings::virtio_config::*;
 use virtio_bindings::virtio_mmio::*;
-use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -46,8 +46,16 @@ struct NetDriver {
 
 impl NetDriver {
     fn new(features: u64) -> Self {
+        Self::with_mtu(features, None)
+    }
+
+    /// A driver for a device whose port has MTU `mtu` (a TAP's).
+    fn with_mtu(features: u64, mtu: Option<u32>) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
-        let (port, peer) = pair(true).unwrap();
+        let (mut port, peer) = pair(true).unwrap();
+        if let Some(m) = mtu {
+            port = port.with_mtu(m);
+        }
         let dev = VirtioNet::new(Box::new(port), MAC);
         let t = MmioTransport::new(dev, mem.clone(), USABLE_LO..MEM, Arc::new(Irq::default()));
         let mut d = NetDriver { t, mem, peer, avail_idx: [0; 2], next_desc: [0; 2] };
@@ -170,6 +178,28 @@ fn identity_and_mac_in_config() {
     d.t.read(VIRTIO_MMIO_CONFIG as u64, &mut mac);
     assert_eq!(mac, MAC);
     assert!(super::MmioDevice::event_fd(&d.t).is_some());
+}
+
+/// The device's feature bits (both words).
+fn device_features(d: &mut NetDriver) -> u64 {
+    (0..2).fold(0, |f, sel| {
+        d.wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, sel);
+        f | u64::from(d.rd(VIRTIO_MMIO_DEVICE_FEATURES)) << (32 * sel)
+    })
+}
+
+/// A port with an MTU (a TAP's) offers VIRTIO_NET_F_MTU and puts it in the
+/// config's `mtu` at offset 10 (virtio 1.x 5.1.3/5.1.4, `struct
+/// virtio_net_config`); a port without one offers no such feature.
+#[test]
+fn mtu_of_the_port_is_offered_in_the_config() {
+    let mut d = NetDriver::with_mtu(V1 | 1 << VIRTIO_NET_F_MAC | 1 << VIRTIO_NET_F_MTU, Some(1280));
+    assert_ne!(device_features(&mut d) & 1 << VIRTIO_NET_F_MTU, 0, "VIRTIO_NET_F_MTU offered");
+    let mut mtu = [0u8; 2];
+    d.t.read(VIRTIO_MMIO_CONFIG as u64 + 10, &mut mtu);
+    assert_eq!(u16::from_le_bytes(mtu), 1280);
+    let mut d = NetDriver::new(V1 | 1 << VIRTIO_NET_F_MAC);
+    assert_eq!(device_features(&mut d) & 1 << VIRTIO_NET_F_MTU, 0, "no MTU, no VIRTIO_NET_F_MTU");
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn main(si: &'static StartInfo) -> i32 {
         return 72;
     }
     // Two disks at most (the hostile test's); `BlkFront` is a few KiB and
-    // lives on the 64 KiB boot stack.
+    // lives on the 128 KiB boot stack.
     let mut disks = [const { None }; 2];
     for (d, &v) in disks.iter_mut().zip(&vdevs[..n]) {
         match blkfront::connect(&mut store, v) {

@@ -4,8 +4,9 @@
 //! `virtio-drivers`).
 //!
 //! Command line: `ip=<a.b.c.d>/<prefix>` (required), `mtu=<bytes>`
-//! (default 1500, at most what the interface carries: netfront with
-//! scatter-gather up to 65521, otherwise and over virtio-net 1500), and
+//! (netfront: default the `mtu` the toolstack wrote for the vif, else
+//! 1500, and at most that; over virtio-net the device's `mtu`, at most
+//! 1500, and `mtu=` is ignored), and
 //! for the client mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n`
 //! bytes of the pattern `byte[i] = i % 251` to that address, then close
 //! (`n=<k>` instead of `bytes=`: k segments of 1448 bytes;
@@ -14,13 +15,14 @@
 //! only; see their functions).
 //!
 //! Services: ICMP echo (smoltcp's interface answers it, IPv4 fragments
-//! reassembled and replies fragmented, up to 8 KiB datagrams), a TCP echo
+//! reassembled, two datagrams of up to 8 KiB at a time, and replies
+//! fragmented, one at a time: see [`Gate`]), a TCP echo
 //! server on port 7 and an HTTP server on port 80 whose page shows the
 //! counters (`GET /shutdown` powers the guest off with status 0). Each TCP
-//! service keeps a pool of sockets listening ([`HTTP_POOL`],
-//! [`ECHO_POOL`]), so that many clients are served at once (one more is
-//! refused) and a socket is listening again as soon as its connection
-//! ends. Limits: a connection that is half open (SYN-RECEIVED
+//! service keeps a pool of sockets ([`HTTP_POOL`], [`ECHO_POOL`]), of
+//! which [`LISTENERS`] listen and the rest wait parked, so that many
+//! clients are served at once (one more is refused) and a socket is back
+//! in the pool as soon as its connection ends. Limits: a connection that is half open (SYN-RECEIVED
 //! toward a peer that never answers) or whose peer vanished is reset after
 //! [`TCP_TIMEOUT`] without a segment from it (keep-alive probes every
 //! [`KEEP_ALIVE`]); an HTTP client has [`HTTP_IDLE_US`] to send its
@@ -34,7 +36,7 @@ use frontend_guest::netfront::{self, NetFront};
 use frontend_guest::virtio::{self as vio, NetDevice};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
@@ -50,10 +52,18 @@ const HTTP_BUF: usize = 4096;
 /// Sockets for HTTP clients: smoltcp has no accept queue, so a client
 /// finds a socket only if one is listening; a socket whose connection is
 /// closing (FIN-WAIT, up to a round trip after its answer) is not. Twice
-/// the 16 clients served at once keeps some listening through a burst.
+/// the 16 clients served at once keeps some free through a burst.
 const HTTP_POOL: usize = 32;
-/// Sockets listening for echo clients (each with [`SOCKET_BUF`] buffers).
+/// Sockets for echo clients (each with [`SOCKET_BUF`] buffers).
 const ECHO_POOL: usize = 8;
+/// Sockets of a pool kept listening in the stack's socket set; the rest
+/// are parked outside it until a SYN takes a listener. smoltcp visits
+/// every socket in the set on every poll (ingress lookup, egress, next
+/// deadline) and so does the serving pass: with all 41 in the set a TCP
+/// segment cost twice the guest instructions of a one-socket guest.
+/// After every received packet the pools are topped up again, so a burst
+/// of SYNs still finds a listener for each (the pool is the backlog).
+const LISTENERS: usize = 2;
 /// A connection is reset when its peer sent nothing for this long (a
 /// half-open connection, or a peer that vanished).
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +73,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(4);
 const HTTP_IDLE_US: u64 = 10_000_000;
 /// An echo connection that moves no data for this long is closed.
 const ECHO_IDLE_US: u64 = 60_000_000;
+/// Egress calls per poll at most (each sends at most one segment per
+/// socket; the transmit ring holds 256 slots).
+const EGRESS_ROUNDS: usize = 64;
 /// After deciding to power off, the last answers have this long to leave.
 const DRAIN_US: u64 = 2_000_000;
 
@@ -110,7 +123,7 @@ fn tcp_socket<'a>(rx: usize, tx: usize) -> Option<tcp::Socket<'a>> {
 }
 
 /// `v` moved to memory of its own for the guest's life (the boot stack
-/// is 64 KiB; the interface carries its fragment buffers inline).
+/// is 128 KiB; the interface carries its fragment buffers inline).
 fn place<T>(v: T) -> Option<&'static mut T> {
     let gpa = frontend_guest::pages::alloc(core::mem::size_of::<T>().div_ceil(4096).max(1) as u64)?;
     let p = gpa as *mut T;
@@ -122,19 +135,20 @@ fn place<T>(v: T) -> Option<&'static mut T> {
     Some(unsafe { &mut *p })
 }
 
-/// `n` empty socket slots for the guest's life, built in place (a socket
-/// slot is about a kilobyte: an array of them would not fit the stack).
-fn socket_storage(n: usize) -> Option<&'static mut [SocketStorage<'static>]> {
-    let bytes = core::mem::size_of::<SocketStorage<'static>>() * n;
-    let p = frontend_guest::pages::alloc(bytes.div_ceil(4096) as u64)? as *mut SocketStorage<'static>;
+/// `n` values made by `init`, in memory of their own for the guest's
+/// life (socket slots and parked sockets are about a kilobyte each: an
+/// array of them would not fit the stack).
+fn place_slice<T>(n: usize, init: impl Fn() -> T) -> Option<&'static mut [T]> {
+    let bytes = core::mem::size_of::<T>() * n;
+    let p = frontend_guest::pages::alloc(bytes.div_ceil(4096).max(1) as u64)? as *mut T;
     for i in 0..n {
         // SAFETY: slot `i` lies in the fresh pages just allocated for `n`
-        // slots (page aligned, so aligned for the type), used by nothing else.
+        // values (page aligned, so aligned for the type), used by nothing else.
         let slot = unsafe { p.add(i) };
         // SAFETY: as above.
-        unsafe { slot.write(SocketStorage::EMPTY) };
+        unsafe { slot.write(init()) };
     }
-    // SAFETY: all `n` slots were initialised above; only this slice names
+    // SAFETY: all `n` values were initialised above; only this slice names
     // them, for the rest of the guest's life.
     Some(unsafe { core::slice::from_raw_parts_mut(p, n) })
 }
@@ -236,6 +250,74 @@ impl Nic for NetDevice {
     }
 }
 
+/// A [`Nic`] that holds back received frames while an IPv4 datagram's
+/// fragments are going out. smoltcp fragments one outgoing datagram at a
+/// time, one fragment per poll, and a second reply made meanwhile (two
+/// `ping -s 8000` at once) would overwrite the first one's fragments; the
+/// frames held back wait on the device's ring until the last fragment of
+/// the first has left.
+struct Gate<D> {
+    dev: D,
+    /// A fragment with more-fragments set went out last.
+    fragmenting: bool,
+}
+
+/// A transmit token that notes whether its frame leaves a datagram's
+/// fragments unfinished.
+struct GateTx<'a, T> {
+    tx: T,
+    fragmenting: &'a mut bool,
+}
+
+/// For an IPv4 fragment in an Ethernet frame: whether more fragments follow.
+fn more_fragments(frame: &[u8]) -> Option<bool> {
+    let (Some(&[0x08, 0x00]), Some(&[hi, lo])) = (frame.get(12..14), frame.get(20..22)) else { return None };
+    let flags = u16::from_be_bytes([hi, lo]);
+    let more = flags & 0x2000 != 0;
+    (more || flags & 0x1fff != 0).then_some(more)
+}
+
+impl<T: smoltcp::phy::TxToken> smoltcp::phy::TxToken for GateTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let fragmenting = self.fragmenting;
+        self.tx.consume(len, |buf| {
+            let r = f(buf);
+            if let Some(more) = more_fragments(buf) {
+                *fragmenting = more;
+            }
+            r
+        })
+    }
+}
+
+impl<D: smoltcp::phy::Device> smoltcp::phy::Device for Gate<D> {
+    type RxToken<'a>
+        = D::RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = GateTx<'a, D::TxToken<'a>>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.fragmenting {
+            return None;
+        }
+        let (rx, tx) = self.dev.receive(now)?;
+        Some((rx, GateTx { tx, fragmenting: &mut self.fragmenting }))
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        let tx = self.dev.transmit(now)?;
+        Some(GateTx { tx, fragmenting: &mut self.fragmenting })
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
 /// The client's byte pattern: `byte[i] = i % 251`.
 const PERIOD: usize = 251;
 /// Longest chunk copied from the pattern table at once.
@@ -254,29 +336,80 @@ struct Client {
 
 /// One pooled server socket and its connection's state.
 struct Conn {
-    handle: SocketHandle,
+    /// The socket's handle while it is in the stack's set (else it is
+    /// parked in `parked`).
+    handle: Option<SocketHandle>,
+    /// The socket while it is out of the set (in memory of its own: a
+    /// socket is about a kilobyte and the connections live on the stack).
+    parked: &'static mut Option<tcp::Socket<'static>>,
     /// When the current connection was first seen (0: listening).
     since_us: u64,
     /// Last time it moved data.
     active_us: u64,
     /// The HTTP request so far (in memory of its own: the connections
-    /// live on the 64 KiB stack).
+    /// live on the 128 KiB stack).
     req: &'static mut [u8],
     len: usize,
 }
 
-impl Conn {
-    fn new(handle: SocketHandle, req: &'static mut [u8]) -> Self {
-        Conn { handle, since_us: 0, active_us: 0, req, len: 0 }
+/// A service's sockets: [`LISTENERS`] of them listening in the set, the
+/// ones with a connection in the set, the rest parked.
+struct Pool<const N: usize> {
+    port: u16,
+    conns: [Conn; N],
+    /// The conns put in the set to listen (until a SYN takes them).
+    listening: [Option<usize>; LISTENERS],
+    /// Bit `i`: conn `i`'s socket is in the set.
+    in_set: u64,
+}
+
+const _: () = assert!(HTTP_POOL <= 64 && ECHO_POOL <= 64, "a pool's conns are bits of a u64");
+
+impl<const N: usize> Pool<N> {
+    /// Keeps [`LISTENERS`] sockets listening while parked ones remain.
+    fn top_up(&mut self, sockets: &mut SocketSet<'static>) {
+        for l in 0..LISTENERS {
+            let i = self.listening[l];
+            let listens = i
+                .and_then(|i| self.conns[i].handle)
+                .is_some_and(|h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen);
+            if !listens || self.listening[..l].contains(&i) {
+                self.listening[l] = self.unpark(sockets);
+            }
+        }
+    }
+
+    /// Puts a parked socket into the set, listening; its index.
+    fn unpark(&mut self, sockets: &mut SocketSet<'static>) -> Option<usize> {
+        let i = self.conns.iter().position(|c| c.parked.is_some())?;
+        let c = &mut self.conns[i];
+        let mut s = c.parked.take()?;
+        let _ = s.listen(self.port);
+        c.handle = Some(sockets.add(s));
+        (c.since_us, c.len) = (0, 0);
+        self.in_set |= 1 << i;
+        Some(i)
+    }
+
+    /// Takes conn `i`'s socket out of the set (its connection is over).
+    /// A server socket does not sit out TIME-WAIT: it is closed at once,
+    /// ready for the next client.
+    fn park(&mut self, i: usize, sockets: &mut SocketSet<'static>) {
+        let c = &mut self.conns[i];
+        let Some(h) = c.handle.take() else { return };
+        self.in_set &= !(1 << i);
+        let smoltcp::socket::Socket::Tcp(mut s) = sockets.remove(h);
+        s.abort();
+        *c.parked = Some(s);
     }
 }
 
 struct Guest<'a, D: Nic> {
-    dev: D,
+    dev: Gate<D>,
     iface: &'a mut Interface,
-    sockets: SocketSet<'a>,
-    echo: [Conn; ECHO_POOL],
-    http: [Conn; HTTP_POOL],
+    sockets: SocketSet<'static>,
+    echo: Pool<ECHO_POOL>,
+    http: Pool<HTTP_POOL>,
     client: Option<Client>,
     echoed: u64,
     served: u64,
@@ -319,8 +452,11 @@ fn open_link(si: &'static StartInfo) -> Result<Link, i32> {
         println!("net: no interface (no device/vif, no virtio-net device): pass --net tap=<ifname>");
         return Err(72);
     };
-    match vio::open_net(v).and_then(NetDevice::new) {
-        Ok(d) => Ok(Link::Virtio(v.base, d)),
+    match vio::open_net(v).and_then(|(net, mtu)| Ok((NetDevice::new(net)?, mtu))) {
+        Ok((mut d, mtu)) => {
+            d.set_device_mtu(mtu);
+            Ok(Link::Virtio(v.base, d))
+        }
         Err(e) => {
             println!("net: virtio-net at {:#x}: {:?}", v.base, e);
             Err(73)
@@ -341,11 +477,16 @@ fn main(si: &'static StartInfo) -> i32 {
         return 64;
     };
     let timer = clock::init();
-    let want_mtu = cmdline::get_u64(cmd, "mtu").map_or(1500, |m| m as usize);
+    let want_mtu = cmdline::get_u64(cmd, "mtu").map(|m| m as usize);
     match open_link(si) {
         Err(code) => code,
         Ok(Link::Xen(id, mut dev)) => {
-            let mtu = dev.set_mtu(want_mtu);
+            // The toolstack's `mtu` key is the default and the ceiling
+            // (netif.h "MTU"); `mtu=` may ask for less.
+            let mtu = dev.set_mtu(match (want_mtu, dev.store_mtu) {
+                (Some(w), Some(s)) => w.min(s),
+                (w, s) => w.or(s).unwrap_or(1500),
+            });
             let m = dev.mac;
             println!(
                 "net: vif/{} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ip {}/{} mtu {} sg {} timer {} tsc/us {}",
@@ -386,16 +527,24 @@ fn main(si: &'static StartInfo) -> i32 {
     }
 }
 
+/// smoltcp's interface over `dev`, in memory of its own. Not inlined: the
+/// interface (its fragment buffers inline, about 24 KiB) is built on this
+/// function's stack frame, which is gone again before the serving loop runs.
+#[inline(never)]
+fn interface<D: Nic>(dev: &mut D, mac: [u8; 6]) -> Option<&'static mut Interface> {
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    config.random_seed = frontend_guest::arch::rdtsc();
+    place(Interface::new(config, dev, now()))
+}
+
 /// Runs the services (and the client, if asked) over `dev` until told to
 /// power off.
 fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8]) -> i32 {
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-    config.random_seed = frontend_guest::arch::rdtsc();
-    let Some(iface) = place(Interface::new(config, &mut dev, now())) else { return 2 };
+    let Some(iface) = interface(&mut dev, mac) else { return 2 };
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
     });
-    let Some(storage) = socket_storage(ECHO_POOL + HTTP_POOL + 1) else { return 2 };
+    let Some(storage) = place_slice(ECHO_POOL + HTTP_POOL + 1, || SocketStorage::EMPTY) else { return 2 };
     let mut sockets = SocketSet::new(&mut storage[..]);
     let echo = pool::<ECHO_POOL>(&mut sockets, ECHO_PORT, SOCKET_BUF, 0);
     let http = pool::<HTTP_POOL>(&mut sockets, HTTP_PORT, HTTP_BUF, 512);
@@ -404,7 +553,7 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         return 2;
     };
     let mut g = Guest {
-        dev,
+        dev: Gate { dev, fragmenting: false },
         iface,
         sockets,
         echo,
@@ -425,7 +574,7 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         ECHO_PORT, ECHO_POOL, HTTP_PORT, HTTP_POOL
     );
     g.run();
-    let (rx, tx, notifies) = g.dev.summary();
+    let (rx, tx, notifies) = g.dev.dev.summary();
     println!(
         "net: shutdown: rx {} tx {} echoed {} http {} notifies {} upcalls {}",
         rx,
@@ -438,29 +587,26 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
     0
 }
 
-/// `N` sockets listening on `port`, each with `buf` bytes per direction
-/// and `req` bytes for the request.
-fn pool<const N: usize>(sockets: &mut SocketSet<'_>, port: u16, buf: usize, req: usize) -> Option<[Conn; N]> {
+/// A pool of `N` sockets for `port`, each with `buf` bytes per direction
+/// and `req` bytes for the request; [`LISTENERS`] of them listening.
+fn pool<const N: usize>(sockets: &mut SocketSet<'static>, port: u16, buf: usize, req: usize) -> Option<Pool<N>> {
+    let mut parking = place_slice(N, || None)?.iter_mut();
     let mut conns = [const { None }; N];
     for c in conns.iter_mut() {
-        let mut s = tcp_socket(buf, buf)?;
-        s.listen(port).ok()?;
-        *c = Some(Conn::new(sockets.add(s), netfront::static_buf(req).ok()?));
+        let parked = parking.next()?;
+        *parked = Some(tcp_socket(buf, buf)?);
+        let req = netfront::static_buf(req).ok()?;
+        *c = Some(Conn { handle: None, parked, since_us: 0, active_us: 0, req, len: 0 });
     }
-    Some(conns.map(|c| c.unwrap_or_else(|| unreachable!())))
+    let conns = conns.map(|c| c.unwrap_or_else(|| unreachable!()));
+    let mut p = Pool { port, conns, listening: [None; LISTENERS], in_set: 0 };
+    p.top_up(sockets);
+    Some(p)
 }
 
-/// Listens again once the connection is over. A server socket does not
-/// sit out TIME-WAIT (the next client would be refused for its length).
-fn relisten(s: &mut tcp::Socket, port: u16) -> bool {
-    match s.state() {
-        tcp::State::Closed | tcp::State::TimeWait => {
-            s.abort();
-            let _ = s.listen(port);
-            true
-        }
-        _ => false,
-    }
+/// Whether the connection is over (its socket can go back to the pool).
+fn over(s: &tcp::Socket) -> bool {
+    matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait)
 }
 
 /// Resets the connection of `c` once it has been idle longer than
@@ -508,10 +654,15 @@ impl<D: Nic> Guest<'_, D> {
         let mut power_off_at = None;
         loop {
             loop {
-                let polled = self.iface.poll(now(), &mut self.dev, &mut self.sockets) == PollResult::SocketStateChanged;
+                // A state change `poll` made was already served by this
+                // pass; only what serving queued needs another poll (work
+                // smoltcp still has, e.g. the next fragment, shows as a
+                // deadline of now below). Each pass costs guest
+                // instructions.
+                self.poll();
                 let served = self.serve_all();
-                self.dev.flush();
-                if !polled && !served && !self.dev.rx_ready() {
+                self.dev.dev.flush();
+                if !served && !self.dev.dev.rx_ready() {
                     break;
                 }
             }
@@ -533,7 +684,26 @@ impl<D: Nic> Guest<'_, D> {
             if wake.is_some_and(|w| w <= clock::now_us()) {
                 continue;
             }
-            self.dev.wait(wake);
+            self.dev.dev.wait(wake);
+        }
+    }
+
+    /// smoltcp's `poll`, one received packet at a time: after each, the
+    /// pools are topped up, as a SYN may have taken a listener and smoltcp
+    /// answers the next SYN with a reset if none is left. Egress is
+    /// repeated while it sends (smoltcp sends at most one segment per
+    /// socket per call), up to [`EGRESS_ROUNDS`]: a round here is cheaper
+    /// than a pass of the serving loop per segment.
+    fn poll(&mut self) {
+        let t = now();
+        while self.iface.poll_ingress_single(t, &mut self.dev, &mut self.sockets) != PollIngressSingleResult::None {
+            self.echo.top_up(&mut self.sockets);
+            self.http.top_up(&mut self.sockets);
+        }
+        for _ in 0..EGRESS_ROUNDS {
+            if self.iface.poll_egress(t, &mut self.dev, &mut self.sockets) != PollResult::SocketStateChanged {
+                break;
+            }
         }
     }
 
@@ -550,32 +720,49 @@ impl<D: Nic> Guest<'_, D> {
     fn serve_all(&mut self) -> bool {
         let now_us = clock::now_us();
         let mut moved = false;
-        for i in 0..ECHO_POOL {
-            moved |= self.serve_echo(i, now_us);
+        // Only the conns in the set (a bit each): visiting every one on
+        // every pass cost guest instructions per segment.
+        let mut m = self.echo.in_set;
+        while m != 0 {
+            moved |= self.serve_echo(m.trailing_zeros() as usize, now_us);
+            m &= m - 1;
         }
-        for i in 0..HTTP_POOL {
-            moved |= self.serve_http(i, now_us);
+        let mut m = self.http.in_set;
+        while m != 0 {
+            moved |= self.serve_http(m.trailing_zeros() as usize, now_us);
+            m &= m - 1;
         }
+        // A socket parked above may be one a flood had left the pool without.
+        self.echo.top_up(&mut self.sockets);
+        self.http.top_up(&mut self.sockets);
         moved | self.drive_client()
     }
 
     fn serve_echo(&mut self, i: usize, now_us: u64) -> bool {
-        let c = &mut self.echo[i];
-        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-        if relisten(s, ECHO_PORT) || expire(c, s, ECHO_IDLE_US, now_us) {
+        let Some(h) = self.echo.conns[i].handle else { return false };
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if over(s) {
+            self.echo.park(i, &mut self.sockets);
             return true;
         }
-        let mut tmp = [0u8; 4096];
+        let c = &mut self.echo.conns[i];
+        if expire(c, s, ECHO_IDLE_US, now_us) {
+            return true;
+        }
         let mut moved = false;
-        while s.can_recv() && s.send_capacity() > s.send_queue() {
-            let room = (s.send_capacity() - s.send_queue()).min(tmp.len());
-            let n = s.recv_slice(&mut tmp[..room]).unwrap_or(0);
-            if n == 0 {
-                break;
+        if s.can_recv() {
+            // Only here: zeroing the buffer costs guest instructions.
+            let mut tmp = [0u8; 4096];
+            while s.can_recv() && s.send_capacity() > s.send_queue() {
+                let room = (s.send_capacity() - s.send_queue()).min(tmp.len());
+                let n = s.recv_slice(&mut tmp[..room]).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let _ = s.send_slice(&tmp[..n]);
+                self.echoed += n as u64;
+                moved = true;
             }
-            let _ = s.send_slice(&tmp[..n]);
-            self.echoed += n as u64;
-            moved = true;
         }
         if moved || s.send_queue() > 0 {
             c.active_us = now_us;
@@ -588,12 +775,13 @@ impl<D: Nic> Guest<'_, D> {
     }
 
     fn serve_http(&mut self, i: usize, now_us: u64) -> bool {
-        let c = &mut self.http[i];
-        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-        if relisten(s, HTTP_PORT) {
-            c.len = 0;
+        let Some(h) = self.http.conns[i].handle else { return false };
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if over(s) {
+            self.http.park(i, &mut self.sockets);
             return true;
         }
+        let c = &mut self.http.conns[i];
         if c.len < c.req.len() {
             // A request still being read: the client has its idle time.
             if expire(c, s, HTTP_IDLE_US, now_us) {
@@ -616,7 +804,7 @@ impl<D: Nic> Guest<'_, D> {
         let mut body = [0u8; 1024];
         let mut b = Text { buf: &mut body, len: 0 };
         let _ = writeln!(b, "<html><body><h1>PV guest net</h1><pre>");
-        let _ = self.dev.write_counters(&mut b);
+        let _ = self.dev.dev.write_counters(&mut b);
         let _ = write!(
             b,
             "upcalls {}\necho_bytes {}\nhttp_served {}\nuptime_us {}\n</pre></body></html>\n",

@@ -274,7 +274,7 @@ fn arp(si: &'static StartInfo, cmd: &[u8]) -> i32 {
         return 72;
     };
     let mut net = match vio::open_net(dev) {
-        Ok(n) => n,
+        Ok((n, _)) => n,
         Err(e) => {
             println!("arp: device at {:#x}: {:?}", dev.base, e);
             return 73;
