@@ -26,7 +26,7 @@ pub enum Transport {
 
 /// One device of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DeviceSpec {
     /// An `echo` sample device (`device/echo/<n>`; Xen transport).
     Echo,
@@ -103,6 +103,7 @@ pub fn virtio_nets(specs: &[DeviceSpec]) -> Result<Vec<NetSpec>, VmmError> {
 
 /// A disk: `--disk <path>[,readonly][,lock=off][,transport=xen|virtio][,vdev=<name|number>]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     /// The raw image file.
     pub path: PathBuf,
@@ -169,6 +170,7 @@ impl FromStr for DiskConfig {
 
 /// A network interface: `--net tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// The TAP device (created if it does not exist).
     pub tap: String,
