@@ -343,4 +343,24 @@ mod tests {
         let (_, dir) = parse(&["--image", "hello"]).vm_config().unwrap();
         assert!(dir.is_none());
     }
+
+    #[test]
+    fn a_toml_file_round_trips_and_defaults_what_it_leaves_out() {
+        let cfg = parse(&["--image", "net", "--net", "tap=t0", "--disk", "a.img,vdev=hda", "--timeout", "3"]);
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), cfg, "{text}");
+        // Every key is optional: the command line's defaults.
+        assert_eq!(RunConfig::from_toml("").unwrap(), parse(&[]));
+    }
+
+    #[test]
+    fn toml_errors_say_line_and_key() {
+        let e = RunConfig::from_toml("mem = \"64M\"\n\ntimeout = -1\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().starts_with("3: key `timeout`: "), "{e}");
+        let e = RunConfig::from_toml("[[devices]]\nkind = \"net\"\ntap = \"t0\"\ncolour = 3\n").unwrap_err();
+        assert!(e.to_string().starts_with("4: key `colour`: unknown field `colour`"), "{e}");
+        let e = RunConfig::from_toml("kernel = \"k.elf\"\nimage = \"hello\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("2: key `image`: give either"), "{e}");
+    }
 }
