@@ -210,9 +210,10 @@ fn ctl_json_state(sock: &Path) -> String {
 }
 
 /// A paused guest makes no progress: its vCPU's exits and its disk's
-/// requests stand still until it is resumed; destroy ends the run.
+/// requests stand still until it is resumed; a shutdown request then ends
+/// the soak verified (exit 0).
 #[test]
-fn pause_freezes_the_soak_guest_resume_continues_and_destroy_stops_it() {
+fn pause_freezes_the_soak_guest_resume_continues_and_shutdown_ends_it_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("soak.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
@@ -238,10 +239,26 @@ fn pause_freezes_the_soak_guest_resume_continues_and_destroy_stops_it() {
         assert!(Instant::now() < end, "no progress after resume");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(ctl(&sock, &["destroy"]).status.success());
-    let (status, _, err) = vm.finish();
+    assert!(ctl(&sock, &["shutdown"]).status.success());
+    let (status, rest, err) = vm.finish();
+    assert!(rest.contains("soak: control/shutdown: Poweroff requested: stopping"), "{rest}\n{err}");
+    let done = rest.lines().find(|l| l.starts_with("soak: done ")).unwrap_or_else(|| panic!("{rest}"));
+    assert!(done.contains("verify_errors=0 io_errors=0"), "{done}");
+    assert_eq!(status, Some(0), "{err}");
+}
+
+/// Destroy stops a guest at once, paused or not (`xl destroy`), without
+/// waiting for it: exit 1 and the one-line reason.
+#[test]
+fn destroy_stops_a_paused_guest_at_once() {
+    let vm = start(&["--image", "hello", "--cmdline", "wait"], "hello: waiting for control/shutdown");
+    let sock = vm.sock.clone();
+    assert!(ctl(&sock, &["pause"]).status.success());
+    assert_eq!(curl(&sock, "PUT", "/vm.destroy", None).0, 204);
+    let (status, rest, err) = vm.finish();
     assert_eq!(status, Some(1), "{err}");
     assert!(err.contains("error: destroyed through the API"), "{err}");
+    assert!(!rest.contains("powering off"), "the guest was asked, not destroyed: {rest}");
 }
 
 #[test]
