@@ -330,7 +330,9 @@ struct Balloon {
 }
 
 /// Writes `memory/target` (KiB), as `xl mem-set` does; refuses a target
-/// above `memory/static-max` as libxl does (`libxl_set_memory_target()`).
+/// above `memory/static-max` as libxl does (`libxl_set_memory_target()`
+/// in tools/libs/light/libxl_mem.c: ERROR_INVAL). Unlike libxl, a guest
+/// without `static-max` (our own guests) gets the target written anyway.
 fn balloon(s: &Shared, body: &[u8]) -> Response {
     let b: Balloon = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -341,7 +343,13 @@ fn balloon(s: &Shared, body: &[u8]) -> Response {
         let max = v.store.read(&format!("{home}/static-max")).ok();
         let max = max.and_then(|m| String::from_utf8(m).ok()).and_then(|m| m.trim().parse::<u64>().ok());
         if let Some(max) = max.filter(|&m| b.target_kib > m) {
-            return Err(Response::error(400, format!("target_kib {} is above static-max {max} KiB", b.target_kib)));
+            return Err(Response::error(
+                400,
+                format!(
+                    "target_kib {} is above memory/static-max {max} KiB: the target must not exceed the maximum",
+                    b.target_kib
+                ),
+            ));
         }
         v.store
             .write(&format!("{home}/target"), b.target_kib.to_string().as_bytes())
@@ -350,5 +358,82 @@ fn balloon(s: &Shared, body: &[u8]) -> Response {
     match r {
         Ok(()) => Response::no_content(),
         Err(resp) => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(with_vm: bool) -> Shared {
+        let store = pv_store::SharedStore::new();
+        let home = format!("/local/domain/{GUEST_DOMID}");
+        store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
+        store.write(&format!("{home}/control/shutdown"), b"").unwrap();
+        let view = VmView { store, devices: Vec::new(), virtio: Arc::default() };
+        Shared {
+            control: Arc::default(),
+            view: Mutex::new(with_vm.then_some(view)),
+            config: json!({}),
+            grace: Duration::from_secs(1),
+            shutdown_asked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            boots: Default::default(),
+        }
+    }
+
+    fn call(s: &Shared, method: &str, path: &str, body: &str) -> (u16, bool) {
+        let req = Request { method: method.into(), path: path.into(), body: body.as_bytes().to_vec() };
+        let (r, asked) = endpoint(s, &req);
+        if r.status >= 400 {
+            assert!(r.body.as_ref().and_then(|b| b["error"].as_str()).is_some(), "{r:?}");
+        }
+        (r.status, asked)
+    }
+
+    fn node(s: &Shared, key: &str) -> String {
+        let v = s.view.lock().unwrap();
+        let bytes = v.as_ref().unwrap().store.read(&format!("/local/domain/{GUEST_DOMID}/{key}")).unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// `xl mem-set` writes `memory/target`; libxl refuses a target above
+    /// `static-max` (`libxl_set_memory_target()`, tools/libs/light/libxl_mem.c).
+    #[test]
+    fn balloon_writes_memory_target_within_static_max() {
+        let s = shared(true);
+        assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target_kib": 32768}"#).0, 204);
+        assert_eq!(node(&s, "memory/target"), "32768");
+        assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target_kib": 65537}"#).0, 400);
+        assert_eq!(node(&s, "memory/target"), "32768", "a refused target is not written");
+        assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target": 1}"#).0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.balloon", "").0, 400);
+    }
+
+    /// `xl shutdown` / `xl reboot` write `control/shutdown`
+    /// (docs/misc/xenstore-paths.pandoc); only shutdown starts the grace.
+    #[test]
+    fn shutdown_and_reboot_write_control_shutdown() {
+        let s = shared(true);
+        assert_eq!(call(&s, "PUT", "/vm.reboot", ""), (204, false));
+        assert_eq!(node(&s, "control/shutdown"), "reboot");
+        assert!(!s.shutdown_asked.load(Ordering::SeqCst));
+        assert_eq!(call(&s, "PUT", "/vm.shutdown", ""), (204, true));
+        assert_eq!(node(&s, "control/shutdown"), "poweroff");
+        assert!(s.shutdown_asked.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn refusals_have_their_status() {
+        let s = shared(false);
+        assert_eq!(call(&s, "PUT", "/vm.pause", "").0, 409, "no vCPU yet");
+        assert_eq!(call(&s, "GET", "/vm.stats", "").0, 409);
+        assert_eq!(call(&s, "PUT", "/vm.shutdown", ""), (409, false));
+        assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target_kib": 1}"#).0, 409);
+        assert_eq!(call(&s, "GET", "/vm", "").0, 200, "info answers while not running");
+        assert_eq!(call(&s, "POST", "/vm", "").0, 405);
+        assert_eq!(call(&s, "PUT", "/vm.resume", "{}").0, 400);
+        assert_eq!(call(&s, "GET", "/", "").0, 404);
+        assert_eq!(call(&s, "PUT", "/vm.migrate", "{}").0, 501);
     }
 }
