@@ -348,3 +348,20 @@ fn a_guest_boots_from_a_config_file() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("--- vmm stats ---"), "stats = true from the file: {err}");
 }
+
+/// The API thread runs under its own filter: the test-only probe makes it
+/// call `socket` (41) right after installing it, and the VMM stops with
+/// the seccomp line naming the `api` thread.
+#[test]
+fn the_api_thread_runs_under_its_own_seccomp_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vmm()
+        .env("VMM_SECCOMP_PROBE", "api")
+        .args(["run", "--image", "hello", "--cmdline", "wait", "--timeout", "60", "--api-socket"])
+        .arg(dir.path().join("api.sock"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{err}");
+    assert!(err.contains("error: seccomp: the api thread made forbidden system call 41"), "{err}");
+}

@@ -37,12 +37,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const SIGSYS_EXIT_STATUS: i32 = 128 + libc::SIGSYS;
 
 /// Environment variable of the test-only probe: `device` makes each device
-/// thread call a forbidden system call (`socket`) right after installing
-/// its filter, to prove the filter stops it. Read once by [`enable`].
+/// thread (`api`: the API thread) call a forbidden system call (`socket`)
+/// right after installing its filter, to prove the filter stops it. Read
+/// once by [`enable`].
 pub const PROBE_ENV: &str = "VMM_SECCOMP_PROBE";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static PROBE_DEVICE: AtomicBool = AtomicBool::new(false);
+static PROBE_API: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static INSTALLED: Cell<Option<&'static str>> = const { Cell::new(None) };
@@ -87,6 +89,7 @@ pub struct SeccompError {
 pub fn enable() {
     install_sigsys_handler();
     PROBE_DEVICE.store(std::env::var(PROBE_ENV).is_ok_and(|v| v == "device"), Ordering::SeqCst);
+    PROBE_API.store(std::env::var(PROBE_ENV).is_ok_and(|v| v == "api"), Ordering::SeqCst);
     ENABLED.store(true, Ordering::SeqCst);
 }
 
@@ -124,7 +127,12 @@ pub fn install_with(kind: ThreadKind, extra: &[i64]) -> Result<(), SeccompError>
     }
     seccompiler::apply_filter(&prog).map_err(|e| err(e.to_string()))?;
     INSTALLED.with(|c| c.set(Some(kind.name())));
-    if kind == ThreadKind::Device && PROBE_DEVICE.load(Ordering::SeqCst) {
+    let probe = match kind {
+        ThreadKind::Device => PROBE_DEVICE.load(Ordering::SeqCst),
+        ThreadKind::Api => PROBE_API.load(Ordering::SeqCst),
+        _ => false,
+    };
+    if probe {
         // SAFETY: `socket` takes no pointers; the filter stops it.
         unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     }
