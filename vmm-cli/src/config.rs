@@ -351,6 +351,11 @@ mod tests {
         assert_eq!(RunConfig::from_toml(&text).unwrap(), cfg, "{text}");
         // Every key is optional: the command line's defaults.
         assert_eq!(RunConfig::from_toml("").unwrap(), parse(&[]));
+        // A disk's vdev by name, as `--disk ...,vdev=` takes it, or number.
+        let named = RunConfig::from_toml("[[devices]]\nkind = \"disk\"\npath = \"a.img\"\nvdev = \"xvdc\"\n").unwrap();
+        assert_eq!(named.devices, parse(&["--disk", "a.img,vdev=xvdc"]).devices);
+        let e = RunConfig::from_toml("[[devices]]\nkind = \"disk\"\npath = \"a.img\"\nvdev = \"floppy\"\n");
+        assert!(e.unwrap_err().to_string().contains("vdev 'floppy'"));
     }
 
     #[test]
