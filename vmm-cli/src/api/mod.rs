@@ -133,6 +133,11 @@ fn serve(listener: &UnixListener, s: &Shared) -> std::io::Result<()> {
     let handle = |req: &Request| {
         let (resp, asked) = endpoint(s, req);
         if asked {
+            // As the watchdog announces a stop signal's request.
+            eprintln!(
+                "vmm: API shutdown request: asking the guest to power off (control/shutdown); stopping it in {:.1} s",
+                s.grace.as_secs_f64()
+            );
             grace_end.set(Some(Instant::now() + s.grace));
         }
         resp
