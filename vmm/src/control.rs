@@ -70,16 +70,33 @@ pub enum ControlError {
     Timeout(Duration),
 }
 
+/// One attached vCPU thread.
+struct Slot {
+    id: u32,
+    thread: libc::pthread_t,
+    parked: bool,
+    /// The last stats request it served, and its answer.
+    served: u64,
+    stats: Option<VcpuStats>,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// The vCPU thread, while it runs the guest (the kick's target).
-    vcpu: Option<libc::pthread_t>,
+    /// The vCPU threads running the guest (the kicks' targets).
+    vcpus: Vec<Slot>,
     pause: bool,
-    parked: bool,
     destroy: Option<Destroy>,
     stats_asked: u64,
-    stats_served: u64,
-    stats: Option<VcpuStats>,
+}
+
+impl Inner {
+    fn slot(&mut self, id: u32) -> Option<&mut Slot> {
+        self.vcpus.iter_mut().find(|v| v.id == id)
+    }
+
+    fn all_parked(&self) -> bool {
+        self.vcpus.iter().all(|v| v.parked)
+    }
 }
 
 /// Why the VM is being destroyed.
@@ -91,7 +108,8 @@ pub enum Destroy {
     AfterGrace,
 }
 
-/// Shared between the vCPU thread and its controllers (`Arc` it).
+/// Shared between the vCPU threads and their controllers (`Arc` it).
+/// Every vCPU thread attaches with its id; pause parks them all.
 #[derive(Default)]
 pub struct VmControl {
     pending: AtomicBool,
@@ -113,45 +131,51 @@ impl VmControl {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the vCPU has a request to serve: one relaxed load per exit.
+    /// Whether a vCPU may have a request to serve: one load per exit.
     #[inline]
     pub fn pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }
 
     fn update_pending(&self, i: &Inner) {
-        let p = i.pause || i.destroy.is_some() || i.stats_asked != i.stats_served;
-        self.pending.store(p, Ordering::Release);
+        let stats = i.vcpus.iter().any(|v| v.served != i.stats_asked);
+        self.pending.store(i.pause || i.destroy.is_some() || stats, Ordering::Release);
     }
 
-    /// The vCPU thread: from now until [`detach`](Self::detach) it serves
-    /// requests and may be kicked. Clears an earlier run's pause, but a
-    /// destroy request stays (the VM must not boot again).
-    pub fn attach(&self) {
+    /// vCPU `id`'s thread: from now until [`detach`](Self::detach) it
+    /// serves requests and may be kicked. A destroy request stays (the VM
+    /// must not boot again); the first vCPU of a boot clears an earlier
+    /// boot's pause.
+    pub fn attach(&self, id: u32) {
         crate::watchdog::install_handler();
         let mut i = self.lock();
+        if i.vcpus.is_empty() {
+            i.pause = false;
+        }
+        i.vcpus.retain(|v| v.id != id);
+        let served = i.stats_asked;
         // SAFETY: pthread_self has no preconditions.
-        i.vcpu = Some(unsafe { libc::pthread_self() });
-        i.parked = false;
+        let thread = unsafe { libc::pthread_self() };
+        i.vcpus.push(Slot { id, thread, parked: false, served, stats: None });
         self.update_pending(&i);
     }
 
-    /// The vCPU thread stops running the guest: no kick is sent after this
+    /// vCPU `id` stops running the guest: no kick is sent to it after this
     /// returns (kicks are sent under the same lock).
-    pub fn detach(&self) {
+    pub fn detach(&self, id: u32) {
         let mut i = self.lock();
-        i.vcpu = None;
-        i.parked = false;
+        i.vcpus.retain(|v| v.id != id);
+        self.update_pending(&i);
         self.cv.notify_all();
     }
 
     /// The run state.
     pub fn state(&self) -> RunState {
         let i = self.lock();
-        match (i.vcpu.is_some(), i.parked) {
-            (false, _) => RunState::NotRunning,
-            (true, true) => RunState::Paused,
-            (true, false) => RunState::Running,
+        match (i.vcpus.is_empty(), i.all_parked()) {
+            (true, _) => RunState::NotRunning,
+            (false, true) => RunState::Paused,
+            (false, false) => RunState::Running,
         }
     }
 
@@ -161,15 +185,15 @@ impl VmControl {
     }
 
     fn kick(&self, i: &Inner) {
-        if let Some(t) = i.vcpu {
-            // SAFETY: `t` is the attached vCPU thread, alive until it
-            // detaches, which needs the lock the caller holds; the kick
+        for v in &i.vcpus {
+            // SAFETY: `v.thread` is an attached vCPU thread, alive until
+            // it detaches, which needs the lock the caller holds; the kick
             // handler is installed (`attach`) and does nothing.
-            unsafe { libc::pthread_kill(t, crate::watchdog::kick_signal()) };
+            unsafe { libc::pthread_kill(v.thread, crate::watchdog::kick_signal()) };
         }
     }
 
-    /// Waits, kicking the vCPU, until `done` holds or `timeout` passes.
+    /// Waits, kicking the vCPUs, until `done` holds or `timeout` passes.
     fn wait_served<'a>(
         &'a self,
         mut i: MutexGuard<'a, Inner>,
@@ -178,7 +202,7 @@ impl VmControl {
     ) -> Result<MutexGuard<'a, Inner>, ControlError> {
         let end = Instant::now() + timeout;
         while !done(&i) {
-            if i.vcpu.is_none() {
+            if i.vcpus.is_empty() {
                 return Err(ControlError::NotRunning);
             }
             let now = Instant::now();
@@ -191,15 +215,15 @@ impl VmControl {
         Ok(i)
     }
 
-    /// Parks the vCPU; returns once it is parked (or was).
+    /// Parks every vCPU; returns once all are parked (or were).
     pub fn pause(&self, timeout: Duration) -> Result<(), ControlError> {
         let mut i = self.lock();
-        if i.vcpu.is_none() {
+        if i.vcpus.is_empty() {
             return Err(ControlError::NotRunning);
         }
         i.pause = true;
         self.update_pending(&i);
-        let r = self.wait_served(i, timeout, |i| i.parked).map(drop);
+        let r = self.wait_served(i, timeout, Inner::all_parked).map(drop);
         if r.is_err() {
             // Not parked in time: withdraw the request, so a late park
             // does not leave a VM paused that the caller was told is not.
@@ -211,10 +235,10 @@ impl VmControl {
         r
     }
 
-    /// Unparks the vCPU (a VM that is not paused stays as it is).
+    /// Unparks the vCPUs (a VM that is not paused stays as it is).
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut i = self.lock();
-        if i.vcpu.is_none() {
+        if i.vcpus.is_empty() {
             return Err(ControlError::NotRunning);
         }
         i.pause = false;
@@ -223,8 +247,8 @@ impl VmControl {
         Ok(())
     }
 
-    /// Ends the run: the vCPU stops before its next entry into the guest,
-    /// paused or not. Does not wait.
+    /// Ends the run: the vCPUs stop before their next entry into the
+    /// guest, paused or not. Does not wait.
     pub fn destroy(&self, why: Destroy) {
         let mut i = self.lock();
         i.destroy.get_or_insert(why);
@@ -233,43 +257,50 @@ impl VmControl {
         self.cv.notify_all();
     }
 
-    /// The vCPU's counters, asked of the vCPU thread (paused or running).
-    pub fn vcpu_stats(&self, timeout: Duration) -> Result<VcpuStats, ControlError> {
+    /// Each vCPU's counters, asked of its thread (paused or running),
+    /// by id.
+    pub fn vcpu_stats(&self, timeout: Duration) -> Result<Vec<VcpuStats>, ControlError> {
         let mut i = self.lock();
-        if i.vcpu.is_none() {
+        if i.vcpus.is_empty() {
             return Err(ControlError::NotRunning);
         }
         i.stats_asked += 1;
         let want = i.stats_asked;
         self.update_pending(&i);
         self.cv.notify_all();
-        let mut i = self.wait_served(i, timeout, |i| i.stats_served >= want)?;
-        i.stats.take().ok_or(ControlError::NotRunning)
+        let mut i = self.wait_served(i, timeout, |i| i.vcpus.iter().all(|v| v.served >= want))?;
+        let mut all: Vec<VcpuStats> = i.vcpus.iter_mut().filter_map(|v| v.stats.take()).collect();
+        all.sort_by_key(|v| v.id);
+        Ok(all)
     }
 
-    /// The vCPU thread, when [`pending`](Self::pending): serves stats
+    /// vCPU `id`'s thread, when [`pending`](Self::pending): serves stats
     /// requests, parks while paused (until resumed, destroyed or `stop`
     /// says the watchdog wants the vCPU), and says whether to end the run.
-    pub fn serve(&self, stats: impl Fn() -> VcpuStats, stop: impl Fn() -> bool) -> Served {
+    pub fn serve(&self, id: u32, stats: impl Fn() -> VcpuStats, stop: impl Fn() -> bool) -> Served {
         let mut i = self.lock();
         loop {
-            if i.stats_asked != i.stats_served {
-                i.stats = Some(stats());
-                i.stats_served = i.stats_asked;
+            let asked = i.stats_asked;
+            let Some(me) = i.slot(id) else { return Served::Continue };
+            if me.served != asked {
+                me.stats = Some(stats());
+                me.served = asked;
+                self.update_pending(&i);
                 self.cv.notify_all();
             }
-            if let Some(d) = i.destroy {
-                i.parked = false;
-                return Served::Destroy(d);
+            let end = match i.destroy {
+                Some(d) => Some(Served::Destroy(d)),
+                None => (!i.pause || stop()).then_some(Served::Continue),
+            };
+            if let Some(end) = end {
+                if let Some(me) = i.slot(id) {
+                    me.parked = false;
+                }
+                return end;
             }
-            if !i.pause || stop() {
-                i.parked = false;
-                self.update_pending(&i);
-                return Served::Continue;
-            }
-            if !i.parked {
-                i.parked = true;
-                tracing::info!("vCPU parked");
+            if let Some(me) = i.slot(id).filter(|me| !me.parked) {
+                me.parked = true;
+                tracing::info!(vcpu = id, "vCPU parked");
                 self.cv.notify_all();
             }
             i = self.cv.wait_timeout(i, PARKED_POLL).unwrap_or_else(|p| p.into_inner()).0;
@@ -282,24 +313,25 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn stats() -> VcpuStats {
-        VcpuStats { id: 0, exits: ExitMetrics::default(), evtchn: [1, 2, 3] }
-    }
-
     /// A fake vCPU loop: serves requests until destroyed, counting passes.
-    fn fake_vcpu(c: Arc<VmControl>, passes: Arc<std::sync::atomic::AtomicU64>) -> std::thread::JoinHandle<Destroy> {
+    fn fake_vcpu(
+        c: Arc<VmControl>,
+        id: u32,
+        passes: Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::thread::JoinHandle<Destroy> {
         std::thread::spawn(move || {
-            c.attach();
+            c.attach(id);
+            let stats = || VcpuStats { id, exits: ExitMetrics::default(), evtchn: [1, 2, 3] };
             let d = loop {
                 passes.fetch_add(1, Ordering::SeqCst);
                 if c.pending() {
-                    if let Served::Destroy(d) = c.serve(stats, || false) {
+                    if let Served::Destroy(d) = c.serve(id, stats, || false) {
                         break d;
                     }
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
-            c.detach();
+            c.detach(id);
             d
         })
     }
@@ -317,14 +349,14 @@ mod tests {
     fn a_paused_vcpu_makes_no_passes_but_answers_stats_and_resumes() {
         let c = Arc::new(VmControl::default());
         let passes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let t = fake_vcpu(c.clone(), passes.clone());
+        let t = fake_vcpu(c.clone(), 0, passes.clone());
         while c.state() != RunState::Running {
             std::thread::yield_now();
         }
         c.pause(Duration::from_secs(5)).unwrap();
         assert_eq!(c.state(), RunState::Paused);
         let before = passes.load(Ordering::SeqCst);
-        assert_eq!(c.vcpu_stats(Duration::from_secs(5)).unwrap().evtchn, [1, 2, 3]);
+        assert_eq!(c.vcpu_stats(Duration::from_secs(5)).unwrap()[0].evtchn, [1, 2, 3]);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(passes.load(Ordering::SeqCst), before, "a parked vCPU ran");
         c.resume().unwrap();
@@ -338,5 +370,30 @@ mod tests {
         assert_eq!(t.join().unwrap(), Destroy::Now);
         assert_eq!(c.state(), RunState::NotRunning);
         assert!(c.destroy_requested());
+    }
+
+    /// Pause parks every attached vCPU before it answers; stats come from
+    /// each, by id.
+    #[test]
+    fn pause_and_stats_cover_every_vcpu() {
+        let c = Arc::new(VmControl::default());
+        let passes: Vec<_> = (0..3).map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0))).collect();
+        let threads: Vec<_> =
+            [2, 0, 1].iter().map(|&id| fake_vcpu(c.clone(), id, passes[id as usize].clone())).collect();
+        while passes.iter().any(|p| p.load(Ordering::SeqCst) == 0) {
+            std::thread::yield_now();
+        }
+        c.pause(Duration::from_secs(5)).unwrap();
+        let before: Vec<u64> = passes.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+        let ids: Vec<u32> = c.vcpu_stats(Duration::from_secs(5)).unwrap().iter().map(|v| v.id).collect();
+        assert_eq!(ids, [0, 1, 2]);
+        std::thread::sleep(Duration::from_millis(100));
+        let after: Vec<u64> = passes.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+        assert_eq!(before, after, "every vCPU is parked");
+        c.destroy(Destroy::Now);
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Destroy::Now);
+        }
+        assert_eq!(c.state(), RunState::NotRunning);
     }
 }

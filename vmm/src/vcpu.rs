@@ -410,8 +410,10 @@ impl Vcpu {
             line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
         let control = self.control.clone();
+        // vCPU 0: the only one this loop runs (`VmControl` takes each
+        // vCPU's id, for SMP).
         if let Some(c) = &control {
-            c.attach();
+            c.attach(0);
         }
         let outcome = loop {
             if let Some(w) = watchdog.filter(|w| w.expired()) {
@@ -422,7 +424,7 @@ impl Vcpu {
             }
             if let Some(c) = control.as_ref().filter(|c| c.pending()) {
                 let stop = || watchdog.is_some_and(Watchdog::expired);
-                if let Served::Destroy(d) = c.serve(|| self.control_stats(dom), stop) {
+                if let Served::Destroy(d) = c.serve(0, || self.control_stats(dom), stop) {
                     break Ok(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace });
                 }
                 continue;
@@ -440,7 +442,7 @@ impl Vcpu {
             line.set_target(None);
         }
         if let Some(c) = &control {
-            c.detach();
+            c.detach(0);
         }
         outcome
     }

@@ -250,15 +250,16 @@ fn info(s: &Shared) -> Response {
 
 /// `GET /vm.stats`: the `--stats` counters as JSON.
 fn stats(s: &Shared) -> Response {
-    let vcpu = match s.control.vcpu_stats(VCPU_ANSWER_TIMEOUT) {
+    let vcpus = match s.control.vcpu_stats(VCPU_ANSWER_TIMEOUT) {
         Ok(v) => v,
         Err(e) => return control_error(e),
     };
     let devices = with_view(s, |v| Ok(device_stats(v))).unwrap_or_else(|_| json!([]));
-    let ev = vcpu.evtchn;
+    // The event-channel counters are the domain's: any vCPU's copy.
+    let ev = vcpus.first().map_or([0; 3], |v| v.evtchn);
     Response::ok(json!({
         "state": s.control.state().name(),
-        "vcpus": [vcpu_json(&vcpu)],
+        "vcpus": vcpus.iter().map(vcpu_json).collect::<Vec<_>>(),
         "event_channels": { "sends": ev[0], "notifies": ev[1], "upcalls": ev[2] },
         "devices": devices,
     }))
