@@ -21,6 +21,8 @@ pub enum Command {
     Images,
     /// Measure PV operations against a raw KVM exit (see docs/measuring.md).
     Bench(BenchArgs),
+    /// Drive a running VM through its API socket (`vmm run --api-socket`).
+    Ctl(CtlArgs),
 }
 
 /// `vmm run`.
@@ -92,6 +94,77 @@ pub struct RunArgs {
     /// Run without the per-thread seccomp filters (for debugging).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Read the run options from this TOML file (docs/cli.md); options
+    /// given on the command line override it (device options replace its
+    /// device list).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Serve the HTTP API on this Unix socket (mode 0600, docs/api.md).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+}
+
+/// `vmm ctl`.
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// The VM's API socket (`vmm run --api-socket`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// What to ask.
+    #[command(subcommand)]
+    pub cmd: CtlCommand,
+}
+
+/// `vmm ctl` commands, one per API endpoint (docs/api.md).
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum CtlCommand {
+    /// The VM's configuration and state (`GET /vm`).
+    Info,
+    /// Park the vCPU (`PUT /vm.pause`).
+    Pause,
+    /// Unpark it (`PUT /vm.resume`).
+    Resume,
+    /// Ask the guest to power off, stop it after the grace period (`PUT /vm.shutdown`).
+    Shutdown,
+    /// Ask the guest to reboot (`PUT /vm.reboot`).
+    Reboot,
+    /// Stop the VM at once (`PUT /vm.destroy`).
+    Destroy,
+    /// The `--stats` counters as JSON (`GET /vm.stats`).
+    Stats,
+    /// Set the balloon target, `memory/target` (`PUT /vm.balloon`).
+    Balloon {
+        /// The target in KiB.
+        target_kib: u64,
+    },
+    /// Not implemented yet (answers 501): `PUT /vm.add-disk`.
+    AddDisk {
+        /// `--disk` syntax.
+        disk: String,
+    },
+    /// Not implemented yet (answers 501): `PUT /vm.remove-device`.
+    RemoveDevice {
+        /// The device's id.
+        id: String,
+    },
+    /// Not implemented yet (answers 501): `PUT /vm.add-net`.
+    AddNet {
+        /// `--net` syntax.
+        net: String,
+    },
+    /// Not implemented yet (answers 501): `PUT /vm.snapshot`.
+    Snapshot {
+        /// The directory to write.
+        dir: PathBuf,
+    },
+    /// Not implemented yet (answers 501): `PUT /vm.migrate`.
+    Migrate {
+        /// `tcp:<addr>:<port>` or `unix:<path>`.
+        url: String,
+    },
 }
 
 /// `vmm bench`.

@@ -14,8 +14,10 @@ use vmm::{DeviceSpec, DiskConfig, Kernel, NetConfig, VmConfig, VmmError};
 /// Size of the demo's scratch disk.
 const DEMO_DISK_BYTES: u64 = 4 << 20;
 
-/// Everything `vmm run` needs.
+/// Everything `vmm run` needs. A configuration file (`--config`) holds
+/// these keys, every one optional ([`RunConfig::from_toml`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Guest ELF file; with neither this nor `image`, the bundled demo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,6 +26,7 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Guest RAM, e.g. `64M`.
+    #[serde(default = "default_mem")]
     pub mem: String,
     /// Guest command line.
     #[serde(default)]
@@ -44,9 +47,14 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_file: Option<PathBuf>,
     /// Page-table pool mode: `native`, `trapped` or `pv`.
+    #[serde(default = "default_paging")]
     pub paging: String,
     /// Whether the per-thread seccomp filters are installed.
+    #[serde(default = "default_true")]
     pub seccomp: bool,
+    /// Serve the HTTP API on this Unix socket (docs/api.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<PathBuf>,
     /// The devices, in the order they are wired.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
@@ -77,8 +85,68 @@ impl RunConfig {
             console_file: args.console_file,
             paging: args.paging,
             seccomp: !args.no_seccomp,
+            api_socket: args.api_socket,
             devices,
         })
+    }
+
+    /// The configuration of `vmm run`: the `--config` file if given, with
+    /// every option given on the command line (`matches`) overriding it;
+    /// any device option replaces the file's device list.
+    pub fn from_command_line(args: RunArgs, matches: &clap::ArgMatches) -> Result<Self> {
+        let file = args.config.clone();
+        let cli = RunConfig::from_args(args)?;
+        let Some(path) = file else { return Ok(cli) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the config file {}: {e}", path.display()))?;
+        let mut cfg = RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+        let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        if given("kernel") || given("image") {
+            (cfg.kernel, cfg.image) = (cli.kernel, cli.image);
+        }
+        macro_rules! over {
+            ($($id:literal => $field:ident),*) => { $(if given($id) { cfg.$field = cli.$field; })* };
+        }
+        over!("mem" => mem, "cmdline" => cmdline, "stats" => stats, "timeout" => timeout,
+            "shutdown_grace" => shutdown_grace, "on_reboot" => on_reboot, "console_file" => console_file,
+            "paging" => paging, "no_seccomp" => seccomp, "api_socket" => api_socket);
+        if ["echo", "disk", "device", "net"].iter().any(|id| given(id)) {
+            cfg.devices = cli.devices;
+        }
+        Ok(cfg)
+    }
+
+    /// A configuration file's contents. Errors are one line: `<line>: key
+    /// `<key>`: <what is wrong>` (the caller puts the file name first).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigFileError> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigFileError::at(text, e.span(), e.message()))?;
+        cfg.check().map_err(|(key, why)| ConfigFileError::at(text, key_span(text, key, false), &why))?;
+        Ok(cfg)
+    }
+
+    /// The values clap checks on the command line, checked for a file.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.kernel.is_some() && self.image.is_some() {
+            return Err(("image", "give either `kernel` or `image`, not both".into()));
+        }
+        vmm::builder::parse_mem_size(&self.mem).map_err(|e| ("mem", e.to_string()))?;
+        if !["native", "trapped", "pv"].contains(&self.paging.as_str()) {
+            return Err(("paging", format!("'{}' is not one of native, trapped, pv", self.paging)));
+        }
+        if !["restart", "exit"].contains(&self.on_reboot.as_str()) {
+            return Err(("on_reboot", format!("'{}' is not one of restart, exit", self.on_reboot)));
+        }
+        seconds(self.shutdown_grace).map_err(|e| ("shutdown_grace", e.to_string()))?;
+        if let Some(t) = self.timeout {
+            seconds(t).map_err(|e| ("timeout", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML (`--print-config`): what `--config`
+    /// reads back to the same configuration.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
     }
 
     /// The library's configuration, and the scratch disk's directory
@@ -106,6 +174,69 @@ impl RunConfig {
         };
         Ok((cfg, scratch))
     }
+}
+
+/// A configuration file error, located.
+#[derive(Debug, thiserror::Error)]
+#[error("{line}: {key}{why}")]
+pub struct ConfigFileError {
+    /// The 1-based line.
+    pub line: usize,
+    /// `key `<key>`: ` when the line has one.
+    key: String,
+    why: String,
+}
+
+impl ConfigFileError {
+    fn at(text: &str, span: Option<std::ops::Range<usize>>, why: &str) -> Self {
+        let span = span.map(|s| s.start.min(text.len())..s.end.min(text.len()));
+        // A device's table reaches serde whole (the list is tagged by
+        // `kind`), so its errors point at the table's header: an unknown
+        // key is found in the table by name.
+        let unknown = why.strip_prefix("unknown field `").and_then(|w| w.split('`').next());
+        let inside =
+            span.clone().zip(unknown).and_then(|(s, k)| key_span(&text[s.start..], k, true).map(|r| s.start + r.start));
+        let start = inside.or(span.map(|s| s.start)).unwrap_or(0);
+        let line = text[..start].matches('\n').count() + 1;
+        let this = text.lines().nth(line - 1).unwrap_or("");
+        // The key the line sets (`[[devices]]` headers and values alone
+        // have none to name).
+        let key = this.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('['));
+        ConfigFileError {
+            line,
+            key: key.map(|k| format!("key `{k}`: ")).unwrap_or_default(),
+            // toml's messages can span lines; the error stays one.
+            why: why.trim().replace('\n', " "),
+        }
+    }
+}
+
+/// Where the `key = ...` line is, if it is there: before the first table
+/// header, or (`table`) in the table whose header is `text`'s first line.
+fn key_span(text: &str, key: &str, table: bool) -> Option<std::ops::Range<usize>> {
+    let mut at = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return Some(at..at + line.len());
+        }
+        if line.trim_start().starts_with('[') && !(table && i == 0) {
+            return None;
+        }
+        at += line.len();
+    }
+    None
+}
+
+fn default_mem() -> String {
+    "64M".into()
+}
+
+fn default_paging() -> String {
+    "native".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_grace() -> f64 {
@@ -211,5 +342,30 @@ mod tests {
         assert!(dir.is_none());
         let (_, dir) = parse(&["--image", "hello"]).vm_config().unwrap();
         assert!(dir.is_none());
+    }
+
+    #[test]
+    fn a_toml_file_round_trips_and_defaults_what_it_leaves_out() {
+        let cfg = parse(&["--image", "net", "--net", "tap=t0", "--disk", "a.img,vdev=hda", "--timeout", "3"]);
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), cfg, "{text}");
+        // Every key is optional: the command line's defaults.
+        assert_eq!(RunConfig::from_toml("").unwrap(), parse(&[]));
+        // A disk's vdev by name, as `--disk ...,vdev=` takes it, or number.
+        let named = RunConfig::from_toml("[[devices]]\nkind = \"disk\"\npath = \"a.img\"\nvdev = \"xvdc\"\n").unwrap();
+        assert_eq!(named.devices, parse(&["--disk", "a.img,vdev=xvdc"]).devices);
+        let e = RunConfig::from_toml("[[devices]]\nkind = \"disk\"\npath = \"a.img\"\nvdev = \"floppy\"\n");
+        assert!(e.unwrap_err().to_string().contains("vdev 'floppy'"));
+    }
+
+    #[test]
+    fn toml_errors_say_line_and_key() {
+        let e = RunConfig::from_toml("mem = \"64M\"\n\ntimeout = -1\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().starts_with("3: key `timeout`: "), "{e}");
+        let e = RunConfig::from_toml("[[devices]]\nkind = \"net\"\ntap = \"t0\"\ncolour = 3\n").unwrap_err();
+        assert!(e.to_string().starts_with("4: key `colour`: unknown field `colour`"), "{e}");
+        let e = RunConfig::from_toml("kernel = \"k.elf\"\nimage = \"hello\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("2: key `image`: give either"), "{e}");
     }
 }

@@ -1,12 +1,13 @@
 //! `vmm`: boots a PV guest under KVM (`vmm run`) and measures it (`vmm bench`).
 
+mod api;
 mod args;
 mod bench;
 mod commands;
 mod config;
 mod plot;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,10 +22,21 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
-    let res = match args::Cli::parse().cmd {
-        args::Command::Run(a) => config::RunConfig::from_args(*a)
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| commands::run::run(cfg, started)),
+    let matches = args::Cli::command().get_matches();
+    let cli = args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let res = match cli.cmd {
+        args::Command::Run(a) => {
+            let run_matches = matches.subcommand_matches("run").cloned().unwrap_or_default();
+            let print = a.print_config;
+            config::RunConfig::from_command_line(*a, &run_matches).and_then(|cfg| match print {
+                true => cfg.to_toml().map(|t| {
+                    print!("{t}");
+                    ExitCode::SUCCESS
+                }),
+                false => commands::run::run(cfg, started),
+            })
+        }
+        args::Command::Ctl(c) => commands::ctl::ctl(c),
         args::Command::Bench(b) => commands::bench::bench(b),
         args::Command::Images => Ok(commands::images::images()),
     };

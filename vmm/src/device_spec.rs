@@ -26,7 +26,7 @@ pub enum Transport {
 
 /// One device of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DeviceSpec {
     /// An `echo` sample device (`device/echo/<n>`; Xen transport).
     Echo,
@@ -103,6 +103,7 @@ pub fn virtio_nets(specs: &[DeviceSpec]) -> Result<Vec<NetSpec>, VmmError> {
 
 /// A disk: `--disk <path>[,readonly][,lock=off][,transport=xen|virtio][,vdev=<name|number>]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     /// The raw image file.
     pub path: PathBuf,
@@ -118,8 +119,26 @@ pub struct DiskConfig {
     pub transport: Transport,
     /// The Xen device number (`device/vbd/<vdev>`, see
     /// [`pv_abi::vdev`]); `None`: the next of 51712 (`xvda`), 51728, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A configuration file may name it as `--disk ...,vdev=` does
+    /// (`"xvdc"`, `"hda"`) or give the number.
+    #[serde(default, deserialize_with = "vdev_name_or_number", skip_serializing_if = "Option::is_none")]
     pub vdev: Option<u32>,
+}
+
+/// A `vdev` as a Xen name (`xvdc`, `hda`, `d1p2`) or a number.
+fn vdev_name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Vdev {
+        Number(u32),
+        Name(String),
+    }
+    match Vdev::deserialize(d)? {
+        Vdev::Number(n) => Ok(Some(n)),
+        Vdev::Name(name) => {
+            pv_abi::vdev::parse(&name).map(Some).map_err(|e| serde::de::Error::custom(format!("vdev '{name}' is {e}")))
+        }
+    }
 }
 
 impl DiskConfig {
@@ -169,6 +188,7 @@ impl FromStr for DiskConfig {
 
 /// A network interface: `--net tap=<ifname>[,mac=<mac>][,transport=xen|virtio]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// The TAP device (created if it does not exist).
     pub tap: String,

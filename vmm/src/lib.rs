@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod builder;
 pub mod console;
+pub mod control;
 pub mod device_spec;
 pub mod devices;
 pub mod error;

@@ -10,6 +10,9 @@
 //! - [`ThreadKind::Device`]: each device thread, at its start: epoll,
 //!   eventfds, disk I/O, `KVM_IOEVENTFD` (doorbells bound on connect).
 //! - [`ThreadKind::Watchdog`]: sleep and signal the vCPU thread.
+//! - [`ThreadKind::Api`]: the API socket's thread (`vmm run
+//!   --api-socket`): accept, poll, read and write its connections (the
+//!   socket is bound before the filter), kick the vCPU.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
 //!   VM: everything above plus VM construction (any KVM ioctl, mmap,
 //!   eventfds, thread creation).
@@ -34,12 +37,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const SIGSYS_EXIT_STATUS: i32 = 128 + libc::SIGSYS;
 
 /// Environment variable of the test-only probe: `device` makes each device
-/// thread call a forbidden system call (`socket`) right after installing
-/// its filter, to prove the filter stops it. Read once by [`enable`].
+/// thread (`api`: the API thread) call a forbidden system call (`socket`)
+/// right after installing its filter, to prove the filter stops it. Read
+/// once by [`enable`].
 pub const PROBE_ENV: &str = "VMM_SECCOMP_PROBE";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static PROBE_DEVICE: AtomicBool = AtomicBool::new(false);
+static PROBE_API: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static INSTALLED: Cell<Option<&'static str>> = const { Cell::new(None) };
@@ -56,6 +61,8 @@ pub enum ThreadKind {
     Watchdog,
     /// A main thread that keeps building VMs (`vmm bench`).
     Main,
+    /// The API socket's thread.
+    Api,
 }
 
 impl ThreadKind {
@@ -65,6 +72,7 @@ impl ThreadKind {
             ThreadKind::Device => "device",
             ThreadKind::Watchdog => "watchdog",
             ThreadKind::Main => "main",
+            ThreadKind::Api => "api",
         }
     }
 }
@@ -81,6 +89,7 @@ pub struct SeccompError {
 pub fn enable() {
     install_sigsys_handler();
     PROBE_DEVICE.store(std::env::var(PROBE_ENV).is_ok_and(|v| v == "device"), Ordering::SeqCst);
+    PROBE_API.store(std::env::var(PROBE_ENV).is_ok_and(|v| v == "api"), Ordering::SeqCst);
     ENABLED.store(true, Ordering::SeqCst);
 }
 
@@ -118,7 +127,12 @@ pub fn install_with(kind: ThreadKind, extra: &[i64]) -> Result<(), SeccompError>
     }
     seccompiler::apply_filter(&prog).map_err(|e| err(e.to_string()))?;
     INSTALLED.with(|c| c.set(Some(kind.name())));
-    if kind == ThreadKind::Device && PROBE_DEVICE.load(Ordering::SeqCst) {
+    let probe = match kind {
+        ThreadKind::Device => PROBE_DEVICE.load(Ordering::SeqCst),
+        ThreadKind::Api => PROBE_API.load(Ordering::SeqCst),
+        _ => false,
+    };
+    if probe {
         // SAFETY: `socket` takes no pointers; the filter stops it.
         unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     }
@@ -261,6 +275,26 @@ const DEVICE: Allowlist = Allowlist {
 /// thread, write an upcall eventfd: all in [`COMMON`].
 const WATCHDOG: Allowlist = Allowlist { calls: &[], ioctls: &[], any_kvm_ioctl: false, inet_socket: false };
 
+/// The API socket's thread: serve connections on the already bound
+/// socket, write store nodes, kick the vCPU (all else in [`COMMON`]).
+const API: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_accept4,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_fcntl,
+        libc::SYS_setsockopt,
+        libc::SYS_shutdown,
+    ],
+    // std's `set_nonblocking` on the listener and each connection.
+    ioctls: &[libc::FIONBIO],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// `vmm bench`'s main thread, which builds VM after VM: everything above
 /// plus VM construction. Threads it starts inherit this filter and add
 /// their own (so `prctl` and `seccomp`).
@@ -322,6 +356,7 @@ impl ThreadKind {
             ThreadKind::Device => &DEVICE,
             ThreadKind::Watchdog => &WATCHDOG,
             ThreadKind::Main => &MAIN,
+            ThreadKind::Api => &API,
         }
     }
 }
@@ -336,7 +371,7 @@ impl ThreadKind {
     /// forbidden system call 257`); a device thread in the VMM could as
     /// well. Refused, no file can be opened on these threads.
     fn refuses_open(self) -> bool {
-        matches!(self, ThreadKind::Device | ThreadKind::Watchdog)
+        matches!(self, ThreadKind::Device | ThreadKind::Watchdog | ThreadKind::Api)
     }
 }
 
@@ -432,12 +467,12 @@ mod tests {
 
     #[test]
     fn every_filter_compiles() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Watchdog, ThreadKind::Main] {
+        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Watchdog, ThreadKind::Main, ThreadKind::Api] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");
         }
         // The store thread's HashMaps must not need `getrandom` (issue 18):
         // fixed where it is called, never allowed here.
-        for list in [&VCPU, &DEVICE, &WATCHDOG] {
+        for list in [&VCPU, &DEVICE, &WATCHDOG, &API] {
             assert!(!list.calls.contains(&libc::SYS_getrandom));
         }
         assert!(refuse_open().is_ok());

@@ -8,6 +8,7 @@
 
 use crate::boot;
 use crate::console::ConsoleOut;
+use crate::control::{Destroy, Served, VcpuStats, VmControl};
 use crate::error::VmmError;
 use crate::kvm_stats::KvmStats;
 use crate::pvh::callback::CallbackLine;
@@ -57,6 +58,12 @@ pub enum Outcome {
         signal: i32,
         /// A second signal stopped it at once (else the grace ran out).
         forced: bool,
+    },
+    /// The VM was destroyed through its control ([`crate::control`]):
+    /// a destroy request, or a shutdown request whose grace period ran out.
+    Destroyed {
+        /// The grace period of a shutdown request ran out (else: destroy).
+        after_grace: bool,
     },
     /// KVM could not run or emulate the guest.
     InternalError {
@@ -185,6 +192,10 @@ impl std::fmt::Display for Outcome {
             }
             Outcome::Stopped { signal, forced: false } => {
                 write!(f, "stopped by signal {signal}: the guest did not power off within the grace period")
+            }
+            Outcome::Destroyed { after_grace: false } => write!(f, "destroyed through the API"),
+            Outcome::Destroyed { after_grace: true } => {
+                write!(f, "stopped through the API: the guest did not power off within the grace period")
             }
             Outcome::InternalError { failure, rip } => {
                 write!(f, "KVM could not run the guest at rip {rip:#x}: {failure}")
@@ -320,6 +331,8 @@ pub struct Vcpu {
     kvm_stats: Option<KvmStats>,
     /// A PVH guest's callback-vector line, injected before each entry.
     callback: Option<Arc<CallbackLine>>,
+    /// Pause, destroy and stats requests from the API ([`crate::control`]).
+    control: Option<Arc<VmControl>>,
 }
 
 impl Vcpu {
@@ -341,6 +354,7 @@ impl Vcpu {
             exits: ExitHandlers { stats: ExitMetrics::default(), uart: Uart::new(console), mmio: Arc::default() },
             kvm_stats,
             callback: None,
+            control: None,
         })
     }
 
@@ -348,6 +362,18 @@ impl Vcpu {
     /// vector, `pvh::callback`).
     pub fn attach_callback(&mut self, line: Arc<CallbackLine>) {
         self.callback = Some(line);
+    }
+
+    /// Serves `control`'s requests before each entry ([`crate::control`]).
+    pub fn attach_control(&mut self, control: Arc<VmControl>) {
+        self.control = Some(control);
+    }
+
+    /// What [`crate::control`] reports about this vCPU.
+    fn control_stats(&self, dom: &Domain) -> VcpuStats {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let ev = &dom.evtchn.counters;
+        VcpuStats { id: 0, exits: self.stats(), evtchn: [load(&ev.sends), load(&ev.notifies), load(&ev.upcalls)] }
     }
 
     /// Routes MMIO exits inside `bus`'s register blocks to it.
@@ -383,12 +409,25 @@ impl Vcpu {
             crate::watchdog::install_handler();
             line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
         }
+        let control = self.control.clone();
+        // vCPU 0: the only one this loop runs (`VmControl` takes each
+        // vCPU's id, for SMP).
+        if let Some(c) = &control {
+            c.attach(0);
+        }
         let outcome = loop {
             if let Some(w) = watchdog.filter(|w| w.expired()) {
                 break Ok(match w.cause() {
                     Some(StopCause::Signal(signal)) => Outcome::Stopped { signal, forced: w.forced() },
                     _ => Outcome::Timeout,
                 });
+            }
+            if let Some(c) = control.as_ref().filter(|c| c.pending()) {
+                let stop = || watchdog.is_some_and(Watchdog::expired);
+                if let Served::Destroy(d) = c.serve(0, || self.control_stats(dom), stop) {
+                    break Ok(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace });
+                }
+                continue;
             }
             if let Some(line) = &line {
                 line.before_run(&mut self.fd);
@@ -401,6 +440,9 @@ impl Vcpu {
         };
         if let Some(line) = &line {
             line.set_target(None);
+        }
+        if let Some(c) = &control {
+            c.detach(0);
         }
         outcome
     }

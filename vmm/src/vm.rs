@@ -110,6 +110,12 @@ impl Vm {
         self.vcpu.stats()
     }
 
+    /// Lets `control` pause, resume, destroy and read this VM's vCPU while
+    /// it runs ([`crate::control`]).
+    pub fn attach_control(&mut self, control: Arc<crate::control::VmControl>) {
+        self.vcpu.attach_control(control);
+    }
+
     /// The vCPU's KVM binary statistics, where the host provides them.
     pub fn kvm_stats(&self) -> Option<&KvmStats> {
         self.vcpu.kvm_stats()

@@ -56,7 +56,12 @@ fn main(si: &'static StartInfo) -> i32 {
         }
     }
     if test == b"soak" {
-        return soak(&mut disks, cmd);
+        // A soak ends early, verified, when the VMM asks (`vmm ctl
+        // shutdown`, SIGTERM): control/shutdown, as a Xen guest watches it.
+        if let Err(e) = frontend_guest::xenbus::watch_shutdown(&mut store) {
+            println!("soak: cannot watch control/shutdown: {:?}", e);
+        }
+        return soak(&mut disks, cmd, &mut store);
     }
     let Some(disk) = disks[0].as_mut() else { return 73 };
     let code = match test {
@@ -357,8 +362,10 @@ const SOAK_REPORTED_ERRORS: u64 = 10;
 /// progress line. Each write carries a fresh pattern seed, so a read that
 /// returns stale data fails the verify. The pieces are small on purpose:
 /// on an emulating host each guest instruction costs about a microsecond.
+/// A shutdown request (`control/shutdown`) ends it after the round in
+/// flight, with the same final flush, line and status.
 /// Exit status 0 when no request failed and nothing differed.
-fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8]) -> i32 {
+fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8], store: &mut frontend_guest::xenbus::Store) -> i32 {
     let secs = cmdline::get_u64(cmd, "soak").unwrap_or(0);
     let every = cmdline::get_u64(cmd, "every").unwrap_or(500).max(1);
     let mut x = cmdline::get_u64(cmd, "seed").unwrap_or(1).max(1);
@@ -382,6 +389,11 @@ fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8]) -> i32 {
             c.print("progress", start);
         }
         if secs != 0 && clock::now_us() >= deadline {
+            break;
+        }
+        // Cheap: a look at the store's response ring for the watch event.
+        if let Ok(Some(req)) = frontend_guest::xenbus::shutdown_requested(store) {
+            println!("soak: control/shutdown: {:?} requested: stopping", req);
             break;
         }
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod ctl;
 pub mod images;
 pub mod run;

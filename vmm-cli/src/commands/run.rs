@@ -1,9 +1,12 @@
 //! `vmm run`: boots the configured guest and reports how it ended.
 
+use crate::api::{ApiServer, VmView};
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
+use vmm::control::VmControl;
 use vmm::{Outcome, Vm};
 use xen_domain::sched_op::XenShutdown;
 
@@ -18,6 +21,10 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
     if cfg.seccomp {
         vmm::seccomp::enable();
     }
+    // Before the boot loop: one API server for every boot of the guest.
+    let control = Arc::new(VmControl::default());
+    let api = cfg.api_socket.as_deref().map(|p| ApiServer::start(p, &cfg, control.clone())).transpose()?;
+    let api = api.as_ref().map(|a| (a, &control));
     let deadline = vm_cfg.timeout.map(|t| Instant::now() + t);
     loop {
         if let Some(d) = deadline {
@@ -25,11 +32,12 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
         }
         // Each boot on a thread of its own: the vCPU thread's seccomp
         // filter stays with it, and the next boot starts unfiltered.
-        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, cfg.stats, started)).join())
+        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, cfg.stats, started, api)).join())
             .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
         let reboot = matches!(outcome, Outcome::XenShutdown { reason }
             if XenShutdown::from_reason(reason) == XenShutdown::Reboot);
-        if reboot && cfg.on_reboot == "restart" && !vmm::watchdog::stop_requested() {
+        let asked_to_end = api.is_some_and(|(a, _)| a.ended_by_request());
+        if reboot && cfg.on_reboot == "restart" && !vmm::watchdog::stop_requested() && !asked_to_end {
             eprintln!("guest rebooted: booting it again (--on-reboot restart)");
             continue;
         }
@@ -39,9 +47,21 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
 }
 
 /// Builds and runs one VM; prints `--stats` however the run ends.
-fn boot_once(vm_cfg: &vmm::VmConfig, stats: bool, started: Instant) -> Result<Outcome> {
+fn boot_once(
+    vm_cfg: &vmm::VmConfig,
+    stats: bool,
+    started: Instant,
+    api: Option<(&ApiServer, &Arc<VmControl>)>,
+) -> Result<Outcome> {
     let mut vm = Vm::new(vm_cfg)?;
+    if let Some((server, control)) = api {
+        vm.attach_control(control.clone());
+        server.set_vm(Some(VmView::of(&vm)));
+    }
     let outcome = vm.run();
+    if let Some((server, _)) = api {
+        server.set_vm(None);
+    }
     if stats {
         match &outcome {
             Ok(o) => print_stats(&vm, o, started),
