@@ -38,9 +38,9 @@ pub(crate) fn admit(type_: u32) -> Result<TxRule, StoreError> {
         }
         XS_WATCH | XS_UNWATCH => Ok(TxRule::Ignored),
         XS_DIRECTORY | XS_READ | XS_TRANSACTION_START | XS_TRANSACTION_END | XS_GET_DOMAIN_PATH | XS_WRITE
-        | XS_MKDIR | XS_RM | XS_RESET_WATCHES => Ok(TxRule::LookedUp),
-        // GET_PERMS, SET_PERMS, DIRECTORY_PART: not offered (fixed
-        // path-based permissions; directories fit one reply).
+        | XS_MKDIR | XS_RM | XS_RESET_WATCHES | XS_GET_PERMS | XS_SET_PERMS => Ok(TxRule::LookedUp),
+        // DIRECTORY_PART (optional in docs/misc/xenstore.txt): not offered
+        // (a directory's reply fits one message).
         _ => Err(StoreError::NotImplemented),
     }
 }
@@ -83,6 +83,16 @@ pub(crate) enum Op<'a> {
     GetDomainPath(DomId),
     /// `TRANSACTION_START |`.
     TransactionStart,
+    /// `GET_PERMS <path>|`.
+    GetPerms(&'a str),
+    /// `SET_PERMS <path>|<perm-as-string>|+`.
+    SetPerms {
+        /// The node.
+        path: &'a str,
+        /// The permission strings, each NUL-terminated (checked by
+        /// [`Op::parse`]).
+        perms: &'a [u8],
+    },
     /// `TRANSACTION_END T|` (commit) or `F|` (abort).
     TransactionEnd {
         /// Commit (`T`) rather than abort (`F`).
@@ -120,6 +130,14 @@ impl<'a> Op<'a> {
             // xenstored's do_transaction_start never reads the payload
             // (a reserved, empty string by docs/misc/xenstore.txt).
             XS_TRANSACTION_START => Op::TransactionStart,
+            XS_GET_PERMS => Op::GetPerms(one_arg(payload)?),
+            XS_SET_PERMS => {
+                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+                let perms = &payload[nul + 1..];
+                perm_list(perms)?;
+                Op::SetPerms { path, perms }
+            }
             XS_TRANSACTION_END => match one_arg(payload)? {
                 "T" => Op::TransactionEnd { commit: true },
                 "F" => Op::TransactionEnd { commit: false },
@@ -138,6 +156,10 @@ impl<'a> Op<'a> {
             Op::Mkdir(path) => s.mkdir(domid, path).map(|()| OK.to_vec()),
             Op::Rm(path) => s.rm(domid, path).map(|()| OK.to_vec()),
             Op::Directory(path) => s.directory(domid, path).and_then(directory_reply),
+            Op::GetPerms(path) => s.get_perms(domid, path).map(|l| crate::perms::to_reply(&l)),
+            Op::SetPerms { path, perms } => {
+                perm_list(perms).and_then(|l| s.set_perms(domid, path, l)).map(|()| OK.to_vec())
+            }
             _ => return None,
         })
     }
@@ -155,6 +177,19 @@ fn directory_reply(names: Vec<String>) -> Result<Vec<u8>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// The permission strings of a `SET_PERMS` payload (each NUL-terminated,
+/// as `xenstore_count_strings()` counts them; a trailing fragment without
+/// its NUL is one more string), parsed.
+pub(crate) fn perm_list(strings: &[u8]) -> Result<Vec<crate::perms::Perm>, StoreError> {
+    let body = strings.strip_suffix(&[0]).unwrap_or(strings);
+    let parts: Vec<&str> = if body.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|&b| b == 0).map(std::str::from_utf8).collect::<Result<_, _>>().map_err(|_| StoreError::Invalid)?
+    };
+    crate::perms::parse(&parts)
 }
 
 /// A payload that is exactly one NUL-terminated string.
