@@ -206,7 +206,7 @@ fn directory_part(names: Vec<String>, offset: usize, generation: u64) -> Vec<u8>
     let maxlen = XENSTORE_PAYLOAD_MAX as usize - out.len() - 1;
     let mut len = 0;
     for name in list[offset..].split_inclusive(|&b| b == 0) {
-        if len + name.len() - 1 >= maxlen {
+        if len + name.len() > maxlen {
             break;
         }
         len += name.len();

@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(wd(&mut t, 1, 10), -EINVAL, "not created");
         assert_eq!(wd(&mut t, 0, 100), 1);
         assert_eq!(wd(&mut t, 0, 100), 2);
-        assert_eq!(wd(&mut t, 0, 100), -(ENOSPC as i64));
+        assert_eq!(wd(&mut t, 0, 100), -ENOSPC);
         assert_eq!(wd(&mut t, 2, 0), 0, "destroyed");
         assert_eq!(wd(&mut t, 2, 5), -EINVAL, "gone");
         assert_eq!(wd(&mut t, 0, 100), 2, "the slot is free again");
