@@ -437,6 +437,7 @@ fn hvm_checks(v: &mut Vec<Check>) {
         "XENFEAT_hvm_safe_pvclock" => xv::XENFEAT_HVM_SAFE_PVCLOCK,
         "XENFEAT_hvm_pirqs" => xv::XENFEAT_HVM_PIRQS,
         "XEN_CPUID_FIRST_LEAF" => xcpuid::XEN_CPUID_BASE,
+        "XEN_CPUID_FIRST_LEAF + XEN_CPUID_MAX_NUM_LEAVES" => xcpuid::XEN_CPUID_MAX,
         "XEN_HVM_CPUID_VCPU_ID_PRESENT" => xcpuid::XEN_HVM_CPUID_VCPU_ID_PRESENT,
         "XEN_HVM_CPUID_DOMID_PRESENT" => xcpuid::XEN_HVM_CPUID_DOMID_PRESENT,
         "XEN_HVM_CPUID_UPCALL_VECTOR" => xcpuid::XEN_HVM_CPUID_UPCALL_VECTOR,

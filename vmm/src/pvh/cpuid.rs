@@ -7,7 +7,7 @@ use pv_abi::hvm::cpuid::*;
 pub use pv_abi::hvm::xen_version::XEN_VERSION;
 
 /// The Xen leaves for vCPU `vcpu_id` of domain `domid`.
-pub fn xen_leaves(vcpu_id: u32, domid: u32) -> [kvm_cpuid_entry2; 5] {
+pub fn xen_leaves(vcpu_id: u32, domid: u32) -> [kvm_cpuid_entry2; 6] {
     let leaf = |i: u32, eax: u32, ebx: u32, ecx: u32, edx: u32| kvm_cpuid_entry2 {
         function: XEN_CPUID_BASE + i,
         eax,
@@ -31,6 +31,9 @@ pub fn xen_leaves(vcpu_id: u32, domid: u32) -> [kvm_cpuid_entry2; 5] {
             index: 0,
             ..leaf(4, HVM_FEATURES, vcpu_id, domid, 0)
         },
+        // PV-specific parameters: nothing for an HVM guest (Xen breaks out
+        // of `case 5` leaving zeros).
+        leaf(5, 0, 0, 0, 0),
     ]
 }
 
@@ -118,7 +121,10 @@ mod tests {
         let sig = find(XEN_CPUID_BASE);
         let bytes: Vec<u8> = [sig.ebx, sig.ecx, sig.edx].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(&bytes, b"XenVMMXenVMM");
-        assert!(sig.eax >= XEN_CPUID_BASE + 2);
+        // cpuid_hypervisor_leaves(): base + XEN_CPUID_MAX_NUM_LEAVES (5) by default.
+        assert_eq!(sig.eax, XEN_CPUID_BASE + 5);
+        let l5 = find(XEN_CPUID_BASE + 5);
+        assert_eq!((l5.eax, l5.ebx, l5.ecx, l5.edx), (0, 0, 0, 0), "leaf 5 is PV-only");
         assert_eq!(find(XEN_CPUID_BASE + 2).ebx, 0x4000_0000);
         assert_eq!(find(XEN_CPUID_BASE + 4).ecx, 1);
         assert_ne!(find(1).ecx & (1 << 31), 0);
