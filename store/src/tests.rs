@@ -864,3 +864,19 @@ fn a_full_watch_queue_logs_a_bounded_number_of_lines_with_a_suppressed_count() {
     assert!((1..=pv_util::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
     assert!(log.contains("dropped="), "{log}");
 }
+
+/// `do_set_perms()` (`tools/xenstored/core.c`) ends with `fire_watches()`
+/// on the node: a watch on it (or above it) sees the change.
+#[test]
+fn set_perms_fires_the_nodes_watches() {
+    let mut s = Store::new();
+    let conn = s.connect(1, None);
+    s.write(1, "data/n", b"v").unwrap();
+    s.watch_conn(conn, "data", "t").unwrap();
+    assert_eq!(events_of(&mut s, conn), vec![ev("data", "t")], "the initial event");
+    let list = perms::parse(&["n1", "r0"]).unwrap();
+    s.set_perms(1, "data/n", list).unwrap();
+    assert_eq!(events_of(&mut s, conn), vec![ev("data/n", "t")], "relative, as registered");
+    assert_eq!(s.set_perms(1, "data/missing", perms::parse(&["n1"]).unwrap()), Err(StoreError::NoEntry));
+    assert_eq!(events_of(&mut s, conn), vec![], "nothing for a refusal");
+}
