@@ -95,8 +95,10 @@ crate::assert_layout!(E820Entry, size = 20, addr = 0, size = 8, kind = 16);
 pub mod cpuid {
     /// First leaf: highest leaf in `eax`, "XenVMMXenVMM" in `ebx, ecx, edx`.
     pub const XEN_CPUID_BASE: u32 = 0x4000_0000;
-    /// Highest leaf we offer (base + 4: HVM features).
-    pub const XEN_CPUID_MAX: u32 = XEN_CPUID_BASE + 4;
+    /// Highest leaf we offer: base + `XEN_CPUID_MAX_NUM_LEAVES` (5), Xen's
+    /// default limit (`cpuid_hypervisor_leaves()`); leaf 5 (PV-specific
+    /// parameters) reads zero for an HVM guest.
+    pub const XEN_CPUID_MAX: u32 = XEN_CPUID_BASE + 5;
     /// "XenV" "MMXe" "nVMM".
     pub const XEN_CPUID_SIGNATURE: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e];
     /// The hypercall-page MSR named in leaf base + 2, `ebx`.

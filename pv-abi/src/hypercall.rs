@@ -136,6 +136,18 @@ pub mod sched_op {
     /// Wait until one of a list of ports is pending or a timeout passes;
     /// `rsi` points at Xen's `struct sched_poll`.
     pub const POLL: u64 = 3;
+    /// Shut another domain down; `rsi` points at a [`SchedRemoteShutdown`]
+    /// (privileged: a domU gets `-EPERM`).
+    pub const REMOTE_SHUTDOWN: u64 = 4;
+    /// Record the reason a later shutdown reports; `rsi` points at a
+    /// [`SchedShutdown`].
+    pub const SHUTDOWN_CODE: u64 = 5;
+    /// Create, re-arm or destroy a domain watchdog; `rsi` points at a
+    /// [`SchedWatchdog`]; creation returns the watchdog's id.
+    pub const WATCHDOG: u64 = 6;
+    /// Pin the vCPU to a physical CPU; `rsi` points at a
+    /// [`SchedPinOverride`] (hardware domain only).
+    pub const PIN_OVERRIDE: u64 = 7;
 
     /// Argument of `SCHEDOP_shutdown` (Xen's `struct sched_shutdown`).
     #[repr(C)]
@@ -145,6 +157,44 @@ pub mod sched_op {
         pub reason: u32,
     }
     crate::assert_layout!(SchedShutdown, size = 4, reason = 0);
+
+    /// Argument of `SCHEDOP_remote_shutdown` (Xen's `struct
+    /// sched_remote_shutdown`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedRemoteShutdown {
+        /// The domain to shut down.
+        pub domain_id: u16,
+        /// Padding (the C struct's implicit hole).
+        pub _pad: u16,
+        /// One of the `SHUTDOWN_*` reasons.
+        pub reason: u32,
+    }
+    crate::assert_layout!(SchedRemoteShutdown, size = 8, domain_id = 0, reason = 4);
+
+    /// Argument of `SCHEDOP_watchdog` (Xen's `struct sched_watchdog`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedWatchdog {
+        /// 0 creates a watchdog; otherwise the id creation returned.
+        pub id: u32,
+        /// Seconds until the watchdog fires; 0 destroys watchdog `id`.
+        pub timeout: u32,
+    }
+    crate::assert_layout!(SchedWatchdog, size = 8, id = 0, timeout = 4);
+
+    /// Argument of `SCHEDOP_pin_override` (Xen's `struct sched_pin_override`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedPinOverride {
+        /// The physical CPU, negative to end the override.
+        pub pcpu: i32,
+    }
+    crate::assert_layout!(SchedPinOverride, size = 4, pcpu = 0);
+
+    /// Domain watchdogs per domain (Xen's `NR_DOMAIN_WATCHDOG_TIMERS`,
+    /// `xen/include/xen/sched.h`).
+    pub const NR_DOMAIN_WATCHDOG_TIMERS: u32 = 2;
 
     /// Clean power-off.
     pub const SHUTDOWN_POWEROFF: u32 = 0;

@@ -29,6 +29,13 @@ pub mod keys {
     pub const RING_REF0: &str = "ring-ref0";
     /// Back end: the largest `ring-page-order` it accepts.
     pub const MAX_RING_PAGE_ORDER: &str = "max-ring-page-order";
+    /// vbd front end: the disk's number (`docs/misc/vbd-interface.txt`),
+    /// the same as the directory's name (`libxl_disk.c`).
+    pub const VIRTUAL_DEVICE: &str = "virtual-device";
+    /// vbd, both directories: `disk` or `cdrom` (`libxl_disk.c`).
+    pub const DEVICE_TYPE: &str = "device-type";
+    /// vif, both directories: the device id (`libxl_nic.c`).
+    pub const HANDLE: &str = "handle";
 }
 
 /// The `protocol` value for the x86-64 ring layout (Xen's

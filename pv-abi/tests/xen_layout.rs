@@ -73,6 +73,10 @@ fn checks() -> Vec<Check> {
         "SCHEDOP_block" => hypercall::sched_op::BLOCK,
         "SCHEDOP_shutdown" => hypercall::sched_op::SHUTDOWN,
         "SCHEDOP_poll" => hypercall::sched_op::POLL,
+        "SCHEDOP_remote_shutdown" => hypercall::sched_op::REMOTE_SHUTDOWN,
+        "SCHEDOP_shutdown_code" => hypercall::sched_op::SHUTDOWN_CODE,
+        "SCHEDOP_watchdog" => hypercall::sched_op::WATCHDOG,
+        "SCHEDOP_pin_override" => hypercall::sched_op::PIN_OVERRIDE,
         "VCPUOP_set_periodic_timer" => hypercall::vcpu_op::SET_PERIODIC_TIMER,
         "VCPUOP_stop_periodic_timer" => hypercall::vcpu_op::STOP_PERIODIC_TIMER,
         "VCPUOP_set_singleshot_timer" => hypercall::vcpu_op::SET_SINGLESHOT_TIMER,
@@ -91,6 +95,13 @@ fn checks() -> Vec<Check> {
     );
     size!(v, "struct sched_shutdown", hypercall::sched_op::SchedShutdown);
     off!(v, "struct sched_shutdown", hypercall::sched_op::SchedShutdown, "reason" => reason);
+    size!(v, "struct sched_remote_shutdown", hypercall::sched_op::SchedRemoteShutdown);
+    off!(v, "struct sched_remote_shutdown", hypercall::sched_op::SchedRemoteShutdown,
+        "domain_id" => domain_id, "reason" => reason);
+    size!(v, "struct sched_watchdog", hypercall::sched_op::SchedWatchdog);
+    off!(v, "struct sched_watchdog", hypercall::sched_op::SchedWatchdog, "id" => id, "timeout" => timeout);
+    size!(v, "struct sched_pin_override", hypercall::sched_op::SchedPinOverride);
+    off!(v, "struct sched_pin_override", hypercall::sched_op::SchedPinOverride, "pcpu" => pcpu);
     size!(v, "struct xen_feature_info", hypercall::xen_version::FeatureInfo);
     off!(v, "struct xen_feature_info", hypercall::xen_version::FeatureInfo,
         "submap_idx" => submap_idx, "submap" => submap);
@@ -451,6 +462,7 @@ fn hvm_checks(v: &mut Vec<Check>) {
         "XENFEAT_hvm_safe_pvclock" => xv::XENFEAT_HVM_SAFE_PVCLOCK,
         "XENFEAT_hvm_pirqs" => xv::XENFEAT_HVM_PIRQS,
         "XEN_CPUID_FIRST_LEAF" => xcpuid::XEN_CPUID_BASE,
+        "XEN_CPUID_FIRST_LEAF + XEN_CPUID_MAX_NUM_LEAVES" => xcpuid::XEN_CPUID_MAX,
         "XEN_HVM_CPUID_VCPU_ID_PRESENT" => xcpuid::XEN_HVM_CPUID_VCPU_ID_PRESENT,
         "XEN_HVM_CPUID_DOMID_PRESENT" => xcpuid::XEN_HVM_CPUID_DOMID_PRESENT,
         "XEN_HVM_CPUID_UPCALL_VECTOR" => xcpuid::XEN_HVM_CPUID_UPCALL_VECTOR,

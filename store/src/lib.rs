@@ -24,6 +24,11 @@
 //!   directories);
 //! * anything else is `EACCES`.
 //!
+//! On top of these, `XS_GET_PERMS` reports each node's list as `xenstored`
+//! would hold it, and `XS_SET_PERMS` lets the owner of a node (a guest owns
+//! what it creates) replace its list, which is then enforced for the other
+//! domains and inherited by nodes created below it ([`perms`]).
+//!
 //! # Resource bounds
 //!
 //! Per guest domain ([`Limits`]): nodes it created (`ENOSPC` beyond),
@@ -42,6 +47,7 @@
 
 mod op;
 mod path;
+pub mod perms;
 mod server;
 mod transaction;
 pub mod xenbus;
@@ -89,6 +95,10 @@ pub enum StoreError {
     /// nested transactions).
     #[error("busy (EBUSY)")]
     Busy,
+    /// `EPERM`: a guest tried to give a node to another owner
+    /// (`XS_SET_PERMS`).
+    #[error("operation not permitted (EPERM)")]
+    NotPermitted,
 }
 
 impl StoreError {
@@ -104,6 +114,7 @@ impl StoreError {
             StoreError::NotImplemented => errno::ENOSYS,
             StoreError::Again => errno::EAGAIN,
             StoreError::Busy => errno::EBUSY,
+            StoreError::NotPermitted => errno::EPERM,
         }
     }
 
@@ -159,6 +170,9 @@ pub struct ConnId(u64);
 struct Node {
     value: Vec<u8>,
     owner: DomId,
+    /// The list `XS_SET_PERMS` gave this node (or an ancestor, inherited
+    /// at creation); `None`: the path rules ([`perms::implicit`]).
+    perms: Option<Vec<perms::Perm>>,
 }
 
 #[derive(Clone)]
@@ -277,7 +291,7 @@ impl Store {
             generation: 0,
         };
         for p in ["/", "/local", "/local/domain", "/local/domain/0"] {
-            s.nodes.insert(p.to_owned(), Node { value: Vec::new(), owner: 0 });
+            s.nodes.insert(p.to_owned(), Node { value: Vec::new(), owner: 0, perms: None });
         }
         s
     }
@@ -300,7 +314,7 @@ impl Store {
     /// Reads the value of `path` as `caller`.
     pub fn read(&self, caller: DomId, path: &str) -> Result<&[u8], StoreError> {
         let abs = path::resolve_node(caller, path)?;
-        if !can_read(caller, &abs) {
+        if !self.may(caller, &abs, false) {
             return Err(StoreError::Access);
         }
         self.nodes.get(&abs).map(|n| n.value.as_slice()).ok_or(StoreError::NoEntry)
@@ -309,7 +323,7 @@ impl Store {
     /// The names of the children of `path`, in order.
     pub fn directory(&self, caller: DomId, path: &str) -> Result<Vec<String>, StoreError> {
         let abs = path::resolve_node(caller, path)?;
-        if !can_read(caller, &abs) {
+        if !self.may(caller, &abs, false) {
             return Err(StoreError::Access);
         }
         if !self.nodes.contains_key(&abs) {
@@ -333,7 +347,7 @@ impl Store {
         if value.len() > self.limits.max_value {
             return Err(StoreError::TooBig);
         }
-        if !can_write(caller, &abs) {
+        if !self.may(caller, &abs, true) {
             return Err(StoreError::Access);
         }
         self.create(caller, &abs)?;
@@ -348,7 +362,7 @@ impl Store {
     /// existing node is left alone and fires nothing.
     pub fn mkdir(&mut self, caller: DomId, path: &str) -> Result<(), StoreError> {
         let abs = path::resolve_node(caller, path)?;
-        if !can_write(caller, &abs) {
+        if !self.may(caller, &abs, true) {
             return Err(StoreError::Access);
         }
         if self.nodes.contains_key(&abs) {
@@ -367,7 +381,7 @@ impl Store {
         if abs == "/" {
             return Err(StoreError::Invalid);
         }
-        if !can_write(caller, &abs) {
+        if !self.may(caller, &abs, true) {
             return Err(StoreError::Access);
         }
         if !self.nodes.contains_key(&abs) {
@@ -480,6 +494,70 @@ impl Store {
         std::mem::take(&mut self.pending)
     }
 
+    /// Whether `caller` may read (or write) `abs`: the path rules, and for
+    /// a node with an explicit list (or a new node under one) that list as
+    /// `perm_for_conn()` reads it.
+    fn may(&self, caller: DomId, abs: &str, write: bool) -> bool {
+        let path_rule = if write { can_write(caller, abs) } else { can_read(caller, abs) };
+        if !path_rule || caller == 0 {
+            return path_rule;
+        }
+        let mut p = Some(abs);
+        while let Some(cur) = p {
+            if let Some(n) = self.nodes.get(cur) {
+                let Some(list) = &n.perms else { return true };
+                let (r, w, _) = perms::access(caller, list);
+                return if write { w } else { r };
+            }
+            p = path::parent(cur);
+        }
+        true
+    }
+
+    /// A node's permission list (explicit, or what the path rules amount to).
+    fn node_perms(&self, abs: &str, node: &Node) -> Vec<perms::Perm> {
+        node.perms.clone().unwrap_or_else(|| perms::implicit(abs, node.owner, perms::guest_of(abs)))
+    }
+
+    /// `XS_GET_PERMS` (`do_get_perms()`): the node's list; `EACCES` if the
+    /// caller may not read it, `ENOENT` if it does not exist.
+    pub fn get_perms(&self, caller: DomId, path: &str) -> Result<Vec<perms::Perm>, StoreError> {
+        let abs = path::resolve_node(caller, path)?;
+        if !self.may(caller, &abs, false) {
+            return Err(StoreError::Access);
+        }
+        let node = self.nodes.get(&abs).ok_or(StoreError::NoEntry)?;
+        Ok(self.node_perms(&abs, node))
+    }
+
+    /// `XS_SET_PERMS` (`do_set_perms()`): replaces the node's list. The
+    /// caller must own it (or be domain 0): `ENOENT` for a missing node,
+    /// `EACCES` for one it does not own, `EPERM` if a guest names another
+    /// owner. Fires the node's watches.
+    pub fn set_perms(&mut self, caller: DomId, path: &str, list: Vec<perms::Perm>) -> Result<(), StoreError> {
+        let abs = path::resolve_node(caller, path)?;
+        if list.is_empty() {
+            return Err(StoreError::Invalid);
+        }
+        if !self.may(caller, &abs, false) {
+            return Err(StoreError::Access);
+        }
+        let node = self.nodes.get(&abs).ok_or(StoreError::NoEntry)?;
+        let current = self.node_perms(&abs, node);
+        let (_, write, owner) = perms::access(caller, &current);
+        if !(write && owner) {
+            return Err(StoreError::Access);
+        }
+        if caller != 0 && list[0].domid != current[0].domid {
+            return Err(StoreError::NotPermitted);
+        }
+        if let Some(n) = self.nodes.get_mut(&abs) {
+            n.perms = Some(list);
+        }
+        self.fire(&abs);
+        Ok(())
+    }
+
     fn conn_domid(&self, conn: ConnId) -> Result<DomId, StoreError> {
         self.conns.get(&conn).map(|c| c.domid).ok_or(StoreError::Invalid)
     }
@@ -506,8 +584,16 @@ impl Store {
             }
             *self.owned.entry(caller).or_insert(0) += missing.len();
         }
+        // Inherit an explicit list, the creator (a guest) its owner, as
+        // xenstored's construct_node() does.
+        let inherited = p.and_then(|p| self.nodes.get(p)).and_then(|n| n.perms.clone()).map(|mut l| {
+            if caller != 0 {
+                l[0].domid = caller;
+            }
+            l
+        });
         for k in missing {
-            self.nodes.insert(k, Node { value: Vec::new(), owner: caller });
+            self.nodes.insert(k, Node { value: Vec::new(), owner: caller, perms: inherited.clone() });
         }
         Ok(())
     }

@@ -38,9 +38,8 @@ pub(crate) fn admit(type_: u32) -> Result<TxRule, StoreError> {
         }
         XS_WATCH | XS_UNWATCH => Ok(TxRule::Ignored),
         XS_DIRECTORY | XS_READ | XS_TRANSACTION_START | XS_TRANSACTION_END | XS_GET_DOMAIN_PATH | XS_WRITE
-        | XS_MKDIR | XS_RM | XS_RESET_WATCHES => Ok(TxRule::LookedUp),
-        // GET_PERMS, SET_PERMS, DIRECTORY_PART: not offered (fixed
-        // path-based permissions; directories fit one reply).
+        | XS_MKDIR | XS_RM | XS_RESET_WATCHES | XS_GET_PERMS | XS_SET_PERMS | XS_DIRECTORY_PART => Ok(TxRule::LookedUp),
+        // GET_FEATURE..SET_QUOTA (optional): not offered.
         _ => Err(StoreError::NotImplemented),
     }
 }
@@ -83,6 +82,23 @@ pub(crate) enum Op<'a> {
     GetDomainPath(DomId),
     /// `TRANSACTION_START |`.
     TransactionStart,
+    /// `DIRECTORY_PART <path>|<offset>|`.
+    DirectoryPart {
+        /// The node.
+        path: &'a str,
+        /// Byte offset into the complete child list.
+        offset: usize,
+    },
+    /// `GET_PERMS <path>|`.
+    GetPerms(&'a str),
+    /// `SET_PERMS <path>|<perm-as-string>|+`.
+    SetPerms {
+        /// The node.
+        path: &'a str,
+        /// The permission strings, each NUL-terminated (checked by
+        /// [`Op::parse`]).
+        perms: &'a [u8],
+    },
     /// `TRANSACTION_END T|` (commit) or `F|` (abort).
     TransactionEnd {
         /// Commit (`T`) rather than abort (`F`).
@@ -120,6 +136,22 @@ impl<'a> Op<'a> {
             // xenstored's do_transaction_start never reads the payload
             // (a reserved, empty string by docs/misc/xenstore.txt).
             XS_TRANSACTION_START => Op::TransactionStart,
+            XS_GET_PERMS => Op::GetPerms(one_arg(payload)?),
+            XS_DIRECTORY_PART => {
+                let (path, off) = two_args(payload)?;
+                // xenstored reads the offset with atoi(): leading digits,
+                // anything else 0.
+                let digits = off.bytes().take_while(u8::is_ascii_digit).count();
+                let offset = if digits == 0 { 0 } else { off[..digits].parse().unwrap_or(usize::MAX) };
+                Op::DirectoryPart { path, offset }
+            }
+            XS_SET_PERMS => {
+                let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
+                let path = std::str::from_utf8(&payload[..nul]).map_err(|_| StoreError::Invalid)?;
+                let perms = &payload[nul + 1..];
+                perm_list(perms)?;
+                Op::SetPerms { path, perms }
+            }
             XS_TRANSACTION_END => match one_arg(payload)? {
                 "T" => Op::TransactionEnd { commit: true },
                 "F" => Op::TransactionEnd { commit: false },
@@ -138,9 +170,52 @@ impl<'a> Op<'a> {
             Op::Mkdir(path) => s.mkdir(domid, path).map(|()| OK.to_vec()),
             Op::Rm(path) => s.rm(domid, path).map(|()| OK.to_vec()),
             Op::Directory(path) => s.directory(domid, path).and_then(directory_reply),
+            Op::DirectoryPart { path, offset } => {
+                let gen = s.generation;
+                s.directory(domid, path).map(|names| directory_part(names, offset, gen))
+            }
+            Op::GetPerms(path) => s.get_perms(domid, path).map(|l| crate::perms::to_reply(&l)),
+            Op::SetPerms { path, perms } => {
+                perm_list(perms).and_then(|l| s.set_perms(domid, path, l)).map(|()| OK.to_vec())
+            }
             _ => return None,
         })
     }
+}
+
+/// A `DIRECTORY_PART` reply (`send_directory_part()` in
+/// `tools/xenstored/core.c`): the generation as a NUL-terminated decimal,
+/// then the whole names of the child list (each NUL-terminated) from byte
+/// `offset` on that fit `XENSTORE_PAYLOAD_MAX`, and one more NUL if that
+/// reaches the end of the list (an offset at or past the end gives just
+/// the generation and the NUL). The generation is the store's: it changes
+/// whenever anything changes, so an unchanged one still proves the node
+/// unchanged, as the protocol requires.
+fn directory_part(names: Vec<String>, offset: usize, generation: u64) -> Vec<u8> {
+    let mut list = Vec::new();
+    for n in names {
+        list.extend_from_slice(n.as_bytes());
+        list.push(0);
+    }
+    let mut out = generation.to_string().into_bytes();
+    out.push(0);
+    if offset >= list.len() {
+        out.push(0);
+        return out;
+    }
+    let maxlen = XENSTORE_PAYLOAD_MAX as usize - out.len() - 1;
+    let mut len = 0;
+    for name in list[offset..].split_inclusive(|&b| b == 0) {
+        if len + name.len() > maxlen {
+            break;
+        }
+        len += name.len();
+    }
+    out.extend_from_slice(&list[offset..offset + len]);
+    if offset + len == list.len() {
+        out.push(0);
+    }
+    out
 }
 
 /// A `DIRECTORY` reply: each name NUL-terminated; `E2BIG` beyond
@@ -155,6 +230,19 @@ fn directory_reply(names: Vec<String>) -> Result<Vec<u8>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// The permission strings of a `SET_PERMS` payload (each NUL-terminated,
+/// as `xenstore_count_strings()` counts them; a trailing fragment without
+/// its NUL is one more string), parsed.
+pub(crate) fn perm_list(strings: &[u8]) -> Result<Vec<crate::perms::Perm>, StoreError> {
+    let body = strings.strip_suffix(&[0]).unwrap_or(strings);
+    let parts: Vec<&str> = if body.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|&b| b == 0).map(std::str::from_utf8).collect::<Result<_, _>>().map_err(|_| StoreError::Invalid)?
+    };
+    crate::perms::parse(&parts)
 }
 
 /// A payload that is exactly one NUL-terminated string.
@@ -192,6 +280,40 @@ mod tests {
         assert_eq!(admit(XS_UNWATCH), Ok(TxRule::Ignored));
         assert_eq!(admit(XS_READ), Ok(TxRule::LookedUp));
         assert_eq!(admit(XS_TRANSACTION_START), Ok(TxRule::LookedUp));
+    }
+
+    /// `send_directory_part()` (`tools/xenstored/core.c`): generation,
+    /// names from the offset, a final empty string at the end of the list;
+    /// a long list comes in pieces that fit `XENSTORE_PAYLOAD_MAX`.
+    #[test]
+    fn directory_parts_as_xenstored_sends_them() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(directory_part(names(&["ab", "c"]), 0, 7), b"7\0ab\0c\0\0");
+        assert_eq!(directory_part(names(&["ab", "c"]), 3, 7), b"7\0c\0\0");
+        assert_eq!(directory_part(names(&["ab", "c"]), 5, 7), b"7\0\0");
+        assert_eq!(directory_part(names(&["ab", "c"]), 99, 7), b"7\0\0");
+        let many: Vec<String> = (0..1000).map(|i| format!("child-{i:05}")).collect();
+        let (mut off, mut got) = (0, Vec::new());
+        loop {
+            let r = directory_part(many.clone(), off, 1);
+            assert!(r.len() <= XENSTORE_PAYLOAD_MAX as usize);
+            let body = &r[2..];
+            if body == b"\0" {
+                break;
+            }
+            let done = body.ends_with(b"\0\0");
+            let part = if done { &body[..body.len() - 1] } else { body };
+            got.extend(
+                part.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8(n.to_vec()).unwrap()),
+            );
+            off += part.len();
+            if done {
+                break;
+            }
+        }
+        assert_eq!(got, many);
+        assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0x\0"), Ok(Op::DirectoryPart { path: "a", offset: 0 }), "atoi");
+        assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0"), Err(StoreError::Invalid), "two strings");
     }
 
     /// Payloads as `docs/misc/xenstore.txt` writes them.

@@ -348,6 +348,53 @@ fn server_answers_requests() {
     assert_eq!((st.requests, st.errors), (8, 2));
 }
 
+/// `XS_GET_PERMS` / `XS_SET_PERMS` (`docs/misc/xenstore.txt`, mandatory;
+/// `tools/xenstored/core.c` `do_get_perms()`, `do_set_perms()`,
+/// `perm_for_conn()`, `construct_node()`): a guest's own node is its
+/// (`n1`); it may set the list of a node it owns but not change the owner
+/// (`EPERM`), not set one it does not own (`EACCES`), not name a missing
+/// node (`ENOENT`); nodes created later below inherit the list with the
+/// creator as owner; the list is enforced on other domains' access.
+#[test]
+fn guest_reads_and_sets_permissions_as_xenstored_allows() {
+    let store = SharedStore::new();
+    store.write_str("/local/domain/1/control/shutdown", "").unwrap();
+    let gm = guest_memory();
+    let mut srv = server(&store, &gm);
+    let mut g = Guest::new(&gm);
+    let mut ask_tx = |t: u32, id: u32, tx: u32, p: &[u8]| {
+        g.send_tx(t, id, tx, p);
+        srv.process();
+        g.recv_one()
+    };
+    assert_eq!(ask_tx(XS_WRITE, 1, 0, b"data/mine\0v").1, b"OK\0");
+    assert_eq!(ask_tx(XS_GET_PERMS, 2, 0, b"data/mine\0").1, b"n1\0", "the creator owns it");
+    assert_eq!(ask_tx(XS_GET_PERMS, 3, 0, b"control/shutdown\0").1, b"n0\0b1\0", "toolstack node the guest may write");
+    assert_eq!(ask_tx(XS_GET_PERMS, 4, 0, b"/local/domain/1\0").1, b"n0\0r1\0", "its home: read only");
+    error_reply(&ask_tx(XS_GET_PERMS, 5, 0, b"/local/domain/0\0"), 5, "EACCES");
+    error_reply(&ask_tx(XS_GET_PERMS, 6, 0, b"data/none\0"), 6, "ENOENT");
+    assert_eq!(ask_tx(XS_SET_PERMS, 7, 0, b"data/mine\0r1\0b0\0w5\0").1, b"OK\0");
+    assert_eq!(ask_tx(XS_GET_PERMS, 8, 0, b"data/mine\0").1, b"r1\0b0\0w5\0");
+    error_reply(&ask_tx(XS_SET_PERMS, 9, 0, b"data/mine\0n2\0"), 9, "EPERM");
+    error_reply(&ask_tx(XS_SET_PERMS, 10, 0, b"control/shutdown\0n1\0"), 10, "EACCES");
+    error_reply(&ask_tx(XS_SET_PERMS, 11, 0, b"data/none\0n1\0"), 11, "ENOENT");
+    error_reply(&ask_tx(XS_SET_PERMS, 12, 0, b"data/mine\0"), 12, "EINVAL");
+    error_reply(&ask_tx(XS_SET_PERMS, 13, 0, b"data/mine\0n1\0n1\0n1\0n1\0n1\0n1\0"), 13, "ENOSPC");
+    // Inherited by a child, the creator its owner.
+    assert_eq!(ask_tx(XS_WRITE, 14, 0, b"data/mine/kid\0v").1, b"OK\0");
+    assert_eq!(ask_tx(XS_GET_PERMS, 15, 0, b"data/mine/kid\0").1, b"r1\0b0\0w5\0");
+    // Domain 0 reads the list and the nodes whatever the list says.
+    assert_eq!(store.with(None, |s| s.get_perms(0, "/local/domain/1/data/mine")).unwrap()[0].domid, 1);
+    assert_eq!(store.read("/local/domain/1/data/mine/kid").unwrap(), b"v", "domain 0 reads everything");
+    // Within a transaction, committed at the end.
+    let tx = ask_tx(XS_TRANSACTION_START, 16, 0, b"\0").1;
+    let tx: u32 = std::str::from_utf8(&tx[..tx.len() - 1]).unwrap().parse().unwrap();
+    assert_eq!(ask_tx(XS_SET_PERMS, 17, tx, b"data/mine\0n1\0").1, b"OK\0");
+    assert_eq!(ask_tx(XS_GET_PERMS, 18, 0, b"data/mine\0").1, b"r1\0b0\0w5\0", "not yet");
+    assert_eq!(ask_tx(XS_TRANSACTION_END, 19, tx, b"T\0").1, b"OK\0");
+    assert_eq!(ask_tx(XS_GET_PERMS, 20, 0, b"data/mine\0").1, b"n1\0");
+}
+
 #[test]
 fn server_rejects_malformed_requests_and_stays_in_sync() {
     let store = SharedStore::new();
@@ -377,8 +424,8 @@ fn server_rejects_malformed_requests_and_stays_in_sync() {
         (XS_TRANSACTION_END, 7, b"X\0", "ENOENT"), // the id is checked first
         (XS_TRANSACTION_END, 0, b"T\0", "ENOENT"), // 0 is no transaction
         (XS_GET_DOMAIN_PATH, 9, b"1\0", "ENOENT"), // every type but WATCH/UNWATCH
-        (XS_SET_PERMS, 0, b"a\0r1\0", "ENOSYS"),
-        (XS_READ, 5, b"a\0", "ENOENT"), // no such transaction
+        (XS_SET_PERMS, 0, b"a\0x1\0", "EINVAL"),   // no such letter (xenstore_strings_to_perms)
+        (XS_READ, 5, b"a\0", "ENOENT"),            // no such transaction
         (XS_WRITE, 0, b"@x\0v", "EINVAL"),
     ];
     for (i, (ty, tx, payload, name)) in cases.iter().enumerate() {
@@ -816,4 +863,20 @@ fn a_full_watch_queue_logs_a_bounded_number_of_lines_with_a_suppressed_count() {
     let lines = log.lines().filter(|l| l.contains("queue full")).count();
     assert!((1..=pv_util::ratelimit::LogLimiter::BURST as usize).contains(&lines), "{lines} lines:\n{log}");
     assert!(log.contains("dropped="), "{log}");
+}
+
+/// `do_set_perms()` (`tools/xenstored/core.c`) ends with `fire_watches()`
+/// on the node: a watch on it (or above it) sees the change.
+#[test]
+fn set_perms_fires_the_nodes_watches() {
+    let mut s = Store::new();
+    let conn = s.connect(1, None);
+    s.write(1, "data/n", b"v").unwrap();
+    s.watch_conn(conn, "data", "t").unwrap();
+    assert_eq!(events_of(&mut s, conn), vec![ev("data", "t")], "the initial event");
+    let list = perms::parse(&["n1", "r0"]).unwrap();
+    s.set_perms(1, "data/n", list).unwrap();
+    assert_eq!(events_of(&mut s, conn), vec![ev("data/n", "t")], "relative, as registered");
+    assert_eq!(s.set_perms(1, "data/missing", perms::parse(&["n1"]).unwrap()), Err(StoreError::NoEntry));
+    assert_eq!(events_of(&mut s, conn), vec![], "nothing for a refusal");
 }

@@ -31,6 +31,7 @@ enum Change {
     Write(String, Vec<u8>),
     Mkdir(String),
     Rm(String),
+    SetPerms(String, Vec<crate::perms::Perm>),
 }
 
 struct Transaction {
@@ -114,6 +115,7 @@ impl Transactions {
                     Change::Write(p, v) => s.write(domid, p, v),
                     Change::Mkdir(p) => s.mkdir(domid, p),
                     Change::Rm(p) => s.rm(domid, p),
+                    Change::SetPerms(p, l) => s.set_perms(domid, p, l.clone()),
                 })
             })?;
         }
@@ -136,6 +138,9 @@ impl Transactions {
             Op::Write { path, value } => Some(Change::Write(path.to_owned(), value.to_vec())),
             Op::Mkdir(path) => Some(Change::Mkdir(path.to_owned())),
             Op::Rm(path) => Some(Change::Rm(path.to_owned())),
+            Op::SetPerms { path, perms } => {
+                crate::op::perm_list(perms).ok().map(|l| Change::SetPerms(path.to_owned(), l))
+            }
             _ => None,
         };
         if change.is_some() && tx.changes.len() >= MAX_TRANSACTION_OPS {

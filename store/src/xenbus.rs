@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pv_abi::event_channel::DomId;
-use pv_abi::xenbus::keys::{BACKEND, BACKEND_ID, FRONTEND, FRONTEND_ID, STATE};
+use pv_abi::xenbus::keys::{BACKEND, BACKEND_ID, DEVICE_TYPE, FRONTEND, FRONTEND_ID, HANDLE, STATE, VIRTUAL_DEVICE};
 pub use pv_abi::xenbus::XenbusState;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -100,7 +100,32 @@ pub fn create_device(
     store.write_str(&format!("{front}/{BACKEND}"), &back)?;
     store.write_str(&format!("{front}/{BACKEND_ID}"), "0")?;
     store.write_str(&format!("{front}/{STATE}"), init)?;
+    for (dir, key, value) in toolstack_keys(dev_type, dev_id, &front, &back) {
+        store.write_str(&format!("{dir}/{key}"), &value)?;
+    }
     Ok(DevicePaths { front, back })
+}
+
+/// The type-specific keys Xen's toolstack writes beside the handshake
+/// keys: `virtual-device` and `device-type` for a disk
+/// (`tools/libs/light/libxl_disk.c: libxl__device_disk_setdefault()` /
+/// `device_disk_add()`; Linux blkfront's probe fails without
+/// `virtual-device`), `handle` on both sides of a vif (`libxl_nic.c`).
+fn toolstack_keys<'a>(
+    dev_type: &str,
+    dev_id: u32,
+    front: &'a str,
+    back: &'a str,
+) -> Vec<(&'a str, &'static str, String)> {
+    match dev_type {
+        "vbd" => vec![
+            (front, VIRTUAL_DEVICE, dev_id.to_string()),
+            (front, DEVICE_TYPE, "disk".to_owned()),
+            (back, DEVICE_TYPE, "disk".to_owned()),
+        ],
+        "vif" => vec![(front, HANDLE, dev_id.to_string()), (back, HANDLE, dev_id.to_string())],
+        _ => Vec::new(),
+    }
 }
 
 /// The store as the generic xenbus back-end state machine
@@ -144,6 +169,7 @@ mod tests {
         for dir in [&d.front, &d.back] {
             assert_eq!(store.read_string(&format!("{dir}/state")).unwrap(), XenbusState::Initialising.as_str());
         }
+        assert_eq!(store.read(&format!("{}/virtual-device", d.front)), Err(StoreError::NoEntry), "only vbd has it");
         assert!(matches!(create_device(&store, 3, "a/b", 0), Err(XenbusError::BadDeviceType(_))));
         assert!(matches!(create_device(&store, 3, "", 0), Err(XenbusError::BadDeviceType(_))));
     }
@@ -189,5 +215,23 @@ mod tests {
         store.write(&format!("{}/event-channel", d.front), b"4294967295\0").unwrap();
         assert_eq!(front.read_u32("ring-ref"), Ok(8));
         assert_eq!(front.read_u32("event-channel"), Ok(u32::MAX));
+    }
+
+    /// `tools/libs/light/libxl_disk.c` (`device_disk_add()`): the vbd
+    /// front end has `virtual-device` = its number and `device-type`
+    /// `disk`, the back end `device-type` too; `libxl_nic.c`
+    /// (`libxl__set_xenstore_nic()`): `handle` = the devid on both sides.
+    #[test]
+    fn vbd_and_vif_get_the_keys_libxl_writes() {
+        let store = SharedStore::new();
+        let read = |p: String| store.read_string(&p).unwrap();
+        let d = create_device(&store, 1, "vbd", 768).unwrap();
+        assert_eq!(read(format!("{}/virtual-device", d.front)), "768");
+        assert_eq!(read(format!("{}/device-type", d.front)), "disk");
+        assert_eq!(read(format!("{}/device-type", d.back)), "disk");
+        let n = create_device(&store, 1, "vif", 2).unwrap();
+        assert_eq!(read(format!("{}/handle", n.front)), "2");
+        assert_eq!(read(format!("{}/handle", n.back)), "2");
+        assert_eq!(store.read(&format!("{}/virtual-device", n.front)), Err(StoreError::NoEntry));
     }
 }

@@ -569,3 +569,48 @@ fn pvh_cpuid_leaf_4_has_xens_bits_for_subleaf_0_only() {
     assert_eq!(result(&vm, 2), 1, "domid in ecx");
     assert_eq!((result(&vm, 4), result(&vm, 5), result(&vm, 6)), (0, 0, 0), "subleaf 1 is zero");
 }
+
+const SCHED_OP: u32 = 29;
+
+/// `SCHEDOP_watchdog` (`domain_watchdog()`, `xen/common/sched/core.c`):
+/// a 64-bit guest creates a one-second watchdog (id 1), then spins without
+/// making a hypercall; the expiry shuts the domain down with
+/// `SHUTDOWN_watchdog` (`domain_watchdog_timeout()`), which the VMM turns
+/// into the toolstack's `on_watchdog=destroy` (exit status 1).
+#[test]
+fn pvh_watchdog_shuts_a_spinning_guest_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
+    let w = SCRATCH + 0x800;
+    a.poke(w, 0).poke(w + 4, 1).hypercall(SCHED_OP, &[6, w], 0);
+    a.raw(&[0xeb, 0xfe]); // jmp $: no exit of its own
+    let (run, vm) = run(dir.path(), &a, true);
+    assert_eq!(result(&vm, 0), 1, "the first watchdog's id");
+    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 4 }, "{}", run.console);
+    assert_eq!(run.outcome.exit_status(), 1, "xl's on_watchdog=destroy is a failure");
+}
+
+/// `do_sched_op()` (`xen/common/sched/core.c`): `SCHEDOP_shutdown_code`
+/// records the crash code (0), `remote_shutdown` of domain 0 is `-EPERM`
+/// (XSM_DM_PRIV), of a missing domain `-ESRCH`, `pin_override` `-EPERM`;
+/// the later poweroff reports the recorded code (`domain_shutdown()`,
+/// `xen/common/domain.c`). 32-bit layouts.
+#[test]
+fn pvh_shutdown_code_is_what_the_shutdown_reports_and_remote_ops_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE));
+    let s = SCRATCH + 0x800;
+    a.poke(s, 3).hypercall(SCHED_OP, &[5, s], 0);
+    a.poke(s, 0).poke(s + 4, 0).hypercall(SCHED_OP, &[4, s], 1); // domain 0
+    a.poke(s, 9).hypercall(SCHED_OP, &[4, s], 2); // no domain 9
+    a.poke(s, 0).hypercall(SCHED_OP, &[7, s], 3);
+    a.poweroff(0);
+    let (run, vm) = run(dir.path(), &a, false);
+    assert_eq!(result(&vm, 0), 0, "shutdown_code");
+    assert_eq!(result(&vm, 1), err(EPERM), "remote_shutdown of domain 0");
+    assert_eq!(result(&vm, 2), err(ESRCH), "remote_shutdown of a missing domain");
+    assert_eq!(result(&vm, 3), err(EPERM), "pin_override");
+    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 3 }, "the recorded crash code: {}", run.console);
+}

@@ -308,7 +308,11 @@ fn prepare_pvh(
     let mut pvh = PvhState::new(l, hv.platform.clone(), clock);
     // Sleeping, locking and writing the upcall eventfd: the watchdog's set.
     let seccomp = || crate::seccomp::install_or_exit(crate::seccomp::ThreadKind::Watchdog);
-    pvh.timer = Some(xen_domain::timer::Timer::start(hv.evtchn.clone(), seccomp).map_err(io("timer thread"))?);
+    // A domain watchdog's expiry kicks the vCPU, which then shuts down.
+    let line = hv.platform.callback.clone();
+    let kick: xen_domain::timer::WatchdogKick = Arc::new(move || line.kick());
+    let timer = xen_domain::timer::Timer::start_with_kick(hv.evtchn.clone(), Some(kick), seccomp);
+    pvh.timer = Some(timer.map_err(io("timer thread"))?);
     pvh.console_evtchn = core.console_port;
     pvh.store_evtchn = core.store_port;
     let kib = pvh.reservation.max_pages * (pv_abi::layout::PAGE_SIZE / 1024);

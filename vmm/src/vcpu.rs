@@ -433,6 +433,10 @@ impl Vcpu {
                 line.before_run(&mut self.fd);
             }
             match self.run_once(dom) {
+                // A domain watchdog (`SCHEDOP_watchdog`) expired.
+                Ok(None) if xen_domain::sched_op::watchdog_expired(dom) => {
+                    break Ok(Outcome::XenShutdown { reason: dom.shutdown.map_or(0, |s| s.reason) })
+                }
                 Ok(None) => {}
                 Ok(Some(outcome)) => break Ok(outcome),
                 Err(e) => break Err(e),

@@ -114,6 +114,12 @@ pub struct PvhState {
     /// The memory map `XENMEM_memory_map` returns (the boot map until the
     /// guest sets its own with `XENMEM_set_memory_map`).
     pub memory_map: Vec<(u64, u64, u32)>,
+    /// The reason recorded by `SCHEDOP_shutdown_code`, which the next
+    /// shutdown reports instead of its own (Xen's `d->shutdown_code`).
+    pub shutdown_code: Option<u8>,
+    /// The domain watchdogs (`SCHEDOP_watchdog`): the expiry of each slot
+    /// in use (Xen's `watchdog_inuse_map` and `watchdog_timer`).
+    pub watchdogs: [Option<std::time::Instant>; pv_abi::hypercall::sched_op::NR_DOMAIN_WATCHDOG_TIMERS as usize],
 }
 
 /// Xen's `tot_pages` / `max_pages` and the p2m's "is there a page at this
@@ -204,6 +210,8 @@ impl PvhState {
             timer: None,
             reservation: Reservation::new(&layout),
             memory_map: layout.memory_map().to_vec(),
+            shutdown_code: None,
+            watchdogs: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! in a new exit instead of blocking for every entry in one.
 
 use crate::domain::{Domain, HcResult, Shutdown};
-use pv_abi::errno::{EINVAL, ENOSYS};
+use pv_abi::errno::{EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH};
 use pv_abi::event_channel::MAX_PORTS;
 use pv_abi::hypercall::sched_op;
 use pv_abi::shared_info::SharedInfo;
@@ -34,19 +34,110 @@ pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
             let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(if dom.pvh.is_some() {
+            dom.shutdown = Some(if let Some(pvh) = dom.pvh.as_ref() {
                 // Xen's `do_sched_op()` passes `(u8)reason` to
                 // `domain_shutdown()` and reads nothing else: `rdx` is
-                // not part of the call.
-                Shutdown { reason: arg.reason & 0xff, code: 0 }
+                // not part of the call. `domain_shutdown()`
+                // (`xen/common/domain.c`) reports a code recorded by
+                // `SCHEDOP_shutdown_code` instead.
+                let reason = pvh.shutdown_code.unwrap_or(arg.reason as u8);
+                Shutdown { reason: u32::from(reason), code: 0 }
             } else {
                 // Our own guests: the status extension (exit status in `rdx`).
                 Shutdown { reason: arg.reason, code: a[2] as u32 }
             });
             Ok(0)
         }
+        sched_op::SHUTDOWN_CODE if dom.pvh.is_some() => shutdown_code(dom, a),
+        sched_op::REMOTE_SHUTDOWN if dom.pvh.is_some() => remote_shutdown(dom, a),
+        sched_op::WATCHDOG if dom.pvh.is_some() => watchdog(dom, a),
+        // `do_sched_op()`: only the hardware domain may pin; the check
+        // comes before the argument is read.
+        sched_op::PIN_OVERRIDE if dom.pvh.is_some() => Err(EPERM),
         _ => Err(ENOSYS),
     }
+}
+
+/// `SCHEDOP_shutdown_code` (`do_sched_op()`): records `(u8)reason` if no
+/// code is recorded yet; the domain keeps running. Returns 0.
+fn shutdown_code(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
+    if let Some(pvh) = dom.pvh.as_mut() {
+        pvh.shutdown_code.get_or_insert(arg.reason as u8);
+    }
+    Ok(0)
+}
+
+/// `SCHEDOP_remote_shutdown` (`do_sched_op()`): an unknown domain is
+/// `-ESRCH` (`rcu_lock_domain_by_id()`, which does not resolve
+/// `DOMID_SELF`); for any existing one, domain 0 or the caller itself,
+/// `xsm_schedop_shutdown(XSM_DM_PRIV)` refuses a domU with `-EPERM`.
+fn remote_shutdown(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let arg: sched_op::SchedRemoteShutdown = dom.ram.read_obj(a[1])?;
+    match arg.domain_id {
+        0 | crate::domid::GUEST_DOMID => Err(EPERM),
+        _ => Err(ESRCH),
+    }
+}
+
+/// `SCHEDOP_watchdog` (`domain_watchdog()` in `xen/common/sched/core.c`):
+/// id 0 takes the first free slot, arms it `timeout` seconds from now (0:
+/// at once) and returns its id (slot + 1), `-ENOSPC` if both are in use;
+/// id > [`NR_DOMAIN_WATCHDOG_TIMERS`](sched_op::NR_DOMAIN_WATCHDOG_TIMERS)
+/// or a free slot's id is `-EINVAL`; timeout 0 destroys the watchdog,
+/// any other re-arms it. Expiry shuts the domain down with
+/// `SHUTDOWN_watchdog` ([`watchdog_expired`]).
+fn watchdog(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
+    let arg: sched_op::SchedWatchdog = dom.ram.read_obj(a[1])?;
+    let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
+    if arg.id > sched_op::NR_DOMAIN_WATCHDOG_TIMERS {
+        return Err(EINVAL);
+    }
+    // Seconds up to u32::MAX fit an `Instant` on Linux; a wrap would only
+    // mean "never", which `checked_add` gives.
+    let expiry = Instant::now().checked_add(Duration::from_secs(u64::from(arg.timeout)));
+    let ret = if arg.id == 0 {
+        let slot = pvh.watchdogs.iter().position(Option::is_none).ok_or(ENOSPC)?;
+        pvh.watchdogs[slot] = Some(expiry.unwrap_or_else(far_future));
+        slot as u64 + 1
+    } else {
+        let slot = &mut pvh.watchdogs[arg.id as usize - 1];
+        if slot.is_none() {
+            return Err(EINVAL);
+        }
+        *slot = (arg.timeout != 0).then(|| expiry.unwrap_or_else(far_future));
+        0
+    };
+    if let Some(t) = &pvh.timer {
+        t.set_watchdog(pvh.watchdogs.iter().flatten().min().copied());
+    }
+    Ok(ret)
+}
+
+/// An expiry no run reaches (for a timeout `Instant` cannot hold).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(u64::from(u32::MAX))
+}
+
+/// Called by the vCPU loop after each exit: if a domain watchdog has
+/// expired (and the domain is not already shutting down), shuts the domain
+/// down with `SHUTDOWN_watchdog`, or the code `SCHEDOP_shutdown_code`
+/// recorded, as `domain_watchdog_timeout()` → `domain_shutdown()` do.
+/// Returns whether it did.
+pub fn watchdog_expired(dom: &mut Domain) -> bool {
+    let Some(pvh) = dom.pvh.as_mut() else { return false };
+    if dom.shutdown.is_some() {
+        return false;
+    }
+    let now = Instant::now();
+    let Some(id) = pvh.watchdogs.iter().position(|w| w.is_some_and(|w| now >= w)) else {
+        return false;
+    };
+    tracing::warn!(id = id + 1, "Watchdog timer {} fired for the guest", id + 1);
+    pvh.watchdogs = Default::default();
+    let reason = pvh.shutdown_code.unwrap_or(sched_op::SHUTDOWN_WATCHDOG as u8);
+    dom.shutdown = Some(Shutdown { reason: u32::from(reason), code: 0 });
+    true
 }
 
 /// What happens to a Xen (PVH) guest after `SCHEDOP_shutdown`: the
@@ -277,9 +368,13 @@ pub fn set_timer_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 #[cfg(test)]
 mod tests {
     use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
-    use pv_abi::errno::{EFAULT, EINVAL, ENOSYS};
+    use pv_abi::errno::{EFAULT, EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH};
+    use pv_abi::event_channel::DOMID_SELF;
     use pv_abi::hypercall::nr;
-    use pv_abi::hypercall::sched_op::{SchedShutdown, BLOCK, POLL, SHUTDOWN, SHUTDOWN_CRASH, YIELD};
+    use pv_abi::hypercall::sched_op::{
+        SchedPinOverride, SchedRemoteShutdown, SchedShutdown, SchedWatchdog, BLOCK, PIN_OVERRIDE, POLL,
+        REMOTE_SHUTDOWN, SHUTDOWN, SHUTDOWN_CODE, SHUTDOWN_CRASH, SHUTDOWN_REBOOT, SHUTDOWN_WATCHDOG, WATCHDOG, YIELD,
+    };
     use pv_abi::start_info::paging_mode;
 
     #[test]
@@ -353,10 +448,92 @@ mod tests {
         assert_eq!(pv.call(nr::SCHED_OP, [SHUTDOWN, TEST_POOL, 0, 0, 0]), 0);
     }
 
+    /// `xen/common/sched/core.c` `do_sched_op()`: `SCHEDOP_shutdown_code`
+    /// records `(u8)reason` once (later calls keep the first) and returns 0
+    /// without stopping the domain; `domain_shutdown()`
+    /// (`xen/common/domain.c`) then reports the recorded code, not the
+    /// reason `SCHEDOP_shutdown` passes.
+    #[test]
+    fn shutdown_code_is_recorded_once_and_reported_by_the_shutdown() {
+        let mut t = TestDomain::pvh();
+        t.put(TEST_ARG, &SchedShutdown { reason: 0x100 | SHUTDOWN_REBOOT });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN_CODE, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, None, "the domain keeps running");
+        t.put(TEST_ARG, &SchedShutdown { reason: SHUTDOWN_CRASH });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN_CODE, TEST_ARG, 0, 0, 0]), 0);
+        t.put(TEST_ARG, &SchedShutdown { reason: 0 });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_REBOOT, code: 0 }));
+        // An unreadable argument: -EFAULT (copy_from_guest).
+        let mut t = TestDomain::pvh();
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN_CODE, u64::MAX - 1, 0, 0, 0]), -EFAULT);
+    }
+
+    /// `do_sched_op()`: `SCHEDOP_remote_shutdown` names a domain by id
+    /// (`rcu_lock_domain_by_id()`: unknown, including `DOMID_SELF`, is
+    /// `-ESRCH`); `xsm_schedop_shutdown(XSM_DM_PRIV)` refuses a domU for
+    /// any existing domain, itself included (`xen/include/xsm/dummy.h`);
+    /// `SCHEDOP_pin_override` is `-EPERM` unless hardware domain.
+    #[test]
+    fn remote_shutdown_and_pin_override_are_refused_as_xen_refuses_a_domu() {
+        let mut t = TestDomain::pvh();
+        for (dom, want) in [(0u16, -EPERM), (1, -EPERM), (2, -ESRCH), (DOMID_SELF, -ESRCH)] {
+            t.put(TEST_ARG, &SchedRemoteShutdown { domain_id: dom, _pad: 0, reason: 0 });
+            assert_eq!(t.call(nr::SCHED_OP, [REMOTE_SHUTDOWN, TEST_ARG, 0, 0, 0]), want, "domain {dom}");
+        }
+        assert_eq!(t.dom.shutdown, None);
+        t.put(TEST_ARG, &SchedPinOverride { pcpu: 0 });
+        assert_eq!(t.call(nr::SCHED_OP, [PIN_OVERRIDE, TEST_ARG, 0, 0, 0]), -EPERM);
+        assert_eq!(t.call(nr::SCHED_OP, [PIN_OVERRIDE, u64::MAX - 1, 0, 0, 0]), -EPERM, "checked before the read");
+    }
+
+    fn wd(t: &mut TestDomain, id: u32, timeout: u32) -> i64 {
+        t.put(TEST_ARG, &SchedWatchdog { id, timeout });
+        t.call(nr::SCHED_OP, [WATCHDOG, TEST_ARG, 0, 0, 0])
+    }
+
+    /// `domain_watchdog()` (`xen/common/sched/core.c`): id 0 creates (ids
+    /// 1 and 2, then `-ENOSPC`); an id above `NR_DOMAIN_WATCHDOG_TIMERS`
+    /// or of a free slot is `-EINVAL`; timeout 0 destroys; re-arming
+    /// returns 0; an expiry shuts the domain down with `SHUTDOWN_watchdog`
+    /// (`domain_watchdog_timeout()`).
+    #[test]
+    fn watchdogs_are_created_rearmed_destroyed_and_shut_the_domain_down() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(wd(&mut t, 3, 10), -EINVAL, "id beyond the two slots");
+        assert_eq!(wd(&mut t, 1, 10), -EINVAL, "not created");
+        assert_eq!(wd(&mut t, 0, 100), 1);
+        assert_eq!(wd(&mut t, 0, 100), 2);
+        assert_eq!(wd(&mut t, 0, 100), -ENOSPC);
+        assert_eq!(wd(&mut t, 2, 0), 0, "destroyed");
+        assert_eq!(wd(&mut t, 2, 5), -EINVAL, "gone");
+        assert_eq!(wd(&mut t, 0, 100), 2, "the slot is free again");
+        assert_eq!(wd(&mut t, 1, 200), 0, "re-armed");
+        assert!(!super::watchdog_expired(&mut t.dom), "nothing due");
+        assert_eq!(t.dom.shutdown, None);
+        // Re-arming with a passed expiry (timeout 0 at creation fires at
+        // once, as Xen's `set_timer(NOW() + SECONDS(0))`).
+        assert_eq!(wd(&mut t, 2, 0), 0);
+        assert_eq!(wd(&mut t, 0, 0), 2);
+        assert!(super::watchdog_expired(&mut t.dom));
+        assert_eq!(t.dom.shutdown, Some(super::Shutdown { reason: SHUTDOWN_WATCHDOG, code: 0 }));
+        assert!(!super::watchdog_expired(&mut t.dom), "once");
+    }
+
+    /// Our own guests (own ABI): the four commands stay `-ENOSYS`.
+    #[test]
+    fn the_xen_only_commands_are_enosys_for_our_own_guests() {
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.put(TEST_ARG, &SchedWatchdog { id: 0, timeout: 1 });
+        for cmd in [REMOTE_SHUTDOWN, SHUTDOWN_CODE, WATCHDOG, PIN_OVERRIDE] {
+            assert_eq!(t.call(nr::SCHED_OP, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
+        }
+    }
+
     #[test]
     fn unknown_commands_and_poll_for_our_own_guests_are_enosys() {
         let mut t = TestDomain::new(paging_mode::NATIVE);
-        for cmd in [POLL, 4, 99, u64::MAX] {
+        for cmd in [POLL, 8, 99, u64::MAX] {
             assert_eq!(t.call(nr::SCHED_OP, [cmd, TEST_ARG, 0, 0, 0]), -ENOSYS, "cmd {cmd}");
         }
         assert_eq!(t.call(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]), -ENOSYS);

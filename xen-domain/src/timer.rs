@@ -16,16 +16,16 @@ struct State {
     deadline: Option<Instant>,
     /// The periodic timer: its period and next expiry.
     periodic: Option<(Duration, Instant)>,
+    /// The earliest domain-watchdog expiry (`SCHEDOP_watchdog`): the
+    /// thread only kicks the vCPU then; the vCPU thread shuts down.
+    watchdog: Option<Instant>,
     stop: bool,
 }
 
 impl State {
     /// The earlier of the two timers' next expiry.
     fn next(&self) -> Option<Instant> {
-        match (self.deadline, self.periodic.map(|p| p.1)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, self.periodic.map(|p| p.1), self.watchdog].into_iter().flatten().min()
     }
 
     /// Consumes every expiry at or before `now`; whether `VIRQ_TIMER` is due.
@@ -55,15 +55,30 @@ pub struct Timer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the timer thread calls when a domain watchdog expires: it must
+/// make the vCPU leave the guest so it sees the expiry (a hung guest makes
+/// no exits of its own).
+pub type WatchdogKick = Arc<dyn Fn() + Send + Sync>;
+
 impl Timer {
     /// Starts the timer thread, which first runs `thread_init` (the VMM
     /// installs the thread's seccomp filter there).
     pub fn start(evtchn: Arc<EventChannels>, thread_init: impl FnOnce() + Send + 'static) -> std::io::Result<Timer> {
+        Self::start_with_kick(evtchn, None, thread_init)
+    }
+
+    /// [`start`](Self::start) with the vCPU kick a domain watchdog's
+    /// expiry runs.
+    pub fn start_with_kick(
+        evtchn: Arc<EventChannels>,
+        kick: Option<WatchdogKick>,
+        thread_init: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Timer> {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("pv-timer".into()).spawn(move || {
             thread_init();
-            run(&s, &evtchn)
+            run(&s, &evtchn, kick.as_deref())
         })?;
         Ok(Timer { shared, thread: Some(thread) })
     }
@@ -84,9 +99,14 @@ impl Timer {
     pub fn set_periodic(&self, period: Option<Duration>) {
         self.update(|s| s.periodic = period.map(|p| (p, Instant::now() + p)));
     }
+
+    /// Sets (or with `None` clears) the earliest domain-watchdog expiry.
+    pub fn set_watchdog(&self, expiry: Option<Instant>) {
+        self.update(|s| s.watchdog = expiry);
+    }
 }
 
-fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels) {
+fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels, kick: Option<&(dyn Fn() + Send + Sync)>) {
     let (m, cv) = shared;
     let mut st = m.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -94,6 +114,16 @@ fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels) {
             return;
         }
         let now = Instant::now();
+        if st.watchdog.is_some_and(|w| now >= w) {
+            // Once: the vCPU thread now finds the expiry at its next exit.
+            st.watchdog = None;
+            if let Some(kick) = kick {
+                drop(st);
+                kick();
+                st = m.lock().unwrap_or_else(|p| p.into_inner());
+            }
+            continue;
+        }
         st = match st.next() {
             None => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
             Some(_) if st.expire(now) => {
@@ -127,12 +157,37 @@ mod tests {
     fn missed_periods_collapse_into_one_event_and_one_shot_fires_once() {
         let t0 = Instant::now();
         let p = Duration::from_millis(10);
-        let mut s = State { deadline: Some(t0), periodic: Some((p, t0)), stop: false };
+        let mut s = State { deadline: Some(t0), periodic: Some((p, t0)), watchdog: None, stop: false };
         assert_eq!(s.next(), Some(t0));
         assert!(s.expire(t0 + 10 * p), "both due");
         assert_eq!(s.deadline, None, "the one-shot timer is spent");
         let next = s.periodic.unwrap().1;
         assert!(next > t0 + 10 * p, "the periodic timer re-arms in the future, not once per missed period");
         assert!(!s.expire(t0 + 10 * p), "nothing more is due now");
+    }
+
+    /// A domain watchdog's expiry kicks the vCPU once (it then sees the
+    /// expiry and shuts down, `crate::sched_op::watchdog_expired`), and
+    /// raises no `VIRQ_TIMER`.
+    #[test]
+    fn a_watchdog_expiry_kicks_the_vcpu_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t = crate::fake::TestDomain::pvh();
+        let kicks = Arc::new(AtomicUsize::new(0));
+        let k = kicks.clone();
+        let kick: WatchdogKick = Arc::new(move || {
+            k.fetch_add(1, Ordering::SeqCst);
+        });
+        let timer = Timer::start_with_kick(t.dom.evtchn.clone(), Some(kick), || {}).unwrap();
+        timer.set_watchdog(Some(Instant::now()));
+        // Bounded wait for the thread (no timing assertion: only that it
+        // happens within a generous limit).
+        let end = Instant::now() + Duration::from_secs(10);
+        while kicks.load(Ordering::SeqCst) == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(kicks.load(Ordering::SeqCst), 1);
+        assert!(t.platform.upcalls() == 0, "no VIRQ_TIMER for a watchdog");
     }
 }

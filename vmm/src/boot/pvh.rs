@@ -106,7 +106,9 @@ pub fn prepare_vcpu(
 ) -> Result<xen_domain::time::PvClock, VmmError> {
     let supported =
         kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
+    let khz = vcpu.get_tsc_khz().unwrap_or(1_000_000);
     let cpuid = crate::pvh::cpuid::install(&supported, 0, xen_domain::domid::GUEST_DOMID.into())
+        .and_then(|c| crate::pvh::cpuid::with_time_leaves(c, khz))
         .map_err(|_| VmmError::MissingCap("CPUID entries"))?;
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
     if !kvm.check_extension(kvm_ioctls::Cap::X86UserSpaceMsr) || !kvm.check_extension(kvm_ioctls::Cap::X86MsrFilter) {
@@ -120,7 +122,6 @@ pub fn prepare_vcpu(
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
     vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
     crate::pvh::callback::virtual_wire(vcpu).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
-    let khz = vcpu.get_tsc_khz().unwrap_or(1_000_000);
     let mut msrs =
         kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
             .map_err(|_| VmmError::MissingCap("MSR list"))?;

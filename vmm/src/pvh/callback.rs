@@ -57,6 +57,12 @@ impl CallbackLine {
     /// An upcall: mark it pending and kick the vCPU out of `KVM_RUN`.
     pub fn raise(&self) {
         self.pending.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Makes the vCPU leave `KVM_RUN` without an upcall (a domain
+    /// watchdog's expiry, which the vCPU loop then acts on).
+    pub fn kick(&self) {
         let t = self.target.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = t.as_ref() {
             // SAFETY: `immediate_exit` points into the running vCPU's
