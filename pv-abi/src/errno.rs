@@ -49,6 +49,8 @@ pub const ENOTEMPTY: i64 = 39;
 pub const EISCONN: i64 = 106;
 /// Operation not supported.
 pub const EOPNOTSUPP: i64 = 95;
+/// No buffer space available (`XENVER_*2`: the caller's buffer is too small).
+pub const ENOBUFS: i64 = 105;
 
 /// Short name of an errno value (positive), for logs and guest messages.
 pub const fn name(errno: i64) -> &'static str {
@@ -76,6 +78,7 @@ pub const fn name(errno: i64) -> &'static str {
         ETIME => "ETIME",
         EISCONN => "EISCONN",
         EOPNOTSUPP => "EOPNOTSUPP",
+        ENOBUFS => "ENOBUFS",
         _ => "E?",
     }
 }

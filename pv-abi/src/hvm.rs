@@ -236,6 +236,8 @@ pub mod hvm_op {
     pub const SET_PARAM: u64 = 0;
     /// `HVMOP_get_param`.
     pub const GET_PARAM: u64 = 1;
+    /// `HVMOP_get_time`: `struct xen_hvm_get_time { uint64_t now; }`, system time in ns.
+    pub const GET_TIME: u64 = 10;
     /// `HVMOP_set_evtchn_upcall_vector`.
     pub const SET_EVTCHN_UPCALL_VECTOR: u64 = 23;
 
@@ -249,6 +251,12 @@ pub mod hvm_op {
     pub const PARAM_CONSOLE_PFN: u32 = 17;
     /// `HVM_PARAM_CONSOLE_EVTCHN`.
     pub const PARAM_CONSOLE_EVTCHN: u32 = 18;
+    /// `HVM_PARAM_ALTP2M` (read-only to the guest).
+    pub const PARAM_ALTP2M: u32 = 35;
+    /// The deprecated `HVM_PARAM_*` indices (`PAE_ENABLED`, `DM_DOMAIN`,
+    /// `MEMORY_EVENT_CR0`/`CR3`/`CR4`/`INT3`, `NESTEDHVM`,
+    /// `MEMORY_EVENT_SINGLE_STEP`, `BUFIOREQ_EVTCHN`, `MEMORY_EVENT_MSR`).
+    pub const DEPRECATED_PARAMS: [u32; 10] = [4, 13, 20, 21, 22, 23, 24, 25, 26, 30];
     /// `HVM_NR_PARAMS`: parameter indices are below this.
     pub const NR_PARAMS: u32 = 39;
 
@@ -314,6 +322,14 @@ pub mod xen_version {
     pub const COMMANDLINE: u64 = 9;
     /// `XENVER_build_id`; 11..=14 are the `*2` variable-length sub-ops.
     pub const BUILD_ID: u64 = 10;
+    /// `XENVER_extraversion2`: `struct xen_varbuf` (`u32 len`, then the text).
+    pub const EXTRAVERSION2: u64 = 11;
+    /// `XENVER_capabilities2`: `struct xen_varbuf`.
+    pub const CAPABILITIES2: u64 = 12;
+    /// `XENVER_changeset2`: `struct xen_varbuf`.
+    pub const CHANGESET2: u64 = 13;
+    /// `XENVER_commandline2`: `struct xen_varbuf` (XSM_PRIV).
+    pub const COMMANDLINE2: u64 = 14;
     /// Size of `struct xen_compile_info`.
     pub const COMPILE_INFO_SIZE: u64 = 144;
 

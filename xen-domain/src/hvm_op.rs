@@ -4,7 +4,7 @@
 
 use crate::domain::{Domain, HcResult};
 use crate::domid::is_self;
-use pv_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
+use pv_abi::errno::{EEXIST, EINVAL, ENOSYS, EPERM, ESRCH};
 use pv_abi::hvm::hvm_op::*;
 use pv_abi::layout::PAGE_SIZE;
 
@@ -23,6 +23,13 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         SET_PARAM => {
             let p: HvmParam = dom.ram.read_obj(a[1])?;
             set_param(dom, &p).map(|()| 0)
+        }
+        // `do_hvm_op()`: `gxt.now = NOW()`, the system time the pvclock
+        // gives (ns since boot), for any HVM guest.
+        GET_TIME => {
+            let now = dom.pvh.as_ref().expect("checked").clock.now_ns();
+            dom.ram.copy_obj_to_guest(a[1], &now)?;
+            Ok(0)
         }
         SET_EVTCHN_UPCALL_VECTOR => {
             let v: EvtchnUpcallVector = dom.ram.read_obj(a[1])?;
@@ -71,6 +78,8 @@ fn get_param(dom: &Domain, p: &HvmParam) -> Result<u64, i64> {
         PARAM_CONSOLE_PFN => pvh.layout.console() / PAGE_SIZE,
         PARAM_CONSOLE_EVTCHN => pvh.console_evtchn.into(),
         i if READABLE_UNSET.contains(&i) => 0,
+        // `hvm_allow_get_param()`: "The following parameters are deprecated."
+        i if DEPRECATED_PARAMS.contains(&i) => return Err(EINVAL),
         // "The remaining parameters should not be read by the guest."
         _ => return Err(EPERM),
     })
@@ -108,6 +117,10 @@ fn set_param(dom: &mut Domain, p: &HvmParam) -> Result<(), i64> {
             pvh.console_evtchn = p.value as u32;
             Ok(())
         }
+        // `hvm_allow_set_param()`: "The following parameters are read-only."
+        PARAM_ALTP2M => Err(EEXIST),
+        // "The following parameters are deprecated."
+        i if DEPRECATED_PARAMS.contains(&i) => Err(EINVAL),
         // "The remaining parameters should not be set by the guest."
         _ => Err(EPERM),
     }
@@ -217,6 +230,41 @@ mod tests {
         assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 9);
         assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_CONSOLE_EVTCHN, 0), 0);
         assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 11);
+    }
+
+    /// `hvm_allow_get_param()` / `hvm_allow_set_param()`
+    /// (`xen/arch/x86/hvm/hvm.c`): the deprecated indices are `-EINVAL`
+    /// both ways (not `-EPERM`); `HVM_PARAM_ALTP2M` reads as a value but
+    /// setting it is `-EEXIST` ("read-only").
+    #[test]
+    fn deprecated_params_are_einval_and_altp2m_is_read_only() {
+        let mut t = TestDomain::pvh();
+        for index in DEPRECATED_PARAMS {
+            assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, index, 0), -EINVAL, "get {index}");
+            assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, index, 1), -EINVAL, "set {index}");
+        }
+        assert_eq!(param(&mut t, GET_PARAM, DOMID_SELF, PARAM_ALTP2M, 7), 0);
+        assert_eq!(t.get::<HvmParam>(TEST_ARG).value, 0);
+        assert_eq!(param(&mut t, SET_PARAM, DOMID_SELF, PARAM_ALTP2M, 1), -EEXIST);
+        // The domain is still checked first (`hvmop_set_param()`).
+        assert_eq!(param(&mut t, SET_PARAM, 4, PARAM_ALTP2M, 1), -ESRCH);
+    }
+
+    /// `do_hvm_op()` `HVMOP_get_time` (`xen/arch/x86/hvm/hvm.c`): `NOW()`
+    /// copied out as `struct xen_hvm_get_time`; it does not go backwards;
+    /// a bad handle is `-EFAULT`.
+    #[test]
+    fn get_time_returns_system_time_in_ns() {
+        let mut t = TestDomain::pvh();
+        t.put(TEST_ARG, &0u64);
+        assert_eq!(t.call(nr::HVM_OP, [GET_TIME, TEST_ARG, 0, 0, 0]), 0);
+        let first = t.get::<u64>(TEST_ARG);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_eq!(t.call(nr::HVM_OP, [GET_TIME, TEST_ARG, 0, 0, 0]), 0);
+        let second = t.get::<u64>(TEST_ARG);
+        assert!(second > first, "{first} then {second}");
+        assert!(second <= t.dom.pvh.as_ref().unwrap().clock.now_ns());
+        assert_eq!(t.call(nr::HVM_OP, [GET_TIME, crate::fake::TEST_RAM - 4, 0, 0, 0]), -pv_abi::errno::EFAULT);
     }
 
     #[test]

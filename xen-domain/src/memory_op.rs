@@ -29,6 +29,12 @@ pub const DOMU_MAX_ORDER: u32 = 9;
 pub const E820MAX: u32 = 1024;
 /// `XENMEM_maximum_gpfn`.
 pub const MAXIMUM_GPFN: u64 = 14;
+/// `XENMEM_maximum_ram_page`.
+pub const MAXIMUM_RAM_PAGE: u64 = 2;
+/// `XENMAPSPACE_gmfn`: move the domain's own RAM page `idx` to `gpfn`.
+const XENMAPSPACE_GMFN: u32 = 2;
+/// `XENMAPSPACE_gmfn_range`.
+const XENMAPSPACE_GMFN_RANGE: u32 = 3;
 /// `XENMAPSPACE_gmfn_foreign`.
 const XENMAPSPACE_GMFN_FOREIGN: u32 = 4;
 /// `XENMAPSPACE_dev_mmio`.
@@ -90,6 +96,11 @@ pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             let r = &pvh(dom).reservation;
             Ok(if cmd == CURRENT_RESERVATION { r.tot_pages } else { r.max_pages })
         }
+        // `do_memory_op()`: `max_page`, one past the highest machine frame
+        // (any caller; a start extent is `-EINVAL`). The machine a domain
+        // here sees is its own RAM block, VMM pages included.
+        MAXIMUM_RAM_PAGE if a[0] >> MEMOP_EXTENT_SHIFT != 0 => Err(EINVAL),
+        MAXIMUM_RAM_PAGE => Ok(pvh(dom).layout.mem_bytes / PAGE_SIZE),
         MAXIMUM_GPFN => {
             let domid: u16 = dom.ram.read_obj(arg)?;
             check_domid(domid)?;
@@ -198,8 +209,10 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         XENMAPSPACE_SHARED_INFO if idx == 0 => 0,
         XENMAPSPACE_GRANT_TABLE if idx < u64::from(MAX_GRANT_FRAMES) => 1 + idx as usize,
         XENMAPSPACE_SHARED_INFO | XENMAPSPACE_GRANT_TABLE => return Err(EINVAL),
-        // `gmfn`/`gmfn_range` (moving RAM) are not implemented.
-        2 | 3 | XENMAPSPACE_GMFN_FOREIGN => return Err(ENOSYS),
+        XENMAPSPACE_GMFN => return move_ram_page(dom, idx, gpfn),
+        // `gmfn_range` (a preemptible loop of moves) is not implemented;
+        // `gmfn_foreign` is `-ENOSYS` in Xen too (batch only).
+        XENMAPSPACE_GMFN_RANGE | XENMAPSPACE_GMFN_FOREIGN => return Err(ENOSYS),
         XENMAPSPACE_DEV_MMIO => return Err(EACCES),
         _ => return Err(EINVAL),
     };
@@ -227,6 +240,51 @@ fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
         dom.evtchn.set_compat_layout(dom.compat);
         let layout = dom.evtchn.layout();
         pvh(dom).publish_clock(&ram, layout)?;
+    }
+    Ok(0)
+}
+
+/// `XENMAPSPACE_gmfn` (`xenmem_add_to_physmap_one()`,
+/// `xen/arch/x86/mm/p2m.c`): the RAM page at `idx` moves to `gpfn`; a page
+/// there before is freed (a placed frame just unhooked); `idx` is left
+/// empty; the domain's page count is unchanged. A source that is not the
+/// domain's RAM page (empty, a placed frame, a VMM page) is `-EACCES`.
+///
+/// KVM backs RAM with one memory slot, so the page's contents are copied
+/// and the old frame given back to the host rather than the frame
+/// remapped: the guest sees Xen's result. A destination outside the RAM
+/// the VMM backs (the hole) cannot hold the page: `-ENOMEM`.
+fn move_ram_page(dom: &mut Domain, idx: u64, gpfn: u64) -> HcResult {
+    // `xenmem_add_to_physmap()` refuses `INVALID_GFN` before anything.
+    if gpfn == u64::MAX {
+        return Err(EINVAL);
+    }
+    let p = pvh(dom);
+    if !p.reservation.has_page(idx) || p.placed_at(idx).is_some() {
+        return Err(EACCES);
+    }
+    destination(dom, gpfn)?;
+    if gpfn == idx {
+        return Ok(0);
+    }
+    let p = pvh(dom);
+    if !p.reservation.is_guest_frame(gpfn) {
+        tracing::debug!(idx, gpfn, "add_to_physmap(gmfn) outside guest RAM refused");
+        return Err(pv_abi::errno::ENOMEM);
+    }
+    if let Some(other) = p.placed_at(gpfn) {
+        p.set_placement(other, None).map_err(|_| EINVAL)?;
+    } else if p.reservation.has_page(gpfn) {
+        free_page(p, gpfn);
+    }
+    let data = dom.ram.read_vec(idx * PAGE_SIZE, PAGE_SIZE)?;
+    dom.ram.write(gpfn * PAGE_SIZE, &data)?;
+    let p = pvh(dom);
+    p.reservation.set_empty(gpfn, false);
+    p.reservation.set_empty(idx, true);
+    p.reservation.max_gpfn = p.reservation.max_gpfn.max(gpfn);
+    if let Err(e) = p.platform().discard_page(idx) {
+        tracing::warn!(gfn = idx, error = %e, "cannot give a moved page's old frame back to the host");
     }
     Ok(0)
 }
@@ -564,7 +622,7 @@ mod tests {
         let mut t = TestDomain::pvh();
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 1, HOLE_PFN), -EINVAL);
         assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, u64::from(MAX_GRANT_FRAMES), HOLE_PFN), -EINVAL);
-        assert_eq!(add(&mut t, 2, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn");
+        assert_eq!(add(&mut t, 3, 0x200, 0x100), -ENOSYS, "XENMAPSPACE_gmfn_range");
         assert_eq!(add(&mut t, 4, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn_foreign");
         assert_eq!(add(&mut t, 5, 0, HOLE_PFN), -EACCES, "XENMAPSPACE_dev_mmio");
         assert_eq!(add(&mut t, 9, 0, HOLE_PFN), -EINVAL, "unknown space");
@@ -639,5 +697,66 @@ mod tests {
         assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, 0, 0x101), 0);
         assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1);
         assert_eq!(extents(&mut t, POPULATE_PHYSMAP, &[0x101], 1, 0), 0, "a placed frame is not RAM");
+    }
+
+    /// `XENMAPSPACE_gmfn` (`xenmem_add_to_physmap_one()`,
+    /// `xen/arch/x86/mm/p2m.c`): the page's data appears at the new gfn, the
+    /// old gfn is empty (`p2m_remove_page()`: `remove_from_physmap` there is
+    /// `-ENOENT`), the domain's page count is unchanged; a page at the
+    /// destination is freed (`guest_remove_page()`); moving onto itself
+    /// changes nothing.
+    #[test]
+    fn add_to_physmap_gmfn_moves_a_ram_page() {
+        let mut t = TestDomain::pvh();
+        t.put(0x250 * PAGE_SIZE + 8, &0x5a5a_0001u64);
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x100], 1, 0), 1);
+        let calls = t.platform.calls().len();
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, 0x100), 0);
+        assert_eq!(t.get::<u64>(0x100 * PAGE_SIZE + 8), 0x5a5a_0001);
+        assert_eq!(t.platform.calls()[calls..], [Call::DiscardPage(0x250)], "the old frame goes back to the host");
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1, "moved, not allocated");
+        assert_eq!(remove(&mut t, 0x250), -ENOENT, "the old gfn is empty");
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, 0x101), -EACCES, "nothing left to move");
+        // Onto a populated frame: that page is freed.
+        t.put(0x300 * PAGE_SIZE, &7u64);
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x300, 0x100), 0);
+        assert_eq!(t.get::<u64>(0x100 * PAGE_SIZE), 7);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 2);
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x100, 0x100), 0, "onto itself");
+        assert_eq!(t.get::<u64>(0x100 * PAGE_SIZE), 7);
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 2);
+        // It may be populated again at the frame it left.
+        assert_eq!(extents(&mut t, POPULATE_PHYSMAP, &[0x300], 1, 0), 1);
+    }
+
+    /// `xenmem_add_to_physmap_one()` refusals for `XENMAPSPACE_gmfn`: a
+    /// source that is not the domain's RAM (`p2m_ram_rw`) is `-EACCES`
+    /// (an empty gfn, the legacy hole, a placed frame, the hole above RAM,
+    /// the VMM's pages); `INVALID_GFN` and the APIC range as for the
+    /// other spaces; a gfn outside the RAM KVM backs `-ENOMEM` (ours).
+    #[test]
+    fn add_to_physmap_gmfn_refuses_what_is_not_ram() {
+        let mut t = TestDomain::pvh();
+        let store = t.dom.pvh.as_ref().unwrap().layout.store() / PAGE_SIZE;
+        assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 0, HOLE_PFN), 0);
+        for idx in [0xa0, HOLE_PFN, HOLE_PFN + 1, store, u64::MAX] {
+            assert_eq!(add(&mut t, XENMAPSPACE_GMFN, idx, 0x100), -EACCES, "source {idx:#x}");
+        }
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, u64::MAX), -EINVAL, "INVALID_GFN");
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, store), -EPERM, "the VMM's store ring");
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, HOLE_END / PAGE_SIZE), -EPERM, "the APIC range");
+        assert_eq!(add(&mut t, XENMAPSPACE_GMFN, 0x250, HOLE_PFN + 2), -pv_abi::errno::ENOMEM, "not backed");
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED);
+        assert_eq!(remove(&mut t, 0x250), 0, "still there");
+    }
+
+    /// `do_memory_op()` `XENMEM_maximum_ram_page` (`xen/common/memory.c`):
+    /// `max_page` for any caller; a continuation's start extent `-EINVAL`.
+    #[test]
+    fn maximum_ram_page_is_one_past_the_last_frame() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RAM_PAGE, 0, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
+        let cmd = MAXIMUM_RAM_PAGE | 1 << MEMOP_EXTENT_SHIFT;
+        assert_eq!(t.call(nr::MEMORY_OP, [cmd, 0, 0, 0, 0]), -EINVAL);
     }
 }

@@ -4,7 +4,7 @@
 //! guests.
 
 use crate::domain::{Domain, HcResult};
-use pv_abi::errno::{EINVAL, ENOSYS, EPERM};
+use pv_abi::errno::{EINVAL, ENOBUFS, ENOSYS, EPERM};
 use pv_abi::hvm::xen_version as xv;
 use pv_abi::hypercall::{xen_version, ABI_VERSION};
 use pv_abi::layout::PAGE_SIZE;
@@ -35,13 +35,36 @@ fn write_text(dom: &Domain, at: u64, text: &str, len: usize) -> HcResult {
     Ok(0)
 }
 
+/// The text behind `XENVER_extraversion` / `_capabilities` / `_changeset`
+/// and their `*2` forms (the same strings, as `xen/common/kernel.c`).
+const EXTRA_VERSION: &str = ".0-pvkvm";
+const CAPABILITIES: &str = "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64";
+const CHANGESET: &str = concat!("pv-kvm ", env!("CARGO_PKG_VERSION"));
+
+/// `xenver_varbuf_op()` (`xen/common/kernel.c`): a NULL handle asks for
+/// the length; otherwise `struct xen_varbuf { uint32_t len; char buf[]; }`
+/// gets the text, unterminated, if `len` holds it (else `-ENOBUFS`), and
+/// the result is the text's length.
+fn varbuf(dom: &Domain, arg: u64, text: &str) -> HcResult {
+    let sz = text.len() as u64;
+    if arg == 0 {
+        return Ok(sz);
+    }
+    let len: u32 = dom.ram.read_obj(arg)?;
+    if sz > u64::from(len) {
+        return Err(ENOBUFS);
+    }
+    dom.ram.copy_to_guest(arg + 4, text.as_bytes())?;
+    Ok(sz)
+}
+
 /// `xen_version(cmd, arg)` as a PVH guest sees it: Xen's version and
 /// strings.
 fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let (cmd, arg) = (a[0], a[1]);
     match cmd {
         pv_abi::hypercall::xen_version::VERSION => Ok(u64::from(xv::XEN_VERSION)),
-        xv::EXTRAVERSION => write_text(dom, arg, ".0-pvkvm", 16),
+        xv::EXTRAVERSION => write_text(dom, arg, EXTRA_VERSION, 16),
         xv::COMPILE_INFO => {
             let mut buf = vec![0u8; xv::COMPILE_INFO_SIZE as usize];
             for (off, text) in [(0, "rustc"), (64, "pv-kvm"), (80, "pv-kvm"), (112, env!("CARGO_PKG_VERSION"))] {
@@ -49,8 +72,12 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             }
             dom.ram.copy_to_guest(arg, &buf).map(|()| 0).map_err(Into::into)
         }
-        xv::CAPABILITIES => write_text(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64", 1024),
-        xv::CHANGESET => write_text(dom, arg, concat!("pv-kvm ", env!("CARGO_PKG_VERSION")), 64),
+        xv::CAPABILITIES => write_text(dom, arg, CAPABILITIES, 1024),
+        xv::CHANGESET => write_text(dom, arg, CHANGESET, 64),
+        // `xsm_xen_version()`: XSM_HOOK, any guest may ask.
+        xv::EXTRAVERSION2 => varbuf(dom, arg, EXTRA_VERSION),
+        xv::CAPABILITIES2 => varbuf(dom, arg, CAPABILITIES),
+        xv::CHANGESET2 => varbuf(dom, arg, CHANGESET),
         // `guest_handle_is_null(arg) ? PAGE_SIZE : -EINVAL`.
         xv::PAGESIZE if arg != 0 => Err(EINVAL),
         xv::PAGESIZE => Ok(PAGE_SIZE),
@@ -64,8 +91,8 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         xv::GUEST_HANDLE => dom.ram.copy_to_guest(arg, &[0u8; 16]).map(|()| 0).map_err(Into::into),
         // `xsm_xen_version()` denies a domU: `xen_deny()`'s string.
         xv::COMMANDLINE => dom.ram.copy_to_guest(arg, b"<denied>\0").map(|()| 0).map_err(Into::into),
-        // build_id and the `*2` sub-ops: XSM_PRIV, refused for a domU.
-        xv::BUILD_ID..=14 => Err(EPERM),
+        // build_id and commandline2: XSM_PRIV, refused for a domU.
+        xv::BUILD_ID | xv::COMMANDLINE2 => Err(EPERM),
         pv_abi::hypercall::xen_version::GET_FEATURES => {
             let mut info: pv_abi::hypercall::xen_version::FeatureInfo = dom.ram.read_obj(arg)?;
             // XENFEAT_NR_SUBMAPS is 1.
@@ -87,7 +114,7 @@ fn pvh_xen_version(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 #[cfg(test)]
 mod tests {
     use crate::fake::{TestDomain, TEST_ARG, TEST_POOL};
-    use pv_abi::errno::{EFAULT, EINVAL, ENOSYS, EPERM};
+    use pv_abi::errno::{EFAULT, EINVAL, ENOBUFS, ENOSYS, EPERM};
     use pv_abi::hvm::xen_version as xv;
     use pv_abi::hypercall::xen_version::{FeatureInfo, GET_FEATURES, VERSION};
     use pv_abi::hypercall::{nr, ABI_VERSION};
@@ -139,8 +166,8 @@ mod tests {
     /// `do_xen_version()` and `xsm_xen_version()` (`xen/include/xsm/dummy.h`)
     /// for a domU: `pagesize` with an argument is `-EINVAL`;
     /// `platform_parameters` is `{virt_start = 0}`; `guest_handle` copies 16
-    /// bytes; `commandline` is `xen_deny()`'s "<denied>"; `build_id` and the
-    /// privileged sub-ops are `-EPERM`.
+    /// bytes; `commandline` is `xen_deny()`'s "<denied>"; `build_id` and
+    /// `commandline2` (XSM_PRIV) are `-EPERM`.
     #[test]
     fn pvh_minor_sub_ops_answer_as_xen_does_for_a_domu() {
         let mut p = TestDomain::pvh();
@@ -158,10 +185,36 @@ mod tests {
         assert_eq!(p.get::<[u8; 17]>(TEST_ARG)[15..], [0, 0xff]);
         assert_eq!(p.call(nr::XEN_VERSION, [xv::COMMANDLINE, TEST_ARG, 0, 0, 0]), 0);
         assert_eq!(&p.get::<[u8; 9]>(TEST_ARG), b"<denied>\0");
-        for cmd in 10..=14 {
+        for cmd in [xv::BUILD_ID, xv::COMMANDLINE2] {
             assert_eq!(p.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), -EPERM, "cmd {cmd}");
         }
         assert_eq!(p.call(nr::XEN_VERSION, [xv::GUEST_HANDLE, crate::fake::TEST_RAM - 8, 0, 0, 0]), -EFAULT);
+    }
+
+    /// `xenver_varbuf_op()` (`xen/common/kernel.c`) behind XSM_HOOK
+    /// (`xen/include/xsm/dummy.h` `xsm_xen_version()`): a NULL handle
+    /// returns the length; a `len` too small is `-ENOBUFS` with nothing
+    /// written; otherwise the unterminated text after `len` and its length.
+    #[test]
+    fn pvh_varbuf_sub_ops_return_the_length_and_the_text() {
+        let mut p = TestDomain::pvh();
+        for (cmd, text) in
+            [(xv::EXTRAVERSION2, ".0-pvkvm"), (xv::CAPABILITIES2, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64")]
+        {
+            let n = text.len();
+            assert_eq!(p.call(nr::XEN_VERSION, [cmd, 0, 0, 0, 0]), n as i64, "cmd {cmd} length");
+            p.dom.ram.write(TEST_ARG, &[0xff; 128]).unwrap();
+            p.put(TEST_ARG, &(n as u32 - 1));
+            assert_eq!(p.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), -ENOBUFS, "cmd {cmd}");
+            assert_eq!(p.dom.ram.read_vec(TEST_ARG + 4, 1).unwrap(), [0xff], "nothing written");
+            p.put(TEST_ARG, &(n as u32));
+            assert_eq!(p.call(nr::XEN_VERSION, [cmd, TEST_ARG, 0, 0, 0]), n as i64, "cmd {cmd}");
+            let got = p.dom.ram.read_vec(TEST_ARG + 4, n as u64 + 1).unwrap();
+            assert_eq!(&got[..n], text.as_bytes());
+            assert_eq!(got[n], 0xff, "no terminator written");
+        }
+        assert!(p.call(nr::XEN_VERSION, [xv::CHANGESET2, 0, 0, 0, 0]) > 0);
+        assert_eq!(p.call(nr::XEN_VERSION, [xv::CHANGESET2, crate::fake::TEST_RAM - 2, 0, 0, 0]), -EFAULT);
     }
 
     #[test]
