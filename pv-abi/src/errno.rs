@@ -43,6 +43,12 @@ pub const ERANGE: i64 = 34;
 pub const ENOSYS: i64 = 38;
 /// Timer expired (`VCPU_SSHOTTMR_future` with a deadline in the past).
 pub const ETIME: i64 = 62;
+/// Argument out of domain (`XENMEM_add_to_physmap`: a start extent beyond 16 bits).
+pub const EDOM: i64 = 33;
+/// Value too large (`XENMAPSPACE_gmfn_range` wrapping around).
+pub const EOVERFLOW: i64 = 75;
+/// Illegal byte sequence (`XENMAPSPACE_gmfn_range`: start extent beyond `size`).
+pub const EILSEQ: i64 = 84;
 /// Directory not empty.
 pub const ENOTEMPTY: i64 = 39;
 /// Already connected.
@@ -79,6 +85,9 @@ pub const fn name(errno: i64) -> &'static str {
         EISCONN => "EISCONN",
         EOPNOTSUPP => "EOPNOTSUPP",
         ENOBUFS => "ENOBUFS",
+        EDOM => "EDOM",
+        EOVERFLOW => "EOVERFLOW",
+        EILSEQ => "EILSEQ",
         _ => "E?",
     }
 }

@@ -107,7 +107,7 @@ pub fn memory_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             Ok(pvh(dom).reservation.max_gpfn)
         }
         MEMORY_MAP => memory_map(dom, arg),
-        ADD_TO_PHYSMAP => add_to_physmap(dom, arg),
+        ADD_TO_PHYSMAP => add_to_physmap(dom, a[0], arg),
         REMOVE_FROM_PHYSMAP => remove_from_physmap(dom, arg),
         SET_MEMORY_MAP => set_memory_map(dom, arg),
         _ => Err(ENOSYS),
@@ -194,25 +194,34 @@ fn destination(dom: &mut Domain, gpfn: u64) -> Result<(), i64> {
     Ok(())
 }
 
-fn add_to_physmap(dom: &mut Domain, arg: u64) -> HcResult {
-    let (domid, space, idx, gpfn) = if dom.compat {
+/// `XENMEM_add_to_physmap`; `op` is the whole command (the continuation's
+/// start extent above [`MEMOP_EXTENT_SHIFT`]).
+fn add_to_physmap(dom: &mut Domain, op: u64, arg: u64) -> HcResult {
+    // `do_memory_op()`: the start extent must fit `xatp.size` (16 bits).
+    let start = op >> MEMOP_EXTENT_SHIFT;
+    if start > u64::from(u16::MAX) {
+        return Err(pv_abi::errno::EDOM);
+    }
+    let (domid, space, idx, gpfn, size) = if dom.compat {
         let x: CompatAddToPhysmap = dom.ram.read_obj(arg)?;
         // The compat handler widens INVALID_GFN (`xen/common/compat/memory.c`).
         let gpfn = if x.gpfn == u32::MAX { u64::MAX } else { u64::from(x.gpfn) };
-        (x.domid, x.space, u64::from(x.idx), gpfn)
+        (x.domid, x.space, u64::from(x.idx), gpfn, x.size)
     } else {
         let x: AddToPhysmap = dom.ram.read_obj(arg)?;
-        (x.domid, x.space, x.idx, x.gpfn)
+        (x.domid, x.space, x.idx, x.gpfn, x.size)
     };
     check_domid(domid)?;
+    if space == XENMAPSPACE_GMFN_RANGE {
+        return move_ram_range(dom, Range { op, arg, start, idx, gpfn, size: u64::from(size) });
+    }
     let slot = match space {
         XENMAPSPACE_SHARED_INFO if idx == 0 => 0,
         XENMAPSPACE_GRANT_TABLE if idx < u64::from(MAX_GRANT_FRAMES) => 1 + idx as usize,
         XENMAPSPACE_SHARED_INFO | XENMAPSPACE_GRANT_TABLE => return Err(EINVAL),
         XENMAPSPACE_GMFN => return move_ram_page(dom, idx, gpfn),
-        // `gmfn_range` (a preemptible loop of moves) is not implemented;
-        // `gmfn_foreign` is `-ENOSYS` in Xen too (batch only).
-        XENMAPSPACE_GMFN_RANGE | XENMAPSPACE_GMFN_FOREIGN => return Err(ENOSYS),
+        // `gmfn_foreign` is `-ENOSYS` here in Xen too (batch only).
+        XENMAPSPACE_GMFN_FOREIGN => return Err(ENOSYS),
         XENMAPSPACE_DEV_MMIO => return Err(EACCES),
         _ => return Err(EINVAL),
     };
@@ -285,6 +294,58 @@ fn move_ram_page(dom: &mut Domain, idx: u64, gpfn: u64) -> HcResult {
     p.reservation.max_gpfn = p.reservation.max_gpfn.max(gpfn);
     if let Err(e) = p.platform().discard_page(idx) {
         tracing::warn!(gfn = idx, error = %e, "cannot give a moved page's old frame back to the host");
+    }
+    Ok(0)
+}
+
+/// A `XENMAPSPACE_gmfn_range` request: the command and argument (for the
+/// continuation), the start extent, and the guest's `idx`, `gpfn`, `size`.
+struct Range {
+    op: u64,
+    arg: u64,
+    start: u64,
+    idx: u64,
+    gpfn: u64,
+    size: u64,
+}
+
+/// `XENMAPSPACE_gmfn_range` (`xenmem_add_to_physmap()`,
+/// `xen/common/memory.c`): `size` moves as [`move_ram_page`], from `start`
+/// on; backwards when the destination overlaps above the source. The first
+/// failing move's errno ends it (earlier moves stay); a spent budget
+/// returns `start + done` and continues with it as the start extent.
+fn move_ram_range(dom: &mut Domain, r: Range) -> HcResult {
+    if r.gpfn == u64::MAX {
+        return Err(EINVAL);
+    }
+    if r.size < r.start {
+        return Err(pv_abi::errno::EILSEQ);
+    }
+    if r.gpfn.checked_add(r.size).is_none() || r.idx.checked_add(r.size).is_none() {
+        return Err(pv_abi::errno::EOVERFLOW);
+    }
+    let backwards = r.gpfn > r.idx && r.gpfn < r.idx + r.size;
+    let left = r.size - r.start;
+    let (mut idx, mut gpfn) = if backwards {
+        (r.idx + left.saturating_sub(1), r.gpfn + left.saturating_sub(1))
+    } else {
+        (r.idx + r.start, r.gpfn + r.start)
+    };
+    let mut done = 0;
+    while done < left {
+        move_ram_page(dom, idx, gpfn)?;
+        dom.charge(1);
+        done += 1;
+        if backwards {
+            (idx, gpfn) = (idx.wrapping_sub(1), gpfn.wrapping_sub(1));
+        } else {
+            (idx, gpfn) = (idx + 1, gpfn + 1);
+        }
+        if done < left && dom.preempt_check(done) {
+            let next = r.start + done;
+            dom.create_continuation([(r.op & CMD_MASK) | next << MEMOP_EXTENT_SHIFT, r.arg, 0, 0, 0]);
+            return Ok(next);
+        }
     }
     Ok(0)
 }
@@ -622,7 +683,6 @@ mod tests {
         let mut t = TestDomain::pvh();
         assert_eq!(add(&mut t, XENMAPSPACE_SHARED_INFO, 1, HOLE_PFN), -EINVAL);
         assert_eq!(add(&mut t, XENMAPSPACE_GRANT_TABLE, u64::from(MAX_GRANT_FRAMES), HOLE_PFN), -EINVAL);
-        assert_eq!(add(&mut t, 3, 0x200, 0x100), -ENOSYS, "XENMAPSPACE_gmfn_range");
         assert_eq!(add(&mut t, 4, 0, HOLE_PFN), -ENOSYS, "XENMAPSPACE_gmfn_foreign");
         assert_eq!(add(&mut t, 5, 0, HOLE_PFN), -EACCES, "XENMAPSPACE_dev_mmio");
         assert_eq!(add(&mut t, 9, 0, HOLE_PFN), -EINVAL, "unknown space");
@@ -758,5 +818,72 @@ mod tests {
         assert_eq!(t.call(nr::MEMORY_OP, [MAXIMUM_RAM_PAGE, 0, 0, 0, 0]), (TEST_RAM / PAGE_SIZE) as i64);
         let cmd = MAXIMUM_RAM_PAGE | 1 << MEMOP_EXTENT_SHIFT;
         assert_eq!(t.call(nr::MEMORY_OP, [cmd, 0, 0, 0, 0]), -EINVAL);
+    }
+
+    fn add_range(t: &mut TestDomain, start: u64, idx: u64, gpfn: u64, size: u16) -> i64 {
+        t.put(TEST_ARG, &AddToPhysmap { domid: DOMID_SELF, size, space: XENMAPSPACE_GMFN_RANGE, idx, gpfn });
+        t.call(nr::MEMORY_OP, [ADD_TO_PHYSMAP | start << MEMOP_EXTENT_SHIFT, TEST_ARG, 0, 0, 0])
+    }
+
+    /// `XENMAPSPACE_gmfn_range` (`xenmem_add_to_physmap()`,
+    /// `xen/common/memory.c`): `size` pages move; an overlap with the
+    /// destination above the source is walked backwards (so no page is
+    /// overwritten before it moved); the page count is unchanged.
+    #[test]
+    fn add_to_physmap_gmfn_range_moves_pages_even_overlapping() {
+        let mut t = TestDomain::pvh();
+        for i in 0..4u64 {
+            t.put((0x150 + i) * PAGE_SIZE, &(0xa0 + i));
+        }
+        assert_eq!(extents(&mut t, DECREASE_RESERVATION, &[0x154], 1, 0), 1);
+        // 0x150..0x154 -> 0x151..0x155: overlapping, destination above.
+        assert_eq!(add_range(&mut t, 0, 0x150, 0x151, 4), 0);
+        for i in 0..4u64 {
+            assert_eq!(t.get::<u64>((0x151 + i) * PAGE_SIZE), 0xa0 + i, "page {i}");
+        }
+        assert_eq!(remove(&mut t, 0x150), -ENOENT, "the first frame is left empty");
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 1);
+        // And back down (destination below: forwards).
+        assert_eq!(add_range(&mut t, 0, 0x151, 0x150, 4), 0);
+        for i in 0..4u64 {
+            assert_eq!(t.get::<u64>((0x150 + i) * PAGE_SIZE), 0xa0 + i, "page {i}");
+        }
+        assert_eq!(remove(&mut t, 0x154), -ENOENT);
+        // The first failure ends it with its errno; earlier moves stay.
+        assert_eq!(add_range(&mut t, 0, 0x152, 0x160, 4), -EACCES, "0x154 is empty");
+        assert_eq!(t.get::<u64>(0x161 * PAGE_SIZE), 0xa3);
+        // The RAM pages at 0x160 and 0x161 were freed (`guest_remove_page()`).
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 3);
+    }
+
+    /// `do_memory_op()` / `xenmem_add_to_physmap()` refusals for
+    /// `gmfn_range`: a start extent beyond 16 bits `-EDOM`, beyond `size`
+    /// `-EILSEQ`, a wrapping range `-EOVERFLOW`, `INVALID_GFN` `-EINVAL`;
+    /// a spent budget continues with `start + done` as the start extent.
+    #[test]
+    fn add_to_physmap_gmfn_range_refusals_and_continuation() {
+        let mut t = TestDomain::pvh();
+        assert_eq!(add_range(&mut t, 1 << 16, 0x150, 0x160, 4), -pv_abi::errno::EDOM);
+        assert_eq!(add_range(&mut t, 5, 0x150, 0x160, 4), -pv_abi::errno::EILSEQ);
+        assert_eq!(add_range(&mut t, 0, u64::MAX - 1, 0x160, 4), -pv_abi::errno::EOVERFLOW);
+        assert_eq!(add_range(&mut t, 0, 0x150, u64::MAX, 4), -EINVAL);
+        assert_eq!(add_range(&mut t, 4, 0x150, 0x160, 4), 0, "nothing left to do");
+        t.put(0x152 * PAGE_SIZE, &0x77u64);
+        t.put(
+            TEST_ARG,
+            &AddToPhysmap { domid: DOMID_SELF, size: 4, space: XENMAPSPACE_GMFN_RANGE, idx: 0x150, gpfn: 0x160 },
+        );
+        t.dom.start_exit();
+        t.dom.charge(crate::preempt::WORK_PER_EXIT);
+        assert_eq!(t.table.dispatch(&mut t.dom, nr::MEMORY_OP, &[ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), 1);
+        let cont = ADD_TO_PHYSMAP | 1 << MEMOP_EXTENT_SHIFT;
+        assert_eq!(t.dom.continuation, Some([cont, TEST_ARG, 0, 0, 0]));
+        assert_eq!(t.call(nr::MEMORY_OP, [cont, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<u64>(0x162 * PAGE_SIZE), 0x77);
+        for gfn in 0x150..0x154 {
+            assert_eq!(remove(&mut t, gfn), -ENOENT, "gfn {gfn:#x} moved");
+        }
+        // The four RAM pages at 0x160..0x164 were freed.
+        assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 4);
     }
 }
