@@ -10,6 +10,7 @@ use crate::guest_memory::GuestRam;
 use crate::mmu::validator::PagingState;
 use crate::preempt::WORK_PER_EXIT;
 use crate::pvh::PvhState;
+use crate::vcpus::VcpuSet;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
 
@@ -55,6 +56,12 @@ pub struct Domain {
     /// Set by a handler that stopped early: the arguments to re-enter the
     /// same hypercall with (`preempt`).
     pub continuation: Option<[u64; 5]>,
+    /// The domain's vCPUs (`VCPUOP_initialise`/`up`/`down`; shared with
+    /// the VMM's vCPU threads).
+    pub vcpus: Arc<VcpuSet>,
+    /// The vCPU making the current hypercall (Xen's `current`), set by
+    /// the vCPU loop before each dispatch.
+    pub current: u32,
 }
 
 impl Domain {
@@ -79,6 +86,8 @@ impl Domain {
             compat: false,
             work_left: WORK_PER_EXIT,
             continuation: None,
+            vcpus: Arc::new(VcpuSet::new(1)),
+            current: 0,
         }
     }
 
