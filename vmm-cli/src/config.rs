@@ -28,6 +28,9 @@ pub struct RunConfig {
     /// Guest command line.
     #[serde(default)]
     pub cmdline: String,
+    /// vCPUs (1..=32).
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
     /// Print counters at shutdown.
     #[serde(default)]
     pub stats: bool,
@@ -70,6 +73,7 @@ impl RunConfig {
             image: args.image,
             mem: args.mem,
             cmdline: args.cmdline,
+            vcpus: args.vcpus,
             stats: args.stats,
             timeout: args.timeout,
             shutdown_grace: args.shutdown_grace,
@@ -103,9 +107,14 @@ impl RunConfig {
             shutdown_grace: seconds(self.shutdown_grace)?,
             paging: xen_domain::mmu::parse_mode(&self.paging).unwrap_or_default(),
             devices,
+            vcpus: self.vcpus,
         };
         Ok((cfg, scratch))
     }
+}
+
+fn default_vcpus() -> u32 {
+    1
 }
 
 fn default_grace() -> f64 {

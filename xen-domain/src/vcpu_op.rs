@@ -72,7 +72,8 @@ fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
 /// domain down (`SHUTDOWN_poweroff`) and returns 0.
 fn down(dom: &mut Domain, id: u32) -> HcResult {
     if dom.vcpus.down(id)? {
-        dom.shutdown = Some(crate::domain::Shutdown { reason: pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF, code: 0 });
+        dom.shutdown =
+            Some(crate::domain::Shutdown { reason: pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF, code: 0 });
     }
     Ok(0)
 }
