@@ -3,6 +3,7 @@
 //! library holds the shared helpers; the tests are in `tests/`.
 
 pub mod pvh_asm;
+pub mod smp_asm;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
