@@ -24,6 +24,8 @@ pub const ENTRIES: u32 = RESULTS + 0x200;
 pub const GO: u32 = RESULTS + 0x204;
 /// vCPU 1 sets this once it saw `GO`.
 pub const DONE: u32 = RESULTS + 0x208;
+/// vCPU 1 sets this after its own hypercall.
+pub const READY: u32 = RESULTS + 0x20c;
 /// Where the `vcpu_hvm_context` is built.
 pub const CTX: u32 = SCRATCH + 0x800;
 /// vCPU 1's stack top.
@@ -39,7 +41,7 @@ pub fn spin_until_set(a: &mut Asm, addr: u32, long: bool) {
 }
 
 /// vCPU 1's code: count the entry, ask `VCPUOP_is_up` about itself
-/// (result slot 10), wait for `GO`, set `DONE`, halt. Emitted behind a
+/// (result slot 10), set `READY`, wait for `GO`, set `DONE`, halt. Emitted behind a
 /// jump; returns its address.
 pub fn ap_code(a: &mut Asm, long: bool) -> u32 {
     let jmp_at = a.code.len();
@@ -52,6 +54,7 @@ pub fn ap_code(a: &mut Asm, long: bool) -> u32 {
         a.raw(&[0xff, 0x05]).raw(&ENTRIES.to_le_bytes());
     }
     a.hypercall(VCPU_OP, &[IS_UP, 1, 0], 10);
+    a.poke(READY, 1);
     spin_until_set(a, GO, long);
     a.poke(DONE, 1);
     a.raw(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp back to hlt
@@ -95,7 +98,9 @@ pub fn guest(long: bool) -> Asm {
     a.hypercall(VCPU_OP, &[IS_UP, 1, 0], 2);
     a.hypercall(VCPU_OP, &[INITIALISE, 1, CTX], 3);
     a.hypercall(VCPU_OP, &[UP, 1, 0], 4);
-    spin_until_set(&mut a, ENTRIES, long);
+    // Not ENTRIES: a vCPU taken down in the middle of its hypercall
+    // finishes it (and then sees itself down, as on Xen).
+    spin_until_set(&mut a, READY, long);
     a.hypercall(VCPU_OP, &[DOWN, 1, 0], 5);
     a.hypercall(VCPU_OP, &[IS_UP, 1, 0], 6);
     a.poke(GO, 1);

@@ -95,18 +95,18 @@ pub(crate) fn run(
 fn vcpu_thread(v: &mut Vcpu, run: &Run<'_>, watchdog: Option<&Watchdog>) -> Option<Result<Outcome, VmmError>> {
     let id = v.id();
     loop {
-        if run.vcpus.is_down(id) {
-            let over = || run.stop.load(Ordering::SeqCst) || watchdog.is_some_and(|w| w.expired());
-            match run.vcpus.wait_up(id, PARK_STEP, over) {
-                None => return watchdog.filter(|w| w.expired()).map(|w| Ok(watchdog_outcome(w))),
-                Some(Woken::Load(ctx)) => {
-                    tracing::debug!(vcpu = id, rip = ctx.rip, "vCPU up with a new state");
-                    if let Err(e) = v.load_context(&ctx) {
-                        return Some(Err(e));
-                    }
+        // Also when the vCPU is up already: its thread may start after
+        // the guest brought it up, with the new state still to load.
+        let over = || run.stop.load(Ordering::SeqCst) || watchdog.is_some_and(|w| w.expired());
+        match run.vcpus.wait_up(id, PARK_STEP, over) {
+            None => return watchdog.filter(|w| w.expired()).map(|w| Ok(watchdog_outcome(w))),
+            Some(Woken::Load(ctx)) => {
+                tracing::debug!(vcpu = id, rip = ctx.rip, "vCPU up with a new state");
+                if let Err(e) = v.load_context(&ctx) {
+                    return Some(Err(e));
                 }
-                Some(Woken::Resume) => {}
             }
+            Some(Woken::Resume) => {}
         }
         match v.run_until(&mut &run.dom, watchdog, &run.stop) {
             Ok(Ended::Outcome(o)) => return Some(Ok(o)),
