@@ -183,7 +183,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
             None
         }
     };
-    let aps = create_secondary_vcpus(cfg, &m, input.pvh_layout.is_some(), &virtio)?;
+    let aps = create_secondary_vcpus(cfg, &m, input.pvh_layout.is_some(), &virtio, &hv.platform)?;
+    hv.evtchn.set_vcpus(cfg.vcpus);
     let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
     dom.vcpus = Arc::new(xen_domain::vcpus::VcpuSet::new(cfg.vcpus));
     dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
@@ -210,12 +211,14 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
 }
 
 /// vCPUs 1.. of `cfg.vcpus`, stopped: each with its own CPUID (the Xen
-/// leaves name the vCPU, leaf 1 its initial APIC id) and the MMIO bus.
+/// leaves name the vCPU, leaf 1 its initial APIC id), the MMIO bus and,
+/// for a PVH guest, a callback line of its own.
 fn create_secondary_vcpus(
     cfg: &VmConfig,
     m: &Machine,
     pvh: bool,
     virtio: &Arc<VirtioBus>,
+    platform: &KvmPlatform,
 ) -> Result<Vec<Vcpu>, VmmError> {
     if cfg.vcpus <= 1 {
         return Ok(Vec::new());
@@ -234,6 +237,11 @@ fn create_secondary_vcpus(
             }
             let mut v = Vcpu::new_secondary(&m.vm, id, &cpuid, cfg.console.clone(), pvh)?;
             v.attach_mmio(virtio.clone());
+            if pvh {
+                // The callback vector reaches this vCPU as on vCPU 0.
+                crate::pvh::callback::virtual_wire(v.fd_mut()).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
+                v.attach_callback(platform.add_secondary_line());
+            }
             Ok(v)
         })
         .collect()

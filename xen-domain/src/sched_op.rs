@@ -181,7 +181,8 @@ fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 /// by the guest's handler and the re-entered block would miss it.
 fn block(dom: &mut Domain) -> HcResult {
     let Some(pvh) = dom.pvh.as_ref() else { return Err(ENOSYS) };
-    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64 + 1;
+    // The calling vCPU's `vcpu_info` (`current`).
+    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64 + 1;
     dom.ram.write_obj(mask_at, &0u8)?;
     if wait(dom, None, events_deliverable) != Wait::Ready {
         dom.work_left = 0;
@@ -219,11 +220,11 @@ fn wait(dom: &Domain, deadline: Option<Instant>, woken: impl Fn(&Domain) -> bool
     }
 }
 
-/// Xen's `local_events_need_delivery()`: vCPU 0's `evtchn_upcall_pending`
-/// is set and its `evtchn_upcall_mask` clear.
+/// Xen's `local_events_need_delivery()`: the calling vCPU's
+/// `evtchn_upcall_pending` is set and its `evtchn_upcall_mask` clear.
 fn events_deliverable(dom: &Domain) -> bool {
     let Some(pvh) = dom.pvh.as_ref() else { return false };
-    let at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64;
+    let at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64;
     matches!(dom.ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0)
 }
 

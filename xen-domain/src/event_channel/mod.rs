@@ -135,6 +135,9 @@ pub struct EvtchnMetrics {
 
 struct Table {
     ports: Vec<PortState>,
+    /// Each port's notify vCPU (Xen's `chn->notify_vcpu_id`): whose
+    /// `vcpu_info` and upcall its events use; 0 for a free port.
+    notify_vcpu: Vec<u32>,
     dom0: Vec<Dom0Port>,
     /// Last binding generation handed out.
     gen: u64,
@@ -153,6 +156,9 @@ pub struct EventChannels {
     ram: GuestRam,
     bitmaps: TwoLevel,
     platform: Arc<dyn Platform>,
+    /// How many vCPUs the domain has (targets of `bind_vcpu`, `bind_ipi`,
+    /// per-vCPU virqs).
+    nr_vcpus: std::sync::atomic::AtomicU32,
     /// Event counters.
     pub counters: EvtchnMetrics,
 }
@@ -171,10 +177,16 @@ impl EventChannels {
         let bitmaps = TwoLevel::new(ram.clone(), shared_info);
         bitmaps.reset()?;
         Ok(EventChannels {
-            table: Mutex::new(Table { ports: vec![PortState::Free; MAX_PORTS as usize], dom0: Vec::new(), gen: 0 }),
+            table: Mutex::new(Table {
+                ports: vec![PortState::Free; MAX_PORTS as usize],
+                notify_vcpu: vec![0; MAX_PORTS as usize],
+                dom0: Vec::new(),
+                gen: 0,
+            }),
             ram,
             bitmaps,
             platform,
+            nr_vcpus: std::sync::atomic::AtomicU32::new(1),
             counters: EvtchnMetrics::default(),
         })
     }
@@ -189,6 +201,34 @@ impl EventChannels {
     /// this.
     pub fn set_compat_layout(&self, compat: bool) {
         self.bitmaps.set_compat_layout(compat);
+    }
+
+    /// The domain has `n` vCPUs (set once by the builder).
+    pub fn set_vcpus(&self, n: u32) {
+        self.nr_vcpus.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether vCPU `vcpu` exists (Xen's `domain_vcpu()`).
+    fn vcpu_exists(&self, vcpu: u32) -> bool {
+        vcpu < self.nr_vcpus.load(Ordering::Relaxed)
+    }
+
+    /// Sets `port` pending as a back end's notification would (tests).
+    #[cfg(test)]
+    fn notify_guest_for_test(&self, port: u32) {
+        self.set_pending(port).unwrap();
+    }
+
+    /// Frees `port` again after a failed output (notify vCPU back to 0).
+    fn release(&self, port: u32) {
+        let mut t = self.lock();
+        t.ports[port as usize] = PortState::Free;
+        t.notify_vcpu[port as usize] = 0;
+    }
+
+    /// `port`'s notify vCPU (0 for a port beyond the table).
+    pub fn notify_vcpu(&self, port: u32) -> u32 {
+        self.lock().notify_vcpu.get(port as usize).copied().unwrap_or(0)
     }
 
     /// The shared-info layout in use.
@@ -347,6 +387,7 @@ impl EventChannels {
             Some(_) => {}
         }
         t.ports[port as usize] = PortState::Free;
+        t.notify_vcpu[port as usize] = 0;
         for d in t.dom0.iter_mut().filter(|d| d.bound_to == Some(port)) {
             d.bound_to = None;
         }
@@ -377,29 +418,47 @@ impl EventChannels {
         if !per_vcpu && vcpu != 0 {
             return Err(EINVAL);
         }
-        if vcpu != 0 {
+        if !self.vcpu_exists(vcpu) {
             return Err(ENOENT);
         }
         if !per_vcpu && virq != VIRQ_ARGO {
             return Err(EBUSY);
         }
         let mut t = self.lock();
-        if t.ports.iter().any(|p| matches!(p, PortState::Virq { virq: v } if *v == virq)) {
+        if Self::virq_port(&t, virq, vcpu).is_some() {
             return Err(pv_abi::errno::EEXIST);
         }
         let port = Self::free_port(&t).ok_or(ENOSPC)?;
         t.ports[port as usize] = PortState::Virq { virq };
+        t.notify_vcpu[port as usize] = vcpu;
         Ok(port)
+    }
+
+    /// The port `virq` is bound to on `vcpu` (Xen's `v->virq_to_evtchn`;
+    /// a global virq has one port, whichever vCPU it notifies).
+    fn virq_port(t: &Table, virq: u32, vcpu: u32) -> Option<u32> {
+        let per_vcpu = PER_VCPU_VIRQS.contains(&virq);
+        let at = t.ports.iter().enumerate().position(|(p, s)| {
+            matches!(s, PortState::Virq { virq: v } if *v == virq) && (!per_vcpu || t.notify_vcpu[p] == vcpu)
+        });
+        at.map(|p| p as u32)
     }
 
     /// Raises `virq` on the port bound to it, if any (Xen's `send_guest_vcpu_virq`).
     /// Returns whether an upcall was raised.
     pub fn notify_virq(&self, virq: u32) -> Result<bool, EvtchnError> {
-        let port = self.lock().ports.iter().position(|p| matches!(p, PortState::Virq { virq: v } if *v == virq));
+        self.notify_vcpu_virq(virq, 0)
+    }
+
+    /// Raises `virq` of `vcpu` (a per-vCPU virq such as `VIRQ_TIMER`; a
+    /// global one wherever its port points). Returns whether an upcall was
+    /// raised.
+    pub fn notify_vcpu_virq(&self, virq: u32, vcpu: u32) -> Result<bool, EvtchnError> {
+        let port = Self::virq_port(&self.lock(), virq, vcpu);
         match port {
             Some(port) => {
                 self.counters.notifies.fetch_add(1, Ordering::Relaxed);
-                self.set_pending(port as u32)
+                self.set_pending(port)
             }
             None => Ok(false),
         }
@@ -421,18 +480,19 @@ impl EventChannels {
     }
 
     fn set_pending(&self, port: u32) -> Result<bool, EvtchnError> {
-        match self.bitmaps.set_pending(port) {
-            Ok(Some(raise)) => Ok(self.upcall_if(raise)),
+        let vcpu = self.notify_vcpu(port);
+        match self.bitmaps.set_pending(port, vcpu) {
+            Ok(Some(raise)) => Ok(self.upcall_if(raise, vcpu)),
             Ok(None) => Err(EvtchnError::BadPort(port)),
             Err(_) => Err(EvtchnError::SharedInfo),
         }
     }
 
-    /// Interrupts vCPU 0 if `raise`; returns `raise`.
-    fn upcall_if(&self, raise: bool) -> bool {
+    /// Interrupts `vcpu` if `raise`; returns `raise`.
+    fn upcall_if(&self, raise: bool, vcpu: u32) -> bool {
         if raise {
             self.counters.upcalls.fetch_add(1, Ordering::Relaxed);
-            self.platform.raise_upcall(0);
+            self.platform.raise_upcall(vcpu);
         }
         raise
     }
@@ -501,7 +561,7 @@ impl EventChannels {
                 let mut a: EvtchnBindVirq = ram.read_obj(arg)?;
                 a.port = self.bind_virq(a.virq, a.vcpu)?;
                 if let Err(e) = ram.copy_obj_to_guest(arg, &a) {
-                    self.lock().ports[a.port as usize] = PortState::Free;
+                    self.release(a.port);
                     return Err(e.into());
                 }
                 Ok(0)
@@ -532,35 +592,40 @@ impl EventChannels {
         }
     }
 
-    /// `EVTCHNOP_bind_ipi` (Xen's `evtchn_bind_ipi()`): vCPU 0 only.
+    /// `EVTCHNOP_bind_ipi` (Xen's `evtchn_bind_ipi()`): a port whose
+    /// sends notify `vcpu` (`-ENOENT` if it does not exist).
     fn bind_ipi_op(&self, arg: u64) -> Result<u64, i64> {
         let [vcpu, _]: [u32; 2] = self.ram.read_obj(arg)?;
-        if vcpu != 0 {
+        if !self.vcpu_exists(vcpu) {
             return Err(ENOENT);
         }
         let mut t = self.lock();
         let port = Self::free_port(&t).ok_or(ENOSPC)?;
         t.ports[port as usize] = PortState::Ipi;
+        t.notify_vcpu[port as usize] = vcpu;
         drop(t);
         if let Err(e) = self.ram.copy_obj_to_guest(arg + 4, &port) {
-            self.lock().ports[port as usize] = PortState::Free;
+            self.release(port);
             return Err(e.into());
         }
         Ok(0)
     }
 
-    /// `EVTCHNOP_bind_vcpu` (Xen's `evtchn_bind_vcpu()`). With one vCPU
-    /// the only target is vCPU 0, where every port already notifies, so a
-    /// permitted re-target changes nothing.
+    /// `EVTCHNOP_bind_vcpu` (Xen's `evtchn_bind_vcpu()`): an existing
+    /// vCPU (`-ENOENT`; it may be down) becomes the notify vCPU of an
+    /// unbound, interdomain or global-virq port; any other port `-EINVAL`.
     fn bind_vcpu(&self, port: u32, vcpu: u32) -> Result<(), i64> {
-        if vcpu != 0 {
+        if !self.vcpu_exists(vcpu) {
             return Err(ENOENT);
         }
-        match self.lock().ports.get(port as usize) {
-            Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Loopback { .. }) => Ok(()),
-            Some(PortState::Virq { virq }) if !PER_VCPU_VIRQS.contains(virq) => Ok(()),
-            _ => Err(EINVAL),
+        let mut t = self.lock();
+        match t.ports.get(port as usize) {
+            Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Loopback { .. }) => {}
+            Some(PortState::Virq { virq }) if !PER_VCPU_VIRQS.contains(virq) => {}
+            _ => return Err(EINVAL),
         }
+        t.notify_vcpu[port as usize] = vcpu;
+        Ok(())
     }
 
     /// `EVTCHNOP_reset` (`do_event_channel_op()`): another existing domain
@@ -588,7 +653,7 @@ impl EventChannels {
         a.port = port;
         drop(t);
         if let Err(e) = self.ram.copy_obj_to_guest(arg, &a) {
-            self.lock().ports[port as usize] = PortState::Free;
+            self.release(port);
             return Err(e.into());
         }
         Ok(0)
@@ -661,9 +726,10 @@ impl EventChannels {
         if port >= MAX_PORTS {
             return Err(EINVAL);
         }
-        match self.bitmaps.unmask(port) {
+        let vcpu = self.notify_vcpu(port);
+        match self.bitmaps.unmask(port, vcpu) {
             Ok(Some(raise)) => {
-                self.upcall_if(raise);
+                self.upcall_if(raise, vcpu);
                 Ok(())
             }
             Ok(None) => Err(EINVAL),
@@ -676,7 +742,7 @@ impl EventChannels {
         check_target(a.dom)?;
         let t = self.lock();
         let state = t.ports.get(a.port as usize).ok_or(EINVAL)?;
-        a.vcpu = 0;
+        a.vcpu = t.notify_vcpu[a.port as usize];
         a.u = EvtchnStatusU::default();
         a.status = match state {
             PortState::Free => EVTCHNSTAT_CLOSED,
@@ -963,6 +1029,89 @@ mod tests {
         assert!(bit(&t, LAYOUT_64.pending, port));
         assert_eq!(t.platform.upcalls(), 1);
         assert_eq!(guest_close(&mut t, port), 0);
+    }
+
+    /// `vcpu_info[vcpu]`'s `evtchn_upcall_pending` and `evtchn_pending_sel`
+    /// (`xen/include/public/xen.h`: 64-byte `vcpu_info` slots).
+    fn vcpu_flags(t: &TestDomain, vcpu: u64) -> (u8, u64) {
+        let at = SHARED_INFO + vcpu * 64;
+        (t.get::<u8>(at), t.get::<u64>(at + 8))
+    }
+
+    fn ipi(t: &mut TestDomain, vcpu: u32) -> u32 {
+        t.put(TEST_ARG, &[vcpu, 0]);
+        assert_eq!(op(t, EVTCHNOP_BIND_IPI), 0, "bind_ipi vCPU {vcpu}");
+        t.get::<[u32; 2]>(TEST_ARG)[1]
+    }
+
+    /// `evtchn_bind_ipi()` / `evtchn_2l_set_pending()` (`xen/common/
+    /// event_channel.c`, `event_2l.c`): an IPI port notifies the vCPU it
+    /// was bound for: that vCPU's selector and `upcall_pending`, that
+    /// vCPU's upcall; the status names it; vCPU 2 of 2 is `-ENOENT`.
+    #[test]
+    fn an_ipi_port_notifies_only_the_vcpu_it_was_bound_for() {
+        use crate::fake::Call;
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.dom.evtchn.set_vcpus(2);
+        t.put(TEST_ARG, &[2u32, 0]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_IPI), -ENOENT);
+        let port = ipi(&mut t, 1);
+        assert_eq!(status(&mut t, port).vcpu, 1);
+        t.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut t, EVTCHNOP_SEND), 0);
+        assert_eq!(vcpu_flags(&t, 1), (1, 1 << (port / 64)), "vCPU 1's vcpu_info");
+        assert_eq!(vcpu_flags(&t, 0), (0, 0), "vCPU 0 untouched");
+        assert_eq!(
+            t.platform.calls().iter().filter(|c| matches!(c, Call::RaiseUpcall(_))).collect::<Vec<_>>(),
+            [&Call::RaiseUpcall(1)]
+        );
+        // Closing resets the notify vCPU (`evtchn_free()`): the next port
+        // allocated in its place notifies vCPU 0.
+        assert_eq!(guest_close(&mut t, port), 0);
+        assert_eq!(t.dom.evtchn.notify_vcpu(port), 0);
+    }
+
+    /// `evtchn_bind_vcpu()` (`xen/common/event_channel.c`): an unbound or
+    /// loopback port moves to vCPU 1 (which need not be up), its events
+    /// then raise vCPU 1; vCPU 2 of 2 is `-ENOENT`; an IPI port `-EINVAL`.
+    #[test]
+    fn bind_vcpu_moves_a_port_and_its_events_follow() {
+        use crate::fake::Call;
+        let mut t = TestDomain::new(paging_mode::NATIVE);
+        t.dom.evtchn.set_vcpus(2);
+        // An unbound port (offered to domain 0).
+        let a = alloc(&mut t);
+        t.put(TEST_ARG, &[a, 2]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_VCPU), -ENOENT);
+        t.put(TEST_ARG, &[a, 1]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_VCPU), 0);
+        assert_eq!(status(&mut t, a).vcpu, 1);
+        let i = ipi(&mut t, 0);
+        t.put(TEST_ARG, &[i, 1]);
+        assert_eq!(op(&mut t, EVTCHNOP_BIND_VCPU), -EINVAL, "IPI ports stay on their vCPU");
+        t.dom.evtchn.notify_guest_for_test(a);
+        assert_eq!(t.platform.calls().last(), Some(&Call::RaiseUpcall(1)));
+        assert_eq!(vcpu_flags(&t, 1).0, 1);
+        assert_eq!(vcpu_flags(&t, 0).0, 0);
+    }
+
+    /// `evtchn_bind_virq()` (`xen/common/event_channel.c`): a per-vCPU
+    /// virq binds once per vCPU (`-EEXIST` on the same vCPU), and
+    /// `send_guest_vcpu_virq()` raises the port of that vCPU only.
+    #[test]
+    fn virq_timer_binds_per_vcpu_and_fires_on_its_own_vcpu() {
+        let t = TestDomain::new(paging_mode::NATIVE);
+        let ev = &t.dom.evtchn;
+        ev.set_vcpus(3);
+        let p0 = ev.bind_virq(0, 0).unwrap();
+        let p2 = ev.bind_virq(0, 2).unwrap();
+        assert_ne!(p0, p2);
+        assert_eq!(ev.bind_virq(0, 2), Err(pv_abi::errno::EEXIST));
+        assert_eq!(ev.bind_virq(0, 3), Err(ENOENT));
+        assert_eq!(ev.notify_vcpu_virq(0, 2), Ok(true));
+        assert!(ev.is_pending(p2) && !ev.is_pending(p0));
+        assert_eq!((vcpu_flags(&t, 2).0, vcpu_flags(&t, 0).0), (1, 0));
+        assert_eq!(ev.notify_vcpu_virq(0, 1), Ok(false), "vCPU 1 has no VIRQ_TIMER port");
     }
 
     /// `evtchn_bind_vcpu()`: unknown vCPU `ENOENT`; unbound, interdomain
