@@ -115,3 +115,29 @@ pub fn guest(long: bool) -> Asm {
     a.poweroff(0);
     a
 }
+
+/// A hypercall flood from every vCPU (64-bit): vCPU 0 brings up vCPUs
+/// `1..vcpus`, each on a stack of its own, then every vCPU calls
+/// `xen_version` in a loop forever. Only the run-time limit ends it.
+pub fn flood_guest(vcpus: u32) -> Asm {
+    let long = true;
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
+    let jmp_at = a.code.len();
+    a.raw(&[0xe9, 0, 0, 0, 0]);
+    let flood = a.here();
+    a.hypercall(17, &[0, 0], 12);
+    let back = flood.wrapping_sub(a.here() + 5);
+    a.raw(&[0xe9]).raw(&back.to_le_bytes());
+    let rel = (a.code.len() - jmp_at - 5) as u32;
+    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    write_context(&mut a, long, flood);
+    for id in 1..vcpus {
+        // `VCPUOP_initialise` copies the context: change the stack between calls.
+        a.poke(CTX + 8 + 32, AP_STACK - id * 0x1000);
+        a.hypercall(VCPU_OP, &[INITIALISE, id, CTX], 13).hypercall(VCPU_OP, &[UP, id, 0], 14);
+    }
+    let back = flood.wrapping_sub(a.here() + 5);
+    a.raw(&[0xe9]).raw(&back.to_le_bytes());
+    a
+}

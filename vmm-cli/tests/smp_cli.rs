@@ -44,3 +44,27 @@ fn a_vcpu_count_out_of_range_is_a_one_line_error() {
         assert_eq!(err.trim().lines().count(), 1, "--vcpus {n}: {err}");
     }
 }
+
+/// Hostile: every vCPU floods hypercalls; `--timeout` still stops the
+/// run (the watchdog stops vCPU 0, which stops the others), every vCPU
+/// was running, and the exit is the time limit's.
+#[test]
+fn a_hypercall_flood_from_every_vcpu_still_honours_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flood.elf");
+    std::fs::write(&path, pvh_elf(&tests::smp_asm::flood_guest(4), true)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "--mem", "16M", "--timeout", "2", "--shutdown-grace", "0", "--vcpus", "4", "--stats"])
+        .args(["--kernel", path.to_str().unwrap()])
+        .output()
+        .expect("run vmm");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: guest did not shut down within the time limit"), "{err}");
+    for n in 1..4 {
+        let line = err.lines().find(|l| l.starts_with(&format!("vcpu{n}: "))).expect("a line per vCPU");
+        let calls: u64 =
+            line.split_whitespace().find_map(|w| w.strip_prefix("hypercalls=")?.parse().ok()).expect("hypercalls=");
+        assert!(calls > 0, "vCPU {n} flooded too: {line}");
+    }
+}
