@@ -61,6 +61,8 @@ pub(crate) fn run(
             k.kick();
         }
     }));
+    // Blocking waits happen outside the domain lock (`vcpu.rs`).
+    dom.defer_waits = true;
     let run = Run { dom: Mutex::new(dom), vcpus, stop: AtomicBool::new(false), outcome: Mutex::new(None), kickers };
     std::thread::scope(|s| {
         for ap in aps.iter_mut() {
@@ -84,6 +86,9 @@ pub(crate) fn run(
         }
     });
     run.vcpus.set_kick(Box::new(|_| {}));
+    let dom = run.dom.into_inner().unwrap_or_else(|p| p.into_inner());
+    dom.defer_waits = false;
+    dom.deferred_wait = None;
     // Every thread ended through `finish`; one with an outcome came first
     // unless the watchdog stopped a parked vCPU 0.
     run.outcome.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or(Ok(watchdog_outcome(watchdog)))

@@ -601,13 +601,18 @@ impl Vcpu {
             }
             Step::Hypercall => {
                 self.exits.stats.exit(ExitKind::Hypercall);
-                let (cr3, shutdown, xen) = dom.with(|d| {
+                let (cr3, shutdown, xen, wait) = dom.with(|d| {
                     d.current = id;
                     self.do_hypercall(d);
-                    (d.paging.pending_cr3.take(), d.shutdown, d.pvh.is_some())
+                    (d.paging.pending_cr3.take(), d.shutdown, d.pvh.is_some(), d.deferred_wait.take())
                 });
                 if let Some(cr3) = cr3 {
                     self.load_cr3(cr3)?;
+                }
+                // `SCHEDOP_block`/`poll` with several vCPUs: wait here,
+                // without the domain lock (`Domain::defer_waits`).
+                if let Some(w) = wait {
+                    w.wait();
                 }
                 Ok(shutdown.map(|s| match xen {
                     true => Outcome::XenShutdown { reason: s.reason },
