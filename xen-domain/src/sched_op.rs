@@ -259,8 +259,9 @@ fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
 pub fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
     let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
     let deadline = (ns != 0).then(|| pvh.clock.boot + Duration::from_nanos(ns));
+    // The calling vCPU's one-shot timer.
     if let Some(t) = &pvh.timer {
-        t.set(deadline);
+        t.set_for(dom.current, deadline);
     }
     publish_clock(dom)
 }

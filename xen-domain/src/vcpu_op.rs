@@ -33,8 +33,8 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         vcpu_op::UP => dom.vcpus.up(id).map(|()| 0),
         vcpu_op::DOWN => down(dom, id),
         vcpu_op::IS_UP => dom.vcpus.is_up(id).map(u64::from),
-        // The timers are vCPU 0's only until they are per vCPU.
-        _ if id != 0 => Err(ENOENT),
+        // `common_vcpu_op`: the single-shot timer is the caller's own.
+        vcpu_op::SET_SINGLESHOT_TIMER | vcpu_op::STOP_SINGLESHOT_TIMER if id != dom.current => Err(EINVAL),
         vcpu_op::SET_SINGLESHOT_TIMER => set_singleshot(dom, a[2]),
         vcpu_op::STOP_SINGLESHOT_TIMER => arm(dom, 0).map(|()| 0),
         vcpu_op::SET_PERIODIC_TIMER => {
@@ -44,11 +44,11 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&period) {
                 return Err(EINVAL);
             }
-            set_periodic(dom, Some(Duration::from_nanos(period)));
+            set_periodic(dom, id, Some(Duration::from_nanos(period)));
             Ok(0)
         }
         vcpu_op::STOP_PERIODIC_TIMER => {
-            set_periodic(dom, None);
+            set_periodic(dom, id, None);
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -96,15 +96,16 @@ fn set_singleshot(dom: &mut Domain, arg: u64) -> HcResult {
     // `common_vcpu_op`: an expired deadline stops the timer and sends the
     // event now (`send_timer_event`).
     arm(dom, 0)?;
-    if let Err(e) = dom.evtchn.notify_virq(VIRQ_TIMER) {
+    if let Err(e) = dom.evtchn.notify_vcpu_virq(VIRQ_TIMER, dom.current) {
         tracing::debug!("vcpu_op: cannot raise VIRQ_TIMER: {e}");
     }
     Ok(0)
 }
 
-fn set_periodic(dom: &mut Domain, period: Option<Duration>) {
+/// vCPU `id`'s periodic timer (any vCPU may set another's, as in Xen).
+fn set_periodic(dom: &mut Domain, id: u32, period: Option<Duration>) {
     if let Some(t) = dom.pvh.as_ref().and_then(|p| p.timer.as_ref()) {
-        t.set_periodic(period);
+        t.set_periodic_for(id, period);
     }
 }
 
@@ -253,6 +254,36 @@ mod tests {
         let mut regs = [0u64; 15];
         regs[..14].copy_from_slice(&pv_abi::pod::from_bytes::<[u64; 14]>(pv_abi::pod::as_bytes(&r)).unwrap());
         t.put(TEST_ARG, &VcpuHvmContext { mode: MODE_64B, pad: 0, cpu_regs: regs });
+    }
+
+    /// `common_vcpu_op` (`xen/common/domain.c`): each vCPU has its own
+    /// timers and `VIRQ_TIMER`; the single-shot timer of another vCPU is
+    /// `-EINVAL` (`v != current`), the periodic one may be set for any.
+    #[test]
+    fn timers_fire_on_the_vcpu_that_armed_them() {
+        let mut t = with_timer();
+        t.dom.vcpus = std::sync::Arc::new(crate::vcpus::VcpuSet::new(2));
+        t.dom.evtchn.set_vcpus(2);
+        let p0 = t.dom.evtchn.bind_virq(VIRQ_TIMER, 0).unwrap();
+        let p1 = t.dom.evtchn.bind_virq(VIRQ_TIMER, 1).unwrap();
+        t.dom.current = 1;
+        timer_arg(&t, 1, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [SET_SINGLESHOT_TIMER, 0, TEST_ARG, 0, 0]), -EINVAL, "not the caller");
+        assert_eq!(t.call(nr::VCPU_OP, [STOP_SINGLESHOT_TIMER, 0, 0, 0, 0]), -EINVAL);
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        timer_arg(&t, now + 2_000_000, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [SET_SINGLESHOT_TIMER, 1, TEST_ARG, 0, 0]), 0);
+        assert!(becomes_pending(&t, p1), "vCPU 1's VIRQ_TIMER");
+        assert!(!t.dom.evtchn.is_pending(p0), "not vCPU 0's");
+        // vCPU 0 starts vCPU 1's periodic timer... and vCPU 0 gets nothing.
+        t.dom.current = 0;
+        t.put(TEST_ARG, &MIN_PERIOD_NS);
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.dom.ram.write_obj(si + t.dom.evtchn.layout().pending as u64, &0u64).unwrap();
+        assert_eq!(t.call(nr::VCPU_OP, [SET_PERIODIC_TIMER, 1, TEST_ARG, 0, 0]), 0);
+        assert!(becomes_pending(&t, p1));
+        assert!(!t.dom.evtchn.is_pending(p0));
+        assert_eq!(t.call(nr::VCPU_OP, [STOP_PERIODIC_TIMER, 1, 0, 0, 0]), 0);
     }
 
     /// `common_vcpu_op` / `arch_initialise_vcpu` (`xen/common/domain.c`,
