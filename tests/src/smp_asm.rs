@@ -141,3 +141,36 @@ pub fn flood_guest(vcpus: u32) -> Asm {
     a.raw(&[0xe9]).raw(&back.to_le_bytes());
     a
 }
+
+/// Where [`roll_call_guest`]'s vCPUs each set their word (vCPU `n` at
+/// `ROLL_CALL + 4 * n`).
+pub const ROLL_CALL: u32 = RESULTS + 0x400;
+
+/// Every vCPU answers (64-bit): vCPU 0 brings up vCPUs `1..vcpus`, each
+/// told its word in `rsi` through its `vcpu_hvm_context`; each sets its
+/// word to 1 and halts; vCPU 0 waits for every word, records
+/// `VCPUOP_is_up` of each in result slot `20 + n`, sets its own word and
+/// powers off.
+pub fn roll_call_guest(vcpus: u32) -> Asm {
+    let long = true;
+    let mut a = Asm::default();
+    a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
+    let jmp_at = a.code.len();
+    a.raw(&[0xe9, 0, 0, 0, 0]);
+    let entry = a.here();
+    a.raw(&[0xc7, 0x06, 1, 0, 0, 0]); // mov dword [rsi], 1
+    a.raw(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp back to hlt
+    let rel = (a.code.len() - jmp_at - 5) as u32;
+    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    write_context(&mut a, long, entry);
+    for id in 1..vcpus {
+        a.poke(CTX + 8 + 48, ROLL_CALL + 4 * id); // cpu_regs.x86_64.rsi
+        a.hypercall(VCPU_OP, &[INITIALISE, id, CTX], 13).hypercall(VCPU_OP, &[UP, id, 0], 14);
+    }
+    for id in 1..vcpus {
+        spin_until_set(&mut a, ROLL_CALL + 4 * id, long);
+        a.hypercall(VCPU_OP, &[IS_UP, id, 0], 20 + id);
+    }
+    a.poke(ROLL_CALL, 1).poweroff(0);
+    a
+}

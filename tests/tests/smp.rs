@@ -123,3 +123,30 @@ fn an_ipi_port_bound_for_vcpu_1_interrupts_vcpu_1_only() {
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 0, "vcpu_info[0] untouched");
     assert_eq!(vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed), 1, "one upcall, not two");
 }
+
+/// Every vCPU runs (N = 1, 2, 4, 8): each brought up by vCPU 0 with
+/// `VCPUOP_initialise`/`up` (`xen/common/domain.c`) sets its own word;
+/// `VCPUOP_is_up` says 1 for each; the unused vCPUs of a larger VM never
+/// run.
+#[test]
+fn every_vcpu_runs_with_1_2_4_and_8_vcpus() {
+    for n in [1u32, 2, 4, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roll.elf");
+        std::fs::write(&path, pvh_elf(&roll_call_guest(n), true)).unwrap();
+        let mut cfg = VmConfig::bundled("hello", "");
+        cfg.kernel = Kernel::File(path);
+        cfg.mem_bytes = 16 << 20;
+        cfg.vcpus = n;
+        let (run, vm) = boot_vm(cfg);
+        assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{n} vCPUs: {}", run.console);
+        for id in 0..n {
+            let word = vm.dom.ram.read_obj::<u32>(u64::from(ROLL_CALL + 4 * id)).unwrap();
+            assert_eq!(word, 1, "vCPU {id} of {n} ran");
+        }
+        for id in 1..n {
+            assert_eq!(result(&vm, 20 + id), 1, "VCPUOP_is_up({id}) of {n}");
+        }
+        assert_eq!(vm.vcpu_stats().len(), n as usize);
+    }
+}
