@@ -68,11 +68,12 @@ fn a_64_bit_pvh_guest_brings_up_a_second_vcpu_with_vcpu_hvm_context() {
 }
 
 /// `evtchn_bind_ipi()` + `evtchn_send()` (`xen/common/event_channel.c`)
-/// with the callback vector (`HVM_PARAM_CALLBACK_IRQ`, per domain): an
-/// IPI port bound for vCPU 1 sets vCPU 1's `upcall_pending` and interrupts
-/// vCPU 1 only; vCPU 0's `vcpu_info` stays clear.
+/// with the callback vector (`HVM_PARAM_CALLBACK_IRQ`, per domain), both
+/// ways: an IPI port bound for vCPU 1 sets vCPU 1's `upcall_pending` and
+/// interrupts vCPU 1 only (vCPU 0 has interrupts off then); vCPU 1 then
+/// sends on a port bound for vCPU 0, which takes that interrupt.
 #[test]
-fn an_ipi_port_bound_for_vcpu_1_interrupts_vcpu_1_only() {
+fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
     const EVENT_CHANNEL_OP: u32 = 32;
     const HVM_OP: u32 = 34;
     let long = true;
@@ -90,12 +91,16 @@ fn an_ipi_port_bound_for_vcpu_1_interrupts_vcpu_1_only() {
     let next = a.here() + 9;
     a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
     a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
-    a.poke(READY, 1).wait_for_irq().poke(DONE, 1).raw(&[0xfa, 0xf4, 0xeb, 0xfd]);
+    a.poke(READY, 1).wait_for_irq();
+    a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
+    a.poke(DONE, 1).raw(&[0xfa, 0xf4, 0xeb, 0xfd]);
     let rel = (a.code.len() - jmp_at - 5) as u32;
     a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
     // vCPU 0 (interrupts stay off here): bind_ipi(vcpu 1), callback vector, bring vCPU 1 up.
     let s = SCRATCH;
     a.poke(s, 1).poke(s + 4, 0).hypercall(EVENT_CHANNEL_OP, &[7, s], 0);
+    a.poke(s + 0x20, 0).poke(s + 0x24, 0).hypercall(EVENT_CHANNEL_OP, &[7, s + 0x20], 6); // bind_ipi(vcpu 0)
+    a.load_eax(s + 0x24).store_eax(s + 0x30);
     let p = s + 0x100;
     a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, u32::from(IRQ_VECTOR)).poke(p + 12, 0x0200_0000);
     a.hypercall(HVM_OP, &[0, p], 1);
@@ -103,6 +108,8 @@ fn an_ipi_port_bound_for_vcpu_1_interrupts_vcpu_1_only() {
     a.hypercall(VCPU_OP, &[INITIALISE, 1, CTX], 2).hypercall(VCPU_OP, &[UP, 1, 0], 3);
     spin_until_set(&mut a, READY, long);
     a.load_eax(s + 4).store_eax(s + 0x10).hypercall(EVENT_CHANNEL_OP, &[4, s + 0x10], 4); // send
+                                                                                          // sti; until [IRQ_COUNT] >= 2 (vCPU 1's interrupt, then ours); cli.
+    a.raw(&[0xfb, 0x83, 0x3c, 0x25]).raw(&IRQ_COUNT.to_le_bytes()).raw(&[0x02, 0x72, 0xf6, 0xfa]);
     spin_until_set(&mut a, DONE, long);
     a.poweroff(0);
 
@@ -115,13 +122,15 @@ fn an_ipi_port_bound_for_vcpu_1_interrupts_vcpu_1_only() {
     cfg.vcpus = 2;
     let (run, vm) = boot_vm(cfg);
     assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
-    assert_eq!((0..5).map(|i| result(&vm, i)).collect::<Vec<_>>(), vec![0; 5], "bind_ipi, param, initialise, up, send");
-    assert!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap() >= 1, "vCPU 1's handler ran");
+    let results: Vec<i32> = (0..7).map(|i| result(&vm, i)).collect();
+    assert_eq!(results, vec![0; 7], "bind_ipi x2, param, initialise, up, send x2");
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
     let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
     // `vcpu_info` is 64 bytes (xen/include/public/xen.h).
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 1, "vcpu_info[1].evtchn_upcall_pending");
-    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 0, "vcpu_info[0] untouched");
-    assert_eq!(vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed), 1, "one upcall, not two");
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
+    let upcalls = vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(upcalls, 2, "one upcall each way, none lost or doubled");
 }
 
 /// Every vCPU runs (N = 1, 2, 4, 8): each brought up by vCPU 0 with
