@@ -372,3 +372,102 @@ pub const DEBUGCONS_PORT: u16 = 0xe9;
 
 /// `VIRQ_TIMER`: the per-vCPU one-shot timer (`set_timer_op`, `vcpu_op`).
 pub const VIRQ_TIMER: u32 = 0;
+
+/// `VCPUOP_initialise`'s argument for an HVM/PVH vCPU
+/// (`xen/include/public/hvm/hvm_vcpu.h`): the mode, then the 32- or
+/// 64-bit register set in a union (here two views of one byte array).
+pub mod vcpu_hvm {
+    /// `VCPU_HVM_MODE_32B`: [`VcpuHvmX86_32`] is used.
+    pub const MODE_32B: u32 = 0;
+    /// `VCPU_HVM_MODE_64B`: [`VcpuHvmX86_64`] is used.
+    pub const MODE_64B: u32 = 1;
+
+    /// `struct vcpu_hvm_x86_32`: registers, control registers and the
+    /// five segments as base, limit and attributes (Xen's packed `ar`
+    /// format: type 0-3, s 4, dpl 5-6, p 7, avl 8, l 9, db 10, g 11).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub struct VcpuHvmX86_32 {
+        pub eax: u32,
+        pub ecx: u32,
+        pub edx: u32,
+        pub ebx: u32,
+        pub esp: u32,
+        pub ebp: u32,
+        pub esi: u32,
+        pub edi: u32,
+        pub eip: u32,
+        pub eflags: u32,
+        pub cr0: u32,
+        pub cr3: u32,
+        pub cr4: u32,
+        pub pad1: u32,
+        pub efer: u64,
+        pub cs_base: u32,
+        pub ds_base: u32,
+        pub ss_base: u32,
+        pub es_base: u32,
+        pub tr_base: u32,
+        pub cs_limit: u32,
+        pub ds_limit: u32,
+        pub ss_limit: u32,
+        pub es_limit: u32,
+        pub tr_limit: u32,
+        pub cs_ar: u16,
+        pub ds_ar: u16,
+        pub ss_ar: u16,
+        pub es_ar: u16,
+        pub tr_ar: u16,
+        pub pad2: [u16; 3],
+    }
+    crate::assert_layout!(VcpuHvmX86_32, size = 120, efer = 56, cs_base = 64, cs_limit = 84, cs_ar = 104, pad2 = 114);
+
+    /// `struct vcpu_hvm_x86_64`: the vCPU starts in long mode with flat
+    /// segments Xen chooses.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub struct VcpuHvmX86_64 {
+        pub rax: u64,
+        pub rcx: u64,
+        pub rdx: u64,
+        pub rbx: u64,
+        pub rsp: u64,
+        pub rbp: u64,
+        pub rsi: u64,
+        pub rdi: u64,
+        pub rip: u64,
+        pub rflags: u64,
+        pub cr0: u64,
+        pub cr3: u64,
+        pub cr4: u64,
+        pub efer: u64,
+    }
+    crate::assert_layout!(VcpuHvmX86_64, size = 112, rip = 64, cr0 = 80, efer = 104);
+
+    /// `struct vcpu_hvm_context`: `mode`, `pad` (must be 0), then the
+    /// union `cpu_regs` (120 bytes: the 32-bit member's size).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct VcpuHvmContext {
+        /// [`MODE_32B`] or [`MODE_64B`].
+        pub mode: u32,
+        /// Must be zero.
+        pub pad: u32,
+        /// `cpu_regs`, read as [`x86_32`](Self::x86_32) or [`x86_64`](Self::x86_64).
+        pub cpu_regs: [u64; 15],
+    }
+    crate::assert_layout!(VcpuHvmContext, size = 128, mode = 0, pad = 4, cpu_regs = 8);
+
+    impl VcpuHvmContext {
+        /// `cpu_regs.x86_32`.
+        pub fn x86_32(&self) -> VcpuHvmX86_32 {
+            crate::pod::from_bytes(crate::pod::as_bytes(&self.cpu_regs)).expect("same size")
+        }
+        /// `cpu_regs.x86_64`.
+        pub fn x86_64(&self) -> VcpuHvmX86_64 {
+            crate::pod::from_bytes(&crate::pod::as_bytes(&self.cpu_regs)[..112]).expect("112 bytes")
+        }
+    }
+}

@@ -211,6 +211,15 @@ pub mod sched_op {
 /// `vcpu_op` commands (`VCPUOP_*`, Xen's `public/vcpu.h`). Arguments:
 /// `rdi` = command, `rsi` = vCPU id, `rdx` = the command's argument.
 pub mod vcpu_op {
+    /// Give a stopped vCPU its first register state (PVH: a
+    /// [`VcpuHvmContext`](crate::hvm::vcpu_hvm::VcpuHvmContext)).
+    pub const INITIALISE: u64 = 0;
+    /// Start an initialised vCPU (clear `_VPF_down`).
+    pub const UP: u64 = 1;
+    /// Stop a vCPU (set `_VPF_down`); the last one down powers off.
+    pub const DOWN: u64 = 2;
+    /// 1 if the vCPU is up, else 0.
+    pub const IS_UP: u64 = 3;
     /// Start a periodic timer (`struct vcpu_set_periodic_timer`).
     pub const SET_PERIODIC_TIMER: u64 = 6;
     /// Stop the periodic timer.

@@ -59,6 +59,9 @@ pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 impl_pod!(
+    crate::hvm::vcpu_hvm::VcpuHvmX86_32,
+    crate::hvm::vcpu_hvm::VcpuHvmX86_64,
+    crate::hvm::vcpu_hvm::VcpuHvmContext,
     crate::netif::NetifTxRequest,
     crate::netif::NetifTxResponse,
     crate::netif::NetifRxRequest,

@@ -82,6 +82,12 @@ fn checks() -> Vec<Check> {
         "VCPUOP_set_singleshot_timer" => hypercall::vcpu_op::SET_SINGLESHOT_TIMER,
         "VCPUOP_stop_singleshot_timer" => hypercall::vcpu_op::STOP_SINGLESHOT_TIMER,
         "VCPU_SSHOTTMR_future" => hypercall::vcpu_op::SSHOTTMR_FUTURE,
+        "VCPUOP_initialise" => hypercall::vcpu_op::INITIALISE,
+        "VCPUOP_up" => hypercall::vcpu_op::UP,
+        "VCPUOP_down" => hypercall::vcpu_op::DOWN,
+        "VCPUOP_is_up" => hypercall::vcpu_op::IS_UP,
+        "VCPU_HVM_MODE_32B" => pv_abi::hvm::vcpu_hvm::MODE_32B,
+        "VCPU_HVM_MODE_64B" => pv_abi::hvm::vcpu_hvm::MODE_64B,
         "XEN_HVM_DEBUGCONS_IOPORT" => pv_abi::hvm::DEBUGCONS_PORT,
         "XEN_PVCLOCK_TSC_STABLE_BIT" => PVCLOCK_TSC_STABLE,
         "offsetof(struct shared_info, vcpu_info[0].time)" => offset_of!(VcpuInfo, time),
@@ -480,6 +486,18 @@ fn hvm_checks(v: &mut Vec<Check>) {
     size!(v, "struct xen_memory_map", memory_op::MemoryMap);
     off!(v, "struct xen_memory_map", memory_op::MemoryMap, "nr_entries" => nr_entries, "buffer" => buffer);
     size!(v, "struct xen_hvm_param", hvm_op::HvmParam);
+    {
+        use pv_abi::hvm::vcpu_hvm::*;
+        size!(v, "struct vcpu_hvm_x86_32", VcpuHvmX86_32);
+        off!(v, "struct vcpu_hvm_x86_32", VcpuHvmX86_32, "eip" => eip, "cr0" => cr0, "efer" => efer,
+            "cs_base" => cs_base, "tr_base" => tr_base, "cs_limit" => cs_limit, "tr_limit" => tr_limit,
+            "cs_ar" => cs_ar, "tr_ar" => tr_ar, "pad2" => pad2);
+        size!(v, "struct vcpu_hvm_x86_64", VcpuHvmX86_64);
+        off!(v, "struct vcpu_hvm_x86_64", VcpuHvmX86_64, "rip" => rip, "rflags" => rflags, "cr0" => cr0,
+            "cr3" => cr3, "cr4" => cr4, "efer" => efer);
+        size!(v, "struct vcpu_hvm_context", VcpuHvmContext);
+        off!(v, "struct vcpu_hvm_context", VcpuHvmContext, "mode" => mode, "pad" => pad, "cpu_regs" => cpu_regs);
+    }
     off!(v, "struct xen_hvm_param", hvm_op::HvmParam, "domid" => domid, "index" => index, "value" => value);
     size!(v, "struct xen_hvm_evtchn_upcall_vector", hvm_op::EvtchnUpcallVector);
     off!(v, "struct xen_hvm_evtchn_upcall_vector", hvm_op::EvtchnUpcallVector, "vcpu" => vcpu, "vector" => vector);
@@ -496,6 +514,7 @@ const HEADERS: &[&str] = &[
     "xen/version.h",
     "xen/sched.h",
     "xen/vcpu.h",
+    "xen/hvm/hvm_vcpu.h",
     "xen/event_channel.h",
     "xen/grant_table.h",
     "xen/io/ring.h",

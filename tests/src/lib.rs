@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod pvh_asm;
+pub mod smp_asm;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Guest command line.
     #[arg(long, default_value = "")]
     pub cmdline: String,
+    /// Number of vCPUs (1 to 32); vCPUs 1.. start stopped until the guest
+    /// brings them up (`VCPUOP_initialise`, `VCPUOP_up`), as on Xen.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub vcpus: u32,
     /// Print exit and hypercall counters at shutdown (to stderr).
     #[arg(long)]
     pub stats: bool,

@@ -31,6 +31,9 @@ pub struct RunConfig {
     /// Guest command line.
     #[serde(default)]
     pub cmdline: String,
+    /// vCPUs (1..=32).
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
     /// Print counters at shutdown.
     #[serde(default)]
     pub stats: bool,
@@ -78,6 +81,7 @@ impl RunConfig {
             image: args.image,
             mem: args.mem,
             cmdline: args.cmdline,
+            vcpus: args.vcpus,
             stats: args.stats,
             timeout: args.timeout,
             shutdown_grace: args.shutdown_grace,
@@ -107,7 +111,7 @@ impl RunConfig {
         macro_rules! over {
             ($($id:literal => $field:ident),*) => { $(if given($id) { cfg.$field = cli.$field; })* };
         }
-        over!("mem" => mem, "cmdline" => cmdline, "stats" => stats, "timeout" => timeout,
+        over!("mem" => mem, "cmdline" => cmdline, "vcpus" => vcpus, "stats" => stats, "timeout" => timeout,
             "shutdown_grace" => shutdown_grace, "on_reboot" => on_reboot, "console_file" => console_file,
             "paging" => paging, "no_seccomp" => seccomp, "api_socket" => api_socket);
         if ["echo", "disk", "device", "net"].iter().any(|id| given(id)) {
@@ -132,6 +136,9 @@ impl RunConfig {
         vmm::builder::parse_mem_size(&self.mem).map_err(|e| ("mem", e.to_string()))?;
         if !["native", "trapped", "pv"].contains(&self.paging.as_str()) {
             return Err(("paging", format!("'{}' is not one of native, trapped, pv", self.paging)));
+        }
+        if !(1..=32).contains(&self.vcpus) {
+            return Err(("vcpus", format!("{} vCPUs: give between 1 and 32", self.vcpus)));
         }
         if !["restart", "exit"].contains(&self.on_reboot.as_str()) {
             return Err(("on_reboot", format!("'{}' is not one of restart, exit", self.on_reboot)));
@@ -171,6 +178,7 @@ impl RunConfig {
             shutdown_grace: seconds(self.shutdown_grace)?,
             paging: xen_domain::mmu::parse_mode(&self.paging).unwrap_or_default(),
             devices,
+            vcpus: self.vcpus,
         };
         Ok((cfg, scratch))
     }
@@ -237,6 +245,10 @@ fn default_paging() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_vcpus() -> u32 {
+    1
 }
 
 fn default_grace() -> f64 {

@@ -183,13 +183,17 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
             None
         }
     };
+    let aps = create_secondary_vcpus(cfg, &m, input.pvh_layout.is_some(), &virtio, &hv.platform)?;
+    hv.evtchn.set_vcpus(cfg.vcpus);
     let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
+    dom.vcpus = Arc::new(xen_domain::vcpus::VcpuSet::new(cfg.vcpus));
     dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
     dom.pvh = pvh;
     let devices =
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
         vcpu,
+        aps,
         devices,
         _vm: m.vm,
         _kvm: m.kvm,
@@ -206,8 +210,48 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     })
 }
 
+/// vCPUs 1.. of `cfg.vcpus`, stopped: each with its own CPUID (the Xen
+/// leaves name the vCPU, leaf 1 its initial APIC id), the MMIO bus and,
+/// for a PVH guest, a callback line of its own.
+fn create_secondary_vcpus(
+    cfg: &VmConfig,
+    m: &Machine,
+    pvh: bool,
+    virtio: &Arc<VirtioBus>,
+    platform: &KvmPlatform,
+) -> Result<Vec<Vcpu>, VmmError> {
+    if cfg.vcpus <= 1 {
+        return Ok(Vec::new());
+    }
+    let supported =
+        m.kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("get_supported_cpuid"))?;
+    (1..cfg.vcpus)
+        .map(|id| {
+            let mut cpuid = match pvh {
+                true => crate::pvh::cpuid::install(&supported, id, GUEST_DOMID.into())
+                    .map_err(|_| VmmError::MissingCap("CPUID entries"))?,
+                false => supported.clone(),
+            };
+            for e in cpuid.as_mut_slice().iter_mut().filter(|e| e.function == 1) {
+                e.ebx = (e.ebx & 0x00ff_ffff) | (id << 24);
+            }
+            let mut v = Vcpu::new_secondary(&m.vm, id, &cpuid, cfg.console.clone(), pvh)?;
+            v.attach_mmio(virtio.clone());
+            if pvh {
+                // The callback vector reaches this vCPU as on vCPU 0.
+                crate::pvh::callback::virtual_wire(v.fd_mut()).map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
+                v.attach_callback(platform.add_secondary_line());
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
 /// Checks the memory size, the image, the paging mode and the devices.
 fn check_input(cfg: &VmConfig) -> Result<Input, VmmError> {
+    if !(1..=crate::vm::MAX_VCPUS).contains(&cfg.vcpus) {
+        return Err(VmmError::BadVcpus(cfg.vcpus));
+    }
     let mem_bytes = check_mem_size(&format!("{}", cfg.mem_bytes), cfg.mem_bytes)?;
     let (name, bytes) = read_kernel(&cfg.kernel)?;
     if xen_domain::mmu::mode_name(cfg.paging) == "unknown" {

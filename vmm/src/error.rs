@@ -109,6 +109,9 @@ pub enum VmmError {
     /// The paging mode is not one of `paging_mode`.
     #[error("unknown paging mode {0}: use native, trapped or pv")]
     BadPagingMode(u32),
+    /// The vCPU count is out of range.
+    #[error("{0} vCPUs: give --vcpus between 1 and 32")]
+    BadVcpus(u32),
     /// A `--disk` could not be used.
     #[error(transparent)]
     Disk(#[from] backend::block::DiskError),

@@ -159,6 +159,8 @@ pub struct KvmPlatform {
     slots: Mutex<SlotLayout>,
     /// The PVH callback-vector line of vCPU 0 (the vCPU thread injects it).
     pub callback: Arc<CallbackLine>,
+    /// The callback lines of vCPUs 1.. (index `vcpu - 1`).
+    secondary: Mutex<Vec<Arc<CallbackLine>>>,
 }
 
 impl std::fmt::Debug for KvmPlatform {
@@ -176,11 +178,34 @@ impl KvmPlatform {
         routes.install(&vm).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(VmmError::kvm("KVM_IRQFD"))?;
         let slots = Mutex::new(SlotLayout::new(&ram));
-        Ok(KvmPlatform { vm, ram, upcall, routes: Mutex::new(routes), slots, callback: Arc::default() })
+        Ok(KvmPlatform {
+            vm,
+            ram,
+            upcall,
+            routes: Mutex::new(routes),
+            slots,
+            callback: Arc::default(),
+            secondary: Mutex::default(),
+        })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, SlotLayout> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A callback line for the next secondary vCPU (the builder calls
+    /// this for vCPUs 1, 2, .. in order), with the domain's vector.
+    pub fn add_secondary_line(&self) -> Arc<CallbackLine> {
+        let line = Arc::new(CallbackLine::default());
+        if let Some(v) = self.callback.vector() {
+            line.set_vector(v);
+        }
+        self.secondary_lines().push(line.clone());
+        line
+    }
+
+    fn secondary_lines(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CallbackLine>>> {
+        self.secondary.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -203,8 +228,15 @@ impl KvmPlatform {
 }
 
 impl Platform for KvmPlatform {
-    fn raise_upcall(&self, _vcpu: u32) {
-        if self.callback.vector().is_some() {
+    fn raise_upcall(&self, vcpu: u32) {
+        if vcpu != 0 {
+            // vCPUs 1..: the callback vector only (the upcall-vector MSI
+            // route targets vCPU 0's APIC; per-vCPU routes: issue 19).
+            match self.secondary_lines().get(vcpu as usize - 1) {
+                Some(line) if line.vector().is_some() => line.raise(),
+                _ => tracing::debug!(vcpu, "no callback vector on this vCPU: upcall left pending"),
+            }
+        } else if self.callback.vector().is_some() {
             self.callback.raise();
         } else if let Err(e) = self.upcall.write(1) {
             tracing::warn!("cannot signal the upcall irqfd: {e}");
@@ -267,7 +299,9 @@ impl Platform for KvmPlatform {
     }
 
     fn set_callback_vector(&self, vector: u8) {
+        // `HVM_PARAM_CALLBACK_IRQ` is per domain: every vCPU's line.
         self.callback.set_vector(vector);
+        self.secondary_lines().iter().for_each(|l| l.set_vector(vector));
     }
 }
 

@@ -21,6 +21,7 @@ pub mod kvm_stats;
 pub mod memory;
 pub mod pvh;
 pub mod seccomp;
+mod smp;
 pub mod stats;
 pub mod store_nodes;
 pub mod uart;

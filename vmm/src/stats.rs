@@ -125,6 +125,31 @@ impl ExitMetrics {
         bucket(nr).map_or(self.other_hypercalls, |i| self.hypercalls[i])
     }
 
+    /// Adds `other`'s counts to these (totals over vCPUs); KVM's counters
+    /// add where both have them.
+    pub fn add(&mut self, other: &ExitMetrics) {
+        self.exits.iter_mut().zip(other.exits).for_each(|(a, b)| *a += b);
+        self.hypercalls.iter_mut().zip(other.hypercalls).for_each(|(a, b)| *a += b);
+        self.other_hypercalls += other.other_hypercalls;
+        let sum = |a: Option<u64>, b: Option<u64>| Some(a? + b.unwrap_or(0));
+        self.guest_instructions = sum(self.guest_instructions, other.guest_instructions);
+        self.kvm_exits = sum(self.kvm_exits, other.kvm_exits);
+    }
+
+    /// One line for `--stats`' per-vCPU part: exits, hypercalls, KVM's
+    /// exits and guest instructions where known.
+    pub fn summary(&self) -> String {
+        let hypercalls: u64 = self.hypercalls.iter().sum::<u64>() + self.other_hypercalls;
+        let mut line = format!("exits={} hypercalls={hypercalls}", self.total_exits());
+        if let Some(n) = self.kvm_exits {
+            line += &format!(" kvm_exits={n}");
+        }
+        if let Some(n) = self.guest_instructions {
+            line += &format!(" guest_instructions={n}");
+        }
+        line
+    }
+
     /// Hypercalls with a number of [`HYPERCALL_BUCKETS`] or more.
     pub fn other_hypercalls(&self) -> u64 {
         self.other_hypercalls
@@ -162,6 +187,23 @@ impl fmt::Display for ExitMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_vcpu_counters_add_up_to_the_totals() {
+        let mut a = ExitMetrics { guest_instructions: Some(10), ..Default::default() };
+        a.exit(ExitKind::Hypercall);
+        a.hypercall(24);
+        let mut b = ExitMetrics { guest_instructions: Some(5), ..Default::default() };
+        b.exit(ExitKind::Hypercall);
+        b.exit(ExitKind::Mmio);
+        b.hypercall(24);
+        b.hypercall(9999);
+        assert_eq!(b.summary(), "exits=2 hypercalls=2 guest_instructions=5");
+        a.add(&b);
+        assert_eq!((a.total_exits(), a.hypercalls(24), a.other_hypercalls()), (3, 2, 1));
+        assert_eq!(a.guest_instructions, Some(15));
+        assert_eq!(a.summary(), "exits=3 hypercalls=3 guest_instructions=15");
+    }
 
     #[test]
     fn distinct_guest_numbers_do_not_grow_the_counters() {

@@ -16,13 +16,16 @@ use crate::stats::{ExitKind, ExitMetrics};
 use crate::uart::{self, Uart};
 use crate::virtio_mmio_bus::VirtioBus;
 use crate::watchdog::{StopCause, Watchdog};
+use kvm_bindings::CpuId;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pv_abi::hypercall::sched_op::SHUTDOWN_CRASH;
 use pv_abi::hypercall::{DOORBELL_PORT, HYPERCALL_PORT};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xen_domain::domain::Domain;
+use xen_domain::hvm_context::{Segment, VcpuContext};
 use xen_domain::hypercall::{HypercallRegs, HypercallTable};
 use xen_domain::mmu as paging;
 use xen_domain::sched_op::XenShutdown;
@@ -323,7 +326,109 @@ impl ExitHandlers {
     }
 }
 
-/// The guest's one vCPU.
+/// How [`Vcpu::run_until`] ended.
+pub(crate) enum Ended {
+    /// The run is over.
+    Outcome(Outcome),
+    /// The vCPU was taken down (`VCPUOP_down`): park until it is up.
+    Parked,
+    /// Another vCPU thread ended the run.
+    Stopped,
+}
+
+/// The domain as a vCPU thread reaches it: owned by the one vCPU, or
+/// behind the domain lock shared by all vCPU threads (`crate::smp`).
+pub(crate) trait DomAccess {
+    /// Runs `f` on the domain (under its lock, if shared).
+    fn with<R>(&mut self, f: impl FnOnce(&mut Domain) -> R) -> R;
+}
+
+impl DomAccess for Domain {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Domain) -> R) -> R {
+        f(self)
+    }
+}
+
+impl DomAccess for &Mutex<&mut Domain> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Domain) -> R) -> R {
+        // A vCPU thread that panicked mid-hypercall ends the process
+        // (panic = abort in release); in tests, carry on with the state.
+        let mut d = self.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut d)
+    }
+}
+
+/// What [`Outcome`] a watchdog that stopped the run means.
+pub(crate) fn watchdog_outcome(w: &Watchdog) -> Outcome {
+    match w.cause() {
+        Some(StopCause::Signal(signal)) => Outcome::Stopped { signal, forced: w.forced() },
+        _ => Outcome::Timeout,
+    }
+}
+
+/// A Xen segment (`struct segment_register`'s packed attributes) as KVM's.
+fn kvm_segment(s: Segment) -> kvm_bindings::kvm_segment {
+    let limit = if s.g() { (s.limit << 12) | 0xfff } else { s.limit };
+    kvm_bindings::kvm_segment {
+        base: s.base,
+        limit,
+        selector: 0,
+        type_: s.type_(),
+        present: s.p().into(),
+        dpl: s.dpl() as u8,
+        db: s.db().into(),
+        s: s.code_or_data().into(),
+        l: s.l().into(),
+        g: s.g().into(),
+        avl: s.avl().into(),
+        unusable: (!s.p()).into(),
+        padding: 0,
+    }
+}
+
+/// The vCPU thread and its `kvm_run.immediate_exit` byte while it runs.
+struct KickTarget {
+    thread: libc::pthread_t,
+    immediate_exit: *mut u8,
+}
+
+// SAFETY: the pointer is only dereferenced under the kicker's mutex while
+// the vCPU thread is inside `Vcpu::run_until` (it clears the target before
+// the `kvm_run` mapping can go away); the thread id is plain data.
+unsafe impl Send for KickTarget {}
+
+/// Interrupts one vCPU thread in `KVM_RUN` (`immediate_exit` plus the
+/// kick signal, as QEMU does); the thread looks at its flags next.
+#[derive(Default)]
+pub(crate) struct Kicker {
+    target: Mutex<Option<KickTarget>>,
+}
+
+impl Kicker {
+    /// Called by the vCPU thread when it starts (`Some`) and stops (`None`) running.
+    fn set_target(&self, immediate_exit: Option<*mut u8>) {
+        let mut t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: `pthread_self` has no preconditions.
+        *t = immediate_exit.map(|p| KickTarget { thread: unsafe { libc::pthread_self() }, immediate_exit: p });
+    }
+
+    /// Makes the vCPU leave (or not enter) the guest; a no-op while it is
+    /// parked.
+    pub(crate) fn kick(&self) {
+        let t = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.as_ref() {
+            // SAFETY: `immediate_exit` points into the running vCPU's
+            // `kvm_run` page (see `KickTarget`); a one-byte atomic store
+            // is what KVM expects from another thread.
+            unsafe { AtomicU8::from_ptr(t.immediate_exit) }.store(1, Ordering::SeqCst);
+            // SAFETY: signals a live thread of this process (the vCPU
+            // thread, which installed a no-op handler for the kick signal).
+            unsafe { libc::pthread_kill(t.thread, crate::watchdog::kick_signal()) };
+        }
+    }
+}
+
+/// One vCPU of the guest.
 pub struct Vcpu {
     fd: VcpuFd,
     hypercalls: HypercallTable,
@@ -333,6 +438,11 @@ pub struct Vcpu {
     callback: Option<Arc<CallbackLine>>,
     /// Pause, destroy and stats requests from the API ([`crate::control`]).
     control: Option<Arc<VmControl>>,
+    /// The vCPU id (Xen's `vcpu_id`, KVM's vCPU and APIC id).
+    id: u32,
+    /// Interrupts this vCPU's thread in the guest (other vCPUs'
+    /// `VCPUOP_down`, the end of the run).
+    kicker: Arc<Kicker>,
 }
 
 impl Vcpu {
@@ -355,6 +465,34 @@ impl Vcpu {
             kvm_stats,
             callback: None,
             control: None,
+            id: 0,
+            kicker: Arc::default(),
+        })
+    }
+
+    /// Creates secondary vCPU `id` (stopped until `VCPUOP_up`): `cpuid`,
+    /// runnable for KVM (no INIT/SIPI: the VMM loads its state), registers
+    /// exchanged through sync regs (`sregs` too for a PVH guest, whose
+    /// hypercalls read the mode from them).
+    pub fn new_secondary(vm: &VmFd, id: u32, cpuid: &CpuId, console: ConsoleOut, pvh: bool) -> Result<Vcpu, VmmError> {
+        let mut fd = vm.create_vcpu(id.into()).map_err(VmmError::kvm("create_vcpu"))?;
+        fd.set_cpuid2(cpuid).map_err(VmmError::kvm("set_cpuid2"))?;
+        let runnable = kvm_bindings::kvm_mp_state { mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE };
+        fd.set_mp_state(runnable).map_err(VmmError::kvm("set_mp_state"))?;
+        fd.set_sync_valid_reg(SyncReg::Register);
+        if pvh {
+            fd.set_sync_valid_reg(SyncReg::SystemRegister);
+        }
+        let kvm_stats = KvmStats::open(&fd);
+        Ok(Vcpu {
+            fd,
+            hypercalls: HypercallTable::default(),
+            exits: ExitHandlers { stats: ExitMetrics::default(), uart: Uart::new(console), mmio: Arc::default() },
+            kvm_stats,
+            callback: None,
+            control: None,
+            id,
+            kicker: Arc::default(),
         })
     }
 
@@ -373,7 +511,7 @@ impl Vcpu {
     fn control_stats(&self, dom: &Domain) -> VcpuStats {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let ev = &dom.evtchn.counters;
-        VcpuStats { id: 0, exits: self.stats(), evtchn: [load(&ev.sends), load(&ev.notifies), load(&ev.upcalls)] }
+        VcpuStats { id: self.id, exits: self.stats(), evtchn: [load(&ev.sends), load(&ev.notifies), load(&ev.upcalls)] }
     }
 
     /// Routes MMIO exits inside `bus`'s register blocks to it.
@@ -401,62 +539,102 @@ impl Vcpu {
         self.kvm_stats.as_ref()
     }
 
-    /// Runs the guest until it shuts down, fails, or `watchdog` expires.
+    /// Runs the guest until it shuts down, fails, or `watchdog` expires
+    /// (the one-vCPU path: no lock around the domain).
     pub fn run(&mut self, dom: &mut Domain, watchdog: Option<&Watchdog>) -> Result<Outcome, VmmError> {
-        // A PVH guest's callback vector kicks this thread (pvh::callback).
+        let stop = AtomicBool::new(false);
+        loop {
+            match self.run_until(dom, watchdog, &stop)? {
+                Ended::Outcome(o) => return Ok(o),
+                // vCPU 0 alone is never down (`VCPUOP_down` of the last
+                // vCPU shuts the domain down instead); nothing stops it.
+                Ended::Parked | Ended::Stopped => continue,
+            }
+        }
+    }
+
+    /// Runs the guest until the run ends ([`Ended::Outcome`]), this vCPU
+    /// is taken down ([`Ended::Parked`]) or `stop` is set by another vCPU
+    /// thread ([`Ended::Stopped`]). `dom` is the domain or its lock.
+    pub(crate) fn run_until<D: DomAccess>(
+        &mut self,
+        dom: &mut D,
+        watchdog: Option<&Watchdog>,
+        stop: &AtomicBool,
+    ) -> Result<Ended, VmmError> {
+        // A PVH guest's callback vector and the other vCPUs kick this
+        // thread (pvh::callback, `Kicker`).
+        crate::watchdog::install_handler();
         let line = self.callback.clone();
+        let immediate_exit = &mut self.fd.get_kvm_run().immediate_exit as *mut u8;
+        self.kicker.set_target(Some(immediate_exit));
         if let Some(line) = &line {
-            crate::watchdog::install_handler();
-            line.set_target(Some(&mut self.fd.get_kvm_run().immediate_exit as *mut u8));
+            line.set_target(Some(immediate_exit));
         }
+        let vcpus = dom.with(|d| d.vcpus.clone());
         let control = self.control.clone();
-        // vCPU 0: the only one this loop runs (`VmControl` takes each
-        // vCPU's id, for SMP).
         if let Some(c) = &control {
-            c.attach(0);
+            c.attach(self.id);
         }
-        let outcome = loop {
-            if let Some(w) = watchdog.filter(|w| w.expired()) {
-                break Ok(match w.cause() {
-                    Some(StopCause::Signal(signal)) => Outcome::Stopped { signal, forced: w.forced() },
-                    _ => Outcome::Timeout,
-                });
-            }
-            if let Some(c) = control.as_ref().filter(|c| c.pending()) {
-                let stop = || watchdog.is_some_and(Watchdog::expired);
-                if let Served::Destroy(d) = c.serve(0, || self.control_stats(dom), stop) {
-                    break Ok(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace });
-                }
-                continue;
-            }
+        let ended = loop {
+            // Cleared before the checks: a kick after them makes KVM_RUN
+            // return at once instead of being lost.
+            self.fd.get_kvm_run().immediate_exit = 0;
             if let Some(line) = &line {
                 line.before_run(&mut self.fd);
             }
+            if let Some(w) = watchdog.filter(|w| w.expired()) {
+                break Ok(Ended::Outcome(watchdog_outcome(w)));
+            }
+            if stop.load(Ordering::SeqCst) {
+                break Ok(Ended::Stopped);
+            }
+            if let Some(c) = control.as_ref().filter(|c| c.pending()) {
+                let halt = || watchdog.is_some_and(Watchdog::expired) || stop.load(Ordering::SeqCst);
+                let stats = dom.with(|d| self.control_stats(d));
+                if let Served::Destroy(d) = c.serve(self.id, || stats.clone(), halt) {
+                    break Ok(Ended::Outcome(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace }));
+                }
+                continue;
+            }
+            if self.id != 0 && vcpus.is_down(self.id) {
+                break Ok(Ended::Parked);
+            }
             match self.run_once(dom) {
                 // A domain watchdog (`SCHEDOP_watchdog`) expired.
-                Ok(None) if xen_domain::sched_op::watchdog_expired(dom) => {
-                    break Ok(Outcome::XenShutdown { reason: dom.shutdown.map_or(0, |s| s.reason) })
+                Ok(None) if dom.with(xen_domain::sched_op::watchdog_expired) => {
+                    let reason = dom.with(|d| d.shutdown.map_or(0, |s| s.reason));
+                    break Ok(Ended::Outcome(Outcome::XenShutdown { reason }));
                 }
                 Ok(None) => {}
-                Ok(Some(outcome)) => break Ok(outcome),
+                Ok(Some(outcome)) => break Ok(Ended::Outcome(outcome)),
                 Err(e) => break Err(e),
             }
+            if self.id == 0 && vcpus.is_down(0) {
+                break Ok(Ended::Parked);
+            }
         };
+        self.kicker.set_target(None);
         if let Some(line) = &line {
             line.set_target(None);
         }
         if let Some(c) = &control {
-            c.detach(0);
+            c.detach(self.id);
         }
-        outcome
+        ended
     }
 
     /// Enters the guest once and handles the exit; `Some` when the run ends.
-    fn run_once(&mut self, dom: &mut Domain) -> Result<Option<Outcome>, VmmError> {
+    fn run_once<D: DomAccess>(&mut self, dom: &mut D) -> Result<Option<Outcome>, VmmError> {
+        let id = self.id;
+        let exits = &mut self.exits;
         let step = match self.fd.run() {
-            Ok(exit) => self.exits.handle(dom, exit),
+            Ok(exit) => dom.with(|d| {
+                d.current = id;
+                exits.handle(d, exit)
+            }),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                self.exits.stats.exit(ExitKind::Interrupted);
+                exits.stats.exit(ExitKind::Interrupted);
                 Step::Continue
             }
             Err(e) => return Err(VmmError::Kvm { what: "KVM_RUN", source: e }),
@@ -465,22 +643,69 @@ impl Vcpu {
             Step::Continue => Ok(None),
             Step::TripleFault => Ok(Some(Outcome::TripleFault { rip: self.rip() })),
             Step::Failed(kind) => {
-                let failure = self.failure(kind, dom);
+                let failure = dom.with(|d| self.failure(kind, d));
                 Ok(Some(Outcome::InternalError { failure, rip: self.rip() }))
             }
             Step::Hypercall => {
                 self.exits.stats.exit(ExitKind::Hypercall);
-                self.do_hypercall(dom);
-                if let Some(cr3) = dom.paging.pending_cr3.take() {
+                let (cr3, shutdown, xen, wait) = dom.with(|d| {
+                    d.current = id;
+                    self.do_hypercall(d);
+                    (d.paging.pending_cr3.take(), d.shutdown, d.pvh.is_some(), d.deferred_wait.take())
+                });
+                if let Some(cr3) = cr3 {
                     self.load_cr3(cr3)?;
                 }
-                let xen = dom.pvh.is_some();
-                Ok(dom.shutdown.map(|s| match xen {
+                // `SCHEDOP_block`/`poll` with several vCPUs: wait here,
+                // without the domain lock (`Domain::defer_waits`).
+                if let Some(w) = wait {
+                    w.wait();
+                }
+                Ok(shutdown.map(|s| match xen {
                     true => Outcome::XenShutdown { reason: s.reason },
                     false => Outcome::Shutdown { reason: s.reason, code: s.code },
                 }))
             }
         }
+    }
+
+    /// Loads the register state `VCPUOP_initialise` gave (Xen's
+    /// `arch_set_info_hvm_guest`: general registers, control registers,
+    /// EFER and the five segments, selectors 0; GDTR and IDTR untouched).
+    pub(crate) fn load_context(&mut self, c: &VcpuContext) -> Result<(), VmmError> {
+        let mut sregs = self.fd.get_sregs().map_err(VmmError::kvm("get_sregs"))?;
+        sregs.cs = kvm_segment(c.cs);
+        sregs.ds = kvm_segment(c.ds);
+        sregs.ss = kvm_segment(c.ss);
+        sregs.es = kvm_segment(c.es);
+        sregs.tr = kvm_segment(c.tr);
+        (sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer) = (c.cr0, c.cr3, c.cr4, c.efer);
+        self.fd.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
+        let [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi] = c.gprs;
+        let regs = kvm_bindings::kvm_regs {
+            rax,
+            rcx,
+            rdx,
+            rbx,
+            rsp,
+            rbp,
+            rsi,
+            rdi,
+            rip: c.rip,
+            rflags: c.rflags,
+            ..Default::default()
+        };
+        self.fd.set_regs(&regs).map_err(VmmError::kvm("set_regs"))
+    }
+
+    /// This vCPU's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// What interrupts this vCPU's thread in the guest.
+    pub(crate) fn kicker(&self) -> Arc<Kicker> {
+        self.kicker.clone()
     }
 
     /// Benchmark support: runs the vCPU for `n` exits that must all be
@@ -506,6 +731,7 @@ impl Vcpu {
     fn do_hypercall(&mut self, dom: &mut Domain) {
         // A PVH guest may call from 32-bit code: Xen's 32-bit convention.
         dom.compat = dom.pvh.is_some() && !crate::pvh::long_mode(&self.fd.sync_regs().sregs);
+        dom.current = self.id;
         let r = &self.fd.sync_regs_mut().regs;
         let mut hr = HypercallRegs {
             rax: r.rax,

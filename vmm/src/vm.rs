@@ -53,7 +53,12 @@ pub struct VmConfig {
     /// ([`crate::device_spec`]). Xen disks without a `vdev` are
     /// `device/vbd/<vdev>` with [`vbd_vdev`] numbering.
     pub devices: Vec<DeviceSpec>,
+    /// vCPUs (1..=[`MAX_VCPUS`]): vCPU 0 runs from the entry, the others
+    /// start stopped until the guest brings them up (`VCPUOP_up`).
+    pub vcpus: u32,
 }
+
+pub use xen_domain::vcpus::MAX_VCPUS;
 
 pub use backend::block::vbd_vdev;
 
@@ -73,6 +78,7 @@ impl VmConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             paging: paging_mode::NATIVE,
             devices: Vec::new(),
+            vcpus: 1,
         }
     }
 }
@@ -81,6 +87,8 @@ impl VmConfig {
 pub struct Vm {
     // Field order matters for drop: vCPU and VM fds close before RAM unmaps.
     pub(crate) vcpu: Vcpu,
+    /// vCPUs 1.. (stopped until the guest brings them up).
+    pub(crate) aps: Vec<Vcpu>,
     pub(crate) devices: Vec<DeviceThread>,
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _kvm: Kvm,
@@ -105,14 +113,28 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Exit counters, with KVM's own counters refreshed.
+    /// Exit counters of every vCPU together, with KVM's own counters
+    /// refreshed.
     pub fn stats(&self) -> ExitMetrics {
-        self.vcpu.stats()
+        let mut total = self.vcpu.stats();
+        for ap in &self.aps {
+            total.add(&ap.stats());
+        }
+        total
     }
 
-    /// Lets `control` pause, resume, destroy and read this VM's vCPU while
-    /// it runs ([`crate::control`]).
+    /// Each vCPU's exit counters, vCPU 0 first.
+    pub fn vcpu_stats(&self) -> Vec<ExitMetrics> {
+        std::iter::once(&self.vcpu).chain(&self.aps).map(Vcpu::stats).collect()
+    }
+
+    /// Lets `control` pause, resume, destroy and read this VM's vCPUs
+    /// while they run ([`crate::control`]); each attaches by its id while
+    /// it is up.
     pub fn attach_control(&mut self, control: Arc<crate::control::VmControl>) {
+        for ap in &mut self.aps {
+            ap.attach_control(control.clone());
+        }
         self.vcpu.attach_control(control);
     }
 
@@ -132,9 +154,13 @@ impl Vm {
             }
         };
         let watchdog = Watchdog::arm(self.timeout, self.shutdown_grace, Box::new(ask));
-        // The vCPU thread's filter, before the guest runs (`seccomp`).
-        crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)?;
-        let mut outcome = self.vcpu.run(&mut self.dom, Some(&watchdog));
+        let mut outcome = if self.aps.is_empty() {
+            // The vCPU thread's filter, before the guest runs (`seccomp`).
+            crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu)?;
+            self.vcpu.run(&mut self.dom, Some(&watchdog))
+        } else {
+            crate::smp::run(&mut self.vcpu, &mut self.aps, &mut self.dom, &watchdog)
+        };
         // A guest that powered off only because the time limit asked it to
         // still missed the limit.
         if watchdog.cause() == Some(crate::watchdog::StopCause::Timeout) {

@@ -10,8 +10,10 @@ use crate::guest_memory::GuestRam;
 use crate::mmu::validator::PagingState;
 use crate::preempt::WORK_PER_EXIT;
 use crate::pvh::PvhState;
+use crate::vcpus::VcpuSet;
 use pv_abi::hypercall::xen_version;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A hypercall's outcome: the value for `rax`, or a positive errno.
 pub type HcResult = Result<u64, i64>;
@@ -23,6 +25,41 @@ pub struct Shutdown {
     pub reason: u32,
     /// Exit status the guest chose.
     pub code: u32,
+}
+
+/// A wait a handler left to the vCPU loop, to be done after the domain
+/// lock is released (several vCPUs: `Domain::defer_waits`): until
+/// `woken`, `deadline` or `cap` (`sched_op`'s `MAX_POLL_WAIT` from when
+/// it was made).
+pub struct DeferredWait {
+    woken: Box<dyn Fn() -> bool + Send>,
+    deadline: Option<Instant>,
+    cap: Instant,
+}
+
+impl std::fmt::Debug for DeferredWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredWait").field("deadline", &self.deadline).field("cap", &self.cap).finish()
+    }
+}
+
+impl DeferredWait {
+    /// A wait until `woken`, `deadline` or `cap`.
+    pub fn new(woken: Box<dyn Fn() -> bool + Send>, deadline: Option<Instant>, cap: Instant) -> Self {
+        DeferredWait { woken, deadline, cap }
+    }
+
+    /// Sleeps until the condition holds, the deadline or the cap passes.
+    pub fn wait(&self) {
+        while !(self.woken)() {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) || now >= self.cap {
+                return;
+            }
+            // The step `SCHEDOP_poll`/`block` wait with (`sched_op`).
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
 }
 
 /// One PV domain (the VMM itself is domain 0; this is the guest).
@@ -55,6 +92,18 @@ pub struct Domain {
     /// Set by a handler that stopped early: the arguments to re-enter the
     /// same hypercall with (`preempt`).
     pub continuation: Option<[u64; 5]>,
+    /// The domain's vCPUs (`VCPUOP_initialise`/`up`/`down`; shared with
+    /// the VMM's vCPU threads).
+    pub vcpus: Arc<VcpuSet>,
+    /// The vCPU making the current hypercall (Xen's `current`), set by
+    /// the vCPU loop before each dispatch.
+    pub current: u32,
+    /// `SCHEDOP_block`/`poll` leave their wait to the vCPU loop
+    /// ([`deferred_wait`](Self::deferred_wait)), which does it without
+    /// the domain lock (set while several vCPUs run).
+    pub defer_waits: bool,
+    /// The wait a handler left (`defer_waits`).
+    pub deferred_wait: Option<DeferredWait>,
 }
 
 impl Domain {
@@ -79,6 +128,10 @@ impl Domain {
             compat: false,
             work_left: WORK_PER_EXIT,
             continuation: None,
+            vcpus: Arc::new(VcpuSet::new(1)),
+            current: 0,
+            defer_waits: false,
+            deferred_wait: None,
         }
     }
 

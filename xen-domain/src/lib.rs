@@ -17,6 +17,7 @@
 //! Module order, low to high (no module imports one above it):
 //! `domid`, `guest_memory`, `console`, `platform`, `time`, `event_channel`,
 //! `grant_table::mapper`, `mmu::validator`, `timer`, `pvh`, `preempt`,
+//! `hvm_context`, `vcpus`,
 //! `domain`, then the handlers, then `hypercall`, and `fake` (tests) on top.
 
 pub mod console;
@@ -28,6 +29,7 @@ pub mod event_channel;
 pub mod fake;
 pub mod grant_table;
 pub mod guest_memory;
+pub mod hvm_context;
 pub mod hvm_op;
 pub mod hypercall;
 pub mod memory_op;
@@ -41,4 +43,5 @@ pub mod time;
 pub mod timer;
 pub mod toolstack_op;
 pub mod vcpu_op;
+pub mod vcpus;
 pub mod xen_version;

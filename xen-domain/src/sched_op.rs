@@ -9,7 +9,7 @@
 //! exit's work budget, so a multicall of polls continues after that entry
 //! in a new exit instead of blocking for every entry in one.
 
-use crate::domain::{Domain, HcResult, Shutdown};
+use crate::domain::{DeferredWait, Domain, HcResult, Shutdown};
 use pv_abi::errno::{EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH};
 use pv_abi::event_channel::MAX_PORTS;
 use pv_abi::hypercall::sched_op;
@@ -251,7 +251,9 @@ fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     }
     let pvh = dom.pvh.as_ref().ok_or(ENOSYS)?;
     let deadline = (timeout != 0).then(|| pvh.clock.boot + Duration::from_nanos(timeout));
-    let woken = |dom: &Domain| events_deliverable(dom) || ports.iter().any(|&p| dom.evtchn.is_pending(p));
+    let deliverable = events_deliverable(dom);
+    let ev = dom.evtchn.clone();
+    let woken = move || deliverable() || ports.iter().any(|&p| ev.is_pending(p));
     match wait(dom, deadline, woken) {
         Wait::Ready => {}
         Wait::Blocked => dom.work_left = 0,
@@ -272,9 +274,10 @@ fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 /// by the guest's handler and the re-entered block would miss it.
 fn block(dom: &mut Domain) -> HcResult {
     let Some(pvh) = dom.pvh.as_ref() else { return Err(ENOSYS) };
-    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64 + 1;
+    // The calling vCPU's `vcpu_info` (`current`).
+    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64 + 1;
     dom.ram.write_obj(mask_at, &0u8)?;
-    if wait(dom, None, events_deliverable) != Wait::Ready {
+    if wait(dom, None, events_deliverable(dom)) != Wait::Ready {
         dom.work_left = 0;
     }
     publish_clock(dom)?;
@@ -293,13 +296,23 @@ enum Wait {
 }
 
 /// Waits on the vCPU thread until `woken` or `deadline`, at most
-/// [`MAX_POLL_WAIT`].
-fn wait(dom: &Domain, deadline: Option<Instant>, woken: impl Fn(&Domain) -> bool) -> Wait {
-    let cap = Instant::now() + MAX_POLL_WAIT;
+/// [`MAX_POLL_WAIT`]. With [`Domain::defer_waits`] (several vCPUs share
+/// the domain lock) a wait that would sleep is handed to the vCPU loop
+/// instead ([`DeferredWait`]) and reported as [`Wait::Again`].
+fn wait(dom: &mut Domain, deadline: Option<Instant>, woken: impl Fn() -> bool + Send + 'static) -> Wait {
+    let start = Instant::now();
+    let cap = start + MAX_POLL_WAIT;
+    if dom.defer_waits {
+        if woken() || deadline.is_some_and(|d| start >= d) {
+            return Wait::Ready;
+        }
+        dom.deferred_wait = Some(DeferredWait::new(Box::new(woken), deadline, cap));
+        return Wait::Again;
+    }
     let mut waited = false;
     loop {
         let now = Instant::now();
-        if woken(dom) || deadline.is_some_and(|d| now >= d) {
+        if woken() || deadline.is_some_and(|d| now >= d) {
             return if waited { Wait::Blocked } else { Wait::Ready };
         }
         if now >= cap {
@@ -310,12 +323,16 @@ fn wait(dom: &Domain, deadline: Option<Instant>, woken: impl Fn(&Domain) -> bool
     }
 }
 
-/// Xen's `local_events_need_delivery()`: vCPU 0's `evtchn_upcall_pending`
-/// is set and its `evtchn_upcall_mask` clear.
-fn events_deliverable(dom: &Domain) -> bool {
-    let Some(pvh) = dom.pvh.as_ref() else { return false };
-    let at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(0) as u64;
-    matches!(dom.ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0)
+/// Xen's `local_events_need_delivery()` for the calling vCPU, as a check
+/// that needs no domain: its `evtchn_upcall_pending` is set and its
+/// `evtchn_upcall_mask` clear.
+fn events_deliverable(dom: &Domain) -> impl Fn() -> bool + Send + 'static {
+    let at = dom
+        .pvh
+        .as_ref()
+        .map(|p| p.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64);
+    let ram = dom.ram.clone();
+    move || at.is_some_and(|at| matches!(ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0))
 }
 
 /// Refreshes the pvclock in the shared-info page, if the guest placed it.
@@ -333,8 +350,9 @@ fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
 pub fn arm(dom: &mut Domain, ns: u64) -> Result<(), i64> {
     let pvh = dom.pvh.as_mut().ok_or(ENOSYS)?;
     let deadline = (ns != 0).then(|| pvh.clock.boot + Duration::from_nanos(ns));
+    // The calling vCPU's one-shot timer.
     if let Some(t) = &pvh.timer {
-        t.set(deadline);
+        t.set_for(dom.current, deadline);
     }
     publish_clock(dom)
 }
@@ -654,6 +672,43 @@ mod tests {
         upcall(&t, 0, 1);
         assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
         assert_eq!((t.get::<[u8; 2]>(si), t.dom.work_left), ([0, 0], 0));
+    }
+
+    /// With several vCPUs (`defer_waits`) `SCHEDOP_block`
+    /// (`vcpu_block_enable_events()`, `xen/common/sched/core.c`) and
+    /// `SCHEDOP_poll` (`do_poll()`) do not sleep in the handler, under the
+    /// domain lock: block returns 0 and leaves the wait to the vCPU loop,
+    /// which ends at the calling vCPU's next event; poll leaves the wait
+    /// and re-enters itself; nothing is deferred when an event is there.
+    #[test]
+    fn with_several_vcpus_block_and_poll_wait_outside_the_handler() {
+        let mut t = TestDomain::pvh();
+        t.dom.defer_waits = true;
+        t.dom.current = 1;
+        upcall(&t, 0, 1);
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        // vCPU 0's event does not wake vCPU 1.
+        t.dom.ram.write_obj(si, &[1u8, 0]).unwrap();
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        let w = t.dom.deferred_wait.take().expect("the wait is left to the vCPU loop");
+        assert_eq!(t.get::<[u8; 2]>(si + 64), [0, 0], "vCPU 1's mask cleared");
+        let ram = t.dom.ram.clone();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            ram.write_obj(si + 64, &1u8).unwrap();
+        });
+        w.wait();
+        waker.join().unwrap();
+        assert_eq!(t.get::<u8>(si + 64), 1, "woken by vCPU 1's event (or the 50 ms cap)");
+        // Pending for vCPU 1 now: no deferral.
+        assert_eq!(t.call(nr::SCHED_OP, [BLOCK, 0, 0, 0, 0]), 0);
+        assert!(t.dom.deferred_wait.is_none());
+        // A poll on a port that is not pending: deferred and continued.
+        t.dom.ram.write_obj(si + 64, &0u8).unwrap();
+        poll_arg(&t, &[5], 0);
+        assert_eq!(t.call(nr::SCHED_OP, [POLL, TEST_ARG, 0, 0, 0]), 0);
+        assert!(t.dom.deferred_wait.is_some());
+        assert!(t.dom.continuation.is_some() || t.dom.work_left == 0, "re-entered after the wait");
     }
 
     /// `do_set_timer_op()` (`xen/common/sched/core.c`): a negative timeout

@@ -1,9 +1,11 @@
-//! A PVH guest's timers: the one-shot timer (armed by `set_timer_op` and
-//! `VCPUOP_set_singleshot_timer`, [`crate::sched_op::arm`]) and the
-//! periodic timer (`VCPUOP_set_periodic_timer`), both on one thread that
-//! raises `VIRQ_TIMER` when a deadline passes, as Xen's `singleshot_timer`
-//! and `periodic_timer` of a vCPU do (`xen/common/sched/core.c`). It knows
-//! only the event channels, never the hypercall handlers.
+//! A PVH guest's timers, per vCPU: the one-shot timer (armed by
+//! `set_timer_op` and `VCPUOP_set_singleshot_timer`,
+//! [`crate::sched_op::arm`]) and the periodic timer
+//! (`VCPUOP_set_periodic_timer`) of every vCPU, all on one thread that
+//! raises that vCPU's `VIRQ_TIMER` when a deadline passes, as Xen's
+//! `singleshot_timer` and `periodic_timer` of a vCPU do
+//! (`xen/common/sched/core.c`). It knows only the event channels, never
+//! the hypercall handlers.
 
 use crate::event_channel::EventChannels;
 use pv_abi::hvm::VIRQ_TIMER;
@@ -11,11 +13,20 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
-struct State {
+use crate::vcpus::MAX_VCPUS;
+
+/// One vCPU's two timers.
+#[derive(Default, Clone)]
+struct VcpuTimer {
     deadline: Option<Instant>,
     /// The periodic timer: its period and next expiry.
     periodic: Option<(Duration, Instant)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Index: vCPU id (grown on first use, at most `MAX_VCPUS`).
+    vcpus: Vec<VcpuTimer>,
     /// The earliest domain-watchdog expiry (`SCHEDOP_watchdog`): the
     /// thread only kicks the vCPU then; the vCPU thread shuts down.
     watchdog: Option<Instant>,
@@ -23,9 +34,32 @@ struct State {
 }
 
 impl State {
+    /// vCPU `vcpu`'s timers (`None` beyond [`MAX_VCPUS`]).
+    fn vcpu(&mut self, vcpu: u32) -> Option<&mut VcpuTimer> {
+        if vcpu >= MAX_VCPUS {
+            return None;
+        }
+        if self.vcpus.len() <= vcpu as usize {
+            self.vcpus.resize(vcpu as usize + 1, VcpuTimer::default());
+        }
+        self.vcpus.get_mut(vcpu as usize)
+    }
+
+    /// The earliest expiry over all vCPUs and the domain watchdog.
+    fn next(&self) -> Option<Instant> {
+        self.vcpus.iter().filter_map(VcpuTimer::next).chain(self.watchdog).min()
+    }
+
+    /// The vCPUs whose `VIRQ_TIMER` is due at `now` (their expiries consumed).
+    fn expire(&mut self, now: Instant) -> Vec<u32> {
+        (0..self.vcpus.len() as u32).filter(|&v| self.vcpus[v as usize].expire(now)).collect()
+    }
+}
+
+impl VcpuTimer {
     /// The earlier of the two timers' next expiry.
     fn next(&self) -> Option<Instant> {
-        [self.deadline, self.periodic.map(|p| p.1), self.watchdog].into_iter().flatten().min()
+        [self.deadline, self.periodic.map(|p| p.1)].into_iter().flatten().min()
     }
 
     /// Consumes every expiry at or before `now`; whether `VIRQ_TIMER` is due.
@@ -89,15 +123,34 @@ impl Timer {
         cv.notify_all();
     }
 
-    /// Arms (or with `None` cancels) the one-shot timer.
+    /// Arms (or with `None` cancels) vCPU 0's one-shot timer.
     pub fn set(&self, deadline: Option<Instant>) {
-        self.update(|s| s.deadline = deadline);
+        self.set_for(0, deadline);
     }
 
-    /// Starts (or with `None` stops) the periodic timer; the first event
-    /// comes one period from now (Xen's `vcpu_set_periodic_timer`).
+    /// Arms (or with `None` cancels) vCPU `vcpu`'s one-shot timer.
+    pub fn set_for(&self, vcpu: u32, deadline: Option<Instant>) {
+        self.update(|s| {
+            if let Some(t) = s.vcpu(vcpu) {
+                t.deadline = deadline;
+            }
+        });
+    }
+
+    /// Starts (or with `None` stops) vCPU 0's periodic timer.
     pub fn set_periodic(&self, period: Option<Duration>) {
-        self.update(|s| s.periodic = period.map(|p| (p, Instant::now() + p)));
+        self.set_periodic_for(0, period);
+    }
+
+    /// Starts (or with `None` stops) vCPU `vcpu`'s periodic timer; the
+    /// first event comes one period from now (Xen's
+    /// `vcpu_set_periodic_timer`).
+    pub fn set_periodic_for(&self, vcpu: u32, period: Option<Duration>) {
+        self.update(|s| {
+            if let Some(t) = s.vcpu(vcpu) {
+                t.periodic = period.map(|p| (p, Instant::now() + p));
+            }
+        });
     }
 
     /// Sets (or with `None` clears) the earliest domain-watchdog expiry.
@@ -124,15 +177,18 @@ fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels, kick: Option<&(
             }
             continue;
         }
+        let fired = st.expire(now);
         st = match st.next() {
-            None => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
-            Some(_) if st.expire(now) => {
+            _ if !fired.is_empty() => {
                 drop(st);
-                if let Err(e) = evtchn.notify_virq(VIRQ_TIMER) {
-                    tracing::warn!("timer: cannot raise VIRQ_TIMER: {e}");
+                for vcpu in fired {
+                    if let Err(e) = evtchn.notify_vcpu_virq(VIRQ_TIMER, vcpu) {
+                        tracing::warn!(vcpu, "timer: cannot raise VIRQ_TIMER: {e}");
+                    }
                 }
                 m.lock().unwrap_or_else(|p| p.into_inner())
             }
+            None => cv.wait(st).unwrap_or_else(|p| p.into_inner()),
             Some(d) => cv.wait_timeout(st, d.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner()).0,
         };
     }
@@ -157,7 +213,7 @@ mod tests {
     fn missed_periods_collapse_into_one_event_and_one_shot_fires_once() {
         let t0 = Instant::now();
         let p = Duration::from_millis(10);
-        let mut s = State { deadline: Some(t0), periodic: Some((p, t0)), watchdog: None, stop: false };
+        let mut s = VcpuTimer { deadline: Some(t0), periodic: Some((p, t0)) };
         assert_eq!(s.next(), Some(t0));
         assert!(s.expire(t0 + 10 * p), "both due");
         assert_eq!(s.deadline, None, "the one-shot timer is spent");
@@ -189,5 +245,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(kicks.load(Ordering::SeqCst), 1);
         assert!(t.platform.upcalls() == 0, "no VIRQ_TIMER for a watchdog");
+    }
+
+    /// Per vCPU (`xen/common/sched/core.c`: each `struct vcpu` has its own
+    /// `singleshot_timer`): the one that is due fires, alone.
+    #[test]
+    fn each_vcpu_has_its_own_timers() {
+        let t0 = Instant::now();
+        let mut s = State::default();
+        s.vcpu(2).unwrap().deadline = Some(t0);
+        s.vcpu(1).unwrap().deadline = Some(t0 + Duration::from_secs(60));
+        assert!(s.vcpu(MAX_VCPUS).is_none());
+        assert_eq!(s.next(), Some(t0));
+        assert_eq!(s.expire(t0), vec![2]);
+        assert_eq!(s.next(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(s.expire(t0), Vec::<u32>::new());
     }
 }

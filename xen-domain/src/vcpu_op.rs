@@ -1,10 +1,14 @@
 //! `vcpu_op` (Xen's `xen/common/domain.c` `common_vcpu_op`,
-//! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`):
-//! the single-shot and periodic timers of vCPU 0, for PVH guests.
+//! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`),
+//! for PVH guests: bringing secondary vCPUs up and down
+//! (`VCPUOP_initialise` with a `vcpu_hvm_context`, `up`, `down`,
+//! `is_up`, over [`crate::vcpus::VcpuSet`]) and the single-shot and
+//! periodic timers (vCPU 0's only, so far).
 
 use crate::domain::{Domain, HcResult};
 use crate::sched_op::arm;
 use pv_abi::errno::{EINVAL, ENOENT, ENOSYS, ETIME};
+use pv_abi::hvm::vcpu_hvm::VcpuHvmContext;
 use pv_abi::hvm::VIRQ_TIMER;
 use pv_abi::hypercall::vcpu_op;
 use std::time::Duration;
@@ -20,11 +24,17 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     if dom.pvh.is_none() {
         return Err(ENOSYS);
     }
-    // `do_vcpu_op`: a vCPU the domain does not have (one vCPU here).
-    if a[1] != 0 {
+    // `do_vcpu_op`: a vCPU the domain does not have.
+    let Some(id) = u32::try_from(a[1]).ok().filter(|&id| id < dom.vcpus.count()) else {
         return Err(ENOENT);
-    }
+    };
     match a[0] {
+        vcpu_op::INITIALISE => initialise(dom, id, a[2]),
+        vcpu_op::UP => dom.vcpus.up(id).map(|()| 0),
+        vcpu_op::DOWN => down(dom, id),
+        vcpu_op::IS_UP => dom.vcpus.is_up(id).map(u64::from),
+        // `common_vcpu_op`: the single-shot timer is the caller's own.
+        vcpu_op::SET_SINGLESHOT_TIMER | vcpu_op::STOP_SINGLESHOT_TIMER if id != dom.current => Err(EINVAL),
         vcpu_op::SET_SINGLESHOT_TIMER => set_singleshot(dom, a[2]),
         vcpu_op::STOP_SINGLESHOT_TIMER => arm(dom, 0).map(|()| 0),
         vcpu_op::SET_PERIODIC_TIMER => {
@@ -34,15 +44,38 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&period) {
                 return Err(EINVAL);
             }
-            set_periodic(dom, Some(Duration::from_nanos(period)));
+            set_periodic(dom, id, Some(Duration::from_nanos(period)));
             Ok(0)
         }
         vcpu_op::STOP_PERIODIC_TIMER => {
-            set_periodic(dom, None);
+            set_periodic(dom, id, None);
             Ok(0)
         }
         _ => Err(ENOSYS),
     }
+}
+
+/// `VCPUOP_initialise` (`arch_initialise_vcpu`): reads the
+/// `vcpu_hvm_context` (`-EFAULT`), checks it (`-EINVAL`,
+/// `arch_set_info_hvm_guest`) and records it unless the vCPU is already
+/// initialised (`-EEXIST`; the check comes after the copy, as in Xen).
+fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
+    let ctx: VcpuHvmContext = dom.ram.read_obj(arg)?;
+    let state = crate::hvm_context::from_hvm_context(&ctx);
+    if dom.vcpus.is_initialised(id) {
+        return Err(pv_abi::errno::EEXIST);
+    }
+    dom.vcpus.initialise(id, state?).map(|()| 0)
+}
+
+/// `VCPUOP_down`: stops `id`, or, if it is the last vCPU up, shuts the
+/// domain down (`SHUTDOWN_poweroff`) and returns 0.
+fn down(dom: &mut Domain, id: u32) -> HcResult {
+    if dom.vcpus.down(id)? {
+        dom.shutdown =
+            Some(crate::domain::Shutdown { reason: pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF, code: 0 });
+    }
+    Ok(0)
 }
 
 /// `VCPUOP_set_singleshot_timer`: `{u64 timeout_abs_ns; u32 flags}`, 16
@@ -63,15 +96,16 @@ fn set_singleshot(dom: &mut Domain, arg: u64) -> HcResult {
     // `common_vcpu_op`: an expired deadline stops the timer and sends the
     // event now (`send_timer_event`).
     arm(dom, 0)?;
-    if let Err(e) = dom.evtchn.notify_virq(VIRQ_TIMER) {
+    if let Err(e) = dom.evtchn.notify_vcpu_virq(VIRQ_TIMER, dom.current) {
         tracing::debug!("vcpu_op: cannot raise VIRQ_TIMER: {e}");
     }
     Ok(0)
 }
 
-fn set_periodic(dom: &mut Domain, period: Option<Duration>) {
+/// vCPU `id`'s periodic timer (any vCPU may set another's, as in Xen).
+fn set_periodic(dom: &mut Domain, id: u32, period: Option<Duration>) {
     if let Some(t) = dom.pvh.as_ref().and_then(|p| p.timer.as_ref()) {
-        t.set_periodic(period);
+        t.set_periodic_for(id, period);
     }
 }
 
@@ -202,8 +236,101 @@ mod tests {
         let mut t = TestDomain::pvh();
         assert_eq!(t.call(nr::VCPU_OP, [STOP_PERIODIC_TIMER, 0, 0, 0, 0]), 0);
         assert_eq!(t.call(nr::VCPU_OP, [STOP_SINGLESHOT_TIMER, 0, 0, 0, 0]), 0);
-        for cmd in [0, 1, 11, u64::MAX] {
+        for cmd in [11, 99, u64::MAX] {
             assert_eq!(t.call(nr::VCPU_OP, [cmd, 0, TEST_ARG, 0, 0]), -ENOSYS, "cmd {cmd}");
         }
+    }
+
+    fn smp(n: u32) -> TestDomain {
+        let mut t = TestDomain::pvh();
+        t.dom.vcpus = std::sync::Arc::new(crate::vcpus::VcpuSet::new(n));
+        t
+    }
+
+    /// A 64-bit `vcpu_hvm_context` at `TEST_ARG` (`hvm_vcpu.h`).
+    fn put_ctx64(t: &TestDomain, rip: u64, cr0: u64) {
+        use pv_abi::hvm::vcpu_hvm::{VcpuHvmX86_64, MODE_64B};
+        let r = VcpuHvmX86_64 { rip, cr0, cr3: 0x1000, cr4: 1 << 5, efer: 1 << 8, ..Default::default() };
+        let mut regs = [0u64; 15];
+        regs[..14].copy_from_slice(&pv_abi::pod::from_bytes::<[u64; 14]>(pv_abi::pod::as_bytes(&r)).unwrap());
+        t.put(TEST_ARG, &VcpuHvmContext { mode: MODE_64B, pad: 0, cpu_regs: regs });
+    }
+
+    /// `common_vcpu_op` (`xen/common/domain.c`): each vCPU has its own
+    /// timers and `VIRQ_TIMER`; the single-shot timer of another vCPU is
+    /// `-EINVAL` (`v != current`), the periodic one may be set for any.
+    #[test]
+    fn timers_fire_on_the_vcpu_that_armed_them() {
+        let mut t = with_timer();
+        t.dom.vcpus = std::sync::Arc::new(crate::vcpus::VcpuSet::new(2));
+        t.dom.evtchn.set_vcpus(2);
+        let p0 = t.dom.evtchn.bind_virq(VIRQ_TIMER, 0).unwrap();
+        let p1 = t.dom.evtchn.bind_virq(VIRQ_TIMER, 1).unwrap();
+        t.dom.current = 1;
+        timer_arg(&t, 1, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [SET_SINGLESHOT_TIMER, 0, TEST_ARG, 0, 0]), -EINVAL, "not the caller");
+        assert_eq!(t.call(nr::VCPU_OP, [STOP_SINGLESHOT_TIMER, 0, 0, 0, 0]), -EINVAL);
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        timer_arg(&t, now + 2_000_000, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [SET_SINGLESHOT_TIMER, 1, TEST_ARG, 0, 0]), 0);
+        assert!(becomes_pending(&t, p1), "vCPU 1's VIRQ_TIMER");
+        assert!(!t.dom.evtchn.is_pending(p0), "not vCPU 0's");
+        // vCPU 0 starts vCPU 1's periodic timer... and vCPU 0 gets nothing.
+        t.dom.current = 0;
+        t.put(TEST_ARG, &MIN_PERIOD_NS);
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        t.dom.ram.write_obj(si + t.dom.evtchn.layout().pending as u64, &0u64).unwrap();
+        assert_eq!(t.call(nr::VCPU_OP, [SET_PERIODIC_TIMER, 1, TEST_ARG, 0, 0]), 0);
+        assert!(becomes_pending(&t, p1));
+        assert!(!t.dom.evtchn.is_pending(p0));
+        assert_eq!(t.call(nr::VCPU_OP, [STOP_PERIODIC_TIMER, 1, 0, 0, 0]), 0);
+    }
+
+    /// `common_vcpu_op` / `arch_initialise_vcpu` (`xen/common/domain.c`,
+    /// `xen/arch/x86/domain.c`): ids beyond the domain's vCPUs are
+    /// `-ENOENT`; up before initialise `-EINVAL`; a second initialise
+    /// `-EEXIST`; a bad context `-EINVAL` (`xen/arch/x86/hvm/domain.c`);
+    /// an unreadable one `-EFAULT`; `is_up` answers 0/1.
+    #[test]
+    fn initialise_up_is_up_and_their_refusals() {
+        use pv_abi::errno::{EEXIST, EFAULT};
+        use vcpu_op::{INITIALISE, IS_UP, UP};
+        let mut t = smp(2);
+        put_ctx64(&t, 0x10_0000, (1 << 31) | 1);
+        for (cmd, vcpu) in [(INITIALISE, 2), (UP, 2), (IS_UP, 32), (INITIALISE, u64::MAX), (IS_UP, 1 << 32)] {
+            assert_eq!(t.call(nr::VCPU_OP, [cmd, vcpu, TEST_ARG, 0, 0]), -ENOENT, "cmd {cmd} vcpu {vcpu}");
+        }
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 0, 0, 0, 0]), 1);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), -EINVAL, "not initialised");
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 0, TEST_ARG, 0, 0]), -EEXIST, "vCPU 0 runs");
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, crate::fake::TEST_RAM - 8, 0, 0]), -EFAULT);
+        put_ctx64(&t, 0x10_0000, 1);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), -EINVAL, "64-bit mode without CR0.PG");
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 0, "a refused context changes nothing");
+        put_ctx64(&t, 0x10_0000, (1 << 31) | 1);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), -EEXIST);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 0, "initialise leaves it down");
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 1);
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), 0, "up of a running vCPU is 0");
+    }
+
+    /// `common_vcpu_op` (`xen/common/domain.c`): `VCPUOP_down` stops a
+    /// vCPU; taking down the last running one is `SHUTDOWN_poweroff`.
+    #[test]
+    fn down_stops_a_vcpu_and_the_last_one_down_powers_off() {
+        use vcpu_op::{DOWN, INITIALISE, IS_UP, UP};
+        let mut t = smp(2);
+        put_ctx64(&t, 0x10_0000, (1 << 31) | 1);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [DOWN, 0, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 0, 0, 0, 0]), 0);
+        assert!(t.dom.shutdown.is_none(), "vCPU 1 still runs");
+        assert_eq!(t.call(nr::VCPU_OP, [DOWN, 1, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown.map(|s| s.reason), Some(pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF));
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 1, "the last vCPU stays up");
     }
 }

@@ -101,6 +101,12 @@ fn print_stats(vm: &Vm, outcome: &dyn std::fmt::Display, started: Instant) {
             ms(t - vm.created_at)
         );
     }
+    // One line per vCPU, then the totals over all of them.
+    let per_vcpu = vm.vcpu_stats();
+    for (i, v) in per_vcpu.iter().enumerate() {
+        eprintln!("vcpu{i}: {}", v.summary());
+    }
+    eprintln!("vcpus: {} (totals below)", per_vcpu.len());
     eprint!("{s}");
     let p = vm.dom.paging.counters;
     if p != Default::default() {

@@ -85,7 +85,7 @@ impl TwoLevel {
     /// whether the vCPU must be interrupted (a 0->1 edge of an unmasked
     /// port that also set the selector bit and `upcall_pending`). `None`:
     /// the port is beyond the bitmaps.
-    pub fn set_pending(&self, port: u32) -> Result<Option<bool>, BadGuestRange> {
+    pub fn set_pending(&self, port: u32, vcpu: u32) -> Result<Option<bool>, BadGuestRange> {
         let l = self.layout();
         let Some((word, bit)) = l.word_bit(port) else { return Ok(None) };
         let mask = 1u64 << bit;
@@ -93,7 +93,7 @@ impl TwoLevel {
         if was_pending & mask != 0 {
             return Ok(Some(false));
         }
-        self.raise_if_unmasked(l, word, mask).map(Some)
+        self.raise_if_unmasked(l, word, mask, vcpu).map(Some)
     }
 
     /// Xen's `evtchn_2l_clear_pending`: clears `port`'s pending bit (the
@@ -107,7 +107,7 @@ impl TwoLevel {
     /// Xen's `evtchn_2l_unmask`: clears the mask bit; an event that arrived
     /// while masked is delivered now (the return value as for
     /// [`set_pending`](Self::set_pending)).
-    pub fn unmask(&self, port: u32) -> Result<Option<bool>, BadGuestRange> {
+    pub fn unmask(&self, port: u32, vcpu: u32) -> Result<Option<bool>, BadGuestRange> {
         let l = self.layout();
         let Some((word, bit)) = l.word_bit(port) else { return Ok(None) };
         let mask = 1u64 << bit;
@@ -116,29 +116,37 @@ impl TwoLevel {
         if pending & mask == 0 {
             return Ok(Some(false));
         }
-        self.raise_if_unmasked(l, word, mask).map(Some)
+        self.raise_if_unmasked(l, word, mask, vcpu).map(Some)
     }
 
     /// The tail of set-pending and unmask: if the port is unmasked, set the
-    /// selector bit; on its 0->1 edge set `upcall_pending`; on that edge,
-    /// the vCPU is to be interrupted.
-    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64) -> Result<bool, BadGuestRange> {
+    /// selector bit in `vcpu`'s `vcpu_info` (the port's notify vCPU); on
+    /// its 0->1 edge set that `upcall_pending`; on that edge, the vCPU is
+    /// to be interrupted. `vcpu_info` is 64 bytes in both layouts.
+    fn raise_if_unmasked(&self, l: &EvtchnLayout, word: usize, mask: u64, vcpu: u32) -> Result<bool, BadGuestRange> {
+        if vcpu as usize >= pv_abi::shared_info::MAX_LEGACY_VCPUS {
+            return Ok(false);
+        }
+        let info = vcpu as usize * SharedInfo::upcall_pending_offset(1);
         let masked = self.word_op(l, l.mask_word(word), WordOp::Load, 0)?;
         if masked & mask != 0 {
             return Ok(false);
         }
         let sel_bit = 1u64 << word;
-        let sel_was = self.word_op(l, l.pending_sel, WordOp::Or, sel_bit)?;
+        let sel_was = self.word_op(l, l.pending_sel + info, WordOp::Or, sel_bit)?;
         if sel_was & sel_bit != 0 {
             return Ok(false);
         }
-        self.mark_events_pending(0)
+        self.mark_events_pending(vcpu)
     }
 
     /// Xen's `vcpu_mark_events_pending()`: sets `vcpu`'s
     /// `evtchn_upcall_pending`; on its 0->1 edge the vCPU is to be
     /// interrupted. Both ABIs end here (the FIFO one on a `ready` edge).
     pub fn mark_events_pending(&self, vcpu: u32) -> Result<bool, BadGuestRange> {
+        if vcpu as usize >= pv_abi::shared_info::MAX_LEGACY_VCPUS {
+            return Ok(false);
+        }
         let upcall_at = self.shared_info + SharedInfo::upcall_pending_offset(vcpu as usize) as u64;
         let upcall_was = self.ram.with_atomic(upcall_at, |b: &AtomicU8| b.swap(1, Ordering::SeqCst))?;
         Ok(upcall_was == 0)
