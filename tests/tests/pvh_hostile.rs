@@ -363,8 +363,8 @@ fn pvh_hypercall_msr_boundary_and_random_writes() {
 /// `do_set_timer_op`: always 0; a negative or more-than-2^50-ns-away
 /// deadline fires in 100 ms) and the `vcpu_op` single-shot and periodic
 /// timers (`xen/common/domain.c`, `common_vcpu_op`: a period under 1 ms or
-/// above `STIME_DELTA_MAX` is -EINVAL; `VCPU_SSHOTTMR_future` in the past
-/// is -ETIME; an unknown vCPU -ENOENT) with 0, past, far-future and
+/// above `STIME_DELTA_MAX` is -EINVAL; `VCPU_SSHOTTMR_future` is ignored;
+/// an unknown vCPU -ENOENT) with 0, past, far-future and
 /// negative deadlines, thousands of times, `VIRQ_TIMER` bound.
 #[test]
 fn pvh_timer_abuse_ends_cleanly() {
