@@ -74,12 +74,15 @@ fn control(off: u64) -> &'static AtomicU32 {
 /// gets each port that was pending and unmasked (its PENDING now clear);
 /// `dequeued` every port taken off a queue.
 pub fn handle_events(mut deliver: impl FnMut(u32), mut dequeued: impl FnMut(u32)) {
+    // Bits above the last queue are not Xen's to set: ignored, never an
+    // index out of bounds.
+    const QUEUES: u32 = ((1u64 << EVTCHN_FIFO_MAX_QUEUES) - 1) as u32;
     let ready_word = control(0);
-    let mut ready = ready_word.swap(0, SeqCst);
+    let mut ready = ready_word.swap(0, SeqCst) & QUEUES;
     while ready != 0 {
         let q = ready.trailing_zeros() as usize;
         consume_one(q, &mut ready, &mut deliver, &mut dequeued);
-        ready |= ready_word.swap(0, SeqCst);
+        ready |= ready_word.swap(0, SeqCst) & QUEUES;
     }
 }
 

@@ -29,6 +29,15 @@ pub fn alloc(n: u64) -> Option<u64> {
     }
 }
 
+/// Everything not yet handed out (`start..end`, page-aligned); later
+/// [`alloc`]s fail. For a guest that manages the rest of its RAM itself
+/// (the paging tests), after the runtime's own pages (rings, the FIFO
+/// event-channel pages) are taken.
+pub fn take_rest() -> (u64, u64) {
+    let end = END.load(SeqCst);
+    (NEXT.swap(end, SeqCst).min(end), end)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -37,5 +46,10 @@ mod tests {
         assert_eq!(super::alloc(1), Some(0x2000));
         assert_eq!(super::alloc(2), Some(0x3000));
         assert_eq!(super::alloc(1), None);
+        assert_eq!(super::take_rest(), (0x5000, 0x5000));
+        super::init(0x1000, 0x9000);
+        assert_eq!(super::alloc(1), Some(0x1000));
+        assert_eq!(super::take_rest(), (0x2000, 0x9000));
+        assert_eq!(super::alloc(1), None, "the rest is taken");
     }
 }

@@ -23,7 +23,7 @@
 
 use frontend_guest::hypercall::Errno;
 use frontend_guest::mmu::{self, flags, HwOps, Mmu, MmuError, LARGE_PAGE};
-use frontend_guest::{arch, cmdline, guest_main, println};
+use frontend_guest::{arch, cmdline, guest_main, pages, println};
 use pv_abi::errno::{E2BIG, EFAULT, EINVAL, ENOSYS};
 use pv_abi::event_channel::DOMID_SELF;
 use pv_abi::hypercall::{nr, xen_version, ABI_VERSION};
@@ -61,8 +61,11 @@ fn main(si: &'static StartInfo) -> i32 {
         println!("paging: CR3 is not the new L4");
         return 4;
     }
-    let ctx =
-        Ctx { si, data: (si.free_start + PAGE_SIZE - 1) & !(PAGE_SIZE - 1), data_end: si.free_end & !(LARGE_PAGE - 1) };
+    // The RAM after the runtime's own pages (the FIFO event-channel
+    // control block and array live there: overwriting them corrupts the
+    // event queues).
+    let (data, end) = pages::take_rest();
+    let ctx = Ctx { si, data, data_end: end & !(LARGE_PAGE - 1) };
     match cmdline::get(cmd, "test").unwrap_or(b"") {
         b"boot" => 0,
         b"workload" => {
