@@ -183,6 +183,13 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
             None
         }
     };
+    let hotplug = crate::hotplug::HotplugThread::start(crate::hotplug::HotplugHost {
+        store: core.store.clone(),
+        domid: GUEST_DOMID,
+        evtchn: hv.evtchn.clone(),
+        grants: hv.grants.clone(),
+    })
+    .map_err(io("hotplug thread"))?;
     let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
     dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
     dom.pvh = pvh;
@@ -190,6 +197,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
         vcpu,
+        hotplug: Some(hotplug),
         devices,
         _vm: m.vm,
         _kvm: m.kvm,

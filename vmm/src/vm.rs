@@ -81,6 +81,8 @@ impl VmConfig {
 pub struct Vm {
     // Field order matters for drop: vCPU and VM fds close before RAM unmaps.
     pub(crate) vcpu: Vcpu,
+    /// Hot-plugged devices stop with it, before guest memory goes.
+    pub(crate) hotplug: Option<crate::hotplug::HotplugThread>,
     pub(crate) devices: Vec<DeviceThread>,
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _kvm: Kvm,
@@ -114,6 +116,11 @@ impl Vm {
     /// it runs ([`crate::control`]).
     pub fn attach_control(&mut self, control: Arc<crate::control::VmControl>) {
         self.vcpu.attach_control(control);
+    }
+
+    /// A handle for hot-plugging disks while the VM runs ([`crate::hotplug`]).
+    pub fn hotplug(&self) -> Option<crate::hotplug::Hotplug> {
+        self.hotplug.as_ref().map(|h| h.handle())
     }
 
     /// The vCPU's KVM binary statistics, where the host provides them.
