@@ -287,8 +287,15 @@ impl BlkFront {
         crate::xenbus::wait_for_state(store, self.be_state.as_str(), |s| {
             s == XenbusState::Unknown || s == XenbusState::Closed
         })?;
-        // A back end that still maps the ring (EBUSY) leaks the page.
-        let _ = grant::end_access(self.ring_ref);
+        self.release()
+    }
+
+    /// Ends the ring's grant and closes the event channel, once the back
+    /// end has gone (`Closed`, or removed by force). Fails with the
+    /// grant table's error if the back end still maps the ring (then the
+    /// page stays granted: it is leaked, never reused).
+    pub fn release(self) -> Result<(), BlkError> {
+        grant::end_access(self.ring_ref)?;
         evtchn::close(self.port)?;
         Ok(())
     }

@@ -146,8 +146,9 @@ fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) ->
         if ignore {
             // The VMM forces the removal after its timeout: the back end's
             // directory goes (its state reads as Unknown).
-            match d.wait_backend_gone(store) {
-                Ok(()) => println!("hotplug: vbd/{}: ignored Closing; removed by force", vdev),
+            // A forced detach still unmaps the ring: its grant ends.
+            match d.wait_backend_gone(store).and_then(|()| d.release()) {
+                Ok(()) => println!("hotplug: vbd/{}: ignored Closing; removed by force; ring released", vdev),
                 Err(e) => {
                     println!("hotplug: vbd/{}: {:?}", vdev, e);
                     return 76;
@@ -156,7 +157,7 @@ fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) ->
             continue;
         }
         match d.close(store) {
-            Ok(()) => println!("hotplug: vbd/{} closed", vdev),
+            Ok(()) => println!("hotplug: vbd/{} closed; ring released", vdev),
             Err(e) => {
                 println!("hotplug: vbd/{}: close failed: {:?}", vdev, e);
                 return 77;
