@@ -6,6 +6,7 @@
 //! goes `Closing`; a guest that ignores `Closing` (`hotplug=ignore`) has
 //! its disk removed by force after the timeout. See docs/api.md.
 
+#[allow(dead_code)] // this binary uses only some of the shared helpers
 mod common;
 
 use serde_json::Value;

@@ -223,7 +223,9 @@ fn add_disk(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) ->
         return Err(HotplugError::TooMany);
     }
     let Some((arg, vdev)) = spec.xen_device().filter(|_| spec.is_disk()) else {
-        return Err(HotplugError::BadDevice("only Xen disks can be hot-plugged (virtio devices are cold-plugged)".into()));
+        return Err(HotplugError::BadDevice(
+            "only Xen disks can be hot-plugged (virtio devices are cold-plugged)".into(),
+        ));
     };
     let vdev = vdev.unwrap_or_else(|| free_vdev(&host.store, host.domid));
     let front = format!("/local/domain/{}/device/vbd/{vdev}", host.domid);
@@ -260,12 +262,7 @@ fn parse_id(id: &str) -> Option<u32> {
     id.parse::<u32>().ok().or_else(|| pv_abi::vdev::parse(id).ok())
 }
 
-fn remove(
-    host: &HotplugHost,
-    devices: &mut Vec<Device>,
-    id: &str,
-    timeout: Duration,
-) -> Result<Removal, HotplugError> {
+fn remove(host: &HotplugHost, devices: &mut Vec<Device>, id: &str, timeout: Duration) -> Result<Removal, HotplugError> {
     let want = parse_id(id).map(|v| format!("vbd/{v}"));
     let Some(i) = devices.iter().position(|d| Some(&d.plugged.id) == want.as_ref()) else {
         return Err(HotplugError::NoDevice(id.to_string()));

@@ -380,7 +380,7 @@ mod tests {
         let home = format!("/local/domain/{GUEST_DOMID}");
         store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
         store.write(&format!("{home}/control/shutdown"), b"").unwrap();
-        let view = VmView { store, devices: Vec::new(), virtio: Arc::default() };
+        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None };
         Shared {
             control: Arc::default(),
             view: Mutex::new(with_vm.then_some(view)),
