@@ -153,6 +153,56 @@ struct Device {
     plugged: Plugged,
     thread: DeviceThread,
     binder: Arc<EvtchnAdapter>,
+    store: Arc<TrackedStore>,
+}
+
+/// The store as one hot-plugged back end reaches it, remembering the
+/// host watches it registers so a detach removes them (each holds the
+/// back end's eventfd; without this every attach/detach cycle would
+/// leave one behind).
+struct TrackedStore {
+    store: SharedStore,
+    watches: Mutex<Vec<(String, String)>>,
+}
+
+impl TrackedStore {
+    fn unwatch_all(&self) {
+        for (path, token) in std::mem::take(&mut *self.watches.lock().unwrap_or_else(|p| p.into_inner())) {
+            if let Err(e) = self.store.unwatch_host(&path, &token) {
+                tracing::debug!(path, "hot-unplug: cannot remove a watch: {e}");
+            }
+        }
+    }
+}
+
+impl backend::xenbus::XenbusStore for TrackedStore {
+    fn read(&self, path: &str) -> Option<String> {
+        backend::xenbus::XenbusStore::read(&self.store, path)
+    }
+
+    fn write(&self, path: &str, value: &str) -> bool {
+        backend::xenbus::XenbusStore::write(&self.store, path, value)
+    }
+
+    fn watch(&self, path: &str, wake: Arc<vmm_sys_util::eventfd::EventFd>) -> bool {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = format!("hotplug-wake-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let sink = Arc::new(move |_: &pv_store::WatchEvent| {
+            if let Err(e) = wake.write(1) {
+                tracing::warn!("store watch: cannot signal the back end: {e}");
+            }
+        });
+        match self.store.watch_host(path, &token, sink) {
+            Ok(()) => {
+                self.watches.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_string(), token));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path, "store watch failed: {e}");
+                false
+            }
+        }
+    }
 }
 
 /// The hot-plug thread; stops (with every hot-plugged device) when dropped.
@@ -239,20 +289,22 @@ fn add_disk(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) ->
         .map_err(|e| host_err(&e))?;
     crate::store_nodes::name_disks(&host.store, host.domid).map_err(|e| host_err(&e))?;
     let binder = Arc::new(EvtchnAdapter::new(host.evtchn.clone()));
-    let xhost = XenbusHost { store: Arc::new(host.store.clone()), evtchn: binder.clone(), grants: host.grants.clone() };
+    let store = Arc::new(TrackedStore { store: host.store.clone(), watches: Mutex::default() });
+    let xhost = XenbusHost { store: store.clone(), evtchn: binder.clone(), grants: host.grants.clone() };
     let started = backend.wire(paths.clone(), &xhost).map_err(|e| host_err(&e)).and_then(|dev| {
         DeviceThread::start(&format!("pv-vbd-hp{vdev}"), vec![dev.subscriber]).map_err(|e| host_err(&e))
     });
     let thread = match started {
         Ok(t) => t,
         Err(e) => {
+            store.unwatch_all();
             remove_nodes(&host.store, &paths);
             return Err(e);
         }
     };
     let plugged = Plugged { id: format!("vbd/{vdev}"), paths };
     tracing::info!(id = %plugged.id, back = %plugged.paths.back, "disk attached");
-    devices.push(Device { plugged: plugged.clone(), thread, binder });
+    devices.push(Device { plugged: plugged.clone(), thread, binder, store });
     Ok(plugged)
 }
 
@@ -282,6 +334,7 @@ fn remove(host: &HotplugHost, devices: &mut Vec<Device>, id: &str, timeout: Dura
     d.thread.stop();
     // Forced: the back end may still hold the guest's port.
     d.binder.close_all();
+    d.store.unwatch_all();
     remove_nodes(&host.store, &paths);
     tracing::info!(id = %d.plugged.id, how = how.name(), "disk detached");
     Ok(how)
@@ -307,6 +360,24 @@ mod tests {
         assert_eq!(parse_id("51712"), Some(51712));
         assert_eq!(parse_id("xvdb"), Some(51728));
         assert_eq!(parse_id("vbd/nonsense"), None);
+    }
+
+    /// A detach removes the back end's store watches (each holds its
+    /// eventfd): a later write no longer wakes it.
+    #[test]
+    fn a_detached_back_ends_watches_are_removed() {
+        use backend::xenbus::XenbusStore;
+        let s = SharedStore::new();
+        let t = TrackedStore { store: s.clone(), watches: Mutex::default() };
+        let wake = Arc::new(vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        assert!(t.watch("/local/domain/1/device/vbd/51712/state", wake.clone()));
+        let _ = wake.read(); // the initial event
+        s.write("/local/domain/1/device/vbd/51712/state", b"3").unwrap();
+        assert!(wake.read().is_ok(), "the watch fires while attached");
+        t.unwatch_all();
+        s.write("/local/domain/1/device/vbd/51712/state", b"5").unwrap();
+        assert!(wake.read().is_err(), "no event after the detach");
+        assert!(t.watches.lock().unwrap().is_empty());
     }
 
     #[test]
