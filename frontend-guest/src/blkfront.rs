@@ -266,6 +266,11 @@ impl BlkFront {
         Ok(s)
     }
 
+    /// The back end's state now (`Unknown` once its directory is gone).
+    pub fn backend_state(&self, store: &mut Store) -> Result<XenbusState, BlkError> {
+        Ok(crate::xenbus::read_state(store, self.be_state.as_str())?)
+    }
+
     /// Waits until the back end's directory is gone (its state reads as
     /// `Unknown`): a front end that ignored `Closing` sees the VMM force
     /// the detach.

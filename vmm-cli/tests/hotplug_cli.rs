@@ -154,3 +154,24 @@ fn a_detach_the_guest_ignores_is_forced_after_the_timeout() {
     assert_eq!(status, Some(0), "{stderr}");
     assert!(!stderr.contains("seccomp"), "{stderr}");
 }
+
+/// Unplugged while busy: the guest reads the disk in a loop until it sees
+/// the back end go `Closing`; every read verifies, then it closes as in
+/// the idle case and the detach is not forced.
+#[test]
+fn a_disk_unplugged_while_the_guest_reads_it_closes_cleanly() {
+    let mut vm = Vm::start("hotplug=busy");
+    let img = vm.dir.path().join("disk.img");
+    pattern_image(&img);
+    vm.ctl_json(&["add-disk", img.to_str().unwrap()]);
+    assert!(vm.expect("attached").contains("verified"));
+    vm.expect("reading until the detach");
+    let removed = vm.ctl_json(&["remove-device", "vbd/51712"]);
+    assert_eq!(removed["removal"], "closed", "{removed}");
+    let line = vm.expect("reads until the detach");
+    assert!(line.contains("all verified"), "{line}");
+    vm.expect("vbd/51712 closed; ring released");
+    let (status, stderr) = vm.finish();
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(!stderr.contains("seccomp"), "{stderr}");
+}

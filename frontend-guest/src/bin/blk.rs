@@ -106,7 +106,8 @@ const HOTPLUG_SECTORS: u64 = 8;
 /// `Closing`, so the VMM must force the removal (its directories vanish).
 fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) -> i32 {
     let ignore = mode == b"ignore";
-    let rounds = if ignore { 1 } else { cmdline::parse_u64(mode).unwrap_or(1) };
+    let busy = mode == b"busy";
+    let rounds = if ignore || busy { 1 } else { cmdline::parse_u64(mode).unwrap_or(1) };
     let Some(buf) = IoBuf::alloc(1) else { return 2 };
     for round in 1..=rounds {
         println!("hotplug: round {}: waiting for a disk under device/vbd", round);
@@ -135,6 +136,15 @@ fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) ->
         );
         if !good {
             return 1;
+        }
+        if busy {
+            match read_until_detached(store, &mut d, buf, seed) {
+                Ok(n) => println!("hotplug: vbd/{}: {} reads until the detach, all verified", vdev, n),
+                Err(e) => {
+                    println!("hotplug: vbd/{}: {}", vdev, e);
+                    return 1;
+                }
+            }
         }
         match d.wait_backend_leaves(store) {
             Ok(s) => println!("hotplug: vbd/{}: back end {:?}", vdev, s),
@@ -165,6 +175,31 @@ fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) ->
         }
     }
     0
+}
+
+/// `hotplug=busy`: reads and checks the disk's first sectors over and
+/// over until the back end leaves `Connected` (the detach started while
+/// the disk was busy); returns the number of reads.
+fn read_until_detached(
+    store: &mut frontend_guest::xenbus::Store,
+    d: &mut BlkFront,
+    buf: IoBuf,
+    seed: u64,
+) -> Result<u64, &'static str> {
+    println!("hotplug: vbd/{}: reading until the detach", d.vdev);
+    let nr = HOTPLUG_SECTORS.min(d.info.sectors);
+    let mut reads = 0;
+    loop {
+        if !ok(d.read(0, buf.gpa, nr), "hotplug: busy read") || buf.check(0, nr, 0, seed).is_some() {
+            return Err("a read during the detach failed");
+        }
+        reads += 1;
+        match d.backend_state(store) {
+            Ok(pv_abi::xenbus::XenbusState::Connected) => {}
+            Ok(_) => return Ok(reads),
+            Err(_) => return Err("cannot read the back end's state"),
+        }
+    }
 }
 
 fn ok(st: Result<i16, blkfront::BlkError>, what: &str) -> bool {
