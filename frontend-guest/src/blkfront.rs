@@ -11,6 +11,10 @@
 //! only when Xen's rule says the back end is waiting; completions arrive
 //! through the event-channel upcall ([`BlkFront::wait`]). Each data page is
 //! granted for the life of its request and the grant ended on completion.
+//!
+//! Hot-plug: [`wait_for_disk`] waits for a disk to appear (a watch on
+//! `device/vbd`); [`BlkFront::wait_backend_leaves`] and
+//! [`BlkFront::close`] follow the toolstack's detach.
 
 use crate::evtchn;
 use crate::grant;
@@ -21,7 +25,7 @@ use pv_abi::blkif::*;
 use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::GrantRef;
 use pv_abi::layout::PAGE_SIZE;
-use pv_abi::xenbus::{keys as xb, XEN_IO_PROTO_ABI_X86_64};
+use pv_abi::xenbus::{keys as xb, XenbusState, XEN_IO_PROTO_ABI_X86_64};
 use ring_buffers::{FrontRing, RawMemory, RingError, RingMemory};
 
 /// Requests in flight at most (one ring).
@@ -128,6 +132,8 @@ pub struct BlkFront {
     pub notifies: u64,
     /// Grants the back end still held at completion (leaked, not reused).
     pub leaked_grants: u32,
+    /// The back end's `state` node.
+    be_state: NodePath<160>,
 }
 
 impl core::fmt::Debug for BlkFront {
@@ -152,6 +158,38 @@ pub fn list_disks(store: &mut Store, mut f: impl FnMut(u32)) -> Result<(), BlkEr
         }
     }
     Ok(())
+}
+
+/// The token of [`wait_for_disk`]'s watch on `device/vbd`.
+pub const VBD_WATCH_TOKEN: &str = "rt-device-vbd";
+
+/// Waits until a disk appears under `device/vbd` and returns its vdev:
+/// a disk hot-plugged while the guest runs (`xl block-attach`, `vmm ctl
+/// add-disk`), noticed through a watch on the directory as Linux's xenbus
+/// front end notices it (`drivers/xen/xenbus/xenbus_probe_frontend.c`
+/// watches `device`). The watch is removed before returning.
+pub fn wait_for_disk(store: &mut Store) -> Result<u32, BlkError> {
+    let mut dir = NodePath::<64>::new("device")?;
+    dir.push(DEVICE_TYPE)?;
+    store.watch(dir.as_str(), VBD_WATCH_TOKEN)?;
+    let r = (|| loop {
+        let mut first = None;
+        list_disks(store, |v| {
+            first.get_or_insert(v);
+        })?;
+        if let Some(v) = first {
+            return Ok(v);
+        }
+        let mut path = [0u8; 128];
+        match store.wait_watch_token(VBD_WATCH_TOKEN, &mut path) {
+            Ok(_) | Err(StoreError::BufferTooSmall(_)) => {}
+            Err(e) => return Err(BlkError::Store(e)),
+        }
+    })();
+    let u = store.unwatch(dir.as_str(), VBD_WATCH_TOKEN);
+    let v = r?;
+    u?;
+    Ok(v)
 }
 
 fn read_u64(store: &mut Store, dir: &str, key: &str) -> Result<Option<u64>, BlkError> {
@@ -200,10 +238,73 @@ pub fn connect(store: &mut Store, vdev: u32) -> Result<BlkFront, BlkError> {
         discard: read_u64(store, be, keys::FEATURE_DISCARD)? == Some(1),
         max_indirect: read_u64(store, be, keys::FEATURE_MAX_INDIRECT_SEGMENTS)?.unwrap_or(0) as u32,
     };
-    Ok(BlkFront { ring, slots: [FREE_SLOT; SLOTS], seq: 0, vdev, info, ring_ref, port, notifies: 0, leaked_grants: 0 })
+    let mut be_state = NodePath::<160>::new(be)?;
+    be_state.push(xb::STATE)?;
+    Ok(BlkFront {
+        ring,
+        slots: [FREE_SLOT; SLOTS],
+        seq: 0,
+        vdev,
+        info,
+        ring_ref,
+        port,
+        notifies: 0,
+        leaked_grants: 0,
+        be_state,
+    })
 }
 
 impl BlkFront {
+    /// Waits until the back end leaves `Connected`: `Closing` when the
+    /// toolstack detaches the disk (`xl block-detach`, `vmm ctl
+    /// remove-device`), `Unknown` when its directory is gone (a forced
+    /// detach). Returns that state.
+    pub fn wait_backend_leaves(&self, store: &mut Store) -> Result<XenbusState, BlkError> {
+        let s = crate::xenbus::wait_for_state(store, self.be_state.as_str(), |s| {
+            s == XenbusState::Unknown || s >= XenbusState::Closing
+        })?;
+        Ok(s)
+    }
+
+    /// The back end's state now (`Unknown` once its directory is gone).
+    pub fn backend_state(&self, store: &mut Store) -> Result<XenbusState, BlkError> {
+        Ok(crate::xenbus::read_state(store, self.be_state.as_str())?)
+    }
+
+    /// Waits until the back end's directory is gone (its state reads as
+    /// `Unknown`): a front end that ignored `Closing` sees the VMM force
+    /// the detach.
+    pub fn wait_backend_gone(&self, store: &mut Store) -> Result<(), BlkError> {
+        crate::xenbus::wait_for_state(store, self.be_state.as_str(), |s| s == XenbusState::Unknown)?;
+        Ok(())
+    }
+
+    /// Closes the device as Linux's blkfront does when its back end goes
+    /// `Closing` (`blkback_changed()` -> `blkfront_closing()` ->
+    /// `xenbus_frontend_closed()`): switches to `Closed`, waits for the
+    /// back end to be `Closed` (or gone), then ends the ring's grant and
+    /// closes the event channel. Requests still in flight are abandoned.
+    pub fn close(self, store: &mut Store) -> Result<(), BlkError> {
+        let mut dir = NodePath::<64>::new("device")?;
+        dir.push(DEVICE_TYPE)?;
+        dir.push_u32(self.vdev)?;
+        crate::xenbus::switch_state(store, dir.as_str(), XenbusState::Closed)?;
+        crate::xenbus::wait_for_state(store, self.be_state.as_str(), |s| {
+            s == XenbusState::Unknown || s == XenbusState::Closed
+        })?;
+        self.release()
+    }
+
+    /// Ends the ring's grant and closes the event channel, once the back
+    /// end has gone (`Closed`, or removed by force). Fails with the
+    /// grant table's error if the back end still maps the ring (then the
+    /// page stays granted: it is leaked, never reused).
+    pub fn release(self) -> Result<(), BlkError> {
+        grant::end_access(self.ring_ref)?;
+        evtchn::close(self.port)?;
+        Ok(())
+    }
+
     fn free_slot(&mut self) -> Result<usize, BlkError> {
         if self.ring.is_full() {
             return Err(BlkError::Busy);

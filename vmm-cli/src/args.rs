@@ -144,15 +144,19 @@ pub enum CtlCommand {
         /// The target in KiB.
         target_kib: u64,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.add-disk`.
+    /// Attach a Xen disk at run time (`PUT /vm.add-disk`, as `xl block-attach`).
     AddDisk {
         /// `--disk` syntax.
         disk: String,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.remove-device`.
+    /// Detach a hot-plugged disk (`PUT /vm.remove-device`, as `xl block-detach`).
     RemoveDevice {
-        /// The device's id.
+        /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`).
         id: String,
+        /// Milliseconds to wait for the guest to close it before forcing
+        /// (default 10000, libxl's LIBXL_DESTROY_TIMEOUT).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
     },
     /// Not implemented yet (answers 501): `PUT /vm.add-net`.
     AddNet {

@@ -185,6 +185,13 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     };
     let aps = create_secondary_vcpus(cfg, &m, input.pvh_layout.is_some(), &virtio, &hv.platform)?;
     hv.evtchn.set_vcpus(cfg.vcpus);
+    let hotplug = crate::hotplug::HotplugThread::start(crate::hotplug::HotplugHost {
+        store: core.store.clone(),
+        domid: GUEST_DOMID,
+        evtchn: hv.evtchn.clone(),
+        grants: hv.grants.clone(),
+    })
+    .map_err(io("hotplug thread"))?;
     let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
     dom.vcpus = Arc::new(xen_domain::vcpus::VcpuSet::new(cfg.vcpus));
     dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
@@ -194,6 +201,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     Ok(Vm {
         vcpu,
         aps,
+        hotplug: Some(hotplug),
         devices,
         _vm: m.vm,
         _kvm: m.kvm,

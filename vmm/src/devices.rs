@@ -170,6 +170,19 @@ impl EvtchnAdapter {
     }
 }
 
+impl EvtchnAdapter {
+    /// Closes every binding this device still holds (a forced hot-unplug:
+    /// the back end was stopped without its front end closing).
+    pub fn close_all(&self) {
+        let bound = std::mem::take(&mut *self.bound.lock().unwrap_or_else(|p| p.into_inner()));
+        for b in bound {
+            if let Err(e) = self.evtchn.close_binding(b) {
+                tracing::debug!("close port {}: {e}", b.port);
+            }
+        }
+    }
+}
+
 impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
     fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, backend::xenbus::BindError> {
         let b = self.evtchn.bind_guest_port(port, wake)?;

@@ -15,6 +15,7 @@ pub mod control;
 pub mod device_spec;
 pub mod devices;
 pub mod error;
+pub mod hotplug;
 pub mod kvm_ioctl_nr;
 pub mod kvm_platform;
 pub mod kvm_stats;

@@ -13,6 +13,8 @@
 //! - [`ThreadKind::Api`]: the API socket's thread (`vmm run
 //!   --api-socket`): accept, poll, read and write its connections (the
 //!   socket is bound before the filter), kick the vCPU.
+//! - [`ThreadKind::Hotplug`]: the hot-plug thread ([`crate::hotplug`]):
+//!   opens hot-plugged disk images and starts their device threads.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
 //!   VM: everything above plus VM construction (any KVM ioctl, mmap,
 //!   eventfds, thread creation).
@@ -63,6 +65,8 @@ pub enum ThreadKind {
     Main,
     /// The API socket's thread.
     Api,
+    /// The hot-plug thread (`crate::hotplug`).
+    Hotplug,
 }
 
 impl ThreadKind {
@@ -73,6 +77,7 @@ impl ThreadKind {
             ThreadKind::Watchdog => "watchdog",
             ThreadKind::Main => "main",
             ThreadKind::Api => "api",
+            ThreadKind::Hotplug => "hotplug",
         }
     }
 }
@@ -295,6 +300,44 @@ const API: Allowlist = Allowlist {
     inet_socket: false,
 };
 
+/// The hot-plug thread (`crate::hotplug`): opens a disk image (and locks
+/// it), makes the device's eventfds and event loop, writes store nodes,
+/// and starts its device thread, which inherits this filter and stacks
+/// the device filter (so everything a device thread does, plus `prctl`
+/// and `seccomp`).
+const HOTPLUG: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_openat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_lseek,
+        libc::SYS_eventfd2,
+        libc::SYS_epoll_create1,
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        libc::SYS_prctl,
+        libc::SYS_seccomp,
+        // What the device threads it starts do (`DEVICE`).
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_ctl,
+        libc::SYS_read,
+        libc::SYS_readv,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_preadv,
+        libc::SYS_pwritev,
+        libc::SYS_fdatasync,
+        libc::SYS_fsync,
+        libc::SYS_fallocate,
+        libc::SYS_fcntl,
+        libc::SYS_timerfd_settime,
+    ],
+    ioctls: &[nr::KVM_IOEVENTFD],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// `vmm bench`'s main thread, which builds VM after VM: everything above
 /// plus VM construction. Threads it starts inherit this filter and add
 /// their own (so `prctl` and `seccomp`).
@@ -357,6 +400,7 @@ impl ThreadKind {
             ThreadKind::Watchdog => &WATCHDOG,
             ThreadKind::Main => &MAIN,
             ThreadKind::Api => &API,
+            ThreadKind::Hotplug => &HOTPLUG,
         }
     }
 }
@@ -467,12 +511,19 @@ mod tests {
 
     #[test]
     fn every_filter_compiles() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Watchdog, ThreadKind::Main, ThreadKind::Api] {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+            ThreadKind::Watchdog,
+            ThreadKind::Main,
+            ThreadKind::Api,
+            ThreadKind::Hotplug,
+        ] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");
         }
         // The store thread's HashMaps must not need `getrandom` (issue 18):
         // fixed where it is called, never allowed here.
-        for list in [&VCPU, &DEVICE, &WATCHDOG, &API] {
+        for list in [&VCPU, &DEVICE, &WATCHDOG, &API, &HOTPLUG] {
             assert!(!list.calls.contains(&libc::SYS_getrandom));
         }
         assert!(refuse_open().is_ok());

@@ -89,6 +89,8 @@ pub struct Vm {
     pub(crate) vcpu: Vcpu,
     /// vCPUs 1.. (stopped until the guest brings them up).
     pub(crate) aps: Vec<Vcpu>,
+    /// Hot-plugged devices stop with it, before guest memory goes.
+    pub(crate) hotplug: Option<crate::hotplug::HotplugThread>,
     pub(crate) devices: Vec<DeviceThread>,
     pub(crate) _vm: Arc<VmFd>,
     pub(crate) _kvm: Kvm,
@@ -136,6 +138,11 @@ impl Vm {
             ap.attach_control(control.clone());
         }
         self.vcpu.attach_control(control);
+    }
+
+    /// A handle for hot-plugging disks while the VM runs ([`crate::hotplug`]).
+    pub fn hotplug(&self) -> Option<crate::hotplug::Hotplug> {
+        self.hotplug.as_ref().map(|h| h.handle())
     }
 
     /// The vCPU's KVM binary statistics, where the host provides them.

@@ -28,6 +28,9 @@ fn main(si: &'static StartInfo) -> i32 {
             return 70;
         }
     };
+    if let Some(mode) = cmdline::get(cmd, "hotplug") {
+        return hotplug(&mut store, mode, cmdline::get_u64(cmd, "seed").unwrap_or(HOTPLUG_SEED));
+    }
     let mut vdevs = [0u32; 8];
     let mut n = 0;
     if let Err(e) = blkfront::list_disks(&mut store, |v| {
@@ -86,6 +89,117 @@ fn main(si: &'static StartInfo) -> i32 {
         return cmdline::get_u64(cmd, "exit").unwrap_or(0) as i32;
     }
     code
+}
+
+/// The pattern seed `hotplug` checks by default (the host test writes
+/// the image with it).
+const HOTPLUG_SEED: u64 = 0x407;
+
+/// Sectors `hotplug` reads and checks from the start of each disk.
+const HOTPLUG_SECTORS: u64 = 8;
+
+/// `hotplug=<rounds>`: starts with no disk; each round waits for a disk
+/// to be attached at run time (`vmm ctl add-disk`), reads its first
+/// sectors and checks them against the pattern `seed`, then waits for the
+/// detach (`vmm ctl remove-device`) and closes the front end.
+/// `hotplug=ignore`: one round whose front end ignores the detach's
+/// `Closing`, so the VMM must force the removal (its directories vanish).
+fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) -> i32 {
+    let ignore = mode == b"ignore";
+    let busy = mode == b"busy";
+    let rounds = if ignore || busy { 1 } else { cmdline::parse_u64(mode).unwrap_or(1) };
+    let Some(buf) = IoBuf::alloc(1) else { return 2 };
+    for round in 1..=rounds {
+        println!("hotplug: round {}: waiting for a disk under device/vbd", round);
+        let vdev = match blkfront::wait_for_disk(store) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("hotplug: watch on device/vbd failed: {:?}", e);
+                return 75;
+            }
+        };
+        let mut d = match blkfront::connect(store, vdev) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("hotplug: vbd/{}: connect failed: {:?}", vdev, e);
+                return 73;
+            }
+        };
+        let nr = HOTPLUG_SECTORS.min(d.info.sectors);
+        let good = ok(d.read(0, buf.gpa, nr), "hotplug: read") && buf.check(0, nr, 0, seed).is_none();
+        println!(
+            "hotplug: vbd/{} attached, {} KiB, read {} sectors: {}",
+            vdev,
+            d.info.sectors / 2,
+            nr,
+            if good { "verified" } else { "MISMATCH" }
+        );
+        if !good {
+            return 1;
+        }
+        if busy {
+            match read_until_detached(store, &mut d, buf, seed) {
+                Ok(n) => println!("hotplug: vbd/{}: {} reads until the detach, all verified", vdev, n),
+                Err(e) => {
+                    println!("hotplug: vbd/{}: {}", vdev, e);
+                    return 1;
+                }
+            }
+        }
+        match d.wait_backend_leaves(store) {
+            Ok(s) => println!("hotplug: vbd/{}: back end {:?}", vdev, s),
+            Err(e) => {
+                println!("hotplug: vbd/{}: waiting for the detach failed: {:?}", vdev, e);
+                return 76;
+            }
+        }
+        if ignore {
+            // The VMM forces the removal after its timeout: the back end's
+            // directory goes (its state reads as Unknown).
+            // A forced detach still unmaps the ring: its grant ends.
+            match d.wait_backend_gone(store).and_then(|()| d.release()) {
+                Ok(()) => println!("hotplug: vbd/{}: ignored Closing; removed by force; ring released", vdev),
+                Err(e) => {
+                    println!("hotplug: vbd/{}: {:?}", vdev, e);
+                    return 76;
+                }
+            }
+            continue;
+        }
+        match d.close(store) {
+            Ok(()) => println!("hotplug: vbd/{} closed; ring released", vdev),
+            Err(e) => {
+                println!("hotplug: vbd/{}: close failed: {:?}", vdev, e);
+                return 77;
+            }
+        }
+    }
+    0
+}
+
+/// `hotplug=busy`: reads and checks the disk's first sectors over and
+/// over until the back end leaves `Connected` (the detach started while
+/// the disk was busy); returns the number of reads.
+fn read_until_detached(
+    store: &mut frontend_guest::xenbus::Store,
+    d: &mut BlkFront,
+    buf: IoBuf,
+    seed: u64,
+) -> Result<u64, &'static str> {
+    println!("hotplug: vbd/{}: reading until the detach", d.vdev);
+    let nr = HOTPLUG_SECTORS.min(d.info.sectors);
+    let mut reads = 0;
+    loop {
+        if !ok(d.read(0, buf.gpa, nr), "hotplug: busy read") || buf.check(0, nr, 0, seed).is_some() {
+            return Err("a read during the detach failed");
+        }
+        reads += 1;
+        match d.backend_state(store) {
+            Ok(pv_abi::xenbus::XenbusState::Connected) => {}
+            Ok(_) => return Ok(reads),
+            Err(_) => return Err("cannot read the back end's state"),
+        }
+    }
 }
 
 fn ok(st: Result<i16, blkfront::BlkError>, what: &str) -> bool {

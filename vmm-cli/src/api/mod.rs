@@ -6,6 +6,7 @@
 //! counters) and the store (`control/shutdown`, `memory/target`, as Xen's
 //! toolstack does).
 
+mod hotplug;
 pub mod http;
 
 use crate::config::RunConfig;
@@ -35,6 +36,8 @@ pub struct VmView {
     pub devices: Vec<(String, Arc<dyn pv_util::metrics::DeviceMetrics>)>,
     /// The virtio devices.
     pub virtio: Arc<vmm::virtio_mmio_bus::VirtioBus>,
+    /// Disk hot-plug (`PUT /vm.add-disk`, `/vm.remove-device`).
+    pub hotplug: Option<vmm::hotplug::Hotplug>,
 }
 
 impl VmView {
@@ -44,6 +47,7 @@ impl VmView {
             store: vm.store.clone(),
             devices: vm.pv.iter().map(|d| (d.paths.back.clone(), d.metrics.clone())).collect(),
             virtio: vm.virtio.clone(),
+            hotplug: vm.hotplug(),
         }
     }
 }
@@ -169,9 +173,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
 
 /// Endpoints the issue names that are not built yet: 501.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("/vm.add-disk", "disk hot-plug"),
     ("/vm.add-net", "network hot-plug"),
-    ("/vm.remove-device", "device hot-unplug"),
     ("/vm.snapshot", "snapshot"),
     ("/vm.restore", "restore"),
     ("/vm.migrate", "live migration"),
@@ -201,6 +203,8 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         }
         "/vm.reboot" => want("PUT").or_else(no_body).unwrap_or_else(|| store_request(s, "reboot")),
         "/vm.balloon" => want("PUT").unwrap_or_else(|| balloon(s, &req.body)),
+        "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
+        "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
             None => Response::error(404, format!("no endpoint {p}: see docs/api.md")),
@@ -376,7 +380,7 @@ mod tests {
         let home = format!("/local/domain/{GUEST_DOMID}");
         store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
         store.write(&format!("{home}/control/shutdown"), b"").unwrap();
-        let view = VmView { store, devices: Vec::new(), virtio: Arc::default() };
+        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None };
         Shared {
             control: Arc::default(),
             view: Mutex::new(with_vm.then_some(view)),

@@ -10,8 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// How long the answer may take (pause waits up to 2 s for the vCPU).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the answer may take (pause waits up to 2 s for the vCPU, a
+/// device removal up to its timeout, 10 s by default, 60 s at most).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(65);
 /// The largest answer read (stats of many devices stay far below).
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -28,7 +29,10 @@ pub fn request(cmd: &CtlCommand) -> (&'static str, &'static str, Option<Value>) 
         CtlCommand::Balloon { target_kib } => ("PUT", "/vm.balloon", Some(json!({ "target_kib": target_kib }))),
         CtlCommand::AddDisk { disk } => ("PUT", "/vm.add-disk", Some(json!({ "disk": disk }))),
         CtlCommand::AddNet { net } => ("PUT", "/vm.add-net", Some(json!({ "net": net }))),
-        CtlCommand::RemoveDevice { id } => ("PUT", "/vm.remove-device", Some(json!({ "id": id }))),
+        CtlCommand::RemoveDevice { id, timeout_ms: None } => ("PUT", "/vm.remove-device", Some(json!({ "id": id }))),
+        CtlCommand::RemoveDevice { id, timeout_ms: Some(t) } => {
+            ("PUT", "/vm.remove-device", Some(json!({ "id": id, "timeout_ms": t })))
+        }
         CtlCommand::Snapshot { dir } => ("PUT", "/vm.snapshot", Some(json!({ "dir": dir }))),
         CtlCommand::Migrate { url } => ("PUT", "/vm.migrate", Some(json!({ "url": url }))),
     }
