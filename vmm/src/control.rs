@@ -242,6 +242,11 @@ impl VmControl {
             return Err(ControlError::NotRunning);
         }
         i.pause = false;
+        // Running from now on: a vCPU still waking from its park must not
+        // make `state()` answer "paused" to the caller who just resumed.
+        for v in &mut i.vcpus {
+            v.parked = false;
+        }
         self.update_pending(&i);
         self.cv.notify_all();
         Ok(())
@@ -360,6 +365,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(passes.load(Ordering::SeqCst), before, "a parked vCPU ran");
         c.resume().unwrap();
+        // Running as soon as resume returns, whether or not the vCPU has
+        // woken yet (`vmm ctl resume` then `info` must not say paused).
+        assert_eq!(c.state(), RunState::Running);
         while passes.load(Ordering::SeqCst) < before + 5 {
             std::thread::yield_now();
         }
