@@ -13,6 +13,15 @@ pub fn init(start: u64, end: u64) {
     END.store(end & !(PAGE_SIZE - 1), SeqCst);
 }
 
+/// Hands every page not allocated yet to the caller, a guest that manages
+/// the rest of its RAM itself (`start..end`); later [`alloc`]s fail, so
+/// nothing the library allocated (rings, the FIFO control block) is
+/// handed out twice.
+pub fn take_rest() -> (u64, u64) {
+    let end = END.load(SeqCst);
+    (NEXT.swap(end, SeqCst), end)
+}
+
 /// `n` contiguous zeroed pages; their guest-physical (= virtual) address.
 pub fn alloc(n: u64) -> Option<u64> {
     let bytes = n.checked_mul(PAGE_SIZE)?;

@@ -61,8 +61,10 @@ fn main(si: &'static StartInfo) -> i32 {
         println!("paging: CR3 is not the new L4");
         return 4;
     }
-    let ctx =
-        Ctx { si, data: (si.free_start + PAGE_SIZE - 1) & !(PAGE_SIZE - 1), data_end: si.free_end & !(LARGE_PAGE - 1) };
+    // The data frames start after what the library allocated at boot
+    // (the FIFO event-channel pages): overwriting those broke delivery.
+    let (data, _) = frontend_guest::pages::take_rest();
+    let ctx = Ctx { si, data, data_end: si.free_end & !(LARGE_PAGE - 1) };
     match cmdline::get(cmd, "test").unwrap_or(b"") {
         b"boot" => 0,
         b"workload" => {
