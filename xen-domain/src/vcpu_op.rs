@@ -622,4 +622,24 @@ mod tests {
         assert_eq!(t.get::<[u8; 48]>(area), [0xee; 48]);
         assert_eq!(t.call(nr::VCPU_OP, [REG, 0, crate::fake::TEST_RAM - 4, 0, 0]), -EFAULT);
     }
+
+    /// With several vCPUs `SCHEDOP_block` hands its wait to the vCPU loop
+    /// (`DeferredWait`): the vCPU is `RUNSTATE_blocked` until that wait
+    /// ends, then running again, the wait charged to `time[blocked]`
+    /// (`vcpu_block()` / `vcpu_wake()`, `xen/common/sched/core.c`).
+    #[test]
+    fn a_deferred_block_is_blocked_until_the_vcpu_loop_ends_the_wait() {
+        use pv_abi::hypercall::vcpu_op::{RUNSTATE_BLOCKED, RUNSTATE_RUNNING};
+        let mut t = smp(2);
+        t.dom.defer_waits = true;
+        assert_eq!(t.call(nr::SCHED_OP, [pv_abi::hypercall::sched_op::BLOCK, 0, 0, 0, 0]), 0);
+        let wait = t.dom.deferred_wait.take().expect("the wait is left to the vCPU loop");
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        assert_eq!(t.dom.vcpus.runstate(0, now).unwrap().state, RUNSTATE_BLOCKED);
+        wait.wait();
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        let r = t.dom.vcpus.runstate(0, now).unwrap();
+        assert_eq!(r.state, RUNSTATE_RUNNING);
+        assert!(r.time[RUNSTATE_BLOCKED as usize] > 0, "{:?}", r.time);
+    }
 }
