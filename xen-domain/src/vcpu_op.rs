@@ -2,8 +2,10 @@
 //! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`),
 //! for PVH guests: bringing secondary vCPUs up and down
 //! (`VCPUOP_initialise` with a `vcpu_hvm_context`, `up`, `down`,
-//! `is_up`, over [`crate::vcpus::VcpuSet`]) and the single-shot and
-//! periodic timers (vCPU 0's only, so far).
+//! `is_up`, over [`crate::vcpus::VcpuSet`]), the runstate
+//! (`get_runstate_info`, `register_runstate_memory_area`), moving a
+//! `vcpu_info` out of the shared-info page (`register_vcpu_info`) and
+//! each vCPU's single-shot and periodic timers.
 
 use crate::domain::{Domain, HcResult};
 use crate::sched_op::arm;
