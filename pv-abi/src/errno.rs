@@ -11,6 +11,8 @@ pub const ENOENT: i64 = 2;
 pub const ESRCH: i64 = 3;
 /// I/O error.
 pub const EIO: i64 = 5;
+/// No such device or address (`VCPUOP_register_vcpu_info`: a bad place).
+pub const ENXIO: i64 = 6;
 /// Argument list too long / value too large for the buffer.
 pub const E2BIG: i64 = 7;
 /// Bad file descriptor (event channels: bad port).
@@ -65,6 +67,7 @@ pub const fn name(errno: i64) -> &'static str {
         ENOENT => "ENOENT",
         ESRCH => "ESRCH",
         EIO => "EIO",
+        ENXIO => "ENXIO",
         E2BIG => "E2BIG",
         EBADF => "EBADF",
         EAGAIN => "EAGAIN",

@@ -230,6 +230,84 @@ pub mod vcpu_op {
     pub const STOP_SINGLESHOT_TIMER: u64 = 9;
     /// `VCPU_SSHOTTMR_future`: fail with `ETIME` if the deadline has passed.
     pub const SSHOTTMR_FUTURE: u32 = 1;
+    /// Copy the vCPU's [`VcpuRunstateInfo`] to the argument.
+    pub const GET_RUNSTATE_INFO: u64 = 4;
+    /// Register a [`VcpuRegisterRunstateMemoryArea`] the hypervisor keeps
+    /// the vCPU's runstate in.
+    pub const REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
+    /// Move the vCPU's `vcpu_info` out of the shared-info page
+    /// ([`VcpuRegisterVcpuInfo`]).
+    pub const REGISTER_VCPU_INFO: u64 = 10;
+
+    /// `RUNSTATE_running`: the vCPU runs on a physical CPU.
+    pub const RUNSTATE_RUNNING: u32 = 0;
+    /// `RUNSTATE_runnable`: runnable, not scheduled.
+    pub const RUNSTATE_RUNNABLE: u32 = 1;
+    /// `RUNSTATE_blocked`: blocked (idle), waiting for an event.
+    pub const RUNSTATE_BLOCKED: u32 = 2;
+    /// `RUNSTATE_offline`: neither runnable nor blocked (e.g. down).
+    pub const RUNSTATE_OFFLINE: u32 = 3;
+
+    /// `struct vcpu_runstate_info` (`public/vcpu.h`), x86-64 layout: the
+    /// state, when it was entered and the time spent in each state (ns of
+    /// system time).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct VcpuRunstateInfo {
+        /// `RUNSTATE_*`.
+        pub state: u32,
+        /// Padding Xen's compiler inserts (always 0 here).
+        pub pad: u32,
+        /// System time the state was entered.
+        pub state_entry_time: u64,
+        /// Time spent in each `RUNSTATE_*`.
+        pub time: [u64; 4],
+    }
+    crate::assert_layout!(VcpuRunstateInfo, size = 48, state = 0, state_entry_time = 8, time = 16);
+
+    /// `struct vcpu_runstate_info` for 32-bit callers (i386 aligns
+    /// `uint64_t` to 4 bytes: no padding, 44 bytes).
+    #[repr(C, packed(4))]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CompatVcpuRunstateInfo {
+        /// `RUNSTATE_*`.
+        pub state: u32,
+        /// System time the state was entered.
+        pub state_entry_time: u64,
+        /// Time spent in each `RUNSTATE_*`.
+        pub time: [u64; 4],
+    }
+    crate::assert_layout!(CompatVcpuRunstateInfo, size = 44, state = 0, state_entry_time = 4, time = 12);
+
+    impl From<VcpuRunstateInfo> for CompatVcpuRunstateInfo {
+        fn from(r: VcpuRunstateInfo) -> Self {
+            CompatVcpuRunstateInfo { state: r.state, state_entry_time: r.state_entry_time, time: r.time }
+        }
+    }
+
+    /// `struct vcpu_register_runstate_memory_area`: a guest handle (a
+    /// guest address; 0 unregisters) in a 64-bit union, in both ABIs.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct VcpuRegisterRunstateMemoryArea {
+        /// Where the hypervisor writes the [`VcpuRunstateInfo`].
+        pub addr: u64,
+    }
+    crate::assert_layout!(VcpuRegisterRunstateMemoryArea, size = 8, addr = 0);
+
+    /// `struct vcpu_register_vcpu_info`: the frame and offset of the new
+    /// `vcpu_info` (64 bytes, within one page).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct VcpuRegisterVcpuInfo {
+        /// Guest frame of the page (Xen's `mfn`: a gfn for HVM guests).
+        pub mfn: u64,
+        /// Byte offset in that page.
+        pub offset: u32,
+        /// Unused.
+        pub rsvd: u32,
+    }
+    crate::assert_layout!(VcpuRegisterVcpuInfo, size = 16, mfn = 0, offset = 8, rsvd = 12);
 }
 
 /// `xen_version` commands (`XENVER_*`). Arguments: `rdi` = command, `rsi` =

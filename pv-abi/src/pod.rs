@@ -113,4 +113,8 @@ impl_pod!(
     crate::hvm::memory_op::CompatMemoryMap,
     crate::hvm::hvm_op::HvmParam,
     crate::hvm::hvm_op::EvtchnUpcallVector,
+    crate::hypercall::vcpu_op::VcpuRunstateInfo,
+    crate::hypercall::vcpu_op::CompatVcpuRunstateInfo,
+    crate::hypercall::vcpu_op::VcpuRegisterRunstateMemoryArea,
+    crate::hypercall::vcpu_op::VcpuRegisterVcpuInfo,
 );

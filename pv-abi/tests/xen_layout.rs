@@ -86,6 +86,13 @@ fn checks() -> Vec<Check> {
         "VCPUOP_up" => hypercall::vcpu_op::UP,
         "VCPUOP_down" => hypercall::vcpu_op::DOWN,
         "VCPUOP_is_up" => hypercall::vcpu_op::IS_UP,
+        "VCPUOP_get_runstate_info" => hypercall::vcpu_op::GET_RUNSTATE_INFO,
+        "VCPUOP_register_runstate_memory_area" => hypercall::vcpu_op::REGISTER_RUNSTATE_MEMORY_AREA,
+        "VCPUOP_register_vcpu_info" => hypercall::vcpu_op::REGISTER_VCPU_INFO,
+        "RUNSTATE_running" => hypercall::vcpu_op::RUNSTATE_RUNNING,
+        "RUNSTATE_runnable" => hypercall::vcpu_op::RUNSTATE_RUNNABLE,
+        "RUNSTATE_blocked" => hypercall::vcpu_op::RUNSTATE_BLOCKED,
+        "RUNSTATE_offline" => hypercall::vcpu_op::RUNSTATE_OFFLINE,
         "VCPU_HVM_MODE_32B" => pv_abi::hvm::vcpu_hvm::MODE_32B,
         "VCPU_HVM_MODE_64B" => pv_abi::hvm::vcpu_hvm::MODE_64B,
         "XEN_HVM_DEBUGCONS_IOPORT" => pv_abi::hvm::DEBUGCONS_PORT,
@@ -114,7 +121,7 @@ fn checks() -> Vec<Check> {
 
     // Errno values.
     konst!(v,
-        "XEN_EPERM" => errno::EPERM, "XEN_ENOENT" => errno::ENOENT, "XEN_EIO" => errno::EIO,
+        "XEN_EPERM" => errno::EPERM, "XEN_ENOENT" => errno::ENOENT, "XEN_EIO" => errno::EIO, "XEN_ENXIO" => errno::ENXIO,
         "XEN_E2BIG" => errno::E2BIG, "XEN_EBADF" => errno::EBADF, "XEN_EAGAIN" => errno::EAGAIN,
         "XEN_ENOMEM" => errno::ENOMEM, "XEN_EACCES" => errno::EACCES,
         "XEN_EFAULT" => errno::EFAULT, "XEN_EBUSY" => errno::EBUSY,
@@ -487,6 +494,17 @@ fn hvm_checks(v: &mut Vec<Check>) {
     off!(v, "struct xen_memory_map", memory_op::MemoryMap, "nr_entries" => nr_entries, "buffer" => buffer);
     size!(v, "struct xen_hvm_param", hvm_op::HvmParam);
     {
+        use pv_abi::hypercall::vcpu_op::*;
+        size!(v, "struct vcpu_runstate_info", VcpuRunstateInfo);
+        off!(v, "struct vcpu_runstate_info", VcpuRunstateInfo, "state" => state,
+            "state_entry_time" => state_entry_time, "time" => time);
+        size!(v, "struct vcpu_register_runstate_memory_area", VcpuRegisterRunstateMemoryArea);
+        off!(v, "struct vcpu_register_runstate_memory_area", VcpuRegisterRunstateMemoryArea, "addr" => addr);
+        size!(v, "struct vcpu_register_vcpu_info", VcpuRegisterVcpuInfo);
+        off!(v, "struct vcpu_register_vcpu_info", VcpuRegisterVcpuInfo, "mfn" => mfn, "offset" => offset,
+            "rsvd" => rsvd);
+    }
+    {
         use pv_abi::hvm::vcpu_hvm::*;
         size!(v, "struct vcpu_hvm_x86_32", VcpuHvmX86_32);
         off!(v, "struct vcpu_hvm_x86_32", VcpuHvmX86_32, "eip" => eip, "cr0" => cr0, "efer" => efer,
@@ -594,11 +612,29 @@ fn layouts_32_bit_match_xen_headers_compiled_for_i386() {
     off!(v, "struct evtchn_init_control", EvtchnInitControl,
         "control_gfn" => control_gfn, "offset" => offset, "vcpu" => vcpu, "link_bits" => link_bits);
     off!(v, "struct evtchn_fifo_control_block", EvtchnFifoControlBlock, "ready" => ready, "head" => head);
+    // `vcpu_op`'s runstate and vcpu_info arguments as a 32-bit guest
+    // passes them (`compat_vcpu_op`'s translated layout).
+    {
+        use pv_abi::hypercall::vcpu_op::{
+            CompatVcpuRunstateInfo, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo,
+        };
+        konst!(v, "sizeof(struct vcpu_runstate_info)" => size_of::<CompatVcpuRunstateInfo>(),
+            "sizeof(struct vcpu_register_runstate_memory_area)" => size_of::<VcpuRegisterRunstateMemoryArea>(),
+            "sizeof(struct vcpu_register_vcpu_info)" => size_of::<VcpuRegisterVcpuInfo>());
+        off!(v, "struct vcpu_runstate_info", CompatVcpuRunstateInfo, "state" => state,
+            "state_entry_time" => state_entry_time, "time" => time);
+    }
 
     let mut src = String::from("#include <stddef.h>\n#include <stdint.h>\n");
-    for h in
-        ["xen/xen.h", "xen/memory.h", "xen/grant_table.h", "xen/hvm/hvm_op.h", "xen/io/blkif.h", "xen/event_channel.h"]
-    {
+    for h in [
+        "xen/xen.h",
+        "xen/memory.h",
+        "xen/grant_table.h",
+        "xen/hvm/hvm_op.h",
+        "xen/io/blkif.h",
+        "xen/event_channel.h",
+        "xen/vcpu.h",
+    ] {
         writeln!(src, "#include <{h}>").unwrap();
     }
     for (i, c) in v.iter().enumerate() {

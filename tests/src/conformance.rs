@@ -535,10 +535,10 @@ fn checks_xen_version(g: &mut Gen) {
     // build_id and commandline2: XSM_PRIV, -EPERM for a domU.
     g.hc(XEN_VERSION, &[10, buf]).expect("xen_version(XENVER_build_id)", Expect::Eq(err(EPERM)));
     g.hc(XEN_VERSION, &[14, 0]).expect("xen_version(XENVER_commandline2)", Expect::Eq(err(EPERM)));
-    // capabilities2 with a NULL handle: the string's length.
-    // extraversion2, capabilities2, changeset2 are XSM_HOOK (any guest):
+    // extraversion2, capabilities2, changeset2 are XSM_HOOK (any guest;
+    // extraversion2 and a deprecated set_param are left to the unit tests:
+    // the guest is at its 199-check limit):
     // xenver_varbuf_op() with a NULL handle returns the string's length.
-    g.hc(XEN_VERSION, &[11, 0]).expect("xen_version(XENVER_extraversion2, NULL) length", Expect::Gt(-1));
     g.hc(XEN_VERSION, &[12, 0]).expect("xen_version(XENVER_capabilities2, NULL) length", Expect::Gt(0));
     g.hc(XEN_VERSION, &[13, 0]).expect("xen_version(XENVER_changeset2, NULL) length", Expect::Gt(-1));
     // struct xen_varbuf { uint32_t len; buf[] }: a len short of the text is -ENOBUFS.
@@ -590,8 +590,6 @@ fn checks_hvm_op(g: &mut Gen) {
     g.expect("hvm_op set_param(CONSOLE_PFN)", Expect::Eq(err(EPERM)));
     set(g, 35);
     g.expect("hvm_op set_param(ALTP2M, read-only)", Expect::Eq(err(EEXIST)));
-    set(g, 4);
-    g.expect("hvm_op set_param(PAE_ENABLED, deprecated)", Expect::Eq(err(EINVAL)));
     // hvmop_set_evtchn_upcall_vector(): vector < 0x10 -EINVAL, no vCPU -ENOENT.
     g.poke(p, 0)
         .poke(p + 4, 5)
@@ -653,8 +651,24 @@ fn checks_vcpu_op(g: &mut Gen) {
     let v = ARGS;
     g.hc(VCPU_OP, &[3, 0, 0]).expect("vcpu_op(VCPUOP_is_up, 0)", Expect::Eq(1));
     g.hc(VCPU_OP, &[3, 99, 0]).expect("vcpu_op(VCPUOP_is_up, vcpu 99)", Expect::Eq(err(ENOENT)));
-    g.poke(v, !0).hc(VCPU_OP, &[4, 0, v]).gap("vcpu_op(VCPUOP_get_runstate_info)", Expect::Eq(0), err(ENOSYS));
-    g.field(v).gap("runstate of the running vCPU is RUNSTATE_running", Expect::Eq(0), !0);
+    g.poke(v, !0).hc(VCPU_OP, &[4, 0, v]).expect("vcpu_op(VCPUOP_get_runstate_info)", Expect::Eq(0));
+    g.field(v).expect("runstate of the running vCPU is RUNSTATE_running", Expect::Eq(0));
+    // register_runstate_memory_area writes the area at once
+    // (common_vcpu_op(), public/vcpu.h): one check (the table is nearly
+    // full, MAX_CHECKS); a failed call would leave the !0 there. Address
+    // 0 then unregisters it. register_vcpu_info's other refusals and its
+    // success are checked by xen-domain's unit tests (vcpu_op.rs): a move
+    // here would take vcpu_info[0] out of the page later checks read.
+    let area = v + 0x40;
+    g.poke(area, !0).poke64(v, u64::from(area)).hc(VCPU_OP, &[5, 0, v]);
+    g.field(area).expect("register_runstate_memory_area: RUNSTATE_running written", Expect::Eq(0));
+    g.poke64(v, 0).hc(VCPU_OP, &[5, 0, v]);
+    // A vcpu_info crossing its page: -ENXIO (map_guest_area(),
+    // xen/common/domain.c); aligned for both ABIs, so only the crossing
+    // is refused.
+    let gfn = u64::from(ARGS >> 12) + 1;
+    g.poke64(v, gfn).poke(v + 8, 4096 - 56).poke(v + 12, 0).hc(VCPU_OP, &[10, 0, v]);
+    g.expect("vcpu_op(register_vcpu_info) crossing a page", Expect::Eq(err(ENXIO)));
     g.poke64(v, 1).hc(VCPU_OP, &[6, 0, v]).expect("vcpu_op(set_periodic_timer, 1 ns)", Expect::Eq(err(EINVAL)));
     g.hc(VCPU_OP, &[7, 0, 0]).expect("vcpu_op(stop_periodic_timer)", Expect::Eq(0));
     // A past timeout is not refused: the timer event is sent at once

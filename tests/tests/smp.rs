@@ -72,8 +72,17 @@ fn a_64_bit_pvh_guest_brings_up_a_second_vcpu_with_vcpu_hvm_context() {
 /// ways: an IPI port bound for vCPU 1 sets vCPU 1's `upcall_pending` and
 /// interrupts vCPU 1 only (vCPU 0 has interrupts off then); vCPU 1 then
 /// sends on a port bound for vCPU 0, which takes that interrupt.
-#[test]
-fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
+/// Where `ipi_guest(true)` moves vCPU 1's `vcpu_info` (guest RAM, 64-byte
+/// aligned) and puts vCPU 1's runstate before up and after the IPIs.
+const VINFO: u32 = SCRATCH + 0x400;
+const RUNSTATE_BEFORE: u32 = SCRATCH + 0x500;
+const RUNSTATE_AFTER: u32 = SCRATCH + 0x540;
+
+/// The IPI guest; with `register_vcpu_info`, vCPU 0 first moves vCPU 1's
+/// `vcpu_info` to [`VINFO`] (`VCPUOP_register_vcpu_info`, result slot 7)
+/// and acknowledges the spurious event the move raises, and reads vCPU
+/// 1's runstate before up and after the IPIs (slots 8, 9).
+fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     const EVENT_CHANNEL_OP: u32 = 32;
     const HVM_OP: u32 = 34;
     let long = true;
@@ -98,6 +107,15 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
     a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
     // vCPU 0 (interrupts stay off here): bind_ipi(vcpu 1), callback vector, bring vCPU 1 up.
     let s = SCRATCH;
+    if register_vcpu_info {
+        // struct vcpu_register_vcpu_info { u64 mfn; u32 offset; u32 rsvd; }
+        let r = s + 0x200;
+        a.poke(r, VINFO >> 12).poke(r + 4, 0).poke(r + 8, VINFO & 0xfff).poke(r + 12, 0);
+        a.hypercall(VCPU_OP, &[10, 1, r], 7);
+        // The guest consumes the spurious event: upcall_pending, selector.
+        a.poke(VINFO, 0).poke(VINFO + 8, 0).poke(VINFO + 12, 0);
+        a.hypercall(VCPU_OP, &[4, 1, RUNSTATE_BEFORE], 8);
+    }
     a.poke(s, 1).poke(s + 4, 0).hypercall(EVENT_CHANNEL_OP, &[7, s], 0);
     a.poke(s + 0x20, 0).poke(s + 0x24, 0).hypercall(EVENT_CHANNEL_OP, &[7, s + 0x20], 6); // bind_ipi(vcpu 0)
     a.load_eax(s + 0x24).store_eax(s + 0x30);
@@ -111,6 +129,9 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
                                                                                           // sti; until [IRQ_COUNT] >= 2 (vCPU 1's interrupt, then ours); cli.
     a.raw(&[0xfb, 0x83, 0x3c, 0x25]).raw(&IRQ_COUNT.to_le_bytes()).raw(&[0x02, 0x72, 0xf6, 0xfa]);
     spin_until_set(&mut a, DONE, long);
+    if register_vcpu_info {
+        a.hypercall(VCPU_OP, &[4, 1, RUNSTATE_AFTER], 9);
+    }
     a.poweroff(0);
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +141,12 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
     cfg.kernel = Kernel::File(path);
     cfg.mem_bytes = 16 << 20;
     cfg.vcpus = 2;
-    let (run, vm) = boot_vm(cfg);
+    boot_vm(cfg)
+}
+
+#[test]
+fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
+    let (run, vm) = ipi_guest(false);
     assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
     let results: Vec<i32> = (0..7).map(|i| result(&vm, i)).collect();
     assert_eq!(results, vec![0; 7], "bind_ipi x2, param, initialise, up, send x2");
@@ -131,6 +157,29 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
     let upcalls = vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(upcalls, 2, "one upcall each way, none lost or doubled");
+}
+
+/// `VCPUOP_register_vcpu_info` (`common_vcpu_op()`, `map_guest_area()`,
+/// `xen/common/domain.c`) by vCPU 0 for vCPU 1 before it comes up: the
+/// IPI for vCPU 1 then marks the new `vcpu_info` (`evtchn_2l_set_pending()`
+/// uses `vcpu_info(v, ...)`, `xen/common/event_2l.c`) and interrupts vCPU
+/// 1; the old slot in the shared-info page stays clear.
+/// `VCPUOP_get_runstate_info` (`public/vcpu.h`): vCPU 1 is
+/// `RUNSTATE_offline` before up, `RUNSTATE_running` after.
+#[test]
+fn a_moved_vcpu_info_receives_its_vcpus_ipi_and_runstate_follows_up() {
+    let (run, vm) = ipi_guest(true);
+    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
+    let results: Vec<i32> = (0..10).map(|i| result(&vm, i)).collect();
+    assert_eq!(results, vec![0; 10], "bind_ipi x2, param, initialise, up, send x2, register, runstate x2");
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
+    let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
+    assert_eq!(vm.dom.ram.read_obj::<u8>(u64::from(VINFO)).unwrap(), 1, "the moved vcpu_info's upcall_pending");
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 0, "the old vcpu_info[1] slot is not used");
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vCPU 0's vcpu_info (the reply)");
+    // struct vcpu_runstate_info: int state first (RUNSTATE_offline 3, running 0).
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(RUNSTATE_BEFORE)).unwrap(), 3, "offline before up");
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(RUNSTATE_AFTER)).unwrap(), 0, "running after up");
 }
 
 /// Every vCPU runs (N = 1, 2, 4, 8): each brought up by vCPU 0 with

@@ -35,6 +35,8 @@ pub struct DeferredWait {
     woken: Box<dyn Fn() -> bool + Send>,
     deadline: Option<Instant>,
     cap: Instant,
+    /// Run once the wait ends (the vCPU's runstate back to running).
+    then: Option<Box<dyn Fn() + Send>>,
 }
 
 impl std::fmt::Debug for DeferredWait {
@@ -46,7 +48,12 @@ impl std::fmt::Debug for DeferredWait {
 impl DeferredWait {
     /// A wait until `woken`, `deadline` or `cap`.
     pub fn new(woken: Box<dyn Fn() -> bool + Send>, deadline: Option<Instant>, cap: Instant) -> Self {
-        DeferredWait { woken, deadline, cap }
+        DeferredWait { woken, deadline, cap, then: None }
+    }
+
+    /// Runs `f` when the wait ends.
+    pub fn set_then(&mut self, f: Box<dyn Fn() + Send>) {
+        self.then = Some(f);
     }
 
     /// Sleeps until the condition holds, the deadline or the cap passes.
@@ -54,10 +61,13 @@ impl DeferredWait {
         while !(self.woken)() {
             let now = Instant::now();
             if self.deadline.is_some_and(|d| now >= d) || now >= self.cap {
-                return;
+                break;
             }
             // The step `SCHEDOP_poll`/`block` wait with (`sched_op`).
             std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        if let Some(then) = &self.then {
+            then();
         }
     }
 }

@@ -248,7 +248,8 @@ fn add_to_physmap(dom: &mut Domain, op: u64, arg: u64) -> HcResult {
         // The vCPU's mode now fixes the page's layout (see `set_compat_layout`).
         dom.evtchn.set_compat_layout(dom.compat);
         let layout = dom.evtchn.layout();
-        pvh(dom).publish_clock(&ram, layout)?;
+        let vcpu_info = dom.evtchn.vcpu_info(0);
+        pvh(dom).publish_clock(&ram, layout, vcpu_info)?;
     }
     Ok(0)
 }

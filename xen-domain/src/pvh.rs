@@ -243,11 +243,18 @@ impl PvhState {
         Ok(())
     }
 
-    /// Publishes the pvclock into the shared-info page (layout `l`), with
-    /// the platform's TSC.
-    pub fn publish_clock(&mut self, ram: &GuestRam, l: &EvtchnLayout) -> Result<(), BadGuestRange> {
+    /// Publishes the pvclock into vCPU 0's `vcpu_info` at `vcpu_info`
+    /// (`None`: its shared-info slot) and the wall clock into the
+    /// shared-info page (layout `l`), with the platform's TSC.
+    pub fn publish_clock(
+        &mut self,
+        ram: &GuestRam,
+        l: &EvtchnLayout,
+        vcpu_info: Option<u64>,
+    ) -> Result<(), BadGuestRange> {
         let tsc = self.platform.host_tsc();
-        self.clock.publish(ram, self.layout.shared_info(), l, tsc)
+        let si = self.layout.shared_info();
+        self.clock.publish(ram, (si, vcpu_info.unwrap_or(si)), l, tsc)
     }
 
     /// The placeable index mapped at `gpfn`.

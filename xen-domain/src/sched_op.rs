@@ -254,7 +254,7 @@ fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     let deliverable = events_deliverable(dom);
     let ev = dom.evtchn.clone();
     let woken = move || deliverable() || ports.iter().any(|&p| ev.is_pending(p));
-    match wait(dom, deadline, woken) {
+    match blocked_wait(dom, deadline, woken) {
         Wait::Ready => {}
         Wait::Blocked => dom.work_left = 0,
         Wait::Again => {
@@ -273,15 +273,33 @@ fn poll(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 /// continuation: an upcall injected between the two exits would be taken
 /// by the guest's handler and the re-entered block would miss it.
 fn block(dom: &mut Domain) -> HcResult {
-    let Some(pvh) = dom.pvh.as_ref() else { return Err(ENOSYS) };
-    // The calling vCPU's `vcpu_info` (`current`).
-    let mask_at = pvh.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64 + 1;
-    dom.ram.write_obj(mask_at, &0u8)?;
-    if wait(dom, None, events_deliverable(dom)) != Wait::Ready {
+    if dom.pvh.is_none() {
+        return Err(ENOSYS);
+    }
+    // The calling vCPU's `vcpu_info` (`current`), wherever it lives.
+    let info = dom.evtchn.vcpu_info(dom.current).ok_or(EINVAL)?;
+    dom.ram.write_obj(info + SharedInfo::upcall_mask_offset(0) as u64, &0u8)?;
+    if blocked_wait(dom, None, events_deliverable(dom)) != Wait::Ready {
         dom.work_left = 0;
     }
     publish_clock(dom)?;
     Ok(0)
+}
+
+/// [`wait`] with the calling vCPU's runstate `RUNSTATE_blocked` while
+/// it waits (Xen's `vcpu_block()`/`vcpu_wake()` runstate changes), back
+/// to running when the wait ends: here, or in the vCPU loop for a
+/// deferred wait.
+fn blocked_wait(dom: &mut Domain, deadline: Option<Instant>, woken: impl Fn() -> bool + Send + 'static) -> Wait {
+    use pv_abi::hypercall::vcpu_op::{RUNSTATE_BLOCKED, RUNSTATE_RUNNING};
+    let set = crate::vcpu_op::runstate_setter(dom, dom.current);
+    set(RUNSTATE_BLOCKED);
+    let w = wait(dom, deadline, woken);
+    match dom.deferred_wait.as_mut() {
+        Some(d) => d.set_then(Box::new(move || set(RUNSTATE_RUNNING))),
+        None => set(RUNSTATE_RUNNING),
+    }
+    w
 }
 
 /// How a bounded wait ended.
@@ -327,20 +345,23 @@ fn wait(dom: &mut Domain, deadline: Option<Instant>, woken: impl Fn() -> bool + 
 /// that needs no domain: its `evtchn_upcall_pending` is set and its
 /// `evtchn_upcall_mask` clear.
 fn events_deliverable(dom: &Domain) -> impl Fn() -> bool + Send + 'static {
-    let at = dom
-        .pvh
-        .as_ref()
-        .map(|p| p.layout.shared_info() + SharedInfo::upcall_pending_offset(dom.current as usize) as u64);
+    // The calling vCPU's `vcpu_info`, looked up at each check: another
+    // vCPU may move it (`VCPUOP_register_vcpu_info`) during the wait.
+    let (ev, vcpu, pvh) = (dom.evtchn.clone(), dom.current, dom.pvh.is_some());
     let ram = dom.ram.clone();
-    move || at.is_some_and(|at| matches!(ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0))
+    move || {
+        let at = ev.vcpu_info(vcpu).filter(|_| pvh);
+        at.is_some_and(|at| matches!(ram.read_obj::<[u8; 2]>(at), Ok([pending, 0]) if pending != 0))
+    }
 }
 
 /// Refreshes the pvclock in the shared-info page, if the guest placed it.
-fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
+pub(crate) fn publish_clock(dom: &mut Domain) -> Result<(), i64> {
     let layout = dom.evtchn.layout();
+    let vcpu_info = dom.evtchn.vcpu_info(0);
     let Some(pvh) = dom.pvh.as_mut() else { return Ok(()) };
     if pvh.placed[0].is_some() {
-        pvh.publish_clock(&dom.ram, layout)?;
+        pvh.publish_clock(&dom.ram, layout, vcpu_info)?;
     }
     Ok(())
 }

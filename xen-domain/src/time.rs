@@ -68,13 +68,14 @@ impl PvClock {
     }
 
     /// Writes the current time (the host TSC now is `host_tsc`) into the
-    /// shared-info page at `shared_info` (seqlock: odd version while
-    /// writing), and the wall clock where the page's layout `l` has it
-    /// (x86-64 or x86_32).
+    /// `vcpu_info` at `vcpu_info` (vCPU 0's: in the shared-info page or
+    /// where the guest registered it; seqlock: odd version while
+    /// writing), and the wall clock into the shared-info page at
+    /// `shared_info` where its layout `l` has it (x86-64 or x86_32).
     pub fn publish(
         &mut self,
         ram: &GuestRam,
-        shared_info: u64,
+        (shared_info, vcpu_info): (u64, u64),
         l: &EvtchnLayout,
         host_tsc: u64,
     ) -> Result<(), BadGuestRange> {
@@ -88,12 +89,12 @@ impl PvClock {
             flags: PVCLOCK_TSC_STABLE,
             ..Default::default()
         };
-        ram.write(shared_info + TIME_OFFSET, &t.version.to_le_bytes())?;
+        ram.write(vcpu_info + TIME_OFFSET, &t.version.to_le_bytes())?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        ram.write_obj(shared_info + TIME_OFFSET, &t)?;
+        ram.write_obj(vcpu_info + TIME_OFFSET, &t)?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         t.version = self.version;
-        ram.write(shared_info + TIME_OFFSET, &t.version.to_le_bytes())?;
+        ram.write(vcpu_info + TIME_OFFSET, &t.version.to_le_bytes())?;
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let boot_wall = wall.saturating_sub(self.boot.elapsed());
         let secs = boot_wall.as_secs();

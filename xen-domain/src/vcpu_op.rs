@@ -2,15 +2,20 @@
 //! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`),
 //! for PVH guests: bringing secondary vCPUs up and down
 //! (`VCPUOP_initialise` with a `vcpu_hvm_context`, `up`, `down`,
-//! `is_up`, over [`crate::vcpus::VcpuSet`]) and the single-shot and
-//! periodic timers (vCPU 0's only, so far).
+//! `is_up`, over [`crate::vcpus::VcpuSet`]), the runstate
+//! (`get_runstate_info`, `register_runstate_memory_area`), moving a
+//! `vcpu_info` out of the shared-info page (`register_vcpu_info`) and
+//! each vCPU's single-shot and periodic timers.
 
 use crate::domain::{Domain, HcResult};
 use crate::sched_op::arm;
-use pv_abi::errno::{EINVAL, ENOENT, ENOSYS};
+use pv_abi::errno::{EBUSY, EINVAL, ENOENT, ENOSYS, ENXIO};
 use pv_abi::hvm::vcpu_hvm::VcpuHvmContext;
 use pv_abi::hvm::VIRQ_TIMER;
 use pv_abi::hypercall::vcpu_op;
+use pv_abi::hypercall::vcpu_op::{
+    CompatVcpuRunstateInfo, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo, VcpuRunstateInfo,
+};
 use std::time::Duration;
 
 /// Shortest period `VCPUOP_set_periodic_timer` accepts (Xen's
@@ -30,9 +35,12 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
     };
     match a[0] {
         vcpu_op::INITIALISE => initialise(dom, id, a[2]),
-        vcpu_op::UP => dom.vcpus.up(id).map(|()| 0),
+        vcpu_op::UP => up(dom, id),
         vcpu_op::DOWN => down(dom, id),
         vcpu_op::IS_UP => dom.vcpus.is_up(id).map(u64::from),
+        vcpu_op::GET_RUNSTATE_INFO => get_runstate_info(dom, id, a[2]),
+        vcpu_op::REGISTER_RUNSTATE_MEMORY_AREA => register_runstate_area(dom, id, a[2]),
+        vcpu_op::REGISTER_VCPU_INFO => register_vcpu_info(dom, id, a[2]),
         // `common_vcpu_op`: the single-shot timer is the caller's own.
         vcpu_op::SET_SINGLESHOT_TIMER | vcpu_op::STOP_SINGLESHOT_TIMER if id != dom.current => Err(EINVAL),
         vcpu_op::SET_SINGLESHOT_TIMER => set_singleshot(dom, a[2]),
@@ -68,12 +76,123 @@ fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
     dom.vcpus.initialise(id, state?).map(|()| 0)
 }
 
-/// `VCPUOP_down`: stops `id`, or, if it is the last vCPU up, shuts the
-/// domain down (`SHUTDOWN_poweroff`) and returns 0.
+/// `VCPUOP_up`: starts `id` (runstate running from now on).
+fn up(dom: &mut Domain, id: u32) -> HcResult {
+    let was_up = dom.vcpus.is_up(id)?;
+    dom.vcpus.up(id)?;
+    if !was_up {
+        runstate_setter(dom, id)(vcpu_op::RUNSTATE_RUNNING);
+    }
+    Ok(0)
+}
+
+/// `VCPUOP_down`: stops `id` (runstate offline), or, if it is the last
+/// vCPU up, shuts the domain down (`SHUTDOWN_poweroff`) and returns 0.
 fn down(dom: &mut Domain, id: u32) -> HcResult {
+    let was_up = dom.vcpus.is_up(id)?;
     if dom.vcpus.down(id)? {
         dom.shutdown =
             Some(crate::domain::Shutdown { reason: pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF, code: 0 });
+    } else if was_up {
+        runstate_setter(dom, id)(vcpu_op::RUNSTATE_OFFLINE);
+    }
+    Ok(0)
+}
+
+/// Xen's system time now (ns since boot; 0 without a PVH clock).
+fn now_ns(dom: &Domain) -> u64 {
+    dom.pvh.as_ref().map_or(0, |p| p.clock.now_ns())
+}
+
+/// A function moving vCPU `id` to a runstate at the time it is called
+/// (Xen's `vcpu_runstate_change()`), and refreshing the guest's copy if
+/// it registered one (`update_runstate_area()`). Owns what it needs, so
+/// the vCPU loop may call it after the domain lock is released.
+pub fn runstate_setter(dom: &Domain, id: u32) -> impl Fn(u32) + Send + 'static {
+    let vcpus = dom.vcpus.clone();
+    let ram = dom.ram.clone();
+    let boot = dom.pvh.as_ref().map(|p| p.clock.boot);
+    move |state| {
+        let now = boot.map_or(0, |b| b.elapsed().as_nanos() as u64);
+        if let Some((r, area)) = vcpus.set_runstate(id, state, now) {
+            write_runstate_area(&ram, area, r);
+        }
+    }
+}
+
+/// Copies `r` to a registered runstate area (64-bit or compat layout);
+/// as Xen's `update_runstate_area()`, a copy that fails is ignored.
+fn write_runstate_area(ram: &crate::guest_memory::GuestRam, (addr, compat): (u64, bool), r: VcpuRunstateInfo) {
+    if addr == 0 {
+        return;
+    }
+    let done = if compat {
+        ram.copy_obj_to_guest(addr, &CompatVcpuRunstateInfo::from(r))
+    } else {
+        ram.copy_obj_to_guest(addr, &r)
+    };
+    if done.is_err() {
+        tracing::trace!(addr, "runstate area not writable: not updated");
+    }
+}
+
+/// `VCPUOP_get_runstate_info` (`vcpu_runstate_get()`): `id`'s runstate,
+/// the current state's time counted up to now; `-EFAULT` if it cannot be
+/// copied out (44 bytes for a 32-bit caller, `compat_vcpu_op()`).
+fn get_runstate_info(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
+    let r = dom.vcpus.runstate(id, now_ns(dom)).ok_or(ENOENT)?;
+    if dom.compat {
+        dom.ram.copy_obj_to_guest(arg, &CompatVcpuRunstateInfo::from(r))?;
+    } else {
+        dom.ram.copy_obj_to_guest(arg, &r)?;
+    }
+    Ok(0)
+}
+
+/// `VCPUOP_register_runstate_memory_area`: records the guest address
+/// (a 32-bit handle for a 32-bit caller; 0 unregisters) and writes the
+/// runstate there now. Only reading the argument can fail (`-EFAULT`):
+/// for an HVM caller `guest_handle_okay()` always holds and the copy's
+/// result is ignored.
+fn register_runstate_area(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
+    let a: VcpuRegisterRunstateMemoryArea = dom.ram.read_obj(arg)?;
+    let addr = if dom.compat { a.addr & 0xffff_ffff } else { a.addr };
+    dom.vcpus.set_runstate_area(id, addr, dom.compat);
+    let r = dom.vcpus.runstate(id, now_ns(dom)).ok_or(ENOENT)?;
+    write_runstate_area(&dom.ram, (addr, dom.compat), r);
+    Ok(0)
+}
+
+/// `VCPUOP_register_vcpu_info` (`common_vcpu_op()` + `map_guest_area()`,
+/// `xen/common/domain.c`): `{u64 mfn; u32 offset; u32 rsvd}`. An offset
+/// leaving the frame (or an address overflowing) is `-EINVAL`; a second
+/// registration `-EBUSY`; a `vcpu_info` crossing the page or misaligned
+/// (8 bytes, 4 with the x86_32 shared-info layout) `-ENXIO`; a frame
+/// without a RAM page `-EINVAL` (`check_get_page_from_gfn()`).
+fn register_vcpu_info(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
+    const PAGE: u64 = 4096;
+    let a: VcpuRegisterVcpuInfo = dom.ram.read_obj(arg)?;
+    let gaddr = (a.mfn << 12).wrapping_add(u64::from(a.offset));
+    if gaddr == u64::MAX || gaddr >> 12 != a.mfn {
+        return Err(EINVAL);
+    }
+    // Preliminary check, as Xen's; `register_vcpu_info` checks again.
+    if dom.evtchn.vcpu_info_registered(id) {
+        return Err(EBUSY);
+    }
+    let size = std::mem::size_of::<pv_abi::shared_info::VcpuInfo>() as u64;
+    let align = dom.evtchn.layout().word_bytes as u64;
+    if gaddr / PAGE != (gaddr + size - 1) / PAGE || gaddr % align != 0 {
+        return Err(ENXIO);
+    }
+    let pvh = dom.pvh.as_ref().ok_or(ENOSYS)?;
+    if !pvh.reservation.has_page(a.mfn) {
+        return Err(EINVAL);
+    }
+    dom.evtchn.register_vcpu_info(id, gaddr)?;
+    // `force_update_vcpu_system_time()`: vCPU 0's pvclock at its new home.
+    if id == 0 {
+        crate::sched_op::publish_clock(dom)?;
     }
     Ok(0)
 }
@@ -331,5 +450,197 @@ mod tests {
         assert_eq!(t.call(nr::VCPU_OP, [DOWN, 1, 0, 0, 0]), 0);
         assert_eq!(t.dom.shutdown.map(|s| s.reason), Some(pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF));
         assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 1, "the last vCPU stays up");
+    }
+
+    fn reg_info(t: &TestDomain, gfn: u64, offset: u32) {
+        t.put(TEST_ARG, &VcpuRegisterVcpuInfo { mfn: gfn, offset, rsvd: 0 });
+    }
+
+    /// A free RAM frame for a `vcpu_info` (below the test arguments).
+    const INFO_GFN: u64 = 0x1f0;
+
+    /// `common_vcpu_op()` / `map_guest_area()` (`xen/common/domain.c`):
+    /// an offset leaving the frame or an overflowing address `-EINVAL`;
+    /// crossing the page or misaligned `-ENXIO`; no RAM page at the frame
+    /// `-EINVAL` (`check_get_page_from_gfn()`, `xen/common/memory.c`);
+    /// unreadable argument `-EFAULT`; a second registration `-EBUSY`.
+    #[test]
+    fn register_vcpu_info_refusals() {
+        use pv_abi::errno::EFAULT;
+        use vcpu_op::REGISTER_VCPU_INFO as REG;
+        let mut t = smp(2);
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 0, crate::fake::TEST_RAM - 8, 0, 0]), -EFAULT);
+        for (gfn, off, errno) in [
+            (INFO_GFN, 4096, EINVAL),
+            (1 << 52, 0, EINVAL),
+            (u64::MAX >> 12, 0xfff, EINVAL),
+            (INFO_GFN, 4096 - 32, ENXIO),
+            (INFO_GFN, 4, ENXIO),
+        ] {
+            reg_info(&t, gfn, off);
+            assert_eq!(t.call(nr::VCPU_OP, [REG, 0, TEST_ARG, 0, 0]), -errno, "gfn {gfn:#x} offset {off}");
+        }
+        let vmm_page = t.dom.pvh.as_ref().unwrap().layout.vmm_base >> 12;
+        reg_info(&t, vmm_page, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 0, TEST_ARG, 0, 0]), -EINVAL, "not a RAM page of the guest");
+        reg_info(&t, INFO_GFN, 4096 - 64);
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 2, TEST_ARG, 0, 0]), -ENOENT, "vCPU 2 of 2");
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), 0, "the last 64 bytes of a page");
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), -EBUSY, "no re-registration");
+        reg_info(&t, INFO_GFN + 1, 0);
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), -EBUSY, "nor a move elsewhere");
+    }
+
+    /// `vcpu_info_populate()` and `map_guest_area()`
+    /// (`xen/common/domain.c`): the old `vcpu_info` is copied to the new
+    /// place, every selector bit and `evtchn_upcall_pending` are set (a
+    /// spurious event, so none is lost) and the vCPU gets an upcall; later
+    /// events (`evtchn_2l_set_pending()`, `xen/common/event_2l.c`) mark the
+    /// new `vcpu_info`, never the old slot; `SCHEDOP_block` clears the
+    /// new mask (`vcpu_block_enable_events()`).
+    #[test]
+    fn a_registered_vcpu_info_receives_the_old_state_and_every_later_event() {
+        use vcpu_op::REGISTER_VCPU_INFO as REG;
+        let mut t = smp(2);
+        t.dom.evtchn.set_vcpus(2);
+        let si = t.dom.pvh.as_ref().unwrap().layout.shared_info();
+        let old1 = si + 64;
+        t.put(old1 + 1, &1u8); // vCPU 1's evtchn_upcall_mask
+        t.put(old1 + 16, &0xc2c2u64); // arch.cr2
+        let new = (INFO_GFN << 12) + 128;
+        reg_info(&t, INFO_GFN, 128);
+        let upcalls = t.platform.upcalls();
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.get::<[u8; 2]>(new), [1, 1], "upcall_pending set, the mask copied");
+        assert_eq!(t.get::<u64>(new + 8), u64::MAX, "every selector bit");
+        assert_eq!(t.get::<u64>(new + 16), 0xc2c2, "the rest copied");
+        assert_eq!(t.platform.upcalls(), upcalls + 1);
+        assert_eq!(t.dom.evtchn.vcpu_info(1), Some(new));
+        // The guest consumes the spurious event; an IPI to vCPU 1 then
+        // lands in the new vcpu_info only.
+        t.put(new, &[0u8, 0]);
+        t.put(new + 8, &0u64);
+        t.put(old1, &[0u8, 0]);
+        t.put(old1 + 8, &0u64);
+        t.put(TEST_ARG, &[1u32, 0]);
+        assert_eq!(
+            t.call(nr::EVENT_CHANNEL_OP, [pv_abi::event_channel::EVTCHNOP_BIND_IPI.into(), TEST_ARG, 0, 0, 0]),
+            0
+        );
+        let port = t.get::<[u32; 2]>(TEST_ARG)[1];
+        t.put(TEST_ARG, &port);
+        assert_eq!(t.call(nr::EVENT_CHANNEL_OP, [pv_abi::event_channel::EVTCHNOP_SEND.into(), TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.get::<u8>(new), 1, "upcall_pending in the new vcpu_info");
+        assert_eq!(t.get::<u64>(new + 8), 1 << (port / 64), "its selector bit");
+        assert_eq!((t.get::<u8>(old1), t.get::<u64>(old1 + 8)), (0, 0), "the old slot untouched");
+        // vCPU 1 blocks: its new mask is cleared, the pending event wakes it.
+        t.put(new + 1, &1u8);
+        t.put(old1 + 1, &1u8);
+        t.dom.current = 1;
+        assert_eq!(t.call(nr::SCHED_OP, [pv_abi::hypercall::sched_op::BLOCK, 0, 0, 0, 0]), 0);
+        assert_eq!(t.get::<[u8; 2]>(new), [1, 0]);
+        assert_eq!(t.get::<u8>(old1 + 1), 1, "the old slot's mask is not the one cleared");
+    }
+
+    /// `vcpu_runstate_get()` / `VCPUOP_get_runstate_info`
+    /// (`xen/common/domain.c`, `xen/common/sched/core.c`,
+    /// `public/vcpu.h`): the running vCPU is `RUNSTATE_running`, a vCPU
+    /// never brought up `RUNSTATE_offline`; up and down move it between
+    /// them and charge the time spent; a 32-bit caller gets the 44-byte
+    /// compat layout (`compat_vcpu_op()`); an unwritable argument is
+    /// `-EFAULT`.
+    #[test]
+    fn get_runstate_info_follows_up_and_down() {
+        use pv_abi::errno::EFAULT;
+        use pv_abi::hypercall::vcpu_op::{RUNSTATE_OFFLINE, RUNSTATE_RUNNING};
+        use vcpu_op::{DOWN, GET_RUNSTATE_INFO as GET, INITIALISE, UP};
+        let mut t = smp(2);
+        let info = |t: &mut TestDomain, id: u64| {
+            assert_eq!(t.call(nr::VCPU_OP, [GET, id, TEST_ARG, 0, 0]), 0);
+            t.get::<VcpuRunstateInfo>(TEST_ARG)
+        };
+        assert_eq!(info(&mut t, 0).state, RUNSTATE_RUNNING);
+        let r1 = info(&mut t, 1);
+        assert_eq!((r1.state, r1.time[0]), (RUNSTATE_OFFLINE, 0), "down since boot, never ran");
+        put_ctx64(&t, 0x10_0000, (1 << 31) | 1);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(info(&mut t, 1).state, RUNSTATE_OFFLINE, "initialised but down");
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), 0);
+        let up = info(&mut t, 1);
+        assert_eq!(up.state, RUNSTATE_RUNNING);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(t.call(nr::VCPU_OP, [DOWN, 1, 0, 0, 0]), 0);
+        let down = info(&mut t, 1);
+        assert_eq!(down.state, RUNSTATE_OFFLINE);
+        assert!(down.time[0] >= 2_000_000, "at least the 2 ms slept while up: {:?}", down.time);
+        assert!(down.state_entry_time >= up.state_entry_time + 2_000_000);
+        // The compat layout: 44 bytes, state_entry_time at offset 4.
+        t.put(TEST_ARG, &[0xffu8; 48]);
+        t.dom.compat = true;
+        assert_eq!(t.call(nr::VCPU_OP, [GET, 1, TEST_ARG, 0, 0]), 0);
+        let c: CompatVcpuRunstateInfo = t.get(TEST_ARG);
+        assert_eq!({ c.state }, RUNSTATE_OFFLINE);
+        assert_eq!({ c.state_entry_time }, down.state_entry_time);
+        assert_eq!(t.get::<[u8; 4]>(TEST_ARG + 44), [0xff; 4], "nothing beyond 44 bytes");
+        t.dom.compat = false;
+        let vmm = t.dom.pvh.as_ref().unwrap().layout.vmm_base;
+        assert_eq!(t.call(nr::VCPU_OP, [GET, 0, vmm, 0, 0]), -EFAULT);
+        assert_eq!(t.call(nr::VCPU_OP, [GET, 0, u64::MAX - 8, 0, 0]), -EFAULT);
+    }
+
+    /// `VCPUOP_register_runstate_memory_area` (`common_vcpu_op()`,
+    /// `update_runstate_area()`): the area gets the runstate at once and
+    /// on each change (here: `SCHEDOP_block` charges `RUNSTATE_blocked`
+    /// and returns to running, `xen/common/sched/core.c`); address 0 stops
+    /// the updates; only an unreadable argument fails (`-EFAULT`).
+    #[test]
+    fn a_registered_runstate_area_is_kept_up_to_date() {
+        use pv_abi::errno::EFAULT;
+        use pv_abi::hypercall::vcpu_op::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNING};
+        use vcpu_op::REGISTER_RUNSTATE_MEMORY_AREA as REG;
+        let mut t = smp(2);
+        let area = TEST_ARG + 0x100;
+        t.put(area, &[0xffu8; 48]);
+        t.put(TEST_ARG, &VcpuRegisterRunstateMemoryArea { addr: area });
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 0, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.get::<VcpuRunstateInfo>(area).state, RUNSTATE_RUNNING, "written at once");
+        assert_eq!(t.call(nr::SCHED_OP, [pv_abi::hypercall::sched_op::BLOCK, 0, 0, 0, 0]), 0);
+        let r = t.get::<VcpuRunstateInfo>(area);
+        assert_eq!(r.state, RUNSTATE_RUNNING, "running again after the block");
+        assert!(r.time[RUNSTATE_BLOCKED as usize] > 0, "the block was charged: {:?}", r.time);
+        // vCPU 1 (offline) registered by vCPU 0; an unwritable area is
+        // accepted (the copy's failure is ignored).
+        t.put(TEST_ARG, &VcpuRegisterRunstateMemoryArea { addr: area + 64 });
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.get::<VcpuRunstateInfo>(area + 64).state, RUNSTATE_OFFLINE);
+        t.put(TEST_ARG, &VcpuRegisterRunstateMemoryArea { addr: u64::MAX - 8 });
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 1, TEST_ARG, 0, 0]), 0);
+        // Unregistered: the next change is not written.
+        t.put(TEST_ARG, &VcpuRegisterRunstateMemoryArea { addr: 0 });
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 0, TEST_ARG, 0, 0]), 0);
+        t.put(area, &[0xeeu8; 48]);
+        assert_eq!(t.call(nr::SCHED_OP, [pv_abi::hypercall::sched_op::BLOCK, 0, 0, 0, 0]), 0);
+        assert_eq!(t.get::<[u8; 48]>(area), [0xee; 48]);
+        assert_eq!(t.call(nr::VCPU_OP, [REG, 0, crate::fake::TEST_RAM - 4, 0, 0]), -EFAULT);
+    }
+
+    /// With several vCPUs `SCHEDOP_block` hands its wait to the vCPU loop
+    /// (`DeferredWait`): the vCPU is `RUNSTATE_blocked` until that wait
+    /// ends, then running again, the wait charged to `time[blocked]`
+    /// (`vcpu_block()` / `vcpu_wake()`, `xen/common/sched/core.c`).
+    #[test]
+    fn a_deferred_block_is_blocked_until_the_vcpu_loop_ends_the_wait() {
+        use pv_abi::hypercall::vcpu_op::{RUNSTATE_BLOCKED, RUNSTATE_RUNNING};
+        let mut t = smp(2);
+        t.dom.defer_waits = true;
+        assert_eq!(t.call(nr::SCHED_OP, [pv_abi::hypercall::sched_op::BLOCK, 0, 0, 0, 0]), 0);
+        let wait = t.dom.deferred_wait.take().expect("the wait is left to the vCPU loop");
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        assert_eq!(t.dom.vcpus.runstate(0, now).unwrap().state, RUNSTATE_BLOCKED);
+        wait.wait();
+        let now = t.dom.pvh.as_ref().unwrap().clock.now_ns();
+        let r = t.dom.vcpus.runstate(0, now).unwrap();
+        assert_eq!(r.state, RUNSTATE_RUNNING);
+        assert!(r.time[RUNSTATE_BLOCKED as usize] > 0, "{:?}", r.time);
     }
 }

@@ -12,6 +12,7 @@
 //! down by another is kicked out of the guest through the `kick` hook.
 
 use crate::hvm_context::VcpuContext;
+use pv_abi::hypercall::vcpu_op::{VcpuRunstateInfo, RUNSTATE_OFFLINE, RUNSTATE_RUNNING};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,31 @@ struct Slot {
     down: bool,
     /// A state from `VCPUOP_initialise` its thread has not loaded yet.
     pending: Option<VcpuContext>,
+    /// Xen's `v->runstate`: the state, since when, time in each.
+    runstate: VcpuRunstateInfo,
+    /// `VCPUOP_register_runstate_memory_area`: where the guest wants a
+    /// copy, and whether in the 32-bit layout (0: none).
+    runstate_area: (u64, bool),
+}
+
+impl Slot {
+    fn new(initialised: bool, down: bool) -> Self {
+        let state = if down { RUNSTATE_OFFLINE } else { RUNSTATE_RUNNING };
+        let runstate = VcpuRunstateInfo { state, ..Default::default() };
+        Slot { initialised, down, pending: None, runstate, runstate_area: (0, false) }
+    }
+}
+
+/// Xen's `vcpu_runstate_change()`: charges the time since the state was
+/// entered to it, then enters `state` at `now` (ns of system time). A
+/// clock read before the entry time (two vCPUs racing) charges nothing.
+pub fn runstate_change(r: &mut VcpuRunstateInfo, state: u32, now: u64) {
+    let delta = now.saturating_sub(r.state_entry_time);
+    if let Some(t) = r.time.get_mut(r.state as usize) {
+        *t = t.wrapping_add(delta);
+    }
+    r.state_entry_time = r.state_entry_time.max(now);
+    r.state = state;
 }
 
 /// Called with a vCPU id to interrupt that vCPU's thread in the guest.
@@ -60,8 +86,8 @@ impl VcpuSet {
     /// the others uninitialised and down.
     pub fn new(n: u32) -> Self {
         let n = n.clamp(1, MAX_VCPUS) as usize;
-        let mut slots = vec![Slot { initialised: false, down: true, pending: None }; n];
-        slots[0] = Slot { initialised: true, down: false, pending: None };
+        let mut slots = vec![Slot::new(false, true); n];
+        slots[0] = Slot::new(true, false);
         VcpuSet { slots: Mutex::new(slots), changed: Condvar::new(), kick: Mutex::new(None) }
     }
 
@@ -164,6 +190,35 @@ impl VcpuSet {
                 Some(_) => {}
             }
             s = self.changed.wait_timeout(s, step).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Moves `id` to runstate `state` at `now` (ns of system time);
+    /// returns the new runstate and the registered area, if any.
+    pub fn set_runstate(&self, id: u32, state: u32, now: u64) -> Option<(VcpuRunstateInfo, (u64, bool))> {
+        let mut s = self.lock();
+        let slot = s.get_mut(id as usize)?;
+        runstate_change(&mut slot.runstate, state, now);
+        Some((slot.runstate, slot.runstate_area))
+    }
+
+    /// Xen's `vcpu_runstate_get()`: `id`'s runstate with the time in the
+    /// current state counted up to `now`.
+    pub fn runstate(&self, id: u32, now: u64) -> Option<VcpuRunstateInfo> {
+        let s = self.lock();
+        let mut r = s.get(id as usize)?.runstate;
+        let delta = now.saturating_sub(r.state_entry_time);
+        if let Some(t) = r.time.get_mut(r.state as usize) {
+            *t = t.wrapping_add(delta);
+        }
+        Some(r)
+    }
+
+    /// Records `id`'s runstate area (`VCPUOP_register_runstate_memory_area`;
+    /// address 0 unregisters).
+    pub fn set_runstate_area(&self, id: u32, addr: u64, compat: bool) {
+        if let Some(slot) = self.lock().get_mut(id as usize) {
+            slot.runstate_area = (addr, compat);
         }
     }
 

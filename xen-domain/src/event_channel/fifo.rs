@@ -502,6 +502,28 @@ mod tests {
         assert_eq!(set_priority(&mut t, MAX_PORTS, 3), -EINVAL);
     }
 
+    /// `vcpu_mark_events_pending()` (`xen/common/event_channel.c`) sets
+    /// `vcpu_info(v, evtchn_upcall_pending)`: after
+    /// `VCPUOP_register_vcpu_info` moved it (`map_guest_area()`,
+    /// `xen/common/domain.c`), a FIFO `ready` edge marks the new place, not
+    /// the shared-info slot.
+    #[test]
+    fn the_ready_edge_marks_a_moved_vcpu_info() {
+        const INFO: u64 = 0x13_0000;
+        let mut t = fifo_domain();
+        let (_, b) = bound_port(&mut t);
+        let upcalls = t.platform.upcalls();
+        assert_eq!(t.dom.evtchn.register_vcpu_info(0, INFO), Ok(()));
+        assert_eq!(t.get::<u8>(INFO), 1, "the spurious event of the move");
+        assert_eq!(t.platform.upcalls(), upcalls + 1);
+        t.put(INFO, &0u8);
+        assert_eq!(t.dom.evtchn.register_vcpu_info(0, INFO + 64), Err(pv_abi::errno::EBUSY));
+        assert_eq!(t.dom.evtchn.notify_binding(b), Ok(true));
+        assert_eq!(t.get::<u8>(INFO), 1, "upcall_pending at the new place");
+        assert_eq!(upcall_pending(&t), 0, "the shared-info slot is not used any more");
+        assert_eq!(t.get::<u8>(INFO + 64), 0, "nothing written at the refused place");
+    }
+
     /// `evtchn_fifo_set_pending()`: PENDING and LINKED set, the first event
     /// of a queue written to `head[q]`, `ready` bit `q` set and on its edge
     /// `evtchn_upcall_pending` and one upcall; a second event of the queue

@@ -242,6 +242,32 @@ impl EventChannels {
         self.lock().notify_vcpu.get(port as usize).copied().unwrap_or(0)
     }
 
+    /// Where `vcpu`'s `vcpu_info` is (guest-physical): registered with
+    /// `VCPUOP_register_vcpu_info`, else its shared-info slot.
+    pub fn vcpu_info(&self, vcpu: u32) -> Option<u64> {
+        self.bitmaps.vcpu_info(vcpu)
+    }
+
+    /// Whether `vcpu`'s `vcpu_info` was moved out of the shared-info page.
+    pub fn vcpu_info_registered(&self, vcpu: u32) -> bool {
+        self.bitmaps.vcpu_info_registered(vcpu)
+    }
+
+    /// `VCPUOP_register_vcpu_info` once its argument is checked: moves
+    /// `vcpu`'s `vcpu_info` to `gpa` (`-EBUSY` if moved before, as Xen's
+    /// `map_guest_area()`) and raises a (possibly spurious) upcall so no
+    /// event pending at the move is lost.
+    pub fn register_vcpu_info(&self, vcpu: u32, gpa: u64) -> Result<(), i64> {
+        match self.bitmaps.move_vcpu_info(vcpu, gpa) {
+            Ok(raise) => {
+                self.upcall_if(raise, vcpu);
+                Ok(())
+            }
+            Err(None) => Err(EBUSY),
+            Err(Some(_)) => Err(EFAULT),
+        }
+    }
+
     /// The shared-info layout in use.
     pub fn layout(&self) -> &'static EvtchnLayout {
         self.bitmaps.layout()
