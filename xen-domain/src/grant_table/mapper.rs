@@ -431,7 +431,13 @@ impl GrantTable {
         Some(self.mark_locked(&mut lock, gref, entry, writable).map(|gpa| (entry, gpa)))
     }
 
-    fn mark_locked(&self, lock: &mut EntryLock<'_>, gref: GrantRef, entry: EntryAt, writable: bool) -> Result<u64, GrantError> {
+    fn mark_locked(
+        &self,
+        lock: &mut EntryLock<'_>,
+        gref: GrantRef,
+        entry: EntryAt,
+        writable: bool,
+    ) -> Result<u64, GrantError> {
         let (readers, writers) = counts(lock.word);
         if readers == u32::MAX || (writable && u64::from(writers) == WRITERS >> 32) {
             return Err(GrantError::Busy(gref));
