@@ -91,20 +91,17 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     a.enter_long_mode().irq_handler_64();
     // vCPU 1: load the GDT (Xen starts it with selector-0 segments and no
     // GDT) and the 64-bit IDT, say ready, take the interrupt, say done.
-    let jmp_at = a.code.len();
-    a.raw(&[0xe9, 0, 0, 0, 0]);
-    let entry = a.here();
-    a.raw(&[0x0f, 0x01, 0x14, 0x25]).raw(&(GDT + 0x40).to_le_bytes()); // lgdt [gdtr]
-                                                                       // Reload CS from it (push 0x08; push next; retfq): the interrupt's
-                                                                       // iretq needs a real code selector.
-    let next = a.here() + 9;
-    a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
-    a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
-    a.poke(READY, 1).wait_for_irq();
-    a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
-    a.poke(DONE, 1).raw(&[0xfa, 0xf4, 0xeb, 0xfd]);
-    let rel = (a.code.len() - jmp_at - 5) as u32;
-    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    let entry = a.behind_jump(|a| {
+        a.raw(&[0x0f, 0x01, 0x14, 0x25]).raw(&(GDT + 0x40).to_le_bytes()); // lgdt [gdtr]
+                                                                           // Reload CS from it (push 0x08; push next; retfq): the interrupt's
+                                                                           // iretq needs a real code selector.
+        let next = a.here() + 9;
+        a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
+        a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
+        a.poke(READY, 1).wait_for_irq();
+        a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
+        a.poke(DONE, 1).halt_forever();
+    });
     // vCPU 0 (interrupts stay off here): bind_ipi(vcpu 1), callback vector, bring vCPU 1 up.
     let s = SCRATCH;
     if register_vcpu_info {
