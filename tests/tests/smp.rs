@@ -141,14 +141,21 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     boot_vm(cfg)
 }
 
+/// Runs [`ipi_guest`] and checks what both its variants share: a clean
+/// `SCHEDOP_shutdown`, its first `slots` results 0 (`what` names them),
+/// each vCPU's handler run once. Returns the VM and its shared-info page.
+fn ipi_guest_ran(register_vcpu_info: bool, slots: u32, what: &str) -> (tests::RanVm, u64) {
+    let (run, vm) = ipi_guest(register_vcpu_info);
+    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
+    let results: Vec<i32> = (0..slots).map(|i| result(&vm, i)).collect();
+    assert_eq!(results, vec![0; slots as usize], "{what}");
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
+    (vm, xen_domain::pvh::PvhLayout::new(16 << 20).shared_info())
+}
+
 #[test]
 fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
-    let (run, vm) = ipi_guest(false);
-    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
-    let results: Vec<i32> = (0..7).map(|i| result(&vm, i)).collect();
-    assert_eq!(results, vec![0; 7], "bind_ipi x2, param, initialise, up, send x2");
-    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
-    let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
+    let (vm, si) = ipi_guest_ran(false, 7, "bind_ipi x2, param, initialise, up, send x2");
     // `vcpu_info` is 64 bytes (xen/include/public/xen.h).
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 1, "vcpu_info[1].evtchn_upcall_pending");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
@@ -165,12 +172,8 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
 /// `RUNSTATE_offline` before up, `RUNSTATE_running` after.
 #[test]
 fn a_moved_vcpu_info_receives_its_vcpus_ipi_and_runstate_follows_up() {
-    let (run, vm) = ipi_guest(true);
-    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
-    let results: Vec<i32> = (0..10).map(|i| result(&vm, i)).collect();
-    assert_eq!(results, vec![0; 10], "bind_ipi x2, param, initialise, up, send x2, register, runstate x2");
-    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
-    let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
+    let what = "bind_ipi x2, param, initialise, up, send x2, register, runstate x2";
+    let (vm, si) = ipi_guest_ran(true, 10, what);
     assert_eq!(vm.dom.ram.read_obj::<u8>(u64::from(VINFO)).unwrap(), 1, "the moved vcpu_info's upcall_pending");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 0, "the old vcpu_info[1] slot is not used");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vCPU 0's vcpu_info (the reply)");
