@@ -18,15 +18,21 @@ fn err(e: i64) -> i32 {
     -(e as i32)
 }
 
-fn run(long: bool, vcpus: u32) -> (Run, tests::RanVm) {
+/// Boots the PVH guest `a` (64-bit when `long`) with `vcpus` vCPUs and
+/// 16 MiB, to its end.
+fn boot_asm(a: &Asm, long: bool, vcpus: u32) -> (Run, tests::RanVm) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("smp.elf");
-    std::fs::write(&path, pvh_elf(&guest(long), long)).unwrap();
+    std::fs::write(&path, pvh_elf(a, long)).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");
     cfg.kernel = Kernel::File(path);
     cfg.mem_bytes = 16 << 20;
     cfg.vcpus = vcpus;
     boot_vm(cfg)
+}
+
+fn run(long: bool, vcpus: u32) -> (Run, tests::RanVm) {
+    boot_asm(&guest(long), long, vcpus)
 }
 
 fn check(long: bool) {
@@ -130,15 +136,7 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
         a.hypercall(VCPU_OP, &[4, 1, RUNSTATE_AFTER], 9);
     }
     a.poweroff(0);
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ipi.elf");
-    std::fs::write(&path, pvh_elf(&a, long)).unwrap();
-    let mut cfg = VmConfig::bundled("hello", "");
-    cfg.kernel = Kernel::File(path);
-    cfg.mem_bytes = 16 << 20;
-    cfg.vcpus = 2;
-    boot_vm(cfg)
+    boot_asm(&a, long, 2)
 }
 
 /// Runs [`ipi_guest`] and checks what both its variants share: a clean
@@ -189,14 +187,7 @@ fn a_moved_vcpu_info_receives_its_vcpus_ipi_and_runstate_follows_up() {
 #[test]
 fn every_vcpu_runs_with_1_2_4_and_8_vcpus() {
     for n in [1u32, 2, 4, 8] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("roll.elf");
-        std::fs::write(&path, pvh_elf(&roll_call_guest(n), true)).unwrap();
-        let mut cfg = VmConfig::bundled("hello", "");
-        cfg.kernel = Kernel::File(path);
-        cfg.mem_bytes = 16 << 20;
-        cfg.vcpus = n;
-        let (run, vm) = boot_vm(cfg);
+        let (run, vm) = boot_asm(&roll_call_guest(n), true, n);
         assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{n} vCPUs: {}", run.console);
         for id in 0..n {
             let word = vm.dom.ram.read_obj::<u32>(u64::from(ROLL_CALL + 4 * id)).unwrap();
