@@ -58,6 +58,26 @@ impl Asm {
     pub fn here(&self) -> u32 {
         BASE + self.code.len() as u32
     }
+    /// Emits `body` behind a `jmp` over it (code another vCPU enters, or a
+    /// routine called later); returns the body's address.
+    pub fn behind_jump(&mut self, body: impl FnOnce(&mut Asm)) -> u32 {
+        let jmp_at = self.code.len();
+        self.b(&[0xe9, 0, 0, 0, 0]);
+        let entry = self.here();
+        body(self);
+        let rel = (self.code.len() - jmp_at - 5) as u32;
+        self.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+        entry
+    }
+    /// `jmp target` (rel32).
+    pub fn jmp(&mut self, target: u32) -> &mut Self {
+        let rel = target.wrapping_sub(self.here() + 5);
+        self.b(&[0xe9]).imm(rel)
+    }
+    /// `cli; hlt; jmp` back to the `hlt`: stops this vCPU for good.
+    pub fn halt_forever(&mut self) -> &mut Self {
+        self.b(&[0xfa, 0xf4, 0xeb, 0xfd])
+    }
     /// An empty writer for code that runs in 64-bit mode when `long` (the
     /// mode switch itself emitted elsewhere): code placed outside the
     /// image's first page, which keeps its own addresses.

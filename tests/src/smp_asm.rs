@@ -44,23 +44,18 @@ pub fn spin_until_set(a: &mut Asm, addr: u32, long: bool) {
 /// (result slot 10), set `READY`, wait for `GO`, set `DONE`, halt. Emitted behind a
 /// jump; returns its address.
 pub fn ap_code(a: &mut Asm, long: bool) -> u32 {
-    let jmp_at = a.code.len();
-    a.raw(&[0xe9, 0, 0, 0, 0]);
-    let entry = a.here();
-    // inc dword [ENTRIES]
-    if long {
-        a.raw(&[0xff, 0x04, 0x25]).raw(&ENTRIES.to_le_bytes());
-    } else {
-        a.raw(&[0xff, 0x05]).raw(&ENTRIES.to_le_bytes());
-    }
-    a.hypercall(VCPU_OP, &[IS_UP, 1, 0], 10);
-    a.poke(READY, 1);
-    spin_until_set(a, GO, long);
-    a.poke(DONE, 1);
-    a.raw(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp back to hlt
-    let rel = (a.code.len() - jmp_at - 5) as u32;
-    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
-    entry
+    a.behind_jump(|a| {
+        // inc dword [ENTRIES]
+        if long {
+            a.raw(&[0xff, 0x04, 0x25]).raw(&ENTRIES.to_le_bytes());
+        } else {
+            a.raw(&[0xff, 0x05]).raw(&ENTRIES.to_le_bytes());
+        }
+        a.hypercall(VCPU_OP, &[IS_UP, 1, 0], 10);
+        a.poke(READY, 1);
+        spin_until_set(a, GO, long);
+        a.poke(DONE, 1).halt_forever();
+    })
 }
 
 /// The `vcpu_hvm_context` for vCPU 1 at [`CTX`] (`hvm_vcpu.h` offsets;
@@ -123,22 +118,17 @@ pub fn flood_guest(vcpus: u32) -> Asm {
     let long = true;
     let mut a = Asm::default();
     a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
-    let jmp_at = a.code.len();
-    a.raw(&[0xe9, 0, 0, 0, 0]);
-    let flood = a.here();
-    a.hypercall(17, &[0, 0], 12);
-    let back = flood.wrapping_sub(a.here() + 5);
-    a.raw(&[0xe9]).raw(&back.to_le_bytes());
-    let rel = (a.code.len() - jmp_at - 5) as u32;
-    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    let flood = a.behind_jump(|a| {
+        let flood = a.here();
+        a.hypercall(17, &[0, 0], 12).jmp(flood);
+    });
     write_context(&mut a, long, flood);
     for id in 1..vcpus {
         // `VCPUOP_initialise` copies the context: change the stack between calls.
         a.poke(CTX + 8 + 32, AP_STACK - id * 0x1000);
         a.hypercall(VCPU_OP, &[INITIALISE, id, CTX], 13).hypercall(VCPU_OP, &[UP, id, 0], 14);
     }
-    let back = flood.wrapping_sub(a.here() + 5);
-    a.raw(&[0xe9]).raw(&back.to_le_bytes());
+    a.jmp(flood);
     a
 }
 
@@ -155,13 +145,9 @@ pub fn roll_call_guest(vcpus: u32) -> Asm {
     let long = true;
     let mut a = Asm::default();
     a.setup_descriptors().wrmsr(XEN_HYPERCALL_MSR, u64::from(HCALL_PAGE)).enter_long_mode();
-    let jmp_at = a.code.len();
-    a.raw(&[0xe9, 0, 0, 0, 0]);
-    let entry = a.here();
-    a.raw(&[0xc7, 0x06, 1, 0, 0, 0]); // mov dword [rsi], 1
-    a.raw(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp back to hlt
-    let rel = (a.code.len() - jmp_at - 5) as u32;
-    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    let entry = a.behind_jump(|a| {
+        a.raw(&[0xc7, 0x06, 1, 0, 0, 0]).halt_forever(); // mov dword [rsi], 1
+    });
     write_context(&mut a, long, entry);
     for id in 1..vcpus {
         a.poke(CTX + 8 + 48, ROLL_CALL + 4 * id); // cpu_regs.x86_64.rsi

@@ -18,15 +18,21 @@ fn err(e: i64) -> i32 {
     -(e as i32)
 }
 
-fn run(long: bool, vcpus: u32) -> (Run, tests::RanVm) {
+/// Boots the PVH guest `a` (64-bit when `long`) with `vcpus` vCPUs and
+/// 16 MiB, to its end.
+fn boot_asm(a: &Asm, long: bool, vcpus: u32) -> (Run, tests::RanVm) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("smp.elf");
-    std::fs::write(&path, pvh_elf(&guest(long), long)).unwrap();
+    std::fs::write(&path, pvh_elf(a, long)).unwrap();
     let mut cfg = VmConfig::bundled("hello", "");
     cfg.kernel = Kernel::File(path);
     cfg.mem_bytes = 16 << 20;
     cfg.vcpus = vcpus;
     boot_vm(cfg)
+}
+
+fn run(long: bool, vcpus: u32) -> (Run, tests::RanVm) {
+    boot_asm(&guest(long), long, vcpus)
 }
 
 fn check(long: bool) {
@@ -91,20 +97,17 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     a.enter_long_mode().irq_handler_64();
     // vCPU 1: load the GDT (Xen starts it with selector-0 segments and no
     // GDT) and the 64-bit IDT, say ready, take the interrupt, say done.
-    let jmp_at = a.code.len();
-    a.raw(&[0xe9, 0, 0, 0, 0]);
-    let entry = a.here();
-    a.raw(&[0x0f, 0x01, 0x14, 0x25]).raw(&(GDT + 0x40).to_le_bytes()); // lgdt [gdtr]
-                                                                       // Reload CS from it (push 0x08; push next; retfq): the interrupt's
-                                                                       // iretq needs a real code selector.
-    let next = a.here() + 9;
-    a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
-    a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
-    a.poke(READY, 1).wait_for_irq();
-    a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
-    a.poke(DONE, 1).raw(&[0xfa, 0xf4, 0xeb, 0xfd]);
-    let rel = (a.code.len() - jmp_at - 5) as u32;
-    a.code[jmp_at + 1..jmp_at + 5].copy_from_slice(&rel.to_le_bytes());
+    let entry = a.behind_jump(|a| {
+        a.raw(&[0x0f, 0x01, 0x14, 0x25]).raw(&(GDT + 0x40).to_le_bytes()); // lgdt [gdtr]
+                                                                           // Reload CS from it (push 0x08; push next; retfq): the interrupt's
+                                                                           // iretq needs a real code selector.
+        let next = a.here() + 9;
+        a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
+        a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
+        a.poke(READY, 1).wait_for_irq();
+        a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
+        a.poke(DONE, 1).halt_forever();
+    });
     // vCPU 0 (interrupts stay off here): bind_ipi(vcpu 1), callback vector, bring vCPU 1 up.
     let s = SCRATCH;
     if register_vcpu_info {
@@ -133,25 +136,24 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
         a.hypercall(VCPU_OP, &[4, 1, RUNSTATE_AFTER], 9);
     }
     a.poweroff(0);
+    boot_asm(&a, long, 2)
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ipi.elf");
-    std::fs::write(&path, pvh_elf(&a, long)).unwrap();
-    let mut cfg = VmConfig::bundled("hello", "");
-    cfg.kernel = Kernel::File(path);
-    cfg.mem_bytes = 16 << 20;
-    cfg.vcpus = 2;
-    boot_vm(cfg)
+/// Runs [`ipi_guest`] and checks what both its variants share: a clean
+/// `SCHEDOP_shutdown`, its first `slots` results 0 (`what` names them),
+/// each vCPU's handler run once. Returns the VM and its shared-info page.
+fn ipi_guest_ran(register_vcpu_info: bool, slots: u32, what: &str) -> (tests::RanVm, u64) {
+    let (run, vm) = ipi_guest(register_vcpu_info);
+    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
+    let results: Vec<i32> = (0..slots).map(|i| result(&vm, i)).collect();
+    assert_eq!(results, vec![0; slots as usize], "{what}");
+    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
+    (vm, xen_domain::pvh::PvhLayout::new(16 << 20).shared_info())
 }
 
 #[test]
 fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
-    let (run, vm) = ipi_guest(false);
-    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
-    let results: Vec<i32> = (0..7).map(|i| result(&vm, i)).collect();
-    assert_eq!(results, vec![0; 7], "bind_ipi x2, param, initialise, up, send x2");
-    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
-    let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
+    let (vm, si) = ipi_guest_ran(false, 7, "bind_ipi x2, param, initialise, up, send x2");
     // `vcpu_info` is 64 bytes (xen/include/public/xen.h).
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 1, "vcpu_info[1].evtchn_upcall_pending");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
@@ -168,12 +170,8 @@ fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
 /// `RUNSTATE_offline` before up, `RUNSTATE_running` after.
 #[test]
 fn a_moved_vcpu_info_receives_its_vcpus_ipi_and_runstate_follows_up() {
-    let (run, vm) = ipi_guest(true);
-    assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
-    let results: Vec<i32> = (0..10).map(|i| result(&vm, i)).collect();
-    assert_eq!(results, vec![0; 10], "bind_ipi x2, param, initialise, up, send x2, register, runstate x2");
-    assert_eq!(vm.dom.ram.read_obj::<u32>(u64::from(IRQ_COUNT)).unwrap(), 2, "each vCPU's handler ran once");
-    let si = xen_domain::pvh::PvhLayout::new(16 << 20).shared_info();
+    let what = "bind_ipi x2, param, initialise, up, send x2, register, runstate x2";
+    let (vm, si) = ipi_guest_ran(true, 10, what);
     assert_eq!(vm.dom.ram.read_obj::<u8>(u64::from(VINFO)).unwrap(), 1, "the moved vcpu_info's upcall_pending");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 0, "the old vcpu_info[1] slot is not used");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vCPU 0's vcpu_info (the reply)");
@@ -189,14 +187,7 @@ fn a_moved_vcpu_info_receives_its_vcpus_ipi_and_runstate_follows_up() {
 #[test]
 fn every_vcpu_runs_with_1_2_4_and_8_vcpus() {
     for n in [1u32, 2, 4, 8] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("roll.elf");
-        std::fs::write(&path, pvh_elf(&roll_call_guest(n), true)).unwrap();
-        let mut cfg = VmConfig::bundled("hello", "");
-        cfg.kernel = Kernel::File(path);
-        cfg.mem_bytes = 16 << 20;
-        cfg.vcpus = n;
-        let (run, vm) = boot_vm(cfg);
+        let (run, vm) = boot_asm(&roll_call_guest(n), true, n);
         assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{n} vCPUs: {}", run.console);
         for id in 0..n {
             let word = vm.dom.ram.read_obj::<u32>(u64::from(ROLL_CALL + 4 * id)).unwrap();

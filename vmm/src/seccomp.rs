@@ -303,8 +303,8 @@ const API: Allowlist = Allowlist {
 /// The hot-plug thread (`crate::hotplug`): opens a disk image (and locks
 /// it), makes the device's eventfds and event loop, writes store nodes,
 /// and starts its device thread, which inherits this filter and stacks
-/// the device filter (so everything a device thread does, plus `prctl`
-/// and `seccomp`).
+/// the device filter (so everything a device thread does, added through
+/// [`ThreadKind::starts`], plus `prctl` and `seccomp`).
 const HOTPLUG: Allowlist = Allowlist {
     calls: &[
         libc::SYS_openat,
@@ -317,23 +317,8 @@ const HOTPLUG: Allowlist = Allowlist {
         libc::SYS_clone3,
         libc::SYS_prctl,
         libc::SYS_seccomp,
-        // What the device threads it starts do (`DEVICE`).
-        libc::SYS_epoll_wait,
-        libc::SYS_epoll_pwait,
-        libc::SYS_epoll_ctl,
-        libc::SYS_read,
-        libc::SYS_readv,
-        libc::SYS_pread64,
-        libc::SYS_pwrite64,
-        libc::SYS_preadv,
-        libc::SYS_pwritev,
-        libc::SYS_fdatasync,
-        libc::SYS_fsync,
-        libc::SYS_fallocate,
-        libc::SYS_fcntl,
-        libc::SYS_timerfd_settime,
     ],
-    ioctls: &[nr::KVM_IOEVENTFD],
+    ioctls: &[],
     any_kvm_ioctl: false,
     inet_socket: false,
 };
@@ -403,6 +388,16 @@ impl ThreadKind {
             ThreadKind::Hotplug => &HOTPLUG,
         }
     }
+
+    /// The kind of the threads this kind starts, if any: they inherit this
+    /// thread's filter and stack their own, so this filter must allow all
+    /// that theirs does (the kernel applies the strictest verdict).
+    fn starts(self) -> Option<ThreadKind> {
+        match self {
+            ThreadKind::Hotplug => Some(ThreadKind::Device),
+            _ => None,
+        }
+    }
 }
 
 impl ThreadKind {
@@ -436,13 +431,20 @@ fn arg_rule(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompRule, seccom
 
 fn filter(kind: ThreadKind, extra: &[i64]) -> Result<BpfProgram, seccompiler::Error> {
     let list = kind.allowlist();
+    let started = kind.starts().map(ThreadKind::allowlist);
+    let (started_calls, started_ioctls) = started.map_or((&[][..], &[][..]), |l| (l.calls, l.ioctls));
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        COMMON.iter().chain(list.calls).chain(extra).map(|&s| (s, vec![])).collect();
+        COMMON.iter().chain(list.calls).chain(started_calls).chain(extra).map(|&s| (s, vec![])).collect();
     if kind.refuses_open() {
         // Refused with `EACCES` by the stacked `refuse_open` filter.
         rules.insert(libc::SYS_openat, vec![]);
     }
-    let mut ioctls = list.ioctls.iter().map(|&r| arg_rule(1, SeccompCmpOp::Eq, r)).collect::<Result<Vec<_>, _>>()?;
+    let mut ioctls = list
+        .ioctls
+        .iter()
+        .chain(started_ioctls)
+        .map(|&r| arg_rule(1, SeccompCmpOp::Eq, r))
+        .collect::<Result<Vec<_>, _>>()?;
     if list.any_kvm_ioctl {
         ioctls.push(arg_rule(1, SeccompCmpOp::MaskedEq(0xff00), nr::KVMIO << 8)?);
     }

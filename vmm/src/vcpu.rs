@@ -457,17 +457,7 @@ impl Vcpu {
         fd.set_sregs(&sregs).map_err(VmmError::kvm("set_sregs"))?;
         fd.set_regs(&boot::entry_regs(entry)).map_err(VmmError::kvm("set_regs"))?;
         fd.set_sync_valid_reg(SyncReg::Register);
-        let kvm_stats = KvmStats::open(&fd);
-        Ok(Vcpu {
-            fd,
-            hypercalls: HypercallTable::default(),
-            exits: ExitHandlers { stats: ExitMetrics::default(), uart: Uart::new(console), mmio: Arc::default() },
-            kvm_stats,
-            callback: None,
-            control: None,
-            id: 0,
-            kicker: Arc::default(),
-        })
+        Ok(Vcpu::from_fd(fd, 0, console))
     }
 
     /// Creates secondary vCPU `id` (stopped until `VCPUOP_up`): `cpuid`,
@@ -483,8 +473,14 @@ impl Vcpu {
         if pvh {
             fd.set_sync_valid_reg(SyncReg::SystemRegister);
         }
+        Ok(Vcpu::from_fd(fd, id, console))
+    }
+
+    /// A vCPU around its configured `fd`: no hypercalls, callback or
+    /// control yet, fresh counters.
+    fn from_fd(fd: VcpuFd, id: u32, console: ConsoleOut) -> Vcpu {
         let kvm_stats = KvmStats::open(&fd);
-        Ok(Vcpu {
+        Vcpu {
             fd,
             hypercalls: HypercallTable::default(),
             exits: ExitHandlers { stats: ExitMetrics::default(), uart: Uart::new(console), mmio: Arc::default() },
@@ -493,7 +489,7 @@ impl Vcpu {
             control: None,
             id,
             kicker: Arc::default(),
-        })
+        }
     }
 
     /// Injects `line`'s upcalls before each entry (a PVH guest's callback

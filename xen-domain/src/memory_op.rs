@@ -512,6 +512,20 @@ mod tests {
     /// minus the legacy hole, plus the console and store rings.
     const OWNED: i64 = (1024 - 20 - 96) + 2;
 
+    /// Issues memory_op `cmd` on `TEST_ARG` with this exit's budget spent:
+    /// one extent is done, then the call continues through a continuation
+    /// (`hypercall_create_continuation()` in `do_memory_op()`,
+    /// xen/common/memory.c) whose `cmd` carries the next start extent (1).
+    /// Returns that `cmd`.
+    fn preempted_at_once(t: &mut TestDomain, cmd: u64) -> u64 {
+        t.dom.start_exit();
+        t.dom.charge(crate::preempt::WORK_PER_EXIT);
+        assert_eq!(t.table.dispatch(&mut t.dom, nr::MEMORY_OP, &[cmd, TEST_ARG, 0, 0, 0]), 1);
+        let cont = cmd | 1 << MEMOP_EXTENT_SHIFT;
+        assert_eq!(t.dom.continuation, Some([cont, TEST_ARG, 0, 0, 0]));
+        cont
+    }
+
     fn reservation(t: &mut TestDomain, cmd: u64) -> i64 {
         t.put(TEST_ARG, &DOMID_SELF);
         t.call(nr::MEMORY_OP, [cmd, TEST_ARG, 0, 0, 0])
@@ -610,11 +624,7 @@ mod tests {
             _pad: 0,
         };
         t.put(TEST_ARG, &r);
-        t.dom.start_exit();
-        t.dom.charge(crate::preempt::WORK_PER_EXIT);
-        assert_eq!(t.table.dispatch(&mut t.dom, nr::MEMORY_OP, &[DECREASE_RESERVATION, TEST_ARG, 0, 0, 0]), 1);
-        let cont = DECREASE_RESERVATION | 1 << MEMOP_EXTENT_SHIFT;
-        assert_eq!(t.dom.continuation, Some([cont, TEST_ARG, 0, 0, 0]));
+        let cont = preempted_at_once(&mut t, DECREASE_RESERVATION);
         assert_eq!(t.call(nr::MEMORY_OP, [cont, TEST_ARG, 0, 0, 0]), 3);
         assert_eq!(reservation(&mut t, CURRENT_RESERVATION), OWNED - 3);
     }
@@ -874,11 +884,7 @@ mod tests {
             TEST_ARG,
             &AddToPhysmap { domid: DOMID_SELF, size: 4, space: XENMAPSPACE_GMFN_RANGE, idx: 0x150, gpfn: 0x160 },
         );
-        t.dom.start_exit();
-        t.dom.charge(crate::preempt::WORK_PER_EXIT);
-        assert_eq!(t.table.dispatch(&mut t.dom, nr::MEMORY_OP, &[ADD_TO_PHYSMAP, TEST_ARG, 0, 0, 0]), 1);
-        let cont = ADD_TO_PHYSMAP | 1 << MEMOP_EXTENT_SHIFT;
-        assert_eq!(t.dom.continuation, Some([cont, TEST_ARG, 0, 0, 0]));
+        let cont = preempted_at_once(&mut t, ADD_TO_PHYSMAP);
         assert_eq!(t.call(nr::MEMORY_OP, [cont, TEST_ARG, 0, 0, 0]), 0);
         assert_eq!(t.get::<u64>(0x162 * PAGE_SIZE), 0x77);
         for gfn in 0x150..0x154 {

@@ -529,14 +529,7 @@ fn evtchn_abi(n: u32) -> i32 {
         println!("abi: {}: {}", what, if ok { "ok" } else { "FAILED" });
         fails += (!ok) as i32;
     };
-    let (a, b) = match evtchn::alloc_unbound(DOMID_SELF).and_then(|a| Ok((a, evtchn::bind_interdomain(DOMID_SELF, a)?)))
-    {
-        Ok(ab) => ab,
-        Err(e) => {
-            println!("abi: loopback refused: {}", e.name());
-            return 1;
-        }
-    };
+    let Some((a, b)) = loopback("abi") else { return 1 };
     // "EVTCHNOP_bind_interdomain always sets the local event channel pending".
     evtchn::wait_until(|| evtchn::events(b) == 1);
     let (ea, eb, up0) = (evtchn::events(a), evtchn::events(b), evtchn::upcalls());
@@ -581,19 +574,25 @@ fn evtchn_abi(n: u32) -> i32 {
     fails
 }
 
+/// A loopback channel: `a` unbound for ourselves, `b` bound to it
+/// (`EVTCHNOP_alloc_unbound` then `bind_interdomain`); on refusal, says so
+/// behind `tag` and returns `None`.
+fn loopback(tag: &str) -> Option<(u32, u32)> {
+    match evtchn::alloc_unbound(DOMID_SELF).and_then(|a| Ok((a, evtchn::bind_interdomain(DOMID_SELF, a)?))) {
+        Ok(ab) => Some(ab),
+        Err(e) => {
+            println!("{}: loopback refused: {}", tag, e.name());
+            None
+        }
+    }
+}
+
 /// `vmm bench`'s event-delivery rows: `n` events over a loopback channel,
 /// one at a time (send hypercall, set-pending in the VMM, upcall, the
 /// handler of the ABI in use: FIFO, or 2-level with `evtchn=2l`). The
 /// channel is set up for `n=0` too, so differencing leaves the events.
 fn event_loop(n: u64) -> i32 {
-    let (a, b) = match evtchn::alloc_unbound(DOMID_SELF).and_then(|a| Ok((a, evtchn::bind_interdomain(DOMID_SELF, a)?)))
-    {
-        Ok(ab) => ab,
-        Err(e) => {
-            println!("evloop: loopback refused: {}", e.name());
-            return 1;
-        }
-    };
+    let Some((a, b)) = loopback("evloop") else { return 1 };
     evtchn::wait_until(|| evtchn::events(b) == 1);
     let e0 = evtchn::events(b);
     for _ in 0..n {
