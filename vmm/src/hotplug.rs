@@ -54,7 +54,7 @@ pub enum HotplugError {
     #[error("{0}")]
     BadDevice(String),
     /// The id names no hot-plugged device.
-    #[error("no hot-plugged device {0}: `vmm ctl info` lists none by that id; only devices added at run time can be removed")]
+    #[error("no hot-plugged device {0}: give the id `add-disk` answered (`vbd/<n>`, `<n>` or its name, e.g. `xvdb`); only disks added at run time can be removed")]
     NoDevice(String),
     /// The device number is taken.
     #[error("device/vbd/{0} exists already: give the disk another vdev=")]

@@ -135,6 +135,8 @@ fn hotplug(store: &mut frontend_guest::xenbus::Store, mode: &[u8], seed: u64) ->
             if good { "verified" } else { "MISMATCH" }
         );
         if !good {
+            // Say what the user must fix: the image, not the VMM.
+            println!("hotplug: the disk must hold the pattern of seed={:#x} (docs/api.md, Disk hot-plug)", seed);
             return 1;
         }
         if busy {

@@ -166,7 +166,15 @@ fn bind(path: &Path) -> Result<UnixListener> {
     let bound = UnixListener::bind(path);
     // SAFETY: as above, restoring the previous mask.
     unsafe { libc::umask(old) };
-    let listener = bound.with_context(|| format!("cannot bind the API socket {}", path.display()))?;
+    // The cause goes into the one line (main prints only the outer
+    // message): a missing directory is the usual one.
+    let listener = bound.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => "create its directory first or choose another path",
+            _ => "choose another path",
+        };
+        anyhow::anyhow!("--api-socket {}: cannot create the socket: {e}: {hint}", path.display())
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -374,6 +382,20 @@ fn balloon(s: &Shared, body: &[u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket path in a directory that does not exist is one line that
+    /// names the path, the cause and what to do (it used to say only
+    /// "cannot bind the API socket <path>").
+    #[test]
+    fn socket_in_a_missing_directory_says_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("vmm-api-missing-{}", std::process::id()));
+        let path = dir.join("vm.sock");
+        let e = bind(&path).expect_err("the directory does not exist").to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("No such file or directory"), "{e}");
+        assert!(e.contains("create its directory"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
 
     fn shared(with_vm: bool) -> Shared {
         let store = pv_store::SharedStore::new();
