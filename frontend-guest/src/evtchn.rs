@@ -9,10 +9,9 @@
 //! pointers are stored, so nothing here needs `unsafe`.
 
 use crate::arch;
-use crate::hypercall::{check, Errno};
+use crate::hypercall::{event_channel_op as op, Errno};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use pv_abi::event_channel::*;
-use pv_abi::hypercall::nr;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo, BITS_PER_WORD};
 
 /// Ports this guest tracks (the VMM offers no more).
@@ -180,12 +179,6 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
         }
         arch::sti_hlt();
     }
-}
-
-pub(crate) fn op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {
-    // SAFETY: the VMM reads and writes one `T` at the pointer, which names
-    // `arg` (the `EVTCHNOP_*` argument structure for `cmd`).
-    check(unsafe { arch::hypercall(nr::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64, 0, 0, 0) })
 }
 
 /// `EVTCHNOP_alloc_unbound`: a new port that `remote_dom` may bind.

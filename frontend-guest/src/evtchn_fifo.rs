@@ -38,12 +38,12 @@ pub fn init() -> Result<(), Errno> {
     CONTROL_BLOCK.store(cb, SeqCst);
     ARRAY.store(array, SeqCst);
     let mut a = EvtchnInitControl { control_gfn: cb / PAGE_SIZE, offset: 0, vcpu: 0, ..Default::default() };
-    if let Err(e) = crate::evtchn::op(EVTCHNOP_INIT_CONTROL, &mut a) {
+    if let Err(e) = crate::hypercall::event_channel_op(EVTCHNOP_INIT_CONTROL, &mut a) {
         CONTROL_BLOCK.store(0, SeqCst);
         return Err(e);
     }
     let mut x = EvtchnExpandArray { array_gfn: array / PAGE_SIZE };
-    crate::evtchn::op(EVTCHNOP_EXPAND_ARRAY, &mut x).map(|_| ())
+    crate::hypercall::event_channel_op(EVTCHNOP_EXPAND_ARRAY, &mut x).map(|_| ())
 }
 
 /// Whether [`init`] switched this guest to FIFO.
@@ -134,5 +134,5 @@ pub fn is_pending(port: u32) -> bool {
 /// `EVTCHNOP_set_priority`: `port`'s events go to queue `priority` from
 /// now on (0 highest, 15 lowest).
 pub fn set_priority(port: u32, priority: u32) -> Result<(), Errno> {
-    crate::evtchn::op(EVTCHNOP_SET_PRIORITY, &mut EvtchnSetPriority { port, priority }).map(|_| ())
+    crate::hypercall::event_channel_op(EVTCHNOP_SET_PRIORITY, &mut EvtchnSetPriority { port, priority }).map(|_| ())
 }

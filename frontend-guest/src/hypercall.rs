@@ -79,3 +79,11 @@ pub fn shutdown(reason: u32, exit_code: u32) -> ! {
         unsafe { arch::hypercall(nr::SCHED_OP, sched_op::SHUTDOWN, &arg as *const _ as u64, exit_code as u64, 0, 0) };
     arch::halt_forever()
 }
+
+/// `event_channel_op` with the `EVTCHNOP_*` argument structure `arg` for
+/// `cmd` (below both event-channel ABIs, 2-level and FIFO).
+pub(crate) fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {
+    // SAFETY: the VMM reads and writes one `T` at the pointer, which names
+    // `arg` (the `EVTCHNOP_*` argument structure for `cmd`).
+    check(unsafe { arch::hypercall(nr::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64, 0, 0, 0) })
+}

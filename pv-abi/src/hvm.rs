@@ -471,3 +471,22 @@ pub mod vcpu_hvm {
         }
     }
 }
+
+// Every wire structure of this module is plain old data (here, not in
+// `pod.rs`, so that file stays below the protocols that use its helpers).
+crate::pod::impl_pod!(
+    vcpu_hvm::VcpuHvmX86_32,
+    vcpu_hvm::VcpuHvmX86_64,
+    vcpu_hvm::VcpuHvmContext,
+    HvmStartInfo,
+    HvmMemmapEntry,
+    E820Entry,
+    memory_op::AddToPhysmap,
+    memory_op::CompatAddToPhysmap,
+    memory_op::RemoveFromPhysmap,
+    memory_op::CompatRemoveFromPhysmap,
+    memory_op::MemoryMap,
+    memory_op::CompatMemoryMap,
+    hvm_op::HvmParam,
+    hvm_op::EvtchnUpcallVector,
+);

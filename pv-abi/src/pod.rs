@@ -59,9 +59,6 @@ pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 impl_pod!(
-    crate::hvm::vcpu_hvm::VcpuHvmX86_32,
-    crate::hvm::vcpu_hvm::VcpuHvmX86_64,
-    crate::hvm::vcpu_hvm::VcpuHvmContext,
     crate::netif::NetifTxRequest,
     crate::netif::NetifTxResponse,
     crate::netif::NetifRxRequest,
@@ -102,17 +99,6 @@ impl_pod!(
     crate::grant_table::GnttabSetVersion,
     crate::grant_table::GnttabGetVersion,
     crate::grant_table::GnttabDumpTable,
-    crate::hvm::HvmStartInfo,
-    crate::hvm::HvmMemmapEntry,
-    crate::hvm::E820Entry,
-    crate::hvm::memory_op::AddToPhysmap,
-    crate::hvm::memory_op::CompatAddToPhysmap,
-    crate::hvm::memory_op::RemoveFromPhysmap,
-    crate::hvm::memory_op::CompatRemoveFromPhysmap,
-    crate::hvm::memory_op::MemoryMap,
-    crate::hvm::memory_op::CompatMemoryMap,
-    crate::hvm::hvm_op::HvmParam,
-    crate::hvm::hvm_op::EvtchnUpcallVector,
     crate::hypercall::vcpu_op::VcpuRunstateInfo,
     crate::hypercall::vcpu_op::CompatVcpuRunstateInfo,
     crate::hypercall::vcpu_op::VcpuRegisterRunstateMemoryArea,

@@ -38,6 +38,7 @@ pub mod multicall;
 pub mod platform;
 pub mod preempt;
 pub mod pvh;
+pub mod runstate;
 pub mod sched_op;
 pub mod time;
 pub mod timer;

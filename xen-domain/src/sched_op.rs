@@ -292,7 +292,7 @@ fn block(dom: &mut Domain) -> HcResult {
 /// deferred wait.
 fn blocked_wait(dom: &mut Domain, deadline: Option<Instant>, woken: impl Fn() -> bool + Send + 'static) -> Wait {
     use pv_abi::hypercall::vcpu_op::{RUNSTATE_BLOCKED, RUNSTATE_RUNNING};
-    let set = crate::vcpu_op::runstate_setter(dom, dom.current);
+    let set = crate::runstate::runstate_setter(dom, dom.current);
     set(RUNSTATE_BLOCKED);
     let w = wait(dom, deadline, woken);
     match dom.deferred_wait.as_mut() {

@@ -8,14 +8,13 @@
 //! each vCPU's single-shot and periodic timers.
 
 use crate::domain::{Domain, HcResult};
+use crate::runstate::{runstate_setter, write_runstate_area};
 use crate::sched_op::arm;
 use pv_abi::errno::{EBUSY, EINVAL, ENOENT, ENOSYS, ENXIO};
 use pv_abi::hvm::vcpu_hvm::VcpuHvmContext;
 use pv_abi::hvm::VIRQ_TIMER;
 use pv_abi::hypercall::vcpu_op;
-use pv_abi::hypercall::vcpu_op::{
-    CompatVcpuRunstateInfo, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo, VcpuRunstateInfo,
-};
+use pv_abi::hypercall::vcpu_op::{CompatVcpuRunstateInfo, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo};
 use std::time::Duration;
 
 /// Shortest period `VCPUOP_set_periodic_timer` accepts (Xen's
@@ -102,38 +101,6 @@ fn down(dom: &mut Domain, id: u32) -> HcResult {
 /// Xen's system time now (ns since boot; 0 without a PVH clock).
 fn now_ns(dom: &Domain) -> u64 {
     dom.pvh.as_ref().map_or(0, |p| p.clock.now_ns())
-}
-
-/// A function moving vCPU `id` to a runstate at the time it is called
-/// (Xen's `vcpu_runstate_change()`), and refreshing the guest's copy if
-/// it registered one (`update_runstate_area()`). Owns what it needs, so
-/// the vCPU loop may call it after the domain lock is released.
-pub fn runstate_setter(dom: &Domain, id: u32) -> impl Fn(u32) + Send + 'static {
-    let vcpus = dom.vcpus.clone();
-    let ram = dom.ram.clone();
-    let boot = dom.pvh.as_ref().map(|p| p.clock.boot);
-    move |state| {
-        let now = boot.map_or(0, |b| b.elapsed().as_nanos() as u64);
-        if let Some((r, area)) = vcpus.set_runstate(id, state, now) {
-            write_runstate_area(&ram, area, r);
-        }
-    }
-}
-
-/// Copies `r` to a registered runstate area (64-bit or compat layout);
-/// as Xen's `update_runstate_area()`, a copy that fails is ignored.
-fn write_runstate_area(ram: &crate::guest_memory::GuestRam, (addr, compat): (u64, bool), r: VcpuRunstateInfo) {
-    if addr == 0 {
-        return;
-    }
-    let done = if compat {
-        ram.copy_obj_to_guest(addr, &CompatVcpuRunstateInfo::from(r))
-    } else {
-        ram.copy_obj_to_guest(addr, &r)
-    };
-    if done.is_err() {
-        tracing::trace!(addr, "runstate area not writable: not updated");
-    }
 }
 
 /// `VCPUOP_get_runstate_info` (`vcpu_runstate_get()`): `id`'s runstate,
