@@ -207,6 +207,7 @@ mod tests {
     use crate::fake::{TestDomain, TEST_ARG};
     use pv_abi::errno::EFAULT;
     use pv_abi::hypercall::nr;
+    use pv_abi::hypercall::vcpu_op::VcpuRunstateInfo;
     use pv_abi::start_info::paging_mode;
     use vcpu_op::{SET_PERIODIC_TIMER, SET_SINGLESHOT_TIMER, STOP_PERIODIC_TIMER, STOP_SINGLESHOT_TIMER};
 
