@@ -34,18 +34,15 @@ pub fn sched_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         sched_op::YIELD | sched_op::BLOCK => Ok(0),
         sched_op::SHUTDOWN => {
             let arg: sched_op::SchedShutdown = dom.ram.read_obj(a[1])?;
-            dom.shutdown = Some(if let Some(pvh) = dom.pvh.as_ref() {
+            if dom.pvh.is_some() {
                 // Xen's `do_sched_op()` passes `(u8)reason` to
                 // `domain_shutdown()` and reads nothing else: `rdx` is
-                // not part of the call. `domain_shutdown()`
-                // (`xen/common/domain.c`) reports a code recorded by
-                // `SCHEDOP_shutdown_code` instead.
-                let reason = pvh.shutdown_code.unwrap_or(arg.reason as u8);
-                Shutdown { reason: u32::from(reason), code: 0 }
+                // not part of the call.
+                domain_shutdown(dom, arg.reason as u8);
             } else {
                 // Our own guests: the status extension (exit status in `rdx`).
-                Shutdown { reason: arg.reason, code: a[2] as u32 }
-            });
+                dom.shutdown = Some(Shutdown { reason: arg.reason, code: a[2] as u32 });
+            }
             Ok(0)
         }
         sched_op::SHUTDOWN_CODE if dom.pvh.is_some() => shutdown_code(dom, a),
@@ -135,9 +132,17 @@ pub fn watchdog_expired(dom: &mut Domain) -> bool {
     };
     tracing::warn!(id = id + 1, "Watchdog timer {} fired for the guest", id + 1);
     pvh.watchdogs = Default::default();
-    let reason = pvh.shutdown_code.unwrap_or(sched_op::SHUTDOWN_WATCHDOG as u8);
-    dom.shutdown = Some(Shutdown { reason: u32::from(reason), code: 0 });
+    domain_shutdown(dom, sched_op::SHUTDOWN_WATCHDOG as u8);
     true
+}
+
+/// Xen's `domain_shutdown()` (`xen/common/domain.c`) for a PVH guest, the
+/// one place every shutdown goes through (`SCHEDOP_shutdown`, the last
+/// `VCPUOP_down`, a watchdog): a code recorded by `SCHEDOP_shutdown_code`
+/// is reported instead of `reason`.
+pub(crate) fn domain_shutdown(dom: &mut Domain, reason: u8) {
+    let reason = dom.pvh.as_ref().and_then(|p| p.shutdown_code).unwrap_or(reason);
+    dom.shutdown = Some(Shutdown { reason: u32::from(reason), code: 0 });
 }
 
 /// What happens to a Xen (PVH) guest after `SCHEDOP_shutdown`: the

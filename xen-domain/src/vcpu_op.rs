@@ -90,8 +90,7 @@ fn up(dom: &mut Domain, id: u32) -> HcResult {
 fn down(dom: &mut Domain, id: u32) -> HcResult {
     let was_up = dom.vcpus.is_up(id)?;
     if dom.vcpus.down(id)? {
-        dom.shutdown =
-            Some(crate::domain::Shutdown { reason: pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF, code: 0 });
+        crate::sched_op::domain_shutdown(dom, pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF as u8);
     } else if was_up {
         runstate_setter(dom, id)(vcpu_op::RUNSTATE_OFFLINE);
     }
@@ -418,6 +417,19 @@ mod tests {
         assert_eq!(t.call(nr::VCPU_OP, [DOWN, 1, 0, 0, 0]), 0);
         assert_eq!(t.dom.shutdown.map(|s| s.reason), Some(pv_abi::hypercall::sched_op::SHUTDOWN_POWEROFF));
         assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 1, "the last vCPU stays up");
+    }
+
+    /// `domain_shutdown()` (`xen/common/domain.c`), which the last
+    /// `VCPUOP_down` calls with `SHUTDOWN_poweroff`: a code recorded by
+    /// `SCHEDOP_shutdown_code` is reported instead.
+    #[test]
+    fn the_last_vcpu_down_reports_a_recorded_shutdown_code() {
+        use pv_abi::hypercall::sched_op::{SchedShutdown, SHUTDOWN_CODE, SHUTDOWN_CRASH};
+        let mut t = smp(1);
+        t.put(TEST_ARG, &SchedShutdown { reason: SHUTDOWN_CRASH });
+        assert_eq!(t.call(nr::SCHED_OP, [SHUTDOWN_CODE, TEST_ARG, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [vcpu_op::DOWN, 0, 0, 0, 0]), 0);
+        assert_eq!(t.dom.shutdown.map(|s| s.reason), Some(SHUTDOWN_CRASH));
     }
 
     fn reg_info(t: &TestDomain, gfn: u64, offset: u32) {
