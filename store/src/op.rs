@@ -232,17 +232,16 @@ fn directory_reply(names: Vec<String>) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// The permission strings of a `SET_PERMS` payload (each NUL-terminated,
-/// as `xenstore_count_strings()` counts them; a trailing fragment without
-/// its NUL is one more string), parsed.
+/// The permission strings of a `SET_PERMS` payload, parsed: the
+/// NUL-terminated ones, as `xenstore_count_strings()`
+/// (`tools/include/xen-tools/xenstore-common.h`) counts them; a trailing
+/// fragment without its NUL is not a string and is ignored.
 pub(crate) fn perm_list(strings: &[u8]) -> Result<Vec<crate::perms::Perm>, StoreError> {
-    let body = strings.strip_suffix(&[0]).unwrap_or(strings);
-    let parts: Vec<&str> = if body.is_empty() {
-        Vec::new()
-    } else {
-        body.split(|&b| b == 0).map(std::str::from_utf8).collect::<Result<_, _>>().map_err(|_| StoreError::Invalid)?
-    };
-    crate::perms::parse(&parts)
+    let mut parts: Vec<&[u8]> = strings.split(|&b| b == 0).collect();
+    // What follows the last NUL (empty, or the uncounted fragment).
+    parts.pop();
+    let parts = parts.into_iter().map(std::str::from_utf8).collect::<Result<Vec<_>, _>>();
+    crate::perms::parse(&parts.map_err(|_| StoreError::Invalid)?)
 }
 
 /// A payload that is exactly one NUL-terminated string.
@@ -314,6 +313,19 @@ mod tests {
         assert_eq!(got, many);
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0x\0"), Ok(Op::DirectoryPart { path: "a", offset: 0 }), "atoi");
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0"), Err(StoreError::Invalid), "two strings");
+    }
+
+    /// `do_set_perms()` counts the strings with `xenstore_count_strings()`
+    /// (`tools/include/xen-tools/xenstore-common.h`): only NUL-terminated
+    /// ones, so a trailing fragment is not an entry.
+    #[test]
+    fn set_perms_counts_only_terminated_strings() {
+        let list = |s: &[&str]| crate::perms::parse(s);
+        assert_eq!(perm_list(b"n1\0r0\0"), list(&["n1", "r0"]));
+        assert_eq!(perm_list(b"n1\0r0"), list(&["n1"]), "fragment ignored");
+        assert_eq!(perm_list(b"n1\0\xff"), list(&["n1"]), "fragment ignored");
+        assert_eq!(perm_list(b"n1"), Err(StoreError::Invalid), "no string");
+        assert_eq!(perm_list(b""), Err(StoreError::Invalid));
     }
 
     /// Payloads as `docs/misc/xenstore.txt` writes them.
