@@ -139,11 +139,7 @@ impl<'a> Op<'a> {
             XS_GET_PERMS => Op::GetPerms(one_arg(payload)?),
             XS_DIRECTORY_PART => {
                 let (path, off) = two_args(payload)?;
-                // xenstored reads the offset with atoi(): leading digits,
-                // anything else 0.
-                let digits = off.bytes().take_while(u8::is_ascii_digit).count();
-                let offset = if digits == 0 { 0 } else { off[..digits].parse().unwrap_or(usize::MAX) };
-                Op::DirectoryPart { path, offset }
+                Op::DirectoryPart { path, offset: atoi_unsigned(off) }
             }
             XS_SET_PERMS => {
                 let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
@@ -244,6 +240,24 @@ pub(crate) fn perm_list(strings: &[u8]) -> Result<Vec<crate::perms::Perm>, Store
     crate::perms::parse(&parts.map_err(|_| StoreError::Invalid)?)
 }
 
+/// The `DIRECTORY_PART` offset as xenstored reads it: `off =
+/// atoi(...)` into an `unsigned int` (glibc's `atoi()` is `(int)strtol(s,
+/// NULL, 10)`: leading white space, a sign, the digits, saturating; no
+/// digits is 0). So a negative offset lies past any child list.
+fn atoi_unsigned(s: &str) -> usize {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (neg, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut v: i64 = 0;
+    for d in digits.bytes().take_while(u8::is_ascii_digit).map(|d| i64::from(d - b'0')) {
+        v = if neg { v.saturating_mul(10).saturating_sub(d) } else { v.saturating_mul(10).saturating_add(d) };
+    }
+    v as i32 as u32 as usize
+}
+
 /// A payload that is exactly one NUL-terminated string.
 fn one_arg(payload: &[u8]) -> Result<&str, StoreError> {
     match payload.split_last() {
@@ -312,6 +326,12 @@ mod tests {
         }
         assert_eq!(got, many);
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0x\0"), Ok(Op::DirectoryPart { path: "a", offset: 0 }), "atoi");
+        assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0 +3x\0"), Ok(Op::DirectoryPart { path: "a", offset: 3 }), "atoi");
+        assert_eq!(
+            Op::parse(XS_DIRECTORY_PART, b"a\0-1\0"),
+            Ok(Op::DirectoryPart { path: "a", offset: u32::MAX as usize }),
+            "(unsigned int)atoi(\"-1\")"
+        );
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0"), Err(StoreError::Invalid), "two strings");
     }
 
