@@ -94,6 +94,36 @@ pub fn initialized() -> bool {
     SHARED_INFO.load(SeqCst) != 0
 }
 
+/// Xen's 2-level scan of the shared-info bitmaps: the selector word, then
+/// each bitmap word it names.
+fn scan_2level() {
+    loop {
+        let mut sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
+        if sel == 0 {
+            break;
+        }
+        // Visit only set bits (trailing-zero scans), as Xen guests do:
+        // the handler's cost is per event, not per bitmap word.
+        while sel != 0 {
+            let word = sel.trailing_zeros() as usize;
+            sel &= sel - 1;
+            WORD_SCANS[word].fetch_add(1, SeqCst);
+            let pending = si_word(SharedInfo::pending_word_offset(word));
+            let mask = si_word(SharedInfo::mask_word_offset(word)).load(SeqCst);
+            let mut ready = pending.load(SeqCst) & !mask;
+            while ready != 0 {
+                let bit = ready.trailing_zeros();
+                ready &= ready - 1;
+                pending.fetch_and(!(1u64 << bit), SeqCst);
+                let port = word as u32 * BITS_PER_WORD + bit;
+                if let Some(c) = PORT_EVENTS.get(port as usize) {
+                    c.fetch_add(1, SeqCst);
+                }
+            }
+        }
+    }
+}
+
 /// The upcall (interrupt vector `UPCALL_VECTOR`): the FIFO queues or
 /// Xen's 2-level scan.
 pub extern "C" fn pv_upcall_handler() {
@@ -110,31 +140,8 @@ pub extern "C" fn pv_upcall_handler() {
                 }
             };
             crate::evtchn_fifo::handle_events(|p| count(&PORT_EVENTS, p), |p| count(&DEQUEUES, p));
-        }
-        while !crate::evtchn_fifo::active() {
-            let mut sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
-            if sel == 0 {
-                break;
-            }
-            // Visit only set bits (trailing-zero scans), as Xen guests do:
-            // the handler's cost is per event, not per bitmap word.
-            while sel != 0 {
-                let word = sel.trailing_zeros() as usize;
-                sel &= sel - 1;
-                WORD_SCANS[word].fetch_add(1, SeqCst);
-                let pending = si_word(SharedInfo::pending_word_offset(word));
-                let mask = si_word(SharedInfo::mask_word_offset(word)).load(SeqCst);
-                let mut ready = pending.load(SeqCst) & !mask;
-                while ready != 0 {
-                    let bit = ready.trailing_zeros();
-                    ready &= ready - 1;
-                    pending.fetch_and(!(1u64 << bit), SeqCst);
-                    let port = word as u32 * BITS_PER_WORD + bit;
-                    if let Some(c) = PORT_EVENTS.get(port as usize) {
-                        c.fetch_add(1, SeqCst);
-                    }
-                }
-            }
+        } else {
+            scan_2level();
         }
     }
     apic_write(APIC_EOI, 0);

@@ -139,11 +139,7 @@ impl<'a> Op<'a> {
             XS_GET_PERMS => Op::GetPerms(one_arg(payload)?),
             XS_DIRECTORY_PART => {
                 let (path, off) = two_args(payload)?;
-                // xenstored reads the offset with atoi(): leading digits,
-                // anything else 0.
-                let digits = off.bytes().take_while(u8::is_ascii_digit).count();
-                let offset = if digits == 0 { 0 } else { off[..digits].parse().unwrap_or(usize::MAX) };
-                Op::DirectoryPart { path, offset }
+                Op::DirectoryPart { path, offset: atoi_unsigned(off) }
             }
             XS_SET_PERMS => {
                 let nul = payload.iter().position(|&b| b == 0).ok_or(StoreError::Invalid)?;
@@ -232,17 +228,34 @@ fn directory_reply(names: Vec<String>) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// The permission strings of a `SET_PERMS` payload (each NUL-terminated,
-/// as `xenstore_count_strings()` counts them; a trailing fragment without
-/// its NUL is one more string), parsed.
+/// The permission strings of a `SET_PERMS` payload, parsed: the
+/// NUL-terminated ones, as `xenstore_count_strings()`
+/// (`tools/include/xen-tools/xenstore-common.h`) counts them; a trailing
+/// fragment without its NUL is not a string and is ignored.
 pub(crate) fn perm_list(strings: &[u8]) -> Result<Vec<crate::perms::Perm>, StoreError> {
-    let body = strings.strip_suffix(&[0]).unwrap_or(strings);
-    let parts: Vec<&str> = if body.is_empty() {
-        Vec::new()
-    } else {
-        body.split(|&b| b == 0).map(std::str::from_utf8).collect::<Result<_, _>>().map_err(|_| StoreError::Invalid)?
+    let mut parts: Vec<&[u8]> = strings.split(|&b| b == 0).collect();
+    // What follows the last NUL (empty, or the uncounted fragment).
+    parts.pop();
+    let parts = parts.into_iter().map(std::str::from_utf8).collect::<Result<Vec<_>, _>>();
+    crate::perms::parse(&parts.map_err(|_| StoreError::Invalid)?)
+}
+
+/// The `DIRECTORY_PART` offset as xenstored reads it: `off =
+/// atoi(...)` into an `unsigned int` (glibc's `atoi()` is `(int)strtol(s,
+/// NULL, 10)`: leading white space, a sign, the digits, saturating; no
+/// digits is 0). So a negative offset lies past any child list.
+fn atoi_unsigned(s: &str) -> usize {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (neg, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
     };
-    crate::perms::parse(&parts)
+    let mut v: i64 = 0;
+    for d in digits.bytes().take_while(u8::is_ascii_digit).map(|d| i64::from(d - b'0')) {
+        v = if neg { v.saturating_mul(10).saturating_sub(d) } else { v.saturating_mul(10).saturating_add(d) };
+    }
+    v as i32 as u32 as usize
 }
 
 /// A payload that is exactly one NUL-terminated string.
@@ -313,7 +326,26 @@ mod tests {
         }
         assert_eq!(got, many);
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0x\0"), Ok(Op::DirectoryPart { path: "a", offset: 0 }), "atoi");
+        assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0 +3x\0"), Ok(Op::DirectoryPart { path: "a", offset: 3 }), "atoi");
+        assert_eq!(
+            Op::parse(XS_DIRECTORY_PART, b"a\0-1\0"),
+            Ok(Op::DirectoryPart { path: "a", offset: u32::MAX as usize }),
+            "(unsigned int)atoi(\"-1\")"
+        );
         assert_eq!(Op::parse(XS_DIRECTORY_PART, b"a\0"), Err(StoreError::Invalid), "two strings");
+    }
+
+    /// `do_set_perms()` counts the strings with `xenstore_count_strings()`
+    /// (`tools/include/xen-tools/xenstore-common.h`): only NUL-terminated
+    /// ones, so a trailing fragment is not an entry.
+    #[test]
+    fn set_perms_counts_only_terminated_strings() {
+        let list = |s: &[&str]| crate::perms::parse(s);
+        assert_eq!(perm_list(b"n1\0r0\0"), list(&["n1", "r0"]));
+        assert_eq!(perm_list(b"n1\0r0"), list(&["n1"]), "fragment ignored");
+        assert_eq!(perm_list(b"n1\0\xff"), list(&["n1"]), "fragment ignored");
+        assert_eq!(perm_list(b"n1"), Err(StoreError::Invalid), "no string");
+        assert_eq!(perm_list(b""), Err(StoreError::Invalid));
     }
 
     /// Payloads as `docs/misc/xenstore.txt` writes them.
