@@ -31,7 +31,7 @@ pub struct RunConfig {
     /// Guest command line.
     #[serde(default)]
     pub cmdline: String,
-    /// vCPUs (1..=32).
+    /// vCPUs (1..=[`vmm::vm::MAX_VCPUS`]).
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
     /// Print counters at shutdown.
@@ -134,11 +134,11 @@ impl RunConfig {
             return Err(("image", "give either `kernel` or `image`, not both".into()));
         }
         vmm::builder::parse_mem_size(&self.mem).map_err(|e| ("mem", e.to_string()))?;
-        if !["native", "trapped", "pv"].contains(&self.paging.as_str()) {
+        if xen_domain::mmu::parse_mode(&self.paging).is_none() {
             return Err(("paging", format!("'{}' is not one of native, trapped, pv", self.paging)));
         }
-        if !(1..=32).contains(&self.vcpus) {
-            return Err(("vcpus", format!("{} vCPUs: give between 1 and 32", self.vcpus)));
+        if !(1..=vmm::vm::MAX_VCPUS).contains(&self.vcpus) {
+            return Err(("vcpus", format!("{} vCPUs: give between 1 and {}", self.vcpus, vmm::vm::MAX_VCPUS)));
         }
         if !["restart", "exit"].contains(&self.on_reboot.as_str()) {
             return Err(("on_reboot", format!("'{}' is not one of restart, exit", self.on_reboot)));

@@ -263,9 +263,7 @@ fn serve(host: HotplugHost, rx: Receiver<Request>) {
 /// The first `xvd` number (xvda, xvdb, ...) not under `device/vbd`.
 fn free_vdev(store: &SharedStore, domid: DomId) -> u32 {
     let used = store.directory(&format!("/local/domain/{domid}/device/vbd")).unwrap_or_default();
-    let vbd = backend::DEVICE_TYPES.iter().find(|t| t.name == pv_abi::blkif::DEVICE_TYPE);
-    let id = |i: usize| vbd.map_or(51712 + 16 * i as u32, |t| (t.id)(i));
-    (0..).map(id).find(|v| !used.iter().any(|u| *u == v.to_string())).unwrap_or(51712)
+    (0..).map(backend::block::vbd_vdev).find(|v| !used.iter().any(|u| *u == v.to_string())).unwrap_or(51712)
 }
 
 fn add_disk(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) -> Result<Plugged, HotplugError> {

@@ -568,6 +568,9 @@ impl Vcpu {
             line.set_target(Some(immediate_exit));
         }
         let vcpus = dom.with(|d| d.vcpus.clone());
+        // A lone vCPU is never down (`VCPUOP_down` of the last one shuts
+        // the domain down instead): no lock on `vcpus` per exit then.
+        let smp = vcpus.count() > 1;
         let control = self.control.clone();
         if let Some(c) = &control {
             c.attach(self.id);
@@ -606,7 +609,7 @@ impl Vcpu {
                 Ok(Some(outcome)) => break Ok(Ended::Outcome(outcome)),
                 Err(e) => break Err(e),
             }
-            if self.id == 0 && vcpus.is_down(0) {
+            if smp && self.id == 0 && vcpus.is_down(0) {
                 break Ok(Ended::Parked);
             }
         };
@@ -645,7 +648,7 @@ impl Vcpu {
             Step::Hypercall => {
                 self.exits.stats.exit(ExitKind::Hypercall);
                 let (cr3, shutdown, xen, wait) = dom.with(|d| {
-                    d.current = id;
+                    // `do_hypercall` sets `d.current`.
                     self.do_hypercall(d);
                     (d.paging.pending_cr3.take(), d.shutdown, d.pvh.is_some(), d.deferred_wait.take())
                 });

@@ -241,14 +241,16 @@ fn with_view<T>(s: &Shared, f: impl FnOnce(&VmView) -> Result<T, Response>) -> R
     f(v)
 }
 
+/// The guest's store node `key` (a KiB count), if set and a number.
+fn read_kib(v: &VmView, key: &str) -> Option<u64> {
+    let bytes = v.store.read(&format!("/local/domain/{GUEST_DOMID}/{key}")).ok()?;
+    String::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
 /// `GET /vm`: the configuration and the state.
 fn info(s: &Shared) -> Response {
-    let read = |v: &VmView, key: &str| {
-        let path = format!("/local/domain/{GUEST_DOMID}/{key}");
-        v.store.read(&path).ok().and_then(|b| String::from_utf8(b).ok()).and_then(|t| t.trim().parse::<u64>().ok())
-    };
     let memory = with_view(s, |v| {
-        Ok(json!({ "target_kib": read(v, "memory/target"), "static_max_kib": read(v, "memory/static-max") }))
+        Ok(json!({ "target_kib": read_kib(v, "memory/target"), "static_max_kib": read_kib(v, "memory/static-max") }))
     })
     .unwrap_or(Value::Null);
     Response::ok(json!({
@@ -357,10 +359,7 @@ fn balloon(s: &Shared, body: &[u8]) -> Response {
         Err(e) => return Response::error(400, format!("bad body: {e}; send {{\"target_kib\": <KiB>}}")),
     };
     let r = with_view(s, |v| {
-        let home = format!("/local/domain/{GUEST_DOMID}/memory");
-        let max = v.store.read(&format!("{home}/static-max")).ok();
-        let max = max.and_then(|m| String::from_utf8(m).ok()).and_then(|m| m.trim().parse::<u64>().ok());
-        if let Some(max) = max.filter(|&m| b.target_kib > m) {
+        if let Some(max) = read_kib(v, "memory/static-max").filter(|&m| b.target_kib > m) {
             return Err(Response::error(
                 400,
                 format!(
@@ -370,7 +369,7 @@ fn balloon(s: &Shared, body: &[u8]) -> Response {
             ));
         }
         v.store
-            .write(&format!("{home}/target"), b.target_kib.to_string().as_bytes())
+            .write(&format!("/local/domain/{GUEST_DOMID}/memory/target"), b.target_kib.to_string().as_bytes())
             .map_err(|e| Response::error(500, format!("cannot write memory/target: {e}")))
     });
     match r {
