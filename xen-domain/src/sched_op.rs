@@ -123,7 +123,8 @@ fn far_future() -> Instant {
 /// Returns whether it did.
 pub fn watchdog_expired(dom: &mut Domain) -> bool {
     let Some(pvh) = dom.pvh.as_mut() else { return false };
-    if dom.shutdown.is_some() {
+    // Called after every exit: no clock read unless a watchdog is armed.
+    if dom.shutdown.is_some() || pvh.watchdogs.iter().all(Option::is_none) {
         return false;
     }
     let now = Instant::now();
