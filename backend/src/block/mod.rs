@@ -22,6 +22,8 @@ pub mod harness;
 pub mod metrics;
 pub mod request;
 #[cfg(test)]
+mod mq_tests;
+#[cfg(test)]
 mod tests;
 pub mod xen;
 
@@ -32,5 +34,5 @@ pub use pv_abi::blkif::{DEVICE_TYPE, VDISK_READONLY};
 pub use request::{Operation, Request, Status};
 pub use xen::{
     vbd_vdev, Blkback, BlockBackend, ConnectError, RequestError, RingLayout, MAX_INDIRECT_SEGMENTS,
-    MAX_RING_PAGE_ORDER, X86_64,
+    BlkQueue, QueueRing, MAX_QUEUES, MAX_RING_PAGE_ORDER, X86_64,
 };
