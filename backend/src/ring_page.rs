@@ -115,7 +115,12 @@ impl RingPage {
 
     /// Calls `f(page, offset in page, range in the caller's buffer)` for
     /// each piece of `offset..offset+len` of a split ring, page by page.
-    fn pieces(split: &[RawMemory], offset: usize, len: usize, mut f: impl FnMut(&RawMemory, usize, std::ops::Range<usize>)) {
+    fn pieces(
+        split: &[RawMemory],
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(&RawMemory, usize, std::ops::Range<usize>),
+    ) {
         let page = pv_abi::layout::PAGE_SIZE as usize;
         let mut done = 0;
         while done < len {
@@ -154,8 +159,7 @@ impl RingMemory for RingPage {
         let mut out = std::mem::MaybeUninit::<T>::zeroed();
         // SAFETY: `out` is a local of `size_of::<T>()` bytes, zeroed (so
         // initialised); the slice is its only access until `assume_init`.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>()) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>()) };
         Self::pieces(split, offset, bytes.len(), |p, at, r| p.read_bytes(at, &mut bytes[r]));
         // SAFETY: every byte is initialised (zeroed, then copied into) and
         // `T: Pod` accepts any bytes.

@@ -210,8 +210,16 @@ fn hostile_queue_keys_get_blkback_errors_and_leave_nothing_bound() {
     // back end goes Closing with `error` written (xenbus_dev_fatal).
     type Case = (&'static str, fn(&Setup), &'static str);
     let cases: [Case; 6] = [
-        ("zero queues", |s| s.front(xb::MULTI_QUEUE_NUM_QUEUES, 0), "guest requested 0 queues, exceeding the maximum of 4."),
-        ("too many", |s| s.front(xb::MULTI_QUEUE_NUM_QUEUES, 5), "guest requested 5 queues, exceeding the maximum of 4."),
+        (
+            "zero queues",
+            |s| s.front(xb::MULTI_QUEUE_NUM_QUEUES, 0),
+            "guest requested 0 queues, exceeding the maximum of 4.",
+        ),
+        (
+            "too many",
+            |s| s.front(xb::MULTI_QUEUE_NUM_QUEUES, 5),
+            "guest requested 5 queues, exceeding the maximum of 4.",
+        ),
         ("not a number", |s| s.front(xb::MULTI_QUEUE_NUM_QUEUES, "two"), "multi-queue-num-queues"),
         (
             "no queue-1/event-channel",

@@ -28,8 +28,8 @@ pub mod x86_32;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use ring_buffers::BackRing;
 use std::sync::{Arc, Mutex};
-use vmm_sys_util::eventfd::EventFd;
 use vm_memory::VolatileSlice;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Segments an indirect request may carry (`feature-max-indirect-segments`;
 /// Linux's blkback allows 256 too).
