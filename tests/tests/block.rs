@@ -191,3 +191,27 @@ fn more_queues_than_offered_get_the_back_ends_maximum() {
     assert_eq!(run.outcome, OK, "{}", run.console);
     assert!(run.console.contains("blk mq: queues=4 ring-pages=2 verified=4/4 bad=0"), "{}", run.console);
 }
+
+#[test]
+fn hostile_multi_queue_keys_get_blkbacks_errors_and_the_disk_runs_on() {
+    // drivers/block/xen-blkback/xenbus.c connect_ring() and
+    // read_per_ring_refs(): each refusal is xenbus_dev_fatal (state
+    // Closing, `error` written); the front end can start again.
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "disk.img", 0x5a);
+    let (run, vm) = blk("test=mq-hostile", &[(&img, false)]);
+    assert_eq!(run.outcome, OK, "{}", run.console);
+    for (case, why) in [
+        ("zero-queues", "guest requested 0 queues, exceeding the maximum of 4."),
+        ("too-many", "guest requested 99 queues, exceeding the maximum of 4."),
+        ("no-queue-1-event-channel", "front end has no 'queue-1/event-channel'"),
+        ("no-queue-1-ring-ref", "front end has no 'queue-1/ring-ref'"),
+        ("order-too-big", "ring-page-order above max-ring-page-order 4"),
+    ] {
+        let want = format!("mq-hostile: {case}: back end Ok(Closing): {why}");
+        assert!(run.console.contains(&want), "wanted {want:?}:\n{}", run.console);
+    }
+    assert!(run.console.contains("mq-hostile: refused=5/5 then two queues read: ok"), "{}", run.console);
+    assert_eq!(vm.dom.grants.mapped_refs(), 2, "only the two good rings stay mapped");
+    assert_eq!(counters(&vm, 0).errors.get(), 0);
+}

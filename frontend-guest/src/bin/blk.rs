@@ -46,6 +46,9 @@ fn main(si: &'static StartInfo) -> i32 {
         println!("blk: no disk (device/vbd is empty): pass --disk <image>");
         return 72;
     }
+    if test == b"mq-hostile" {
+        return mq_hostile(&mut store, vdevs[0]);
+    }
     if cmdline::get(cmd, "queues").is_some() || cmdline::get(cmd, "ring-order").is_some() {
         let queues = cmdline::get_u64(cmd, "queues").unwrap_or(1).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
         let order = cmdline::get_u64(cmd, "ring-order").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
@@ -605,6 +608,137 @@ fn bench_queues(qs: &mut [Option<BlkFront>], cmd: &[u8]) -> i32 {
     let notifies: u64 = qs.iter().flatten().map(|d| d.notifies).sum();
     println!("bench: n={} queues={} depth={} bad={} notifies={}", n, nq, depth, bad, notifies);
     (bad != 0) as i32
+}
+
+/// One hostile set of multi-queue keys: its name, `multi-queue-num-queues`
+/// (if written), whether queue 1's `event-channel` and `ring-ref` are
+/// written, and `ring-page-order` (if written).
+type MqCase = (&'static str, Option<&'static [u8]>, bool, bool, Option<u32>);
+
+/// `test=mq-hostile`: multi-queue keys a back end must refuse (no queue,
+/// more queues than offered, a missing `queue-1/...` key, an order above
+/// the maximum): for each, the back end must go `Closing` and say why in
+/// `error`; the front end then closes and starts again (`Closed`,
+/// `Initialising`, as after a failed Linux blkfront probe). Last, a good
+/// two-queue connection reads the disk: the device and the VM run on.
+fn mq_hostile(store: &mut frontend_guest::xenbus::Store, vdev: u32) -> i32 {
+    use frontend_guest::xenbus::{self as xbus, NodePath};
+    use pv_abi::xenbus::{keys as xb, XenbusState};
+    const CASES: [MqCase; 5] = [
+        ("zero-queues", Some(b"0"), true, true, None),
+        ("too-many", Some(b"99"), true, true, None),
+        ("no-queue-1-event-channel", Some(b"2"), false, true, None),
+        ("no-queue-1-ring-ref", Some(b"2"), true, false, None),
+        ("order-too-big", None, true, true, Some(9)),
+    ];
+    let (Ok(mut dir), Some(ring)) = (NodePath::<64>::new("device"), IoBuf::alloc(2)) else { return 2 };
+    if dir.push("vbd").and_then(|d| d.push_u32(vdev)).is_err() {
+        return 2;
+    }
+    let mut be = [0u8; 128];
+    let Ok(be) = xbus::read_backend_path(store, dir.as_str(), &mut be) else { return 70 };
+    let Ok(mut be_dir) = NodePath::<160>::new(be) else { return 70 };
+    let be_state = {
+        let mut p = be_dir;
+        if p.push(xb::STATE).is_err() {
+            return 70;
+        }
+        p
+    };
+    if be_dir.push(xb::ERROR).is_err() {
+        return 70;
+    }
+    let dom0 = pv_abi::event_channel::DOMID_VMM;
+    let grefs = [0u64, 1].map(|i| frontend_guest::grant::grant_page(dom0, ring.gpa + i * 4096, false).unwrap_or(0));
+    let mut refused = 0;
+    for (name, num, q1_port, q1_ref, order) in CASES {
+        let wait = |store: &mut frontend_guest::xenbus::Store, want: fn(XenbusState) -> bool| {
+            xbus::wait_for_state(store, be_state.as_str(), want)
+        };
+        let key = |k: &str| {
+            let mut p = dir;
+            p.push(k)?;
+            Ok::<_, frontend_guest::store::StoreError>(p)
+        };
+        let write = |store: &mut frontend_guest::xenbus::Store, k: &str, v: u32| match key(k) {
+            Ok(p) => store.write_u32(p.as_str(), v),
+            Err(e) => Err(e),
+        };
+        let ports = [evtchn::alloc_unbound(dom0).unwrap_or(0), evtchn::alloc_unbound(dom0).unwrap_or(0)];
+        let mut r = Ok(());
+        if let Some(n) = num {
+            r = r.and_then(|()| key(xb::MULTI_QUEUE_NUM_QUEUES).and_then(|p| store.write(p.as_str(), n)));
+        }
+        match order {
+            Some(o) => {
+                r = r.and_then(|()| write(store, xb::RING_PAGE_ORDER, o));
+                r = r.and_then(|()| write(store, "ring-ref0", grefs[0]));
+                r = r.and_then(|()| write(store, xb::EVENT_CHANNEL, ports[0]));
+            }
+            None => {
+                r = r.and_then(|()| write(store, "queue-0/ring-ref", grefs[0]));
+                r = r.and_then(|()| write(store, "queue-0/event-channel", ports[0]));
+                if q1_ref {
+                    r = r.and_then(|()| write(store, "queue-1/ring-ref", grefs[1]));
+                }
+                if q1_port {
+                    r = r.and_then(|()| write(store, "queue-1/event-channel", ports[1]));
+                }
+            }
+        }
+        r = r.and_then(|()| xbus::switch_state(store, dir.as_str(), XenbusState::Initialised));
+        let state = r.and_then(|()| wait(store, |s| s >= XenbusState::Connected));
+        let mut err = [0u8; 96];
+        let n = store.read(be_dir.as_str(), &mut err).unwrap_or(0);
+        let err = core::str::from_utf8(&err[..n]).unwrap_or("?");
+        println!("mq-hostile: {}: back end {:?}: {}", name, state, err);
+        refused += (state == Ok(XenbusState::Closing)) as u32;
+        // Start again, as a front end does after a failed connection.
+        let again = xbus::switch_state(store, dir.as_str(), XenbusState::Closed)
+            .and_then(|()| wait(store, |s| s == XenbusState::Closed))
+            .and_then(|_| {
+                for k in [
+                    xb::MULTI_QUEUE_NUM_QUEUES,
+                    xb::RING_PAGE_ORDER,
+                    "ring-ref0",
+                    xb::EVENT_CHANNEL,
+                    "queue-0",
+                    "queue-1",
+                ] {
+                    let _ = key(k).map(|p| store.rm(p.as_str()));
+                }
+                xbus::switch_state(store, dir.as_str(), XenbusState::Initialising)
+            })
+            .and_then(|()| wait(store, |s| s == XenbusState::InitWait));
+        for p in ports {
+            let _ = evtchn::close(p);
+        }
+        if let Err(e) = again {
+            println!("mq-hostile: {}: cannot start again: {:?}", name, e);
+            return 1;
+        }
+    }
+    for g in grefs {
+        let _ = frontend_guest::grant::end_access(g);
+    }
+    let mut qs = [const { None }; 2];
+    let good = match blkfront::connect_queues(store, vdev, 0, &mut qs) {
+        Ok(2) => {
+            let Some(buf) = IoBuf::alloc(1) else { return 2 };
+            qs.iter_mut().flatten().all(|d| ok(d.read(0, buf.gpa, 8), "mq-hostile: read"))
+        }
+        other => {
+            println!("mq-hostile: reconnect: {:?}", other.map(|_| ()));
+            false
+        }
+    };
+    println!(
+        "mq-hostile: refused={}/{} then two queues read: {}",
+        refused,
+        CASES.len(),
+        if good { "ok" } else { "FAILED" }
+    );
+    (refused != CASES.len() as u32 || !good) as i32
 }
 
 /// What a soak run has done so far.
