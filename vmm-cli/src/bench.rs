@@ -308,6 +308,9 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         event_delivery("fifo", opts)?,
         block_io("read", opts)?,
         block_io("write", opts)?,
+        block_io_queues(1, opts)?,
+        block_io_queues(2, opts)?,
+        block_io_queues(4, opts)?,
         virtio_block_io("read", opts)?,
         virtio_block_io("write", opts)?,
     ])
@@ -355,6 +358,20 @@ pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
         ..Workload::new("blk", &format!("test=bench op={op} depth={BLOCK_QUEUE_DEPTH}"))
     };
     measure(&format!("blk 4k rand{op}"), "ring+doorbell", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
+}
+
+/// The block read row over `queues` blkif queues (`multi-queue-num-queues`;
+/// the guest's `test=bench queues=N` spreads the requests over the queues
+/// in turn, [`BLOCK_QUEUE_DEPTH`] in flight on each): guest instructions,
+/// kicks and notifications per request against the queue count.
+pub fn block_io_queues(queues: u64, opts: BenchOpts) -> Result<Record, VmmError> {
+    let (_dir, disk) = bench_disk()?;
+    let w = Workload {
+        devices: vec![DeviceSpec::Disk(DiskConfig::xen(disk, false))],
+        ..Workload::new("blk", &format!("test=bench op=read depth={BLOCK_QUEUE_DEPTH} queues={queues}"))
+    };
+    let mode = format!("ring {queues}q");
+    measure("blk 4k randread", &mode, BLOCK_QUEUE_DEPTH * queues, &w, (opts.iters / 10).max(1), opts.reps)
 }
 
 /// The same workload over virtio: `virtio-drivers`' `VirtIOBlk` in the
