@@ -23,6 +23,12 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Volati
 
 /// Queue size offered (the driver may choose a smaller power of two).
 pub const QUEUE_SIZE: u16 = 256;
+/// Request queues offered with `VIRTIO_BLK_F_MQ` (`num_queues`), as many
+/// as blkback offers (`multi-queue-max-queues`). A driver that does not
+/// negotiate `VIRTIO_BLK_F_MQ` uses queue 0 only (virtio 1.x 5.2.6.2).
+pub const NUM_QUEUES: u16 = 4;
+/// `VIRTIO_BLK_F_MQ` (virtio 1.x 5.2.3): `num_queues` is valid.
+const VIRTIO_BLK_F_MQ_BIT: u32 = 12;
 /// Data segments per request (`seg_max`): the queue size less header and status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Discard segments per request (`max_discard_seg`).
@@ -40,6 +46,8 @@ pub struct VirtioBlk {
     config: [u8; CONFIG_LEN],
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
     log: LogLimiter,
+    /// Each queue's largest size (`NUM_QUEUES` of them).
+    sizes: [u16; NUM_QUEUES as usize],
 }
 
 impl std::fmt::Debug for VirtioBlk {
@@ -101,14 +109,15 @@ impl VirtioBlk {
         put(offset_of!(virtio_blk_config, capacity), &disk.sectors().to_le_bytes());
         put(offset_of!(virtio_blk_config, seg_max), &SEG_MAX.to_le_bytes());
         put(offset_of!(virtio_blk_config, blk_size), &(SECTOR_SIZE as u32).to_le_bytes());
-        put(offset_of!(virtio_blk_config, num_queues), &1u16.to_le_bytes());
+        put(offset_of!(virtio_blk_config, num_queues), &NUM_QUEUES.to_le_bytes());
         put(offset_of!(virtio_blk_config, max_discard_sectors), &(MAX_DISCARD_SECTORS as u32).to_le_bytes());
         put(offset_of!(virtio_blk_config, max_discard_seg), &MAX_DISCARD_SEG.to_le_bytes());
         put(offset_of!(virtio_blk_config, discard_sector_alignment), &1u32.to_le_bytes());
         let mut id = [0u8; VIRTIO_BLK_ID_BYTES as usize];
         let n = serial.len().min(id.len());
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
-        VirtioBlk { exec: BlockExecutor::new(disk, metrics), config, id, log: LogLimiter::default() }
+        let sizes = [QUEUE_SIZE; NUM_QUEUES as usize];
+        VirtioBlk { exec: BlockExecutor::new(disk, metrics), config, id, log: LogLimiter::default(), sizes }
     }
 
     /// The disk.
@@ -283,7 +292,8 @@ impl VirtioDevice for VirtioBlk {
             | 1 << VIRTIO_RING_F_INDIRECT_DESC
             | 1 << VIRTIO_BLK_F_SEG_MAX
             | 1 << VIRTIO_BLK_F_BLK_SIZE
-            | 1 << VIRTIO_BLK_F_FLUSH;
+            | 1 << VIRTIO_BLK_F_FLUSH
+            | 1 << VIRTIO_BLK_F_MQ_BIT;
         if self.disk().readonly() {
             f |= 1 << VIRTIO_BLK_F_RO;
         } else {
@@ -293,7 +303,7 @@ impl VirtioDevice for VirtioBlk {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
+        &self.sizes
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

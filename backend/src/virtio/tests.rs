@@ -571,3 +571,46 @@ fn bad_descriptor_heads_do_not_flood_the_log() {
     d.driver_ok();
     assert_eq!(d.request(VIRTIO_BLK_T_FLUSH, 0, 0, false).0 as u32, VIRTIO_BLK_S_OK);
 }
+
+#[test]
+fn blk_multi_queue_serves_a_request_on_queue_3() {
+    // virtio 1.x 5.2.3/5.2.4: VIRTIO_BLK_F_MQ (bit 12) offered with
+    // num_queues = 4 in the config space; each queue is set up and
+    // notified on its own (5.2.6.2: without F_MQ only queue 0 is used).
+    const F_MQ: u64 = 1 << 12;
+    let mut d = Driver::new(false);
+    assert_ne!(d.features() & F_MQ, 0, "VIRTIO_BLK_F_MQ offered");
+    let mut nq = [0u8; 2];
+    d.t.read(VIRTIO_MMIO_CONFIG as u64 + std::mem::offset_of!(virtio_blk_config, num_queues) as u64, &mut nq);
+    assert_eq!(u16::from_le_bytes(nq), 4, "num_queues");
+    assert!(d.negotiate(V1 | F_MQ));
+    for q in 0..4 {
+        d.wr(VIRTIO_MMIO_QUEUE_SEL, q);
+        assert_eq!(d.rd(VIRTIO_MMIO_QUEUE_NUM_MAX), 256, "queue {q} offered");
+    }
+    d.wr(VIRTIO_MMIO_QUEUE_SEL, 4);
+    assert_eq!(d.rd(VIRTIO_MMIO_QUEUE_NUM_MAX), 0, "no queue 4");
+    // Only queue 3 is set up (at the rings the helpers use).
+    d.wr(VIRTIO_MMIO_QUEUE_SEL, 3);
+    d.wr(VIRTIO_MMIO_QUEUE_NUM, QSIZE as u32);
+    for (lo, hi, a) in [
+        (VIRTIO_MMIO_QUEUE_DESC_LOW, VIRTIO_MMIO_QUEUE_DESC_HIGH, DESC),
+        (VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, AVAIL),
+        (VIRTIO_MMIO_QUEUE_USED_LOW, VIRTIO_MMIO_QUEUE_USED_HIGH, USED),
+    ] {
+        d.wr(lo, a as u32);
+        d.wr(hi, (a >> 32) as u32);
+    }
+    d.wr(VIRTIO_MMIO_QUEUE_READY, 1);
+    d.driver_ok();
+    d.mem.write_slice(&[0xcdu8; 4096], GuestAddress(BUF + 0x1000)).unwrap();
+    d.header(BUF, VIRTIO_BLK_T_OUT, 16);
+    d.add_chain(&[(BUF, 16, false), (BUF + 0x1000, 4096, false), (BUF + 0x10, 1, true)]);
+    assert_eq!(d.wr(VIRTIO_MMIO_QUEUE_NOTIFY, 3), Action::Notify(3));
+    d.t.process_queue(3);
+    assert_eq!(d.used_idx(), 1, "queue 3's chain used");
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(BUF + 0x10)).unwrap() as u32, VIRTIO_BLK_S_OK);
+    let img = std::fs::read(d.t.device().disk().path()).unwrap();
+    assert!(img[16 * 512..24 * 512].iter().all(|&b| b == 0xcd), "the write reached the image");
+    assert!(!d.needs_reset());
+}
