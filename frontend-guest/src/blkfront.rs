@@ -318,13 +318,22 @@ pub fn connect(store: &mut Store, vdev: u32) -> Result<BlkFront, BlkError> {
 /// [`MAX_RING_ORDER`]), as many as the back end offers
 /// (`multi-queue-max-queues`, `max-ring-page-order`; Linux's blkfront
 /// takes the smaller of its own and the back end's), runs the handshake
-/// and fills `out[..n]` with the queues; returns `n`.
+/// and fills `out[..n]` with the queues; returns `n`. Each queue is used
+/// on its own (its own ring, slots and event channel: one per vCPU needs
+/// no lock). To detach, [`close`](BlkFront::close) one queue (the device
+/// goes `Closed`, and with it every queue on the back end) and
+/// [`release`](BlkFront::release) the others.
 pub fn connect_queues(
     store: &mut Store,
     vdev: u32,
     ring_order: u32,
     out: &mut [Option<BlkFront>],
 ) -> Result<usize, BlkError> {
+    if out.is_empty() {
+        // No queue to fill: writing multi-queue-num-queues = 0 would only
+        // make the back end refuse.
+        return Err(BlkError::BadRequest);
+    }
     let mut dir = NodePath::<64>::new("device")?;
     dir.push(DEVICE_TYPE)?;
     dir.push_u32(vdev)?;
