@@ -203,6 +203,40 @@ fn each_queue_has_its_own_ring_and_event_channel() {
 }
 
 #[test]
+fn a_queue_is_served_while_another_queue_is_held() {
+    // No lock is shared between queues on the request path: with queue
+    // 1's lock held (a queue stuck in a slow request), queue 2 is served
+    // on another thread and its requests complete.
+    let mut s = setup();
+    s.front(xb::MULTI_QUEUE_NUM_QUEUES, 3);
+    for q in 0..3u32 {
+        s.front(&format!("queue-{q}/ring-ref"), s.side.page_gref(q));
+        s.front(&format!("queue-{q}/event-channel"), 20 + q);
+    }
+    let mut ring2 = s.ring(&[2]);
+    assert_eq!(s.initialised().as_deref(), Some(XenbusState::Connected.as_str()), "{:?}", s.back("error"));
+    s.side.write_page(50, 0, &[0x77; 4096]);
+    assert_eq!(push_writes(&mut ring2, s.side.page_gref(50), 256, 8), 8);
+    let (q1, q2) = (s.dev.backend.queue(1).unwrap().clone(), s.dev.backend.queue(2).unwrap().clone());
+    let held = q1.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        while q2.lock().unwrap().process() {}
+        tx.send(()).unwrap();
+    });
+    // A liveness bound, not a timing assertion: a shared lock would block
+    // the server forever.
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("queue 2 served while queue 1 is held");
+    drop(held);
+    server.join().unwrap();
+    let rsp = responses(&mut ring2);
+    assert_eq!(rsp.len(), 8);
+    assert!(rsp.iter().all(|r| r.status == BLKIF_RSP_OKAY));
+    let data = std::fs::read(&s.img).unwrap();
+    assert!(data[256 * 512..320 * 512].iter().all(|&b| b == 0x77));
+}
+
+#[test]
 fn hostile_queue_keys_get_blkback_errors_and_leave_nothing_bound() {
     // drivers/block/xen-blkback/xenbus.c connect_ring(): 0 or more than
     // the maximum -> "guest requested %u queues, exceeding the maximum of
