@@ -390,6 +390,9 @@ pub(crate) mod token {
     pub const NET_PORT: u32 = 2;
     /// netback: the receive poll timer.
     pub const NET_RX_POLL: u32 = 3;
+    /// netback: queue N's event-channel eventfd is `NET_QUEUE_BASE + N`
+    /// (N >= 1; queue 0 is [`EVTCHN_WAKE`]).
+    pub const NET_QUEUE_BASE: u32 = 16;
 }
 
 impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {

@@ -343,16 +343,56 @@ fn as_extra(r: &NetifTxRequest) -> NetifExtraInfo {
     NetifExtraInfo { type_: g[0], flags: g[1], u: [u16::from_le_bytes([g[2], g[3]]), r.offset, r.flags] }
 }
 
+/// Queues a vif offers (`multi-queue-max-queues`).
+pub const MAX_QUEUES: u32 = 4;
+
+/// The queue a received frame goes to among `queues`, as Linux's netback
+/// picks one (`xenvif_select_queue()`: the flow hash modulo the queues):
+/// a hash of the IPv4 addresses and protocol, with the TCP/UDP ports or
+/// the ICMP echo identifier, so one flow always lands on one queue.
+/// Anything else (ARP, IPv6...) goes to queue 0.
+pub fn select_queue(frame: &[u8], queues: usize) -> usize {
+    if queues <= 1 || frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return 0;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let proto = frame[23];
+    let l4 = 14 + ihl;
+    let ports = match proto {
+        6 | 17 => frame.get(l4..l4 + 4),
+        // ICMP echo request/reply: the identifier.
+        1 if matches!(frame.get(l4), Some(0 | 8)) => frame.get(l4 + 4..l4 + 6),
+        _ => None,
+    };
+    // FNV-1a over the flow's fields.
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in frame[26..34].iter().chain([proto].iter()).chain(ports.unwrap_or(&[])) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize % queues
+}
+
 /// netback as a [`SplitBackend`](crate::xenbus::SplitBackend) over a port.
+/// Multi-queue as Linux's netback (`multi-queue-max-queues`; the front
+/// end's `multi-queue-num-queues` and `queue-<N>/tx-ring-ref`,
+/// `rx-ring-ref`, `event-channel`): every queue is served on the
+/// interface's one device thread (the port is one TAP descriptor), each
+/// woken by its own event channel; received frames are steered by
+/// [`select_queue`].
 pub struct NetBackend {
     exec: NetExecutor,
     mac: [u8; 6],
-    /// The connected device, if any.
+    /// Queue 0's connected device, if any.
     pub dev: Option<Netback>,
+    /// Queues 1.. while connected with several.
+    pub more: Vec<Netback>,
+    /// The eventfds waking queues 1.. (made at once, for every queue
+    /// offered).
+    queue_wakes: Vec<Arc<vmm_sys_util::eventfd::EventFd>>,
     metrics: Arc<NetMetrics>,
     /// A frame waiting for receive buffers from a front end without
-    /// `feature-rx-notify` (the port is not read meanwhile).
-    held: Option<(Vec<u8>, RxMeta)>,
+    /// `feature-rx-notify` (the port is not read meanwhile), and its queue.
+    held: Option<(Vec<u8>, RxMeta, usize)>,
 }
 
 impl std::fmt::Debug for NetBackend {
@@ -365,7 +405,31 @@ impl NetBackend {
     /// A back end on `port` for a guest interface with `mac`.
     pub fn new(port: Box<dyn super::NetPort>, mac: [u8; 6]) -> Self {
         let metrics = Arc::<NetMetrics>::default();
-        NetBackend { exec: NetExecutor::new(port, metrics.clone()), mac, dev: None, metrics, held: None }
+        let queue_wakes = (1..MAX_QUEUES)
+            .map_while(|_| vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).ok().map(Arc::new))
+            .collect();
+        let exec = NetExecutor::new(port, metrics.clone());
+        NetBackend { exec, mac, dev: None, more: Vec::new(), queue_wakes, metrics, held: None }
+    }
+
+    /// The connected queue `q` (0: [`Self::dev`]).
+    fn queue_mut(&mut self, q: usize) -> Option<&mut Netback> {
+        match q {
+            0 => self.dev.as_mut(),
+            _ => self.more.get_mut(q - 1),
+        }
+    }
+
+    /// The front end notified queue `q >= 1`: its transmit work, at most
+    /// [`PROCESS_BUDGET`](crate::xenbus::PROCESS_BUDGET) requests; `true`
+    /// if work is left.
+    pub fn process_queue(&mut self, q: usize) -> bool {
+        self.metrics.kicks.inc();
+        let NetBackend { exec, more, .. } = self;
+        match q.checked_sub(1).and_then(|i| more.get_mut(i)) {
+            Some(dev) => dev.process_tx(exec, crate::xenbus::PROCESS_BUDGET),
+            None => false,
+        }
     }
 
     /// The shared counters.
@@ -399,11 +463,12 @@ impl NetBackend {
     }
 
     fn receive_frames(&mut self) {
-        if let Some((frame, meta)) = self.held.take() {
-            match &mut self.dev {
+        let queues = if self.dev.is_some() { 1 + self.more.len() } else { 0 };
+        if let Some((frame, meta, q)) = self.held.take() {
+            match self.queue_mut(q) {
                 Some(dev) => {
                     if !dev.rx_ready(frame.len()) {
-                        self.held = Some((frame, meta));
+                        self.held = Some((frame, meta, q));
                         return;
                     }
                     dev.deliver(&frame, meta);
@@ -413,12 +478,17 @@ impl NetBackend {
         }
         for _ in 0..RX_BUDGET {
             let Some((frame, meta)) = self.exec.receive() else { break };
-            match &mut self.dev {
+            let q = select_queue(frame, queues);
+            let dev = match q {
+                0 => self.dev.as_mut(),
+                _ => self.more.get_mut(q - 1),
+            };
+            match dev {
                 Some(dev) => {
                     // A front end that would not tell us when it posts
                     // buffers keeps the frame rather than losing it.
                     if !dev.rx_notify && !dev.rx_ready(frame.len()) {
-                        self.held = Some((frame.to_vec(), meta));
+                        self.held = Some((frame.to_vec(), meta, q));
                         break;
                     }
                     dev.deliver(frame, meta);
@@ -426,9 +496,34 @@ impl NetBackend {
                 None => self.metrics.rx_dropped_not_connected.inc(),
             }
         }
-        if let Some(dev) = &mut self.dev {
+        for dev in self.dev.iter_mut().chain(self.more.iter_mut()) {
             dev.publish_rx();
         }
+    }
+
+    /// Maps one queue's rings: `tx-ring-ref` and `rx-ring-ref` under `dir`
+    /// ("" with one queue, `queue-<N>/` with several); `request-rx-copy`,
+    /// `feature-rx-notify` and `feature-sg` are the interface's, at the top
+    /// (as Linux's netback reads them: `connect_data_rings()` per queue,
+    /// `read_xenbus_vif_flags()` once).
+    fn connect_ring(
+        &self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        dir: &str,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+        log: &pv_util::ratelimit::SharedLogLimiter,
+    ) -> Result<Netback, ConnectError> {
+        if front.read(keys::REQUEST_RX_COPY).is_none_or(|v| v.trim() != "1") {
+            return Err(ConnectError::NoRxCopy);
+        }
+        let rx_notify = front.read(keys::FEATURE_RX_NOTIFY).is_some_and(|v| v.trim() == "1");
+        let key = |k: &str| front.read_u32(&format!("{dir}{k}")).map_err(ConnectError::FrontendKey);
+        let (tx_ref, rx_ref) = (key(keys::TX_RING_REF)?, key(keys::RX_RING_REF)?);
+        let sg = front.read(keys::FEATURE_SG).is_some_and(|v| v.trim() == "1");
+        let mut dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())?;
+        dev.rx_notify = rx_notify;
+        Ok(dev)
     }
 
     /// The keys published in the back-end directory (`mtu` as libxl_nic.c
@@ -460,7 +555,39 @@ impl crate::xenbus::SplitBackend for NetBackend {
     }
 
     fn features(&self) -> Vec<(String, String)> {
-        Self::keys(&self.mac, self.exec.port_mtu())
+        let mut keys = Self::keys(&self.mac, self.exec.port_mtu());
+        keys.push((pv_abi::xenbus::keys::MULTI_QUEUE_MAX_QUEUES.to_string(), self.max_queues().to_string()));
+        keys
+    }
+
+    fn max_queues(&self) -> u32 {
+        1 + self.queue_wakes.len() as u32
+    }
+
+    fn queue_wake(&self, q: u32) -> Option<Arc<vmm_sys_util::eventfd::EventFd>> {
+        self.queue_wakes.get((q as usize).checked_sub(1)?).cloned()
+    }
+
+    fn connect_queues(
+        &mut self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notifies: Vec<Arc<dyn Notify>>,
+        log: &pv_util::ratelimit::SharedLogLimiter,
+    ) -> Result<(), ConnectError> {
+        // Every queue's rings are mapped before any is used: a refused one
+        // leaves the interface disconnected.
+        let mut queues = notifies
+            .into_iter()
+            .enumerate()
+            .map(|(q, notify)| {
+                self.connect_ring(front, &format!("{}{q}/", pv_abi::xenbus::keys::QUEUE_PREFIX), grants, notify, log)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        self.dev = queues.next();
+        self.more = queues.collect();
+        Ok(())
     }
 
     fn connect(
@@ -470,21 +597,13 @@ impl crate::xenbus::SplitBackend for NetBackend {
         notify: Arc<dyn Notify>,
         log: &pv_util::ratelimit::SharedLogLimiter,
     ) -> Result<(), ConnectError> {
-        if front.read(keys::REQUEST_RX_COPY).is_none_or(|v| v.trim() != "1") {
-            return Err(ConnectError::NoRxCopy);
-        }
-        let rx_notify = front.read(keys::FEATURE_RX_NOTIFY).is_some_and(|v| v.trim() == "1");
-        let tx_ref = front.read_u32(keys::TX_RING_REF).map_err(ConnectError::FrontendKey)?;
-        let rx_ref = front.read_u32(keys::RX_RING_REF).map_err(ConnectError::FrontendKey)?;
-        let sg = front.read(keys::FEATURE_SG).is_some_and(|v| v.trim() == "1");
-        let mut dev = Netback::connect(grants.clone(), tx_ref, rx_ref, notify, sg, self.metrics.clone(), log.clone())?;
-        dev.rx_notify = rx_notify;
-        self.dev = Some(dev);
+        self.dev = Some(self.connect_ring(front, "", grants, notify, log)?);
         Ok(())
     }
 
     fn disconnect(&mut self) {
         self.dev = None;
+        self.more.clear();
         if self.held.take().is_some() {
             self.metrics.rx_dropped_not_connected.inc();
         }
@@ -557,6 +676,18 @@ impl MutEventSubscriber for NetDevice {
         } else if events.data() == token::NET_RX_POLL {
             let _ = self.poll.wait();
             self.xenbus.backend.poll_rx();
+        } else if let Some(q) = events.data().checked_sub(token::NET_QUEUE_BASE).filter(|&q| q >= 1) {
+            use crate::xenbus::SplitBackend as _;
+            let wake = self.xenbus.backend.queue_wake(q);
+            if let Some(w) = &wake {
+                let _ = w.read();
+            }
+            if self.xenbus.backend.process_queue(q as usize) {
+                // Work left: come back after the other ready sources.
+                if let Some(w) = wake {
+                    let _ = w.write(1);
+                }
+            }
         } else {
             self.xenbus.process(events, ops);
         }
@@ -570,6 +701,13 @@ impl MutEventSubscriber for NetDevice {
         }
         if let Err(e) = ops.add(Events::with_data(&self.poll, token::NET_RX_POLL, EventSet::IN)) {
             tracing::error!("netback: cannot watch the receive poll timer: {e}");
+        }
+        use crate::xenbus::SplitBackend as _;
+        for q in 1..self.xenbus.backend.max_queues() {
+            let Some(wake) = self.xenbus.backend.queue_wake(q) else { continue };
+            if let Err(e) = ops.add(Events::with_data(&*wake, token::NET_QUEUE_BASE + q, EventSet::IN)) {
+                tracing::error!(queue = q, "netback: cannot watch a queue's eventfd: {e}");
+            }
         }
     }
 }
