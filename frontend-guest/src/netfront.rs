@@ -36,6 +36,7 @@ use pv_abi::event_channel::DOMID_VMM;
 use pv_abi::grant_table::GrantRef;
 use pv_abi::layout::PAGE_SIZE;
 use pv_abi::netif::*;
+use pv_abi::xenbus::keys as xbkeys;
 use ring_buffers::{FrontRing, RawMemory, RingError};
 
 /// Receive buffers posted (one page each).
@@ -229,67 +230,141 @@ pub fn static_buf(bytes: usize) -> Result<&'static mut [u8], NetError> {
     Ok(unsafe { core::slice::from_raw_parts_mut(gpa as *mut u8, bytes) })
 }
 
-/// Sets up `device/vif/<id>`, runs the xenbus handshake and posts the
-/// receive buffers.
-pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
-    let mut dir = NodePath::<64>::new("device/vif")?;
-    dir.push_u32(id)?;
-    let mut buf = [0u8; 64];
-    let mac = read_key(store, dir.as_str(), keys::MAC, &mut buf)?.and_then(parse_mac).ok_or(NetError::BadMac)?;
-    let (tx_page, tx_mem) = shared_ring_page()?;
-    let (rx_page, rx_mem) = shared_ring_page()?;
-    let tx_ring = FrontRing::init(tx_mem)?;
-    let rx_ring = FrontRing::init(rx_mem)?;
-    let tx_ref = grant::grant_page(DOMID_VMM, tx_page, false).ok_or(NetError::NoMemory)?;
-    let rx_ref = grant::grant_page(DOMID_VMM, rx_page, false).ok_or(NetError::NoMemory)?;
-    let port = evtchn::alloc_unbound(DOMID_VMM)?;
-    let mut rx = RxSide {
-        ring: rx_ring,
-        pages: [0; RX_BUFS],
-        grefs: [0; RX_BUFS],
-        chain: [RxSlot::default(); MAX_RX_SLOTS],
-        chain_len: 0,
-        chain_flags: 0,
-        chain_bad: false,
-        ready: false,
-        scratch: static_buf(MAX_RX_SLOTS * PAGE)?,
-        c: NetMetrics::default(),
-    };
-    let first = crate::pages::alloc(RX_BUFS as u64).ok_or(NetError::NoMemory)?;
-    for i in 0..RX_BUFS {
-        rx.pages[i] = first + (i * PAGE) as u64;
-        rx.grefs[i] = grant::grant_page(DOMID_VMM, rx.pages[i], false).ok_or(NetError::NoMemory)?;
+/// One queue before the handshake: its rings (granted), buffers and
+/// unbound event channel.
+struct NewQueue {
+    rx: RxSide,
+    tx: TxSide,
+    tx_ref: GrantRef,
+    rx_ref: GrantRef,
+    port: u32,
+}
+
+impl NewQueue {
+    fn new() -> Result<Self, NetError> {
+        let (tx_page, tx_mem) = shared_ring_page()?;
+        let (rx_page, rx_mem) = shared_ring_page()?;
+        let tx_ring = FrontRing::init(tx_mem)?;
+        let rx_ring = FrontRing::init(rx_mem)?;
+        let tx_ref = grant::grant_page(DOMID_VMM, tx_page, false).ok_or(NetError::NoMemory)?;
+        let rx_ref = grant::grant_page(DOMID_VMM, rx_page, false).ok_or(NetError::NoMemory)?;
+        let port = evtchn::alloc_unbound(DOMID_VMM)?;
+        let mut rx = RxSide {
+            ring: rx_ring,
+            pages: [0; RX_BUFS],
+            grefs: [0; RX_BUFS],
+            chain: [RxSlot::default(); MAX_RX_SLOTS],
+            chain_len: 0,
+            chain_flags: 0,
+            chain_bad: false,
+            ready: false,
+            scratch: static_buf(MAX_RX_SLOTS * PAGE)?,
+            c: NetMetrics::default(),
+        };
+        let first = crate::pages::alloc(RX_BUFS as u64).ok_or(NetError::NoMemory)?;
+        for i in 0..RX_BUFS {
+            rx.pages[i] = first + (i * PAGE) as u64;
+            rx.grefs[i] = grant::grant_page(DOMID_VMM, rx.pages[i], false).ok_or(NetError::NoMemory)?;
+        }
+        let first = crate::pages::alloc((TX_BUFS * TX_BUF_PAGES) as u64).ok_or(NetError::NoMemory)?;
+        let tx = TxSide {
+            ring: tx_ring,
+            bufs: core::array::from_fn(|i| first + (i * TX_BUF_PAGES * PAGE) as u64),
+            in_flight: [0; TX_BUFS],
+            free: u32::MAX,
+            ids: [TxId::default(); RING],
+            next_id: 0,
+            sink: static_buf(MAX_FRAME)?,
+            c: NetMetrics::default(),
+        };
+        Ok(NewQueue { rx, tx, tx_ref, rx_ref, port })
     }
-    let first = crate::pages::alloc((TX_BUFS * TX_BUF_PAGES) as u64).ok_or(NetError::NoMemory)?;
-    let tx = TxSide {
-        ring: tx_ring,
-        bufs: core::array::from_fn(|i| first + (i * TX_BUF_PAGES * PAGE) as u64),
-        in_flight: [0; TX_BUFS],
-        free: u32::MAX,
-        ids: [TxId::default(); RING],
-        next_id: 0,
-        sink: static_buf(MAX_FRAME)?,
-        c: NetMetrics::default(),
-    };
-    crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
-        let keys: [(&str, u32); 5] = [
-            (keys::TX_RING_REF, tx_ref),
-            (keys::RX_RING_REF, rx_ref),
-            (keys::EVENT_CHANNEL, port),
-            (keys::REQUEST_RX_COPY, 1),
-            (keys::FEATURE_RX_NOTIFY, 1),
-        ];
-        for (key, v) in keys.into_iter().chain([(keys::FEATURE_SG, 1)]) {
-            let mut p = NodePath::<96>::new(d)?;
+
+    /// Writes this queue's `tx-ring-ref`, `rx-ring-ref` and `event-channel`
+    /// under `dir`.
+    fn publish(&self, c: &mut Store, dir: &str) -> Result<(), StoreError> {
+        for (key, v) in
+            [(keys::TX_RING_REF, self.tx_ref), (keys::RX_RING_REF, self.rx_ref), (keys::EVENT_CHANNEL, self.port)]
+        {
+            let mut p = NodePath::<128>::new(dir)?;
             p.push(key)?;
             c.write_u32(p.as_str(), v)?;
         }
         Ok(())
-    })
-    .map_err(NetError::Connect)?;
+    }
+}
+
+/// Most queues [`connect_queues`] sets up for one interface.
+pub const MAX_QUEUES: usize = 4;
+
+/// Sets up `device/vif/<id>` with one queue, runs the xenbus handshake and
+/// posts the receive buffers.
+pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
+    let mut out = [None];
+    connect_queues(store, id, &mut out)?;
+    out[0].take().ok_or(NetError::NoMemory)
+}
+
+/// Sets up `device/vif/<id>` with up to `out.len()` queues (at most
+/// [`MAX_QUEUES`], and no more than the back end's
+/// `multi-queue-max-queues`, as Linux's netfront takes the smaller), runs
+/// the handshake (`multi-queue-num-queues` and `queue-<N>/tx-ring-ref`,
+/// `rx-ring-ref`, `event-channel` with several, `netif.h` "Multi-queue"),
+/// posts every queue's receive buffers and fills `out[..n]`; returns `n`.
+/// Each queue is a [`NetFront`] of its own; frames for a flow arrive on
+/// the queue the back end's hash picks.
+pub fn connect_queues(store: &mut Store, id: u32, out: &mut [Option<NetFront>]) -> Result<usize, NetError> {
+    let mut dir = NodePath::<64>::new("device/vif")?;
+    dir.push_u32(id)?;
+    let mut buf = [0u8; 64];
+    let mac = read_key(store, dir.as_str(), keys::MAC, &mut buf)?.and_then(parse_mac).ok_or(NetError::BadMac)?;
     let mut be = [0u8; 128];
     let be_len = crate::xenbus::read_backend_path(store, dir.as_str(), &mut be)?.len();
     let be = core::str::from_utf8(&be[..be_len]).map_err(|_| StoreError::BadValue)?;
+    let mut be_state = NodePath::<160>::new(be)?;
+    be_state.push(xbkeys::STATE)?;
+    // The back end's limits are written before it goes InitWait.
+    crate::xenbus::wait_for_state(store, be_state.as_str(), |s| s >= pv_abi::xenbus::XenbusState::InitWait)?;
+    let max = read_key(store, be, xbkeys::MULTI_QUEUE_MAX_QUEUES, &mut buf)?
+        .and_then(crate::cmdline::parse_u64)
+        .unwrap_or(1)
+        .max(1);
+    let queues = (out.len().min(MAX_QUEUES) as u64).min(max) as usize;
+    if queues == 0 {
+        return Err(NetError::NoMemory);
+    }
+    let mut new: [Option<NewQueue>; MAX_QUEUES] = [const { None }; MAX_QUEUES];
+    for q in new.iter_mut().take(queues) {
+        *q = Some(NewQueue::new()?);
+    }
+    crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
+        for (key, v) in [(keys::REQUEST_RX_COPY, 1), (keys::FEATURE_RX_NOTIFY, 1), (keys::FEATURE_SG, 1)] {
+            let mut p = NodePath::<96>::new(d)?;
+            p.push(key)?;
+            c.write_u32(p.as_str(), v)?;
+        }
+        if let [Some(q)] = &new[..queues] {
+            return q.publish(c, d);
+        }
+        let mut p = NodePath::<96>::new(d)?;
+        p.push(xbkeys::MULTI_QUEUE_NUM_QUEUES)?;
+        c.write_u32(p.as_str(), queues as u32)?;
+        for (n, q) in new[..queues].iter().enumerate() {
+            let Some(q) = q else { continue };
+            let mut name = [0u8; 16];
+            let mut digits = [0u8; 10];
+            let digits = crate::store::fmt_u32(n as u32, &mut digits);
+            let prefix = xbkeys::QUEUE_PREFIX.as_bytes();
+            name[..prefix.len()].copy_from_slice(prefix);
+            name[prefix.len()..prefix.len() + digits.len()].copy_from_slice(digits);
+            let name = core::str::from_utf8(&name[..prefix.len() + digits.len()]).map_err(|_| StoreError::BadValue)?;
+            let mut qdir = NodePath::<96>::new(d)?;
+            qdir.push(name)?;
+            q.publish(c, qdir.as_str())?;
+        }
+        Ok(())
+    })
+    .map_err(NetError::Connect)?;
     if read_key(store, be, keys::FEATURE_RX_COPY, &mut buf)? != Some(b"1") {
         return Err(NetError::NoRxCopy);
     }
@@ -297,12 +372,16 @@ pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
     let store_mtu = read_key(store, dir.as_str(), keys::MTU, &mut buf)?
         .and_then(crate::cmdline::parse_u64)
         .and_then(|m| usize::try_from(m).ok());
-    let mut f = NetFront { rx, tx, id, mac, sg, port, store_mtu, notifies: 0, mtu: MTU_NO_SG };
-    for i in 0..RX_BUFS {
-        f.rx.post(i as u16)?;
+    for (slot, q) in out.iter_mut().zip(new.iter_mut().take(queues)) {
+        let Some(q) = q.take() else { continue };
+        let mut f = NetFront { rx: q.rx, tx: q.tx, id, mac, sg, port: q.port, store_mtu, notifies: 0, mtu: MTU_NO_SG };
+        for i in 0..RX_BUFS {
+            f.rx.post(i as u16)?;
+        }
+        f.flush();
+        *slot = Some(f);
     }
-    f.flush();
-    Ok(f)
+    Ok(queues)
 }
 
 impl RxSide {

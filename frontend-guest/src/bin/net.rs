@@ -981,6 +981,9 @@ fn ping(si: &'static StartInfo, cmd: &[u8]) -> i32 {
     let n = cmdline::get_u64(cmd, "n").unwrap_or(1);
     clock::init();
     let Ok(mut store) = frontend_guest::xenbus::open_store(si) else { return 70 };
+    if let Some(q) = cmdline::get_u64(cmd, "queues") {
+        return ping_queues(&mut store, ip, peer, n, q);
+    }
     let Ok(mut dev) = netfront::connect(&mut store, 0) else { return 73 };
     let Some(peer_mac) = arp_exchange(&mut dev, ip, peer) else {
         println!("ping: no ARP reply from {}", peer);
@@ -988,7 +991,7 @@ fn ping(si: &'static StartInfo, cmd: &[u8]) -> i32 {
     };
     let mut ok = 0;
     for seq in 0..n {
-        let f = icmp_echo(&dev.mac, &peer_mac, ip, peer, seq as u16);
+        let f = icmp_echo(&dev.mac, &peer_mac, ip, peer, ICMP_ID, seq as u16);
         if !dev.send_frame(&f) {
             continue;
         }
@@ -1009,8 +1012,98 @@ fn ping(si: &'static StartInfo, cmd: &[u8]) -> i32 {
     (ok != n) as i32
 }
 
+/// The ICMP echo identifier of `test=ping`.
+const ICMP_ID: u16 = 0x7076;
+
+/// `test=ping queues=N`: the interface connected with N queues
+/// (`multi-queue-num-queues`); ping `i` goes out on queue `i % N` with
+/// identifier `ICMP_ID + i` (a flow of its own, so the back end's flow
+/// hash spreads the replies over the queues); replies are taken from
+/// whichever queue they arrive on. Prints the frames sent and received per
+/// queue.
+fn ping_queues(store: &mut frontend_guest::xenbus::Store, ip: Ipv4Address, peer: Ipv4Address, n: u64, q: u64) -> i32 {
+    let mut qs = [const { None }; netfront::MAX_QUEUES];
+    let want = q.clamp(1, netfront::MAX_QUEUES as u64) as usize;
+    let nq = match netfront::connect_queues(store, 0, &mut qs[..want]) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("ping: connect with {} queues: {:?}", want, e);
+            return 73;
+        }
+    };
+    let Some(first) = qs[0].as_mut() else { return 73 };
+    let Some(peer_mac) = arp_exchange(first, ip, peer) else {
+        println!("ping: no ARP reply from {}", peer);
+        return 1;
+    };
+    let (mut tx, mut rx) = ([0u64; netfront::MAX_QUEUES], [0u64; netfront::MAX_QUEUES]);
+    let mut ok = 0;
+    for seq in 0..n {
+        let id = ICMP_ID.wrapping_add(seq as u16);
+        let q = seq as usize % nq;
+        let Some(dev) = qs[q].as_mut() else { return 73 };
+        if !dev.send_frame(&icmp_echo(&dev.mac, &peer_mac, ip, peer, id, seq as u16)) {
+            continue;
+        }
+        tx[q] += 1;
+        let end = clock::now_us() + 2_000_000;
+        let mut got = false;
+        while !got && clock::now_us() < end {
+            for (rq, dev) in qs[..nq].iter_mut().enumerate() {
+                let Some(dev) = dev.as_mut() else { continue };
+                while dev.recv_frame(|r| {
+                    let reply = r.len() >= 42 && r[23] == 1 && r[34] == 0;
+                    if reply && r[38..40] == id.to_be_bytes() && r[40..42] == (seq as u16).to_be_bytes() {
+                        got = true;
+                        rx[rq] += 1;
+                    }
+                }) {}
+                dev.flush();
+            }
+            if !got {
+                // Sleep briefly on the queue that sent (the reply may come
+                // on another; the short deadline brings us back to look).
+                let wake = (clock::now_us() + 2_000).min(end);
+                dev_wait(&mut qs[q], wake);
+            }
+        }
+        ok += got as u64;
+    }
+    let list = |v: &[u64]| {
+        let mut s = [0u8; 64];
+        let mut len = 0;
+        for (i, x) in v.iter().enumerate() {
+            let mut d = [0u8; 10];
+            let d = frontend_guest::store::fmt_u32(*x as u32, &mut d);
+            if i > 0 {
+                s[len] = b',';
+                len += 1;
+            }
+            s[len..len + d.len()].copy_from_slice(d);
+            len += d.len();
+        }
+        (s, len)
+    };
+    let ((t, tl), (r, rl)) = (list(&tx[..nq]), list(&rx[..nq]));
+    println!(
+        "ping: n={} replies={} queues={} tx={} rx={}",
+        n,
+        ok,
+        nq,
+        core::str::from_utf8(&t[..tl]).unwrap_or("?"),
+        core::str::from_utf8(&r[..rl]).unwrap_or("?")
+    );
+    (ok != n) as i32
+}
+
+fn dev_wait(dev: &mut Option<NetFront>, deadline_us: u64) {
+    if let Some(d) = dev.as_mut() {
+        d.wait(Some(deadline_us));
+    }
+}
+
 /// An Ethernet + IPv4 + ICMP echo request (8 bytes of data).
-fn icmp_echo(src: &[u8; 6], dst: &[u8; 6], ip: Ipv4Address, peer: Ipv4Address, seq: u16) -> [u8; 50] {
+fn icmp_echo(src: &[u8; 6], dst: &[u8; 6], ip: Ipv4Address, peer: Ipv4Address, id: u16, seq: u16) -> [u8; 50] {
     let mut f = [0u8; 50];
     f[..6].copy_from_slice(dst);
     f[6..12].copy_from_slice(src);
@@ -1021,7 +1114,7 @@ fn icmp_echo(src: &[u8; 6], dst: &[u8; 6], ip: Ipv4Address, peer: Ipv4Address, s
     let c = !netfront::csum_fold(netfront::csum_add(0, &f[14..34]));
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f[34] = 8; // echo request
-    f[38..40].copy_from_slice(&0x7076u16.to_be_bytes());
+    f[38..40].copy_from_slice(&id.to_be_bytes());
     f[40..42].copy_from_slice(&seq.to_be_bytes());
     f[42..50].copy_from_slice(b"pv-ping!");
     let c = !netfront::csum_fold(netfront::csum_add(0, &f[34..50]));
