@@ -535,6 +535,74 @@ mod tests {
         assert!((1..=budget).contains(&lines), "{lines} warnings for 720 refusals (budget {budget})");
     }
 
+    /// netif multi-queue through the handshake driver (`netif.h`
+    /// "Multi-queue"; Linux's netback `connect()`): two queues connect,
+    /// each with its own rings; 0, 5 or a missing queue key is refused
+    /// with the back end going Closing and saying why.
+    #[test]
+    fn netback_connects_two_queues_and_refuses_bad_queue_keys() {
+        let front = HostNetFront::new(8).unwrap();
+        let paths = DevicePaths {
+            front: "/local/domain/1/device/vif/0".into(),
+            back: "/local/domain/0/backend/vif/1/0".into(),
+        };
+        let f = |k: &str| format!("{}/{k}", paths.front);
+        let g = |i: u32| front.page_gref(i).to_string();
+        type Keys = Vec<(&'static str, String)>;
+        let two: Keys = vec![
+            ("multi-queue-num-queues", "2".into()),
+            ("queue-0/tx-ring-ref", TX_RING_REF.to_string()),
+            ("queue-0/rx-ring-ref", RX_RING_REF.to_string()),
+            ("queue-0/event-channel", "5".into()),
+            ("queue-1/tx-ring-ref", g(0)),
+            ("queue-1/rx-ring-ref", g(1)),
+            ("queue-1/event-channel", "6".into()),
+        ];
+        let with = |num: &str, drop: Option<&str>| -> Keys {
+            two.iter()
+                .filter(|(k, _)| Some(*k) != drop)
+                .map(|(k, v)| (*k, if *k == "multi-queue-num-queues" { num.to_string() } else { v.clone() }))
+                .collect()
+        };
+        let cases: [(Keys, Option<&str>); 4] = [
+            (with("2", None), None),
+            (with("0", None), Some("guest requested 0 queues, exceeding the maximum of 4.")),
+            (with("5", None), Some("guest requested 5 queues, exceeding the maximum of 4.")),
+            (with("2", Some("queue-1/rx-ring-ref")), Some("front end has no 'queue-1/rx-ring-ref'")),
+        ];
+        for (keys, refused) in cases {
+            let store = Arc::new(MapStore::default());
+            let host = XenbusHost { store: store.clone(), evtchn: Arc::new(Binder), grants: front.grants().clone() };
+            for (k, v) in keys
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .chain([(nk::REQUEST_RX_COPY, "1".to_string()), (STATE, XenbusState::Initialised.as_str().to_string())])
+            {
+                store.write(&f(k), &v);
+            }
+            let (port, _peer) = peer::pair(true).unwrap();
+            let mut dev =
+                XenbusDevice::new(NetBackend::new(Box::new(port), [2, 0, 0, 0, 0, 1]), paths.clone(), &host).unwrap();
+            assert_eq!(store.read(&format!("{}/multi-queue-max-queues", paths.back)).as_deref(), Some("4"));
+            dev.frontend_changed();
+            let state = store.read(&format!("{}/{STATE}", paths.back));
+            match refused {
+                None => {
+                    assert_eq!(state.as_deref(), Some(XenbusState::Connected.as_str()));
+                    assert!(dev.backend.dev.is_some() && dev.backend.more.len() == 1, "two queues");
+                    assert_eq!(front.grants().mapped_refs(), 4, "two rings per queue");
+                }
+                Some(why) => {
+                    assert_eq!(state.as_deref(), Some(XenbusState::Closing.as_str()), "{why}");
+                    let err = store.read(&format!("{}/{ERROR}", paths.back)).unwrap_or_default();
+                    assert!(err.contains(why), "{err:?} for {why:?}");
+                    assert!(dev.backend.dev.is_none() && dev.backend.more.is_empty());
+                    assert_eq!(front.grants().mapped_refs(), 0, "nothing left mapped");
+                }
+            }
+        }
+    }
+
     #[test]
     fn device_args_name_a_known_type() {
         let a: DeviceArg = "vbd,/x/d.img,readonly".parse().unwrap();
