@@ -32,6 +32,8 @@ pub struct PerCpu {
     pub work: AtomicU64,
     /// IPIs this vCPU answered (a demo's count).
     pub ipis: AtomicU64,
+    /// Local-APIC IPIs taken on this vCPU (`smp::send_lapic_ipi`).
+    pub lapic_ipis: AtomicU64,
 }
 
 impl PerCpu {
@@ -45,6 +47,7 @@ impl PerCpu {
             timer_ticks: AtomicU64::new(0),
             work: AtomicU64::new(0),
             ipis: AtomicU64::new(0),
+            lapic_ipis: AtomicU64::new(0),
         }
     }
 }

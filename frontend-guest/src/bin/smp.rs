@@ -10,6 +10,10 @@
 //! events (an IPI port's events reach only its vCPU), and its timer.
 //! Exit status 0 when all hold, 1 otherwise.
 //!
+//! `test=ipi via=evtchn|lapic n=<n>` (for `vmm bench`, 2 vCPUs): `n` IPI
+//! round trips between vCPU 0 and vCPU 1, over two event channels or
+//! through the local APIC (x2APIC ICR writes).
+//!
 //! `hostile`: instead, offers the VMM bad `vcpu_op`/`bind_ipi` arguments
 //! and prints one `hostile: <what>: <errno>` line each (vCPU ids out of
 //! range, a 32-bit context, a CR3 outside RAM and, in the validated
@@ -41,6 +45,10 @@ fn main(si: &'static StartInfo) -> i32 {
     UNITS.store(cmdline::get_u64(cmd, "work").unwrap_or(200), SeqCst);
     TIMER_US.store(cmdline::get_u64(cmd, "timer").unwrap_or(1000).max(1), SeqCst);
     let rounds = cmdline::get_u64(cmd, "ipi").unwrap_or(10) as u32;
+    if cmdline::get(cmd, "test") == Some(b"ipi") {
+        let lapic = cmdline::get(cmd, "via") == Some(b"lapic");
+        return ipi_bench(lapic, cmdline::get_u64(cmd, "n").unwrap_or(0));
+    }
     if cmdline::words(cmd).any(|(k, _)| k == b"hostile") {
         hostile(si);
         return 0;
@@ -206,4 +214,54 @@ fn hostile(si: &'static StartInfo) {
     println!("hostile: cr3 not a pinned L4: {}", initialise(1, si.pt_pool_start, MODE_64B));
     println!("hostile: initialise: {}", initialise(1, cr3, MODE_64B));
     println!("hostile: initialise again: {}", initialise(1, cr3, MODE_64B));
+}
+
+/// The IPI bench's transport: local APIC (else event channels).
+static BENCH_LAPIC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// `test=ipi` (module docs): exit status.
+fn ipi_bench(lapic: bool, n: u64) -> i32 {
+    if smp::vcpus() < 2 {
+        println!("smp: the IPI bench needs --vcpus 2");
+        return 1;
+    }
+    BENCH_LAPIC.store(lapic, SeqCst);
+    let ports = evtchn::bind_ipi(1).and_then(|to| Ok((to, evtchn::bind_ipi(0)?)));
+    let Ok((to, back)) = ports else { return 1 };
+    IPI_TO[1].store(to, SeqCst);
+    IPI_BACK[1].store(back, SeqCst);
+    if smp::start(2, responder).is_err() {
+        return 1;
+    }
+    let this = cpu::get(0);
+    for r in 0..n {
+        if lapic {
+            smp::send_lapic_ipi(1);
+            evtchn::wait_until(|| this.lapic_ipis.load(SeqCst) > r);
+        } else if evtchn::send(to).is_ok() {
+            evtchn::wait_until(|| u64::from(evtchn::events(back)) > r);
+        } else {
+            return 1;
+        }
+    }
+    0
+}
+
+/// vCPU 1 of the IPI bench: answers every IPI the way it came.
+fn responder(id: u32) {
+    let this = cpu::get(id);
+    let (to, back) = (IPI_TO[1].load(SeqCst), IPI_BACK[1].load(SeqCst));
+    let mut served = 0u64;
+    loop {
+        if BENCH_LAPIC.load(SeqCst) {
+            evtchn::wait_until(|| this.lapic_ipis.load(SeqCst) > served);
+            smp::send_lapic_ipi(0);
+        } else {
+            evtchn::wait_until(|| u64::from(evtchn::events(to)) > served);
+            if evtchn::send(back).is_err() {
+                return;
+            }
+        }
+        served += 1;
+    }
 }
