@@ -24,8 +24,6 @@ pub struct PerCpu {
     pub done: AtomicBool,
     /// Upcall interrupts taken on this vCPU.
     pub upcalls: AtomicU64,
-    /// Events delivered to this vCPU by its upcall handler.
-    pub events: AtomicU64,
     /// Local-APIC timer interrupts taken on this vCPU (`smp::arm_timer`).
     pub timer_ticks: AtomicU64,
     /// Units of work a demo counted on this vCPU.
@@ -43,7 +41,6 @@ impl PerCpu {
             online: AtomicBool::new(false),
             done: AtomicBool::new(false),
             upcalls: AtomicU64::new(0),
-            events: AtomicU64::new(0),
             timer_ticks: AtomicU64::new(0),
             work: AtomicU64::new(0),
             ipis: AtomicU64::new(0),

@@ -153,14 +153,15 @@ fn scan_2level(cpu: u32) {
     }
 }
 
-/// Counts an event on `port`, taken by vCPU `cpu`'s upcall.
+/// Counts an event on `port`, taken by vCPU `cpu`'s upcall (and, should
+/// the port be bound to another vCPU, a misrouted one).
+#[inline(always)]
 fn deliver(cpu: u32, port: u32) {
-    if let Some(c) = PORT_EVENTS.get(port as usize) {
+    if let (Some(c), Some(owner)) = (PORT_EVENTS.get(port as usize), PORT_CPU.get(port as usize)) {
         c.fetch_add(1, SeqCst);
-    }
-    cpu::get(cpu).events.fetch_add(1, SeqCst);
-    if port_cpu(port) != cpu {
-        MISROUTED.fetch_add(1, SeqCst);
+        if u32::from(owner.load(SeqCst)) != cpu {
+            MISROUTED.fetch_add(1, SeqCst);
+        }
     }
 }
 

@@ -86,8 +86,7 @@ fn word(port: u32) -> Option<&'static AtomicU32> {
     Some(unsafe { arch::shared_u32(array + u64::from(port) * 4) })
 }
 
-fn control(cpu: usize, off: u64) -> &'static AtomicU32 {
-    let cb = CONTROL_BLOCK[cpu].load(SeqCst);
+fn control(cb: u64, off: u64) -> &'static AtomicU32 {
     // SAFETY: the control block lies at the start of a page of this
     // guest's RAM allocated for its whole life; `off` is a 4-byte aligned
     // offset inside the 72-byte block.
@@ -102,26 +101,32 @@ pub fn handle_events(cpu: u32, mut deliver: impl FnMut(u32), mut dequeued: impl 
     // Bits above the last queue are not Xen's to set: ignored, never an
     // index out of bounds.
     const QUEUES: u32 = ((1u64 << EVTCHN_FIFO_MAX_QUEUES) - 1) as u32;
-    let cpu = cpu as usize;
-    if CONTROL_BLOCK.get(cpu).is_none_or(|c| c.load(SeqCst) == 0) {
+    let (Some(cb), Some(heads)) = (CONTROL_BLOCK.get(cpu as usize), HEADS.get(cpu as usize)) else { return };
+    let cb = cb.load(SeqCst);
+    if cb == 0 {
         return;
     }
-    let ready_word = control(cpu, 0);
+    let ready_word = control(cb, 0);
     let mut ready = ready_word.swap(0, SeqCst) & QUEUES;
     while ready != 0 {
         let q = ready.trailing_zeros() as usize;
-        consume_one(cpu, q, &mut ready, &mut deliver, &mut dequeued);
+        consume_one((cb, heads), q, &mut ready, &mut deliver, &mut dequeued);
         ready |= ready_word.swap(0, SeqCst) & QUEUES;
     }
 }
 
-/// Linux's `consume_one_event()`: takes the head of vCPU `cpu`'s queue
-/// `q` off.
-fn consume_one(cpu: usize, q: usize, ready: &mut u32, deliver: &mut impl FnMut(u32), dequeued: &mut impl FnMut(u32)) {
-    let heads = &HEADS[cpu];
+/// Linux's `consume_one_event()`: takes the head of queue `q` off (of the
+/// vCPU whose control block is at `cb` and whose head copies are `heads`).
+fn consume_one(
+    (cb, heads): (u64, &[AtomicU32; EVTCHN_FIFO_MAX_QUEUES]),
+    q: usize,
+    ready: &mut u32,
+    deliver: &mut impl FnMut(u32),
+    dequeued: &mut impl FnMut(u32),
+) {
     let mut port = heads[q].load(SeqCst);
     if port == 0 {
-        port = control(cpu, 8 + 4 * q as u64).load(SeqCst);
+        port = control(cb, 8 + 4 * q as u64).load(SeqCst);
     }
     let Some(w) = word(port) else {
         *ready &= !(1 << q);

@@ -43,7 +43,7 @@ fn every_vcpu_works(n: u32, extra: &[&str]) {
         let ipis = if c == 0 { 0 } else { 10 + u64::from(c == 1) };
         assert_eq!(field(line, "ipis"), ipis, "{line}");
         if c > 0 {
-            assert_eq!(field(line, "events"), ipis, "{line}");
+            assert_eq!(field(line, "upcalls"), ipis, "{line}");
         }
         // Each vCPU made hypercalls of its own (--stats, one line each).
         let stats = stderr.lines().find(|l| l.starts_with(&format!("vcpu{c}: "))).expect("a stats line per vCPU");

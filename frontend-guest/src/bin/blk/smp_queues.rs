@@ -130,12 +130,12 @@ fn report(n: usize) -> i32 {
         let p = cpu::get(c as u32);
         let (bad, verified) = (BAD[c].load(SeqCst), VERIFIED[c].load(SeqCst));
         println!(
-            "blk smp: cpu{}: queue={} requests={} bad={} events={} verified={}",
+            "blk smp: cpu{}: queue={} requests={} bad={} upcalls={} verified={}",
             c,
             c,
             p.work.load(SeqCst),
             bad,
-            p.events.load(SeqCst),
+            p.upcalls.load(SeqCst),
             verified
         );
         good += usize::from(verified && bad == 0);
