@@ -66,6 +66,11 @@ fn four_vcpus() {
     every_vcpu_works(4, &[]);
 }
 
+#[test]
+fn eight_vcpus() {
+    every_vcpu_works(8, &[]);
+}
+
 /// The 2-level ABI (each vCPU scans its own selector, shared bitmaps)
 /// and direct paging (the new vCPUs' CR3 checked by the validator).
 #[test]
