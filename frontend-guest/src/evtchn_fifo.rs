@@ -97,6 +97,7 @@ fn control(cb: u64, off: u64) -> &'static AtomicU32 {
 /// highest priority first. `deliver` gets each port that was pending and
 /// unmasked (its PENDING now clear); `dequeued` every port taken off a
 /// queue. A vCPU without a control block has nothing to do.
+#[inline(always)]
 pub fn handle_events(cpu: u32, mut deliver: impl FnMut(u32), mut dequeued: impl FnMut(u32)) {
     // Bits above the last queue are not Xen's to set: ignored, never an
     // index out of bounds.
@@ -117,6 +118,7 @@ pub fn handle_events(cpu: u32, mut deliver: impl FnMut(u32), mut dequeued: impl 
 
 /// Linux's `consume_one_event()`: takes the head of queue `q` off (of the
 /// vCPU whose control block is at `cb` and whose head copies are `heads`).
+#[inline(always)]
 fn consume_one(
     (cb, heads): (u64, &[AtomicU32; EVTCHN_FIFO_MAX_QUEUES]),
     q: usize,
