@@ -186,6 +186,10 @@ fn checks() -> Vec<Check> {
     size!(v, "struct evtchn_bind_interdomain", EvtchnBindInterdomain);
     off!(v, "struct evtchn_bind_interdomain", EvtchnBindInterdomain,
         "remote_dom" => remote_dom, "remote_port" => remote_port, "local_port" => local_port);
+    size!(v, "struct evtchn_bind_ipi", EvtchnBindIpi);
+    off!(v, "struct evtchn_bind_ipi", EvtchnBindIpi, "vcpu" => vcpu, "port" => port);
+    size!(v, "struct evtchn_bind_vcpu", EvtchnBindVcpu);
+    off!(v, "struct evtchn_bind_vcpu", EvtchnBindVcpu, "port" => port, "vcpu" => vcpu);
     size!(v, "struct evtchn_close", EvtchnClose);
     size!(v, "struct evtchn_send", EvtchnSend);
     size!(v, "struct evtchn_unmask", EvtchnUnmask);

@@ -88,7 +88,10 @@ const RUNSTATE_AFTER: u32 = SCRATCH + 0x540;
 /// `vcpu_info` to [`VINFO`] (`VCPUOP_register_vcpu_info`, result slot 7)
 /// and acknowledges the spurious event the move raises, and reads vCPU
 /// 1's runstate before up and after the IPIs (slots 8, 9).
-fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
+/// With `upcall_vectors`, each vCPU enables its x2APIC and vCPU 0 gives
+/// both vCPUs [`IRQ_VECTOR`] with `HVMOP_set_evtchn_upcall_vector`
+/// (result slots 1 and 7) instead of the domain's callback vector.
+fn ipi_guest(register_vcpu_info: bool, upcall_vectors: bool) -> (Run, tests::RanVm) {
     const EVENT_CHANNEL_OP: u32 = 32;
     const HVM_OP: u32 = 34;
     let long = true;
@@ -104,6 +107,9 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
         let next = a.here() + 9;
         a.raw(&[0x6a, 0x08, 0x68]).raw(&next.to_le_bytes()).raw(&[0x48, 0xcb]);
         a.raw(&[0x0f, 0x01, 0x1c, 0x25]).raw(&(GDT + 0x60).to_le_bytes()); // lidt [idtr64]
+        if upcall_vectors {
+            enable_x2apic(a);
+        }
         a.poke(READY, 1).wait_for_irq();
         a.hypercall(EVENT_CHANNEL_OP, &[4, SCRATCH + 0x30], 5); // send to vCPU 0
         a.poke(DONE, 1).halt_forever();
@@ -123,8 +129,15 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     a.poke(s + 0x20, 0).poke(s + 0x24, 0).hypercall(EVENT_CHANNEL_OP, &[7, s + 0x20], 6); // bind_ipi(vcpu 0)
     a.load_eax(s + 0x24).store_eax(s + 0x30);
     let p = s + 0x100;
-    a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, u32::from(IRQ_VECTOR)).poke(p + 12, 0x0200_0000);
-    a.hypercall(HVM_OP, &[0, p], 1);
+    if upcall_vectors {
+        // struct xen_hvm_evtchn_upcall_vector { u32 vcpu; u8 vector; }
+        enable_x2apic(&mut a);
+        a.poke(p, 0).poke(p + 4, u32::from(IRQ_VECTOR)).hypercall(HVM_OP, &[23, p], 1);
+        a.poke(p + 8, 1).poke(p + 12, u32::from(IRQ_VECTOR)).hypercall(HVM_OP, &[23, p + 8], 7);
+    } else {
+        a.poke(p, 0x7ff0).poke(p + 4, 0).poke(p + 8, u32::from(IRQ_VECTOR)).poke(p + 12, 0x0200_0000);
+        a.hypercall(HVM_OP, &[0, p], 1);
+    }
     write_context(&mut a, long, entry);
     a.hypercall(VCPU_OP, &[INITIALISE, 1, CTX], 2).hypercall(VCPU_OP, &[UP, 1, 0], 3);
     spin_until_set(&mut a, READY, long);
@@ -139,11 +152,21 @@ fn ipi_guest(register_vcpu_info: bool) -> (Run, tests::RanVm) {
     boot_asm(&a, long, 2)
 }
 
+/// Turns the running vCPU's local APIC on in x2APIC mode (`IA32_APIC_BASE`
+/// enable + x2APIC bits, then the spurious-vector register's enable bit):
+/// an upcall-vector MSI is delivered through it.
+fn enable_x2apic(a: &mut Asm) {
+    a.wrmsr(0x1b, 0xfee0_0000 | (1 << 11) | (1 << 10)).wrmsr(0x80f, 0x1ff);
+}
+
 /// Runs [`ipi_guest`] and checks what both its variants share: a clean
 /// `SCHEDOP_shutdown`, its first `slots` results 0 (`what` names them),
 /// each vCPU's handler run once. Returns the VM and its shared-info page.
 fn ipi_guest_ran(register_vcpu_info: bool, slots: u32, what: &str) -> (tests::RanVm, u64) {
-    let (run, vm) = ipi_guest(register_vcpu_info);
+    ipi_guest_checked(ipi_guest(register_vcpu_info, false), slots, what)
+}
+
+fn ipi_guest_checked((run, vm): (Run, tests::RanVm), slots: u32, what: &str) -> (tests::RanVm, u64) {
     assert_eq!(run.outcome, Outcome::XenShutdown { reason: 0 }, "{}", run.console);
     let results: Vec<i32> = (0..slots).map(|i| result(&vm, i)).collect();
     assert_eq!(results, vec![0; slots as usize], "{what}");
@@ -155,6 +178,22 @@ fn ipi_guest_ran(register_vcpu_info: bool, slots: u32, what: &str) -> (tests::Ra
 fn ipis_between_vcpu_0_and_vcpu_1_both_ways() {
     let (vm, si) = ipi_guest_ran(false, 7, "bind_ipi x2, param, initialise, up, send x2");
     // `vcpu_info` is 64 bytes (xen/include/public/xen.h).
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 1, "vcpu_info[1].evtchn_upcall_pending");
+    assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
+    let upcalls = vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(upcalls, 2, "one upcall each way, none lost or doubled");
+}
+
+/// The same IPIs with a per-vCPU upcall vector instead of the callback
+/// vector: `HVMOP_set_evtchn_upcall_vector` (`xen/arch/x86/hvm/hvm.c`)
+/// sets `v->arch.hvm.evtchn_upcall_vector` for the vCPU it names, and an
+/// event for that vCPU arrives as that vector at that vCPU's local APIC
+/// (`vlapic_set_irq()` on `v`'s vlapic, `hvm_assert_evtchn_irq()`): vCPU 1
+/// takes the IPI bound for it, vCPU 0 the answer, each exactly once.
+#[test]
+fn ipis_arrive_on_each_vcpus_own_upcall_vector() {
+    let what = "bind_ipi x2, vector vCPU 0, initialise, up, send x2, vector vCPU 1";
+    let (vm, si) = ipi_guest_checked(ipi_guest(false, true), 8, what);
     assert_eq!(vm.dom.ram.read_obj::<u8>(si + 64).unwrap(), 1, "vcpu_info[1].evtchn_upcall_pending");
     assert_eq!(vm.dom.ram.read_obj::<u8>(si).unwrap(), 1, "vcpu_info[0].evtchn_upcall_pending (the reply)");
     let upcalls = vm.dom.evtchn.counters.upcalls.load(std::sync::atomic::Ordering::Relaxed);

@@ -13,6 +13,9 @@ use pv_abi::start_info::StartInfo;
 
 guest_main!(main);
 
+#[path = "blk/smp_queues.rs"]
+mod smp_queues;
+
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
     let soak_mode = cmdline::get(cmd, "soak").is_some();
@@ -49,12 +52,19 @@ fn main(si: &'static StartInfo) -> i32 {
     if test == b"mq-hostile" {
         return mq_hostile(&mut store, vdevs[0]);
     }
-    if cmdline::get(cmd, "queues").is_some() || cmdline::get(cmd, "ring-order").is_some() {
-        let queues = cmdline::get_u64(cmd, "queues").unwrap_or(1).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
+    // The demo with several vCPUs (`vmm run --vcpus N`): one queue per
+    // vCPU, each driven by its own vCPU (`smp_queues`).
+    let vcpus = if test == b"demo" { frontend_guest::smp::vcpus() } else { 1 };
+    if vcpus > 1 || cmdline::get(cmd, "queues").is_some() || cmdline::get(cmd, "ring-order").is_some() {
+        let default = if vcpus > 1 { u64::from(vcpus) } else { 1 };
+        let queues = cmdline::get_u64(cmd, "queues").unwrap_or(default).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
         let order = cmdline::get_u64(cmd, "ring-order").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
         let mut qs = [const { None }; blkfront::MAX_QUEUES];
         return match blkfront::connect_queues(&mut store, vdevs[0], order, &mut qs[..queues]) {
             Ok(n) if test == b"bench" => bench_queues(&mut qs[..n], cmd),
+            Ok(n) if vcpus > 1 => {
+                smp_queues::run(&mut qs[..n], vcpus, cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED))
+            }
             Ok(n) => multi_queue(&mut qs[..n], cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED)),
             Err(e) => {
                 println!("blk: vbd/{}: connect with {} queues failed: {:?}", vdevs[0], queues, e);
