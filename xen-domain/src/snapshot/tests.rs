@@ -223,6 +223,42 @@ fn an_initialised_vcpu_comes_up_with_its_context_after_a_restore() {
     assert_eq!(rs.time, t.dom.vcpus.runstate(0, 5_000).unwrap().time);
 }
 
+/// Domain-0 ports (the back end allocates, the guest binds with
+/// `EVTCHNOP_bind_interdomain`, `xen/common/event_channel.c`
+/// `evtchn_bind_interdomain()`) survive a restore: one bound before the
+/// snapshot comes back to its owner with `reattach_dom0`, and one the
+/// guest binds only after the restore reaches the owner's new eventfd.
+#[test]
+fn domain_0_ports_come_back_to_their_owner() {
+    let mut t = domain(1);
+    let bound = t.dom.evtchn.alloc_dom0_unbound(crate::domid::GUEST_DOMID, wake()).unwrap();
+    let later = t.dom.evtchn.alloc_dom0_unbound(crate::domid::GUEST_DOMID, wake()).unwrap();
+    let bind = |t: &mut TestDomain, remote_port: u32| {
+        t.put(TEST_ARG, &EvtchnBindInterdomain { remote_dom: DOMID_VMM, _pad: 0, remote_port, local_port: 0 });
+        assert_eq!(op(t, EVTCHNOP_BIND_INTERDOMAIN), 0);
+        t.get::<EvtchnBindInterdomain>(TEST_ARG).local_port
+    };
+    let local = bind(&mut t, bound);
+    let s = t.dom.save_state();
+    let mut r = restored(&t, &s, 1);
+    assert_eq!(r.dom.evtchn.dom0_peer(bound), Some(local));
+    let local_later = bind(&mut r, later);
+    let (w1, w2) = (wake(), wake());
+    r.dom.evtchn.reattach_dom0(bound, w1.clone()).unwrap();
+    r.dom.evtchn.reattach_dom0(later, w2.clone()).unwrap();
+    for (port, w) in [(local, &w1), (local_later, &w2)] {
+        r.put(TEST_ARG, &EvtchnSend { port });
+        assert_eq!(op(&mut r, EVTCHNOP_SEND), 0);
+        assert_eq!(w.read().unwrap(), 1, "the owner's eventfd for port {port}");
+    }
+    let mut doorbells = r.platform.doorbells();
+    doorbells.sort_unstable();
+    assert_eq!(doorbells, [local, local_later]);
+    // Domain 0 sends back through its port to the guest's.
+    assert_eq!(r.dom.evtchn.notify_dom0_port(bound), Ok(false), "already pending since the bind");
+    assert!(r.dom.evtchn.is_pending(local));
+}
+
 /// The FIFO ABI's guest pages for [`fifo_queue_continues_after_a_restore`].
 const CB_GFN: u64 = 0x180;
 const ARRAY_GFN: u64 = 0x190;
@@ -416,6 +452,35 @@ fn page_tables_round_trip_and_are_revalidated() {
     assert!(matches!(fresh().dom.restore_state(&bad), Err(StateError::Paging(PagingStateError::Layout { .. }))));
 }
 
+/// Uses every port of a restored domain as a guest and its back ends
+/// would: re-attach the detached ones, notify, send, unmask, ask the
+/// status, bind a timer virq; none of it may panic.
+fn exercise(d: &mut TestDomain) {
+    for port in d.dom.evtchn.detached_ports() {
+        let _ = d.dom.evtchn.reattach(port, wake());
+    }
+    for port in 1..16 {
+        let _ = d.dom.evtchn.notify_guest(port);
+        d.put(TEST_ARG, &EvtchnSend { port });
+        op(d, EVTCHNOP_SEND);
+        d.put(TEST_ARG, &EvtchnUnmask { port });
+        op(d, EVTCHNOP_UNMASK);
+        d.put(TEST_ARG, &EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() });
+        op(d, EVTCHNOP_STATUS);
+    }
+    for vcpu in 0..2 {
+        let _ = d.dom.evtchn.notify_vcpu_virq(0, vcpu);
+        let _ = d.dom.vcpus.up(vcpu);
+    }
+    let _ = alloc_any(d);
+}
+
+/// `EVTCHNOP_alloc_unbound` without insisting on success.
+fn alloc_any(t: &mut TestDomain) -> i64 {
+    t.put(TEST_ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_VMM, port: 0 });
+    op(t, EVTCHNOP_ALLOC_UNBOUND)
+}
+
 /// Applies one mutation to a JSON tree: the `pick`-th leaf or array
 /// (counting in document order) gets `value`, loses an element or gains
 /// a copy of one.
@@ -478,6 +543,7 @@ proptest::proptest! {
                 d.dom.ram.write(i as u64 * PAGE_SIZE, page).unwrap();
             }
             if d.dom.restore_state(&s).is_ok() {
+                exercise(&mut d);
                 let again = d.dom.save_state();
                 let mut e = domain(2);
                 copy_memory(&d, &e);
