@@ -278,6 +278,10 @@ impl Store {
 
     /// Replaces the tree, the guest connections and their watches with
     /// `s` (checked first; on error nothing changes). Host watches stay.
+    /// Connections are replaced too: serve a restored guest with
+    /// [`StoreServer::restore`](crate::StoreServer::restore), not a
+    /// server made before the restore (its connection id may now name a
+    /// restored connection, which its drop would disconnect).
     pub fn restore_state(&mut self, s: &StoreState) -> Result<(), StoreStateError> {
         if s.version != STORE_STATE_VERSION {
             return Err(StoreStateError::Version(s.version));
