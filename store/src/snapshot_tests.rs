@@ -190,6 +190,33 @@ fn a_restored_transaction_still_conflicts() {
     assert!(store2.read("/local/domain/1/data/tx").is_err());
 }
 
+/// The VMM builds its store server before it knows it restores: that
+/// server's connection id is the restored connection's too, and dropping
+/// it afterwards must not disconnect the restored one (its watch still
+/// fires).
+#[test]
+fn a_server_made_before_the_restore_does_not_drop_the_restored_connection() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let (srv, _) = busy_guest(&store, &gm);
+    let s = save(&store, &srv);
+    let (store2, gm2) = (SharedStore::new(), guest_memory());
+    let early = StoreServer::new(store2.clone(), 1, page(&gm2)).unwrap();
+    assert_eq!(early.conn(), srv.conn(), "the same id");
+    copy_page(&gm, &gm2);
+    store2.restore_state(&s).unwrap();
+    let mut srv2 = StoreServer::restore(store2.clone(), 1, page(&gm2), &s).unwrap();
+    drop(early);
+    assert_eq!(store2.with(None, |x| x.watch_count(1)), 1, "the restored watch is still there");
+    let mut g = Guest::new(&gm2);
+    g.raw(b"mine\0");
+    srv2.process();
+    g.recv();
+    store2.write("/local/domain/1/device/x", b"").unwrap();
+    srv2.process();
+    assert!(g.recv().iter().any(|(h, p)| h.type_ == XS_WATCH_EVENT && p == b"device/x\0tok\0"));
+}
+
 /// A tampered state is refused and the store keeps what it had.
 #[test]
 fn inconsistent_states_are_refused_and_change_nothing() {
