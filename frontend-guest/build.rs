@@ -14,7 +14,7 @@ use std::process::Command;
 
 const GUEST_TARGET: &str = "x86_64-unknown-none";
 /// Image binaries (see `[[bin]]` in Cargo.toml).
-const IMAGES: &[&str] = &["hello", "selftest", "pvdev", "paging", "blk", "net", "virtio"];
+const IMAGES: &[&str] = &["hello", "selftest", "pvdev", "paging", "blk", "net", "virtio", "smp"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

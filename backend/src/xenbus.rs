@@ -14,7 +14,7 @@
 
 use crate::Notify;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, STATE};
+use pv_abi::xenbus::keys::{ERROR, EVENT_CHANNEL, MULTI_QUEUE_NUM_QUEUES, QUEUE_PREFIX, STATE};
 use pv_abi::xenbus::XenbusState;
 use pv_util::metrics::DeviceMetrics;
 use pv_util::ratelimit::SharedLogLimiter;
@@ -58,6 +58,37 @@ pub trait SplitBackend: Send + 'static {
     ) -> Result<(), ConnectError>;
     /// Drops the mappings (the front end is closing).
     fn disconnect(&mut self);
+    /// The most queues (rings) this device serves: published as
+    /// `multi-queue-max-queues` by the device's features when above 1;
+    /// 1 (the default) means the multi-queue keys are ignored.
+    fn max_queues(&self) -> u32 {
+        1
+    }
+    /// The eventfd that wakes queue `q` (`1 <= q < max_queues()`): queue 0
+    /// is served by [`process`](Self::process) on the device's own thread,
+    /// queue `q` by `queue_subscribers()[q - 1]` on a thread of its own.
+    fn queue_wake(&self, _q: u32) -> Option<Arc<EventFd>> {
+        None
+    }
+    /// The subscribers serving queues 1.. (one each; the VMM gives each
+    /// a thread of its own). Called once, when the device is wired.
+    fn queue_subscribers(&self) -> Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> {
+        Vec::new()
+    }
+    /// Maps the rings of `notifies.len()` (> 1) queues, whose keys the
+    /// front end wrote under `queue-<N>/` (`multi-queue-num-queues`); queue
+    /// N notifies the guest through `notifies[N]`. Only called when
+    /// [`max_queues`](Self::max_queues) allows that many.
+    fn connect_queues(
+        &mut self,
+        front: &dyn FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notifies: Vec<Arc<dyn Notify>>,
+        log: &SharedLogLimiter,
+    ) -> Result<(), ConnectError> {
+        let _ = (front, grants, log);
+        Err(ConnectError::Queues { requested: notifies.len() as u32, max: self.max_queues() })
+    }
     /// The front end notified us: do the work on the rings, at most
     /// [`PROCESS_BUDGET`] requests. Returns `true` if work was left over;
     /// the caller then re-queues the device behind the other ready ones,
@@ -92,6 +123,9 @@ pub struct WiredDevice {
     pub metrics: Arc<dyn DeviceMetrics>,
     /// The event handler to run on a device thread.
     pub subscriber: Arc<Mutex<dyn MutEventSubscriber + Send>>,
+    /// The handlers of the device's queues 1.. (multi-queue), each to run
+    /// on a thread of its own: no queue waits for another.
+    pub queue_subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
 }
 
 impl std::fmt::Debug for WiredDevice {
@@ -117,9 +151,10 @@ impl<B: SplitBackend> XenbusBackend for B {
 
     fn wire(self: Box<Self>, paths: DevicePaths, host: &XenbusHost) -> std::io::Result<WiredDevice> {
         let (device_type, metrics) = (SplitBackend::device_type(&*self), self.metrics());
+        let queue_subscribers = self.queue_subscribers();
         let dev = XenbusDevice::new(*self, paths, host)?;
         let paths = dev.paths().clone();
-        Ok(WiredDevice { device_type, paths, metrics, subscriber: Arc::new(Mutex::new(dev)) })
+        Ok(WiredDevice { device_type, paths, metrics, subscriber: Arc::new(Mutex::new(dev)), queue_subscribers })
     }
 }
 
@@ -211,7 +246,9 @@ pub struct XenbusDevice<B: SplitBackend> {
     grants: Arc<GrantTable>,
     store_wake: Arc<EventFd>,
     evtchn_wake: Arc<EventFd>,
-    port: Option<u32>,
+    /// The event channels bound for the connection, one per queue (empty
+    /// while disconnected).
+    ports: Vec<u32>,
     /// The device's guest-caused log budget for the VM's lifetime, shared
     /// with every connection ([`SplitBackend::connect`]).
     log: SharedLogLimiter,
@@ -244,7 +281,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
             return Err(std::io::Error::other("cannot watch the front end's state"));
         }
         let log = SharedLogLimiter::default();
-        Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, port: None, log })
+        Ok(XenbusDevice { backend, paths, store, evtchn, grants, store_wake, evtchn_wake, ports: Vec::new(), log })
     }
 
     /// The store paths of this device.
@@ -260,30 +297,67 @@ impl<B: SplitBackend> XenbusDevice<B> {
         self.store.read(&format!("{}/{STATE}", self.paths.front)).and_then(|s| XenbusState::parse(s.as_bytes()))
     }
 
-    fn connect(&mut self) -> Result<(), ConnectError> {
-        let keys = Keys { store: &*self.store, dir: &self.paths.front };
-        let port = keys.read_u32(EVENT_CHANNEL).map_err(ConnectError::FrontendKey)?;
-        // Bind first so the device can notify from `connect` on.
-        let notify = self.evtchn.bind(port, self.evtchn_wake.clone())?;
-        if let Err(e) = self.backend.connect(&keys, &self.grants, notify, &self.log) {
-            self.evtchn.close(port);
-            return Err(e);
+    /// The queues the front end asks for, as Linux's blkback and netback
+    /// read them (`connect_ring()` in `drivers/block/xen-blkback/xenbus.c`,
+    /// `connect()` in `drivers/net/xen-netback/xenbus.c`):
+    /// `multi-queue-num-queues`, 1 when absent; 0 or above our maximum is
+    /// refused ("guest requested N queues, exceeding the maximum of M").
+    fn num_queues(&self, keys: &dyn FrontendKeys) -> Result<u32, ConnectError> {
+        let max = self.backend.max_queues();
+        if max <= 1 || keys.read(MULTI_QUEUE_NUM_QUEUES).is_none() {
+            return Ok(1);
         }
-        self.port = Some(port);
-        Ok(())
+        let requested = keys.read_u32(MULTI_QUEUE_NUM_QUEUES).map_err(ConnectError::FrontendKey)?;
+        if requested == 0 || requested > max {
+            return Err(ConnectError::Queues { requested, max });
+        }
+        Ok(requested)
+    }
+
+    /// Binds queue `q`'s event channel (`event-channel` with one queue,
+    /// `queue-<q>/event-channel` with several), waking the queue's server.
+    fn bind_queue(&mut self, keys: &dyn FrontendKeys, q: u32, queues: u32) -> Result<Arc<dyn Notify>, ConnectError> {
+        let key = if queues == 1 { EVENT_CHANNEL.to_string() } else { format!("{QUEUE_PREFIX}{q}/{EVENT_CHANNEL}") };
+        let port = keys.read_u32(&key).map_err(ConnectError::FrontendKey)?;
+        let wake = if q == 0 { Some(self.evtchn_wake.clone()) } else { self.backend.queue_wake(q) };
+        let wake = wake.ok_or(ConnectError::Queues { requested: queues, max: self.backend.max_queues() })?;
+        let notify = self.evtchn.bind(port, wake)?;
+        self.ports.push(port);
+        Ok(notify)
+    }
+
+    fn connect(&mut self) -> Result<(), ConnectError> {
+        let (store, dir) = (self.store.clone(), self.paths.front.clone());
+        let keys = Keys { store: &*store, dir: &dir };
+        // Bind first so the device can notify from `connect` on.
+        let r = self.num_queues(&keys).and_then(|queues| {
+            let notifies = (0..queues).map(|q| self.bind_queue(&keys, q, queues)).collect::<Result<Vec<_>, _>>()?;
+            match <[_; 1]>::try_from(notifies) {
+                Ok([notify]) => self.backend.connect(&keys, &self.grants, notify, &self.log),
+                Err(notifies) => self.backend.connect_queues(&keys, &self.grants, notifies, &self.log),
+            }
+        });
+        if r.is_err() {
+            for port in std::mem::take(&mut self.ports) {
+                self.evtchn.close(port);
+            }
+        }
+        r
     }
 
     fn disconnect(&mut self) {
-        if let Some(port) = self.port.take() {
+        if !self.ports.is_empty() {
             self.backend.disconnect();
-            self.evtchn.close(port);
+            for port in std::mem::take(&mut self.ports) {
+                self.evtchn.close(port);
+            }
         }
     }
 
     /// Re-reads the front end's state and moves the handshake on.
     pub fn frontend_changed(&mut self) {
         match self.front_state() {
-            Some(XenbusState::Initialised) | Some(XenbusState::Connected) if self.port.is_none() => {
+            Some(XenbusState::Initialised) | Some(XenbusState::Connected) if self.ports.is_empty() => {
                 match self.connect() {
                     Ok(()) => self.set_state(XenbusState::Connected),
                     Err(e) => {
@@ -297,7 +371,7 @@ impl<B: SplitBackend> XenbusDevice<B> {
                 self.disconnect();
                 self.set_state(XenbusState::Closed);
             }
-            Some(XenbusState::Initialising) if self.port.is_none() => self.set_state(XenbusState::InitWait),
+            Some(XenbusState::Initialising) if self.ports.is_empty() => self.set_state(XenbusState::InitWait),
             _ => {}
         }
     }
@@ -328,7 +402,7 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
             self.frontend_changed();
         } else if events.data() == token::EVTCHN_WAKE {
             let _ = self.evtchn_wake.read();
-            if self.port.is_some() && self.backend.process() {
+            if !self.ports.is_empty() && self.backend.process() {
                 // Work left: come back after the other ready devices.
                 let _ = self.evtchn_wake.write(1);
             }

@@ -245,19 +245,71 @@ pub fn invlpg(va: u64) {
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
 }
 
+/// The current CR0.
+#[inline(always)]
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The current CR4.
+#[inline(always)]
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// `MSR_EFER`.
+pub const MSR_EFER: u32 = 0xc000_0080;
+/// `MSR_GS_BASE`: the base `gs:`-relative accesses add.
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+
+/// The GDT register (`sgdt`): limit and base.
+pub fn sgdt() -> (u16, u64) {
+    let mut d = [0u8; 10];
+    // SAFETY: `sgdt` stores 10 bytes at the pointer, which names `d`.
+    unsafe { asm!("sgdt [{}]", in(reg) d.as_mut_ptr(), options(nostack, preserves_flags)) };
+    (u16::from_le_bytes([d[0], d[1]]), u64::from_le_bytes(d[2..].try_into().unwrap_or([0; 8])))
+}
+
+/// The IDT register (`sidt`): limit and base.
+pub fn sidt() -> (u16, u64) {
+    let mut d = [0u8; 10];
+    // SAFETY: `sidt` stores 10 bytes at the pointer, which names `d`.
+    unsafe { asm!("sidt [{}]", in(reg) d.as_mut_ptr(), options(nostack, preserves_flags)) };
+    (u16::from_le_bytes([d[0], d[1]]), u64::from_le_bytes(d[2..].try_into().unwrap_or([0; 8])))
+}
+
+/// Reads the 4 bytes at `gs:[0]` (the per-CPU area's first word, see
+/// `cpu`). In the guest only: on the host the GS base is not ours.
+#[inline(always)]
+pub fn gs_read_u32_0() -> u32 {
+    let v: u32;
+    // SAFETY: `cpu::enter` points the GS base at this CPU's per-CPU area
+    // (a static) before anything calls this; the load has no other effect.
+    unsafe { asm!("mov {:e}, gs:[0]", out(reg) v, options(nostack, readonly, preserves_flags)) };
+    v
+}
+
 /// Reads a model-specific register.
 pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: only used for architectural MSRs that exist on every x86-64
-    // CPU (APIC base) or whose presence CPUID confirmed (x2APIC).
+    // CPU (APIC base, EFER, GS base) or whose presence CPUID confirmed
+    // (x2APIC).
     unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (hi as u64) << 32 | lo as u64
 }
 
 /// Writes a model-specific register.
 pub fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only used for the local-APIC MSRs (see `rdmsr`); they affect
-    // interrupt delivery only.
+    // SAFETY: only used for the local-APIC MSRs (see `rdmsr`), which affect
+    // interrupt delivery only, and the GS base (`cpu::enter`), which only
+    // `gs:`-relative accesses use.
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags))
     };

@@ -3,7 +3,13 @@
 //! Disks are found in the store under `device/vbd/<vdev>` ([`list_disks`]).
 //! [`connect`] runs the xenbus handshake (ring page granted to domain 0, an
 //! unbound event channel, `ring-ref`/`event-channel`/`protocol` published)
-//! and reads the back end's `sectors`, `info` and features. Requests are
+//! and reads the back end's `sectors`, `info` and features.
+//! [`connect_queues`] connects several queues (`multi-queue-num-queues`,
+//! each queue's `queue-<N>/ring-ref` and `queue-<N>/event-channel`) and
+//! multi-page rings (`ring-page-order`, `ring-ref<i>`), as Linux's
+//! blkfront (`talk_to_blkback()` in `drivers/block/xen-blkfront.c`): each
+//! queue is a [`BlkFront`] of its own (its ring, slots and event channel),
+//! so each vCPU can drive one without sharing anything. Requests are
 //! queued with [`BlkFront::queue_io`] (read/write of a buffer of whole
 //! sectors: up to 11 segments directly, more through an indirect page),
 //! [`BlkFront::queue_flush`] and [`BlkFront::queue_discard`]; up to a ring's
@@ -28,8 +34,15 @@ use pv_abi::layout::PAGE_SIZE;
 use pv_abi::xenbus::{keys as xb, XenbusState, XEN_IO_PROTO_ABI_X86_64};
 use ring_buffers::{FrontRing, RawMemory, RingError, RingMemory};
 
-/// Requests in flight at most (one ring).
+/// Requests in flight at most on a one-page ring.
 pub const SLOTS: usize = BLKIF_RING_SIZE as usize;
+/// Largest `ring-page-order` this front end uses: 8 pages, 256 requests
+/// (a slot number fits the low 8 bits of a request id).
+pub const MAX_RING_ORDER: u32 = 3;
+/// Requests in flight at most on the largest ring.
+pub const MAX_SLOTS: usize = SLOTS << MAX_RING_ORDER;
+/// Most queues [`connect_queues`] sets up for one disk.
+pub const MAX_QUEUES: usize = 8;
 /// Most segments this front end puts in one request (indirect beyond 11).
 pub const MAX_SEGMENTS: usize = 32;
 
@@ -115,17 +128,26 @@ pub struct Completion {
     pub status: i16,
 }
 
-/// A connected block front end.
+/// A connected block front end: one queue of a disk (the only one unless
+/// [`connect_queues`] set up several).
 pub struct BlkFront {
     ring: FrontRing<RawMemory, BlkifRequest, BlkifResponse>,
-    slots: [Slot; SLOTS],
+    /// One per ring slot, in pages of their own (a 256-slot array would
+    /// not fit the boot stack next to the others).
+    slots: &'static mut [Slot],
     seq: u64,
     /// The device number (`device/vbd/<vdev>`).
     pub vdev: u32,
     /// The disk.
     pub info: DiskInfo,
-    /// Grant reference of the ring page.
+    /// Grant reference of the (first) ring page.
     pub ring_ref: GrantRef,
+    /// Grant references of every ring page (`ring_pages` of them).
+    ring_refs: [GrantRef; 1 << MAX_RING_ORDER],
+    /// Pages of the ring (2^`ring-page-order`).
+    pub ring_pages: u32,
+    /// This queue's number (0 with one queue).
+    pub queue: u32,
     /// The event channel.
     pub port: u32,
     /// Notifications sent to the back end.
@@ -203,54 +225,186 @@ fn read_u64(store: &mut Store, dir: &str, key: &str) -> Result<Option<u64>, BlkE
     }
 }
 
-/// Sets up the disk `device/vbd/<vdev>` and runs the xenbus handshake.
+/// `count` slots in fresh pages of their own.
+fn alloc_slots(count: usize) -> Result<&'static mut [Slot], BlkError> {
+    let bytes = (count * core::mem::size_of::<Slot>()) as u64;
+    let gpa = crate::pages::alloc(bytes.div_ceil(PAGE_SIZE).max(1)).ok_or(BlkError::NoMemory)?;
+    let first = gpa as *mut Slot;
+    for i in 0..count {
+        // SAFETY: `gpa` starts fresh, identity-mapped pages of at least
+        // `count` slots, handed out once (the bump allocator never reuses
+        // pages) and page-aligned, so aligned for `Slot`.
+        unsafe { first.wrapping_add(i).write(FREE_SLOT) };
+    }
+    // SAFETY: the `count` slots were just initialised; nothing else refers
+    // to these pages, for the guest's life.
+    Ok(unsafe { core::slice::from_raw_parts_mut(first, count) })
+}
+
+/// One queue's ring before the handshake: its pages (granted), slots and
+/// unbound event channel.
+struct NewQueue {
+    ring: FrontRing<RawMemory, BlkifRequest, BlkifResponse>,
+    slots: &'static mut [Slot],
+    refs: [GrantRef; 1 << MAX_RING_ORDER],
+    port: u32,
+}
+
+impl NewQueue {
+    fn new(order: u32) -> Result<Self, BlkError> {
+        let pages = 1u64 << order;
+        let base = crate::pages::alloc(pages).ok_or(BlkError::NoMemory)?;
+        // SAFETY: `pages` pages just allocated for this ring, contiguous and
+        // identity mapped, kept for the guest's life (never reused).
+        let mem = unsafe { ring_buffers::RawMemory::new(base as *mut u8, (pages * PAGE_SIZE) as usize) }?;
+        let ring = FrontRing::init(mem)?;
+        let slots = alloc_slots(ring.size() as usize)?;
+        let mut refs = [0; 1 << MAX_RING_ORDER];
+        for (i, r) in refs.iter_mut().enumerate().take(pages as usize) {
+            *r = grant::grant_page(DOMID_VMM, base + i as u64 * PAGE_SIZE, false).ok_or(BlkError::NoMemory)?;
+        }
+        let port = evtchn::alloc_unbound(DOMID_VMM)?;
+        Ok(NewQueue { ring, slots, refs, port })
+    }
+
+    /// Writes this queue's keys under `dir` (the device's directory with
+    /// one queue, `queue-<N>` with several): `ring-ref` for a one-page
+    /// ring, else `ring-ref0`.., and `event-channel`.
+    fn publish(&self, c: &mut Store, dir: &str, order: u32) -> Result<(), StoreError> {
+        for i in 0..1u32 << order {
+            let mut p = NodePath::<128>::new(dir)?;
+            if order == 0 {
+                p.push(xb::RING_REF)?;
+            } else {
+                let mut name = [0u8; 24];
+                p.push(numbered(xb::RING_REF, i, &mut name)?)?;
+            }
+            c.write_u32(p.as_str(), self.refs[i as usize])?;
+        }
+        let mut p = NodePath::<128>::new(dir)?;
+        p.push(xb::EVENT_CHANNEL)?;
+        c.write_u32(p.as_str(), self.port)
+    }
+}
+
+/// `base` followed by `n` in decimal (`ring-ref3`, `queue-1`), in `buf`.
+fn numbered<'b>(base: &str, n: u32, buf: &'b mut [u8; 24]) -> Result<&'b str, StoreError> {
+    let mut digits = [0u8; 10];
+    let digits = crate::store::fmt_u32(n, &mut digits);
+    let len = base.len() + digits.len();
+    if len > buf.len() {
+        return Err(StoreError::BadValue);
+    }
+    buf[..base.len()].copy_from_slice(base.as_bytes());
+    buf[base.len()..len].copy_from_slice(digits);
+    core::str::from_utf8(&buf[..len]).map_err(|_| StoreError::BadValue)
+}
+
+/// Reads a `u32` key of the back end (`None` if absent).
+fn backend_u32(store: &mut Store, be: &str, key: &str) -> Result<Option<u32>, BlkError> {
+    Ok(read_u64(store, be, key)?.map(|v| v.min(u64::from(u32::MAX)) as u32))
+}
+
+/// Sets up the disk `device/vbd/<vdev>` with one queue and a one-page
+/// ring and runs the xenbus handshake (the keys every back end knows).
 pub fn connect(store: &mut Store, vdev: u32) -> Result<BlkFront, BlkError> {
-    let page = crate::pages::alloc(1).ok_or(BlkError::NoMemory)?;
-    // SAFETY: a page just allocated for this ring and kept for the guest's
-    // life (the bump allocator never reuses pages).
-    let mem = unsafe { crate::arch::shared_page(page) };
-    let ring = FrontRing::init(mem)?;
-    let ring_ref = grant::grant_page(DOMID_VMM, page, false).ok_or(BlkError::NoMemory)?;
-    let port = evtchn::alloc_unbound(DOMID_VMM)?;
+    let mut out = [None];
+    connect_queues(store, vdev, 0, &mut out)?;
+    out[0].take().ok_or(BlkError::BadRequest)
+}
+
+/// Sets up the disk `device/vbd/<vdev>` with up to `out.len()` queues
+/// (at most [`MAX_QUEUES`]) and rings of 2^`ring_order` pages (at most
+/// [`MAX_RING_ORDER`]), as many as the back end offers
+/// (`multi-queue-max-queues`, `max-ring-page-order`; Linux's blkfront
+/// takes the smaller of its own and the back end's), runs the handshake
+/// and fills `out[..n]` with the queues; returns `n`.
+pub fn connect_queues(
+    store: &mut Store,
+    vdev: u32,
+    ring_order: u32,
+    out: &mut [Option<BlkFront>],
+) -> Result<usize, BlkError> {
     let mut dir = NodePath::<64>::new("device")?;
     dir.push(DEVICE_TYPE)?;
     dir.push_u32(vdev)?;
-    crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| {
-        for (key, v) in [(xb::RING_REF, ring_ref), (xb::EVENT_CHANNEL, port)] {
-            let mut p = NodePath::<96>::new(d)?;
-            p.push(key)?;
-            c.write_u32(p.as_str(), v)?;
-        }
-        let mut p = NodePath::<96>::new(d)?;
-        p.push(xb::PROTOCOL)?;
-        c.write(p.as_str(), XEN_IO_PROTO_ABI_X86_64.as_bytes())
-    })
-    .map_err(BlkError::Connect)?;
-    // The disk's size and features, from the back end's directory.
     let mut be = [0u8; 128];
     let be_len = crate::xenbus::read_backend_path(store, dir.as_str(), &mut be)?.len();
     let be = core::str::from_utf8(&be[..be_len]).map_err(|_| StoreError::BadValue)?;
-    let info = DiskInfo {
+    let mut be_state = NodePath::<160>::new(be)?;
+    be_state.push(xb::STATE)?;
+    // The back end's limits are written before it goes InitWait.
+    crate::xenbus::wait_for_state(store, be_state.as_str(), |s| s >= XenbusState::InitWait)?;
+    let max_queues = backend_u32(store, be, xb::MULTI_QUEUE_MAX_QUEUES)?.unwrap_or(1);
+    let max_order = backend_u32(store, be, xb::MAX_RING_PAGE_ORDER)?.unwrap_or(0);
+    let queues = out.len().min(MAX_QUEUES).min(max_queues.max(1) as usize);
+    let order = ring_order.min(MAX_RING_ORDER).min(max_order);
+    let mut new: [Option<NewQueue>; MAX_QUEUES] = [const { None }; MAX_QUEUES];
+    for q in new.iter_mut().take(queues) {
+        *q = Some(NewQueue::new(order)?);
+    }
+    crate::xenbus::connect_frontend(store, dir.as_str(), |c, d| publish_queues(c, d, &new[..queues], order))
+        .map_err(BlkError::Connect)?;
+    let info = read_info(store, be)?;
+    for (i, (slot, q)) in out.iter_mut().zip(new.iter_mut().take(queues)).enumerate() {
+        let Some(q) = q.take() else { continue };
+        *slot = Some(BlkFront {
+            ring: q.ring,
+            slots: q.slots,
+            seq: 0,
+            vdev,
+            info,
+            ring_ref: q.refs[0],
+            ring_refs: q.refs,
+            ring_pages: 1 << order,
+            queue: i as u32,
+            port: q.port,
+            notifies: 0,
+            leaked_grants: 0,
+            be_state,
+        });
+    }
+    Ok(queues)
+}
+
+/// Writes the keys of `queues` in the device directory `dir`: at the top
+/// with one queue, else `multi-queue-num-queues` and `queue-<N>/`;
+/// `ring-page-order` (only above 0, as Linux's blkfront) and `protocol` at
+/// the top.
+fn publish_queues(c: &mut Store, dir: &str, queues: &[Option<NewQueue>], order: u32) -> Result<(), StoreError> {
+    if order > 0 {
+        let mut p = NodePath::<96>::new(dir)?;
+        p.push(xb::RING_PAGE_ORDER)?;
+        c.write_u32(p.as_str(), order)?;
+    }
+    if let [Some(q)] = queues {
+        q.publish(c, dir, order)?;
+    } else {
+        let mut p = NodePath::<96>::new(dir)?;
+        p.push(xb::MULTI_QUEUE_NUM_QUEUES)?;
+        c.write_u32(p.as_str(), queues.len() as u32)?;
+        for (n, q) in queues.iter().enumerate() {
+            let Some(q) = q else { continue };
+            let mut name = [0u8; 24];
+            let mut qdir = NodePath::<96>::new(dir)?;
+            qdir.push(numbered(xb::QUEUE_PREFIX, n as u32, &mut name)?)?;
+            q.publish(c, qdir.as_str(), order)?;
+        }
+    }
+    let mut p = NodePath::<96>::new(dir)?;
+    p.push(xb::PROTOCOL)?;
+    c.write(p.as_str(), XEN_IO_PROTO_ABI_X86_64.as_bytes())
+}
+
+/// The disk's size and features, from the back end's directory `be`.
+fn read_info(store: &mut Store, be: &str) -> Result<DiskInfo, BlkError> {
+    Ok(DiskInfo {
         sectors: read_u64(store, be, keys::SECTORS)?.ok_or(StoreError::BadValue)?,
         sector_size: read_u64(store, be, keys::SECTOR_SIZE)?.unwrap_or(SECTOR_SIZE) as u32,
         info: read_u64(store, be, keys::INFO)?.unwrap_or(0) as u32,
         flush: read_u64(store, be, keys::FEATURE_FLUSH_CACHE)? == Some(1),
         discard: read_u64(store, be, keys::FEATURE_DISCARD)? == Some(1),
         max_indirect: read_u64(store, be, keys::FEATURE_MAX_INDIRECT_SEGMENTS)?.unwrap_or(0) as u32,
-    };
-    let mut be_state = NodePath::<160>::new(be)?;
-    be_state.push(xb::STATE)?;
-    Ok(BlkFront {
-        ring,
-        slots: [FREE_SLOT; SLOTS],
-        seq: 0,
-        vdev,
-        info,
-        ring_ref,
-        port,
-        notifies: 0,
-        leaked_grants: 0,
-        be_state,
     })
 }
 
@@ -300,9 +454,16 @@ impl BlkFront {
     /// grant table's error if the back end still maps the ring (then the
     /// page stays granted: it is leaked, never reused).
     pub fn release(self) -> Result<(), BlkError> {
-        grant::end_access(self.ring_ref)?;
+        for &r in &self.ring_refs[..self.ring_pages as usize] {
+            grant::end_access(r)?;
+        }
         evtchn::close(self.port)?;
         Ok(())
+    }
+
+    /// Requests this queue can have in flight (its ring's size).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     fn free_slot(&mut self) -> Result<usize, BlkError> {
@@ -442,7 +603,7 @@ impl BlkFront {
     /// Queues any request as is, in slot `id & 0xff` (hostile-guest tests:
     /// the caller owns whatever grants it names). Completes like any other.
     pub fn queue_unchecked(&mut self, req: &BlkifRequest) -> Result<(), BlkError> {
-        let slot = (req.id & 0xff) as usize % SLOTS;
+        let slot = (req.id & 0xff) as usize % self.slots.len();
         self.slots[slot].ngrefs = 0;
         self.ring.push_request(req)?;
         self.slots[slot].busy = true;

@@ -7,10 +7,18 @@
 //! The upcall handler only records which ports fired (a counter per port);
 //! drivers wait with [`wait_until`] and look at their rings. No function
 //! pointers are stored, so nothing here needs `unsafe`.
+//!
+//! SMP: each vCPU takes its own upcalls (its local APIC, its `vcpu_info`
+//! slot, its FIFO queues). Each port belongs to one vCPU ([`port_cpu`]: 0
+//! unless [`bind_ipi`] or [`bind_vcpu`] said otherwise); on 2-level the
+//! pending bitmap is shared, so a vCPU's scan takes only its own ports
+//! and leaves the others' for their vCPU (whose selector bit Xen set), as
+//! Linux's `cpu_evtchn_mask`.
 
 use crate::arch;
+use crate::cpu;
 use crate::hypercall::{event_channel_op as op, Errno};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 use pv_abi::event_channel::*;
 use pv_abi::shared_info::{evtchn_word_bit, SharedInfo, BITS_PER_WORD};
 
@@ -25,6 +33,12 @@ static UPCALLS: AtomicU64 = AtomicU64::new(0);
 static WORD_SCANS: [AtomicU32; BITS_PER_WORD as usize] = [const { AtomicU32::new(0) }; BITS_PER_WORD as usize];
 /// FIFO: per port, how often the upcall took it off a queue.
 static DEQUEUES: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
+/// Per port: the vCPU it notifies (Xen's `notify_vcpu_id`, as this guest
+/// bound it).
+static PORT_CPU: [AtomicU8; MAX_PORTS] = [const { AtomicU8::new(0) }; MAX_PORTS];
+/// Events a vCPU's upcall found on a port bound to another vCPU (0 unless
+/// delivery is misrouted).
+static MISROUTED: AtomicU64 = AtomicU64::new(0);
 
 const APIC_SVR: u32 = 0xf0;
 const APIC_TPR: u32 = 0x80;
@@ -71,6 +85,13 @@ pub fn init(shared_info: u64, fifo: bool) {
             }
         }
     }
+    init_cpu();
+}
+
+/// Enables the running vCPU's local APIC (x2APIC mode when offered) and
+/// its interrupts: what each vCPU does for itself before it can take
+/// upcalls (vCPU 0 in [`init`], the others as they come up).
+pub fn init_cpu() {
     if arch::has_x2apic() {
         arch::wrmsr(MSR_APIC_BASE, arch::rdmsr(MSR_APIC_BASE) | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
         X2APIC.store(true, SeqCst);
@@ -78,6 +99,12 @@ pub fn init(shared_info: u64, fifo: bool) {
     apic_write(APIC_TPR, 0);
     apic_write(APIC_SVR, 0x1ff); // enabled, spurious vector 0xff
     arch::sti();
+}
+
+/// Writes a local-APIC register of the running vCPU (`reg` its xAPIC
+/// offset), through the x2APIC MSRs when enabled.
+pub fn apic_reg_write(reg: u32, value: u32) {
+    apic_write(reg, value);
 }
 
 /// The ABI in use: `"fifo"` or `"2-level"`.
@@ -94,11 +121,12 @@ pub fn initialized() -> bool {
     SHARED_INFO.load(SeqCst) != 0
 }
 
-/// Xen's 2-level scan of the shared-info bitmaps: the selector word, then
-/// each bitmap word it names.
-fn scan_2level() {
+/// Xen's 2-level scan of the shared-info bitmaps on vCPU `cpu`: its
+/// selector word, then each bitmap word it names, taking only the ports
+/// bound to `cpu`.
+fn scan_2level(cpu: u32) {
     loop {
-        let mut sel = si_word(SharedInfo::pending_sel_offset(0)).swap(0, SeqCst);
+        let mut sel = si_word(SharedInfo::pending_sel_offset(cpu as usize)).swap(0, SeqCst);
         if sel == 0 {
             break;
         }
@@ -114,37 +142,86 @@ fn scan_2level() {
             while ready != 0 {
                 let bit = ready.trailing_zeros();
                 ready &= ready - 1;
-                pending.fetch_and(!(1u64 << bit), SeqCst);
                 let port = word as u32 * BITS_PER_WORD + bit;
-                if let Some(c) = PORT_EVENTS.get(port as usize) {
-                    c.fetch_add(1, SeqCst);
+                if port_cpu(port) != cpu {
+                    continue;
                 }
+                pending.fetch_and(!(1u64 << bit), SeqCst);
+                deliver(cpu, port);
             }
         }
     }
 }
 
-/// The upcall (interrupt vector `UPCALL_VECTOR`): the FIFO queues or
-/// Xen's 2-level scan.
+/// Counts an event on `port`, taken by vCPU `cpu`'s upcall (and, should
+/// the port be bound to another vCPU, a misrouted one).
+#[inline(always)]
+fn deliver(cpu: u32, port: u32) {
+    if let (Some(c), Some(owner)) = (PORT_EVENTS.get(port as usize), PORT_CPU.get(port as usize)) {
+        c.fetch_add(1, SeqCst);
+        if u32::from(owner.load(SeqCst)) != cpu {
+            MISROUTED.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// The upcall (interrupt vector `UPCALL_VECTOR`) on the running vCPU: its
+/// FIFO queues or Xen's 2-level scan, through its `vcpu_info` slot.
 pub extern "C" fn pv_upcall_handler() {
     UPCALLS.fetch_add(1, SeqCst);
+    let cpu = cpu::id();
+    cpu::get(cpu).upcalls.fetch_add(1, SeqCst);
     let base = SHARED_INFO.load(SeqCst);
-    if base != 0 {
-        // SAFETY: byte inside the shared-info page (see `si_word`).
-        let upcall_pending = unsafe { arch::shared_u8(base + SharedInfo::upcall_pending_offset(0) as u64) };
+    if base != 0 && (cpu as usize) < cpu::MAX_CPUS {
+        let pending_at = base + SharedInfo::upcall_pending_offset(cpu as usize) as u64;
+        // SAFETY: byte inside the shared-info page (see `si_word`): one of
+        // its 32 `vcpu_info` slots, `cpu` < MAX_CPUS = 32.
+        let upcall_pending = unsafe { arch::shared_u8(pending_at) };
         upcall_pending.store(0, SeqCst);
         if crate::evtchn_fifo::active() {
-            let count = |table: &[AtomicU32], port: u32| {
-                if let Some(c) = table.get(port as usize) {
+            let dequeued = |port: u32| {
+                if let Some(c) = DEQUEUES.get(port as usize) {
                     c.fetch_add(1, SeqCst);
                 }
             };
-            crate::evtchn_fifo::handle_events(|p| count(&PORT_EVENTS, p), |p| count(&DEQUEUES, p));
+            crate::evtchn_fifo::handle_events(cpu, |p| deliver(cpu, p), dequeued);
         } else {
-            scan_2level();
+            scan_2level(cpu);
         }
     }
     apic_write(APIC_EOI, 0);
+}
+
+/// The vCPU `port` notifies, as this guest bound it.
+pub fn port_cpu(port: u32) -> u32 {
+    PORT_CPU.get(port as usize).map_or(0, |c| u32::from(c.load(SeqCst)))
+}
+
+/// Events any vCPU's upcall found on a port bound to another vCPU.
+pub fn misrouted() -> u64 {
+    MISROUTED.load(SeqCst)
+}
+
+fn set_port_cpu(port: u32, vcpu: u32) {
+    if let Some(c) = PORT_CPU.get(port as usize) {
+        c.store(vcpu.min(cpu::MAX_CPUS as u32 - 1) as u8, SeqCst);
+    }
+}
+
+/// `EVTCHNOP_bind_ipi`: a new port whose sends interrupt `vcpu` (Xen
+/// binds it for good).
+pub fn bind_ipi(vcpu: u32) -> Result<u32, Errno> {
+    let mut a = EvtchnBindIpi { vcpu, port: 0 };
+    op(EVTCHNOP_BIND_IPI, &mut a)?;
+    set_port_cpu(a.port, vcpu);
+    Ok(a.port)
+}
+
+/// `EVTCHNOP_bind_vcpu`: `port`'s events go to `vcpu` from now on.
+pub fn bind_vcpu(port: u32, vcpu: u32) -> Result<(), Errno> {
+    op(EVTCHNOP_BIND_VCPU, &mut EvtchnBindVcpu { port, vcpu })?;
+    set_port_cpu(port, vcpu);
+    Ok(())
 }
 
 /// Signals end of interrupt to the local APIC (for other interrupt

@@ -80,6 +80,16 @@ pub fn shutdown(reason: u32, exit_code: u32) -> ! {
     arch::halt_forever()
 }
 
+/// `vcpu_op(cmd, vcpu, arg)` (`xen/include/public/vcpu.h`) with the
+/// command's argument structure `arg` (`None`: a null pointer).
+pub fn vcpu_op<T>(cmd: u64, vcpu: u32, arg: Option<&mut T>) -> Result<u64, Errno> {
+    let ptr = arg.map_or(0, |a| a as *mut T as u64);
+    // SAFETY: the VMM reads (and for some commands writes) one `T` at the
+    // pointer, which names `arg` (the `VCPUOP_*` argument structure for
+    // `cmd`), or none for a null pointer.
+    check(unsafe { arch::hypercall(nr::VCPU_OP, cmd, vcpu as u64, ptr, 0, 0) })
+}
+
 /// `event_channel_op` with the `EVTCHNOP_*` argument structure `arg` for
 /// `cmd` (below both event-channel ABIs, 2-level and FIFO).
 pub(crate) fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {

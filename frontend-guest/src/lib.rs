@@ -17,6 +17,7 @@ pub mod blkfront;
 pub mod clock;
 pub mod cmdline;
 pub mod console;
+pub mod cpu;
 pub mod echo;
 pub mod evtchn;
 pub mod evtchn_fifo;
@@ -28,6 +29,7 @@ pub mod netfront;
 pub mod pages;
 #[cfg(feature = "guest-image")]
 pub mod rt;
+pub mod smp;
 pub mod store;
 pub mod virtio;
 pub mod xenbus;

@@ -61,6 +61,8 @@ extern "C" fn pv_guest_entry(si: *mut StartInfo) -> ! {
         shutdown(SHUTDOWN_CRASH, 2);
     }
     START_INFO.store(si, Ordering::Release);
+    // vCPU 0's per-CPU area before anything may take an interrupt.
+    crate::cpu::enter(0);
     crate::pages::init(si_ref.free_start, si_ref.free_end);
     if !crate::cmdline::words(si_ref.cmdline_bytes()).any(|(k, _)| k == b"noevents") {
         crate::interrupts::init();

@@ -42,9 +42,9 @@ pub const EVTCHNOP_SEND: u32 = 4;
 pub const EVTCHNOP_STATUS: u32 = 5;
 /// `EVTCHNOP_alloc_unbound`: allocate a port a remote domain may bind to.
 pub const EVTCHNOP_ALLOC_UNBOUND: u32 = 6;
-/// `EVTCHNOP_bind_ipi` (not implemented by the VMM).
+/// `EVTCHNOP_bind_ipi`: a port whose sends notify one vCPU of the caller.
 pub const EVTCHNOP_BIND_IPI: u32 = 7;
-/// `EVTCHNOP_bind_vcpu` (not implemented by the VMM).
+/// `EVTCHNOP_bind_vcpu`: moves a port's notifications to another vCPU.
 pub const EVTCHNOP_BIND_VCPU: u32 = 8;
 /// `EVTCHNOP_unmask`: clear a port's mask bit and redeliver if pending.
 pub const EVTCHNOP_UNMASK: u32 = 9;
@@ -292,6 +292,28 @@ pub struct EvtchnBindVirq {
     pub port: EvtchnPort,
 }
 crate::assert_layout!(EvtchnBindVirq, size = 12, virq = 0, vcpu = 4, port = 8);
+
+/// Argument of `EVTCHNOP_bind_ipi` (Xen's `evtchn_bind_ipi`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindIpi {
+    /// IN: the vCPU the port notifies.
+    pub vcpu: u32,
+    /// OUT: the bound port.
+    pub port: EvtchnPort,
+}
+crate::assert_layout!(EvtchnBindIpi, size = 8, vcpu = 0, port = 4);
+
+/// Argument of `EVTCHNOP_bind_vcpu` (Xen's `evtchn_bind_vcpu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVcpu {
+    /// IN: the port to move.
+    pub port: EvtchnPort,
+    /// IN: the vCPU to notify from now on.
+    pub vcpu: u32,
+}
+crate::assert_layout!(EvtchnBindVcpu, size = 8, port = 0, vcpu = 4);
 
 /// Number of virtual IRQs (Xen's `NR_VIRQS`).
 pub const NR_VIRQS: u32 = 24;

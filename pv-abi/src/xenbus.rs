@@ -29,6 +29,14 @@ pub mod keys {
     pub const RING_REF0: &str = "ring-ref0";
     /// Back end: the largest `ring-page-order` it accepts.
     pub const MAX_RING_PAGE_ORDER: &str = "max-ring-page-order";
+    /// Back end: the most queues (rings) a front end may use
+    /// (`io/blkif.h`, `io/netif.h`, "Multi-queue").
+    pub const MULTI_QUEUE_MAX_QUEUES: &str = "multi-queue-max-queues";
+    /// Front end: the queues it uses; with more than one, each queue's
+    /// keys (`ring-ref`, `event-channel`, ...) live in `queue-<N>/`.
+    pub const MULTI_QUEUE_NUM_QUEUES: &str = "multi-queue-num-queues";
+    /// Front end: prefix of a queue's directory (`queue-0`, `queue-1`...).
+    pub const QUEUE_PREFIX: &str = "queue-";
     /// vbd front end: the disk's number (`docs/misc/vbd-interface.txt`),
     /// the same as the directory's name (`libxl_disk.c`).
     pub const VIRTUAL_DEVICE: &str = "virtual-device";

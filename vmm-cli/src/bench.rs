@@ -133,18 +133,21 @@ pub struct Workload {
     pub paging: u32,
     /// The devices to offer.
     pub devices: Vec<DeviceSpec>,
+    /// vCPUs.
+    pub vcpus: u32,
 }
 
 impl Workload {
     /// A workload on `image` with `cmdline` and a plain VM.
     pub fn new(image: &'static str, cmdline: &str) -> Self {
-        Workload { image, cmdline: cmdline.into(), paging: paging_mode::NATIVE, devices: Vec::new() }
+        Workload { image, cmdline: cmdline.into(), paging: paging_mode::NATIVE, devices: Vec::new(), vcpus: 1 }
     }
 
     fn config(&self, n: u64) -> VmConfig {
         VmConfig {
             paging: self.paging,
             devices: self.devices.clone(),
+            vcpus: self.vcpus,
             ..VmConfig::bundled(self.image, &format!("{} n={n}", self.cmdline))
         }
     }
@@ -306,6 +309,8 @@ fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
         event_round_trip("doorbell", opts)?,
         event_delivery("2-level", opts)?,
         event_delivery("fifo", opts)?,
+        ipi_round_trip("evtchn", opts)?,
+        ipi_round_trip("lapic", opts)?,
         block_io("read", opts)?,
         block_io("write", opts)?,
         virtio_block_io("read", opts)?,
@@ -328,6 +333,16 @@ fn event_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
 fn event_delivery(abi: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     let force = if abi == "2-level" { " evtchn=2l" } else { "" };
     measure("event delivery", abi, 1, &Workload::new("pvdev", &format!("test=evloop{force}")), opts.iters, opts.reps)
+}
+
+/// One IPI round trip between two vCPUs of our `smp` guest (issue 19):
+/// over two event channels (`EVTCHNOP_bind_ipi`; a send hypercall each
+/// way, the VMM raising the other vCPU's upcall MSI) or through the local
+/// APIC (an x2APIC ICR write each way, handled by KVM without the VMM).
+/// Fewer iterations: each wakes a halted vCPU twice.
+pub fn ipi_round_trip(via: &str, opts: BenchOpts) -> Result<Record, VmmError> {
+    let w = Workload { vcpus: 2, ..Workload::new("smp", &format!("test=ipi via={via}")) };
+    measure("ipi round trip", via, 1, &w, (opts.iters / 4).max(1), opts.reps)
 }
 
 /// Requests in flight in the block rows, the same for both transports:

@@ -171,6 +171,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let image = load_image(&m.ram, &input)?;
     let pages = vmm_pages(&input);
     let hv = create_hypervisor(&m, &pages)?;
+    hv.platform.add_vcpu_upcalls(cfg.vcpus, input.pvh_layout.is_none())?;
     let mut core = setup_core_pages(cfg, &m.ram, &hv.evtchn, &pages)?;
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
     let (pv, virtio) = wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;

@@ -254,6 +254,11 @@ pub fn wire_devices(
             .map_err(VmmError::device(kind.name))?;
         let dev = backend.wire(paths, &host()).map_err(|e| VmmError::Io("xenbus device", e))?;
         let thread = if kind.own_thread { format!("pv-{}{index}", kind.name) } else { format!("pv-{}", kind.name) };
+        // Each further queue of a multi-queue device on a thread of its
+        // own (`pv-vbd0q1`...): no queue waits for another.
+        for (q, sub) in dev.queue_subscribers.iter().enumerate() {
+            threads.push((format!("{thread}q{}", q + 1), vec![sub.clone()]));
+        }
         match threads.iter_mut().find(|(name, _)| *name == thread) {
             Some((_, subs)) => subs.push(dev.subscriber.clone()),
             None => threads.push((thread, vec![dev.subscriber.clone()])),

@@ -290,7 +290,11 @@ fn add_disk(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) ->
     let store = Arc::new(TrackedStore { store: host.store.clone(), watches: Mutex::default() });
     let xhost = XenbusHost { store: store.clone(), evtchn: binder.clone(), grants: host.grants.clone() };
     let started = backend.wire(paths.clone(), &xhost).map_err(|e| host_err(&e)).and_then(|dev| {
-        DeviceThread::start(&format!("pv-vbd-hp{vdev}"), vec![dev.subscriber]).map_err(|e| host_err(&e))
+        // A hot-plugged disk's queues share its device thread (one
+        // thread per hot-plugged device keeps the hot-plug bookkeeping
+        // simple); they still take no lock of each other's.
+        let subs = std::iter::once(dev.subscriber).chain(dev.queue_subscribers).collect();
+        DeviceThread::start(&format!("pv-vbd-hp{vdev}"), subs).map_err(|e| host_err(&e))
     });
     let thread = match started {
         Ok(t) => t,

@@ -1,10 +1,14 @@
 //! The hypervisor's [`Platform`] on KVM.
 //!
-//! - Upcalls: an eventfd registered as an irqfd on [`UPCALL_GSI`], routed
-//!   as an MSI to the guest's upcall vector (`KVM_SET_GSI_ROUTING`); or,
-//!   once a PVH guest chose `HVM_PARAM_CALLBACK_IRQ` of the vector type,
-//!   the callback line that injects the vector with `KVM_INTERRUPT`
-//!   ([`crate::pvh::callback`]).
+//! - Upcalls: per vCPU, an eventfd registered as an irqfd on that vCPU's
+//!   GSI ([`upcall_gsi`]), routed as an MSI to the vCPU's upcall vector at
+//!   its local APIC (`KVM_SET_GSI_ROUTING`; APIC id = vCPU id); or, once a
+//!   PVH guest chose `HVM_PARAM_CALLBACK_IRQ` of the vector type, the
+//!   callback line that injects the vector with `KVM_INTERRUPT`
+//!   ([`crate::pvh::callback`]). Our own guests take upcalls on
+//!   [`UPCALL_VECTOR`] on every vCPU; a PVH guest's vCPUs 1.. only once it
+//!   chose a vector for them (`HVMOP_set_evtchn_upcall_vector`, per vCPU as
+//!   in Xen) or the callback vector.
 //! - Doorbells: one ioeventfd per bound port on
 //!   [`DOORBELL_PORT`](pv_abi::hypercall::DOORBELL_PORT), datamatch = port.
 //! - Placed pages: one memory slot per placed page, aliasing the VMM page's
@@ -29,8 +33,20 @@ use vmm_sys_util::eventfd::EventFd;
 use xen_domain::platform::{Platform, PlatformError};
 
 pub use pv_abi::event_channel::UPCALL_VECTOR;
-/// The GSI the upcall irqfd is routed through.
+/// The GSI vCPU 0's upcall irqfd is routed through.
 pub const UPCALL_GSI: u32 = 24;
+/// vCPU `n`'s (n >= 1) upcall GSI is `AP_UPCALL_GSI_BASE + n`: above the
+/// virtio devices' GSIs (which follow [`UPCALL_GSI`]).
+pub const AP_UPCALL_GSI_BASE: u32 = 512;
+
+/// The GSI vCPU `vcpu`'s upcalls travel on.
+pub fn upcall_gsi(vcpu: u32) -> u32 {
+    if vcpu == 0 {
+        UPCALL_GSI
+    } else {
+        AP_UPCALL_GSI_BASE + vcpu
+    }
+}
 
 /// The memory slots of a PVH guest: RAM (its `GuestRam` regions, as
 /// `memory::RegisterSlots` registered them, slots `0..n`) minus the frames
@@ -117,8 +133,14 @@ impl SlotLayout {
 /// (fixed delivery, edge). `KVM_SET_GSI_ROUTING` replaces the whole table,
 /// so [`KvmPlatform`] keeps every route and installs them all together.
 pub fn msi_route(gsi: u32, vector: u32) -> kvm_irq_routing_entry {
+    msi_route_to(gsi, vector, 0)
+}
+
+/// An MSI route with `vector` to the local APIC `apic_id` (MSI address
+/// bits 19:12, physical destination mode).
+pub fn msi_route_to(gsi: u32, vector: u32, apic_id: u32) -> kvm_irq_routing_entry {
     let mut entry = kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
-    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32;
+    entry.u.msi.address_lo = pv_abi::layout::LAPIC_BASE as u32 | ((apic_id & 0xff) << 12);
     entry.u.msi.data = vector;
     entry
 }
@@ -129,13 +151,16 @@ pub fn msi_route(gsi: u32, vector: u32) -> kvm_irq_routing_entry {
 /// upcall vector must not lose the virtio routes).
 #[derive(Debug, Default)]
 struct Routes {
-    upcall_vector: u8,
+    /// Per vCPU: its upcall vector (0: no route; vCPU 0 always has one).
+    upcall_vectors: Vec<u8>,
     devices: Vec<kvm_irq_routing_entry>,
 }
 
 impl Routes {
     fn table(&self) -> Vec<kvm_irq_routing_entry> {
-        let mut all = vec![msi_route(UPCALL_GSI, u32::from(self.upcall_vector))];
+        let upcalls = self.upcall_vectors.iter().enumerate().filter(|&(i, &v)| i == 0 || v != 0);
+        let mut all: Vec<_> =
+            upcalls.map(|(i, &v)| msi_route_to(upcall_gsi(i as u32), u32::from(v), i as u32)).collect();
         all.extend(self.devices.iter().copied());
         all
     }
@@ -155,6 +180,12 @@ pub struct KvmPlatform {
     vm: Arc<VmFd>,
     ram: GuestRam,
     upcall: EventFd,
+    /// vCPUs 1..'s upcall irqfds (index `vcpu - 1`), set once by
+    /// [`KvmPlatform::add_vcpu_upcalls`] before any device runs.
+    ap_upcalls: std::sync::OnceLock<Vec<EventFd>>,
+    /// Per vCPU: its upcall vector (0: none), read on every upcall
+    /// without a lock.
+    vectors: Vec<std::sync::atomic::AtomicU8>,
     routes: Mutex<Routes>,
     slots: Mutex<SlotLayout>,
     /// The PVH callback-vector line of vCPU 0 (the vCPU thread injects it).
@@ -174,7 +205,10 @@ impl KvmPlatform {
     /// (or split) irqchip.
     pub fn new(vm: Arc<VmFd>, ram: GuestRam) -> Result<Self, VmmError> {
         let upcall = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Io("eventfd", e))?;
-        let routes = Routes { upcall_vector: UPCALL_VECTOR, devices: Vec::new() };
+        let mut upcall_vectors = vec![0; crate::vm::MAX_VCPUS as usize];
+        upcall_vectors[0] = UPCALL_VECTOR;
+        let vectors = upcall_vectors.iter().map(|&v| std::sync::atomic::AtomicU8::new(v)).collect();
+        let routes = Routes { upcall_vectors, devices: Vec::new() };
         routes.install(&vm).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
         vm.register_irqfd(&upcall, UPCALL_GSI).map_err(VmmError::kvm("KVM_IRQFD"))?;
         let slots = Mutex::new(SlotLayout::new(&ram));
@@ -182,6 +216,8 @@ impl KvmPlatform {
             vm,
             ram,
             upcall,
+            ap_upcalls: std::sync::OnceLock::new(),
+            vectors,
             routes: Mutex::new(routes),
             slots,
             callback: Arc::default(),
@@ -202,6 +238,32 @@ impl KvmPlatform {
         }
         self.secondary_lines().push(line.clone());
         line
+    }
+
+    /// Gives vCPUs 1..`vcpus` an upcall irqfd each on their own GSI
+    /// ([`upcall_gsi`]); for our own guests (`own_guest`) also the route
+    /// to [`UPCALL_VECTOR`] at their local APIC, as vCPU 0 has (a PVH
+    /// guest chooses its vCPUs' vectors itself). Call once, before any
+    /// device can raise an upcall.
+    pub fn add_vcpu_upcalls(&self, vcpus: u32, own_guest: bool) -> Result<(), VmmError> {
+        let mut fds = Vec::new();
+        for id in 1..vcpus.min(crate::vm::MAX_VCPUS) {
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::Io("eventfd", e))?;
+            self.vm.register_irqfd(&fd, upcall_gsi(id)).map_err(VmmError::kvm("KVM_IRQFD"))?;
+            fds.push(fd);
+        }
+        if self.ap_upcalls.set(fds).is_err() {
+            return Err(VmmError::Io("upcall irqfds", std::io::Error::other("set up twice")));
+        }
+        if own_guest {
+            let mut r = self.routes();
+            for id in 1..vcpus.min(crate::vm::MAX_VCPUS) {
+                r.upcall_vectors[id as usize] = UPCALL_VECTOR;
+                self.vectors[id as usize].store(UPCALL_VECTOR, std::sync::atomic::Ordering::SeqCst);
+            }
+            r.install(&self.vm).map_err(VmmError::kvm("KVM_SET_GSI_ROUTING"))?;
+        }
+        Ok(())
     }
 
     fn secondary_lines(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CallbackLine>>> {
@@ -230,11 +292,20 @@ impl KvmPlatform {
 impl Platform for KvmPlatform {
     fn raise_upcall(&self, vcpu: u32) {
         if vcpu != 0 {
-            // vCPUs 1..: the callback vector only (the upcall-vector MSI
-            // route targets vCPU 0's APIC; per-vCPU routes: issue 19).
-            match self.secondary_lines().get(vcpu as usize - 1) {
-                Some(line) if line.vector().is_some() => line.raise(),
-                _ => tracing::debug!(vcpu, "no callback vector on this vCPU: upcall left pending"),
+            // vCPUs 1..: the callback vector if the guest chose it, else
+            // the vCPU's own upcall MSI if it has a vector.
+            if let Some(line) = self.secondary_lines().get(vcpu as usize - 1).filter(|l| l.vector().is_some()) {
+                return line.raise();
+            }
+            let has_vector =
+                self.vectors.get(vcpu as usize).is_some_and(|v| v.load(std::sync::atomic::Ordering::SeqCst) != 0);
+            match self.ap_upcalls.get().and_then(|fds| fds.get(vcpu as usize - 1)) {
+                Some(fd) if has_vector => {
+                    if let Err(e) = fd.write(1) {
+                        tracing::warn!(vcpu, "cannot signal the upcall irqfd: {e}");
+                    }
+                }
+                _ => tracing::debug!(vcpu, "no upcall vector on this vCPU: upcall left pending"),
             }
         } else if self.callback.vector().is_some() {
             self.callback.raise();
@@ -289,13 +360,19 @@ impl Platform for KvmPlatform {
         Ok(())
     }
 
-    fn set_upcall_vector(&self, vector: u8) -> Result<(), PlatformError> {
+    fn set_upcall_vector(&self, vcpu: u32, vector: u8) -> Result<(), PlatformError> {
+        let i = vcpu as usize;
         let mut r = self.routes();
-        let old = std::mem::replace(&mut r.upcall_vector, vector);
+        let Some(old) = r.upcall_vectors.get(i).copied() else {
+            return Err(PlatformError { what: "set_upcall_vector", why: format!("no vCPU {vcpu}") });
+        };
+        r.upcall_vectors[i] = vector;
         r.install(&self.vm).map_err(|e| {
-            r.upcall_vector = old;
+            r.upcall_vectors[i] = old;
             refused("KVM_SET_GSI_ROUTING")(e)
-        })
+        })?;
+        self.vectors[i].store(vector, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     fn set_callback_vector(&self, vector: u8) {
@@ -322,9 +399,40 @@ mod tests {
         let platform = KvmPlatform::new(vm, ram).unwrap();
         let virtio = [msi_route(UPCALL_GSI + 1, 0x41), msi_route(UPCALL_GSI + 2, 0x42)];
         platform.add_device_routes(&virtio).unwrap();
-        platform.set_upcall_vector(0xf3).unwrap();
+        platform.set_upcall_vector(0, 0xf3).unwrap();
         let routes: Vec<(u32, u32)> = platform.installed_routes().iter().map(|r| (r.gsi, msi_data(r))).collect();
         assert_eq!(routes, [(UPCALL_GSI, 0xf3), (UPCALL_GSI + 1, 0x41), (UPCALL_GSI + 2, 0x42)]);
+    }
+
+    /// Issue 19: each vCPU's upcalls reach its own local APIC (MSI
+    /// destination = APIC id = vCPU id). Our own guests' vCPUs all get
+    /// `UPCALL_VECTOR`; a PVH guest's vCPU 1 only once it chose a vector
+    /// (`hvmop_set_evtchn_upcall_vector()` in `xen/arch/x86/hvm/hvm.c`
+    /// sets `v->arch.hvm.evtchn_upcall_vector` per vCPU).
+    #[test]
+    fn every_vcpu_has_its_own_upcall_route() {
+        let kvm = crate::builder::open_kvm().expect("this test needs /dev/kvm");
+        let ram = GuestRam::new(&[Slot { start: 0, len: 1 << 20, readonly: false }]).unwrap();
+        let route = |r: &kvm_irq_routing_entry| {
+            // SAFETY: every route this platform installs is of the MSI type.
+            let dest = unsafe { r.u.msi.address_lo } >> 12 & 0xff;
+            (r.gsi, msi_data(r), dest)
+        };
+        let v = u32::from(UPCALL_VECTOR);
+        for (own, want) in [
+            (true, vec![(UPCALL_GSI, v, 0), (upcall_gsi(1), v, 1), (upcall_gsi(2), v, 2)]),
+            (false, vec![(UPCALL_GSI, v, 0), (upcall_gsi(2), 0xf5, 2)]),
+        ] {
+            let vm = Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+            vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+            let platform = KvmPlatform::new(vm, ram.clone()).unwrap();
+            platform.add_vcpu_upcalls(3, own).unwrap();
+            if !own {
+                platform.set_upcall_vector(2, 0xf5).unwrap();
+            }
+            let routes: Vec<_> = platform.installed_routes().iter().map(route).collect();
+            assert_eq!(routes, want, "own guest: {own}");
+        }
     }
 
     fn msi_data(r: &kvm_irq_routing_entry) -> u32 {

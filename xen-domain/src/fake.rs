@@ -22,7 +22,7 @@ pub enum Call {
     /// [`Platform::discard_page`]: guest frame.
     DiscardPage(u64),
     /// [`Platform::set_upcall_vector`].
-    SetUpcallVector(u8),
+    SetUpcallVector(u32, u8),
     /// [`Platform::set_callback_vector`].
     SetCallbackVector(u8),
 }
@@ -130,8 +130,8 @@ impl Platform for FakePlatform {
         Ok(())
     }
 
-    fn set_upcall_vector(&self, vector: u8) -> Result<(), PlatformError> {
-        self.record(Call::SetUpcallVector(vector));
+    fn set_upcall_vector(&self, vcpu: u32, vector: u8) -> Result<(), PlatformError> {
+        self.record(Call::SetUpcallVector(vcpu, vector));
         Ok(())
     }
 

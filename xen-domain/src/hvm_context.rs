@@ -244,12 +244,12 @@ fn from_64(ctx: &VcpuHvmContext) -> Result<VcpuContext, i64> {
 /// Against `xen/arch/x86/hvm/domain.c` (`check_segment`,
 /// `arch_set_info_hvm_guest`) and `xen/include/public/hvm/hvm_vcpu.h`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pv_abi::hvm::vcpu_hvm::{VcpuHvmX86_32, VcpuHvmX86_64};
     use pv_abi::pod::{as_bytes, from_bytes};
 
-    fn ctx32(r: VcpuHvmX86_32) -> VcpuHvmContext {
+    pub(crate) fn ctx32(r: VcpuHvmX86_32) -> VcpuHvmContext {
         VcpuHvmContext { mode: MODE_32B, pad: 0, cpu_regs: from_bytes(as_bytes(&r)).unwrap() }
     }
 

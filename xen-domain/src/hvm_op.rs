@@ -37,12 +37,16 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             if v.vector < 0x10 {
                 return Err(EINVAL);
             }
-            if v.vcpu != 0 {
+            if v.vcpu >= dom.vcpus.count() {
                 return Err(pv_abi::errno::ENOENT);
             }
-            dom.evtchn.platform().set_upcall_vector(v.vector).map_err(|_| pv_abi::errno::EIO)?;
+            dom.evtchn.platform().set_upcall_vector(v.vcpu, v.vector).map_err(|_| pv_abi::errno::EIO)?;
             dom.evtchn.set_compat_layout(dom.compat);
-            dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
+            // The field keeps vCPU 0's vector (what the toolstack reports);
+            // the others' live in the platform's routes.
+            if v.vcpu == 0 {
+                dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
+            }
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -267,8 +271,11 @@ mod tests {
         assert_eq!(t.call(nr::HVM_OP, [GET_TIME, crate::fake::TEST_RAM - 4, 0, 0, 0]), -pv_abi::errno::EFAULT);
     }
 
+    /// `hvmop_set_evtchn_upcall_vector()` (`xen/arch/x86/hvm/hvm.c`): a
+    /// vector below 0x10 is `-EINVAL` before the vCPU is looked up; a vCPU
+    /// the domain lacks is `-ENOENT`; each vCPU has its own vector.
     #[test]
-    fn the_upcall_vector_needs_vcpu_0_and_a_vector_from_0x10() {
+    fn the_upcall_vector_is_per_vcpu_and_from_0x10() {
         let mut t = TestDomain::pvh();
         let set = |t: &mut TestDomain, vcpu, vector| {
             t.put(TEST_ARG, &EvtchnUpcallVector { vcpu, vector, _pad: [0; 3] });
@@ -279,7 +286,14 @@ mod tests {
         assert_eq!(set(&mut t, 1, 0x0f), -EINVAL, "the vector is checked before the vCPU");
         assert!(t.platform.calls().is_empty());
         assert_eq!(set(&mut t, 0, 0xf3), 0);
-        assert_eq!(t.platform.calls(), vec![Call::SetUpcallVector(0xf3)]);
-        assert_eq!(t.dom.pvh.as_ref().unwrap().upcall_vector, Some(0xf3));
+        assert_eq!(t.platform.calls(), vec![Call::SetUpcallVector(0, 0xf3)]);
+        // Per vCPU (`hvmop_set_evtchn_upcall_vector()` looks the vCPU up
+        // in the domain): vCPU 1 of 2 has its own vector.
+        t.dom.vcpus = std::sync::Arc::new(crate::vcpus::VcpuSet::new(2));
+        t.platform.clear();
+        assert_eq!(set(&mut t, 1, 0xf4), 0);
+        assert_eq!(set(&mut t, 2, 0xf4), -pv_abi::errno::ENOENT);
+        assert_eq!(t.platform.calls(), vec![Call::SetUpcallVector(1, 0xf4)]);
+        assert_eq!(t.dom.pvh.as_ref().unwrap().upcall_vector, Some(0xf3), "vCPU 0's stays");
     }
 }

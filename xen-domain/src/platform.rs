@@ -49,8 +49,10 @@ pub trait Platform: Send + Sync {
     /// mapped and reads zero.
     fn discard_page(&self, gpfn: u64) -> Result<(), PlatformError>;
 
-    /// `HVMOP_set_evtchn_upcall_vector`: upcalls arrive as `vector` from now on.
-    fn set_upcall_vector(&self, vector: u8) -> Result<(), PlatformError>;
+    /// `HVMOP_set_evtchn_upcall_vector`: vCPU `vcpu`'s upcalls arrive at
+    /// its local APIC as `vector` from now on (Xen's per-vCPU
+    /// `arch.hvm.evtchn_upcall_vector`).
+    fn set_upcall_vector(&self, vcpu: u32, vector: u8) -> Result<(), PlatformError>;
 
     /// `HVM_PARAM_CALLBACK_IRQ` of the vector type: upcalls are injected
     /// straight at `vector` (0: back to the upcall vector routing).

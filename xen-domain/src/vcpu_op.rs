@@ -1,11 +1,20 @@
 //! `vcpu_op` (Xen's `xen/common/domain.c` `common_vcpu_op`,
-//! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`),
-//! for PVH guests: bringing secondary vCPUs up and down
-//! (`VCPUOP_initialise` with a `vcpu_hvm_context`, `up`, `down`,
-//! `is_up`, over [`crate::vcpus::VcpuSet`]), the runstate
-//! (`get_runstate_info`, `register_runstate_memory_area`), moving a
-//! `vcpu_info` out of the shared-info page (`register_vcpu_info`) and
-//! each vCPU's single-shot and periodic timers.
+//! `xen/arch/x86/domain.c` `do_vcpu_op`, `xen/include/public/vcpu.h`):
+//! bringing secondary vCPUs up and down (`VCPUOP_initialise` with a
+//! `vcpu_hvm_context`, `up`, `down`, `is_up`, over
+//! [`crate::vcpus::VcpuSet`]), the runstate (`get_runstate_info`,
+//! `register_runstate_memory_area`), moving a `vcpu_info` out of the
+//! shared-info page (`register_vcpu_info`) and, for PVH guests, each
+//! vCPU's single-shot and periodic timers.
+//!
+//! Our own (non-PVH) guests get the same bring-up as a documented project
+//! extension (docs/smp.md): `VCPUOP_initialise` takes Xen's
+//! `vcpu_hvm_context` in its 64-bit mode only (they run in long mode), and
+//! in the validated paging modes (`trapped`, `pv`) its CR3 must be a
+//! pinned L4 or the VMM's boot tables, as Xen's `arch_set_info_guest()`
+//! makes a PV vCPU's CR3 take the root page-table type. They have no Xen
+//! clock, so the timer commands stay `-ENOSYS` for them (their per-vCPU
+//! timer is the vCPU's own local-APIC timer).
 
 use crate::domain::{Domain, HcResult};
 use crate::runstate::{runstate_setter, write_runstate_area};
@@ -15,6 +24,7 @@ use pv_abi::hvm::vcpu_hvm::VcpuHvmContext;
 use pv_abi::hvm::VIRQ_TIMER;
 use pv_abi::hypercall::vcpu_op;
 use pv_abi::hypercall::vcpu_op::{CompatVcpuRunstateInfo, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo};
+use pv_abi::start_info::paging_mode;
 use std::time::Duration;
 
 /// Shortest period `VCPUOP_set_periodic_timer` accepts (Xen's
@@ -25,9 +35,6 @@ pub const MAX_PERIOD_NS: u64 = i64::MAX as u64;
 
 /// `vcpu_op(cmd, vcpu, arg)`.
 pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
-    if dom.pvh.is_none() {
-        return Err(ENOSYS);
-    }
     // `do_vcpu_op`: a vCPU the domain does not have.
     let Some(id) = u32::try_from(a[1]).ok().filter(|&id| id < dom.vcpus.count()) else {
         return Err(ENOENT);
@@ -40,6 +47,8 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
         vcpu_op::GET_RUNSTATE_INFO => get_runstate_info(dom, id, a[2]),
         vcpu_op::REGISTER_RUNSTATE_MEMORY_AREA => register_runstate_area(dom, id, a[2]),
         vcpu_op::REGISTER_VCPU_INFO => register_vcpu_info(dom, id, a[2]),
+        // Our own guests have no Xen clock: no Xen timers (module docs).
+        _ if dom.pvh.is_none() => Err(ENOSYS),
         // `common_vcpu_op`: the single-shot timer is the caller's own.
         vcpu_op::SET_SINGLESHOT_TIMER | vcpu_op::STOP_SINGLESHOT_TIMER if id != dom.current => Err(EINVAL),
         vcpu_op::SET_SINGLESHOT_TIMER => set_singleshot(dom, a[2]),
@@ -64,7 +73,8 @@ pub fn vcpu_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
 
 /// `VCPUOP_initialise` (`arch_initialise_vcpu`): reads the
 /// `vcpu_hvm_context` (`-EFAULT`), checks it (`-EINVAL`,
-/// `arch_set_info_hvm_guest`) and records it unless the vCPU is already
+/// `arch_set_info_hvm_guest`; for our own guests also
+/// [`check_own_guest_context`]) and records it unless the vCPU is already
 /// initialised (`-EEXIST`; the check comes after the copy, as in Xen).
 fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
     let ctx: VcpuHvmContext = dom.ram.read_obj(arg)?;
@@ -72,7 +82,34 @@ fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
     if dom.vcpus.is_initialised(id) {
         return Err(pv_abi::errno::EEXIST);
     }
-    dom.vcpus.initialise(id, state?).map(|()| 0)
+    let state = state?;
+    if dom.pvh.is_none() {
+        check_own_guest_context(dom, id, &state)?;
+    }
+    dom.vcpus.initialise(id, state).map(|()| 0)
+}
+
+/// Our own guests' extra rules for a new vCPU's state (module docs): long
+/// mode (`-EINVAL` otherwise: the 32-bit layout is refused); CR3 inside
+/// RAM; in the validated paging modes CR3 a pinned L4 (then recorded as
+/// the vCPU's base, so it cannot be unpinned under it) or the VMM's boot
+/// tables (the domain builder's, which the guest cannot write without the
+/// validator either), else `-EINVAL` as `arch_set_info_guest()` when the
+/// page cannot become a root page table.
+fn check_own_guest_context(dom: &mut Domain, id: u32, c: &crate::hvm_context::VcpuContext) -> Result<(), i64> {
+    const EFER_LMA: u64 = 1 << 10;
+    let cr3 = c.cr3 & pv_abi::mmu::pte::ADDR_MASK;
+    if c.efer & EFER_LMA == 0 || dom.ram.read_obj::<u64>(cr3).is_err() {
+        return Err(EINVAL);
+    }
+    if dom.paging.mode == paging_mode::NATIVE || cr3 == pv_abi::layout::BOOT_PML4 {
+        return Ok(());
+    }
+    if !dom.paging.is_pinned_l4(cr3) {
+        return Err(EINVAL);
+    }
+    dom.paging.set_base(id, cr3);
+    Ok(())
 }
 
 /// `VCPUOP_up`: starts `id` (runstate running from now on).
@@ -151,16 +188,27 @@ fn register_vcpu_info(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
     if gaddr / PAGE != (gaddr + size - 1) / PAGE || gaddr % align != 0 {
         return Err(ENXIO);
     }
-    let pvh = dom.pvh.as_ref().ok_or(ENOSYS)?;
-    if !pvh.reservation.has_page(a.mfn) {
+    if !is_ram_page(dom, a.mfn) {
         return Err(EINVAL);
     }
     dom.evtchn.register_vcpu_info(id, gaddr)?;
     // `force_update_vcpu_system_time()`: vCPU 0's pvclock at its new home.
-    if id == 0 {
+    if id == 0 && dom.pvh.is_some() {
         crate::sched_op::publish_clock(dom)?;
     }
     Ok(0)
+}
+
+/// Whether guest frame `mfn` is a RAM page of the guest
+/// (`check_get_page_from_gfn()`): a PVH guest's reservation; for our own
+/// guests their RAM from `KERNEL_BASE` up, outside the page-table pool.
+fn is_ram_page(dom: &Domain, mfn: u64) -> bool {
+    match &dom.pvh {
+        Some(pvh) => pvh.reservation.has_page(mfn),
+        None => mfn.checked_mul(4096).is_some_and(|gpa| {
+            gpa >= pv_abi::layout::KERNEL_BASE && !dom.paging.in_pool(gpa) && dom.ram.read_obj::<u8>(gpa).is_ok()
+        }),
+    }
 }
 
 /// `VCPUOP_set_singleshot_timer`: `{u64 timeout_abs_ns; u32 flags}`, 16
@@ -230,10 +278,96 @@ mod tests {
         })
     }
 
+    /// Our own guests (docs/smp.md, a project extension of
+    /// `xen/include/public/vcpu.h` `VCPUOP_initialise`): a 64-bit
+    /// `vcpu_hvm_context` brings a vCPU up; the 32-bit layout is
+    /// `-EINVAL`, as is a CR3 outside RAM (`arch_set_info_hvm_guest()`'s
+    /// `get_page_from_gfn()` of CR3); timers stay `-ENOSYS` (no Xen clock).
     #[test]
-    fn our_own_guests_have_no_vcpu_op() {
-        let mut t = TestDomain::new(paging_mode::NATIVE);
-        assert_eq!(t.call(nr::VCPU_OP, [SET_SINGLESHOT_TIMER, 0, TEST_ARG, 0, 0]), -ENOSYS);
+    fn our_own_guests_bring_up_vcpus_with_a_64_bit_context() {
+        use vcpu_op::{INITIALISE, IS_UP, UP};
+        let mut t = own(paging_mode::NATIVE, 3);
+        put_ctx64_cr3(&t, 0x10_0000, crate::fake::TEST_RAM);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), -EINVAL, "CR3 outside RAM");
+        use crate::hvm_context::tests::{ctx32, good32};
+        t.put(TEST_ARG, &ctx32(good32()));
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), -EINVAL, "32-bit state");
+        put_ctx64_cr3(&t, 0x10_0000, pv_abi::layout::BOOT_PML4);
+        assert_eq!(t.call(nr::VCPU_OP, [INITIALISE, 1, TEST_ARG, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [UP, 1, 0, 0, 0]), 0);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 1, 0, 0, 0]), 1);
+        assert_eq!(t.call(nr::VCPU_OP, [IS_UP, 3, 0, 0, 0]), -ENOENT);
+        for cmd in [SET_SINGLESHOT_TIMER, SET_PERIODIC_TIMER, STOP_SINGLESHOT_TIMER, STOP_PERIODIC_TIMER] {
+            assert_eq!(t.call(nr::VCPU_OP, [cmd, 0, TEST_ARG, 0, 0]), -ENOSYS, "timer cmd {cmd}");
+        }
+    }
+
+    /// In the validated paging modes a new vCPU's CR3 must be able to
+    /// become a root page table (`arch_set_info_guest()` in
+    /// `xen/arch/x86/domain.c`: `-EINVAL` otherwise): a pinned L4 (or the
+    /// VMM's boot tables). The pinned L4 is then that vCPU's base and
+    /// cannot be unpinned (`MMUEXT_UNPIN_TABLE` of a table in use).
+    #[test]
+    fn validated_modes_need_a_pinned_l4_as_cr3() {
+        use crate::fake::TEST_POOL;
+        use pv_abi::mmu::{mmu_err, MmuextOp, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE};
+        for mode in [paging_mode::PV, paging_mode::TRAPPED] {
+            let mut t = own(mode, 3);
+            put_ctx64_cr3(&t, 0x10_0000, TEST_POOL);
+            assert_eq!(t.call(nr::VCPU_OP, [vcpu_op::INITIALISE, 1, TEST_ARG, 0, 0]), -EINVAL, "not pinned");
+            put_ctx64_cr3(&t, 0x10_0000, 0x30_0000);
+            assert_eq!(t.call(nr::VCPU_OP, [vcpu_op::INITIALISE, 1, TEST_ARG, 0, 0]), -EINVAL, "not in the pool");
+            assert!(!t.dom.vcpus.is_initialised(1), "a refused state is not kept");
+            t.put(TEST_ARG + 0x100, &MmuextOp::with_mfn(MMUEXT_PIN_L4_TABLE, TEST_POOL >> 12));
+            assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG + 0x100, 1, 0, 0x7ff0, 0]), 0);
+            put_ctx64_cr3(&t, 0x10_0000, TEST_POOL);
+            assert_eq!(t.call(nr::VCPU_OP, [vcpu_op::INITIALISE, 1, TEST_ARG, 0, 0]), 0);
+            assert_eq!((t.dom.paging.base(0), t.dom.paging.base(1)), (None, Some(TEST_POOL)));
+            t.put(TEST_ARG + 0x100, &MmuextOp::with_mfn(MMUEXT_UNPIN_TABLE, TEST_POOL >> 12));
+            assert_eq!(t.call(nr::MMUEXT_OP, [TEST_ARG + 0x100, 1, 0, 0x7ff0, 0]), -mmu_err::IN_USE);
+            put_ctx64_cr3(&t, 0x10_0000, pv_abi::layout::BOOT_PML4);
+            assert_eq!(t.call(nr::VCPU_OP, [vcpu_op::INITIALISE, 2, TEST_ARG, 0, 0]), 0, "boot tables");
+        }
+    }
+
+    /// `MMUEXT_NEW_BASEPTR` (`xen/arch/x86/mm.c`, `new_guest_cr3()`)
+    /// changes the calling vCPU's base only; a table any vCPU runs on
+    /// stays in use.
+    #[test]
+    fn each_vcpu_has_its_own_base() {
+        use crate::fake::TEST_POOL;
+        use pv_abi::mmu::{mmu_err, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE};
+        let mut t = own(paging_mode::PV, 2);
+        let (a, b) = (TEST_POOL, TEST_POOL + 0x1000);
+        let mut ext = |t: &mut TestDomain, vcpu: u32, cmd: u32, gpa: u64| {
+            t.dom.current = vcpu;
+            t.put(TEST_ARG, &MmuextOp::with_mfn(cmd, gpa >> 12));
+            t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, 0x7ff0, 0])
+        };
+        assert_eq!(ext(&mut t, 0, MMUEXT_PIN_L4_TABLE, a), 0);
+        assert_eq!(ext(&mut t, 0, MMUEXT_PIN_L4_TABLE, b), 0);
+        assert_eq!(ext(&mut t, 0, MMUEXT_NEW_BASEPTR, a), 0);
+        assert_eq!(ext(&mut t, 1, MMUEXT_NEW_BASEPTR, b), 0);
+        assert_eq!((t.dom.paging.base(0), t.dom.paging.base(1)), (Some(a), Some(b)));
+        assert_eq!(ext(&mut t, 0, MMUEXT_UNPIN_TABLE, b), -mmu_err::IN_USE, "vCPU 1 runs on it");
+        assert_eq!(ext(&mut t, 1, MMUEXT_NEW_BASEPTR, a), 0);
+        assert_eq!(ext(&mut t, 0, MMUEXT_UNPIN_TABLE, b), 0, "no vCPU runs on it now");
+    }
+
+    /// One of our own guests' domains with `n` vCPUs.
+    fn own(mode: u32, n: u32) -> TestDomain {
+        let mut t = TestDomain::new(mode);
+        t.dom.vcpus = std::sync::Arc::new(crate::vcpus::VcpuSet::new(n));
+        t
+    }
+
+    /// A 64-bit `vcpu_hvm_context` (paging on) with `cr3` at `TEST_ARG`.
+    fn put_ctx64_cr3(t: &TestDomain, rip: u64, cr3: u64) {
+        use pv_abi::hvm::vcpu_hvm::{VcpuHvmX86_64, MODE_64B};
+        let r = VcpuHvmX86_64 { rip, cr0: (1 << 31) | 1, cr3, cr4: 1 << 5, efer: 1 << 8, ..Default::default() };
+        let mut regs = [0u64; 15];
+        regs[..14].copy_from_slice(&pv_abi::pod::from_bytes::<[u64; 14]>(pv_abi::pod::as_bytes(&r)).unwrap());
+        t.put(TEST_ARG, &VcpuHvmContext { mode: MODE_64B, pad: 0, cpu_regs: regs });
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl Harness {
         let notify = Arc::new(EventNotify::new()?);
         let device = BlockExecutor::new(disk, Arc::default());
         let log = pv_util::ratelimit::SharedLogLimiter::default();
-        let back = Blkback::connect(front.grants().clone(), RING_REF, notify.clone(), device, log)
+        let back = Blkback::connect(front.grants().clone(), &[RING_REF], notify.clone(), device, log)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Harness { front, back, notify, next_id: 1 })
     }

@@ -20,6 +20,8 @@ mod disk;
 pub mod executor;
 pub mod harness;
 pub mod metrics;
+#[cfg(test)]
+mod mq_tests;
 pub mod request;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,6 @@ pub use metrics::BlockMetrics;
 pub use pv_abi::blkif::{DEVICE_TYPE, VDISK_READONLY};
 pub use request::{Operation, Request, Status};
 pub use xen::{
-    vbd_vdev, Blkback, BlockBackend, ConnectError, RequestError, RingLayout, MAX_INDIRECT_SEGMENTS,
-    MAX_RING_PAGE_ORDER, X86_64,
+    vbd_vdev, BlkQueue, Blkback, BlockBackend, ConnectError, QueueRing, RequestError, RingLayout,
+    MAX_INDIRECT_SEGMENTS, MAX_QUEUES, MAX_RING_PAGE_ORDER, X86_64,
 };

@@ -342,13 +342,14 @@ fn split_backend_publishes_blkif_keys_and_connects() {
     assert_eq!(keys["feature-flush-cache"], "1");
     assert_eq!(keys["feature-discard"], "1");
     assert_eq!(keys["feature-max-indirect-segments"], "256");
-    assert_eq!(keys["max-ring-page-order"], "0");
+    assert_eq!(keys["max-ring-page-order"], "4");
+    assert_eq!(keys["multi-queue-max-queues"], "4");
 
     let front = HostFront::new(4).unwrap();
     let grants = front.grants().clone();
     let notify: Arc<dyn Notify> = Arc::new(NoNotify);
     let log = SharedLogLimiter::default();
-    let bad = Keys(HashMap::from([("ring-ref", "1"), ("ring-page-order", "2")]));
+    let bad = Keys(HashMap::from([("ring-ref", "1"), ("ring-page-order", "5")]));
     assert!(b.connect(&bad, &grants, notify.clone(), &log).unwrap_err().to_string().contains("ring-page-order"));
     let bad = Keys(HashMap::from([("ring-ref", "1"), ("protocol", "arm-abi")]));
     assert!(b.connect(&bad, &grants, notify.clone(), &log).unwrap_err().to_string().contains("protocol"));

@@ -25,9 +25,11 @@ use pv_util::ratelimit::SharedLogLimiter;
 use xen_domain::grant_table::{GrantError, GrantMapping, GrantTable};
 
 pub mod x86_32;
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use ring_buffers::BackRing;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use vm_memory::VolatileSlice;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Segments an indirect request may carry (`feature-max-indirect-segments`;
 /// Linux's blkback allows 256 too).
@@ -36,8 +38,14 @@ pub const MAX_INDIRECT_SEGMENTS: usize = 256;
 /// Indirect pages needed for [`MAX_INDIRECT_SEGMENTS`].
 const MAX_INDIRECT_PAGES: usize = MAX_INDIRECT_SEGMENTS.div_ceil(BLKIF_SEGS_PER_INDIRECT_FRAME);
 
-/// Largest ring order we accept (`max-ring-page-order`): one page.
-pub const MAX_RING_PAGE_ORDER: u32 = 0;
+/// Largest ring order we accept (`max-ring-page-order`): 16 pages, as
+/// Linux's blkback (`XENBUS_MAX_RING_GRANT_ORDER`, the default of its
+/// `max_ring_page_order` parameter).
+pub const MAX_RING_PAGE_ORDER: u32 = 4;
+
+/// Queues a disk offers (`multi-queue-max-queues`): each is served on a
+/// thread of its own, so more than the host's CPUs only adds threads.
+pub const MAX_QUEUES: u32 = 4;
 
 /// Why a request is refused; logged, then answered with [`Self::status`].
 #[derive(Debug, thiserror::Error)]
@@ -157,23 +165,25 @@ impl<L: RingLayout> std::fmt::Debug for Blkback<L> {
 }
 
 impl<L: RingLayout> Blkback<L> {
-    /// Maps the front end's ring (grant `ring_ref`, writable) and attaches
-    /// the transport to `device`.
+    /// Maps the front end's ring (grants `ring_refs`: one page, or the
+    /// 2^order pages of a multi-page ring, writable) and attaches the
+    /// transport to `device`.
     pub fn connect(
         grants: Arc<GrantTable>,
-        ring_ref: u32,
+        ring_refs: &[u32],
         notify: Arc<dyn Notify>,
         device: BlockExecutor,
         log: SharedLogLimiter,
     ) -> Result<Self, ConnectError> {
-        let ring = crate::ring_page::attach_back_ring(&grants, ring_ref)?;
+        let ring: BackRing<RingPage, L::Req, L::Rsp> = crate::ring_page::attach_back_ring_pages(&grants, ring_refs)?;
+        let slots = ring.size() as usize;
         Ok(Blkback {
             ring,
             grants,
             notify,
             device,
             broken: false,
-            in_flight: Vec::with_capacity(BLKIF_RING_SIZE as usize),
+            in_flight: Vec::with_capacity(slots),
             unpublished: 0,
             answered: 0,
             descs: Vec::with_capacity(MAX_INDIRECT_SEGMENTS),
@@ -431,23 +441,134 @@ fn build(options: &str) -> Result<Box<dyn crate::xenbus::XenbusBackend>, crate::
     Ok(Box::new(BlockBackend::new(disk)))
 }
 
+/// One queue's connected transport, in the ring layout its front end
+/// chose (`protocol`).
+#[derive(Debug)]
+pub enum QueueRing {
+    /// The native x86-64 layout.
+    X86_64(Blkback),
+    /// The 32-bit layout.
+    X86_32(Blkback<x86_32::X86_32>),
+}
+
+impl QueueRing {
+    /// Maps the ring `ring_refs` in the layout `abi32` says.
+    fn connect(
+        abi32: bool,
+        grants: &Arc<GrantTable>,
+        ring_refs: &[u32],
+        notify: Arc<dyn Notify>,
+        device: BlockExecutor,
+        log: &SharedLogLimiter,
+    ) -> Result<Self, ConnectError> {
+        Ok(if abi32 {
+            QueueRing::X86_32(Blkback::connect(grants.clone(), ring_refs, notify, device, log.clone())?)
+        } else {
+            QueueRing::X86_64(Blkback::connect(grants.clone(), ring_refs, notify, device, log.clone())?)
+        })
+    }
+
+    /// Serves the ring, at most [`PROCESS_BUDGET`](crate::xenbus::PROCESS_BUDGET)
+    /// requests; `true` if work is left.
+    pub fn process(&mut self) -> bool {
+        match self {
+            QueueRing::X86_64(d) => d.process_budget(crate::xenbus::PROCESS_BUDGET).1,
+            QueueRing::X86_32(d) => d.process_budget(crate::xenbus::PROCESS_BUDGET).1,
+        }
+    }
+
+    /// Whether a corrupt ring stopped the queue.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            QueueRing::X86_64(d) => d.is_broken(),
+            QueueRing::X86_32(d) => d.is_broken(),
+        }
+    }
+}
+
+/// Queue `N >= 1` of a disk, served by its own subscriber on a thread of
+/// its own: its ring and the eventfd its event channel signals, behind a
+/// lock no other queue takes (the device thread takes it only to connect
+/// and disconnect).
+#[derive(Debug)]
+pub struct BlkQueue {
+    wake: Arc<EventFd>,
+    ring: Option<QueueRing>,
+    metrics: Arc<BlockMetrics>,
+}
+
+impl BlkQueue {
+    /// The connected ring, if any.
+    pub fn ring(&self) -> Option<&QueueRing> {
+        self.ring.as_ref()
+    }
+
+    /// Serves the ring once (what a wake-up does); `true` if work is left.
+    pub fn process(&mut self) -> bool {
+        let Some(ring) = &mut self.ring else { return false };
+        self.metrics.kicks.inc();
+        ring.process()
+    }
+}
+
+impl MutEventSubscriber for BlkQueue {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.event_set().contains(EventSet::IN) {
+            let _ = self.wake.read();
+            if BlkQueue::process(self) {
+                // Work left: come back after the other ready sources.
+                let _ = self.wake.write(1);
+            }
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(&*self.wake, crate::xenbus::token::EVTCHN_WAKE, EventSet::IN)) {
+            tracing::error!("blkback: cannot watch a queue's eventfd: {e}");
+        }
+    }
+}
+
+fn lock_queue(q: &Mutex<BlkQueue>) -> std::sync::MutexGuard<'_, BlkQueue> {
+    // A queue's state stays consistent if its thread panicked mid-wake:
+    // the ring view checks every index it reads.
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The block device as a [`SplitBackend`](crate::xenbus::SplitBackend):
 /// publishes the disk's size and features, and is disconnected until the
-/// front end publishes its `ring-ref`.
+/// front end publishes its rings. Multi-queue as Linux's blkback
+/// (`multi-queue-max-queues`; the front end's `multi-queue-num-queues`
+/// and `queue-<N>/ring-ref`, `queue-<N>/event-channel`): queue 0 is served
+/// on the device thread, queue N on the thread of `queue_subscribers()[N-1]`.
 #[derive(Debug)]
 pub struct BlockBackend {
     disk: Arc<Disk>,
     metrics: Arc<BlockMetrics>,
-    /// The connected transport, if any.
-    pub dev: Option<Blkback>,
-    /// The connected transport of a front end using the 32-bit ring layout.
-    pub dev32: Option<Blkback<x86_32::X86_32>>,
+    /// Queue 0's connected transport, if any.
+    pub queue0: Option<QueueRing>,
+    /// Queues 1.. (made at once, connected when the front end asks).
+    queues: Vec<Arc<Mutex<BlkQueue>>>,
 }
 
 impl BlockBackend {
-    /// A back-end serving `disk`.
+    /// A back-end serving `disk` on up to [`MAX_QUEUES`] queues.
     pub fn new(disk: Disk) -> Self {
-        BlockBackend { disk: Arc::new(disk), metrics: Arc::default(), dev: None, dev32: None }
+        Self::with_queues(disk, MAX_QUEUES)
+    }
+
+    /// A back-end serving `disk` on up to `max_queues` (at least 1) queues.
+    pub fn with_queues(disk: Disk, max_queues: u32) -> Self {
+        let metrics: Arc<BlockMetrics> = Arc::default();
+        let queues = (1..max_queues.max(1))
+            .map_while(|_| {
+                // An eventfd cannot fail but for fd exhaustion: then offer
+                // fewer queues rather than none.
+                let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).ok()?);
+                Some(Arc::new(Mutex::new(BlkQueue { wake, ring: None, metrics: metrics.clone() })))
+            })
+            .collect();
+        BlockBackend { disk: Arc::new(disk), metrics, queue0: None, queues }
     }
 
     /// The disk.
@@ -460,8 +581,23 @@ impl BlockBackend {
         &self.metrics
     }
 
+    /// Queue `n >= 1` (tests: serve it without a thread).
+    pub fn queue(&self, n: u32) -> Option<&Arc<Mutex<BlkQueue>>> {
+        self.queues.get((n as usize).checked_sub(1)?)
+    }
+
+    /// Queues connected now (0 while disconnected).
+    pub fn connected_queues(&self) -> u32 {
+        let more = self.queues.iter().filter(|q| lock_queue(q).ring.is_some()).count() as u32;
+        u32::from(self.queue0.is_some()) + more
+    }
+
     /// The blkif keys published in the back-end directory.
     pub fn keys(disk: &Disk) -> Vec<(String, String)> {
+        Self::keys_with(disk, MAX_QUEUES)
+    }
+
+    fn keys_with(disk: &Disk, max_queues: u32) -> Vec<(String, String)> {
         use pv_abi::blkif::keys::*;
         let info = if disk.readonly() { VDISK_READONLY } else { 0 };
         [
@@ -476,6 +612,7 @@ impl BlockBackend {
             (DISCARD_ALIGNMENT, "0".to_string()),
             (FEATURE_MAX_INDIRECT_SEGMENTS, MAX_INDIRECT_SEGMENTS.to_string()),
             (xb::MAX_RING_PAGE_ORDER, MAX_RING_PAGE_ORDER.to_string()),
+            (xb::MULTI_QUEUE_MAX_QUEUES, max_queues.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -493,17 +630,41 @@ impl BlockBackend {
         }
     }
 
-    /// The ring reference the front end published, checked against our
-    /// ring order.
-    fn ring_ref(front: &dyn crate::xenbus::FrontendKeys) -> Result<u32, ConnectError> {
-        let key = |k| front.read_u32(k).map_err(ConnectError::FrontendKey);
-        match front.read(xb::RING_PAGE_ORDER) {
-            Some(_) if key(xb::RING_PAGE_ORDER)? > MAX_RING_PAGE_ORDER => {
-                Err(ConnectError::RingOrder(MAX_RING_PAGE_ORDER))
-            }
-            Some(_) if front.read(xb::RING_REF).is_none() => key(xb::RING_REF0),
-            _ => key(xb::RING_REF),
+    /// The ring references of the queue whose keys are under `dir` (""
+    /// with one queue, `queue-<N>/` with several), as Linux's blkback
+    /// reads them (`read_per_ring_refs()` in
+    /// `drivers/block/xen-blkback/xenbus.c`): `ring-page-order` (one for
+    /// all queues, at the top) above [`MAX_RING_PAGE_ORDER`] is refused;
+    /// with it, `ring-ref0`..`ring-ref<2^order - 1>`, else `ring-ref`
+    /// (a front end giving order 0 may still write `ring-ref`).
+    fn ring_refs(front: &dyn crate::xenbus::FrontendKeys, dir: &str) -> Result<Vec<u32>, ConnectError> {
+        let key = |k: &str| front.read_u32(&format!("{dir}{k}")).map_err(ConnectError::FrontendKey);
+        if front.read(xb::RING_PAGE_ORDER).is_none() {
+            return Ok(vec![key(xb::RING_REF)?]);
         }
+        let order = front.read_u32(xb::RING_PAGE_ORDER).map_err(ConnectError::FrontendKey)?;
+        if order > MAX_RING_PAGE_ORDER {
+            return Err(ConnectError::RingOrder(MAX_RING_PAGE_ORDER));
+        }
+        if order == 0 && front.read(&format!("{dir}{}", xb::RING_REF)).is_some() {
+            return Ok(vec![key(xb::RING_REF)?]);
+        }
+        (0..1u32 << order).map(|i| key(&format!("{}{i}", xb::RING_REF))).collect()
+    }
+
+    /// Maps queue `n`'s ring (keys under `dir`).
+    fn connect_ring(
+        &self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        dir: &str,
+        grants: &Arc<GrantTable>,
+        notify: Arc<dyn Notify>,
+        log: &SharedLogLimiter,
+    ) -> Result<QueueRing, ConnectError> {
+        let abi32 = Self::abi32(front)?;
+        let ring_refs = Self::ring_refs(front, dir)?;
+        let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
+        QueueRing::connect(abi32, grants, &ring_refs, notify, device, log)
     }
 }
 
@@ -517,7 +678,7 @@ impl crate::xenbus::SplitBackend for BlockBackend {
     }
 
     fn features(&self) -> Vec<(String, String)> {
-        Self::keys(&self.disk)
+        Self::keys_with(&self.disk, self.max_queues())
     }
 
     fn connect(
@@ -527,29 +688,59 @@ impl crate::xenbus::SplitBackend for BlockBackend {
         notify: Arc<dyn Notify>,
         log: &SharedLogLimiter,
     ) -> Result<(), ConnectError> {
-        let abi32 = Self::abi32(front)?;
-        let ring_ref = Self::ring_ref(front)?;
-        let device = BlockExecutor::new(self.disk.clone(), self.metrics.clone());
-        if abi32 {
-            let dev = Blkback::<x86_32::X86_32>::connect(grants.clone(), ring_ref, notify, device, log.clone())?;
-            self.dev32 = Some(dev);
-            return Ok(());
+        self.queue0 = Some(self.connect_ring(front, "", grants, notify, log)?);
+        Ok(())
+    }
+
+    fn max_queues(&self) -> u32 {
+        1 + self.queues.len() as u32
+    }
+
+    fn queue_wake(&self, q: u32) -> Option<Arc<EventFd>> {
+        Some(lock_queue(self.queue(q)?).wake.clone())
+    }
+
+    fn queue_subscribers(&self) -> Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> {
+        self.queues.iter().map(|q| q.clone() as Arc<Mutex<dyn MutEventSubscriber + Send>>).collect()
+    }
+
+    fn connect_queues(
+        &mut self,
+        front: &dyn crate::xenbus::FrontendKeys,
+        grants: &Arc<GrantTable>,
+        notifies: Vec<Arc<dyn Notify>>,
+        log: &SharedLogLimiter,
+    ) -> Result<(), ConnectError> {
+        // Every ring is mapped before any queue is served: a refused one
+        // leaves the device disconnected (all mappings dropped).
+        let rings = notifies
+            .into_iter()
+            .enumerate()
+            .map(|(n, notify)| {
+                let dir = format!("{}{n}/", xb::QUEUE_PREFIX);
+                self.connect_ring(front, &dir, grants, notify, log)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rings = rings.into_iter();
+        self.queue0 = rings.next();
+        for (q, ring) in self.queues.iter().zip(rings) {
+            let mut q = lock_queue(q);
+            q.ring = Some(ring);
+            // A notification that came before the ring did is not lost.
+            let _ = q.wake.write(1);
         }
-        let dev = Blkback::connect(grants.clone(), ring_ref, notify, device, log.clone())?;
-        self.dev = Some(dev);
         Ok(())
     }
 
     fn disconnect(&mut self) {
-        self.dev = None;
-        self.dev32 = None;
+        self.queue0 = None;
+        for q in &self.queues {
+            lock_queue(q).ring = None;
+        }
     }
 
     fn process(&mut self) -> bool {
         self.metrics.kicks.inc();
-        if let Some(dev) = &mut self.dev32 {
-            return dev.process_budget(crate::xenbus::PROCESS_BUDGET).1;
-        }
-        self.dev.as_mut().is_some_and(|dev| dev.process_budget(crate::xenbus::PROCESS_BUDGET).1)
+        self.queue0.as_mut().is_some_and(QueueRing::process)
     }
 }

@@ -608,7 +608,7 @@ impl XenbusBackend for Vif {
         let dev = XenbusDevice::new(backend, paths, host)?;
         let paths = dev.paths().clone();
         let subscriber = Arc::new(Mutex::new(NetDevice::new(dev)?));
-        Ok(WiredDevice { device_type: DEVICE_TYPE, paths, metrics, subscriber })
+        Ok(WiredDevice { device_type: DEVICE_TYPE, paths, metrics, subscriber, queue_subscribers: Vec::new() })
     }
 }
 

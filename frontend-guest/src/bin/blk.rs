@@ -7,11 +7,14 @@
 #![no_main]
 
 use frontend_guest::blkfront::{self, BlkFront, IoBuf};
-use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
+use frontend_guest::{clock, cmdline, evtchn, guest_main, print, println};
 use pv_abi::blkif::*;
 use pv_abi::start_info::StartInfo;
 
 guest_main!(main);
+
+#[path = "blk/smp_queues.rs"]
+mod smp_queues;
 
 fn main(si: &'static StartInfo) -> i32 {
     let cmd = si.cmdline_bytes();
@@ -46,8 +49,28 @@ fn main(si: &'static StartInfo) -> i32 {
         println!("blk: no disk (device/vbd is empty): pass --disk <image>");
         return 72;
     }
-    // Two disks at most (the hostile test's); `BlkFront` is a few KiB and
-    // lives on the 128 KiB boot stack.
+    // The demo with several vCPUs (`vmm run --vcpus N`): one queue per
+    // vCPU, each driven by its own vCPU (`smp_queues`).
+    let vcpus = if test == b"demo" { frontend_guest::smp::vcpus() } else { 1 };
+    if vcpus > 1 || cmdline::get(cmd, "queues").is_some() || cmdline::get(cmd, "ring-order").is_some() {
+        let default = if vcpus > 1 { u64::from(vcpus) } else { 1 };
+        let queues = cmdline::get_u64(cmd, "queues").unwrap_or(default).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
+        let order = cmdline::get_u64(cmd, "ring-order").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+        let mut qs = [const { None }; blkfront::MAX_QUEUES];
+        return match blkfront::connect_queues(&mut store, vdevs[0], order, &mut qs[..queues]) {
+            Ok(n) if test == b"bench" => bench_queues(&mut qs[..n], cmd),
+            Ok(n) if vcpus > 1 => {
+                smp_queues::run(&mut qs[..n], vcpus, cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED))
+            }
+            Ok(n) => multi_queue(&mut qs[..n], cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED)),
+            Err(e) => {
+                println!("blk: vbd/{}: connect with {} queues failed: {:?}", vdevs[0], queues, e);
+                73
+            }
+        };
+    }
+    // Two disks at most (the hostile test's); `BlkFront` is small (its
+    // slots live in pages of their own) and lives on the boot stack.
     let mut disks = [const { None }; 2];
     for (d, &v) in disks.iter_mut().zip(&vdevs[..n]) {
         match blkfront::connect(&mut store, v) {
@@ -441,6 +464,156 @@ fn bench(d: &mut BlkFront, cmd: &[u8]) -> i32 {
         }
     }
     println!("bench: n={} depth={} bad={} notifies={}", n, depth, bad, d.notifies);
+    (bad != 0) as i32
+}
+
+/// The pattern seed of queue 0 in [`multi_queue`] (queue `q` uses
+/// `seed + q`; the host test checks the image with the same).
+const MQ_SEED: u64 = 0x3100;
+/// Sectors of the disk region each queue writes in [`multi_queue`].
+pub const MQ_REGION: u64 = 512;
+/// 4 KiB requests each queue has in flight in [`multi_queue`]: more than a
+/// one-page ring's 32, so a bigger ring is seen to be used.
+const MQ_REQUESTS: u64 = 40;
+
+/// `queues=N ring-order=K`: the disk connected with N queues and rings of
+/// 2^K pages (as many as the back end offers). Each queue writes its own
+/// region (`MQ_REQUESTS` 4 KiB writes, as many in flight at once as its
+/// ring holds), every queue's requests pushed before any is waited for, so
+/// the back end's queue threads work at once; then a flush, and each
+/// region read back through the *next* queue and verified.
+fn multi_queue(qs: &mut [Option<BlkFront>], seed: u64) -> i32 {
+    let n = qs.len() as u64;
+    let Some(first) = qs.first().and_then(|q| q.as_ref()) else { return 73 };
+    if first.info.sectors < n * MQ_REGION {
+        println!("blk mq: the disk needs {} sectors for {} queues", n * MQ_REGION, n);
+        return 1;
+    }
+    let pages = first.ring_pages;
+    let Some(buf) = IoBuf::alloc(n * MQ_REQUESTS) else { return 2 };
+    let mut max_in_flight = [0usize; blkfront::MAX_QUEUES];
+    let mut bad = 0u64;
+    for q in 0..n {
+        buf.fill(q * MQ_REQUESTS * 4096, MQ_REQUESTS * 8, q * MQ_REGION, seed + q);
+    }
+    // Writes: queue (as many as fit) on every queue, push all, then reap.
+    let mut sent = [0u64; blkfront::MAX_QUEUES];
+    let mut done = [0u64; blkfront::MAX_QUEUES];
+    while done[..qs.len()].iter().any(|&d| d < MQ_REQUESTS) {
+        for (q, d) in qs.iter_mut().flatten().enumerate() {
+            while sent[q] < MQ_REQUESTS {
+                let i = sent[q];
+                let at = buf.gpa + (q as u64 * MQ_REQUESTS + i) * 4096;
+                match d.queue_io(BLKIF_OP_WRITE, q as u64 * MQ_REGION + i * 8, at, 8) {
+                    Ok(_) => sent[q] += 1,
+                    Err(_) => break,
+                }
+            }
+            max_in_flight[q] = max_in_flight[q].max(d.in_flight());
+            d.push();
+        }
+        for (q, d) in qs.iter_mut().flatten().enumerate() {
+            while done[q] < sent[q] {
+                match d.wait() {
+                    Ok(c) => bad += (c.status != BLKIF_RSP_OKAY) as u64,
+                    Err(e) => {
+                        println!("blk mq: queue {}: {:?}", q, e);
+                        return 1;
+                    }
+                }
+                done[q] += 1;
+            }
+        }
+    }
+    for d in qs.iter_mut().flatten() {
+        bad += !ok(d.flush(), "blk mq: flush") as u64;
+    }
+    // Read each region back through the next queue, into a zeroed buffer.
+    buf.set(0, n * MQ_REQUESTS * 8, 0);
+    let mut verified = 0;
+    for q in 0..qs.len() {
+        let reader = (q + 1) % qs.len();
+        let Some(d) = qs[reader].as_mut() else { return 73 };
+        let at = q as u64 * MQ_REQUESTS * 4096;
+        let nr = MQ_REQUESTS * 8;
+        // Reads of 32 sectors (4 pages, direct segments).
+        let mut good = true;
+        for chunk in 0..nr / 32 {
+            good &= ok(d.read(q as u64 * MQ_REGION + chunk * 32, buf.gpa + at + chunk * 32 * 512, 32), "blk mq: read");
+        }
+        if good && buf.check(at, nr, q as u64 * MQ_REGION, seed + q as u64).is_none() {
+            verified += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    print!("blk mq: queues={} ring-pages={} verified={}/{} bad={} in-flight=", n, pages, verified, n, bad);
+    for (q, m) in max_in_flight[..qs.len()].iter().enumerate() {
+        print!("{}{}", if q == 0 { "" } else { "," }, m);
+    }
+    println!(" notifies={}", qs.iter().flatten().map(|d| d.notifies).sum::<u64>());
+    (bad != 0 || verified != n) as i32
+}
+
+/// `test=bench queues=N`: `n` random 4 KiB requests (`op=read|write`)
+/// spread over the queues in turn, `depth` in flight on each.
+fn bench_queues(qs: &mut [Option<BlkFront>], cmd: &[u8]) -> i32 {
+    let n = cmdline::get_u64(cmd, "n").unwrap_or(100);
+    let nq = qs.len();
+    let Some(slots) = qs.first().and_then(|q| q.as_ref()).map(|d| d.slots()) else { return 73 };
+    let depth = cmdline::get_u64(cmd, "depth").unwrap_or(8).clamp(1, slots.min(64) as u64) as usize;
+    let op = if cmdline::get(cmd, "op") == Some(b"write") { BLKIF_OP_WRITE } else { BLKIF_OP_READ };
+    // One page per request slot of every queue; slot `s` of queue `q` is
+    // page `q * depth + s`.
+    let Some(buf) = IoBuf::alloc((nq * depth) as u64) else { return 2 };
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let (mut sent, mut done, mut bad) = (0u64, 0u64, 0u64);
+    let mut free = [[true; 64]; blkfront::MAX_QUEUES];
+    // The buffer slot of each request, by its ring slot (`id & 0xff`).
+    let mut page_of = [[0u8; blkfront::MAX_SLOTS]; blkfront::MAX_QUEUES];
+    while done < n {
+        for (q, d) in qs.iter_mut().flatten().enumerate() {
+            let blocks = (d.info.sectors / 8).max(1);
+            while sent < n && d.in_flight() < depth {
+                let Some(s) = free[q][..depth].iter().position(|&f| f) else { break };
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let page = buf.gpa + (q * depth + s) as u64 * 4096;
+                let Ok(id) = d.queue_io(op, (x % blocks) * 8, page, 8) else { break };
+                free[q][s] = false;
+                page_of[q][(id & 0xff) as usize] = s as u8;
+                sent += 1;
+            }
+            d.push();
+        }
+        for (q, d) in qs.iter_mut().flatten().enumerate() {
+            while let Ok(Some(c)) = d.poll() {
+                bad += (c.status != BLKIF_RSP_OKAY) as u64;
+                free[q][usize::from(page_of[q][(c.id & 0xff) as usize])] = true;
+                done += 1;
+            }
+        }
+        if done < n {
+            // Sleep until some queue answers (the first with requests out).
+            if let Some(d) = qs.iter_mut().flatten().find(|d| d.in_flight() > 0) {
+                match d.wait() {
+                    Ok(c) => {
+                        let q = d.queue as usize;
+                        bad += (c.status != BLKIF_RSP_OKAY) as u64;
+                        free[q][usize::from(page_of[q][(c.id & 0xff) as usize])] = true;
+                        done += 1;
+                    }
+                    Err(e) => {
+                        println!("bench: {:?}", e);
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
+    let notifies: u64 = qs.iter().flatten().map(|d| d.notifies).sum();
+    println!("bench: n={} queues={} depth={} bad={} notifies={}", n, nq, depth, bad, notifies);
     (bad != 0) as i32
 }
 

@@ -166,6 +166,7 @@ fn frame_gpa(mfn: u64) -> Result<u64, i64> {
 
 fn one_mmuext(dom: &mut Domain, op: MmuextOp) -> Result<(), i64> {
     let arg1 = op.arg1_raw();
+    let vcpu = dom.current;
     let res = match op.cmd {
         mmu::MMUEXT_PIN_L1_TABLE..=mmu::MMUEXT_PIN_L4_TABLE => {
             let level = (op.cmd - mmu::MMUEXT_PIN_L1_TABLE + 1) as u8;
@@ -173,7 +174,7 @@ fn one_mmuext(dom: &mut Domain, op: MmuextOp) -> Result<(), i64> {
         }
         mmu::MMUEXT_UNPIN_TABLE => frame_gpa(arg1).and_then(|g| dom.paging.unpin(g)),
         mmu::MMUEXT_NEW_BASEPTR => {
-            frame_gpa(arg1).map_err(|_| mmu_err::NOT_PINNED).and_then(|g| dom.paging.new_baseptr(g))
+            frame_gpa(arg1).map_err(|_| mmu_err::NOT_PINNED).and_then(|g| dom.paging.new_baseptr(vcpu, g))
         }
         // The guest flushes its own TLB after the call (module docs).
         mmu::MMUEXT_TLB_FLUSH_LOCAL => Ok(()),

@@ -45,9 +45,15 @@ pub struct PagingState {
     level: Vec<u8>,
     /// Per pool frame: pinned (`MMUEXT_PIN_Lx_TABLE`).
     pinned: Vec<bool>,
-    /// The pinned L4 the vCPU runs on, once `new_baseptr` switched to one.
-    pub base: Option<u64>,
-    /// A CR3 value the vCPU loop must load before re-entering the guest.
+    /// Per vCPU (index = vCPU id): the pinned L4 it runs on, once
+    /// `MMUEXT_NEW_BASEPTR` or `VCPUOP_initialise` gave it one (Xen's
+    /// per-vCPU `guest_table`). Grows to the highest vCPU id seen
+    /// (bounded by `vcpus::MAX_VCPUS`, which the callers check).
+    pub bases: Vec<Option<u64>>,
+    /// A CR3 value the calling vCPU's loop must load before re-entering
+    /// the guest: set by `MMUEXT_NEW_BASEPTR` and taken by the same vCPU
+    /// in the same exit, under the domain lock, so it is never seen by
+    /// another vCPU (each vCPU's current base is in [`Self::bases`]).
     pub pending_cr3: Option<u64>,
     /// Counters.
     pub counters: PagingMetrics,
@@ -84,7 +90,7 @@ impl PagingState {
             mem_bytes,
             level: vec![0; frames],
             pinned: vec![false; frames],
-            base: None,
+            bases: Vec::new(),
             pending_cr3: None,
             counters: PagingMetrics::default(),
             frames_scanned: std::cell::Cell::new(0),
@@ -251,21 +257,43 @@ impl PagingState {
         if !self.pinned[i] {
             return Err(mmu_err::NOT_PINNED_UNPIN);
         }
-        if self.base == Some(gpa) {
+        // In use as any vCPU's base (Xen: the type reference a vCPU's
+        // `guest_table` holds).
+        if self.bases.contains(&Some(gpa)) {
             return Err(mmu_err::IN_USE);
         }
         self.pinned[i] = false;
         Ok(())
     }
 
-    /// `MMUEXT_NEW_BASEPTR`: records the new CR3 for the vCPU loop.
-    pub fn new_baseptr(&mut self, gpa: u64) -> Result<(), Errno> {
+    /// `MMUEXT_NEW_BASEPTR` from vCPU `vcpu`: records its new base and
+    /// the CR3 for its vCPU loop.
+    pub fn new_baseptr(&mut self, vcpu: u32, gpa: u64) -> Result<(), Errno> {
         if !self.is_pinned(gpa) || self.level_of(gpa) != 4 {
             return Err(mmu_err::NOT_PINNED);
         }
-        self.base = Some(gpa);
+        self.set_base(vcpu, gpa);
         self.pending_cr3 = Some(gpa);
         Ok(())
+    }
+
+    /// Whether `gpa` may become a vCPU's base: a pinned L4.
+    pub fn is_pinned_l4(&self, gpa: u64) -> bool {
+        self.is_pinned(gpa) && self.level_of(gpa) == 4
+    }
+
+    /// Records `gpa` as vCPU `vcpu`'s base (`VCPUOP_initialise`).
+    pub fn set_base(&mut self, vcpu: u32, gpa: u64) {
+        let i = vcpu as usize;
+        if self.bases.len() <= i {
+            self.bases.resize(i + 1, None);
+        }
+        self.bases[i] = Some(gpa);
+    }
+
+    /// vCPU `vcpu`'s base, if it switched to a pinned L4.
+    pub fn base(&self, vcpu: u32) -> Option<u64> {
+        self.bases.get(vcpu as usize).copied().flatten()
     }
 
     /// The trapped entry point: a guest write of `data` at `addr` in the
@@ -332,7 +360,7 @@ mod tests {
         // Unmap.
         s.update(&ram, t[3] + 8, 0).unwrap();
         assert_eq!(read(&ram, t[3] + 8), 0);
-        s.new_baseptr(t[0]).unwrap();
+        s.new_baseptr(0, t[0]).unwrap();
         assert_eq!(s.pending_cr3, Some(t[0]));
     }
 
@@ -361,12 +389,12 @@ mod tests {
             assert_eq!(s.update(&ram, ptr, val), Err(want), "{what}");
         }
         assert_eq!(ram.read_vec(POOL, 8 * 4096).unwrap(), snapshot);
-        assert_eq!(s.new_baseptr(t[1]), Err(mmu_err::NOT_PINNED));
-        assert_eq!(s.new_baseptr(0x10_0000), Err(mmu_err::NOT_PINNED));
+        assert_eq!(s.new_baseptr(0, t[1]), Err(mmu_err::NOT_PINNED));
+        assert_eq!(s.new_baseptr(0, 0x10_0000), Err(mmu_err::NOT_PINNED));
         assert_eq!(s.pin(&ram, t[0], 4), Err(mmu_err::ALREADY_PINNED));
         assert_eq!(s.pin(&ram, 0x10_0000, 1), Err(mmu_err::NOT_IN_POOL));
         assert_eq!(s.unpin(t[1]), Err(mmu_err::NOT_PINNED_UNPIN));
-        s.new_baseptr(t[0]).unwrap();
+        s.new_baseptr(0, t[0]).unwrap();
         assert_eq!(s.unpin(t[0]), Err(mmu_err::IN_USE));
         assert_eq!(s.counters.rejected, cases.len() as u64);
     }
