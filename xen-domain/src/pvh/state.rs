@@ -54,8 +54,10 @@ pub struct PvhSave {
     pub hypercall_page: Option<u64>,
     /// `HVM_PARAM_CALLBACK_IRQ`.
     pub callback_irq: u64,
-    /// `HVMOP_set_evtchn_upcall_vector`.
+    /// `HVMOP_set_evtchn_upcall_vector` of vCPU 0.
     pub upcall_vector: Option<u8>,
+    /// Every vCPU's upcall vector (index = vCPU id).
+    pub upcall_vectors: Vec<Option<u8>>,
     /// `HVM_PARAM_CONSOLE_EVTCHN`.
     pub console_evtchn: u32,
     /// `HVM_PARAM_STORE_EVTCHN`.
@@ -127,6 +129,7 @@ impl PvhState {
             hypercall_page: self.hypercall_page,
             callback_irq: self.callback_irq,
             upcall_vector: self.upcall_vector,
+            upcall_vectors: self.upcall_vectors.clone(),
             console_evtchn: self.console_evtchn,
             store_evtchn: self.store_evtchn,
             placed: self.placed.to_vec(),
@@ -170,6 +173,11 @@ impl PvhState {
         }
         let range = |ok: bool, what| if ok { Ok(()) } else { Err(PvhStateError::Range(what)) };
         range(s.grant_frames <= MAX_GRANT_FRAMES, "grant_frames")?;
+        // `hvmop_set_evtchn_upcall_vector()`: vectors from 0x10, existing vCPUs.
+        let vector_ok = |v: &Option<u8>| v.is_none_or(|v| v >= 0x10);
+        range(s.upcall_vectors.len() <= nr_vcpus as usize, "upcall_vectors")?;
+        range(s.upcall_vectors.iter().all(vector_ok) && vector_ok(&s.upcall_vector), "upcall vector")?;
+        range(s.upcall_vector == s.upcall_vectors.first().copied().flatten(), "upcall vector")?;
         range(s.hypercall_page.is_none_or(|g| g.checked_add(PAGE_SIZE).is_some_and(|e| e <= here)), "hypercall_page")?;
         range(s.reservation.empty.len() == self.reservation.empty.len(), "reservation")?;
         let max = u64::MAX / PAGE_SIZE;
@@ -202,6 +210,7 @@ impl PvhState {
         self.hypercall_page = s.hypercall_page;
         self.callback_irq = s.callback_irq;
         self.upcall_vector = s.upcall_vector;
+        self.upcall_vectors.clone_from(&s.upcall_vectors);
         self.console_evtchn = s.console_evtchn;
         self.store_evtchn = s.store_evtchn;
         self.grant_frames = s.grant_frames;

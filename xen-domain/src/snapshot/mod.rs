@@ -163,8 +163,10 @@ impl Domain {
             // The upcall route the guest's `HVM_PARAM_CALLBACK_IRQ` /
             // `HVMOP_set_evtchn_upcall_vector` set on the machine.
             let platform = self.evtchn.platform();
-            if let Some(v) = saved.upcall_vector {
-                platform.set_upcall_vector(v).map_err(PvhStateError::from)?;
+            for (vcpu, v) in saved.upcall_vectors.iter().enumerate() {
+                if let Some(v) = *v {
+                    platform.set_upcall_vector(vcpu as u32, v).map_err(PvhStateError::from)?;
+                }
             }
             use pv_abi::hvm::hvm_op::{CALLBACK_TYPE_SHIFT, CALLBACK_TYPE_VECTOR};
             let (kind, vector) = (saved.callback_irq >> CALLBACK_TYPE_SHIFT, saved.callback_irq as u8);
@@ -205,6 +207,9 @@ impl Domain {
         }
         self.evtchn.check_state(&s.evtchn)?;
         self.vcpus.check_state(&s.vcpus)?;
+        if s.paging.bases.len() > self.vcpus.count() as usize {
+            return Err(StateError::Paging(PagingStateError::TooManyVcpus(s.paging.bases.len())));
+        }
         if let (Some(p), Some(saved)) = (&self.pvh, &s.pvh) {
             p.check_state(saved, self.vcpus.count())?;
             // `grant_frames` is how far the VMM-owned table was grown.

@@ -413,10 +413,10 @@ fn page_tables_round_trip_and_are_revalidated() {
     pg.update(&ram, tb[1], tb[2] | pte::P | pte::RW).unwrap();
     pg.update(&ram, tb[2], tb[3] | pte::P | pte::RW).unwrap();
     pg.update(&ram, tb[3] + 8, KERNEL_BASE | pte::P | pte::RW).unwrap();
-    pg.new_baseptr(tb[0]).unwrap();
+    pg.new_baseptr(0, tb[0]).unwrap();
     let s = t.dom.save_state();
     assert_eq!(s.paging.tables, [(tb[0], 4), (tb[1], 3), (tb[2], 2), (tb[3], 1)]);
-    assert_eq!((s.paging.pinned.as_slice(), s.paging.base), (&[tb[0]][..], Some(tb[0])));
+    assert_eq!((s.paging.pinned.as_slice(), s.paging.bases.as_slice()), (&[tb[0]][..], &[Some(tb[0])][..]));
     let fresh = || {
         let d = TestDomain::new(paging_mode::PV);
         copy_memory(&t, &d);
@@ -447,7 +447,7 @@ fn page_tables_round_trip_and_are_revalidated() {
     bad.paging.tables[3].1 = 2;
     assert!(matches!(fresh().dom.restore_state(&bad), Err(StateError::Paging(PagingStateError::Invalid { .. }))));
     let mut bad = s.clone();
-    bad.paging.base = Some(tb[1]);
+    bad.paging.bases = vec![Some(tb[1])];
     assert_eq!(fresh().dom.restore_state(&bad), Err(StateError::Paging(PagingStateError::BadFrame(tb[1]))));
     let mut bad = s.clone();
     bad.paging.mode = paging_mode::TRAPPED;
@@ -553,4 +553,32 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// Each vCPU's upcall vector (`hvmop_set_evtchn_upcall_vector()`,
+/// `xen/arch/x86/hvm/hvm.c`: per vCPU) is routed again on the restored
+/// machine, and a state with a vector below 0x10 is refused.
+#[test]
+fn every_vcpus_upcall_vector_is_routed_again_after_a_restore() {
+    use pv_abi::hvm::hvm_op::{EvtchnUpcallVector, SET_EVTCHN_UPCALL_VECTOR};
+    let two = || {
+        let mut t = TestDomain::pvh();
+        t.dom.vcpus = Arc::new(crate::vcpus::VcpuSet::new(2));
+        t.dom.evtchn.set_vcpus(2);
+        t
+    };
+    let mut t = two();
+    for (vcpu, vector) in [(0, 0xf3), (1, 0xf4)] {
+        t.put(TEST_ARG, &EvtchnUpcallVector { vcpu, vector, _pad: [0; 3] });
+        assert_eq!(t.call(nr::HVM_OP, [SET_EVTCHN_UPCALL_VECTOR, TEST_ARG, 0, 0, 0]), 0);
+    }
+    let s = t.dom.save_state();
+    let mut r = two();
+    copy_memory(&t, &r);
+    r.dom.restore_state(&s).unwrap();
+    let calls = r.platform.calls();
+    assert!(calls.contains(&Call::SetUpcallVector(0, 0xf3)) && calls.contains(&Call::SetUpcallVector(1, 0xf4)));
+    let mut bad = s.clone();
+    bad.pvh.as_mut().unwrap().upcall_vectors[1] = Some(0x0f);
+    assert!(matches!(two().dom.restore_state(&bad), Err(StateError::Pvh(PvhStateError::Range(_)))));
 }

@@ -1,6 +1,6 @@
 //! The direct-paging validator's part of a snapshot ([`PagingSave`]):
-//! the mode, the pool, each pool frame's type (table level) and pin, the
-//! base table and a CR3 the vCPU loop has not loaded yet.
+//! the mode, the pool, each pool frame's type (table level) and pin, each
+//! vCPU's base table and a CR3 the vCPU loop has not loaded yet.
 //!
 //! The types are the validator's promise that every table entry in the
 //! pool was checked (no writable mapping of the pool, no frame outside
@@ -25,8 +25,8 @@ pub struct PagingSave {
     pub tables: Vec<(u64, u8)>,
     /// Pinned frames (guest-physical).
     pub pinned: Vec<u64>,
-    /// The pinned L4 the vCPU runs on.
-    pub base: Option<u64>,
+    /// Per vCPU (index = vCPU id): the pinned L4 it runs on.
+    pub bases: Vec<Option<u64>>,
     /// A CR3 the vCPU loop must load before re-entering the guest.
     pub pending_cr3: Option<u64>,
 }
@@ -46,6 +46,9 @@ pub enum PagingStateError {
     /// not 1..=4, a base that is not a pinned L4.
     #[error("page-table frame {0:#x}: not a valid pool frame in this role")]
     BadFrame(u64),
+    /// Bases for more vCPUs than a domain may have.
+    #[error("page-table bases for {0} vCPUs")]
+    TooManyVcpus(usize),
     /// A saved table whose contents do not validate at its level (errno).
     #[error("page-table frame {frame:#x} does not validate as level {level} (errno {errno})")]
     Invalid {
@@ -69,7 +72,7 @@ impl PagingState {
             pool: (self.pool_start, self.pool_end),
             tables,
             pinned,
-            base: self.base,
+            bases: self.bases.clone(),
             pending_cr3: self.pending_cr3,
         }
     }
@@ -118,12 +121,15 @@ impl PagingState {
                 None => return Err(PagingStateError::BadFrame(frame)),
             }
         }
-        for cr3 in [s.base, s.pending_cr3].into_iter().flatten() {
+        if s.bases.len() > crate::vcpus::MAX_VCPUS as usize {
+            return Err(PagingStateError::TooManyVcpus(s.bases.len()));
+        }
+        for cr3 in s.bases.iter().copied().chain([s.pending_cr3]).flatten() {
             if !fresh.is_pinned(cr3) || fresh.level_of(cr3) != 4 || cr3 % PAGE_SIZE != 0 {
                 return Err(PagingStateError::BadFrame(cr3));
             }
         }
-        fresh.base = s.base;
+        fresh.bases.clone_from(&s.bases);
         fresh.pending_cr3 = s.pending_cr3;
         fresh.counters = self.counters;
         *self = fresh;
