@@ -339,7 +339,7 @@ mod tests {
         use pv_abi::mmu::{mmu_err, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE};
         let mut t = own(paging_mode::PV, 2);
         let (a, b) = (TEST_POOL, TEST_POOL + 0x1000);
-        let mut ext = |t: &mut TestDomain, vcpu: u32, cmd: u32, gpa: u64| {
+        let ext = |t: &mut TestDomain, vcpu: u32, cmd: u32, gpa: u64| {
             t.dom.current = vcpu;
             t.put(TEST_ARG, &MmuextOp::with_mfn(cmd, gpa >> 12));
             t.call(nr::MMUEXT_OP, [TEST_ARG, 1, 0, 0x7ff0, 0])
