@@ -44,9 +44,16 @@ pub fn hvm_op(dom: &mut Domain, a: &[u64; 5]) -> HcResult {
             dom.evtchn.set_compat_layout(dom.compat);
             // The field keeps vCPU 0's vector (what the toolstack reports);
             // the others' live in the platform's routes.
+            let pvh = dom.pvh.as_mut().expect("checked");
             if v.vcpu == 0 {
-                dom.pvh.as_mut().expect("checked").upcall_vector = Some(v.vector);
+                pvh.upcall_vector = Some(v.vector);
             }
+            // `v.vcpu` < the vCPU count (at most `MAX_VCPUS`), checked above.
+            let i = v.vcpu as usize;
+            if pvh.upcall_vectors.len() <= i {
+                pvh.upcall_vectors.resize(i + 1, None);
+            }
+            pvh.upcall_vectors[i] = Some(v.vector);
             Ok(0)
         }
         _ => Err(ENOSYS),

@@ -19,6 +19,8 @@ use pv_abi::layout::PAGE_SIZE;
 use pv_abi::shared_info::EvtchnLayout;
 use std::sync::Arc;
 
+pub mod state;
+
 /// VMM pages before the grant frames: start-info, shared info, console, store.
 const FIXED_PAGES: u64 = 4;
 /// All VMM pages at the top of a PVH guest's RAM.
@@ -93,8 +95,11 @@ pub struct PvhState {
     pub hypercall_page: Option<u64>,
     /// `HVM_PARAM_CALLBACK_IRQ` as the guest set it.
     pub callback_irq: u64,
-    /// The per-vCPU upcall vector (`HVMOP_set_evtchn_upcall_vector`).
+    /// The per-vCPU upcall vector (`HVMOP_set_evtchn_upcall_vector`) of vCPU 0.
     pub upcall_vector: Option<u8>,
+    /// Every vCPU's upcall vector (index = vCPU id), as the platform was
+    /// told: a snapshot routes them again.
+    pub upcall_vectors: Vec<Option<u8>>,
     /// The console's event channel (`HVM_PARAM_CONSOLE_EVTCHN`).
     pub console_evtchn: u32,
     /// The store's event channel (`HVM_PARAM_STORE_EVTCHN`).
@@ -202,6 +207,7 @@ impl PvhState {
             hypercall_page: None,
             callback_irq: 0,
             upcall_vector: None,
+            upcall_vectors: Vec::new(),
             console_evtchn: 0,
             store_evtchn: 0,
             placed: [None; PLACEABLE],
