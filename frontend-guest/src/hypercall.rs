@@ -80,6 +80,28 @@ pub fn shutdown(reason: u32, exit_code: u32) -> ! {
     arch::halt_forever()
 }
 
+/// How a guest continues after [`suspend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The toolstack cancelled the suspend (the hypercall returned 1):
+    /// same domain, every connection as it was.
+    Cancelled,
+    /// The guest continues as a new domain (it returned 0, as after a
+    /// restore): front ends must reconnect to back ends in `InitWait`.
+    NewDomain,
+}
+
+/// `sched_op(SCHEDOP_shutdown, SHUTDOWN_suspend)`, Xen's cooperative
+/// suspend: the call returns when the toolstack resumes the guest; the
+/// return value says how (`xen/include/public/sched.h`: "the hypercall
+/// returns 1 if the suspend was cancelled", libxc's `xc_resume.c`).
+pub fn suspend() -> Result<Resumed, Errno> {
+    let arg = sched_op::SchedShutdown { reason: sched_op::SHUTDOWN_SUSPEND };
+    // SAFETY: the VMM reads a `SchedShutdown` at the pointer, which names `arg`.
+    let r = check(unsafe { arch::hypercall(nr::SCHED_OP, sched_op::SHUTDOWN, &arg as *const _ as u64, 0, 0, 0) })?;
+    Ok(if r == 0 { Resumed::NewDomain } else { Resumed::Cancelled })
+}
+
 /// `event_channel_op` with the `EVTCHNOP_*` argument structure `arg` for
 /// `cmd` (below both event-channel ABIs, 2-level and FIFO).
 pub(crate) fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {

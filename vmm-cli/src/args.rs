@@ -129,8 +129,21 @@ pub enum CtlCommand {
     Info,
     /// Park the vCPU (`PUT /vm.pause`).
     Pause,
-    /// Unpark it (`PUT /vm.resume`).
-    Resume,
+    /// Unpark it (`PUT /vm.resume`); a suspended guest sees its suspend
+    /// cancelled (the hypercall returns 1) or, with `--fresh`, continues
+    /// as a new domain (it returns 0; its front ends reconnect).
+    Resume {
+        /// Resume a suspended guest as a new domain.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Ask the guest to suspend itself, Xen's cooperative suspend
+    /// (`control/shutdown = suspend`; `PUT /vm.suspend`).
+    Suspend {
+        /// Milliseconds the guest has to suspend (default 60000, libxl's).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
     /// Ask the guest to power off, stop it after the grace period (`PUT /vm.shutdown`).
     Shutdown,
     /// Ask the guest to reboot (`PUT /vm.reboot`).

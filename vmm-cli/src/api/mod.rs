@@ -8,6 +8,7 @@
 
 mod hotplug;
 pub mod http;
+mod suspend;
 
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
@@ -198,7 +199,8 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm" => want("GET").or_else(no_body).unwrap_or_else(|| info(s)),
         "/vm.stats" => want("GET").or_else(no_body).unwrap_or_else(|| stats(s)),
         "/vm.pause" => want("PUT").or_else(no_body).unwrap_or_else(|| done(s.control.pause(VCPU_ANSWER_TIMEOUT))),
-        "/vm.resume" => want("PUT").or_else(no_body).unwrap_or_else(|| done(s.control.resume())),
+        "/vm.resume" => want("PUT").unwrap_or_else(|| suspend::resume(s, &req.body)),
+        "/vm.suspend" => want("PUT").unwrap_or_else(|| suspend::suspend(s, &req.body)),
         "/vm.destroy" => want("PUT").or_else(no_body).unwrap_or_else(|| {
             s.control.destroy(Destroy::Now);
             Response::no_content()
@@ -232,6 +234,7 @@ fn control_error(e: ControlError) -> Response {
     match e {
         ControlError::NotRunning => Response::error(409, format!("{e}: retry once it has booted")),
         ControlError::Timeout(_) => Response::error(503, e.to_string()),
+        ControlError::AlreadySuspended | ControlError::NotSuspended => Response::error(409, e.to_string()),
     }
 }
 
@@ -463,7 +466,10 @@ mod tests {
         assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target_kib": 1}"#).0, 409);
         assert_eq!(call(&s, "GET", "/vm", "").0, 200, "info answers while not running");
         assert_eq!(call(&s, "POST", "/vm", "").0, 405);
-        assert_eq!(call(&s, "PUT", "/vm.resume", "{}").0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.resume", "{\"nonsense\": 1}").0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.resume", "{\"fresh\": true}").0, 409, "not suspended");
+        assert_eq!(call(&s, "PUT", "/vm.suspend", "").0, 409, "no vCPU yet");
+        assert_eq!(call(&s, "PUT", "/vm.suspend", "{\"timeout\": 1}").0, 400);
         assert_eq!(call(&s, "GET", "/", "").0, 404);
         assert_eq!(call(&s, "PUT", "/vm.migrate", "{}").0, 501);
     }
