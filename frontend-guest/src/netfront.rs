@@ -180,6 +180,8 @@ pub struct NetFront {
     pub store_mtu: Option<usize>,
     notifies: u64,
     mtu: usize,
+    /// The transmit and receive rings' grants.
+    ring_refs: [GrantRef; 2],
 }
 
 impl core::fmt::Debug for NetFront {
@@ -202,6 +204,47 @@ pub fn list(store: &mut Store, mut f: impl FnMut(u32)) -> Result<(), NetError> {
         }
     }
     Ok(())
+}
+
+/// The token of [`wait_for_vif`]'s watch on `device/vif`.
+pub const VIF_WATCH_TOKEN: &str = "rt-device-vif";
+
+/// Waits until an interface appears under `device/vif` and returns its
+/// id: one hot-plugged while the guest runs (`xl network-attach`, `vmm
+/// ctl add-net`), noticed through a watch on the directory as Linux's
+/// xenbus front end notices it (`xenbus_probe_frontend.c` watches
+/// `device`). The watch is removed before returning.
+pub fn wait_for_vif(store: &mut Store) -> Result<u32, NetError> {
+    store.watch("device/vif", VIF_WATCH_TOKEN)?;
+    let r = (|| loop {
+        let mut first = None;
+        list(store, |v| {
+            first.get_or_insert(v);
+        })?;
+        if let Some(v) = first {
+            return Ok(v);
+        }
+        let mut path = [0u8; 128];
+        match store.wait_watch_token(VIF_WATCH_TOKEN, &mut path) {
+            Ok(_) | Err(StoreError::BufferTooSmall(_)) => {}
+            Err(e) => return Err(NetError::Store(e)),
+        }
+    })();
+    let u = store.unwatch("device/vif", VIF_WATCH_TOKEN);
+    let v = r?;
+    u?;
+    Ok(v)
+}
+
+/// `<back end>/state` of `device/vif/<id>`.
+pub fn backend_state_path(store: &mut Store, id: u32) -> Result<NodePath<160>, NetError> {
+    let mut dir = NodePath::<64>::new("device/vif")?;
+    dir.push_u32(id)?;
+    let mut be = [0u8; 128];
+    let be = crate::xenbus::read_backend_path(store, dir.as_str(), &mut be)?;
+    let mut p = NodePath::<160>::new(be)?;
+    p.push(pv_abi::xenbus::keys::STATE)?;
+    Ok(p)
 }
 
 fn read_key<'b>(store: &mut Store, dir: &str, key: &str, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, NetError> {
@@ -297,7 +340,8 @@ pub fn connect(store: &mut Store, id: u32) -> Result<NetFront, NetError> {
     let store_mtu = read_key(store, dir.as_str(), keys::MTU, &mut buf)?
         .and_then(crate::cmdline::parse_u64)
         .and_then(|m| usize::try_from(m).ok());
-    let mut f = NetFront { rx, tx, id, mac, sg, port, store_mtu, notifies: 0, mtu: MTU_NO_SG };
+    let ring_refs = [tx_ref, rx_ref];
+    let mut f = NetFront { rx, tx, id, mac, sg, port, store_mtu, notifies: 0, mtu: MTU_NO_SG, ring_refs };
     for i in 0..RX_BUFS {
         f.rx.post(i as u16)?;
     }
@@ -559,6 +603,30 @@ impl NetFront {
         }
         let port = self.port;
         evtchn::wait_until(|| evtchn::events(port) != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
+    }
+}
+
+impl NetFront {
+    /// Closes the interface as Linux's netfront does when its back end
+    /// goes `Closing` (`netback_changed()` -> `xenbus_frontend_closed()`):
+    /// switches to `Closed`, waits for the back end to be `Closed` (or
+    /// gone), then ends the rings' grants and closes the event channel.
+    /// A grant the back end still maps is leaked, never reused.
+    pub fn close(&mut self, store: &mut Store) -> Result<(), NetError> {
+        let be_state = backend_state_path(store, self.id);
+        let mut dir = NodePath::<64>::new("device/vif")?;
+        dir.push_u32(self.id)?;
+        crate::xenbus::switch_state(store, dir.as_str(), crate::xenbus::XenbusState::Closed)?;
+        if let Ok(be_state) = be_state {
+            crate::xenbus::wait_for_state(store, be_state.as_str(), |s| {
+                s == crate::xenbus::XenbusState::Unknown || s == crate::xenbus::XenbusState::Closed
+            })?;
+        }
+        for r in self.ring_refs {
+            let _ = grant::end_access(r);
+        }
+        evtchn::close(self.port)?;
+        Ok(())
     }
 }
 

@@ -162,18 +162,18 @@ pub enum CtlCommand {
         /// `--disk` syntax.
         disk: String,
     },
-    /// Detach a hot-plugged disk (`PUT /vm.remove-device`, as `xl block-detach`).
+    /// Detach a hot-plugged device (`PUT /vm.remove-device`, as `xl block-detach` / `network-detach`).
     RemoveDevice {
-        /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`).
+        /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`), or `vif/<n>`.
         id: String,
         /// Milliseconds to wait for the guest to close it before forcing
         /// (default 10000, libxl's LIBXL_DESTROY_TIMEOUT).
         #[arg(long)]
         timeout_ms: Option<u64>,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.add-net`.
+    /// Attach a Xen network interface at run time (`PUT /vm.add-net`, as `xl network-attach`).
     AddNet {
-        /// `--net` syntax.
+        /// `--net` syntax: `tap=<ifname>[,mac=<mac>]`.
         net: String,
     },
     /// Not implemented yet (answers 501): `PUT /vm.snapshot`.

@@ -10,7 +10,11 @@
 //! for the client mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n`
 //! bytes of the pattern `byte[i] = i % 251` to that address, then close
 //! (`n=<k>` instead of `bytes=`: k segments of 1448 bytes;
-//! `exit_after_send`: power off then). `test=ping` and `test=hostile` are
+//! `exit_after_send`: power off then). `hotplug`: start without an
+//! interface, wait for one to be attached at run time (`vmm ctl add-net`,
+//! noticed through a watch on `device/vif`), serve over it until its back
+//! end goes `Closing` (`vmm ctl remove-device vif/<n>`), close it, then
+//! wait for `control/shutdown`. `test=ping` and `test=hostile` are
 //! the benchmark's and the hostile test's raw-frame scenarios (netfront
 //! only; see their functions).
 //!
@@ -34,6 +38,7 @@
 use core::fmt::Write as _;
 use frontend_guest::netfront::{self, NetFront};
 use frontend_guest::virtio::{self as vio, NetDevice};
+use frontend_guest::xenbus::{Store, XenbusState};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage};
@@ -183,6 +188,10 @@ trait Nic: smoltcp::phy::Device {
     fn write_counters(&self, w: &mut Text<'_>) -> core::fmt::Result;
     /// (received, sent, notifications) for the closing line.
     fn summary(&self) -> (u64, u64, u64);
+    /// Closes the device after its back end went away (hot-unplug).
+    fn close(&mut self, _store: &mut Store) -> bool {
+        false
+    }
 }
 
 impl Nic for NetFront {
@@ -217,6 +226,15 @@ impl Nic for NetFront {
     fn summary(&self) -> (u64, u64, u64) {
         let c = self.counters();
         (c.rx_packets, c.tx_packets, c.notifies)
+    }
+    fn close(&mut self, store: &mut Store) -> bool {
+        match NetFront::close(self, store) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("net: vif/{}: close: {:?}", self.id, e);
+                false
+            }
+        }
     }
 }
 
@@ -416,6 +434,37 @@ struct Guest<'a, D: Nic> {
     shutdown: bool,
     /// Power off once the client's stream is done (`exit_after_send`).
     exit_after_send: bool,
+    /// `hotplug`: where the back end's state is watched for a detach.
+    detach: Option<Detach>,
+}
+
+/// A hot-plugged interface's back end, looked at every
+/// [`DETACH_POLL_US`] for a detach (`Closing`, or its directory gone).
+struct Detach {
+    store: Store,
+    id: u32,
+    be_state: frontend_guest::xenbus::NodePath<160>,
+    next_us: u64,
+    detached: bool,
+}
+
+/// How often a hot-plugged interface's back-end state is read.
+const DETACH_POLL_US: u64 = 100_000;
+
+impl Detach {
+    /// Whether the back end has left `Connected` (read at most every
+    /// [`DETACH_POLL_US`]); the next time to look.
+    fn check(&mut self, now_us: u64) -> (bool, u64) {
+        if now_us >= self.next_us {
+            self.next_us = now_us + DETACH_POLL_US;
+            let s = frontend_guest::xenbus::read_state(&mut self.store, self.be_state.as_str());
+            if let Some(s) = s.ok().filter(|s| *s == XenbusState::Unknown || *s >= XenbusState::Closing) {
+                println!("net: vif/{}: back end {:?}: closing the interface", self.id, s);
+                self.detached = true;
+            }
+        }
+        (self.detached, self.next_us)
+    }
 }
 
 /// The device the guest runs over.
@@ -427,20 +476,30 @@ enum Link {
 
 /// netfront on the first vif the store lists, else the first virtio-net
 /// device in start-info; an exit status if there is neither.
-fn open_link(si: &'static StartInfo) -> Result<Link, i32> {
-    let mut store = frontend_guest::xenbus::open_store(si).map_err(|e| {
-        println!("net: store: {:?}", e);
-        70
-    })?;
+fn open_link(si: &'static StartInfo, store: &mut Store, hotplug: bool) -> Result<Link, i32> {
+    if hotplug {
+        println!("net: waiting for an interface (device/vif)");
+        let id = netfront::wait_for_vif(store).map_err(|e| {
+            println!("net: watch on device/vif: {:?}", e);
+            71
+        })?;
+        return match netfront::connect(store, id) {
+            Ok(d) => Ok(Link::Xen(id, d)),
+            Err(e) => {
+                println!("net: vif/{}: connect failed: {:?}", id, e);
+                Err(73)
+            }
+        };
+    }
     let mut first = None;
-    if let Err(e) = netfront::list(&mut store, |id| {
+    if let Err(e) = netfront::list(store, |id| {
         first.get_or_insert(id);
     }) {
         println!("net: cannot list interfaces: {:?}", e);
         return Err(71);
     }
     if let Some(id) = first {
-        return match netfront::connect(&mut store, id) {
+        return match netfront::connect(store, id) {
             Ok(d) => Ok(Link::Xen(id, d)),
             Err(e) => {
                 println!("net: vif/{}: connect failed: {:?}", id, e);
@@ -478,7 +537,15 @@ fn main(si: &'static StartInfo) -> i32 {
     };
     let timer = clock::init();
     let want_mtu = cmdline::get_u64(cmd, "mtu").map(|m| m as usize);
-    match open_link(si) {
+    let mut store = match frontend_guest::xenbus::open_store(si) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("net: store: {:?}", e);
+            return 70;
+        }
+    };
+    let hotplug = cmdline::words(cmd).any(|(k, _)| k == b"hotplug");
+    match open_link(si, &mut store, hotplug) {
         Err(code) => code,
         Ok(Link::Xen(id, mut dev)) => {
             // The toolstack's `mtu` key is the default and the ceiling
@@ -504,7 +571,15 @@ fn main(si: &'static StartInfo) -> i32 {
                 timer,
                 clock::tsc_per_us()
             );
-            serve(dev, m, cidr, cmd)
+            let detach = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
+                Some(Ok(be_state)) => Some(Detach { store, id, be_state, next_us: 0, detached: false }),
+                Some(Err(e)) => {
+                    println!("net: vif/{}: no back-end state: {:?}", id, e);
+                    return 73;
+                }
+                None => None,
+            };
+            serve(dev, m, cidr, cmd, detach)
         }
         Ok(Link::Virtio(base, dev)) => {
             let m = dev.mac();
@@ -522,7 +597,7 @@ fn main(si: &'static StartInfo) -> i32 {
                 dev.mtu(),
                 timer
             );
-            serve(dev, m, cidr, cmd)
+            serve(dev, m, cidr, cmd, None)
         }
     }
 }
@@ -539,7 +614,7 @@ fn interface<D: Nic>(dev: &mut D, mac: [u8; 6]) -> Option<&'static mut Interface
 
 /// Runs the services (and the client, if asked) over `dev` until told to
 /// power off.
-fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8]) -> i32 {
+fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8], detach: Option<Detach>) -> i32 {
     let Some(iface) = interface(&mut dev, mac) else { return 2 };
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
@@ -563,6 +638,7 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         served: 0,
         shutdown: false,
         exit_after_send: cmdline::words(cmd).any(|(k, _)| k == b"exit_after_send"),
+        detach,
     };
     if let Some((host, port)) = cmdline::get(cmd, "send").and_then(parse_endpoint) {
         if let Err(code) = g.start_client(host, port, cmd) {
@@ -584,7 +660,33 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         notifies,
         evtchn::upcalls()
     );
-    0
+    match g.detach {
+        Some(mut d) if d.detached => detached(&mut g.dev.dev, &mut d),
+        _ => 0,
+    }
+}
+
+/// After a hot-unplug: closes the interface, then waits for the
+/// toolstack's `control/shutdown` (the VMM outlives the detach).
+fn detached<D: Nic>(dev: &mut D, d: &mut Detach) -> i32 {
+    if !dev.close(&mut d.store) {
+        return 1;
+    }
+    println!("net: vif/{}: closed; waiting for control/shutdown", d.id);
+    if let Err(e) = frontend_guest::xenbus::watch_shutdown(&mut d.store) {
+        println!("net: watch control/shutdown: {:?}", e);
+        return 1;
+    }
+    match frontend_guest::xenbus::wait_shutdown_request(&mut d.store) {
+        Ok(r) => {
+            println!("net: control/shutdown: {:?}", r);
+            0
+        }
+        Err(e) => {
+            println!("net: control/shutdown: {:?}", e);
+            1
+        }
+    }
 }
 
 /// A pool of `N` sockets for `port`, each with `buf` bytes per direction
@@ -670,6 +772,13 @@ impl<D: Nic> Guest<'_, D> {
                 self.shutdown = true;
             }
             let now_us = clock::now_us();
+            // A hot-plugged interface being detached: stop serving at once
+            // (the back end no longer moves frames).
+            let detach_at = match self.detach.as_mut().map(|d| d.check(now_us)) {
+                Some((true, _)) => return,
+                Some((false, next)) => Some(next),
+                None => None,
+            };
             if self.shutdown {
                 let end = *power_off_at.get_or_insert(now_us + DRAIN_US);
                 if now_us >= end || self.drained() {
@@ -677,10 +786,7 @@ impl<D: Nic> Guest<'_, D> {
                 }
             }
             let timer = self.iface.poll_delay(now(), &self.sockets).map(|d| now_us + d.total_micros());
-            let wake = match (timer, power_off_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [timer, power_off_at, detach_at].into_iter().flatten().min();
             if wake.is_some_and(|w| w <= clock::now_us()) {
                 continue;
             }

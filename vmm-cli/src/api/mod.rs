@@ -181,12 +181,8 @@ fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Endpoints the issue names that are not built yet: 501.
-const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("/vm.add-net", "network hot-plug"),
-    ("/vm.snapshot", "snapshot"),
-    ("/vm.restore", "restore"),
-    ("/vm.migrate", "live migration"),
-];
+const NOT_IMPLEMENTED: &[(&str, &str)] =
+    &[("/vm.snapshot", "snapshot"), ("/vm.restore", "restore"), ("/vm.migrate", "live migration")];
 
 /// One request's answer, and whether it asked for a graceful shutdown
 /// (whose grace period the server then times).
@@ -214,6 +210,7 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm.reboot" => want("PUT").or_else(no_body).unwrap_or_else(|| store_request(s, "reboot")),
         "/vm.balloon" => want("PUT").unwrap_or_else(|| balloon(s, &req.body)),
         "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
+        "/vm.add-net" => want("PUT").unwrap_or_else(|| hotplug::add_net(s, &req.body)),
         "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
@@ -312,6 +309,10 @@ fn vcpu_json(v: &VcpuStats) -> Value {
 fn device_stats(v: &VmView) -> Value {
     let mut out: Vec<Value> =
         v.devices.iter().map(|(name, m)| json!({ "name": name, "counters": counters(m.counters()) })).collect();
+    // Hot-plugged split devices, with the id `remove-device` takes.
+    for (id, name, m) in v.hotplug.iter().flat_map(vmm::hotplug::Hotplug::devices) {
+        out.push(json!({ "name": name, "id": id, "hotplugged": true, "counters": counters(m.counters()) }));
+    }
     for (i, e) in v.virtio.entries.iter().enumerate() {
         if let Some(c) = v.virtio.counters(i) {
             let name = format!("virtio-mmio@{:#x}", e.base);
