@@ -57,7 +57,7 @@ pub enum HotplugError {
     #[error("{0}")]
     BadDevice(String),
     /// The id names no hot-plugged device.
-    #[error("no hot-plugged device {0}: give the id `add-disk` or `add-net` answered (`vbd/<n>`, `<n>` or a disk name such as `xvdb`, `vif/<n>`); only devices added at run time can be removed")]
+    #[error("no hot-plugged device {0}: give the id `add-disk` or `add-net` answered (`vbd/<n>`, `<n>` or a disk name such as `xvdb`, `vif/<n>`); Xen disks given with --disk and devices added at run time can be removed")]
     NoDevice(String),
     /// The device number is taken.
     #[error("device/{0}/{1} exists already: give the disk another vdev=")]
@@ -174,25 +174,49 @@ pub struct HotplugHost {
     pub grants: Arc<GrantTable>,
 }
 
-/// One hot-plugged device as the thread keeps it.
+/// One device the thread can remove: hot-plugged, or a cold-plugged
+/// disk handed over when the VM was built ([`ColdDisk`]).
 struct Device {
     plugged: Plugged,
     metrics: Arc<dyn pv_util::metrics::DeviceMetrics>,
     thread: DeviceThread,
     binder: Arc<EvtchnAdapter>,
     store: Arc<TrackedStore>,
+    /// Cold-plugged (listed with the VM's devices, not as hot-plugged).
+    cold: bool,
 }
 
-/// The store as one hot-plugged back end reaches it, remembering the
+/// A cold-plugged Xen disk (`--disk`), given to the hot-plug thread so
+/// `remove-device` can detach it as it detaches a hot-plugged one: its
+/// own device thread, event-channel binder and tracked store handle.
+pub struct ColdDisk {
+    /// `vbd/<vdev>` and its store directories.
+    pub plugged: Plugged,
+    /// Its counters.
+    pub metrics: Arc<dyn pv_util::metrics::DeviceMetrics>,
+    /// Its device thread (serving this disk only).
+    pub thread: DeviceThread,
+    /// The binder its back end was wired with.
+    pub binder: Arc<EvtchnAdapter>,
+    /// The store handle its back end was wired with.
+    pub store: Arc<TrackedStore>,
+}
+
+/// The store as one removable back end reaches it, remembering the
 /// host watches it registers so a detach removes them (each holds the
 /// back end's eventfd; without this every attach/detach cycle would
 /// leave one behind).
-struct TrackedStore {
+pub struct TrackedStore {
     store: SharedStore,
     watches: Mutex<Vec<(String, String)>>,
 }
 
 impl TrackedStore {
+    /// A handle on `store` that tracks its watches.
+    pub fn new(store: SharedStore) -> Self {
+        TrackedStore { store, watches: Mutex::default() }
+    }
+
     fn unwatch_all(&self) {
         for (path, token) in std::mem::take(&mut *self.watches.lock().unwrap_or_else(|p| p.into_inner())) {
             if let Err(e) = self.store.unwatch_host(&path, &token) {
@@ -239,8 +263,9 @@ pub struct HotplugThread {
 }
 
 impl HotplugThread {
-    /// Starts the thread serving `host`.
-    pub fn start(host: HotplugHost) -> std::io::Result<Self> {
+    /// Starts the thread serving `host`, which may also remove the
+    /// cold-plugged disks `cold`.
+    pub fn start(host: HotplugHost, cold: Vec<ColdDisk>) -> std::io::Result<Self> {
         let (tx, rx) = channel();
         let listed: Arc<Mutex<Vec<Listed>>> = Arc::default();
         let published = listed.clone();
@@ -250,7 +275,18 @@ impl HotplugThread {
             // HashMap): seed them before the filter, which refuses it.
             let _ = std::collections::hash_map::RandomState::new();
             crate::seccomp::install_or_exit(ThreadKind::Hotplug);
-            serve(host, rx, &published);
+            let devices = cold
+                .into_iter()
+                .map(|c| Device {
+                    plugged: c.plugged,
+                    metrics: c.metrics,
+                    thread: c.thread,
+                    binder: c.binder,
+                    store: c.store,
+                    cold: true,
+                })
+                .collect();
+            serve(host, rx, &published, devices);
         })?;
         Ok(HotplugThread { handle: Hotplug { tx: Arc::new(Mutex::new(tx)), listed }, thread: Some(thread) })
     }
@@ -270,11 +306,13 @@ impl Drop for HotplugThread {
     }
 }
 
-fn serve(host: HotplugHost, rx: Receiver<Request>, listed: &Mutex<Vec<Listed>>) {
-    let mut devices: Vec<Device> = Vec::new();
+fn serve(host: HotplugHost, rx: Receiver<Request>, listed: &Mutex<Vec<Listed>>, mut devices: Vec<Device>) {
     let publish = |devices: &[Device]| {
-        *listed.lock().unwrap_or_else(|p| p.into_inner()) =
-            devices.iter().map(|d| (d.plugged.id.clone(), d.plugged.paths.back.clone(), d.metrics.clone())).collect();
+        *listed.lock().unwrap_or_else(|p| p.into_inner()) = devices
+            .iter()
+            .filter(|d| !d.cold)
+            .map(|d| (d.plugged.id.clone(), d.plugged.paths.back.clone(), d.metrics.clone()))
+            .collect();
     };
     while let Ok(req) = rx.recv() {
         match req {
@@ -309,7 +347,7 @@ fn next_vif_handle(store: &SharedStore, domid: DomId) -> u32 {
 }
 
 fn add_device(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) -> Result<Plugged, HotplugError> {
-    if devices.len() >= MAX_HOTPLUGGED {
+    if devices.iter().filter(|d| !d.cold).count() >= MAX_HOTPLUGGED {
         return Err(HotplugError::TooMany);
     }
     let net = matches!(spec, DeviceSpec::Net(_));
@@ -336,7 +374,7 @@ fn add_device(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) 
         crate::store_nodes::name_disks(&host.store, host.domid).map_err(|e| host_err(&e))?;
     }
     let binder = Arc::new(EvtchnAdapter::new(host.evtchn.clone()));
-    let store = Arc::new(TrackedStore { store: host.store.clone(), watches: Mutex::default() });
+    let store = Arc::new(TrackedStore::new(host.store.clone()));
     let xhost = XenbusHost { store: store.clone(), evtchn: binder.clone(), grants: host.grants.clone() };
     let started = backend.wire(paths.clone(), &xhost).map_err(|e| host_err(&e)).and_then(|dev| {
         let thread = DeviceThread::start(&format!("pv-{}-hp{id}", kind.name), vec![dev.subscriber]);
@@ -352,7 +390,7 @@ fn add_device(host: &HotplugHost, devices: &mut Vec<Device>, spec: &DeviceSpec) 
     };
     let plugged = Plugged { id: format!("{}/{id}", kind.name), paths };
     tracing::info!(id = %plugged.id, back = %plugged.paths.back, "device attached");
-    devices.push(Device { plugged: plugged.clone(), thread, binder, store, metrics });
+    devices.push(Device { plugged: plugged.clone(), thread, binder, store, metrics, cold: false });
     Ok(plugged)
 }
 
@@ -422,7 +460,7 @@ mod tests {
     fn a_detached_back_ends_watches_are_removed() {
         use backend::xenbus::XenbusStore;
         let s = SharedStore::new();
-        let t = TrackedStore { store: s.clone(), watches: Mutex::default() };
+        let t = TrackedStore::new(s.clone());
         let wake = Arc::new(vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap());
         assert!(t.watch("/local/domain/1/device/vbd/51712/state", wake.clone()));
         let _ = wake.read(); // the initial event

@@ -307,8 +307,13 @@ fn vcpu_json(v: &VcpuStats) -> Value {
 
 /// Each split device's counters, then each virtio transport's and device's.
 fn device_stats(v: &VmView) -> Value {
-    let mut out: Vec<Value> =
-        v.devices.iter().map(|(name, m)| json!({ "name": name, "counters": counters(m.counters()) })).collect();
+    // A cold-plugged disk detached since the boot is gone from the store.
+    let mut out: Vec<Value> = v
+        .devices
+        .iter()
+        .filter(|(name, _)| v.store.read(name).is_ok())
+        .map(|(name, m)| json!({ "name": name, "counters": counters(m.counters()) }))
+        .collect();
     // Hot-plugged split devices, with the id `remove-device` takes.
     for (id, name, m) in v.hotplug.iter().flat_map(vmm::hotplug::Hotplug::devices) {
         out.push(json!({ "name": name, "id": id, "hotplugged": true, "counters": counters(m.counters()) }));
