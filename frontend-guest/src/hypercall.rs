@@ -93,8 +93,11 @@ pub enum Resumed {
 
 /// `sched_op(SCHEDOP_shutdown, SHUTDOWN_suspend)`, Xen's cooperative
 /// suspend: the call returns when the toolstack resumes the guest; the
-/// return value says how (`xen/include/public/sched.h`: "the hypercall
-/// returns 1 if the suspend was cancelled", libxc's `xc_resume.c`).
+/// return value says how (`xen/include/public/sched.h`: it "returns 1 if
+/// suspend was cancelled or the domain was merely checkpointed, and 0 if
+/// it is resuming in a new domain"; `tools/libs/guest/xg_resume.c`). Our
+/// own guests pass 0 in `rdx` (Xen's x86 PV ABI wants the start-info MFN
+/// there; this VMM keeps the start-info page where it is).
 pub fn suspend() -> Result<Resumed, Errno> {
     let arg = sched_op::SchedShutdown { reason: sched_op::SHUTDOWN_SUSPEND };
     // SAFETY: the VMM reads a `SchedShutdown` at the pointer, which names `arg`.

@@ -4,7 +4,7 @@
 //! soak guest quiesces and calls `SCHEDOP_shutdown(SHUTDOWN_suspend)`
 //! (xen/include/public/sched.h), the VM reports "suspended" and makes no
 //! progress; `vmm ctl resume` cancels the suspend (the hypercall returns 1,
-//! libxc's xc_resume.c `modify_returncode()`), `resume --fresh` continues
+//! tools/libs/guest/xg_resume.c `modify_returncode()`), `resume --fresh` continues
 //! it as a new domain (returns 0; the back ends reset to InitWait and the
 //! front ends reconnect, Linux's `xenbus_dev_resume()`); the soak then
 //! finishes with every round verified. A guest that does not answer gets

@@ -606,7 +606,7 @@ impl Vcpu {
             }
             // Resumed after a cooperative suspend: the suspend hypercall
             // returns 1 (cancelled) or 0 (a new domain), as Xen's toolstack
-            // makes it (`modify_returncode()` in libxc's `xc_resume.c`).
+            // makes it (`modify_returncode()` in `tools/libs/guest/xg_resume.c`).
             if let Some(v) = control.as_ref().filter(|_| awaiting_resume).and_then(|c| c.take_resume_value(self.id)) {
                 self.set_hypercall_result(v);
                 awaiting_resume = false;

@@ -280,7 +280,7 @@ mod tests {
     }
 
     /// Suspend parks the guest ("suspended"); a plain resume returns 1
-    /// (cancelled), a new-domain resume 0 (`xc_resume.c`
+    /// (cancelled), a new-domain resume 0 (`tools/libs/guest/xg_resume.c`
     /// `modify_returncode()` / a restore), each once.
     #[test]
     fn suspend_then_resume_both_ways() {
