@@ -514,11 +514,8 @@ fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8], store: &mut frontend_guest::
         // Cheap: a look at the store's response ring for the watch event.
         match frontend_guest::xenbus::shutdown_requested(store) {
             Ok(Some(ShutdownRequest::Suspend)) if ignore_suspend => println!("soak: suspend requested: ignored"),
-            Ok(Some(ShutdownRequest::Suspend)) => {
-                if soak_suspend(disks, store, &mut c, start) != 0 {
-                    return 1;
-                }
-            }
+            Ok(Some(ShutdownRequest::Suspend)) if soak_suspend(disks, store, &mut c, start) != 0 => return 1,
+            Ok(Some(ShutdownRequest::Suspend)) => {}
             Ok(Some(req)) => {
                 println!("soak: control/shutdown: {:?} requested: stopping", req);
                 break;

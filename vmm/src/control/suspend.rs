@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(c.state(), RunState::Running);
         // Until the vCPU has returned from the hypercall, the suspend is
         // not over.
-        while returned.lock().unwrap().len() < 1 {
+        while returned.lock().unwrap().is_empty() {
             std::thread::yield_now();
         }
         suspend_cooperatively(&c, &s, 1, Duration::from_secs(5)).unwrap();
