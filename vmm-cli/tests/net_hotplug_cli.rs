@@ -254,3 +254,37 @@ fn bad_add_net_requests_are_one_line_errors() {
     let mut child = vmm;
     assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
+
+/// A vif whose front end never connects (the `hello` guest has no
+/// netfront): the detach waits for the timeout, then is forced (libxl_device.c
+/// `device_backend_callback()`: ERROR_TIMEDOUT -> force); the back end is
+/// dropped with it, so the same TAP can be attached again.
+#[test]
+fn a_vif_the_guest_never_closes_is_removed_by_force_and_its_tap_released() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespace and TAP device)");
+    let ns = Netns::new("force");
+    let tap = "pvhp1";
+    ns.tap(tap, "10.79.1.1/24");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = ns
+        .exec(&[env!("CARGO_BIN_EXE_vmm"), "run", "--image", "hello", "--cmdline", "wait", "--timeout", "60"])
+        .arg("--api-socket")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmm");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut vmm = Vmm(child);
+    until(&mut out, "hello: waiting for control/shutdown");
+    assert_eq!(ctl_ok(&sock, &["add-net", &format!("tap={tap}")])["id"], "vif/0");
+    let removed = ctl_ok(&sock, &["remove-device", "vif/0", "--timeout-ms", "300"]);
+    assert_eq!(removed["removal"], "forced", "{removed}");
+    // The forced removal dropped the back end: its TAP is free again, and
+    // the directories are gone, so the first handle is 0 again.
+    assert_eq!(ctl_ok(&sock, &["add-net", &format!("tap={tap}")])["id"], "vif/0");
+    ctl_ok(&sock, &["shutdown"]);
+    assert_eq!(vmm.0.wait().unwrap().code(), Some(0));
+}
