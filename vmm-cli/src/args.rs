@@ -129,16 +129,20 @@ pub enum CtlCommand {
     Info,
     /// Park the vCPU (`PUT /vm.pause`).
     Pause,
-    /// Unpark it (`PUT /vm.resume`); a suspended guest sees its suspend
-    /// cancelled (the hypercall returns 1) or, with `--fresh`, continues
-    /// as a new domain (it returns 0; its front ends reconnect).
+    /// Unpark it, or resume a suspended guest (`PUT /vm.resume`)
+    ///
+    /// A suspended guest sees its suspend cancelled (the hypercall returns
+    /// 1) or, with `--fresh`, continues as a new domain (it returns 0; its
+    /// front ends reconnect).
     Resume {
         /// Resume a suspended guest as a new domain.
         #[arg(long)]
         fresh: bool,
     },
-    /// Ask the guest to suspend itself, Xen's cooperative suspend
-    /// (`control/shutdown = suspend`; `PUT /vm.suspend`).
+    /// Ask the guest to suspend itself (`PUT /vm.suspend`)
+    ///
+    /// Xen's cooperative suspend: `control/shutdown = suspend`, then the
+    /// guest calls `SCHEDOP_shutdown(SHUTDOWN_suspend)` (docs/lifecycle.md).
     Suspend {
         /// Milliseconds the guest has to suspend (default 60000, libxl's).
         #[arg(long)]
@@ -162,7 +166,7 @@ pub enum CtlCommand {
         /// `--disk` syntax.
         disk: String,
     },
-    /// Detach a hot-plugged device (`PUT /vm.remove-device`, as `xl block-detach` / `network-detach`).
+    /// Detach a disk or a hot-plugged vif (`PUT /vm.remove-device`, as `xl block-detach`)
     RemoveDevice {
         /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`), or `vif/<n>`.
         id: String,
