@@ -594,15 +594,24 @@ impl NetFront {
         {
             return;
         }
-        if let Some(d) = deadline_us {
+        let port = self.port;
+        // The one-shot timer is re-armed for what is left whenever the
+        // guest wakes before the deadline: the TSC scale is calibrated
+        // against the APIC timer only roughly, so the timer may fire a
+        // little before `now_us` reaches the deadline, and a timer that is
+        // not armed again would leave the guest halted for good.
+        evtchn::wait_until(|| {
+            if evtchn::events(port) != seen {
+                return true;
+            }
+            let Some(d) = deadline_us else { return false };
             let now = crate::clock::now_us();
             if now >= d {
-                return;
+                return true;
             }
             crate::clock::arm_wakeup(d - now);
-        }
-        let port = self.port;
-        evtchn::wait_until(|| evtchn::events(port) != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
+            false
+        });
     }
 }
 
@@ -626,6 +635,24 @@ impl NetFront {
             let _ = grant::end_access(r);
         }
         evtchn::close(self.port)?;
+        Ok(())
+    }
+
+    /// Connects again after the guest resumed as a new domain
+    /// ([`crate::hypercall::Resumed::NewDomain`]), as Linux's
+    /// `netfront_resume()` does: the old rings' grants and event channel
+    /// are given up (the back end unmapped and closed them while it reset
+    /// to `InitWait`) and the handshake runs on fresh rings and receive
+    /// buffers (the old pages are not reused). The MTU in use is kept;
+    /// frames in flight on the old rings are lost.
+    pub fn reconnect(&mut self, store: &mut Store) -> Result<(), NetError> {
+        for r in self.ring_refs {
+            let _ = grant::end_access(r);
+        }
+        let _ = evtchn::close(self.port);
+        let mtu = self.mtu;
+        *self = connect(store, self.id)?;
+        self.set_mtu(mtu);
         Ok(())
     }
 }

@@ -116,13 +116,15 @@ impl Drop for Vmm {
 
 /// Reads stdout until a line contains `want`; returns it.
 fn until(out: &mut BufReader<ChildStdout>, want: &str) -> String {
+    let mut seen = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap_or(0) > 0, "stdout ended before {want:?}");
+        assert!(out.read_line(&mut line).unwrap_or(0) > 0, "stdout ended before {want:?}: {seen:?}");
         if line.contains(want) {
             return line;
         }
+        seen.push(line.clone());
     }
 }
 
@@ -287,4 +289,63 @@ fn a_vif_the_guest_never_closes_is_removed_by_force_and_its_tap_released() {
     assert_eq!(ctl_ok(&sock, &["add-net", &format!("tap={tap}")])["id"], "vif/0");
     ctl_ok(&sock, &["shutdown"]);
     assert_eq!(vmm.0.wait().unwrap().code(), Some(0));
+}
+
+/// Xen's cooperative suspend of the net guest on a hot-plugged vif
+/// (docs/lifecycle.md): suspended, it answers nothing; resumed with the
+/// suspend cancelled (`SHUTDOWN_suspend` returns 1,
+/// tools/libs/guest/xg_resume.c) it serves on the same rings; resumed as a
+/// new domain (returns 0) its netfront reconnects to the reset back end
+/// (Linux's `netfront_resume()`) and serves again; `vmm ctl shutdown`
+/// (control/shutdown = poweroff) then powers it off with status 0.
+#[test]
+fn a_net_guest_suspends_and_serves_again_after_both_resumes() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespace and TAP device)");
+    let ns = Netns::new("susp");
+    let tap = "pvhp2";
+    ns.tap(tap, &format!("{HOST}/24"));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = ns
+        .exec(&[env!("CARGO_BIN_EXE_vmm"), "run", "--image", "net", "--timeout", "120"])
+        .args(["--cmdline", &format!("ip={GUEST}/24 hotplug"), "--api-socket"])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vmm");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut vmm = Vmm(child);
+    until(&mut out, "net: waiting for an interface");
+    ctl_ok(&sock, &["add-net", &format!("tap={tap}")]);
+    until(&mut out, "net: ready");
+    let data: Vec<u8> = (0..16 * 1024).map(|i: usize| (i.wrapping_mul(31) ^ (i >> 7)) as u8).collect();
+    assert!(echo(&ns, data.clone()) == data);
+
+    ctl_ok(&sock, &["suspend"]);
+    until(&mut out, "net: suspending");
+    assert_eq!(ctl_ok(&sock, &["info"])["state"], "suspended");
+    let p = ns.ping(1);
+    assert!(p.contains("1 packets transmitted, 0 received"), "a suspended guest answered: {p}");
+    ctl_ok(&sock, &["resume"]);
+    until(&mut out, "net: resumed (suspend cancelled)");
+    assert!(echo(&ns, data.clone()) == data, "after a cancelled suspend");
+
+    ctl_ok(&sock, &["suspend"]);
+    until(&mut out, "net: suspending");
+    ctl_ok(&sock, &["resume", "--fresh"]);
+    until(&mut out, "net: resumed as a new domain: vif/0 reconnected");
+    assert!(echo(&ns, data.clone()) == data, "after a new-domain resume");
+    let p = ns.ping(3);
+    assert!(p.contains("3 packets transmitted, 3 received"), "{p}");
+
+    ctl_ok(&sock, &["shutdown"]);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    let _ = vmm.0.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    let code = vmm.0.wait().unwrap().code();
+    assert!(rest.contains("net: shutdown:"), "{rest}{stderr}");
+    assert_eq!(code, Some(0), "{rest}{stderr}");
 }

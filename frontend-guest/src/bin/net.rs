@@ -14,7 +14,10 @@
 //! interface, wait for one to be attached at run time (`vmm ctl add-net`,
 //! noticed through a watch on `device/vif`), serve over it until its back
 //! end goes `Closing` (`vmm ctl remove-device vif/<n>`), close it, then
-//! wait for `control/shutdown`. `test=ping` and `test=hostile` are
+//! wait for `control/shutdown`. `control` (implied by `hotplug`, Xen
+//! interface only): also act on `control/shutdown` (poweroff, reboot: stop
+//! as `GET /shutdown` does; `suspend`: Xen's cooperative suspend, see
+//! `Guest::suspend`). `test=ping` and `test=hostile` are
 //! the benchmark's and the hostile test's raw-frame scenarios (netfront
 //! only; see their functions).
 //!
@@ -36,9 +39,10 @@
 #![no_main]
 
 use core::fmt::Write as _;
+use frontend_guest::hypercall::{self, Resumed};
 use frontend_guest::netfront::{self, NetFront};
 use frontend_guest::virtio::{self as vio, NetDevice};
-use frontend_guest::xenbus::{Store, XenbusState};
+use frontend_guest::xenbus::{ShutdownRequest, Store, XenbusState};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage};
@@ -192,6 +196,10 @@ trait Nic: smoltcp::phy::Device {
     fn close(&mut self, _store: &mut Store) -> bool {
         false
     }
+    /// Connects again after the guest resumed as a new domain.
+    fn reconnect(&mut self, _store: &mut Store) -> bool {
+        false
+    }
 }
 
 impl Nic for NetFront {
@@ -226,6 +234,15 @@ impl Nic for NetFront {
     fn summary(&self) -> (u64, u64, u64) {
         let c = self.counters();
         (c.rx_packets, c.tx_packets, c.notifies)
+    }
+    fn reconnect(&mut self, store: &mut Store) -> bool {
+        match NetFront::reconnect(self, store) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("net: vif/{}: reconnect: {:?}", self.id, e);
+                false
+            }
+        }
     }
     fn close(&mut self, store: &mut Store) -> bool {
         match NetFront::close(self, store) {
@@ -434,36 +451,65 @@ struct Guest<'a, D: Nic> {
     shutdown: bool,
     /// Power off once the client's stream is done (`exit_after_send`).
     exit_after_send: bool,
-    /// `hotplug`: where the back end's state is watched for a detach.
-    detach: Option<Detach>,
+    /// `hotplug` or `control`: the toolstack's requests, looked at
+    /// every [`CONTROL_POLL_US`].
+    control: Option<Control>,
 }
 
-/// A hot-plugged interface's back end, looked at every
-/// [`DETACH_POLL_US`] for a detach (`Closing`, or its directory gone).
-struct Detach {
+/// The toolstack's side of a `hotplug` or `control` guest: its
+/// `control/shutdown` requests (poweroff, reboot, Xen's cooperative
+/// suspend) and, for a hot-plugged interface, its back end's state (a
+/// detach is `Closing`, or the directory gone).
+struct Control {
     store: Store,
     id: u32,
-    be_state: frontend_guest::xenbus::NodePath<160>,
+    /// `hotplug`: the back end's `state` node.
+    be_state: Option<frontend_guest::xenbus::NodePath<160>>,
     next_us: u64,
     detached: bool,
 }
 
-/// How often a hot-plugged interface's back-end state is read.
-const DETACH_POLL_US: u64 = 100_000;
+/// How often the toolstack's nodes are looked at (a timer wake-up each:
+/// only guests started with `hotplug` or `control` pay for it).
+const CONTROL_POLL_US: u64 = 100_000;
 
-impl Detach {
-    /// Whether the back end has left `Connected` (read at most every
-    /// [`DETACH_POLL_US`]); the next time to look.
-    fn check(&mut self, now_us: u64) -> (bool, u64) {
-        if now_us >= self.next_us {
-            self.next_us = now_us + DETACH_POLL_US;
-            let s = frontend_guest::xenbus::read_state(&mut self.store, self.be_state.as_str());
+/// What [`Control::check`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Nothing,
+    Detached,
+    Poweroff,
+    Suspend,
+}
+
+impl Control {
+    /// What the toolstack asks (looked at most every [`CONTROL_POLL_US`]),
+    /// and the next time to look.
+    fn check(&mut self, now_us: u64) -> (Asked, u64) {
+        if self.detached {
+            return (Asked::Detached, self.next_us);
+        }
+        if now_us < self.next_us {
+            return (Asked::Nothing, self.next_us);
+        }
+        self.next_us = now_us + CONTROL_POLL_US;
+        if let Some(be_state) = &self.be_state {
+            let s = frontend_guest::xenbus::read_state(&mut self.store, be_state.as_str());
             if let Some(s) = s.ok().filter(|s| *s == XenbusState::Unknown || *s >= XenbusState::Closing) {
                 println!("net: vif/{}: back end {:?}: closing the interface", self.id, s);
                 self.detached = true;
+                return (Asked::Detached, self.next_us);
             }
         }
-        (self.detached, self.next_us)
+        let asked = match frontend_guest::xenbus::shutdown_requested(&mut self.store) {
+            Ok(Some(ShutdownRequest::Suspend)) => Asked::Suspend,
+            Ok(Some(r)) => {
+                println!("net: control/shutdown: {:?} requested: stopping", r);
+                Asked::Poweroff
+            }
+            _ => Asked::Nothing,
+        };
+        (asked, self.next_us)
     }
 }
 
@@ -571,15 +617,29 @@ fn main(si: &'static StartInfo) -> i32 {
                 timer,
                 clock::tsc_per_us()
             );
-            let detach = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
-                Some(Ok(be_state)) => Some(Detach { store, id, be_state, next_us: 0, detached: false }),
+            let be_state = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
+                Some(Ok(p)) => Some(p),
                 Some(Err(e)) => {
                     println!("net: vif/{}: no back-end state: {:?}", id, e);
                     return 73;
                 }
                 None => None,
             };
-            serve(dev, m, cidr, cmd, detach)
+            let control = (hotplug || cmdline::words(cmd).any(|(k, _)| k == b"control")).then_some(Control {
+                store,
+                id,
+                be_state,
+                next_us: 0,
+                detached: false,
+            });
+            let control = match control.map(|mut c| frontend_guest::xenbus::watch_shutdown(&mut c.store).map(|()| c)) {
+                Some(Err(e)) => {
+                    println!("net: watch control/shutdown: {:?}", e);
+                    return 70;
+                }
+                c => c.and_then(Result::ok),
+            };
+            serve(dev, m, cidr, cmd, control)
         }
         Ok(Link::Virtio(base, dev)) => {
             let m = dev.mac();
@@ -614,7 +674,13 @@ fn interface<D: Nic>(dev: &mut D, mac: [u8; 6]) -> Option<&'static mut Interface
 
 /// Runs the services (and the client, if asked) over `dev` until told to
 /// power off.
-fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8], detach: Option<Detach>) -> i32 {
+fn serve<D: Nic>(
+    mut dev: D,
+    mac: [u8; 6],
+    (ip, prefix): (Ipv4Address, u8),
+    cmd: &[u8],
+    control: Option<Control>,
+) -> i32 {
     let Some(iface) = interface(&mut dev, mac) else { return 2 };
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
@@ -638,7 +704,7 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         served: 0,
         shutdown: false,
         exit_after_send: cmdline::words(cmd).any(|(k, _)| k == b"exit_after_send"),
-        detach,
+        control,
     };
     if let Some((host, port)) = cmdline::get(cmd, "send").and_then(parse_endpoint) {
         if let Err(code) = g.start_client(host, port, cmd) {
@@ -660,23 +726,19 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         notifies,
         evtchn::upcalls()
     );
-    match g.detach {
-        Some(mut d) if d.detached => detached(&mut g.dev.dev, &mut d),
+    match g.control {
+        Some(mut c) if c.detached => detached(&mut g.dev.dev, &mut c),
         _ => 0,
     }
 }
 
 /// After a hot-unplug: closes the interface, then waits for the
 /// toolstack's `control/shutdown` (the VMM outlives the detach).
-fn detached<D: Nic>(dev: &mut D, d: &mut Detach) -> i32 {
+fn detached<D: Nic>(dev: &mut D, d: &mut Control) -> i32 {
     if !dev.close(&mut d.store) {
         return 1;
     }
     println!("net: vif/{}: closed; waiting for control/shutdown", d.id);
-    if let Err(e) = frontend_guest::xenbus::watch_shutdown(&mut d.store) {
-        println!("net: watch control/shutdown: {:?}", e);
-        return 1;
-    }
     match frontend_guest::xenbus::wait_shutdown_request(&mut d.store) {
         Ok(r) => {
             println!("net: control/shutdown: {:?}", r);
@@ -774,9 +836,17 @@ impl<D: Nic> Guest<'_, D> {
             let now_us = clock::now_us();
             // A hot-plugged interface being detached: stop serving at once
             // (the back end no longer moves frames).
-            let detach_at = match self.detach.as_mut().map(|d| d.check(now_us)) {
-                Some((true, _)) => return,
-                Some((false, next)) => Some(next),
+            let control_at = match self.control.as_mut().map(|c| c.check(now_us)) {
+                Some((Asked::Detached, _)) => return,
+                Some((Asked::Poweroff, next)) => {
+                    self.shutdown = true;
+                    Some(next)
+                }
+                Some((Asked::Suspend, _)) => {
+                    self.suspend();
+                    continue;
+                }
+                Some((Asked::Nothing, next)) => Some(next),
                 None => None,
             };
             if self.shutdown {
@@ -786,11 +856,39 @@ impl<D: Nic> Guest<'_, D> {
                 }
             }
             let timer = self.iface.poll_delay(now(), &self.sockets).map(|d| now_us + d.total_micros());
-            let wake = [timer, power_off_at, detach_at].into_iter().flatten().min();
+            let wake = [timer, power_off_at, control_at].into_iter().flatten().min();
             if wake.is_some_and(|w| w <= clock::now_us()) {
                 continue;
             }
             self.dev.dev.wait(wake);
+        }
+    }
+
+    /// Xen's cooperative suspend (`control/shutdown = suspend`): what is
+    /// queued goes out, then `SHUTDOWN_suspend`; a cancelled suspend goes
+    /// on as it was, a new domain reconnects the interface (frames in
+    /// flight on the old rings are lost: TCP sends them again). smoltcp's
+    /// sockets are untouched either way.
+    fn suspend(&mut self) {
+        self.dev.dev.flush();
+        println!("net: suspending");
+        let how = match hypercall::suspend() {
+            Ok(how) => how,
+            Err(e) => {
+                println!("net: SHUTDOWN_suspend failed: {:?}", e);
+                return;
+            }
+        };
+        let Some(c) = self.control.as_mut() else { return };
+        if how == Resumed::NewDomain {
+            if self.dev.dev.reconnect(&mut c.store) {
+                println!("net: resumed as a new domain: vif/{} reconnected", c.id);
+            } else {
+                println!("net: resumed as a new domain: vif/{} did not reconnect: stopping", c.id);
+                self.shutdown = true;
+            }
+        } else {
+            println!("net: resumed (suspend cancelled)");
         }
     }
 
