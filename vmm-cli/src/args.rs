@@ -131,9 +131,9 @@ pub enum CtlCommand {
     Pause,
     /// Unpark it, or resume a suspended guest (`PUT /vm.resume`)
     ///
-    /// A suspended guest sees its suspend cancelled (the hypercall returns
-    /// 1) or, with `--fresh`, continues as a new domain (it returns 0; its
-    /// front ends reconnect).
+    /// A suspended guest sees its suspend cancelled (its hypercall
+    /// returns 1) or, with `--fresh`, continues as a new domain (its
+    /// hypercall returns 0; its front ends reconnect).
     Resume {
         /// Resume a suspended guest as a new domain.
         #[arg(long)]
