@@ -513,6 +513,24 @@ impl Control {
     }
 }
 
+/// The toolstack's side of vif `id` ([`Control`]), with its watch on
+/// `control/shutdown` and, for a hot-plugged one, its back end's `state`.
+fn control(mut store: Store, id: u32, hotplug: bool) -> Result<Control, i32> {
+    let be_state = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            println!("net: vif/{}: no back-end state: {:?}", id, e);
+            return Err(73);
+        }
+        None => None,
+    };
+    if let Err(e) = frontend_guest::xenbus::watch_shutdown(&mut store) {
+        println!("net: watch control/shutdown: {:?}", e);
+        return Err(70);
+    }
+    Ok(Control { store, id, be_state, next_us: 0, detached: false })
+}
+
 /// The device the guest runs over.
 #[allow(clippy::large_enum_variant)] // made once, taken apart at once
 enum Link {
@@ -617,29 +635,11 @@ fn main(si: &'static StartInfo) -> i32 {
                 timer,
                 clock::tsc_per_us()
             );
-            let be_state = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
-                Some(Ok(p)) => Some(p),
-                Some(Err(e)) => {
-                    println!("net: vif/{}: no back-end state: {:?}", id, e);
-                    return 73;
-                }
-                None => None,
-            };
-            let control = (hotplug || cmdline::words(cmd).any(|(k, _)| k == b"control")).then_some(Control {
-                store,
-                id,
-                be_state,
-                next_us: 0,
-                detached: false,
-            });
-            let control = match control.map(|mut c| frontend_guest::xenbus::watch_shutdown(&mut c.store).map(|()| c)) {
-                Some(Err(e)) => {
-                    println!("net: watch control/shutdown: {:?}", e);
-                    return 70;
-                }
-                c => c.and_then(Result::ok),
-            };
-            serve(dev, m, cidr, cmd, control)
+            let want = hotplug || cmdline::words(cmd).any(|(k, _)| k == b"control");
+            match want.then(|| control(store, id, hotplug)).transpose() {
+                Ok(control) => serve(dev, m, cidr, cmd, control),
+                Err(code) => code,
+            }
         }
         Ok(Link::Virtio(base, dev)) => {
             let m = dev.mac();
