@@ -16,6 +16,9 @@
 //! back end still holds are closed and both directories are removed
 //! (`libxl__device_destroy()`).
 //!
+//! Disks given with `--disk` can be detached the same way: the builder
+//! hands each one's device thread to the hot-plug thread ([`ColdDisk`]).
+//!
 //! The work happens on a thread of its own ([`HotplugThread`]), started
 //! while the VM is built, under [`ThreadKind::Hotplug`]: it may open
 //! images and start device threads, which the API thread's filter
