@@ -475,6 +475,20 @@ impl BlkFront {
         self.slots.len()
     }
 
+    /// Reconnects after the guest resumed as a new domain
+    /// ([`crate::hypercall::Resumed::NewDomain`]), as Linux's
+    /// `blkfront_resume()` does: the old ring's grant and event channel
+    /// are given up (the back end has unmapped and closed them while it
+    /// reset to `InitWait`) and the handshake runs again on a fresh ring.
+    /// Requests must not be in flight (the caller quiesced the disk).
+    pub fn reconnect(self, store: &mut Store) -> Result<BlkFront, BlkError> {
+        let vdev = self.vdev;
+        // A grant the back end still maps is leaked, not reused; the
+        // handshake goes on either way.
+        let _ = self.release();
+        connect(store, vdev)
+    }
+
     fn free_slot(&mut self) -> Result<usize, BlkError> {
         if self.ring.is_full() {
             return Err(BlkError::Busy);

@@ -90,6 +90,31 @@ pub fn vcpu_op<T>(cmd: u64, vcpu: u32, arg: Option<&mut T>) -> Result<u64, Errno
     check(unsafe { arch::hypercall(nr::VCPU_OP, cmd, vcpu as u64, ptr, 0, 0) })
 }
 
+/// How a guest continues after [`suspend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The toolstack cancelled the suspend (the hypercall returned 1):
+    /// same domain, every connection as it was.
+    Cancelled,
+    /// The guest continues as a new domain (it returned 0, as after a
+    /// restore): front ends must reconnect to back ends in `InitWait`.
+    NewDomain,
+}
+
+/// `sched_op(SCHEDOP_shutdown, SHUTDOWN_suspend)`, Xen's cooperative
+/// suspend: the call returns when the toolstack resumes the guest; the
+/// return value says how (`xen/include/public/sched.h`: it "returns 1 if
+/// suspend was cancelled or the domain was merely checkpointed, and 0 if
+/// it is resuming in a new domain"; `tools/libs/guest/xg_resume.c`). Our
+/// own guests pass 0 in `rdx` (Xen's x86 PV ABI wants the start-info MFN
+/// there; this VMM keeps the start-info page where it is).
+pub fn suspend() -> Result<Resumed, Errno> {
+    let arg = sched_op::SchedShutdown { reason: sched_op::SHUTDOWN_SUSPEND };
+    // SAFETY: the VMM reads a `SchedShutdown` at the pointer, which names `arg`.
+    let r = check(unsafe { arch::hypercall(nr::SCHED_OP, sched_op::SHUTDOWN, &arg as *const _ as u64, 0, 0, 0) })?;
+    Ok(if r == 0 { Resumed::NewDomain } else { Resumed::Cancelled })
+}
+
 /// `event_channel_op` with the `EVTCHNOP_*` argument structure `arg` for
 /// `cmd` (below both event-channel ABIs, 2-level and FIFO).
 pub(crate) fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<u64, Errno> {

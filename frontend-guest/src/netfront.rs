@@ -181,6 +181,8 @@ pub struct NetFront {
     pub store_mtu: Option<usize>,
     notifies: u64,
     mtu: usize,
+    /// The transmit and receive rings' grants.
+    ring_refs: [GrantRef; 2],
 }
 
 impl core::fmt::Debug for NetFront {
@@ -203,6 +205,47 @@ pub fn list(store: &mut Store, mut f: impl FnMut(u32)) -> Result<(), NetError> {
         }
     }
     Ok(())
+}
+
+/// The token of [`wait_for_vif`]'s watch on `device/vif`.
+pub const VIF_WATCH_TOKEN: &str = "rt-device-vif";
+
+/// Waits until an interface appears under `device/vif` and returns its
+/// id: one hot-plugged while the guest runs (`xl network-attach`, `vmm
+/// ctl add-net`), noticed through a watch on the directory as Linux's
+/// xenbus front end notices it (`xenbus_probe_frontend.c` watches
+/// `device`). The watch is removed before returning.
+pub fn wait_for_vif(store: &mut Store) -> Result<u32, NetError> {
+    store.watch("device/vif", VIF_WATCH_TOKEN)?;
+    let r = (|| loop {
+        let mut first = None;
+        list(store, |v| {
+            first.get_or_insert(v);
+        })?;
+        if let Some(v) = first {
+            return Ok(v);
+        }
+        let mut path = [0u8; 128];
+        match store.wait_watch_token(VIF_WATCH_TOKEN, &mut path) {
+            Ok(_) | Err(StoreError::BufferTooSmall(_)) => {}
+            Err(e) => return Err(NetError::Store(e)),
+        }
+    })();
+    let u = store.unwatch("device/vif", VIF_WATCH_TOKEN);
+    let v = r?;
+    u?;
+    Ok(v)
+}
+
+/// `<back end>/state` of `device/vif/<id>`.
+pub fn backend_state_path(store: &mut Store, id: u32) -> Result<NodePath<160>, NetError> {
+    let mut dir = NodePath::<64>::new("device/vif")?;
+    dir.push_u32(id)?;
+    let mut be = [0u8; 128];
+    let be = crate::xenbus::read_backend_path(store, dir.as_str(), &mut be)?;
+    let mut p = NodePath::<160>::new(be)?;
+    p.push(pv_abi::xenbus::keys::STATE)?;
+    Ok(p)
 }
 
 fn read_key<'b>(store: &mut Store, dir: &str, key: &str, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, NetError> {
@@ -374,7 +417,18 @@ pub fn connect_queues(store: &mut Store, id: u32, out: &mut [Option<NetFront>]) 
         .and_then(|m| usize::try_from(m).ok());
     for (slot, q) in out.iter_mut().zip(new.iter_mut().take(queues)) {
         let Some(q) = q.take() else { continue };
-        let mut f = NetFront { rx: q.rx, tx: q.tx, id, mac, sg, port: q.port, store_mtu, notifies: 0, mtu: MTU_NO_SG };
+        let mut f = NetFront {
+            rx: q.rx,
+            tx: q.tx,
+            id,
+            mac,
+            sg,
+            port: q.port,
+            store_mtu,
+            notifies: 0,
+            mtu: MTU_NO_SG,
+            ring_refs: [q.tx_ref, q.rx_ref],
+        };
         for i in 0..RX_BUFS {
             f.rx.post(i as u16)?;
         }
@@ -629,15 +683,66 @@ impl NetFront {
         {
             return;
         }
-        if let Some(d) = deadline_us {
+        let port = self.port;
+        // The one-shot timer is re-armed for what is left whenever the
+        // guest wakes before the deadline: the TSC scale is calibrated
+        // against the APIC timer only roughly, so the timer may fire a
+        // little before `now_us` reaches the deadline, and a timer that is
+        // not armed again would leave the guest halted for good.
+        evtchn::wait_until(|| {
+            if evtchn::events(port) != seen {
+                return true;
+            }
+            let Some(d) = deadline_us else { return false };
             let now = crate::clock::now_us();
             if now >= d {
-                return;
+                return true;
             }
             crate::clock::arm_wakeup(d - now);
+            false
+        });
+    }
+}
+
+impl NetFront {
+    /// Closes the interface as Linux's netfront does when its back end
+    /// goes `Closing` (`netback_changed()` -> `xenbus_frontend_closed()`):
+    /// switches to `Closed`, waits for the back end to be `Closed` (or
+    /// gone), then ends the rings' grants and closes the event channel.
+    /// A grant the back end still maps is leaked, never reused.
+    pub fn close(&mut self, store: &mut Store) -> Result<(), NetError> {
+        let be_state = backend_state_path(store, self.id);
+        let mut dir = NodePath::<64>::new("device/vif")?;
+        dir.push_u32(self.id)?;
+        crate::xenbus::switch_state(store, dir.as_str(), crate::xenbus::XenbusState::Closed)?;
+        if let Ok(be_state) = be_state {
+            crate::xenbus::wait_for_state(store, be_state.as_str(), |s| {
+                s == crate::xenbus::XenbusState::Unknown || s == crate::xenbus::XenbusState::Closed
+            })?;
         }
-        let port = self.port;
-        evtchn::wait_until(|| evtchn::events(port) != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
+        for r in self.ring_refs {
+            let _ = grant::end_access(r);
+        }
+        evtchn::close(self.port)?;
+        Ok(())
+    }
+
+    /// Connects again after the guest resumed as a new domain
+    /// ([`crate::hypercall::Resumed::NewDomain`]), as Linux's
+    /// `netfront_resume()` does: the old rings' grants and event channel
+    /// are given up (the back end unmapped and closed them while it reset
+    /// to `InitWait`) and the handshake runs on fresh rings and receive
+    /// buffers (the old pages are not reused). The MTU in use is kept;
+    /// frames in flight on the old rings are lost.
+    pub fn reconnect(&mut self, store: &mut Store) -> Result<(), NetError> {
+        for r in self.ring_refs {
+            let _ = grant::end_access(r);
+        }
+        let _ = evtchn::close(self.port);
+        let mtu = self.mtu;
+        *self = connect(store, self.id)?;
+        self.set_mtu(mtu);
+        Ok(())
     }
 }
 

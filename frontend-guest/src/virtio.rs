@@ -265,16 +265,22 @@ impl NetDevice {
         if self.rx_ready() {
             return;
         }
-        if let Some(d) = deadline_us {
+        // An interrupt between the check above and the halt changes the
+        // count, which `wait_until` reads with interrupts off. A wake-up
+        // before the deadline re-arms the timer for what is left (it may
+        // fire a little early: the TSC scale is calibrated only roughly).
+        crate::evtchn::wait_until(|| {
+            if interrupts() != seen {
+                return true;
+            }
+            let Some(d) = deadline_us else { return false };
             let now = crate::clock::now_us();
             if now >= d {
-                return;
+                return true;
             }
             crate::clock::arm_wakeup(d - now);
-        }
-        // An interrupt between the check above and the halt changes the
-        // count, which `wait_until` reads with interrupts off.
-        crate::evtchn::wait_until(|| interrupts() != seen || deadline_us.is_some_and(|d| crate::clock::now_us() >= d));
+            false
+        });
         let _ = self.net.ack_interrupt();
     }
 

@@ -270,6 +270,8 @@ pub enum ShutdownRequest {
     Poweroff,
     /// `reboot`.
     Reboot,
+    /// `suspend`: quiesce, then [`crate::hypercall::suspend`].
+    Suspend,
     /// Any other non-empty value.
     Other,
 }
@@ -322,6 +324,7 @@ fn read_shutdown<M: RingMemory, T: StoreTransport>(
         b"" => return Ok(None),
         b"poweroff" | b"halt" => ShutdownRequest::Poweroff,
         b"reboot" => ShutdownRequest::Reboot,
+        b"suspend" => ShutdownRequest::Suspend,
         _ => ShutdownRequest::Other,
     };
     store.write("control/shutdown", b"")?;

@@ -129,8 +129,25 @@ pub enum CtlCommand {
     Info,
     /// Park the vCPU (`PUT /vm.pause`).
     Pause,
-    /// Unpark it (`PUT /vm.resume`).
-    Resume,
+    /// Unpark it, or resume a suspended guest (`PUT /vm.resume`)
+    ///
+    /// A suspended guest sees its suspend cancelled (its hypercall
+    /// returns 1) or, with `--fresh`, continues as a new domain (its
+    /// hypercall returns 0; its front ends reconnect).
+    Resume {
+        /// Resume a suspended guest as a new domain.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Ask the guest to suspend itself (`PUT /vm.suspend`)
+    ///
+    /// Xen's cooperative suspend: `control/shutdown = suspend`, then the
+    /// guest calls `SCHEDOP_shutdown(SHUTDOWN_suspend)` (docs/lifecycle.md).
+    Suspend {
+        /// Milliseconds the guest has to suspend (default 60000, libxl's).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
     /// Ask the guest to power off, stop it after the grace period (`PUT /vm.shutdown`).
     Shutdown,
     /// Ask the guest to reboot (`PUT /vm.reboot`).
@@ -149,18 +166,18 @@ pub enum CtlCommand {
         /// `--disk` syntax.
         disk: String,
     },
-    /// Detach a hot-plugged disk (`PUT /vm.remove-device`, as `xl block-detach`).
+    /// Detach a disk or a hot-plugged vif (`PUT /vm.remove-device`, as `xl block-detach`)
     RemoveDevice {
-        /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`).
+        /// The device's id: `vbd/<n>`, `<n>` or a disk name (`xvdb`), or `vif/<n>`.
         id: String,
         /// Milliseconds to wait for the guest to close it before forcing
         /// (default 10000, libxl's LIBXL_DESTROY_TIMEOUT).
         #[arg(long)]
         timeout_ms: Option<u64>,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.add-net`.
+    /// Attach a Xen network interface at run time (`PUT /vm.add-net`, as `xl network-attach`).
     AddNet {
-        /// `--net` syntax.
+        /// `--net` syntax: `tap=<ifname>[,mac=<mac>]`.
         net: String,
     },
     /// Not implemented yet (answers 501): `PUT /vm.snapshot`.

@@ -171,12 +171,14 @@ fn every_endpoint_through_curl_and_ctl_then_graceful_shutdown_exits_0() {
     assert_error(curl(&sock, "PUT", "/vm.balloon", Some(&big)), 413, "oversized body");
     assert_error(raw(&sock, b"\x00\x01garbage\r\n\r\n"), 400, "not HTTP");
     assert_error(raw(&sock, b"PUT /vm.balloon HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"), 413, "huge length");
-    for path in ["/vm.snapshot", "/vm.migrate", "/vm.add-net"] {
+    for path in ["/vm.snapshot", "/vm.migrate"] {
         assert_error(curl(&sock, "PUT", path, Some("{}")), 501, path);
     }
     // Hot-plug (hotplug_cli.rs drives it): a body without its field, a
     // device that was never hot-plugged.
     assert_error(curl(&sock, "PUT", "/vm.add-disk", Some("{}")), 400, "add-disk without disk");
+    assert_error(curl(&sock, "PUT", "/vm.add-net", Some("{}")), 400, "add-net without net");
+    assert_error(curl(&sock, "PUT", "/vm.add-net", Some(r#"{"net":"tap=t0,transport=virtio"}"#)), 400, "virtio");
     assert_error(curl(&sock, "PUT", "/vm.remove-device", Some(r#"{"id":"xvdq"}"#)), 404, "no such device");
     let out = ctl(&sock, &["snapshot", "/tmp/x"]);
     let err = text(&out.stderr);

@@ -44,10 +44,18 @@ struct Vm {
 impl Vm {
     /// `vmm run --image blk --cmdline <cmdline> --api-socket ...`, no disk.
     fn start(cmdline: &str) -> Vm {
+        Vm::start_with(cmdline, |_| Vec::new())
+    }
+
+    /// As [`start`](Self::start), with the extra arguments `args` makes
+    /// in the VM's temporary directory.
+    fn start_with(cmdline: &str, args: impl FnOnce(&Path) -> Vec<String>) -> Vm {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         let mut child = vmm()
-            .args(["run", "--image", "blk", "--timeout", "120", "--cmdline", cmdline, "--api-socket"])
+            .args(["run", "--image", "blk", "--timeout", "120", "--cmdline", cmdline])
+            .args(args(dir.path()))
+            .arg("--api-socket")
             .arg(&sock)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -173,5 +181,34 @@ fn a_disk_unplugged_while_the_guest_reads_it_closes_cleanly() {
     let line = vm.expect("reads until the detach");
     assert!(line.contains("all verified"), "{line}");
     vm.expect("vbd/51712 closed; ring released");
+    vm.finish();
+}
+
+/// A cold-plugged `--disk` is detached as a hot-plugged one is (Closing,
+/// the front end closes, both directories go: libxl_device.c), and its
+/// back end is dropped: the same image attached again at run time gets
+/// its lock (a held lock would refuse it, disk_lock_cli.rs).
+#[test]
+fn a_cold_plugged_disk_is_detached_and_its_image_released() {
+    let mut vm = Vm::start_with("hotplug=2", |dir| {
+        let img = dir.join("disk.img");
+        pattern_image(&img);
+        vec!["--disk".into(), img.to_str().unwrap().into()]
+    });
+    assert!(vm.expect("attached").contains("verified"), "the cold disk is read");
+    // Cold devices are not listed as hot-plugged.
+    let stats = vm.ctl_json(&["stats"]);
+    assert!(!stats["devices"].to_string().contains("hotplugged"), "{stats}");
+    let removed = vm.ctl_json(&["remove-device", "xvda"]);
+    assert_eq!(removed["removal"], "closed", "{removed}");
+    vm.expect("vbd/51712 closed; ring released");
+    let stats = vm.ctl_json(&["stats"]);
+    assert!(!stats["devices"].to_string().contains("backend/vbd/1/51712"), "still listed: {stats}");
+    vm.expect("round 2: waiting for a disk");
+    let img = vm.dir.path().join("disk.img");
+    let added = vm.ctl_json(&["add-disk", img.to_str().unwrap()]);
+    assert_eq!(added["id"], "vbd/51712", "{added}");
+    assert!(vm.expect("attached").contains("verified"));
+    assert_eq!(vm.ctl_json(&["remove-device", "vbd/51712"])["removal"], "closed");
     vm.finish();
 }

@@ -9,6 +9,7 @@ use crate::boot::elf::{BootKind, Elf, ImageInfo};
 use crate::boot::{self, MemoryPlan};
 use crate::devices::{DeviceThread, EvtchnAdapter, PortNotifier, PvDevices, StoreHandler, Subscriber, Threads};
 use crate::error::VmmError;
+use crate::hotplug::{ColdDisk, Plugged, TrackedStore};
 use crate::kvm_platform::KvmPlatform;
 use crate::memory::{GuestRam, RegisterSlots};
 use crate::vcpu::Vcpu;
@@ -174,7 +175,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     hv.platform.add_vcpu_upcalls(cfg.vcpus, input.pvh_layout.is_none())?;
     let mut core = setup_core_pages(cfg, &m.ram, &hv.evtchn, &pages)?;
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
-    let (pv, virtio) = wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;
+    let (mut pv, virtio, wired_with) =
+        wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     vcpu.attach_mmio(virtio.clone());
     let pvh = match input.pvh_layout {
@@ -186,19 +188,21 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     };
     let aps = create_secondary_vcpus(cfg, &m, input.pvh_layout.is_some(), &virtio, &hv.platform)?;
     hv.evtchn.set_vcpus(cfg.vcpus);
-    let hotplug = crate::hotplug::HotplugThread::start(crate::hotplug::HotplugHost {
-        store: core.store.clone(),
-        domid: GUEST_DOMID,
-        evtchn: hv.evtchn.clone(),
-        grants: hv.grants.clone(),
-    })
+    let (devices, cold) = start_device_threads(threads, &mut pv, wired_with)?;
+    let hotplug = crate::hotplug::HotplugThread::start(
+        crate::hotplug::HotplugHost {
+            store: core.store.clone(),
+            domid: GUEST_DOMID,
+            evtchn: hv.evtchn.clone(),
+            grants: hv.grants.clone(),
+        },
+        cold,
+    )
     .map_err(io("hotplug thread"))?;
     let mut dom = Domain::new(m.ram, cfg.console.clone(), hv.evtchn, hv.grants);
     dom.vcpus = Arc::new(xen_domain::vcpus::VcpuSet::new(cfg.vcpus));
     dom.paging = PagingState::new(cfg.paging, input.plan.pool_start, input.mem_bytes, input.mem_bytes);
     dom.pvh = pvh;
-    let devices =
-        threads.into_iter().map(|(name, subs)| DeviceThread::start(&name, subs)).collect::<Result<Vec<_>, _>>()?;
     Ok(Vm {
         vcpu,
         aps,
@@ -329,11 +333,15 @@ fn wire_devices(
     core: &CorePages,
     hv: &Hypervisor,
     threads: &mut Threads,
-) -> Result<(PvDevices, Arc<VirtioBus>), VmmError> {
-    let host = || XenbusHost {
-        store: Arc::new(core.store.clone()),
-        evtchn: Arc::new(EvtchnAdapter::new(hv.evtchn.clone())),
-        grants: hv.grants.clone(),
+) -> Result<(PvDevices, Arc<VirtioBus>, Vec<WiredWith>), VmmError> {
+    // Each split device's store handle and binder, kept so that a
+    // cold-plugged disk can be detached like a hot-plugged one.
+    let wired_with = std::cell::RefCell::new(Vec::new());
+    let host = || {
+        let store = Arc::new(TrackedStore::new(core.store.clone()));
+        let evtchn = Arc::new(EvtchnAdapter::new(hv.evtchn.clone()));
+        wired_with.borrow_mut().push((store.clone(), evtchn.clone()));
+        XenbusHost { store, evtchn, grants: hv.grants.clone() }
     };
     let pv = crate::devices::wire_devices(table, &core.store, GUEST_DOMID, &host, threads)?;
     let usable = pv_abi::layout::KERNEL_BASE..m.pool_start;
@@ -342,7 +350,69 @@ fn wire_devices(
     threads.extend(virtio_threads);
     crate::store_nodes::write_domain_nodes(&core.store, GUEST_DOMID, "guest").map_err(VmmError::device("store"))?;
     crate::store_nodes::name_disks(&core.store, GUEST_DOMID).map_err(VmmError::device("store"))?;
-    Ok((pv, Arc::new(virtio)))
+    Ok((pv, Arc::new(virtio), wired_with.into_inner()))
+}
+
+/// The store handle and binder one split device was wired with.
+type WiredWith = (Arc<TrackedStore>, Arc<EvtchnAdapter>);
+
+/// Starts the device threads; a Xen disk alone on its thread (each
+/// `--disk` has one) is returned apart, for the hot-plug thread to own
+/// so that `remove-device` can detach it.
+fn start_device_threads(
+    threads: Threads,
+    pv: &mut PvDevices,
+    wired_with: Vec<WiredWith>,
+) -> Result<(Vec<DeviceThread>, Vec<ColdDisk>), VmmError> {
+    let same = |a: &Subscriber, b: &Subscriber| std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b));
+    let (mut devices, mut cold) = (Vec::new(), Vec::new());
+    let (queue_threads, threads): (Threads, Threads) = threads.into_iter().partition(|(n, _)| is_queue_thread(n));
+    let mut queues = Vec::new();
+    for (name, subs) in queue_threads {
+        queues.push((name.clone(), DeviceThread::start(&name, subs)?));
+    }
+    for (name, subs) in threads {
+        let disk = match subs.as_slice() {
+            [one] => pv.iter().position(|d| d.device_type == pv_abi::blkif::DEVICE_TYPE && same(&d.subscriber, one)),
+            _ => None,
+        };
+        let thread = DeviceThread::start(&name, subs)?;
+        match disk.and_then(|j| Some((pv.0.get_mut(j)?, wired_with.get(j)?))) {
+            Some((d, (store, binder))) => {
+                // The thread holds the only other reference: stopping it
+                // on a detach drops the back end.
+                d.subscriber = Arc::new(Mutex::new(crate::devices::HandedOver));
+                let vdev = d.paths.front.rsplit('/').next().unwrap_or_default();
+                cold.push(ColdDisk {
+                    plugged: Plugged { id: format!("vbd/{vdev}"), paths: d.paths.clone() },
+                    metrics: d.metrics.clone(),
+                    queues: take_queue_threads(&mut queues, &name),
+                    thread,
+                    binder: binder.clone(),
+                    store: store.clone(),
+                });
+            }
+            None => devices.push(thread),
+        }
+    }
+    devices.extend(queues.into_iter().map(|(_, t)| t));
+    Ok((devices, cold))
+}
+
+/// `pv-vbd0q1`: a further queue's thread (`devices::wire_devices`).
+fn is_queue_thread(name: &str) -> bool {
+    name.rsplit_once('q')
+        .is_some_and(|(head, n)| head.starts_with("pv-") && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Takes the threads of `disk`'s further queues (`<disk>q<N>`) out of `queues`.
+fn take_queue_threads(queues: &mut Vec<(String, DeviceThread)>, disk: &str) -> Vec<DeviceThread> {
+    let prefix = format!("{disk}q");
+    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(queues)
+        .into_iter()
+        .partition(|(n, _)| n.strip_prefix(&prefix).is_some_and(|q| q.bytes().all(|b| b.is_ascii_digit())));
+    *queues = rest;
+    mine.into_iter().map(|(_, t)| t).collect()
 }
 
 /// A PVH guest's start info, entry state, timer thread and callback line.

@@ -13,6 +13,10 @@
 //! destroyed (Xen's `domain_pause()`: the vCPUs are descheduled, nothing
 //! else changes).
 
+mod suspend;
+
+pub use suspend::{resume_suspended, suspend_cooperatively, Resume, SuspendError, SUSPEND_TIMEOUT};
+
 use crate::stats::ExitMetrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -46,6 +50,9 @@ pub enum RunState {
     Running,
     /// The vCPU is parked.
     Paused,
+    /// The guest suspended itself (`SCHEDOP_shutdown(SHUTDOWN_suspend)`
+    /// after the toolstack asked): its vCPUs are parked until a resume.
+    Suspended,
 }
 
 impl RunState {
@@ -55,6 +62,7 @@ impl RunState {
             RunState::NotRunning => "not running",
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::Suspended => "suspended",
         }
     }
 }
@@ -68,6 +76,30 @@ pub enum ControlError {
     /// The vCPU did not answer in time.
     #[error("the vCPU did not answer within {0:?}")]
     Timeout(Duration),
+    /// A suspend request while one is asked for or in effect.
+    #[error("the VM is suspending or suspended already: resume it first")]
+    AlreadySuspended,
+    /// A suspended VM's resume was asked of a VM that is not suspended.
+    #[error("the VM is not suspended")]
+    NotSuspended,
+}
+
+/// Where a cooperative suspend is (Xen's `control/shutdown = suspend`
+/// protocol, `docs/misc/xenstore-paths.pandoc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Suspend {
+    /// None asked for: a guest's `SHUTDOWN_suspend` ends the run.
+    #[default]
+    None,
+    /// The toolstack wrote `control/shutdown = suspend`: the guest's
+    /// `SHUTDOWN_suspend` is accepted.
+    Asked,
+    /// vCPU `vcpu` called `SHUTDOWN_suspend`; every vCPU parks.
+    Suspended { vcpu: u32 },
+    /// Resumed: vCPU `vcpu` returns `value` from the hypercall (1: the
+    /// suspend was cancelled, 0: resumed as a new domain) before it
+    /// enters the guest again.
+    Resuming { vcpu: u32, value: u64 },
 }
 
 /// One attached vCPU thread.
@@ -87,6 +119,7 @@ struct Inner {
     pause: bool,
     destroy: Option<Destroy>,
     stats_asked: u64,
+    suspend: Suspend,
 }
 
 impl Inner {
@@ -151,6 +184,7 @@ impl VmControl {
         let mut i = self.lock();
         if i.vcpus.is_empty() {
             i.pause = false;
+            i.suspend = Suspend::None;
         }
         i.vcpus.retain(|v| v.id != id);
         let served = i.stats_asked;
@@ -174,6 +208,7 @@ impl VmControl {
         let i = self.lock();
         match (i.vcpus.is_empty(), i.all_parked()) {
             (true, _) => RunState::NotRunning,
+            (false, true) if matches!(i.suspend, Suspend::Suspended { .. }) => RunState::Suspended,
             (false, true) => RunState::Paused,
             (false, false) => RunState::Running,
         }
@@ -241,6 +276,11 @@ impl VmControl {
         if i.vcpus.is_empty() {
             return Err(ControlError::NotRunning);
         }
+        // A suspended guest resumed this way sees its suspend cancelled
+        // (Xen's `xc_domain_resume(fast = 1)`: the hypercall returns 1).
+        if let Suspend::Suspended { vcpu } = i.suspend {
+            i.suspend = Suspend::Resuming { vcpu, value: 1 };
+        }
         i.pause = false;
         // Running from now on: a vCPU still waking from its park must not
         // make `state()` answer "paused" to the caller who just resumed.
@@ -260,6 +300,87 @@ impl VmControl {
         self.update_pending(&i);
         self.kick(&i);
         self.cv.notify_all();
+    }
+
+    /// The toolstack is about to write `control/shutdown = suspend`: from
+    /// now on the guest's `SHUTDOWN_suspend` is accepted.
+    fn ask_suspend(&self) -> Result<(), ControlError> {
+        let mut i = self.lock();
+        if i.vcpus.is_empty() {
+            return Err(ControlError::NotRunning);
+        }
+        if i.suspend != Suspend::None {
+            return Err(ControlError::AlreadySuspended);
+        }
+        i.suspend = Suspend::Asked;
+        Ok(())
+    }
+
+    /// Waits until the guest has suspended and every vCPU is parked. On a
+    /// timeout a request the guest has not answered is withdrawn (a later
+    /// `SHUTDOWN_suspend` is refused again).
+    fn wait_suspended(&self, timeout: Duration) -> Result<(), ControlError> {
+        let i = self.lock();
+        let r = self.wait_served(i, timeout, |i| matches!(i.suspend, Suspend::Suspended { .. }) && i.all_parked());
+        if r.is_err() {
+            self.withdraw_suspend();
+        }
+        r.map(drop)
+    }
+
+    /// Withdraws a suspend request the guest has not answered.
+    fn withdraw_suspend(&self) {
+        let mut i = self.lock();
+        if i.suspend == Suspend::Asked {
+            i.suspend = Suspend::None;
+        }
+    }
+
+    /// Whether the guest is suspended (its vCPUs may still be parking).
+    pub fn is_suspended(&self) -> bool {
+        matches!(self.lock().suspend, Suspend::Suspended { .. })
+    }
+
+    /// Resumes a suspended guest whose suspend hypercall returns `value`
+    /// (1: cancelled, 0: resumed as a new domain).
+    fn resume_from_suspend(&self, value: u64) -> Result<(), ControlError> {
+        {
+            let mut i = self.lock();
+            let Suspend::Suspended { vcpu } = i.suspend else { return Err(ControlError::NotSuspended) };
+            i.suspend = Suspend::Resuming { vcpu, value };
+        }
+        self.resume()
+    }
+
+    /// vCPU `id`'s thread, when its guest called `SHUTDOWN_suspend`:
+    /// accepted (true) only when the toolstack asked for it, as xl acts on
+    /// a suspend only while it saves the domain; every vCPU then parks
+    /// (Xen's `domain_shutdown()` pauses them) until a resume.
+    pub fn guest_suspended(&self, id: u32) -> bool {
+        let mut i = self.lock();
+        if i.suspend != Suspend::Asked {
+            return false;
+        }
+        i.suspend = Suspend::Suspended { vcpu: id };
+        i.pause = true;
+        self.update_pending(&i);
+        self.cv.notify_all();
+        tracing::info!(vcpu = id, "guest suspended (SHUTDOWN_suspend)");
+        true
+    }
+
+    /// vCPU `id`'s thread, after [`serve`](Self::serve) let it run: the
+    /// value its suspend hypercall returns, if it is the vCPU that
+    /// suspended and the guest has just been resumed.
+    pub fn take_resume_value(&self, id: u32) -> Option<u64> {
+        let mut i = self.lock();
+        match i.suspend {
+            Suspend::Resuming { vcpu, value } if vcpu == id => {
+                i.suspend = Suspend::None;
+                Some(value)
+            }
+            _ => None,
+        }
     }
 
     /// Each vCPU's counters, asked of its thread (paused or running),

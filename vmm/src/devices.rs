@@ -61,6 +61,17 @@ impl MutEventSubscriber for ExitHandler {
     }
 }
 
+/// Stands in the VM's device list for a device whose subscriber the
+/// hot-plug thread owns (a cold-plugged disk), so that removing the device
+/// drops its back end (and closes its image) when its thread stops.
+pub(crate) struct HandedOver;
+
+impl MutEventSubscriber for HandedOver {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {}
+
+    fn init(&mut self, _ops: &mut EventOps) {}
+}
+
 /// The running device thread.
 pub struct DeviceThread {
     exit: EventFd,

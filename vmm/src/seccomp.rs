@@ -301,7 +301,7 @@ const API: Allowlist = Allowlist {
 };
 
 /// The hot-plug thread (`crate::hotplug`): opens a disk image (and locks
-/// it), makes the device's eventfds and event loop, writes store nodes,
+/// it) or a vif's TAP device, makes the device's eventfds and event loop, writes store nodes,
 /// and starts its device thread, which inherits this filter and stacks
 /// the device filter (so everything a device thread does, added through
 /// [`ThreadKind::starts`], plus `prctl` and `seccomp`).
@@ -317,10 +317,20 @@ const HOTPLUG: Allowlist = Allowlist {
         libc::SYS_clone3,
         libc::SYS_prctl,
         libc::SYS_seccomp,
+        // netback's receive poll timer, made when a hot-plugged vif is wired.
+        libc::SYS_timerfd_create,
     ],
-    ioctls: &[],
+    // A hot-plugged vif's TAP: attach (`TUNSETIFF`), offloads, link up and
+    // MTU through an AF_INET datagram socket (`Tap::open`).
+    ioctls: &[
+        backend::net::tap::TUNSETIFF,
+        backend::net::tap::TUNSETOFFLOAD,
+        libc::SIOCGIFFLAGS,
+        libc::SIOCSIFFLAGS,
+        libc::SIOCGIFMTU,
+    ],
     any_kvm_ioctl: false,
-    inet_socket: false,
+    inet_socket: true,
 };
 
 /// `vmm bench`'s main thread, which builds VM after VM: everything above

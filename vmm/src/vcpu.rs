@@ -142,6 +142,13 @@ impl std::fmt::Display for KvmFailure {
     }
 }
 
+/// Whether the guest asked to be suspended (`SHUTDOWN_suspend`, 8 bits as
+/// `do_sched_op()` reads the reason).
+fn is_suspend(o: &Outcome) -> bool {
+    let suspend = pv_abi::hypercall::sched_op::SHUTDOWN_SUSPEND;
+    matches!(*o, Outcome::Shutdown { reason, .. } | Outcome::XenShutdown { reason } if reason as u8 == suspend as u8)
+}
+
 /// The VMM's exit status when the guest's shutdown code does not fit in
 /// a process exit status (0..=255): a failure, never a truncated code
 /// (256 would otherwise exit 0, "success").
@@ -575,6 +582,7 @@ impl Vcpu {
         if let Some(c) = &control {
             c.attach(self.id);
         }
+        let mut awaiting_resume = false;
         let ended = loop {
             // Cleared before the checks: a kick after them makes KVM_RUN
             // return at once instead of being lost.
@@ -596,6 +604,13 @@ impl Vcpu {
                 }
                 continue;
             }
+            // Resumed after a cooperative suspend: the suspend hypercall
+            // returns 1 (cancelled) or 0 (a new domain), as Xen's toolstack
+            // makes it (`modify_returncode()` in `tools/libs/guest/xg_resume.c`).
+            if let Some(v) = control.as_ref().filter(|_| awaiting_resume).and_then(|c| c.take_resume_value(self.id)) {
+                self.set_hypercall_result(v);
+                awaiting_resume = false;
+            }
             if self.id != 0 && vcpus.is_down(self.id) {
                 break Ok(Ended::Parked);
             }
@@ -606,6 +621,11 @@ impl Vcpu {
                     break Ok(Ended::Outcome(Outcome::XenShutdown { reason }));
                 }
                 Ok(None) => {}
+                // The toolstack asked for it: park until resumed.
+                Ok(Some(o)) if is_suspend(&o) && control.as_ref().is_some_and(|c| c.guest_suspended(self.id)) => {
+                    dom.with(|d| d.shutdown = None);
+                    awaiting_resume = true;
+                }
                 Ok(Some(outcome)) => break Ok(Ended::Outcome(outcome)),
                 Err(e) => break Err(e),
             }
@@ -751,6 +771,12 @@ impl Vcpu {
         let r = &mut self.fd.sync_regs_mut().regs;
         (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8, r.r10, r.rip) =
             (hr.rax, hr.rbx, hr.rcx, hr.rdx, hr.rsi, hr.rdi, hr.r8, hr.r10, hr.rip);
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Sets the return value of the hypercall the vCPU stopped in.
+    fn set_hypercall_result(&mut self, value: u64) {
+        self.fd.sync_regs_mut().regs.rax = value;
         self.fd.set_sync_dirty_reg(SyncReg::Register);
     }
 

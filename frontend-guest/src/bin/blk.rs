@@ -7,6 +7,8 @@
 #![no_main]
 
 use frontend_guest::blkfront::{self, BlkFront, IoBuf};
+use frontend_guest::hypercall::{self, Resumed};
+use frontend_guest::xenbus::{ShutdownRequest, Store};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, print, println};
 use pv_abi::blkif::*;
 use pv_abi::start_info::StartInfo;
@@ -790,6 +792,8 @@ const SOAK_REPORTED_ERRORS: u64 = 10;
 /// Exit status 0 when no request failed and nothing differed.
 fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8], store: &mut frontend_guest::xenbus::Store) -> i32 {
     let secs = cmdline::get_u64(cmd, "soak").unwrap_or(0);
+    // `suspend=ignore`: a guest that does not cooperate in a suspend.
+    let ignore_suspend = cmdline::get(cmd, "suspend") == Some(b"ignore");
     let every = cmdline::get_u64(cmd, "every").unwrap_or(500).max(1);
     let mut x = cmdline::get_u64(cmd, "seed").unwrap_or(1).max(1);
     let (Some(out), Some(inb)) = (IoBuf::alloc(2), IoBuf::alloc(2)) else { return 2 };
@@ -815,14 +819,53 @@ fn soak(disks: &mut [Option<BlkFront>], cmd: &[u8], store: &mut frontend_guest::
             break;
         }
         // Cheap: a look at the store's response ring for the watch event.
-        if let Ok(Some(req)) = frontend_guest::xenbus::shutdown_requested(store) {
-            println!("soak: control/shutdown: {:?} requested: stopping", req);
-            break;
+        match frontend_guest::xenbus::shutdown_requested(store) {
+            Ok(Some(ShutdownRequest::Suspend)) if ignore_suspend => println!("soak: suspend requested: ignored"),
+            Ok(Some(ShutdownRequest::Suspend)) if soak_suspend(disks, store, &mut c, start) != 0 => return 1,
+            Ok(Some(ShutdownRequest::Suspend)) => {}
+            Ok(Some(req)) => {
+                println!("soak: control/shutdown: {:?} requested: stopping", req);
+                break;
+            }
+            _ => {}
         }
     }
     soak_flush(disks, &mut c);
     c.print("done", start);
     (c.verify_errors + c.io_errors != 0) as i32
+}
+
+/// Xen's cooperative suspend (`control/shutdown = suspend`): quiesces the
+/// disks (no request is in flight between rounds; a flush makes the
+/// written data durable), calls `SHUTDOWN_suspend`, and after the resume
+/// goes on with the same connections (cancelled) or reconnects every disk
+/// (a new domain), as Linux's `xenbus_dev_resume()` makes its front ends.
+/// Non-zero if a disk could not reconnect.
+fn soak_suspend(disks: &mut [Option<BlkFront>], store: &mut Store, c: &mut SoakCounts, start: u64) -> i32 {
+    soak_flush(disks, c);
+    c.print("suspending", start);
+    let how = match hypercall::suspend() {
+        Ok(how) => how,
+        Err(e) => {
+            println!("soak: SHUTDOWN_suspend failed: {:?}", e);
+            return 0;
+        }
+    };
+    if how == Resumed::NewDomain {
+        for slot in disks.iter_mut() {
+            let Some(d) = slot.take() else { continue };
+            let vdev = d.vdev;
+            match d.reconnect(store) {
+                Ok(d) => *slot = Some(d),
+                Err(e) => {
+                    println!("soak: vbd/{}: reconnect failed: {:?}", vdev, e);
+                    return 1;
+                }
+            }
+        }
+    }
+    c.print(if how == Resumed::NewDomain { "resumed as a new domain" } else { "resumed (suspend cancelled)" }, start);
+    0
 }
 
 /// One write, read-back and verify on `d`.

@@ -10,7 +10,14 @@
 //! for the client mode `send=<a.b.c.d>:<port> bytes=<n>`: stream `n`
 //! bytes of the pattern `byte[i] = i % 251` to that address, then close
 //! (`n=<k>` instead of `bytes=`: k segments of 1448 bytes;
-//! `exit_after_send`: power off then). `test=ping` and `test=hostile` are
+//! `exit_after_send`: power off then). `hotplug`: start without an
+//! interface, wait for one to be attached at run time (`vmm ctl add-net`,
+//! noticed through a watch on `device/vif`), serve over it until its back
+//! end goes `Closing` (`vmm ctl remove-device vif/<n>`), close it, then
+//! wait for `control/shutdown`. `control` (implied by `hotplug`, Xen
+//! interface only): also act on `control/shutdown` (poweroff, reboot: stop
+//! as `GET /shutdown` does; `suspend`: Xen's cooperative suspend, see
+//! `Guest::suspend`). `test=ping` and `test=hostile` are
 //! the benchmark's and the hostile test's raw-frame scenarios (netfront
 //! only; see their functions).
 //!
@@ -32,8 +39,10 @@
 #![no_main]
 
 use core::fmt::Write as _;
+use frontend_guest::hypercall::{self, Resumed};
 use frontend_guest::netfront::{self, NetFront};
 use frontend_guest::virtio::{self as vio, NetDevice};
+use frontend_guest::xenbus::{ShutdownRequest, Store, XenbusState};
 use frontend_guest::{clock, cmdline, evtchn, guest_main, println};
 use pv_abi::start_info::StartInfo;
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet, SocketStorage};
@@ -183,6 +192,14 @@ trait Nic: smoltcp::phy::Device {
     fn write_counters(&self, w: &mut Text<'_>) -> core::fmt::Result;
     /// (received, sent, notifications) for the closing line.
     fn summary(&self) -> (u64, u64, u64);
+    /// Closes the device after its back end went away (hot-unplug).
+    fn close(&mut self, _store: &mut Store) -> bool {
+        false
+    }
+    /// Connects again after the guest resumed as a new domain.
+    fn reconnect(&mut self, _store: &mut Store) -> bool {
+        false
+    }
 }
 
 impl Nic for NetFront {
@@ -217,6 +234,24 @@ impl Nic for NetFront {
     fn summary(&self) -> (u64, u64, u64) {
         let c = self.counters();
         (c.rx_packets, c.tx_packets, c.notifies)
+    }
+    fn reconnect(&mut self, store: &mut Store) -> bool {
+        match NetFront::reconnect(self, store) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("net: vif/{}: reconnect: {:?}", self.id, e);
+                false
+            }
+        }
+    }
+    fn close(&mut self, store: &mut Store) -> bool {
+        match NetFront::close(self, store) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("net: vif/{}: close: {:?}", self.id, e);
+                false
+            }
+        }
     }
 }
 
@@ -416,6 +451,84 @@ struct Guest<'a, D: Nic> {
     shutdown: bool,
     /// Power off once the client's stream is done (`exit_after_send`).
     exit_after_send: bool,
+    /// `hotplug` or `control`: the toolstack's requests, looked at
+    /// every [`CONTROL_POLL_US`].
+    control: Option<Control>,
+}
+
+/// The toolstack's side of a `hotplug` or `control` guest: its
+/// `control/shutdown` requests (poweroff, reboot, Xen's cooperative
+/// suspend) and, for a hot-plugged interface, its back end's state (a
+/// detach is `Closing`, or the directory gone).
+struct Control {
+    store: Store,
+    id: u32,
+    /// `hotplug`: the back end's `state` node.
+    be_state: Option<frontend_guest::xenbus::NodePath<160>>,
+    next_us: u64,
+    detached: bool,
+}
+
+/// How often the toolstack's nodes are looked at (a timer wake-up each:
+/// only guests started with `hotplug` or `control` pay for it).
+const CONTROL_POLL_US: u64 = 100_000;
+
+/// What [`Control::check`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Nothing,
+    Detached,
+    Poweroff,
+    Suspend,
+}
+
+impl Control {
+    /// What the toolstack asks (looked at most every [`CONTROL_POLL_US`]),
+    /// and the next time to look.
+    fn check(&mut self, now_us: u64) -> (Asked, u64) {
+        if self.detached {
+            return (Asked::Detached, self.next_us);
+        }
+        if now_us < self.next_us {
+            return (Asked::Nothing, self.next_us);
+        }
+        self.next_us = now_us + CONTROL_POLL_US;
+        if let Some(be_state) = &self.be_state {
+            let s = frontend_guest::xenbus::read_state(&mut self.store, be_state.as_str());
+            if let Some(s) = s.ok().filter(|s| *s == XenbusState::Unknown || *s >= XenbusState::Closing) {
+                println!("net: vif/{}: back end {:?}: closing the interface", self.id, s);
+                self.detached = true;
+                return (Asked::Detached, self.next_us);
+            }
+        }
+        let asked = match frontend_guest::xenbus::shutdown_requested(&mut self.store) {
+            Ok(Some(ShutdownRequest::Suspend)) => Asked::Suspend,
+            Ok(Some(r)) => {
+                println!("net: control/shutdown: {:?} requested: stopping", r);
+                Asked::Poweroff
+            }
+            _ => Asked::Nothing,
+        };
+        (asked, self.next_us)
+    }
+}
+
+/// The toolstack's side of vif `id` ([`Control`]), with its watch on
+/// `control/shutdown` and, for a hot-plugged one, its back end's `state`.
+fn control(mut store: Store, id: u32, hotplug: bool) -> Result<Control, i32> {
+    let be_state = match hotplug.then(|| netfront::backend_state_path(&mut store, id)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            println!("net: vif/{}: no back-end state: {:?}", id, e);
+            return Err(73);
+        }
+        None => None,
+    };
+    if let Err(e) = frontend_guest::xenbus::watch_shutdown(&mut store) {
+        println!("net: watch control/shutdown: {:?}", e);
+        return Err(70);
+    }
+    Ok(Control { store, id, be_state, next_us: 0, detached: false })
 }
 
 /// The device the guest runs over.
@@ -427,20 +540,30 @@ enum Link {
 
 /// netfront on the first vif the store lists, else the first virtio-net
 /// device in start-info; an exit status if there is neither.
-fn open_link(si: &'static StartInfo) -> Result<Link, i32> {
-    let mut store = frontend_guest::xenbus::open_store(si).map_err(|e| {
-        println!("net: store: {:?}", e);
-        70
-    })?;
+fn open_link(si: &'static StartInfo, store: &mut Store, hotplug: bool) -> Result<Link, i32> {
+    if hotplug {
+        println!("net: waiting for an interface (device/vif)");
+        let id = netfront::wait_for_vif(store).map_err(|e| {
+            println!("net: watch on device/vif: {:?}", e);
+            71
+        })?;
+        return match netfront::connect(store, id) {
+            Ok(d) => Ok(Link::Xen(id, d)),
+            Err(e) => {
+                println!("net: vif/{}: connect failed: {:?}", id, e);
+                Err(73)
+            }
+        };
+    }
     let mut first = None;
-    if let Err(e) = netfront::list(&mut store, |id| {
+    if let Err(e) = netfront::list(store, |id| {
         first.get_or_insert(id);
     }) {
         println!("net: cannot list interfaces: {:?}", e);
         return Err(71);
     }
     if let Some(id) = first {
-        return match netfront::connect(&mut store, id) {
+        return match netfront::connect(store, id) {
             Ok(d) => Ok(Link::Xen(id, d)),
             Err(e) => {
                 println!("net: vif/{}: connect failed: {:?}", id, e);
@@ -478,7 +601,15 @@ fn main(si: &'static StartInfo) -> i32 {
     };
     let timer = clock::init();
     let want_mtu = cmdline::get_u64(cmd, "mtu").map(|m| m as usize);
-    match open_link(si) {
+    let mut store = match frontend_guest::xenbus::open_store(si) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("net: store: {:?}", e);
+            return 70;
+        }
+    };
+    let hotplug = cmdline::words(cmd).any(|(k, _)| k == b"hotplug");
+    match open_link(si, &mut store, hotplug) {
         Err(code) => code,
         Ok(Link::Xen(id, mut dev)) => {
             // The toolstack's `mtu` key is the default and the ceiling
@@ -504,7 +635,11 @@ fn main(si: &'static StartInfo) -> i32 {
                 timer,
                 clock::tsc_per_us()
             );
-            serve(dev, m, cidr, cmd)
+            let want = hotplug || cmdline::words(cmd).any(|(k, _)| k == b"control");
+            match want.then(|| control(store, id, hotplug)).transpose() {
+                Ok(control) => serve(dev, m, cidr, cmd, control),
+                Err(code) => code,
+            }
         }
         Ok(Link::Virtio(base, dev)) => {
             let m = dev.mac();
@@ -522,7 +657,7 @@ fn main(si: &'static StartInfo) -> i32 {
                 dev.mtu(),
                 timer
             );
-            serve(dev, m, cidr, cmd)
+            serve(dev, m, cidr, cmd, None)
         }
     }
 }
@@ -539,7 +674,13 @@ fn interface<D: Nic>(dev: &mut D, mac: [u8; 6]) -> Option<&'static mut Interface
 
 /// Runs the services (and the client, if asked) over `dev` until told to
 /// power off.
-fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd: &[u8]) -> i32 {
+fn serve<D: Nic>(
+    mut dev: D,
+    mac: [u8; 6],
+    (ip, prefix): (Ipv4Address, u8),
+    cmd: &[u8],
+    control: Option<Control>,
+) -> i32 {
     let Some(iface) = interface(&mut dev, mac) else { return 2 };
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
@@ -563,6 +704,7 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         served: 0,
         shutdown: false,
         exit_after_send: cmdline::words(cmd).any(|(k, _)| k == b"exit_after_send"),
+        control,
     };
     if let Some((host, port)) = cmdline::get(cmd, "send").and_then(parse_endpoint) {
         if let Err(code) = g.start_client(host, port, cmd) {
@@ -584,7 +726,29 @@ fn serve<D: Nic>(mut dev: D, mac: [u8; 6], (ip, prefix): (Ipv4Address, u8), cmd:
         notifies,
         evtchn::upcalls()
     );
-    0
+    match g.control {
+        Some(mut c) if c.detached => detached(&mut g.dev.dev, &mut c),
+        _ => 0,
+    }
+}
+
+/// After a hot-unplug: closes the interface, then waits for the
+/// toolstack's `control/shutdown` (the VMM outlives the detach).
+fn detached<D: Nic>(dev: &mut D, d: &mut Control) -> i32 {
+    if !dev.close(&mut d.store) {
+        return 1;
+    }
+    println!("net: vif/{}: closed; waiting for control/shutdown", d.id);
+    match frontend_guest::xenbus::wait_shutdown_request(&mut d.store) {
+        Ok(r) => {
+            println!("net: control/shutdown: {:?}", r);
+            0
+        }
+        Err(e) => {
+            println!("net: control/shutdown: {:?}", e);
+            1
+        }
+    }
 }
 
 /// A pool of `N` sockets for `port`, each with `buf` bytes per direction
@@ -670,6 +834,21 @@ impl<D: Nic> Guest<'_, D> {
                 self.shutdown = true;
             }
             let now_us = clock::now_us();
+            // A hot-plugged interface being detached: stop serving at once
+            // (the back end no longer moves frames).
+            let control_at = match self.control.as_mut().map(|c| c.check(now_us)) {
+                Some((Asked::Detached, _)) => return,
+                Some((Asked::Poweroff, next)) => {
+                    self.shutdown = true;
+                    Some(next)
+                }
+                Some((Asked::Suspend, _)) => {
+                    self.suspend();
+                    continue;
+                }
+                Some((Asked::Nothing, next)) => Some(next),
+                None => None,
+            };
             if self.shutdown {
                 let end = *power_off_at.get_or_insert(now_us + DRAIN_US);
                 if now_us >= end || self.drained() {
@@ -677,14 +856,39 @@ impl<D: Nic> Guest<'_, D> {
                 }
             }
             let timer = self.iface.poll_delay(now(), &self.sockets).map(|d| now_us + d.total_micros());
-            let wake = match (timer, power_off_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [timer, power_off_at, control_at].into_iter().flatten().min();
             if wake.is_some_and(|w| w <= clock::now_us()) {
                 continue;
             }
             self.dev.dev.wait(wake);
+        }
+    }
+
+    /// Xen's cooperative suspend (`control/shutdown = suspend`): what is
+    /// queued goes out, then `SHUTDOWN_suspend`; a cancelled suspend goes
+    /// on as it was, a new domain reconnects the interface (frames in
+    /// flight on the old rings are lost: TCP sends them again). smoltcp's
+    /// sockets are untouched either way.
+    fn suspend(&mut self) {
+        self.dev.dev.flush();
+        println!("net: suspending");
+        let how = match hypercall::suspend() {
+            Ok(how) => how,
+            Err(e) => {
+                println!("net: SHUTDOWN_suspend failed: {:?}", e);
+                return;
+            }
+        };
+        let Some(c) = self.control.as_mut() else { return };
+        if how == Resumed::NewDomain {
+            if self.dev.dev.reconnect(&mut c.store) {
+                println!("net: resumed as a new domain: vif/{} reconnected", c.id);
+            } else {
+                println!("net: resumed as a new domain: vif/{} did not reconnect: stopping", c.id);
+                self.shutdown = true;
+            }
+        } else {
+            println!("net: resumed (suspend cancelled)");
         }
     }
 

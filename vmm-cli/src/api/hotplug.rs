@@ -1,8 +1,9 @@
-//! `PUT /vm.add-disk` and `PUT /vm.remove-device`: disk hot-plug through
-//! xenbus, as `xl block-attach` / `xl block-detach` ([`vmm::hotplug`]).
-//! The API thread only parses and forwards: the VM's hot-plug thread
-//! opens the image and starts the device thread (the API thread's seccomp
-//! filter allows neither).
+//! `PUT /vm.add-disk`, `PUT /vm.add-net` and `PUT /vm.remove-device`:
+//! disk and network hot-plug through xenbus, as `xl block-attach` /
+//! `network-attach` / `block-detach` / `network-detach`
+//! ([`vmm::hotplug`]). The API thread only parses and forwards: the VM's
+//! hot-plug thread opens the image or TAP device and starts the device
+//! thread (the API thread's seccomp filter allows neither).
 
 use super::{with_view, Response, Shared};
 use serde::Deserialize;
@@ -18,11 +19,19 @@ struct AddDisk {
     disk: String,
 }
 
+/// `PUT /vm.add-net` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNet {
+    /// `--net` syntax: `tap=<ifname>[,mac=<mac>]`.
+    net: String,
+}
+
 /// `PUT /vm.remove-device` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoveDevice {
-    /// `vbd/<n>`, `<n>` or a disk name (`xvdb`).
+    /// `vbd/<n>`, `<n>` or a disk name (`xvdb`), or `vif/<n>`.
     id: String,
     /// How long to wait for the front end to close before forcing
     /// (default `LIBXL_DESTROY_TIMEOUT`, 10 s).
@@ -34,7 +43,7 @@ fn hotplug_error(e: HotplugError) -> Response {
     let status = match e {
         HotplugError::BadDevice(_) => 400,
         HotplugError::NoDevice(_) => 404,
-        HotplugError::Exists(_) | HotplugError::TooMany => 409,
+        HotplugError::Exists(..) | HotplugError::TooMany => 409,
         HotplugError::NotRunning => 409,
         HotplugError::Host(_) => 500,
     };
@@ -67,13 +76,39 @@ pub(super) fn add_disk(s: &Shared, body: &[u8]) -> Response {
     }
 }
 
-/// Detaches a hot-plugged disk; answers 200 `{"id", "removal"}` with
+/// Attaches a network interface on a TAP device; answers 200 `{"id",
+/// "frontend", "backend"}` (id `vif/<handle>`).
+pub(super) fn add_net(s: &Shared, body: &[u8]) -> Response {
+    let b: AddNet = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Response::error(400, format!("bad body: {e}; send {{\"net\": \"tap=<ifname>[,mac=<mac>]\"}}"))
+        }
+    };
+    let net: vmm::NetConfig = match b.net.parse() {
+        Ok(n) => n,
+        Err(e) => return Response::error(400, e.to_string()),
+    };
+    let h = match handle(s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.add_net(vmm::DeviceSpec::Net(net)) {
+        Ok(p) => Response::ok(json!({ "id": p.id, "frontend": p.paths.front, "backend": p.paths.back })),
+        Err(e) => hotplug_error(e),
+    }
+}
+
+/// Detaches a hot-plugged device; answers 200 `{"id", "removal"}` with
 /// `removal` `closed` or `forced`.
 pub(super) fn remove_device(s: &Shared, body: &[u8]) -> Response {
     let b: RemoveDevice = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
-            return Response::error(400, format!("bad body: {e}; send {{\"id\": \"vbd/<n>\"[, \"timeout_ms\": <ms>]}}"))
+            return Response::error(
+                400,
+                format!("bad body: {e}; send {{\"id\": \"vbd/<n>\" or \"vif/<n>\"[, \"timeout_ms\": <ms>]}}"),
+            )
         }
     };
     let timeout = b.timeout_ms.map_or(vmm::hotplug::DESTROY_TIMEOUT, Duration::from_millis);

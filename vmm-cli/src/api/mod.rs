@@ -8,6 +8,7 @@
 
 mod hotplug;
 pub mod http;
+mod suspend;
 
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
@@ -180,12 +181,8 @@ fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Endpoints the issue names that are not built yet: 501.
-const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("/vm.add-net", "network hot-plug"),
-    ("/vm.snapshot", "snapshot"),
-    ("/vm.restore", "restore"),
-    ("/vm.migrate", "live migration"),
-];
+const NOT_IMPLEMENTED: &[(&str, &str)] =
+    &[("/vm.snapshot", "snapshot"), ("/vm.restore", "restore"), ("/vm.migrate", "live migration")];
 
 /// One request's answer, and whether it asked for a graceful shutdown
 /// (whose grace period the server then times).
@@ -198,7 +195,8 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm" => want("GET").or_else(no_body).unwrap_or_else(|| info(s)),
         "/vm.stats" => want("GET").or_else(no_body).unwrap_or_else(|| stats(s)),
         "/vm.pause" => want("PUT").or_else(no_body).unwrap_or_else(|| done(s.control.pause(VCPU_ANSWER_TIMEOUT))),
-        "/vm.resume" => want("PUT").or_else(no_body).unwrap_or_else(|| done(s.control.resume())),
+        "/vm.resume" => want("PUT").unwrap_or_else(|| suspend::resume(s, &req.body)),
+        "/vm.suspend" => want("PUT").unwrap_or_else(|| suspend::suspend(s, &req.body)),
         "/vm.destroy" => want("PUT").or_else(no_body).unwrap_or_else(|| {
             s.control.destroy(Destroy::Now);
             Response::no_content()
@@ -212,6 +210,7 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm.reboot" => want("PUT").or_else(no_body).unwrap_or_else(|| store_request(s, "reboot")),
         "/vm.balloon" => want("PUT").unwrap_or_else(|| balloon(s, &req.body)),
         "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
+        "/vm.add-net" => want("PUT").unwrap_or_else(|| hotplug::add_net(s, &req.body)),
         "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
@@ -232,6 +231,7 @@ fn control_error(e: ControlError) -> Response {
     match e {
         ControlError::NotRunning => Response::error(409, format!("{e}: retry once it has booted")),
         ControlError::Timeout(_) => Response::error(503, e.to_string()),
+        ControlError::AlreadySuspended | ControlError::NotSuspended => Response::error(409, e.to_string()),
     }
 }
 
@@ -307,8 +307,17 @@ fn vcpu_json(v: &VcpuStats) -> Value {
 
 /// Each split device's counters, then each virtio transport's and device's.
 fn device_stats(v: &VmView) -> Value {
-    let mut out: Vec<Value> =
-        v.devices.iter().map(|(name, m)| json!({ "name": name, "counters": counters(m.counters()) })).collect();
+    // A cold-plugged disk detached since the boot is gone from the store.
+    let mut out: Vec<Value> = v
+        .devices
+        .iter()
+        .filter(|(name, _)| v.store.read(name).is_ok())
+        .map(|(name, m)| json!({ "name": name, "counters": counters(m.counters()) }))
+        .collect();
+    // Hot-plugged split devices, with the id `remove-device` takes.
+    for (id, name, m) in v.hotplug.iter().flat_map(vmm::hotplug::Hotplug::devices) {
+        out.push(json!({ "name": name, "id": id, "hotplugged": true, "counters": counters(m.counters()) }));
+    }
     for (i, e) in v.virtio.entries.iter().enumerate() {
         if let Some(c) = v.virtio.counters(i) {
             let name = format!("virtio-mmio@{:#x}", e.base);
@@ -463,7 +472,10 @@ mod tests {
         assert_eq!(call(&s, "PUT", "/vm.balloon", r#"{"target_kib": 1}"#).0, 409);
         assert_eq!(call(&s, "GET", "/vm", "").0, 200, "info answers while not running");
         assert_eq!(call(&s, "POST", "/vm", "").0, 405);
-        assert_eq!(call(&s, "PUT", "/vm.resume", "{}").0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.resume", "{\"nonsense\": 1}").0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.resume", "{\"fresh\": true}").0, 409, "not suspended");
+        assert_eq!(call(&s, "PUT", "/vm.suspend", "").0, 409, "no vCPU yet");
+        assert_eq!(call(&s, "PUT", "/vm.suspend", "{\"timeout\": 1}").0, 400);
         assert_eq!(call(&s, "GET", "/", "").0, 404);
         assert_eq!(call(&s, "PUT", "/vm.migrate", "{}").0, 501);
     }
