@@ -348,7 +348,7 @@ fn serve(host: HotplugHost, rx: Receiver<Request>, listed: &Mutex<Vec<Listed>>, 
     }
     publish(&[]);
     // The VM ends: device threads stop before guest memory goes.
-    for d in devices {
+    for mut d in devices {
         d.stop();
     }
 }
