@@ -210,4 +210,7 @@ pub struct BenchArgs {
     /// Run without the seccomp filters (for debugging).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Run only the rows whose operation starts with PREFIX (e.g. `blk`).
+    #[arg(long, value_name = "PREFIX")]
+    pub only: Option<String>,
 }

@@ -289,36 +289,59 @@ pub fn dispatch_cost(opts: BenchOpts) -> Result<Record, VmmError> {
     })
 }
 
-/// Runs every benchmark this build knows.
-pub fn run_all(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
-    let mut all = run_base(opts)?;
-    all.extend(pte_updates(opts)?);
-    Ok(all)
-}
+/// A group of rows: its operation's name (what `--only` matches) and how
+/// to measure it.
+type Row<'a> = (&'a str, Box<dyn Fn() -> Result<Vec<Record>, VmmError> + 'a>);
 
-fn run_base(opts: BenchOpts) -> Result<Vec<Record>, VmmError> {
-    Ok(vec![
-        raw_port_io_exit(opts)?,
-        guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts)?,
-        guest_op("null hypercall", "pv-tight", "selftest", "noevents test=null-tight", opts)?,
-        dispatch_cost(opts)?,
-        guest_op("console byte", "uart", "selftest", "noevents test=uart", opts)?,
-        guest_op("console byte", "hypercall", "selftest", "noevents test=console chunk=64", opts)?,
-        guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts)?,
-        event_round_trip("hypercall", opts)?,
-        event_round_trip("doorbell", opts)?,
-        event_delivery("2-level", opts)?,
-        event_delivery("fifo", opts)?,
-        ipi_round_trip("evtchn", opts)?,
-        ipi_round_trip("lapic", opts)?,
-        block_io("read", opts)?,
-        block_io("write", opts)?,
-        block_io_queues(1, opts)?,
-        block_io_queues(2, opts)?,
-        block_io_queues(4, opts)?,
-        virtio_block_io("read", opts)?,
-        virtio_block_io("write", opts)?,
-    ])
+/// Runs every benchmark this build knows, or (`only`) those whose
+/// operation starts with that prefix.
+pub fn run_all(opts: BenchOpts, only: Option<&str>) -> Result<Vec<Record>, VmmError> {
+    let one = |r: Result<Record, VmmError>| r.map(|r| vec![r]);
+    let rows: Vec<Row> = vec![
+        ("port-io exit", Box::new(move || one(raw_port_io_exit(opts)))),
+        (
+            "null hypercall",
+            Box::new(move || one(guest_op("null hypercall", "pv", "selftest", "noevents test=null", opts))),
+        ),
+        (
+            "null hypercall",
+            Box::new(move || one(guest_op("null hypercall", "pv-tight", "selftest", "noevents test=null-tight", opts))),
+        ),
+        ("hypercall dispatch", Box::new(move || one(dispatch_cost(opts)))),
+        (
+            "console byte",
+            Box::new(move || one(guest_op("console byte", "uart", "selftest", "noevents test=uart", opts))),
+        ),
+        (
+            "console byte",
+            Box::new(move || {
+                one(guest_op("console byte", "hypercall", "selftest", "noevents test=console chunk=64", opts))
+            }),
+        ),
+        (
+            "console byte",
+            Box::new(move || one(guest_op("console byte", "ring", "selftest", "test=ring chunk=64", opts))),
+        ),
+        ("event round trip", Box::new(move || one(event_round_trip("hypercall", opts)))),
+        ("event round trip", Box::new(move || one(event_round_trip("doorbell", opts)))),
+        ("event delivery", Box::new(move || one(event_delivery("2-level", opts)))),
+        ("event delivery", Box::new(move || one(event_delivery("fifo", opts)))),
+        ("ipi round trip", Box::new(move || one(ipi_round_trip("evtchn", opts)))),
+        ("ipi round trip", Box::new(move || one(ipi_round_trip("lapic", opts)))),
+        ("blk 4k randread", Box::new(move || one(block_io("read", opts)))),
+        ("blk 4k randwrite", Box::new(move || one(block_io("write", opts)))),
+        ("blk 4k randread", Box::new(move || BLOCK_QUEUES.iter().map(|&q| block_io_queues(q, opts)).collect())),
+        ("blk 4k randread", Box::new(move || one(virtio_block_io("read", opts)))),
+        ("blk 4k randwrite", Box::new(move || one(virtio_block_io("write", opts)))),
+        ("pte update", Box::new(move || pte_updates(opts))),
+    ];
+    let mut all = Vec::new();
+    for (name, run) in rows {
+        if only.is_none_or(|p| name.starts_with(p)) {
+            all.extend(run()?);
+        }
+    }
+    Ok(all)
 }
 
 /// One event round trip guest -> back end -> guest on the echo device:
@@ -375,18 +398,21 @@ pub fn block_io(op: &str, opts: BenchOpts) -> Result<Record, VmmError> {
     measure(&format!("blk 4k rand{op}"), "ring+doorbell", BLOCK_QUEUE_DEPTH, &w, (opts.iters / 10).max(1), opts.reps)
 }
 
-/// The block read row over `queues` blkif queues (`multi-queue-num-queues`;
-/// the guest's `test=bench queues=N` spreads the requests over the queues
-/// in turn, [`BLOCK_QUEUE_DEPTH`] in flight on each): guest instructions,
-/// kicks and notifications per request against the queue count.
-pub fn block_io_queues(queues: u64, opts: BenchOpts) -> Result<Record, VmmError> {
+/// Queues of the multi-queue block rows.
+pub const BLOCK_QUEUES: [u32; 3] = [1, 2, 4];
+
+/// [`block_io`]'s reads through the multi-queue path (`queues=N`: Linux's
+/// `multi-queue-num-queues` handshake, one ring per queue, the requests
+/// spread over the queues in turn, [`BLOCK_QUEUE_DEPTH`] in flight on
+/// each): with one queue it should cost what the single-queue row costs.
+pub fn block_io_queues(queues: u32, opts: BenchOpts) -> Result<Record, VmmError> {
     let (_dir, disk) = bench_disk()?;
     let w = Workload {
         devices: vec![DeviceSpec::Disk(DiskConfig::xen(disk, false))],
         ..Workload::new("blk", &format!("test=bench op=read depth={BLOCK_QUEUE_DEPTH} queues={queues}"))
     };
-    let mode = format!("ring {queues}q");
-    measure("blk 4k randread", &mode, BLOCK_QUEUE_DEPTH * queues, &w, (opts.iters / 10).max(1), opts.reps)
+    let mode = format!("{queues} queue{}", if queues == 1 { "" } else { "s" });
+    measure("blk 4k randread", &mode, BLOCK_QUEUE_DEPTH * u64::from(queues), &w, (opts.iters / 10).max(1), opts.reps)
 }
 
 /// The same workload over virtio: `virtio-drivers`' `VirtIOBlk` in the

@@ -138,3 +138,32 @@ fn four_queues_with_multi_page_rings_through_the_cli() {
         assert!(pattern_ok(&file, q * 512, 320, 0x3100 + q), "queue {q}'s region");
     }
 }
+
+/// `vmm bench --only blk` runs the block rows alone: the single-queue
+/// ring, the multi-queue handshake with 1, 2 and 4 queues (the back end
+/// offers 4, `multi-queue-max-queues`) and virtio; every Xen row's requests
+/// reached blkback (its kicks counted; a guest whose requests failed makes
+/// the bench fail). A prefix no row has is a one-line error.
+#[test]
+fn bench_only_blk_has_the_single_and_multi_queue_rows() {
+    let out = vmm(&["bench", "--iters", "40", "--reps", "1", "--json", "--only", "blk"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    assert!(recs.iter().all(|r| r["op"].as_str().unwrap().starts_with("blk")), "{recs:?}");
+    for (op, mode) in [
+        ("blk 4k randread", "ring+doorbell"),
+        ("blk 4k randwrite", "ring+doorbell"),
+        ("blk 4k randread", "1 queue"),
+        ("blk 4k randread", "2 queues"),
+        ("blk 4k randread", "4 queues"),
+        ("blk 4k randread", "virtio-mmio"),
+    ] {
+        let r = recs.iter().find(|r| r["op"] == op && r["mode"] == mode).unwrap_or_else(|| panic!("no {op} {mode}"));
+        assert!(r["backend_kicks_per_op"].as_f64().unwrap() > 0.0, "{op} {mode}: {r}");
+    }
+    let out = vmm(&["bench", "--iters", "1", "--reps", "1", "--only", "nosuch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("\"nosuch\""), "{stderr}");
+}

@@ -16,13 +16,23 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     if !args.no_seccomp {
         vmm::seccomp::enable();
     }
-    // Before the main thread's filter: the net rows' namespace and TAP device.
-    let net = bench::net_setup();
+    let wants = |op: &str| args.only.as_deref().is_none_or(|p| op.starts_with(p));
+    // Before the main thread's filter: the net rows' namespace and TAP
+    // device (only if a net row may run).
+    let net_rows = args.only.as_deref().is_none_or(|p| p.starts_with("net") || "net".starts_with(p));
+    let net = if net_rows { bench::net_setup() } else { None };
     let opts = BenchOpts { iters: args.iters, reps: args.reps };
     vmm::seccomp::install(vmm::seccomp::ThreadKind::Main).map_err(VmmError::from)?;
-    let mut recs = bench::run_all(opts)?;
+    let mut recs = bench::run_all(opts, args.only.as_deref())?;
     if let Some(n) = &net {
-        recs.extend(bench::net_rows(opts, n)?);
+        recs.extend(bench::net_rows(opts, n)?.into_iter().filter(|r| wants(&r.op)));
+    }
+    if recs.is_empty() {
+        eprintln!(
+            "error: no benchmark's operation starts with {:?}: try `blk`, `event` or `net`",
+            args.only.unwrap_or_default()
+        );
+        return Ok(ExitCode::from(2));
     }
     if let Some(path) = &args.plot {
         std::fs::write(path, crate::plot::svg(&recs)?)
