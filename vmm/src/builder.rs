@@ -126,6 +126,8 @@ struct CorePages {
     store: SharedStore,
     store_port: u32,
     subscribers: Vec<Subscriber>,
+    /// The store ring's server (re-attached after a snapshot's memory is loaded).
+    store_handler: Arc<Mutex<StoreHandler>>,
 }
 
 impl Vm {
@@ -176,6 +178,9 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     let (pv, virtio) = wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     vcpu.attach_mmio(virtio.clone());
+    vcpu.attach_vm(m.vm.clone());
+    crate::snapshot::vcpu_state::init_msr_index(&m.kvm);
+    let snapshot_writer = crate::snapshot::save::start_writer().map_err(io("snapshot thread"))?;
     let pvh = match input.pvh_layout {
         Some(l) => Some(Box::new(prepare_pvh(cfg, &m, &mut vcpu, l, image.entry, &core, &hv)?)),
         None => {
@@ -215,6 +220,9 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         image,
         created_at,
         first_run_at: None,
+        saved_config: crate::snapshot::SavedConfig::of(cfg),
+        store_handler: core.store_handler,
+        snapshot_writer,
     })
 }
 
@@ -464,12 +472,10 @@ fn setup_core_pages(
     let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
     let store_page = RingPage::assigned(ram.mem(), pages.store).map_err(VmmError::device("store"))?;
     let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
-    subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
-        server,
-        store_wake,
-        PortNotifier::new(evtchn.clone(), store_port),
-    ))));
-    Ok(CorePages { console, console_port, store, store_port, subscribers })
+    let store_handler =
+        Arc::new(Mutex::new(StoreHandler::new(server, store_wake, PortNotifier::new(evtchn.clone(), store_port))));
+    subscribers.push(store_handler.clone());
+    Ok(CorePages { console, console_port, store, store_port, subscribers, store_handler })
 }
 
 /// Writes start-info with the console and store channels and the virtio

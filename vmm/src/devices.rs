@@ -135,6 +135,14 @@ impl StoreHandler {
     }
 }
 
+impl StoreHandler {
+    /// Continues from the store ring's indices in guest memory (a
+    /// snapshot's memory was just loaded).
+    pub(crate) fn reattach(&mut self) -> Result<(), pv_store::StoreServerError> {
+        self.server.reattach_rings()
+    }
+}
+
 impl MutEventSubscriber for StoreHandler {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if events.event_set().contains(EventSet::IN) {

@@ -1,0 +1,71 @@
+//! Restoring a snapshot: read and check the state file, build the VM from
+//! its configuration (as `vmm run` would), then load memory and state over
+//! it before its first `KVM_RUN`.
+
+use super::{format, memory, SnapshotError, SnapshotState, MEMORY_FILE, STATE_FILE};
+use crate::vm::Vm;
+use std::path::Path;
+
+/// Reads `dir`'s state file and checks it is complete, of this format
+/// version, untampered, and consistent (vCPU ids, memory size).
+pub fn load_state(dir: &Path) -> Result<SnapshotState, SnapshotError> {
+    let path = dir.join(STATE_FILE);
+    let io = |e| SnapshotError::Io { path: path.clone(), source: e };
+    let len = std::fs::metadata(&path).map_err(io)?.len();
+    if len > format::MAX_PAYLOAD + format::HEADER_LEN as u64 {
+        return Err(SnapshotError::Corrupt { path, why: format!("{len} bytes is too large for a state file") });
+    }
+    let bytes = std::fs::read(&path).map_err(io)?;
+    let state: SnapshotState = format::decode(&path, &bytes)?;
+    check(&path, &state)?;
+    Ok(state)
+}
+
+/// What the header's checksum cannot vouch for: that the state is one a
+/// VM can have (a state file written by hand still may not make the VMM
+/// index out of bounds).
+fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
+    let bad = |why: String| Err(SnapshotError::Corrupt { path: path.to_path_buf(), why });
+    let n = s.config.vcpus;
+    if !(1..=crate::vm::MAX_VCPUS).contains(&n) {
+        return bad(format!("{n} vCPUs"));
+    }
+    if s.vcpus.len() != n as usize || s.vcpus.iter().enumerate().any(|(i, v)| v.id != i as u32) {
+        return bad(format!("the vCPU states do not match the {n} vCPUs of its configuration"));
+    }
+    if let Err(e) = crate::builder::check_mem_size(&s.config.mem_bytes.to_string(), s.config.mem_bytes) {
+        return bad(e.to_string());
+    }
+    if s.vm.irqchips.len() > 3 || s.vm.irqchips.iter().any(|c| c.chip_id > 2) {
+        return bad("bad irqchip state".into());
+    }
+    Ok(())
+}
+
+/// Loads memory and state from `dir` (whose state is `state`) into `vm`,
+/// just built from `state.config`, before it first runs. Returns the bytes
+/// of memory loaded.
+pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
+    let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
+    // The console and store rings continue at the guest's indices.
+    vm.console.lock().unwrap_or_else(|p| p.into_inner()).reattach();
+    vm.store_handler
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reattach()
+        .map_err(|e| SnapshotError::State { what: "store ring", why: e.to_string() })?;
+    let kvm = |what| move |e| SnapshotError::Kvm { what, source: e };
+    let mut clock = state.vm.clock;
+    // Only the time itself: KVM refuses flags it did not define for SET.
+    clock.flags = 0;
+    vm._vm.set_clock(&clock).map_err(kvm("KVM_SET_CLOCK"))?;
+    for chip in &state.vm.irqchips {
+        vm._vm.set_irqchip(chip).map_err(kvm("KVM_SET_IRQCHIP"))?;
+    }
+    let vcpus = std::iter::once(&mut vm.vcpu).chain(vm.aps.iter_mut());
+    for (v, s) in vcpus.zip(&state.vcpus) {
+        super::vcpu_state::apply(v.fd_mut(), s)?;
+    }
+    super::devices::check_devices(&vm.pv, &state.devices)?;
+    Ok(loaded)
+}
