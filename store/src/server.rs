@@ -155,18 +155,6 @@ impl<M: RingMemory> std::fmt::Debug for StoreServer<M> {
 }
 
 impl<M: RingMemory> StoreServer<M> {
-    /// Continues from the ring indices now in guest memory (a snapshot's
-    /// memory was loaded under the server, which had drained its rings:
-    /// no partial message is lost).
-    pub fn reattach_rings(&mut self) -> Result<(), StoreServerError> {
-        self.req = ByteConsumer::new(self.mem.clone(), ByteRingLayout::STORE_REQ)?;
-        self.rsp = ByteProducer::new(self.mem.clone(), ByteRingLayout::STORE_RSP)?;
-        self.inbuf.clear();
-        self.out.clear();
-        self.out_off = 0;
-        Ok(())
-    }
-
     /// Serves the store page in `mem` (which must hold a whole
     /// `xenstore_domain_interface`) for `domid`, continuing from the ring
     /// indices currently in the page, and advertises
