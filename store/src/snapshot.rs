@@ -204,10 +204,7 @@ impl Store {
     }
 
     /// Checks a tree against `limits` and builds its nodes and quotas.
-    pub(crate) fn load_tree(
-        &self,
-        t: &TreeSave,
-    ) -> Result<LoadedTree, StoreStateError> {
+    pub(crate) fn load_tree(&self, t: &TreeSave) -> Result<LoadedTree, StoreStateError> {
         let mut nodes = BTreeMap::new();
         let mut owned: BTreeMap<DomId, usize> = BTreeMap::new();
         for n in &t.nodes {

@@ -116,6 +116,11 @@ pub struct Vm {
     pub(crate) saved_config: crate::snapshot::SavedConfig,
     /// The store ring's server.
     pub(crate) store_handler: Arc<Mutex<crate::devices::StoreHandler>>,
+    /// The console's and the store's pre-bound ports and the eventfds
+    /// their handlers sleep on (re-attached after a restore).
+    pub(crate) core_ports: [(u32, Arc<vmm_sys_util::eventfd::EventFd>); 2],
+    /// Where the store ring page is.
+    pub(crate) store_ring: u64,
     /// The snapshot writer thread's queue.
     pub(crate) snapshot_writer: std::sync::mpsc::Sender<crate::snapshot::save::WriteJobHandle>,
 }
@@ -159,6 +164,7 @@ impl Vm {
             ram: self.dom.ram.clone(),
             grants: self.dom.grants.clone(),
             store: self.store.clone(),
+            store_handler: self.store_handler.clone(),
             devices: self
                 .pv
                 .iter()

@@ -56,8 +56,10 @@ impl Console {
 
     /// Continues from the ring indices now in guest memory (after a
     /// snapshot's memory was loaded under the console: its own indices
-    /// are the fresh VM's, not the guest's).
-    pub fn reattach(&mut self) {
+    /// are the fresh VM's, not the guest's), notifying through `notify`
+    /// (the event channel's binding after the restore).
+    pub fn reattach(&mut self, notify: Arc<dyn Notify>) {
+        self.notify = notify;
         let (mem, gpa) = &self.page;
         let page = || RingPage::assigned(mem, *gpa).ok();
         let out = page().and_then(|p| ByteConsumer::new(p, ByteRingLayout::CONSOLE_OUT).ok());

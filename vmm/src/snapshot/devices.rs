@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xen_domain::grant_table::GrantTable;
 
-/// The domain's state (from `xen_domain`), as the state file holds it.
-pub type DomainPart = serde_json::Value;
+/// The domain's state (`xen_domain::snapshot`).
+pub type DomainPart = xen_domain::snapshot::DomainState;
 
-/// The store's state (from `pv_store`), as the state file holds it.
-pub type StorePart = serde_json::Value;
+/// The store's state with the guest connection's server side
+/// (`pv_store::snapshot`).
+pub type StorePart = pv_store::snapshot::StoreState;
 
 /// What a snapshot records of one split device (for checking it against
 /// the rebuilt VM at restore, and for the reader of the state file).
@@ -118,4 +119,20 @@ pub fn check_devices(pv: &crate::devices::PvDevices, saved: &[SplitDevice]) -> R
         }
     }
     Ok(())
+}
+
+/// Makes each connected split back end re-attach: the restored store
+/// says both ends are connected, the back end (built fresh) is not, and
+/// the front end's `state` node, written again with its value, fires the
+/// back end's watch: it binds the restored port
+/// (`EventChannels::reattach`) and maps its rings at their indices.
+pub fn reconnect(store: &SharedStore, devices: &[SplitDevice]) {
+    for d in devices {
+        let path = format!("{}/state", d.front);
+        if let Ok(v) = store.read(&path) {
+            if let Err(e) = store.write(&path, &v) {
+                tracing::warn!(device = %d.front, "cannot re-announce the front end's state: {e}");
+            }
+        }
+    }
 }

@@ -44,16 +44,23 @@ fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
 
 /// Loads memory and state from `dir` (whose state is `state`) into `vm`,
 /// just built from `state.config`, before it first runs. Returns the bytes
-/// of memory loaded.
+/// of memory loaded. The order is xen_domain's: memory first (the paging
+/// state is validated against it), then the domain, the store, and the
+/// back ends re-attach to their ports and rings.
 pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
+    super::devices::check_devices(&vm.pv, &state.devices)?;
     let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
-    // The console and store rings continue at the guest's indices.
-    vm.console.lock().unwrap_or_else(|p| p.into_inner()).reattach();
-    vm.store_handler
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .reattach()
-        .map_err(|e| SnapshotError::State { what: "store ring", why: e.to_string() })?;
+    restore_kvm(vm, state)?;
+    let bad = |what| move |e: String| SnapshotError::State { what, why: e };
+    vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
+    vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
+    reattach_core(vm, state)?;
+    super::devices::reconnect(&vm.store, &state.devices);
+    Ok(loaded)
+}
+
+/// The KVM clock, the irqchip and each vCPU.
+fn restore_kvm(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
     let kvm = |what| move |e| SnapshotError::Kvm { what, source: e };
     let mut clock = state.vm.clock;
     // Only the time itself: KVM refuses flags it did not define for SET.
@@ -66,6 +73,24 @@ pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u6
     for (v, s) in vcpus.zip(&state.vcpus) {
         super::vcpu_state::apply(v.fd_mut(), s)?;
     }
-    super::devices::check_devices(&vm.pv, &state.devices)?;
-    Ok(loaded)
+    Ok(())
+}
+
+/// The console and the store: their ports (restored detached) back to
+/// their handlers, their rings continued at the guest's indices, the
+/// store connection's server side as saved.
+fn reattach_core(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+    let evtchn = vm.dom.evtchn.clone();
+    let bad = |what| move |e: String| SnapshotError::State { what, why: e };
+    for (port, wake) in &vm.core_ports {
+        evtchn.reattach(*port, wake.clone()).map_err(|e| bad("console and store ports")(e.to_string()))?;
+    }
+    let notifier = |port| crate::devices::PortNotifier::new(evtchn.clone(), port);
+    let (console_port, store_port) = (vm.core_ports[0].0, vm.core_ports[1].0);
+    vm.console.lock().unwrap_or_else(|p| p.into_inner()).reattach(std::sync::Arc::new(notifier(console_port)));
+    vm.store_handler
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .restore(vm.store.clone(), vm.dom.ram.mem(), vm.store_ring, &state.store, notifier(store_port))
+        .map_err(bad("store ring"))
 }

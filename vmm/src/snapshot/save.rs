@@ -9,7 +9,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use pv_store::SharedStore;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xen_domain::domain::Domain;
 use xen_domain::grant_table::GrantTable;
@@ -64,14 +64,18 @@ pub fn capture(
     Ok(VcpuCapture { vcpu, vm })
 }
 
-/// The domain's state for the state file.
-pub fn domain_state(_dom: &mut Domain) -> DomainPart {
-    serde_json::Value::Null
+/// The domain's state for the state file (on vCPU 0's thread, under the
+/// domain lock, every vCPU parked).
+pub fn domain_state(dom: &mut Domain) -> DomainPart {
+    dom.save_state()
 }
 
-/// The store's state for the state file.
-pub fn store_state(_store: &SharedStore) -> StorePart {
-    serde_json::Value::Null
+/// The store's state, with the guest connection's ring server (its
+/// partial request, queued output and transactions).
+fn store_state(store: &SharedStore, handler: &Mutex<crate::devices::StoreHandler>) -> StorePart {
+    let mut state = store.save_state();
+    handler.lock().unwrap_or_else(|p| p.into_inner()).save_into(&mut state);
+    state
 }
 
 /// One snapshot for the writer thread.
@@ -134,6 +138,7 @@ pub struct Snapshotter {
     pub(crate) ram: GuestRam,
     pub(crate) grants: Arc<GrantTable>,
     pub(crate) store: SharedStore,
+    pub(crate) store_handler: Arc<Mutex<crate::devices::StoreHandler>>,
     /// Each split device: type, back-end and front-end directory.
     pub(crate) devices: Vec<(String, String, String)>,
     pub(crate) virtio: usize,
@@ -174,7 +179,7 @@ impl Snapshotter {
             config: self.config.clone(),
             vcpus: caps.into_iter().map(|c| c.vcpu).collect(),
             vm,
-            store: store_state(&self.store),
+            store: store_state(&self.store, &self.store_handler),
             devices,
             memory_bytes: 0,
         };
