@@ -153,13 +153,17 @@ impl StoreHandler {
         notify: PortNotifier,
     ) -> Result<(), String> {
         let page = backend::ring_page::RingPage::assigned(mem, gpa).map_err(|e| e.to_string())?;
-        let server = pv_store::StoreServer::restore(store, xen_domain::domid::GUEST_DOMID, page, state)
+        let server = pv_store::StoreServer::restore(store.clone(), xen_domain::domid::GUEST_DOMID, page, state)
             .map_err(|e| e.to_string())?;
+        // Dropping the build's server disconnects its connection, which
+        // has the restored one's id: put the restored connection (its
+        // watches and queued events) back after.
+        self.server = server;
+        store.restore_state(state).map_err(|e| e.to_string())?;
         let kick = self.wake.clone();
-        server.set_kick(Arc::new(move || {
+        self.server.set_kick(Arc::new(move || {
             let _ = kick.write(1);
         }));
-        self.server = server;
         self.notify = notify;
         Ok(())
     }
