@@ -284,3 +284,31 @@ fn grub_at_its_prompt_restores_and_still_reads_its_disk() {
     // GRUB's `halt` is SCHEDOP_shutdown(poweroff): status 0 (sched_op.c).
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 }
+
+/// `--vcpus 2` with the soak guest, which leaves vCPU 1 down: the down
+/// vCPU's thread parks for the pause and reads its own state too, so the
+/// snapshot holds both vCPUs (`VCPUOP_down` keeps a vCPU's state for a
+/// later `VCPUOP_up`: xen/common/domain.c) and the restore continues.
+#[test]
+fn a_guest_with_a_down_vcpu_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("smp.img");
+    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+    let sock = tmp.path().join("src.sock");
+    let snap = tmp.path().join("snap");
+    let mut src = Running::spawn(
+        vmm()
+            .args(["run", "--image", "blk", "--vcpus", "2", "--timeout", "240", "--cmdline", "soak=0 every=10"])
+            .arg("--disk")
+            .arg(&img)
+            .arg("--api-socket")
+            .arg(&sock),
+    );
+    let line = src.wait_line("soak: progress ", |l| field(l, "rounds") >= 20);
+    wait_api(&sock);
+    let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot: {}", text(&out.stderr));
+    src.child.kill().unwrap();
+    let _ = src.child.wait();
+    restore_and_finish(tmp.path(), &snap, "smp", field(&line, "rounds"));
+}
