@@ -61,6 +61,7 @@ pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u6
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
     reattach_core(vm, state, &mut console)?;
+    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk)?;
     super::devices::reconnect(&vm.store, &state.devices);
     Ok(loaded)
 }
