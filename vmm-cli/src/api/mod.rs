@@ -439,7 +439,7 @@ mod tests {
         let home = format!("/local/domain/{GUEST_DOMID}");
         store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
         store.write(&format!("{home}/control/shutdown"), b"").unwrap();
-        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None };
+        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None, snapshot: None };
         Shared {
             control: Arc::default(),
             view: Mutex::new(with_vm.then_some(view)),
