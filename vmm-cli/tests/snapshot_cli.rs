@@ -212,6 +212,40 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
         "checksum mismatch",
     );
     assert_refused(&tmp.path().join("nothing-here"), "nothing-here");
+
+    // States that pass the checksum (resealed) but not the consistency
+    // checks (snapshot/restore.rs, xen_domain::snapshot, pv_store::snapshot).
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit, &str); 8] = [
+        ("vcpus", |s| s["config"]["vcpus"] = 2.into(), "do not match the 2 vCPUs"),
+        ("vcpu-id", |s| s["vcpus"][0]["id"] = 7.into(), "do not match"),
+        ("mem", |s| s["config"]["mem_bytes"] = 12345.into(), "corrupt snapshot"),
+        ("ram", |s| s["vm"]["domain"]["ram_bytes"] = (128u64 << 20).into(), "cannot restore the domain state"),
+        ("port", |s| s["vm"]["domain"]["evtchn"]["ports"][0]["port"] = 1_000_000.into(), "domain state"),
+        ("node", |s| s["store"]["tree"]["nodes"][1]["path"] = "no//such".into(), "store state"),
+        ("device", |s| s["devices"][0]["back"] = "/local/domain/0/backend/vbd/1/9".into(), "device state"),
+        ("regs", |s| s["vcpus"][0]["regs"] = true.into(), "corrupt snapshot"),
+    ];
+    for (name, edit, want) in edits {
+        assert_refused(&v(name, &|s| reseal(s, edit)), want);
+    }
+}
+
+/// FNV-1a 64 (the state file's checksum, snapshot/format.rs).
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Applies `edit` to the state file's payload and writes a valid header
+/// (length, checksum) for it.
+fn reseal(file: &mut Vec<u8>, edit: fn(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&file[32..]).unwrap();
+    edit(&mut v);
+    let payload = serde_json::to_vec(&v).unwrap();
+    file.truncate(32);
+    file[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    file[24..32].copy_from_slice(&fnv1a64(&payload).to_le_bytes());
+    file.extend_from_slice(&payload);
 }
 
 const GRUB: &str = "/usr/lib/grub-xen/grub-i386-xen_pvh.bin";
