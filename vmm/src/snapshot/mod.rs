@@ -26,7 +26,7 @@ pub mod restore;
 pub mod save;
 pub mod vcpu_state;
 
-pub use restore::{load_state, restore_into};
+pub use restore::{load_state, restore_into, restore_with_memory};
 pub use save::{SnapshotReport, Snapshotter};
 
 use crate::device_spec::DeviceSpec;
