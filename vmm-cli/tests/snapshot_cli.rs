@@ -323,6 +323,7 @@ fn grub_at_its_prompt_restores_and_still_reads_its_disk() {
 /// vCPU's thread parks for the pause and reads its own state too, so the
 /// snapshot holds both vCPUs (`VCPUOP_down` keeps a vCPU's state for a
 /// later `VCPUOP_up`: xen/common/domain.c) and the restore continues.
+/// Also: a paused VM stays paused; a restored VM's own snapshot restores.
 #[test]
 fn a_guest_with_a_down_vcpu_restores() {
     let tmp = tempfile::tempdir().unwrap();
@@ -340,11 +341,27 @@ fn a_guest_with_a_down_vcpu_restores() {
     );
     let line = src.wait_line("soak: progress ", |l| field(l, "rounds") >= 20);
     wait_api(&sock);
+    // A paused VM is snapshotted and stays paused (docs/api.md).
+    assert!(ctl(&sock, &["pause"]).status.success());
     let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
     assert!(out.status.success(), "vmm ctl snapshot: {}", text(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["info"]).stdout).unwrap();
+    assert_eq!(info["state"], "paused", "{info}");
     src.child.kill().unwrap();
     let _ = src.child.wait();
-    restore_and_finish(tmp.path(), &snap, "smp", field(&line, "rounds"));
+
+    // A restored VM is snapshotted in turn, and that snapshot restores.
+    let sock1 = tmp.path().join("r1.sock");
+    let snap2 = tmp.path().join("snap2");
+    let mut r1 =
+        Running::spawn(vmm().arg("restore").arg(&snap).arg("--api-socket").arg(&sock1).args(["--timeout", "240"]));
+    let line = r1.wait_line("soak: progress ", |l| field(l, "rounds") > field(&line, "rounds") + 20);
+    wait_api(&sock1);
+    let out = ctl(&sock1, &["snapshot", snap2.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot of a restored VM: {}", text(&out.stderr));
+    r1.child.kill().unwrap();
+    let _ = r1.child.wait();
+    restore_and_finish(tmp.path(), &snap2, "smp", field(&line, "rounds"));
 }
 
 /// A virtio-blk guest (`--image virtio --cmdline test=bench`: 6000 random
