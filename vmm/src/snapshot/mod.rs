@@ -226,6 +226,8 @@ pub struct SnapshotState {
     pub devices: Vec<devices::SplitDevice>,
     /// The virtio-blk transports, in device order.
     pub virtio_blk: Vec<backend::virtio::mmio::TransportState>,
+    /// The virtio-net transports, in device order.
+    pub virtio_net: Vec<backend::virtio::mmio::TransportState>,
     /// Bytes of guest memory holding data when it was taken.
     pub memory_bytes: u64,
 }

@@ -74,7 +74,7 @@ pub fn restore_with_memory(
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
     reattach_core(vm, state, &mut console)?;
-    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk)?;
+    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk, &state.virtio_net)?;
     super::devices::reconnect(&vm.store, &state.devices);
     Ok(loaded)
 }

@@ -166,14 +166,9 @@ impl Snapshotter {
     /// the devices to finish their in-flight requests first. Guest memory
     /// must be copied after this returns and before the VM resumes.
     pub fn capture(&self, control: &VmControl) -> Result<SnapshotState, SnapshotError> {
-        if !self.virtio.net.is_empty() {
-            return Err(SnapshotError::Unsupported(
-                "the VM has a virtio-net device, whose state is not saved yet: use a Xen vif (transport=xen)".into(),
-            ));
-        }
         let devices = devices::split_devices(&self.store, &self.devices);
         devices::drain(&self.grants, &devices, DRAIN_TIMEOUT)?;
-        let virtio_blk = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
+        let (virtio_blk, virtio_net) = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
         let caps = control.snapshot_capture(VCPU_TIMEOUT).map_err(|e| match e {
             SnapshotAsk::Control(c) => SnapshotError::Control(c),
             other => SnapshotError::Unsupported(other.to_string()),
@@ -187,6 +182,7 @@ impl Snapshotter {
             store: store_state(&self.store, &self.store_handler),
             devices,
             virtio_blk,
+            virtio_net,
             memory_bytes: 0,
         })
     }
