@@ -323,7 +323,8 @@ fn grub_at_its_prompt_restores_and_still_reads_its_disk() {
 /// vCPU's thread parks for the pause and reads its own state too, so the
 /// snapshot holds both vCPUs (`VCPUOP_down` keeps a vCPU's state for a
 /// later `VCPUOP_up`: xen/common/domain.c) and the restore continues.
-/// Also: a paused VM stays paused; a restored VM's own snapshot restores.
+/// Also: a hot-plugged disk is refused until removed; a paused VM stays
+/// paused; a restored VM's own snapshot restores.
 #[test]
 fn a_guest_with_a_down_vcpu_restores() {
     let tmp = tempfile::tempdir().unwrap();
@@ -341,6 +342,17 @@ fn a_guest_with_a_down_vcpu_restores() {
     );
     let line = src.wait_line("soak: progress ", |l| field(l, "rounds") >= 20);
     wait_api(&sock);
+    // A disk hot-plugged since the start is not in the saved
+    // configuration: refused (409, one line) until it is removed.
+    let extra = tmp.path().join("extra.img");
+    std::fs::write(&extra, vec![0u8; 1 << 20]).unwrap();
+    let out = ctl(&sock, &["add-disk", extra.to_str().unwrap()]);
+    assert!(out.status.success(), "add-disk: {}", text(&out.stderr));
+    let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.lines().count() == 1 && err.contains("hot-plugged"), "{err}");
+    let out = ctl(&sock, &["remove-device", "xvdb", "--timeout-ms", "100"]);
+    assert!(out.status.success(), "remove-device: {}", text(&out.stderr));
     // A paused VM is snapshotted and stays paused (docs/api.md).
     assert!(ctl(&sock, &["pause"]).status.success());
     let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);

@@ -57,6 +57,26 @@ fn read_u32(store: &SharedStore, path: &str) -> Option<u32> {
     std::str::from_utf8(&v).ok()?.trim().parse().ok()
 }
 
+/// A snapshot carries the VM's configuration, which lists the devices it
+/// was started with: a device hot-plugged since (a back-end directory
+/// none of `devices` has) would come back in the store without its back
+/// end, so such a VM is refused until it is removed.
+pub fn refuse_hotplugged(store: &SharedStore, devices: &[(String, String, String)]) -> Result<(), SnapshotError> {
+    let guest = xen_domain::domid::GUEST_DOMID;
+    for kind in ["vbd", "vif"] {
+        let dir = format!("/local/domain/0/backend/{kind}/{guest}");
+        for id in store.directory(&dir).unwrap_or_default() {
+            let back = format!("{dir}/{id}");
+            if !devices.iter().any(|(_, b, _)| *b == back) {
+                return Err(SnapshotError::Unsupported(format!(
+                    "{back} was hot-plugged and is not saved: remove it first (vmm ctl remove-device {kind}/{id})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Records each split device `(type, back, front)`.
 pub fn split_devices(store: &SharedStore, devices: &[(String, String, String)]) -> Vec<SplitDevice> {
     devices

@@ -166,6 +166,7 @@ impl Snapshotter {
     /// the devices to finish their in-flight requests first. Guest memory
     /// must be copied after this returns and before the VM resumes.
     pub fn capture(&self, control: &VmControl) -> Result<SnapshotState, SnapshotError> {
+        devices::refuse_hotplugged(&self.store, &self.devices)?;
         let devices = devices::split_devices(&self.store, &self.devices);
         devices::drain(&self.grants, &devices, DRAIN_TIMEOUT)?;
         let (virtio_blk, virtio_net) = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
