@@ -102,6 +102,20 @@ enum Suspend {
     Resuming { vcpu: u32, value: u64 },
 }
 
+/// A snapshot's request to the vCPUs failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotAsk {
+    /// No vCPU, or no answer in time.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The VM is not paused.
+    #[error("the VM is not paused")]
+    NotPaused,
+    /// A vCPU could not read its state.
+    #[error("vCPU {0}: {1}")]
+    Vcpu(u32, String),
+}
+
 /// One attached vCPU thread.
 struct Slot {
     id: u32,
@@ -110,6 +124,9 @@ struct Slot {
     /// The last stats request it served, and its answer.
     served: u64,
     stats: Option<VcpuStats>,
+    /// The last snapshot request it served, and its answer.
+    snapped: u64,
+    snap: Option<Result<crate::snapshot::VcpuCapture, String>>,
 }
 
 #[derive(Default)]
@@ -120,6 +137,7 @@ struct Inner {
     destroy: Option<Destroy>,
     stats_asked: u64,
     suspend: Suspend,
+    snap_asked: u64,
 }
 
 impl Inner {
@@ -171,7 +189,7 @@ impl VmControl {
     }
 
     fn update_pending(&self, i: &Inner) {
-        let stats = i.vcpus.iter().any(|v| v.served != i.stats_asked);
+        let stats = i.vcpus.iter().any(|v| v.served != i.stats_asked || v.snapped != i.snap_asked);
         self.pending.store(i.pause || i.destroy.is_some() || stats, Ordering::Release);
     }
 
@@ -187,10 +205,10 @@ impl VmControl {
             i.suspend = Suspend::None;
         }
         i.vcpus.retain(|v| v.id != id);
-        let served = i.stats_asked;
+        let (served, snapped) = (i.stats_asked, i.snap_asked);
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
-        i.vcpus.push(Slot { id, thread, parked: false, served, stats: None });
+        i.vcpus.push(Slot { id, thread, parked: false, served, stats: None, snapped, snap: None });
         self.update_pending(&i);
     }
 
@@ -400,17 +418,63 @@ impl VmControl {
         Ok(all)
     }
 
+    /// Each paused vCPU's state for a snapshot, read by its own thread
+    /// (the VM must be paused: [`pause`](Self::pause)), by id.
+    pub fn snapshot_capture(&self, timeout: Duration) -> Result<Vec<crate::snapshot::VcpuCapture>, SnapshotAsk> {
+        let mut i = self.lock();
+        if i.vcpus.is_empty() {
+            return Err(SnapshotAsk::Control(ControlError::NotRunning));
+        }
+        if !i.pause || !i.all_parked() {
+            return Err(SnapshotAsk::NotPaused);
+        }
+        i.snap_asked += 1;
+        let want = i.snap_asked;
+        self.update_pending(&i);
+        self.cv.notify_all();
+        let mut i = self.wait_served(i, timeout, |i| i.vcpus.iter().all(|v| v.snapped >= want))?;
+        let mut all = Vec::new();
+        for v in i.vcpus.iter_mut() {
+            match v.snap.take() {
+                Some(Ok(c)) => all.push(c),
+                Some(Err(e)) => return Err(SnapshotAsk::Vcpu(v.id, e)),
+                None => return Err(SnapshotAsk::Vcpu(v.id, "no answer".into())),
+            }
+        }
+        all.sort_by_key(|c| c.vcpu.id);
+        Ok(all)
+    }
+
     /// vCPU `id`'s thread, when [`pending`](Self::pending): serves stats
     /// requests, parks while paused (until resumed, destroyed or `stop`
     /// says the watchdog wants the vCPU), and says whether to end the run.
     pub fn serve(&self, id: u32, stats: impl Fn() -> VcpuStats, stop: impl Fn() -> bool) -> Served {
+        self.serve_with(id, stats, || Err("snapshots are not served here".into()), stop)
+    }
+
+    /// [`serve`](Self::serve), reading the vCPU's state with `snap` when a
+    /// snapshot asks for it (while parked).
+    pub fn serve_with(
+        &self,
+        id: u32,
+        stats: impl Fn() -> VcpuStats,
+        mut snap: impl FnMut() -> Result<crate::snapshot::VcpuCapture, String>,
+        stop: impl Fn() -> bool,
+    ) -> Served {
         let mut i = self.lock();
         loop {
-            let asked = i.stats_asked;
+            let (asked, snap_asked) = (i.stats_asked, i.snap_asked);
             let Some(me) = i.slot(id) else { return Served::Continue };
             if me.served != asked {
                 me.stats = Some(stats());
                 me.served = asked;
+                self.update_pending(&i);
+                self.cv.notify_all();
+            }
+            let Some(me) = i.slot(id) else { return Served::Continue };
+            if me.snapped != snap_asked {
+                me.snap = Some(snap());
+                me.snapped = snap_asked;
                 self.update_pending(&i);
                 self.cv.notify_all();
             }
@@ -524,5 +588,71 @@ mod tests {
             assert_eq!(t.join().unwrap(), Destroy::Now);
         }
         assert_eq!(c.state(), RunState::NotRunning);
+    }
+
+    /// A fake vCPU id's capture (no KVM: default registers, `rip` = id).
+    fn capture(id: u32) -> Result<crate::snapshot::VcpuCapture, String> {
+        use crate::snapshot::vcpu_state::VcpuState;
+        if id == 9 {
+            return Err("cannot read".into());
+        }
+        let regs = kvm_bindings::kvm_regs { rip: u64::from(id), ..Default::default() };
+        let vcpu = VcpuState {
+            id,
+            regs,
+            sregs: Default::default(),
+            fpu: (&kvm_bindings::kvm_fpu::default()).into(),
+            xsave: None,
+            xcrs: None,
+            lapic: Default::default(),
+            msrs: vec![(0x10, 7)],
+            mp_state: Default::default(),
+            events: Default::default(),
+            debugregs: Default::default(),
+        };
+        Ok(crate::snapshot::VcpuCapture { vcpu, vm: None })
+    }
+
+    /// A fake vCPU that also answers snapshot requests.
+    fn snapping_vcpu(c: Arc<VmControl>, id: u32) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            c.attach(id);
+            let stats = || VcpuStats { id, exits: ExitMetrics::default(), evtchn: [0; 3] };
+            while !matches!(c.serve_with(id, stats, || capture(id), || false), Served::Destroy(_)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c.detach(id);
+        })
+    }
+
+    /// A snapshot's read of the vCPUs: refused unless paused; then every
+    /// attached vCPU's own state, by id; a vCPU's failure is the answer.
+    #[test]
+    fn snapshot_capture_needs_a_pause_and_asks_every_vcpu() {
+        let c = Arc::new(VmControl::default());
+        let threads: Vec<_> = [1, 0].iter().map(|&id| snapping_vcpu(c.clone(), id)).collect();
+        let attached = |n: usize| {
+            while c.vcpu_stats(Duration::from_secs(5)).map_or(0, |v| v.len()) < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        attached(2);
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).err(), Some(SnapshotAsk::NotPaused));
+        c.pause(Duration::from_secs(5)).unwrap();
+        let caps = c.snapshot_capture(Duration::from_secs(5)).unwrap();
+        let ids: Vec<(u32, u64)> = caps.iter().map(|c| (c.vcpu.id, c.vcpu.regs.rip)).collect();
+        assert_eq!(ids, [(0, 0), (1, 1)]);
+        // Twice: each request is answered afresh.
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).unwrap().len(), 2);
+        let bad = snapping_vcpu(c.clone(), 9);
+        attached(3);
+        while c.state() != RunState::Paused {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).err(), Some(SnapshotAsk::Vcpu(9, "cannot read".into())));
+        c.destroy(Destroy::Now);
+        for t in threads.into_iter().chain([bad]) {
+            t.join().unwrap();
+        }
     }
 }

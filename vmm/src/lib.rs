@@ -23,6 +23,7 @@ pub mod memory;
 pub mod pvh;
 pub mod seccomp;
 mod smp;
+pub mod snapshot;
 pub mod stats;
 pub mod store_nodes;
 pub mod uart;

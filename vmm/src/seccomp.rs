@@ -15,6 +15,8 @@
 //!   socket is bound before the filter), kick the vCPU.
 //! - [`ThreadKind::Hotplug`]: the hot-plug thread ([`crate::hotplug`]):
 //!   opens hot-plugged disk images and starts their device threads.
+//! - [`ThreadKind::Snapshot`]: the snapshot writer ([`crate::snapshot`]):
+//!   creates the snapshot directory and writes its files.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
 //!   VM: everything above plus VM construction (any KVM ioctl, mmap,
 //!   eventfds, thread creation).
@@ -67,6 +69,8 @@ pub enum ThreadKind {
     Api,
     /// The hot-plug thread (`crate::hotplug`).
     Hotplug,
+    /// The snapshot writer thread (`crate::snapshot`).
+    Snapshot,
 }
 
 impl ThreadKind {
@@ -78,6 +82,7 @@ impl ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::Api => "api",
             ThreadKind::Hotplug => "hotplug",
+            ThreadKind::Snapshot => "snapshot",
         }
     }
 }
@@ -244,6 +249,17 @@ const VCPU: Allowlist = Allowlist {
         nr::KVM_SET_USER_MEMORY_REGION,
         nr::KVM_SET_GSI_ROUTING,
         nr::KVM_INTERRUPT,
+        // A snapshot: each vCPU reads its own state, vCPU 0 the VM's.
+        nr::KVM_GET_FPU,
+        nr::KVM_GET_LAPIC,
+        nr::KVM_GET_MSRS,
+        nr::KVM_GET_MP_STATE,
+        nr::KVM_GET_VCPU_EVENTS,
+        nr::KVM_GET_DEBUGREGS,
+        nr::KVM_GET_XSAVE,
+        nr::KVM_GET_XCRS,
+        nr::KVM_GET_CLOCK,
+        nr::KVM_GET_IRQCHIP,
     ],
     any_kvm_ioctl: false,
     inet_socket: false,
@@ -333,6 +349,39 @@ const HOTPLUG: Allowlist = Allowlist {
     inet_socket: true,
 };
 
+/// The snapshot writer thread (`crate::snapshot::save`): creates the
+/// snapshot directory, writes the sparse memory file and the state file.
+const SNAPSHOT: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_openat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_lseek,
+        libc::SYS_mkdir,
+        libc::SYS_mkdirat,
+        libc::SYS_unlink,
+        libc::SYS_unlinkat,
+        libc::SYS_fstat,
+        libc::SYS_fcntl,
+        // Which guest pages were ever touched (the rest are not read).
+        libc::SYS_mincore,
+        // glibc's `free` reads /proc/sys/vm/overcommit_memory the first
+        // time it shrinks this thread's arena (see `refuses_open`; here
+        // the open succeeds, so the read must too).
+        libc::SYS_read,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+        libc::SYS_ftruncate,
+        libc::SYS_pwrite64,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+    ],
+    ioctls: &[],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// `vmm bench`'s main thread, which builds VM after VM: everything above
 /// plus VM construction. Threads it starts inherit this filter and add
 /// their own (so `prctl` and `seccomp`).
@@ -396,6 +445,7 @@ impl ThreadKind {
             ThreadKind::Main => &MAIN,
             ThreadKind::Api => &API,
             ThreadKind::Hotplug => &HOTPLUG,
+            ThreadKind::Snapshot => &SNAPSHOT,
         }
     }
 
@@ -530,12 +580,13 @@ mod tests {
             ThreadKind::Main,
             ThreadKind::Api,
             ThreadKind::Hotplug,
+            ThreadKind::Snapshot,
         ] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");
         }
         // The store thread's HashMaps must not need `getrandom` (issue 18):
         // fixed where it is called, never allowed here.
-        for list in [&VCPU, &DEVICE, &WATCHDOG, &API, &HOTPLUG] {
+        for list in [&VCPU, &DEVICE, &WATCHDOG, &API, &HOTPLUG, &SNAPSHOT] {
             assert!(!list.calls.contains(&libc::SYS_getrandom));
         }
         assert!(refuse_open().is_ok());

@@ -39,6 +39,8 @@ pub struct VmView {
     pub virtio: Arc<vmm::virtio_mmio_bus::VirtioBus>,
     /// Disk hot-plug (`PUT /vm.add-disk`, `/vm.remove-device`).
     pub hotplug: Option<vmm::hotplug::Hotplug>,
+    /// Snapshots (`PUT /vm.snapshot`).
+    pub snapshot: Option<vmm::snapshot::Snapshotter>,
 }
 
 impl VmView {
@@ -49,6 +51,7 @@ impl VmView {
             devices: vm.pv.iter().map(|d| (d.paths.back.clone(), d.metrics.clone())).collect(),
             virtio: vm.virtio.clone(),
             hotplug: vm.hotplug(),
+            snapshot: Some(vm.snapshotter()),
         }
     }
 }
@@ -182,7 +185,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
 
 /// Endpoints the issue names that are not built yet: 501.
 const NOT_IMPLEMENTED: &[(&str, &str)] =
-    &[("/vm.snapshot", "snapshot"), ("/vm.restore", "restore"), ("/vm.migrate", "live migration")];
+    &[("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)"), ("/vm.migrate", "live migration")];
 
 /// One request's answer, and whether it asked for a graceful shutdown
 /// (whose grace period the server then times).
@@ -212,12 +215,48 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
         "/vm.add-net" => want("PUT").unwrap_or_else(|| hotplug::add_net(s, &req.body)),
         "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
+        "/vm.snapshot" => want("PUT").unwrap_or_else(|| snapshot(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
             None => Response::error(404, format!("no endpoint {p}: see docs/api.md")),
         },
     };
     (resp, false)
+}
+
+/// `PUT /vm.snapshot` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    /// The directory to write (created if missing; an earlier snapshot
+    /// in it is replaced). Relative to the VMM's working directory.
+    dir: PathBuf,
+}
+
+/// `PUT /vm.snapshot`: pauses, snapshots into `dir`, resumes (if it ran);
+/// answers 200 with what was written and how long the guest was paused.
+fn snapshot(s: &Shared, body: &[u8]) -> Response {
+    let b: SnapshotBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, format!("bad body: {e}: expected {{\"dir\": \"<path>\"}}")),
+    };
+    let snap = match with_view(s, |v| v.snapshot.clone().ok_or_else(|| control_error(ControlError::NotRunning))) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    use vmm::snapshot::SnapshotError as E;
+    match snap.snapshot(&s.control, &b.dir) {
+        Ok(r) => Response::ok(json!({
+            "dir": r.dir,
+            "memory_bytes": r.memory_bytes,
+            "state_bytes": r.state_bytes,
+            "pause_ms": r.pause.as_secs_f64() * 1e3,
+            "total_ms": r.total.as_secs_f64() * 1e3,
+        })),
+        Err(E::Control(c)) => control_error(c),
+        Err(e @ (E::Unsupported(_) | E::Drain(_))) => Response::error(409, e.to_string()),
+        Err(e) => Response::error(500, e.to_string()),
+    }
 }
 
 fn done(r: Result<(), ControlError>) -> Response {
@@ -410,7 +449,7 @@ mod tests {
         let home = format!("/local/domain/{GUEST_DOMID}");
         store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
         store.write(&format!("{home}/control/shutdown"), b"").unwrap();
-        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None };
+        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None, snapshot: None };
         Shared {
             control: Arc::default(),
             view: Mutex::new(with_vm.then_some(view)),

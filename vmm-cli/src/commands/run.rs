@@ -14,6 +14,42 @@ use xen_domain::sched_op::XenShutdown;
 /// guest's (see [`vmm::Outcome::exit_status`]). A Xen guest's reboot boots
 /// it again from the same configuration unless `--on-reboot exit`.
 pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
+    run_from(cfg, started, None)
+}
+
+/// `vmm restore <dir>`: the snapshot's configuration run as `vmm run`
+/// would, its first boot replaced by the snapshot (a later reboot boots
+/// the same configuration afresh).
+pub fn restore(a: crate::args::RestoreArgs, started: Instant) -> Result<ExitCode> {
+    let state = vmm::snapshot::load_state(&a.dir)?;
+    let c = &state.config;
+    let (kernel, image) = match &c.kernel {
+        vmm::snapshot::SavedKernel::Bundled(n) => (None, Some(n.clone())),
+        vmm::snapshot::SavedKernel::File(p) => (Some(p.clone()), None),
+    };
+    let cfg = RunConfig {
+        kernel,
+        image,
+        mem: format!("{}", c.mem_bytes),
+        cmdline: c.cmdline.clone(),
+        vcpus: c.vcpus,
+        stats: a.stats,
+        timeout: a.timeout,
+        shutdown_grace: a.shutdown_grace,
+        on_reboot: "restart".into(),
+        console_file: a.console_file,
+        paging: xen_domain::mmu::mode_name(c.paging).into(),
+        seccomp: !a.no_seccomp,
+        api_socket: a.api_socket,
+        devices: c.devices.clone(),
+    };
+    run_from(cfg, started, Some((state, a.dir)))
+}
+
+type Restore = Option<(vmm::snapshot::SnapshotState, std::path::PathBuf)>;
+
+fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCode> {
+    let mut restore = restore;
     let (mut vm_cfg, _scratch) = cfg.vm_config()?;
     // Before any other thread starts: they all inherit the blocked mask.
     vmm::watchdog::forward_stop_signals().context("cannot set up SIGTERM/SIGINT handling")?;
@@ -32,7 +68,8 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
         }
         // Each boot on a thread of its own: the vCPU thread's seccomp
         // filter stays with it, and the next boot starts unfiltered.
-        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, cfg.stats, started, api)).join())
+        let from = restore.take();
+        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, from, cfg.stats, started, api)).join())
             .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
         let reboot = matches!(outcome, Outcome::XenShutdown { reason }
             if XenShutdown::from_reason(reason) == XenShutdown::Reboot);
@@ -49,11 +86,15 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
 /// Builds and runs one VM; prints `--stats` however the run ends.
 fn boot_once(
     vm_cfg: &vmm::VmConfig,
+    restore: Restore,
     stats: bool,
     started: Instant,
     api: Option<(&ApiServer, &Arc<VmControl>)>,
 ) -> Result<Outcome> {
-    let mut vm = Vm::new(vm_cfg)?;
+    let mut vm = match &restore {
+        Some((state, dir)) => Vm::restore(vm_cfg, state, dir)?,
+        None => Vm::new(vm_cfg)?,
+    };
     if let Some((server, control)) = api {
         vm.attach_control(control.clone());
         server.set_vm(Some(VmView::of(&vm)));
