@@ -15,6 +15,8 @@
 //!   socket is bound before the filter), kick the vCPU.
 //! - [`ThreadKind::Hotplug`]: the hot-plug thread ([`crate::hotplug`]):
 //!   opens hot-plugged disk images and starts their device threads.
+//! - [`ThreadKind::Migration`]: the live-migration thread: a socket to
+//!   the destination, KVM's dirty log, the disk images' locks.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
 //!   VM: everything above plus VM construction (any KVM ioctl, mmap,
 //!   eventfds, thread creation).
@@ -67,6 +69,8 @@ pub enum ThreadKind {
     Api,
     /// The hot-plug thread (`crate::hotplug`).
     Hotplug,
+    /// The live-migration thread (`crate::migration::send`).
+    Migration,
 }
 
 impl ThreadKind {
@@ -78,6 +82,7 @@ impl ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::Api => "api",
             ThreadKind::Hotplug => "hotplug",
+            ThreadKind::Migration => "migration",
         }
     }
 }
@@ -323,6 +328,29 @@ const HOTPLUG: Allowlist = Allowlist {
     inet_socket: false,
 };
 
+/// The migration thread (`crate::migration::send`): connects to the
+/// destination (TCP or Unix: `socket` with any family, the address is the
+/// user's), streams guest memory, switches KVM's dirty log and reads it,
+/// drops and takes back the disk images' OFD locks (`fcntl`).
+const MIGRATION: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_socket,
+        libc::SYS_connect,
+        libc::SYS_getsockopt,
+        libc::SYS_setsockopt,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_shutdown,
+        libc::SYS_fcntl,
+    ],
+    ioctls: &[nr::KVM_GET_DIRTY_LOG, nr::KVM_SET_USER_MEMORY_REGION, libc::FIONBIO],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// `vmm bench`'s main thread, which builds VM after VM: everything above
 /// plus VM construction. Threads it starts inherit this filter and add
 /// their own (so `prctl` and `seccomp`).
@@ -386,6 +414,7 @@ impl ThreadKind {
             ThreadKind::Main => &MAIN,
             ThreadKind::Api => &API,
             ThreadKind::Hotplug => &HOTPLUG,
+            ThreadKind::Migration => &MIGRATION,
         }
     }
 
@@ -520,6 +549,7 @@ mod tests {
             ThreadKind::Main,
             ThreadKind::Api,
             ThreadKind::Hotplug,
+            ThreadKind::Migration,
         ] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");
         }
