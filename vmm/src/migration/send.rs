@@ -274,6 +274,7 @@ fn run(
         rep.pages_per_round.push(n);
         out.record(Kind::Round, &[&rep.rounds.to_le_bytes(), &n.to_le_bytes()])?;
         dirty = log.take().map_err(MigrationError::Source)?;
+        tracing::info!(round = rep.rounds, sent = n, dirty = dirty.len(), ms = started.elapsed().as_millis() as u64, "pre-copy round");
         if dirty.len() <= SMALL_DIRTY_SET || rep.rounds > MAX_ROUNDS {
             break;
         }
