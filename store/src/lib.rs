@@ -49,6 +49,7 @@ mod op;
 mod path;
 pub mod perms;
 mod server;
+pub mod snapshot;
 mod transaction;
 pub mod xenbus;
 

@@ -21,7 +21,7 @@ use crate::StoreError;
 pub const MAX_PERMS: usize = 5;
 
 /// One entry: a domain and its access (`struct xs_permissions`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Perm {
     /// The domain.
     pub domid: DomId,

@@ -481,3 +481,85 @@ impl<M: RingMemory> Drop for StoreServer<M> {
         self.store.with(None, |s| s.disconnect(conn));
     }
 }
+
+impl<M: RingMemory> StoreServer<M> {
+    /// This connection's server side as data ([`crate::snapshot`]); the
+    /// guest must be paused.
+    pub fn save_state(&self) -> crate::snapshot::ServerSave {
+        let (transactions, next_tx_id) = self.transactions.save_state();
+        crate::snapshot::ServerSave {
+            inbuf: self.inbuf.clone(),
+            out: self.out.iter().map(|o| (o.bytes.clone(), o.is_reply)).collect(),
+            out_off: self.out_off,
+            transactions,
+            next_tx_id,
+        }
+    }
+
+    /// Adds this connection's server side to `state` (taken with
+    /// [`Store::save_state`](crate::Store::save_state)).
+    pub fn save_into(&self, state: &mut crate::snapshot::StoreState) {
+        let id = self.conn.0;
+        if let Some(c) = state.conns.iter_mut().find(|c| c.id == id) {
+            c.server = Some(self.save_state());
+        }
+    }
+
+    /// Serves the store page in `mem` for `domid` on the connection
+    /// `state` saved for it (the store was restored from `state` first),
+    /// continuing from the ring indices in the page with the saved
+    /// partial request, queued output and open transactions.
+    pub fn restore(
+        store: SharedStore,
+        domid: DomId,
+        mem: M,
+        state: &crate::snapshot::StoreState,
+    ) -> Result<Self, crate::snapshot::StoreStateError> {
+        use crate::snapshot::StoreStateError;
+        let c = (state.conns.iter())
+            .find(|c| c.domid == domid && c.server.is_some())
+            .ok_or(StoreStateError::NoConn(domid))?;
+        let saved = c.server.as_ref().ok_or(StoreStateError::NoConn(domid))?;
+        let conn = ConnId(c.id);
+        let bad = || StoreStateError::BadServer(c.id);
+        let max_msg = HDR + XENSTORE_PAYLOAD_MAX as usize;
+        let replies = saved.out.iter().filter(|o| o.1).count();
+        let out_ok = replies <= MAX_QUEUED_REPLIES
+            && saved.out.len() - replies <= MAX_QUEUED_EVENTS
+            && saved.out.iter().all(|(b, _)| (HDR..=max_msg).contains(&b.len()))
+            && saved.out.first().map_or(saved.out_off == 0, |(b, _)| saved.out_off < b.len());
+        let in_ok = saved.inbuf.len() < max_msg;
+        if !out_ok || !in_ok {
+            return Err(bad());
+        }
+        let transactions = store
+            .with(None, |s| {
+                let known = s.conns.get(&conn).is_some_and(|k| k.domid == domid);
+                known.then(|| super::transaction::Transactions::load_state(s, &saved.transactions, saved.next_tx_id))
+            })
+            .flatten()
+            .ok_or_else(bad)?;
+        let mem = SharedMem(Arc::new(mem));
+        let ring = |e| StoreStateError::Ring(e);
+        let req = ByteConsumer::new(mem.clone(), ByteRingLayout::STORE_REQ).map_err(ring)?;
+        let rsp = ByteProducer::new(mem.clone(), ByteRingLayout::STORE_RSP).map_err(ring)?;
+        let mut inbuf = Vec::with_capacity(max_msg);
+        inbuf.extend_from_slice(&saved.inbuf);
+        Ok(StoreServer {
+            store,
+            conn,
+            domid,
+            mem,
+            req,
+            rsp,
+            inbuf,
+            out: saved.out.iter().map(|(b, r)| Outgoing { bytes: b.clone(), is_reply: *r }).collect(),
+            out_off: saved.out_off,
+            broken: None,
+            more: false,
+            transactions,
+            stats: StoreMetrics::default(),
+            log: Default::default(),
+        })
+    }
+}

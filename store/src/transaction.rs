@@ -153,3 +153,63 @@ impl Transactions {
         Some(reply)
     }
 }
+
+impl Transactions {
+    /// The open transactions as data, and the last id handed out.
+    pub(crate) fn save_state(&self) -> (Vec<crate::snapshot::TransactionSave>, u32) {
+        use crate::snapshot::{ChangeSave, TransactionSave};
+        let list = (self.open.iter())
+            .map(|(&id, tx)| TransactionSave {
+                id,
+                tree: tx.snapshot.save_tree(),
+                generation: tx.generation,
+                changes: (tx.changes.iter())
+                    .map(|c| match c {
+                        Change::Write(p, v) => ChangeSave::Write(p.clone(), v.clone()),
+                        Change::Mkdir(p) => ChangeSave::Mkdir(p.clone()),
+                        Change::Rm(p) => ChangeSave::Rm(p.clone()),
+                        Change::SetPerms(p, l) => ChangeSave::SetPerms(p.clone(), l.clone()),
+                    })
+                    .collect(),
+            })
+            .collect();
+        (list, self.next_id)
+    }
+
+    /// Transactions from `saved` (checked against `store`'s limits: at most
+    /// [`MAX_TRANSACTIONS`], ids unique and not 0, at most
+    /// [`MAX_TRANSACTION_OPS`] changes, each tree valid); `None` if not.
+    pub(crate) fn load_state(
+        store: &Store,
+        saved: &[crate::snapshot::TransactionSave],
+        next_id: u32,
+    ) -> Option<Transactions> {
+        use crate::snapshot::ChangeSave;
+        if saved.len() > MAX_TRANSACTIONS {
+            return None;
+        }
+        let mut open = BTreeMap::new();
+        for t in saved {
+            if t.id == 0 || t.changes.len() > MAX_TRANSACTION_OPS || open.contains_key(&t.id) {
+                return None;
+            }
+            let (nodes, owned) = store.load_tree(&t.tree).ok()?;
+            let mut snapshot = store.snapshot();
+            snapshot.nodes = nodes;
+            snapshot.owned = owned;
+            snapshot.generation = t.tree.generation;
+            let max = store.limits.max_value;
+            let changes = (t.changes.iter())
+                .map(|c| match c {
+                    ChangeSave::Write(p, v) if v.len() <= max => Some(Change::Write(p.clone(), v.clone())),
+                    ChangeSave::Mkdir(p) => Some(Change::Mkdir(p.clone())),
+                    ChangeSave::Rm(p) => Some(Change::Rm(p.clone())),
+                    ChangeSave::SetPerms(p, l) if !l.is_empty() => Some(Change::SetPerms(p.clone(), l.clone())),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            open.insert(t.id, Transaction { snapshot, generation: t.generation, changes });
+        }
+        Some(Transactions { open, next_id })
+    }
+}

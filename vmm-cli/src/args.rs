@@ -23,6 +23,34 @@ pub enum Command {
     Bench(BenchArgs),
     /// Drive a running VM through its API socket (`vmm run --api-socket`).
     Ctl(CtlArgs),
+    /// Continue a VM from a snapshot (`vmm ctl snapshot <dir>`): its
+    /// configuration comes from the snapshot.
+    Restore(RestoreArgs),
+}
+
+/// `vmm restore`.
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Serve the HTTP API on this Unix socket (docs/api.md).
+    #[arg(long)]
+    pub api_socket: Option<PathBuf>,
+    /// Print exit and hypercall counters at shutdown (to stderr).
+    #[arg(long)]
+    pub stats: bool,
+    /// Stop the guest after this many seconds (from the restore).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Seconds a guest asked to power off has to do so.
+    #[arg(long, default_value_t = 5.0)]
+    pub shutdown_grace: f64,
+    /// Guest console output to this file instead of stdout.
+    #[arg(long)]
+    pub console_file: Option<PathBuf>,
+    /// Run without the seccomp filters (for debugging).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `vmm run`.
@@ -169,9 +197,11 @@ pub enum CtlCommand {
         /// `--net` syntax.
         net: String,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.snapshot`.
+    /// Pause, write a snapshot, resume (`PUT /vm.snapshot`); `vmm restore
+    /// <dir>` continues it.
     Snapshot {
-        /// The directory to write.
+        /// The directory to write (created; an earlier snapshot in it is
+        /// replaced).
         dir: PathBuf,
     },
     /// Live-migrate the VM to a `vmm run --incoming <url>` (`PUT /vm.migrate`).

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             })
         }
         args::Command::Ctl(c) => commands::ctl::ctl(c),
+        args::Command::Restore(r) => commands::run::restore(r, started),
         args::Command::Bench(b) => commands::bench::bench(b),
         args::Command::Images => Ok(commands::images::images()),
     };

@@ -128,6 +128,10 @@ struct CorePages {
     store: SharedStore,
     store_port: u32,
     subscribers: Vec<Subscriber>,
+    /// The store ring's server (replaced by the snapshot's at a restore).
+    store_handler: Arc<Mutex<StoreHandler>>,
+    /// The console's and store's ports and wake eventfds.
+    core_ports: [(u32, Arc<EventFd>); 2],
 }
 
 impl Vm {
@@ -172,12 +176,16 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
     )?;
     let image = load_image(&m.ram, &input)?;
     let pages = vmm_pages(&input);
+    let store_ring_gpa = pages.store;
     let hv = create_hypervisor(&m, &pages)?;
     let mut core = setup_core_pages(cfg, &m.ram, &hv.evtchn, &pages)?;
     let mut threads = vec![("pv-core".to_string(), std::mem::take(&mut core.subscribers))];
     let (pv, virtio) = wire_devices(&m, input.table, input.virtio_disks, input.virtio_nets, &core, &hv, &mut threads)?;
     let mut vcpu = Vcpu::new(&m.kvm, &m.vm, image.entry, cfg.console.clone())?;
     vcpu.attach_mmio(virtio.clone());
+    vcpu.attach_vm(m.vm.clone());
+    crate::snapshot::vcpu_state::init_msr_index(&m.kvm);
+    let snapshot_writer = crate::snapshot::save::start_writer().map_err(io("snapshot thread"))?;
     let pvh = match input.pvh_layout {
         Some(l) => Some(Box::new(prepare_pvh(cfg, &m, &mut vcpu, l, image.entry, &core, &hv)?)),
         None => {
@@ -218,6 +226,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         image,
         created_at,
         first_run_at: None,
+        saved_config: crate::snapshot::SavedConfig::of(cfg),
+        store_handler: core.store_handler,
+        core_ports: core.core_ports,
+        store_ring: store_ring_gpa,
+        snapshot_writer,
     })
 }
 
@@ -454,7 +467,7 @@ fn setup_core_pages(
         )
         .map_err(VmmError::device("console"))?,
     ));
-    let mut handler = backend::console::ConsoleHandler::new(console.clone(), console_wake);
+    let mut handler = backend::console::ConsoleHandler::new(console.clone(), console_wake.clone());
     // Console input from the VMM's stdin when the output goes to stdout
     // and stdin is a terminal or a pipe.
     if matches!(cfg.console, crate::console::ConsoleOut::Stdout) && crate::console::stdin_is_interactive() {
@@ -467,12 +480,14 @@ fn setup_core_pages(
     let store_port = evtchn.prebind(store_wake.clone()).map_err(VmmError::device("store"))?;
     let store_page = RingPage::assigned(ram.mem(), pages.store).map_err(VmmError::device("store"))?;
     let server = StoreServer::new(store.clone(), GUEST_DOMID, store_page).map_err(VmmError::device("store"))?;
-    subscribers.push(Arc::new(Mutex::new(StoreHandler::new(
+    let store_handler = Arc::new(Mutex::new(StoreHandler::new(
         server,
-        store_wake,
+        store_wake.clone(),
         PortNotifier::new(evtchn.clone(), store_port),
-    ))));
-    Ok(CorePages { console, console_port, store, store_port, subscribers })
+    )));
+    subscribers.push(store_handler.clone());
+    let core_ports = [(console_port, console_wake), (store_port, store_wake)];
+    Ok(CorePages { console, console_port, store, store_port, subscribers, store_handler, core_ports })
 }
 
 /// Writes start-info with the console and store channels and the virtio

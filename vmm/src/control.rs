@@ -70,6 +70,20 @@ pub enum ControlError {
     Timeout(Duration),
 }
 
+/// A snapshot's request to the vCPUs failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotAsk {
+    /// No vCPU, or no answer in time.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The VM is not paused.
+    #[error("the VM is not paused")]
+    NotPaused,
+    /// A vCPU could not read its state.
+    #[error("vCPU {0}: {1}")]
+    Vcpu(u32, String),
+}
+
 /// One attached vCPU thread.
 struct Slot {
     id: u32,
@@ -78,6 +92,9 @@ struct Slot {
     /// The last stats request it served, and its answer.
     served: u64,
     stats: Option<VcpuStats>,
+    /// The last snapshot request it served, and its answer.
+    snapped: u64,
+    snap: Option<Result<crate::snapshot::VcpuCapture, String>>,
 }
 
 #[derive(Default)]
@@ -87,6 +104,7 @@ struct Inner {
     pause: bool,
     destroy: Option<Destroy>,
     stats_asked: u64,
+    snap_asked: u64,
 }
 
 impl Inner {
@@ -138,7 +156,7 @@ impl VmControl {
     }
 
     fn update_pending(&self, i: &Inner) {
-        let stats = i.vcpus.iter().any(|v| v.served != i.stats_asked);
+        let stats = i.vcpus.iter().any(|v| v.served != i.stats_asked || v.snapped != i.snap_asked);
         self.pending.store(i.pause || i.destroy.is_some() || stats, Ordering::Release);
     }
 
@@ -153,10 +171,10 @@ impl VmControl {
             i.pause = false;
         }
         i.vcpus.retain(|v| v.id != id);
-        let served = i.stats_asked;
+        let (served, snapped) = (i.stats_asked, i.snap_asked);
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
-        i.vcpus.push(Slot { id, thread, parked: false, served, stats: None });
+        i.vcpus.push(Slot { id, thread, parked: false, served, stats: None, snapped, snap: None });
         self.update_pending(&i);
     }
 
@@ -279,17 +297,63 @@ impl VmControl {
         Ok(all)
     }
 
+    /// Each paused vCPU's state for a snapshot, read by its own thread
+    /// (the VM must be paused: [`pause`](Self::pause)), by id.
+    pub fn snapshot_capture(&self, timeout: Duration) -> Result<Vec<crate::snapshot::VcpuCapture>, SnapshotAsk> {
+        let mut i = self.lock();
+        if i.vcpus.is_empty() {
+            return Err(SnapshotAsk::Control(ControlError::NotRunning));
+        }
+        if !i.pause || !i.all_parked() {
+            return Err(SnapshotAsk::NotPaused);
+        }
+        i.snap_asked += 1;
+        let want = i.snap_asked;
+        self.update_pending(&i);
+        self.cv.notify_all();
+        let mut i = self.wait_served(i, timeout, |i| i.vcpus.iter().all(|v| v.snapped >= want))?;
+        let mut all = Vec::new();
+        for v in i.vcpus.iter_mut() {
+            match v.snap.take() {
+                Some(Ok(c)) => all.push(c),
+                Some(Err(e)) => return Err(SnapshotAsk::Vcpu(v.id, e)),
+                None => return Err(SnapshotAsk::Vcpu(v.id, "no answer".into())),
+            }
+        }
+        all.sort_by_key(|c| c.vcpu.id);
+        Ok(all)
+    }
+
     /// vCPU `id`'s thread, when [`pending`](Self::pending): serves stats
     /// requests, parks while paused (until resumed, destroyed or `stop`
     /// says the watchdog wants the vCPU), and says whether to end the run.
     pub fn serve(&self, id: u32, stats: impl Fn() -> VcpuStats, stop: impl Fn() -> bool) -> Served {
+        self.serve_with(id, stats, || Err("snapshots are not served here".into()), stop)
+    }
+
+    /// [`serve`](Self::serve), reading the vCPU's state with `snap` when a
+    /// snapshot asks for it (while parked).
+    pub fn serve_with(
+        &self,
+        id: u32,
+        stats: impl Fn() -> VcpuStats,
+        mut snap: impl FnMut() -> Result<crate::snapshot::VcpuCapture, String>,
+        stop: impl Fn() -> bool,
+    ) -> Served {
         let mut i = self.lock();
         loop {
-            let asked = i.stats_asked;
+            let (asked, snap_asked) = (i.stats_asked, i.snap_asked);
             let Some(me) = i.slot(id) else { return Served::Continue };
             if me.served != asked {
                 me.stats = Some(stats());
                 me.served = asked;
+                self.update_pending(&i);
+                self.cv.notify_all();
+            }
+            let Some(me) = i.slot(id) else { return Served::Continue };
+            if me.snapped != snap_asked {
+                me.snap = Some(snap());
+                me.snapped = snap_asked;
                 self.update_pending(&i);
                 self.cv.notify_all();
             }

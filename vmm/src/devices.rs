@@ -135,6 +135,40 @@ impl StoreHandler {
     }
 }
 
+impl StoreHandler {
+    /// Adds the guest connection's server side to `state` (a snapshot).
+    pub(crate) fn save_into(&self, state: &mut pv_store::snapshot::StoreState) {
+        self.server.save_into(state);
+    }
+
+    /// Serves the guest's connection as `state` saved it (a restore: the
+    /// store was restored from `state`, guest memory holds the ring at
+    /// `gpa`), notifying through `notify` (the port re-attached).
+    pub(crate) fn restore(
+        &mut self,
+        store: pv_store::SharedStore,
+        mem: &vm_memory::GuestMemoryMmap,
+        gpa: u64,
+        state: &pv_store::snapshot::StoreState,
+        notify: PortNotifier,
+    ) -> Result<(), String> {
+        let page = backend::ring_page::RingPage::assigned(mem, gpa).map_err(|e| e.to_string())?;
+        let server = pv_store::StoreServer::restore(store.clone(), xen_domain::domid::GUEST_DOMID, page, state)
+            .map_err(|e| e.to_string())?;
+        // Dropping the build's server disconnects its connection, which
+        // has the restored one's id: put the restored connection (its
+        // watches and queued events) back after.
+        self.server = server;
+        store.restore_state(state).map_err(|e| e.to_string())?;
+        let kick = self.wake.clone();
+        self.server.set_kick(Arc::new(move || {
+            let _ = kick.write(1);
+        }));
+        self.notify = notify;
+        Ok(())
+    }
+}
+
 impl MutEventSubscriber for StoreHandler {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if events.event_set().contains(EventSet::IN) {
@@ -185,7 +219,12 @@ impl EvtchnAdapter {
 
 impl backend::xenbus::EvtchnBinder for EvtchnAdapter {
     fn bind(&self, port: u32, wake: Arc<EventFd>) -> Result<Arc<dyn backend::Notify>, backend::xenbus::BindError> {
-        let b = self.evtchn.bind_guest_port(port, wake)?;
+        let b = match self.evtchn.bind_guest_port(port, wake.clone()) {
+            Ok(b) => b,
+            // After a restore the port the store names comes back
+            // detached from its back end: take it over.
+            Err(e) => self.evtchn.reattach(port, wake).map_err(|_| e)?,
+        };
         let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.retain(|x| x.port != port);
         bound.push(b);

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Everything that can stop the VMM before or while running a guest.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
+    /// A snapshot could not be restored (`crate::snapshot`).
+    #[error("{0}")]
+    Snapshot(String),
     /// `/dev/kvm` does not exist.
     #[error("/dev/kvm not found: this host has no KVM; enable virtualization and load the kvm module (modprobe kvm_intel or kvm_amd)")]
     NoKvm,

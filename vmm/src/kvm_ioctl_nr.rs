@@ -46,6 +46,27 @@ pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, std::mem::size_of::<kvm_bindings::k
 /// `KVM_SET_GSI_ROUTING`: PVH guests choose their upcall vector.
 pub const KVM_SET_GSI_ROUTING: u64 = iow(0x6a, std::mem::size_of::<kvm_bindings::kvm_irq_routing>());
 
+/// `KVM_GET_FPU` (snapshots read each vCPU on its own thread).
+pub const KVM_GET_FPU: u64 = ior(0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu>());
+/// `KVM_GET_LAPIC`.
+pub const KVM_GET_LAPIC: u64 = ior(0x8e, std::mem::size_of::<kvm_bindings::kvm_lapic_state>());
+/// `KVM_GET_MSRS`.
+pub const KVM_GET_MSRS: u64 = iowr(0x88, std::mem::size_of::<kvm_bindings::kvm_msrs>());
+/// `KVM_GET_MP_STATE`.
+pub const KVM_GET_MP_STATE: u64 = ior(0x98, std::mem::size_of::<kvm_bindings::kvm_mp_state>());
+/// `KVM_GET_VCPU_EVENTS`.
+pub const KVM_GET_VCPU_EVENTS: u64 = ior(0x9f, std::mem::size_of::<kvm_bindings::kvm_vcpu_events>());
+/// `KVM_GET_DEBUGREGS`.
+pub const KVM_GET_DEBUGREGS: u64 = ior(0xa1, std::mem::size_of::<kvm_bindings::kvm_debugregs>());
+/// `KVM_GET_XSAVE`.
+pub const KVM_GET_XSAVE: u64 = ior(0xa4, std::mem::size_of::<kvm_bindings::kvm_xsave>());
+/// `KVM_GET_XCRS`.
+pub const KVM_GET_XCRS: u64 = ior(0xa6, std::mem::size_of::<kvm_bindings::kvm_xcrs>());
+/// `KVM_GET_CLOCK` (vCPU 0 reads the VM's clock for a snapshot).
+pub const KVM_GET_CLOCK: u64 = ior(0x7c, std::mem::size_of::<kvm_bindings::kvm_clock_data>());
+/// `KVM_GET_IRQCHIP`.
+pub const KVM_GET_IRQCHIP: u64 = iowr(0x62, std::mem::size_of::<kvm_bindings::kvm_irqchip>());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +82,10 @@ mod tests {
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_GET_CLOCK, 0x8030_ae7c);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
     }
 }

@@ -24,6 +24,7 @@ pub mod migration;
 pub mod pvh;
 pub mod seccomp;
 mod smp;
+pub mod snapshot;
 pub mod stats;
 pub mod store_nodes;
 pub mod uart;

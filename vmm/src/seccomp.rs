@@ -17,6 +17,8 @@
 //!   opens hot-plugged disk images and starts their device threads.
 //! - [`ThreadKind::Migration`]: the live-migration thread: a socket to
 //!   the destination, KVM's dirty log, the disk images' locks.
+//! - [`ThreadKind::Snapshot`]: the snapshot writer ([`crate::snapshot`]):
+//!   creates the snapshot directory and writes its files.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
 //!   VM: everything above plus VM construction (any KVM ioctl, mmap,
 //!   eventfds, thread creation).
@@ -71,6 +73,8 @@ pub enum ThreadKind {
     Hotplug,
     /// The live-migration thread (`crate::migration::send`).
     Migration,
+    /// The snapshot writer thread (`crate::snapshot`).
+    Snapshot,
 }
 
 impl ThreadKind {
@@ -83,6 +87,7 @@ impl ThreadKind {
             ThreadKind::Api => "api",
             ThreadKind::Hotplug => "hotplug",
             ThreadKind::Migration => "migration",
+            ThreadKind::Snapshot => "snapshot",
         }
     }
 }
@@ -249,6 +254,17 @@ const VCPU: Allowlist = Allowlist {
         nr::KVM_SET_USER_MEMORY_REGION,
         nr::KVM_SET_GSI_ROUTING,
         nr::KVM_INTERRUPT,
+        // A snapshot: each vCPU reads its own state, vCPU 0 the VM's.
+        nr::KVM_GET_FPU,
+        nr::KVM_GET_LAPIC,
+        nr::KVM_GET_MSRS,
+        nr::KVM_GET_MP_STATE,
+        nr::KVM_GET_VCPU_EVENTS,
+        nr::KVM_GET_DEBUGREGS,
+        nr::KVM_GET_XSAVE,
+        nr::KVM_GET_XCRS,
+        nr::KVM_GET_CLOCK,
+        nr::KVM_GET_IRQCHIP,
     ],
     any_kvm_ioctl: false,
     inet_socket: false,
@@ -351,6 +367,33 @@ const MIGRATION: Allowlist = Allowlist {
     inet_socket: false,
 };
 
+/// The snapshot writer thread (`crate::snapshot::save`): creates the
+/// snapshot directory, writes the sparse memory file and the state file.
+const SNAPSHOT: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_openat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_lseek,
+        libc::SYS_mkdir,
+        libc::SYS_mkdirat,
+        libc::SYS_unlink,
+        libc::SYS_unlinkat,
+        libc::SYS_fstat,
+        libc::SYS_fcntl,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+        libc::SYS_ftruncate,
+        libc::SYS_pwrite64,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+    ],
+    ioctls: &[],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// `vmm bench`'s main thread, which builds VM after VM: everything above
 /// plus VM construction. Threads it starts inherit this filter and add
 /// their own (so `prctl` and `seccomp`).
@@ -415,6 +458,7 @@ impl ThreadKind {
             ThreadKind::Api => &API,
             ThreadKind::Hotplug => &HOTPLUG,
             ThreadKind::Migration => &MIGRATION,
+            ThreadKind::Snapshot => &SNAPSHOT,
         }
     }
 
@@ -550,12 +594,13 @@ mod tests {
             ThreadKind::Api,
             ThreadKind::Hotplug,
             ThreadKind::Migration,
+            ThreadKind::Snapshot,
         ] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");
         }
         // The store thread's HashMaps must not need `getrandom` (issue 18):
         // fixed where it is called, never allowed here.
-        for list in [&VCPU, &DEVICE, &WATCHDOG, &API, &HOTPLUG] {
+        for list in [&VCPU, &DEVICE, &WATCHDOG, &API, &HOTPLUG, &SNAPSHOT] {
             assert!(!list.calls.contains(&libc::SYS_getrandom));
         }
         assert!(refuse_open().is_ok());

@@ -443,6 +443,8 @@ pub struct Vcpu {
     /// Interrupts this vCPU's thread in the guest (other vCPUs'
     /// `VCPUOP_down`, the end of the run).
     kicker: Arc<Kicker>,
+    /// vCPU 0: the VM, whose clock and irqchip it reads for a snapshot.
+    vm_fd: Option<Arc<kvm_ioctls::VmFd>>,
 }
 
 impl Vcpu {
@@ -489,7 +491,14 @@ impl Vcpu {
             control: None,
             id,
             kicker: Arc::default(),
+            vm_fd: None,
         }
+    }
+
+    /// vCPU 0 reads the VM-wide state (`vm`'s clock and irqchip) for a
+    /// snapshot ([`crate::snapshot`]).
+    pub(crate) fn attach_vm(&mut self, vm: Arc<kvm_ioctls::VmFd>) {
+        self.vm_fd = Some(vm);
     }
 
     /// Injects `line`'s upcalls before each entry (a PVH guest's callback
@@ -591,7 +600,14 @@ impl Vcpu {
             if let Some(c) = control.as_ref().filter(|c| c.pending()) {
                 let halt = || watchdog.is_some_and(Watchdog::expired) || stop.load(Ordering::SeqCst);
                 let stats = dom.with(|d| self.control_stats(d));
-                if let Served::Destroy(d) = c.serve(self.id, || stats.clone(), halt) {
+                let (fd, id, vm) = (&mut self.fd, self.id, self.vm_fd.clone());
+                let snap = || {
+                    crate::snapshot::save::capture(fd, id, vm.as_deref(), || {
+                        dom.with(crate::snapshot::save::domain_state)
+                    })
+                    .map_err(|e| e.to_string())
+                };
+                if let Served::Destroy(d) = c.serve_with(self.id, || stats.clone(), snap, halt) {
                     break Ok(Ended::Outcome(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace }));
                 }
                 continue;

@@ -114,6 +114,17 @@ pub struct Vm {
     pub created_at: Instant,
     /// When the vCPU first entered the guest (`KVM_RUN`).
     pub first_run_at: Option<Instant>,
+    /// What a snapshot saves as the configuration.
+    pub(crate) saved_config: crate::snapshot::SavedConfig,
+    /// The store ring's server.
+    pub(crate) store_handler: Arc<Mutex<crate::devices::StoreHandler>>,
+    /// The console's and the store's pre-bound ports and the eventfds
+    /// their handlers sleep on (re-attached after a restore).
+    pub(crate) core_ports: [(u32, Arc<vmm_sys_util::eventfd::EventFd>); 2],
+    /// Where the store ring page is.
+    pub(crate) store_ring: u64,
+    /// The snapshot writer thread's queue.
+    pub(crate) snapshot_writer: std::sync::mpsc::Sender<crate::snapshot::save::WriteJobHandle>,
 }
 
 impl Vm {
@@ -162,6 +173,43 @@ impl Vm {
             control,
             config,
         }
+    }
+
+    /// A handle taking snapshots of this VM while it runs
+    /// ([`crate::snapshot`]).
+    pub fn snapshotter(&self) -> crate::snapshot::Snapshotter {
+        crate::snapshot::Snapshotter {
+            config: self.saved_config.clone(),
+            ram: self.dom.ram.clone(),
+            grants: self.dom.grants.clone(),
+            store: self.store.clone(),
+            store_handler: self.store_handler.clone(),
+            devices: self
+                .pv
+                .iter()
+                .map(|d| (d.device_type.to_string(), d.paths.back.clone(), d.paths.front.clone()))
+                .collect(),
+            virtio: self.virtio.len(),
+            writer: self.snapshot_writer.clone(),
+        }
+    }
+
+    /// Builds the VM a snapshot in `dir` (with state `state`, from
+    /// [`crate::snapshot::load_state`]) was taken of, from `cfg` (which
+    /// must be `state.config`'s, [`crate::snapshot::SavedConfig::to_vm_config`],
+    /// with this process's console and time limit), and loads its memory
+    /// and state: it continues where it stopped when run.
+    pub fn restore(
+        cfg: &VmConfig,
+        state: &crate::snapshot::SnapshotState,
+        dir: &std::path::Path,
+    ) -> Result<Vm, VmmError> {
+        if crate::snapshot::SavedConfig::of(cfg) != state.config {
+            return Err(VmmError::Snapshot("the configuration differs from the snapshot's".into()));
+        }
+        let mut vm = Vm::new(cfg)?;
+        crate::snapshot::restore_into(&mut vm, state, dir).map_err(|e| VmmError::Snapshot(e.to_string()))?;
+        Ok(vm)
     }
 
     /// The vCPU's KVM binary statistics, where the host provides them.

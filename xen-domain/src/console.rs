@@ -107,6 +107,19 @@ impl HvConsole {
         }
     }
 
+    /// The part line buffered so far (a snapshot keeps it).
+    pub fn pending_line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// A restore: buffers `line` (at most [`MAX_LINE`](Self::MAX_LINE)
+    /// bytes, printable ones only, as [`write`](Self::write) keeps them).
+    pub fn restore_line(&mut self, line: &[u8]) {
+        self.line.clear();
+        let keep = line.iter().filter(|&&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        self.line.extend(keep.take(Self::MAX_LINE - 1));
+    }
+
     /// Prints the buffered part line, if any (at shutdown: a last line
     /// without a newline is not lost).
     pub fn flush(&mut self) {

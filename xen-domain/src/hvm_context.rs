@@ -9,7 +9,7 @@ use pv_abi::hvm::vcpu_hvm::{VcpuHvmContext, MODE_32B, MODE_64B};
 /// A segment as Xen's `struct segment_register` holds it: base, limit
 /// and the packed attributes (type 0-3, s 4, dpl 5-6, p 7, avl 8, l 9,
 /// db 10, g 11).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// Base address.
     pub base: u64,
@@ -72,7 +72,7 @@ enum Seg {
 
 /// The register state a vCPU starts from (general registers in Xen's
 /// `cpu_user_regs` order `rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub struct VcpuContext {
     pub gprs: [u64; 8],

@@ -18,7 +18,8 @@
 //! `domid`, `guest_memory`, `console`, `platform`, `time`, `event_channel`,
 //! `grant_table::mapper`, `mmu::validator`, `timer`, `pvh`, `preempt`,
 //! `hvm_context`, `vcpus`,
-//! `domain`, then the handlers, then `hypercall`, and `fake` (tests) on top.
+//! `domain`, then the handlers, then `hypercall`, `snapshot` (the domain's
+//! state as data, [`snapshot::DomainState`]), and `fake` (tests) on top.
 
 pub mod console;
 pub mod console_io;
@@ -40,6 +41,7 @@ pub mod preempt;
 pub mod pvh;
 pub mod runstate;
 pub mod sched_op;
+pub mod snapshot;
 pub mod time;
 pub mod timer;
 pub mod toolstack_op;

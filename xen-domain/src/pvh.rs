@@ -19,6 +19,8 @@ use pv_abi::layout::PAGE_SIZE;
 use pv_abi::shared_info::EvtchnLayout;
 use std::sync::Arc;
 
+pub mod state;
+
 /// VMM pages before the grant frames: start-info, shared info, console, store.
 const FIXED_PAGES: u64 = 4;
 /// All VMM pages at the top of a PVH guest's RAM.

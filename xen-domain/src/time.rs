@@ -56,6 +56,21 @@ impl PvClock {
         PvClock { mul, shift, tsc_offset: guest_tsc.wrapping_sub(host_tsc()), boot: Instant::now(), version: 0 }
     }
 
+    /// The seqlock version last published.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// A restore: system time continues at `system_time_ns` from now,
+    /// the next publication follows `version`.
+    pub fn restore(&mut self, version: u32, system_time_ns: u64) {
+        let back = std::time::Duration::from_nanos(system_time_ns);
+        // An Instant that far back may not exist (early after host boot):
+        // then the clock starts at the earliest one it can.
+        self.boot = Instant::now().checked_sub(back).unwrap_or_else(Instant::now);
+        self.version = version & !1;
+    }
+
     /// Nanoseconds since boot (Xen system time).
     pub fn now_ns(&self) -> u64 {
         self.boot.elapsed().as_nanos() as u64

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::vcpus::MAX_VCPUS;
 
+pub mod state;
+
 /// One vCPU's two timers.
 #[derive(Default, Clone)]
 struct VcpuTimer {

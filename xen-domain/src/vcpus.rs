@@ -16,6 +16,8 @@ use pv_abi::hypercall::vcpu_op::{VcpuRunstateInfo, RUNSTATE_OFFLINE, RUNSTATE_RU
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+pub mod state;
+
 /// Most vCPUs a domain may have (`vmm run --vcpus`): the 32 `vcpu_info`
 /// slots of the shared-info page (`XEN_LEGACY_MAX_VCPUS`).
 pub const MAX_VCPUS: u32 = 32;

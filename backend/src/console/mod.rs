@@ -30,6 +30,8 @@ pub struct Console {
     broken: bool,
     /// Bytes delivered to the sink.
     pub bytes: u64,
+    /// Where the ring page is (for [`Console::reattach`]).
+    page: (GuestMemoryMmap, u64),
 }
 
 impl std::fmt::Debug for Console {
@@ -48,7 +50,25 @@ impl Console {
     ) -> Result<Self, RingPageError> {
         let out = ByteConsumer::new(RingPage::assigned(mem, gpa)?, ByteRingLayout::CONSOLE_OUT)?;
         let input = ByteProducer::new(RingPage::assigned(mem, gpa)?, ByteRingLayout::CONSOLE_IN)?;
-        Ok(Console { out, input, pending_in: VecDeque::new(), sink, notify, broken: false, bytes: 0 })
+        let page = (mem.clone(), gpa);
+        Ok(Console { out, input, pending_in: VecDeque::new(), sink, notify, broken: false, bytes: 0, page })
+    }
+
+    /// Continues from the ring indices now in guest memory (after a
+    /// snapshot's memory was loaded under the console: its own indices
+    /// are the fresh VM's, not the guest's), notifying through `notify`
+    /// (the event channel's binding after the restore).
+    pub fn reattach(&mut self, notify: Arc<dyn Notify>) {
+        self.notify = notify;
+        let (mem, gpa) = &self.page;
+        let page = || RingPage::assigned(mem, *gpa).ok();
+        let out = page().and_then(|p| ByteConsumer::new(p, ByteRingLayout::CONSOLE_OUT).ok());
+        let input = page().and_then(|p| ByteProducer::new(p, ByteRingLayout::CONSOLE_IN).ok());
+        match (out, input) {
+            (Some(o), Some(i)) => (self.out, self.input) = (o, i),
+            _ => self.broken = true,
+        }
+        self.pending_in.clear();
     }
 
     /// Queues console input for the guest (bytes beyond

@@ -43,6 +43,8 @@ pub struct VmView {
     pub migrator: Option<vmm::migration::Migrator>,
     /// The VM state a migration sends at the switch-over.
     pub vm_state: VmStateFactory,
+    /// Snapshots (`PUT /vm.snapshot`).
+    pub snapshot: Option<vmm::snapshot::Snapshotter>,
 }
 
 /// Makes the [`vmm::migration::VmState`] of one migration.
@@ -58,6 +60,7 @@ impl VmView {
             hotplug: vm.hotplug(),
             migrator: None,
             vm_state: Arc::new(|| Box::new(vmm::migration::NoVmState)),
+            snapshot: Some(vm.snapshotter()),
         }
     }
 }
@@ -200,8 +203,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
 /// Endpoints the issue names that are not built yet: 501.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("/vm.add-net", "network hot-plug"),
-    ("/vm.snapshot", "snapshot"),
-    ("/vm.restore", "restore"),
+    ("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)"),
 ];
 
 /// One request's answer, and whether it asked for a graceful shutdown
@@ -231,12 +233,48 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
         "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
         "/vm.migrate" => want("PUT").unwrap_or_else(|| migrate::migrate(s, &req.body)),
+        "/vm.snapshot" => want("PUT").unwrap_or_else(|| snapshot(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
             None => Response::error(404, format!("no endpoint {p}: see docs/api.md")),
         },
     };
     (resp, false)
+}
+
+/// `PUT /vm.snapshot` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    /// The directory to write (created if missing; an earlier snapshot
+    /// in it is replaced). Relative to the VMM's working directory.
+    dir: PathBuf,
+}
+
+/// `PUT /vm.snapshot`: pauses, snapshots into `dir`, resumes (if it ran);
+/// answers 200 with what was written and how long the guest was paused.
+fn snapshot(s: &Shared, body: &[u8]) -> Response {
+    let b: SnapshotBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, format!("bad body: {e}: expected {{\"dir\": \"<path>\"}}")),
+    };
+    let snap = match with_view(s, |v| v.snapshot.clone().ok_or_else(|| control_error(ControlError::NotRunning))) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    use vmm::snapshot::SnapshotError as E;
+    match snap.snapshot(&s.control, &b.dir) {
+        Ok(r) => Response::ok(json!({
+            "dir": r.dir,
+            "memory_bytes": r.memory_bytes,
+            "state_bytes": r.state_bytes,
+            "pause_ms": r.pause.as_secs_f64() * 1e3,
+            "total_ms": r.total.as_secs_f64() * 1e3,
+        })),
+        Err(E::Control(c)) => control_error(c),
+        Err(e @ (E::Unsupported(_) | E::Drain(_))) => Response::error(409, e.to_string()),
+        Err(e) => Response::error(500, e.to_string()),
+    }
 }
 
 fn done(r: Result<(), ControlError>) -> Response {

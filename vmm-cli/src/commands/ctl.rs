@@ -33,7 +33,10 @@ pub fn request(cmd: &CtlCommand) -> (&'static str, &'static str, Option<Value>) 
         CtlCommand::RemoveDevice { id, timeout_ms: Some(t) } => {
             ("PUT", "/vm.remove-device", Some(json!({ "id": id, "timeout_ms": t })))
         }
-        CtlCommand::Snapshot { dir } => ("PUT", "/vm.snapshot", Some(json!({ "dir": dir }))),
+        // The VMM's working directory may not be ours.
+        CtlCommand::Snapshot { dir } => {
+            ("PUT", "/vm.snapshot", Some(json!({ "dir": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()) })))
+        }
         CtlCommand::Migrate { url } => ("PUT", "/vm.migrate", Some(json!({ "url": url }))),
     }
 }

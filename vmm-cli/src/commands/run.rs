@@ -15,6 +15,43 @@ use xen_domain::sched_op::XenShutdown;
 /// guest's (see [`vmm::Outcome::exit_status`]). A Xen guest's reboot boots
 /// it again from the same configuration unless `--on-reboot exit`.
 pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
+    run_from(cfg, started, None)
+}
+
+/// `vmm restore <dir>`: the snapshot's configuration run as `vmm run`
+/// would, its first boot replaced by the snapshot (a later reboot boots
+/// the same configuration afresh).
+pub fn restore(a: crate::args::RestoreArgs, started: Instant) -> Result<ExitCode> {
+    let state = vmm::snapshot::load_state(&a.dir)?;
+    let c = &state.config;
+    let (kernel, image) = match &c.kernel {
+        vmm::snapshot::SavedKernel::Bundled(n) => (None, Some(n.clone())),
+        vmm::snapshot::SavedKernel::File(p) => (Some(p.clone()), None),
+    };
+    let cfg = RunConfig {
+        kernel,
+        image,
+        mem: format!("{}", c.mem_bytes),
+        cmdline: c.cmdline.clone(),
+        vcpus: c.vcpus,
+        stats: a.stats,
+        timeout: a.timeout,
+        shutdown_grace: a.shutdown_grace,
+        on_reboot: "restart".into(),
+        console_file: a.console_file,
+        paging: xen_domain::mmu::mode_name(c.paging).into(),
+        seccomp: !a.no_seccomp,
+        api_socket: a.api_socket,
+        devices: c.devices.clone(),
+        incoming: None,
+    };
+    run_from(cfg, started, Some((state, a.dir)))
+}
+
+type Restore = Option<(vmm::snapshot::SnapshotState, std::path::PathBuf)>;
+
+fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCode> {
+    let mut restore = restore;
     // `--incoming`: the configuration comes from the migration stream.
     let (cfg, mut incoming) = match cfg.incoming.clone() {
         Some(url) => {
@@ -43,7 +80,8 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
         // Each boot on a thread of its own: the vCPU thread's seccomp
         // filter stays with it, and the next boot starts unfiltered.
         let inc = incoming.take();
-        let boot = || boot_once(&vm_cfg, cfg.stats, started, api, inc, &record);
+        let from = restore.take();
+        let boot = || boot_once(&vm_cfg, from, cfg.stats, started, api, inc, &record);
         let outcome = std::thread::scope(|s| s.spawn(boot).join())
             .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
         if let Some((url, rep)) = api.and_then(|(a, _)| a.migrated_to()) {
@@ -72,6 +110,7 @@ pub fn run(cfg: RunConfig, started: Instant) -> Result<ExitCode> {
 /// migration of this VM sends.
 fn boot_once(
     vm_cfg: &vmm::VmConfig,
+    restore: Restore,
     stats: bool,
     started: Instant,
     api: Option<(&ApiServer, &Arc<VmControl>)>,
@@ -81,7 +120,10 @@ fn boot_once(
     // An incoming VM's disks: the source holds their locks until the
     // switch-over (`backend::block::lock_handover`).
     backend::block::lock_handover::defer(incoming.is_some());
-    let vm = Vm::new(vm_cfg);
+    let vm = match &restore {
+        Some((state, dir)) => Vm::restore(vm_cfg, state, dir),
+        None => Vm::new(vm_cfg),
+    };
     backend::block::lock_handover::defer(false);
     let mut vm = vm?;
     if let Some(p) = incoming {

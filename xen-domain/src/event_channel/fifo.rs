@@ -347,6 +347,57 @@ impl Fifo {
     }
 }
 
+impl Fifo {
+    /// The FIFO state to snapshot (`None` on 2-level).
+    pub(super) fn save_state(&self) -> Option<super::state::FifoState> {
+        use super::state::{FifoPortSave, FifoState, FifoVcpuSave};
+        let st = self.lock();
+        let d = st.as_ref()?;
+        let fresh = PortFifo::default();
+        let ports = (d.ports.iter().enumerate())
+            .filter(|(_, p)| {
+                (p.priority, p.last_vcpu, p.last_priority, p.pending)
+                    != (fresh.priority, fresh.last_vcpu, fresh.last_priority, fresh.pending)
+            })
+            .map(|(port, p)| FifoPortSave {
+                port: port as u32,
+                priority: p.priority,
+                last_vcpu: p.last_vcpu,
+                last_priority: p.last_priority,
+                pending: p.pending,
+            })
+            .collect();
+        let vcpus =
+            d.vcpus.iter().map(|v| FifoVcpuSave { control_block: v.control_block, tail: v.tail.to_vec() }).collect();
+        Some(FifoState { vcpus, array: d.array.clone(), ports })
+    }
+
+    /// Puts back a checked state (`None`: the 2-level ABI).
+    pub(super) fn restore_state(&self, s: Option<&super::state::FifoState>) {
+        *self.lock() = s.map(|s| {
+            let mut ports = vec![PortFifo::default(); MAX_PORTS as usize];
+            for p in &s.ports {
+                if let Some(slot) = ports.get_mut(p.port as usize) {
+                    *slot = PortFifo {
+                        priority: p.priority,
+                        last_vcpu: p.last_vcpu,
+                        last_priority: p.last_priority,
+                        pending: p.pending,
+                    };
+                }
+            }
+            let mut vcpus = vec![FifoVcpu::default(); self.nr_vcpus.load(Ordering::Relaxed) as usize];
+            for (v, saved) in vcpus.iter_mut().zip(&s.vcpus) {
+                v.control_block = saved.control_block;
+                for (t, &p) in v.tail.iter_mut().zip(&saved.tail) {
+                    *t = p;
+                }
+            }
+            FifoDomain { vcpus, array: s.array.clone(), ports }
+        });
+    }
+}
+
 /// The guest-physical address of `port`'s event word, if an array page
 /// holds it (`evtchn_fifo_word_from_port()`).
 fn word(d: &FifoDomain, port: u32) -> Option<u64> {

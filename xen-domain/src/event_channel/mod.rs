@@ -33,6 +33,7 @@
 //! as Xen's `d->evtchn_port_ops`. The port table is the same for both.
 
 pub mod fifo;
+pub mod state;
 pub mod two_level;
 
 use crate::domid::GUEST_DOMID;
@@ -106,6 +107,13 @@ enum PortState {
         wake: Arc<EventFd>,
         /// This binding's generation ([`Binding`]).
         gen: u64,
+    },
+    /// An interdomain port restored from a snapshot whose back end has not
+    /// re-attached yet ([`EventChannels::reattach`]): the guest sees it
+    /// bound; a send is remembered in `kicked` for the back end.
+    Detached {
+        remote_port: u32,
+        kicked: bool,
     },
 }
 
@@ -565,7 +573,13 @@ impl EventChannels {
     /// Wakes the back-end bound to `port` (guest send). Sending on an
     /// unbound port is a no-op, as in Xen.
     fn send(&self, port: u32) -> Result<(), i64> {
-        let t = self.lock();
+        let mut t = self.lock();
+        if let Some(PortState::Detached { kicked, .. }) = t.ports.get_mut(port as usize) {
+            // The back end re-attaching after a restore is woken then.
+            *kicked = true;
+            self.counters.sends.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         match t.ports.get(port as usize) {
             Some(PortState::Interdomain { wake, .. }) => {
                 self.counters.sends.fetch_add(1, Ordering::Relaxed);
@@ -708,7 +722,12 @@ impl EventChannels {
         }
         let mut t = self.lock();
         match t.ports.get(port as usize) {
-            Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Loopback { .. }) => {}
+            Some(
+                PortState::Unbound { .. }
+                | PortState::Interdomain { .. }
+                | PortState::Detached { .. }
+                | PortState::Loopback { .. },
+            ) => {}
             Some(PortState::Virq { virq }) if !PER_VCPU_VIRQS.contains(virq) => {}
             _ => return Err(EINVAL),
         }
@@ -846,7 +865,7 @@ impl EventChannels {
                 a.u.unbound = EvtchnStatusUnbound { dom: *remote_dom };
                 EVTCHNSTAT_UNBOUND
             }
-            PortState::Interdomain { remote_port, .. } => {
+            PortState::Interdomain { remote_port, .. } | PortState::Detached { remote_port, .. } => {
                 a.u.interdomain = EvtchnStatusInterdomain { dom: DOMID_VMM, _pad: 0, port: *remote_port };
                 EVTCHNSTAT_INTERDOMAIN
             }

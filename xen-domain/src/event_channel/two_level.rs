@@ -85,6 +85,24 @@ impl TwoLevel {
         self.mark_events_pending(vcpu).map_err(Some)
     }
 
+    /// The shared-info page (guest-physical).
+    pub fn shared_info(&self) -> u64 {
+        self.shared_info
+    }
+
+    /// Whether the page uses Xen's x86_32 layout.
+    pub fn is_compat_layout(&self) -> bool {
+        self.compat_layout.load(Ordering::Relaxed)
+    }
+
+    /// A restore: `vcpu`'s `vcpu_info` is at `gpa` (0: its shared-info
+    /// slot); guest memory already holds it, so nothing is copied.
+    pub fn restore_vcpu_info(&self, vcpu: u32, gpa: u64) {
+        if let Some(slot) = self.vcpu_info.get(vcpu as usize) {
+            slot.store(gpa, Ordering::SeqCst);
+        }
+    }
+
     /// Chooses the page layout: Xen's x86_32 one (`true`) or x86-64.
     pub fn set_compat_layout(&self, compat: bool) {
         self.compat_layout.store(compat, Ordering::Relaxed);

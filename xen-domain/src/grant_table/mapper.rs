@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory, VolatileSlice};
 
+pub mod state;
+
 /// Most grant-table frames a guest may register.
 pub const MAX_GRANT_FRAMES: u32 = 16;
 

@@ -28,6 +28,8 @@ use pv_abi::layout::PAGE_SIZE;
 use pv_abi::mmu::{mmu_err, pte};
 use pv_abi::start_info::paging_mode;
 
+pub mod state;
+
 /// A validated update that failed: the errno to return (positive).
 pub type Errno = i64;
 

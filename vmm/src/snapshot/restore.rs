@@ -1,0 +1,96 @@
+//! Restoring a snapshot: read and check the state file, build the VM from
+//! its configuration (as `vmm run` would), then load memory and state over
+//! it before its first `KVM_RUN`.
+
+use super::{format, memory, SnapshotError, SnapshotState, MEMORY_FILE, STATE_FILE};
+use crate::vm::Vm;
+use std::path::Path;
+
+/// Reads `dir`'s state file and checks it is complete, of this format
+/// version, untampered, and consistent (vCPU ids, memory size).
+pub fn load_state(dir: &Path) -> Result<SnapshotState, SnapshotError> {
+    let path = dir.join(STATE_FILE);
+    let io = |e| SnapshotError::Io { path: path.clone(), source: e };
+    let len = std::fs::metadata(&path).map_err(io)?.len();
+    if len > format::MAX_PAYLOAD + format::HEADER_LEN as u64 {
+        return Err(SnapshotError::Corrupt { path, why: format!("{len} bytes is too large for a state file") });
+    }
+    let bytes = std::fs::read(&path).map_err(io)?;
+    let state: SnapshotState = format::decode(&path, &bytes)?;
+    check(&path, &state)?;
+    Ok(state)
+}
+
+/// What the header's checksum cannot vouch for: that the state is one a
+/// VM can have (a state file written by hand still may not make the VMM
+/// index out of bounds).
+fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
+    let bad = |why: String| Err(SnapshotError::Corrupt { path: path.to_path_buf(), why });
+    let n = s.config.vcpus;
+    if !(1..=crate::vm::MAX_VCPUS).contains(&n) {
+        return bad(format!("{n} vCPUs"));
+    }
+    if s.vcpus.len() != n as usize || s.vcpus.iter().enumerate().any(|(i, v)| v.id != i as u32) {
+        return bad(format!("the vCPU states do not match the {n} vCPUs of its configuration"));
+    }
+    if let Err(e) = crate::builder::check_mem_size(&s.config.mem_bytes.to_string(), s.config.mem_bytes) {
+        return bad(e.to_string());
+    }
+    if s.vm.irqchips.len() > 3 || s.vm.irqchips.iter().any(|c| c.chip_id > 2) {
+        return bad("bad irqchip state".into());
+    }
+    Ok(())
+}
+
+/// Loads memory and state from `dir` (whose state is `state`) into `vm`,
+/// just built from `state.config`, before it first runs. Returns the bytes
+/// of memory loaded. The order is xen_domain's: memory first (the paging
+/// state is validated against it), then the domain, the store, and the
+/// back ends re-attach to their ports and rings.
+pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
+    super::devices::check_devices(&vm.pv, &state.devices)?;
+    let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
+    restore_kvm(vm, state)?;
+    let bad = |what| move |e: String| SnapshotError::State { what, why: e };
+    vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
+    vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
+    reattach_core(vm, state)?;
+    super::devices::reconnect(&vm.store, &state.devices);
+    Ok(loaded)
+}
+
+/// The KVM clock, the irqchip and each vCPU.
+fn restore_kvm(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+    let kvm = |what| move |e| SnapshotError::Kvm { what, source: e };
+    let mut clock = state.vm.clock;
+    // Only the time itself: KVM refuses flags it did not define for SET.
+    clock.flags = 0;
+    vm._vm.set_clock(&clock).map_err(kvm("KVM_SET_CLOCK"))?;
+    for chip in &state.vm.irqchips {
+        vm._vm.set_irqchip(chip).map_err(kvm("KVM_SET_IRQCHIP"))?;
+    }
+    let vcpus = std::iter::once(&mut vm.vcpu).chain(vm.aps.iter_mut());
+    for (v, s) in vcpus.zip(&state.vcpus) {
+        super::vcpu_state::apply(v.fd_mut(), s)?;
+    }
+    Ok(())
+}
+
+/// The console and the store: their ports (restored detached) back to
+/// their handlers, their rings continued at the guest's indices, the
+/// store connection's server side as saved.
+fn reattach_core(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+    let evtchn = vm.dom.evtchn.clone();
+    let bad = |what| move |e: String| SnapshotError::State { what, why: e };
+    for (port, wake) in &vm.core_ports {
+        evtchn.reattach(*port, wake.clone()).map_err(|e| bad("console and store ports")(e.to_string()))?;
+    }
+    let notifier = |port| crate::devices::PortNotifier::new(evtchn.clone(), port);
+    let (console_port, store_port) = (vm.core_ports[0].0, vm.core_ports[1].0);
+    vm.console.lock().unwrap_or_else(|p| p.into_inner()).reattach(std::sync::Arc::new(notifier(console_port)));
+    vm.store_handler
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .restore(vm.store.clone(), vm.dom.ram.mem(), vm.store_ring, &state.store, notifier(store_port))
+        .map_err(bad("store ring"))
+}
