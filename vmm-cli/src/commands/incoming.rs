@@ -69,9 +69,9 @@ pub fn receive(vm: &mut vmm::Vm, mut p: Pending) -> Result<()> {
 }
 
 /// Loads the VM state record into `vm`.
-fn restore_state(_vm: &mut vmm::Vm, state: &[u8]) -> std::result::Result<(), String> {
+fn restore_state(vm: &mut vmm::Vm, state: &[u8]) -> std::result::Result<(), String> {
     if state == vmm::migration::NO_STATE {
         return Err("the source sent no VM state (it was built without the snapshot code)".into());
     }
-    Err("this VMM cannot restore VM state yet (it is built without the snapshot code)".into())
+    vmm::migration::vm_state::restore(vm, state)
 }

@@ -139,6 +139,10 @@ fn boot_once(
         vm.attach_control(control.clone());
         let mut view = VmView::of(&vm);
         view.migrator = migrator.as_ref().and_then(MigratorThread::handle);
+        let (snap, control) = (vm.snapshotter(), control.clone());
+        view.vm_state = Arc::new(move || {
+            Box::new(vmm::migration::vm_state::SnapshotVmState::new(snap.clone(), control.clone()))
+        });
         server.set_vm(Some(view));
     }
     let outcome = vm.run();

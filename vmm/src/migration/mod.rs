@@ -17,6 +17,7 @@ pub mod dirty;
 pub mod receive;
 pub mod send;
 pub mod stream;
+pub mod vm_state;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};

@@ -24,7 +24,7 @@ pub fn load_state(dir: &Path) -> Result<SnapshotState, SnapshotError> {
 /// What the header's checksum cannot vouch for: that the state is one a
 /// VM can have (a state file written by hand still may not make the VMM
 /// index out of bounds).
-fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
+pub(crate) fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
     let bad = |why: String| Err(SnapshotError::Corrupt { path: path.to_path_buf(), why });
     let n = s.config.vcpus;
     if !(1..=crate::vm::MAX_VCPUS).contains(&n) {
@@ -50,13 +50,21 @@ fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
 pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
     super::devices::check_devices(&vm.pv, &state.devices)?;
     let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
+    restore_state(vm, state)?;
+    Ok(loaded)
+}
+
+/// The part of [`restore_into`] after memory (guest memory already in
+/// place: a live migration brought it).
+pub fn restore_state(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+    super::devices::check_devices(&vm.pv, &state.devices)?;
     restore_kvm(vm, state)?;
     let bad = |what| move |e: String| SnapshotError::State { what, why: e };
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
     reattach_core(vm, state)?;
     super::devices::reconnect(&vm.store, &state.devices);
-    Ok(loaded)
+    Ok(())
 }
 
 /// The KVM clock, the irqchip and each vCPU.
