@@ -7,8 +7,8 @@
 //! toolstack does).
 
 mod hotplug;
-mod migrate;
 pub mod http;
+mod migrate;
 
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
@@ -201,10 +201,8 @@ fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Endpoints the issue names that are not built yet: 501.
-const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("/vm.add-net", "network hot-plug"),
-    ("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)"),
-];
+const NOT_IMPLEMENTED: &[(&str, &str)] =
+    &[("/vm.add-net", "network hot-plug"), ("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)")];
 
 /// One request's answer, and whether it asked for a graceful shutdown
 /// (whose grace period the server then times).

@@ -52,9 +52,7 @@ pub fn receive(vm: &mut vmm::Vm, mut p: Pending) -> Result<()> {
     zero_ram(&vm.dom.ram);
     let got = p.inc.receive(&vm.dom.ram).map_err(|e| anyhow!("incoming migration refused: {e}"))?;
     let r = restore_state(vm, &got.state).and_then(|()| {
-        backend::block::lock_handover::take()
-            .map(drop)
-            .map_err(|e| format!("cannot take the disk images over: {e}"))
+        backend::block::lock_handover::take().map(drop).map_err(|e| format!("cannot take the disk images over: {e}"))
     });
     if let Err(why) = &r {
         let _ = p.inc.answer(Err(why));

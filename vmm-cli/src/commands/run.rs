@@ -82,8 +82,8 @@ fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCo
         let inc = incoming.take();
         let from = restore.take();
         let boot = || boot_once(&vm_cfg, from, cfg.stats, started, api, inc, &record);
-        let outcome = std::thread::scope(|s| s.spawn(boot).join())
-            .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
+        let outcome =
+            std::thread::scope(|s| s.spawn(boot).join()).map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
         if let Some((url, rep)) = api.and_then(|(a, _)| a.migrated_to()) {
             eprintln!(
                 "vmm: migrated to {url}: the VM runs there now ({} rounds, {} bytes, downtime {:.1} ms)",
@@ -140,9 +140,8 @@ fn boot_once(
         let mut view = VmView::of(&vm);
         view.migrator = migrator.as_ref().and_then(MigratorThread::handle);
         let (snap, control) = (vm.snapshotter(), control.clone());
-        view.vm_state = Arc::new(move || {
-            Box::new(vmm::migration::vm_state::SnapshotVmState::new(snap.clone(), control.clone()))
-        });
+        view.vm_state =
+            Arc::new(move || Box::new(vmm::migration::vm_state::SnapshotVmState::new(snap.clone(), control.clone())));
         server.set_vm(Some(view));
     }
     let outcome = vm.run();

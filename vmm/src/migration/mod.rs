@@ -206,7 +206,9 @@ pub enum MigrationError {
     Source(String),
     /// The destination took the disks but did not confirm it runs: the
     /// source cannot take its image locks back and must not run on.
-    #[error("the migration failed after the switch-over and the disk images are locked elsewhere: the source stops ({0})")]
+    #[error(
+        "the migration failed after the switch-over and the disk images are locked elsewhere: the source stops ({0})"
+    )]
     SourceStopped(String),
     /// A migration is under way already, or the VM has ended.
     #[error("{0}")]

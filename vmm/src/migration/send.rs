@@ -121,7 +121,9 @@ fn serve(src: &Source, rx: &Receiver<Job>) {
     while let Ok((url, mut state, answer)) = rx.recv() {
         let r = migrate(src, &url, state.as_mut());
         match &r {
-            Ok(rep) => tracing::info!(%url, rounds = rep.rounds, bytes = rep.bytes, downtime_ms = rep.downtime.as_secs_f64() * 1e3, "migrated"),
+            Ok(rep) => {
+                tracing::info!(%url, rounds = rep.rounds, bytes = rep.bytes, downtime_ms = rep.downtime.as_secs_f64() * 1e3, "migrated")
+            }
             Err(e) => tracing::warn!(%url, error = %e, "migration failed"),
         }
         let _ = answer.send(r);
@@ -274,7 +276,13 @@ fn run(
         rep.pages_per_round.push(n);
         out.record(Kind::Round, &[&rep.rounds.to_le_bytes(), &n.to_le_bytes()])?;
         dirty = log.take().map_err(MigrationError::Source)?;
-        tracing::info!(round = rep.rounds, sent = n, dirty = dirty.len(), ms = started.elapsed().as_millis() as u64, "pre-copy round");
+        tracing::info!(
+            round = rep.rounds,
+            sent = n,
+            dirty = dirty.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "pre-copy round"
+        );
         if dirty.len() <= SMALL_DIRTY_SET || rep.rounds > MAX_ROUNDS {
             break;
         }

@@ -80,7 +80,9 @@ pub enum StreamError {
     #[error("not a migration stream (bad magic {0:02x?})")]
     BadMagic([u8; 8]),
     /// Another format version.
-    #[error("migration stream version {got}, this VMM speaks version {VERSION}: use the same VMM version on both ends")]
+    #[error(
+        "migration stream version {got}, this VMM speaks version {VERSION}: use the same VMM version on both ends"
+    )]
     Version {
         /// The version the peer sent.
         got: u32,

@@ -5,7 +5,7 @@
 
 use super::VmState;
 use crate::control::{SnapshotAsk, VmControl};
-use crate::snapshot::{devices, format, Snapshotter, SnapshotState};
+use crate::snapshot::{devices, format, SnapshotState, Snapshotter};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,9 @@ impl SnapshotVmState {
 impl VmState for SnapshotVmState {
     fn quiesce(&mut self) -> Result<(), String> {
         if self.snap.virtio != 0 {
-            return Err("the VM has virtio devices, whose queue state is not saved yet: use Xen devices (transport=xen)".into());
+            return Err(
+                "the VM has virtio devices, whose queue state is not saved yet: use Xen devices (transport=xen)".into(),
+            );
         }
         // As a snapshot: every split device's ring answers what it has.
         let split = devices::split_devices(&self.snap.store, &self.snap.devices);
