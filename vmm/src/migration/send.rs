@@ -219,11 +219,7 @@ fn migrate(src: &Source, url: &MigrationUrl, state: &mut dyn VmState) -> Result<
     let conn = Connection::connect(url).map_err(|source| MigrationError::Connect { url: url.clone(), source })?;
     let log = DirtyLog::new(src.vm.clone(), &src.ram, &src.slots).map_err(MigrationError::Source)?;
     let mut undo = Undo::default();
-    let r = run(src, conn, &log, state, &mut undo, started);
-    if r.is_err() {
-        return Err(roll_back(src, &log, state, &undo, r.unwrap_err()));
-    }
-    r
+    run(src, conn, &log, state, &mut undo, started).map_err(|e| roll_back(src, &log, state, &undo, e))
 }
 
 /// Undoes what a failed migration did, so the VM runs on here.
@@ -292,8 +288,10 @@ fn run(
     }
     // Switch-over: nothing may write guest memory from here on.
     let paused_at = Instant::now();
+    // A VM the user paused stays paused if the migration fails.
+    let was_paused = src.control.state() == crate::control::RunState::Paused;
     src.control.pause(PAUSE_TIMEOUT).map_err(|e| MigrationError::Source(format!("cannot pause the VM: {e}")))?;
-    undo.paused = true;
+    undo.paused = !was_paused;
     state.quiesce().map_err(MigrationError::Source)?;
     undo.quiesced = true;
     dirty.extend(log.take().map_err(MigrationError::Source)?);
