@@ -462,6 +462,7 @@ mod tests {
             hotplug: None,
             migrator: None,
             vm_state: Arc::new(|| Box::new(vmm::migration::NoVmState)),
+            snapshot: None,
         };
         Shared {
             control: Arc::default(),
