@@ -210,6 +210,15 @@ struct Conn {
     /// Rate limit of this connection's guest-caused log lines.
     log: pv_util::ratelimit::LogLimiter,
     kick: Option<Kick>,
+    /// Unique in the process ([`next_serial`]): whose connection this is
+    /// when a restore gave its id to another ([`Store::disconnect_if`]).
+    serial: u64,
+}
+
+/// A new connection serial (never reused, not reset by a restore).
+fn next_serial() -> u64 {
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Host callbacks due after an operation, to run once the lock is released
@@ -450,7 +459,9 @@ impl Store {
     pub fn connect(&mut self, domid: DomId, kick: Option<Kick>) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.insert(id, Conn { domid, events: VecDeque::new(), dropped: 0, log: Default::default(), kick });
+        let serial = next_serial();
+        self.conns
+            .insert(id, Conn { domid, events: VecDeque::new(), dropped: 0, log: Default::default(), kick, serial });
         // Domain 0 may always create a home directory.
         let _ = self.mkdir(0, &home(domid));
         id
@@ -460,6 +471,21 @@ impl Store {
     pub fn set_kick(&mut self, conn: ConnId, kick: Option<Kick>) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.kick = kick;
+        }
+    }
+
+    /// The serial of connection `conn` (see [`disconnect_if`](Self::disconnect_if)).
+    pub fn conn_serial(&self, conn: ConnId) -> Option<u64> {
+        self.conns.get(&conn).map(|c| c.serial)
+    }
+
+    /// [`disconnect`](Self::disconnect) if `conn` is still the connection
+    /// with `serial`: a server made before a restore
+    /// ([`snapshot`]) must not drop the restored connection that now has
+    /// its id.
+    pub fn disconnect_if(&mut self, conn: ConnId, serial: u64) {
+        if self.conn_serial(conn) == Some(serial) {
+            self.disconnect(conn);
         }
     }
 

@@ -138,6 +138,8 @@ pub struct StoreServer<M: RingMemory> {
     more: bool,
     /// This connection's open transactions.
     transactions: super::transaction::Transactions,
+    /// Its connection's serial ([`crate::Store::disconnect_if`]).
+    serial: u64,
     stats: StoreMetrics,
     /// Rate limit of this guest's log lines.
     log: pv_util::ratelimit::LogLimiter,
@@ -169,7 +171,10 @@ impl<M: RingMemory> StoreServer<M> {
             XENSTORE_SERVER_FEATURE_ERROR,
             Ordering::Release,
         );
-        let conn = store.with(None, |s| s.connect(domid, None));
+        let (conn, serial) = store.with(None, |s| {
+            let conn = s.connect(domid, None);
+            (conn, s.conn_serial(conn).unwrap_or(0))
+        });
         Ok(StoreServer {
             store,
             conn,
@@ -183,6 +188,7 @@ impl<M: RingMemory> StoreServer<M> {
             broken: None,
             more: false,
             transactions: Default::default(),
+            serial,
             stats: StoreMetrics::default(),
             log: Default::default(),
         })
@@ -477,8 +483,8 @@ impl<M: RingMemory> StoreServer<M> {
 
 impl<M: RingMemory> Drop for StoreServer<M> {
     fn drop(&mut self) {
-        let conn = self.conn;
-        self.store.with(None, |s| s.disconnect(conn));
+        let (conn, serial) = (self.conn, self.serial);
+        self.store.with(None, |s| s.disconnect_if(conn, serial));
     }
 }
 
@@ -532,12 +538,12 @@ impl<M: RingMemory> StoreServer<M> {
         if !out_ok || !in_ok {
             return Err(bad());
         }
-        let transactions = store
+        let (transactions, serial) = store
             .with(None, |s| {
-                let known = s.conns.get(&conn).is_some_and(|k| k.domid == domid);
-                known.then(|| super::transaction::Transactions::load_state(s, &saved.transactions, saved.next_tx_id))
+                let serial = s.conns.get(&conn).filter(|k| k.domid == domid)?.serial;
+                let tx = super::transaction::Transactions::load_state(s, &saved.transactions, saved.next_tx_id)?;
+                Some((tx, serial))
             })
-            .flatten()
             .ok_or_else(bad)?;
         let mem = SharedMem(Arc::new(mem));
         let ring = |e| StoreStateError::Ring(e);
@@ -558,6 +564,7 @@ impl<M: RingMemory> StoreServer<M> {
             broken: None,
             more: false,
             transactions,
+            serial,
             stats: StoreMetrics::default(),
             log: Default::default(),
         })

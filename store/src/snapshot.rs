@@ -272,12 +272,18 @@ impl Store {
         if events.iter().any(|e| e.path.len() + e.token.len() > self.limits.max_value) {
             return Err(bad());
         }
-        let conn = Conn { domid: c.domid, events, dropped: c.dropped, log: Default::default(), kick: None };
+        let serial = crate::next_serial();
+        let conn = Conn { domid: c.domid, events, dropped: c.dropped, log: Default::default(), kick: None, serial };
         Ok((conn, watches))
     }
 
     /// Replaces the tree, the guest connections and their watches with
     /// `s` (checked first; on error nothing changes). Host watches stay.
+    /// Connections are replaced too: serve a restored guest with
+    /// [`StoreServer::restore`](crate::StoreServer::restore). A server
+    /// made before the restore is orphaned: its connection is gone, and
+    /// dropping it leaves a restored connection that now has its id
+    /// alone (each connection has a serial of its own).
     pub fn restore_state(&mut self, s: &StoreState) -> Result<(), StoreStateError> {
         if s.version != STORE_STATE_VERSION {
             return Err(StoreStateError::Version(s.version));

@@ -190,6 +190,33 @@ fn a_restored_transaction_still_conflicts() {
     assert!(store2.read("/local/domain/1/data/tx").is_err());
 }
 
+/// The VMM builds its store server before it knows it restores: that
+/// server's connection id is the restored connection's too, and dropping
+/// it afterwards must not disconnect the restored one (its watch still
+/// fires).
+#[test]
+fn a_server_made_before_the_restore_does_not_drop_the_restored_connection() {
+    let store = SharedStore::new();
+    let gm = guest_memory();
+    let (srv, _) = busy_guest(&store, &gm);
+    let s = save(&store, &srv);
+    let (store2, gm2) = (SharedStore::new(), guest_memory());
+    let early = StoreServer::new(store2.clone(), 1, page(&gm2)).unwrap();
+    assert_eq!(early.conn(), srv.conn(), "the same id");
+    copy_page(&gm, &gm2);
+    store2.restore_state(&s).unwrap();
+    let mut srv2 = StoreServer::restore(store2.clone(), 1, page(&gm2), &s).unwrap();
+    drop(early);
+    assert_eq!(store2.with(None, |x| x.watch_count(1)), 1, "the restored watch is still there");
+    let mut g = Guest::new(&gm2);
+    g.raw(b"mine\0");
+    srv2.process();
+    g.recv();
+    store2.write("/local/domain/1/device/x", b"").unwrap();
+    srv2.process();
+    assert!(g.recv().iter().any(|(h, p)| h.type_ == XS_WATCH_EVENT && p == b"device/x\0tok\0"));
+}
+
 /// A tampered state is refused and the store keeps what it had.
 #[test]
 fn inconsistent_states_are_refused_and_change_nothing() {
@@ -233,4 +260,79 @@ fn inconsistent_states_are_refused_and_change_nothing() {
     bad.conns[0].server.as_mut().unwrap().out_off = 16;
     assert!(matches!(StoreServer::restore(target.clone(), 1, page(&gm), &bad), Err(StoreStateError::BadServer(_))));
     assert!(matches!(StoreServer::restore(target.clone(), 2, page(&gm), &s), Err(StoreStateError::NoConn(2))));
+}
+
+/// Applies one mutation to a JSON tree (see the domain's snapshot tests):
+/// the `pick`-th leaf or array gets `value`, loses or doubles an element.
+fn mutate(v: &mut serde_json::Value, pick: &mut usize, kind: u8, value: u64) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => {
+            if *pick == 0 && !a.is_empty() && kind % 3 != 0 {
+                if kind % 3 == 1 {
+                    a.remove(value as usize % a.len());
+                } else {
+                    let e = a[value as usize % a.len()].clone();
+                    a.push(e);
+                }
+                return true;
+            }
+            *pick = pick.saturating_sub(1);
+            a.iter_mut().any(|e| mutate(e, pick, kind, value))
+        }
+        Value::Object(o) => o.values_mut().any(|e| mutate(e, pick, kind, value)),
+        leaf => {
+            if *pick > 0 {
+                *pick -= 1;
+                return false;
+            }
+            *leaf = match leaf {
+                Value::Bool(b) => Value::Bool(!*b),
+                Value::String(s) if kind & 4 != 0 => Value::from(format!("{s}/x")),
+                Value::String(_) if kind & 8 != 0 => Value::from("/local//domain"),
+                _ if kind & 4 != 0 => Value::from(value % 64),
+                _ => Value::from(value),
+            };
+            true
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// A tampered store state is restored or refused, never a panic; a
+    /// restored one is served (a tampered partial request may swallow the
+    /// guest's next bytes, as a guest's own garbage would) and the store
+    /// stays usable.
+    #[test]
+    fn a_mutated_state_never_panics(pick in 0usize..300, kind in 0u8..16, value in proptest::num::u64::ANY) {
+        static SOURCE: std::sync::OnceLock<(Vec<u8>, serde_json::Value)> = std::sync::OnceLock::new();
+        let (ring, json) = SOURCE.get_or_init(|| {
+            let store = SharedStore::new();
+            let gm = guest_memory();
+            let (srv, _) = busy_guest(&store, &gm);
+            let mut ring = vec![0u8; 4096];
+            gm.read_slice(&mut ring, PAGE).unwrap();
+            (ring, serde_json::to_value(save(&store, &srv)).unwrap())
+        });
+        let mut v = json.clone();
+        let mut p = pick;
+        mutate(&mut v, &mut p, kind, value);
+        if let Ok(s) = serde_json::from_value::<StoreState>(v) {
+            let store = SharedStore::new();
+            let gm = guest_memory();
+            gm.write_slice(ring, PAGE).unwrap();
+            if store.restore_state(&s).is_ok() {
+                if let Ok(mut srv) = StoreServer::restore(store.clone(), 1, page(&gm), &s) {
+                    let mut g = Guest::new(&gm);
+                    g.raw(b"mine\0");
+                    g.send(XS_DIRECTORY, 9, 0, b"/local\0");
+                    srv.process();
+                    let _ = g.recv();
+                }
+                proptest::prop_assert!(store.read("/local").is_ok());
+            }
+        }
+    }
 }

@@ -213,3 +213,136 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
     );
     assert_refused(&tmp.path().join("nothing-here"), "nothing-here");
 }
+
+const GRUB: &str = "/usr/lib/grub-xen/grub-i386-xen_pvh.bin";
+
+/// Debian's GRUB (a 32-bit Xen PVH guest with its own blkfront, console
+/// and store client, as in pvh_grub.rs) waiting at its prompt is
+/// snapshotted, the source destroyed, and the restored GRUB takes a typed
+/// command that reads the disk through the re-attached blkback (its
+/// x86_32-abi ring), then powers off with `halt`.
+#[test]
+fn grub_at_its_prompt_restores_and_still_reads_its_disk() {
+    assert!(Path::new(GRUB).exists(), "{GRUB} missing: run ./setup.sh (installs grub-xen-host)");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::write(root.join("data/restored-9e1f.txt"), "x").unwrap();
+    let img = tmp.path().join("disk.img");
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("4M")
+        .output()
+        .expect("mke2fs (e2fsprogs; run ./setup.sh)");
+    assert!(out.status.success(), "mke2fs: {}", text(&out.stderr));
+    let sock = tmp.path().join("grub.sock");
+    let snap = tmp.path().join("snap");
+    // GRUB's prompt does not end its line: read the raw stream.
+    let mut src = vmm()
+        .args(["run", "--kernel", GRUB, "--timeout", "300", "--disk"])
+        .arg(&img)
+        .arg("--api-socket")
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run vmm");
+    let mut stdout = src.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !text(&seen).contains("grub>") {
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "GRUB ended before its prompt: {}", text(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    wait_api(&sock);
+    let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot: {}", text(&out.stderr));
+    src.kill().unwrap();
+    let _ = src.wait();
+
+    let mut r = vmm()
+        .arg("restore")
+        .arg(&snap)
+        .args(["--timeout", "120"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vmm restore");
+    let mut stdin = r.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"ls (xen/xvda)/data/\nhalt\n").unwrap();
+    let out = r.wait_with_output().unwrap();
+    drop(stdin);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // The typed command ran in the restored GRUB and read the directory
+    // through blkback (blkif.h's x86_32 ring, re-attached at its indices).
+    assert!(stdout.contains("restored-9e1f.txt"), "not listed:\n{stdout}\n{stderr}");
+    // GRUB's `halt` is SCHEDOP_shutdown(poweroff): status 0 (sched_op.c).
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
+/// `--vcpus 2` with the soak guest, which leaves vCPU 1 down: the down
+/// vCPU's thread parks for the pause and reads its own state too, so the
+/// snapshot holds both vCPUs (`VCPUOP_down` keeps a vCPU's state for a
+/// later `VCPUOP_up`: xen/common/domain.c) and the restore continues.
+#[test]
+fn a_guest_with_a_down_vcpu_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("smp.img");
+    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+    let sock = tmp.path().join("src.sock");
+    let snap = tmp.path().join("snap");
+    let mut src = Running::spawn(
+        vmm()
+            .args(["run", "--image", "blk", "--vcpus", "2", "--timeout", "240", "--cmdline", "soak=0 every=10"])
+            .arg("--disk")
+            .arg(&img)
+            .arg("--api-socket")
+            .arg(&sock),
+    );
+    let line = src.wait_line("soak: progress ", |l| field(l, "rounds") >= 20);
+    wait_api(&sock);
+    let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot: {}", text(&out.stderr));
+    src.child.kill().unwrap();
+    let _ = src.child.wait();
+    restore_and_finish(tmp.path(), &snap, "smp", field(&line, "rounds"));
+}
+
+/// A virtio-blk guest (`--image virtio --cmdline test=bench`: 6000 random
+/// reads, 8 in flight) snapshotted while its requests are in flight: the
+/// snapshot waits until the transport has taken every available entry
+/// (each is answered under the transport's lock), saves the queues'
+/// indices (virtio 1.x 2.7: `last_avail`/`used` idx are the device's),
+/// and the restored guest gets every remaining request answered.
+#[test]
+fn virtio_blk_guest_with_requests_in_flight_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("v.img");
+    std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+    let sock = tmp.path().join("v.sock");
+    let snap = tmp.path().join("snap");
+    let mut src = Running::spawn(
+        vmm()
+            .args(["run", "--image", "virtio", "--timeout", "240", "--cmdline", "test=bench n=6000 depth=8"])
+            .arg("--disk")
+            .arg(format!("{},transport=virtio", img.display()))
+            .arg("--api-socket")
+            .arg(&sock),
+    );
+    wait_api(&sock);
+    let out = ctl(&sock, &["snapshot", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot: {}", text(&out.stderr));
+    src.child.kill().unwrap();
+    let (_, before, _) = src.finish();
+    assert!(!before.iter().any(|l| l.starts_with("bench:")), "the bench ended before the snapshot: {before:?}");
+    let out = vmm().arg("restore").arg(&snap).args(["--timeout", "240"]).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // Every request answered OK (`bad` counts VIRTIO_BLK_S_* other than OK).
+    assert!(stdout.contains("bench: n=6000 depth=8 bad=0"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}

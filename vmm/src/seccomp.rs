@@ -381,6 +381,8 @@ const SNAPSHOT: Allowlist = Allowlist {
         libc::SYS_unlinkat,
         libc::SYS_fstat,
         libc::SYS_fcntl,
+        // Which guest pages were ever touched (the rest are not read).
+        libc::SYS_mincore,
         libc::SYS_rename,
         libc::SYS_renameat,
         libc::SYS_renameat2,

@@ -103,7 +103,7 @@ fn vcpu_thread(v: &mut Vcpu, run: &Run<'_>, watchdog: Option<&Watchdog>) -> Opti
         // Also when the vCPU is up already: its thread may start after
         // the guest brought it up, with the new state still to load.
         let over = || run.stop.load(Ordering::SeqCst) || watchdog.is_some_and(|w| w.expired());
-        match run.vcpus.wait_up(id, PARK_STEP, over) {
+        match wait_up_serving(v, run, over) {
             None => return watchdog.filter(|w| w.expired()).map(|w| Ok(watchdog_outcome(w))),
             Some(Woken::Load(ctx)) => {
                 tracing::debug!(vcpu = id, rip = ctx.rip, "vCPU up with a new state");
@@ -120,4 +120,25 @@ fn vcpu_thread(v: &mut Vcpu, run: &Run<'_>, watchdog: Option<&Watchdog>) -> Opti
             Err(e) => return Some(Err(e)),
         }
     }
+}
+
+/// Waits until vCPU `v` is up (`VcpuSet::wait_up`), serving the control's
+/// requests meanwhile: a down vCPU parks for a pause like the others and
+/// reads its state for a snapshot (its registers are the ones `up` resumes
+/// from). `None` when `over` says the run ends, or on a destroy.
+fn wait_up_serving(v: &mut Vcpu, run: &Run<'_>, over: impl Fn() -> bool) -> Option<Woken> {
+    let id = v.id();
+    let Some(control) = v.control() else { return run.vcpus.wait_up(id, PARK_STEP, over) };
+    control.attach(id);
+    let woken = loop {
+        let r = run.vcpus.wait_up(id, PARK_STEP, || over() || control.pending());
+        if r.is_some() || over() {
+            break r;
+        }
+        if let crate::control::Served::Destroy(_) = v.serve_control(&control, &mut &run.dom, &over) {
+            break None;
+        }
+    };
+    control.detach(id);
+    woken
 }

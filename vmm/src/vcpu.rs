@@ -599,15 +599,7 @@ impl Vcpu {
             }
             if let Some(c) = control.as_ref().filter(|c| c.pending()) {
                 let halt = || watchdog.is_some_and(Watchdog::expired) || stop.load(Ordering::SeqCst);
-                let stats = dom.with(|d| self.control_stats(d));
-                let (fd, id, vm) = (&mut self.fd, self.id, self.vm_fd.clone());
-                let snap = || {
-                    crate::snapshot::save::capture(fd, id, vm.as_deref(), || {
-                        dom.with(crate::snapshot::save::domain_state)
-                    })
-                    .map_err(|e| e.to_string())
-                };
-                if let Served::Destroy(d) = c.serve_with(self.id, || stats.clone(), snap, halt) {
+                if let Served::Destroy(d) = self.serve_control(c, dom, halt) {
                     break Ok(Ended::Outcome(Outcome::Destroyed { after_grace: d == Destroy::AfterGrace }));
                 }
                 continue;
@@ -637,6 +629,29 @@ impl Vcpu {
             c.detach(self.id);
         }
         ended
+    }
+
+    /// Serves `c`'s requests ([`VmControl::serve_with`]): stats, parking
+    /// while paused, and a snapshot's read of this vCPU's state (vCPU 0's
+    /// with the VM-wide state and the domain).
+    pub(crate) fn serve_control<D: DomAccess>(
+        &mut self,
+        c: &VmControl,
+        dom: &mut D,
+        halt: impl Fn() -> bool,
+    ) -> Served {
+        let stats = dom.with(|d| self.control_stats(d));
+        let (fd, id, vm) = (&mut self.fd, self.id, self.vm_fd.clone());
+        let snap = || {
+            crate::snapshot::save::capture(fd, id, vm.as_deref(), || dom.with(crate::snapshot::save::domain_state))
+                .map_err(|e| e.to_string())
+        };
+        c.serve_with(id, || stats.clone(), snap, halt)
+    }
+
+    /// The control this vCPU serves, if any.
+    pub(crate) fn control(&self) -> Option<Arc<VmControl>> {
+        self.control.clone()
     }
 
     /// Enters the guest once and handles the exit; `Some` when the run ends.

@@ -189,7 +189,7 @@ impl Vm {
                 .iter()
                 .map(|d| (d.device_type.to_string(), d.paths.back.clone(), d.paths.front.clone()))
                 .collect(),
-            virtio: self.virtio.len(),
+            virtio: self.virtio.clone(),
             writer: self.snapshot_writer.clone(),
         }
     }

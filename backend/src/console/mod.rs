@@ -60,6 +60,7 @@ impl Console {
     /// (the event channel's binding after the restore).
     pub fn reattach(&mut self, notify: Arc<dyn Notify>) {
         self.notify = notify;
+        self.broken = false;
         let (mem, gpa) = &self.page;
         let page = || RingPage::assigned(mem, *gpa).ok();
         let out = page().and_then(|p| ByteConsumer::new(p, ByteRingLayout::CONSOLE_OUT).ok());
@@ -68,7 +69,30 @@ impl Console {
             (Some(o), Some(i)) => (self.out, self.input) = (o, i),
             _ => self.broken = true,
         }
-        self.pending_in.clear();
+        self.flush_input();
+    }
+
+    /// Takes back the input written to the `in` ring that the guest has
+    /// not read, to be written again after [`Console::reattach`] (the VM
+    /// was built for a restore and has not run: input typed meanwhile
+    /// must reach the restored guest, not the memory about to be
+    /// replaced).
+    pub fn reclaim_input(&mut self) {
+        let (mem, gpa) = &self.page;
+        let Some(mut ring) =
+            RingPage::assigned(mem, *gpa).ok().and_then(|p| ByteConsumer::new(p, ByteRingLayout::CONSOLE_IN).ok())
+        else {
+            return;
+        };
+        let mut buf = [0u8; 1024];
+        let mut taken = Vec::new();
+        while let Ok(n @ 1..) = ring.read(&mut buf) {
+            taken.extend_from_slice(&buf[..n]);
+        }
+        for b in taken.into_iter().rev() {
+            self.pending_in.push_front(b);
+        }
+        self.pending_in.truncate(MAX_PENDING_INPUT);
     }
 
     /// Queues console input for the guest (bytes beyond

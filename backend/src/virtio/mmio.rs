@@ -1,6 +1,10 @@
 //! One virtio-mmio register block (virtio 1.x, section 4.2.2, version 2)
 //! and its status machine.
 
+mod state;
+
+pub use state::{QueueSave, TransportState, TransportStateError};
+
 use super::{chain, Chain, ChainSource, VirtioDevice};
 use crate::Notify;
 use pv_util::ratelimit::LogLimiter;

@@ -136,3 +136,47 @@ pub fn reconnect(store: &SharedStore, devices: &[SplitDevice]) {
         }
     }
 }
+
+/// Waits until every virtio-blk queue's available entries were all taken
+/// (each is answered before the transport's lock is released), then
+/// returns each transport's state, read under its lock.
+pub fn drain_virtio(
+    bus: &crate::virtio_mmio_bus::VirtioBus,
+    timeout: Duration,
+) -> Result<Vec<backend::virtio::mmio::TransportState>, SnapshotError> {
+    let end = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(bus.blk.len());
+    for (i, blk) in bus.blk.iter().enumerate() {
+        loop {
+            let t = blk.lock().unwrap_or_else(|p| p.into_inner());
+            if t.idle() {
+                out.push(t.save_state());
+                break;
+            }
+            drop(t);
+            if Instant::now() >= end {
+                return Err(SnapshotError::Drain(format!("virtio-blk{i}")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(out)
+}
+
+/// Puts each virtio-blk transport's saved state back.
+pub fn restore_virtio(
+    bus: &crate::virtio_mmio_bus::VirtioBus,
+    saved: &[backend::virtio::mmio::TransportState],
+) -> Result<(), SnapshotError> {
+    if saved.len() != bus.blk.len() || !bus.net.is_empty() {
+        return Err(SnapshotError::State {
+            what: "virtio",
+            why: "the virtio devices differ from the snapshot's".into(),
+        });
+    }
+    for (blk, s) in bus.blk.iter().zip(saved) {
+        let mut t = blk.lock().unwrap_or_else(|p| p.into_inner());
+        t.restore_state(s).map_err(|e| SnapshotError::State { what: "virtio", why: e.to_string() })?;
+    }
+    Ok(())
+}

@@ -20,6 +20,34 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
     move |e| SnapshotError::Io { path: path.to_path_buf(), source: e }
 }
 
+/// Whether a page holds only zeros (16 bytes at a time: this runs over
+/// every resident page of a 1 GiB guest).
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(16).all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+}
+
+/// Which pages of each region of `ram` are resident (`mincore`): a page
+/// the guest never touched is not, and reads as zeros, so it is skipped
+/// without being read. `None` where the kernel cannot say (then every
+/// page is looked at).
+fn resident(ram: &GuestRam) -> Vec<(u64, Option<Vec<u8>>)> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+    ram.mem()
+        .iter()
+        .map(|region| {
+            let start = region.start_addr().0;
+            let pages = (region.len() / PAGE_SIZE) as usize;
+            let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else { return (start, None) };
+            let mut vec = vec![0u8; pages];
+            // SAFETY: `host..host + len` is one mapped region of guest
+            // RAM, alive for this call; mincore only writes `pages` bytes
+            // into `vec`.
+            let r = unsafe { libc::mincore(host.cast(), region.len() as usize, vec.as_mut_ptr()) };
+            (start, (r == 0).then_some(vec))
+        })
+        .collect()
+}
+
 /// Writes `ram` to `path` (created or truncated); returns the number of
 /// bytes written (pages holding data).
 pub fn save(ram: &GuestRam, path: &Path) -> Result<u64, SnapshotError> {
@@ -27,24 +55,37 @@ pub fn save(ram: &GuestRam, path: &Path) -> Result<u64, SnapshotError> {
     file.set_len(ram.size()).map_err(io(path))?;
     let mut buf = vec![0u8; CHUNK as usize];
     let mut written = 0;
+    let page = PAGE_SIZE as usize;
+    let regions = resident(ram);
+    let is_resident = |gpa: u64| {
+        let (start, map) = regions.iter().rev().find(|(s, _)| *s <= gpa).map_or((0, None), |(s, m)| (*s, m.as_ref()));
+        map.is_none_or(|m| m.get(((gpa - start) / PAGE_SIZE) as usize).is_none_or(|b| b & 1 != 0))
+    };
     let mut gpa = 0;
     while gpa < ram.size() {
-        let len = CHUNK.min(ram.size() - gpa) as usize;
+        if !is_resident(gpa) {
+            gpa += PAGE_SIZE;
+            continue;
+        }
+        // A run of resident pages, at most one chunk.
+        let mut len = 0;
+        while len < CHUNK && gpa + len < ram.size() && is_resident(gpa + len) {
+            len += PAGE_SIZE;
+        }
+        let len = len as usize;
         ram.read(gpa, &mut buf[..len]).map_err(|e| SnapshotError::Memory(e.to_string()))?;
-        // Runs of pages with data, each one write.
-        let mut page = 0;
-        while page < len {
-            let has_data = |p: usize| buf[p..p + PAGE_SIZE as usize].iter().any(|&b| b != 0);
-            if !has_data(page) {
-                page += PAGE_SIZE as usize;
+        let mut p = 0;
+        while p < len {
+            if is_zero(&buf[p..p + page]) {
+                p += page;
                 continue;
             }
-            let start = page;
-            while page < len && has_data(page) {
-                page += PAGE_SIZE as usize;
+            let start = p;
+            while p < len && !is_zero(&buf[p..p + page]) {
+                p += page;
             }
-            file.write_all_at(&buf[start..page], gpa + start as u64).map_err(io(path))?;
-            written += (page - start) as u64;
+            file.write_all_at(&buf[start..p], gpa + start as u64).map_err(io(path))?;
+            written += (p - start) as u64;
         }
         gpa += len as u64;
     }
@@ -105,4 +146,64 @@ pub fn restore(ram: &GuestRam, path: &Path) -> Result<u64, SnapshotError> {
         at = end;
     }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use xen_domain::guest_memory::Slot;
+
+    fn ram(mib: u64) -> GuestRam {
+        GuestRam::new(&[
+            Slot { start: 0, len: (mib / 2) << 20, readonly: false },
+            Slot { start: (mib / 2) << 20, len: (mib / 2) << 20, readonly: false },
+        ])
+        .unwrap()
+    }
+
+    /// Data pages (in both slots, across a chunk boundary) come back; a
+    /// page that was zero at the snapshot is zero after the restore even
+    /// where the restoring VM had written something (the builder's
+    /// image); the file is sparse.
+    #[test]
+    fn sparse_round_trip_drops_what_the_target_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let src = ram(8);
+        let marks = [(0u64, 0x11u8), (CHUNK - PAGE_SIZE, 0x22), (CHUNK + 123, 0x33), ((6 << 20) + 7, 0x44)];
+        for (gpa, v) in marks {
+            src.write(gpa, &[v; 100]).unwrap();
+        }
+        // A page touched but zero again: not written.
+        src.write(5 << 20, &[9; 8]).unwrap();
+        src.write(5 << 20, &[0; 8]).unwrap();
+        let written = save(&src, &path).unwrap();
+        assert_eq!(written, 4 * PAGE_SIZE, "the four data pages only");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 8 << 20);
+        assert!(meta.blocks() * 512 < 1 << 20, "sparse: {} blocks", meta.blocks());
+
+        let dst = ram(8);
+        dst.write(3 << 20, &[0x55; 4096]).unwrap();
+        let copied = restore(&dst, &path).unwrap();
+        assert!(copied >= written, "{copied} < {written}");
+        for (gpa, v) in marks {
+            let mut b = [0u8; 100];
+            dst.read(gpa, &mut b).unwrap();
+            assert_eq!(b, [v; 100], "at {gpa:#x}");
+        }
+        let mut b = vec![0u8; 4096];
+        dst.read(3 << 20, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0), "the restoring VM's own data is dropped");
+    }
+
+    #[test]
+    fn a_memory_file_of_another_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        save(&ram(8), &path).unwrap();
+        let e = restore(&ram(16), &path).unwrap_err().to_string();
+        assert!(e.contains("8388608 bytes of memory for a guest of 16777216 bytes"), "{e}");
+    }
 }

@@ -224,6 +224,8 @@ pub struct SnapshotState {
     pub store: devices::StorePart,
     /// The split devices' transports.
     pub devices: Vec<devices::SplitDevice>,
+    /// The virtio-blk transports, in device order.
+    pub virtio_blk: Vec<backend::virtio::mmio::TransportState>,
     /// Bytes of guest memory holding data when it was taken.
     pub memory_bytes: u64,
 }

@@ -49,20 +49,32 @@ pub(crate) fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError>
 /// back ends re-attach to their ports and rings.
 pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
     super::devices::check_devices(&vm.pv, &state.devices)?;
+    // Console input (a pipe) may already have been written into the
+    // fresh ring: take it back, and hold the console until its ring is
+    // the restored one.
+    let console = vm.console.clone();
+    let mut console = console.lock().unwrap_or_else(|p| p.into_inner());
+    console.reclaim_input();
     let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
-    restore_state(vm, state)?;
+    restore_state(vm, state, &mut console)?;
     Ok(loaded)
 }
 
 /// The part of [`restore_into`] after memory (guest memory already in
-/// place: a live migration brought it).
-pub fn restore_state(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+/// place: a live migration brought it), with the console held as
+/// [`restore_into`] holds it.
+pub(crate) fn restore_state(
+    vm: &mut Vm,
+    state: &SnapshotState,
+    console: &mut backend::console::Console,
+) -> Result<(), SnapshotError> {
     super::devices::check_devices(&vm.pv, &state.devices)?;
     restore_kvm(vm, state)?;
     let bad = |what| move |e: String| SnapshotError::State { what, why: e };
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
-    reattach_core(vm, state)?;
+    reattach_core(vm, state, console)?;
+    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk)?;
     super::devices::reconnect(&vm.store, &state.devices);
     Ok(())
 }
@@ -87,7 +99,11 @@ fn restore_kvm(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> 
 /// The console and the store: their ports (restored detached) back to
 /// their handlers, their rings continued at the guest's indices, the
 /// store connection's server side as saved.
-fn reattach_core(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> {
+fn reattach_core(
+    vm: &mut Vm,
+    state: &SnapshotState,
+    console: &mut backend::console::Console,
+) -> Result<(), SnapshotError> {
     let evtchn = vm.dom.evtchn.clone();
     let bad = |what| move |e: String| SnapshotError::State { what, why: e };
     for (port, wake) in &vm.core_ports {
@@ -95,7 +111,7 @@ fn reattach_core(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError
     }
     let notifier = |port| crate::devices::PortNotifier::new(evtchn.clone(), port);
     let (console_port, store_port) = (vm.core_ports[0].0, vm.core_ports[1].0);
-    vm.console.lock().unwrap_or_else(|p| p.into_inner()).reattach(std::sync::Arc::new(notifier(console_port)));
+    console.reattach(std::sync::Arc::new(notifier(console_port)));
     vm.store_handler
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -141,7 +141,7 @@ pub struct Snapshotter {
     pub(crate) store_handler: Arc<Mutex<crate::devices::StoreHandler>>,
     /// Each split device: type, back-end and front-end directory.
     pub(crate) devices: Vec<(String, String, String)>,
-    pub(crate) virtio: usize,
+    pub(crate) virtio: Arc<crate::virtio_mmio_bus::VirtioBus>,
     pub(crate) writer: Sender<WriteJobHandle>,
 }
 
@@ -149,9 +149,9 @@ impl Snapshotter {
     /// Pauses the VM (if it runs), snapshots it into `dir`, and resumes it
     /// if it was running. `control` is the VM's.
     pub fn snapshot(&self, control: &VmControl, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
-        if self.virtio != 0 {
+        if !self.virtio.net.is_empty() {
             return Err(SnapshotError::Unsupported(
-                "the VM has virtio devices, whose queue state is not saved yet: use Xen devices (transport=xen)".into(),
+                "the VM has a virtio-net device, whose state is not saved yet: use a Xen vif (transport=xen)".into(),
             ));
         }
         let start = Instant::now();
@@ -169,6 +169,7 @@ impl Snapshotter {
     fn take(&self, control: &VmControl, dir: &Path) -> Result<(u64, u64), SnapshotError> {
         let devices = devices::split_devices(&self.store, &self.devices);
         devices::drain(&self.grants, &devices, DRAIN_TIMEOUT)?;
+        let virtio_blk = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
         let caps = control.snapshot_capture(VCPU_TIMEOUT).map_err(|e| match e {
             SnapshotAsk::Control(c) => SnapshotError::Control(c),
             other => SnapshotError::Unsupported(other.to_string()),
@@ -181,6 +182,7 @@ impl Snapshotter {
             vm,
             store: store_state(&self.store, &self.store_handler),
             devices,
+            virtio_blk,
             memory_bytes: 0,
         };
         let (reply, answer) = channel();

@@ -147,6 +147,12 @@ pub enum EvtchnStateError {
         /// In this domain.
         here: u64,
     },
+    /// The host refused an eventfd.
+    #[error("cannot create an eventfd for the restored domain-0 ports")]
+    EventFd,
+    /// A binding generation near the end of its range.
+    #[error("event-channel binding generation {0} out of range")]
+    Generation(u64),
     /// A FIFO page or control block outside the guest's RAM, or too many.
     #[error("FIFO state: {0}")]
     Fifo(&'static str),
@@ -187,6 +193,10 @@ impl EventChannels {
     /// Checks `s` against this domain (its RAM, the vCPU count set with
     /// [`set_vcpus`](Self::set_vcpus)) without changing anything.
     pub fn check_state(&self, s: &EvtchnState) -> Result<(), EvtchnStateError> {
+        // Generations count bindings (one per back-end attach): far below this.
+        if s.gen > u64::MAX / 2 {
+            return Err(EvtchnStateError::Generation(s.gen));
+        }
         let here = self.bitmaps.shared_info();
         if s.shared_info != here {
             return Err(EvtchnStateError::SharedInfo { saved: s.shared_info, here });
@@ -240,6 +250,14 @@ impl EventChannels {
     /// detached: see [`reattach`](Self::reattach).
     pub fn restore_state(&self, s: &EvtchnState) -> Result<(), EvtchnStateError> {
         self.check_state(s)?;
+        // One stand-in for every domain-0 end until its owner re-attaches
+        // (`reattach_dom0`): made before anything changes.
+        let standin = match s.dom0.is_empty() {
+            true => None,
+            false => Some(Arc::new(
+                EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).map_err(|_| EvtchnStateError::EventFd)?,
+            )),
+        };
         let mut t = self.lock();
         for p in 1..MAX_PORTS {
             if let PortState::Interdomain { wake, .. } = &t.ports[p as usize] {
@@ -263,10 +281,7 @@ impl EventChannels {
             fresh.notify_vcpu[p.port as usize] = p.notify_vcpu;
         }
         for d in &s.dom0 {
-            // The owner of the domain-0 end re-attaches with `reattach_dom0`.
-            let wake = Arc::new(
-                EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).map_err(|_| EvtchnStateError::Fifo("eventfd"))?,
-            );
+            let wake = standin.clone().ok_or(EvtchnStateError::EventFd)?;
             fresh.dom0.push(Dom0Port { wake, remote_dom: d.remote_dom, bound_to: d.bound_to });
         }
         *t = fresh;
@@ -307,16 +322,24 @@ impl EventChannels {
     /// again; a guest port bound to it is re-attached with it.
     pub fn reattach_dom0(&self, dom0_port: u32, wake: Arc<EventFd>) -> Result<(), super::EvtchnError> {
         let idx = (dom0_port as usize).checked_sub(1).ok_or(super::EvtchnError::BadPort(dom0_port))?;
-        let bound = {
-            let mut t = self.lock();
-            let d = t.dom0.get_mut(idx).ok_or(super::EvtchnError::BadPort(dom0_port))?;
-            d.wake = wake.clone();
-            d.bound_to
-        };
-        if let Some(port) = bound {
-            self.reattach(port, wake)?;
+        let mut t = self.lock();
+        let d = t.dom0.get_mut(idx).ok_or(super::EvtchnError::BadPort(dom0_port))?;
+        d.wake = wake.clone();
+        let Some(port) = d.bound_to else { return Ok(()) };
+        // Bound since the restore, with the stand-in: move its doorbell.
+        // (One doorbell per port: the old one goes first; if the new one
+        // is refused, the old one comes back.)
+        if let Some(PortState::Interdomain { wake: old, .. }) = t.ports.get_mut(port as usize) {
+            self.unregister_doorbell(port, old);
+            if let Err(e) = self.register_doorbell(port, &wake) {
+                let _ = self.register_doorbell(port, old);
+                return Err(e);
+            }
+            *old = wake;
+            return Ok(());
         }
-        Ok(())
+        drop(t);
+        self.reattach(port, wake).map(|_| ())
     }
 }
 

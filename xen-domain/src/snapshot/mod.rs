@@ -207,6 +207,10 @@ impl Domain {
         self.vcpus.check_state(&s.vcpus)?;
         if let (Some(p), Some(saved)) = (&self.pvh, &s.pvh) {
             p.check_state(saved, self.vcpus.count())?;
+            // `grant_frames` is how far the VMM-owned table was grown.
+            if saved.grant_frames as usize != s.grants.frames.len() {
+                return Err(StateError::GrantModel("the PVH grant-frame count differs from the frame list"));
+            }
         }
         Ok(())
     }

@@ -52,7 +52,7 @@ pub enum VcpuStateError {
         here: usize,
     },
     /// A vCPU's flags or runstate cannot be (up but uninitialised, vCPU 0
-    /// uninitialised, a register state to load on a running vCPU, an
+    /// uninitialised, a register state on an uninitialised vCPU, an
     /// unknown runstate).
     #[error("vCPU {0}: inconsistent scheduler state")]
     Inconsistent(u32),
@@ -85,8 +85,9 @@ impl VcpuSet {
             return Err(VcpuStateError::Count { saved: s.vcpus.len(), here });
         }
         for (id, v) in s.vcpus.iter().enumerate() {
+            // A context may wait on an up vCPU too: `VCPUOP_up` came
+            // before its thread loaded it.
             let bad = (!v.initialised && (!v.down || v.pending.is_some() || id == 0))
-                || (v.pending.is_some() && !v.down)
                 || v.runstate as usize >= v.runstate_time.len();
             if bad {
                 return Err(VcpuStateError::Inconsistent(id as u32));
