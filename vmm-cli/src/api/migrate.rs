@@ -64,6 +64,7 @@ pub(super) fn migrate(s: &Shared, body: &[u8]) -> Response {
                 "state_bytes": rep.state_bytes,
                 "downtime_ms": rep.downtime.as_secs_f64() * 1e3,
                 "total_ms": rep.total.as_secs_f64() * 1e3,
+                "downtime_phases_ms": rep.phases.iter().map(|(k, d)| (k.to_string(), json!(d.as_secs_f64() * 1e3))).collect::<serde_json::Map<_, _>>(),
             }))
         }
         Err(e) => {

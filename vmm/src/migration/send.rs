@@ -47,6 +47,11 @@ pub struct MigrationReport {
     pub downtime: Duration,
     /// From the connection to the end.
     pub total: Duration,
+    /// Where the downtime went: (phase, time), in order: `pause` (vCPUs
+    /// parked), `quiesce` (devices drained), `dirty` (the guest's last
+    /// pages), `scan` (hashing RAM for the VMM's writes), `state` (read
+    /// and sent), `answer` (the destination restored and answered).
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 /// A migration request and where its answer goes.
@@ -288,22 +293,32 @@ fn run(
     }
     // Switch-over: nothing may write guest memory from here on.
     let paused_at = Instant::now();
+    let mut lap_at = paused_at;
+    let mut lap = |rep: &mut MigrationReport, name| {
+        let now = Instant::now();
+        rep.phases.push((name, now - lap_at));
+        lap_at = now;
+    };
     // A VM the user paused stays paused if the migration fails.
     let was_paused = src.control.state() == crate::control::RunState::Paused;
     src.control.pause(PAUSE_TIMEOUT).map_err(|e| MigrationError::Source(format!("cannot pause the VM: {e}")))?;
     undo.paused = !was_paused;
+    lap(&mut rep, "pause");
     state.quiesce().map_err(MigrationError::Source)?;
     undo.quiesced = true;
+    lap(&mut rep, "quiesce");
     dirty.extend(log.take().map_err(MigrationError::Source)?);
     for &gpa in &dirty {
         pages.page(&mut out, gpa, false)?;
     }
     rep.final_pages = pages.flush(&mut out)?;
+    lap(&mut rep, "dirty");
     // The VMM's own writes: every page whose content is not what was sent.
     for gpa in all_pages(&src.slots) {
         pages.page(&mut out, gpa, true)?;
     }
     rep.vmm_written_pages = pages.flush(&mut out)?;
+    lap(&mut rep, "scan");
     let saved = state.save().map_err(MigrationError::Source)?;
     rep.state_bytes = saved.len() as u64;
     // QEMU's order: the images are inactivated before the last state
@@ -313,6 +328,7 @@ fn run(
     out.record(Kind::State, &[&saved])?;
     out.record(Kind::End, &[])?;
     out.w.flush().map_err(stream::StreamError::Io)?;
+    lap(&mut rep, "state");
     let mut conn = out.w.into_inner().map_err(|e| stream::StreamError::Io(e.into_error()))?;
     conn.set_timeouts(Some(ANSWER_TIMEOUT)).map_err(stream::StreamError::Io)?;
     let mut buf = Vec::new();
@@ -322,6 +338,7 @@ fn run(
         k => return Err(stream::StreamError::Malformed(format!("a {k:?} record as the destination's answer")).into()),
     }
     rep.bytes = out.bytes;
+    lap(&mut rep, "answer");
     rep.downtime = paused_at.elapsed();
     rep.total = started.elapsed();
     Ok(rep)
