@@ -105,7 +105,9 @@ pub struct PageHashes(Vec<u64>);
 
 /// The hash of an all-zero page.
 pub fn zero_hash() -> u64 {
-    page_hash(&[0u8; PAGE_SIZE])
+    // Computed once: it is compared with every page sent.
+    static ZERO: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| page_hash(&[0u8; PAGE_SIZE]))
 }
 
 impl PageHashes {
