@@ -210,6 +210,22 @@ fn all_pages(slots: &[Slot]) -> impl Iterator<Item = u64> + '_ {
     slots.iter().flat_map(|s| (s.start..s.start + s.len).step_by(PAGE_SIZE))
 }
 
+/// The pages the dirty log has since the last call, or `None` without a
+/// log (it failed now: `logging` goes false, the rounds hash instead).
+fn take_dirty(log: &DirtyLog, logging: &mut bool) -> Option<Vec<u64>> {
+    if !*logging {
+        return None;
+    }
+    match log.take() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "the dirty log failed: pre-copy rounds hash all of RAM");
+            *logging = false;
+            None
+        }
+    }
+}
+
 /// Where the source stands, for undoing a failed migration.
 #[derive(Default)]
 struct Undo {
@@ -263,32 +279,46 @@ fn run(
     out.record(Kind::Config, &[&src.config])?;
     let mut rep = MigrationReport::default();
     let mut hashes = PageHashes::zeroed(src.ram.size());
-    log.start().map_err(MigrationError::Source)?;
-    undo.logging = true;
+    // Without KVM's log (it cannot be switched on, or a PVH guest's page
+    // placement re-registered the slots), every round hashes all of RAM
+    // and sends what changed: slower, as correct.
+    let mut logging = match log.start() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no dirty log: pre-copy rounds hash all of RAM");
+            false
+        }
+    };
+    undo.logging = logging;
     // Round 1: every page that holds data (the destination starts zeroed).
     let mut pages = PageSender::new(&src.ram, &mut hashes);
     for gpa in all_pages(&src.slots) {
         pages.page(&mut out, gpa, true)?;
     }
-    let mut dirty;
+    let mut dirty = Vec::new();
     loop {
         let n = pages.flush(&mut out)?;
         rep.rounds += 1;
         rep.pages_per_round.push(n);
         out.record(Kind::Round, &[&rep.rounds.to_le_bytes(), &n.to_le_bytes()])?;
-        dirty = log.take().map_err(MigrationError::Source)?;
-        tracing::info!(
-            round = rep.rounds,
-            sent = n,
-            dirty = dirty.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "pre-copy round"
-        );
-        if dirty.len() <= SMALL_DIRTY_SET || rep.rounds > MAX_ROUNDS {
-            break;
-        }
-        for &gpa in &dirty {
-            pages.page(&mut out, gpa, false)?;
+        let last = rep.rounds > MAX_ROUNDS;
+        tracing::info!(round = rep.rounds, sent = n, ms = started.elapsed().as_millis() as u64, "pre-copy round");
+        match take_dirty(log, &mut logging) {
+            Some(d) if d.len() <= SMALL_DIRTY_SET || last => {
+                dirty = d;
+                break;
+            }
+            Some(d) => {
+                for &gpa in &d {
+                    pages.page(&mut out, gpa, false)?;
+                }
+            }
+            None if (rep.rounds > 1 && n <= SMALL_DIRTY_SET as u64) || last => break,
+            None => {
+                for gpa in all_pages(&src.slots) {
+                    pages.page(&mut out, gpa, true)?;
+                }
+            }
         }
     }
     // Switch-over: nothing may write guest memory from here on.
@@ -307,7 +337,9 @@ fn run(
     state.quiesce().map_err(MigrationError::Source)?;
     undo.quiesced = true;
     lap(&mut rep, "quiesce");
-    dirty.extend(log.take().map_err(MigrationError::Source)?);
+    // The log's last pages (the scan below catches them too, at the cost
+    // of hashing them).
+    dirty.extend(take_dirty(log, &mut logging).unwrap_or_default());
     for &gpa in &dirty {
         pages.page(&mut out, gpa, false)?;
     }
