@@ -155,11 +155,9 @@ impl StoreHandler {
         let page = backend::ring_page::RingPage::assigned(mem, gpa).map_err(|e| e.to_string())?;
         let server = pv_store::StoreServer::restore(store.clone(), xen_domain::domid::GUEST_DOMID, page, state)
             .map_err(|e| e.to_string())?;
-        // Dropping the build's server disconnects its connection, which
-        // has the restored one's id: put the restored connection (its
-        // watches and queued events) back after.
+        // The build's server, dropped here, disconnects only its own
+        // connection, not the restored one with the same id (pv-store).
         self.server = server;
-        store.restore_state(state).map_err(|e| e.to_string())?;
         let kick = self.wake.clone();
         self.server.set_kick(Arc::new(move || {
             let _ = kick.write(1);

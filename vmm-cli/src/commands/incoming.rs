@@ -49,29 +49,16 @@ pub fn config_record(cfg: &RunConfig, vm_cfg: &vmm::VmConfig) -> Vec<u8> {
 /// configuration), takes the disk locks and tells the source; the VM is
 /// then ready to run. Any failure is told to the source, which runs on.
 pub fn receive(vm: &mut vmm::Vm, mut p: Pending) -> Result<()> {
-    let mut got = None;
-    let mut refused_stream = false;
-    let r = vmm::migration::vm_state::receive_into(vm, |ram| {
-        zero_ram(ram);
-        let g = p.inc.receive(ram).map_err(|e| {
-            refused_stream = true;
-            e.to_string()
-        })?;
-        let state = g.state.clone();
-        got = Some(g);
-        Ok(state)
-    })
-    .and_then(|()| {
+    zero_ram(&vm.dom.ram);
+    let got = p.inc.receive(&vm.dom.ram).map_err(|e| anyhow!("incoming migration refused: {e}"))?;
+    let r = vmm::migration::vm_state::restore(vm, &got.state).and_then(|()| {
         backend::block::lock_handover::take().map(drop).map_err(|e| format!("cannot take the disk images over: {e}"))
     });
     if let Err(why) = &r {
-        if !refused_stream {
-            let _ = p.inc.answer(Err(why));
-        }
+        let _ = p.inc.answer(Err(why));
         return Err(anyhow!("incoming migration refused: {why}"));
     }
     p.inc.answer(Ok(())).map_err(|e| anyhow!("incoming migration: the source went away at the switch-over: {e}"))?;
-    let got = got.unwrap_or_default();
     eprintln!(
         "vmm: migration from {} received ({} rounds, {} pages, {} bytes): running the VM",
         p.url, got.rounds, got.pages, got.bytes

@@ -13,6 +13,7 @@
 //! after restore.
 
 use super::SnapshotError;
+use backend::virtio::mmio::TransportState;
 use pv_store::SharedStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -54,6 +55,26 @@ const ALL_RINGS: &[&str] = &["ring-ref", "tx-ring-ref", "rx-ring-ref"];
 fn read_u32(store: &SharedStore, path: &str) -> Option<u32> {
     let v = store.read(path).ok()?;
     std::str::from_utf8(&v).ok()?.trim().parse().ok()
+}
+
+/// A snapshot carries the VM's configuration, which lists the devices it
+/// was started with: a device hot-plugged since (a back-end directory
+/// none of `devices` has) would come back in the store without its back
+/// end, so such a VM is refused until it is removed.
+pub fn refuse_hotplugged(store: &SharedStore, devices: &[(String, String, String)]) -> Result<(), SnapshotError> {
+    let guest = xen_domain::domid::GUEST_DOMID;
+    for kind in ["vbd", "vif"] {
+        let dir = format!("/local/domain/0/backend/{kind}/{guest}");
+        for id in store.directory(&dir).unwrap_or_default() {
+            let back = format!("{dir}/{id}");
+            if !devices.iter().any(|(_, b, _)| *b == back) {
+                return Err(SnapshotError::Unsupported(format!(
+                    "{back} was hot-plugged and is not saved: remove it first (vmm ctl remove-device {kind}/{id})"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records each split device `(type, back, front)`.
@@ -137,46 +158,65 @@ pub fn reconnect(store: &SharedStore, devices: &[SplitDevice]) {
     }
 }
 
-/// Waits until every virtio-blk queue's available entries were all taken
-/// (each is answered before the transport's lock is released), then
-/// returns each transport's state, read under its lock.
+/// Waits until every virtio-blk queue's and every virtio-net transmit
+/// queue's available entries were all taken (each is answered before the
+/// transport's lock is released; a receive queue's posted buffers stay
+/// posted), then returns each transport's state, read under its lock:
+/// the disks', then the network devices'.
 pub fn drain_virtio(
     bus: &crate::virtio_mmio_bus::VirtioBus,
     timeout: Duration,
-) -> Result<Vec<backend::virtio::mmio::TransportState>, SnapshotError> {
+) -> Result<(Vec<TransportState>, Vec<TransportState>), SnapshotError> {
     let end = Instant::now() + timeout;
-    let mut out = Vec::with_capacity(bus.blk.len());
-    for (i, blk) in bus.blk.iter().enumerate() {
-        loop {
-            let t = blk.lock().unwrap_or_else(|p| p.into_inner());
-            if t.idle() {
-                out.push(t.save_state());
-                break;
-            }
-            drop(t);
-            if Instant::now() >= end {
-                return Err(SnapshotError::Drain(format!("virtio-blk{i}")));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    Ok(out)
+    let blk = (bus.blk.iter().enumerate())
+        .map(|(i, t)| drain_one(t, |_| true, end, || format!("virtio-blk{i}")))
+        .collect::<Result<_, _>>()?;
+    // virtio 1.x 5.1.2: queue 0 receives, queue 1 transmits.
+    let net = (bus.net.iter().enumerate())
+        .map(|(i, t)| drain_one(t, |q| q == 1, end, || format!("virtio-net{i}")))
+        .collect::<Result<_, _>>()?;
+    Ok((blk, net))
 }
 
-/// Puts each virtio-blk transport's saved state back.
+fn drain_one<D: backend::virtio::VirtioDevice>(
+    t: &std::sync::Mutex<backend::virtio::mmio::MmioTransport<D>>,
+    which: impl Fn(usize) -> bool + Copy,
+    end: Instant,
+    name: impl Fn() -> String,
+) -> Result<TransportState, SnapshotError> {
+    loop {
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+        if t.idle_queues(which) {
+            return Ok(t.save_state());
+        }
+        drop(t);
+        if Instant::now() >= end {
+            return Err(SnapshotError::Drain(name()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Puts each virtio transport's saved state back (disks, then network
+/// devices, in device order).
 pub fn restore_virtio(
     bus: &crate::virtio_mmio_bus::VirtioBus,
-    saved: &[backend::virtio::mmio::TransportState],
+    blk: &[TransportState],
+    net: &[TransportState],
 ) -> Result<(), SnapshotError> {
-    if saved.len() != bus.blk.len() || !bus.net.is_empty() {
+    if blk.len() != bus.blk.len() || net.len() != bus.net.len() {
         return Err(SnapshotError::State {
             what: "virtio",
             why: "the virtio devices differ from the snapshot's".into(),
         });
     }
-    for (blk, s) in bus.blk.iter().zip(saved) {
-        let mut t = blk.lock().unwrap_or_else(|p| p.into_inner());
-        t.restore_state(s).map_err(|e| SnapshotError::State { what: "virtio", why: e.to_string() })?;
+    let bad =
+        |e: backend::virtio::mmio::TransportStateError| SnapshotError::State { what: "virtio", why: e.to_string() };
+    for (t, s) in bus.blk.iter().zip(blk) {
+        t.lock().unwrap_or_else(|p| p.into_inner()).restore_state(s).map_err(bad)?;
+    }
+    for (t, s) in bus.net.iter().zip(net) {
+        t.lock().unwrap_or_else(|p| p.into_inner()).restore_state(s).map_err(bad)?;
     }
     Ok(())
 }

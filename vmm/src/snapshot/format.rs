@@ -141,4 +141,30 @@ mod tests {
         t[0] = b'X';
         assert!(matches!(decode::<S>(p, &t), Err(SnapshotError::NotASnapshot(_))));
     }
+
+    /// A state file's payload is user input: whatever bytes (under a
+    /// header that matches them) decode to an error or a value, never a
+    /// panic; the same for bytes from a real-looking JSON state cut or
+    /// spliced anywhere.
+    #[test]
+    fn any_payload_is_an_error_or_a_state_never_a_panic() {
+        use proptest::prelude::*;
+        let seal = |payload: &[u8]| {
+            let mut f = Vec::from(MAGIC);
+            f.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            f.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+            f.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            f.extend_from_slice(&fnv1a64(payload).to_le_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let json = br#"{"config":{"kernel":{"bundled":"blk"},"mem_bytes":67108864,"cmdline":"","paging":0,"devices":[],"vcpus":1},"vcpus":[],"memory_bytes":0}"#;
+        proptest!(ProptestConfig::with_cases(512), |(bytes in proptest::collection::vec(any::<u8>(), 0..512), cut in 0..json.len(), at in 0..json.len(), b in any::<u8>())| {
+            let _ = decode::<crate::snapshot::SnapshotState>(Path::new("x"), &seal(&bytes));
+            let _ = decode::<crate::snapshot::SnapshotState>(Path::new("x"), &seal(&json[..cut]));
+            let mut spliced = json.to_vec();
+            spliced[at] = b;
+            let _ = decode::<crate::snapshot::SnapshotState>(Path::new("x"), &seal(&spliced));
+        });
+    }
 }

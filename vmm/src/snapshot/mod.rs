@@ -26,7 +26,7 @@ pub mod restore;
 pub mod save;
 pub mod vcpu_state;
 
-pub use restore::{load_state, restore_into};
+pub use restore::{load_state, restore_into, restore_with_memory};
 pub use save::{SnapshotReport, Snapshotter};
 
 use crate::device_spec::DeviceSpec;
@@ -226,6 +226,8 @@ pub struct SnapshotState {
     pub devices: Vec<devices::SplitDevice>,
     /// The virtio-blk transports, in device order.
     pub virtio_blk: Vec<backend::virtio::mmio::TransportState>,
+    /// The virtio-net transports, in device order.
+    pub virtio_net: Vec<backend::virtio::mmio::TransportState>,
     /// Bytes of guest memory holding data when it was taken.
     pub memory_bytes: u64,
 }

@@ -48,6 +48,19 @@ pub(crate) fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError>
 /// state is validated against it), then the domain, the store, and the
 /// back ends re-attach to their ports and rings.
 pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u64, SnapshotError> {
+    let path = dir.join(MEMORY_FILE);
+    restore_with_memory(vm, state, |ram| memory::restore(ram, &path))
+}
+
+/// [`restore_into`] with guest memory loaded by `load` (from the memory
+/// file, or by a migration from its stream) at the right moment: after the
+/// console's pending input was taken back, before the domain state (whose
+/// page tables are validated against it). `load` returns the bytes loaded.
+pub fn restore_with_memory(
+    vm: &mut Vm,
+    state: &SnapshotState,
+    load: impl FnOnce(&xen_domain::guest_memory::GuestRam) -> Result<u64, SnapshotError>,
+) -> Result<u64, SnapshotError> {
     super::devices::check_devices(&vm.pv, &state.devices)?;
     // Console input (a pipe) may already have been written into the
     // fresh ring: take it back, and hold the console until its ring is
@@ -55,28 +68,15 @@ pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u6
     let console = vm.console.clone();
     let mut console = console.lock().unwrap_or_else(|p| p.into_inner());
     console.reclaim_input();
-    let loaded = memory::restore(&vm.dom.ram, &dir.join(MEMORY_FILE))?;
-    restore_state(vm, state, &mut console)?;
-    Ok(loaded)
-}
-
-/// The part of [`restore_into`] after memory (guest memory already in
-/// place: a live migration brought it), with the console held as
-/// [`restore_into`] holds it.
-pub(crate) fn restore_state(
-    vm: &mut Vm,
-    state: &SnapshotState,
-    console: &mut backend::console::Console,
-) -> Result<(), SnapshotError> {
-    super::devices::check_devices(&vm.pv, &state.devices)?;
+    let loaded = load(&vm.dom.ram)?;
     restore_kvm(vm, state)?;
     let bad = |what| move |e: String| SnapshotError::State { what, why: e };
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
-    reattach_core(vm, state, console)?;
-    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk)?;
+    reattach_core(vm, state, &mut console)?;
+    super::devices::restore_virtio(&vm.virtio, &state.virtio_blk, &state.virtio_net)?;
     super::devices::reconnect(&vm.store, &state.devices);
-    Ok(())
+    Ok(loaded)
 }
 
 /// The KVM clock, the irqchip and each vCPU.

@@ -149,11 +149,6 @@ impl Snapshotter {
     /// Pauses the VM (if it runs), snapshots it into `dir`, and resumes it
     /// if it was running. `control` is the VM's.
     pub fn snapshot(&self, control: &VmControl, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
-        if !self.virtio.net.is_empty() {
-            return Err(SnapshotError::Unsupported(
-                "the VM has a virtio-net device, whose state is not saved yet: use a Xen vif (transport=xen)".into(),
-            ));
-        }
         let start = Instant::now();
         let was_paused = control.state() == RunState::Paused;
         control.pause(VCPU_TIMEOUT)?;
@@ -166,25 +161,40 @@ impl Snapshotter {
         Ok(SnapshotReport { dir: dir.to_path_buf(), memory_bytes, state_bytes, pause, total: start.elapsed() })
     }
 
-    fn take(&self, control: &VmControl, dir: &Path) -> Result<(u64, u64), SnapshotError> {
+    /// The VM's state, memory aside, for a snapshot or a migration's
+    /// last round: the VM must be paused ([`VmControl::pause`]). Waits for
+    /// the devices to finish their in-flight requests first. Guest memory
+    /// must be copied after this returns and before the VM resumes.
+    pub fn capture(&self, control: &VmControl) -> Result<SnapshotState, SnapshotError> {
+        devices::refuse_hotplugged(&self.store, &self.devices)?;
         let devices = devices::split_devices(&self.store, &self.devices);
         devices::drain(&self.grants, &devices, DRAIN_TIMEOUT)?;
-        let virtio_blk = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
+        let (virtio_blk, virtio_net) = devices::drain_virtio(&self.virtio, DRAIN_TIMEOUT)?;
         let caps = control.snapshot_capture(VCPU_TIMEOUT).map_err(|e| match e {
             SnapshotAsk::Control(c) => SnapshotError::Control(c),
             other => SnapshotError::Unsupported(other.to_string()),
         })?;
         let vm =
             caps.iter().find_map(|c| c.vm.clone()).ok_or(SnapshotError::Unsupported("vCPU 0 did not answer".into()))?;
-        let state = SnapshotState {
+        Ok(SnapshotState {
             config: self.config.clone(),
             vcpus: caps.into_iter().map(|c| c.vcpu).collect(),
             vm,
             store: store_state(&self.store, &self.store_handler),
             devices,
             virtio_blk,
+            virtio_net,
             memory_bytes: 0,
-        };
+        })
+    }
+
+    /// Guest RAM (a migration copies it).
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    fn take(&self, control: &VmControl, dir: &Path) -> Result<(u64, u64), SnapshotError> {
+        let state = self.capture(control)?;
         let (reply, answer) = channel();
         let job = WriteJob { dir: dir.to_path_buf(), state: Box::new(state), ram: self.ram.clone(), reply };
         self.writer

@@ -106,7 +106,14 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// no request is half done (the device answers each chain it takes
     /// before the lock is released).
     pub fn idle(&self) -> bool {
-        self.queues.iter().filter(|q| q.ready()).all(|q| {
+        self.idle_queues(|_| true)
+    }
+
+    /// [`idle`](Self::idle) for the queues `which` selects (a network
+    /// device's receive queue holds posted buffers the device takes only
+    /// when a frame arrives, and uses at once: it is never waited for).
+    pub fn idle_queues(&self, which: impl Fn(usize) -> bool) -> bool {
+        self.queues.iter().enumerate().filter(|(i, q)| which(*i) && q.ready()).all(|(_, q)| {
             let idx = self.mem.read_obj::<u16>(GuestAddress(q.avail_ring() + 2));
             idx.is_ok_and(|i| i == q.next_avail())
         })
