@@ -273,3 +273,38 @@ fn the_destination_refuses_garbage_and_another_version() {
         assert!(err[0].contains(want), "{all}");
     }
 }
+
+/// A VM with a hot-plugged disk is refused at the switch-over (the
+/// configuration record would not bring the disk back: as a snapshot,
+/// docs/migration.md): the source has paused and logged dirty pages by
+/// then; it resumes and its soak goes on verified.
+#[test]
+fn a_vm_with_a_hot_plugged_disk_is_refused_and_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(tmp.path());
+    let extra = tmp.path().join("extra.img");
+    std::fs::write(&extra, vec![0u8; 1 << 20]).unwrap();
+    let sock = tmp.path().join("src.sock");
+    let (mut src, rounds) = soak_source(&img, &sock);
+    let o = ctl(&sock, &["add-disk", extra.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // A destination that takes whatever comes until the source closes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("tcp:{}", l.local_addr().unwrap());
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all.len()
+    });
+    let o = ctl(&sock, &["migrate", &url]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("hot-plugged") && e.trim().lines().count() == 1, "{e}");
+    assert!(sink.join().unwrap() > 16, "the pre-copy ran before the refusal");
+    let l = src.wait(false, "soak: progress ", |l| field(l, "rounds") > rounds + 5);
+    assert!(verified(&l), "{l}");
+    let o = ctl(&sock, &["remove-device", "xvdb"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    shutdown_verified(src, &sock, field(&l, "rounds"));
+}
