@@ -468,4 +468,70 @@ mod tests {
         }
         assert_eq!(c.state(), RunState::NotRunning);
     }
+
+    /// A fake vCPU id's capture (no KVM: default registers, `rip` = id).
+    fn capture(id: u32) -> Result<crate::snapshot::VcpuCapture, String> {
+        use crate::snapshot::vcpu_state::VcpuState;
+        if id == 9 {
+            return Err("cannot read".into());
+        }
+        let regs = kvm_bindings::kvm_regs { rip: u64::from(id), ..Default::default() };
+        let vcpu = VcpuState {
+            id,
+            regs,
+            sregs: Default::default(),
+            fpu: (&kvm_bindings::kvm_fpu::default()).into(),
+            xsave: None,
+            xcrs: None,
+            lapic: Default::default(),
+            msrs: vec![(0x10, 7)],
+            mp_state: Default::default(),
+            events: Default::default(),
+            debugregs: Default::default(),
+        };
+        Ok(crate::snapshot::VcpuCapture { vcpu, vm: None })
+    }
+
+    /// A fake vCPU that also answers snapshot requests.
+    fn snapping_vcpu(c: Arc<VmControl>, id: u32) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            c.attach(id);
+            let stats = || VcpuStats { id, exits: ExitMetrics::default(), evtchn: [0; 3] };
+            while !matches!(c.serve_with(id, stats, || capture(id), || false), Served::Destroy(_)) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c.detach(id);
+        })
+    }
+
+    /// A snapshot's read of the vCPUs: refused unless paused; then every
+    /// attached vCPU's own state, by id; a vCPU's failure is the answer.
+    #[test]
+    fn snapshot_capture_needs_a_pause_and_asks_every_vcpu() {
+        let c = Arc::new(VmControl::default());
+        let threads: Vec<_> = [1, 0].iter().map(|&id| snapping_vcpu(c.clone(), id)).collect();
+        let attached = |n: usize| {
+            while c.vcpu_stats(Duration::from_secs(5)).map_or(0, |v| v.len()) < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        attached(2);
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).err(), Some(SnapshotAsk::NotPaused));
+        c.pause(Duration::from_secs(5)).unwrap();
+        let caps = c.snapshot_capture(Duration::from_secs(5)).unwrap();
+        let ids: Vec<(u32, u64)> = caps.iter().map(|c| (c.vcpu.id, c.vcpu.regs.rip)).collect();
+        assert_eq!(ids, [(0, 0), (1, 1)]);
+        // Twice: each request is answered afresh.
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).unwrap().len(), 2);
+        let bad = snapping_vcpu(c.clone(), 9);
+        attached(3);
+        while c.state() != RunState::Paused {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(c.snapshot_capture(Duration::from_secs(5)).err(), Some(SnapshotAsk::Vcpu(9, "cannot read".into())));
+        c.destroy(Destroy::Now);
+        for t in threads.into_iter().chain([bad]) {
+            t.join().unwrap();
+        }
+    }
 }

@@ -72,11 +72,27 @@ pub fn restore_with_memory(
     restore_kvm(vm, state)?;
     let bad = |what| move |e: String| SnapshotError::State { what, why: e };
     vm.dom.restore_state(&state.vm.domain).map_err(|e| bad("domain")(e.to_string()))?;
+    pvclock_follows_the_restored_tsc(vm)?;
     vm.store.restore_state(&state.store).map_err(|e| bad("store")(e.to_string()))?;
     reattach_core(vm, state, &mut console)?;
     super::devices::restore_virtio(&vm.virtio, &state.virtio_blk, &state.virtio_net)?;
     super::devices::reconnect(&vm.store, &state.devices);
     Ok(loaded)
+}
+
+/// A PVH guest's pvclock maps the guest TSC to system time through the
+/// offset between guest and host TSC; the restored `IA32_TSC` moved the
+/// guest's TSC (on a KVM that offsets it), so the offset is measured again
+/// (as the builder measured it at boot, `boot::pvh::prepare_vcpu`).
+fn pvclock_follows_the_restored_tsc(vm: &mut Vm) -> Result<(), SnapshotError> {
+    let Some(pvh) = vm.dom.pvh.as_mut() else { return Ok(()) };
+    let entry = kvm_bindings::kvm_msr_entry { index: 0x10, ..Default::default() };
+    let mut msrs =
+        kvm_bindings::Msrs::from_entries(&[entry]).map_err(|e| SnapshotError::Encode(format!("MSR list: {e:?}")))?;
+    vm.vcpu.fd_mut().get_msrs(&mut msrs).map_err(|e| SnapshotError::Kvm { what: "KVM_GET_MSRS", source: e })?;
+    let guest_tsc = msrs.as_slice()[0].data;
+    pvh.clock.tsc_offset = guest_tsc.wrapping_sub(xen_domain::time::host_tsc());
+    Ok(())
 }
 
 /// The KVM clock, the irqchip and each vCPU.
