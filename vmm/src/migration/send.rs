@@ -35,7 +35,8 @@ pub struct MigrationReport {
     pub rounds: u32,
     /// Pages sent in each round while the guest ran.
     pub pages_per_round: Vec<u64>,
-    /// Pages sent while paused: the guest's last dirty pages.
+    /// Pages sent while paused from the guest's last dirty pages (those
+    /// whose content changed).
     pub final_pages: u64,
     /// Pages sent while paused because the VMM wrote them (hash changed).
     pub vmm_written_pages: u64,
@@ -165,12 +166,13 @@ impl<'a> PageSender<'a> {
         PageSender { ram, hashes, data, zeros: Vec::new(), page: vec![0; PAGE_SIZE], sent: 0 }
     }
 
-    /// Reads the page at `gpa` and queues it; `only_if_changed`: unless
-    /// its hash is the one last sent. Returns whether it was queued.
-    fn page(&mut self, out: &mut Out, gpa: u64, only_if_changed: bool) -> Result<bool, MigrationError> {
+    /// Reads the page at `gpa` and queues it unless its content is what
+    /// was last sent (the destination starts zeroed; KVM logs a page
+    /// rewritten with the same bytes too). Returns whether it was queued.
+    fn page(&mut self, out: &mut Out, gpa: u64) -> Result<bool, MigrationError> {
         self.ram.read(gpa, &mut self.page).map_err(|e| MigrationError::Source(format!("reading guest RAM: {e}")))?;
         let h = page_hash(&self.page);
-        if only_if_changed && !self.hashes.changed(gpa, h) {
+        if !self.hashes.changed(gpa, h) {
             return Ok(false);
         }
         self.hashes.sent(gpa, h);
@@ -293,7 +295,7 @@ fn run(
     // Round 1: every page that holds data (the destination starts zeroed).
     let mut pages = PageSender::new(&src.ram, &mut hashes);
     for gpa in all_pages(&src.slots) {
-        pages.page(&mut out, gpa, true)?;
+        pages.page(&mut out, gpa)?;
     }
     let mut dirty = Vec::new();
     loop {
@@ -310,13 +312,13 @@ fn run(
             }
             Some(d) => {
                 for &gpa in &d {
-                    pages.page(&mut out, gpa, false)?;
+                    pages.page(&mut out, gpa)?;
                 }
             }
             None if (rep.rounds > 1 && n <= SMALL_DIRTY_SET as u64) || last => break,
             None => {
                 for gpa in all_pages(&src.slots) {
-                    pages.page(&mut out, gpa, true)?;
+                    pages.page(&mut out, gpa)?;
                 }
             }
         }
@@ -341,13 +343,13 @@ fn run(
     // of hashing them).
     dirty.extend(take_dirty(log, &mut logging).unwrap_or_default());
     for &gpa in &dirty {
-        pages.page(&mut out, gpa, false)?;
+        pages.page(&mut out, gpa)?;
     }
     rep.final_pages = pages.flush(&mut out)?;
     lap(&mut rep, "dirty");
     // The VMM's own writes: every page whose content is not what was sent.
     for gpa in all_pages(&src.slots) {
-        pages.page(&mut out, gpa, true)?;
+        pages.page(&mut out, gpa)?;
     }
     rep.vmm_written_pages = pages.flush(&mut out)?;
     lap(&mut rep, "scan");
