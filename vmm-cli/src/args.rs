@@ -137,6 +137,12 @@ pub struct RunArgs {
     /// Serve the HTTP API on this Unix socket (mode 0600, docs/api.md).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// Wait for a live migration on `tcp:<addr>:<port>` or `unix:<path>`
+    /// (docs/migration.md) and run the VM it brings: the configuration
+    /// comes from the stream; --api-socket, --stats, --console-file,
+    /// --timeout and --no-seccomp still apply here.
+    #[arg(long, value_name = "URL")]
+    pub incoming: Option<String>,
 }
 
 /// `vmm ctl`.
@@ -215,7 +221,7 @@ pub enum CtlCommand {
         /// replaced).
         dir: PathBuf,
     },
-    /// Not implemented yet (answers 501): `PUT /vm.migrate`.
+    /// Live-migrate the VM to a `vmm run --incoming <url>` (`PUT /vm.migrate`).
     Migrate {
         /// `tcp:<addr>:<port>` or `unix:<path>`.
         url: String,

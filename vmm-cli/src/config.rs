@@ -61,6 +61,10 @@ pub struct RunConfig {
     /// The devices, in the order they are wired.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// `--incoming <url>`: wait for a live migration (command line only:
+    /// the configuration then comes from the stream).
+    #[serde(skip)]
+    pub incoming: Option<String>,
 }
 
 impl RunConfig {
@@ -91,6 +95,7 @@ impl RunConfig {
             seccomp: !args.no_seccomp,
             api_socket: args.api_socket,
             devices,
+            incoming: args.incoming,
         })
     }
 
@@ -117,6 +122,7 @@ impl RunConfig {
         if ["echo", "disk", "device", "net"].iter().any(|id| given(id)) {
             cfg.devices = cli.devices;
         }
+        cfg.incoming = cli.incoming;
         Ok(cfg)
     }
 

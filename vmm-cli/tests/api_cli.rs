@@ -171,7 +171,12 @@ fn every_endpoint_through_curl_and_ctl_then_graceful_shutdown_exits_0() {
     assert_error(curl(&sock, "PUT", "/vm.balloon", Some(&big)), 413, "oversized body");
     assert_error(raw(&sock, b"\x00\x01garbage\r\n\r\n"), 400, "not HTTP");
     assert_error(raw(&sock, b"PUT /vm.balloon HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"), 413, "huge length");
-    assert_error(curl(&sock, "PUT", "/vm.migrate", Some("{}")), 501, "/vm.migrate");
+    assert_error(curl(&sock, "PUT", "/vm.restore", Some("{}")), 501, "/vm.restore");
+    // Migration (migrate_cli.rs drives it): a body without its url, a bad
+    // url, a closed port (the VM runs on).
+    assert_error(curl(&sock, "PUT", "/vm.migrate", Some("{}")), 400, "migrate without url");
+    assert_error(curl(&sock, "PUT", "/vm.migrate", Some(r#"{"url":"ftp:x"}"#)), 400, "bad url");
+    assert_error(curl(&sock, "PUT", "/vm.migrate", Some(r#"{"url":"unix:/nonexistent/m.sock"}"#)), 502, "closed");
     // Snapshots (snapshot_cli.rs drives them): a body without its field.
     assert_error(curl(&sock, "PUT", "/vm.snapshot", Some("{}")), 400, "snapshot without dir");
     // Hot-plug (hotplug_cli.rs drives it): a body without its field, a

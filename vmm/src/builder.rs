@@ -106,6 +106,8 @@ struct Machine {
     kvm: Kvm,
     vm: Arc<VmFd>,
     ram: GuestRam,
+    /// The RAM slots as registered (live migration's dirty log).
+    slots: Vec<crate::memory::Slot>,
     /// Start of the page-table pool (virtio buffers must lie below it).
     pool_start: u64,
 }
@@ -217,6 +219,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vm, VmmError> {
         hotplug: Some(hotplug),
         devices,
         _vm: m.vm,
+        ram_slots: m.slots,
         _kvm: m.kvm,
         dom,
         store: core.store,
@@ -508,7 +511,7 @@ fn create_machine(
     } else {
         vm.create_irq_chip().map_err(VmmError::kvm("create_irq_chip"))?;
     }
-    Ok(Machine { kvm, vm, ram, pool_start: plan.pool_start })
+    Ok(Machine { kvm, vm, ram, slots: slots.to_vec(), pool_start: plan.pool_start })
 }
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> VmmError {

@@ -41,6 +41,8 @@ pub const KVM_INTERRUPT: u64 = iow(0x86, std::mem::size_of::<kvm_bindings::kvm_i
 pub const KVM_IOEVENTFD: u64 = iow(0x79, std::mem::size_of::<kvm_bindings::kvm_ioeventfd>());
 /// `KVM_SET_USER_MEMORY_REGION`: PVH guests place frames at run time.
 pub const KVM_SET_USER_MEMORY_REGION: u64 = iow(0x46, std::mem::size_of::<kvm_bindings::kvm_userspace_memory_region>());
+/// `KVM_GET_DIRTY_LOG`: live migration reads the pages the guest wrote.
+pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, std::mem::size_of::<kvm_bindings::kvm_dirty_log>());
 /// `KVM_SET_GSI_ROUTING`: PVH guests choose their upcall vector.
 pub const KVM_SET_GSI_ROUTING: u64 = iow(0x6a, std::mem::size_of::<kvm_bindings::kvm_irq_routing>());
 
@@ -79,6 +81,7 @@ mod tests {
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
         assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
         assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);

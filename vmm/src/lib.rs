@@ -20,6 +20,7 @@ pub mod kvm_ioctl_nr;
 pub mod kvm_platform;
 pub mod kvm_stats;
 pub mod memory;
+pub mod migration;
 pub mod pvh;
 pub mod seccomp;
 mod smp;

@@ -15,6 +15,8 @@
 //!   socket is bound before the filter), kick the vCPU.
 //! - [`ThreadKind::Hotplug`]: the hot-plug thread ([`crate::hotplug`]):
 //!   opens hot-plugged disk images and starts their device threads.
+//! - [`ThreadKind::Migration`]: the live-migration thread: a socket to
+//!   the destination, KVM's dirty log, the disk images' locks.
 //! - [`ThreadKind::Snapshot`]: the snapshot writer ([`crate::snapshot`]):
 //!   creates the snapshot directory and writes its files.
 //! - [`ThreadKind::Main`]: `vmm bench`'s main thread, which builds VM after
@@ -69,6 +71,8 @@ pub enum ThreadKind {
     Api,
     /// The hot-plug thread (`crate::hotplug`).
     Hotplug,
+    /// The live-migration thread (`crate::migration::send`).
+    Migration,
     /// The snapshot writer thread (`crate::snapshot`).
     Snapshot,
 }
@@ -82,6 +86,7 @@ impl ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::Api => "api",
             ThreadKind::Hotplug => "hotplug",
+            ThreadKind::Migration => "migration",
             ThreadKind::Snapshot => "snapshot",
         }
     }
@@ -349,6 +354,29 @@ const HOTPLUG: Allowlist = Allowlist {
     inet_socket: true,
 };
 
+/// The migration thread (`crate::migration::send`): connects to the
+/// destination (TCP or Unix: `socket` with any family, the address is the
+/// user's), streams guest memory, switches KVM's dirty log and reads it,
+/// drops and takes back the disk images' OFD locks (`fcntl`).
+const MIGRATION: Allowlist = Allowlist {
+    calls: &[
+        libc::SYS_socket,
+        libc::SYS_connect,
+        libc::SYS_getsockopt,
+        libc::SYS_setsockopt,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_shutdown,
+        libc::SYS_fcntl,
+    ],
+    ioctls: &[nr::KVM_GET_DIRTY_LOG, nr::KVM_SET_USER_MEMORY_REGION, libc::FIONBIO],
+    any_kvm_ioctl: false,
+    inet_socket: false,
+};
+
 /// The snapshot writer thread (`crate::snapshot::save`): creates the
 /// snapshot directory, writes the sparse memory file and the state file.
 const SNAPSHOT: Allowlist = Allowlist {
@@ -445,6 +473,7 @@ impl ThreadKind {
             ThreadKind::Main => &MAIN,
             ThreadKind::Api => &API,
             ThreadKind::Hotplug => &HOTPLUG,
+            ThreadKind::Migration => &MIGRATION,
             ThreadKind::Snapshot => &SNAPSHOT,
         }
     }
@@ -468,9 +497,11 @@ impl ThreadKind {
     /// failed open as "do not shrink". The fuzz smoke run's netif target
     /// hit it on the device filter (`error: seccomp: the device thread made
     /// forbidden system call 257`); a device thread in the VMM could as
-    /// well. Refused, no file can be opened on these threads.
+    /// well, and the migration thread did (it frees its 1 MiB stream
+    /// buffers after a failed migration). Refused, no file can be opened
+    /// on these threads.
     fn refuses_open(self) -> bool {
-        matches!(self, ThreadKind::Device | ThreadKind::Watchdog | ThreadKind::Api)
+        matches!(self, ThreadKind::Device | ThreadKind::Watchdog | ThreadKind::Api | ThreadKind::Migration)
     }
 }
 
@@ -580,6 +611,7 @@ mod tests {
             ThreadKind::Main,
             ThreadKind::Api,
             ThreadKind::Hotplug,
+            ThreadKind::Migration,
             ThreadKind::Snapshot,
         ] {
             assert!(filter(kind, &[]).is_ok(), "{kind:?}");

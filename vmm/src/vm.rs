@@ -93,6 +93,8 @@ pub struct Vm {
     pub(crate) hotplug: Option<crate::hotplug::HotplugThread>,
     pub(crate) devices: Vec<DeviceThread>,
     pub(crate) _vm: Arc<VmFd>,
+    /// The RAM slots as registered with KVM (slot `i` = entry `i`).
+    pub(crate) ram_slots: Vec<crate::memory::Slot>,
     pub(crate) _kvm: Kvm,
     /// The guest's VMM-side state.
     pub dom: Domain,
@@ -154,6 +156,23 @@ impl Vm {
     /// A handle for hot-plugging disks while the VM runs ([`crate::hotplug`]).
     pub fn hotplug(&self) -> Option<crate::hotplug::Hotplug> {
         self.hotplug.as_ref().map(|h| h.handle())
+    }
+
+    /// What a live migration reads of this VM (the migration thread,
+    /// [`crate::migration::MigratorThread`]); `config` is the
+    /// configuration record the destination builds the VM from.
+    pub fn migration_source(
+        &self,
+        control: Arc<crate::control::VmControl>,
+        config: Vec<u8>,
+    ) -> crate::migration::send::Source {
+        crate::migration::send::Source {
+            vm: self._vm.clone(),
+            ram: self.dom.ram.clone(),
+            slots: self.ram_slots.clone(),
+            control,
+            config,
+        }
     }
 
     /// A handle taking snapshots of this VM while it runs

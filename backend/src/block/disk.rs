@@ -107,7 +107,9 @@ impl FromStr for DiskSpec {
 /// An open raw image.
 #[derive(Debug)]
 pub struct Disk {
-    file: File,
+    /// Shared with the lock registry ([`super::lock_handover`]), which
+    /// holds it weakly: the lock still goes with the `Disk`.
+    file: std::sync::Arc<File>,
     path: PathBuf,
     sectors: u64,
     readonly: bool,
@@ -130,7 +132,12 @@ impl Disk {
             .open(&path)
             .map_err(|source| DiskError::Open { path: path.clone(), source })?;
         if spec.lock {
-            lock(&file, &path, spec.readonly)?;
+            let file = std::sync::Arc::new(file);
+            // Locked now, or at the switch-over of an incoming migration.
+            if !super::lock_handover::register(&file, &path, spec.readonly) {
+                lock(&file, &path, spec.readonly)?;
+            }
+            return Self::from_shared(file, &path, spec.readonly);
         } else {
             tracing::warn!(path = %path.display(), "disk image opened with lock=off: other users are not kept out");
         }
@@ -140,6 +147,10 @@ impl Disk {
     /// Wraps an already open file. A trailing partial sector is not used,
     /// and a warning says so once, with the sectors the guest sees.
     pub fn from_file(file: File, path: &Path, readonly: bool) -> Result<Disk, DiskError> {
+        Self::from_shared(std::sync::Arc::new(file), path, readonly)
+    }
+
+    fn from_shared(file: std::sync::Arc<File>, path: &Path, readonly: bool) -> Result<Disk, DiskError> {
         let unusable = |why: String| DiskError::Unusable { path: path.to_path_buf(), why };
         let meta = file.metadata().map_err(|e| unusable(e.to_string()))?;
         let bytes = if meta.file_type().is_file() {
@@ -147,7 +158,7 @@ impl Disk {
         } else {
             // A block device: its size is where the end is.
             use std::io::Seek;
-            (&file).seek(std::io::SeekFrom::End(0)).map_err(|e| unusable(e.to_string()))?
+            (&*file).seek(std::io::SeekFrom::End(0)).map_err(|e| unusable(e.to_string()))?
         };
         let sectors = bytes / SECTOR_SIZE;
         if sectors == 0 {
@@ -327,7 +338,7 @@ impl Disk {
 /// else `F_WRLCK`). OFD locks belong to the open file, not the process, so
 /// two opens in one VMM conflict just as two VMMs do. A filesystem without
 /// locks (some network filesystems) is used unlocked, with a warning.
-fn lock(file: &File, path: &Path, readonly: bool) -> Result<(), DiskError> {
+pub(super) fn lock(file: &File, path: &Path, readonly: bool) -> Result<(), DiskError> {
     let want = if readonly { libc::F_RDLCK } else { libc::F_WRLCK };
     let mut fl = whole_file(want);
     // SAFETY: `fcntl(F_OFD_SETLK)` on a file descriptor we own, reading the
@@ -348,7 +359,7 @@ fn lock(file: &File, path: &Path, readonly: bool) -> Result<(), DiskError> {
     Err(DiskError::Locked { path: path.to_path_buf(), holder })
 }
 
-fn whole_file(l_type: libc::c_int) -> libc::flock {
+pub(super) fn whole_file(l_type: libc::c_int) -> libc::flock {
     // SAFETY: `flock` is plain integers, for which all-zero is valid (and
     // `l_pid` must be 0 for OFD locks).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };

@@ -19,6 +19,7 @@
 mod disk;
 pub mod executor;
 pub mod harness;
+pub mod lock_handover;
 pub mod metrics;
 #[cfg(test)]
 mod mq_tests;

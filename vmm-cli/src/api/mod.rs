@@ -8,6 +8,7 @@
 
 mod hotplug;
 pub mod http;
+mod migrate;
 mod suspend;
 
 use crate::config::RunConfig;
@@ -39,9 +40,16 @@ pub struct VmView {
     pub virtio: Arc<vmm::virtio_mmio_bus::VirtioBus>,
     /// Disk hot-plug (`PUT /vm.add-disk`, `/vm.remove-device`).
     pub hotplug: Option<vmm::hotplug::Hotplug>,
+    /// Live migration (`PUT /vm.migrate`).
+    pub migrator: Option<vmm::migration::Migrator>,
+    /// The VM state a migration sends at the switch-over.
+    pub vm_state: VmStateFactory,
     /// Snapshots (`PUT /vm.snapshot`).
     pub snapshot: Option<vmm::snapshot::Snapshotter>,
 }
+
+/// Makes the [`vmm::migration::VmState`] of one migration.
+pub type VmStateFactory = Arc<dyn Fn() -> Box<dyn vmm::migration::VmState> + Send + Sync>;
 
 impl VmView {
     /// What the API needs of `vm`, taken before it runs.
@@ -51,6 +59,8 @@ impl VmView {
             devices: vm.pv.iter().map(|d| (d.paths.back.clone(), d.metrics.clone())).collect(),
             virtio: vm.virtio.clone(),
             hotplug: vm.hotplug(),
+            migrator: None,
+            vm_state: Arc::new(|| Box::new(vmm::migration::NoVmState)),
             snapshot: Some(vm.snapshotter()),
         }
     }
@@ -66,6 +76,8 @@ struct Shared {
     shutdown_asked: AtomicBool,
     stop: AtomicBool,
     boots: std::sync::atomic::AtomicU64,
+    /// Where the VM went (and the migration's figures), once migrated.
+    migrated_to: Mutex<Option<(String, vmm::migration::MigrationReport)>>,
 }
 
 /// The running API server; stops and removes its socket when dropped.
@@ -87,6 +99,7 @@ impl ApiServer {
             shutdown_asked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             boots: Default::default(),
+            migrated_to: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -107,6 +120,11 @@ impl ApiServer {
             self.shared.boots.fetch_add(1, Ordering::SeqCst);
         }
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+    }
+
+    /// Where the VM was migrated to, if it was (this VMM then exits 0).
+    pub fn migrated_to(&self) -> Option<(String, vmm::migration::MigrationReport)> {
+        self.shared.migrated_to.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether a client asked for a shutdown or destroy (no reboot then).
@@ -184,8 +202,7 @@ fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Endpoints the issue names that are not built yet: 501.
-const NOT_IMPLEMENTED: &[(&str, &str)] =
-    &[("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)"), ("/vm.migrate", "live migration")];
+const NOT_IMPLEMENTED: &[(&str, &str)] = &[("/vm.restore", "restore into a running VMM (use `vmm restore <dir>`)")];
 
 /// One request's answer, and whether it asked for a graceful shutdown
 /// (whose grace period the server then times).
@@ -215,6 +232,7 @@ fn endpoint(s: &Shared, req: &Request) -> (Response, bool) {
         "/vm.add-disk" => want("PUT").unwrap_or_else(|| hotplug::add_disk(s, &req.body)),
         "/vm.add-net" => want("PUT").unwrap_or_else(|| hotplug::add_net(s, &req.body)),
         "/vm.remove-device" => want("PUT").unwrap_or_else(|| hotplug::remove_device(s, &req.body)),
+        "/vm.migrate" => want("PUT").unwrap_or_else(|| migrate::migrate(s, &req.body)),
         "/vm.snapshot" => want("PUT").unwrap_or_else(|| snapshot(s, &req.body)),
         p => match NOT_IMPLEMENTED.iter().find(|(path, _)| *path == p) {
             Some((_, what)) => Response::error(501, format!("{what} is not implemented yet (issue 20)")),
@@ -449,7 +467,15 @@ mod tests {
         let home = format!("/local/domain/{GUEST_DOMID}");
         store.write(&format!("{home}/memory/static-max"), b"65536").unwrap();
         store.write(&format!("{home}/control/shutdown"), b"").unwrap();
-        let view = VmView { store, devices: Vec::new(), virtio: Arc::default(), hotplug: None, snapshot: None };
+        let view = VmView {
+            store,
+            devices: Vec::new(),
+            virtio: Arc::default(),
+            hotplug: None,
+            migrator: None,
+            vm_state: Arc::new(|| Box::new(vmm::migration::NoVmState)),
+            snapshot: None,
+        };
         Shared {
             control: Arc::default(),
             view: Mutex::new(with_vm.then_some(view)),
@@ -458,6 +484,7 @@ mod tests {
             shutdown_asked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             boots: Default::default(),
+            migrated_to: Mutex::new(None),
         }
     }
 
@@ -516,6 +543,8 @@ mod tests {
         assert_eq!(call(&s, "PUT", "/vm.suspend", "").0, 409, "no vCPU yet");
         assert_eq!(call(&s, "PUT", "/vm.suspend", "{\"timeout\": 1}").0, 400);
         assert_eq!(call(&s, "GET", "/", "").0, 404);
-        assert_eq!(call(&s, "PUT", "/vm.migrate", "{}").0, 501);
+        assert_eq!(call(&s, "PUT", "/vm.migrate", "{}").0, 400, "no url");
+        assert_eq!(call(&s, "PUT", "/vm.migrate", r#"{"url": "ftp:x"}"#).0, 400);
+        assert_eq!(call(&s, "PUT", "/vm.migrate", r#"{"url": "tcp:127.0.0.1:1"}"#).0, 409, "no VM");
     }
 }

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod ctl;
 pub mod images;
+pub mod incoming;
 pub mod run;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 use vmm::control::VmControl;
+use vmm::migration::MigratorThread;
 use vmm::{Outcome, Vm};
 use xen_domain::sched_op::XenShutdown;
 
@@ -42,6 +43,7 @@ pub fn restore(a: crate::args::RestoreArgs, started: Instant) -> Result<ExitCode
         seccomp: !a.no_seccomp,
         api_socket: a.api_socket,
         devices: c.devices.clone(),
+        incoming: None,
     };
     run_from(cfg, started, Some((state, a.dir)))
 }
@@ -50,7 +52,16 @@ type Restore = Option<(vmm::snapshot::SnapshotState, std::path::PathBuf)>;
 
 fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCode> {
     let mut restore = restore;
+    // `--incoming`: the configuration comes from the migration stream.
+    let (cfg, mut incoming) = match cfg.incoming.clone() {
+        Some(url) => {
+            let (c, p) = super::incoming::wait(&cfg, &url)?;
+            (c, Some(p))
+        }
+        None => (cfg, None),
+    };
     let (mut vm_cfg, _scratch) = cfg.vm_config()?;
+    let record = super::incoming::config_record(&cfg, &vm_cfg);
     // Before any other thread starts: they all inherit the blocked mask.
     vmm::watchdog::forward_stop_signals().context("cannot set up SIGTERM/SIGINT handling")?;
     // Before the device threads start: each installs its filter first.
@@ -68,9 +79,20 @@ fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCo
         }
         // Each boot on a thread of its own: the vCPU thread's seccomp
         // filter stays with it, and the next boot starts unfiltered.
+        let inc = incoming.take();
         let from = restore.take();
-        let outcome = std::thread::scope(|s| s.spawn(|| boot_once(&vm_cfg, from, cfg.stats, started, api)).join())
-            .map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
+        let boot = || boot_once(&vm_cfg, from, cfg.stats, started, api, inc, &record);
+        let outcome =
+            std::thread::scope(|s| s.spawn(boot).join()).map_err(|_| anyhow::anyhow!("the vCPU thread panicked"))??;
+        if let Some((url, rep)) = api.and_then(|(a, _)| a.migrated_to()) {
+            eprintln!(
+                "vmm: migrated to {url}: the VM runs there now ({} rounds, {} bytes, downtime {:.1} ms)",
+                rep.rounds,
+                rep.bytes,
+                rep.downtime.as_secs_f64() * 1e3
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         let reboot = matches!(outcome, Outcome::XenShutdown { reason }
             if XenShutdown::from_reason(reason) == XenShutdown::Reboot);
         let asked_to_end = api.is_some_and(|(a, _)| a.ended_by_request());
@@ -83,26 +105,50 @@ fn run_from(cfg: RunConfig, started: Instant, restore: Restore) -> Result<ExitCo
     }
 }
 
-/// Builds and runs one VM; prints `--stats` however the run ends.
+/// Builds and runs one VM (with `incoming`, the one a migration brings);
+/// prints `--stats` however the run ends. `record` is the configuration a
+/// migration of this VM sends.
 fn boot_once(
     vm_cfg: &vmm::VmConfig,
     restore: Restore,
     stats: bool,
     started: Instant,
     api: Option<(&ApiServer, &Arc<VmControl>)>,
+    incoming: Option<super::incoming::Pending>,
+    record: &[u8],
 ) -> Result<Outcome> {
-    let mut vm = match &restore {
-        Some((state, dir)) => Vm::restore(vm_cfg, state, dir)?,
-        None => Vm::new(vm_cfg)?,
+    // An incoming VM's disks: the source holds their locks until the
+    // switch-over (`backend::block::lock_handover`).
+    backend::block::lock_handover::defer(incoming.is_some());
+    let vm = match &restore {
+        Some((state, dir)) => Vm::restore(vm_cfg, state, dir),
+        None => Vm::new(vm_cfg),
     };
+    backend::block::lock_handover::defer(false);
+    let mut vm = vm?;
+    if let Some(p) = incoming {
+        super::incoming::receive(&mut vm, p)?;
+    }
+    // The migration thread starts before the vCPU's filter is installed
+    // and installs its own.
+    let migrator = api
+        .map(|(_, control)| MigratorThread::start(vm.migration_source(control.clone(), record.to_vec())))
+        .transpose()
+        .context("cannot start the migration thread")?;
     if let Some((server, control)) = api {
         vm.attach_control(control.clone());
-        server.set_vm(Some(VmView::of(&vm)));
+        let mut view = VmView::of(&vm);
+        view.migrator = migrator.as_ref().and_then(MigratorThread::handle);
+        let (snap, control) = (vm.snapshotter(), control.clone());
+        view.vm_state =
+            Arc::new(move || Box::new(vmm::migration::vm_state::SnapshotVmState::new(snap.clone(), control.clone())));
+        server.set_vm(Some(view));
     }
     let outcome = vm.run();
     if let Some((server, _)) = api {
         server.set_vm(None);
     }
+    drop(migrator);
     if stats {
         match &outcome {
             Ok(o) => print_stats(&vm, o, started),

@@ -24,7 +24,7 @@ pub fn load_state(dir: &Path) -> Result<SnapshotState, SnapshotError> {
 /// What the header's checksum cannot vouch for: that the state is one a
 /// VM can have (a state file written by hand still may not make the VMM
 /// index out of bounds).
-fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
+pub(crate) fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError> {
     let bad = |why: String| Err(SnapshotError::Corrupt { path: path.to_path_buf(), why });
     let n = s.config.vcpus;
     if !(1..=crate::vm::MAX_VCPUS).contains(&n) {

@@ -72,7 +72,7 @@ pub fn domain_state(dom: &mut Domain) -> DomainPart {
 
 /// The store's state, with the guest connection's ring server (its
 /// partial request, queued output and transactions).
-fn store_state(store: &SharedStore, handler: &Mutex<crate::devices::StoreHandler>) -> StorePart {
+pub(crate) fn store_state(store: &SharedStore, handler: &Mutex<crate::devices::StoreHandler>) -> StorePart {
     let mut state = store.save_state();
     handler.lock().unwrap_or_else(|p| p.into_inner()).save_into(&mut state);
     state
