@@ -27,8 +27,6 @@ pub const QUEUE_SIZE: u16 = 256;
 /// as blkback offers (`multi-queue-max-queues`). A driver that does not
 /// negotiate `VIRTIO_BLK_F_MQ` uses queue 0 only (virtio 1.x 5.2.6.2).
 pub const NUM_QUEUES: u16 = 4;
-/// `VIRTIO_BLK_F_MQ` (virtio 1.x 5.2.3): `num_queues` is valid.
-const VIRTIO_BLK_F_MQ_BIT: u32 = 12;
 /// Data segments per request (`seg_max`): the queue size less header and status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Discard segments per request (`max_discard_seg`).
@@ -293,7 +291,7 @@ impl VirtioDevice for VirtioBlk {
             | 1 << VIRTIO_BLK_F_SEG_MAX
             | 1 << VIRTIO_BLK_F_BLK_SIZE
             | 1 << VIRTIO_BLK_F_FLUSH
-            | 1 << VIRTIO_BLK_F_MQ_BIT;
+            | 1 << VIRTIO_BLK_F_MQ;
         if self.disk().readonly() {
             f |= 1 << VIRTIO_BLK_F_RO;
         } else {
