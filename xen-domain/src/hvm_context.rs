@@ -94,7 +94,7 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_SCE: u64 = 1;
 const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
+pub(crate) const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 const EFER_FFXSR: u64 = 1 << 14;
 /// Xen's `X86_EFLAGS_ALL` (the architectural flags) and `X86_EFLAGS_MBS`.

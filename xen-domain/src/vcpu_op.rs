@@ -97,9 +97,8 @@ fn initialise(dom: &mut Domain, id: u32, arg: u64) -> HcResult {
 /// validator either), else `-EINVAL` as `arch_set_info_guest()` when the
 /// page cannot become a root page table.
 fn check_own_guest_context(dom: &mut Domain, id: u32, c: &crate::hvm_context::VcpuContext) -> Result<(), i64> {
-    const EFER_LMA: u64 = 1 << 10;
     let cr3 = c.cr3 & pv_abi::mmu::pte::ADDR_MASK;
-    if c.efer & EFER_LMA == 0 || dom.ram.read_obj::<u64>(cr3).is_err() {
+    if c.efer & crate::hvm_context::EFER_LMA == 0 || dom.ram.read_obj::<u64>(cr3).is_err() {
         return Err(EINVAL);
     }
     if dom.paging.mode == paging_mode::NATIVE || cr3 == pv_abi::layout::BOOT_PML4 {
