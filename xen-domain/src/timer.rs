@@ -164,6 +164,9 @@ impl Timer {
 fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels, kick: Option<&(dyn Fn() + Send + Sync)>) {
     let (m, cv) = shared;
     let mut st = m.lock().unwrap_or_else(|p| p.into_inner());
+    // A periodic timer may fire every millisecond: a failing raise must
+    // not write a line each time.
+    let mut limiter = pv_util::ratelimit::LogLimiter::new(5, std::time::Duration::from_secs(1));
     loop {
         if st.stop {
             return;
@@ -185,7 +188,7 @@ fn run(shared: &(Mutex<State>, Condvar), evtchn: &EventChannels, kick: Option<&(
                 drop(st);
                 for vcpu in fired {
                     if let Err(e) = evtchn.notify_vcpu_virq(VIRQ_TIMER, vcpu) {
-                        tracing::warn!(vcpu, "timer: cannot raise VIRQ_TIMER: {e}");
+                        pv_util::limited_warn!(limiter, vcpu, "timer: cannot raise VIRQ_TIMER: {e}");
                     }
                 }
                 m.lock().unwrap_or_else(|p| p.into_inner())
