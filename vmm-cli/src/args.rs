@@ -137,7 +137,7 @@ pub struct RunArgs {
     /// Serve the HTTP API on this Unix socket (mode 0600, docs/api.md).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
-    /// Wait for a live migration on `tcp:<addr>:<port>` or `unix:<path>`
+    /// Wait for a live migration on `tcp:<ip>:<port>` or `unix:<path>`
     /// (docs/migration.md) and run the VM it brings: the configuration
     /// comes from the stream; --api-socket, --stats, --console-file,
     /// --timeout and --no-seccomp still apply here.
@@ -223,7 +223,7 @@ pub enum CtlCommand {
     },
     /// Live-migrate the VM to a `vmm run --incoming <url>` (`PUT /vm.migrate`).
     Migrate {
-        /// `tcp:<addr>:<port>` or `unix:<path>`.
+        /// `tcp:<ip>:<port>` or `unix:<path>`.
         url: String,
     },
 }

@@ -176,6 +176,11 @@ fn every_endpoint_through_curl_and_ctl_then_graceful_shutdown_exits_0() {
     // url, a closed port (the VM runs on).
     assert_error(curl(&sock, "PUT", "/vm.migrate", Some("{}")), 400, "migrate without url");
     assert_error(curl(&sock, "PUT", "/vm.migrate", Some(r#"{"url":"ftp:x"}"#)), 400, "bad url");
+    // A host name is a bad url, not a name lookup on the migration
+    // thread (its seccomp filter forbids one: it stopped the VMM).
+    let named = curl(&sock, "PUT", "/vm.migrate", Some(r#"{"url":"tcp:dst-host:7000"}"#));
+    assert!(named.1.contains("give an IP address"), "{}", named.1);
+    assert_error(named, 400, "host name");
     assert_error(curl(&sock, "PUT", "/vm.migrate", Some(r#"{"url":"unix:/nonexistent/m.sock"}"#)), 502, "closed");
     // Snapshots (snapshot_cli.rs drives them): a body without its field.
     assert_error(curl(&sock, "PUT", "/vm.snapshot", Some("{}")), 400, "snapshot without dir");

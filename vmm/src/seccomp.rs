@@ -321,6 +321,17 @@ const API: Allowlist = Allowlist {
     inet_socket: false,
 };
 
+/// Attaching a TAP device (`TUNSETIFF`), its offloads, link up and MTU
+/// through an AF_INET datagram socket (`backend::net::tap::Tap::open`):
+/// the hot-plug thread's vifs and `vmm bench`'s net rows.
+const TAP_IOCTLS: &[u64] = &[
+    backend::net::tap::TUNSETIFF,
+    backend::net::tap::TUNSETOFFLOAD,
+    libc::SIOCGIFFLAGS,
+    libc::SIOCSIFFLAGS,
+    libc::SIOCGIFMTU,
+];
+
 /// The hot-plug thread (`crate::hotplug`): opens a disk image (and locks
 /// it) or a vif's TAP device, makes the device's eventfds and event loop, writes store nodes,
 /// and starts its device thread, which inherits this filter and stacks
@@ -343,13 +354,7 @@ const HOTPLUG: Allowlist = Allowlist {
     ],
     // A hot-plugged vif's TAP: attach (`TUNSETIFF`), offloads, link up and
     // MTU through an AF_INET datagram socket (`Tap::open`).
-    ioctls: &[
-        backend::net::tap::TUNSETIFF,
-        backend::net::tap::TUNSETOFFLOAD,
-        libc::SIOCGIFFLAGS,
-        libc::SIOCSIFFLAGS,
-        libc::SIOCGIFMTU,
-    ],
+    ioctls: TAP_IOCTLS,
     any_kvm_ioctl: false,
     inet_socket: true,
 };
@@ -453,13 +458,7 @@ const MAIN: Allowlist = Allowlist {
     ],
     // Attaching a net device's TAP (`vmm bench`'s net rows), and reading
     // its MTU for the guest (`Tap::open`).
-    ioctls: &[
-        backend::net::tap::TUNSETIFF,
-        backend::net::tap::TUNSETOFFLOAD,
-        libc::SIOCGIFFLAGS,
-        libc::SIOCSIFFLAGS,
-        libc::SIOCGIFMTU,
-    ],
+    ioctls: TAP_IOCTLS,
     any_kvm_ioctl: true,
     inet_socket: true,
 };

@@ -268,6 +268,46 @@ fn roll_back(src: &Source, log: &DirtyLog, state: &mut dyn VmState, undo: &Undo,
     e
 }
 
+/// The pre-copy rounds while the guest runs: round 1 sends every page
+/// that holds data (the destination starts zeroed), each further round
+/// what the guest dirtied meanwhile, until few pages are left or
+/// [`MAX_ROUNDS`]. Returns the guest's last dirty pages (still to send).
+fn precopy(
+    src: &Source,
+    out: &mut Out,
+    log: &DirtyLog,
+    logging: &mut bool,
+    pages: &mut PageSender<'_>,
+    rep: &mut MigrationReport,
+    started: Instant,
+) -> Result<Vec<u64>, MigrationError> {
+    for gpa in all_pages(&src.slots) {
+        pages.page(out, gpa)?;
+    }
+    loop {
+        let n = pages.flush(out)?;
+        rep.rounds += 1;
+        rep.pages_per_round.push(n);
+        out.record(Kind::Round, &[&rep.rounds.to_le_bytes(), &n.to_le_bytes()])?;
+        let last = rep.rounds > MAX_ROUNDS;
+        tracing::info!(round = rep.rounds, sent = n, ms = started.elapsed().as_millis() as u64, "pre-copy round");
+        match take_dirty(log, logging) {
+            Some(d) if d.len() <= SMALL_DIRTY_SET || last => return Ok(d),
+            Some(d) => {
+                for &gpa in &d {
+                    pages.page(out, gpa)?;
+                }
+            }
+            None if (rep.rounds > 1 && n <= SMALL_DIRTY_SET as u64) || last => return Ok(Vec::new()),
+            None => {
+                for gpa in all_pages(&src.slots) {
+                    pages.page(out, gpa)?;
+                }
+            }
+        }
+    }
+}
+
 fn run(
     src: &Source,
     conn: Connection,
@@ -292,37 +332,8 @@ fn run(
         }
     };
     undo.logging = logging;
-    // Round 1: every page that holds data (the destination starts zeroed).
     let mut pages = PageSender::new(&src.ram, &mut hashes);
-    for gpa in all_pages(&src.slots) {
-        pages.page(&mut out, gpa)?;
-    }
-    let mut dirty = Vec::new();
-    loop {
-        let n = pages.flush(&mut out)?;
-        rep.rounds += 1;
-        rep.pages_per_round.push(n);
-        out.record(Kind::Round, &[&rep.rounds.to_le_bytes(), &n.to_le_bytes()])?;
-        let last = rep.rounds > MAX_ROUNDS;
-        tracing::info!(round = rep.rounds, sent = n, ms = started.elapsed().as_millis() as u64, "pre-copy round");
-        match take_dirty(log, &mut logging) {
-            Some(d) if d.len() <= SMALL_DIRTY_SET || last => {
-                dirty = d;
-                break;
-            }
-            Some(d) => {
-                for &gpa in &d {
-                    pages.page(&mut out, gpa)?;
-                }
-            }
-            None if (rep.rounds > 1 && n <= SMALL_DIRTY_SET as u64) || last => break,
-            None => {
-                for gpa in all_pages(&src.slots) {
-                    pages.page(&mut out, gpa)?;
-                }
-            }
-        }
-    }
+    let mut dirty = precopy(src, &mut out, log, &mut logging, &mut pages, &mut rep, started)?;
     // Switch-over: nothing may write guest memory from here on.
     let paused_at = Instant::now();
     let mut lap_at = paused_at;
