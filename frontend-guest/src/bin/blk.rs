@@ -58,21 +58,7 @@ fn main(si: &'static StartInfo) -> i32 {
     // vCPU, each driven by its own vCPU (`smp_queues`).
     let vcpus = if test == b"demo" { frontend_guest::smp::vcpus() } else { 1 };
     if vcpus > 1 || cmdline::get(cmd, "queues").is_some() || cmdline::get(cmd, "ring-order").is_some() {
-        let default = if vcpus > 1 { u64::from(vcpus) } else { 1 };
-        let queues = cmdline::get_u64(cmd, "queues").unwrap_or(default).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
-        let order = cmdline::get_u64(cmd, "ring-order").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
-        let mut qs = [const { None }; blkfront::MAX_QUEUES];
-        return match blkfront::connect_queues(&mut store, vdevs[0], order, &mut qs[..queues]) {
-            Ok(n) if test == b"bench" => bench_queues(&mut qs[..n], cmd),
-            Ok(n) if vcpus > 1 => {
-                smp_queues::run(&mut qs[..n], vcpus, cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED))
-            }
-            Ok(n) => multi_queue(&mut qs[..n], cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED)),
-            Err(e) => {
-                println!("blk: vbd/{}: connect with {} queues failed: {:?}", vdevs[0], queues, e);
-                73
-            }
-        };
+        return queues_mode(&mut store, vdevs[0], test, vcpus, cmd);
     }
     // Two disks at most (the hostile test's); `BlkFront` is small (its
     // slots live in pages of their own) and lives on the boot stack.
@@ -117,6 +103,25 @@ fn main(si: &'static StartInfo) -> i32 {
         return cmdline::get_u64(cmd, "exit").unwrap_or(0) as i32;
     }
     code
+}
+
+/// The multi-queue modes (`queues=N`, `ring-order=K`, or several vCPUs):
+/// connect the queues of disk `vdev`, then bench, drive one queue per
+/// vCPU, or check each queue.
+fn queues_mode(store: &mut Store, vdev: u32, test: &[u8], vcpus: u32, cmd: &[u8]) -> i32 {
+    let default = if vcpus > 1 { u64::from(vcpus) } else { 1 };
+    let queues = cmdline::get_u64(cmd, "queues").unwrap_or(default).clamp(1, blkfront::MAX_QUEUES as u64) as usize;
+    let order = cmdline::get_u64(cmd, "ring-order").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+    let mut qs = [const { None }; blkfront::MAX_QUEUES];
+    match blkfront::connect_queues(store, vdev, order, &mut qs[..queues]) {
+        Ok(n) if test == b"bench" => bench_queues(&mut qs[..n], cmd),
+        Ok(n) if vcpus > 1 => smp_queues::run(&mut qs[..n], vcpus, cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED)),
+        Ok(n) => multi_queue(&mut qs[..n], cmdline::get_u64(cmd, "seed").unwrap_or(MQ_SEED)),
+        Err(e) => {
+            println!("blk: vbd/{}: connect with {} queues failed: {:?}", vdev, queues, e);
+            73
+        }
+    }
 }
 
 /// The pattern seed `hotplug` checks by default (the host test writes
@@ -635,7 +640,7 @@ type MqCase = (&'static str, Option<&'static [u8]>, bool, bool, Option<u32>);
 /// two-queue connection reads the disk: the device and the VM run on.
 fn mq_hostile(store: &mut frontend_guest::xenbus::Store, vdev: u32) -> i32 {
     use frontend_guest::xenbus::{self as xbus, NodePath};
-    use pv_abi::xenbus::{keys as xb, XenbusState};
+    use pv_abi::xenbus::keys as xb;
     const CASES: [MqCase; 5] = [
         ("zero-queues", Some(b"0"), true, true, None),
         ("too-many", Some(b"99"), true, true, None),
@@ -663,71 +668,10 @@ fn mq_hostile(store: &mut frontend_guest::xenbus::Store, vdev: u32) -> i32 {
     let dom0 = pv_abi::event_channel::DOMID_VMM;
     let grefs = [0u64, 1].map(|i| frontend_guest::grant::grant_page(dom0, ring.gpa + i * 4096, false).unwrap_or(0));
     let mut refused = 0;
-    for (name, num, q1_port, q1_ref, order) in CASES {
-        let wait = |store: &mut frontend_guest::xenbus::Store, want: fn(XenbusState) -> bool| {
-            xbus::wait_for_state(store, be_state.as_str(), want)
-        };
-        let key = |k: &str| {
-            let mut p = dir;
-            p.push(k)?;
-            Ok::<_, frontend_guest::store::StoreError>(p)
-        };
-        let write = |store: &mut frontend_guest::xenbus::Store, k: &str, v: u32| match key(k) {
-            Ok(p) => store.write_u32(p.as_str(), v),
-            Err(e) => Err(e),
-        };
-        let ports = [evtchn::alloc_unbound(dom0).unwrap_or(0), evtchn::alloc_unbound(dom0).unwrap_or(0)];
-        let mut r = Ok(());
-        if let Some(n) = num {
-            r = r.and_then(|()| key(xb::MULTI_QUEUE_NUM_QUEUES).and_then(|p| store.write(p.as_str(), n)));
-        }
-        match order {
-            Some(o) => {
-                r = r.and_then(|()| write(store, xb::RING_PAGE_ORDER, o));
-                r = r.and_then(|()| write(store, "ring-ref0", grefs[0]));
-                r = r.and_then(|()| write(store, xb::EVENT_CHANNEL, ports[0]));
-            }
-            None => {
-                r = r.and_then(|()| write(store, "queue-0/ring-ref", grefs[0]));
-                r = r.and_then(|()| write(store, "queue-0/event-channel", ports[0]));
-                if q1_ref {
-                    r = r.and_then(|()| write(store, "queue-1/ring-ref", grefs[1]));
-                }
-                if q1_port {
-                    r = r.and_then(|()| write(store, "queue-1/event-channel", ports[1]));
-                }
-            }
-        }
-        r = r.and_then(|()| xbus::switch_state(store, dir.as_str(), XenbusState::Initialised));
-        let state = r.and_then(|()| wait(store, |s| s >= XenbusState::Connected));
-        let mut err = [0u8; 96];
-        let n = store.read(be_dir.as_str(), &mut err).unwrap_or(0);
-        let err = core::str::from_utf8(&err[..n]).unwrap_or("?");
-        println!("mq-hostile: {}: back end {:?}: {}", name, state, err);
-        refused += (state == Ok(XenbusState::Closing)) as u32;
-        // Start again, as a front end does after a failed connection.
-        let again = xbus::switch_state(store, dir.as_str(), XenbusState::Closed)
-            .and_then(|()| wait(store, |s| s == XenbusState::Closed))
-            .and_then(|_| {
-                for k in [
-                    xb::MULTI_QUEUE_NUM_QUEUES,
-                    xb::RING_PAGE_ORDER,
-                    "ring-ref0",
-                    xb::EVENT_CHANNEL,
-                    "queue-0",
-                    "queue-1",
-                ] {
-                    let _ = key(k).map(|p| store.rm(p.as_str()));
-                }
-                xbus::switch_state(store, dir.as_str(), XenbusState::Initialising)
-            })
-            .and_then(|()| wait(store, |s| s == XenbusState::InitWait));
-        for p in ports {
-            let _ = evtchn::close(p);
-        }
-        if let Err(e) = again {
-            println!("mq-hostile: {}: cannot start again: {:?}", name, e);
-            return 1;
+    for case in CASES {
+        match mq_case(store, &MqKeys { dir, be_state, be_error: be_dir }, grefs, case) {
+            Some(closing) => refused += closing as u32,
+            None => return 1,
         }
     }
     for g in grefs {
@@ -751,6 +695,85 @@ fn mq_hostile(store: &mut frontend_guest::xenbus::Store, vdev: u32) -> i32 {
         if good { "ok" } else { "FAILED" }
     );
     (refused != CASES.len() as u32 || !good) as i32
+}
+
+/// Where `mq_hostile` writes and watches: the front end's directory, the
+/// back end's `state` and `error` nodes.
+struct MqKeys {
+    dir: frontend_guest::xenbus::NodePath<64>,
+    be_state: frontend_guest::xenbus::NodePath<160>,
+    be_error: frontend_guest::xenbus::NodePath<160>,
+}
+
+/// One `mq_hostile` case: write its keys, see how the back end answers,
+/// start again. `Some(true)`: the back end refused it (`Closing`);
+/// `None`: the device could not be brought back to `InitWait`.
+fn mq_case(store: &mut Store, keys: &MqKeys, grefs: [u32; 2], case: MqCase) -> Option<bool> {
+    use frontend_guest::xenbus as xbus;
+    use pv_abi::xenbus::{keys as xb, XenbusState};
+    let (name, num, q1_port, q1_ref, order) = case;
+    let (dir, be_state, be_dir) = (keys.dir, keys.be_state, keys.be_error);
+    let dom0 = pv_abi::event_channel::DOMID_VMM;
+    let wait = |store: &mut frontend_guest::xenbus::Store, want: fn(XenbusState) -> bool| {
+        xbus::wait_for_state(store, be_state.as_str(), want)
+    };
+    let key = |k: &str| {
+        let mut p = dir;
+        p.push(k)?;
+        Ok::<_, frontend_guest::store::StoreError>(p)
+    };
+    let write = |store: &mut frontend_guest::xenbus::Store, k: &str, v: u32| match key(k) {
+        Ok(p) => store.write_u32(p.as_str(), v),
+        Err(e) => Err(e),
+    };
+    let ports = [evtchn::alloc_unbound(dom0).unwrap_or(0), evtchn::alloc_unbound(dom0).unwrap_or(0)];
+    let mut r = Ok(());
+    if let Some(n) = num {
+        r = r.and_then(|()| key(xb::MULTI_QUEUE_NUM_QUEUES).and_then(|p| store.write(p.as_str(), n)));
+    }
+    match order {
+        Some(o) => {
+            r = r.and_then(|()| write(store, xb::RING_PAGE_ORDER, o));
+            r = r.and_then(|()| write(store, "ring-ref0", grefs[0]));
+            r = r.and_then(|()| write(store, xb::EVENT_CHANNEL, ports[0]));
+        }
+        None => {
+            r = r.and_then(|()| write(store, "queue-0/ring-ref", grefs[0]));
+            r = r.and_then(|()| write(store, "queue-0/event-channel", ports[0]));
+            if q1_ref {
+                r = r.and_then(|()| write(store, "queue-1/ring-ref", grefs[1]));
+            }
+            if q1_port {
+                r = r.and_then(|()| write(store, "queue-1/event-channel", ports[1]));
+            }
+        }
+    }
+    r = r.and_then(|()| xbus::switch_state(store, dir.as_str(), XenbusState::Initialised));
+    let state = r.and_then(|()| wait(store, |s| s >= XenbusState::Connected));
+    let mut err = [0u8; 96];
+    let n = store.read(be_dir.as_str(), &mut err).unwrap_or(0);
+    let err = core::str::from_utf8(&err[..n]).unwrap_or("?");
+    println!("mq-hostile: {}: back end {:?}: {}", name, state, err);
+    // Start again, as a front end does after a failed connection.
+    let again = xbus::switch_state(store, dir.as_str(), XenbusState::Closed)
+        .and_then(|()| wait(store, |s| s == XenbusState::Closed))
+        .and_then(|_| {
+            for k in
+                [xb::MULTI_QUEUE_NUM_QUEUES, xb::RING_PAGE_ORDER, "ring-ref0", xb::EVENT_CHANNEL, "queue-0", "queue-1"]
+            {
+                let _ = key(k).map(|p| store.rm(p.as_str()));
+            }
+            xbus::switch_state(store, dir.as_str(), XenbusState::Initialising)
+        })
+        .and_then(|()| wait(store, |s| s == XenbusState::InitWait));
+    for p in ports {
+        let _ = evtchn::close(p);
+    }
+    if let Err(e) = again {
+        println!("mq-hostile: {}: cannot start again: {:?}", name, e);
+        return None;
+    }
+    Some(state == Ok(XenbusState::Closing))
 }
 
 /// What a soak run has done so far.
