@@ -14,7 +14,6 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,72 +21,17 @@ use std::time::{Duration, Instant};
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
 const GUEST: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
 
-/// A network namespace, removed (with everything in it) on drop.
-struct Netns(String);
+#[path = "common/netns.rs"]
+mod netns;
+use netns::{is_root, Netns};
 
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("pvhp-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// A TAP device `name` in the namespace, up, with the host's address.
-    fn tap(&self, name: &str, addr: &str) {
-        for args in [
-            &["tuntap", "add", "dev", name, "mode", "tap"][..],
-            &["addr", "add", addr, "dev", name],
-            &["link", "set", name, "up"],
-        ] {
-            let mut a = vec!["-n", self.0.as_str()];
-            a.extend_from_slice(args);
-            ip(&a);
-        }
-    }
-
-    fn exec(&self, cmd: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(cmd);
-        c
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("namespace file");
-            // SAFETY: setns on a valid namespace descriptor changes only this
-            // thread's network namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// `ping -c <n>` of the guest: how many replies came.
-    fn ping(&self, n: u32) -> String {
-        let out = self
-            .exec(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "5", &GUEST.to_string()])
-            .output()
-            .expect("run ping");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (install iproute2)");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// `ping -c <n>` of the guest from the namespace: its output.
+fn ping(ns: &Netns, n: u32) -> String {
+    let out = ns
+        .exec(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "5", &GUEST.to_string()])
+        .output()
+        .expect("run ping");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn text(b: &[u8]) -> String {
@@ -148,15 +92,16 @@ fn echo(ns: &Netns, data: Vec<u8>) -> Vec<u8> {
         s.read_exact(&mut back).expect("read the echo");
         back
     })
+    .join()
+    .unwrap()
 }
 
 #[test]
 fn a_vif_attached_at_run_time_carries_traffic_and_detaches_cleanly() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespace and TAP device)");
+    assert!(is_root(), "this test needs root (network namespace and TAP device)");
     let ns = Netns::new("vif");
     let tap = "pvhp0";
-    ns.tap(tap, &format!("{HOST}/24"));
+    ns.tap(tap, Some(&format!("{HOST}/24")), None);
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
     let mut child = ns
@@ -186,7 +131,7 @@ fn a_vif_attached_at_run_time_carries_traffic_and_detaches_cleanly() {
     assert!(text(&again.stderr).contains("is taken"), "{}", text(&again.stderr));
 
     // Traffic through the hot-plugged interface: ping and TCP echo.
-    let p = ns.ping(3);
+    let p = ping(&ns, 3);
     assert!(p.contains("3 packets transmitted, 3 received"), "{p}");
     let data: Vec<u8> = (0..64 * 1024).map(|i: usize| (i.wrapping_mul(13) ^ (i >> 8)) as u8).collect();
     assert!(echo(&ns, data.clone()) == data, "echoed bytes differ");
@@ -208,7 +153,7 @@ fn a_vif_attached_at_run_time_carries_traffic_and_detaches_cleanly() {
     let stats = ctl_ok(&sock, &["stats"]);
     assert!(!stats["devices"].to_string().contains("vif/0"), "still listed: {stats}");
     // Gone: no reply from the guest's address now.
-    let p = ns.ping(1);
+    let p = ping(&ns, 1);
     assert!(p.contains("1 packets transmitted, 0 received"), "{p}");
     let gone = ctl(&sock, &["remove-device", "vif/0"]);
     assert!(text(&gone.stderr).contains("404"), "{}", text(&gone.stderr));
@@ -263,11 +208,10 @@ fn bad_add_net_requests_are_one_line_errors() {
 /// dropped with it, so the same TAP can be attached again.
 #[test]
 fn a_vif_the_guest_never_closes_is_removed_by_force_and_its_tap_released() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespace and TAP device)");
+    assert!(is_root(), "this test needs root (network namespace and TAP device)");
     let ns = Netns::new("force");
     let tap = "pvhp1";
-    ns.tap(tap, "10.79.1.1/24");
+    ns.tap(tap, Some("10.79.1.1/24"), None);
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
     let mut child = ns
@@ -300,11 +244,10 @@ fn a_vif_the_guest_never_closes_is_removed_by_force_and_its_tap_released() {
 /// (control/shutdown = poweroff) then powers it off with status 0.
 #[test]
 fn a_net_guest_suspends_and_serves_again_after_both_resumes() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespace and TAP device)");
+    assert!(is_root(), "this test needs root (network namespace and TAP device)");
     let ns = Netns::new("susp");
     let tap = "pvhp2";
-    ns.tap(tap, &format!("{HOST}/24"));
+    ns.tap(tap, Some(&format!("{HOST}/24")), None);
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
     let mut child = ns
@@ -326,7 +269,7 @@ fn a_net_guest_suspends_and_serves_again_after_both_resumes() {
     ctl_ok(&sock, &["suspend"]);
     until(&mut out, "net: suspending");
     assert_eq!(ctl_ok(&sock, &["info"])["state"], "suspended");
-    let p = ns.ping(1);
+    let p = ping(&ns, 1);
     assert!(p.contains("1 packets transmitted, 0 received"), "a suspended guest answered: {p}");
     ctl_ok(&sock, &["resume"]);
     until(&mut out, "net: resumed (suspend cancelled)");
@@ -337,7 +280,7 @@ fn a_net_guest_suspends_and_serves_again_after_both_resumes() {
     ctl_ok(&sock, &["resume", "--fresh"]);
     until(&mut out, "net: resumed as a new domain: vif/0 reconnected");
     assert!(echo(&ns, data.clone()) == data, "after a new-domain resume");
-    let p = ns.ping(3);
+    let p = ping(&ns, 3);
     assert!(p.contains("3 packets transmitted, 3 received"), "{p}");
 
     ctl_ok(&sock, &["shutdown"]);
