@@ -264,16 +264,17 @@ struct SnapshotBody {
 /// into `dir`, resumes (if it ran); answers 200 with what was written and
 /// how long the guest was paused.
 fn snapshot(s: &Shared, body: &[u8]) -> Response {
-    let b: SnapshotBody =
-        match serde_json::from_slice(body) {
-            Ok(b) => b,
-            Err(e) => return Response::error(
+    let b: SnapshotBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Response::error(
                 400,
                 format!(
                     "bad body: {e}: expected {{\"dir\": \"<path>\"}} or {{\"dir\": \"<path>\", \"cooperative\": true}}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let snap = match with_view(s, |v| v.snapshot.clone().ok_or_else(|| control_error(ControlError::NotRunning))) {
         Ok(h) => h,
         Err(r) => return r,
