@@ -216,7 +216,7 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
     // States that pass the checksum (resealed) but not the consistency
     // checks (snapshot/restore.rs, xen_domain::snapshot, pv_store::snapshot).
     type Edit = fn(&mut serde_json::Value);
-    let edits: [(&str, Edit, &str); 8] = [
+    let edits: [(&str, Edit, &str); 9] = [
         ("vcpus", |s| s["config"]["vcpus"] = 2.into(), "do not match the 2 vCPUs"),
         ("vcpu-id", |s| s["vcpus"][0]["id"] = 7.into(), "do not match"),
         ("mem", |s| s["config"]["mem_bytes"] = 12345.into(), "corrupt snapshot"),
@@ -225,6 +225,8 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
         ("node", |s| s["store"]["tree"]["nodes"][1]["path"] = "no//such".into(), "store state"),
         ("device", |s| s["devices"][0]["back"] = "/local/domain/0/backend/vbd/1/9".into(), "device state"),
         ("regs", |s| s["vcpus"][0]["regs"] = true.into(), "corrupt snapshot"),
+        // The suspending vCPU must be one of the VM's (docs/snapshot.md).
+        ("suspended", |s| s["suspended"] = serde_json::json!({ "vcpu": 5 }), "suspended by vCPU 5, of 1 vCPUs"),
     ];
     for (name, edit, want) in edits {
         assert_refused(&v(name, &|s| reseal(s, edit)), want);
