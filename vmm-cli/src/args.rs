@@ -220,6 +220,15 @@ pub enum CtlCommand {
         /// The directory to write (created; an earlier snapshot in it is
         /// replaced).
         dir: PathBuf,
+        /// Have the guest suspend itself first (Xen's cooperative suspend,
+        /// `xl save -c`); it runs on, and a restore resumes it as a new
+        /// domain whose front ends reconnect.
+        #[arg(long)]
+        cooperative: bool,
+        /// With --cooperative: milliseconds the guest has to suspend
+        /// (default 60000, libxl's).
+        #[arg(long, requires = "cooperative")]
+        timeout_ms: Option<u64>,
     },
     /// Live-migrate the VM to a `vmm run --incoming <url>` (`PUT /vm.migrate`).
     Migrate {

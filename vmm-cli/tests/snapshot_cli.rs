@@ -216,7 +216,7 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
     // States that pass the checksum (resealed) but not the consistency
     // checks (snapshot/restore.rs, xen_domain::snapshot, pv_store::snapshot).
     type Edit = fn(&mut serde_json::Value);
-    let edits: [(&str, Edit, &str); 8] = [
+    let edits: [(&str, Edit, &str); 9] = [
         ("vcpus", |s| s["config"]["vcpus"] = 2.into(), "do not match the 2 vCPUs"),
         ("vcpu-id", |s| s["vcpus"][0]["id"] = 7.into(), "do not match"),
         ("mem", |s| s["config"]["mem_bytes"] = 12345.into(), "corrupt snapshot"),
@@ -225,6 +225,8 @@ fn soak_guest_snapshot_kill_source_restore_twice_verified() {
         ("node", |s| s["store"]["tree"]["nodes"][1]["path"] = "no//such".into(), "store state"),
         ("device", |s| s["devices"][0]["back"] = "/local/domain/0/backend/vbd/1/9".into(), "device state"),
         ("regs", |s| s["vcpus"][0]["regs"] = true.into(), "corrupt snapshot"),
+        // The suspending vCPU must be one of the VM's (docs/snapshot.md).
+        ("suspended", |s| s["suspended"] = serde_json::json!({ "vcpu": 5 }), "suspended by vCPU 5, of 1 vCPUs"),
     ];
     for (name, edit, want) in edits {
         assert_refused(&v(name, &|s| reseal(s, edit)), want);
@@ -527,4 +529,102 @@ fn net_guest_restores(tag: &str, transport: &str) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("net: shutdown:"), "{stdout}");
+}
+
+/// A soak guest on a fresh 4 MiB disk with an API socket (`extra` added
+/// to its command line), once it has done 20 rounds.
+fn soak_source(tmp: &Path, extra: &str) -> (Running, PathBuf) {
+    let img = tmp.join("soak.img");
+    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+    let sock = tmp.join("src.sock");
+    let mut src = Running::spawn(
+        vmm()
+            .args(["run", "--image", "blk", "--timeout", "240", "--cmdline", &format!("soak=0 every=10 {extra}")])
+            .arg("--disk")
+            .arg(&img)
+            .arg("--api-socket")
+            .arg(&sock),
+    );
+    src.wait_line("soak: progress ", |l| field(l, "rounds") >= 20);
+    wait_api(&sock);
+    (src, sock)
+}
+
+/// Xen's checkpoint (`xl save -c`) and restore: `vmm ctl snapshot
+/// --cooperative` has the soak guest suspend itself, snapshots it, and
+/// cancels the suspend (the source runs on); `vmm restore` resumes the
+/// snapshot as a new domain: the guest's disk front end reconnects to a
+/// back end reset to InitWait and its verified rounds go on.
+#[test]
+fn cooperative_snapshot_source_runs_on_restore_resumes_as_a_new_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut src, sock) = soak_source(tmp.path(), "");
+    let snap = tmp.path().join("coop");
+    let out = ctl(&sock, &["snapshot", "--cooperative", snap.to_str().unwrap()]);
+    assert!(out.status.success(), "vmm ctl snapshot --cooperative: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cooperative"], true, "{report}");
+    // The guest quiesced and suspended (docs/misc/xenstore-paths.pandoc
+    // control/shutdown = suspend), then saw its suspend cancelled:
+    // SHUTDOWN_suspend returned 1 (xen/include/public/sched.h, libxc's
+    // xc_domain_resume fast path), and its rounds go on verified.
+    let at = field(&src.wait_line("soak: suspending ", |_| true), "rounds");
+    let resumed = src.wait_line("soak: resumed", |_| true);
+    assert!(resumed.starts_with("soak: resumed (suspend cancelled)"), "hypercall returned 1: {resumed}");
+    let on = src.wait_line("soak: progress ", |l| field(l, "rounds") > at);
+    assert_eq!((field(&on, "verify_errors"), field(&on, "io_errors")), (0, 0), "{on}");
+    src.child.kill().expect("SIGKILL the source");
+    let _ = src.child.wait();
+
+    let rsock = tmp.path().join("restored.sock");
+    let mut r =
+        Running::spawn(vmm().arg("restore").arg(&snap).arg("--api-socket").arg(&rsock).args(["--timeout", "240"]));
+    // SHUTDOWN_suspend returns 0 in the restored domain (sched.h); the
+    // guest reconnects its disk through the xenbus state machine (back end
+    // in InitWait: docs/misc/xenstore-paths.pandoc, xen/include/public/io/xenbus.h).
+    let line = r.wait_line("soak: resumed", |_| true);
+    assert!(line.starts_with("soak: resumed as a new domain"), "hypercall returned 0: {line}");
+    assert_eq!(field(&line, "rounds"), at, "continues from the snapshot's round: {line}");
+    let line = r.wait_line("soak: progress ", |l| field(l, "rounds") > at + 20);
+    assert_eq!((field(&line, "verify_errors"), field(&line, "io_errors")), (0, 0), "{line}");
+    wait_api(&rsock);
+    let out = ctl(&rsock, &["shutdown"]);
+    assert!(out.status.success(), "vmm ctl shutdown: {}", text(&out.stderr));
+    let (status, lines, err) = r.finish();
+    let all = lines.join("\n");
+    assert_eq!(status, Some(0), "{all}\n{err}");
+    let done = lines.iter().find(|l| l.starts_with("soak: done ")).unwrap_or_else(|| panic!("no done line: {all}"));
+    assert_eq!((field(done, "verify_errors"), field(done, "io_errors")), (0, 0), "{done}");
+    assert!(field(done, "rounds") > at + 20, "{done}");
+    assert!(!all.contains("reconnect failed"), "{all}");
+
+    // The state file records the suspend, by vCPU (docs/snapshot.md).
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&state[32..]).unwrap();
+    assert_eq!(json["suspended"]["vcpu"], 0, "{}", json["suspended"]);
+}
+
+/// A guest that does not answer `control/shutdown = suspend` gets no
+/// snapshot: one error line (libxl's timeout, the request withdrawn), and
+/// it runs on.
+#[test]
+fn cooperative_snapshot_of_a_guest_that_ignores_suspend_fails_and_it_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut src, sock) = soak_source(tmp.path(), "suspend=ignore");
+    let snap = tmp.path().join("coop");
+    let out = ctl(&sock, &["snapshot", "--cooperative", "--timeout-ms", "1000", snap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("did not suspend") && err.contains("runs on"), "{err}");
+    assert!(!snap.join("state").exists(), "no snapshot was written");
+    src.wait_line("soak: suspend requested: ignored", |_| true);
+    let info: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["info"]).stdout).unwrap();
+    assert_eq!(info["state"], "running", "{info}");
+    let line = src.wait_line("soak: progress ", |_| true);
+    assert_eq!((field(&line, "verify_errors"), field(&line, "io_errors")), (0, 0), "{line}");
+    let out = ctl(&sock, &["shutdown"]);
+    assert!(out.status.success(), "vmm ctl shutdown: {}", text(&out.stderr));
+    let (status, lines, err) = src.finish();
+    assert_eq!(status, Some(0), "{}\n{err}", lines.join("\n"));
 }

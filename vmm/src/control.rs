@@ -15,7 +15,7 @@
 
 mod suspend;
 
-pub use suspend::{resume_suspended, suspend_cooperatively, Resume, SuspendError, SUSPEND_TIMEOUT};
+pub use suspend::{reset_backends, resume_suspended, suspend_cooperatively, Resume, SuspendError, SUSPEND_TIMEOUT};
 
 use crate::stats::ExitMetrics;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -357,6 +357,16 @@ impl VmControl {
     /// Whether the guest is suspended (its vCPUs may still be parking).
     pub fn is_suspended(&self) -> bool {
         matches!(self.lock().suspend, Suspend::Suspended { .. })
+    }
+
+    /// The vCPU whose `SHUTDOWN_suspend` suspended the guest, while it is
+    /// suspended (a snapshot records it: its hypercall returns 0 in the
+    /// restored domain).
+    pub fn suspended_vcpu(&self) -> Option<u32> {
+        match self.lock().suspend {
+            Suspend::Suspended { vcpu } => Some(vcpu),
+            _ => None,
+        }
     }
 
     /// Resumes a suspended guest whose suspend hypercall returns `value`

@@ -17,7 +17,7 @@ use vmm::migration::{MigrationError, MigrationUrl};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Migrate {
-    /// `tcp:<addr>:<port>` or `unix:<path>`.
+    /// `tcp:<ip>:<port>` or `unix:<path>`.
     url: String,
 }
 
@@ -34,7 +34,7 @@ fn status(e: &MigrationError) -> u16 {
 pub(super) fn migrate(s: &Shared, body: &[u8]) -> Response {
     let m: Migrate = match serde_json::from_slice(body) {
         Ok(m) => m,
-        Err(e) => return Response::error(400, format!("bad body: {e}; send {{\"url\": \"tcp:<addr>:<port>\"}}")),
+        Err(e) => return Response::error(400, format!("bad body: {e}; send {{\"url\": \"tcp:<ip>:<port>\"}}")),
     };
     let url: MigrationUrl = match m.url.parse() {
         Ok(u) => u,

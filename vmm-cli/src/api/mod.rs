@@ -249,29 +249,62 @@ struct SnapshotBody {
     /// The directory to write (created if missing; an earlier snapshot
     /// in it is replaced). Relative to the VMM's working directory.
     dir: PathBuf,
+    /// Xen's cooperative suspend first (`xl save -c`): the guest suspends
+    /// itself, is snapshotted suspended, and its suspend is cancelled; a
+    /// restore resumes it as a new domain.
+    #[serde(default)]
+    cooperative: bool,
+    /// With `cooperative`: how long the guest has to suspend (default and
+    /// most 60 s, libxl's).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
-/// `PUT /vm.snapshot`: pauses, snapshots into `dir`, resumes (if it ran);
-/// answers 200 with what was written and how long the guest was paused.
+/// `PUT /vm.snapshot`: pauses (or, `cooperative`, suspends), snapshots
+/// into `dir`, resumes (if it ran); answers 200 with what was written and
+/// how long the guest was paused.
 fn snapshot(s: &Shared, body: &[u8]) -> Response {
     let b: SnapshotBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return Response::error(400, format!("bad body: {e}: expected {{\"dir\": \"<path>\"}}")),
+        Err(e) => {
+            return Response::error(
+                400,
+                format!(
+                    "bad body: {e}: expected {{\"dir\": \"<path>\"}} or {{\"dir\": \"<path>\", \"cooperative\": true}}"
+                ),
+            )
+        }
     };
     let snap = match with_view(s, |v| v.snapshot.clone().ok_or_else(|| control_error(ControlError::NotRunning))) {
         Ok(h) => h,
         Err(r) => return r,
     };
     use vmm::snapshot::SnapshotError as E;
-    match snap.snapshot(&s.control, &b.dir) {
+    if b.timeout_ms.is_some() && !b.cooperative {
+        return Response::error(
+            400,
+            "\"timeout_ms\" applies to a cooperative snapshot only: add \"cooperative\": true",
+        );
+    }
+    let taken = match b.cooperative {
+        true => {
+            let limit = vmm::control::SUSPEND_TIMEOUT;
+            let timeout = b.timeout_ms.map_or(limit, std::time::Duration::from_millis).min(limit);
+            snap.snapshot_cooperatively(&s.control, &b.dir, timeout)
+        }
+        false => snap.snapshot(&s.control, &b.dir),
+    };
+    match taken {
         Ok(r) => Response::ok(json!({
             "dir": r.dir,
             "memory_bytes": r.memory_bytes,
             "state_bytes": r.state_bytes,
             "pause_ms": r.pause.as_secs_f64() * 1e3,
             "total_ms": r.total.as_secs_f64() * 1e3,
+            "cooperative": b.cooperative,
         })),
         Err(E::Control(c)) => control_error(c),
+        Err(E::Suspend(e)) => suspend::suspend_error(e),
         Err(e @ (E::Unsupported(_) | E::Drain(_))) => Response::error(409, e.to_string()),
         Err(e) => Response::error(500, e.to_string()),
     }

@@ -37,7 +37,7 @@ fn body<T: Default + for<'a> Deserialize<'a>>(raw: &[u8], hint: &str) -> Result<
     serde_json::from_slice(raw).map_err(|e| Response::error(400, format!("bad body: {e}; send {hint}")))
 }
 
-fn suspend_error(e: SuspendError) -> Response {
+pub(super) fn suspend_error(e: SuspendError) -> Response {
     match e {
         SuspendError::Control(c) => control_error(c),
         SuspendError::TimedOut(_) | SuspendError::Reset(_) => Response::error(504, e.to_string()),

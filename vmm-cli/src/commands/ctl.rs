@@ -37,8 +37,13 @@ pub fn request(cmd: &CtlCommand) -> (&'static str, &'static str, Option<Value>) 
             ("PUT", "/vm.remove-device", Some(json!({ "id": id, "timeout_ms": t })))
         }
         // The VMM's working directory may not be ours.
-        CtlCommand::Snapshot { dir } => {
-            ("PUT", "/vm.snapshot", Some(json!({ "dir": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()) })))
+        CtlCommand::Snapshot { dir, cooperative, timeout_ms } => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            let mut body = json!({ "dir": dir, "cooperative": cooperative });
+            if let Some(t) = timeout_ms {
+                body["timeout_ms"] = json!(t);
+            }
+            ("PUT", "/vm.snapshot", Some(body))
         }
         CtlCommand::Migrate { url } => ("PUT", "/vm.migrate", Some(json!({ "url": url }))),
     }

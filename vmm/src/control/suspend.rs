@@ -175,8 +175,9 @@ fn step(
 /// in, as a restore's toolstack creates them: the front end is made to
 /// read `Closed` (the back end unmaps its rings, closes its event channel
 /// and goes `Closed`), then `Initialising` (the back end goes `InitWait`).
-/// The guest's vCPUs are parked meanwhile, so it sees only the result.
-fn reset_backends(store: &SharedStore, domid: DomId, timeout: Duration) -> Result<(), SuspendError> {
+/// The guest's vCPUs are parked (or, on a restore, not yet run)
+/// meanwhile, so it sees only the result.
+pub fn reset_backends(store: &SharedStore, domid: DomId, timeout: Duration) -> Result<(), SuspendError> {
     let all = devices(store, domid);
     // Back ends already waiting for a front end have nothing to reset;
     // ones being removed (`Closing`/`Closed` by the toolstack) are left.

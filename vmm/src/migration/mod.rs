@@ -34,7 +34,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// stops reading (or dies without closing) fails the migration after this.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where a migration goes (`tcp:<addr>:<port>`, `unix:<path>`).
+/// Where a migration goes (`tcp:<ip>:<port>`, `unix:<path>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationUrl {
     /// A TCP address (host and port).

@@ -23,8 +23,9 @@ use std::path::Path;
 pub const MAGIC: [u8; 8] = *b"PVSNAPST";
 
 /// The state format this build writes and the only one it reads. Bump it
-/// whenever a saved type changes shape.
-pub const FORMAT_VERSION: u32 = 1;
+/// whenever a saved type changes shape. 2: `SnapshotState::suspended`
+/// (a cooperative snapshot).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 32;
@@ -125,9 +126,11 @@ mod tests {
             assert!(matches!(e, SnapshotError::NotASnapshot(_) | SnapshotError::Truncated { .. }), "{cut}: {e}");
         }
         let mut v = good.clone();
-        v[8] = 2;
-        let e = decode::<S>(p, &v).unwrap_err().to_string();
-        assert!(e.contains("format version 2") && e.contains("reads version 1"), "{e}");
+        for other in [1, FORMAT_VERSION + 1] {
+            v[8] = other as u8;
+            let e = decode::<S>(p, &v).unwrap_err().to_string();
+            assert!(e.contains(&format!("format version {other},")) && e.contains("reads version 2"), "{e}");
+        }
         // Every single-byte change of the payload is caught by the checksum.
         for at in HEADER_LEN..good.len() {
             let mut t = good.clone();

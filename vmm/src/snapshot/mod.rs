@@ -101,6 +101,9 @@ pub enum SnapshotError {
     /// The vCPUs did not answer.
     #[error("cannot snapshot: {0}")]
     Control(#[from] crate::control::ControlError),
+    /// A cooperative snapshot's suspend or resume failed (the VM runs on).
+    #[error("cannot snapshot cooperatively: {0}")]
+    Suspend(#[from] crate::control::SuspendError),
     /// A device did not become idle.
     #[error("cannot snapshot: {0} did not finish its in-flight requests in time")]
     Drain(String),
@@ -230,4 +233,19 @@ pub struct SnapshotState {
     pub virtio_net: Vec<backend::virtio::mmio::TransportState>,
     /// Bytes of guest memory holding data when it was taken.
     pub memory_bytes: u64,
+    /// Set when the guest had suspended itself cooperatively
+    /// (`SCHEDOP_shutdown(SHUTDOWN_suspend)`) when it was taken: a restore
+    /// resumes it as a new domain.
+    pub suspended: Option<SuspendedAt>,
+}
+
+/// A guest suspended when its snapshot was taken: Xen's saved domain
+/// after `xl save` (`xen/include/public/sched.h` SHUTDOWN_suspend: the
+/// hypercall returns 0 in the restored domain, whose back ends start in
+/// `InitWait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendedAt {
+    /// The vCPU that called `SHUTDOWN_suspend`: its hypercall's return
+    /// value is set to 0 on restore.
+    pub vcpu: u32,
 }

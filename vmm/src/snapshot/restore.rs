@@ -36,6 +36,9 @@ pub(crate) fn check(path: &Path, s: &SnapshotState) -> Result<(), SnapshotError>
     if let Err(e) = crate::builder::check_mem_size(&s.config.mem_bytes.to_string(), s.config.mem_bytes) {
         return bad(e.to_string());
     }
+    if let Some(at) = s.suspended.filter(|at| at.vcpu >= n) {
+        return bad(format!("suspended by vCPU {}, of {n} vCPUs", at.vcpu));
+    }
     if s.vm.irqchips.len() > 3 || s.vm.irqchips.iter().any(|c| c.chip_id > 2) {
         return bad("bad irqchip state".into());
     }
@@ -56,7 +59,28 @@ pub fn restore_into(vm: &mut Vm, state: &SnapshotState, dir: &Path) -> Result<u6
 /// file, or by a migration from its stream) at the right moment: after the
 /// console's pending input was taken back, before the domain state (whose
 /// page tables are validated against it). `load` returns the bytes loaded.
+///
+/// A guest that was suspended (a cooperative snapshot) continues as a new
+/// domain, as Xen restores one (`xen/include/public/sched.h`
+/// SHUTDOWN_suspend): its back ends are reset to `InitWait` (rings
+/// unmapped, event channels closed) before it first runs, and its suspend
+/// hypercall returns 0, so its front ends reconnect.
 pub fn restore_with_memory(
+    vm: &mut Vm,
+    state: &SnapshotState,
+    load: impl FnOnce(&xen_domain::guest_memory::GuestRam) -> Result<u64, SnapshotError>,
+) -> Result<u64, SnapshotError> {
+    let loaded = restore_parts(vm, state, load)?;
+    if let Some(at) = state.suspended {
+        use crate::control::{reset_backends, SUSPEND_TIMEOUT};
+        reset_backends(&vm.store, xen_domain::domid::GUEST_DOMID, SUSPEND_TIMEOUT)
+            .map_err(|e| SnapshotError::State { what: "split devices", why: e.to_string() })?;
+        tracing::info!(vcpu = at.vcpu, "restored a suspended guest: it resumes as a new domain");
+    }
+    Ok(loaded)
+}
+
+fn restore_parts(
     vm: &mut Vm,
     state: &SnapshotState,
     load: impl FnOnce(&xen_domain::guest_memory::GuestRam) -> Result<u64, SnapshotError>,
@@ -108,6 +132,13 @@ fn restore_kvm(vm: &mut Vm, state: &SnapshotState) -> Result<(), SnapshotError> 
     let vcpus = std::iter::once(&mut vm.vcpu).chain(vm.aps.iter_mut());
     for (v, s) in vcpus.zip(&state.vcpus) {
         super::vcpu_state::apply(v.fd_mut(), s)?;
+        if state.suspended.is_some_and(|at| at.vcpu == s.id) {
+            // `SHUTDOWN_suspend` returns 0 in the restored domain
+            // (`xen/include/public/sched.h`; 1 only when the suspend is
+            // cancelled, `modify_returncode()` in xg_resume.c).
+            let regs = kvm_bindings::kvm_regs { rax: 0, ..s.regs };
+            v.fd_mut().set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
+        }
     }
     Ok(())
 }

@@ -150,7 +150,8 @@ impl Snapshotter {
     /// if it was running. `control` is the VM's.
     pub fn snapshot(&self, control: &VmControl, dir: &Path) -> Result<SnapshotReport, SnapshotError> {
         let start = Instant::now();
-        let was_paused = control.state() == RunState::Paused;
+        // A suspended guest stays suspended: its resume is the caller's.
+        let was_paused = matches!(control.state(), RunState::Paused | RunState::Suspended);
         control.pause(VCPU_TIMEOUT)?;
         let pause = start.elapsed();
         let r = self.take(control, dir);
@@ -159,6 +160,29 @@ impl Snapshotter {
         }
         let (memory_bytes, state_bytes) = r?;
         Ok(SnapshotReport { dir: dir.to_path_buf(), memory_bytes, state_bytes, pause, total: start.elapsed() })
+    }
+
+    /// Xen's checkpoint (`xl save -c`): asks the guest to suspend
+    /// itself ([`suspend_cooperatively`](crate::control::suspend_cooperatively),
+    /// waiting up to `timeout`), snapshots it suspended (the state records
+    /// which vCPU suspended: a restore resumes it as a new domain), then
+    /// cancels the suspend here (the hypercall returns 1), so the source
+    /// runs on with its connections. A guest that does not suspend in time
+    /// is an error and runs on.
+    pub fn snapshot_cooperatively(
+        &self,
+        control: &VmControl,
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        use crate::control::{resume_suspended, suspend_cooperatively, Resume};
+        use xen_domain::domid::GUEST_DOMID;
+        suspend_cooperatively(control, &self.store, GUEST_DOMID, timeout)?;
+        let r = self.snapshot(control, dir);
+        // Cancelled whether or not the files were written: the source
+        // always runs on (libxl's checkpoint resumes it either way).
+        resume_suspended(control, &self.store, GUEST_DOMID, Resume::Cancelled, VCPU_TIMEOUT)?;
+        r
     }
 
     /// The VM's state, memory aside, for a snapshot or a migration's
@@ -185,6 +209,7 @@ impl Snapshotter {
             virtio_blk,
             virtio_net,
             memory_bytes: 0,
+            suspended: control.suspended_vcpu().map(|vcpu| super::SuspendedAt { vcpu }),
         })
     }
 
