@@ -274,14 +274,15 @@ impl VmControl {
         if i.vcpus.is_empty() {
             return Err(ControlError::NotRunning);
         }
-        i.pause = true;
+        let was_paused = std::mem::replace(&mut i.pause, true);
         self.update_pending(&i);
         let r = self.wait_served(i, timeout, Inner::all_parked).map(drop);
         if r.is_err() {
-            // Not parked in time: withdraw the request, so a late park
-            // does not leave a VM paused that the caller was told is not.
+            // Not parked in time: withdraw this request, so a late park
+            // does not leave a VM paused that the caller was told is not
+            // (a VM the user had paused stays paused).
             let mut i = self.lock();
-            i.pause = false;
+            i.pause = was_paused;
             self.update_pending(&i);
             self.cv.notify_all();
         }
