@@ -275,6 +275,9 @@ fn seconds(s: f64) -> Result<std::time::Duration> {
 fn kernel(file: Option<PathBuf>, image: Option<&str>) -> Result<Kernel> {
     Ok(match (file, image) {
         (Some(p), _) => Kernel::File(p),
+        // "demo" is what a snapshot or a migration stream calls the
+        // default image (`--image` was not given).
+        (None, Some("demo")) => Kernel::Bundled("demo", frontend_guest::images::DEMO),
         (None, Some(name)) => {
             let (name, img) = frontend_guest::images::ALL.iter().find(|(n, _)| *n == name).ok_or_else(|| {
                 anyhow::anyhow!("no bundled image '{name}': run `vmm images` to list them, or pass --kernel <elf>")
