@@ -339,6 +339,15 @@ mod tests {
     }
 
     #[test]
+    fn the_default_image_is_found_again_by_its_saved_name() {
+        // A snapshot or migration stream stores the config with the
+        // default image named "demo" (vmm restore, vmm run --incoming).
+        assert!(matches!(kernel(None, None).unwrap(), Kernel::Bundled("demo", _)));
+        assert!(matches!(kernel(None, Some("demo")).unwrap(), Kernel::Bundled("demo", _)));
+        assert!(kernel(None, Some("nosuch")).is_err());
+    }
+
+    #[test]
     fn the_config_round_trips_through_serde() {
         let cfg = parse(&["--image", "net", "--net", "tap=t0,mac=02:00:00:00:00:07", "--disk", "a.img,vdev=hda"]);
         let json = serde_json::to_string(&cfg).unwrap();
