@@ -95,9 +95,17 @@ fn field(line: &str, name: &str) -> u64 {
 
 /// Waits for the socket to accept a request.
 fn wait_api(sock: &Path) {
+    // Until the socket answers and a vCPU is attached: before that, the
+    // VM is "not running" and a snapshot is refused (409, "retry once it
+    // has booted"), which a loaded machine makes likely.
     let end = Instant::now() + Duration::from_secs(60);
-    while !ctl(sock, &["info"]).status.success() {
-        assert!(Instant::now() < end, "the API socket {} never answered", sock.display());
+    loop {
+        let out = ctl(sock, &["info"]);
+        let info: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if out.status.success() && info.is_some_and(|i| i["state"] != "not running") {
+            return;
+        }
+        assert!(Instant::now() < end, "the VM behind {} never answered as booted", sock.display());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
