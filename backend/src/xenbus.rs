@@ -424,7 +424,7 @@ impl<B: SplitBackend> MutEventSubscriber for XenbusDevice<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::net::harness::{CountNotify, HostNetFront, RX_RING_REF, TX_RING_REF};
     use crate::net::{peer, NetBackend};
@@ -434,8 +434,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
+    /// A store in a map, for back-end tests that drive the handshake
+    /// themselves (`frontend_changed`), here and in `block::mq_tests`.
     #[derive(Default)]
-    struct MapStore(Mutex<BTreeMap<String, String>>);
+    pub(crate) struct MapStore(Mutex<BTreeMap<String, String>>);
 
     impl XenbusStore for MapStore {
         fn read(&self, path: &str) -> Option<String> {

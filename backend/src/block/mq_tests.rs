@@ -12,28 +12,13 @@ use pv_abi::blkif::*;
 use pv_abi::xenbus::keys as xb;
 use pv_abi::xenbus::XenbusState;
 use ring_buffers::FrontRing;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::xenbus::tests::MapStore;
+
 const SECTORS: u64 = 2048;
-
-#[derive(Default)]
-struct MapStore(Mutex<BTreeMap<String, String>>);
-
-impl XenbusStore for MapStore {
-    fn read(&self, path: &str) -> Option<String> {
-        self.0.lock().unwrap().get(path).cloned()
-    }
-    fn write(&self, path: &str, value: &str) -> bool {
-        self.0.lock().unwrap().insert(path.to_owned(), value.to_owned());
-        true
-    }
-    fn watch(&self, _: &str, _: Arc<EventFd>) -> bool {
-        true // the test calls `frontend_changed` itself
-    }
-}
 
 /// Counts bindings still open; binding a port twice is refused, as the
 /// VMM's event channels refuse it (the port is no longer unbound).
