@@ -11,16 +11,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+#[path = "common/process.rs"]
+mod process;
+use process::{ctl, text, vmm};
 
 /// Reads stdout lines until one contains `want` (or it ends).
 fn read_until(out: &mut BufReader<ChildStdout>, want: &str) -> Vec<String> {
@@ -34,11 +30,6 @@ fn read_until(out: &mut BufReader<ChildStdout>, want: &str) -> Vec<String> {
         }
     }
     seen
-}
-
-/// `vmm ctl --socket <sock> <args>`.
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    vmm().arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run vmm ctl")
 }
 
 fn ctl_json(sock: &Path, args: &[&str]) -> Value {

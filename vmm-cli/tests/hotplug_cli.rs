@@ -12,19 +12,15 @@ mod common;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Output, Stdio};
+
+#[path = "common/process.rs"]
+mod process;
+use process::{text, vmm};
 
 /// The seed the guest's `hotplug` mode checks by default (blk.rs
 /// `HOTPLUG_SEED`).
 const SEED: u64 = 0x407;
-
-fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A 64 KiB image holding the guest's pattern for `SEED`.
 fn pattern_image(path: &Path) {

@@ -18,21 +18,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    vmm().arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run vmm ctl")
-}
+#[path = "common/process.rs"]
+mod process;
+use process::{ctl, field, text, vmm};
 
 /// A running VMM whose stdout and stderr lines arrive on channels.
 struct Running {
@@ -99,13 +91,6 @@ impl Running {
         self.seen.extend(rest);
         (status.code(), self.seen.join("\n"))
     }
-}
-
-/// `name=<n>` in a soak line.
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
 fn verified(line: &str) -> bool {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
@@ -25,6 +25,10 @@ const GUEST: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
 mod netns;
 use netns::{is_root, Netns};
 
+#[path = "common/process.rs"]
+mod process;
+use process::{ctl, text};
+
 /// `ping -c <n>` of the guest from the namespace: its output.
 fn ping(ns: &Netns, n: u32) -> String {
     let out = ns
@@ -32,14 +36,6 @@ fn ping(ns: &Netns, n: u32) -> String {
         .output()
         .expect("run ping");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm")).arg("ctl").arg("--socket").arg(sock).args(args).output().unwrap()
 }
 
 fn ctl_ok(sock: &Path, args: &[&str]) -> Value {

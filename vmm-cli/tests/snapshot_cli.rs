@@ -11,22 +11,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `vmm ctl --socket <sock> <args>`.
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    vmm().arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run vmm ctl")
-}
+#[path = "common/process.rs"]
+mod process;
+use process::{ctl, field, text, vmm};
 
 /// A running VMM whose stdout lines arrive on a channel.
 struct Running {
@@ -84,13 +75,6 @@ impl Running {
         }
         (status, self.seen, err)
     }
-}
-
-/// A field `name=<n>` of a soak line.
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
 /// Waits for the socket to accept a request.

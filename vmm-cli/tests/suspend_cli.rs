@@ -14,20 +14,12 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::Duration;
 
-fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> Output {
-    vmm().arg("ctl").arg("--socket").arg(sock).args(args).output().expect("run vmm ctl")
-}
+#[path = "common/process.rs"]
+mod process;
+use process::{ctl, text, vmm};
 
 fn ctl_ok(sock: &Path, args: &[&str]) -> Value {
     let out = ctl(sock, args);
